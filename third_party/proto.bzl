@@ -23,11 +23,12 @@ def _repo_root():
     return "." if repo == "@" else "external/" + repo[1:]
 
 def _protoc(name, srcs, imports, outs, flags):
+    # srcs and imports may overlap (a grpc target's own file is among its proto's files).
     root = _repo_root()
     out = "$(GENDIR)" if root == "." else "$(GENDIR)/" + root
     native.genrule(
         name = name,
-        srcs = srcs + imports,
+        srcs = depset(srcs + imports).to_list(),
         outs = outs,
         cmd = "/usr/bin/protoc -I%s %s %s" % (
             root,
@@ -36,15 +37,21 @@ def _protoc(name, srcs, imports, outs, flags):
         ),
     )
 
-def cc_proto(name, srcs, deps = [], imports = [], **kwargs):
-    """Compiles srcs (.proto of this package) to a cc_library of messages.
+def cc_proto(name, srcs, deps = [], **kwargs):
+    """Compiles srcs (.proto files of this package) to a cc_library of messages.
 
-    deps: other cc_proto targets whose .proto files srcs import.
-    imports: those .proto files (labels), made visible to protoc.
+    deps: the cc_proto targets that compile the .proto files srcs import.
+    Also defines <name>_protos, the .proto files of srcs and of all deps, for protoc.
     """
     bases = [s[:-len(".proto")] for s in srcs]
     hdrs = [b + ".pb.h" for b in bases]
     ccs = [b + ".pb.cc" for b in bases]
+    imports = [d + "_protos" for d in deps]
+    native.filegroup(
+        name = name + "_protos",
+        srcs = srcs + imports,
+        visibility = kwargs.get("visibility"),
+    )
     _protoc(name + "_gen", srcs, imports, hdrs + ccs, ["--cpp_out={out}"])
     native.cc_library(
         name = name,
@@ -54,13 +61,13 @@ def cc_proto(name, srcs, deps = [], imports = [], **kwargs):
         **kwargs
     )
 
-def cc_grpc(name, srcs, proto, imports = [], **kwargs):
+def cc_grpc(name, srcs, proto, **kwargs):
     """Generates the gRPC C++ stubs of the services in srcs, whose messages are compiled by the
     cc_proto target `proto` (so no message is compiled twice)."""
     bases = [s[:-len(".proto")] for s in srcs]
     hdrs = [b + ".grpc.pb.h" for b in bases]
     ccs = [b + ".grpc.pb.cc" for b in bases]
-    _protoc(name + "_gen", srcs, imports, hdrs + ccs, [
+    _protoc(name + "_gen", srcs, [proto + "_protos"], hdrs + ccs, [
         "--grpc_out={out}",
         "--plugin=protoc-gen-grpc=/usr/bin/grpc_cpp_plugin",
     ])
