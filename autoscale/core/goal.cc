@@ -1,0 +1,154 @@
+#include "autoscale/core/goal.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace autoscale::core {
+namespace {
+
+// The reference hard-codes these two.
+constexpr double kMaxAllowedIncreaseFactor = 3.0;
+constexpr double kProjectLen = 0.5;
+
+// Goals are clamped to this before conversion, so absurd inputs cannot overflow.
+constexpr double kMaxGoalCu = 1 << 30;
+
+// 0 at or below t1, 1 at or above t2, linear between (the reference adds 1e-6 to the divisor).
+double BlendingFactor(double value, double t1, double t2) {
+  if (value <= t1) return 0;
+  if (value >= t2) return 1;
+  return (value - t1) / (t2 - t1 + 1e-6);
+}
+
+double BlendedLoadAverage(const ScalingConfig& c, const SystemMetrics& m) {
+  double stable = c.cpu_stable_zone_ratio * m.load_avg_5m;
+  double mixed = stable + c.cpu_mixed_zone_ratio * m.load_avg_5m;
+  double w = BlendingFactor(std::abs(m.load_avg_1m - m.load_avg_5m), stable, mixed);
+  return w * m.load_avg_1m + (1 - w) * m.load_avg_5m;
+}
+
+// A non-finite or negative sub-goal (bad metrics) counts as 0; huge ones are capped.
+double Sane(double v) { return std::isfinite(v) ? std::clamp(v, 0.0, kMaxGoalCu) : 0; }
+
+}  // namespace
+
+const char* SignalName(Signal s) {
+  switch (s) {
+    case Signal::kNone:
+      return "none";
+    case Signal::kCpu:
+      return "cpu";
+    case Signal::kMemory:
+      return "memory";
+    case Signal::kMemoryTotal:
+      return "memoryTotal";
+    case Signal::kLfc:
+      return "lfc";
+    case Signal::kMonitorUpscale:
+      return "monitorUpscale";
+    case Signal::kDeniedDownscale:
+      return "deniedDownscale";
+    case Signal::kStabilization:
+      return "stabilization";
+    case Signal::kMaxDownscaleStep:
+      return "maxDownscaleStep";
+    case Signal::kCurrentUsage:
+      return "currentUsage";
+    case Signal::kMinBound:
+      return "minBound";
+    case Signal::kMaxBound:
+      return "maxBound";
+    case Signal::kMigrating:
+      return "migrating";
+  }
+  return "unknown";
+}
+
+double EstimateTrueWorkingSetSize(std::span<const double> series, double max_increase_factor,
+                                  int initial_offset, int window_size) {
+  const int w = window_size - 1;
+  const int n = static_cast<int>(series.size());
+  for (int t = initial_offset; t + w < n; ++t) {
+    // The windows are not sampled at one instant, so a longer window can read lower.
+    double before = std::max(0.0, series[t] - series[t - w]);
+    double after = std::max(0.0, series[t + w] - series[t]);
+    if (after > before * max_increase_factor) return series[t];
+  }
+  return series.empty() ? 0 : series.back();
+}
+
+double ProjectNextHighest(std::span<const double> series, double project_len) {
+  if (series.empty()) return 0;
+  double highest = series[0];
+  for (size_t i = 1; i < series.size(); ++i) {
+    double x0 = series[i - 1];
+    double x1 = std::max(x0, series[i]);
+    highest = std::max(highest, x1 + (x1 - x0) * project_len);
+  }
+  return highest;
+}
+
+Goal ComputeGoal(const ScalingConfig& c, const Resources& cu, const SystemMetrics* system,
+                 const LfcMetrics* lfc) {
+  Goal g;
+  if (!c.enable_lfc_metrics) lfc = nullptr;
+  g.has_all_metrics = system != nullptr && (!c.enable_lfc_metrics || lfc != nullptr);
+  const double cu_mem = static_cast<double>(cu.memory_bytes);
+
+  std::optional<double> wss_bytes;
+  if (lfc != nullptr) {
+    const std::vector<double>& wss = lfc->working_set_pages;
+    const int offset = c.lfc_min_wait_before_downscale_minutes - 1;
+    const int window = c.lfc_window_size_minutes;
+    if (static_cast<int>(wss.size()) >= offset + window) {
+      double estimate =
+          c.lfc_use_largest_window
+              ? wss.back()
+              : EstimateTrueWorkingSetSize(wss, kMaxAllowedIncreaseFactor, offset, window);
+      // Project the growth seen up to the estimate, starting at the minimum wait.
+      size_t end = offset;
+      while (end < wss.size() && wss[end] <= estimate) ++end;
+      double projected = ProjectNextHighest(std::span(wss.data(), end), kProjectLen);
+      g.lfc_estimate_pages = estimate;
+      g.lfc_projected_pages = projected;
+      wss_bytes = projected * kLfcPageBytes;
+      g.lfc_cu = Sane(*wss_bytes / c.lfc_to_memory_ratio / cu_mem);
+    }
+  }
+
+  if (system != nullptr) {
+    g.load_average = BlendedLoadAverage(c, *system);
+    g.cpu_cu = Sane(*g.load_average / c.load_average_fraction_target /
+                    static_cast<double>(cu.milli_cpu) * 1000);
+    double mem_goal_bytes = std::round(system->memory_usage_bytes / c.memory_usage_fraction_target);
+    g.memory_cu = Sane(mem_goal_bytes / cu_mem);
+    if (wss_bytes.has_value()) {
+      double cached = std::min(*wss_bytes, system->memory_cached_bytes);
+      g.memory_total_cu =
+          Sane((cached + system->memory_usage_bytes) / c.memory_total_fraction_target / cu_mem);
+    }
+  }
+
+  // CPU is rounded "for historical compatibility"; the others round up.
+  struct Part {
+    std::optional<double> value;
+    Signal signal;
+  };
+  const Part parts[] = {
+      {g.cpu_cu ? std::optional(std::round(*g.cpu_cu)) : std::nullopt, Signal::kCpu},
+      {g.memory_cu, Signal::kMemory},
+      {g.memory_total_cu, Signal::kMemoryTotal},
+      {g.lfc_cu, Signal::kLfc},
+  };
+  double best = -1;
+  for (const Part& p : parts) {
+    if (p.value && *p.value > best) {
+      best = *p.value;
+      g.decided_by = p.signal;
+    }
+  }
+  g.goal_cu = best < 0 ? 0 : static_cast<uint32_t>(std::ceil(best));
+  return g;
+}
+
+}  // namespace autoscale::core

@@ -1,0 +1,60 @@
+// Resources: an amount of vCPU (thousandths) and memory (bytes), the unit every part of the
+// library counts in. Compute units (CU) and VM bounds are expressed with it too.
+//
+//   Resources cu{.milli_cpu = 250, .memory_bytes = 1 << 30};
+//   Resources four = cu * 4;                     // 1000m / 4 GiB
+//   if (target.AnyGreaterThan(permit)) ...       // a field would grow past the permit
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace autoscale::core {
+
+struct Resources {
+  int64_t milli_cpu = 0;
+  int64_t memory_bytes = 0;
+
+  friend bool operator==(const Resources&, const Resources&) = default;
+
+  Resources operator+(const Resources& o) const {
+    return {milli_cpu + o.milli_cpu, memory_bytes + o.memory_bytes};
+  }
+  Resources operator-(const Resources& o) const {
+    return {milli_cpu - o.milli_cpu, memory_bytes - o.memory_bytes};
+  }
+  Resources operator*(int64_t n) const { return {milli_cpu * n, memory_bytes * n}; }
+
+  // True if some field of *this is greater (less) than the same field of `o`.
+  bool AnyGreaterThan(const Resources& o) const {
+    return milli_cpu > o.milli_cpu || memory_bytes > o.memory_bytes;
+  }
+  bool AnyLessThan(const Resources& o) const {
+    return milli_cpu < o.milli_cpu || memory_bytes < o.memory_bytes;
+  }
+  // True if every field is <= the same field of `o`.
+  bool FitsIn(const Resources& o) const { return !AnyGreaterThan(o); }
+  bool IsZero() const { return milli_cpu == 0 && memory_bytes == 0; }
+
+  // Field-wise maximum and minimum.
+  static Resources Max(const Resources& a, const Resources& b);
+  static Resources Min(const Resources& a, const Resources& b);
+  // Field-wise a - b, floored at zero.
+  static Resources SaturatingSub(const Resources& a, const Resources& b);
+
+  // "1250m/5GiB" (memory in the largest binary unit that divides it, else bytes).
+  std::string ToString() const;
+};
+
+// The VM's range in compute units, inclusive.
+struct Bounds {
+  uint32_t min_cu = 0;
+  uint32_t max_cu = 0;
+
+  friend bool operator==(const Bounds&, const Bounds&) = default;
+};
+
+// How many whole compute units fit in `r`: the smaller over both resources (floor).
+int64_t WholeComputeUnits(const Resources& r, const Resources& cu);
+
+}  // namespace autoscale::core
