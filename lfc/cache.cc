@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -14,10 +15,11 @@
 namespace autoscale::lfc {
 namespace {
 
-// pread/pwrite until done: they may transfer less than asked or be interrupted.
+// pread/pwrite until done: they may transfer less than asked or be interrupted. The message is
+// built only on failure, to keep it off the hit path.
 template <typename Buffer, typename Io>
-absl::Status FullIo(Io io, int fd, Buffer* data, size_t size, uint64_t offset,
-                    std::string_view what, const std::string& path) {
+absl::Status FullIo(Io io, int fd, Buffer* data, size_t size, uint64_t offset, uint64_t page,
+                    const std::string& path) {
   size_t done = 0;
   while (done < size) {
     const ssize_t n = io(fd, data + done, size - done, static_cast<off_t>(offset + done));
@@ -25,9 +27,9 @@ absl::Status FullIo(Io io, int fd, Buffer* data, size_t size, uint64_t offset,
     if (n <= 0) {
       const int error = n < 0 ? errno : EIO;
       return absl::ErrnoToStatus(
-          error,
-          absl::StrCat("lfc ", absl::string_view(what.data(), what.size()), " at offset ",
-                       offset + done, " of ", path, n == 0 ? ": unexpected end of file" : ""));
+          error, absl::StrCat("lfc ", std::is_const_v<Buffer> ? "write" : "read", " of page ", page,
+                              " at offset ", offset + done, " of ", path,
+                              n == 0 ? ": unexpected end of file" : ""));
     }
     done += static_cast<size_t>(n);
   }
@@ -82,8 +84,8 @@ absl::StatusOr<bool> LocalFileCache::Read(uint64_t page, std::span<std::byte> ou
   ++stats_.hits;
   lru_.splice(lru_.begin(), lru_, it->second);
   const Chunk& chunk = *it->second;
-  absl::Status status = FullIo(pread, fd_, out.data(), out.size(), PageOffset(chunk, page),
-                               absl::StrCat("read of page ", page), options_.path);
+  absl::Status status =
+      FullIo(pread, fd_, out.data(), out.size(), PageOffset(chunk, page), page, options_.path);
   if (!status.ok()) return status;
   return true;
 }
@@ -119,8 +121,8 @@ absl::Status LocalFileCache::Write(uint64_t page, std::span<const std::byte> dat
   const size_t index = page % options_.pages_per_chunk;
   // Not cached while the bytes are in flux, so a failed write leaves no torn page behind.
   chunk.present[index] = false;
-  RETURN_IF_ERROR(FullIo(pwrite, fd_, data.data(), data.size(), PageOffset(chunk, page),
-                         absl::StrCat("write of page ", page), options_.path));
+  RETURN_IF_ERROR(
+      FullIo(pwrite, fd_, data.data(), data.size(), PageOffset(chunk, page), page, options_.path));
   chunk.present[index] = true;
   ++stats_.writes;
   return absl::OkStatus();
