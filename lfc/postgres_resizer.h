@@ -1,0 +1,58 @@
+// A Resizer (resizer.h) for PostgreSQL's Local File Cache: sets the cache size setting with
+// `ALTER SYSTEM SET <setting> = '<MiB>'` and applies it with `SELECT pg_reload_conf()`, as Neon's
+// vm-monitor does. The default setting is Neon's `neon.file_cache_size_limit` (in MB). The
+// setting must be known to the server: Neon's extension defines it; on a vanilla PostgreSQL 15 a
+// line `neon.file_cache_size_limit = 0` in postgresql.conf declares it (ALTER SYSTEM rejects a
+// custom setting the server has not seen before PostgreSQL 17; a `-c` on the command line would
+// override the value written by ALTER SYSTEM).
+//
+//   ASSIGN_OR_RETURN(auto resizer, PostgresResizer::Create({
+//       .conninfo = "host=localhost port=5432 dbname=postgres user=cloud_admin"}));
+//   absl::Status s = resizer->SetSizeBytes(CacheSizeBytes(memory));
+//   // s: OK, or e.g. PermissionDenied "lfc postgres resize to 512 MiB (neon.file_cache_size_limit)
+//   // on cloud_admin@localhost:5432: ALTER SYSTEM: ERROR: permission denied to set parameter ..."
+//
+// Each call opens its own connection (resizes are rare), so a server restart between calls does
+// not matter, and the resizer may be used from any thread. The whole call, connecting included,
+// is bounded by `timeout`. The user must be a superuser or hold ALTER SYSTEM on the setting.
+// This header does not include libpq.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "lfc/resizer.h"
+
+namespace autoscale::lfc {
+
+struct PostgresResizerOptions {
+  // A libpq connection string or URI. Credentials in it never appear in error messages.
+  std::string conninfo;
+  // The setting that holds the cache size in MB: an identifier, optionally dotted.
+  std::string setting = "neon.file_cache_size_limit";
+  // Bounds one SetSizeBytes call. A host name is resolved before this timer starts.
+  absl::Duration timeout = absl::Seconds(10);
+};
+
+class PostgresResizer final : public Resizer {
+ public:
+  // InvalidArgument for a malformed conninfo or setting name, or a timeout that is not positive.
+  // Does not connect.
+  static absl::StatusOr<std::unique_ptr<PostgresResizer>> Create(PostgresResizerOptions options);
+
+  // Sets the setting to bytes / MiB (rounded down) and reloads the configuration. Errors name the
+  // size, setting and server (user@host:port) and carry the server's message. Codes:
+  // Unavailable (cannot connect, connection lost, login refused), PermissionDenied (the user may
+  // not change the setting), DeadlineExceeded (timeout; the change may or may not have been
+  // made), FailedPrecondition (any other refusal, e.g. a setting the server does not know).
+  absl::Status SetSizeBytes(uint64_t bytes) override;
+
+ private:
+  explicit PostgresResizer(PostgresResizerOptions options) : options_(std::move(options)) {}
+
+  const PostgresResizerOptions options_;
+};
+
+}  // namespace autoscale::lfc

@@ -1,0 +1,207 @@
+#include "lfc/postgres_resizer.h"
+
+#include <libpq-fe.h>
+#include <signal.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lfc/postgres_test_server.h"
+#include "lfc/sizing.h"
+
+namespace autoscale::lfc {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Runs one statement on a new connection; the first column of the first row, or "".
+absl::StatusOr<std::string> Query(const std::string& conninfo, const std::string& sql) {
+  std::unique_ptr<PGconn, decltype(&PQfinish)> conn(PQconnectdb(conninfo.c_str()), &PQfinish);
+  if (PQstatus(conn.get()) != CONNECTION_OK) {
+    return absl::UnavailableError(PQerrorMessage(conn.get()));
+  }
+  std::unique_ptr<PGresult, decltype(&PQclear)> result(PQexec(conn.get(), sql.c_str()), &PQclear);
+  const ExecStatusType status = PQresultStatus(result.get());
+  if (status == PGRES_COMMAND_OK) return std::string();
+  if (status != PGRES_TUPLES_OK) return absl::InternalError(PQresultErrorMessage(result.get()));
+  return std::string(PQgetvalue(result.get(), 0, 0));
+}
+
+absl::StatusOr<std::unique_ptr<PostgresResizer>> Resizer(
+    std::string conninfo, std::string setting, absl::Duration timeout = absl::Seconds(10)) {
+  PostgresResizerOptions options;
+  options.conninfo = std::move(conninfo);
+  options.setting = std::move(setting);
+  options.timeout = timeout;
+  return PostgresResizer::Create(std::move(options));
+}
+
+class PostgresResizerTest : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    PostgresTestServer::Options options;
+    // Vanilla PostgreSQL knows the setting once postgresql.conf mentions it (Neon's extension
+    // defines it); "lfc.size_mb" shows that the setting is configurable.
+    options.config_lines = {"neon.file_cache_size_limit = 0", "lfc.size_mb = 0"};
+    absl::StatusOr<std::unique_ptr<PostgresTestServer>> started =
+        PostgresTestServer::Start(options);
+    if (started.ok()) {
+      server_ = started->release();
+    } else {
+      start_error_ = new absl::Status(started.status());
+    }
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+    delete start_error_;
+    start_error_ = nullptr;
+  }
+  void SetUp() override {
+    if (start_error_ != nullptr && absl::IsNotFound(*start_error_)) {
+      GTEST_SKIP() << "PostgreSQL 15 is not installed: " << *start_error_;
+    }
+    ASSERT_NE(server_, nullptr) << "could not start PostgreSQL: " << *start_error_;
+  }
+
+  // What a new session sees for `setting`, once it equals `want` or after 10 s. The reload is
+  // asynchronous: the postmaster re-reads the files after pg_reload_conf() returns.
+  static std::string WaitForSetting(const std::string& setting, const std::string& want) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    std::string last;
+    do {
+      absl::StatusOr<std::string> value = Query(server_->ConnInfo(), "SHOW " + setting);
+      last = value.ok() ? *value : value.status().ToString();
+      if (last == want) break;
+      absl::SleepFor(absl::Milliseconds(20));
+    } while (absl::Now() < deadline);
+    return last;
+  }
+
+  static inline PostgresTestServer* server_ = nullptr;
+  static inline absl::Status* start_error_ = nullptr;
+};
+
+TEST_F(PostgresResizerTest, ResizeSetsTheSettingOnTheServer) {
+  absl::StatusOr<std::unique_ptr<PostgresResizer>> resizer =
+      Resizer(server_->ConnInfo(), "neon.file_cache_size_limit");
+  ASSERT_TRUE(resizer.ok()) << resizer.status();
+  // Whole MiB, rounded down.
+  ASSERT_TRUE((*resizer)->SetSizeBytes(512 * kMiB + 12345).ok());
+  EXPECT_EQ(WaitForSetting("neon.file_cache_size_limit", "512"), "512");
+  // What the monitor does after an upscale to 4 GiB.
+  absl::Status status = (*resizer)->SetSizeBytes(CacheSizeBytes(uint64_t{4} << 30));
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(WaitForSetting("neon.file_cache_size_limit", "3072"), "3072");
+  ASSERT_TRUE((*resizer)->SetSizeBytes(0).ok());
+  EXPECT_EQ(WaitForSetting("neon.file_cache_size_limit", "0"), "0");
+  // It was written by ALTER SYSTEM, so it survives a restart.
+  EXPECT_EQ(*Query(server_->ConnInfo(),
+                   "SELECT setting FROM pg_file_settings WHERE name = "
+                   "'neon.file_cache_size_limit' AND sourcefile LIKE '%postgresql.auto.conf'"),
+            "0");
+}
+
+TEST_F(PostgresResizerTest, TheSettingIsConfigurable) {
+  absl::StatusOr<std::unique_ptr<PostgresResizer>> resizer =
+      Resizer(server_->SocketConnInfo(), "lfc.size_mb");  // over the unix socket
+  ASSERT_TRUE(resizer.ok()) << resizer.status();
+  ASSERT_TRUE((*resizer)->SetSizeBytes(64 * kMiB).ok());
+  EXPECT_EQ(WaitForSetting("lfc.size_mb", "64"), "64");
+}
+
+TEST_F(PostgresResizerTest, UnknownSettingIsAClearError) {
+  absl::StatusOr<std::unique_ptr<PostgresResizer>> resizer =
+      Resizer(server_->ConnInfo(), "neon.not_declared");
+  ASSERT_TRUE(resizer.ok()) << resizer.status();
+  const absl::Status status = (*resizer)->SetSizeBytes(64 * kMiB);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("ALTER SYSTEM: ERROR:  unrecognized configuration parameter "
+                        "\"neon.not_declared\""));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("lfc postgres resize to 64 MiB"));
+}
+
+TEST_F(PostgresResizerTest, NonSuperuserIsRefused) {
+  ASSERT_TRUE(Query(server_->ConnInfo(), "DROP ROLE IF EXISTS lfc_app").ok());
+  ASSERT_TRUE(Query(server_->ConnInfo(), "CREATE ROLE lfc_app LOGIN").ok());
+  const std::string before = *Query(server_->ConnInfo(), "SHOW neon.file_cache_size_limit");
+  absl::StatusOr<std::unique_ptr<PostgresResizer>> resizer =
+      Resizer(server_->ConnInfo("lfc_app"), "neon.file_cache_size_limit");
+  ASSERT_TRUE(resizer.ok()) << resizer.status();
+  const absl::Status status = (*resizer)->SetSizeBytes(1000 * kMiB);
+  EXPECT_EQ(status.code(), absl::StatusCode::kPermissionDenied) << status;
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("permission denied to set parameter \"neon.file_cache_size_limit\""));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("on lfc_app@127.0.0.1:"));
+  EXPECT_EQ(*Query(server_->ConnInfo(), "SHOW neon.file_cache_size_limit"), before);
+}
+
+TEST_F(PostgresResizerTest, UnknownRoleIsRefused) {
+  absl::StatusOr<std::unique_ptr<PostgresResizer>> resizer =
+      Resizer(server_->ConnInfo("no_such_role"), "neon.file_cache_size_limit");
+  ASSERT_TRUE(resizer.ok()) << resizer.status();
+  const absl::Status status = (*resizer)->SetSizeBytes(kMiB);
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("role \"no_such_role\" does not exist"));
+}
+
+TEST_F(PostgresResizerTest, ServerThatIsDownIsUnavailable) {
+  // A second server, started and stopped again: its address is real but nobody listens.
+  absl::StatusOr<std::unique_ptr<PostgresTestServer>> gone = PostgresTestServer::Start({});
+  ASSERT_TRUE(gone.ok()) << gone.status();
+  const std::string conninfo = (*gone)->ConnInfo() + " password=s3cret";
+  (*gone)->Stop();
+  absl::StatusOr<std::unique_ptr<PostgresResizer>> resizer =
+      Resizer(conninfo, "neon.file_cache_size_limit");
+  ASSERT_TRUE(resizer.ok()) << resizer.status();
+  const absl::Status status = (*resizer)->SetSizeBytes(kMiB);
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("connect: "));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("Connection refused"));
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr(absl::StrCat("on postgres@127.0.0.1:", (*gone)->port())));
+  EXPECT_EQ(std::string(status.message()).find("s3cret"), std::string::npos) << status;
+}
+
+TEST_F(PostgresResizerTest, HungServerTimesOutAndLaterCallsWork) {
+  absl::StatusOr<std::unique_ptr<PostgresResizer>> resizer =
+      Resizer(server_->ConnInfo(), "neon.file_cache_size_limit", absl::Seconds(1));
+  ASSERT_TRUE(resizer.ok()) << resizer.status();
+  // A stopped postmaster: the kernel accepts the connection, nobody answers.
+  ASSERT_EQ(kill(server_->pid(), SIGSTOP), 0);
+  {
+    absl::Cleanup resume = [] { kill(server_->pid(), SIGCONT); };
+    const absl::Status status = (*resizer)->SetSizeBytes(256 * kMiB);
+    EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded) << status;
+    EXPECT_THAT(std::string(status.message()), HasSubstr("connect: timed out after 1s"));
+  }
+  // The caller (the monitor) carries on; the next call works once the server is back.
+  const absl::Status status = (*resizer)->SetSizeBytes(256 * kMiB);
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_EQ(WaitForSetting("neon.file_cache_size_limit", "256"), "256");
+}
+
+TEST(PostgresResizerCreateTest, RejectsBadOptions) {
+  for (const char* bad : {"", "neon.", ".x", "a.b.c", "1abc", "neon.x; DROP TABLE t", "x y"}) {
+    absl::StatusOr<std::unique_ptr<PostgresResizer>> resizer = Resizer("", bad);
+    EXPECT_EQ(resizer.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  for (const char* good : {"neon.file_cache_size_limit", "work_mem", "_x.y$1"}) {
+    EXPECT_TRUE(Resizer("", good).ok()) << good;
+  }
+  absl::StatusOr<std::unique_ptr<PostgresResizer>> resizer = Resizer("nonsense=1", "x");
+  EXPECT_EQ(resizer.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(resizer.status().message()), HasSubstr("bad connection string"));
+  resizer = Resizer("host=localhost", "x", absl::ZeroDuration());
+  EXPECT_EQ(resizer.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace autoscale::lfc

@@ -1,0 +1,65 @@
+// A private PostgreSQL server for tests (testonly): initdb in a fresh directory under /tmp (short,
+// so the unix socket path fits), started on a free 127.0.0.1 port and a unix socket in that
+// directory, trust authentication, superuser "postgres". It is stopped and its directory removed
+// when the object is destroyed; if the test process dies first, the kernel kills the server
+// (parent-death signal). As root, initdb and postgres run as the user "nobody", since PostgreSQL
+// refuses to run as root.
+//
+//   absl::StatusOr<std::unique_ptr<PostgresTestServer>> pg = PostgresTestServer::Start({});
+//   if (absl::IsNotFound(pg.status())) GTEST_SKIP() << pg.status();  // no PostgreSQL binaries
+//   ASSERT_TRUE(pg.ok()) << pg.status();
+//   PGconn* c = PQconnectdb((*pg)->ConnInfo().c_str());
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace autoscale::lfc {
+
+class PostgresTestServer {
+ public:
+  struct Options {
+    // Where initdb and postgres are (Debian's PostgreSQL 15).
+    std::string bin_dir = "/usr/lib/postgresql/15/bin";
+    // Lines appended to postgresql.conf, e.g. "neon.file_cache_size_limit = 0".
+    std::vector<std::string> config_lines;
+    // Bounds initdb, and the start until the server accepts connections.
+    absl::Duration start_timeout = absl::Seconds(60);
+  };
+
+  // NotFound (naming the path) when the PostgreSQL binaries are missing; other errors include the
+  // tail of initdb's or the server's log.
+  static absl::StatusOr<std::unique_ptr<PostgresTestServer>> Start(Options options);
+  ~PostgresTestServer();
+  PostgresTestServer(const PostgresTestServer&) = delete;
+  PostgresTestServer& operator=(const PostgresTestServer&) = delete;
+
+  // Fast shutdown (SIGINT); SIGKILL to the server's process group if it has not exited in 10 s.
+  // Idempotent.
+  void Stop();
+
+  // Connection strings for `user` to database "postgres": over TCP, and over the unix socket.
+  std::string ConnInfo(std::string_view user = "postgres") const;
+  std::string SocketConnInfo(std::string_view user = "postgres") const;
+
+  int port() const { return port_; }
+  // The postmaster's pid (0 once stopped); its process group has the same id.
+  pid_t pid() const { return pid_; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  PostgresTestServer(std::string dir, int port) : dir_(std::move(dir)), port_(port) {}
+
+  const std::string dir_;
+  const int port_;
+  pid_t pid_ = 0;
+};
+
+}  // namespace autoscale::lfc
