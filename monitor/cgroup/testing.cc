@@ -1,0 +1,127 @@
+#include "monitor/cgroup/testing.h"
+
+#include <signal.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "autoscale/base/status_macros.h"
+#include "monitor/cgroup/layout.h"
+
+namespace autoscale::monitor::cgroup {
+namespace {
+
+// The child: runs commands from `in` (bytes to allocate; -1 frees all; -2 reads `thrash_file`
+// ten times; 0 exits) and answers one byte on `out`. Only async-signal-safe calls: the parent may
+// have threads.
+[[noreturn]] void ChildMain(int in, int out, const char* thrash_file) {
+  void* blocks[4096];
+  size_t sizes[4096];
+  int n = 0;
+  while (true) {
+    int64_t cmd;
+    if (read(in, &cmd, sizeof(cmd)) != sizeof(cmd) || cmd == 0) _exit(0);
+    if (cmd == -2) {
+      static char buf[1 << 16];
+      for (int round = 0; round < 10; ++round) {
+        int fd = open(thrash_file, O_RDONLY);
+        if (fd < 0) _exit(5);
+        while (read(fd, buf, sizeof(buf)) > 0) {
+        }
+        close(fd);
+      }
+    } else if (cmd < 0) {
+      for (int i = 0; i < n; ++i) munmap(blocks[i], sizes[i]);
+      n = 0;
+    } else if (n < 4096) {
+      void* p = mmap(nullptr, cmd, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) _exit(3);
+      for (int64_t off = 0; off < cmd; off += 4096) static_cast<char*>(p)[off] = 1;
+      blocks[n] = p;
+      sizes[n++] = cmd;
+    }
+    char ok = 1;
+    if (write(out, &ok, 1) != 1) _exit(4);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TestCgroup>> TestCgroup::Create(const std::string& name,
+                                                              const std::string& thrash_file) {
+  ASSIGN_OR_RETURN(Layout layout, DetectLayout());
+  if (layout.v1_memory.empty()) {
+    return absl::FailedPreconditionError(
+        "no cgroup v1 memory controller mounted (layout: " + layout.Describe() + ")");
+  }
+  ASSIGN_OR_RETURN(std::string own, OwnCgroup("memory"));
+  if (own == "/") own = "";
+  static std::atomic<int> counter{0};
+  std::string path = absl::StrCat(own, "/autoscale-", name, "-", getpid(), "-", counter++);
+  ASSIGN_OR_RETURN(CgroupManager manager, CgroupManager::Init());
+  absl::Status created = manager.Create(path);
+  if (!created.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot create a v1 memory cgroup under ", layout.v1_memory, own,
+        " (not writable here?): ", created.message()));
+  }
+  auto cg = std::unique_ptr<TestCgroup>(new TestCgroup(manager, path, layout.v1_memory + path));
+
+  int to_child[2], from_child[2];
+  if (pipe2(to_child, O_CLOEXEC) < 0 || pipe2(from_child, O_CLOEXEC) < 0) {
+    return ErrnoStatus(errno, "pipe");
+  }
+  pid_t pid = fork();
+  if (pid < 0) return ErrnoStatus(errno, "fork");
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ChildMain(to_child[0], from_child[1], thrash_file.c_str());
+  }
+  close(to_child[0]);
+  close(from_child[1]);
+  cg->child_ = pid;
+  cg->to_child_ = to_child[1];
+  cg->from_child_ = from_child[0];
+  // Before the child allocates: a process's existing memory does not move with it.
+  RETURN_IF_ERROR(manager.Attach(path, pid));
+  return cg;
+}
+
+TestCgroup::~TestCgroup() {
+  if (child_ > 0) {
+    kill(child_, SIGKILL);
+    waitpid(child_, nullptr, 0);
+  }
+  if (to_child_ >= 0) close(to_child_);
+  if (from_child_ >= 0) close(from_child_);
+  // The kernel may take a moment to uncharge a killed process.
+  for (int i = 0; i < 50; ++i) {
+    if (manager_.Delete(path_).ok() || rmdir(dir_.c_str()) == 0 || errno == ENOENT) return;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+}
+
+absl::Status TestCgroup::Command(int64_t command) {
+  if (write(to_child_, &command, sizeof(command)) != sizeof(command)) {
+    return ErrnoStatus(errno, "command to the test cgroup's child");
+  }
+  char ok;
+  if (read(from_child_, &ok, 1) != 1) {
+    return absl::InternalError("the test cgroup's child died (out of memory?)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TestCgroup::Allocate(int64_t bytes) { return Command(bytes); }
+absl::Status TestCgroup::FreeAll() { return Command(-1); }
+absl::Status TestCgroup::Thrash() { return Command(-2); }
+
+}  // namespace autoscale::monitor::cgroup

@@ -1,0 +1,54 @@
+// Test support: a real memory cgroup under this process's own v1 memory cgroup, with a child
+// process in it that allocates memory on command. Everything is removed in the destructor, also
+// when the test fails.
+//
+//   auto cg = TestCgroup::Create("watch");
+//   if (!cg.ok()) GTEST_SKIP() << cg.status();   // names what is missing
+//   ASSERT_TRUE((*cg)->Allocate(64 << 20).ok());  // the child touches 64 MiB more
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "monitor/cgroup/manager.h"
+
+namespace autoscale::monitor::cgroup {
+
+class TestCgroup {
+ public:
+  // Fails (with a message naming what is missing) when there is no writable v1 memory cgroup.
+  // `thrash_file` is what Thrash() reads (optional).
+  static absl::StatusOr<std::unique_ptr<TestCgroup>> Create(const std::string& name,
+                                                            const std::string& thrash_file = "");
+  ~TestCgroup();
+
+  // The group's directory ("/sys/fs/cgroup/memory/.../name") and libcgroup path.
+  const std::string& dir() const { return dir_; }
+  const std::string& path() const { return path_; }
+  pid_t child() const { return child_; }
+
+  // The child allocates and touches `bytes` more memory (anonymous), then answers.
+  absl::Status Allocate(int64_t bytes);
+  // The child frees everything it allocated.
+  absl::Status FreeAll();
+  // The child reads the thrash file ten times (page cache churn under a memory limit).
+  absl::Status Thrash();
+
+ private:
+  TestCgroup(CgroupManager manager, std::string path, std::string dir)
+      : manager_(manager), path_(std::move(path)), dir_(std::move(dir)) {}
+  absl::Status Command(int64_t command);
+
+  CgroupManager manager_;
+  std::string path_;
+  std::string dir_;
+  pid_t child_ = -1;
+  int to_child_ = -1;
+  int from_child_ = -1;
+};
+
+}  // namespace autoscale::monitor::cgroup

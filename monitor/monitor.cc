@@ -1,0 +1,231 @@
+#include "monitor/monitor.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "autoscale/base/status_macros.h"
+#include "glog/logging.h"
+
+namespace autoscale::monitor {
+namespace {
+
+std::string MiB(int64_t bytes) { return absl::StrFormat("%.1f MiB", bytes / 1048576.0); }
+
+absl::Duration FromProto(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+absl::Status Invalid(const char* field, const std::string& rule, const std::string& got) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("monitor config: ", field, " must be ", rule, ", got ", got));
+}
+
+}  // namespace
+
+absl::StatusOr<MonitorOptions> OptionsFromProto(const api::MonitorConfig& c) {
+  MonitorOptions o;
+  if (c.threshold_fraction() != 0) {
+    if (!(c.threshold_fraction() > 0 && c.threshold_fraction() <= 1)) {
+      return Invalid("thresholdFraction", "in (0, 1]", absl::StrCat(c.threshold_fraction()));
+    }
+    o.threshold_fraction = c.threshold_fraction();
+  }
+  if (c.system_reserve_bytes() < 0) {
+    return Invalid("systemReserveBytes", ">= 0", absl::StrCat(c.system_reserve_bytes()));
+  }
+  if (c.system_reserve_bytes() > 0) o.system_reserve_bytes = c.system_reserve_bytes();
+  if (c.downscale_headroom_bytes() < 0) {
+    return Invalid("downscaleHeadroomBytes", ">= 0", absl::StrCat(c.downscale_headroom_bytes()));
+  }
+  if (c.downscale_headroom_bytes() > 0) o.downscale_headroom_bytes = c.downscale_headroom_bytes();
+  struct {
+    const char* name;
+    const google::protobuf::Duration& value;
+    absl::Duration& out;
+  } durations[] = {
+      {"upscaleRequestMinInterval", c.upscale_request_min_interval(),
+       o.upscale_request_min_interval},
+      {"sampleInterval", c.sample_interval(), o.sample_interval},
+  };
+  for (auto& d : durations) {
+    absl::Duration v = FromProto(d.value);
+    if (v < absl::ZeroDuration()) return Invalid(d.name, "> 0", absl::FormatDuration(v));
+    if (v > absl::ZeroDuration()) d.out = v;
+  }
+  if (c.samples_averaged() > 1000) {
+    return Invalid("samplesAveraged", "<= 1000", absl::StrCat(c.samples_averaged()));
+  }
+  if (c.samples_averaged() > 0) o.samples_averaged = static_cast<int>(c.samples_averaged());
+  o.min_samples = std::min(o.min_samples, o.samples_averaged);
+  o.max_sample_age = std::max(o.max_sample_age, 3 * o.sample_interval);
+  return o;
+}
+
+int64_t ThresholdBytes(int64_t memory_bytes, const MonitorOptions& o) {
+  int64_t usable = std::max<int64_t>(0, memory_bytes - o.system_reserve_bytes);
+  return static_cast<int64_t>(std::floor(static_cast<double>(usable) * o.threshold_fraction));
+}
+
+Monitor::Monitor(const MonitorOptions& options, Clock& clock, lfc::Resizer& resizer, Hooks hooks)
+    : options_(options), clock_(clock), resizer_(resizer), hooks_(std::move(hooks)) {}
+
+absl::Status Monitor::ApplyThreshold(int64_t memory_bytes) {
+  memory_bytes_ = memory_bytes;
+  threshold_bytes_ = ThresholdBytes(memory_bytes, options_);
+  if (!hooks_.set_threshold) return absl::OkStatus();
+  return Annotate(hooks_.set_threshold(threshold_bytes_), "arming the memory watcher");
+}
+
+absl::Status Monitor::Start(int64_t memory_bytes) {
+  absl::MutexLock lock(&mu_);
+  absl::Status lfc = resizer_.SetSizeBytes(lfc::CacheSizeBytes(memory_bytes, options_.lfc));
+  absl::Status threshold = ApplyThreshold(memory_bytes);
+  RETURN_IF_ERROR(threshold);
+  return Annotate(lfc, "sizing the LFC at start");
+}
+
+std::optional<int64_t> Monitor::Average() const {
+  if (samples_.empty()) return std::nullopt;
+  int64_t sum = 0;
+  for (const Sample& s : samples_) sum += s.anon_bytes;
+  return sum / static_cast<int64_t>(samples_.size());
+}
+
+bool Monitor::RecordAndCheck(const cgroup::MemoryStat& stat, bool instant) {
+  const absl::Time now = clock_.Now();
+  samples_.push_back({now, stat.anon_bytes});
+  while (static_cast<int>(samples_.size()) > options_.samples_averaged) samples_.pop_front();
+  above_by_cache_ = stat.anon_bytes + stat.file_bytes >= threshold_bytes_;
+  // A watcher event is acted on with the fresh sample; the timer uses the average, like the
+  // reference, so a short spike between samples is smoothed.
+  int64_t usage = instant ? stat.anon_bytes : *Average();
+  if (usage < threshold_bytes_) return false;
+  if (last_upscale_request_ &&
+      now - *last_upscale_request_ < options_.upscale_request_min_interval) {
+    return false;
+  }
+  last_upscale_request_ = now;
+  ++upscale_requests_;
+  return true;
+}
+
+void Monitor::SendUpscale(int64_t usage, int64_t threshold) {
+  LOG(INFO) << "monitor: memory usage " << MiB(usage) << " passed the threshold "
+            << MiB(threshold) << "; asking for more memory";
+  if (hooks_.request_upscale) hooks_.request_upscale(usage, threshold);
+}
+
+absl::Duration Monitor::Sample() {
+  absl::StatusOr<cgroup::MemoryStat> stat = hooks_.read_stat();
+  if (!stat.ok()) {
+    LOG_EVERY_N(WARNING, 10) << "monitor: reading memory usage: " << stat.status();
+    return options_.sample_interval;
+  }
+  bool upscale;
+  int64_t usage, threshold;
+  absl::Duration next;
+  {
+    absl::MutexLock lock(&mu_);
+    upscale = RecordAndCheck(*stat, /*instant=*/false);
+    usage = *Average();
+    threshold = threshold_bytes_;
+    next = above_by_cache_ ? options_.busy_sample_interval : options_.sample_interval;
+  }
+  if (upscale) SendUpscale(usage, threshold);
+  return next;
+}
+
+void Monitor::OnMemoryEvent(const cgroup::MemoryEvent& event) {
+  if (event.kind == cgroup::MemoryEvent::Kind::kUsageBelow) return;
+  int64_t usage = event.usage_bytes, threshold;
+  bool upscale = false;
+  if (event.kind == cgroup::MemoryEvent::Kind::kPressure) {
+    // Stalls on memory: the working set does not fit, whatever the anon share is.
+    absl::MutexLock lock(&mu_);
+    threshold = threshold_bytes_;
+    const absl::Time now = clock_.Now();
+    if (!last_upscale_request_ ||
+        now - *last_upscale_request_ >= options_.upscale_request_min_interval) {
+      last_upscale_request_ = now;
+      ++upscale_requests_;
+      upscale = true;
+    }
+  } else {
+    // The total (with page cache) passed the threshold; only non-reclaimable memory counts.
+    absl::StatusOr<cgroup::MemoryStat> stat = hooks_.read_stat();
+    if (!stat.ok()) {
+      LOG(WARNING) << "monitor: reading memory usage after a watcher event: " << stat.status();
+      return;
+    }
+    absl::MutexLock lock(&mu_);
+    upscale = RecordAndCheck(*stat, /*instant=*/true);
+    usage = stat->anon_bytes;
+    threshold = threshold_bytes_;
+  }
+  if (upscale) SendUpscale(usage, threshold);
+}
+
+absl::StatusOr<Monitor::DownscaleDecision> Monitor::TryDownscale(int64_t target) {
+  absl::MutexLock lock(&mu_);
+  const int64_t new_threshold = ThresholdBytes(target, options_);
+  const absl::Time now = clock_.Now();
+  if (samples_.empty() || now - samples_.back().at > options_.max_sample_age) {
+    return absl::UnavailableError(absl::StrCat(
+        "downscale check: no memory sample in the last ",
+        absl::FormatDuration(options_.max_sample_age), " (is the cgroup readable?)"));
+  }
+  if (static_cast<int>(samples_.size()) < options_.min_samples) {
+    return DownscaleDecision{false, absl::StrCat("not enough memory samples yet (",
+                                                 samples_.size(), " of ", options_.min_samples,
+                                                 ")")};
+  }
+  const int64_t average = *Average();
+  if (new_threshold < average + options_.downscale_headroom_bytes) {
+    return DownscaleDecision{
+        false, absl::StrCat("memory usage ", MiB(average), " + headroom ",
+                            MiB(options_.downscale_headroom_bytes), " would exceed the threshold ",
+                            MiB(new_threshold), " at ", MiB(target))};
+  }
+  // The LFC shrinks first: once we approve, the memory may be gone.
+  absl::Status lfc = resizer_.SetSizeBytes(lfc::CacheSizeBytes(target, options_.lfc));
+  if (!lfc.ok()) {
+    return Annotate(lfc, absl::StrCat("downscale to ", MiB(target), ": shrinking the LFC first"));
+  }
+  absl::Status armed = ApplyThreshold(target);
+  if (!armed.ok()) LOG(WARNING) << "monitor: " << armed;
+  return DownscaleDecision{true, absl::StrCat("approved: usage ", MiB(average), ", threshold ",
+                                              MiB(new_threshold), " at ", MiB(target))};
+}
+
+absl::Status Monitor::NotifyUpscale(int64_t granted) {
+  absl::MutexLock lock(&mu_);
+  // The memory is there already: raise the threshold first, then let the LFC use it.
+  absl::Status armed = ApplyThreshold(granted);
+  absl::Status lfc = resizer_.SetSizeBytes(lfc::CacheSizeBytes(granted, options_.lfc));
+  RETURN_IF_ERROR(armed);
+  return Annotate(lfc, absl::StrCat("upscale to ", MiB(granted), ": growing the LFC"));
+}
+
+int64_t Monitor::memory_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return memory_bytes_;
+}
+
+int64_t Monitor::threshold_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return threshold_bytes_;
+}
+
+std::optional<int64_t> Monitor::average_usage_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return Average();
+}
+
+int64_t Monitor::upscale_requests() const {
+  absl::MutexLock lock(&mu_);
+  return upscale_requests_;
+}
+
+}  // namespace autoscale::monitor

@@ -1,0 +1,128 @@
+// The in-VM monitor's logic: a memory threshold, upscale requests the moment usage passes it,
+// downscale checks that keep headroom, and the LFC kept sized to the VM's memory
+// (neon-autoscaling.md section 5).
+//
+//   threshold = (memory - system reserve) * threshold fraction   (0.85 of memory - 100 MiB)
+//
+// Usage is the group's non-reclaimable memory (anon, from memory.stat), sampled on a timer and
+// at once when a kernel watcher fires (monitor/cgroup/watchers.h). A downscale to `target` is
+// approved only if the threshold at `target` stays `downscale_headroom` above the average usage;
+// the LFC shrinks before the approval, and grows after an upscale.
+//
+// The Monitor does no I/O itself: its Hooks read memory.stat, re-arm the kernel watcher and send
+// upscale requests, so tests drive it with a manual clock.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "autoscale/api/config.pb.h"
+#include "autoscale/base/clock.h"
+#include "lfc/resizer.h"
+#include "lfc/sizing.h"
+#include "monitor/cgroup/layout.h"
+#include "monitor/cgroup/watchers.h"
+
+namespace autoscale::monitor {
+
+struct MonitorOptions {
+  // Ask for more memory when usage passes this fraction of usable memory. (0, 1].
+  double threshold_fraction = 0.85;
+  // Memory kept for the kernel and system services: not usable.
+  int64_t system_reserve_bytes = 100 << 20;
+  // A downscale must leave the new threshold this far above the average usage.
+  int64_t downscale_headroom_bytes = 100 << 20;
+  // At most one upscale request per this interval.
+  absl::Duration upscale_request_min_interval = absl::Seconds(1);
+  // Sampling memory.stat: slowly while the kernel watcher guards the threshold, fast while the
+  // group's total usage (with page cache) is above it, when only sampling can see anon cross.
+  absl::Duration sample_interval = absl::Seconds(1);
+  absl::Duration busy_sample_interval = absl::Milliseconds(100);
+  // Samples averaged for the downscale check, and how many are needed before any approval.
+  int samples_averaged = 5;
+  int min_samples = 2;
+  // Without a sample this recent, a downscale check is an error (not a denial).
+  absl::Duration max_sample_age = absl::Seconds(5);
+  lfc::SizingConfig lfc;
+};
+
+// Defaults overridden by the fields set in `config`, validated (errors name the field).
+absl::StatusOr<MonitorOptions> OptionsFromProto(const api::MonitorConfig& config);
+
+// The threshold for a VM with `memory_bytes`; 0 if all of it is reserved.
+int64_t ThresholdBytes(int64_t memory_bytes, const MonitorOptions& options);
+
+class Monitor {
+ public:
+  struct Hooks {
+    // Reads the group's memory now.
+    std::function<absl::StatusOr<cgroup::MemoryStat>()> read_stat;
+    // Re-arms the kernel watcher at a new threshold (may be empty).
+    std::function<absl::Status(int64_t threshold_bytes)> set_threshold;
+    // Sends an upscale request to the agent (may be empty). Called without the monitor's lock.
+    std::function<void(int64_t usage_bytes, int64_t threshold_bytes)> request_upscale;
+  };
+
+  struct DownscaleDecision {
+    bool ok;
+    std::string status;  // why, in words
+  };
+
+  Monitor(const MonitorOptions& options, Clock& clock, lfc::Resizer& resizer, Hooks hooks);
+
+  // Sets the VM's memory: sizes the LFC and arms the threshold. Call once at start.
+  absl::Status Start(int64_t memory_bytes);
+
+  // Reads a sample and checks the threshold; returns when to sample next.
+  absl::Duration Sample();
+  // A kernel watcher fired.
+  void OnMemoryEvent(const cgroup::MemoryEvent& event);
+
+  // May the VM shrink to `target_memory_bytes`? An error means the check could not be made
+  // (no recent sample, or the LFC could not shrink); the agent then retries later.
+  absl::StatusOr<DownscaleDecision> TryDownscale(int64_t target_memory_bytes);
+  // The VM now has `granted_memory_bytes`: raise the threshold, grow the LFC.
+  absl::Status NotifyUpscale(int64_t granted_memory_bytes);
+
+  int64_t memory_bytes() const;
+  int64_t threshold_bytes() const;
+  // The average of the last samples, if any.
+  std::optional<int64_t> average_usage_bytes() const;
+  int64_t upscale_requests() const;
+
+ private:
+  // Records a sample; returns whether an upscale request is due (and marks it sent).
+  bool RecordAndCheck(const cgroup::MemoryStat& stat, bool instant)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::optional<int64_t> Average() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ApplyThreshold(int64_t memory_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendUpscale(int64_t usage, int64_t threshold);
+
+  const MonitorOptions options_;
+  Clock& clock_;
+  lfc::Resizer& resizer_;
+  const Hooks hooks_;
+
+  // Guards the VM's size, the threshold, the samples and the rate limit; held across LFC resizes
+  // so a downscale check and an upscale notification never interleave.
+  mutable absl::Mutex mu_;
+  int64_t memory_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t threshold_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  struct Sample {
+    absl::Time at;
+    int64_t anon_bytes;
+  };
+  std::deque<Sample> samples_ ABSL_GUARDED_BY(mu_);
+  bool above_by_cache_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<absl::Time> last_upscale_request_ ABSL_GUARDED_BY(mu_);
+  int64_t upscale_requests_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace autoscale::monitor

@@ -1,0 +1,210 @@
+#include "monitor/monitor.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace autoscale::monitor {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int64_t kMiB = 1 << 20;
+constexpr int64_t kGiB = int64_t{1} << 30;
+
+class MonitorTest : public ::testing::Test {
+ protected:
+  MonitorTest()
+      : resizer_([this](uint64_t bytes) {
+          calls_.push_back("lfc " + std::to_string(bytes / kMiB));
+          return lfc_error_;
+        }),
+        monitor_(MonitorOptions{}, clock_, resizer_,
+                 Monitor::Hooks{
+                     .read_stat = [this]() -> absl::StatusOr<cgroup::MemoryStat> {
+                       if (!stat_error_.ok()) return stat_error_;
+                       return stat_;
+                     },
+                     .set_threshold =
+                         [this](int64_t t) {
+                           calls_.push_back("threshold " + std::to_string(t));
+                           return absl::OkStatus();
+                         },
+                     .request_upscale = [this](int64_t usage,
+                                               int64_t) { upscales_.push_back(usage); },
+                 }) {}
+
+  void SampleAt(int64_t anon, int64_t file = 0) {
+    stat_ = {anon, file};
+    monitor_.Sample();
+    clock_.Advance(absl::Milliseconds(100));
+  }
+
+  ManualClock clock_;
+  std::vector<std::string> calls_;
+  absl::Status lfc_error_;
+  absl::Status stat_error_;
+  cgroup::MemoryStat stat_;
+  std::vector<int64_t> upscales_;
+  lfc::CallbackResizer resizer_;
+  Monitor monitor_;
+};
+
+TEST_F(MonitorTest, ThresholdIsTheReferenceFormula) {
+  // 0.85 of (memory - 100 MiB).
+  EXPECT_EQ(ThresholdBytes(kGiB, MonitorOptions{}), static_cast<int64_t>(0.85 * (924 * kMiB)));
+  EXPECT_EQ(ThresholdBytes(50 * kMiB, MonitorOptions{}), 0);
+}
+
+TEST_F(MonitorTest, StartSizesTheLfcAndArmsTheThreshold) {
+  ASSERT_TRUE(monitor_.Start(4 * kGiB).ok());
+  EXPECT_EQ(monitor_.memory_bytes(), 4 * kGiB);
+  EXPECT_EQ(monitor_.threshold_bytes(), ThresholdBytes(4 * kGiB, MonitorOptions{}));
+  ASSERT_EQ(calls_.size(), 2u);
+  EXPECT_EQ(calls_[0], "lfc " + std::to_string(lfc::CacheSizeBytes(4 * kGiB) / kMiB));
+  EXPECT_EQ(calls_[1], "threshold " + std::to_string(monitor_.threshold_bytes()));
+}
+
+TEST_F(MonitorTest, UpscaleWhenTheAverageCrossesRateLimited) {
+  ASSERT_TRUE(monitor_.Start(kGiB).ok());
+  const int64_t t = monitor_.threshold_bytes();
+  SampleAt(t / 2);
+  SampleAt(t + 100 * kMiB);  // average (t/2 + t + 100) / 2 is still below t
+  EXPECT_TRUE(upscales_.empty());
+  SampleAt(t + 400 * kMiB);
+  ASSERT_EQ(upscales_.size(), 1u);
+  SampleAt(t + 400 * kMiB);
+  EXPECT_EQ(upscales_.size(), 1u) << "at most one request per second";
+  clock_.Advance(absl::Seconds(1));
+  SampleAt(t + 400 * kMiB);
+  EXPECT_EQ(upscales_.size(), 2u);
+}
+
+TEST_F(MonitorTest, WatcherEventActsOnTheFreshSample) {
+  ASSERT_TRUE(monitor_.Start(kGiB).ok());
+  const int64_t t = monitor_.threshold_bytes();
+  SampleAt(10 * kMiB);
+  stat_ = {t + kMiB, 0};
+  monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kUsageAbove, t + kMiB});
+  ASSERT_EQ(upscales_.size(), 1u) << "no waiting for the average";
+  EXPECT_EQ(upscales_[0], t + kMiB);
+}
+
+TEST_F(MonitorTest, PageCacheAloneIsNoReasonToGrowButSamplesFaster) {
+  ASSERT_TRUE(monitor_.Start(kGiB).ok());
+  const int64_t t = monitor_.threshold_bytes();
+  stat_ = {100 * kMiB, t};  // the total passed the threshold, anon did not
+  monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kUsageAbove, t + 100 * kMiB});
+  EXPECT_TRUE(upscales_.empty());
+  EXPECT_EQ(monitor_.Sample(), absl::Milliseconds(100)) << "only sampling sees anon cross now";
+  stat_ = {100 * kMiB, 0};
+  EXPECT_EQ(monitor_.Sample(), absl::Seconds(1)) << "the kernel watches again";
+}
+
+TEST_F(MonitorTest, PressureAsksForMemory) {
+  ASSERT_TRUE(monitor_.Start(kGiB).ok());
+  monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kPressure, -1});
+  monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kPressure, -1});
+  EXPECT_EQ(upscales_.size(), 1u);
+  EXPECT_EQ(monitor_.upscale_requests(), 1);
+  monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kUsageBelow, 0});
+  EXPECT_EQ(upscales_.size(), 1u);
+}
+
+TEST_F(MonitorTest, DownscaleNeedsRecentSamples) {
+  ASSERT_TRUE(monitor_.Start(2 * kGiB).ok());
+  auto none = monitor_.TryDownscale(kGiB);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kUnavailable) << "no sample is an error";
+  SampleAt(100 * kMiB);
+  auto one = monitor_.TryDownscale(kGiB);
+  ASSERT_TRUE(one.ok());
+  EXPECT_FALSE(one->ok);
+  EXPECT_THAT(one->status, HasSubstr("not enough memory samples"));
+  SampleAt(100 * kMiB);
+  clock_.Advance(absl::Seconds(6));
+  EXPECT_EQ(monitor_.TryDownscale(kGiB).status().code(), absl::StatusCode::kUnavailable)
+      << "a stale sample is an error";
+}
+
+TEST_F(MonitorTest, DownscaleApprovedShrinksTheLfcFirst) {
+  ASSERT_TRUE(monitor_.Start(2 * kGiB).ok());
+  SampleAt(200 * kMiB);
+  SampleAt(200 * kMiB);
+  calls_.clear();
+  auto d = monitor_.TryDownscale(kGiB);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->ok) << d->status;
+  ASSERT_EQ(calls_.size(), 2u);
+  EXPECT_EQ(calls_[0], "lfc " + std::to_string(lfc::CacheSizeBytes(kGiB) / kMiB))
+      << "the LFC shrinks before the threshold moves and before the approval";
+  EXPECT_EQ(calls_[1], "threshold " + std::to_string(ThresholdBytes(kGiB, MonitorOptions{})));
+  EXPECT_EQ(monitor_.memory_bytes(), kGiB);
+}
+
+TEST_F(MonitorTest, DownscaleDeniedWithoutHeadroom) {
+  ASSERT_TRUE(monitor_.Start(2 * kGiB).ok());
+  // At 1 GiB the threshold is 785 MiB; 700 MiB + 100 MiB of headroom does not fit.
+  SampleAt(700 * kMiB);
+  SampleAt(700 * kMiB);
+  calls_.clear();
+  auto d = monitor_.TryDownscale(kGiB);
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->ok);
+  EXPECT_THAT(d->status, HasSubstr("would exceed the threshold"));
+  EXPECT_TRUE(calls_.empty()) << "nothing changes on a denial";
+  EXPECT_EQ(monitor_.memory_bytes(), 2 * kGiB);
+}
+
+TEST_F(MonitorTest, LfcFailureBlocksTheDownscale) {
+  ASSERT_TRUE(monitor_.Start(2 * kGiB).ok());
+  SampleAt(100 * kMiB);
+  SampleAt(100 * kMiB);
+  lfc_error_ = absl::UnavailableError("postgres is down");
+  auto d = monitor_.TryDownscale(kGiB);
+  ASSERT_FALSE(d.ok());
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("shrinking the LFC first"));
+  EXPECT_EQ(monitor_.memory_bytes(), 2 * kGiB) << "not approved: the threshold stays";
+}
+
+TEST_F(MonitorTest, UpscaleNotificationRaisesThresholdThenGrowsLfc) {
+  ASSERT_TRUE(monitor_.Start(kGiB).ok());
+  calls_.clear();
+  lfc_error_ = absl::UnavailableError("postgres is down");
+  absl::Status s = monitor_.NotifyUpscale(3 * kGiB);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("growing the LFC"));
+  EXPECT_EQ(monitor_.threshold_bytes(), ThresholdBytes(3 * kGiB, MonitorOptions{}))
+      << "the memory is there: the threshold rises even when the LFC could not grow";
+  ASSERT_EQ(calls_.size(), 2u);
+  EXPECT_THAT(calls_[0], HasSubstr("threshold"));
+}
+
+TEST_F(MonitorTest, UnreadableStatsAreSkipped) {
+  ASSERT_TRUE(monitor_.Start(kGiB).ok());
+  stat_error_ = absl::NotFoundError("memory.stat: gone");
+  EXPECT_EQ(monitor_.Sample(), absl::Seconds(1));
+  EXPECT_FALSE(monitor_.average_usage_bytes().has_value());
+  monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kUsageAbove, kGiB});
+  EXPECT_TRUE(upscales_.empty());
+}
+
+TEST(MonitorOptions, FromProtoValidates) {
+  api::MonitorConfig c;
+  c.set_threshold_fraction(1.5);
+  EXPECT_THAT(std::string(OptionsFromProto(c).status().message()), HasSubstr("thresholdFraction"));
+  c.set_threshold_fraction(0.9);
+  c.set_downscale_headroom_bytes(-1);
+  EXPECT_THAT(std::string(OptionsFromProto(c).status().message()),
+              HasSubstr("downscaleHeadroomBytes"));
+  c.set_downscale_headroom_bytes(0);
+  c.mutable_sample_interval()->set_seconds(3);
+  auto o = OptionsFromProto(c);
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->threshold_fraction, 0.9);
+  EXPECT_EQ(o->sample_interval, absl::Seconds(3));
+  EXPECT_EQ(o->max_sample_age, absl::Seconds(9)) << "three intervals at least";
+}
+
+}  // namespace
+}  // namespace autoscale::monitor
