@@ -31,16 +31,16 @@ absl::StatusOr<MemInfo> ParseMemInfo(std::string_view text, std::string_view sou
     if (field == nullptr) continue;
     int64_t kib;
     if (!absl::SimpleAtoi(f[1], &kib) || kib < 0 || (f.size() > 2 && f[2] != "kB")) {
-      return absl::InvalidArgumentError(absl::StrCat(absl::string_view(source.data(), source.size()),
-                                                     ":", line_no, ": bad value in '", line, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(absl::string_view(source.data(), source.size()), ":", line_no,
+                       ": bad value in '", line, "'"));
     }
     *field = kib * 1024;
     ++found;
   }
   if (found < 3) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(absl::string_view(source.data(), source.size()),
-                     ": needs MemTotal, MemAvailable and Cached"));
+    return absl::InvalidArgumentError(absl::StrCat(absl::string_view(source.data(), source.size()),
+                                                   ": needs MemTotal, MemAvailable and Cached"));
   }
   return m;
 }

@@ -26,8 +26,9 @@ const char kMemInfo[] =
     "Buffers:  10 kB\nCached:           500000 kB\n";
 
 TEST(MetricsReader, ReadsLoadAndMemory) {
-  MetricsReader reader(Proc("ok", "1.50 0.75 0.20 2/300 4000\n", kMemInfo),
-                       [] { return std::vector<double>{1, 2, 3}; });
+  MetricsReader reader(Proc("ok", "1.50 0.75 0.20 2/300 4000\n", kMemInfo), [] {
+    return std::vector<double>{1, 2, 3};
+  });
   auto m = reader.Read();
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_DOUBLE_EQ(m->load_avg_1m(), 1.5);
@@ -40,8 +41,7 @@ TEST(MetricsReader, ReadsLoadAndMemory) {
 TEST(MetricsReader, MalformedFilesAreClearErrors) {
   auto bad_load = MetricsReader(Proc("badload", "lots\n", kMemInfo)).Read();
   EXPECT_THAT(std::string(bad_load.status().message()), HasSubstr("loadavg: malformed"));
-  auto bad_mem =
-      MetricsReader(Proc("badmem", "1 1 1 1/1 1\n", "MemTotal: x kB\n")).Read();
+  auto bad_mem = MetricsReader(Proc("badmem", "1 1 1 1/1 1\n", "MemTotal: x kB\n")).Read();
   EXPECT_THAT(std::string(bad_mem.status().message()), HasSubstr("meminfo:1: bad value"));
   auto missing = MetricsReader(Proc("missing", "1 1 1 1/1 1\n", "MemTotal: 5 kB\n")).Read();
   EXPECT_THAT(std::string(missing.status().message()), HasSubstr("needs MemTotal"));

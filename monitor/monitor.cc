@@ -74,34 +74,36 @@ Monitor::Monitor(const MonitorOptions& options, Clock& clock, lfc::Resizer& resi
 absl::Status Monitor::ApplyThreshold(int64_t memory_bytes) {
   memory_bytes_ = memory_bytes;
   threshold_bytes_ = ThresholdBytes(memory_bytes, options_);
+  return Arm(/*force=*/true);
+}
+
+absl::Status Monitor::Arm(bool force) {
+  const int64_t level = threshold_bytes_ + overhead_bytes_;
+  if (!force && armed_level_ >= 0 && std::abs(level - armed_level_) <= options_.rearm_slack_bytes) {
+    return absl::OkStatus();
+  }
+  armed_level_ = level;
   if (!hooks_.set_threshold) return absl::OkStatus();
-  return Annotate(hooks_.set_threshold(threshold_bytes_), "arming the memory watcher");
+  return Annotate(hooks_.set_threshold(level), "arming the memory watcher");
 }
 
 absl::Status Monitor::Start(int64_t memory_bytes) {
   absl::MutexLock lock(&mu_);
   absl::Status lfc = resizer_.SetSizeBytes(lfc::CacheSizeBytes(memory_bytes, options_.lfc));
-  absl::Status threshold = ApplyThreshold(memory_bytes);
-  RETURN_IF_ERROR(threshold);
-  return Annotate(lfc, "sizing the LFC at start");
+  // Not fatal: the cache keeps its size until the next resize.
+  if (!lfc.ok()) LOG(WARNING) << "monitor: sizing the LFC at start: " << lfc;
+  return ApplyThreshold(memory_bytes);
 }
 
 std::optional<int64_t> Monitor::Average() const {
   if (samples_.empty()) return std::nullopt;
   int64_t sum = 0;
-  for (const Sample& s : samples_) sum += s.anon_bytes;
+  for (const UsageSample& s : samples_) sum += s.anon_bytes;
   return sum / static_cast<int64_t>(samples_.size());
 }
 
-bool Monitor::RecordAndCheck(const cgroup::MemoryStat& stat, bool instant) {
+bool Monitor::UpscaleDue() {
   const absl::Time now = clock_.Now();
-  samples_.push_back({now, stat.anon_bytes});
-  while (static_cast<int>(samples_.size()) > options_.samples_averaged) samples_.pop_front();
-  above_by_cache_ = stat.anon_bytes + stat.file_bytes >= threshold_bytes_;
-  // A watcher event is acted on with the fresh sample; the timer uses the average, like the
-  // reference, so a short spike between samples is smoothed.
-  int64_t usage = instant ? stat.anon_bytes : *Average();
-  if (usage < threshold_bytes_) return false;
   if (last_upscale_request_ &&
       now - *last_upscale_request_ < options_.upscale_request_min_interval) {
     return false;
@@ -111,30 +113,53 @@ bool Monitor::RecordAndCheck(const cgroup::MemoryStat& stat, bool instant) {
   return true;
 }
 
+bool Monitor::RecordAndCheck(const cgroup::MemoryStat& stat, bool instant) {
+  int64_t anon = stat.anon_bytes;
+  if (stat.usage_bytes >= 0) {
+    if (instant) {
+      // At a watcher event the kernel has charged the new memory but the faulting task may not
+      // have mapped it yet, so anon can lag by a whole huge page. Estimate anon from the charge
+      // instead, minus the overhead last measured plus any page cache added since.
+      overhead_bytes_ += std::max<int64_t>(0, stat.file_bytes - last_file_bytes_);
+      anon = std::max(anon, stat.usage_bytes - overhead_bytes_);
+    } else {
+      overhead_bytes_ = std::max<int64_t>(0, stat.usage_bytes - stat.anon_bytes);
+    }
+    last_file_bytes_ = stat.file_bytes;
+    absl::Status armed = Arm(/*force=*/false);
+    if (!armed.ok()) {
+      LOG_EVERY_N(WARNING, 10) << "monitor: " << armed;
+    }
+  }
+  samples_.push_back({clock_.Now(), anon});
+  while (static_cast<int>(samples_.size()) > options_.samples_averaged) samples_.pop_front();
+  // A watcher event is acted on at once; the timer uses the average, like the reference, so a
+  // short spike between samples is smoothed.
+  int64_t usage = instant ? anon : *Average();
+  return usage >= threshold_bytes_ && UpscaleDue();
+}
+
 void Monitor::SendUpscale(int64_t usage, int64_t threshold) {
-  LOG(INFO) << "monitor: memory usage " << MiB(usage) << " passed the threshold "
-            << MiB(threshold) << "; asking for more memory";
+  LOG(INFO) << "monitor: memory usage " << MiB(usage) << " passed the threshold " << MiB(threshold)
+            << "; asking for more memory";
   if (hooks_.request_upscale) hooks_.request_upscale(usage, threshold);
 }
 
-absl::Duration Monitor::Sample() {
+void Monitor::Sample() {
   absl::StatusOr<cgroup::MemoryStat> stat = hooks_.read_stat();
   if (!stat.ok()) {
     LOG_EVERY_N(WARNING, 10) << "monitor: reading memory usage: " << stat.status();
-    return options_.sample_interval;
+    return;
   }
   bool upscale;
   int64_t usage, threshold;
-  absl::Duration next;
   {
     absl::MutexLock lock(&mu_);
     upscale = RecordAndCheck(*stat, /*instant=*/false);
     usage = *Average();
     threshold = threshold_bytes_;
-    next = above_by_cache_ ? options_.busy_sample_interval : options_.sample_interval;
   }
   if (upscale) SendUpscale(usage, threshold);
-  return next;
 }
 
 void Monitor::OnMemoryEvent(const cgroup::MemoryEvent& event) {
@@ -145,15 +170,10 @@ void Monitor::OnMemoryEvent(const cgroup::MemoryEvent& event) {
     // Stalls on memory: the working set does not fit, whatever the anon share is.
     absl::MutexLock lock(&mu_);
     threshold = threshold_bytes_;
-    const absl::Time now = clock_.Now();
-    if (!last_upscale_request_ ||
-        now - *last_upscale_request_ >= options_.upscale_request_min_interval) {
-      last_upscale_request_ = now;
-      ++upscale_requests_;
-      upscale = true;
-    }
+    upscale = UpscaleDue();
   } else {
-    // The total (with page cache) passed the threshold; only non-reclaimable memory counts.
+    // The group's charge reached the watch level; only non-reclaimable memory counts. If it was
+    // page cache, this sample re-arms the watcher above it.
     absl::StatusOr<cgroup::MemoryStat> stat = hooks_.read_stat();
     if (!stat.ok()) {
       LOG(WARNING) << "monitor: reading memory usage after a watcher event: " << stat.status();
@@ -161,7 +181,7 @@ void Monitor::OnMemoryEvent(const cgroup::MemoryEvent& event) {
     }
     absl::MutexLock lock(&mu_);
     upscale = RecordAndCheck(*stat, /*instant=*/true);
-    usage = stat->anon_bytes;
+    usage = samples_.back().anon_bytes;
     threshold = threshold_bytes_;
   }
   if (upscale) SendUpscale(usage, threshold);
@@ -172,14 +192,13 @@ absl::StatusOr<Monitor::DownscaleDecision> Monitor::TryDownscale(int64_t target)
   const int64_t new_threshold = ThresholdBytes(target, options_);
   const absl::Time now = clock_.Now();
   if (samples_.empty() || now - samples_.back().at > options_.max_sample_age) {
-    return absl::UnavailableError(absl::StrCat(
-        "downscale check: no memory sample in the last ",
-        absl::FormatDuration(options_.max_sample_age), " (is the cgroup readable?)"));
+    return absl::UnavailableError(absl::StrCat("downscale check: no memory sample in the last ",
+                                               absl::FormatDuration(options_.max_sample_age),
+                                               " (is the cgroup readable?)"));
   }
   if (static_cast<int>(samples_.size()) < options_.min_samples) {
-    return DownscaleDecision{false, absl::StrCat("not enough memory samples yet (",
-                                                 samples_.size(), " of ", options_.min_samples,
-                                                 ")")};
+    return DownscaleDecision{false, absl::StrCat("not enough memory samples yet (", samples_.size(),
+                                                 " of ", options_.min_samples, ")")};
   }
   const int64_t average = *Average();
   if (new_threshold < average + options_.downscale_headroom_bytes) {
@@ -216,6 +235,11 @@ int64_t Monitor::memory_bytes() const {
 int64_t Monitor::threshold_bytes() const {
   absl::MutexLock lock(&mu_);
   return threshold_bytes_;
+}
+
+int64_t Monitor::watch_level_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return armed_level_;
 }
 
 std::optional<int64_t> Monitor::average_usage_bytes() const {

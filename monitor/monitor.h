@@ -5,9 +5,12 @@
 //   threshold = (memory - system reserve) * threshold fraction   (0.85 of memory - 100 MiB)
 //
 // Usage is the group's non-reclaimable memory (anon, from memory.stat), sampled on a timer and
-// at once when a kernel watcher fires (monitor/cgroup/watchers.h). A downscale to `target` is
-// approved only if the threshold at `target` stays `downscale_headroom` above the average usage;
-// the LFC shrinks before the approval, and grows after an upscale.
+// at once when a kernel watcher fires (monitor/cgroup/watchers.h). The kernel watches the group's
+// total charge, which also holds page cache and kernel memory, so the watcher is armed at the
+// threshold plus that overhead as last measured: it fires when anon reaches the threshold, also
+// in a VM whose page cache sits above it. A downscale to `target` is approved only if the
+// threshold at `target` stays `downscale_headroom` above the average usage; the LFC shrinks
+// before the approval, and grows after an upscale.
 //
 // The Monitor does no I/O itself: its Hooks read memory.stat, re-arm the kernel watcher and send
 // upscale requests, so tests drive it with a manual clock.
@@ -41,10 +44,10 @@ struct MonitorOptions {
   int64_t downscale_headroom_bytes = 100 << 20;
   // At most one upscale request per this interval.
   absl::Duration upscale_request_min_interval = absl::Seconds(1);
-  // Sampling memory.stat: slowly while the kernel watcher guards the threshold, fast while the
-  // group's total usage (with page cache) is above it, when only sampling can see anon cross.
+  // Sampling memory.stat, for the downscale check's average and as a fallback to the watcher.
   absl::Duration sample_interval = absl::Seconds(1);
-  absl::Duration busy_sample_interval = absl::Milliseconds(100);
+  // The watcher is re-armed when the overhead above anon moved by more than this.
+  int64_t rearm_slack_bytes = 2 << 20;
   // Samples averaged for the downscale check, and how many are needed before any approval.
   int samples_averaged = 5;
   int min_samples = 2;
@@ -62,10 +65,10 @@ int64_t ThresholdBytes(int64_t memory_bytes, const MonitorOptions& options);
 class Monitor {
  public:
   struct Hooks {
-    // Reads the group's memory now.
+    // Reads the group's memory now (memory.stat, and its total charge into usage_bytes).
     std::function<absl::StatusOr<cgroup::MemoryStat>()> read_stat;
-    // Re-arms the kernel watcher at a new threshold (may be empty).
-    std::function<absl::Status(int64_t threshold_bytes)> set_threshold;
+    // Re-arms the kernel watcher at a level of the group's total charge (may be empty).
+    std::function<absl::Status(int64_t level_bytes)> set_threshold;
     // Sends an upscale request to the agent (may be empty). Called without the monitor's lock.
     std::function<void(int64_t usage_bytes, int64_t threshold_bytes)> request_upscale;
   };
@@ -77,11 +80,12 @@ class Monitor {
 
   Monitor(const MonitorOptions& options, Clock& clock, lfc::Resizer& resizer, Hooks hooks);
 
-  // Sets the VM's memory: sizes the LFC and arms the threshold. Call once at start.
+  // Sets the VM's memory: sizes the LFC (a failure is logged, not returned) and arms the
+  // threshold (a failure is returned). Call once at start.
   absl::Status Start(int64_t memory_bytes);
 
-  // Reads a sample and checks the threshold; returns when to sample next.
-  absl::Duration Sample();
+  // Reads a sample, checks the threshold and moves the watch level.
+  void Sample();
   // A kernel watcher fired.
   void OnMemoryEvent(const cgroup::MemoryEvent& event);
 
@@ -93,16 +97,22 @@ class Monitor {
 
   int64_t memory_bytes() const;
   int64_t threshold_bytes() const;
+  // The level of the group's total charge the watcher is armed at.
+  int64_t watch_level_bytes() const;
   // The average of the last samples, if any.
   std::optional<int64_t> average_usage_bytes() const;
   int64_t upscale_requests() const;
 
  private:
-  // Records a sample; returns whether an upscale request is due (and marks it sent).
+  // Records a sample and moves the watch level; returns whether an upscale request is due (and
+  // marks it sent). `instant` checks this sample, otherwise the average.
   bool RecordAndCheck(const cgroup::MemoryStat& stat, bool instant)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool UpscaleDue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<int64_t> Average() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ApplyThreshold(int64_t memory_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Arms the watcher at threshold + overhead, unless it is armed within the slack of that.
+  absl::Status Arm(bool force) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendUpscale(int64_t usage, int64_t threshold);
 
   const MonitorOptions options_;
@@ -115,12 +125,16 @@ class Monitor {
   mutable absl::Mutex mu_;
   int64_t memory_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t threshold_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  struct Sample {
+  struct UsageSample {
     absl::Time at;
     int64_t anon_bytes;
   };
-  std::deque<Sample> samples_ ABSL_GUARDED_BY(mu_);
-  bool above_by_cache_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<UsageSample> samples_ ABSL_GUARDED_BY(mu_);
+  // The group's charge beyond anon (page cache, kernel memory) at the last sample, and the level
+  // the watcher is armed at (-1: not armed).
+  int64_t overhead_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t last_file_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t armed_level_ ABSL_GUARDED_BY(mu_) = -1;
   std::optional<absl::Time> last_upscale_request_ ABSL_GUARDED_BY(mu_);
   int64_t upscale_requests_ ABSL_GUARDED_BY(mu_) = 0;
 };

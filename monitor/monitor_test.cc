@@ -21,23 +21,23 @@ class MonitorTest : public ::testing::Test {
           calls_.push_back("lfc " + std::to_string(bytes / kMiB));
           return lfc_error_;
         }),
-        monitor_(MonitorOptions{}, clock_, resizer_,
-                 Monitor::Hooks{
-                     .read_stat = [this]() -> absl::StatusOr<cgroup::MemoryStat> {
-                       if (!stat_error_.ok()) return stat_error_;
-                       return stat_;
-                     },
-                     .set_threshold =
-                         [this](int64_t t) {
-                           calls_.push_back("threshold " + std::to_string(t));
-                           return absl::OkStatus();
-                         },
-                     .request_upscale = [this](int64_t usage,
-                                               int64_t) { upscales_.push_back(usage); },
-                 }) {}
+        monitor_(
+            MonitorOptions{}, clock_, resizer_,
+            Monitor::Hooks{
+                .read_stat = [this]() -> absl::StatusOr<cgroup::MemoryStat> {
+                  if (!stat_error_.ok()) return stat_error_;
+                  return stat_;
+                },
+                .set_threshold =
+                    [this](int64_t t) {
+                      calls_.push_back("threshold " + std::to_string(t));
+                      return absl::OkStatus();
+                    },
+                .request_upscale = [this](int64_t usage, int64_t) { upscales_.push_back(usage); },
+            }) {}
 
   void SampleAt(int64_t anon, int64_t file = 0) {
-    stat_ = {anon, file};
+    stat_ = {.anon_bytes = anon, .file_bytes = file};
     monitor_.Sample();
     clock_.Advance(absl::Milliseconds(100));
   }
@@ -86,21 +86,65 @@ TEST_F(MonitorTest, WatcherEventActsOnTheFreshSample) {
   ASSERT_TRUE(monitor_.Start(kGiB).ok());
   const int64_t t = monitor_.threshold_bytes();
   SampleAt(10 * kMiB);
-  stat_ = {t + kMiB, 0};
+  stat_ = {.anon_bytes = t + kMiB};
   monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kUsageAbove, t + kMiB});
   ASSERT_EQ(upscales_.size(), 1u) << "no waiting for the average";
   EXPECT_EQ(upscales_[0], t + kMiB);
 }
 
-TEST_F(MonitorTest, PageCacheAloneIsNoReasonToGrowButSamplesFaster) {
+TEST_F(MonitorTest, PageCacheAboveTheThresholdRaisesTheWatchLevel) {
   ASSERT_TRUE(monitor_.Start(kGiB).ok());
   const int64_t t = monitor_.threshold_bytes();
-  stat_ = {100 * kMiB, t};  // the total passed the threshold, anon did not
-  monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kUsageAbove, t + 100 * kMiB});
+  EXPECT_EQ(monitor_.watch_level_bytes(), t);
+  // The group's charge passed the threshold, but most of it is page cache.
+  stat_ = {.anon_bytes = 100 * kMiB, .file_bytes = t, .usage_bytes = t + 110 * kMiB};
+  monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kUsageAbove, t + 110 * kMiB});
+  EXPECT_TRUE(upscales_.empty()) << "page cache alone is no reason to grow";
+  EXPECT_EQ(monitor_.watch_level_bytes(), t + t)
+      << "re-armed above the page cache, where anon will reach the threshold";
+  EXPECT_EQ(calls_.back(), "threshold " + std::to_string(t + t));
+  // Anon grows to the threshold under the same cache: the next event asks for memory.
+  stat_ = {.anon_bytes = t + kMiB, .file_bytes = t, .usage_bytes = 2 * t + 11 * kMiB};
+  monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kUsageAbove, 2 * t + 11 * kMiB});
+  EXPECT_EQ(upscales_.size(), 1u);
+}
+
+TEST_F(MonitorTest, EventBeforeTheFaultIsMappedCountsTheCharge) {
+  ASSERT_TRUE(monitor_.Start(kGiB).ok());
+  const int64_t t = monitor_.threshold_bytes();
+  stat_ = {.anon_bytes = t - 2 * kMiB, .file_bytes = 0, .usage_bytes = t - kMiB};
+  monitor_.Sample();  // 1 MiB of overhead
+  // A 2 MiB huge page is charged but not mapped yet: anon does not show it.
+  stat_ = {.anon_bytes = t - 2 * kMiB, .file_bytes = 0, .usage_bytes = t + kMiB};
+  monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kUsageAbove, t + kMiB});
+  ASSERT_EQ(upscales_.size(), 1u) << "the charge minus the known overhead reached the threshold";
+  EXPECT_EQ(upscales_[0], t);
+}
+
+TEST_F(MonitorTest, PageCacheGrowthAtAnEventIsNotMistakenForAnon) {
+  ASSERT_TRUE(monitor_.Start(kGiB).ok());
+  const int64_t t = monitor_.threshold_bytes();
+  stat_ = {.anon_bytes = 100 * kMiB, .file_bytes = 0, .usage_bytes = 101 * kMiB};
+  monitor_.Sample();
+  // The page cache grew past the threshold since the last sample.
+  stat_ = {.anon_bytes = 100 * kMiB, .file_bytes = t, .usage_bytes = t + 101 * kMiB};
+  monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kUsageAbove, t + 101 * kMiB});
   EXPECT_TRUE(upscales_.empty());
-  EXPECT_EQ(monitor_.Sample(), absl::Milliseconds(100)) << "only sampling sees anon cross now";
-  stat_ = {100 * kMiB, 0};
-  EXPECT_EQ(monitor_.Sample(), absl::Seconds(1)) << "the kernel watches again";
+}
+
+TEST_F(MonitorTest, WatchLevelMovesOnlyBeyondTheSlack) {
+  ASSERT_TRUE(monitor_.Start(kGiB).ok());
+  const int64_t t = monitor_.threshold_bytes();
+  stat_ = {.anon_bytes = 50 * kMiB, .file_bytes = 0, .usage_bytes = 60 * kMiB};
+  monitor_.Sample();
+  EXPECT_EQ(monitor_.watch_level_bytes(), t + 10 * kMiB);
+  size_t arms = calls_.size();
+  stat_.usage_bytes = 61 * kMiB;  // 1 MiB more overhead: within the 2 MiB slack
+  monitor_.Sample();
+  EXPECT_EQ(calls_.size(), arms) << "no re-arming for small moves";
+  stat_.usage_bytes = 64 * kMiB;
+  monitor_.Sample();
+  EXPECT_EQ(monitor_.watch_level_bytes(), t + 14 * kMiB);
 }
 
 TEST_F(MonitorTest, PressureAsksForMemory) {
@@ -180,10 +224,16 @@ TEST_F(MonitorTest, UpscaleNotificationRaisesThresholdThenGrowsLfc) {
   EXPECT_THAT(calls_[0], HasSubstr("threshold"));
 }
 
+TEST_F(MonitorTest, LfcFailureAtStartIsNotFatal) {
+  lfc_error_ = absl::UnavailableError("postgres is down");
+  EXPECT_TRUE(monitor_.Start(kGiB).ok());
+  EXPECT_EQ(monitor_.threshold_bytes(), ThresholdBytes(kGiB, MonitorOptions{}));
+}
+
 TEST_F(MonitorTest, UnreadableStatsAreSkipped) {
   ASSERT_TRUE(monitor_.Start(kGiB).ok());
   stat_error_ = absl::NotFoundError("memory.stat: gone");
-  EXPECT_EQ(monitor_.Sample(), absl::Seconds(1));
+  monitor_.Sample();
   EXPECT_FALSE(monitor_.average_usage_bytes().has_value());
   monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kUsageAbove, kGiB});
   EXPECT_TRUE(upscales_.empty());

@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <vector>
 
@@ -56,7 +58,8 @@ absl::StatusOr<Layout> DetectLayout(const std::string& mountinfo) {
   int line_no = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
     ++line_no;
-    // "<id> <parent> <maj:min> <root> <mount point> <options> [optional...] - <fstype> <src> <super>"
+    // "<id> <parent> <maj:min> <root> <mount point> <options> [optional...] - <fstype> <src>
+    // <super>"
     std::vector<absl::string_view> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
     size_t dash = 0;
     while (dash < fields.size() && fields[dash] != "-") ++dash;
@@ -86,15 +89,13 @@ absl::StatusOr<Layout> DetectLayout(const std::string& mountinfo) {
   return layout;
 }
 
-absl::StatusOr<std::string> OwnCgroup(std::string_view controller,
-                                      const std::string& proc_cgroup) {
+absl::StatusOr<std::string> OwnCgroup(std::string_view controller, const std::string& proc_cgroup) {
   ASSIGN_OR_RETURN(std::string text, ReadFile(proc_cgroup));
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
     // "<id>:<controllers>:<path>"; v2 is "0::<path>".
     std::vector<absl::string_view> parts = absl::StrSplit(line, absl::MaxSplits(':', 2));
     if (parts.size() != 3) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(proc_cgroup, ": malformed line: ", line));
+      return absl::InvalidArgumentError(absl::StrCat(proc_cgroup, ": malformed line: ", line));
     }
     bool match = controller.empty() ? parts[1].empty() : false;
     for (absl::string_view c : absl::StrSplit(parts[1], ',')) {
@@ -102,38 +103,51 @@ absl::StatusOr<std::string> OwnCgroup(std::string_view controller,
     }
     if (match) return std::string(parts[2]);
   }
-  return absl::NotFoundError(absl::StrCat(
-      proc_cgroup, ": no cgroup for controller '",
-      controller.empty() ? std::string("(v2)") : std::string(controller), "'"));
+  return absl::NotFoundError(
+      absl::StrCat(proc_cgroup, ": no cgroup for controller '",
+                   controller.empty() ? std::string("(v2)") : std::string(controller), "'"));
 }
 
 absl::StatusOr<MemoryStat> ParseMemoryStat(std::string_view text, std::string_view source) {
-  // v1 has hierarchical totals (total_*) next to the group's own numbers; prefer them.
-  int64_t v[2][4] = {{-1, -1, -1, -1}, {-1, -1, -1, -1}};  // [plain/total][aa, ia, af, if]
-  const char* keys[4] = {"active_anon", "inactive_anon", "active_file", "inactive_file"};
+  // Anon: v2 "anon" or v1 "rss" are counted when pages are mapped; active_anon + inactive_anon
+  // (what the reference reads) count pages on the LRU lists, which the kernel fills in per-CPU
+  // batches, so they lag behind a burst of allocation (by up to ~15 huge pages). Use the former
+  // where present. v1 also has hierarchical totals (total_*); prefer them.
+  enum { kAnon, kRss, kCache, kFile, kActiveAnon, kInactiveAnon, kActiveFile, kInactiveFile, kN };
+  const char* keys[kN] = {"anon",        "rss",           "cache",       "file",
+                          "active_anon", "inactive_anon", "active_file", "inactive_file"};
+  int64_t v[2][kN];  // [plain/total][key]; -1: absent
+  for (auto& row : v) std::fill(std::begin(row), std::end(row), -1);
   int line_no = 0;
   for (absl::string_view line : absl::StrSplit(View(text), '\n', absl::SkipEmpty())) {
     ++line_no;
     std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(line, ' ');
     int total = absl::ConsumePrefix(&kv.first, "total_") ? 1 : 0;
-    for (int k = 0; k < 4; ++k) {
+    for (int k = 0; k < kN; ++k) {
       if (kv.first != keys[k]) continue;
       int64_t n;
       if (!absl::SimpleAtoi(kv.second, &n) || n < 0) {
-        return absl::InvalidArgumentError(absl::StrCat(View(source), ":", line_no, ": bad value for ",
-                                                       keys[k], ": '", kv.second, "'"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            View(source), ":", line_no, ": bad value for ", keys[k], ": '", kv.second, "'"));
       }
       v[total][k] = n;
     }
   }
-  int use = v[1][0] >= 0 && v[1][1] >= 0 ? 1 : 0;
-  if (v[use][0] < 0 || v[use][1] < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(View(source), ": no active_anon/inactive_anon in memory.stat"));
-  }
+  auto pick = [&](int a, int b, int c1, int c2) -> int64_t {
+    for (int t : {1, 0}) {
+      if (v[t][a] >= 0) return v[t][a];
+      if (v[t][b] >= 0) return v[t][b];
+      if (v[t][c1] >= 0 && v[t][c2] >= 0) return v[t][c1] + v[t][c2];
+    }
+    return -1;
+  };
   MemoryStat s;
-  s.anon_bytes = v[use][0] + v[use][1];
-  s.file_bytes = std::max<int64_t>(0, v[use][2]) + std::max<int64_t>(0, v[use][3]);
+  s.anon_bytes = pick(kAnon, kRss, kActiveAnon, kInactiveAnon);
+  if (s.anon_bytes < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(View(source), ": no anon, rss or active_anon/inactive_anon in memory.stat"));
+  }
+  s.file_bytes = std::max<int64_t>(0, pick(kFile, kCache, kActiveFile, kInactiveFile));
   return s;
 }
 

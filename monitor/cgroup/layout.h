@@ -45,10 +45,15 @@ absl::StatusOr<std::string> OwnCgroup(std::string_view controller,
 // What a memory cgroup holds, from memory.stat (v1: the hierarchical total_* keys; v2: the plain
 // keys).
 struct MemoryStat {
-  // Non-reclaimable memory: active_anon + inactive_anon (what the reference measures).
+  // Non-reclaimable memory: v2 anon or v1 rss, counted as pages are mapped. (The reference reads
+  // active_anon + inactive_anon, which lag behind allocation bursts; used only when the others
+  // are missing.)
   int64_t anon_bytes = 0;
-  // Page cache: active_file + inactive_file.
+  // Page cache: v2 file or v1 cache (else active_file + inactive_file).
   int64_t file_bytes = 0;
+  // The group's total charge (memory.usage_in_bytes or memory.current) when it was read with the
+  // stat; -1 if not read. ParseMemoryStat leaves it at -1.
+  int64_t usage_bytes = -1;
 };
 
 // Parses memory.stat text. `source` names the file in errors. Missing anon keys are an error.

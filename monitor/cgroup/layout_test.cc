@@ -19,7 +19,8 @@ std::string Write(const std::string& name, const std::string& content) {
 }
 
 TEST(DetectLayout, Hybrid) {
-  std::string mi = Write("mountinfo_hybrid", R"(30 22 0:27 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+  std::string mi =
+      Write("mountinfo_hybrid", R"(30 22 0:27 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
 31 30 0:28 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
 34 30 0:31 / /sys/fs/cgroup/memory rw,relatime shared:5 - cgroup cgroup rw,memory
 40 30 0:37 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
@@ -50,7 +51,8 @@ TEST(DetectLayout, MalformedLineNamesFileAndLine) {
 }
 
 TEST(OwnCgroup, FindsControllerAndV2) {
-  std::string pc = Write("proc_cgroup", "4:memory:/process_api/abc\n3:cpu,cpuacct:/x\n0::/v2path\n");
+  std::string pc =
+      Write("proc_cgroup", "4:memory:/process_api/abc\n3:cpu,cpuacct:/x\n0::/v2path\n");
   EXPECT_EQ(*OwnCgroup("memory", pc), "/process_api/abc");
   EXPECT_EQ(*OwnCgroup("cpuacct", pc), "/x");
   EXPECT_EQ(*OwnCgroup("", pc), "/v2path");
@@ -59,22 +61,31 @@ TEST(OwnCgroup, FindsControllerAndV2) {
   EXPECT_THAT(std::string(OwnCgroup("memory", bad).status().message()), HasSubstr("malformed"));
 }
 
-TEST(ParseMemoryStat, V1PrefersHierarchicalTotals) {
+TEST(ParseMemoryStat, V1PrefersHierarchicalRssAndCache) {
   auto s = ParseMemoryStat(
-      "cache 10\nactive_anon 1\ninactive_anon 2\nactive_file 3\ninactive_file 4\n"
-      "total_active_anon 100\ntotal_inactive_anon 200\ntotal_active_file 300\n"
-      "total_inactive_file 400\n",
+      "cache 10\nrss 20\nactive_anon 1\ninactive_anon 2\nactive_file 3\ninactive_file 4\n"
+      "total_cache 1000\ntotal_rss 2000\ntotal_active_anon 100\ntotal_inactive_anon 200\n"
+      "total_active_file 300\ntotal_inactive_file 400\n",
       "memory.stat");
   ASSERT_TRUE(s.ok()) << s.status();
-  EXPECT_EQ(s->anon_bytes, 300);
-  EXPECT_EQ(s->file_bytes, 700);
+  EXPECT_EQ(s->anon_bytes, 2000);
+  EXPECT_EQ(s->file_bytes, 1000);
+  EXPECT_EQ(s->usage_bytes, -1);
 }
 
 TEST(ParseMemoryStat, V2Keys) {
   auto s = ParseMemoryStat("anon 5\nfile 9\nactive_anon 4096\ninactive_anon 8192\n", "m");
   ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->anon_bytes, 5);
+  EXPECT_EQ(s->file_bytes, 9);
+}
+
+TEST(ParseMemoryStat, FallsBackToTheLruCounters) {
+  auto s = ParseMemoryStat("active_anon 4096\ninactive_anon 8192\nactive_file 1\ninactive_file 2\n",
+                           "m");
+  ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->anon_bytes, 12288);
-  EXPECT_EQ(s->file_bytes, 0);
+  EXPECT_EQ(s->file_bytes, 3);
 }
 
 TEST(ParseMemoryStat, MalformedIsAClearError) {
@@ -83,8 +94,9 @@ TEST(ParseMemoryStat, MalformedIsAClearError) {
   EXPECT_THAT(std::string(bad.status().message()),
               HasSubstr("/cg/memory.stat:1: bad value for active_anon"));
   auto missing = ParseMemoryStat("cache 1\n", "/cg/memory.stat");
-  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("no active_anon"));
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("no anon, rss"));
   EXPECT_FALSE(ParseMemoryStat("active_anon -5\ninactive_anon 1\n", "m").ok());
+  EXPECT_FALSE(ParseMemoryStat("rss 1\nrss x\n", "m").ok());
   EXPECT_FALSE(ParseMemoryStat("", "m").ok());
 }
 

@@ -10,8 +10,8 @@ namespace autoscale::monitor::cgroup {
 namespace {
 
 absl::Status CgroupError(int ret, const std::string& what) {
-  return absl::InternalError(absl::StrCat("libcgroup ", what, ": ", cgroup_strerror(ret), " (",
-                                          ret, ")"));
+  return absl::InternalError(
+      absl::StrCat("libcgroup ", what, ": ", cgroup_strerror(ret), " (", ret, ")"));
 }
 
 struct CgroupDeleter {
@@ -22,9 +22,11 @@ using CgroupPtr = std::unique_ptr<struct cgroup, CgroupDeleter>;
 // A libcgroup handle for `path` with the memory controller, optionally with one value set.
 absl::StatusOr<CgroupPtr> Handle(const std::string& path) {
   CgroupPtr cg(cgroup_new_cgroup(path.c_str()));
-  if (!cg) return absl::InternalError(absl::StrCat("libcgroup: cannot allocate a handle for ", path));
+  if (!cg)
+    return absl::InternalError(absl::StrCat("libcgroup: cannot allocate a handle for ", path));
   if (cgroup_add_controller(cg.get(), "memory") == nullptr) {
-    return absl::InternalError(absl::StrCat("libcgroup: cannot add the memory controller to ", path));
+    return absl::InternalError(
+        absl::StrCat("libcgroup: cannot add the memory controller to ", path));
   }
   return cg;
 }

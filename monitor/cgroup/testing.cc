@@ -1,10 +1,11 @@
 #include "monitor/cgroup/testing.h"
 
-#include <signal.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -20,8 +21,8 @@ namespace autoscale::monitor::cgroup {
 namespace {
 
 // The child: runs commands from `in` (bytes to allocate; -1 frees all; -2 reads `thrash_file`
-// ten times; 0 exits) and answers one byte on `out`. Only async-signal-safe calls: the parent may
-// have threads.
+// ten times; -3 touches a 2 MiB huge page and answers the CLOCK_MONOTONIC time before; 0 exits) and
+// answers one byte on `out`. Only async-signal-safe calls: the parent may have threads.
 [[noreturn]] void ChildMain(int in, int out, const char* thrash_file) {
   void* blocks[4096];
   size_t sizes[4096];
@@ -29,6 +30,26 @@ namespace {
   while (true) {
     int64_t cmd;
     if (read(in, &cmd, sizeof(cmd)) != sizeof(cmd) || cmd == 0) _exit(0);
+    if (cmd == -3) {
+      // One 2 MiB transparent huge page, charged in one fault: the crossing happens at a known
+      // instant, which is sent back.
+      char* raw = static_cast<char*>(
+          mmap(nullptr, 4 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+      if (raw == MAP_FAILED) _exit(3);
+      char* p = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(raw) + (2 << 20) - 1) &
+                                        ~uintptr_t{(2 << 20) - 1});
+      madvise(p, 2 << 20, MADV_HUGEPAGE);
+      timespec ts;
+      clock_gettime(CLOCK_MONOTONIC, &ts);
+      for (int64_t off = 0; off < (2 << 20); off += 4096) p[off] = 1;  // one fault with THP
+      if (n < 4096) {
+        blocks[n] = raw;
+        sizes[n++] = 4 << 20;
+      }
+      int64_t ns = ts.tv_sec * 1000000000LL + ts.tv_nsec;
+      if (write(out, &ns, sizeof(ns)) != sizeof(ns)) _exit(4);
+      continue;
+    }
     if (cmd == -2) {
       static char buf[1 << 16];
       for (int round = 0; round < 10; ++round) {
@@ -56,7 +77,7 @@ namespace {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TestCgroup>> TestCgroup::Create(const std::string& name,
-                                                              const std::string& thrash_file) {
+                                                               const std::string& thrash_file) {
   ASSIGN_OR_RETURN(Layout layout, DetectLayout());
   if (layout.v1_memory.empty()) {
     return absl::FailedPreconditionError(
@@ -69,9 +90,9 @@ absl::StatusOr<std::unique_ptr<TestCgroup>> TestCgroup::Create(const std::string
   ASSIGN_OR_RETURN(CgroupManager manager, CgroupManager::Init());
   absl::Status created = manager.Create(path);
   if (!created.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot create a v1 memory cgroup under ", layout.v1_memory, own,
-        " (not writable here?): ", created.message()));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create a v1 memory cgroup under ", layout.v1_memory, own,
+                     " (not writable here?): ", created.message()));
   }
   auto cg = std::unique_ptr<TestCgroup>(new TestCgroup(manager, path, layout.v1_memory + path));
 
@@ -123,5 +144,17 @@ absl::Status TestCgroup::Command(int64_t command) {
 absl::Status TestCgroup::Allocate(int64_t bytes) { return Command(bytes); }
 absl::Status TestCgroup::FreeAll() { return Command(-1); }
 absl::Status TestCgroup::Thrash() { return Command(-2); }
+
+absl::StatusOr<int64_t> TestCgroup::TouchHugePage() {
+  int64_t command = -3;
+  if (write(to_child_, &command, sizeof(command)) != sizeof(command)) {
+    return ErrnoStatus(errno, "command to the test cgroup's child");
+  }
+  int64_t ns;
+  if (read(from_child_, &ns, sizeof(ns)) != sizeof(ns)) {
+    return absl::InternalError("the test cgroup's child died (out of memory?)");
+  }
+  return ns;
+}
 
 }  // namespace autoscale::monitor::cgroup

@@ -37,6 +37,9 @@ class TestCgroup {
   absl::Status FreeAll();
   // The child reads the thrash file ten times (page cache churn under a memory limit).
   absl::Status Thrash();
+  // The child touches a 2 MiB transparent huge page (one charge of 2 MiB where THP is available)
+  // and returns the CLOCK_MONOTONIC time, in ns, just before the touch.
+  absl::StatusOr<int64_t> TouchHugePage();
 
  private:
   TestCgroup(CgroupManager manager, std::string path, std::string dir)

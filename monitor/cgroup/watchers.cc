@@ -91,9 +91,9 @@ class V1ThresholdWatcher final : public MemoryWatcher {
       LOG(WARNING) << Describe() << ": " << usage.status();
       return;
     }
-    callback_({*usage >= threshold ? MemoryEvent::Kind::kUsageAbove
-                                   : MemoryEvent::Kind::kUsageBelow,
-               *usage});
+    callback_(
+        {*usage >= threshold ? MemoryEvent::Kind::kUsageAbove : MemoryEvent::Kind::kUsageBelow,
+         *usage});
   }
 
   EventLoop& loop_;
@@ -207,8 +207,9 @@ const char* MemoryEventKindName(MemoryEvent::Kind kind) {
   return "unknown";
 }
 
-absl::StatusOr<std::unique_ptr<MemoryWatcher>> NewV1ThresholdWatcher(
-    EventLoop& loop, const std::string& cgroup_dir, MemoryEventCallback callback) {
+absl::StatusOr<std::unique_ptr<MemoryWatcher>> NewV1ThresholdWatcher(EventLoop& loop,
+                                                                     const std::string& cgroup_dir,
+                                                                     MemoryEventCallback callback) {
   std::string usage = cgroup_dir + "/memory.usage_in_bytes";
   int fd = open(usage.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat("open ", usage));
@@ -227,8 +228,7 @@ absl::StatusOr<std::unique_ptr<MemoryWatcher>> NewV2HighWatcher(EventLoop& loop,
     close(fd);
     return ErrnoStatus(err, absl::StrCat("inotify_add_watch ", events));
   }
-  auto watcher =
-      std::make_unique<V2HighWatcher>(loop, cgroup_dir, fd, count, std::move(callback));
+  auto watcher = std::make_unique<V2HighWatcher>(loop, cgroup_dir, fd, count, std::move(callback));
   V2HighWatcher* w = watcher.get();
   RETURN_IF_ERROR(loop.Add(fd, EPOLLIN, [w](uint32_t) { w->OnReady(); }));
   return watcher;
@@ -247,9 +247,9 @@ absl::StatusOr<std::unique_ptr<MemoryWatcher>> NewPsiWatcher(EventLoop& loop,
                                                              MemoryEventCallback callback) {
   absl::Duration window = AcceptedPsiWindow(trigger.window, HasCapSysResource());
   absl::Duration stall = std::clamp(trigger.stall, absl::Microseconds(1), window);
-  std::string text = absl::StrCat(trigger.full ? "full " : "some ",
-                                  absl::ToInt64Microseconds(stall), " ",
-                                  absl::ToInt64Microseconds(window));
+  std::string text =
+      absl::StrCat(trigger.full ? "full " : "some ", absl::ToInt64Microseconds(stall), " ",
+                   absl::ToInt64Microseconds(window));
   int fd = open(pressure_file.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat("open ", pressure_file));
   // The kernel wants the trigger with its terminating NUL.

@@ -54,8 +54,9 @@ class MemoryWatcher {
   virtual std::string Describe() const = 0;
 };
 
-absl::StatusOr<std::unique_ptr<MemoryWatcher>> NewV1ThresholdWatcher(
-    EventLoop& loop, const std::string& cgroup_dir, MemoryEventCallback callback);
+absl::StatusOr<std::unique_ptr<MemoryWatcher>> NewV1ThresholdWatcher(EventLoop& loop,
+                                                                     const std::string& cgroup_dir,
+                                                                     MemoryEventCallback callback);
 
 absl::StatusOr<std::unique_ptr<MemoryWatcher>> NewV2HighWatcher(EventLoop& loop,
                                                                 const std::string& cgroup_dir,

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -89,8 +90,8 @@ TEST(V1ThresholdWatcher, VanishedCgroupIsAnErrorNotACrash) {
   auto loop = EventLoop::Create();
   ASSERT_TRUE(loop.ok());
   Events events;
-  auto missing = NewV1ThresholdWatcher(**loop, "/sys/fs/cgroup/memory/no-such-group",
-                                       events.Callback());
+  auto missing =
+      NewV1ThresholdWatcher(**loop, "/sys/fs/cgroup/memory/no-such-group", events.Callback());
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(std::string(missing.status().message()).find("no-such-group"), std::string::npos);
 
@@ -111,9 +112,8 @@ TEST(V1ThresholdWatcher, VanishedCgroupIsAnErrorNotACrash) {
 class V2Fixture : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = absl::StrCat(getenv("TEST_TMPDIR"), "/v2-", ::testing::UnitTest::GetInstance()
-                                                            ->current_test_info()
-                                                            ->name());
+    dir_ = absl::StrCat(getenv("TEST_TMPDIR"), "/v2-",
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
     mkdir(dir_.c_str(), 0755);
     Put("memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n");
     Put("memory.current", "1000\n");
@@ -184,7 +184,8 @@ TEST(PsiWatcher, FiresOnACgroup2GroupUnderMemoryPressure) {
   ASSERT_TRUE(manager.ok());
   ASSERT_TRUE(manager->SetMemoryLimit((*cg)->path(), 64 * kMiB).ok());
   std::string v2 = absl::StrCat(layout->v2, "/autoscale-psi-", getpid());
-  if (mkdir(v2.c_str(), 0755) != 0) GTEST_SKIP() << "cannot create a cgroup2 group under " << layout->v2;
+  if (mkdir(v2.c_str(), 0755) != 0)
+    GTEST_SKIP() << "cannot create a cgroup2 group under " << layout->v2;
   struct Cleanup {
     std::string dir;
     ~Cleanup() { rmdir(dir.c_str()); }
@@ -200,12 +201,17 @@ TEST(PsiWatcher, FiresOnACgroup2GroupUnderMemoryPressure) {
   EXPECT_NE((*watcher)->Describe().find("2000000"), std::string::npos) << "a 2 s window";
 
   ASSERT_TRUE((*cg)->Allocate(40 * kMiB).ok());
-  std::thread thrash([&] { (void)(*cg)->Thrash(); });
-  auto e = events.Await(**loop, MemoryEvent::Kind::kPressure, absl::Seconds(20));
+  std::atomic<bool> stop{false};
+  std::thread thrash([&] {
+    while (!stop && (*cg)->Thrash().ok()) {
+    }
+  });
+  auto e = events.Await(**loop, MemoryEvent::Kind::kPressure, absl::Seconds(30));
+  stop = true;
   thrash.join();
   // Move the child back out so the cgroup2 group can be removed.
   (void)WriteFile(layout->v2 + "/cgroup.procs", std::to_string((*cg)->child()));
-  ASSERT_TRUE(e.has_value()) << "no PSI event within 20s of page-cache thrashing";
+  ASSERT_TRUE(e.has_value()) << "no PSI event within 30s of page-cache thrashing";
 }
 
 }  // namespace

@@ -1,0 +1,172 @@
+// monitor: the in-VM monitor daemon. Watches a memory cgroup, asks the agent for more memory the
+// moment usage passes its threshold, answers downscale checks, resizes the LFC, and streams
+// metrics to the agent over gRPC (autoscale/api/monitor.proto).
+//
+//   monitor --listen=0.0.0.0:10301 --cgroup=/sys/fs/cgroup/memory/postgres
+//           --lfc_resizer=postgres --postgres_conninfo='host=/run/postgresql dbname=postgres'
+#include <csignal>
+#include <memory>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "autoscale/base/init.h"
+#include "autoscale/base/proto_file.h"
+#include "autoscale/base/status_macros.h"
+#include "autoscale/rpc/monitor_service.h"
+#include "glog/logging.h"
+#include "grpcpp/grpcpp.h"
+#include "lfc/postgres_resizer.h"
+#include "lfc/resizer.h"
+#include "monitor/cgroup/layout.h"
+#include "monitor/metrics.h"
+#include "monitor/runner.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:10301",
+          "Where the agent connects: host:port, or unix:/path.");
+ABSL_FLAG(std::string, cgroup, "",
+          "The memory cgroup to watch: a directory under the cgroup mount. Empty: this process's "
+          "own memory cgroup (v1, or v2 if it has the memory controller).");
+ABSL_FLAG(std::string, watch, "auto",
+          "How the kernel reports threshold crossings: auto, v1 (usage threshold eventfd), v2 "
+          "(memory.high events), psi (a pressure trigger) or none (sampling only).");
+ABSL_FLAG(std::string, psi_file, "",
+          "For --watch=psi: the memory.pressure file (default: the "
+          "cgroup's; /proc/pressure/memory for the whole VM).");
+ABSL_FLAG(int64_t, memory_bytes, 0,
+          "The VM's memory at start (default: MemTotal of /proc/meminfo).");
+ABSL_FLAG(std::string, config, "",
+          "A MonitorConfig (autoscale/api/config.proto) as .json or .textproto: threshold "
+          "fraction, reserve, headroom, sampling. Flags below override it.");
+ABSL_FLAG(double, threshold_fraction, 0,
+          "Fraction of usable memory that triggers an upscale "
+          "request (default 0.85).");
+ABSL_FLAG(absl::Duration, sample_interval, absl::ZeroDuration(),
+          "memory.stat sampling interval while the kernel watcher guards the threshold "
+          "(default 1s).");
+ABSL_FLAG(absl::Duration, metrics_interval, absl::Seconds(1),
+          "How often metrics are sent to the connected agent.");
+ABSL_FLAG(std::string, lfc_resizer, "none",
+          "How the Local File Cache is resized: none, or postgres (ALTER SYSTEM over libpq).");
+ABSL_FLAG(std::string, postgres_conninfo, "",
+          "For --lfc_resizer=postgres: the libpq connection string.");
+ABSL_FLAG(std::string, postgres_setting, "neon.file_cache_size_limit",
+          "For --lfc_resizer=postgres: the setting that holds the cache size in MB.");
+ABSL_FLAG(int64_t, lfc_max_bytes, 0, "Upper bound on the LFC size (0: none).");
+
+namespace autoscale {
+namespace {
+
+absl::Notification* shutdown_requested = nullptr;
+void OnSignal(int) {
+  if (shutdown_requested != nullptr && !shutdown_requested->HasBeenNotified()) {
+    shutdown_requested->Notify();
+  }
+}
+
+absl::StatusOr<std::string> CgroupDir() {
+  if (!absl::GetFlag(FLAGS_cgroup).empty()) return absl::GetFlag(FLAGS_cgroup);
+  ASSIGN_OR_RETURN(monitor::cgroup::Layout layout, monitor::cgroup::DetectLayout());
+  switch (layout.memory_version()) {
+    case monitor::cgroup::Version::kV1: {
+      ASSIGN_OR_RETURN(std::string own, monitor::cgroup::OwnCgroup("memory"));
+      return layout.v1_memory + (own == "/" ? "" : own);
+    }
+    case monitor::cgroup::Version::kV2: {
+      ASSIGN_OR_RETURN(std::string own, monitor::cgroup::OwnCgroup(""));
+      return layout.v2 + (own == "/" ? "" : own);
+    }
+    case monitor::cgroup::Version::kNone:
+      break;
+  }
+  return absl::FailedPreconditionError(
+      "no memory cgroup controller is mounted (v1 or v2); mount one or pass --cgroup");
+}
+
+absl::StatusOr<std::unique_ptr<lfc::Resizer>> MakeResizer() {
+  const std::string kind = absl::GetFlag(FLAGS_lfc_resizer);
+  if (kind == "none") return std::make_unique<lfc::NoopResizer>();
+  if (kind == "postgres") {
+    ASSIGN_OR_RETURN(auto resizer, lfc::PostgresResizer::Create(
+                                       {.conninfo = absl::GetFlag(FLAGS_postgres_conninfo),
+                                        .setting = absl::GetFlag(FLAGS_postgres_setting)}));
+    return std::unique_ptr<lfc::Resizer>(std::move(resizer));
+  }
+  return absl::InvalidArgumentError("--lfc_resizer must be none or postgres, got " + kind);
+}
+
+absl::Status Run() {
+  api::MonitorConfig config;
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    RETURN_IF_ERROR(ReadProtoFile(absl::GetFlag(FLAGS_config), config));
+  }
+  if (absl::GetFlag(FLAGS_threshold_fraction) != 0) {
+    config.set_threshold_fraction(absl::GetFlag(FLAGS_threshold_fraction));
+  }
+  monitor::RunnerOptions options;
+  ASSIGN_OR_RETURN(options.monitor, monitor::OptionsFromProto(config));
+  if (absl::GetFlag(FLAGS_sample_interval) > absl::ZeroDuration()) {
+    options.monitor.sample_interval = absl::GetFlag(FLAGS_sample_interval);
+  }
+  if (absl::GetFlag(FLAGS_lfc_max_bytes) > 0) {
+    options.monitor.lfc.max_bytes = absl::GetFlag(FLAGS_lfc_max_bytes);
+  }
+  ASSIGN_OR_RETURN(options.cgroup_dir, CgroupDir());
+  ASSIGN_OR_RETURN(options.watch, monitor::ParseWatchMode(absl::GetFlag(FLAGS_watch)));
+  options.psi_file = absl::GetFlag(FLAGS_psi_file);
+  monitor::MetricsReader metrics;
+  options.memory_bytes = absl::GetFlag(FLAGS_memory_bytes);
+  if (options.memory_bytes <= 0) {
+    ASSIGN_OR_RETURN(monitor::MemInfo mem, metrics.ReadMemInfo());
+    options.memory_bytes = mem.total_bytes;
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<lfc::Resizer> resizer, MakeResizer());
+
+  std::atomic<rpc::MonitorService*> service{nullptr};
+  ASSIGN_OR_RETURN(std::unique_ptr<monitor::Runner> runner,
+                   monitor::Runner::Start(options, *resizer, [&](int64_t usage, int64_t threshold) {
+                     rpc::MonitorService* s = service.load();
+                     if (s == nullptr || !s->SendUpscaleRequest(usage, threshold)) {
+                       LOG(WARNING) << "monitor: no agent connected to send the upscale request to";
+                     }
+                   }));
+  rpc::MonitorService monitor_service(runner->monitor(), metrics,
+                                      {.metrics_interval = absl::GetFlag(FLAGS_metrics_interval)});
+  service = &monitor_service;
+
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&monitor_service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr) {
+    return absl::UnavailableError("cannot listen on " + absl::GetFlag(FLAGS_listen));
+  }
+  LOG(INFO) << "monitor: listening on " << absl::GetFlag(FLAGS_listen)
+            << (port > 0 ? absl::StrCat(" (port ", port, ")") : "");
+
+  absl::Notification stop;
+  shutdown_requested = &stop;
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+  stop.WaitForNotification();
+  LOG(INFO) << "monitor: shutting down";
+  service = nullptr;
+  monitor_service.Disconnect();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace autoscale
+
+int main(int argc, char** argv) {
+  autoscale::InitProgram(argc, argv, "monitor [flags]: the in-VM memory monitor; see --help");
+  absl::Status s = autoscale::Run();
+  if (!s.ok()) {
+    LOG(ERROR) << "monitor: " << s;
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,36 @@
+#!/bin/bash
+# The monitor daemon: clear errors for bad flags, and a clean start and stop on a real cgroup.
+set -u
+bin=$1
+tmp=$(mktemp -d /tmp/monitor-test.XXXXXX)
+trap 'kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+pid=
+fail() { echo "FAIL: $*"; [ -f "$tmp/log" ] && cat "$tmp/log"; exit 1; }
+
+"$bin" --watch=sideways --memory_bytes=1073741824 >"$tmp/log" 2>&1 && fail "bad --watch accepted"
+grep -q "unknown watch mode 'sideways'" "$tmp/log" || fail "bad --watch message"
+
+"$bin" --cgroup=/sys/fs/cgroup/memory/no-such-group --memory_bytes=1073741824 >"$tmp/log" 2>&1 &&
+  fail "missing cgroup accepted"
+grep -q "no-such-group" "$tmp/log" || fail "missing cgroup message does not name it"
+
+"$bin" --lfc_resizer=magic --memory_bytes=1073741824 >"$tmp/log" 2>&1 && fail "bad resizer accepted"
+grep -q "lfc_resizer must be none or postgres" "$tmp/log" || fail "bad resizer message"
+
+# Its own memory cgroup (v1 here), sampling and the v1 watcher, on a unix socket.
+"$bin" --listen="unix:$tmp/monitor.sock" --memory_bytes=1073741824 >"$tmp/log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do
+  grep -q "listening on" "$tmp/log" && break
+  kill -0 $pid 2>/dev/null || fail "the daemon exited"
+  sleep 0.1
+done
+grep -q "listening on unix:" "$tmp/log" || fail "no 'listening' line"
+grep -q "watching cgroup v1 usage threshold" "$tmp/log" || echo "note: not on cgroup v1: $(grep watching "$tmp/log")"
+[ -S "$tmp/monitor.sock" ] || fail "no socket"
+kill -TERM $pid
+for _ in $(seq 50); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+kill -0 $pid 2>/dev/null && fail "still running 5s after SIGTERM"
+wait $pid || fail "exit status $? after SIGTERM"
+grep -q "shutting down" "$tmp/log" || fail "no shutdown line"
+echo PASS

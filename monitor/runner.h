@@ -1,0 +1,72 @@
+// The monitor wired to a real cgroup: one epoll loop thread drives the kernel watcher and the
+// memory.stat sampling timer, and feeds the Monitor (monitor.h).
+//
+//   RunnerOptions options{.cgroup_dir = "/sys/fs/cgroup/memory/postgres",
+//                         .memory_bytes = 4 << 30};
+//   ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner,
+//                    Runner::Start(options, resizer, [&](int64_t usage, int64_t threshold) {
+//                      service.SendUpscaleRequest(usage, threshold);
+//                    }));
+//   runner->monitor().TryDownscale(2 << 30);
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "lfc/resizer.h"
+#include "monitor/cgroup/event_loop.h"
+#include "monitor/cgroup/watchers.h"
+#include "monitor/monitor.h"
+
+namespace autoscale::monitor {
+
+enum class WatchMode {
+  kAuto,  // the v1 threshold on a v1 group, memory.high events on a v2 group
+  kV1,    // cgroup v1 usage threshold (eventfd)
+  kV2,    // cgroup v2 memory.high + memory.events
+  kPsi,   // a PSI trigger on `psi_file`
+  kNone,  // sampling only (like the reference)
+};
+absl::StatusOr<WatchMode> ParseWatchMode(std::string_view name);
+
+struct RunnerOptions {
+  // The memory cgroup's directory (v1 or v2).
+  std::string cgroup_dir;
+  WatchMode watch = WatchMode::kAuto;
+  // For kPsi: a memory.pressure file (default: the group's own).
+  std::string psi_file;
+  cgroup::PsiTrigger psi;
+  MonitorOptions monitor;
+  // The VM's memory at start.
+  int64_t memory_bytes = 0;
+};
+
+class Runner {
+ public:
+  // Starts the loop thread, arms the watcher, sizes the LFC and takes the first sample.
+  static absl::StatusOr<std::unique_ptr<Runner>> Start(
+      const RunnerOptions& options, lfc::Resizer& resizer,
+      std::function<void(int64_t usage, int64_t threshold)> request_upscale,
+      Clock& clock = Clock::Real());
+  ~Runner();
+
+  Monitor& monitor() { return *monitor_; }
+  // "cgroup v1 usage threshold on /sys/fs/cgroup/memory/x" (or "sampling only").
+  std::string Describe() const;
+
+ private:
+  Runner() = default;
+  void ScheduleSample(absl::Duration delay);
+
+  std::string cgroup_dir_;
+  absl::Duration sample_interval_;
+  std::unique_ptr<cgroup::EventLoop> loop_;
+  std::unique_ptr<Monitor> monitor_;
+  std::unique_ptr<cgroup::MemoryWatcher> watcher_;
+  std::thread thread_;
+};
+
+}  // namespace autoscale::monitor
