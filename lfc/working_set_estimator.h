@@ -34,6 +34,7 @@
 #pragma once
 
 #include <array>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -71,7 +72,7 @@ class WorkingSetEstimator {
     }
     const uint64_t hash = Mix(page);
     const uint64_t rest = hash << precision_;
-    const int rank = (rest >> (64 - kMaxRank + 1)) == 0 ? kMaxRank : __builtin_clzll(rest) + 1;
+    const int rank = (rest >> (64 - kMaxRank + 1)) == 0 ? kMaxRank : std::countl_zero(rest) + 1;
     registers_[hash >> (64 - precision_)].stamps[rank - 1] = static_cast<uint16_t>(offset + 1);
   }
 
