@@ -3,6 +3,7 @@
 #include <libpq-fe.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string_view>
@@ -72,7 +73,8 @@ absl::Status Wait(PGconn* conn, bool for_write, const Deadline& deadline) {
       return absl::DeadlineExceededError(
           absl::StrCat("timed out after ", absl::FormatDuration(deadline.budget)));
     }
-    const int r = poll(&fd, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
+    const int64_t millis = std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1, 60'000);
+    const int r = poll(&fd, 1, static_cast<int>(millis));
     if (r > 0) return absl::OkStatus();
     if (r < 0 && errno != EINTR) {
       return absl::ErrnoToStatus(errno, "poll on the connection's socket");
@@ -83,9 +85,13 @@ absl::Status Wait(PGconn* conn, bool for_write, const Deadline& deadline) {
 absl::Status Connect(PGconn* conn, const Deadline& deadline) {
   PostgresPollingStatusType state = PGRES_POLLING_WRITING;
   for (;;) {
-    if (state == PGRES_POLLING_OK)
-      return PQsetnonblocking(conn, 1) == 0 ? absl::OkStatus()
-                                            : absl::UnavailableError(OneLine(PQerrorMessage(conn)));
+    if (state == PGRES_POLLING_OK) {
+      // Non-blocking from here on, so sending a statement cannot block past the deadline.
+      if (PQsetnonblocking(conn, 1) != 0) {
+        return absl::UnavailableError(absl::StrCat("connect: ", OneLine(PQerrorMessage(conn))));
+      }
+      return absl::OkStatus();
+    }
     if (state == PGRES_POLLING_FAILED) {
       return absl::UnavailableError(absl::StrCat("connect: ", OneLine(PQerrorMessage(conn))));
     }

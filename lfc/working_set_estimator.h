@@ -13,10 +13,11 @@
 // rank (one plus the leading zero bits of the rest of the hash); a register holds the largest rank
 // it saw, and the cardinality follows from the registers. To ask about any window, each register
 // keeps, for every rank, the last second that rank was seen; a window's register value is then the
-// largest rank seen inside it. Ranks are capped at 24, which changes nothing below about
-// 2^(precision + 19) distinct pages (2^34 at the default). The cardinality comes from the
-// register histogram with Ertl's improved estimator ("New cardinality estimation algorithms for
-// HyperLogLog sketches", 2017), which needs no bias tables or range switches.
+// largest rank seen inside it. Ranks are capped at 24, so the sketch works as one over a
+// (precision + 23)-bit hash: 2^38 at the default, far more pages than any cache sees. The
+// cardinality comes from the register histogram with Ertl's improved estimator ("New cardinality
+// estimation algorithms for HyperLogLog sketches", 2017), which treats capped registers exactly
+// and needs no bias tables or range switches.
 //
 // Accuracy and cost. The relative standard error is 1.04 / sqrt(m). Neon's LFC uses m = 1024
 // (3.3 %); the default here is m = 32768 (0.57 %), so an estimate of 100,000 pages or more is
@@ -34,6 +35,7 @@
 #pragma once
 
 #include <array>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -71,7 +73,7 @@ class WorkingSetEstimator {
     }
     const uint64_t hash = Mix(page);
     const uint64_t rest = hash << precision_;
-    const int rank = (rest >> (64 - kMaxRank + 1)) == 0 ? kMaxRank : __builtin_clzll(rest) + 1;
+    const int rank = (rest >> (64 - kMaxRank + 1)) == 0 ? kMaxRank : std::countl_zero(rest) + 1;
     registers_[hash >> (64 - precision_)].stamps[rank - 1] = static_cast<uint16_t>(offset + 1);
   }
 
