@@ -19,10 +19,6 @@ namespace autoscale {
 // Returns `status` with "<context>: " in front of its message; the code is kept. OK stays OK.
 absl::Status Annotate(const absl::Status& status, std::string_view context);
 
-// The status for a failed system call: the code that matches `error_number` (an errno value) and
-// the message "<what>: <strerror>", e.g. ErrnoStatus(errno, "open /sys/fs/cgroup/x").
-absl::Status ErrnoStatus(int error_number, std::string_view what);
-
 namespace internal_status {
 inline absl::Status AsStatus(absl::Status s) { return s; }
 template <typename T>

@@ -1,6 +1,5 @@
 #include "autoscale/base/status_macros.h"
 
-#include <cerrno>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -48,13 +47,6 @@ TEST(StatusMacros, AnnotateKeepsCodeAndAddsContext) {
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(s.message(), "reading /x: no such file");
   EXPECT_TRUE(Annotate(absl::OkStatus(), "anything").ok());
-}
-
-TEST(StatusMacros, ErrnoStatusMapsTheCode) {
-  absl::Status s = ErrnoStatus(ENOENT, "open /nope");
-  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(s.message(), "open /nope: No such file or directory");
-  EXPECT_EQ(ErrnoStatus(EINVAL, "write").code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -16,12 +16,12 @@ namespace autoscale::monitor::cgroup {
 
 absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create() {
   int ep = epoll_create1(EPOLL_CLOEXEC);
-  if (ep < 0) return ErrnoStatus(errno, "epoll_create1");
+  if (ep < 0) return absl::ErrnoToStatus(errno, "epoll_create1");
   int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake < 0) {
     int err = errno;
     close(ep);
-    return ErrnoStatus(err, "eventfd");
+    return absl::ErrnoToStatus(err, "eventfd");
   }
   epoll_event ev{};
   ev.events = EPOLLIN;
@@ -30,7 +30,7 @@ absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create() {
     int err = errno;
     close(ep);
     close(wake);
-    return ErrnoStatus(err, "epoll_ctl add wake fd");
+    return absl::ErrnoToStatus(err, "epoll_ctl add wake fd");
   }
   return std::unique_ptr<EventLoop>(new EventLoop(ep, wake));
 }
@@ -46,7 +46,7 @@ absl::Status EventLoop::Add(int fd, uint32_t events, Callback cb) {
   ev.events = events;
   ev.data.fd = fd;
   if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) < 0) {
-    return ErrnoStatus(errno, absl::StrCat("epoll_ctl add fd ", fd));
+    return absl::ErrnoToStatus(errno, absl::StrCat("epoll_ctl add fd ", fd));
   }
   callbacks_[fd] = std::make_shared<Callback>(std::move(cb));
   return absl::OkStatus();
@@ -60,14 +60,14 @@ void EventLoop::Remove(int fd) {
 
 absl::StatusOr<int> EventLoop::AddTimer(absl::Duration delay, std::function<void()> cb) {
   int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-  if (fd < 0) return ErrnoStatus(errno, "timerfd_create");
+  if (fd < 0) return absl::ErrnoToStatus(errno, "timerfd_create");
   itimerspec spec{};
   if (delay <= absl::ZeroDuration()) delay = absl::Nanoseconds(1);  // 0 would disarm it
   spec.it_value = absl::ToTimespec(delay);
   if (timerfd_settime(fd, 0, &spec, nullptr) < 0) {
     int err = errno;
     close(fd);
-    return ErrnoStatus(err, "timerfd_settime");
+    return absl::ErrnoToStatus(err, "timerfd_settime");
   }
   absl::Status added = Add(fd, EPOLLIN, [this, fd, cb = std::move(cb)](uint32_t) {
     uint64_t expirations;
@@ -98,7 +98,7 @@ absl::Status EventLoop::RunOnce(absl::Duration timeout) {
   int n = epoll_wait(epoll_fd_, events, 16, static_cast<int>(absl::ToInt64Milliseconds(timeout)));
   if (n < 0) {
     if (errno == EINTR) return absl::OkStatus();
-    return ErrnoStatus(errno, "epoll_wait");
+    return absl::ErrnoToStatus(errno, "epoll_wait");
   }
   for (int i = 0; i < n; ++i) {
     int fd = events[i].data.fd;

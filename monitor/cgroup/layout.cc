@@ -166,13 +166,14 @@ absl::StatusOr<int64_t> ReadInt64File(const std::string& path) {
 absl::Status WriteFile(const std::string& path, std::string_view value) {
   int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) {
-    return ErrnoStatus(errno, absl::StrCat("open ", path, " for writing"));
+    return absl::ErrnoToStatus(errno, absl::StrCat("open ", path, " for writing"));
   }
   ssize_t n = write(fd, value.data(), value.size());
   int err = errno;
   close(fd);
   if (n != static_cast<ssize_t>(value.size())) {
-    return ErrnoStatus(n < 0 ? err : EIO, absl::StrCat("write '", View(value), "' to ", path));
+    return absl::ErrnoToStatus(n < 0 ? err : EIO,
+                               absl::StrCat("write '", View(value), "' to ", path));
   }
   return absl::OkStatus();
 }

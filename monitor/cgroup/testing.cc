@@ -98,10 +98,10 @@ absl::StatusOr<std::unique_ptr<TestCgroup>> TestCgroup::Create(const std::string
 
   int to_child[2], from_child[2];
   if (pipe2(to_child, O_CLOEXEC) < 0 || pipe2(from_child, O_CLOEXEC) < 0) {
-    return ErrnoStatus(errno, "pipe");
+    return absl::ErrnoToStatus(errno, "pipe");
   }
   pid_t pid = fork();
-  if (pid < 0) return ErrnoStatus(errno, "fork");
+  if (pid < 0) return absl::ErrnoToStatus(errno, "fork");
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     ChildMain(to_child[0], from_child[1], thrash_file.c_str());
@@ -132,7 +132,7 @@ TestCgroup::~TestCgroup() {
 
 absl::Status TestCgroup::Command(int64_t command) {
   if (write(to_child_, &command, sizeof(command)) != sizeof(command)) {
-    return ErrnoStatus(errno, "command to the test cgroup's child");
+    return absl::ErrnoToStatus(errno, "command to the test cgroup's child");
   }
   char ok;
   if (read(from_child_, &ok, 1) != 1) {
@@ -148,7 +148,7 @@ absl::Status TestCgroup::Thrash() { return Command(-2); }
 absl::StatusOr<int64_t> TestCgroup::TouchHugePage() {
   int64_t command = -3;
   if (write(to_child_, &command, sizeof(command)) != sizeof(command)) {
-    return ErrnoStatus(errno, "command to the test cgroup's child");
+    return absl::ErrnoToStatus(errno, "command to the test cgroup's child");
   }
   int64_t ns;
   if (read(from_child_, &ns, sizeof(ns)) != sizeof(ns)) {

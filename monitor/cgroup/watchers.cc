@@ -27,7 +27,7 @@ namespace {
 absl::StatusOr<int64_t> PreadInt64(int fd, const std::string& path) {
   char buf[64];
   ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
-  if (n < 0) return ErrnoStatus(errno, absl::StrCat("read ", path));
+  if (n < 0) return absl::ErrnoToStatus(errno, absl::StrCat("read ", path));
   buf[n] = 0;
   int64_t v;
   if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::string_view(buf, n)), &v)) {
@@ -52,7 +52,7 @@ class V1ThresholdWatcher final : public MemoryWatcher {
     // A v1 threshold cannot be moved: closing its eventfd unregisters it, so make a new one.
     Disarm();
     int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (efd < 0) return ErrnoStatus(errno, "eventfd");
+    if (efd < 0) return absl::ErrnoToStatus(errno, "eventfd");
     absl::Status s = WriteFile(dir_ + "/cgroup.event_control",
                                absl::StrCat(efd, " ", usage_fd_, " ", threshold));
     if (s.ok()) {
@@ -212,7 +212,7 @@ absl::StatusOr<std::unique_ptr<MemoryWatcher>> NewV1ThresholdWatcher(EventLoop& 
                                                                      MemoryEventCallback callback) {
   std::string usage = cgroup_dir + "/memory.usage_in_bytes";
   int fd = open(usage.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("open ", usage));
+  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("open ", usage));
   return std::make_unique<V1ThresholdWatcher>(loop, cgroup_dir, fd, std::move(callback));
 }
 
@@ -222,11 +222,11 @@ absl::StatusOr<std::unique_ptr<MemoryWatcher>> NewV2HighWatcher(EventLoop& loop,
   std::string events = cgroup_dir + "/memory.events";
   ASSIGN_OR_RETURN(int64_t count, ReadHighCount(events));
   int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-  if (fd < 0) return ErrnoStatus(errno, "inotify_init1");
+  if (fd < 0) return absl::ErrnoToStatus(errno, "inotify_init1");
   if (inotify_add_watch(fd, events.c_str(), IN_MODIFY) < 0) {
     int err = errno;
     close(fd);
-    return ErrnoStatus(err, absl::StrCat("inotify_add_watch ", events));
+    return absl::ErrnoToStatus(err, absl::StrCat("inotify_add_watch ", events));
   }
   auto watcher = std::make_unique<V2HighWatcher>(loop, cgroup_dir, fd, count, std::move(callback));
   V2HighWatcher* w = watcher.get();
@@ -251,12 +251,12 @@ absl::StatusOr<std::unique_ptr<MemoryWatcher>> NewPsiWatcher(EventLoop& loop,
       absl::StrCat(trigger.full ? "full " : "some ", absl::ToInt64Microseconds(stall), " ",
                    absl::ToInt64Microseconds(window));
   int fd = open(pressure_file.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("open ", pressure_file));
+  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("open ", pressure_file));
   // The kernel wants the trigger with its terminating NUL.
   if (write(fd, text.c_str(), text.size() + 1) < 0) {
     int err = errno;
     close(fd);
-    return ErrnoStatus(err, absl::StrCat("PSI trigger '", text, "' on ", pressure_file));
+    return absl::ErrnoToStatus(err, absl::StrCat("PSI trigger '", text, "' on ", pressure_file));
   }
   auto watcher = std::make_unique<PsiWatcher>(loop, pressure_file, fd, text);
   absl::Status added = loop.Add(
