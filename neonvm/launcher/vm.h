@@ -16,8 +16,9 @@
 //   ...
 //   RETURN_IF_ERROR(vm->Stop());
 //
-// The machine is q35 with one socket of `cpus_max` cores; CPUs beyond the first `cpus_min` are
-// separate devices "cpu<core>" that can be unplugged. Memory above `memory_slots_min` slots is one
+// The machine is q35 with one socket of `cpus_max` cores (under TCG: kMaxCpus cores, of which
+// the guest is told to use `cpus_max`, because QEMU leaks a TCG context per unplugged vCPU); CPUs
+// beyond the first `cpus_min` are separate devices "cpu<core>" that can be unplugged. Memory above `memory_slots_min` slots is one
 // virtio-mem device "vm0" on a PCIe root port, sized for `memory_slots_max`.
 #pragma once
 
@@ -38,6 +39,10 @@
 #include "neonvm/qmp/qmp_client.h"
 
 namespace autoscale::neonvm::launcher {
+
+// The most vCPUs a VM can have (x86 without x2apic); under TCG also the number of vCPUs one QEMU
+// process can create in its life (see QemuCommandLine).
+inline constexpr int kMaxCpus = 255;
 
 // The id of the virtio-mem device and its memory backend.
 inline constexpr char kVirtioMemId[] = "vm0";
