@@ -74,7 +74,8 @@ std::optional<Ost> ParseOst(const qmp::QmpEvent& e) {
   if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("info")) return std::nullopt;
   const Value& info = doc["info"];
   return Ost{StringMember(info, "device"), StringMember(info, "slot"),
-             static_cast<int>(IntMember(info, "source")), static_cast<int>(IntMember(info, "status"))};
+             static_cast<int>(IntMember(info, "source")),
+             static_cast<int>(IntMember(info, "status"))};
 }
 
 }  // namespace
@@ -107,7 +108,8 @@ absl::StatusOr<std::vector<Resizer::Cpu>> Resizer::QueryCpus() {
   std::vector<Cpu> cpus;
   for (const Value& entry : doc.GetArray()) {
     if (!entry.IsObject() || !entry.HasMember("props") || !entry["props"].IsObject()) {
-      return absl::InternalError(absl::StrCat("query-hotpluggable-cpus: bad entry ", Compact(entry)));
+      return absl::InternalError(
+          absl::StrCat("query-hotpluggable-cpus: bad entry ", Compact(entry)));
     }
     const Value& props = entry["props"];
     Cpu cpu;
@@ -117,15 +119,16 @@ absl::StatusOr<std::vector<Resizer::Cpu>> Resizer::QueryCpus() {
     cpu.qom_path = StringMember(entry, "qom-path");
     cpus.push_back(std::move(cpu));
   }
-  std::sort(cpus.begin(), cpus.end(), [](const Cpu& a, const Cpu& b) { return a.core_id < b.core_id; });
+  std::sort(cpus.begin(), cpus.end(),
+            [](const Cpu& a, const Cpu& b) { return a.core_id < b.core_id; });
   return cpus;
 }
 
 absl::StatusOr<int64_t> Resizer::PluggedMemory() {
-  ASSIGN_OR_RETURN(std::string reply,
-                   qmp_.Execute("qom-get", absl::StrCat(R"({"path":")", kPeripheral,
-                                                        launcher::kVirtioMemId,
-                                                        R"(","property":"size"})")));
+  ASSIGN_OR_RETURN(
+      std::string reply,
+      qmp_.Execute("qom-get", absl::StrCat(R"({"path":")", kPeripheral, launcher::kVirtioMemId,
+                                           R"(","property":"size"})")));
   int64_t size = 0;
   if (!absl::SimpleAtoi(reply, &size)) {
     return absl::InternalError(absl::StrCat("virtio-mem size is not a number: ", reply));
@@ -159,15 +162,14 @@ absl::StatusOr<VmSize> Resizer::Resize(const VmSize& target) {
   }
   if (target.memory_bytes % slot != 0) {
     return absl::InvalidArgumentError(absl::StrCat(Where(), " to ", ToString(target), ": ",
-                                                   "memory is not a whole number of ",
-                                                   Bytes(slot), " slots"));
+                                                   "memory is not a whole number of ", Bytes(slot),
+                                                   " slots"));
   }
   if (target.memory_bytes < spec_.memory_slots_min * slot ||
       target.memory_bytes > spec_.memory_slots_max * slot) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(Where(), " to ", ToString(target), ": memory is outside the spec's ",
-                     Bytes(spec_.memory_slots_min * slot), "..",
-                     Bytes(spec_.memory_slots_max * slot)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        Where(), " to ", ToString(target), ": memory is outside the spec's ",
+        Bytes(spec_.memory_slots_min * slot), "..", Bytes(spec_.memory_slots_max * slot)));
   }
   absl::Status s = ResizeCpus(target.cpus, deadline);
   if (s.ok()) s = ResizeMemory(target.memory_bytes, deadline);
@@ -206,8 +208,8 @@ absl::Status Resizer::ResizeCpus(int target, absl::Time deadline) {
 absl::Status Resizer::AddCpu(const Cpu& cpu, absl::Time deadline) {
   std::string id = absl::StrCat("cpu", cpu.core_id);
   // {"driver": type, "id": id, <props>}
-  std::string args = absl::StrCat(R"({"driver":)", qmp::JsonQuote(cpu.type),
-                                   R"(,"id":)", qmp::JsonQuote(id), ",", cpu.props.substr(1));
+  std::string args = absl::StrCat(R"({"driver":)", qmp::JsonQuote(cpu.type), R"(,"id":)",
+                                  qmp::JsonQuote(id), ",", cpu.props.substr(1));
   qmp::EventQueue ost(qmp_, {"ACPI_DEVICE_OST"});
   RETURN_IF_ERROR(qmp_.Execute("device_add", args, deadline - absl::Now()).status());
   if (!options_.guest_acknowledges_cpus) return absl::OkStatus();
@@ -232,16 +234,15 @@ absl::Status Resizer::RemoveCpu(const Cpu& cpu, absl::Time deadline) {
   // the core id. The in-progress report, which names the device, confirms it.
   std::string slot = absl::StrCat(cpu.core_id);
   qmp::EventQueue ost(qmp_, {"ACPI_DEVICE_OST"});
-  RETURN_IF_ERROR(
-      qmp_.Execute("device_del", absl::StrCat(R"({"id":)", qmp::JsonQuote(id), "}"),
-                   deadline - absl::Now())
-          .status());
+  RETURN_IF_ERROR(qmp_.Execute("device_del", absl::StrCat(R"({"id":)", qmp::JsonQuote(id), "}"),
+                               deadline - absl::Now())
+                      .status());
   bool ejected = false;
   while (true) {
     if (absl::Now() >= deadline) {
       return absl::DeadlineExceededError(absl::StrCat(
-          "removing ", id, ": ", ejected ? "ejected but still listed by QEMU" : "the guest did not eject it",
-          " in time"));
+          "removing ", id, ": ",
+          ejected ? "ejected but still listed by QEMU" : "the guest did not eject it", " in time"));
     }
     absl::StatusOr<qmp::QmpEvent> e =
         ost.Next(std::min(options_.poll_interval * 10, deadline - absl::Now()));
@@ -275,10 +276,11 @@ absl::Status Resizer::ResizeMemory(int64_t target, absl::Time deadline) {
                    qmp_.Execute("qom-get", absl::StrCat(R"({"path":")", path,
                                                         R"(","property":"requested-size"})")));
   if (current != absl::StrCat(requested)) {
-    RETURN_IF_ERROR(qmp_.Execute("qom-set", absl::StrCat(R"({"path":")", path,
-                                                         R"(","property":"requested-size","value":)",
-                                                         requested, "}"))
-                        .status());
+    RETURN_IF_ERROR(
+        qmp_.Execute("qom-set",
+                     absl::StrCat(R"({"path":")", path, R"(","property":"requested-size","value":)",
+                                  requested, "}"))
+            .status());
   }
   while (true) {
     ASSIGN_OR_RETURN(int64_t plugged, PluggedMemory());

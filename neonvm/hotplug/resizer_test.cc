@@ -112,8 +112,8 @@ TEST_F(ResizerTest, MemoryWithoutAGuestDriverTimesOutWithWhatItReached) {
   Resizer r = NoGuestResizer(absl::Milliseconds(300));
   auto reached = r.Resize({1, 768 * kMiB});
   EXPECT_EQ(reached.status().code(), absl::StatusCode::kDeadlineExceeded) << reached.status();
-  EXPECT_TRUE(absl::StrContains(reached.status().message(),
-                                "has 0 bytes plugged of 512 MiB requested"))
+  EXPECT_TRUE(
+      absl::StrContains(reached.status().message(), "has 0 bytes plugged of 512 MiB requested"))
       << reached.status();
   // The request stands; a guest driver would plug it.
   auto requested = vm_->qmp().Execute(

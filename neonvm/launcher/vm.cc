@@ -253,14 +253,21 @@ std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir
   int max_cpus = accel == "tcg" ? kMaxCpus : s.cpus_max;
   std::vector<std::string> a = {
       s.qemu,
-      "-name", s.name,
-      "-machine", "q35",
-      "-accel", accel,
-      "-nodefaults", "-no-user-config", "-display", "none",
+      "-name",
+      s.name,
+      "-machine",
+      "q35",
+      "-accel",
+      accel,
+      "-nodefaults",
+      "-no-user-config",
+      "-display",
+      "none",
       // A guest panic (panic=-1 in the guest) or reboot ends QEMU instead of looping.
       "-no-reboot",
-      "-smp", absl::StrCat("cpus=", s.cpus_min, ",maxcpus=", max_cpus, ",sockets=1,cores=",
-                           max_cpus, ",threads=1"),
+      "-smp",
+      absl::StrCat("cpus=", s.cpus_min, ",maxcpus=", max_cpus, ",sockets=1,cores=", max_cpus,
+                   ",threads=1"),
   };
   // CPUs above the minimum are devices with an id, so they can be unplugged later.
   for (int core = s.cpus_min; core < s.cpus_use; ++core) {

@@ -18,8 +18,9 @@
 //
 // The machine is q35 with one socket of `cpus_max` cores (under TCG: kMaxCpus cores, of which
 // the guest is told to use `cpus_max`, because QEMU leaks a TCG context per unplugged vCPU); CPUs
-// beyond the first `cpus_min` are separate devices "cpu<core>" that can be unplugged. Memory above `memory_slots_min` slots is one
-// virtio-mem device "vm0" on a PCIe root port, sized for `memory_slots_max`.
+// beyond the first `cpus_min` are separate devices "cpu<core>" that can be unplugged. Memory above
+// `memory_slots_min` slots is one virtio-mem device "vm0" on a PCIe root port, sized for
+// `memory_slots_max`.
 #pragma once
 
 #include <sys/types.h>

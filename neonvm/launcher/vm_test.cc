@@ -59,9 +59,9 @@ TEST(QemuCommandLine, DescribesTheSpec) {
   EXPECT_TRUE(Contains(a, {"-no-reboot"}));
   // Under TCG: room for 255 vCPU creations, the guest told about 4.
   EXPECT_TRUE(Contains(a, {"-smp", "cpus=1,maxcpus=255,sockets=1,cores=255,threads=1"}));
-  EXPECT_TRUE(Contains(
-      a, {"-device", "qemu64-x86_64-cpu,id=cpu1,socket-id=0,core-id=1,thread-id=0", "-device",
-          "qemu64-x86_64-cpu,id=cpu2,socket-id=0,core-id=2,thread-id=0"}));
+  EXPECT_TRUE(
+      Contains(a, {"-device", "qemu64-x86_64-cpu,id=cpu1,socket-id=0,core-id=1,thread-id=0",
+                   "-device", "qemu64-x86_64-cpu,id=cpu2,socket-id=0,core-id=2,thread-id=0"}));
   EXPECT_FALSE(absl::StrContains(absl::StrJoin(a, " "), "id=cpu3"));
   EXPECT_TRUE(Contains(a, {"-m", "size=536870912b,maxmem=2147483648b"}));
   EXPECT_TRUE(Contains(a, {"-device", "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1"}));
@@ -75,9 +75,9 @@ TEST(QemuCommandLine, DescribesTheSpec) {
                            "-device", "virtio-net-pci,netdev=net0,romfile="}));
   EXPECT_TRUE(Contains(a, {"-kernel", "/k/vmlinuz", "-initrd", "/k/initrd.gz", "-append",
                            "console=ttyS0 quiet possible_cpus=4"}));
-  EXPECT_TRUE(Contains(a, {"-chardev",
-                           "socket,id=serial0,path=/tmp/neonvm-x/serial.sock,server=on,wait=off",
-                           "-serial", "chardev:serial0"}));
+  EXPECT_TRUE(Contains(
+      a, {"-chardev", "socket,id=serial0,path=/tmp/neonvm-x/serial.sock,server=on,wait=off",
+          "-serial", "chardev:serial0"}));
   EXPECT_TRUE(Contains(a, {"-qmp", "unix:/tmp/neonvm-x/qmp.sock,server=on,wait=off"}));
   EXPECT_TRUE(Contains(a, {"-S"}));
   EXPECT_FALSE(Contains(a, {"-incoming", "defer"}));
@@ -127,7 +127,9 @@ TEST(Validate, AcceptsTheDefaultsAndRefusesBadSpecs) {
       {"need a kernel", [](VmSpec& s) { s.initrd = "/x"; }},
       {"ports out of range", [](VmSpec& s) { s.host_forwards = {{.guest_port = 70000}}; }},
       {"forwarded twice",
-       [](VmSpec& s) { s.host_forwards = {{.guest_port = 22}, {.guest_port = 22}}; }},
+       [](VmSpec& s) {
+         s.host_forwards = {{.guest_port = 22}, {.guest_port = 22}};
+       }},
   };
   for (const Case& c : cases) {
     VmSpec spec;
