@@ -170,13 +170,16 @@ absl::StatusOr<std::unique_ptr<QmpClient>> QmpClient::Connect(std::string_view a
 }
 
 QmpClient::QmpClient(int fd, std::string address, const QmpClientOptions& options)
-    : fd_(fd), address_(std::move(address)), options_(options) {
-  reader_ = std::thread([this] { ReadLoop(); });
+    : fd_(fd),
+      address_(std::move(address)),
+      options_(options),
+      framer_(std::make_unique<internal::LineFramer>(options.max_message_bytes)),
+      read_buffer_(64 << 10) {
+  reader_ = std::thread([this] { BackgroundReader(); });
 }
 
 QmpClient::~QmpClient() {
   Fail(absl::CancelledError(absl::StrCat("QMP connection to ", address_, " closed by the client")));
-  shutdown(fd_, SHUT_RDWR);
   reader_.join();
   close(fd_);
 }
@@ -208,11 +211,8 @@ std::string QmpClient::Where(std::string_view command, std::string_view argument
   if (!arguments.empty()) {
     rapidjson::Document doc;
     doc.Parse(arguments.data(), arguments.size());
-    if (!doc.HasParseError() && doc.IsObject()) {
-      auto id = doc.FindMember("id");
-      if (id != doc.MemberEnd() && id->value.IsString()) {
-        absl::StrAppend(&what, " ", id->value.GetString());
-      }
+    if (!doc.HasParseError() && doc.IsObject() && doc.HasMember("id") && doc["id"].IsString()) {
+      absl::StrAppend(&what, " ", doc["id"].GetString());
     }
   }
   return absl::StrCat("qmp ", what, " on ", address_);
@@ -253,10 +253,7 @@ absl::StatusOr<std::string> QmpClient::Execute(std::string_view command, std::st
 
   absl::Status written = WriteLine(line, deadline);
   absl::MutexLock lock(&mu_);
-  if (written.ok()) {
-    auto done = [&pending]() { return pending.done; };
-    mu_.AwaitWithDeadline(absl::Condition(&done), deadline);
-  }
+  if (written.ok()) AwaitReply(pending, deadline);
   if (!pending.done) {
     pending_.erase(id);
     if (!written.ok())
@@ -302,42 +299,74 @@ absl::Status QmpClient::WriteLine(const std::string& line, absl::Time deadline) 
   return absl::OkStatus();
 }
 
-void QmpClient::ReadLoop() {
-  internal::LineFramer framer(options_.max_message_bytes);
-  std::vector<char> buffer(64 << 10);
-  std::vector<std::string> lines;
+// Reading: one thread at a time holds the read token (`reading_`) and is the only one that
+// receives from the socket and handles what arrives. A command's caller takes the token while it
+// waits and reads its reply itself, as a plain blocking client would: no hand-off between
+// threads on the round trip. The background thread watches the socket too, and takes the token
+// only to read what arrives while no caller reads (events, or replies to callers that have
+// not started waiting yet).
+void QmpClient::BackgroundReader() {
   while (true) {
     pollfd p{fd_, POLLIN, 0};
-    if (poll(&p, 1, -1) < 0) {
-      if (errno == EINTR) continue;
+    int r = poll(&p, 1, -1);
+    if (r < 0 && errno != EINTR) {
       Fail(absl::UnavailableError(absl::StrCat("QMP on ", address_, ": poll: ", ErrnoText(errno))));
-      return;
     }
-    ssize_t n = recv(fd_, buffer.data(), buffer.size(), 0);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (n <= 0) {
-      std::string why = n == 0 ? "closed by QEMU" : ErrnoText(errno);
-      if (framer.partial_bytes() > 0) {
-        absl::StrAppend(&why, " in the middle of a message (", framer.partial_bytes(),
-                        " bytes received)");
-      }
-      Fail(absl::UnavailableError(absl::StrCat("QMP connection to ", address_, " lost: ", why)));
-      return;
+    absl::MutexLock lock(&mu_);
+    auto may_read = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !status_.ok() || !reading_; };
+    mu_.Await(absl::Condition(&may_read));
+    if (!status_.ok()) return;
+    if (r <= 0) continue;
+    // A caller may have read it meanwhile; ReadOnce then finds nothing.
+    reading_ = true;
+    mu_.Unlock();
+    ReadOnce();
+    mu_.Lock();
+    reading_ = false;
+  }
+}
+
+void QmpClient::AwaitReply(const Pending& pending, absl::Time deadline) {
+  while (!pending.done && absl::Now() < deadline) {
+    if (!reading_) {
+      reading_ = true;
+      mu_.Unlock();
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, PollMillis(deadline)) > 0) ReadOnce();
+      mu_.Lock();
+      reading_ = false;
+      continue;
     }
-    lines.clear();
-    absl::Status s = framer.Feed(std::string_view(buffer.data(), n), &lines);
-    for (const std::string& line : lines) {
-      absl::Status handled = HandleLine(line);
-      if (!handled.ok()) {
-        s = handled;
-        break;
-      }
+    auto ready = [this, &pending]()
+                     ABSL_SHARED_LOCKS_REQUIRED(mu_) { return pending.done || !reading_; };
+    mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
+  }
+}
+
+void QmpClient::ReadOnce() {
+  ssize_t n = recv(fd_, read_buffer_.data(), read_buffer_.size(), MSG_DONTWAIT);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) return;
+  if (n <= 0) {
+    std::string why = n == 0 ? "closed by QEMU" : ErrnoText(errno);
+    if (framer_->partial_bytes() > 0) {
+      absl::StrAppend(&why, " in the middle of a message (", framer_->partial_bytes(),
+                      " bytes received)");
     }
-    if (!s.ok()) {
-      Fail(absl::UnavailableError(
-          absl::StrCat("QMP connection to ", address_, " dropped: ", s.message())));
-      return;
+    Fail(absl::UnavailableError(absl::StrCat("QMP connection to ", address_, " lost: ", why)));
+    return;
+  }
+  std::vector<std::string> lines;
+  absl::Status s = framer_->Feed(std::string_view(read_buffer_.data(), n), &lines);
+  for (const std::string& line : lines) {
+    absl::Status handled = HandleLine(line);
+    if (!handled.ok()) {
+      s = handled;
+      break;
     }
+  }
+  if (!s.ok()) {
+    Fail(absl::UnavailableError(
+        absl::StrCat("QMP connection to ", address_, " dropped: ", s.message())));
   }
 }
 
@@ -398,6 +427,8 @@ void QmpClient::Fail(const absl::Status& status) {
     }
     pending_.clear();
   }
+  // Nothing more goes over this connection; whoever is polling it wakes up.
+  shutdown(fd_, SHUT_RDWR);
   absl::MutexLock lock(&handlers_mu_);
   for (auto& [id, h] : handlers_) {
     if (h.on_close) h.on_close(status);

@@ -9,8 +9,9 @@
 //   ASSIGN_OR_RETURN(std::string reply, qmp->Execute("device_add", R"({"driver": ...})"));
 //   ASSIGN_OR_RETURN(QmpEvent ost, events.Next(absl::Seconds(5)));
 //
-// Thread-safe: any number of threads may call Execute at once. Replies and events are read by one
-// thread per client.
+// Thread-safe: any number of threads may call Execute at once. One thread at a time reads the
+// socket: a caller waiting for its reply (handing other callers theirs), or, while none is
+// reading, a background thread (events).
 #pragma once
 
 #include <cstddef>
@@ -31,6 +32,10 @@
 #include "absl/time/time.h"
 
 namespace autoscale::neonvm::qmp {
+
+namespace internal {
+class LineFramer;
+}
 
 // QEMU's version, from the greeting.
 struct QmpVersion {
@@ -88,7 +93,7 @@ class QmpClient {
 
   // Delivers every event received from now on to `on_event`, and the error that ends the
   // connection to `on_close` (optional), until the returned Subscription is destroyed. Handlers run
-  // on the client's reader thread: they must be quick and must not call back into this client.
+  // on whichever thread reads the socket: they must be quick and must not call into this client.
   class Subscription {
    public:
     Subscription() = default;
@@ -119,7 +124,12 @@ class QmpClient {
 
   QmpClient(int fd, std::string address, const QmpClientOptions& options);
   absl::Status Handshake();
-  void ReadLoop();
+  void BackgroundReader();
+  // Waits until `pending` is done or the deadline passes, reading the socket while no other
+  // thread does.
+  void AwaitReply(const Pending& pending, absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Receives what is there and handles it; only the holder of the read token calls it.
+  void ReadOnce();
   absl::Status HandleLine(const std::string& line);
   void Fail(const absl::Status& status);
   absl::Status WriteLine(const std::string& line, absl::Time deadline);
@@ -129,14 +139,20 @@ class QmpClient {
   const int fd_;
   const std::string address_;
   const QmpClientOptions options_;
-  QmpVersion version_;  // Written once by Handshake, before any caller sees the client.
+  QmpVersion version_;  // Written once, when the greeting arrives, before Connect returns.
 
-  // Protects the connection state and the commands waiting for replies.
+  // Used only by the thread holding the read token.
+  std::unique_ptr<internal::LineFramer> framer_;
+  std::vector<char> read_buffer_;
+
+  // Protects the connection state, the commands waiting for replies, and the read token.
   mutable absl::Mutex mu_;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
   bool greeted_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<uint64_t, Pending*> pending_ ABSL_GUARDED_BY(mu_);
+  // The read token: a thread is reading the socket.
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
 
   // Serializes writes, so the lines of concurrent commands never interleave.
   absl::Mutex write_mu_;
