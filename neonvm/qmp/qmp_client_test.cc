@@ -263,6 +263,28 @@ TEST(QmpClient, DeliversEventsToSubscribersAndQueues) {
   EXPECT_EQ(seen.load(), 2);
 }
 
+// Events that come in while a caller reads its reply reach subscribers too, in order.
+TEST(QmpClient, DeliversEventsThatArriveWithAReply) {
+  ScriptedServer server([](Peer& p) {
+    p.Handshake();
+    std::string line = p.ReadLine();
+    p.Send(R"({"event": "STOP", "timestamp": {"seconds": 1, "microseconds": 0}})"
+           "\n");
+    p.Send(absl::StrCat(R"({"event": "RESUME", "timestamp": {"seconds": 2, "microseconds": 0}})",
+                        "\n", R"({"return": {}, "id": )", Peer::IdOf(line), "}\n"));
+    p.ReadLine();
+  });
+  auto client = QmpClient::Connect(server.address(), Fast());
+  ASSERT_TRUE(client.ok()) << client.status();
+  EventQueue events(**client);
+  ASSERT_TRUE((*client)->Execute("cont").ok());
+  auto stop = events.Next(absl::Seconds(5));
+  auto resume = events.Next(absl::Seconds(5));
+  ASSERT_TRUE(stop.ok() && resume.ok());
+  EXPECT_EQ(stop->name, "STOP");
+  EXPECT_EQ(resume->name, "RESUME");
+}
+
 TEST(QmpClient, QmpErrorsBecomeStatusesNamingCommandAndSocket) {
   ScriptedServer server([](Peer& p) {
     p.Handshake();
