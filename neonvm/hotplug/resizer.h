@@ -16,7 +16,7 @@
 // (polled: QEMU throttles MEMORY_DEVICE_SIZE_CHANGE events). The guest's driver does the plugging,
 // so a VM without a guest never changes its memory.
 //
-// Idempotent: resizing to the current size sends no command. Thread-safe: one resize at a time.
+// Idempotent: resizing to the current size only queries. Thread-safe: one resize at a time.
 #pragma once
 
 #include <cstdint>
