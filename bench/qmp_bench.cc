@@ -86,8 +86,9 @@ struct PausedVm {
 };
 
 PausedVm* Paused() {
-  static PausedVm* p = [] {
-    auto* p = new PausedVm;
+  // Destroyed at exit, which stops QEMU and removes the directories.
+  static std::unique_ptr<PausedVm> p = [] {
+    auto p = std::make_unique<PausedVm>();
     std::string raw_socket = p->dir.path() + "/raw.sock";
     launcher::VmSpec spec = testing::NoGuestSpec("bench-qmp");
     spec.extra_args = {"-qmp", absl::StrCat("unix:", raw_socket, ",server=on,wait=off")};
@@ -98,7 +99,7 @@ PausedVm* Paused() {
     }
     return p;
   }();
-  return p;
+  return p.get();
 }
 
 bool NeedQemu(benchmark::State& state) {

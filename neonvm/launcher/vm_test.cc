@@ -250,7 +250,8 @@ TEST(Vm, RefusesARuntimeDirectoryTooLongForSockets) {
 // A helper process starts a VM and is then killed: QEMU must not outlive it.
 TEST(Vm, QemuDiesWithTheProcessThatStartedIt) {
   NEONVM_REQUIRE_QEMU();
-  std::string helper = testing::Runfile("neonvm/launcher/start_vm_helper");
+  testing::TempDir dir;  // the helper's runtime directory: it cannot clean up after a SIGKILL
+  std::string helper = testing::Runfile("neonvm/launcher/start_vm_helper") + " " + dir.path();
   FILE* p = popen(helper.c_str(), "r");
   ASSERT_NE(p, nullptr);
   char line[64] = {0};
