@@ -1,0 +1,137 @@
+// The resizer against real QEMU without a guest (paused): CPU hot-add, refusals, idempotence, and
+// what cannot work without a guest (CPU removal, memory plugging, CPU acknowledgement) failing
+// with clear errors instead of hanging.
+#include "neonvm/hotplug/resizer.h"
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "gtest/gtest.h"
+#include "neonvm/testing/testing.h"
+
+namespace autoscale::neonvm::hotplug {
+namespace {
+
+using launcher::Vm;
+
+constexpr int64_t kMiB = int64_t{1} << 20;
+
+class ResizerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    NEONVM_REQUIRE_QEMU();
+    auto vm = Vm::Start(testing::NoGuestSpec("resize"));
+    ASSERT_TRUE(vm.ok()) << vm.status();
+    vm_ = std::move(*vm);
+  }
+
+  Resizer NoGuestResizer(absl::Duration timeout = absl::Seconds(10)) {
+    ResizerOptions o;
+    o.guest_acknowledges_cpus = false;
+    o.timeout = timeout;
+    return Resizer(vm_->qmp(), vm_->spec(), o);
+  }
+
+  std::string Cpus() { return *vm_->qmp().Execute("query-hotpluggable-cpus"); }
+
+  std::unique_ptr<Vm> vm_;
+};
+
+TEST_F(ResizerTest, ReportsTheCurrentSize) {
+  Resizer r = NoGuestResizer();
+  auto now = r.Current();
+  ASSERT_TRUE(now.ok()) << now.status();
+  EXPECT_EQ(*now, (VmSize{1, 256 * kMiB}));
+  EXPECT_EQ(ToString(*now), "1 CPU, 256 MiB");
+}
+
+TEST_F(ResizerTest, AddsCpusIntoTheLowestFreeCores) {
+  Resizer r = NoGuestResizer();
+  auto reached = r.Resize({3, 256 * kMiB});
+  ASSERT_TRUE(reached.ok()) << reached.status();
+  EXPECT_EQ(*reached, (VmSize{3, 256 * kMiB}));
+  EXPECT_EQ(r.Current()->cpus, 3);
+  std::string cpus = Cpus();
+  EXPECT_TRUE(absl::StrContains(cpus, R"("qom-path":"/machine/peripheral/cpu1")")) << cpus;
+  EXPECT_TRUE(absl::StrContains(cpus, R"("qom-path":"/machine/peripheral/cpu2")")) << cpus;
+  EXPECT_FALSE(absl::StrContains(cpus, "/machine/peripheral/cpu3")) << cpus;
+}
+
+TEST_F(ResizerTest, IsIdempotent) {
+  Resizer r = NoGuestResizer();
+  ASSERT_TRUE(r.Resize({2, 256 * kMiB}).ok());
+  std::string before = Cpus();
+  qmp::EventQueue events(vm_->qmp());
+  auto again = r.Resize({2, 256 * kMiB});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, (VmSize{2, 256 * kMiB}));
+  EXPECT_EQ(Cpus(), before);
+  // No device was added or removed: QEMU reported nothing.
+  EXPECT_EQ(events.Next(absl::Milliseconds(100)).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST_F(ResizerTest, RefusesTargetsOutsideTheSpecOrNotWholeSlots) {
+  Resizer r = NoGuestResizer();
+  struct Case {
+    VmSize target;
+    const char* why;
+  };
+  const Case cases[] = {
+      {{0, 256 * kMiB}, "0 CPUs is outside the spec's 1..4"},
+      {{5, 256 * kMiB}, "5 CPUs is outside the spec's 1..4"},
+      {{1, 300 * kMiB}, "not a whole number of 256 MiB slots"},
+      {{1, 0}, "memory is outside the spec's 256 MiB..1 GiB"},
+      {{1, 2048 * kMiB}, "memory is outside the spec's 256 MiB..1 GiB"},
+  };
+  std::string before = Cpus();
+  for (const Case& c : cases) {
+    auto reached = r.Resize(c.target);
+    EXPECT_EQ(reached.status().code(), absl::StatusCode::kInvalidArgument) << ToString(c.target);
+    EXPECT_TRUE(absl::StrContains(reached.status().message(), c.why)) << reached.status();
+    EXPECT_TRUE(absl::StrContains(reached.status().message(), "resizing VM resize to"))
+        << reached.status();
+  }
+  EXPECT_EQ(Cpus(), before);
+}
+
+TEST_F(ResizerTest, CpuRemovalNeedsAGuest) {
+  Resizer r = NoGuestResizer();
+  ASSERT_TRUE(r.Resize({2, 256 * kMiB}).ok());
+  auto reached = r.Resize({1, 256 * kMiB});
+  // Without a guest OS, QEMU's ACPI is in legacy mode and refuses CPU unplug.
+  EXPECT_EQ(reached.status().code(), absl::StatusCode::kFailedPrecondition) << reached.status();
+  EXPECT_TRUE(absl::StrContains(reached.status().message(), "qmp device_del cpu1"))
+      << reached.status();
+  EXPECT_TRUE(absl::StrContains(reached.status().message(), "(now 2 CPUs, 256 MiB)"))
+      << reached.status();
+}
+
+TEST_F(ResizerTest, MemoryWithoutAGuestDriverTimesOutWithWhatItReached) {
+  Resizer r = NoGuestResizer(absl::Milliseconds(300));
+  auto reached = r.Resize({1, 768 * kMiB});
+  EXPECT_EQ(reached.status().code(), absl::StatusCode::kDeadlineExceeded) << reached.status();
+  EXPECT_TRUE(
+      absl::StrContains(reached.status().message(), "has 0 bytes plugged of 512 MiB requested"))
+      << reached.status();
+  // The request stands; a guest driver would plug it.
+  auto requested = vm_->qmp().Execute(
+      "qom-get", R"({"path":"/machine/peripheral/vm0","property":"requested-size"})");
+  ASSERT_TRUE(requested.ok());
+  EXPECT_EQ(*requested, "536870912");
+}
+
+TEST_F(ResizerTest, WaitingForAGuestThatIsNotThereTimesOut) {
+  ResizerOptions o;
+  o.timeout = absl::Milliseconds(300);
+  Resizer r(vm_->qmp(), vm_->spec(), o);
+  auto reached = r.Resize({2, 256 * kMiB});
+  EXPECT_EQ(reached.status().code(), absl::StatusCode::kDeadlineExceeded) << reached.status();
+  EXPECT_TRUE(absl::StrContains(reached.status().message(),
+                                "cpu1 is plugged, but the guest did not acknowledge it"))
+      << reached.status();
+}
+
+}  // namespace
+}  // namespace autoscale::neonvm::hotplug

@@ -1,0 +1,177 @@
+// Starting and stopping QEMU VMs: a VmSpec (CPUs and memory slots with their bounds, kernel,
+// forwarded ports, incoming migration) becomes a QEMU command line; Vm::Start runs it, waits for
+// QMP, and Vm stops it through `quit`, reaps it, and kills it as a last resort. A Vm never leaves
+// an orphaned or zombie QEMU: its destructor kills and reaps, and QEMU is killed by the kernel if
+// this process dies first.
+//
+//   VmSpec spec;
+//   spec.cpus_max = 4;
+//   spec.memory_slot_bytes = 256 << 20;
+//   spec.memory_slots_max = 8;
+//   spec.kernel = image.kernel;  spec.initrd = image.initrd;  spec.kernel_cmdline = image.cmdline;
+//   spec.host_forwards = {{.guest_port = 10301}};
+//   ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm, Vm::Start(spec));   // paused (-S)
+//   RETURN_IF_ERROR(vm->Resume());
+//   ASSIGN_OR_RETURN(int port, vm->HostPort(10301));   // 127.0.0.1:port reaches the guest's 10301
+//   ...
+//   RETURN_IF_ERROR(vm->Stop());
+//
+// The machine is q35 with one socket of `cpus_max` cores (under TCG: kMaxCpus cores, of which
+// the guest is told to use `cpus_max`, because QEMU leaks a TCG context per unplugged vCPU); CPUs
+// beyond the first `cpus_min` are separate devices "cpu<core>" that can be unplugged. Memory above
+// `memory_slots_min` slots is one virtio-mem device "vm0" on a PCIe root port, sized for
+// `memory_slots_max`.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "neonvm/qmp/qmp_client.h"
+
+namespace autoscale::neonvm::launcher {
+
+// The most vCPUs a VM can have (x86 without x2apic); under TCG also the number of vCPUs one QEMU
+// process can create in its life (see QemuCommandLine).
+inline constexpr int kMaxCpus = 255;
+
+// The id of the virtio-mem device and its memory backend.
+inline constexpr char kVirtioMemId[] = "vm0";
+inline constexpr char kVirtioMemBackendId[] = "vmem0";
+
+// A TCP port of the guest reachable from the host on 127.0.0.1 (QEMU's user-mode network, which
+// runs with restrict=on: the guest reaches nothing outside).
+struct HostForward {
+  int guest_port = 0;
+  // 0: any free port (see Vm::HostPort).
+  int host_port = 0;
+};
+
+struct VmSpec {
+  // Names the VM in QEMU and in error messages. Letters, digits, '-', '_' and '.'.
+  std::string name = "vm";
+  std::string qemu = "qemu-system-x86_64";
+  // "kvm" or "tcg"; empty: kvm when /dev/kvm is usable, else tcg.
+  std::string accel;
+
+  // Whole vCPUs: the bounds and how many the VM starts with.
+  int cpus_min = 1;
+  int cpus_max = 1;
+  int cpus_use = 1;
+
+  // Memory is a whole number of slots; slots above `memory_slots_min` are virtio-mem memory.
+  int64_t memory_slot_bytes = int64_t{256} << 20;
+  int memory_slots_min = 1;
+  int memory_slots_max = 1;
+  int memory_slots_use = 1;
+  // virtio-mem's block size: a power of two of at least 2 MiB that divides the slot size.
+  int64_t virtio_mem_block_bytes = int64_t{8} << 20;
+
+  // The guest. All empty: no guest OS (the firmware runs and finds nothing to boot), which is
+  // enough for everything QEMU does on its own.
+  std::string kernel;
+  std::string initrd;
+  std::string kernel_cmdline;
+
+  // Forwarded ports; empty: no network device at all.
+  std::vector<HostForward> host_forwards;
+
+  // Start as a migration target (-incoming defer) instead of paused.
+  bool incoming = false;
+
+  // Appended to the command line as they are.
+  std::vector<std::string> extra_args;
+};
+
+// Checks the bounds and the consistency of `spec`; errors name the field.
+absl::Status Validate(const VmSpec& spec);
+
+// The QEMU command line for `spec` (argv, program first), with its sockets and log in
+// `runtime_dir`. `spec` must be valid.
+std::vector<std::string> QemuCommandLine(const VmSpec& spec, const std::string& runtime_dir);
+
+struct StartOptions {
+  // Bounds starting QEMU and connecting to QMP.
+  absl::Duration timeout = absl::Seconds(20);
+  // Where the QMP and serial sockets and QEMU's log go. Empty: a new directory under /tmp (unix
+  // socket paths must stay under 108 bytes), removed when the Vm is destroyed.
+  std::string runtime_dir;
+  qmp::QmpClientOptions qmp;
+};
+
+// A running QEMU process and its QMP connection. Thread-safe.
+class Vm {
+ public:
+  // Starts QEMU for `spec` and connects to QMP. The VM is paused before the first guest
+  // instruction (call Resume), or, with `spec.incoming`, waits for migrate-incoming.
+  static absl::StatusOr<std::unique_ptr<Vm>> Start(const VmSpec& spec,
+                                                   const StartOptions& options = {});
+
+  // Kills QEMU if it still runs, reaps it, and removes the runtime directory if it made it.
+  ~Vm();
+  Vm(const Vm&) = delete;
+  Vm& operator=(const Vm&) = delete;
+
+  const VmSpec& spec() const { return spec_; }
+  const std::string& name() const { return spec_.name; }
+  pid_t pid() const { return pid_; }
+  qmp::QmpClient& qmp() { return *qmp_; }
+  const std::string& runtime_dir() const { return runtime_dir_; }
+  // The serial port, a unix socket: the guest's console (neonvm/guest/console.h).
+  std::string serial_path() const;
+  std::string qmp_path() const;
+  // QEMU's stdout and stderr.
+  std::string log_path() const;
+
+  // Starts the guest's CPUs (QMP cont).
+  absl::Status Resume();
+
+  // The host port on 127.0.0.1 that reaches `guest_port`; NotFound if it is not forwarded.
+  absl::StatusOr<int> HostPort(int guest_port) const;
+
+  // Asks QEMU to quit and waits for it to exit; kills it if it has not exited by `timeout`
+  // (DeadlineExceeded then). OK if it had already exited.
+  absl::Status Stop(absl::Duration timeout = absl::Seconds(5));
+
+  // Kills QEMU (SIGKILL) and reaps it. Safe to call at any time, from any thread.
+  void Kill();
+
+  // Whether QEMU is still running (reaps it if it has exited).
+  bool Running();
+  // How QEMU ended ("exited with status 1", "killed by signal 9"); empty while it runs.
+  std::string ExitDescription();
+
+  // The last `bytes` of QEMU's log, for error messages.
+  std::string LogTail(size_t bytes = 2000) const;
+
+ private:
+  Vm(VmSpec spec, std::string runtime_dir, bool own_dir, pid_t pid);
+  absl::Status ConnectQmp(const StartOptions& options, absl::Time deadline);
+  absl::Status ReadHostPorts();
+  // Reaps QEMU if it has exited; waits up to `timeout` for that.
+  bool Reap(absl::Duration timeout);
+
+  const VmSpec spec_;
+  const std::string runtime_dir_;
+  const bool own_dir_;
+  const pid_t pid_;
+  const int pidfd_;
+  std::unique_ptr<qmp::QmpClient> qmp_;
+  std::map<int, int> host_ports_;  // guest port -> host port; set by Start.
+
+  // Protects the process state.
+  mutable absl::Mutex mu_;
+  std::optional<int> wait_status_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace autoscale::neonvm::launcher

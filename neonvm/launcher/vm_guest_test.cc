@@ -1,0 +1,92 @@
+// The launcher with the booted test guest: a forwarded port reaches a service in the guest from
+// 127.0.0.1, the guest cannot reach the host (restrict=on), and a guest panic ends QEMU.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "neonvm/launcher/vm.h"
+#include "neonvm/testing/testing.h"
+
+namespace autoscale::neonvm::launcher {
+namespace {
+
+// Connects to 127.0.0.1:port and returns what the peer sends before closing ("" on failure).
+std::string ReadFrom(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  std::string out;
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+    char buf[256];
+    ssize_t n;
+    while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) out.append(buf, n);
+  }
+  close(fd);
+  return out;
+}
+
+TEST(VmGuest, ForwardedPortReachesTheGuestAndTheGuestReachesNothing) {
+  NEONVM_REQUIRE_GUEST();
+  testing::TempDir dir;
+  auto base = guest::FindGuestImage();
+  ASSERT_TRUE(base.ok()) << base.status();
+  auto image = guest::AddFiles(*base, {}, "exec nc -ll -p 7000 -e /bin/echo hello-from-guest\n",
+                               dir.path() + "/initrd");
+  ASSERT_TRUE(image.ok()) << image.status();
+  auto spec = testing::GuestSpec("net");
+  ASSERT_TRUE(spec.ok());
+  spec->initrd = image->initrd;
+  auto booted = testing::Boot(*spec);
+  ASSERT_TRUE(booted.ok()) << booted.status();
+  auto port = booted->vm->HostPort(7000);
+  ASSERT_TRUE(port.ok()) << port.status();
+
+  std::string got;
+  for (int i = 0; i < 50 && got.empty(); ++i) {  // the service starts in the background
+    got = ReadFrom(*port);
+    if (got.empty()) absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(got, "hello-from-guest\n");
+
+  // A host service on loopback, which the guest would reach as 10.0.2.2 without restrict=on.
+  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(listen(listener, 1), 0);
+  socklen_t len = sizeof(a);
+  getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len);
+  auto out = booted->console->Run(
+      absl::StrCat("nc -w 2 10.0.2.2 ", ntohs(a.sin_port), " </dev/null; echo rc=$?"));
+  close(listener);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(absl::StrContains(*out, "rc=1")) << *out;
+}
+
+TEST(VmGuest, GuestPanicEndsQemu) {
+  NEONVM_REQUIRE_GUEST();
+  auto spec = testing::GuestSpec("panic");
+  ASSERT_TRUE(spec.ok());
+  auto booted = testing::Boot(*spec);
+  ASSERT_TRUE(booted.ok()) << booted.status();
+  // The shell dies with the kernel: no reply is expected.
+  (void)booted->console->Run("echo c > /proc/sysrq-trigger", absl::Seconds(2));
+  absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (booted->vm->Running() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_FALSE(booted->vm->Running());
+  EXPECT_EQ(booted->vm->ExitDescription(), "exited with status 0");
+}
+
+}  // namespace
+}  // namespace autoscale::neonvm::launcher

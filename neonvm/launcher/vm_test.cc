@@ -1,0 +1,278 @@
+// The launcher: spec validation, the QEMU command line, and real QEMU without a guest: start,
+// the CPUs and memory a spec asks for, forwarded ports, stop through quit, kill, reaping, QEMU
+// errors, and QEMU dying with this process.
+#include "neonvm/launcher/vm.h"
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gtest/gtest.h"
+#include "neonvm/testing/testing.h"
+
+namespace autoscale::neonvm::launcher {
+namespace {
+
+using testing::NoGuestSpec;
+
+constexpr int64_t kMiB = int64_t{1} << 20;
+
+bool Contains(const std::vector<std::string>& args, const std::vector<std::string>& seq) {
+  return std::search(args.begin(), args.end(), seq.begin(), seq.end()) != args.end();
+}
+
+// True while a process with `pid` exists, zombie or not.
+bool ProcessExists(pid_t pid) { return kill(pid, 0) == 0; }
+
+TEST(QemuCommandLine, DescribesTheSpec) {
+  VmSpec spec;
+  spec.name = "vm7";
+  spec.accel = "tcg";
+  spec.cpus_min = 1;
+  spec.cpus_max = 4;
+  spec.cpus_use = 3;
+  spec.memory_slot_bytes = 256 * kMiB;
+  spec.memory_slots_min = 2;
+  spec.memory_slots_max = 8;
+  spec.memory_slots_use = 3;
+  spec.kernel = "/k/vmlinuz";
+  spec.initrd = "/k/initrd.gz";
+  spec.kernel_cmdline = "console=ttyS0 quiet";
+  spec.host_forwards = {{.guest_port = 10301}, {.guest_port = 22, .host_port = 2222}};
+  std::vector<std::string> a = QemuCommandLine(spec, "/tmp/neonvm-x");
+
+  EXPECT_EQ(a[0], "qemu-system-x86_64");
+  EXPECT_TRUE(Contains(a, {"-name", "vm7"}));
+  EXPECT_TRUE(Contains(a, {"-machine", "q35"}));
+  EXPECT_TRUE(Contains(a, {"-accel", "tcg"}));
+  EXPECT_TRUE(Contains(a, {"-no-reboot"}));
+  // Under TCG: room for 255 vCPU creations, the guest told about 4.
+  EXPECT_TRUE(Contains(a, {"-smp", "cpus=1,maxcpus=255,sockets=1,cores=255,threads=1"}));
+  EXPECT_TRUE(
+      Contains(a, {"-device", "qemu64-x86_64-cpu,id=cpu1,socket-id=0,core-id=1,thread-id=0",
+                   "-device", "qemu64-x86_64-cpu,id=cpu2,socket-id=0,core-id=2,thread-id=0"}));
+  EXPECT_FALSE(absl::StrContains(absl::StrJoin(a, " "), "id=cpu3"));
+  EXPECT_TRUE(Contains(a, {"-m", "size=536870912b,maxmem=2147483648b"}));
+  EXPECT_TRUE(Contains(a, {"-device", "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1"}));
+  EXPECT_TRUE(Contains(a, {"-object", "memory-backend-ram,id=vmem0,size=1610612736b"}));
+  EXPECT_TRUE(Contains(a, {"-device",
+                           "virtio-mem-pci,id=vm0,memdev=vmem0,bus=rp1,block-size=8388608,"
+                           "requested-size=268435456"}));
+  EXPECT_TRUE(Contains(a, {"-netdev",
+                           "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:0-:10301,"
+                           "hostfwd=tcp:127.0.0.1:2222-:22",
+                           "-device", "virtio-net-pci,netdev=net0,romfile="}));
+  EXPECT_TRUE(Contains(a, {"-kernel", "/k/vmlinuz", "-initrd", "/k/initrd.gz", "-append",
+                           "console=ttyS0 quiet possible_cpus=4"}));
+  EXPECT_TRUE(Contains(
+      a, {"-chardev", "socket,id=serial0,path=/tmp/neonvm-x/serial.sock,server=on,wait=off",
+          "-serial", "chardev:serial0"}));
+  EXPECT_TRUE(Contains(a, {"-qmp", "unix:/tmp/neonvm-x/qmp.sock,server=on,wait=off"}));
+  EXPECT_TRUE(Contains(a, {"-S"}));
+  EXPECT_FALSE(Contains(a, {"-incoming", "defer"}));
+
+  spec.incoming = true;
+  a = QemuCommandLine(spec, "/tmp/neonvm-x");
+  EXPECT_TRUE(Contains(a, {"-incoming", "defer"}));
+  EXPECT_FALSE(Contains(a, {"-S"}));
+
+  // KVM frees what an unplugged vCPU used: the topology is the spec's.
+  spec.accel = "kvm";
+  a = QemuCommandLine(spec, "/tmp/neonvm-x");
+  EXPECT_TRUE(Contains(a, {"-smp", "cpus=1,maxcpus=4,sockets=1,cores=4,threads=1"}));
+  EXPECT_TRUE(Contains(a, {"-append", "console=ttyS0 quiet"}));
+}
+
+TEST(QemuCommandLine, FixedMemoryHasNoVirtioMemAndNoNetworkWithoutForwards) {
+  VmSpec spec;
+  spec.memory_slot_bytes = 512 * kMiB;
+  std::vector<std::string> a = QemuCommandLine(spec, "/tmp/d");
+  EXPECT_TRUE(Contains(a, {"-m", "size=536870912b"}));
+  std::string line = absl::StrJoin(a, " ");
+  EXPECT_FALSE(absl::StrContains(line, "virtio-mem"));
+  EXPECT_FALSE(absl::StrContains(line, "-netdev"));
+  EXPECT_FALSE(absl::StrContains(line, "-kernel"));
+}
+
+TEST(Validate, AcceptsTheDefaultsAndRefusesBadSpecs) {
+  EXPECT_TRUE(Validate(VmSpec{}).ok());
+  struct Case {
+    const char* field;
+    void (*mutate)(VmSpec&);
+  };
+  const Case cases[] = {
+      {"name", [](VmSpec& s) { s.name = "a b"; }},
+      {"accel", [](VmSpec& s) { s.accel = "hvf"; }},
+      {"cpus_min", [](VmSpec& s) { s.cpus_min = 0; }},
+      {"cpus_min", [](VmSpec& s) { s.cpus_min = 3, s.cpus_max = 2; }},
+      {"cpus_use", [](VmSpec& s) { s.cpus_max = 4, s.cpus_use = 5; }},
+      {"virtio_mem_block_bytes", [](VmSpec& s) { s.virtio_mem_block_bytes = 3 * kMiB; }},
+      {"virtio_mem_block_bytes", [](VmSpec& s) { s.virtio_mem_block_bytes = kMiB; }},
+      {"memory_slot_bytes", [](VmSpec& s) { s.memory_slot_bytes = 100 * kMiB; }},
+      {"memory_slot_bytes", [](VmSpec& s) { s.memory_slot_bytes = 0; }},
+      {"memory_slots_min", [](VmSpec& s) { s.memory_slots_min = 0; }},
+      {"memory_slots_max", [](VmSpec& s) { s.memory_slots_max = 1 << 30; }},
+      {"memory_slots_use", [](VmSpec& s) { s.memory_slots_max = 4, s.memory_slots_use = 0; }},
+      {"need a kernel", [](VmSpec& s) { s.initrd = "/x"; }},
+      {"ports out of range", [](VmSpec& s) { s.host_forwards = {{.guest_port = 70000}}; }},
+      {"forwarded twice",
+       [](VmSpec& s) {
+         s.host_forwards = {{.guest_port = 22}, {.guest_port = 22}};
+       }},
+  };
+  for (const Case& c : cases) {
+    VmSpec spec;
+    c.mutate(spec);
+    absl::Status s = Validate(spec);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.field;
+    EXPECT_TRUE(absl::StrContains(s.message(), c.field)) << s;
+  }
+}
+
+TEST(Vm, StartsPausedWithTheSpecsCpusAndMemoryAndStopsThroughQuit) {
+  NEONVM_REQUIRE_QEMU();
+  VmSpec spec = NoGuestSpec("start-stop");
+  spec.cpus_use = 3;
+  spec.memory_slots_use = 2;
+  auto vm = Vm::Start(spec);
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  std::string dir = (*vm)->runtime_dir();
+  EXPECT_LT((*vm)->serial_path().size(), 108u);
+  EXPECT_TRUE(std::filesystem::exists((*vm)->qmp_path()));
+
+  auto status = (*vm)->qmp().Execute("query-status");
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_TRUE(absl::StrContains(*status, R"("status":"prelaunch")")) << *status;
+  auto cpus = (*vm)->qmp().Execute("query-hotpluggable-cpus");
+  ASSERT_TRUE(cpus.ok());
+  EXPECT_TRUE(absl::StrContains(*cpus, R"("qom-path":"/machine/peripheral/cpu1")")) << *cpus;
+  EXPECT_TRUE(absl::StrContains(*cpus, R"("qom-path":"/machine/peripheral/cpu2")")) << *cpus;
+  EXPECT_FALSE(absl::StrContains(*cpus, "/machine/peripheral/cpu3")) << *cpus;
+  auto mem = (*vm)->qmp().Execute("query-memory-devices");
+  ASSERT_TRUE(mem.ok());
+  EXPECT_TRUE(absl::StrContains(*mem, R"("requested-size":268435456)")) << *mem;
+
+  ASSERT_TRUE((*vm)->Resume().ok());
+  pid_t pid = (*vm)->pid();
+  absl::Status stopped = (*vm)->Stop();
+  EXPECT_TRUE(stopped.ok()) << stopped;
+  EXPECT_FALSE((*vm)->Running());
+  EXPECT_EQ((*vm)->ExitDescription(), "exited with status 0");
+  EXPECT_FALSE(ProcessExists(pid));  // reaped: not even a zombie
+  EXPECT_TRUE((*vm)->Stop().ok());   // stopping twice is fine
+  vm->reset();
+  EXPECT_FALSE(std::filesystem::exists(dir));
+}
+
+TEST(Vm, ForwardsAHostPortOnLoopback) {
+  NEONVM_REQUIRE_QEMU();
+  VmSpec spec = NoGuestSpec("forward");
+  spec.host_forwards = {{.guest_port = 7000}};
+  auto vm = Vm::Start(spec);
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  auto port = (*vm)->HostPort(7000);
+  ASSERT_TRUE(port.ok()) << port.status();
+  EXPECT_GT(*port, 0);
+  // QEMU holds the port on 127.0.0.1.
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(*port);
+  EXPECT_NE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  EXPECT_EQ(errno, EADDRINUSE);
+  close(fd);
+  EXPECT_EQ((*vm)->HostPort(22).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(Vm, DestructorKillsAndReaps) {
+  NEONVM_REQUIRE_QEMU();
+  auto vm = Vm::Start(NoGuestSpec("destroy"));
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  pid_t pid = (*vm)->pid();
+  EXPECT_TRUE(ProcessExists(pid));
+  vm->reset();
+  EXPECT_FALSE(ProcessExists(pid));
+}
+
+TEST(Vm, StopKillsAQemuThatDoesNotQuit) {
+  NEONVM_REQUIRE_QEMU();
+  auto vm = Vm::Start(NoGuestSpec("stuck"));
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  ASSERT_EQ(kill((*vm)->pid(), SIGSTOP), 0);
+  absl::Status s = (*vm)->Stop(absl::Milliseconds(200));
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "killed it")) << s;
+  EXPECT_FALSE((*vm)->Running());
+  EXPECT_EQ((*vm)->ExitDescription(), "killed by signal 9");
+  EXPECT_FALSE(ProcessExists((*vm)->pid()));
+}
+
+TEST(Vm, ReportsQemuStartErrorsWithItsLog) {
+  NEONVM_REQUIRE_QEMU();
+  VmSpec spec = NoGuestSpec("bad-device");
+  spec.extra_args = {"-device", "no-such-device"};
+  auto vm = Vm::Start(spec);
+  EXPECT_EQ(vm.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(vm.status().message(), "exited with status 1 before QMP was up"))
+      << vm.status();
+  EXPECT_TRUE(absl::StrContains(vm.status().message(), "no-such-device")) << vm.status();
+
+  spec = NoGuestSpec("no-binary");
+  spec.qemu = "/nonexistent/qemu";
+  EXPECT_EQ(Vm::Start(spec).status().code(), absl::StatusCode::kNotFound);
+
+  spec = NoGuestSpec("bad-spec");
+  spec.cpus_use = 9;
+  EXPECT_EQ(Vm::Start(spec).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Vm, RefusesARuntimeDirectoryTooLongForSockets) {
+  NEONVM_REQUIRE_QEMU();
+  StartOptions options;
+  options.runtime_dir = "/tmp/" + std::string(110, 'd');
+  auto vm = Vm::Start(NoGuestSpec("long"), options);
+  EXPECT_EQ(vm.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(vm.status().message(), "too long")) << vm.status();
+}
+
+// A helper process starts a VM and is then killed: QEMU must not outlive it.
+TEST(Vm, QemuDiesWithTheProcessThatStartedIt) {
+  NEONVM_REQUIRE_QEMU();
+  testing::TempDir dir;  // the helper's runtime directory: it cannot clean up after a SIGKILL
+  std::string helper = testing::Runfile("neonvm/launcher/start_vm_helper") + " " + dir.path();
+  FILE* p = popen(helper.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char line[64] = {0};
+  ASSERT_NE(fgets(line, sizeof(line), p), nullptr) << "the helper printed nothing";
+  pid_t helper_pid = 0, qemu_pid = 0;
+  ASSERT_EQ(sscanf(line, "%d %d", &helper_pid, &qemu_pid), 2) << line;
+  // Nothing reaps QEMU now but init, which may be slow to: check its state, not its existence.
+  auto qemu_alive = [qemu_pid] {
+    std::ifstream stat(absl::StrCat("/proc/", qemu_pid, "/stat"));
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    size_t paren = text.rfind(')');
+    return paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] != 'Z';
+  };
+  EXPECT_TRUE(qemu_alive());
+  ASSERT_EQ(kill(helper_pid, SIGKILL), 0);
+  pclose(p);
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (qemu_alive() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_FALSE(qemu_alive()) << "QEMU " << qemu_pid << " outlived the process that started it";
+  if (qemu_alive()) kill(qemu_pid, SIGKILL);
+}
+
+}  // namespace
+}  // namespace autoscale::neonvm::launcher

@@ -1,0 +1,135 @@
+// Live migration without a guest: a paused VM with hot-plugged CPUs and a virtio-mem request
+// arrives with both, a running VM arrives running, an unreachable target and a migration that
+// runs out of time fail with the source still running.
+#include "neonvm/migration/migration.h"
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "gtest/gtest.h"
+#include "neonvm/hotplug/resizer.h"
+#include "neonvm/testing/testing.h"
+
+namespace autoscale::neonvm::migration {
+namespace {
+
+using launcher::Vm;
+
+constexpr int64_t kMiB = int64_t{1} << 20;
+
+std::unique_ptr<Vm> StartVm(const std::string& name) {
+  auto vm = Vm::Start(testing::NoGuestSpec(name));
+  EXPECT_TRUE(vm.ok()) << vm.status();
+  return vm.ok() ? std::move(*vm) : nullptr;
+}
+
+std::string Status(Vm& vm) {
+  auto s = vm.qmp().Execute("query-status");
+  return s.ok() ? *s : std::string(s.status().message());
+}
+
+hotplug::ResizerOptions NoGuest() {
+  hotplug::ResizerOptions o;
+  o.guest_acknowledges_cpus = false;
+  return o;
+}
+
+TEST(Migration, PausedVmArrivesWithItsHotPluggedCpusAndMemory) {
+  NEONVM_REQUIRE_QEMU();
+  std::unique_ptr<Vm> source = StartVm("mig-paused");
+  ASSERT_NE(source, nullptr);
+  hotplug::Resizer resizer(source->qmp(), source->spec(), NoGuest());
+  ASSERT_TRUE(resizer.Resize({3, 256 * kMiB}).ok());
+  // No guest plugs memory, but the request itself must travel.
+  ASSERT_TRUE(source->qmp()
+                  .Execute("qom-set", R"({"path":"/machine/peripheral/vm0",
+                                          "property":"requested-size","value":536870912})")
+                  .ok());
+
+  auto migrated = LiveMigrate(*source);
+  ASSERT_TRUE(migrated.ok()) << migrated.status();
+  Vm& target = *migrated->vm;
+  EXPECT_FALSE(source->Running());
+  EXPECT_EQ(source->ExitDescription(), "exited with status 0");
+  // Paused before, paused after.
+  EXPECT_TRUE(absl::StrContains(Status(target), R"("running":false)")) << Status(target);
+
+  hotplug::Resizer on_target(target.qmp(), target.spec(), NoGuest());
+  auto size = on_target.Current();
+  ASSERT_TRUE(size.ok()) << size.status();
+  EXPECT_EQ(size->cpus, 3);
+  std::string cpus = *target.qmp().Execute("query-hotpluggable-cpus");
+  EXPECT_TRUE(absl::StrContains(cpus, "/machine/peripheral/cpu1")) << cpus;
+  EXPECT_TRUE(absl::StrContains(cpus, "/machine/peripheral/cpu2")) << cpus;
+  auto requested = target.qmp().Execute(
+      "qom-get", R"({"path":"/machine/peripheral/vm0","property":"requested-size"})");
+  ASSERT_TRUE(requested.ok());
+  EXPECT_EQ(*requested, "536870912");
+
+  const MigrationStats& stats = migrated->stats;
+  EXPECT_GT(stats.total_time, absl::ZeroDuration());
+  EXPECT_GT(stats.transferred_bytes, 0);
+  // Boot memory, the virtio-mem region, and firmware and option ROMs.
+  EXPECT_GE(stats.ram_bytes, 256 * kMiB + 768 * kMiB);
+  EXPECT_LT(stats.ram_bytes, 256 * kMiB + 768 * kMiB + 16 * kMiB);
+  EXPECT_FALSE(stats.postcopy);
+}
+
+TEST(Migration, RunningVmArrivesRunning) {
+  NEONVM_REQUIRE_QEMU();
+  std::unique_ptr<Vm> source = StartVm("mig-running");
+  ASSERT_NE(source, nullptr);
+  ASSERT_TRUE(source->Resume().ok());
+  auto migrated = LiveMigrate(*source);
+  ASSERT_TRUE(migrated.ok()) << migrated.status();
+  EXPECT_TRUE(absl::StrContains(Status(*migrated->vm), R"("status":"running")"))
+      << Status(*migrated->vm);
+  EXPECT_FALSE(source->Running());
+  // And it migrates on from there.
+  auto again = LiveMigrate(*migrated->vm);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(absl::StrContains(Status(*again->vm), R"("status":"running")"));
+}
+
+TEST(Migration, UnreachableTargetLeavesTheSourceRunning) {
+  NEONVM_REQUIRE_QEMU();
+  std::unique_ptr<Vm> source = StartVm("mig-unreachable");
+  ASSERT_NE(source, nullptr);
+  ASSERT_TRUE(source->Resume().ok());
+  auto target = StartTarget(*source);
+  ASSERT_TRUE(target.ok()) << target.status();
+  (*target)->Kill();
+  auto stats = Migrate(*source, **target);
+  EXPECT_FALSE(stats.ok());
+  EXPECT_TRUE(absl::StrContains(stats.status().message(), "migrating VM mig-unreachable"))
+      << stats.status();
+  EXPECT_TRUE(source->Running());
+  EXPECT_TRUE(absl::StrContains(Status(*source), R"("status":"running")")) << Status(*source);
+}
+
+TEST(Migration, CancelsAtItsTimeoutAndKeepsTheSource) {
+  NEONVM_REQUIRE_QEMU();
+  std::unique_ptr<Vm> source = StartVm("mig-timeout");
+  ASSERT_NE(source, nullptr);
+  ASSERT_TRUE(source->Resume().ok());
+  auto target = StartTarget(*source);
+  ASSERT_TRUE(target.ok()) << target.status();
+  MigrationOptions slow;
+  slow.max_bandwidth_bytes_per_second = 64 << 10;  // the firmware's pages alone take seconds
+  slow.timeout = absl::Milliseconds(300);
+  auto stats = Migrate(*source, **target, slow);
+  EXPECT_EQ(stats.status().code(), absl::StatusCode::kDeadlineExceeded) << stats.status();
+  EXPECT_TRUE(absl::StrContains(stats.status().message(), "cancelled")) << stats.status();
+  EXPECT_FALSE((*target)->Running());
+  EXPECT_TRUE(source->Running());
+  // The source is usable: it can be resized and migrated again.
+  hotplug::Resizer resizer(source->qmp(), source->spec(), NoGuest());
+  EXPECT_TRUE(resizer.Resize({2, 256 * kMiB}).ok());
+  auto retry = LiveMigrate(*source);
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(hotplug::Resizer(retry->vm->qmp(), retry->vm->spec(), NoGuest()).Current()->cpus, 2);
+}
+
+}  // namespace
+}  // namespace autoscale::neonvm::migration

@@ -1,0 +1,113 @@
+#include "neonvm/testing/testing.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "autoscale/base/status_macros.h"
+
+namespace autoscale::neonvm::testing {
+
+std::string QemuMissing() {
+  FILE* p = popen("qemu-system-x86_64 --version 2>/dev/null", "r");
+  char line[256] = {0};
+  if (p != nullptr) {
+    if (fgets(line, sizeof(line), p) == nullptr) line[0] = '\0';
+    pclose(p);
+  }
+  // "QEMU emulator version 10.0.2 (Debian ...)"
+  constexpr char kPrefix[] = "QEMU emulator version ";
+  std::string text = line;
+  int major = 0;
+  if (!absl::StartsWith(text, kPrefix) ||
+      !absl::SimpleAtoi(text.substr(sizeof(kPrefix) - 1, text.find('.') - sizeof(kPrefix) + 1),
+                        &major)) {
+    return "qemu-system-x86_64 is not installed (scripts/setup installs QEMU 10)";
+  }
+  if (major < 10) {
+    return absl::StrCat("qemu-system-x86_64 is version ", major,
+                        "; these tests need QEMU 10 (scripts/setup installs it from backports)");
+  }
+  return "";
+}
+
+std::string GuestMissing() {
+  if (std::string why = QemuMissing(); !why.empty()) return why;
+  absl::StatusOr<guest::GuestImage> image = guest::FindGuestImage();
+  return image.ok() ? "" : std::string(image.status().message());
+}
+
+TempDir::TempDir() {
+  char tmpl[] = "/tmp/neonvmt-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) std::abort();
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
+}
+
+launcher::VmSpec NoGuestSpec(std::string name) {
+  launcher::VmSpec spec;
+  spec.name = std::move(name);
+  spec.cpus_min = 1;
+  spec.cpus_max = 4;
+  spec.cpus_use = 1;
+  spec.memory_slot_bytes = int64_t{256} << 20;
+  spec.memory_slots_min = 1;
+  spec.memory_slots_max = 4;
+  spec.memory_slots_use = 1;
+  return spec;
+}
+
+absl::StatusOr<launcher::VmSpec> GuestSpec(std::string name) {
+  ASSIGN_OR_RETURN(guest::GuestImage image, guest::FindGuestImage());
+  launcher::VmSpec spec = NoGuestSpec(std::move(name));
+  spec.kernel = image.kernel;
+  spec.initrd = image.initrd;
+  spec.kernel_cmdline = image.cmdline;
+  spec.host_forwards = {{.guest_port = 7000}};
+  return spec;
+}
+
+std::string Runfile(std::string_view path) {
+  std::string root;
+  if (const char* d = std::getenv("TEST_SRCDIR")) {
+    root = d;
+  } else if (const char* r = std::getenv("RUNFILES_DIR")) {
+    root = r;
+  } else {
+    root = std::filesystem::read_symlink("/proc/self/exe").string() + ".runfiles";
+  }
+  const char* ws = std::getenv("TEST_WORKSPACE");
+  return absl::StrCat(root, "/", ws ? ws : "autoscale", "/",
+                      absl::string_view(path.data(), path.size()));
+}
+
+absl::StatusOr<guest::GuestImage> GuestWithLoadgen(const std::string& dir) {
+  ASSIGN_OR_RETURN(guest::GuestImage image, guest::FindGuestImage());
+  return guest::AddFiles(image, {{Runfile("neonvm/guest/loadgen"), "/usr/bin/loadgen"}}, "",
+                         dir + "/initrd");
+}
+
+absl::StatusOr<BootedVm> Boot(const launcher::VmSpec& spec, absl::Duration timeout) {
+  BootedVm b;
+  ASSIGN_OR_RETURN(b.vm, launcher::Vm::Start(spec));
+  ASSIGN_OR_RETURN(b.console, guest::GuestConsole::Connect(b.vm->serial_path()));
+  RETURN_IF_ERROR(b.vm->Resume());
+  absl::Status ready = b.console->WaitFor(guest::kReadyMarker, timeout);
+  if (!ready.ok()) {
+    return Annotate(ready,
+                    absl::StrCat("booting ", spec.name, " (QEMU log: ", b.vm->LogTail(500), ")"));
+  }
+  return b;
+}
+
+}  // namespace autoscale::neonvm::testing

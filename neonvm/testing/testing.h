@@ -1,0 +1,78 @@
+// Test support for the neonvm libraries: skipping when QEMU or the guest is missing, short
+// temporary directories, specs for VMs with and without a guest, and booting the test guest.
+//
+//   TEST(Hotplug, AddsCpu) {
+//     NEONVM_REQUIRE_GUEST();
+//     absl::StatusOr<BootedVm> booted = Boot(*GuestSpec("t1"));
+//     ASSERT_TRUE(booted.ok()) << booted.status();
+//     EXPECT_EQ(*booted->console->Run("nproc"), "1");
+//   }
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "neonvm/guest/console.h"
+#include "neonvm/guest/image.h"
+#include "neonvm/launcher/vm.h"
+
+namespace autoscale::neonvm::testing {
+
+// Empty when QEMU 10 or newer is installed; otherwise what is missing.
+std::string QemuMissing();
+// Empty when QEMU and the test guest are there; otherwise what is missing.
+std::string GuestMissing();
+
+#define NEONVM_REQUIRE_QEMU()                                                        \
+  do {                                                                               \
+    if (std::string why = ::autoscale::neonvm::testing::QemuMissing(); !why.empty()) \
+      GTEST_SKIP() << why;                                                           \
+  } while (0)
+
+#define NEONVM_REQUIRE_GUEST()                                                        \
+  do {                                                                                \
+    if (std::string why = ::autoscale::neonvm::testing::GuestMissing(); !why.empty()) \
+      GTEST_SKIP() << why;                                                            \
+  } while (0)
+
+// A new directory under /tmp (short, for unix socket paths), removed with its contents.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A VM without a guest OS: 1 of up to 4 CPUs, 1 of up to 4 slots of 256 MiB.
+launcher::VmSpec NoGuestSpec(std::string name);
+
+// The same shape with the test guest's kernel, initramfs and command line, and the guest's port
+// 7000 forwarded.
+absl::StatusOr<launcher::VmSpec> GuestSpec(std::string name);
+
+// The absolute path of a data dependency, e.g. "neonvm/guest/loadgen".
+std::string Runfile(std::string_view path);
+
+// The test guest with the load generator at /usr/bin/loadgen, its initramfs written to `dir`.
+absl::StatusOr<guest::GuestImage> GuestWithLoadgen(const std::string& dir);
+
+struct BootedVm {
+  std::unique_ptr<launcher::Vm> vm;
+  std::unique_ptr<guest::GuestConsole> console;
+};
+
+// Starts `spec` (with a kernel), connects the console, resumes, and waits until the guest's
+// shell is ready.
+absl::StatusOr<BootedVm> Boot(const launcher::VmSpec& spec,
+                              absl::Duration timeout = absl::Seconds(90));
+
+}  // namespace autoscale::neonvm::testing
