@@ -600,7 +600,8 @@ absl::StatusOr<Placement> Ledger::PlaceVm(const VmSpec& spec, const std::string&
               .requested = spec.initial,
               .overcommit = spec.overcommit,
               .migratable = spec.migratable,
-              .created = clock_.Now(),
+              // Microseconds, as the log keeps it, so a rebuilt ledger is the same.
+              .created = absl::FromUnixMicros(absl::ToUnixMicros(clock_.Now())),
               .migration = std::nullopt,
               .heard = true,
               .last_seq = 0};
@@ -817,6 +818,23 @@ absl::Status Ledger::EndMigration(uint64_t order_id, const std::string& vm_name,
 
 // --- reads ---
 
+namespace {
+
+VmInfo InfoOf(const std::string& name, const std::string& node, const auto& vm) {
+  return {.name = name,
+          .node = node,
+          .bounds = vm.bounds,
+          .compute_unit = vm.cu,
+          .reserved = vm.reserved,
+          .requested = vm.requested,
+          .overcommit = vm.overcommit,
+          .migratable = vm.migratable,
+          .created = vm.created,
+          .migration = vm.migration};
+}
+
+}  // namespace
+
 std::vector<NodeInfo> Ledger::ListNodes(const std::string& filter) const {
   std::shared_ptr<const Registry> registry;
   {
@@ -844,22 +862,19 @@ std::vector<VmInfo> Ledger::ListVms(const std::string& filter) const {
     if (!filter.empty() && n->name != filter) continue;
     absl::MutexLock l(&n->mu);
     const size_t first = out.size();
-    for (const auto& [name, vm] : n->vms) {
-      out.push_back({.name = name,
-                     .node = n->name,
-                     .bounds = vm.bounds,
-                     .compute_unit = vm.cu,
-                     .reserved = vm.reserved,
-                     .requested = vm.requested,
-                     .overcommit = vm.overcommit,
-                     .migratable = vm.migratable,
-                     .created = vm.created,
-                     .migration = vm.migration});
-    }
+    for (const auto& [name, vm] : n->vms) out.push_back(InfoOf(name, n->name, vm));
     std::sort(out.begin() + first, out.end(),
               [](const VmInfo& a, const VmInfo& b) { return a.name < b.name; });
   }
   return out;
+}
+
+absl::StatusOr<VmInfo> Ledger::GetVm(const std::string& name) const {
+  absl::ReaderMutexLock rl(&registry_mu_);
+  auto it = vm_index_.find(name);
+  if (it == vm_index_.end()) return absl::NotFoundError(absl::StrCat("no VM ", name));
+  absl::MutexLock l(&it->second->mu);
+  return InfoOf(name, it->second->name, it->second->vms.at(name));
 }
 
 absl::StatusOr<NodeInfo> Ledger::GetNode(const std::string& name) const {

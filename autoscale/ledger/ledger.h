@@ -223,6 +223,7 @@ class Ledger {
   std::vector<NodeInfo> ListNodes(const std::string& node = "") const;
   std::vector<VmInfo> ListVms(const std::string& node = "") const;
   absl::StatusOr<NodeInfo> GetNode(const std::string& node) const;
+  absl::StatusOr<VmInfo> GetVm(const std::string& vm) const;
 
   // Writes a snapshot of the whole ledger to the store and drops the log it covers. Briefly
   // stops every node. No-op without a store.
