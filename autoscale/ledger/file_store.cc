@@ -174,6 +174,12 @@ FileStore::~FileStore() {
       work_cv_.Signal();
     }
     writer_.join();
+    {
+      absl::MutexLock l(&mu_);
+      writer_done_ = true;
+      notify_cv_.Signal();
+    }
+    notifier_.join();
   }
   if (log_fd_ >= 0) ::close(log_fd_);
   ::close(lock_fd_);
@@ -309,6 +315,7 @@ absl::StatusOr<StoredState> FileStore::Recover() {
   }
   recovered_ = true;
   writer_ = std::thread(&FileStore::WriterLoop, this);
+  notifier_ = std::thread(&FileStore::NotifierLoop, this);
   return state;
 }
 
@@ -390,8 +397,6 @@ void FileStore::WriterLoop() {
       last = std::max(last, c.last_seq);
     }
     sync();
-    std::vector<std::function<void(absl::Status)>> ready;
-    absl::Status result;
     {
       absl::MutexLock l(&mu_);
       fsyncs_ += syncs;
@@ -402,15 +407,29 @@ void FileStore::WriterLoop() {
       if (error_.ok() && last > durable_seq_.load(std::memory_order_relaxed)) {
         durable_seq_.store(last, std::memory_order_release);
       }
-      result = error_;
       const uint64_t durable = durable_seq_.load(std::memory_order_relaxed);
       auto keep = std::partition(waiters_.begin(), waiters_.end(),
-                                 [&](const auto& w) { return result.ok() && w.first > durable; });
-      for (auto it = keep; it != waiters_.end(); ++it) ready.push_back(std::move(it->second));
+                                 [&](const auto& w) { return error_.ok() && w.first > durable; });
+      for (auto it = keep; it != waiters_.end(); ++it) {
+        to_notify_.emplace_back(std::move(it->second), error_);
+      }
       waiters_.erase(keep, waiters_.end());
+      if (!to_notify_.empty()) notify_cv_.Signal();
       flushed_cv_.SignalAll();
     }
-    for (auto& f : ready) f(result);
+  }
+}
+
+void FileStore::NotifierLoop() {
+  for (;;) {
+    std::vector<std::pair<std::function<void(absl::Status)>, absl::Status>> batch;
+    {
+      absl::MutexLock l(&mu_);
+      while (to_notify_.empty() && !writer_done_) notify_cv_.Wait(&mu_);
+      if (to_notify_.empty()) return;
+      batch.swap(to_notify_);
+    }
+    for (auto& [done, status] : batch) done(status);
   }
 }
 

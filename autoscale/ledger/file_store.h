@@ -6,8 +6,9 @@
 //                             [u32 CRC-32C][bytes], written to a .tmp file, fsync'ed, renamed
 //   LOCK                      flock'ed while a process has the directory open
 //
-// Appends go to an in-memory batch; one writer thread writes each batch and fdatasync's it, then
-// calls the waiters of every record in it: concurrent requests share one fsync (group commit).
+// Appends go to an in-memory batch; one writer thread writes each batch and fdatasync's it, and a
+// notifier thread calls the waiters of every record in it while the writer syncs the next batch:
+// concurrent requests share one fsync (group commit).
 // A snapshot starts a new log file, and the files it covers are deleted once it is durable.
 //
 // Recovery reads the newest snapshot (an unreadable one is an error naming the file, never an
@@ -68,6 +69,7 @@ class FileStore : public LedgerStore {
 
   FileStore(FileStoreOptions options, int lock_fd);
   void WriterLoop();
+  void NotifierLoop();
   absl::Status OpenLog(uint64_t first_seq);
 
   const FileStoreOptions options_;
@@ -77,6 +79,7 @@ class FileStore : public LedgerStore {
   mutable absl::Mutex mu_;
   absl::CondVar work_cv_;     // pending_ has work, or stopping_
   absl::CondVar flushed_cv_;  // a batch was written
+  absl::CondVar notify_cv_;   // to_notify_ has callbacks, or writer_done_
   std::vector<Chunk> pending_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<uint64_t, std::function<void(absl::Status)>>> waiters_ ABSL_GUARDED_BY(mu_);
   uint64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
@@ -86,12 +89,17 @@ class FileStore : public LedgerStore {
   // First seq of the log file the writer writes to.
   uint64_t log_start_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
+  // Waiters whose records are durable (or failed), for the notifier to call.
+  std::vector<std::pair<std::function<void(absl::Status)>, absl::Status>> to_notify_
+      ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool writer_done_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> durable_seq_{0};
 
   // Only the writer thread touches the open log file (after Recover).
   int log_fd_ = -1;
   std::thread writer_;
+  std::thread notifier_;
 };
 
 }  // namespace autoscale::ledger

@@ -24,7 +24,10 @@ grpc::Status Reply(absl::StatusOr<T> result, T* response) {
   return grpc::Status::OK;
 }
 
-class Service final : public api::Scheduler::WithCallbackMethod_Request<api::Scheduler::Service> {
+// Every method uses the callback API, so the server needs no thread pool of its own: agent
+// requests finish when their permit is durable (from the log's writer thread); the rare
+// structural calls (placement, registration, migrations) answer before returning.
+class Service final : public api::Scheduler::CallbackService {
  public:
   explicit Service(SchedulerHandler& handler) : handler_(handler) {}
 
@@ -37,40 +40,54 @@ class Service final : public api::Scheduler::WithCallbackMethod_Request<api::Sch
     });
     return reactor;
   }
-  grpc::Status RegisterNode(grpc::ServerContext*, const api::RegisterNodeRequest* request,
-                            api::RegisterNodeResponse* response) override {
-    return Reply(handler_.RegisterNode(*request), response);
+  grpc::ServerUnaryReactor* RegisterNode(grpc::CallbackServerContext* context,
+                                         const api::RegisterNodeRequest* request,
+                                         api::RegisterNodeResponse* response) override {
+    return Done(context, Reply(handler_.RegisterNode(*request), response));
   }
-  grpc::Status PlaceVm(grpc::ServerContext*, const api::PlaceVmRequest* request,
-                       api::PlaceVmResponse* response) override {
-    return Reply(handler_.PlaceVm(*request), response);
+  grpc::ServerUnaryReactor* PlaceVm(grpc::CallbackServerContext* context,
+                                    const api::PlaceVmRequest* request,
+                                    api::PlaceVmResponse* response) override {
+    return Done(context, Reply(handler_.PlaceVm(*request), response));
   }
-  grpc::Status ReleaseVm(grpc::ServerContext*, const api::ReleaseVmRequest* request,
-                         api::ReleaseVmResponse* response) override {
-    return Reply(handler_.ReleaseVm(*request), response);
+  grpc::ServerUnaryReactor* ReleaseVm(grpc::CallbackServerContext* context,
+                                      const api::ReleaseVmRequest* request,
+                                      api::ReleaseVmResponse* response) override {
+    return Done(context, Reply(handler_.ReleaseVm(*request), response));
   }
-  grpc::Status GetMigrationOrders(grpc::ServerContext*, const api::MigrationOrdersRequest* request,
-                                  api::MigrationOrdersResponse* response) override {
-    return Reply(handler_.GetMigrationOrders(*request), response);
+  grpc::ServerUnaryReactor* GetMigrationOrders(grpc::CallbackServerContext* context,
+                                               const api::MigrationOrdersRequest* request,
+                                               api::MigrationOrdersResponse* response) override {
+    return Done(context, Reply(handler_.GetMigrationOrders(*request), response));
   }
-  grpc::Status ReportMigration(grpc::ServerContext*, const api::MigrationResult* request,
-                               api::MigrationResultResponse* response) override {
-    return Reply(handler_.ReportMigration(*request), response);
+  grpc::ServerUnaryReactor* ReportMigration(grpc::CallbackServerContext* context,
+                                            const api::MigrationResult* request,
+                                            api::MigrationResultResponse* response) override {
+    return Done(context, Reply(handler_.ReportMigration(*request), response));
   }
-  grpc::Status ListNodes(grpc::ServerContext*, const api::ListRequest* request,
-                         api::ListNodesResponse* response) override {
-    return Reply(handler_.ListNodes(*request), response);
+  grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* context,
+                                      const api::ListRequest* request,
+                                      api::ListNodesResponse* response) override {
+    return Done(context, Reply(handler_.ListNodes(*request), response));
   }
-  grpc::Status ListVms(grpc::ServerContext*, const api::ListRequest* request,
-                       api::ListVmsResponse* response) override {
-    return Reply(handler_.ListVms(*request), response);
+  grpc::ServerUnaryReactor* ListVms(grpc::CallbackServerContext* context,
+                                    const api::ListRequest* request,
+                                    api::ListVmsResponse* response) override {
+    return Done(context, Reply(handler_.ListVms(*request), response));
   }
-  grpc::Status GetStatus(grpc::ServerContext*, const api::StatusRequest* request,
-                         api::StatusResponse* response) override {
-    return Reply(handler_.GetStatus(*request), response);
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
+                                      const api::StatusRequest* request,
+                                      api::StatusResponse* response) override {
+    return Done(context, Reply(handler_.GetStatus(*request), response));
   }
 
  private:
+  static grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, grpc::Status status) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(std::move(status));
+    return reactor;
+  }
+
   SchedulerHandler& handler_;
 };
 

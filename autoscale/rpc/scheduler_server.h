@@ -1,8 +1,7 @@
 // SchedulerServer: the scheduler protocol over gRPC, serving a SchedulerHandler.
 //
-// Agent requests use gRPC's callback API: a request waiting for its permit to become durable
-// holds no thread, so many concurrent requests share one fsync (group commit). The other calls
-// are ordinary synchronous handlers.
+// Served with gRPC's callback API: a request waiting for its permit to become durable holds no
+// thread, so many concurrent requests share one fsync (group commit).
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<SchedulerServer> server,
 //                    SchedulerServer::Start(handler, "127.0.0.1:0"));   // or "unix:/run/s.sock"
