@@ -408,8 +408,9 @@ void FileStore::WriterLoop() {
         durable_seq_.store(last, std::memory_order_release);
       }
       const uint64_t durable = durable_seq_.load(std::memory_order_relaxed);
+      const bool failed = !error_.ok();
       auto keep = std::partition(waiters_.begin(), waiters_.end(),
-                                 [&](const auto& w) { return error_.ok() && w.first > durable; });
+                                 [&](const auto& w) { return !failed && w.first > durable; });
       for (auto it = keep; it != waiters_.end(); ++it) {
         to_notify_.emplace_back(std::move(it->second), error_);
       }

@@ -112,9 +112,9 @@ absl::Status CheckVmSpec(const VmSpec& s) {
 
 // Locks two nodes (or one, when they are the same or the second is null) in name order.
 template <typename N>
-class TwoLocks {
+class ABSL_SCOPED_LOCKABLE TwoLocks {
  public:
-  TwoLocks(N* a, N* b) {
+  TwoLocks(N* a, N* b) ABSL_EXCLUSIVE_LOCK_FUNCTION(a->mu, b->mu) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     first_ = a;
     if (b != nullptr && b != a) {
       second_ = b;
@@ -123,7 +123,7 @@ class TwoLocks {
     first_->mu.Lock();
     if (second_ != nullptr) second_->mu.Lock();
   }
-  ~TwoLocks() {
+  ~TwoLocks() ABSL_UNLOCK_FUNCTION() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     if (second_ != nullptr) second_->mu.Unlock();
     first_->mu.Unlock();
   }
@@ -215,6 +215,10 @@ struct Ledger::Node {
     committed = committed - vm.reserved;
     if (vm.migration) migrating = migrating - s;
   }
+  void Add(const std::string& vm_name, Vm vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    Count(vm);
+    vms.emplace(vm_name, std::move(vm));
+  }
   void Forget(const std::string& vm_name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     auto it = vms.find(vm_name);
     Uncount(it->second);
@@ -264,6 +268,7 @@ MigrationRecord MigrationRecordOf(const MigrationOrder& o) {
   r.set_vm(o.vm);
   r.set_source_node(o.source_node);
   r.set_target_node(o.target_node);
+  r.set_target_agent_address(o.target_agent_address);
   return r;
 }
 
@@ -807,8 +812,11 @@ absl::Status Ledger::EndMigration(uint64_t order_id, const std::string& vm_name,
       e->set_succeeded(succeeded);
       vm.last_seq = seq = Log(r);
     }
-    home->Count(vm);
-    home->vms.emplace(vm_name, std::move(vm));
+    if (succeeded) {
+      dst->Add(vm_name, std::move(vm));
+    } else {
+      src->Add(vm_name, std::move(vm));
+    }
     it->second = home;
     LOG(INFO) << ctx << ": " << (succeeded ? "succeeded, now on node " : "failed, stays on node ")
               << home->name;
@@ -972,32 +980,11 @@ absl::Status Ledger::ApplyRecord(const LedgerRecord& record) {
       if (valid.ok()) valid = CheckOvercommit(vm.overcommit);
       if (valid.ok()) valid = CheckSize(vm.reserved, vm.cu, vm.bounds, "reserved");
       if (!valid.ok()) return Corrupt(absl::StrCat(ctx, ": ", valid.message()));
+      // A VM is placed before it migrates (a snapshot's migrations are replayed after).
+      if (r.has_migration()) return Corrupt(absl::StrCat(ctx, ": placed while migrating"));
       Node* n = found->second;
-      Node* dst = nullptr;
-      if (r.has_migration()) {
-        const MigrationRecord& m = r.migration();
-        auto t = registry_->by_name.find(m.target_node());
-        if (t == registry_->by_name.end() || t->second == n || m.source_node() != r.node()) {
-          return Corrupt(absl::StrCat(ctx, ": migration to unknown node ", m.target_node()));
-        }
-        dst = t->second;
-        vm.migration = MigrationOrder{.id = m.id(),
-                                      .vm = r.name(),
-                                      .source_node = n->name,
-                                      .target_node = dst->name,
-                                      .target_agent_address = ""};
-        next_migration_id_ = std::max(next_migration_id_, m.id() + 1);
-      }
-      TwoLocks<Node> locks(n, dst);
-      if (dst != nullptr) {
-        vm.migration->target_agent_address = dst->agent_address;
-        const Resources share = vm.share();
-        dst->incoming[r.name()] = {vm.migration->id, vm.reserved, share};
-        dst->reserved = dst->reserved + share;
-        dst->committed = dst->committed + vm.reserved;
-      }
-      n->Count(vm);
-      n->vms.emplace(r.name(), std::move(vm));
+      absl::MutexLock l(&n->mu);
+      n->Add(r.name(), std::move(vm));
       vm_index_[r.name()] = n;
       return absl::OkStatus();
     }
@@ -1064,7 +1051,7 @@ absl::Status Ledger::ApplyRecord(const LedgerRecord& record) {
                                     .vm = m.vm(),
                                     .source_node = src->name,
                                     .target_node = dst->name,
-                                    .target_agent_address = dst->agent_address};
+                                    .target_agent_address = m.target_agent_address()};
       src->Count(vm);
       const Resources share = vm.share();
       dst->incoming[m.vm()] = {m.id(), vm.reserved, share};
@@ -1095,10 +1082,12 @@ absl::Status Ledger::ApplyRecord(const LedgerRecord& record) {
       Vm vm = src->vms.at(e.vm());
       src->Forget(e.vm());
       vm.migration.reset();
-      Node* home = e.succeeded() ? dst : src;
-      home->Count(vm);
-      home->vms.emplace(e.vm(), std::move(vm));
-      found->second = home;
+      if (e.succeeded()) {
+        dst->Add(e.vm(), std::move(vm));
+      } else {
+        src->Add(e.vm(), std::move(vm));
+      }
+      found->second = e.succeeded() ? dst : src;
       return absl::OkStatus();
     }
     case LedgerRecord::CHANGE_NOT_SET:

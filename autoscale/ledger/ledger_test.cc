@@ -412,6 +412,26 @@ TEST_F(RecoveryTest, RebuildsExactly) {
   EXPECT_TRUE(ledger_->CheckInvariants().ok());
 }
 
+// Found by libFuzzer: an order keeps the target address it was issued with, also after the
+// target re-registers elsewhere and the ledger is rebuilt from a snapshot.
+TEST_F(RecoveryTest, MigrationOrdersRebuildAsIssued) {
+  AddNode("a", {4000, 16 * kGiB}, 0.5);
+  AddNode("b", {4000, 16 * kGiB}, 0.5);
+  Place(Spec("x", 5, 16, true), "a");
+  Place(Spec("y", 5, 16, true), "a");
+  ASSERT_EQ(ledger_->MigrationOrders("a")->size(), 1u);
+  ASSERT_TRUE(ledger_
+                  ->RegisterNode({.name = "b",
+                                  .total = {4000, 16 * kGiB},
+                                  .watermark = 0.5,
+                                  .agent_address = "b:9999"})
+                  .ok());
+  ASSERT_TRUE(ledger_->Snapshot().ok());
+  const std::vector<VmInfo> vms = ledger_->ListVms();
+  Restart();
+  EXPECT_EQ(ledger_->ListVms(), vms);
+}
+
 TEST_F(RecoveryTest, GrowthWaitsForEveryAgentAfterARestart) {
   AddNode("a", {4000, 16 * kGiB});
   Place(Spec("x", 1), "a");

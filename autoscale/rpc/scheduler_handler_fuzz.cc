@@ -168,6 +168,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   auto rebuilt = ledger::Ledger::Open({}, std::make_unique<ledger::MemoryStore>(log->Contents()));
   CHECK(rebuilt.ok()) << rebuilt.status();
-  CHECK((*rebuilt)->ListVms() == ledger->ListVms()) << "the log rebuilds another ledger";
+  const std::vector<ledger::VmInfo> want = ledger->ListVms(), got = (*rebuilt)->ListVms();
+  if (got != want) {
+    std::string diff;
+    for (const auto& v : want) diff += "\n live:    " + rpc::ToProto(v).ShortDebugString();
+    for (const auto& v : got) diff += "\n rebuilt: " + rpc::ToProto(v).ShortDebugString();
+    LOG(FATAL) << "the log rebuilds another ledger:" << diff;
+  }
   return 0;
 }
