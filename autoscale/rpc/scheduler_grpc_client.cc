@@ -12,11 +12,21 @@ namespace {
 
 class GrpcSchedulerClient : public SchedulerClient {
  public:
+  // The agent's state machine retries on its own schedule, so gRPC should not: a failed call
+  // fails at once. Reconnect quickly once a restarted scheduler is back.
+  static grpc::ChannelArguments ChannelArgs() {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    return args;
+  }
+
   GrpcSchedulerClient(std::string address, absl::Duration timeout)
       : address_(std::move(address)),
         timeout_(timeout),
-        stub_(api::Scheduler::NewStub(
-            grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()))) {}
+        stub_(api::Scheduler::NewStub(grpc::CreateCustomChannel(
+            address_, grpc::InsecureChannelCredentials(), ChannelArgs()))) {}
 
   absl::StatusOr<api::PermitResponse> Request(const api::AgentRequest& request) override {
     return Call("Request", &api::Scheduler::Stub::Request, WithVersion(request));
