@@ -16,7 +16,8 @@
 //     on it has been heard from (or the grace period passed); an agent's `last_permit` above what
 //     the log holds is adopted (the VM may be using it).
 //
-// Thread-safe. Each node has its own lock: requests for different nodes never wait for each other.
+// Thread-safe. Each node has its own lock: requests for different nodes never wait for each other
+// (with a store, a change also appends its record to the one log, a short critical section).
 // Nodes are found through a read-mostly registry that readers consult without a shared lock.
 //
 //   Ledger ledger(LedgerOptions{});                                   // in memory
