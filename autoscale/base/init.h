@@ -10,8 +10,9 @@
 
 namespace autoscale {
 
-// Parses flags (exits with a message on a bad flag), sets up logging to stderr, and returns the
-// positional arguments, argv[0] first.
+// Parses flags (exits with a message on a bad flag), sets up logging to stderr, turns off
+// Abseil's debug-build mutex deadlock detector, and returns the positional arguments, argv[0]
+// first.
 std::vector<char*> InitProgram(int argc, char** argv, const char* usage);
 
 }  // namespace autoscale

@@ -1,0 +1,295 @@
+// Ledger: the scheduler's single source of truth for what every node has handed out to its VMs.
+//
+// For each node it keeps, per resource (milli-CPU, bytes), the total, the watermark, what its VMs
+// reserve (overcommit factor applied), what they were committed (without it) and the part of the
+// reservation that is migrating away (neon-autoscaling.md section 3.2). It
+//   - answers agents' requests: a decrease applies at once; an increase is granted in whole
+//     compute-unit parts up to the node's free capacity, CPU and memory independently (fully,
+//     partly or not), so a node's reservation never exceeds its total, whatever the order or
+//     concurrency of requests;
+//   - places new VMs on the node that fits them best (the reference's piecewise score, peak 0.8,
+//     randomized), and releases them;
+//   - orders migrations off nodes whose reservation (minus what already migrates) is above their
+//     watermark, with a pluggable MigrationPolicy, and settles them when they end;
+//   - with a LedgerStore, logs every change and answers only once the change is durable; after a
+//     restart it is rebuilt from the store, and grants nothing new on a node until every VM's agent
+//     on it has been heard from (or the grace period passed); an agent's `last_permit` above what
+//     the log holds is adopted (the VM may be using it).
+//
+// Thread-safe. Each node has its own lock: requests for different nodes never wait for each other
+// (with a store, a change also appends its record to the one log, a short critical section).
+// Nodes are found through a read-mostly registry that readers consult without a shared lock.
+//
+//   Ledger ledger(LedgerOptions{});                                   // in memory
+//   ledger.RegisterNode({.name = "n1", .total = {8000, 32 * kGiB}});
+//   Placement p = *ledger.PlaceVm({.name = "vm1", .bounds = {1, 8}, .compute_unit = {250, kGiB},
+//                                  .initial = {250, kGiB}});
+//   Permit permit = *ledger.Request({.node = "n1", .vm = "vm1", .compute_unit = {250, kGiB},
+//                                    .resources = {1000, 4 * kGiB}});
+//   // permit.resources: up to 1000m/4GiB, in whole CUs, as far as n1 has room.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "autoscale/base/clock.h"
+#include "autoscale/core/resources.h"
+#include "autoscale/ledger/migration_policy.h"
+#include "autoscale/ledger/placement.h"
+#include "autoscale/ledger/store.h"
+
+namespace autoscale::ledger {
+
+using core::Bounds;
+using core::Resources;
+
+// The largest amount of one resource the ledger accepts anywhere (1 PiB, or 2^50 milli-CPU), so
+// sums and scaled amounts never overflow.
+inline constexpr int64_t kMaxAmount = int64_t{1} << 50;
+
+// How much a VM's node reserves for it: thousandths, 1500 = the node reserves 1/1.5 of what the
+// VM may use. Each in [1000, 100000].
+struct Overcommit {
+  uint32_t cpu_milli = 1000;
+  uint32_t memory_milli = 1000;
+
+  friend bool operator==(const Overcommit&, const Overcommit&) = default;
+};
+
+// What a node reserves for a VM that may use `amount`: divided by the factor, rounded up.
+Resources NodeShare(const Resources& amount, const Overcommit& overcommit);
+
+struct NodeSpec {
+  std::string name{};
+  // What the node can hand out to VMs.
+  Resources total{};
+  // Fraction of `total` above which VMs are migrated away, (0, 1]; 0: the ledger's default.
+  double watermark = 0;
+  // The node agent's address for incoming migrations ("host:port").
+  std::string agent_address{};
+};
+
+struct VmSpec {
+  std::string name{};
+  Bounds bounds{};
+  Resources compute_unit{};
+  // The size to start with: whole CUs within bounds, per resource.
+  Resources initial{};
+  Overcommit overcommit{};
+  bool migratable = false;
+};
+
+struct MigrationOrder {
+  uint64_t id = 0;
+  std::string vm{};
+  std::string source_node{};
+  std::string target_node{};
+  // Where the target node's agent listens for the incoming VM.
+  std::string target_agent_address{};
+
+  friend bool operator==(const MigrationOrder&, const MigrationOrder&) = default;
+};
+
+struct NodeInfo {
+  std::string name{};
+  Resources total{};
+  double watermark_fraction = 0;
+  Resources watermark{};
+  // Sum of the VMs' shares (overcommit applied), incoming migrations included.
+  Resources reserved{};
+  // Sum of what the VMs may use (no overcommit), incoming migrations included.
+  Resources committed{};
+  // The part of `reserved` that belongs to VMs migrating away.
+  Resources migrating{};
+  std::string agent_address{};
+  // True while growth on this node waits for its agents after a restart.
+  bool awaiting_agent = false;
+  size_t vm_count = 0;
+
+  friend bool operator==(const NodeInfo&, const NodeInfo&) = default;
+};
+
+struct VmInfo {
+  std::string name{};
+  std::string node{};
+  Bounds bounds{};
+  Resources compute_unit{};
+  // What the VM may use (its permit) and what its agent last asked for.
+  Resources reserved{};
+  Resources requested{};
+  Overcommit overcommit{};
+  bool migratable = false;
+  absl::Time created{};
+  // Set while the VM migrates away.
+  std::optional<MigrationOrder> migration{};
+
+  friend bool operator==(const VmInfo&, const VmInfo&) = default;
+};
+
+// An agent's request for one VM: an increase asks, a decrease reports what already happened, an
+// unchanged amount says "still using this".
+struct ResizeRequest {
+  std::string node{};
+  std::string vm{};
+  // Must be the VM's compute unit.
+  Resources compute_unit{};
+  // The total the VM should have: whole CUs within the VM's bounds, per resource.
+  Resources resources{};
+  // The last permit the agent received; absent on its first request after a start.
+  std::optional<Resources> last_permit{};
+};
+
+struct Permit {
+  // The VM may use up to this.
+  Resources resources{};
+  // Set while the scheduler moves the VM: the agent stops resizing it.
+  std::optional<MigrationOrder> migration{};
+};
+
+struct Placement {
+  std::string node{};
+  Resources reserved{};
+};
+
+struct LedgerOptions {
+  // Watermark of nodes registered without one.
+  double default_watermark = 0.9;
+  PlacementOptions placement{};
+  // Which VMs leave a node above its watermark; null: OldestFirstPolicy (the reference).
+  std::shared_ptr<const MigrationPolicy> migration_policy{};
+  // Seeds the randomization of placement.
+  uint64_t seed = 0;
+  // Null: the real clock. Used for VM ages and the recovery grace period.
+  Clock* clock = nullptr;
+  // After a restart, a node grants nothing new until every VM on it has been heard from, or
+  // until this long has passed (agents ask at least every 15 s).
+  absl::Duration recovery_grace = absl::Seconds(30);
+};
+
+class Ledger {
+ public:
+  // An empty ledger in memory (no durability): simulations and tests.
+  explicit Ledger(LedgerOptions options);
+  // A durable ledger rebuilt from `store`. Fails when the store cannot be read (the error names
+  // the file) or its records contradict each other.
+  static absl::StatusOr<std::unique_ptr<Ledger>> Open(LedgerOptions options,
+                                                      std::unique_ptr<LedgerStore> store);
+  ~Ledger();
+
+  Ledger(const Ledger&) = delete;
+  Ledger& operator=(const Ledger&) = delete;
+
+  // Adds a node, or updates its total, watermark and agent address (a total below what the node
+  // has reserved is refused).
+  absl::StatusOr<NodeInfo> RegisterNode(const NodeSpec& spec);
+
+  // Answers an agent's request. Errors (nothing changes): INVALID_ARGUMENT for amounts that are
+  // negative, not whole CUs, outside the VM's bounds or in another CU; NOT_FOUND for an unknown
+  // node or a VM not on that node; UNAVAILABLE when the change cannot be made durable.
+  absl::StatusOr<Permit> Request(const ResizeRequest& request);
+  // The same, calling `done` once the answer is durable (maybe before returning, maybe later from
+  // the store's thread). For servers that must not block a thread per request.
+  void RequestAsync(const ResizeRequest& request, std::function<void(absl::StatusOr<Permit>)> done);
+
+  // Places a new VM on the best node that fits it (or on `node` only, when given) and reserves
+  // its initial size there. Placing a VM again with the same spec returns its placement.
+  // Errors: INVALID_ARGUMENT, ALREADY_EXISTS (another VM of that name), NOT_FOUND (`node`),
+  // RESOURCE_EXHAUSTED (no node has room), UNAVAILABLE (`node` awaits its agent after a restart).
+  absl::StatusOr<Placement> PlaceVm(const VmSpec& spec, const std::string& node = "");
+  // Forgets a VM (and its incoming reservation if it was migrating).
+  absl::Status ReleaseVm(const std::string& vm);
+
+  // Migrations this node's agent must carry out as the source. If the node is above its
+  // watermark, first chooses VMs to move (the migration policy) and a target for each (the
+  // placement score among the other nodes that have room), reserving them there.
+  absl::StatusOr<std::vector<MigrationOrder>> MigrationOrders(const std::string& node);
+  // Settles a migration: on success the VM now lives on the target node; on failure it stays and
+  // the target's reservation is released.
+  absl::Status EndMigration(uint64_t order_id, const std::string& vm, bool succeeded);
+
+  // Reads; `node` empty: all. Nodes by name; VMs by node then name.
+  std::vector<NodeInfo> ListNodes(const std::string& node = "") const;
+  std::vector<VmInfo> ListVms(const std::string& node = "") const;
+  absl::StatusOr<NodeInfo> GetNode(const std::string& node) const;
+  absl::StatusOr<VmInfo> GetVm(const std::string& vm) const;
+
+  // Writes a snapshot of the whole ledger to the store and drops the log it covers. Briefly
+  // stops every node. No-op without a store.
+  absl::Status Snapshot();
+
+  // Recomputes every node's sums from its VMs and checks every rule (reserved <= total, whole
+  // CUs within bounds, migrations consistent on both nodes). For tests and fuzzing.
+  absl::Status CheckInvariants() const;
+
+  // What recovery found; permits adopted from agents since; the store's counters.
+  const RecoveryInfo& recovery() const { return recovery_; }
+  uint64_t adopted_permits() const { return adopted_permits_.load(std::memory_order_relaxed); }
+  std::optional<StoreStats> store_stats() const;
+
+ private:
+  struct Vm;
+  struct Node;
+  struct Registry;
+  struct Candidate;
+
+  Ledger(LedgerOptions options, std::unique_ptr<LedgerStore> store);
+
+  // Finds a node without a shared lock (a per-thread copy of the registry). Never null for a
+  // registered node; nodes live as long as the ledger.
+  Node* FindNode(std::string_view name) const;
+  absl::StatusOr<Permit> ApplyRequest(const ResizeRequest& request, uint64_t* wait_seq);
+  absl::Status WaitDurable(uint64_t seq);
+  uint64_t Log(const LedgerRecord& record);
+
+  // Scores every node that has room for `share` (except `exclude`), best first.
+  std::vector<Candidate> RankNodes(const Resources& share, const Node* exclude)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  absl::Status BalanceNode(Node* node);
+
+  // Replay.
+  absl::Status Restore(const StoredState& state);
+  absl::Status ApplyRecord(const LedgerRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  Node* AddNode(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+
+  void LockAll() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  void UnlockAll() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+
+  const LedgerOptions options_;
+  Clock& clock_;
+  const std::shared_ptr<const MigrationPolicy> policy_;
+  const std::unique_ptr<LedgerStore> store_;
+  // Tells this ledger's per-thread registry copies from another's.
+  const uint64_t id_;
+  RecoveryInfo recovery_;
+  std::atomic<uint64_t> adopted_permits_{0};
+
+  // Guards structural changes: the set of nodes, which node holds which VM, migration ids and
+  // the placement randomness. Taken before any node lock, never while holding one. The request
+  // path does not take it.
+  mutable absl::Mutex registry_mu_;
+  std::vector<std::unique_ptr<Node>> nodes_ ABSL_GUARDED_BY(registry_mu_);
+  std::shared_ptr<const Registry> registry_ ABSL_GUARDED_BY(registry_mu_);
+  // Bumped (under registry_mu_) whenever registry_ is replaced.
+  std::atomic<uint64_t> registry_version_{1};
+  absl::flat_hash_map<std::string, Node*> vm_index_ ABSL_GUARDED_BY(registry_mu_);
+  uint64_t next_migration_id_ ABSL_GUARDED_BY(registry_mu_) = 1;
+  std::mt19937_64 rng_ ABSL_GUARDED_BY(registry_mu_);
+
+  // Serializes snapshots (writing one happens outside registry_mu_). Taken before registry_mu_.
+  absl::Mutex snapshot_mu_;
+};
+
+}  // namespace autoscale::ledger

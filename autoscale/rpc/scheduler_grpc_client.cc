@@ -1,0 +1,84 @@
+#include "autoscale/rpc/scheduler_grpc_client.h"
+
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "autoscale/api/scheduler.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+
+namespace autoscale::rpc {
+namespace {
+
+class GrpcSchedulerClient : public SchedulerClient {
+ public:
+  // The agent's state machine retries on its own schedule, so gRPC should not: a failed call
+  // fails at once. Reconnect quickly once a restarted scheduler is back.
+  static grpc::ChannelArguments ChannelArgs() {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    return args;
+  }
+
+  GrpcSchedulerClient(std::string address, absl::Duration timeout)
+      : address_(std::move(address)),
+        timeout_(timeout),
+        stub_(api::Scheduler::NewStub(grpc::CreateCustomChannel(
+            address_, grpc::InsecureChannelCredentials(), ChannelArgs()))) {}
+
+  absl::StatusOr<api::PermitResponse> Request(const api::AgentRequest& request) override {
+    return Call("Request", &api::Scheduler::Stub::Request, WithVersion(request));
+  }
+  absl::StatusOr<api::RegisterNodeResponse> RegisterNode(
+      const api::RegisterNodeRequest& request) override {
+    return Call("RegisterNode", &api::Scheduler::Stub::RegisterNode, WithVersion(request));
+  }
+  absl::StatusOr<std::vector<api::MigrationOrder>> GetMigrationOrders(
+      const std::string& node) override {
+    api::MigrationOrdersRequest request;
+    request.set_node(node);
+    absl::StatusOr<api::MigrationOrdersResponse> r =
+        Call("GetMigrationOrders", &api::Scheduler::Stub::GetMigrationOrders, WithVersion(request));
+    if (!r.ok()) return r.status();
+    return std::vector<api::MigrationOrder>(r->orders().begin(), r->orders().end());
+  }
+  absl::Status ReportMigration(const api::MigrationResult& result) override {
+    return Call("ReportMigration", &api::Scheduler::Stub::ReportMigration, WithVersion(result))
+        .status();
+  }
+
+ private:
+  template <typename Req, typename Resp>
+  absl::StatusOr<Resp> Call(const char* method,
+                            grpc::Status (api::Scheduler::Stub::*rpc)(grpc::ClientContext*,
+                                                                      const Req&, Resp*),
+                            const Req& request) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::microseconds(absl::ToInt64Microseconds(timeout_)));
+    Resp response;
+    grpc::Status s = (stub_.get()->*rpc)(&context, request, &response);
+    if (!s.ok()) {
+      return absl::Status(
+          static_cast<absl::StatusCode>(s.error_code()),
+          absl::StrCat("scheduler ", address_, " ", method, ": ", s.error_message()));
+    }
+    return response;
+  }
+
+  const std::string address_;
+  const absl::Duration timeout_;
+  std::unique_ptr<api::Scheduler::Stub> stub_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SchedulerClient>> NewGrpcSchedulerClient(const std::string& address,
+                                                                        absl::Duration timeout) {
+  if (address.empty()) return absl::InvalidArgumentError("scheduler client: empty address");
+  return std::make_unique<GrpcSchedulerClient>(address, timeout);
+}
+
+}  // namespace autoscale::rpc

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The daemon and schedctl as an operator uses them: start the scheduler on a unix socket (short
+# temporary directory), drive every command, read the metrics page, stop it with SIGTERM, start
+# it again on the same data directory and find the same ledger.
+set -euo pipefail
+scheduler=$(realpath "$1")
+schedctl=$(realpath "$2")
+tmp=$(mktemp -d /tmp/schedcli.XXXXXX)
+pid=
+cleanup() {
+  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+start() {
+  rm -f "$tmp/ready"
+  "$scheduler" --data_dir="$tmp/data" --listen="unix:$tmp/s.sock" --metrics_port=0 \
+    --metrics_host=127.0.0.1 --ready_file="$tmp/ready" --recovery_grace=1s 2>>"$tmp/log" &
+  pid=$!
+  for _ in $(seq 100); do [ -f "$tmp/ready" ] && break; sleep 0.1; done
+  [ -f "$tmp/ready" ] || { cat "$tmp/log"; fail "the scheduler did not start"; }
+}
+stop() {
+  kill -TERM "$pid"
+  wait "$pid" || fail "the scheduler exited with $? on SIGTERM"
+  pid=
+}
+ctl() { "$schedctl" --server="unix:$tmp/s.sock" "$@"; }
+expect() {  # text pattern
+  grep -q -- "$2" <<<"$1" || fail "expected $2 in: $1"
+}
+
+start
+expect "$(ctl register --node=n1 --total=4000m/16GiB --agent_address=n1:7000)" '"node":"n1"'
+expect "$(ctl register --node=n2 --total=4000m/16GiB --watermark=0.5)" '"watermarkFraction":0.5'
+expect "$(ctl place --vm=vm1 --min_cu=1 --max_cu=8 --initial=500m/2GiB --node=n1)" '"node":"n1"'
+out=$(ctl request --node=n1 --vm=vm1 --compute_unit=250m/1GiB --resources=1000m/4GiB)
+expect "$out" '"permit":{"milliCpu":"1000","memoryBytes":"4294967296"}'
+expect "$(ctl nodes)" '"reserved":{"milliCpu":"1000","memoryBytes":"4294967296"}'
+expect "$(ctl vms --node=n1)" '"vm":"vm1"'
+expect "$(ctl permits)" '"permits":\[{"vm":"vm1","node":"n1","permit":{"milliCpu":"1000"'
+expect "$(ctl orders --node=n1)" '"protocolVersion":"PROTOCOL_VERSION_1"'
+expect "$(ctl status)" '"recordsAppended"'
+
+# Impossible requests: a clear error on stderr, exit code 1, nothing changes.
+if ctl request --node=n1 --vm=vm1 --compute_unit=250m/1GiB --resources=9000m/4GiB 2>"$tmp/err"; then
+  fail "a request above the bounds was accepted"
+fi
+expect "$(cat "$tmp/err")" 'INVALID_ARGUMENT: .*above the VM'"'"'s bounds'
+if ctl request --node=n1 --vm=ghost --compute_unit=250m/1GiB --resources=250m/1GiB 2>"$tmp/err"; then
+  fail "a request for an unknown VM was accepted"
+fi
+expect "$(cat "$tmp/err")" 'NOT_FOUND'
+set +e
+ctl request --node=n1 2>/dev/null; rc=$?
+set -e
+[ "$rc" = 2 ] || fail "a usage error exited with $rc, not 2"
+
+port=$(sed -n 's/.*"metricsPort": \([0-9]*\).*/\1/p' "$tmp/ready")
+exec 3<>"/dev/tcp/127.0.0.1/$port"
+printf 'GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+metrics=$(cat <&3)
+exec 3<&-
+expect "$metrics" 'autoscaling_plugin_node_cpu_resources_current{node="n1",field="Reserved"} 1'
+expect "$metrics" 'autoscaling_scheduler_requests_total{method="Request",code="INVALID_ARGUMENT"} 1'
+
+stop
+start
+expect "$(ctl permits)" '"permit":{"milliCpu":"1000","memoryBytes":"4294967296"}'
+expect "$(ctl nodes --node=n1)" '"awaitingAgent":true'
+ctl release --vm=vm1 >/dev/null
+expect "$(ctl nodes --node=n1)" '"reserved":{},'
+stop
+echo "scheduler_cli_test: 1 passed, 0 failed"

@@ -1,0 +1,222 @@
+// The scheduler daemon: a durable ledger served over gRPC, with Prometheus metrics.
+//
+//   scheduler --data_dir=/var/lib/scheduler --listen=0.0.0.0:10299 --metrics_port=9100
+//
+// It answers agents' requests, places VMs, checks nodes against their watermark every
+// --balance_interval (the source nodes' agents pick the orders up), snapshots the ledger every
+// --snapshot_every records, and on SIGTERM or SIGINT stops taking calls, lets calls in flight
+// finish, writes a last snapshot and exits 0. If the log cannot be written it exits 1 (a
+// supervisor restarts it; recovery reads what is durable).
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "autoscale/base/init.h"
+#include "autoscale/ledger/file_store.h"
+#include "autoscale/ledger/ledger.h"
+#include "autoscale/ledger/migration_policy.h"
+#include "autoscale/rpc/scheduler_handler.h"
+#include "autoscale/rpc/scheduler_server.h"
+#include "examples/scheduler/text.h"
+#include "glog/logging.h"
+#include "httplib.h"
+
+ABSL_FLAG(std::string, data_dir, "",
+          "Directory of the durable ledger (log and snapshots); created if missing. Required.");
+ABSL_FLAG(std::string, listen, "127.0.0.1:10299",
+          "gRPC address: host:port (port 0 picks one) or unix:/path");
+ABSL_FLAG(int, metrics_port, 9100,
+          "Prometheus metrics on http://<metrics_host>:<port>/metrics; 0 picks a free port, -1 "
+          "turns metrics off");
+ABSL_FLAG(std::string, metrics_host, "0.0.0.0", "Address the metrics server binds");
+ABSL_FLAG(double, watermark, 0.9,
+          "Watermark of nodes that register without one: fraction of the total, (0, 1]");
+ABSL_FLAG(std::string, compute_unit, "250m/1GiB",
+          "Compute unit of placements that name none (<milli-CPU>m/<memory>)");
+ABSL_FLAG(std::string, migration_policy, "oldest_first",
+          "Which VMs leave a node above its watermark: oldest_first or fewest_bytes");
+ABSL_FLAG(absl::Duration, balance_interval, absl::Seconds(1),
+          "How often nodes are checked against their watermark");
+ABSL_FLAG(absl::Duration, recovery_grace, absl::Seconds(30),
+          "After a restart, the longest a node waits for its agents before granting growth");
+ABSL_FLAG(int64_t, snapshot_every, 100000,
+          "Write a snapshot and compact the log after this many records");
+ABSL_FLAG(bool, fsync, true, "fdatasync the log before answering (turn off only to experiment)");
+ABSL_FLAG(std::string, ready_file, "",
+          "Once serving, write {\"grpc\": ADDRESS, \"metricsPort\": PORT} here (for scripts)");
+
+namespace autoscale::scheduler {
+namespace {
+
+absl::Status WriteReadyFile(const std::string& path, const std::string& address, int port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    f << "{\"grpc\": \"" << address << "\", \"metricsPort\": " << port << "}\n";
+    if (!f) return absl::UnavailableError(absl::StrCat("write ", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::UnavailableError(absl::StrCat("rename ", tmp, " to ", path));
+  }
+  return absl::OkStatus();
+}
+
+// A unix socket left by a killed scheduler would make the bind fail.
+void RemoveStaleSocket(const std::string& address) {
+  if (!absl::StartsWith(address, "unix:")) return;
+  const std::string path = address.substr(5);
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
+}
+
+int Run() {
+  const std::string dir = absl::GetFlag(FLAGS_data_dir);
+  if (dir.empty()) {
+    LOG(ERROR) << "--data_dir is required";
+    return 2;
+  }
+  absl::StatusOr<core::Resources> cu =
+      ParseResources(absl::GetFlag(FLAGS_compute_unit), "--compute_unit");
+  if (!cu.ok() || cu->milli_cpu == 0 || cu->memory_bytes == 0) {
+    LOG(ERROR) << (cu.ok() ? "--compute_unit must be > 0 in both resources"
+                           : cu.status().ToString());
+    return 2;
+  }
+  const double watermark = absl::GetFlag(FLAGS_watermark);
+  if (!(watermark > 0 && watermark <= 1)) {
+    LOG(ERROR) << "--watermark must be in (0, 1], got " << watermark;
+    return 2;
+  }
+  std::shared_ptr<const ledger::MigrationPolicy> policy =
+      ledger::NewMigrationPolicy(absl::GetFlag(FLAGS_migration_policy));
+  if (policy == nullptr) {
+    LOG(ERROR) << "--migration_policy must be oldest_first or fewest_bytes, got "
+               << absl::GetFlag(FLAGS_migration_policy);
+    return 2;
+  }
+
+  // Signals are taken by sigtimedwait below; every thread started from here on blocks them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<ledger::FileStore>> store =
+      ledger::FileStore::Open({.dir = dir, .sync = absl::GetFlag(FLAGS_fsync)});
+  if (!store.ok()) {
+    LOG(ERROR) << "opening the ledger: " << store.status();
+    return 1;
+  }
+  absl::StatusOr<std::unique_ptr<ledger::Ledger>> opened =
+      ledger::Ledger::Open({.default_watermark = watermark,
+                            .migration_policy = policy,
+                            .seed = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())),
+                            .recovery_grace = absl::GetFlag(FLAGS_recovery_grace)},
+                           *std::move(store));
+  if (!opened.ok()) {
+    LOG(ERROR) << "recovering the ledger in " << dir << ": " << opened.status();
+    return 1;
+  }
+  std::unique_ptr<ledger::Ledger> ledger = *std::move(opened);
+  rpc::SchedulerHandler handler(*ledger, *cu);
+
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  RemoveStaleSocket(listen);
+  absl::StatusOr<std::unique_ptr<rpc::SchedulerServer>> server =
+      rpc::SchedulerServer::Start(handler, listen);
+  if (!server.ok()) {
+    LOG(ERROR) << server.status();
+    return 1;
+  }
+
+  httplib::Server metrics;
+  std::thread metrics_thread;
+  int metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  if (metrics_port >= 0) {
+    metrics.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
+      res.set_content(RenderMetrics(*ledger, handler), "text/plain; version=0.0.4");
+    });
+    const std::string host = absl::GetFlag(FLAGS_metrics_host);
+    if (metrics_port == 0) {
+      metrics_port = metrics.bind_to_any_port(host.c_str());
+    } else if (!metrics.bind_to_port(host.c_str(), metrics_port)) {
+      metrics_port = -1;
+    }
+    if (metrics_port <= 0) {
+      LOG(ERROR) << "metrics: cannot listen on " << host << ":"
+                 << absl::GetFlag(FLAGS_metrics_port);
+      return 1;
+    }
+    metrics_thread = std::thread([&] { metrics.listen_after_bind(); });
+    LOG(INFO) << "metrics on http://" << host << ":" << metrics_port << "/metrics";
+  }
+  if (const std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
+    if (absl::Status s = WriteReadyFile(ready, (*server)->address(), metrics_port); !s.ok()) {
+      LOG(ERROR) << s;
+      return 1;
+    }
+  }
+
+  int exit_code = 0;
+  const absl::Duration interval = absl::GetFlag(FLAGS_balance_interval);
+  const int64_t snapshot_every = absl::GetFlag(FLAGS_snapshot_every);
+  for (;;) {
+    const timespec wait = absl::ToTimespec(interval);
+    const int sig = sigtimedwait(&signals, nullptr, &wait);
+    if (sig == SIGTERM || sig == SIGINT) {
+      LOG(INFO) << "signal " << sig << ": shutting down";
+      break;
+    }
+    for (const ledger::NodeInfo& n : ledger->ListNodes()) {
+      if ((n.reserved - n.migrating).AnyGreaterThan(n.watermark)) {
+        absl::StatusOr<std::vector<ledger::MigrationOrder>> orders =
+            ledger->MigrationOrders(n.name);
+        if (!orders.ok()) LOG(WARNING) << "balancing node " << n.name << ": " << orders.status();
+      }
+    }
+    const ledger::StoreStats stats = *ledger->store_stats();
+    if (!stats.error.ok()) {
+      LOG(ERROR) << "the ledger's log failed, exiting so a restart recovers: " << stats.error;
+      exit_code = 1;
+      break;
+    }
+    if (stats.records_since_snapshot >= static_cast<uint64_t>(snapshot_every)) {
+      if (absl::Status s = ledger->Snapshot(); !s.ok()) LOG(ERROR) << "snapshot: " << s;
+    }
+  }
+
+  (*server)->Shutdown(absl::Seconds(2));
+  if (metrics_thread.joinable()) {
+    metrics.stop();
+    metrics_thread.join();
+  }
+  if (exit_code == 0) {
+    if (absl::Status s = ledger->Snapshot(); !s.ok()) LOG(ERROR) << "final snapshot: " << s;
+  }
+  server->reset();
+  ledger.reset();
+  LOG(INFO) << "scheduler stopped";
+  return exit_code;
+}
+
+}  // namespace
+}  // namespace autoscale::scheduler
+
+int main(int argc, char** argv) {
+  autoscale::InitProgram(argc, argv,
+                         "Usage: scheduler --data_dir=DIR [--listen=HOST:PORT|unix:PATH] "
+                         "[--metrics_port=N] [--watermark=F] [--compute_unit=250m/1GiB]");
+  return autoscale::scheduler::Run();
+}
