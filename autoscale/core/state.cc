@@ -292,10 +292,16 @@ ActionSet State::NextActions(absl::Time now) const {
 
 // --- inputs ---
 
-void State::RefreshGoal(absl::Time now) {
+void State::RecomputeGoal() {
   goal_ = ComputeGoal(config_.scaling, config_.compute_unit,
                       system_metrics_ ? &*system_metrics_ : nullptr,
                       lfc_metrics_ ? &*lfc_metrics_ : nullptr);
+  // Stale metrics count as missing for shrinking (and for the stabilization history).
+  if (metrics_stale_) goal_.has_all_metrics = false;
+}
+
+void State::RefreshGoal(absl::Time now) {
+  RecomputeGoal();
   const absl::Duration window = config_.scaling.downscale_stabilization_window;
   if (window <= absl::ZeroDuration() || !goal_.has_all_metrics) return;
   while (!goal_history_.empty() && goal_history_.front().at + window <= now) {
@@ -317,9 +323,7 @@ void State::UpdateScalingConfig(const ScalingConfig& scaling) {
   // Do not act on LFC data collected before the LFC signal was switched off and on again.
   if (!scaling.enable_lfc_metrics) lfc_metrics_.reset();
   if (scaling.downscale_stabilization_window <= absl::ZeroDuration()) goal_history_.clear();
-  goal_ = ComputeGoal(config_.scaling, config_.compute_unit,
-                      system_metrics_ ? &*system_metrics_ : nullptr,
-                      lfc_metrics_ ? &*lfc_metrics_ : nullptr);
+  RecomputeGoal();
   Changed();
 }
 
@@ -330,6 +334,7 @@ void State::SetMigrating(bool migrating) {
 
 void State::UpdateSystemMetrics(absl::Time now, const SystemMetrics& metrics) {
   system_metrics_ = metrics;
+  metrics_stale_ = false;
   RefreshGoal(now);
   Changed();
 }
@@ -340,10 +345,17 @@ void State::UpdateLfcMetrics(absl::Time now, const LfcMetrics& metrics) {
   Changed();
 }
 
+void State::MarkMetricsStale() {
+  metrics_stale_ = true;
+  RecomputeGoal();
+  Changed();
+}
+
 void State::ClearMetrics() {
   system_metrics_.reset();
   lfc_metrics_.reset();
-  goal_ = ComputeGoal(config_.scaling, config_.compute_unit, nullptr, nullptr);
+  metrics_stale_ = false;
+  RecomputeGoal();
   Changed();
 }
 

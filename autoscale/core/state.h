@@ -115,9 +115,12 @@ class State {
   void SetMigrating(bool migrating);
   void UpdateSystemMetrics(absl::Time now, const SystemMetrics& metrics);
   void UpdateLfcMetrics(absl::Time now, const LfcMetrics& metrics);
-  // Forget metrics (for example after the metrics source disconnected): no downscale until
-  // fresh metrics arrive.
+  // The metrics source went away: keep the last metrics for growth, but never shrink on them
+  // until fresh metrics arrive (UpdateSystemMetrics).
+  void MarkMetricsStale();
+  // Forget metrics altogether: no downscale until fresh metrics arrive.
   void ClearMetrics();
+  bool metrics_stale() const { return metrics_stale_; }
 
   // --- scheduler ---
   void SchedulerRequestStarted(absl::Time now, Resources target);
@@ -206,6 +209,7 @@ class State {
   // Recomputes the cached goal after metrics or config changed and records it for the
   // stabilization window.
   void RefreshGoal(absl::Time now);
+  void RecomputeGoal();
   void Changed() { ++generation_; }
 
   StateConfig config_;
@@ -214,6 +218,7 @@ class State {
   bool migrating_ = false;
   std::optional<SystemMetrics> system_metrics_;
   std::optional<LfcMetrics> lfc_metrics_;
+  bool metrics_stale_ = false;
   Goal goal_;                            // ComputeGoal of the metrics above
   std::deque<GoalSample> goal_history_;  // within the stabilization window, decreasing goals
   SchedulerSide scheduler_;

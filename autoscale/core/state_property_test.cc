@@ -52,6 +52,10 @@ class Simulation {
           state_->ClearMetrics();
           return "clear metrics";
         }
+        if (Chance(0.1)) {
+          state_->MarkMetricsStale();
+          return "metrics stale";
+        }
         if (Chance(0.2)) {
           state_->SetMigrating(!state_->migrating());
           return "toggle migrating";

@@ -281,6 +281,21 @@ TEST_F(StateTest, NoDownscaleOnMissingMetrics) {
   EXPECT_EQ(t.DesiredResources(now_).resources, Cu(4));
 }
 
+TEST_F(StateTest, StaleMetricsAllowGrowthButNoShrink) {
+  State s = Started(Cu(4));
+  s.UpdateSystemMetrics(now_, Metrics(6));
+  s.MarkMetricsStale();  // the metrics source went away
+  EXPECT_EQ(s.DesiredResources(now_).resources, Cu(6)) << "growth on the last metrics";
+  s.UpdateSystemMetrics(now_, Metrics(1));
+  s.MarkMetricsStale();
+  Desired d = s.DesiredResources(now_);
+  EXPECT_EQ(d.resources, Cu(4)) << "no shrink on stale metrics";
+  EXPECT_EQ(d.decided_by, Signal::kCurrentUsage);
+  s.UpdateSystemMetrics(now_, Metrics(1));
+  EXPECT_FALSE(s.metrics_stale());
+  EXPECT_EQ(s.DesiredResources(now_).resources, Cu(1)) << "fresh metrics again";
+}
+
 TEST_F(StateTest, NoResizeWhileMigrating) {
   State s = Started(Cu(1));
   s.UpdateSystemMetrics(now_, Metrics(4));
