@@ -311,6 +311,9 @@ std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir
       {"-chardev", absl::StrCat("socket,id=serial0,path=", dir, "/serial.sock,server=on,wait=off"),
        "-serial", "chardev:serial0"});
   a.insert(a.end(), {"-qmp", absl::StrCat("unix:", dir, "/qmp.sock,server=on,wait=off")});
+  // A second QMP socket for a controller outside this process (the autoscaling agent): QEMU
+  // serves one client per socket.
+  a.insert(a.end(), {"-qmp", absl::StrCat("unix:", dir, "/agent.qmp.sock,server=on,wait=off")});
   if (s.incoming) {
     a.insert(a.end(), {"-incoming", "defer"});
   } else {
@@ -386,6 +389,7 @@ Vm::~Vm() {
 
 std::string Vm::serial_path() const { return runtime_dir_ + "/serial.sock"; }
 std::string Vm::qmp_path() const { return runtime_dir_ + "/qmp.sock"; }
+std::string Vm::agent_qmp_path() const { return runtime_dir_ + "/agent.qmp.sock"; }
 std::string Vm::log_path() const { return runtime_dir_ + "/qemu.log"; }
 
 absl::Status Vm::ConnectQmp(const StartOptions& options, absl::Time deadline) {

@@ -130,6 +130,9 @@ class Vm {
   // The serial port, a unix socket: the guest's console (neonvm/guest/console.h).
   std::string serial_path() const;
   std::string qmp_path() const;
+  // A second QMP socket, for a controller in another process (the agent); the Vm's own client
+  // holds the first.
+  std::string agent_qmp_path() const;
   // QEMU's stdout and stderr.
   std::string log_path() const;
 

@@ -79,6 +79,7 @@ TEST(QemuCommandLine, DescribesTheSpec) {
       a, {"-chardev", "socket,id=serial0,path=/tmp/neonvm-x/serial.sock,server=on,wait=off",
           "-serial", "chardev:serial0"}));
   EXPECT_TRUE(Contains(a, {"-qmp", "unix:/tmp/neonvm-x/qmp.sock,server=on,wait=off"}));
+  EXPECT_TRUE(Contains(a, {"-qmp", "unix:/tmp/neonvm-x/agent.qmp.sock,server=on,wait=off"}));
   EXPECT_TRUE(Contains(a, {"-S"}));
   EXPECT_FALSE(Contains(a, {"-incoming", "defer"}));
 

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "autoscale/base/status_macros.h"
 #include "glog/logging.h"
@@ -71,36 +72,39 @@ std::string Capabilities(std::initializer_list<std::pair<const char*, bool>> cap
   return out + "]}";
 }
 
-// Replays on `target` the vCPUs added to `source` as devices and its virtio-mem request.
-absl::Status ReplayDevices(Vm& source, Vm& target) {
-  ASSIGN_OR_RETURN(std::string cpus_json, source.qmp().Execute("query-hotpluggable-cpus"));
-  ASSIGN_OR_RETURN(rapidjson::Document cpus, ParseReply(cpus_json, "query-hotpluggable-cpus"));
-  if (!cpus.IsArray()) return absl::InternalError("query-hotpluggable-cpus: not an array");
-  for (const Value& cpu : cpus.GetArray()) {
-    std::string path = StringMember(cpu, "qom-path");
-    const Value& props_value = Member(cpu, "props");
-    if (!absl::StartsWith(path, kPeripheral) || !props_value.IsObject()) continue;
-    std::string props = Compact(props_value);
-    std::string args =
-        absl::StrCat(R"({"driver":)", qmp::JsonQuote(StringMember(cpu, "type")), R"(,"id":)",
-                     qmp::JsonQuote(path.substr(sizeof(kPeripheral) - 1)), ",", props.substr(1));
+absl::Status PostcopyLost(const absl::Status& why) {
+  return absl::Status(why.code(), absl::StrCat(why.message(),
+                                               "; the failure came after the switch to "
+                                               "postcopy, so the source cannot resume"));
+}
+
+absl::Status Replay(const Devices& devices, Vm& target) {
+  for (const std::string& args : devices.cpu_device_add_args) {
     RETURN_IF_ERROR(target.qmp().Execute("device_add", args).status());
   }
-  const launcher::VmSpec& spec = source.spec();
-  if (spec.memory_slots_max > spec.memory_slots_min) {
-    std::string path = absl::StrCat(kPeripheral, launcher::kVirtioMemId);
-    ASSIGN_OR_RETURN(
-        std::string requested,
-        source.qmp().Execute(
-            "qom-get", absl::StrCat(R"({"path":")", path, R"(","property":"requested-size"})")));
+  if (devices.virtio_mem_requested_bytes) {
     RETURN_IF_ERROR(
         target.qmp()
-            .Execute("qom-set",
-                     absl::StrCat(R"({"path":")", path, R"(","property":"requested-size","value":)",
-                                  requested, "}"))
+            .Execute("qom-set", absl::StrCat(R"({"path":")", kPeripheral, launcher::kVirtioMemId,
+                                             R"(","property":"requested-size","value":)",
+                                             *devices.virtio_mem_requested_bytes, "}"))
             .status());
   }
   return absl::OkStatus();
+}
+
+// Makes sure a source whose migration failed runs again (QEMU restarts a source whose precopy
+// failed; make sure of it).
+void ResumeSource(qmp::QmpClient& source) {
+  absl::StatusOr<std::string> reply = source.Execute("query-status");
+  if (!reply.ok()) return;
+  absl::StatusOr<rapidjson::Document> doc = ParseReply(*reply, "query-status");
+  if (!doc.ok()) return;
+  std::string state = StringMember(*doc, "status");
+  if (state == "postmigrate" || state == "paused" || state == "finish-migrate") {
+    absl::Status resumed = source.Execute("cont").status();
+    if (!resumed.ok()) LOG(WARNING) << resumed;
+  }
 }
 
 // Ends a failed migration: the target goes, the source runs as before.
@@ -108,79 +112,104 @@ absl::Status Abandon(Vm& source, Vm& target, bool source_was_running, bool postc
                      const absl::Status& why) {
   absl::Status stopped = target.Stop(absl::Seconds(2));
   if (!stopped.ok()) LOG(WARNING) << stopped;
-  if (postcopy) {
-    return absl::Status(why.code(), absl::StrCat(why.message(),
-                                                 "; the failure came after the switch to "
-                                                 "postcopy, so the source cannot resume"));
-  }
-  if (source_was_running && source.Running()) {
-    absl::StatusOr<std::string> state = RunStatus(source);
-    if (state.ok() && *state != "running") {
-      // QEMU restarts a source whose precopy failed; make sure of it.
-      absl::Status resumed = source.qmp().Execute("cont").status();
-      if (!resumed.ok()) LOG(WARNING) << resumed;
-    }
-  }
+  if (postcopy) return PostcopyLost(why);
+  if (source_was_running && source.Running()) ResumeSource(source.qmp());
   return why;
 }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Vm>> StartTarget(Vm& source) {
-  launcher::VmSpec spec = source.spec();
+absl::StatusOr<Devices> CaptureDevices(qmp::QmpClient& source, const launcher::VmSpec& spec) {
+  Devices devices;
+  ASSIGN_OR_RETURN(std::string cpus_json, source.Execute("query-hotpluggable-cpus"));
+  ASSIGN_OR_RETURN(rapidjson::Document cpus, ParseReply(cpus_json, "query-hotpluggable-cpus"));
+  if (!cpus.IsArray()) return absl::InternalError("query-hotpluggable-cpus: not an array");
+  for (const Value& cpu : cpus.GetArray()) {
+    std::string path = StringMember(cpu, "qom-path");
+    const Value& props_value = Member(cpu, "props");
+    if (!absl::StartsWith(path, kPeripheral) || !props_value.IsObject()) continue;
+    std::string props = Compact(props_value);
+    devices.cpu_device_add_args.push_back(
+        absl::StrCat(R"({"driver":)", qmp::JsonQuote(StringMember(cpu, "type")), R"(,"id":)",
+                     qmp::JsonQuote(path.substr(sizeof(kPeripheral) - 1)), ",", props.substr(1)));
+  }
+  if (spec.memory_slots_max > spec.memory_slots_min) {
+    ASSIGN_OR_RETURN(
+        std::string requested,
+        source.Execute("qom-get", absl::StrCat(R"({"path":")", kPeripheral, launcher::kVirtioMemId,
+                                               R"(","property":"requested-size"})")));
+    int64_t bytes;
+    if (!absl::SimpleAtoi(requested, &bytes) || bytes < 0) {
+      return absl::InternalError("qom-get requested-size: not a size: " + requested);
+    }
+    devices.virtio_mem_requested_bytes = bytes;
+  }
+  return devices;
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> StartIncoming(launcher::VmSpec spec, const Devices& devices) {
   spec.incoming = true;
   // What the source has now is replayed below, not taken from its original spec.
   spec.cpus_use = spec.cpus_min;
   spec.memory_slots_use = spec.memory_slots_min;
-  // Both run on this host at once, so the target cannot have the source's host ports.
+  // Both may run on one host at once, so the target cannot have the source's host ports.
   for (launcher::HostForward& f : spec.host_forwards) f.host_port = 0;
   ASSIGN_OR_RETURN(std::unique_ptr<Vm> target, Vm::Start(spec));
   RETURN_IF_ERROR(Annotate(
-      ReplayDevices(source, *target),
-      absl::StrCat("replaying the devices of VM ", source.name(), " on its migration target")));
+      Replay(devices, *target),
+      absl::StrCat("replaying the devices of VM ", spec.name, " on its migration target")));
   return target;
 }
 
-absl::StatusOr<MigrationStats> Migrate(Vm& source, Vm& target, const MigrationOptions& options) {
-  absl::Time deadline = absl::Now() + options.timeout;
-  const std::string where = absl::StrCat("migrating VM ", source.name(), " (QEMU ", source.pid(),
-                                         " to ", target.pid(), ")");
-  ASSIGN_OR_RETURN(std::string source_state, RunStatus(source));
-  const bool was_running = source_state == "running";
+absl::StatusOr<std::unique_ptr<Vm>> StartTarget(Vm& source) {
+  ASSIGN_OR_RETURN(Devices devices, CaptureDevices(source.qmp(), source.spec()));
+  return StartIncoming(source.spec(), devices);
+}
+
+absl::StatusOr<std::string> Listen(Vm& target, bool allow_postcopy) {
   const std::string uri = absl::StrCat("unix:", target.runtime_dir(), "/migration.sock");
+  RETURN_IF_ERROR(target.qmp()
+                      .Execute("migrate-set-capabilities",
+                               Capabilities({{"events", true}, {"postcopy-ram", allow_postcopy}}))
+                      .status());
+  RETURN_IF_ERROR(
+      target.qmp().Execute("migrate-incoming", absl::StrCat(R"({"uri":")", uri, R"("})")).status());
+  return uri;
+}
+
+absl::StatusOr<MigrationStats> Send(qmp::QmpClient& source, const std::string& uri,
+                                    const MigrationOptions& options) {
+  const absl::Time deadline = absl::Now() + options.timeout;
+  const std::string where = absl::StrCat("migrating ", source.address(), " to ", uri);
   const bool postcopy_allowed = options.allow_postcopy;
   bool postcopy = false;
-
   auto fail = [&](const absl::Status& s) {
-    return Abandon(source, target, was_running, postcopy, Annotate(s, where));
+    absl::Status why = Annotate(s, where);
+    if (postcopy) return PostcopyLost(why);
+    ResumeSource(source);
+    return why;
   };
-  auto step = [&](Vm& vm, const char* command, const std::string& args) {
-    return vm.qmp()
-        .Execute(command, args, std::max(deadline - absl::Now(), absl::Seconds(1)))
+  auto step = [&](const char* command, const std::string& args) {
+    return source.Execute(command, args, std::max(deadline - absl::Now(), absl::Seconds(1)))
         .status();
   };
 
-  absl::Status s = step(target, "migrate-set-capabilities",
-                        Capabilities({{"events", true}, {"postcopy-ram", postcopy_allowed}}));
-  if (s.ok()) s = step(target, "migrate-incoming", absl::StrCat(R"({"uri":")", uri, R"("})"));
-  if (s.ok()) {
-    s = step(source, "migrate-set-capabilities",
-             Capabilities({{"events", true},
-                           {"auto-converge", options.auto_converge},
-                           {"postcopy-ram", postcopy_allowed}}));
-  }
+  absl::Status s =
+      step("migrate-set-capabilities", Capabilities({{"events", true},
+                                                     {"auto-converge", options.auto_converge},
+                                                     {"postcopy-ram", postcopy_allowed}}));
   if (s.ok()) {
     s = step(
-        source, "migrate-set-parameters",
+        "migrate-set-parameters",
         absl::StrCat(R"({"downtime-limit":)", absl::ToInt64Milliseconds(options.downtime_limit),
                      R"(,"max-bandwidth":)", options.max_bandwidth_bytes_per_second, "}"));
   }
-  if (s.ok()) s = step(source, "migrate", absl::StrCat(R"({"uri":")", uri, R"("})"));
+  if (s.ok()) s = step("migrate", absl::StrCat(R"({"uri":")", uri, R"("})"));
   if (!s.ok()) return fail(s);
 
   rapidjson::Document info;
   while (true) {
-    absl::StatusOr<std::string> reply = source.qmp().Execute("query-migrate");
+    absl::StatusOr<std::string> reply = source.Execute("query-migrate");
     if (!reply.ok()) return fail(reply.status());
     absl::StatusOr<rapidjson::Document> parsed = ParseReply(*reply, "query-migrate");
     if (!parsed.ok()) return fail(parsed.status());
@@ -193,35 +222,28 @@ absl::StatusOr<MigrationStats> Migrate(Vm& source, Vm& target, const MigrationOp
           absl::StrCat("QEMU reports the migration ", status, desc.empty() ? "" : ": ", desc)));
     }
     if (absl::Now() >= deadline) {
-      // Cancel and wait (briefly) for QEMU to let go of the source.
-      source.qmp().Execute("migrate_cancel").status().IgnoreError();
+      // Cancel and wait (briefly) for QEMU to let go of the source: until the migration is over,
+      // QEMU refuses device changes.
+      source.Execute("migrate_cancel").status().IgnoreError();
+      for (absl::Time until = absl::Now() + absl::Seconds(5); absl::Now() < until;) {
+        absl::StatusOr<std::string> r = source.Execute("query-migrate");
+        if (!r.ok()) break;
+        absl::StatusOr<rapidjson::Document> d = ParseReply(*r, "query-migrate");
+        if (!d.ok()) break;
+        std::string now = StringMember(*d, "status");
+        if (now != "cancelling" && now != "active" && now != "setup") break;
+        absl::SleepFor(options.poll_interval);
+      }
       return fail(absl::DeadlineExceededError(absl::StrCat(
           "not finished after ", absl::FormatDuration(options.timeout), " (", status, ", ",
           IntMember(Member(info, "ram"), "remaining"), " bytes left); cancelled")));
     }
     if (postcopy_allowed && !postcopy && status == "active" &&
         IntMember(Member(info, "ram"), "dirty-sync-count") >= options.postcopy_after_passes) {
-      absl::Status switched = step(source, "migrate-start-postcopy", "");
+      absl::Status switched = step("migrate-start-postcopy", "");
       if (!switched.ok()) return fail(switched);
       postcopy = true;
       VLOG(1) << where << ": switched to postcopy";
-    }
-    absl::SleepFor(options.poll_interval);
-  }
-
-  // The source has sent everything; the target is running once it has loaded it.
-  while (true) {
-    absl::StatusOr<std::string> state = RunStatus(target);
-    if (!state.ok()) return fail(state.status());
-    if (*state != "inmigrate") {
-      if (was_running && *state != "running") {
-        return fail(absl::InternalError(
-            absl::StrCat("the target ended in state ", *state, " instead of running")));
-      }
-      break;
-    }
-    if (absl::Now() >= deadline) {
-      return fail(absl::DeadlineExceededError("the target did not start in time"));
     }
     absl::SleepFor(options.poll_interval);
   }
@@ -235,7 +257,47 @@ absl::StatusOr<MigrationStats> Migrate(Vm& source, Vm& target, const MigrationOp
   stats.ram_bytes = IntMember(ram, "total");
   stats.passes = IntMember(ram, "dirty-sync-count");
   stats.postcopy = postcopy;
+  return stats;
+}
 
+absl::Status AwaitIncoming(Vm& target, bool expect_running, absl::Duration timeout) {
+  // The source has sent everything; the target is running once it has loaded it.
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    ASSIGN_OR_RETURN(std::string state, RunStatus(target));
+    if (state != "inmigrate") {
+      if (expect_running && state != "running") {
+        return absl::InternalError(absl::StrCat("the migration target of VM ", target.name(),
+                                                " ended in state ", state, " instead of running"));
+      }
+      return absl::OkStatus();
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("the migration target of VM ", target.name(), " did not start in time"));
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+}
+
+absl::StatusOr<MigrationStats> Migrate(Vm& source, Vm& target, const MigrationOptions& options) {
+  const absl::Time deadline = absl::Now() + options.timeout;
+  const std::string where = absl::StrCat("migrating VM ", source.name(), " (QEMU ", source.pid(),
+                                         " to ", target.pid(), ")");
+  ASSIGN_OR_RETURN(std::string source_state, RunStatus(source));
+  const bool was_running = source_state == "running";
+  absl::StatusOr<std::string> uri = Listen(target, options.allow_postcopy);
+  if (!uri.ok()) return Abandon(source, target, was_running, false, Annotate(uri.status(), where));
+  absl::StatusOr<MigrationStats> stats = Send(source.qmp(), *uri, options);
+  if (!stats.ok()) {
+    // Send resumed the source already (unless postcopy lost it); the target goes.
+    absl::Status stopped = target.Stop(absl::Seconds(2));
+    if (!stopped.ok()) LOG(WARNING) << stopped;
+    return stats.status();
+  }
+  absl::Status started =
+      AwaitIncoming(target, was_running, std::max(deadline - absl::Now(), absl::Seconds(1)));
+  if (!started.ok()) return Abandon(source, target, was_running, stats->postcopy, started);
   absl::Status stopped = source.Stop();
   if (!stopped.ok()) LOG(WARNING) << where << ": stopping the source: " << stopped;
   return stats;

@@ -18,10 +18,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "neonvm/launcher/vm.h"
+#include "neonvm/qmp/qmp_client.h"
 
 namespace autoscale::neonvm::migration {
 
@@ -58,9 +62,38 @@ struct MigrationStats {
   bool postcopy = false;
 };
 
-// Starts a migration target for `source`: QEMU from the same spec as an incoming VM, with the
-// vCPUs plugged into `source` and its virtio-mem requested size replayed, waiting for Migrate.
+// What a migration target must have before the state arrives: the vCPUs added to the source as
+// devices (their device_add arguments, JSON) and the virtio-mem device's requested size.
+struct Devices {
+  std::vector<std::string> cpu_device_add_args;
+  std::optional<int64_t> virtio_mem_requested_bytes;
+};
+
+// Reads the source's devices through its QMP connection (any client: the agent's socket too).
+absl::StatusOr<Devices> CaptureDevices(qmp::QmpClient& source, const launcher::VmSpec& spec);
+
+// Starts QEMU from `spec` as an incoming VM (-incoming defer) with `devices` replayed. It may run
+// in another process than the source (the target node's agent): only the spec and the devices
+// travel.
+absl::StatusOr<std::unique_ptr<launcher::Vm>> StartIncoming(launcher::VmSpec spec,
+                                                            const Devices& devices);
+
+// StartIncoming for `source`, in this process.
 absl::StatusOr<std::unique_ptr<launcher::Vm>> StartTarget(launcher::Vm& source);
+
+// Makes `target` (from StartIncoming) accept the migration; returns the URI the source sends to.
+absl::StatusOr<std::string> Listen(launcher::Vm& target, bool allow_postcopy);
+
+// Sends the VM behind `source` (a QMP connection to the source QEMU) to `uri` and follows the
+// progress until QEMU reports completion. On success the source is paused for good ("quit" it);
+// on failure it runs again (unless a switch to postcopy lost it), and the target should be
+// stopped by whoever owns it.
+absl::StatusOr<MigrationStats> Send(qmp::QmpClient& source, const std::string& uri,
+                                    const MigrationOptions& options = {});
+
+// Waits until `target` has loaded the state and left "inmigrate"; with `expect_running`, it must
+// then run.
+absl::Status AwaitIncoming(launcher::Vm& target, bool expect_running, absl::Duration timeout);
 
 // Migrates `source` into `target` (from StartTarget). On success `source` has been stopped and
 // reaped, and `target` runs (or stays paused, if `source` was paused). On failure (QEMU reports

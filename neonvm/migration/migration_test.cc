@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "neonvm/hotplug/resizer.h"
+#include "neonvm/qmp/qmp_client.h"
 #include "neonvm/testing/testing.h"
 
 namespace autoscale::neonvm::migration {
@@ -129,6 +130,39 @@ TEST(Migration, CancelsAtItsTimeoutAndKeepsTheSource) {
   auto retry = LiveMigrate(*source);
   ASSERT_TRUE(retry.ok()) << retry.status();
   EXPECT_EQ(hotplug::Resizer(retry->vm->qmp(), retry->vm->spec(), NoGuest()).Current()->cpus, 2);
+}
+
+// The way two agents migrate: the source is reached through its second QMP socket (its owner
+// keeps the first), only the spec and the devices travel to the side that starts the target,
+// and the source is quit once the target runs.
+TEST(Migration, ThroughTheAgentSocketWithTheTargetStartedApart) {
+  NEONVM_REQUIRE_QEMU();
+  std::unique_ptr<Vm> source = StartVm("mig-split");
+  ASSERT_NE(source, nullptr);
+  ASSERT_TRUE(source->Resume().ok());
+  hotplug::Resizer resizer(source->qmp(), source->spec(), NoGuest());
+  ASSERT_TRUE(resizer.Resize({2, 256 * kMiB}).ok());
+
+  auto agent = qmp::QmpClient::Connect("unix:" + source->agent_qmp_path());
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  auto devices = CaptureDevices(**agent, source->spec());
+  ASSERT_TRUE(devices.ok()) << devices.status();
+  EXPECT_EQ(devices->cpu_device_add_args.size(), 1u);
+  ASSERT_TRUE(devices->virtio_mem_requested_bytes.has_value());
+
+  auto target = StartIncoming(source->spec(), *devices);
+  ASSERT_TRUE(target.ok()) << target.status();
+  auto uri = Listen(**target, /*allow_postcopy=*/false);
+  ASSERT_TRUE(uri.ok()) << uri.status();
+  auto stats = Send(**agent, *uri);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  ASSERT_TRUE(AwaitIncoming(**target, /*expect_running=*/true, absl::Seconds(10)).ok());
+  EXPECT_TRUE(absl::StrContains(Status(**target), R"("status":"running")")) << Status(**target);
+  EXPECT_EQ(hotplug::Resizer((*target)->qmp(), (*target)->spec(), NoGuest()).Current()->cpus, 2);
+  // The source's owner sees it exit once the agent quits it.
+  (void)(*agent)->Execute("quit");
+  for (int i = 0; i < 100 && source->Running(); ++i) absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_FALSE(source->Running());
 }
 
 }  // namespace
