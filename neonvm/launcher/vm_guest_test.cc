@@ -88,5 +88,26 @@ TEST(VmGuest, GuestPanicEndsQemu) {
   EXPECT_EQ(booted->vm->ExitDescription(), "exited with status 0");
 }
 
+// The boot script's jobs end (and are reparented to init when the script ends first): the guest
+// stays up. With an interactive shell as PID 1, the first such exit ended init and panicked.
+TEST(VmGuest, BootScriptJobsThatEndLeaveTheGuestUp) {
+  NEONVM_REQUIRE_GUEST();
+  testing::TempDir dir;
+  auto base = guest::FindGuestImage();
+  ASSERT_TRUE(base.ok()) << base.status();
+  auto image = guest::AddFiles(*base, {}, "sleep 1 &\n", dir.path() + "/initrd");
+  ASSERT_TRUE(image.ok()) << image.status();
+  auto spec = testing::GuestSpec("orphans");
+  ASSERT_TRUE(spec.ok());
+  spec->initrd = image->initrd;
+  auto booted = testing::Boot(*spec);
+  ASSERT_TRUE(booted.ok()) << booted.status();
+  absl::SleepFor(absl::Seconds(2));  // the orphaned sleep has ended
+  auto out = booted->console->Run("echo still-here");
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, "still-here");
+  EXPECT_TRUE(booted->vm->Running());
+}
+
 }  // namespace
 }  // namespace autoscale::neonvm::launcher
