@@ -64,7 +64,8 @@ absl::StatusOr<MonitorOptions> OptionsFromProto(const api::MonitorConfig& c) {
 }
 
 int64_t ThresholdBytes(int64_t memory_bytes, const MonitorOptions& o) {
-  int64_t usable = std::max<int64_t>(0, memory_bytes - o.system_reserve_bytes);
+  int64_t usable =
+      std::max<int64_t>(0, memory_bytes - o.kernel_overhead_bytes - o.system_reserve_bytes);
   return static_cast<int64_t>(std::floor(static_cast<double>(usable) * o.threshold_fraction));
 }
 
@@ -126,7 +127,10 @@ bool Monitor::RecordAndCheck(const cgroup::MemoryStat& stat, bool instant) {
       overhead_bytes_ = std::max<int64_t>(0, stat.usage_bytes - stat.anon_bytes);
     }
     last_file_bytes_ = stat.file_bytes;
-    absl::Status armed = Arm(/*force=*/false);
+    // After an event that was not anon reaching the threshold, re-arm exactly: a level left
+    // within the slack below where anon reaches the threshold would never fire again.
+    const bool exact = instant && anon < threshold_bytes_;
+    absl::Status armed = Arm(/*force=*/exact);
     if (!armed.ok()) {
       LOG_EVERY_N(WARNING, 10) << "monitor: " << armed;
     }
@@ -163,6 +167,8 @@ void Monitor::Sample() {
 }
 
 void Monitor::OnMemoryEvent(const cgroup::MemoryEvent& event) {
+  VLOG(1) << "monitor: " << cgroup::MemoryEventKindName(event.kind) << ", usage "
+          << MiB(event.usage_bytes);
   if (event.kind == cgroup::MemoryEvent::Kind::kUsageBelow) return;
   int64_t usage = event.usage_bytes, threshold;
   bool upscale = false;

@@ -40,6 +40,10 @@ struct MonitorOptions {
   double threshold_fraction = 0.85;
   // Memory kept for the kernel and system services: not usable.
   int64_t system_reserve_bytes = 100 << 20;
+  // Memory of the VM that its kernel keeps for itself and never shows in MemTotal (the VM's
+  // nominal size minus MemTotal, measured at start): not usable either. The reference leaves it
+  // out, which puts a small VM's threshold above what its guest can ever hold.
+  int64_t kernel_overhead_bytes = 0;
   // A downscale must leave the new threshold this far above the average usage.
   int64_t downscale_headroom_bytes = 100 << 20;
   // At most one upscale request per this interval.
@@ -59,7 +63,8 @@ struct MonitorOptions {
 // Defaults overridden by the fields set in `config`, validated (errors name the field).
 absl::StatusOr<MonitorOptions> OptionsFromProto(const api::MonitorConfig& config);
 
-// The threshold for a VM with `memory_bytes`; 0 if all of it is reserved.
+// The threshold for a VM with `memory_bytes`: (memory - kernel overhead - system reserve) times
+// the fraction; 0 if nothing is left.
 int64_t ThresholdBytes(int64_t memory_bytes, const MonitorOptions& options);
 
 class Monitor {

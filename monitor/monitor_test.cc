@@ -56,6 +56,10 @@ TEST_F(MonitorTest, ThresholdIsTheReferenceFormula) {
   // 0.85 of (memory - 100 MiB).
   EXPECT_EQ(ThresholdBytes(kGiB, MonitorOptions{}), static_cast<int64_t>(0.85 * (924 * kMiB)));
   EXPECT_EQ(ThresholdBytes(50 * kMiB, MonitorOptions{}), 0);
+  // A guest that shows only 156 MiB of a 256 MiB VM.
+  MonitorOptions guest;
+  guest.kernel_overhead_bytes = 100 * kMiB;
+  EXPECT_EQ(ThresholdBytes(256 * kMiB, guest), static_cast<int64_t>(0.85 * (56 * kMiB)));
 }
 
 TEST_F(MonitorTest, StartSizesTheLfcAndArmsTheThreshold) {
@@ -119,6 +123,22 @@ TEST_F(MonitorTest, EventBeforeTheFaultIsMappedCountsTheCharge) {
   monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kUsageAbove, t + kMiB});
   ASSERT_EQ(upscales_.size(), 1u) << "the charge minus the known overhead reached the threshold";
   EXPECT_EQ(upscales_[0], t);
+}
+
+TEST_F(MonitorTest, AnEventBelowTheThresholdReArmsExactly) {
+  ASSERT_TRUE(monitor_.Start(kGiB).ok());
+  const int64_t t = monitor_.threshold_bytes();
+  stat_ = {.anon_bytes = 100 * kMiB, .file_bytes = 0, .usage_bytes = 103 * kMiB};
+  monitor_.Sample();  // armed at t + 3 MiB
+  stat_ = {.anon_bytes = 100 * kMiB, .file_bytes = 0, .usage_bytes = 104 * kMiB};
+  monitor_.Sample();  // 4 MiB of overhead now: within the slack, not re-armed
+  EXPECT_EQ(monitor_.watch_level_bytes(), t + 3 * kMiB);
+  // The charge reaches the old level while anon is still below the threshold: re-arm where anon
+  // will reach it, or the watcher never fires again.
+  stat_ = {.anon_bytes = t - kMiB, .file_bytes = 0, .usage_bytes = t + 3 * kMiB};
+  monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kUsageAbove, t + 3 * kMiB});
+  EXPECT_TRUE(upscales_.empty());
+  EXPECT_EQ(monitor_.watch_level_bytes(), t + 4 * kMiB);
 }
 
 TEST_F(MonitorTest, PageCacheGrowthAtAnEventIsNotMistakenForAnon) {

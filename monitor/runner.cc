@@ -87,7 +87,8 @@ absl::StatusOr<std::unique_ptr<Runner>> Runner::Start(
   runner->ScheduleSample(absl::ZeroDuration());
   runner->thread_ = std::thread([r] { r->loop_->Run(); });
   LOG(INFO) << "monitor: watching " << runner->Describe() << ", memory "
-            << options.memory_bytes / (1 << 20) << " MiB, threshold "
+            << options.memory_bytes / (1 << 20) << " MiB (kernel overhead "
+            << options.monitor.kernel_overhead_bytes / (1 << 20) << " MiB), threshold "
             << runner->monitor_->threshold_bytes() / (1 << 20) << " MiB";
   return runner;
 }

@@ -421,9 +421,10 @@ void State::VmResizeSucceeded(absl::Time, Resources reached) {
   Changed();
 }
 
-void State::VmResizeFailed(absl::Time now) {
+void State::VmResizeFailed(absl::Time now, std::optional<Resources> now_at) {
   vm_.ongoing.reset();
   vm_.last_failure = now;
+  if (now_at) current_ = *now_at;
   Changed();
 }
 

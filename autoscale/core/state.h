@@ -134,7 +134,8 @@ class State {
   void VmResizeStarted(absl::Time now, Resources target);
   // `reached` is the size the VM has after the resize (it may fall short of the target).
   void VmResizeSucceeded(absl::Time now, Resources reached);
-  void VmResizeFailed(absl::Time now);
+  // `now_at`, if known, is where the failed resize left the VM (it may have moved part of the way).
+  void VmResizeFailed(absl::Time now, std::optional<Resources> now_at = std::nullopt);
 
   // --- monitor ---
   // A monitor connection came up (the monitor is assumed to be set for the current size) or

@@ -167,7 +167,10 @@ class Simulation {
     }
     if (auto r = s.vm_resize_in_flight(); r && Chance(0.5)) {
       if (Chance(0.2)) {
-        s.VmResizeFailed(now_);
+        // Part of the way, or nowhere.
+        Resources at = s.current();
+        if (Chance(0.5)) at.memory_bytes = (s.current().memory_bytes + r->memory_bytes) / 2;
+        s.VmResizeFailed(now_, at);
         return "resize failed";
       }
       // Sometimes memory does not all come or go: the VM stops between old and target.

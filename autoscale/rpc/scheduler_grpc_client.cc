@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "autoscale/api/scheduler.grpc.pb.h"
+#include "autoscale/rpc/grpc_status.h"
 #include "grpcpp/grpcpp.h"
 
 namespace autoscale::rpc {
@@ -60,11 +61,7 @@ class GrpcSchedulerClient : public SchedulerClient {
                          std::chrono::microseconds(absl::ToInt64Microseconds(timeout_)));
     Resp response;
     grpc::Status s = (stub_.get()->*rpc)(&context, request, &response);
-    if (!s.ok()) {
-      return absl::Status(
-          static_cast<absl::StatusCode>(s.error_code()),
-          absl::StrCat("scheduler ", address_, " ", method, ": ", s.error_message()));
-    }
+    if (!s.ok()) return FromGrpc(s, absl::StrCat("scheduler ", address_, " ", method));
     return response;
   }
 

@@ -6,16 +6,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "autoscale/api/scheduler.grpc.pb.h"
+#include "autoscale/rpc/grpc_status.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
 
 namespace autoscale::rpc {
 namespace {
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
 
 template <typename T>
 grpc::Status Reply(absl::StatusOr<T> result, T* response) {

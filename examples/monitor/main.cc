@@ -4,11 +4,15 @@
 //
 //   monitor --listen=0.0.0.0:10301 --cgroup=/sys/fs/cgroup/memory/postgres
 //           --lfc_resizer=postgres --postgres_conninfo='host=/run/postgresql dbname=postgres'
+#include <algorithm>
 #include <csignal>
+#include <cstdio>
+#include <fstream>
 #include <memory>
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "autoscale/base/init.h"
@@ -35,7 +39,8 @@ ABSL_FLAG(std::string, psi_file, "",
           "For --watch=psi: the memory.pressure file (default: the "
           "cgroup's; /proc/pressure/memory for the whole VM).");
 ABSL_FLAG(int64_t, memory_bytes, 0,
-          "The VM's memory at start (default: MemTotal of /proc/meminfo).");
+          "The VM's memory at start (default: MemTotal of /proc/meminfo). What MemTotal lacks of "
+          "it is taken as the kernel's own and left out of the threshold.");
 ABSL_FLAG(std::string, config, "",
           "A MonitorConfig (autoscale/api/config.proto) as .json or .textproto: threshold "
           "fraction, reserve, headroom, sampling. Flags below override it.");
@@ -48,7 +53,9 @@ ABSL_FLAG(absl::Duration, sample_interval, absl::ZeroDuration(),
 ABSL_FLAG(absl::Duration, metrics_interval, absl::Seconds(1),
           "How often metrics are sent to the connected agent.");
 ABSL_FLAG(std::string, lfc_resizer, "none",
-          "How the Local File Cache is resized: none, or postgres (ALTER SYSTEM over libpq).");
+          "How the Local File Cache is resized: none; postgres (ALTER SYSTEM over libpq); or "
+          "file:PATH (the size in bytes is written to PATH, with a log line: for embedders and "
+          "tests).");
 ABSL_FLAG(std::string, postgres_conninfo, "",
           "For --lfc_resizer=postgres: the libpq connection string.");
 ABSL_FLAG(std::string, postgres_setting, "neon.file_cache_size_limit",
@@ -87,13 +94,27 @@ absl::StatusOr<std::string> CgroupDir() {
 absl::StatusOr<std::unique_ptr<lfc::Resizer>> MakeResizer() {
   const std::string kind = absl::GetFlag(FLAGS_lfc_resizer);
   if (kind == "none") return std::make_unique<lfc::NoopResizer>();
+  if (absl::StartsWith(kind, "file:")) {
+    const std::string path = kind.substr(5);
+    return std::unique_ptr<lfc::Resizer>(new lfc::CallbackResizer([path](uint64_t bytes) {
+      std::ofstream out(path + ".tmp");
+      out << bytes << "\n";
+      out.close();
+      if (!out || std::rename((path + ".tmp").c_str(), path.c_str()) != 0) {
+        return absl::UnavailableError(absl::StrCat("lfc file resizer: cannot write ", path));
+      }
+      LOG(INFO) << "monitor: LFC size set to " << (bytes >> 20) << " MiB";
+      return absl::OkStatus();
+    }));
+  }
   if (kind == "postgres") {
     ASSIGN_OR_RETURN(auto resizer, lfc::PostgresResizer::Create(
                                        {.conninfo = absl::GetFlag(FLAGS_postgres_conninfo),
                                         .setting = absl::GetFlag(FLAGS_postgres_setting)}));
     return std::unique_ptr<lfc::Resizer>(std::move(resizer));
   }
-  return absl::InvalidArgumentError("--lfc_resizer must be none or postgres, got " + kind);
+  return absl::InvalidArgumentError("--lfc_resizer must be none, postgres or file:PATH, got " +
+                                    kind);
 }
 
 absl::Status Run() {
@@ -116,11 +137,13 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(options.watch, monitor::ParseWatchMode(absl::GetFlag(FLAGS_watch)));
   options.psi_file = absl::GetFlag(FLAGS_psi_file);
   monitor::MetricsReader metrics;
+  ASSIGN_OR_RETURN(monitor::MemInfo mem, metrics.ReadMemInfo());
   options.memory_bytes = absl::GetFlag(FLAGS_memory_bytes);
-  if (options.memory_bytes <= 0) {
-    ASSIGN_OR_RETURN(monitor::MemInfo mem, metrics.ReadMemInfo());
-    options.memory_bytes = mem.total_bytes;
-  }
+  if (options.memory_bytes <= 0) options.memory_bytes = mem.total_bytes;
+  // In a VM, the kernel keeps part of the VM's memory out of MemTotal; on a larger host there is
+  // nothing to take off.
+  options.monitor.kernel_overhead_bytes =
+      std::max<int64_t>(0, options.memory_bytes - mem.total_bytes);
   ASSIGN_OR_RETURN(std::unique_ptr<lfc::Resizer> resizer, MakeResizer());
 
   std::atomic<rpc::MonitorService*> service{nullptr};

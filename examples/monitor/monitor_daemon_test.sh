@@ -15,10 +15,11 @@ grep -q "unknown watch mode 'sideways'" "$tmp/log" || fail "bad --watch message"
 grep -q "no-such-group" "$tmp/log" || fail "missing cgroup message does not name it"
 
 "$bin" --lfc_resizer=magic --memory_bytes=1073741824 >"$tmp/log" 2>&1 && fail "bad resizer accepted"
-grep -q "lfc_resizer must be none or postgres" "$tmp/log" || fail "bad resizer message"
+grep -q "lfc_resizer must be none, postgres or file:PATH" "$tmp/log" || fail "bad resizer message"
 
 # Its own memory cgroup (v1 here), sampling and the v1 watcher, on a unix socket.
-"$bin" --listen="unix:$tmp/monitor.sock" --memory_bytes=1073741824 >"$tmp/log" 2>&1 &
+"$bin" --listen="unix:$tmp/monitor.sock" --memory_bytes=1073741824 \
+  --lfc_resizer="file:$tmp/lfc" >"$tmp/log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
   grep -q "listening on" "$tmp/log" && break
@@ -28,6 +29,8 @@ done
 grep -q "listening on unix:" "$tmp/log" || fail "no 'listening' line"
 grep -q "watching cgroup v1 usage threshold" "$tmp/log" || echo "note: not on cgroup v1: $(grep watching "$tmp/log")"
 [ -S "$tmp/monitor.sock" ] || fail "no socket"
+# The LFC is sized for 1 GiB at start: min(0.75 GiB, (1024 - 640) MiB / 1.1) = 349 MiB.
+[ "$(cat "$tmp/lfc")" = $((349 << 20)) ] || fail "LFC size file: $(cat "$tmp/lfc" 2>&1)"
 kill -TERM $pid
 for _ in $(seq 50); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
 kill -0 $pid 2>/dev/null && fail "still running 5s after SIGTERM"

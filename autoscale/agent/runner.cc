@@ -1,0 +1,426 @@
+#include "autoscale/agent/runner.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "autoscale/core/config.h"
+#include "glog/logging.h"
+
+namespace autoscale::agent {
+namespace {
+
+using core::Resources;
+
+// The longest the loop sleeps without a timer: it also refreshes the metrics.
+constexpr absl::Duration kMaxSleep = absl::Seconds(1);
+
+core::SystemMetrics SystemFromProto(const api::Metrics& m) {
+  return {m.load_avg_1m(), m.load_avg_5m(), static_cast<double>(m.memory_usage_bytes()),
+          static_cast<double>(m.memory_cached_bytes())};
+}
+
+double Cu(const Resources& r, const Resources& cu) {
+  return std::max(static_cast<double>(r.milli_cpu) / cu.milli_cpu,
+                  static_cast<double>(r.memory_bytes) / cu.memory_bytes);
+}
+
+}  // namespace
+
+Runner::Runner(RunnerOptions options, std::unique_ptr<VmDriver> driver,
+               rpc::SchedulerClient& scheduler, MonitorConnector connect_monitor, EventLog& events,
+               Metrics& metrics, Clock& clock)
+    : options_(std::move(options)),
+      driver_(std::move(driver)),
+      scheduler_(scheduler),
+      connect_monitor_(std::move(connect_monitor)),
+      events_(events),
+      metrics_(metrics),
+      clock_(clock) {}
+
+Runner::~Runner() { Stop(); }
+
+absl::Status Runner::Start() {
+  absl::StatusOr<Resources> current = driver_->Current();
+  if (!current.ok()) {
+    return absl::Status(current.status().code(),
+                        absl::StrCat("VM ", options_.vm, ": ", current.status().message()));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    state_.emplace(options_.state, *current, options_.bounds);
+  }
+  Event("start", absl::StrCat("managing the VM at ", current->ToString(), ", bounds ",
+                              options_.bounds.min_cu, "..", options_.bounds.max_cu, " CU"));
+  threads_.emplace_back([this] { Loop(); });
+  threads_.emplace_back([this] { SchedulerExecutor(); });
+  threads_.emplace_back([this] { VmExecutor(); });
+  threads_.emplace_back([this] { MonitorExecutor(); });
+  if (!options_.monitor_address.empty()) threads_.emplace_back([this] { MonitorConnection(); });
+  return absl::OkStatus();
+}
+
+void Runner::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+  std::shared_ptr<rpc::MonitorClient> monitor;
+  {
+    absl::MutexLock lock(&mu_);
+    monitor = std::move(monitor_);
+  }
+  monitor.reset();  // outside the lock: its reader thread may be waiting for it
+}
+
+bool Runner::ChangedSince(uint64_t generation) const {
+  return stopping_ || state_->generation() != generation;
+}
+
+void Runner::Event(const std::string& kind, const std::string& text) {
+  events_.Add(clock_.Now(), options_.vm, kind, text);
+}
+
+void Runner::Loop() {
+  mu_.Lock();
+  while (!stopping_) {
+    const core::ActionSet a = state_->NextActions(clock_.Now());
+    if (a.scheduler_request) scheduler_work_ = {a.id, *a.scheduler_request};
+    if (a.vm_resize) vm_work_ = {a.id, *a.vm_resize};
+    if (a.monitor_upscale) monitor_work_ = {a.id, {true, a.monitor_upscale->target}};
+    if (a.monitor_downscale) monitor_work_ = {a.id, {false, a.monitor_downscale->target}};
+    PublishMetrics();
+    const uint64_t generation = state_->generation();
+    absl::Duration sleep = std::min(a.wait.value_or(kMaxSleep), kMaxSleep);
+    auto changed = [this, generation]()
+                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return ChangedSince(generation); };
+    mu_.AwaitWithTimeout(absl::Condition(&changed), std::max(sleep, absl::Milliseconds(1)));
+  }
+  mu_.Unlock();
+}
+
+void Runner::PublishMetrics() {
+  const core::Desired d = state_->DesiredResources(clock_.Now());
+  const Resources& cu = options_.state.compute_unit;
+  const Metrics::Labels vm = Vm();
+  metrics_.Set("autoscaling_vm_desired_cu", vm, Cu(d.resources, cu));
+  metrics_.Set("autoscaling_vm_goal_cu", vm, d.goal.goal_cu);
+  auto part = [&](const char* component, const std::optional<double>& v) {
+    Metrics::Labels l = vm;
+    l.push_back({"component", component});
+    metrics_.Set("autoscaling_vm_goal_part_cu", l, v.value_or(0));
+  };
+  part("cpu", d.goal.cpu_cu);
+  part("mem", d.goal.memory_cu);
+  part("mem_total", d.goal.memory_total_cu);
+  part("lfc", d.goal.lfc_cu);
+  const Resources current = state_->current();
+  metrics_.Set("autoscaling_vm_cpu_milli", {{"vm", options_.vm}, {"value", "current"}},
+               current.milli_cpu);
+  metrics_.Set("autoscaling_vm_memory_bytes", {{"vm", options_.vm}, {"value", "current"}},
+               current.memory_bytes);
+  if (auto p = state_->permit()) {
+    metrics_.Set("autoscaling_vm_cpu_milli", {{"vm", options_.vm}, {"value", "permit"}},
+                 p->milli_cpu);
+    metrics_.Set("autoscaling_vm_memory_bytes", {{"vm", options_.vm}, {"value", "permit"}},
+                 p->memory_bytes);
+  }
+}
+
+void Runner::SchedulerExecutor() {
+  const Resources& cu = options_.state.compute_unit;
+  while (true) {
+    api::AgentRequest request;
+    core::SchedulerRequest work;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || scheduler_work_.has_value();
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (stopping_) return;
+      auto [id, w] = *std::exchange(scheduler_work_, std::nullopt);
+      if (id != state_->generation()) continue;  // stale advice; the loop computes fresh
+      work = w;
+      state_->SchedulerRequestStarted(clock_.Now(), work.target);
+    }
+    request.set_node(options_.node);
+    request.set_vm(options_.vm);
+    request.mutable_compute_unit()->set_milli_cpu(cu.milli_cpu);
+    request.mutable_compute_unit()->set_memory_bytes(cu.memory_bytes);
+    *request.mutable_resources() = core::ToProto(work.target);
+    if (work.last_permit) *request.mutable_last_permit() = core::ToProto(*work.last_permit);
+    if (work.metrics) {
+      request.mutable_metrics()->set_load_avg_1m(work.metrics->load_avg_1m);
+      request.mutable_metrics()->set_load_avg_5m(work.metrics->load_avg_5m);
+      request.mutable_metrics()->set_memory_usage_bytes(
+          static_cast<int64_t>(work.metrics->memory_usage_bytes));
+    }
+    const absl::Time start = clock_.Now();
+    absl::StatusOr<api::PermitResponse> response = scheduler_.Request(request);
+    metrics_.Observe("autoscaling_agent_scheduler_latency_seconds", {},
+                     absl::ToDoubleSeconds(clock_.Now() - start), Metrics::kLatencyBuckets);
+    std::optional<api::MigrationOrder> order;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!response.ok()) {
+        state_->SchedulerRequestFailed(clock_.Now());
+        metrics_.Add("autoscaling_agent_scheduler_requests_total", {{"result", "failed"}});
+        Event("error", absl::StrCat("scheduler request for ", work.target.ToString(),
+                                    " failed: ", response.status().message()));
+        continue;
+      }
+      const Resources permit = {response->permit().milli_cpu(), response->permit().memory_bytes()};
+      const std::optional<Resources> before = state_->permit();
+      absl::Status valid = state_->SchedulerRequestSucceeded(clock_.Now(), permit);
+      if (!valid.ok()) {
+        metrics_.Add("autoscaling_agent_scheduler_requests_total", {{"result", "invalid"}});
+        Event("error", absl::StrCat("scheduler: ", valid.message()));
+        continue;
+      }
+      metrics_.Add("autoscaling_agent_scheduler_requests_total", {{"result", "ok"}});
+      if (permit != work.target) {
+        const bool none = before && permit == *before;
+        metrics_.Add(none ? "autoscaling_agent_scaling_full_denials_total"
+                          : "autoscaling_agent_scaling_partial_approvals_total",
+                     Vm());
+        Event(none ? "denied" : "partial",
+              absl::StrCat("scheduler granted ", permit.ToString(), " of ", work.target.ToString(),
+                           none ? " (node full)" : " (partial grant)"));
+      } else if (!before || permit != *before) {
+        Event("permit", absl::StrCat("scheduler permit ", permit.ToString()));
+      }
+      if (response->has_migration()) order = response->migration();
+    }
+    if (order && options_.on_migration_order) options_.on_migration_order(*order);
+  }
+}
+
+void Runner::VmExecutor() {
+  while (true) {
+    core::VmResize work;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || vm_work_.has_value();
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (stopping_) return;
+      auto [id, w] = *std::exchange(vm_work_, std::nullopt);
+      if (id != state_->generation()) continue;
+      work = w;
+      state_->VmResizeStarted(clock_.Now(), work.target);
+    }
+    const absl::Time start = clock_.Now();
+    absl::StatusOr<Resources> reached = driver_->Resize(work.target);
+    const absl::Duration took = clock_.Now() - start;
+    metrics_.Observe("autoscaling_agent_vm_resize_latency_seconds", {}, absl::ToDoubleSeconds(took),
+                     Metrics::kLatencyBuckets);
+    std::optional<Resources> now_at;
+    if (!reached.ok()) {
+      absl::StatusOr<Resources> current = driver_->Current();
+      if (current.ok()) now_at = *current;
+    }
+    absl::MutexLock lock(&mu_);
+    if (reached.ok()) {
+      state_->VmResizeSucceeded(clock_.Now(), *reached);
+      metrics_.Add("autoscaling_agent_vm_resizes_total", {{"vm", options_.vm}, {"result", "ok"}});
+      Event("resize", absl::StrCat("VM resized ", work.current.ToString(), " -> ",
+                                   reached->ToString(), " in ", absl::FormatDuration(took)));
+      continue;
+    }
+    state_->VmResizeFailed(clock_.Now(), now_at);
+    metrics_.Add("autoscaling_agent_vm_resizes_total", {{"vm", options_.vm}, {"result", "failed"}});
+    Event("error", absl::StrCat("VM resize to ", work.target.ToString(),
+                                " failed: ", reached.status().message()));
+    if (reached.status().code() == absl::StatusCode::kUnavailable) {
+      failure_ = absl::StrCat("the VM cannot be reached: ", reached.status().message());
+    }
+  }
+}
+
+void Runner::MonitorExecutor() {
+  const absl::Duration timeout = options_.state.timings.monitor_response_timeout;
+  while (true) {
+    MonitorWork work;
+    std::shared_ptr<rpc::MonitorClient> monitor;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || monitor_work_.has_value();
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (stopping_) return;
+      auto [id, w] = *std::exchange(monitor_work_, std::nullopt);
+      if (id != state_->generation() || !monitor_) continue;
+      work = w;
+      monitor = monitor_;
+      if (work.upscale) {
+        state_->MonitorUpscaleStarted(clock_.Now(), work.target);
+      } else {
+        state_->MonitorDownscaleStarted(clock_.Now(), work.target);
+      }
+    }
+    api::Resources target = core::ToProto(work.target);
+    if (work.upscale) {
+      absl::Status s = monitor->NotifyUpscale(target, timeout);
+      absl::MutexLock lock(&mu_);
+      if (s.ok()) {
+        state_->MonitorUpscaleSucceeded(clock_.Now());
+        Event("monitor", absl::StrCat("monitor told of ", work.target.ToString()));
+      } else {
+        state_->MonitorUpscaleFailed(clock_.Now());
+        Event("error", absl::StrCat("upscale notification failed: ", s.message()));
+      }
+      continue;
+    }
+    absl::StatusOr<api::DownscaleResult> result = monitor->RequestDownscale(target, timeout);
+    absl::MutexLock lock(&mu_);
+    if (!result.ok()) {
+      state_->MonitorDownscaleFailed(clock_.Now());
+      Event("error", absl::StrCat("downscale request failed: ", result.status().message()));
+    } else if (result->ok()) {
+      state_->MonitorDownscaleApproved(clock_.Now());
+      Event("downscale_approved",
+            absl::StrCat("monitor approved ", work.target.ToString(), ": ", result->status()));
+    } else {
+      state_->MonitorDownscaleDenied(clock_.Now());
+      Event("downscale_denied",
+            absl::StrCat("monitor denied ", work.target.ToString(), ": ", result->status()));
+    }
+  }
+}
+
+void Runner::MonitorConnection() {
+  rpc::MonitorClient::Callbacks callbacks{
+      .on_metrics =
+          [this](const api::Metrics& m) {
+            absl::MutexLock lock(&mu_);
+            const absl::Time now = clock_.Now();
+            state_->UpdateSystemMetrics(now, SystemFromProto(m));
+            if (m.lfc_working_set_pages_size() > 0) {
+              state_->UpdateLfcMetrics(now, core::LfcMetrics{{m.lfc_working_set_pages().begin(),
+                                                              m.lfc_working_set_pages().end()}});
+            }
+            last_metrics_ = m;
+          },
+      .on_upscale_request =
+          [this](const api::UpscaleRequest& r) {
+            absl::MutexLock lock(&mu_);
+            state_->MonitorUpscaleRequested(clock_.Now());
+            ++upscale_requests_;
+            Event("upscale_request",
+                  absl::StrCat("monitor asks for memory: usage ", r.usage_bytes() >> 20,
+                               " MiB passed the threshold ", r.threshold_bytes() >> 20, " MiB"));
+          },
+      .on_closed =
+          [this](const absl::Status&) {
+            absl::MutexLock lock(&mu_);
+            monitor_closed_ = true;
+          },
+  };
+  bool reported_failure = false;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      monitor_closed_ = false;
+    }
+    absl::StatusOr<std::unique_ptr<rpc::MonitorClient>> client =
+        connect_monitor_(options_.monitor_address, callbacks, options_.monitor_connect_timeout);
+    if (client.ok()) {
+      reported_failure = false;
+      std::shared_ptr<rpc::MonitorClient> monitor = *std::move(client);
+      {
+        absl::MutexLock lock(&mu_);
+        monitor_ = monitor;
+        state_->MonitorConnected(clock_.Now());
+      }
+      Event("monitor", "monitor connected at " + options_.monitor_address);
+      absl::Time last_healthy = clock_.Now();
+      while (true) {
+        {
+          absl::MutexLock lock(&mu_);
+          auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+            return stopping_ || monitor_closed_;
+          };
+          mu_.AwaitWithTimeout(absl::Condition(&done), options_.monitor_health_interval);
+          if (stopping_ || monitor_closed_) break;
+        }
+        if (monitor->HealthCheck(options_.state.timings.monitor_response_timeout).ok()) {
+          last_healthy = clock_.Now();
+        } else if (clock_.Now() - last_healthy > options_.monitor_unhealthy_after) {
+          Event("error", "monitor health checks failing; reconnecting");
+          break;
+        }
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        monitor_.reset();
+        state_->MonitorDisconnected();
+        // The metrics came over the stream: keep them for growth, never shrink on them.
+        state_->MarkMetricsStale();
+      }
+      monitor.reset();  // outside the lock: joins its reader thread
+      Event("monitor", "monitor disconnected; no downscale until it is back");
+    } else if (!reported_failure) {
+      Event("error", absl::StrCat("cannot reach the monitor: ", client.status().message()));
+      reported_failure = true;
+    }
+    absl::MutexLock lock(&mu_);
+    auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+    mu_.AwaitWithTimeout(absl::Condition(&stop), options_.monitor_retry);
+  }
+}
+
+RunnerStatus Runner::Status() const {
+  absl::MutexLock lock(&mu_);
+  RunnerStatus s;
+  s.vm = options_.vm;
+  if (!state_) return s;
+  s.current = state_->current();
+  s.permit = state_->permit();
+  s.desired = state_->DesiredResources(clock_.Now());
+  s.monitor_connected = monitor_ != nullptr;
+  s.migrating = state_->migrating();
+  s.metrics_stale = state_->metrics_stale();
+  s.metrics = last_metrics_;
+  s.upscale_requests = upscale_requests_;
+  return s;
+}
+
+void Runner::Update(core::Bounds bounds, const core::ScalingConfig& scaling) {
+  absl::MutexLock lock(&mu_);
+  if (state_->bounds() != bounds) {
+    state_->UpdateBounds(bounds);
+    Event("config", absl::StrCat("bounds now ", bounds.min_cu, "..", bounds.max_cu, " CU"));
+  }
+  state_->UpdateScalingConfig(scaling);
+}
+
+absl::Status Runner::BeginMigration(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  state_->SetMigrating(true);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !state_->vm_resize_in_flight().has_value();
+  };
+  if (!mu_.AwaitWithTimeout(absl::Condition(&idle), timeout)) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("VM ", options_.vm, ": a resize did not end within ",
+                     absl::FormatDuration(timeout), " before the migration"));
+  }
+  return absl::OkStatus();
+}
+
+void Runner::EndMigration() {
+  absl::MutexLock lock(&mu_);
+  state_->SetMigrating(false);
+}
+
+std::string Runner::failure() const {
+  absl::MutexLock lock(&mu_);
+  return failure_;
+}
+
+}  // namespace autoscale::agent

@@ -1,0 +1,147 @@
+// One VM's runner in the agent: a core::State and the executors that carry out its actions
+// against the scheduler (SchedulerClient), the VM (VmDriver) and the in-VM monitor
+// (MonitorClient, whose stream also brings the metrics).
+//
+// A loop thread asks the state what to do (NextActions) and hands each action, with the id it was
+// computed at, to its executor thread. An executor acts only if the state has not changed since
+// (the id is still the state's generation); otherwise the loop computes fresh advice. Results are
+// fed back into the state, which wakes the loop. One more thread keeps the monitor connection:
+// it reconnects when the stream ends or health checks keep failing.
+//
+//   Runner runner(options, std::move(driver), scheduler, connect_monitor, events, metrics, clock);
+//   RETURN_IF_ERROR(runner.Start());
+//   ...
+//   runner.Stop();
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "autoscale/agent/events.h"
+#include "autoscale/agent/vm_driver.h"
+#include "autoscale/api/monitor.pb.h"
+#include "autoscale/api/scheduler.pb.h"
+#include "autoscale/base/clock.h"
+#include "autoscale/base/prometheus.h"
+#include "autoscale/core/state.h"
+#include "autoscale/rpc/monitor_client.h"
+#include "autoscale/rpc/scheduler_client.h"
+
+namespace autoscale::agent {
+
+// Connects to a monitor (rpc::MonitorClient::Connect, or a test's own).
+using MonitorConnector = std::function<absl::StatusOr<std::unique_ptr<rpc::MonitorClient>>(
+    const std::string& address, rpc::MonitorClient::Callbacks callbacks, absl::Duration timeout)>;
+
+struct RunnerOptions {
+  std::string node;
+  std::string vm;
+  core::StateConfig state;
+  core::Bounds bounds;
+  // The monitor's address ("host:port"); empty: the VM has none.
+  std::string monitor_address;
+  absl::Duration monitor_health_interval = absl::Seconds(5);
+  // Health checks failing for this long end the connection (it is made again).
+  absl::Duration monitor_unhealthy_after = absl::Seconds(30);
+  // At least this long between connection attempts.
+  absl::Duration monitor_retry = absl::Seconds(5);
+  absl::Duration monitor_connect_timeout = absl::Seconds(4);
+  // Called (outside the runner's lock) when a permit carries a migration order for this VM.
+  std::function<void(const api::MigrationOrder&)> on_migration_order;
+};
+
+// A snapshot for the status page, the metrics and the demo's table.
+struct RunnerStatus {
+  std::string vm;
+  core::Resources current;
+  std::optional<core::Resources> permit;
+  core::Desired desired;
+  bool monitor_connected = false;
+  bool migrating = false;
+  bool metrics_stale = false;
+  std::optional<api::Metrics> metrics;
+  int64_t upscale_requests = 0;
+};
+
+class Runner {
+ public:
+  Runner(RunnerOptions options, std::unique_ptr<VmDriver> driver, rpc::SchedulerClient& scheduler,
+         MonitorConnector connect_monitor, EventLog& events, Metrics& metrics, Clock& clock);
+  // Stops the threads.
+  ~Runner();
+  Runner(const Runner&) = delete;
+  Runner& operator=(const Runner&) = delete;
+
+  // Reads the VM's size and starts the threads. The state starts with no metrics and no
+  // monitor, so the VM is not shrunk until both are back (an agent restart flushes nothing).
+  absl::Status Start();
+  void Stop();
+
+  RunnerStatus Status() const;
+  const std::string& vm() const { return options_.vm; }
+  VmDriver& driver() { return *driver_; }
+
+  // New bounds or scaling config (the agent's config file changed).
+  void Update(core::Bounds bounds, const core::ScalingConfig& scaling);
+
+  // Stops resizing for a migration and waits (up to `timeout`) for a resize in flight to end.
+  absl::Status BeginMigration(absl::Duration timeout);
+  void EndMigration();
+
+  // Set when the VM can no longer be reached (its QMP connection is gone): the agent restarts
+  // the runner. Empty while healthy.
+  std::string failure() const;
+
+ private:
+  struct MonitorWork {
+    bool upscale;
+    core::Resources target;
+  };
+
+  void Loop();
+  void SchedulerExecutor();
+  void VmExecutor();
+  void MonitorExecutor();
+  void MonitorConnection();
+  // Whether to wake: the state changed since `generation`, or the runner stops.
+  bool ChangedSince(uint64_t generation) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Event(const std::string& kind, const std::string& text);
+  void PublishMetrics() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Metrics::Labels Vm() const { return {{"vm", options_.vm}}; }
+
+  const RunnerOptions options_;
+  std::unique_ptr<VmDriver> driver_;
+  rpc::SchedulerClient& scheduler_;
+  const MonitorConnector connect_monitor_;
+  EventLog& events_;
+  Metrics& metrics_;
+  Clock& clock_;
+
+  // Guards the state and what the threads hand each other.
+  mutable absl::Mutex mu_;
+  std::optional<core::State> state_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Advice for the executors: the action and the generation it was computed at.
+  std::optional<std::pair<uint64_t, core::SchedulerRequest>> scheduler_work_ ABSL_GUARDED_BY(mu_);
+  std::optional<std::pair<uint64_t, core::VmResize>> vm_work_ ABSL_GUARDED_BY(mu_);
+  std::optional<std::pair<uint64_t, MonitorWork>> monitor_work_ ABSL_GUARDED_BY(mu_);
+  // The connected monitor, if any.
+  std::shared_ptr<rpc::MonitorClient> monitor_ ABSL_GUARDED_BY(mu_);
+  bool monitor_closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<api::Metrics> last_metrics_ ABSL_GUARDED_BY(mu_);
+  int64_t upscale_requests_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string failure_ ABSL_GUARDED_BY(mu_);
+
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace autoscale::agent

@@ -1,0 +1,114 @@
+#include "autoscale/base/prometheus.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+
+namespace autoscale {
+namespace {
+
+std::string RenderLabels(const Metrics::Labels& labels) {
+  if (labels.empty()) return "";
+  std::string out = "{";
+  for (size_t i = 0; i < labels.size(); ++i) {
+    std::string value =
+        absl::StrReplaceAll(labels[i].second, {{"\\", "\\\\"}, {"\"", "\\\""}, {"\n", "\\n"}});
+    absl::StrAppend(&out, i ? "," : "", labels[i].first, "=\"", value, "\"");
+  }
+  return out + "}";
+}
+
+std::string Number(double v) { return absl::StrFormat("%.15g", v); }
+
+// `labels` (rendered, possibly empty) with one more label added.
+std::string WithLabel(const std::string& labels, const std::string& extra) {
+  if (labels.empty()) return "{" + extra + "}";
+  return labels.substr(0, labels.size() - 1) + "," + extra + "}";
+}
+
+}  // namespace
+
+const std::vector<double> Metrics::kLatencyBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                      0.25,  0.5,    1,     2.5,  5,     10,   30};
+
+void Metrics::Describe(const std::string& name, Type type, const std::string& help) {
+  absl::MutexLock lock(&mu_);
+  Family& f = families_[name];
+  f.type = type;
+  f.help = help;
+  f.described = true;
+}
+
+void Metrics::Set(const std::string& name, const Labels& labels, double value) {
+  absl::MutexLock lock(&mu_);
+  families_[name].series[RenderLabels(labels)].value = value;
+}
+
+void Metrics::Add(const std::string& name, const Labels& labels, double delta) {
+  absl::MutexLock lock(&mu_);
+  families_[name].series[RenderLabels(labels)].value += delta;
+}
+
+void Metrics::Observe(const std::string& name, const Labels& labels, double value,
+                      const std::vector<double>& buckets) {
+  absl::MutexLock lock(&mu_);
+  Series& s = families_[name].series[RenderLabels(labels)];
+  if (s.bounds.empty()) {
+    s.bounds = buckets;
+    s.counts.assign(buckets.size(), 0);
+  }
+  auto it = std::lower_bound(s.bounds.begin(), s.bounds.end(), value);
+  if (it != s.bounds.end()) s.counts[it - s.bounds.begin()] += 1;
+  s.sum += value;
+  s.value += 1;  // the count
+}
+
+void Metrics::Forget(const std::pair<std::string, std::string>& label) {
+  const std::string needle = RenderLabels({label});
+  const std::string inner = needle.substr(1, needle.size() - 2);
+  absl::MutexLock lock(&mu_);
+  for (auto& [name, family] : families_) {
+    for (auto it = family.series.begin(); it != family.series.end();) {
+      if (it->first.find(inner) != std::string::npos) {
+        it = family.series.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+}
+
+std::string Metrics::Render() const {
+  absl::MutexLock lock(&mu_);
+  std::string out;
+  for (const auto& [name, f] : families_) {
+    if (f.described) {
+      absl::StrAppend(&out, "# HELP ", name, " ", f.help, "\n# TYPE ", name, " ",
+                      f.type == kCounter ? "counter"
+                      : f.type == kGauge ? "gauge"
+                                         : "histogram",
+                      "\n");
+    }
+    for (const auto& [labels, s] : f.series) {
+      if (f.type != kHistogram) {
+        absl::StrAppend(&out, name, labels, " ", Number(s.value), "\n");
+        continue;
+      }
+      double cumulative = 0;
+      for (size_t i = 0; i < s.bounds.size(); ++i) {
+        cumulative += s.counts[i];
+        absl::StrAppend(&out, name, "_bucket",
+                        WithLabel(labels, "le=\"" + Number(s.bounds[i]) + "\""), " ",
+                        Number(cumulative), "\n");
+      }
+      absl::StrAppend(&out, name, "_bucket", WithLabel(labels, "le=\"+Inf\""), " ", Number(s.value),
+                      "\n", name, "_sum", labels, " ", Number(s.sum), "\n", name, "_count", labels,
+                      " ", Number(s.value), "\n");
+    }
+  }
+  return out;
+}
+
+}  // namespace autoscale

@@ -1,0 +1,131 @@
+// agent: the autoscaling agent of one node. Manages the VMs of its config file (an AgentConfig:
+// each VM's QMP socket, monitor address, bounds and launch spec), asks the scheduler before
+// growing them, asks their monitors before shrinking them, resizes them over QMP, and carries
+// out the scheduler's live migrations with the target node's agent.
+//
+//   agent --config=/etc/autoscale/agent.json --listen=127.0.0.1:10400 --http_port=9101
+//
+// HTTP: /metrics (Prometheus) and /status (JSON: the VMs and the event log; ?since=N for the
+// events after N).
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "autoscale/agent/agent.h"
+#include "autoscale/base/init.h"
+#include "autoscale/rpc/agent_peer_grpc.h"
+#include "autoscale/rpc/monitor_client.h"
+#include "autoscale/rpc/scheduler_grpc_client.h"
+#include "glog/logging.h"
+#include "grpcpp/grpcpp.h"
+#include "httplib.h"
+
+ABSL_FLAG(std::string, config, "",
+          "The agent's config file (an AgentConfig, .json or .textproto).");
+ABSL_FLAG(std::string, listen, "127.0.0.1:10400",
+          "Where other agents reach this one for incoming migrations (host:port).");
+ABSL_FLAG(std::string, http_host, "127.0.0.1", "Address of the HTTP server (/metrics, /status).");
+ABSL_FLAG(int, http_port, 9101, "Port of the HTTP server; 0 picks a free one, -1 turns it off.");
+ABSL_FLAG(absl::Duration, scheduler_timeout, absl::Seconds(2), "Timeout of a scheduler call.");
+ABSL_FLAG(std::string, ready_file, "",
+          "Once serving, write {\"listen\": ADDRESS, \"httpPort\": PORT} here (for scripts).");
+
+namespace autoscale {
+namespace {
+
+int Run() {
+  const std::string config_path = absl::GetFlag(FLAGS_config);
+  if (config_path.empty()) {
+    LOG(ERROR) << "--config is required";
+    return 2;
+  }
+  absl::StatusOr<api::AgentConfig> config = agent::LoadAgentConfig(config_path);
+  if (!config.ok()) {
+    LOG(ERROR) << config.status();
+    return 2;
+  }
+  absl::StatusOr<std::unique_ptr<rpc::SchedulerClient>> scheduler = rpc::NewGrpcSchedulerClient(
+      config->scheduler_address(), absl::GetFlag(FLAGS_scheduler_timeout));
+  if (!scheduler.ok()) {
+    LOG(ERROR) << scheduler.status();
+    return 2;
+  }
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread starts
+
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  agent::Agent node_agent(
+      {.config_path = config_path, .address = listen}, **scheduler, &rpc::MonitorClient::Connect,
+      [](const std::string& address) { return rpc::NewGrpcMigrationPeer(address); });
+  rpc::AgentPeerService peer_service(node_agent);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials());
+  builder.RegisterService(&peer_service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr) {
+    LOG(ERROR) << "cannot listen on " << listen;
+    return 1;
+  }
+  if (absl::Status s = node_agent.Start(); !s.ok()) {
+    LOG(ERROR) << s;
+    return 1;
+  }
+
+  httplib::Server http;
+  std::thread http_thread;
+  int http_port = absl::GetFlag(FLAGS_http_port);
+  if (http_port >= 0) {
+    http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
+      res.set_content(node_agent.MetricsText(), "text/plain; version=0.0.4");
+    });
+    http.Get("/status", [&](const httplib::Request& req, httplib::Response& res) {
+      uint64_t since = 0;
+      if (req.has_param("since")) (void)absl::SimpleAtoi(req.get_param_value("since"), &since);
+      res.set_content(node_agent.StatusJson(since), "application/json");
+    });
+    const std::string host = absl::GetFlag(FLAGS_http_host);
+    http_port = http_port == 0 ? http.bind_to_any_port(host.c_str())
+                               : (http.bind_to_port(host.c_str(), http_port) ? http_port : -1);
+    if (http_port <= 0) {
+      LOG(ERROR) << "cannot listen on " << host << ":" << absl::GetFlag(FLAGS_http_port);
+      return 1;
+    }
+    http_thread = std::thread([&] { http.listen_after_bind(); });
+    LOG(INFO) << "agent: http://" << host << ":" << http_port << "/status and /metrics";
+  }
+  if (const std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
+    std::ofstream(ready + ".tmp") << "{\"listen\": \"" << listen
+                                  << "\", \"httpPort\": " << http_port << "}\n";
+    std::rename((ready + ".tmp").c_str(), ready.c_str());
+  }
+  LOG(INFO) << "agent for node " << config->node() << " running; migrations on " << listen;
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  LOG(INFO) << "agent: signal " << sig << ", shutting down";
+  node_agent.Stop();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (http_thread.joinable()) {
+    http.stop();
+    http_thread.join();
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace autoscale
+
+int main(int argc, char** argv) {
+  autoscale::InitProgram(argc, argv, "agent --config=FILE [flags]: the node's autoscaling agent");
+  return autoscale::Run();
+}

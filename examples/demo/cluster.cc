@@ -1,0 +1,531 @@
+#include "examples/demo/cluster.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "autoscale/agent/vm_driver.h"
+#include "autoscale/api/scheduler.grpc.pb.h"
+#include "autoscale/base/proto_file.h"
+#include "autoscale/base/status_macros.h"
+#include "autoscale/core/config.h"
+#include "glog/logging.h"
+#include "grpcpp/grpcpp.h"
+#include "httplib.h"
+#include "neonvm/guest/image.h"
+#include "rapidjson/document.h"
+
+namespace autoscale::demo {
+namespace {
+
+constexpr int kMonitorPort = 10301;
+constexpr char kWorkCgroup[] = "/sys/fs/cgroup/memory/work";
+
+bool Exists(const std::string& path) { return access(path.c_str(), X_OK) == 0; }
+
+// Waits until `path` exists and returns its contents.
+absl::StatusOr<std::string> AwaitFile(const std::string& path, absl::Duration timeout,
+                                      Process& process, const std::string& log) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (auto text = ReadFile(path); text.ok()) return *text;
+    if (!process.Running()) {
+      std::string tail = ReadFile(log).value_or("");
+      if (tail.size() > 2000) tail = tail.substr(tail.size() - 2000);
+      return absl::UnavailableError(
+          absl::StrCat("the process exited; its log (", log, "):\n", tail));
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("no ", path, " within ", absl::FormatDuration(timeout), "; see ", log));
+}
+
+std::string ResourcesFlag(const core::Resources& r) {
+  return absl::StrCat(r.milli_cpu, "m/", r.memory_bytes);
+}
+
+absl::Status WriteText(const std::string& path, const std::string& text, bool executable = false) {
+  {
+    std::ofstream out(path + ".tmp");
+    out << text;
+    if (!out) return absl::UnavailableError("cannot write " + path);
+  }
+  if (executable) chmod((path + ".tmp").c_str(), 0755);
+  if (std::rename((path + ".tmp").c_str(), path.c_str()) != 0) {
+    return absl::ErrnoToStatus(errno, "rename to " + path);
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<api::Scheduler::Stub> SchedulerStub(const std::string& address) {
+  return api::Scheduler::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+}
+
+void Deadline(grpc::ClientContext& context, absl::Duration d) {
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::microseconds(absl::ToInt64Microseconds(d)));
+}
+
+absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat(what, ": ", s.error_message()));
+}
+
+}  // namespace
+
+absl::StatusOr<Binaries> FindBinaries() {
+  std::vector<std::string> roots = {".", "bazel-bin"};
+  if (const char* r = getenv("RUNFILES_DIR")) roots.push_back(std::string(r) + "/autoscale");
+  if (const char* r = getenv("TEST_SRCDIR")) roots.push_back(std::string(r) + "/autoscale");
+  std::error_code ec;
+  std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  if (!ec) roots.push_back(self + ".runfiles/autoscale");
+  for (const std::string& root : roots) {
+    Binaries b{root + "/examples/scheduler/scheduler", root + "/examples/agent/agent",
+               root + "/examples/monitor/monitor", root + "/neonvm/guest/loadgen",
+               root + "/examples/demo/memstep"};
+    if (Exists(b.scheduler) && Exists(b.agent) && Exists(b.monitor) && Exists(b.loadgen) &&
+        Exists(b.memstep)) {
+      return b;
+    }
+  }
+  return absl::NotFoundError(
+      "cannot find the cluster's binaries (scheduler, agent, monitor, loadgen, memstep); build "
+      "them: bazel build //examples/... //neonvm/guest:loadgen");
+}
+
+absl::StatusOr<std::unique_ptr<Process>> Process::Start(const std::vector<std::string>& argv,
+                                                        const std::string& log) {
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "open " + log);
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(fd);
+    return absl::ErrnoToStatus(errno, "fork");
+  }
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    // Signals blocked in the parent's threads would stay blocked in the daemon.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(fd);
+  return std::unique_ptr<Process>(new Process(pid));
+}
+
+Process::~Process() { Stop(SIGKILL, absl::Seconds(2)); }
+
+bool Process::Running() {
+  if (reaped_) return false;
+  if (waitpid(pid_, nullptr, WNOHANG) == pid_) reaped_ = true;
+  return !reaped_;
+}
+
+void Process::Stop(int sig, absl::Duration timeout) {
+  if (!Running()) return;
+  kill(pid_, sig);
+  const absl::Time deadline = absl::Now() + timeout;
+  while (Running() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
+  if (Running()) kill(pid_, SIGKILL);
+  if (!reaped_) waitpid(pid_, nullptr, 0);
+  reaped_ = true;
+}
+
+// --- Guest ---
+
+absl::StatusOr<std::string> Guest::Run(const std::string& command, absl::Duration timeout) {
+  if (console == nullptr) return absl::FailedPreconditionError(name_ + ": no console");
+  absl::StatusOr<std::string> out = console->Run(command, timeout);
+  if (!out.ok()) return Annotate(out.status(), "guest " + name_);
+  return out;
+}
+
+absl::StatusOr<int64_t> Guest::MemTotalBytes() {
+  ASSIGN_OR_RETURN(std::string out,
+                   Run("sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo"));
+  int64_t kib;
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(out), &kib)) {
+    return absl::InternalError(name_ + ": unreadable MemTotal: " + out);
+  }
+  return kib * 1024;
+}
+
+absl::StatusOr<int> Guest::OnlineCpus() {
+  ASSIGN_OR_RETURN(std::string out, Run("nproc"));
+  int n;
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(out), &n)) {
+    return absl::InternalError(name_ + ": unreadable nproc: " + out);
+  }
+  return n;
+}
+
+absl::Status Guest::StartLoad(int memory_mib, int cpu_threads) {
+  (void)StopLoad();
+  return Run(absl::StrCat("sh -c 'echo $$ > ", kWorkCgroup,
+                          "/cgroup.procs; exec /usr/bin/loadgen --memory-mib=", memory_mib,
+                          " --cpu-threads=", cpu_threads, "' > /var/log/loadgen.log 2>&1 &"))
+      .status();
+}
+
+absl::StatusOr<std::string> Guest::StopLoad() {
+  return Run(
+      "if pidof loadgen >/dev/null; then killall -TERM loadgen; "
+      "while pidof loadgen >/dev/null; do sleep 0.1; done; fi; "
+      "tail -n 1 /var/log/loadgen.log 2>/dev/null; true",
+      absl::Seconds(60));
+}
+
+absl::StatusOr<std::string> Guest::MeasureReaction(absl::Duration timeout) {
+  RETURN_IF_ERROR(
+      Run(absl::StrCat("rm -f /var/log/memstep.log; sh -c 'echo $$ > ", kWorkCgroup,
+                       "/cgroup.procs; exec /usr/bin/memstep --timeout-ms=",
+                       absl::ToInt64Milliseconds(timeout), "' > /var/log/memstep.log 2>&1 &"))
+          .status());
+  const absl::Time deadline = absl::Now() + timeout + absl::Seconds(10);
+  std::string line;
+  while (absl::Now() < deadline) {
+    ASSIGN_OR_RETURN(line, Run("cat /var/log/memstep.log 2>/dev/null; true"));
+    if (absl::StrContains(line, "memstep:")) break;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  (void)Run(
+      "killall -TERM memstep 2>/dev/null; while pidof memstep >/dev/null; do sleep 0.1; done");
+  if (!absl::StrContains(line, "memstep:")) {
+    std::string diag = Run("dmesg | tail -n 15; tail -n 15 /var/log/monitor.log; "
+                           "cat /sys/fs/cgroup/memory/work/memory.usage_in_bytes; free")
+                           .value_or("(no console)");
+    return absl::DeadlineExceededError(
+        absl::StrCat(name_, ": memstep reported nothing: ", line, "\nguest:\n", diag));
+  }
+  return std::string(absl::StripAsciiWhitespace(line));
+}
+
+absl::Status Guest::KillMonitor() {
+  return Run("killall -KILL monitor; while pidof monitor >/dev/null; do sleep 0.1; done").status();
+}
+
+absl::Status Guest::StartMonitor() {
+  return Run("/usr/bin/run-monitor >/dev/null 2>&1 &").status();
+}
+
+absl::StatusOr<int64_t> Guest::LfcBytes() {
+  ASSIGN_OR_RETURN(std::string out, Run("cat /run/lfc_size"));
+  int64_t bytes;
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(out), &bytes)) {
+    return absl::InternalError(name_ + ": unreadable /run/lfc_size: " + out);
+  }
+  return bytes;
+}
+
+absl::StatusOr<std::string> Guest::MonitorLog() { return Run("cat /var/log/monitor.log"); }
+
+// --- Cluster ---
+
+absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(ClusterOptions options) {
+  auto c = std::unique_ptr<Cluster>(new Cluster(std::move(options)));
+  if (c->options_.dir.empty()) {
+    char tmpl[] = "/tmp/autoscale-cluster.XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) return absl::ErrnoToStatus(errno, "mkdtemp");
+    c->dir_ = tmpl;
+    c->own_dir_ = true;
+  } else {
+    c->dir_ = c->options_.dir;
+    std::filesystem::create_directories(c->dir_);
+  }
+  RETURN_IF_ERROR(c->StartScheduler());
+  for (const NodeOptions& n : c->options_.nodes) {
+    c->node_vms_[n.name];
+    RETURN_IF_ERROR(c->WriteAgentConfig(n.name));
+    RETURN_IF_ERROR(c->StartAgent(n.name));
+  }
+  return c;
+}
+
+Cluster::~Cluster() {
+  for (auto& [node, agent] : agents_) {
+    if (agent) agent->Stop(SIGTERM, absl::Seconds(10));
+  }
+  agents_.clear();
+  if (scheduler_) scheduler_->Stop(SIGTERM, absl::Seconds(5));
+  guests_.clear();  // kills the QEMUs
+  if (own_dir_ && getenv("AUTOSCALE_KEEP_CLUSTER") == nullptr) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+}
+
+absl::Status Cluster::StartScheduler() {
+  const std::string ready = dir_ + "/scheduler.ready";
+  std::remove(ready.c_str());
+  const std::string log = dir_ + "/scheduler.log";
+  ASSIGN_OR_RETURN(
+      scheduler_,
+      Process::Start(
+          {options_.bin.scheduler, "--data_dir=" + dir_ + "/ledger",
+           "--listen=" + scheduler_address(), "--metrics_port=0", "--metrics_host=127.0.0.1",
+           "--compute_unit=" + ResourcesFlag(options_.compute_unit),
+           absl::StrCat("--balance_interval=", absl::FormatDuration(options_.balance_interval)),
+           "--recovery_grace=10s", "--ready_file=" + ready},
+          log));
+  return Annotate(AwaitFile(ready, absl::Seconds(20), *scheduler_, log).status(),
+                  "starting the scheduler");
+}
+
+absl::Status Cluster::KillScheduler() {
+  if (scheduler_) scheduler_->Stop(SIGKILL);
+  return absl::OkStatus();
+}
+
+std::string Cluster::AgentAddress(const std::string& node) const {
+  return absl::StrCat("unix:", dir_, "/agent-", node, ".sock");
+}
+
+absl::Status Cluster::WriteAgentConfig(const std::string& node) {
+  const NodeOptions* n = nullptr;
+  for (const NodeOptions& o : options_.nodes) {
+    if (o.name == node) n = &o;
+  }
+  if (n == nullptr) return absl::NotFoundError("no node " + node);
+  api::AgentConfig c;
+  c.set_node(node);
+  c.set_scheduler_address(scheduler_address());
+  c.mutable_compute_unit()->set_milli_cpu(options_.compute_unit.milli_cpu);
+  c.mutable_compute_unit()->set_memory_bytes(options_.compute_unit.memory_bytes);
+  *c.mutable_scaling() = options_.scaling;
+  *c.mutable_node_total() = core::ToProto(n->total);
+  c.set_watermark(n->watermark);
+  for (const api::VmConfig& vm : node_vms_[node]) *c.add_vms() = vm;
+  return WriteText(absl::StrCat(dir_, "/agent-", node, ".json"), ToJson(c) + "\n");
+}
+
+absl::Status Cluster::StartAgent(const std::string& node) {
+  const std::string ready = absl::StrCat(dir_, "/agent-", node, ".ready");
+  std::remove(ready.c_str());
+  const std::string log = absl::StrCat(dir_, "/agent-", node, ".log");
+  const std::string socket = AgentAddress(node).substr(5);
+  std::remove(socket.c_str());
+  ASSIGN_OR_RETURN(
+      agents_[node],
+      Process::Start({options_.bin.agent, absl::StrCat("--config=", dir_, "/agent-", node, ".json"),
+                      "--listen=" + AgentAddress(node), "--http_port=0", "--ready_file=" + ready},
+                     log));
+  ASSIGN_OR_RETURN(std::string text, AwaitFile(ready, absl::Seconds(20), *agents_[node], log));
+  rapidjson::Document doc;
+  doc.Parse(text.c_str());
+  if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("httpPort") ||
+      !doc["httpPort"].IsInt()) {
+    return absl::InternalError("unreadable agent ready file: " + text);
+  }
+  agent_http_ports_[node] = doc["httpPort"].GetInt();
+  return absl::OkStatus();
+}
+
+absl::Status Cluster::KillAgent(const std::string& node) {
+  auto it = agents_.find(node);
+  if (it == agents_.end() || !it->second) return absl::NotFoundError("no agent for " + node);
+  it->second->Stop(SIGKILL);
+  return absl::OkStatus();
+}
+
+int Cluster::AgentHttpPort(const std::string& node) const {
+  auto it = agent_http_ports_.find(node);
+  return it == agent_http_ports_.end() ? -1 : it->second;
+}
+
+absl::StatusOr<std::string> Cluster::AgentStatus(const std::string& node, uint64_t since) {
+  const int port = AgentHttpPort(node);
+  if (port <= 0) return absl::NotFoundError("no agent for node " + node);
+  httplib::Client http("127.0.0.1", port);
+  http.set_connection_timeout(2);
+  http.set_read_timeout(5);
+  auto res = http.Get(absl::StrCat("/status?since=", since).c_str());
+  if (!res || res->status != 200) {
+    return absl::UnavailableError(absl::StrCat("agent of node ", node, ": no status"));
+  }
+  return res->body;
+}
+
+absl::StatusOr<api::ListVmsResponse> Cluster::SchedulerVms() {
+  auto stub = SchedulerStub(scheduler_address());
+  grpc::ClientContext context;
+  Deadline(context, absl::Seconds(5));
+  api::ListRequest req;
+  req.set_protocol_version(api::PROTOCOL_VERSION_1);
+  api::ListVmsResponse resp;
+  RETURN_IF_ERROR(FromGrpc(stub->ListVms(&context, req, &resp), "scheduler ListVms"));
+  return resp;
+}
+
+absl::StatusOr<api::ListNodesResponse> Cluster::SchedulerNodes() {
+  auto stub = SchedulerStub(scheduler_address());
+  grpc::ClientContext context;
+  Deadline(context, absl::Seconds(5));
+  api::ListRequest req;
+  req.set_protocol_version(api::PROTOCOL_VERSION_1);
+  api::ListNodesResponse resp;
+  RETURN_IF_ERROR(FromGrpc(stub->ListNodes(&context, req, &resp), "scheduler ListNodes"));
+  return resp;
+}
+
+absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
+  const core::Resources& cu = options_.compute_unit;
+  if (cu.memory_bytes % o.memory_slot_bytes != 0) {
+    return absl::InvalidArgumentError("the compute unit's memory must be whole memory slots");
+  }
+  // Place it.
+  auto stub = SchedulerStub(scheduler_address());
+  api::PlaceVmRequest place;
+  place.set_protocol_version(api::PROTOCOL_VERSION_1);
+  place.set_vm(o.name);
+  place.mutable_bounds()->set_min_cu(o.bounds.min_cu);
+  place.mutable_bounds()->set_max_cu(o.bounds.max_cu);
+  place.mutable_compute_unit()->set_milli_cpu(cu.milli_cpu);
+  place.mutable_compute_unit()->set_memory_bytes(cu.memory_bytes);
+  *place.mutable_initial() = core::ToProto(cu * o.start_cu);
+  place.set_migratable(o.migratable);
+  place.set_node(o.node);
+  api::PlaceVmResponse placed;
+  {
+    grpc::ClientContext context;
+    Deadline(context, absl::Seconds(10));
+    RETURN_IF_ERROR(FromGrpc(stub->PlaceVm(&context, place, &placed),
+                             "placing " + o.name + " with the scheduler"));
+  }
+  const std::string node = placed.node();
+
+  // Its guest: the test image with the monitor and the load tools, and a boot script that
+  // mounts the v1 memory controller and starts the monitor on the work cgroup.
+  ASSIGN_OR_RETURN(neonvm::guest::GuestImage image, neonvm::guest::FindGuestImage());
+  const std::string gdir = absl::StrCat(dir_, "/", o.name);
+  std::filesystem::create_directories(gdir);
+  const int slots_per_cu = static_cast<int>(cu.memory_bytes / o.memory_slot_bytes);
+  const int64_t start_memory = cu.memory_bytes * o.start_cu;
+  RETURN_IF_ERROR(
+      WriteText(gdir + "/run-monitor",
+                absl::StrCat("#!/bin/sh\nexec /usr/bin/monitor --listen=0.0.0.0:", kMonitorPort,
+                             " --cgroup=", kWorkCgroup, " --memory_bytes=", start_memory,
+                             " --lfc_resizer=file:/run/lfc_size --metrics_interval=1s --vlog=1"
+                             " >>/var/log/monitor.log 2>&1\n"),
+                /*executable=*/true));
+  const std::string boot = absl::StrCat(
+      "mount -t tmpfs cgroups /sys/fs/cgroup\n"
+      "mkdir -p /sys/fs/cgroup/memory\n"
+      "mount -t cgroup -o memory memory /sys/fs/cgroup/memory\n"
+      "mkdir -p ",
+      kWorkCgroup, "\n/usr/bin/run-monitor &\n");
+  ASSIGN_OR_RETURN(image, neonvm::guest::AddFiles(image,
+                                                  {{options_.bin.monitor, "/usr/bin/monitor"},
+                                                   {options_.bin.loadgen, "/usr/bin/loadgen"},
+                                                   {options_.bin.memstep, "/usr/bin/memstep"},
+                                                   {gdir + "/run-monitor", "/usr/bin/run-monitor"}},
+                                                  boot, gdir + "/initrd"));
+  neonvm::launcher::VmSpec spec;
+  spec.name = o.name;
+  spec.cpus_min = agent::CpusFor(cu.milli_cpu * o.bounds.min_cu);
+  spec.cpus_max = agent::CpusFor(cu.milli_cpu * o.bounds.max_cu);
+  spec.cpus_use = agent::CpusFor(cu.milli_cpu * o.start_cu);
+  spec.memory_slot_bytes = o.memory_slot_bytes;
+  spec.memory_slots_min = slots_per_cu * static_cast<int>(o.bounds.min_cu);
+  spec.memory_slots_max = slots_per_cu * static_cast<int>(o.bounds.max_cu);
+  spec.memory_slots_use = slots_per_cu * o.start_cu;
+  spec.kernel = image.kernel;
+  spec.initrd = image.initrd;
+  spec.kernel_cmdline = image.cmdline;
+  spec.host_forwards = {{.guest_port = kMonitorPort}};
+
+  auto g = std::make_unique<Guest>();
+  g->name_ = o.name;
+  neonvm::launcher::StartOptions start;
+  start.runtime_dir = gdir + "/qemu";  // QEMU's sockets and log stay with the cluster
+  std::filesystem::create_directories(start.runtime_dir);
+  ASSIGN_OR_RETURN(g->vm, neonvm::launcher::Vm::Start(spec, start));
+  g->serial_path = g->vm->serial_path();
+  ASSIGN_OR_RETURN(g->console, neonvm::guest::GuestConsole::Connect(g->serial_path));
+  RETURN_IF_ERROR(g->vm->Resume());
+  RETURN_IF_ERROR(Annotate(g->console->WaitFor(neonvm::guest::kReadyMarker, absl::Seconds(120)),
+                           "booting " + o.name));
+  ASSIGN_OR_RETURN(int port, g->vm->HostPort(kMonitorPort));
+
+  api::VmConfig vm;
+  vm.set_name(o.name);
+  vm.set_qmp("unix:" + g->vm->agent_qmp_path());
+  vm.set_monitor_address(absl::StrCat("127.0.0.1:", port));
+  vm.mutable_bounds()->set_min_cu(o.bounds.min_cu);
+  vm.mutable_bounds()->set_max_cu(o.bounds.max_cu);
+  *vm.mutable_spec() = agent::SpecToProto(spec);
+  vm.set_migratable(o.migratable);
+  vm.set_monitor_guest_port(kMonitorPort);
+  // Under TCG, precopy can lose a write of a guest that keeps writing memory (neonvm/migration).
+  vm.set_allow_postcopy(true);
+  node_vms_[node].push_back(vm);
+  RETURN_IF_ERROR(WriteAgentConfig(node));
+  Guest* out = g.get();
+  guests_[o.name] = std::move(g);
+  return out;
+}
+
+Guest* Cluster::guest(const std::string& name) {
+  auto it = guests_.find(name);
+  return it == guests_.end() ? nullptr : it->second.get();
+}
+
+absl::Status Cluster::SetBounds(const std::string& vm, core::Bounds bounds) {
+  for (auto& [node, vms] : node_vms_) {
+    for (api::VmConfig& c : vms) {
+      if (c.name() != vm) continue;
+      c.mutable_bounds()->set_min_cu(bounds.min_cu);
+      c.mutable_bounds()->set_max_cu(bounds.max_cu);
+      return WriteAgentConfig(node);
+    }
+  }
+  return absl::NotFoundError("no VM " + vm + " in any agent config");
+}
+
+absl::Status Cluster::ReattachGuest(const std::string& vm) {
+  Guest* g = guest(vm);
+  if (g == nullptr) return absl::NotFoundError("no guest " + vm);
+  for (const NodeOptions& n : options_.nodes) {
+    absl::StatusOr<std::string> status = AgentStatus(n.name);
+    if (!status.ok()) continue;
+    rapidjson::Document doc;
+    doc.Parse(status->c_str());
+    if (doc.HasParseError() || !doc.HasMember("vms")) continue;
+    for (const auto& v : doc["vms"].GetArray()) {
+      if (!v.HasMember("vm") || v["vm"].GetString() != vm || !v.HasMember("serial")) continue;
+      g->console.reset();
+      g->vm.reset();  // the source QEMU has exited: reap it
+      g->serial_path = v["serial"].GetString();
+      ASSIGN_OR_RETURN(g->console, neonvm::guest::GuestConsole::Connect(g->serial_path));
+      return absl::OkStatus();
+    }
+  }
+  return absl::NotFoundError(vm + ": no agent owns it (has it migrated?)");
+}
+
+}  // namespace autoscale::demo

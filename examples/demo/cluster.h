@@ -1,0 +1,170 @@
+// A whole autoscaling cluster on one machine, for the demo and the end-to-end tests: the
+// scheduler daemon, one agent daemon per node, and booted test guests (QEMU under this process)
+// that run the monitor and a load generator. Everything is a real process; everything is stopped
+// and removed when the Cluster is destroyed (and dies with this process: PR_SET_PDEATHSIG).
+//
+//   ASSIGN_OR_RETURN(Binaries bin, FindBinaries());
+//   ASSIGN_OR_RETURN(auto cluster, Cluster::Start({.bin = bin, .nodes = {{"a", {4000, 1 <<
+//   30}}}})); ASSIGN_OR_RETURN(Guest* g, cluster->AddGuest({.name = "vm1", .node = "a"}));
+//   RETURN_IF_ERROR(g->StartLoad(/*memory_mib=*/200, /*cpu_threads=*/1));
+//   ... cluster->AgentStatus("a") ...
+#pragma once
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "autoscale/api/config.pb.h"
+#include "autoscale/api/scheduler.pb.h"
+#include "autoscale/core/resources.h"
+#include "neonvm/guest/console.h"
+#include "neonvm/launcher/vm.h"
+
+namespace autoscale::demo {
+
+// The programs the cluster runs.
+struct Binaries {
+  std::string scheduler;
+  std::string agent;
+  std::string monitor;
+  std::string loadgen;
+  std::string memstep;
+};
+
+// Finds them in Bazel's runfiles (tests, `bazel run`) or under bazel-bin (scripts).
+absl::StatusOr<Binaries> FindBinaries();
+
+// A child process with its output in a log file; killed when destroyed.
+class Process {
+ public:
+  static absl::StatusOr<std::unique_ptr<Process>> Start(const std::vector<std::string>& argv,
+                                                        const std::string& log);
+  ~Process();
+  pid_t pid() const { return pid_; }
+  bool Running();
+  // Sends `sig` and waits up to `timeout` for the exit; SIGKILL after that.
+  void Stop(int sig = SIGTERM, absl::Duration timeout = absl::Seconds(5));
+
+ private:
+  explicit Process(pid_t pid) : pid_(pid) {}
+  pid_t pid_;
+  bool reaped_ = false;
+};
+
+struct NodeOptions {
+  std::string name;
+  core::Resources total;
+  double watermark = 0.9;
+};
+
+struct ClusterOptions {
+  Binaries bin;
+  core::Resources compute_unit{1000, int64_t{512} << 20};
+  std::vector<NodeOptions> nodes;
+  // Defaults for every VM's scaling.
+  api::ScalingConfig scaling;
+  absl::Duration balance_interval = absl::Seconds(1);
+  // Where everything goes; empty: a new directory under /tmp, removed at the end.
+  std::string dir;
+  // Echo the daemons' logs to stderr (for debugging).
+  bool verbose = false;
+};
+
+struct GuestOptions {
+  std::string name;
+  // Where to place it; empty: the scheduler chooses.
+  std::string node;
+  core::Bounds bounds{1, 4};
+  int start_cu = 1;
+  bool migratable = true;
+  int64_t memory_slot_bytes = int64_t{256} << 20;
+};
+
+class Cluster;
+
+// A booted test guest with the monitor (watching the cgroup /sys/fs/cgroup/memory/work) and the
+// load tools in it.
+class Guest {
+ public:
+  const std::string& name() const { return name_; }
+  // Runs a shell command in the guest (through its serial console).
+  absl::StatusOr<std::string> Run(const std::string& command,
+                                  absl::Duration timeout = absl::Seconds(30));
+  absl::StatusOr<int64_t> MemTotalBytes();
+  absl::StatusOr<int> OnlineCpus();
+  // Runs the load generator in the watched cgroup: `memory_mib` rewritten continuously and
+  // `cpu_threads` busy threads (replaces the load running before).
+  absl::Status StartLoad(int memory_mib, int cpu_threads);
+  // Stops it and returns its last line ("... verified ..." when its memory was intact).
+  absl::StatusOr<std::string> StopLoad();
+  // memstep: fill to just below the monitor's threshold, cross it, and report when more memory
+  // came online (the line memstep prints). Stops it afterwards, so the memory is freed.
+  absl::StatusOr<std::string> MeasureReaction(absl::Duration timeout = absl::Seconds(20));
+  absl::Status KillMonitor();
+  absl::Status StartMonitor();
+  // The LFC size the monitor last set (its file resizer), in bytes.
+  absl::StatusOr<int64_t> LfcBytes();
+  // The monitor's log.
+  absl::StatusOr<std::string> MonitorLog();
+
+ private:
+  friend class Cluster;
+  std::string name_;
+  std::unique_ptr<neonvm::launcher::Vm> vm;  // null once migrated (the target agent owns it)
+  std::unique_ptr<neonvm::guest::GuestConsole> console;
+  std::string serial_path;
+};
+
+class Cluster {
+ public:
+  static absl::StatusOr<std::unique_ptr<Cluster>> Start(ClusterOptions options);
+  ~Cluster();
+  Cluster(const Cluster&) = delete;
+  Cluster& operator=(const Cluster&) = delete;
+
+  // Places the VM with the scheduler, boots its guest and hands it to its node's agent.
+  absl::StatusOr<Guest*> AddGuest(const GuestOptions& options);
+  Guest* guest(const std::string& name);
+
+  // A node's agent /status JSON (events after `since`).
+  absl::StatusOr<std::string> AgentStatus(const std::string& node, uint64_t since = 0);
+  absl::StatusOr<api::ListVmsResponse> SchedulerVms();
+  absl::StatusOr<api::ListNodesResponse> SchedulerNodes();
+
+  absl::Status KillScheduler();
+  absl::Status StartScheduler();
+  absl::Status KillAgent(const std::string& node);
+  absl::Status StartAgent(const std::string& node);
+  // Rewrites the VM's bounds in its node's agent config (the agent re-reads it).
+  absl::Status SetBounds(const std::string& vm, core::Bounds bounds);
+  // After a migration: finds the VM's new serial console through the agent that owns it now.
+  absl::Status ReattachGuest(const std::string& vm);
+
+  const std::string& dir() const { return dir_; }
+  const ClusterOptions& options() const { return options_; }
+  std::string scheduler_address() const { return "unix:" + dir_ + "/scheduler.sock"; }
+
+ private:
+  explicit Cluster(ClusterOptions options) : options_(std::move(options)) {}
+  absl::Status WriteAgentConfig(const std::string& node);
+  std::string AgentAddress(const std::string& node) const;
+  int AgentHttpPort(const std::string& node) const;
+
+  ClusterOptions options_;
+  std::string dir_;
+  bool own_dir_ = false;
+  std::unique_ptr<Process> scheduler_;
+  std::map<std::string, std::unique_ptr<Process>> agents_;
+  std::map<std::string, int> agent_http_ports_;
+  // Each node's VMs as its agent config lists them.
+  std::map<std::string, std::vector<api::VmConfig>> node_vms_;
+  std::map<std::string, std::unique_ptr<Guest>> guests_;
+};
+
+}  // namespace autoscale::demo
