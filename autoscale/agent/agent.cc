@@ -219,10 +219,16 @@ absl::Status Agent::ApplyConfig(const api::AgentConfig& config) {
       continue;
     }
     Managed& m = it->second;
-    if (m.owned) continue;  // came in by migration: this agent's own record wins
+    api::VmConfig next = vm;
+    if (m.owned) {
+      // Came in by migration: this agent started its QEMU, so the addresses are its own; the
+      // config still sets the bounds and scaling.
+      next.set_qmp(m.config.qmp());
+      next.set_monitor_address(m.config.monitor_address());
+    }
     const bool same_place =
-        m.config.qmp() == vm.qmp() && m.config.monitor_address() == vm.monitor_address();
-    m.config = vm;
+        m.config.qmp() == next.qmp() && m.config.monitor_address() == next.monitor_address();
+    m.config = std::move(next);
     if (!m.runner) continue;
     if (!same_place) {
       m.restart_at = absl::InfinitePast();  // the supervisor restarts it with the new addresses

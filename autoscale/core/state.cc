@@ -187,7 +187,10 @@ std::optional<SchedulerRequest> State::SchedulerAction(absl::Time now, const Res
       return std::nullopt;
     }
   }
-  if (tick_due || change_due) {
+  // A failed request is retried once the wait passed. (The reference retries only at the next
+  // tick when there is no permit yet, so a VM whose first request failed cannot grow for 15 s.)
+  const bool retry_failed = scheduler_.last_failure.has_value();
+  if (tick_due || change_due || retry_failed) {
     SchedulerRequest r;
     r.last_permit = scheduler_.permit;
     r.target = change_due ? request : in_use;

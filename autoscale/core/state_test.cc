@@ -240,6 +240,25 @@ TEST_F(StateTest, FailuresBackOff) {
   EXPECT_EQ(d_wait.wait, absl::Seconds(3));
 }
 
+TEST_F(StateTest, AFailedFirstRequestIsRetriedAfterTheBackoffNotAtTheTick) {
+  State s(Config(), Cu(1), {1, 8});
+  s.MonitorConnected(now_);
+  ActionSet a = s.NextActions(now_);
+  s.SchedulerRequestStarted(now_, a.scheduler_request->target);
+  s.SchedulerRequestFailed(now_);
+  s.UpdateSystemMetrics(now_, Metrics(3));
+  EXPECT_EQ(s.NextActions(now_).wait, absl::Seconds(3));
+  now_ += absl::Seconds(3);
+  ActionSet retry = s.NextActions(now_);
+  ASSERT_TRUE(retry.scheduler_request.has_value()) << "retried 3 s after the failure";
+  EXPECT_FALSE(retry.scheduler_request->last_permit.has_value());
+  EXPECT_EQ(retry.scheduler_request->target, Cu(1)) << "still the first request: what the VM has";
+  s.SchedulerRequestStarted(now_, Cu(1));
+  ASSERT_TRUE(s.SchedulerRequestSucceeded(now_, Cu(1)).ok());
+  GrantScheduler(s, Cu(3));
+  ResizeVm(s, Cu(3));
+}
+
 TEST_F(StateTest, InvalidPermitsAreFailures) {
   State s = Started(Cu(2));
   s.UpdateSystemMetrics(now_, Metrics(4));

@@ -522,6 +522,17 @@ absl::Status Cluster::ReattachGuest(const std::string& vm) {
       g->vm.reset();  // the source QEMU has exited: reap it
       g->serial_path = v["serial"].GetString();
       ASSIGN_OR_RETURN(g->console, neonvm::guest::GuestConsole::Connect(g->serial_path));
+      // Move the VM's config entry to its new node, as an orchestrator would.
+      for (auto& [node, vms] : node_vms_) {
+        if (node == n.name) continue;
+        for (auto it = vms.begin(); it != vms.end(); ++it) {
+          if (it->name() != vm) continue;
+          node_vms_[n.name].push_back(*it);
+          vms.erase(it);
+          RETURN_IF_ERROR(WriteAgentConfig(node));
+          return WriteAgentConfig(n.name);
+        }
+      }
       return absl::OkStatus();
     }
   }

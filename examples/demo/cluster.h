@@ -143,7 +143,8 @@ class Cluster {
   absl::Status StartAgent(const std::string& node);
   // Rewrites the VM's bounds in its node's agent config (the agent re-reads it).
   absl::Status SetBounds(const std::string& vm, core::Bounds bounds);
-  // After a migration: finds the VM's new serial console through the agent that owns it now.
+  // After a migration: finds the VM's new serial console through the agent that owns it now, and
+  // moves its config entry to that node (so SetBounds reaches it there).
   absl::Status ReattachGuest(const std::string& vm);
 
   const std::string& dir() const { return dir_; }

@@ -1,0 +1,353 @@
+// The runner's executors against the real ledger (in process), a VM driver and a monitor that
+// record what they are asked: the ordering rules (grow scheduler -> VM -> monitor, shrink
+// monitor -> VM -> scheduler), partial grants, and what happens when a part fails. The QMP driver
+// and the gRPC monitor are exercised with QEMU and a booted guest in examples/demo's e2e tests.
+#include "autoscale/agent/runner.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "autoscale/ledger/ledger.h"
+#include "autoscale/rpc/scheduler_client.h"
+#include "autoscale/rpc/scheduler_handler.h"
+#include "gtest/gtest.h"
+
+namespace autoscale::agent {
+namespace {
+
+using core::Resources;
+
+constexpr int64_t kGiB = int64_t{1} << 30;
+constexpr Resources kCu{1000, kGiB};
+
+Resources Cus(int n) { return kCu * n; }
+
+std::string Text(const api::Resources& r) {
+  return Resources{r.milli_cpu(), r.memory_bytes()}.ToString();
+}
+
+// What the runner asked of the scheduler, the VM and the monitor, in order.
+class CallLog {
+ public:
+  void Add(std::string entry) {
+    absl::MutexLock lock(&mu_);
+    entries_.push_back(std::move(entry));
+  }
+  std::vector<std::string> Entries() const {
+    absl::MutexLock lock(&mu_);
+    return entries_;
+  }
+  // The index of the first entry equal to `entry` after index `after`, or -1.
+  int Find(const std::string& entry, int after = -1) const {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = after + 1; i < entries_.size(); ++i) {
+      if (entries_[i] == entry) return static_cast<int>(i);
+    }
+    return -1;
+  }
+  // Waits (up to 15 s) for `entry` after index `after`; its index, or -1.
+  int Await(const std::string& entry, int after = -1) const {
+    const absl::Time end = absl::Now() + absl::Seconds(15);
+    while (absl::Now() < end) {
+      if (int i = Find(entry, after); i >= 0) return i;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return -1;
+  }
+  bool Any(const std::string& prefix) const {
+    absl::MutexLock lock(&mu_);
+    for (const std::string& e : entries_) {
+      if (absl::StartsWith(e, prefix)) return true;
+    }
+    return false;
+  }
+  std::string Dump() const {
+    std::string out;
+    for (const std::string& e : Entries()) absl::StrAppend(&out, "\n  ", e);
+    return out;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::vector<std::string> entries_ ABSL_GUARDED_BY(mu_);
+};
+
+class RecordingVm : public VmDriver {
+ public:
+  RecordingVm(Resources at, CallLog& log) : at_(at), log_(log) {}
+  absl::StatusOr<Resources> Current() override {
+    absl::MutexLock lock(&mu_);
+    return at_;
+  }
+  absl::StatusOr<Resources> Resize(const Resources& target) override {
+    log_.Add("vm " + target.ToString());
+    absl::MutexLock lock(&mu_);
+    if (!fail_.ok()) return fail_;
+    at_ = target;
+    return at_;
+  }
+  void Fail(absl::Status s) {
+    absl::MutexLock lock(&mu_);
+    fail_ = std::move(s);
+  }
+
+ private:
+  absl::Mutex mu_;
+  Resources at_ ABSL_GUARDED_BY(mu_);
+  absl::Status fail_ ABSL_GUARDED_BY(mu_);
+  CallLog& log_;
+};
+
+// The in-process scheduler, recorded, and able to be "down" (every call fails as a lost
+// connection would).
+class RecordingScheduler : public rpc::SchedulerClient {
+ public:
+  RecordingScheduler(rpc::SchedulerClient& real, CallLog& log) : real_(real), log_(log) {}
+  absl::StatusOr<api::PermitResponse> Request(const api::AgentRequest& r) override {
+    log_.Add("scheduler " + Text(r.resources()));
+    if (down_) return absl::UnavailableError("connection refused");
+    return real_.Request(r);
+  }
+  absl::StatusOr<api::RegisterNodeResponse> RegisterNode(
+      const api::RegisterNodeRequest& r) override {
+    return real_.RegisterNode(r);
+  }
+  absl::StatusOr<std::vector<api::MigrationOrder>> GetMigrationOrders(
+      const std::string& node) override {
+    return real_.GetMigrationOrders(node);
+  }
+  absl::Status ReportMigration(const api::MigrationResult& r) override {
+    return real_.ReportMigration(r);
+  }
+  std::atomic<bool> down_{false};
+
+ private:
+  rpc::SchedulerClient& real_;
+  CallLog& log_;
+};
+
+class RecordingMonitor : public rpc::MonitorClient {
+ public:
+  RecordingMonitor(CallLog& log, std::atomic<bool>& approve) : log_(log), approve_(approve) {}
+  absl::StatusOr<api::DownscaleResult> RequestDownscale(const api::Resources& target,
+                                                        absl::Duration) override {
+    log_.Add("monitor downscale " + Text(target));
+    api::DownscaleResult r;
+    r.set_ok(approve_);
+    r.set_status(approve_ ? "enough headroom" : "would leave too little headroom");
+    return r;
+  }
+  absl::Status NotifyUpscale(const api::Resources& granted, absl::Duration) override {
+    log_.Add("monitor upscale " + Text(granted));
+    return absl::OkStatus();
+  }
+  absl::Status HealthCheck(absl::Duration) override { return absl::OkStatus(); }
+  bool connected() const override { return true; }
+
+ private:
+  CallLog& log_;
+  std::atomic<bool>& approve_;
+};
+
+class RunnerTest : public ::testing::Test {
+ protected:
+  RunnerTest() : ledger_({.placement = {.randomize = false}}), handler_(ledger_, kCu) {}
+
+  // A node of `node_cus` CUs with vm1 placed at 1 CU, bounds 1..4, and a runner for it.
+  void Start(int node_cus, bool with_monitor = true) {
+    api::RegisterNodeRequest node = rpc::WithVersion(api::RegisterNodeRequest());
+    node.set_node("n1");
+    *node.mutable_total() = core::ToProto(Cus(node_cus));
+    node.set_agent_address("n1:7000");
+    ASSERT_TRUE(in_process_.RegisterNode(node).ok());
+    Place("vm1", {1, 4});
+    auto vm = std::make_unique<RecordingVm>(kCu, log_);
+    vm_ = vm.get();
+    RunnerOptions o;
+    o.node = "n1";
+    o.vm = "vm1";
+    o.state.compute_unit = kCu;
+    o.bounds = {1, 4};
+    if (with_monitor) o.monitor_address = "in-test";
+    MonitorConnector connect =
+        [this](const std::string&, rpc::MonitorClient::Callbacks callbacks,
+               absl::Duration) -> absl::StatusOr<std::unique_ptr<rpc::MonitorClient>> {
+      absl::MutexLock lock(&mu_);
+      callbacks_ = std::move(callbacks);
+      return std::make_unique<RecordingMonitor>(log_, approve_);
+    };
+    runner_ = std::make_unique<Runner>(o, std::move(vm), scheduler_, connect, events_, metrics_,
+                                       Clock::Real());
+    ASSERT_TRUE(runner_->Start().ok());
+  }
+
+  void Place(const std::string& vm, core::Bounds bounds) {
+    api::PlaceVmRequest place = rpc::WithVersion(api::PlaceVmRequest());
+    place.set_vm(vm);
+    place.mutable_bounds()->set_min_cu(bounds.min_cu);
+    place.mutable_bounds()->set_max_cu(bounds.max_cu);
+    place.set_node("n1");
+    absl::StatusOr<api::PlaceVmResponse> p = handler_.PlaceVm(place);
+    ASSERT_TRUE(p.ok()) << p.status();
+  }
+
+  // Metrics from the monitor's stream: a load average and the memory used.
+  void SendMetrics(double load, int64_t memory_bytes) {
+    api::Metrics m;
+    m.set_load_avg_1m(load);
+    m.set_load_avg_5m(load);
+    m.set_memory_usage_bytes(memory_bytes);
+    const absl::Time end = absl::Now() + absl::Seconds(10);
+    while (absl::Now() < end) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (callbacks_.on_metrics) {
+          callbacks_.on_metrics(m);
+          return;
+        }
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    FAIL() << "the runner never connected to the monitor";
+  }
+
+  bool HasEvent(const std::string& kind, const std::string& text = "") {
+    for (const Event& e : events_.Since(0)) {
+      if (e.kind == kind && absl::StrContains(e.text, text)) return true;
+    }
+    return false;
+  }
+
+  Resources Reserved(const std::string& vm) {
+    absl::StatusOr<api::ListVmsResponse> vms =
+        handler_.ListVms(rpc::WithVersion(api::ListRequest()));
+    if (!vms.ok()) return {};
+    for (const api::VmState& v : vms->vms()) {
+      if (v.vm() == vm) return {v.reserved().milli_cpu(), v.reserved().memory_bytes()};
+    }
+    return {};
+  }
+
+  void TearDown() override {
+    if (runner_) runner_->Stop();
+  }
+
+  CallLog log_;
+  ledger::Ledger ledger_;
+  rpc::SchedulerHandler handler_;
+  rpc::InProcessSchedulerClient in_process_{handler_};
+  RecordingScheduler scheduler_{in_process_, log_};
+  std::atomic<bool> approve_{true};
+  EventLog events_;
+  Metrics metrics_;
+  absl::Mutex mu_;
+  rpc::MonitorClient::Callbacks callbacks_ ABSL_GUARDED_BY(mu_);
+  RecordingVm* vm_ = nullptr;
+  std::unique_ptr<Runner> runner_;
+};
+
+TEST_F(RunnerTest, GrowsSchedulerVmMonitorAndShrinksMonitorVmScheduler) {
+  Start(/*node_cus=*/8);
+  SendMetrics(/*load=*/2.5, /*memory_bytes=*/kGiB / 4);  // CPU goal: 2.5 / 0.9 -> 3 CU
+  const std::string big = Cus(3).ToString();
+  const int asked = log_.Await("scheduler " + big);
+  const int resized = log_.Await("vm " + big);
+  const int told = log_.Await("monitor upscale " + big);
+  ASSERT_GE(told, 0) << log_.Dump();
+  EXPECT_LT(asked, resized) << log_.Dump();
+  EXPECT_LT(resized, told) << log_.Dump();
+  EXPECT_EQ(Reserved("vm1"), Cus(3));
+
+  SendMetrics(/*load=*/0, /*memory_bytes=*/kGiB / 4);
+  const std::string small = Cus(1).ToString();
+  const int approved = log_.Await("monitor downscale " + small, told);
+  const int shrunk = log_.Await("vm " + small, told);
+  const int released = log_.Await("scheduler " + small, told);
+  ASSERT_GE(released, 0) << log_.Dump();
+  EXPECT_LT(approved, shrunk) << log_.Dump();
+  EXPECT_LT(shrunk, released) << log_.Dump();
+  EXPECT_TRUE(HasEvent("downscale_approved"));
+  const absl::Time end = absl::Now() + absl::Seconds(5);
+  while (Reserved("vm1") != Cus(1) && absl::Now() < end) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_EQ(Reserved("vm1"), Cus(1)) << "the node's reservation follows the shrink";
+}
+
+TEST_F(RunnerTest, APartialGrantGrowsTheVmOnlyToThePermit) {
+  Start(/*node_cus=*/4);
+  Place("vm2", {2, 2});  // the node has 1 CU left
+  SendMetrics(/*load=*/2.5, /*memory_bytes=*/kGiB / 4);
+  ASSERT_GE(log_.Await("vm " + Cus(2).ToString()), 0) << log_.Dump();
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_FALSE(log_.Any("vm " + Cus(3).ToString())) << log_.Dump();
+  EXPECT_TRUE(HasEvent("partial"));
+  EXPECT_EQ(Reserved("vm1"), Cus(2));
+  EXPECT_EQ(runner_->Status().current, Cus(2));
+}
+
+TEST_F(RunnerTest, NoGrowthWhileTheSchedulerIsDownThenGrowth) {
+  Start(/*node_cus=*/8);
+  scheduler_.down_ = true;
+  SendMetrics(/*load=*/2.5, /*memory_bytes=*/kGiB / 4);
+  // The first request (for what the VM has) fails and is retried after 3 s.
+  const int first = log_.Await("scheduler " + Cus(1).ToString());
+  ASSERT_GE(log_.Await("scheduler " + Cus(1).ToString(), first), 0) << log_.Dump();
+  EXPECT_FALSE(log_.Any("vm ")) << "no resize without a permit:" << log_.Dump();
+  EXPECT_TRUE(HasEvent("error", "connection refused"));
+  scheduler_.down_ = false;
+  EXPECT_GE(log_.Await("scheduler " + Cus(3).ToString()), 0) << log_.Dump();
+  EXPECT_GE(log_.Await("vm " + Cus(3).ToString()), 0) << log_.Dump();
+}
+
+TEST_F(RunnerTest, ADeniedDownscaleKeepsTheSize) {
+  Start(/*node_cus=*/8);
+  SendMetrics(/*load=*/2.5, /*memory_bytes=*/kGiB / 4);
+  ASSERT_GE(log_.Await("monitor upscale " + Cus(3).ToString()), 0) << log_.Dump();
+  approve_ = false;
+  SendMetrics(/*load=*/0, /*memory_bytes=*/kGiB / 4);
+  // The monitor is asked one CU at a time.
+  ASSERT_GE(log_.Await("monitor downscale " + Cus(2).ToString()), 0) << log_.Dump();
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_FALSE(log_.Any("vm " + Cus(2).ToString())) << log_.Dump();
+  EXPECT_FALSE(log_.Any("vm " + Cus(1).ToString())) << log_.Dump();
+  EXPECT_TRUE(HasEvent("downscale_denied"));
+  EXPECT_EQ(runner_->Status().current, Cus(3));
+}
+
+TEST_F(RunnerTest, WithoutAMonitorTheVmNeverShrinks) {
+  Start(/*node_cus=*/8, /*with_monitor=*/false);
+  runner_->Update({3, 4}, core::ScalingConfig());
+  ASSERT_GE(log_.Await("vm " + Cus(3).ToString()), 0) << log_.Dump();
+  runner_->Update({1, 4}, core::ScalingConfig());
+  absl::SleepFor(absl::Seconds(2));
+  EXPECT_FALSE(log_.Any("vm " + Cus(1).ToString())) << log_.Dump();
+  EXPECT_FALSE(log_.Any("vm " + Cus(2).ToString())) << log_.Dump();
+}
+
+TEST_F(RunnerTest, NoResizeDuringAMigration) {
+  Start(/*node_cus=*/8, /*with_monitor=*/false);
+  ASSERT_TRUE(runner_->BeginMigration(absl::Seconds(1)).ok());
+  runner_->Update({2, 4}, core::ScalingConfig());
+  absl::SleepFor(absl::Seconds(1.5));
+  EXPECT_FALSE(log_.Any("vm ")) << log_.Dump();
+  EXPECT_TRUE(runner_->Status().migrating);
+  runner_->EndMigration();
+  EXPECT_GE(log_.Await("vm " + Cus(2).ToString()), 0) << log_.Dump();
+}
+
+TEST_F(RunnerTest, AnUnreachableVmMarksTheRunnerFailed) {
+  Start(/*node_cus=*/8, /*with_monitor=*/false);
+  vm_->Fail(absl::UnavailableError("QMP connection closed"));
+  runner_->Update({2, 4}, core::ScalingConfig());
+  ASSERT_GE(log_.Await("vm " + Cus(2).ToString()), 0) << log_.Dump();
+  const absl::Time end = absl::Now() + absl::Seconds(5);
+  while (runner_->failure().empty() && absl::Now() < end) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_TRUE(absl::StrContains(runner_->failure(), "QMP connection closed")) << runner_->failure();
+  EXPECT_TRUE(HasEvent("error", "VM resize"));
+}
+
+}  // namespace
+}  // namespace autoscale::agent

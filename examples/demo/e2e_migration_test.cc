@@ -1,0 +1,90 @@
+// End to end, with real processes and two booted guests: a VM that grows its node above the
+// watermark is live-migrated to another node by the agents, with its memory intact, and keeps
+// scaling there under the target's agent.
+#include "absl/strings/match.h"
+#include "examples/demo/cluster.h"
+#include "examples/demo/e2e_test_util.h"
+#include "gtest/gtest.h"
+
+namespace autoscale::demo {
+namespace {
+
+constexpr int64_t kMiB = int64_t{1} << 20;
+constexpr int64_t kCu = 512 * kMiB;
+
+TEST(EndToEnd, AVmAboveTheWatermarkMigratesWithItsMemoryIntact) {
+  DEMO_REQUIRE_CLUSTER();
+  ClusterOptions options;
+  options.bin = *FindBinaries();
+  // Node a's watermark is 2 CU: two 1-CU VMs fit; one of them growing to 2 CU puts the node
+  // above it, and only vm1 (vm2 is not migratable) can leave.
+  options.nodes = {{.name = "a", .total = {4000, 4 * kCu}, .watermark = 0.5},
+                   {.name = "b", .total = {4000, 4 * kCu}}};
+  auto cluster = Cluster::Start(options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  Cluster& c = **cluster;
+  auto vm1 = c.AddGuest({.name = "vm1", .node = "a", .bounds = {1, 3}});
+  ASSERT_TRUE(vm1.ok()) << vm1.status();
+  auto vm2 = c.AddGuest({.name = "vm2", .node = "a", .bounds = {1, 1}, .migratable = false});
+  ASSERT_TRUE(vm2.ok()) << vm2.status();
+  auto ready = AwaitStatus(c, "a", absl::Seconds(90), [](const rapidjson::Document& s) {
+    const rapidjson::Value* vm = VmStatus(s, "vm1");
+    return vm != nullptr && (*vm)["monitor"].GetBool();
+  });
+  ASSERT_TRUE(ready.ok()) << ready.status();
+  // A load whose memory the migration must carry over (the load generator checks every page).
+  ASSERT_TRUE((*vm1)->StartLoad(/*memory_mib=*/64, /*cpu_threads=*/1).ok());
+
+  ASSERT_TRUE(c.SetBounds("vm1", {2, 3}).ok());
+  auto moved = AwaitStatus(c, "b", absl::Seconds(180), [](const rapidjson::Document& s) {
+    return VmStatus(s, "vm1") != nullptr && HasEvent(s, "vm1", "migration", "migrated in");
+  });
+  ASSERT_TRUE(moved.ok()) << "vm1 did not arrive on node b: " << moved.status()
+                          << "\nnode a: " << c.AgentStatus("a").value_or("?");
+  auto source = c.AgentStatus("a");
+  ASSERT_TRUE(source.ok());
+  rapidjson::Document a;
+  a.Parse(source->c_str());
+  EXPECT_EQ(VmStatus(a, "vm1"), nullptr) << "node a no longer manages vm1";
+  EXPECT_TRUE(HasEvent(a, "vm1", "migration", "migrated to node b")) << *source;
+  EXPECT_NE(VmStatus(a, "vm2"), nullptr) << "vm2 stays";
+
+  // The ledger moved the reservation: vm1 on b at 2 CU, node a back under its watermark.
+  auto vms = c.SchedulerVms();
+  ASSERT_TRUE(vms.ok()) << vms.status();
+  bool found = false;
+  for (const api::VmState& v : vms->vms()) {
+    if (v.vm() != "vm1") continue;
+    found = true;
+    EXPECT_EQ(v.node(), "b");
+    EXPECT_FALSE(v.migrating());
+    EXPECT_EQ(v.reserved().memory_bytes(), 2 * kCu);
+  }
+  EXPECT_TRUE(found);
+  auto nodes = c.SchedulerNodes();
+  ASSERT_TRUE(nodes.ok()) << nodes.status();
+  for (const api::NodeState& n : nodes->nodes()) {
+    if (n.node() == "a") {
+      EXPECT_LE(n.reserved().memory_bytes(), n.watermark().memory_bytes());
+    }
+  }
+
+  // The guest runs on b with its memory intact and its size kept.
+  ASSERT_TRUE(c.ReattachGuest("vm1").ok());
+  auto mem = (*vm1)->MemTotalBytes();
+  ASSERT_TRUE(mem.ok()) << mem.status();
+  EXPECT_GT(*mem, kCu) << "2 CU of memory online after the migration";
+  auto last = (*vm1)->StopLoad();
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_TRUE(absl::StrContains(*last, "verified")) << *last;
+
+  // The target's agent scales it: raising the minimum to 3 CU grows it on b.
+  ASSERT_TRUE(c.SetBounds("vm1", {3, 3}).ok());
+  auto grew = AwaitStatus(c, "b", absl::Seconds(60), [](const rapidjson::Document& s) {
+    return Field(VmStatus(s, "vm1"), "current", "memoryBytes") == 3 * kCu;
+  });
+  ASSERT_TRUE(grew.ok()) << "vm1 did not grow on node b: " << grew.status();
+}
+
+}  // namespace
+}  // namespace autoscale::demo
