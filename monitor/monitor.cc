@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "autoscale/base/proto_duration.h"
 #include "autoscale/base/status_macros.h"
 #include "glog/logging.h"
 
@@ -12,10 +13,6 @@ namespace autoscale::monitor {
 namespace {
 
 std::string MiB(int64_t bytes) { return absl::StrFormat("%.1f MiB", bytes / 1048576.0); }
-
-absl::Duration FromProto(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
 
 absl::Status Invalid(const char* field, const std::string& rule, const std::string& got) {
   return absl::InvalidArgumentError(

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "autoscale/agent/vm_driver.h"
+#include "autoscale/base/proto_duration.h"
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/status_macros.h"
 #include "autoscale/core/config.h"
@@ -39,6 +40,12 @@ absl::StatusOr<api::AgentConfig> LoadAgentConfig(const std::string& path) {
   const Resources cu = *cu_or;
   RETURN_IF_ERROR(annotate(core::ResolveScalingConfig(c.scaling()).status()));
   RETURN_IF_ERROR(annotate(core::ResolveTimings(c.timings()).status()));
+  if (c.migration().downtime_limit().seconds() < 0 || c.migration().downtime_limit().nanos() < 0) {
+    return Invalid(path, "migration.downtimeLimit: must not be negative");
+  }
+  if (c.migration().max_bandwidth_bytes_per_second() < 0) {
+    return Invalid(path, "migration.maxBandwidthBytesPerSecond: must not be negative");
+  }
   std::set<std::string> names;
   for (int i = 0; i < c.vms_size(); ++i) {
     const api::VmConfig& vm = c.vms(i);
@@ -351,8 +358,10 @@ void Agent::Migrate(api::MigrationOrder order) {
   const std::string& name = order.vm();
   Runner* runner = nullptr;
   api::VmConfig config;
+  api::MigrationSettings settings;
   {
     absl::MutexLock lock(&mu_);
+    settings = config_.migration();
     auto it = vms_.find(name);
     if (it != vms_.end()) {
       runner = it->second.runner.get();
@@ -423,6 +432,16 @@ void Agent::Migrate(api::MigrationOrder order) {
   prepared = true;
   neonvm::migration::MigrationOptions options;
   options.allow_postcopy = config.allow_postcopy();
+  options.auto_converge = settings.auto_converge();
+  if (settings.has_downtime_limit()) {
+    options.downtime_limit = FromProto(settings.downtime_limit());
+  }
+  if (settings.max_bandwidth_bytes_per_second() > 0) {
+    options.max_bandwidth_bytes_per_second = settings.max_bandwidth_bytes_per_second();
+  }
+  if (settings.postcopy_after_passes() > 0) {
+    options.postcopy_after_passes = static_cast<int>(settings.postcopy_after_passes());
+  }
   options.timeout = options_.migration_timeout;
   absl::StatusOr<neonvm::migration::MigrationStats> stats =
       neonvm::migration::Send(*qmp, target->uri(), options);
@@ -581,6 +600,7 @@ std::string Agent::StatusJson(uint64_t since) const {
       w.String(it->second.c_str());
     }
     resources("current", s.current);
+    if (s.observed) resources("observed", *s.observed);
     if (s.permit) resources("permit", *s.permit);
     resources("desired", s.desired.resources);
     w.Key("goalCu");

@@ -13,6 +13,9 @@ using core::Resources;
 
 // The longest the loop sleeps without a timer: it also refreshes the metrics.
 constexpr absl::Duration kMaxSleep = absl::Seconds(1);
+// How often an idle VM executor asks the VM its size (for the status, and to notice a VM that
+// went away before a resize needs it).
+constexpr absl::Duration kProbeInterval = absl::Seconds(1);
 
 core::SystemMetrics SystemFromProto(const api::Metrics& m) {
   return {m.load_avg_1m(), m.load_avg_5m(), static_cast<double>(m.memory_usage_bytes()),
@@ -197,20 +200,40 @@ void Runner::SchedulerExecutor() {
   }
 }
 
+void Runner::ProbeVm() {
+  absl::StatusOr<Resources> now = driver_->Current();
+  absl::MutexLock lock(&mu_);
+  if (now.ok()) {
+    observed_ = *now;
+    return;
+  }
+  observed_.reset();
+  if (now.status().code() == absl::StatusCode::kUnavailable && failure_.empty()) {
+    failure_ = absl::StrCat("the VM cannot be reached: ", now.status().message());
+  }
+}
+
 void Runner::VmExecutor() {
   while (true) {
     core::VmResize work;
+    bool idle = false;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stopping_ || vm_work_.has_value();
       };
-      mu_.Await(absl::Condition(&ready));
+      idle = !mu_.AwaitWithTimeout(absl::Condition(&ready), kProbeInterval);
       if (stopping_) return;
-      auto [id, w] = *std::exchange(vm_work_, std::nullopt);
-      if (id != state_->generation()) continue;
-      work = w;
-      state_->VmResizeStarted(clock_.Now(), work.target);
+      if (!idle) {
+        auto [id, w] = *std::exchange(vm_work_, std::nullopt);
+        if (id != state_->generation()) continue;
+        work = w;
+        state_->VmResizeStarted(clock_.Now(), work.target);
+      }
+    }
+    if (idle) {
+      ProbeVm();
+      continue;
     }
     const absl::Time start = clock_.Now();
     absl::StatusOr<Resources> reached = driver_->Resize(work.target);
@@ -224,6 +247,7 @@ void Runner::VmExecutor() {
     }
     absl::MutexLock lock(&mu_);
     if (reached.ok()) {
+      observed_ = *reached;
       state_->VmResizeSucceeded(clock_.Now(), *reached);
       metrics_.Add("autoscaling_agent_vm_resizes_total", {{"vm", options_.vm}, {"result", "ok"}});
       Event("resize", absl::StrCat("VM resized ", work.current.ToString(), " -> ",
@@ -380,6 +404,7 @@ RunnerStatus Runner::Status() const {
   s.vm = options_.vm;
   if (!state_) return s;
   s.current = state_->current();
+  s.observed = observed_;
   s.permit = state_->permit();
   s.desired = state_->DesiredResources(clock_.Now());
   s.monitor_connected = monitor_ != nullptr;

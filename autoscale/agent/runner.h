@@ -63,6 +63,9 @@ struct RunnerOptions {
 struct RunnerStatus {
   std::string vm;
   core::Resources current;
+  // What the VM itself last reported (asked every second while no resize runs); empty when it
+  // could not be asked.
+  std::optional<core::Resources> observed;
   std::optional<core::Resources> permit;
   core::Desired desired;
   bool monitor_connected = false;
@@ -110,6 +113,7 @@ class Runner {
   void Loop();
   void SchedulerExecutor();
   void VmExecutor();
+  void ProbeVm() ABSL_LOCKS_EXCLUDED(mu_);
   void MonitorExecutor();
   void MonitorConnection();
   // Whether to wake: the state changed since `generation`, or the runner stops.
@@ -138,6 +142,7 @@ class Runner {
   std::shared_ptr<rpc::MonitorClient> monitor_ ABSL_GUARDED_BY(mu_);
   bool monitor_closed_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<api::Metrics> last_metrics_ ABSL_GUARDED_BY(mu_);
+  std::optional<core::Resources> observed_ ABSL_GUARDED_BY(mu_);
   int64_t upscale_requests_ ABSL_GUARDED_BY(mu_) = 0;
   std::string failure_ ABSL_GUARDED_BY(mu_);
 

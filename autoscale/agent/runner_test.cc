@@ -81,6 +81,7 @@ class RecordingVm : public VmDriver {
   RecordingVm(Resources at, CallLog& log) : at_(at), log_(log) {}
   absl::StatusOr<Resources> Current() override {
     absl::MutexLock lock(&mu_);
+    if (!fail_.ok()) return fail_;
     return at_;
   }
   absl::StatusOr<Resources> Resize(const Resources& target) override {
@@ -289,8 +290,8 @@ TEST_F(RunnerTest, APartialGrantGrowsTheVmOnlyToThePermit) {
 }
 
 TEST_F(RunnerTest, NoGrowthWhileTheSchedulerIsDownThenGrowth) {
-  Start(/*node_cus=*/8);
   scheduler_.down_ = true;
+  Start(/*node_cus=*/8);
   SendMetrics(/*load=*/2.5, /*memory_bytes=*/kGiB / 4);
   // The first request (for what the VM has) fails and is retried after 3 s.
   const int first = log_.Await("scheduler " + Cus(1).ToString());
@@ -347,6 +348,22 @@ TEST_F(RunnerTest, AnUnreachableVmMarksTheRunnerFailed) {
   while (runner_->failure().empty() && absl::Now() < end) absl::SleepFor(absl::Milliseconds(10));
   EXPECT_TRUE(absl::StrContains(runner_->failure(), "QMP connection closed")) << runner_->failure();
   EXPECT_TRUE(HasEvent("error", "VM resize"));
+}
+
+TEST_F(RunnerTest, AVmThatGoesAwayIsNoticedWithoutAResize) {
+  Start(/*node_cus=*/8, /*with_monitor=*/false);
+  const absl::Time end = absl::Now() + absl::Seconds(5);
+  while (runner_->Status().observed != Cus(1) && absl::Now() < end) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(runner_->Status().observed, Cus(1)) << "the VM reports its size";
+  vm_->Fail(absl::UnavailableError("QMP connection closed"));
+  while (runner_->failure().empty() && absl::Now() < end + absl::Seconds(5)) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_TRUE(absl::StrContains(runner_->failure(), "QMP connection closed")) << runner_->failure();
+  EXPECT_FALSE(runner_->Status().observed.has_value());
+  EXPECT_FALSE(log_.Any("vm ")) << log_.Dump();
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "autoscale/base/proto_duration.h"
 
 namespace autoscale::core {
 namespace {
@@ -30,7 +31,7 @@ absl::Status ApplyDuration(const google::protobuf::Duration& d, const char* fiel
   if (d.seconds() < 0 || d.nanos() < 0) {
     return OutOfRange("agent timings", field, "> 0", absl::StrCat(d.seconds(), "s"));
   }
-  absl::Duration value = absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+  absl::Duration value = FromProto(d);
   if (value == absl::ZeroDuration()) return absl::OkStatus();  // unset: keep the default
   out = value;
   return absl::OkStatus();
@@ -56,8 +57,7 @@ void Apply(const api::ScalingConfig& p, ScalingConfig& c) {
   if (p.has_cpu_stable_zone_ratio()) c.cpu_stable_zone_ratio = p.cpu_stable_zone_ratio();
   if (p.has_cpu_mixed_zone_ratio()) c.cpu_mixed_zone_ratio = p.cpu_mixed_zone_ratio();
   if (p.has_downscale_stabilization_window()) {
-    const auto& d = p.downscale_stabilization_window();
-    c.downscale_stabilization_window = absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+    c.downscale_stabilization_window = FromProto(p.downscale_stabilization_window());
   }
   if (p.has_max_downscale_step_cu()) c.max_downscale_step_cu = p.max_downscale_step_cu();
 }

@@ -185,20 +185,33 @@ absl::StatusOr<int> Guest::OnlineCpus() {
   return n;
 }
 
-absl::Status Guest::StartLoad(int memory_mib, int cpu_threads) {
-  (void)StopLoad();
+absl::Status Guest::AddLoad(int memory_mib, int cpu_threads) {
   return Run(absl::StrCat("sh -c 'echo $$ > ", kWorkCgroup,
                           "/cgroup.procs; exec /usr/bin/loadgen --memory-mib=", memory_mib,
-                          " --cpu-threads=", cpu_threads, "' > /var/log/loadgen.log 2>&1 &"))
+                          " --cpu-threads=", cpu_threads, "' >> /var/log/loadgen.log 2>&1 &"))
       .status();
 }
 
-absl::StatusOr<std::string> Guest::StopLoad() {
-  return Run(
-      "if pidof loadgen >/dev/null; then killall -TERM loadgen; "
-      "while pidof loadgen >/dev/null; do sleep 0.1; done; fi; "
-      "tail -n 1 /var/log/loadgen.log 2>/dev/null; true",
-      absl::Seconds(60));
+absl::StatusOr<std::vector<std::string>> Guest::StopLoad() {
+  ASSIGN_OR_RETURN(std::string out,
+                   Run("if pidof loadgen >/dev/null; then killall -TERM loadgen; "
+                       "while pidof loadgen >/dev/null; do sleep 0.1; done; fi; "
+                       "cat /var/log/loadgen.log 2>/dev/null; rm -f /var/log/loadgen.log; true",
+                       absl::Seconds(60)));
+  // The console's shell may add job notices ("[1]+ Done ..."): keep the load generators' lines.
+  std::vector<std::string> lines;
+  for (absl::string_view line : absl::StrSplit(out, '\n')) {
+    if (absl::StartsWith(line, "loadgen:")) lines.emplace_back(line);
+  }
+  return lines;
+}
+
+bool AllVerified(const std::vector<std::string>& loadgen_lines) {
+  if (loadgen_lines.empty()) return false;
+  for (const std::string& line : loadgen_lines) {
+    if (!absl::StrContains(line, "verified")) return false;
+  }
+  return true;
 }
 
 absl::StatusOr<std::string> Guest::MeasureReaction(absl::Duration timeout) {
@@ -320,6 +333,9 @@ absl::Status Cluster::WriteAgentConfig(const std::string& node) {
   *c.mutable_scaling() = options_.scaling;
   *c.mutable_node_total() = core::ToProto(n->total);
   c.set_watermark(n->watermark);
+  // Under TCG, precopy of a guest that keeps writing can lose writes: switch to postcopy at once
+  // (every VM allows it) and leave auto-converge off.
+  c.mutable_migration()->set_postcopy_after_passes(1);
   for (const api::VmConfig& vm : node_vms_[node]) *c.add_vms() = vm;
   return WriteText(absl::StrCat(dir_, "/agent-", node, ".json"), ToJson(c) + "\n");
 }
@@ -393,12 +409,8 @@ absl::StatusOr<api::ListNodesResponse> Cluster::SchedulerNodes() {
   return resp;
 }
 
-absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
+absl::StatusOr<std::string> Cluster::Reserve(const GuestOptions& o) {
   const core::Resources& cu = options_.compute_unit;
-  if (cu.memory_bytes % o.memory_slot_bytes != 0) {
-    return absl::InvalidArgumentError("the compute unit's memory must be whole memory slots");
-  }
-  // Place it.
   auto stub = SchedulerStub(scheduler_address());
   api::PlaceVmRequest place;
   place.set_protocol_version(api::PROTOCOL_VERSION_1);
@@ -417,7 +429,15 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
     RETURN_IF_ERROR(FromGrpc(stub->PlaceVm(&context, place, &placed),
                              "placing " + o.name + " with the scheduler"));
   }
-  const std::string node = placed.node();
+  return placed.node();
+}
+
+absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
+  const core::Resources& cu = options_.compute_unit;
+  if (cu.memory_bytes % o.memory_slot_bytes != 0) {
+    return absl::InvalidArgumentError("the compute unit's memory must be whole memory slots");
+  }
+  ASSIGN_OR_RETURN(const std::string node, Reserve(o));
 
   // Its guest: the test image with the monitor and the load tools, and a boot script that
   // mounts the v1 memory controller and starts the monitor on the work cgroup.

@@ -6,7 +6,7 @@
 //   ASSIGN_OR_RETURN(Binaries bin, FindBinaries());
 //   ASSIGN_OR_RETURN(auto cluster, Cluster::Start({.bin = bin, .nodes = {{"a", {4000, 1 <<
 //   30}}}})); ASSIGN_OR_RETURN(Guest* g, cluster->AddGuest({.name = "vm1", .node = "a"}));
-//   RETURN_IF_ERROR(g->StartLoad(/*memory_mib=*/200, /*cpu_threads=*/1));
+//   RETURN_IF_ERROR(g->AddLoad(/*memory_mib=*/200, /*cpu_threads=*/1));
 //   ... cluster->AgentStatus("a") ...
 #pragma once
 
@@ -88,6 +88,9 @@ struct GuestOptions {
 
 class Cluster;
 
+// Whether every load generator reported its memory intact (and there was at least one).
+bool AllVerified(const std::vector<std::string>& loadgen_lines);
+
 // A booted test guest with the monitor (watching the cgroup /sys/fs/cgroup/memory/work) and the
 // load tools in it.
 class Guest {
@@ -98,11 +101,12 @@ class Guest {
                                   absl::Duration timeout = absl::Seconds(30));
   absl::StatusOr<int64_t> MemTotalBytes();
   absl::StatusOr<int> OnlineCpus();
-  // Runs the load generator in the watched cgroup: `memory_mib` rewritten continuously and
-  // `cpu_threads` busy threads (replaces the load running before).
-  absl::Status StartLoad(int memory_mib, int cpu_threads);
-  // Stops it and returns its last line ("... verified ..." when its memory was intact).
-  absl::StatusOr<std::string> StopLoad();
+  // Starts one more load generator in the watched cgroup (on top of those running): `memory_mib`
+  // rewritten continuously and `cpu_threads` busy threads.
+  absl::Status AddLoad(int memory_mib, int cpu_threads);
+  // Stops them all and returns their final lines ("loadgen: ... verified ..." when the memory
+  // each wrote was intact; none for one that was killed).
+  absl::StatusOr<std::vector<std::string>> StopLoad();
   // memstep: fill to just below the monitor's threshold, cross it, and report when more memory
   // came online (the line memstep prints). Stops it afterwards, so the memory is freed.
   absl::StatusOr<std::string> MeasureReaction(absl::Duration timeout = absl::Seconds(20));
@@ -130,6 +134,10 @@ class Cluster {
 
   // Places the VM with the scheduler, boots its guest and hands it to its node's agent.
   absl::StatusOr<Guest*> AddGuest(const GuestOptions& options);
+  // Only places the VM with the scheduler (its node reserves it; nothing boots): stands for a VM
+  // whose guest runs elsewhere, so a node can be filled without more QEMU processes. Returns the
+  // node.
+  absl::StatusOr<std::string> Reserve(const GuestOptions& options);
   Guest* guest(const std::string& name);
 
   // A node's agent /status JSON (events after `since`).

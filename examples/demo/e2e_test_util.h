@@ -1,44 +1,12 @@
-// Helpers for the end-to-end tests: skipping when QEMU or the guest is missing, and waiting for an
-// agent's status to say something.
+// For the end-to-end tests: skip (naming what is missing) when the cluster cannot run here.
 #pragma once
 
-#include <functional>
-#include <memory>
-#include <optional>
 #include <string>
 
-#include "absl/status/statusor.h"
-#include "absl/time/time.h"
-#include "examples/demo/cluster.h"
+#include "examples/demo/status.h"
 #include "gtest/gtest.h"
-#include "rapidjson/document.h"
-
-namespace autoscale::demo {
-
-// Empty if the cluster can run here; otherwise what is missing.
-std::string ClusterMissing();
 
 #define DEMO_REQUIRE_CLUSTER()                                                                    \
   do {                                                                                            \
     if (std::string why = ::autoscale::demo::ClusterMissing(); !why.empty()) GTEST_SKIP() << why; \
   } while (0)
-
-// The VM's entry in an agent status document, or null.
-const rapidjson::Value* VmStatus(const rapidjson::Document& status, const std::string& vm);
-
-// Polls the node's agent status until `done(status)` or `timeout`; returns the last status.
-absl::StatusOr<rapidjson::Document> AwaitStatus(
-    Cluster& cluster, const std::string& node, absl::Duration timeout,
-    const std::function<bool(const rapidjson::Document&)>& done);
-
-// The memory (bytes) or milli-CPU of "current"/"permit"/"desired" of the VM; -1 if absent.
-int64_t Field(const rapidjson::Value* vm, const char* what, const char* unit);
-
-// Whether the node's event log has an event of `kind` for `vm` whose text contains `text`.
-bool HasEvent(const rapidjson::Document& status, const std::string& vm, const std::string& kind,
-              const std::string& text = "");
-
-// The milliseconds memstep reported ("memstep: online after 142.7 ms ..."), if any.
-std::optional<double> ReactionMs(const std::string& memstep_line);
-
-}  // namespace autoscale::demo

@@ -36,8 +36,9 @@ struct MigrationOptions {
   // Transfer rate cap in bytes per second (QEMU's max-bandwidth; its default, 128 MiB/s, is far
   // below what a local socket carries).
   int64_t max_bandwidth_bytes_per_second = int64_t{10} << 30;
-  // Let QEMU slow the guest's vCPUs down when it dirties memory faster than it is sent.
-  bool auto_converge = true;
+  // Let QEMU slow the guest's vCPUs down when it dirties memory faster than it is sent. Off by
+  // default: under TCG it makes precopy lose writes (see above); on KVM it is safe.
+  bool auto_converge = false;
   // Switch to postcopy once precopy has made `postcopy_after_passes` passes over memory without
   // finishing. After the switch a failure loses the VM: neither side can resume it.
   bool allow_postcopy = false;

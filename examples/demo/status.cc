@@ -1,4 +1,4 @@
-#include "examples/demo/e2e_test_util.h"
+#include "examples/demo/status.h"
 
 #include <unistd.h>
 
