@@ -35,22 +35,12 @@ class ResizerGuestTest : public ::testing::Test {
     resizer_ = std::make_unique<Resizer>(booted_->vm->qmp(), booted_->vm->spec());
   }
 
-  // Runs `command` in the guest until it prints `want` (the guest catches up asynchronously).
   std::string WaitForGuest(const std::string& command, const std::string& want) {
-    absl::Time deadline = absl::Now() + absl::Seconds(15);
-    std::string last;
-    while (absl::Now() < deadline) {
-      auto out = booted_->console->Run(command);
-      if (!out.ok()) return std::string(out.status().message());
-      last = *out;
-      if (last == want) break;
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    return last;
+    return testing::WaitForGuest(*booted_->console, command, want);
   }
 
   int64_t MemTotalKib() {
-    auto out = booted_->console->Run("sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo");
+    auto out = booted_->console->Run(testing::kMemTotalKibCommand);
     int64_t kib = -1;
     if (!out.ok() || !absl::SimpleAtoi(*out, &kib)) ADD_FAILURE() << out.status();
     return kib;
@@ -98,16 +88,16 @@ TEST_F(ResizerGuestTest, MemoryGrowsAndShrinksInMemTotal) {
   EXPECT_EQ(resizer_->Current()->memory_bytes, 768 * kMiB);
   // virtio-mem onlines exactly what it plugs: MemTotal grows by the 512 MiB.
   std::string want = absl::StrCat(base + 512 * 1024);
-  EXPECT_EQ(WaitForGuest("sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo", want), want);
+  EXPECT_EQ(WaitForGuest(testing::kMemTotalKibCommand, want), want);
 
   auto shrunk = resizer_->Resize({1, 512 * kMiB});
   ASSERT_TRUE(shrunk.ok()) << shrunk.status();
   want = absl::StrCat(base + 256 * 1024);
-  EXPECT_EQ(WaitForGuest("sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo", want), want);
+  EXPECT_EQ(WaitForGuest(testing::kMemTotalKibCommand, want), want);
 
   ASSERT_TRUE(resizer_->Resize({1, 256 * kMiB}).ok());
   want = absl::StrCat(base);
-  EXPECT_EQ(WaitForGuest("sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo", want), want);
+  EXPECT_EQ(WaitForGuest(testing::kMemTotalKibCommand, want), want);
 }
 
 // By now this QEMU has created more vCPUs than the spec's 4 (QEMU 10 under TCG aborts at its

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "neonvm/guest/console.h"
@@ -22,7 +23,6 @@ namespace autoscale::neonvm::migration {
 namespace {
 
 constexpr int64_t kMiB = int64_t{1} << 20;
-constexpr char kMemTotal[] = "sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo";
 
 class MigrationGuestTest : public ::testing::Test {
  protected:
@@ -47,9 +47,14 @@ class MigrationGuestTest : public ::testing::Test {
   // Migrates the guest (while it writes memory, if `writing`) and checks what arrives.
   void MigrateAndCheck(const MigrationOptions& options, bool writing, bool expect_postcopy) {
     guest::GuestConsole& console = *booted_.console;
+    int64_t base_kib = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(Run(console, testing::kMemTotalKibCommand), &base_kib));
     hotplug::Resizer resizer(booted_.vm->qmp(), booted_.vm->spec());
     ASSERT_TRUE(resizer.Resize({2, 512 * kMiB}).ok());
-    std::string mem_total = Run(console, kMemTotal);
+    // The guest onlines the plugged memory and CPU asynchronously: migrate once it has.
+    const std::string mem_total = absl::StrCat(base_kib + 256 * 1024);
+    ASSERT_EQ(testing::WaitForGuest(console, testing::kMemTotalKibCommand, mem_total), mem_total);
+    ASSERT_EQ(testing::WaitForGuest(console, "nproc", "2"), "2");
     std::string md5 = Run(console,
                           "dd if=/dev/urandom of=/tmp/blob bs=1M count=32 2>/dev/null && "
                           "md5sum /tmp/blob");
@@ -86,7 +91,7 @@ class MigrationGuestTest : public ::testing::Test {
     }
     EXPECT_EQ(Run(tc, "md5sum /tmp/blob"), md5);
     EXPECT_EQ(Run(tc, "nproc"), "2");
-    EXPECT_EQ(Run(tc, kMemTotal), mem_total);
+    EXPECT_EQ(Run(tc, testing::kMemTotalKibCommand), mem_total);
     hotplug::Resizer on_target(migrated->vm->qmp(), migrated->vm->spec());
     auto size = on_target.Current();
     ASSERT_TRUE(size.ok()) << size.status();

@@ -110,4 +110,17 @@ absl::StatusOr<BootedVm> Boot(const launcher::VmSpec& spec, absl::Duration timeo
   return b;
 }
 
+std::string WaitForGuest(guest::GuestConsole& console, const std::string& command,
+                         const std::string& want, absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  std::string last;
+  while (true) {
+    absl::StatusOr<std::string> out = console.Run(command);
+    if (!out.ok()) return std::string(out.status().message());
+    last = *out;
+    if (last == want || absl::Now() >= deadline) return last;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+}
+
 }  // namespace autoscale::neonvm::testing

@@ -75,4 +75,13 @@ struct BootedVm {
 absl::StatusOr<BootedVm> Boot(const launcher::VmSpec& spec,
                               absl::Duration timeout = absl::Seconds(90));
 
+// Runs `command` in the guest until it prints `want` or `timeout` passes (the guest catches up
+// with a hotplug asynchronously); returns the last output, or the console's error.
+std::string WaitForGuest(guest::GuestConsole& console, const std::string& command,
+                         const std::string& want, absl::Duration timeout = absl::Seconds(15));
+
+// The shell command that prints MemTotal of /proc/meminfo in KiB.
+inline constexpr char kMemTotalKibCommand[] =
+    "sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo";
+
 }  // namespace autoscale::neonvm::testing
