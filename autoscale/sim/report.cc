@@ -135,26 +135,22 @@ std::string Sec(absl::Duration d) { return absl::StrFormat("%.3f", absl::ToDoubl
 
 // Fleet totals over time, from the node samples.
 struct Fleet {
-  std::vector<double> hours, reserved_cpu, allocated_cpu, demand_cpu, reserved_gib, allocated_gib,
-      demand_gib;
+  std::vector<double> hours, allocated_cpu, demand_cpu, allocated_gib, demand_gib;
 };
 
 Fleet FleetOf(const Results& r) {
   Fleet f;
   for (const NodeSample& s : r.node_series) {
-    core::Resources reserved, allocated;
+    core::Resources allocated;
     Demand demand;
-    for (size_t n = 0; n < s.reserved.size(); ++n) {
-      reserved = reserved + s.reserved[n];
+    for (size_t n = 0; n < s.allocated.size(); ++n) {
       allocated = allocated + s.allocated[n];
       demand.milli_cpu += s.demand[n].milli_cpu;
       demand.memory_bytes += s.demand[n].memory_bytes;
     }
     f.hours.push_back(Hours(s.time));
-    f.reserved_cpu.push_back(reserved.milli_cpu / 1000.0);
     f.allocated_cpu.push_back(allocated.milli_cpu / 1000.0);
     f.demand_cpu.push_back(demand.milli_cpu / 1000.0);
-    f.reserved_gib.push_back(reserved.memory_bytes / kGiBd);
     f.allocated_gib.push_back(allocated.memory_bytes / kGiBd);
     f.demand_gib.push_back(demand.memory_bytes / kGiBd);
   }
@@ -454,12 +450,6 @@ std::string HtmlReport(const std::vector<ReportRun>& runs) {
                           .color = RunColor(i),
                           .x = f.hours,
                           .y = memory ? f.allocated_gib : f.allocated_cpu});
-      c.series.push_back({.name = "reserved" + suffix,
-                          .color = RunColor(i),
-                          .x = f.hours,
-                          .y = memory ? f.reserved_gib : f.reserved_cpu,
-                          .dashed = true,
-                          .width = 1});
     }
     out += RenderLineChart(c);
   }
@@ -528,8 +518,9 @@ std::string HtmlReport(const std::vector<ReportRun>& runs) {
   {
     const ReactionBins& bins = DefaultReactionBins();
     BarChart c{.title = "Reaction times",
-               .y_label = "upscales",
+               .y_label = "upscales (log scale)",
                .categories = bins.labels,
+               .log_y = true,
                .width = 900,
                .height = 280};
     for (size_t i = 0; i < runs.size(); ++i) {

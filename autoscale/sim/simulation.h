@@ -21,7 +21,7 @@
 // several threads and the results do not depend on how the threads were scheduled: a run is a
 // function of its config, its workloads and its seed.
 //
-//   SimConfig config;                    // 20 nodes of 32 vCPU / 128 GiB, 6 h, 5 s steps
+//   SimConfig config;                    // 20 nodes of 48 vCPU / 192 GiB, 6 h, 5 s steps
 //   std::vector<SimVm> vms;
 //   for (auto& w : MakeWorkloads(DefaultWorkloadMix(), 500, config.seed)) {
 //     vms.push_back({absl::StrCat("vm-", vms.size()), std::move(w)});
@@ -132,7 +132,7 @@ struct SimConfig {
 
   // The fleet.
   int nodes = 20;
-  core::Resources node_capacity{32000, 128 * kGiB};
+  core::Resources node_capacity{48000, 192 * kGiB};
   double watermark = 0.9;
   // Null: the ledger's default (oldest first, the reference).
   std::shared_ptr<const ledger::MigrationPolicy> migration_policy;

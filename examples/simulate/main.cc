@@ -35,8 +35,8 @@
 
 ABSL_FLAG(int, vms, 0, "VMs to simulate (0: 500, or every VM of --trace)");
 ABSL_FLAG(int, nodes, 20, "nodes of the fleet");
-ABSL_FLAG(double, node_cpus, 32, "vCPUs of each node");
-ABSL_FLAG(double, node_memory_gib, 128, "memory of each node, GiB");
+ABSL_FLAG(double, node_cpus, 48, "vCPUs of each node");
+ABSL_FLAG(double, node_memory_gib, 192, "memory of each node, GiB");
 ABSL_FLAG(double, watermark, 0.9, "node reservation above which VMs are migrated away, (0, 1]");
 ABSL_FLAG(std::string, migration_policy, "oldest_first", "oldest_first or fewest_bytes");
 ABSL_FLAG(absl::Duration, duration, absl::ZeroDuration(),

@@ -31,7 +31,15 @@ std::vector<double> Ticks(double lo, double hi, int n) {
   return ticks;
 }
 
-std::string Num(double v) { return absl::StrFormat("%.4g", v); }
+// Tick labels: "0.25", "12", "1500", "25k", "1.2M".
+std::string Num(double v) {
+  const double a = std::abs(v);
+  if (a >= 1e6) return absl::StrFormat("%.3gM", v / 1e6);
+  if (a >= 1e4) return absl::StrFormat("%.3gk", v / 1e3);
+  if (a >= 1000) return absl::StrFormat("%.0f", v);
+  return absl::StrFormat("%.4g", v);
+}
+
 std::string Px(double v) { return absl::StrFormat("%.1f", v); }
 
 // At most `max_points` points: each bucket of consecutive x keeps its highest y.
@@ -63,6 +71,45 @@ std::string Frame(int width, int height, const std::string& title) {
       width, height, width, height, HtmlEscape(title), width, height, kLeft, HtmlEscape(title));
 }
 
+struct LegendEntry {
+  std::string name;
+  std::string color;
+  bool dashed = false;
+  bool box = false;  // a filled box (bars) instead of a line
+};
+
+// The legend under a chart whose plot ends at `top`: entries left to right, wrapped to `width`.
+// Returns the markup; `*height` is what it adds to the chart.
+std::string Legend(const std::vector<LegendEntry>& entries, int width, int top, int* height) {
+  std::string out;
+  double x = kLeft;
+  int row = 0;
+  bool any = false;
+  for (const LegendEntry& e : entries) {
+    if (e.name.empty()) continue;
+    // About 7 px per character at 11 px, plus the key.
+    const double w = 7.0 * static_cast<double>(e.name.size()) + 36;
+    if (any && x + w > width - kRight) {
+      x = kLeft;
+      ++row;
+    }
+    any = true;
+    const int y = top + 12 + 16 * row;
+    if (e.box) {
+      absl::StrAppend(&out, "<rect x=\"", Px(x), "\" y=\"", y - 9,
+                      "\" width=\"12\" height=\"10\" fill=\"", HtmlEscape(e.color), "\"/>");
+    } else {
+      absl::StrAppend(&out, "<line x1=\"", Px(x), "\" x2=\"", Px(x + 16), "\" y1=\"", y - 4,
+                      "\" y2=\"", y - 4, "\" stroke=\"", HtmlEscape(e.color),
+                      "\" stroke-width=\"2\"", e.dashed ? " stroke-dasharray=\"5 3\"" : "", "/>");
+    }
+    absl::StrAppend(&out, "<text x=\"", Px(x + 20), "\" y=\"", y, "\">", HtmlEscape(e.name),
+                    "</text>");
+    x += w;
+  }
+  *height = any ? 16 * (row + 1) + 4 : 0;
+  return out;
+}
 }  // namespace
 
 std::string HtmlEscape(std::string_view text) {
@@ -113,7 +160,14 @@ std::string RenderLineChart(const LineChart& c) {
   auto X = [&](double v) { return kLeft + (v - x_lo) / (x_hi - x_lo) * pw; };
   auto Y = [&](double v) { return kTop + ph - v / y_hi * ph; };
 
-  std::string out = Frame(c.width, c.height, c.title);
+  std::vector<LegendEntry> entries;
+  if (c.legend) {
+    for (const LineSeries& s : c.series) entries.push_back({s.name, s.color, s.dashed, false});
+  }
+  int legend_height = 0;
+  const std::string legend = Legend(entries, c.width, c.height, &legend_height);
+  std::string out = Frame(c.width, c.height + legend_height, c.title);
+  out += legend;
   // Grid and axes.
   for (double v : yt) {
     absl::StrAppend(&out, "<line x1=\"", kLeft, "\" x2=\"", Px(kLeft + pw), "\" y1=\"", Px(Y(v)),
@@ -152,21 +206,6 @@ std::string RenderLineChart(const LineChart& c) {
                     "\" stroke-width=\"", Num(s.width), "\"",
                     s.dashed ? " stroke-dasharray=\"5 3\"" : "", " points=\"", points, "\"/>");
   }
-  // Legend, top right.
-  if (c.legend) {
-    double x = kLeft + pw - 8;
-    for (size_t i = c.series.size(); i-- > 0;) {
-      const LineSeries& s = c.series[i];
-      if (s.name.empty()) continue;
-      const double w = 6.2 * static_cast<double>(s.name.size()) + 24;
-      x -= w;
-      absl::StrAppend(&out, "<line x1=\"", Px(x), "\" x2=\"", Px(x + 16), "\" y1=\"", kTop - 8,
-                      "\" y2=\"", kTop - 8, "\" stroke=\"", HtmlEscape(s.color),
-                      "\" stroke-width=\"2\"", s.dashed ? " stroke-dasharray=\"5 3\"" : "",
-                      "/><text x=\"", Px(x + 20), "\" y=\"", kTop - 4, "\">", HtmlEscape(s.name),
-                      "</text>");
-    }
-  }
   absl::StrAppend(&out, "</svg>");
   return out;
 }
@@ -177,15 +216,31 @@ std::string RenderBarChart(const BarChart& c) {
     for (double v : g.values) y_hi = std::max(y_hi, v);
   }
   if (y_hi <= 0) y_hi = 1;
-  const std::vector<double> yt = Ticks(0, y_hi * 1.05, 5);
-  y_hi = std::max(y_hi * 1.05, yt.back());
+  // Linear: round ticks; logarithmic: powers of ten, bars from 1 (0 draws nothing).
+  std::vector<double> yt;
+  double top;
+  if (c.log_y) {
+    top = std::ceil(std::log10(std::max(10.0, y_hi)));
+    for (double p = 0; p <= top; ++p) yt.push_back(std::pow(10, p));
+  } else {
+    yt = Ticks(0, y_hi * 1.05, 5);
+    top = std::max(y_hi * 1.05, yt.back());
+  }
   const double pw = c.width - kLeft - kRight, ph = c.height - kTop - kBottom;
-  auto Y = [&](double v) { return kTop + ph - v / y_hi * ph; };
+  auto Y = [&](double v) {
+    const double h = c.log_y ? (v >= 1 ? std::log10(v) / top : 0) : v / top;
+    return kTop + ph - std::min(h, 1.0) * ph;
+  };
   const size_t n = std::max<size_t>(1, c.categories.size());
   const double slot = pw / static_cast<double>(n);
   const double bar = slot * 0.8 / static_cast<double>(std::max<size_t>(1, c.groups.size()));
 
-  std::string out = Frame(c.width, c.height, c.title);
+  std::vector<LegendEntry> entries;
+  for (const BarGroup& g : c.groups) entries.push_back({g.name, g.color, false, true});
+  int legend_height = 0;
+  const std::string legend = Legend(entries, c.width, c.height, &legend_height);
+  std::string out = Frame(c.width, c.height + legend_height, c.title);
+  out += legend;
   for (double v : yt) {
     absl::StrAppend(&out, "<line x1=\"", kLeft, "\" x2=\"", Px(kLeft + pw), "\" y1=\"", Px(Y(v)),
                     "\" y2=\"", Px(Y(v)), "\" stroke=\"#e5e5e5\"/>", "<text x=\"", kLeft - 6,
@@ -213,15 +268,6 @@ std::string RenderBarChart(const BarChart& c) {
   absl::StrAppend(&out, "<text x=\"14\" y=\"", Px(kTop + ph / 2),
                   "\" text-anchor=\"middle\" transform=\"rotate(-90 14 ", Px(kTop + ph / 2), ")\">",
                   HtmlEscape(c.y_label), "</text>");
-  double x = kLeft + pw - 8;
-  for (size_t g = c.groups.size(); g-- > 0;) {
-    const BarGroup& group = c.groups[g];
-    x -= 6.2 * static_cast<double>(group.name.size()) + 24;
-    absl::StrAppend(&out, "<rect x=\"", Px(x), "\" y=\"", kTop - 13,
-                    "\" width=\"12\" height=\"10\" fill=\"", HtmlEscape(group.color),
-                    "\"/><text x=\"", Px(x + 16), "\" y=\"", kTop - 4, "\">",
-                    HtmlEscape(group.name), "</text>");
-  }
   absl::StrAppend(&out, "</svg>");
   return out;
 }

@@ -53,6 +53,8 @@ struct BarChart {
   std::string y_label{};
   std::vector<std::string> categories{};
   std::vector<BarGroup> groups{};
+  // A logarithmic value axis (values below 1 draw no bar).
+  bool log_y = false;
   int width = 720;
   int height = 240;
 };
