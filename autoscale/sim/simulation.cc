@@ -545,18 +545,23 @@ absl::Status Simulation::Serial(int64_t step) {
   }
   migrations_.erase(migrations_.begin(), migrations_.begin() + static_cast<ptrdiff_t>(ended));
 
-  // New migration orders, node by node.
+  // New migration orders, node by node. Only a node above its watermark can have new ones (the
+  // ledger orders migrations off a node when asked for that node's orders); the others' are
+  // known already.
   if (step >= next_migration_check_) {
     for (const auto& shard : shards_) {
+      ASSIGN_OR_RETURN(const ledger::NodeInfo node, ledger_->GetNode(shard->node));
+      if (!(node.reserved - node.migrating).AnyGreaterThan(node.watermark)) continue;
       ASSIGN_OR_RETURN(std::vector<ledger::MigrationOrder> orders,
-                       ledger_->MigrationOrders(shard->node));
+                       ledger_->MigrationOrders(node.name));
+      const uint32_t source = shard->index;
       for (const ledger::MigrationOrder& o : orders) {
         auto vm_it = vm_by_name_.find(o.vm);
         auto target_it = shard_by_node_.find(o.target_node);
-        if (vm_it == vm_by_name_.end() || vms_[vm_it->second]->shard != shard->index ||
+        if (vm_it == vm_by_name_.end() || vms_[vm_it->second]->shard != source ||
             target_it == shard_by_node_.end()) {
           return absl::InternalError(absl::StrCat("simulation: migration order ", o.id, " of VM ",
-                                                  o.vm, " from node ", shard->node, " to node ",
+                                                  o.vm, " from node ", node.name, " to node ",
                                                   o.target_node, " does not match the fleet"));
         }
         Vm& vm = *vms_[vm_it->second];
@@ -942,7 +947,9 @@ void Simulation::SampleNodes(int64_t t) {
   s.demand.resize(shards_.size());
   for (const ledger::NodeInfo& n : ledger_->ListNodes())
     s.reserved[shard_by_node_.at(n.name)] = n.reserved;
-  for (const Vm* vm : vms_) {
+  // In memory order: a large fleet does not fit in the cache.
+  for (const Vm& vm_ref : storage_) {
+    const Vm* vm = &vm_ref;
     s.allocated[vm->shard] = s.allocated[vm->shard] + vm->state.current();
     Demand& d = s.demand[vm->shard];
     d.milli_cpu += vm->demand.milli_cpu;

@@ -160,8 +160,11 @@ class Diurnal final : public Workload {
     if (last_ < 0) {
       memory_level_ = Shape(s - 1200);
     } else {
-      const double a = std::exp(-(s - last_) / 1200);
-      memory_level_ = memory_level_ * a + shape * (1 - a);
+      if (s - last_ != last_gap_) {
+        last_gap_ = s - last_;
+        decay_ = std::exp(-last_gap_ / 1200);
+      }
+      memory_level_ = memory_level_ * decay_ + shape * (1 - decay_);
     }
     last_ = s;
     const double cpu = (trough_ + (peak_ - trough_) * shape) * (1 + 0.15 * noise_cpu_.Next(rng_));
@@ -182,6 +185,9 @@ class Diurnal final : public Workload {
   int sharpness_;
   double memory_level_ = 0;
   double last_ = -1;
+  // The decay of memory_level_ over the last gap between calls (steps are regular).
+  double last_gap_ = -1;
+  double decay_ = 0;
   Noise noise_cpu_, noise_mem_;
 };
 
