@@ -683,7 +683,8 @@ void Simulation::HandleEvent(Shard& shard, Vm& vm, int kind, int64_t t) {
         absl::Status s = vm.state.SchedulerRequestSucceeded(now, permit);
         if (!s.ok()) {
           ++vm.result.invalid_permits;
-          LOG_FIRST_N(ERROR, 10) << "simulation: VM " << vm.name << ": " << s;
+          LOG_FIRST_N(ERROR, 5) << "simulation: VM " << vm.name
+                                << ": the core refused the scheduler's answer: " << s;
         } else if (vm.asked.AnyGreaterThan(vm.permit_before)) {
           if (permit == vm.asked) {
             ++vm.result.full_grants;
@@ -789,7 +790,8 @@ void Simulation::Drive(Shard& shard, Vm& vm, int64_t t, absl::Time now) {
                             .last_permit = r.last_permit});
       if (!permit.ok()) {
         ++vm.result.invalid_permits;
-        LOG_FIRST_N(ERROR, 10) << "simulation: VM " << vm.name << ": " << permit.status();
+        LOG_FIRST_N(ERROR, 5) << "simulation: VM " << vm.name
+                              << ": the ledger refused the request: " << permit.status();
         vm.permit_reply.reset();
       } else if (vm.rng.Bernoulli(config_.failures.scheduler)) {
         ++vm.result.scheduler_failures;
