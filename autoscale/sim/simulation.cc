@@ -601,8 +601,8 @@ void Simulation::RunShard(Shard& shard, int64_t first, int64_t end) {
     const int64_t t = k * step_ns_;
     const absl::Time now = At(t);
     for (size_t i = 0; i < n; ++i) {
-      // Load the next VMs while this one runs: the VM two ahead, and the workload of the next.
-      if (i + 2 < n) Prefetch(vms[i + 2], vms[i + 2]->StepPrefix());
+      // Load the next VMs while this one runs: the VM three ahead, and the workload of the next.
+      if (i + 3 < n) Prefetch(vms[i + 3], vms[i + 3]->StepPrefix());
       if (i + 1 < n) Prefetch(vms[i + 1]->workload.get(), 128);
       StepVm(shard, *vms[i], k, t, now);
     }
