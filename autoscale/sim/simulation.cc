@@ -272,6 +272,8 @@ class Simulation::Pool {
     for (std::thread& t : workers_) t.join();
   }
 
+  size_t threads() const { return workers_.size() + 1; }
+
   void For(size_t n, const std::function<void(size_t)>& fn) {
     if (workers_.empty() || n <= 1) {
       for (size_t i = 0; i < n; ++i) fn(i);
@@ -283,7 +285,7 @@ class Simulation::Pool {
       round = ++round_;
       fn_ = &fn;
       n_ = n;
-      done_ = 0;
+      done_.store(0, std::memory_order_relaxed);
       cursor_.store(uint64_t{round} << 32, std::memory_order_release);
     }
     Drain(round, n, fn);
@@ -296,7 +298,9 @@ class Simulation::Pool {
     const Pool* pool;
     uint32_t seen;
   };
-  bool AllDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done_ == n_; }
+  bool AllDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return done_.load(std::memory_order_acquire) == n_;
+  }
   // Await holds mu_ while it evaluates the condition.
   static bool Woken(Waiter* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return w->pool->stop_ || w->pool->round_ != w->seen;
@@ -313,8 +317,8 @@ class Simulation::Pool {
       c = cursor_.load(std::memory_order_acquire);
     }
     if (finished > 0) {
-      absl::MutexLock l(&mu_);
-      done_ += finished;
+      done_.fetch_add(finished, std::memory_order_acq_rel);
+      absl::MutexLock l(&mu_);  // lets a caller waiting in Await see it
     }
   }
 
@@ -336,13 +340,14 @@ class Simulation::Pool {
     }
   }
 
-  // Guards the round's description and its count of finished items.
+  // Guards the round's description.
   absl::Mutex mu_;
   // Workers wake for each new round; one that wakes too late finds nothing left to claim.
   uint32_t round_ ABSL_GUARDED_BY(mu_) = 0;
   const std::function<void(size_t)>* fn_ ABSL_GUARDED_BY(mu_) = nullptr;
   size_t n_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t done_ ABSL_GUARDED_BY(mu_) = 0;
+  // Items of the round finished (reset under mu_ between rounds).
+  std::atomic<size_t> done_{0};
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   // The round (high 32 bits) and its next unclaimed item.
   std::atomic<uint64_t> cursor_{0};
@@ -507,7 +512,14 @@ absl::Status Simulation::StepTo(int64_t last, const std::function<void(double)>&
     if (config_.check_invariants) end = next_step_ + 1;
     end = std::max(end, next_step_ + 1);
     const int64_t first = next_step_;
-    pool_->For(shards_.size(), [&](size_t s) { RunShard(*shards_[s], first, end); });
+    // Threads take runs of neighbouring nodes, a few per thread: fewer claims, and neighbouring
+    // nodes (whose ledger entries may share cache lines) mostly on one thread.
+    const size_t chunks = std::min(shards_.size(), 8 * pool_->threads());
+    pool_->For(chunks, [&](size_t c) {
+      for (size_t s = c * shards_.size() / chunks; s < (c + 1) * shards_.size() / chunks; ++s) {
+        RunShard(*shards_[s], first, end);
+      }
+    });
     next_step_ = end;
     if (progress) progress(static_cast<double>(next_step_) / static_cast<double>(steps_));
   }
