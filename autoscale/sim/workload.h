@@ -45,8 +45,8 @@ struct Demand {
 class Workload {
  public:
   virtual ~Workload() = default;
-  // The demand at `t` since the start. The simulator calls it once per step with increasing `t`,
-  // so generators may keep state between calls.
+  // The demand at `t` since the start. The simulator calls it once per step, with `t` never
+  // going back (at 0 twice: first to size the VM), so generators may keep state between calls.
   virtual Demand At(absl::Duration t) = 0;
   // "diurnal", "trace", ... (for reports).
   virtual std::string kind() const = 0;
