@@ -1,0 +1,1012 @@
+#include "autoscale/sim/simulation.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <thread>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "autoscale/base/status_macros.h"
+#include "autoscale/core/state.h"
+#include "autoscale/ledger/ledger.h"
+#include "autoscale/sim/internal/monitor_model.h"
+#include "autoscale/sim/internal/random.h"
+#include "glog/logging.h"
+
+namespace autoscale::sim {
+namespace {
+
+// Events in a node's queue.
+enum EventKind : uint8_t {
+  kWake,            // the core asked to be called again now
+  kSchedulerReply,  // the answer to the VM's scheduler request arrives
+  kResizeDone,      // the VM's resize ends
+  kMonitorReply,    // the monitor answers the agent
+  kMonitorRequest,  // the monitor's upscale request arrives at the agent
+};
+
+struct Event {
+  int64_t t;     // nanoseconds since the start
+  uint64_t seq;  // order of scheduling within the node: ties in time keep it
+  uint32_t vm;
+  uint8_t kind;
+};
+
+// The comparison that makes std::push_heap & co. a min-heap on (t, seq).
+struct Later {
+  bool operator()(const Event& a, const Event& b) const {
+    return a.t != b.t ? a.t > b.t : a.seq > b.seq;
+  }
+};
+
+double CuOf(int64_t milli_cpu, int64_t memory_bytes, const core::Resources& cu) {
+  return std::max(static_cast<double>(milli_cpu) / static_cast<double>(cu.milli_cpu),
+                  static_cast<double>(memory_bytes) / static_cast<double>(cu.memory_bytes));
+}
+
+absl::Status Invalid(const char* field, const std::string& rule, const std::string& got) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("simulation config: ", field, " must be ", rule, ", got ", got));
+}
+
+bool WholeSteps(absl::Duration d, absl::Duration step) {
+  return absl::IDivDuration(d, step, &d) >= 1 && d == absl::ZeroDuration();
+}
+
+// Starts loading `bytes` at `p` into the cache.
+void Prefetch(const void* p, size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off);
+}
+
+}  // namespace
+
+const char* VmEventKindName(VmEvent::Kind kind) {
+  switch (kind) {
+    case VmEvent::Kind::kMetrics:
+      return "metrics";
+    case VmEvent::Kind::kMonitorUpscaleRequest:
+      return "monitor_upscale_request";
+    case VmEvent::Kind::kSchedulerRequest:
+      return "scheduler_request";
+    case VmEvent::Kind::kSchedulerReply:
+      return "scheduler_reply";
+    case VmEvent::Kind::kVmResize:
+      return "vm_resize";
+    case VmEvent::Kind::kVmResizeDone:
+      return "vm_resize_done";
+    case VmEvent::Kind::kMonitorUpscale:
+      return "monitor_upscale";
+    case VmEvent::Kind::kMonitorDownscale:
+      return "monitor_downscale";
+    case VmEvent::Kind::kMonitorReply:
+      return "monitor_reply";
+    case VmEvent::Kind::kMigrationStarted:
+      return "migration_started";
+    case VmEvent::Kind::kMigrationEnded:
+      return "migration_ended";
+  }
+  return "?";
+}
+
+absl::Status ValidateSimConfig(const SimConfig& c) {
+  if (c.step <= absl::ZeroDuration()) return Invalid("step", "> 0", absl::FormatDuration(c.step));
+  if (!WholeSteps(c.duration, c.step)) {
+    return Invalid(
+        "duration",
+        absl::StrCat("a positive multiple of the step (", absl::FormatDuration(c.step), ")"),
+        absl::FormatDuration(c.duration));
+  }
+  if (!WholeSteps(c.metrics_interval, c.step)) {
+    return Invalid(
+        "metrics_interval",
+        absl::StrCat("a positive multiple of the step (", absl::FormatDuration(c.step), ")"),
+        absl::FormatDuration(c.metrics_interval));
+  }
+  if (c.duration / c.step > 1e9) {
+    return Invalid("duration", "at most 10^9 steps", absl::FormatDuration(c.duration));
+  }
+  if (c.threads < 0) return Invalid("threads", ">= 0", absl::StrCat(c.threads));
+  if (c.nodes < 1 || c.nodes > 100000)
+    return Invalid("nodes", "in [1, 100000]", absl::StrCat(c.nodes));
+  if (c.node_capacity.milli_cpu <= 0 || c.node_capacity.memory_bytes <= 0) {
+    return Invalid("node_capacity", "> 0 in both resources", c.node_capacity.ToString());
+  }
+  if (!(c.watermark > 0 && c.watermark <= 1)) {
+    return Invalid("watermark", "in (0, 1]", absl::StrCat(c.watermark));
+  }
+  if (c.migration_check_interval <= absl::ZeroDuration()) {
+    return Invalid("migration_check_interval", "> 0",
+                   absl::FormatDuration(c.migration_check_interval));
+  }
+  if (c.compute_unit.milli_cpu <= 0 || c.compute_unit.memory_bytes <= 0) {
+    return Invalid("compute_unit", "> 0 in both resources", c.compute_unit.ToString());
+  }
+  if (c.bounds.min_cu < 1 || c.bounds.min_cu > c.bounds.max_cu) {
+    return Invalid("bounds", "1 <= min <= max",
+                   absl::StrCat(c.bounds.min_cu, "..", c.bounds.max_cu));
+  }
+  if ((c.compute_unit * c.bounds.min_cu).AnyGreaterThan(c.node_capacity)) {
+    return Invalid("bounds", "such that the smallest VM fits on a node",
+                   (c.compute_unit * c.bounds.min_cu).ToString());
+  }
+  RETURN_IF_ERROR(Annotate(core::ValidateScalingConfig(c.scaling), "simulation config"));
+  const Latencies& l = c.latencies;
+  for (auto [name, d] : {std::pair{"latencies.scheduler", l.scheduler},
+                         {"latencies.monitor", l.monitor},
+                         {"latencies.resize", l.resize},
+                         {"latencies.per_vcpu", l.per_vcpu},
+                         {"latencies.per_gib", l.per_gib},
+                         {"latencies.migration_setup", l.migration_setup}}) {
+    if (d < absl::ZeroDuration() || d > absl::Hours(1)) {
+      return Invalid(name, "in [0, 1h]", absl::FormatDuration(d));
+    }
+  }
+  if (l.migration_bytes_per_second <= 0) {
+    return Invalid("latencies.migration_bytes_per_second", "> 0",
+                   absl::StrCat(l.migration_bytes_per_second));
+  }
+  if (!(l.jitter >= 0 && l.jitter < 1)) {
+    return Invalid("latencies.jitter", "in [0, 1)", absl::StrCat(l.jitter));
+  }
+  const FailureRates& f = c.failures;
+  for (auto [name, p] : {std::pair{"failures.scheduler", f.scheduler},
+                         {"failures.vm_resize", f.vm_resize},
+                         {"failures.monitor", f.monitor},
+                         {"failures.migration", f.migration}}) {
+    if (!(p >= 0 && p <= 1)) return Invalid(name, "in [0, 1]", absl::StrCat(p));
+  }
+  if (c.monitor.samples_averaged < 1 || c.monitor.samples_averaged > MonitorModel::kMaxSamples) {
+    return Invalid("monitor.samples_averaged",
+                   absl::StrCat("in [1, ", MonitorModel::kMaxSamples, "]"),
+                   absl::StrCat(c.monitor.samples_averaged));
+  }
+  if (c.node_series_interval < absl::ZeroDuration()) {
+    return Invalid("node_series_interval", ">= 0", absl::FormatDuration(c.node_series_interval));
+  }
+  return absl::OkStatus();
+}
+
+// --- the simulated parts ---
+
+// One VM: what a step touches comes first and ends with the core's state, so that the step loop
+// can prefetch exactly that (StepPrefix); what results and rare events touch comes after.
+struct Simulation::Vm {
+  Vm(uint32_t i, std::string n, std::unique_ptr<Workload> w, const SimConfig& config,
+     core::Resources initial)
+      : index(i),
+        rng(StreamSeed(config.seed, i, kAgentStream)),
+        workload(std::move(w)),
+        monitor(config.monitor),
+        state(core::StateConfig{config.compute_unit, config.scaling, config.timings}, initial,
+              config.bounds),
+        name(std::move(n)) {}
+
+  // Bytes from the start of the object that every step reads.
+  size_t StepPrefix() const {
+    return static_cast<size_t>(reinterpret_cast<const char*>(&state) + sizeof(state) -
+                               reinterpret_cast<const char*>(this));
+  }
+
+  const uint32_t index;
+  uint32_t shard = 0;
+  Rng rng;
+  std::unique_ptr<Workload> workload;
+  VmSeries* series = nullptr;
+
+  // The workload and the guest.
+  Demand demand;
+  double load1 = 0, load5 = 0;
+  int64_t metrics_phase = 0;
+  // The memory in use at the last step, for the monitor's watcher.
+  int64_t used = 0;
+  int64_t wake_at = -1;
+  uint64_t driven_generation = 0;
+
+  // Accounting up to `accounted_to` (ns since the start).
+  int64_t accounted_to = 0;
+  bool short_cpu = false, short_memory = false;
+  int64_t under_ns = 0, cpu_short_ns = 0, memory_short_ns = 0;
+  double cu_hours_allocated = 0, cu_hours_demand = 0, peak_demand_cu = 0;
+  Demand peak_demand;
+  int64_t scheduler_requests = 0;
+  // An upscale wish being served: since when, and the size that meets it.
+  std::optional<std::pair<int64_t, core::Resources>> wish;
+
+  // Requests in flight (the core allows one of each kind).
+  std::optional<core::Resources> permit_reply;  // nullopt: the answer is lost
+  core::Resources asked, permit_before;
+  core::Resources resize_target;
+  core::Resources monitor_target;
+  bool resize_ok = true;
+  bool monitor_upscale = false;
+  bool monitor_ok = true;
+
+  MonitorModel monitor;
+  core::State state;
+
+  // Cold.
+  const std::string name;
+  int64_t migration_started = -1;
+  int64_t migrating_ns = 0;
+  VmResult result;
+};
+
+struct Simulation::Shard {
+  uint32_t index = 0;
+  std::string node;
+  // Its VMs in the order a step visits them: by address in the simulation's storage, which is
+  // deterministic (the storage is laid out by VM index within the nodes they were placed on).
+  std::vector<Vm*> vms;
+  std::vector<Event> heap;
+  uint64_t seq = 0;
+  int64_t vm_steps = 0;
+};
+
+struct Simulation::Migration {
+  uint64_t id;
+  uint32_t vm;
+  uint32_t target;
+  int64_t end;
+  bool ok;
+};
+
+// Runs fn(0..n-1) on the calling thread and threads - 1 workers; returns when all are done. A
+// worker that wakes late for one round cannot take items of the next: items are claimed with
+// the round's number.
+class Simulation::Pool {
+ public:
+  explicit Pool(int threads) {
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { Work(); });
+  }
+  ~Pool() {
+    {
+      absl::MutexLock l(&mu_);
+      stop_ = true;
+    }
+    for (std::thread& t : workers_) t.join();
+  }
+
+  size_t threads() const { return workers_.size() + 1; }
+
+  void For(size_t n, const std::function<void(size_t)>& fn) {
+    if (workers_.empty() || n <= 1) {
+      for (size_t i = 0; i < n; ++i) fn(i);
+      return;
+    }
+    uint32_t round;
+    {
+      absl::MutexLock l(&mu_);
+      round = ++round_;
+      fn_ = &fn;
+      n_ = n;
+      done_.store(0, std::memory_order_relaxed);
+      cursor_.store(uint64_t{round} << 32, std::memory_order_release);
+    }
+    Drain(round, n, fn);
+    absl::MutexLock l(&mu_);
+    mu_.Await(absl::Condition(this, &Pool::AllDone));
+  }
+
+ private:
+  struct Waiter {
+    const Pool* pool;
+    uint32_t seen;
+  };
+  bool AllDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return done_.load(std::memory_order_acquire) == n_;
+  }
+  // Await holds mu_ while it evaluates the condition.
+  static bool Woken(Waiter* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return w->pool->stop_ || w->pool->round_ != w->seen;
+  }
+
+  void Drain(uint32_t round, size_t n, const std::function<void(size_t)>& fn) {
+    uint64_t c = cursor_.load(std::memory_order_acquire);
+    size_t finished = 0;
+    for (;;) {
+      if ((c >> 32) != round || (c & 0xffffffff) >= n) break;
+      if (!cursor_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) continue;
+      fn(c & 0xffffffff);
+      ++finished;
+      c = cursor_.load(std::memory_order_acquire);
+    }
+    if (finished > 0) {
+      done_.fetch_add(finished, std::memory_order_acq_rel);
+      absl::MutexLock l(&mu_);  // lets a caller waiting in Await see it
+    }
+  }
+
+  void Work() {
+    Waiter waiter{this, 0};
+    for (;;) {
+      uint32_t round;
+      size_t n;
+      const std::function<void(size_t)>* fn;
+      {
+        absl::MutexLock l(&mu_);
+        mu_.Await(absl::Condition(&Pool::Woken, &waiter));
+        if (stop_) return;
+        waiter.seen = round = round_;
+        n = n_;
+        fn = fn_;
+      }
+      Drain(round, n, *fn);
+    }
+  }
+
+  // Guards the round's description.
+  absl::Mutex mu_;
+  // Workers wake for each new round; one that wakes too late finds nothing left to claim.
+  uint32_t round_ ABSL_GUARDED_BY(mu_) = 0;
+  const std::function<void(size_t)>* fn_ ABSL_GUARDED_BY(mu_) = nullptr;
+  size_t n_ ABSL_GUARDED_BY(mu_) = 0;
+  // Items of the round finished (reset under mu_ between rounds).
+  std::atomic<size_t> done_{0};
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // The round (high 32 bits) and its next unclaimed item.
+  std::atomic<uint64_t> cursor_{0};
+  std::vector<std::thread> workers_;
+};
+
+// --- set-up ---
+
+Simulation::Simulation(const SimConfig& config)
+    : config_(config),
+      start_(kManualClockEpoch),
+      step_ns_(absl::ToInt64Nanoseconds(config.step)),
+      steps_(config.duration / config.step),
+      metrics_every_(config.metrics_interval / config.step),
+      load1_decay_(std::exp(-absl::ToDoubleSeconds(config.step) / 60)),
+      load5_decay_(std::exp(-absl::ToDoubleSeconds(config.step) / 300)),
+      ledger_clock_(kManualClockEpoch) {
+  ledger::LedgerOptions options;
+  options.default_watermark = config.watermark;
+  options.migration_policy = config.migration_policy;
+  options.seed = config.seed;
+  options.clock = &ledger_clock_;
+  ledger_ = std::make_unique<ledger::Ledger>(std::move(options));
+  const int threads = config.threads > 0
+                          ? config.threads
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  pool_ = std::make_unique<Pool>(std::min(threads, config.nodes));
+}
+
+Simulation::~Simulation() = default;
+
+absl::StatusOr<std::unique_ptr<Simulation>> Simulation::Create(const SimConfig& config,
+                                                               std::vector<SimVm> vms) {
+  RETURN_IF_ERROR(ValidateSimConfig(config));
+  if (vms.empty()) return absl::InvalidArgumentError("simulation: no VMs");
+  if (vms.size() > (size_t{1} << 31)) return absl::InvalidArgumentError("simulation: too many VMs");
+  for (uint32_t v : config.series_vms) {
+    if (v >= vms.size()) {
+      return Invalid("series_vms", absl::StrCat("VM indices below ", vms.size()), absl::StrCat(v));
+    }
+  }
+  std::unique_ptr<Simulation> sim(new Simulation(config));
+  RETURN_IF_ERROR(sim->Place(std::move(vms)));
+  return sim;
+}
+
+absl::Status Simulation::Place(std::vector<SimVm> vms) {
+  const int digits = static_cast<int>(std::to_string(config_.nodes - 1).size());
+  for (int n = 0; n < config_.nodes; ++n) {
+    auto shard = std::make_unique<Shard>();
+    shard->index = static_cast<uint32_t>(n);
+    shard->node = absl::StrFormat("node-%0*d", digits, n);
+    RETURN_IF_ERROR(
+        ledger_->RegisterNode({.name = shard->node, .total = config_.node_capacity}).status());
+    shards_.push_back(std::move(shard));
+  }
+  for (const auto& s : shards_) shard_by_node_[s->node] = s->index;
+
+  const core::Resources& cu = config_.compute_unit;
+  struct Placed {
+    uint32_t shard;
+    core::Resources initial;
+    Demand first;
+  };
+  std::vector<Placed> placed;
+  placed.reserve(vms.size());
+  for (uint32_t i = 0; i < vms.size(); ++i) {
+    SimVm& spec = vms[i];
+    if (spec.workload == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("simulation: VM ", i, " has no workload"));
+    }
+    if (spec.name.empty()) spec.name = absl::StrCat("vm-", i);
+    if (!vm_by_name_.emplace(spec.name, i).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("simulation: VM name '", spec.name, "' given twice"));
+    }
+    // The VM starts at the size the core wants for its first demand.
+    const Demand first = spec.workload->At(absl::ZeroDuration());
+    const core::SystemMetrics m{.load_avg_1m = first.milli_cpu / 1000.0,
+                                .load_avg_5m = first.milli_cpu / 1000.0,
+                                .memory_usage_bytes = static_cast<double>(first.memory_bytes)};
+    const uint32_t goal = std::clamp(core::ComputeGoal(config_.scaling, cu, &m, nullptr).goal_cu,
+                                     config_.bounds.min_cu, config_.bounds.max_cu);
+    const core::Resources initial = cu * goal;
+    absl::StatusOr<ledger::Placement> p = ledger_->PlaceVm({.name = spec.name,
+                                                            .bounds = config_.bounds,
+                                                            .compute_unit = cu,
+                                                            .initial = initial,
+                                                            .migratable = true});
+    if (!p.ok()) {
+      return Annotate(p.status(), absl::StrCat("simulation: placing VM ", i, " of ", vms.size(),
+                                               " (the fleet may be too small)"));
+    }
+    placed.push_back({shard_by_node_.at(p->node), initial, first});
+  }
+
+  // The VMs of a node lie next to each other in memory (until they migrate): a step walks
+  // through a node's VMs, and a large fleet does not fit in the cache.
+  std::vector<uint32_t> order(vms.size());
+  for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](uint32_t a, uint32_t b) { return placed[a].shard < placed[b].shard; });
+  storage_.reserve(vms.size());
+  vms_.resize(vms.size());
+  for (uint32_t i : order) {
+    const Placed& pl = placed[i];
+    Vm& vm = storage_.emplace_back(i, vms[i].name, std::move(vms[i].workload), config_, pl.initial);
+    vm.shard = pl.shard;
+    vm.monitor.Start(pl.initial.memory_bytes);
+    vm.state.MonitorConnected(start_);
+    vm.load1 = vm.load5 = pl.first.milli_cpu / 1000.0;
+    vm.demand = pl.first;
+    vm.metrics_phase = i % metrics_every_;
+    vm.result.name = vm.name;
+    vm.result.workload = vm.workload->kind();
+    vm.result.initial = vm.result.peak_size = pl.initial;
+    shards_[vm.shard]->vms.push_back(&vm);
+    vms_[i] = &vm;
+  }
+  vm_series_.reserve(config_.series_vms.size());
+  for (uint32_t v : config_.series_vms) {
+    vm_series_.push_back({.vm = v});
+    vm_series_.back().time.reserve(steps_);
+  }
+  for (VmSeries& s : vm_series_) vms_[s.vm]->series = &s;
+  node_sample_every_ =
+      config_.node_series_interval > absl::ZeroDuration()
+          ? std::max<int64_t>(1,
+                              absl::Ceil(config_.node_series_interval, config_.step) / config_.step)
+          : std::max<int64_t>(1, steps_ / 720);
+  return absl::OkStatus();
+}
+
+// --- running ---
+
+absl::Status Simulation::Run(const std::function<void(double)>& progress) {
+  return StepTo(steps_, progress);
+}
+
+absl::Status Simulation::RunUntil(absl::Duration t) {
+  const int64_t step = std::min(steps_, absl::Ceil(t, config_.step) / config_.step);
+  return StepTo(step, {});
+}
+
+absl::Duration Simulation::now() const { return config_.step * next_step_; }
+
+const ledger::Ledger& Simulation::ledger() const { return *ledger_; }
+const core::State& Simulation::vm_state(uint32_t vm) const { return vms_.at(vm)->state; }
+size_t Simulation::vm_count() const { return vms_.size(); }
+
+absl::Status Simulation::StepTo(int64_t last, const std::function<void(double)>& progress) {
+  const int64_t check_every = std::max<int64_t>(
+      1, absl::Ceil(config_.migration_check_interval, config_.step) / config_.step);
+  const int64_t progress_every = std::max<int64_t>(1, steps_ / 400);
+  while (next_step_ < last) {
+    RETURN_IF_ERROR(Serial(next_step_));
+    if (next_step_ >= next_migration_check_) next_migration_check_ = next_step_ + check_every;
+    // Run the nodes on their own until something needs them all at once.
+    int64_t end = std::min({last, next_migration_check_, next_node_sample_});
+    for (const Migration& m : migrations_) end = std::min(end, (m.end + step_ns_ - 1) / step_ns_);
+    if (progress) end = std::min(end, (next_step_ / progress_every + 1) * progress_every);
+    if (config_.check_invariants) end = next_step_ + 1;
+    end = std::max(end, next_step_ + 1);
+    const int64_t first = next_step_;
+    // Threads take runs of neighbouring nodes, a few per thread: fewer claims, and neighbouring
+    // nodes (whose ledger entries may share cache lines) mostly on one thread.
+    const size_t chunks = std::min(shards_.size(), 8 * pool_->threads());
+    pool_->For(chunks, [&](size_t c) {
+      for (size_t s = c * shards_.size() / chunks; s < (c + 1) * shards_.size() / chunks; ++s) {
+        RunShard(*shards_[s], first, end);
+      }
+    });
+    next_step_ = end;
+    if (progress) progress(static_cast<double>(next_step_) / static_cast<double>(steps_));
+  }
+  if (config_.check_invariants) {
+    RETURN_IF_ERROR(ledger_->CheckInvariants());
+    RETURN_IF_ERROR(CheckConservation(next_step_ * step_ns_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Simulation::Serial(int64_t step) {
+  const int64_t t = step * step_ns_;
+  ledger_clock_.AdvanceTo(At(t));
+
+  // Migrations that ended, in the order they ended.
+  std::sort(migrations_.begin(), migrations_.end(), [](const Migration& a, const Migration& b) {
+    return a.end != b.end ? a.end < b.end : a.id < b.id;
+  });
+  size_t ended = 0;
+  for (; ended < migrations_.size() && migrations_[ended].end <= t; ++ended) {
+    const Migration& m = migrations_[ended];
+    Vm& vm = *vms_[m.vm];
+    RETURN_IF_ERROR(ledger_->EndMigration(m.id, vm.name, m.ok));
+    // The agent hears of the end at this step.
+    vm.migrating_ns += t - vm.migration_started;
+    vm.migration_started = -1;
+    if (m.ok) {
+      ++vm.result.migrations;
+      MoveVm(vm, m.target);
+    } else {
+      ++vm.result.migration_failures;
+    }
+    vm.state.SetMigrating(false);
+    Emit(vm, t, VmEvent::Kind::kMigrationEnded, vm.state.current(), m.ok);
+  }
+  migrations_.erase(migrations_.begin(), migrations_.begin() + static_cast<ptrdiff_t>(ended));
+
+  // New migration orders, node by node. Only a node above its watermark can have new ones (the
+  // ledger orders migrations off a node when asked for that node's orders); the others' are
+  // known already.
+  if (step >= next_migration_check_) {
+    for (const auto& shard : shards_) {
+      ASSIGN_OR_RETURN(const ledger::NodeInfo node, ledger_->GetNode(shard->node));
+      if (!(node.reserved - node.migrating).AnyGreaterThan(node.watermark)) continue;
+      ASSIGN_OR_RETURN(std::vector<ledger::MigrationOrder> orders,
+                       ledger_->MigrationOrders(node.name));
+      const uint32_t source = shard->index;
+      for (const ledger::MigrationOrder& o : orders) {
+        auto vm_it = vm_by_name_.find(o.vm);
+        auto target_it = shard_by_node_.find(o.target_node);
+        if (vm_it == vm_by_name_.end() || vms_[vm_it->second]->shard != source ||
+            target_it == shard_by_node_.end()) {
+          return absl::InternalError(absl::StrCat("simulation: migration order ", o.id, " of VM ",
+                                                  o.vm, " from node ", node.name, " to node ",
+                                                  o.target_node, " does not match the fleet"));
+        }
+        Vm& vm = *vms_[vm_it->second];
+        if (vm.migration_started >= 0) continue;  // ordered before
+        vm.migration_started = t;
+        vm.state.SetMigrating(true);
+        Emit(vm, t, VmEvent::Kind::kMigrationStarted, vm.state.current());
+        const int64_t copy_ns = static_cast<int64_t>(
+            static_cast<double>(vm.state.current().memory_bytes) /
+            static_cast<double>(config_.latencies.migration_bytes_per_second) * 1e9);
+        migrations_.push_back(
+            {.id = o.id,
+             .vm = vm.index,
+             .target = target_it->second,
+             .end = t + Latency(vm, config_.latencies.migration_setup + absl::Nanoseconds(copy_ns)),
+             .ok = !vm.rng.Bernoulli(config_.failures.migration)});
+      }
+    }
+  }
+
+  if (step >= next_node_sample_) {
+    SampleNodes(t);
+    next_node_sample_ = step + node_sample_every_;
+  }
+  if (config_.check_invariants) {
+    RETURN_IF_ERROR(Annotate(ledger_->CheckInvariants(),
+                             absl::StrCat("at ", absl::FormatDuration(absl::Nanoseconds(t)))));
+    RETURN_IF_ERROR(CheckConservation(t));
+  }
+  return absl::OkStatus();
+}
+
+void Simulation::RunShard(Shard& shard, int64_t first, int64_t end) {
+  const std::vector<Vm*>& vms = shard.vms;
+  const size_t n = vms.size();
+  for (int64_t k = first; k < end; ++k) {
+    const int64_t t = k * step_ns_;
+    const absl::Time now = At(t);
+    for (size_t i = 0; i < n; ++i) {
+      // Load the next VMs while this one runs: the VM three ahead, and the workload of the next.
+      if (i + 3 < n) Prefetch(vms[i + 3], vms[i + 3]->StepPrefix());
+      if (i + 1 < n) Prefetch(vms[i + 1]->workload.get(), 128);
+      StepVm(shard, *vms[i], k, t, now);
+    }
+    shard.vm_steps += static_cast<int64_t>(shard.vms.size());
+    const int64_t next = t + step_ns_;
+    while (!shard.heap.empty() && shard.heap.front().t < next) {
+      std::pop_heap(shard.heap.begin(), shard.heap.end(), Later());
+      const Event e = shard.heap.back();
+      shard.heap.pop_back();
+      HandleEvent(shard, *vms_[e.vm], e.kind, e.t);
+    }
+  }
+}
+
+void Simulation::StepVm(Shard& shard, Vm& vm, int64_t step, int64_t t, absl::Time now) {
+  Account(vm, t);
+  vm.demand = vm.workload->At(absl::Nanoseconds(t));
+  const Demand& d = vm.demand;
+  vm.peak_demand_cu =
+      std::max(vm.peak_demand_cu, CuOf(d.milli_cpu, d.memory_bytes, config_.compute_unit));
+  vm.peak_demand.milli_cpu = std::max(vm.peak_demand.milli_cpu, d.milli_cpu);
+  vm.peak_demand.memory_bytes = std::max(vm.peak_demand.memory_bytes, d.memory_bytes);
+
+  // Linux's load average: runnable tasks (here: the CPU demand, in cores) averaged exponentially.
+  const double cores = static_cast<double>(d.milli_cpu) / 1000;
+  vm.load1 = vm.load1 * load1_decay_ + cores * (1 - load1_decay_);
+  vm.load5 = vm.load5 * load5_decay_ + cores * (1 - load5_decay_);
+  const core::Resources& have = vm.state.current();
+  const int64_t used = std::min(d.memory_bytes, have.memory_bytes);
+
+  // The monitor: the kernel watcher fires when usage crosses the threshold, else the timer
+  // samples.
+  const int64_t level = vm.monitor.threshold_bytes();
+  const bool crossed = vm.used < level && used >= level;
+  vm.used = used;
+  if (crossed ? vm.monitor.OnUsageAbove(now, used) : vm.monitor.Sample(now, used)) {
+    ++vm.result.memory_pressure_events;
+    Schedule(shard, vm, kMonitorRequest, t + Latency(vm, config_.latencies.monitor / 2));
+  }
+
+  vm.short_cpu = d.milli_cpu > have.milli_cpu;
+  const bool short_memory = d.memory_bytes > have.memory_bytes;
+  if (short_memory && !vm.short_memory) ++vm.result.memory_shortfalls;
+  vm.short_memory = short_memory;
+
+  if ((step + vm.metrics_phase) % metrics_every_ == 0) {
+    core::SystemMetrics m{.load_avg_1m = vm.load1,
+                          .load_avg_5m = vm.load5,
+                          .memory_usage_bytes = static_cast<double>(used),
+                          .memory_cached_bytes = 0};
+    vm.state.UpdateSystemMetrics(now, m);
+    if (config_.on_event) {
+      VmEvent e{.at = now, .vm = vm.index, .kind = VmEvent::Kind::kMetrics, .metrics = m};
+      config_.on_event(e);
+    }
+    CheckReaction(vm, now);
+  }
+  if (vm.state.generation() != vm.driven_generation) Drive(shard, vm, t, now);
+
+  if (vm.series != nullptr) {
+    vm.series->time.push_back(absl::Nanoseconds(t));
+    vm.series->demand.push_back(d);
+    vm.series->allocated.push_back(vm.state.current());
+  }
+}
+
+void Simulation::HandleEvent(Shard& shard, Vm& vm, int kind, int64_t t) {
+  const absl::Time now = At(t);
+  switch (kind) {
+    case kWake:
+      if (vm.wake_at != t) return;  // replaced by a later call
+      vm.wake_at = -1;
+      break;
+    case kSchedulerReply:
+      if (vm.permit_reply) {
+        const core::Resources permit = *vm.permit_reply;
+        Emit(vm, t, VmEvent::Kind::kSchedulerReply, permit);
+        absl::Status s = vm.state.SchedulerRequestSucceeded(now, permit);
+        if (!s.ok()) {
+          ++vm.result.invalid_permits;
+          LOG_FIRST_N(ERROR, 5) << "simulation: VM " << vm.name
+                                << ": the core refused the scheduler's answer: " << s;
+        } else if (vm.asked.AnyGreaterThan(vm.permit_before)) {
+          if (permit == vm.asked) {
+            ++vm.result.full_grants;
+          } else if (permit.AnyGreaterThan(vm.permit_before)) {
+            ++vm.result.partial_grants;
+          } else {
+            ++vm.result.denials;
+          }
+        }
+      } else {
+        Emit(vm, t, VmEvent::Kind::kSchedulerReply, {}, false);
+        vm.state.SchedulerRequestFailed(now);
+      }
+      break;
+    case kResizeDone: {
+      Account(vm, t);
+      const core::Resources before = vm.state.current();
+      if (vm.resize_ok) {
+        const core::Resources& r = vm.resize_target;
+        vm.state.VmResizeSucceeded(now, r);
+        if (r.AnyGreaterThan(before)) ++vm.result.upscales;
+        if (r.AnyLessThan(before)) ++vm.result.downscales;
+        vm.result.peak_size = core::Resources::Max(vm.result.peak_size, r);
+        Emit(vm, t, VmEvent::Kind::kVmResizeDone, r);
+      } else {
+        ++vm.result.resize_failures;
+        vm.state.VmResizeFailed(now);
+        Emit(vm, t, VmEvent::Kind::kVmResizeDone, {}, false);
+      }
+      const core::Resources& have = vm.state.current();
+      vm.short_cpu = vm.demand.milli_cpu > have.milli_cpu;
+      const bool short_memory = vm.demand.memory_bytes > have.memory_bytes;
+      if (short_memory && !vm.short_memory) ++vm.result.memory_shortfalls;
+      vm.short_memory = short_memory;
+      if (vm.wish && vm.wish->second.FitsIn(have)) {
+        vm.result.reaction_times.push_back(absl::Nanoseconds(t - vm.wish->first));
+        vm.wish.reset();
+      }
+      break;
+    }
+    case kMonitorReply:
+      if (vm.monitor_upscale) {
+        if (vm.monitor_ok) {
+          vm.monitor.NotifyUpscale(vm.monitor_target.memory_bytes);
+          vm.state.MonitorUpscaleSucceeded(now);
+        } else {
+          ++vm.result.monitor_failures;
+          vm.state.MonitorUpscaleFailed(now);
+        }
+        Emit(vm, t, VmEvent::Kind::kMonitorReply, vm.monitor_target, vm.monitor_ok);
+      } else {
+        const MonitorModel::Decision d =
+            vm.monitor_ok ? vm.monitor.TryDownscale(now, vm.monitor_target.memory_bytes)
+                          : MonitorModel::Decision::kError;
+        if (d == MonitorModel::Decision::kError) {
+          ++vm.result.monitor_failures;
+          vm.state.MonitorDownscaleFailed(now);
+          Emit(vm, t, VmEvent::Kind::kMonitorReply, vm.monitor_target, false);
+        } else if (d == MonitorModel::Decision::kApproved) {
+          vm.state.MonitorDownscaleApproved(now);
+          Emit(vm, t, VmEvent::Kind::kMonitorReply, vm.monitor_target, true);
+        } else {
+          ++vm.result.downscale_denials;
+          vm.state.MonitorDownscaleDenied(now);
+          Emit(vm, t, VmEvent::Kind::kMonitorReply, vm.monitor_target, false, /*denied=*/true);
+        }
+      }
+      break;
+    case kMonitorRequest:
+      vm.state.MonitorUpscaleRequested(now);
+      Emit(vm, t, VmEvent::Kind::kMonitorUpscaleRequest, {});
+      CheckReaction(vm, now);
+      break;
+  }
+  Drive(shard, vm, t, now);
+}
+
+void Simulation::Drive(Shard& shard, Vm& vm, int64_t t, absl::Time now) {
+  const Latencies& lat = config_.latencies;
+  // Like the agent's executor: start one action, then ask again (the others may be stale).
+  for (;;) {
+    const core::ActionSet a = vm.state.NextActions(now);
+    if (a.scheduler_request) {
+      const core::SchedulerRequest& r = *a.scheduler_request;
+      vm.permit_before = vm.state.permit().value_or(vm.state.current());
+      vm.asked = r.target;
+      vm.state.SchedulerRequestStarted(now, r.target);
+      if (config_.on_event) {
+        VmEvent e{.at = now,
+                  .vm = vm.index,
+                  .kind = VmEvent::Kind::kSchedulerRequest,
+                  .resources = r.target,
+                  .last_permit = r.last_permit};
+        config_.on_event(e);
+      }
+      ++vm.scheduler_requests;
+      if (r.target.AnyGreaterThan(vm.permit_before)) ++vm.result.growth_requests;
+      absl::StatusOr<ledger::Permit> permit =
+          ledger_->Request({.node = shard.node,
+                            .vm = vm.name,
+                            .compute_unit = config_.compute_unit,
+                            .resources = r.target,
+                            .last_permit = r.last_permit});
+      if (!permit.ok()) {
+        ++vm.result.invalid_permits;
+        LOG_FIRST_N(ERROR, 5) << "simulation: VM " << vm.name
+                              << ": the ledger refused the request: " << permit.status();
+        vm.permit_reply.reset();
+      } else if (vm.rng.Bernoulli(config_.failures.scheduler)) {
+        ++vm.result.scheduler_failures;
+        vm.permit_reply.reset();
+      } else {
+        vm.permit_reply = permit->resources;
+      }
+      Schedule(shard, vm, kSchedulerReply, t + Latency(vm, lat.scheduler));
+    } else if (a.vm_resize) {
+      const core::VmResize& r = *a.vm_resize;
+      vm.state.VmResizeStarted(now, r.target);
+      Emit(vm, t, VmEvent::Kind::kVmResize, r.target);
+      vm.resize_target = r.target;
+      vm.resize_ok = !vm.rng.Bernoulli(config_.failures.vm_resize);
+      const double vcpus =
+          static_cast<double>(std::abs(r.target.milli_cpu - r.current.milli_cpu)) / 1000;
+      const double gib =
+          static_cast<double>(std::abs(r.target.memory_bytes - r.current.memory_bytes)) / kGiB;
+      Schedule(shard, vm, kResizeDone,
+               t + Latency(vm, lat.resize + lat.per_vcpu * vcpus + lat.per_gib * gib));
+    } else if (a.monitor_upscale || a.monitor_downscale) {
+      vm.monitor_upscale = a.monitor_upscale.has_value();
+      vm.monitor_target =
+          vm.monitor_upscale ? a.monitor_upscale->target : a.monitor_downscale->target;
+      if (vm.monitor_upscale) {
+        vm.state.MonitorUpscaleStarted(now, vm.monitor_target);
+        Emit(vm, t, VmEvent::Kind::kMonitorUpscale, vm.monitor_target);
+      } else {
+        vm.state.MonitorDownscaleStarted(now, vm.monitor_target);
+        Emit(vm, t, VmEvent::Kind::kMonitorDownscale, vm.monitor_target);
+      }
+      vm.monitor_ok = !vm.rng.Bernoulli(config_.failures.monitor);
+      Schedule(shard, vm, kMonitorReply, t + Latency(vm, lat.monitor));
+    } else {
+      if (a.wait) {
+        const int64_t at = t + std::max<int64_t>(1, absl::ToInt64Nanoseconds(*a.wait));
+        if (at != vm.wake_at) {
+          vm.wake_at = at;
+          Schedule(shard, vm, kWake, at);
+        }
+      } else {
+        vm.wake_at = -1;
+      }
+      vm.driven_generation = vm.state.generation();
+      return;
+    }
+  }
+}
+
+void Simulation::Schedule(Shard& shard, Vm& vm, int kind, int64_t t) {
+  shard.heap.push_back({t, shard.seq++, vm.index, static_cast<uint8_t>(kind)});
+  std::push_heap(shard.heap.begin(), shard.heap.end(), Later());
+}
+
+int64_t Simulation::Latency(Vm& vm, absl::Duration d) {
+  const double ns = static_cast<double>(absl::ToInt64Nanoseconds(d));
+  const double j = config_.latencies.jitter;
+  return static_cast<int64_t>(j > 0 ? ns * vm.rng.Uniform(1 - j, 1 + j) : ns);
+}
+
+void Simulation::Account(Vm& vm, int64_t t) {
+  const int64_t dt = t - vm.accounted_to;
+  if (dt <= 0) return;
+  const double hours = static_cast<double>(dt) / 3.6e12;
+  const core::Resources& have = vm.state.current();
+  const core::Resources& cu = config_.compute_unit;
+  vm.cu_hours_allocated += CuOf(have.milli_cpu, have.memory_bytes, cu) * hours;
+  vm.cu_hours_demand += CuOf(vm.demand.milli_cpu, vm.demand.memory_bytes, cu) * hours;
+  if (vm.short_cpu || vm.short_memory) vm.under_ns += dt;
+  if (vm.short_cpu) vm.cpu_short_ns += dt;
+  if (vm.short_memory) vm.memory_short_ns += dt;
+  vm.accounted_to = t;
+}
+
+void Simulation::CheckReaction(Vm& vm, absl::Time now) {
+  const int64_t t = absl::ToInt64Nanoseconds(now - start_);
+  const core::Resources desired = vm.state.DesiredResources(now).resources;
+  const core::Resources& have = vm.state.current();
+  if (!desired.AnyGreaterThan(have)) {
+    if (vm.wish) {
+      ++vm.result.reactions_abandoned;
+      vm.wish.reset();
+    }
+  } else if (!vm.wish) {
+    vm.wish.emplace(t, desired);
+  } else {
+    // The wish shrank: meeting the smaller one counts.
+    vm.wish->second = core::Resources::Min(vm.wish->second, desired);
+  }
+}
+
+void Simulation::Emit(const Vm& vm, int64_t t, VmEvent::Kind kind, const core::Resources& r,
+                      bool ok, bool denied) {
+  if (!config_.on_event) return;
+  VmEvent e{.at = At(t), .vm = vm.index, .kind = kind, .resources = r, .ok = ok, .denied = denied};
+  config_.on_event(e);
+}
+
+void Simulation::MoveVm(Vm& vm, uint32_t to) {
+  Shard& from = *shards_[vm.shard];
+  Shard& dst = *shards_[to];
+  from.vms.erase(std::find(from.vms.begin(), from.vms.end(), &vm));
+  dst.vms.insert(std::lower_bound(dst.vms.begin(), dst.vms.end(), &vm, std::less<Vm*>()), &vm);
+  // Its pending events go with it, in their order.
+  std::vector<Event> moved;
+  auto keep = std::partition(from.heap.begin(), from.heap.end(),
+                             [&](const Event& e) { return e.vm != vm.index; });
+  moved.assign(keep, from.heap.end());
+  from.heap.erase(keep, from.heap.end());
+  std::make_heap(from.heap.begin(), from.heap.end(), Later());
+  std::sort(moved.begin(), moved.end(),
+            [](const Event& a, const Event& b) { return Later()(b, a); });
+  for (const Event& e : moved) Schedule(dst, vm, e.kind, e.t);
+  vm.shard = to;
+}
+
+absl::Status Simulation::CheckConservation(int64_t t) const {
+  std::vector<core::Resources> held(shards_.size());
+  for (const Vm* vm : vms_) held[vm->shard] = held[vm->shard] + vm->state.current();
+  // A migrating VM occupies its target too.
+  for (const Migration& m : migrations_) {
+    held[m.target] = held[m.target] + vms_[m.vm]->state.current();
+  }
+  for (const auto& s : shards_) {
+    if (held[s->index].AnyGreaterThan(config_.node_capacity)) {
+      return absl::InternalError(
+          absl::StrCat("simulation at ", absl::FormatDuration(absl::Nanoseconds(t)),
+                       ": the VMs on node ", s->node, " hold ", held[s->index].ToString(),
+                       ", more than its total ", config_.node_capacity.ToString()));
+    }
+  }
+  // And no VM has more than the ledger reserved for it.
+  for (const ledger::VmInfo& info : ledger_->ListVms()) {
+    auto it = vm_by_name_.find(info.name);
+    if (it == vm_by_name_.end()) {
+      return absl::InternalError(absl::StrCat("simulation: the ledger has a VM ", info.name,
+                                              " that the simulation does not know"));
+    }
+    const core::Resources& have = vms_[it->second]->state.current();
+    if (have.AnyGreaterThan(info.reserved)) {
+      return absl::InternalError(
+          absl::StrCat("simulation at ", absl::FormatDuration(absl::Nanoseconds(t)), ": VM ",
+                       info.name, " has ", have.ToString(),
+                       ", more than the ledger reserved for it (", info.reserved.ToString(), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void Simulation::SampleNodes(int64_t t) {
+  NodeSample s;
+  s.time = absl::Nanoseconds(t);
+  s.reserved.resize(shards_.size());
+  s.allocated.resize(shards_.size());
+  s.demand.resize(shards_.size());
+  for (const ledger::NodeInfo& n : ledger_->ListNodes())
+    s.reserved[shard_by_node_.at(n.name)] = n.reserved;
+  // In memory order: a large fleet does not fit in the cache.
+  for (const Vm& vm_ref : storage_) {
+    const Vm* vm = &vm_ref;
+    s.allocated[vm->shard] = s.allocated[vm->shard] + vm->state.current();
+    Demand& d = s.demand[vm->shard];
+    d.milli_cpu += vm->demand.milli_cpu;
+    d.memory_bytes += vm->demand.memory_bytes;
+  }
+  node_series_.push_back(std::move(s));
+}
+
+Results Simulation::TakeResults() {
+  const int64_t end = next_step_ * step_ns_;
+  Results r;
+  r.duration = absl::Nanoseconds(end);
+  r.step = config_.step;
+  r.compute_unit = config_.compute_unit;
+  r.bounds = config_.bounds;
+  r.watermark = config_.watermark;
+  for (const auto& s : shards_) {
+    r.vm_steps += s->vm_steps;
+    r.node_names.push_back(s->node);
+    r.node_totals.push_back(config_.node_capacity);
+  }
+  r.vms.reserve(vms_.size());
+  for (Vm* vm : vms_) {
+    Account(*vm, end);
+    VmResult v = std::move(vm->result);
+    v.node = shards_[vm->shard]->node;
+    v.final_size = vm->state.current();
+    v.cu_hours_allocated = vm->cu_hours_allocated;
+    v.cu_hours_demand = vm->cu_hours_demand;
+    v.peak_demand = vm->peak_demand;
+    v.scheduler_requests = vm->scheduler_requests;
+    v.static_peak_cu = std::clamp(static_cast<uint32_t>(std::ceil(vm->peak_demand_cu - 1e-9)),
+                                  config_.bounds.min_cu, config_.bounds.max_cu);
+    v.under_provisioned = absl::Nanoseconds(vm->under_ns);
+    v.cpu_short = absl::Nanoseconds(vm->cpu_short_ns);
+    v.memory_short = absl::Nanoseconds(vm->memory_short_ns);
+    const int64_t still = vm->migration_started >= 0 ? end - vm->migration_started : 0;
+    v.migrating = absl::Nanoseconds(vm->migrating_ns + still);
+    r.vms.push_back(std::move(v));
+  }
+  r.node_series = std::move(node_series_);
+  r.vm_series = std::move(vm_series_);
+  return r;
+}
+
+}  // namespace autoscale::sim

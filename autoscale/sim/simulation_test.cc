@@ -1,0 +1,495 @@
+#include "autoscale/sim/simulation.h"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "autoscale/core/state.h"
+#include "autoscale/ledger/ledger.h"
+#include "autoscale/sim/report.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace autoscale::sim {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int64_t kMiB = int64_t{1} << 20;
+
+// A scripted demand: piecewise constant, (from, demand) in time order.
+class Script final : public Workload {
+ public:
+  explicit Script(std::vector<std::pair<absl::Duration, Demand>> steps)
+      : steps_(std::move(steps)) {}
+  Demand At(absl::Duration t) override {
+    Demand d = steps_.front().second;
+    for (const auto& [from, demand] : steps_) {
+      if (t >= from) d = demand;
+    }
+    return d;
+  }
+  std::string kind() const override { return "script"; }
+
+ private:
+  std::vector<std::pair<absl::Duration, Demand>> steps_;
+};
+
+Demand Cores(double cores, int64_t memory_mib) {
+  return {static_cast<int64_t>(cores * 1000), memory_mib * kMiB};
+}
+
+// One VM that grows on CPU, then on memory faster than its metrics arrive (the monitor asks),
+// then shrinks; on a node too small for its peak, with failures of every kind.
+SimConfig ScenarioConfig() {
+  SimConfig c;
+  c.duration = absl::Minutes(20);
+  c.step = absl::Seconds(1);
+  c.metrics_interval = absl::Seconds(5);
+  c.nodes = 1;
+  c.node_capacity = {1500, 6 * kGiB};
+  c.bounds = {1, 16};
+  c.failures = {.scheduler = 0.05, .vm_resize = 0.05, .monitor = 0.05, .migration = 0};
+  c.seed = 7;
+  return c;
+}
+
+std::vector<SimVm> ScenarioVm() {
+  std::vector<SimVm> vms;
+  vms.push_back({"vm-0", std::make_unique<Script>(std::vector<std::pair<absl::Duration, Demand>>{
+                             {absl::ZeroDuration(), Cores(0.2, 700)},
+                             {absl::Minutes(1), Cores(1.6, 1500)},
+                             {absl::Minutes(5), Cores(0.6, 5500)},
+                             {absl::Minutes(9), Cores(0.6, 2500)},
+                             {absl::Minutes(12), Cores(0.1, 600)}})});
+  return vms;
+}
+
+bool IsAction(VmEvent::Kind k) {
+  return k == VmEvent::Kind::kSchedulerRequest || k == VmEvent::Kind::kVmResize ||
+         k == VmEvent::Kind::kMonitorUpscale || k == VmEvent::Kind::kMonitorDownscale;
+}
+
+std::string Describe(const VmEvent& e) {
+  return absl::StrCat(absl::FormatTime(e.at), " ", VmEventKindName(e.kind), " ",
+                      e.resources.ToString(), e.ok ? "" : " failed", e.denied ? " denied" : "");
+}
+
+// Replays the recorded inputs of one VM into a fresh core::State, executing NextActions by hand
+// the way an agent does (start one action, ask again; sleep until the wait), and checks that
+// every action it starts is the next action the simulator started, at the same time, with the
+// same target. Returns the first difference, or "" if there is none.
+std::string ReplayByHand(const SimConfig& config, core::Resources initial,
+                         const std::vector<VmEvent>& events) {
+  core::State s(core::StateConfig{config.compute_unit, config.scaling, config.timings}, initial,
+                config.bounds);
+  s.MonitorConnected(kManualClockEpoch);
+  size_t next = 0;
+  std::optional<absl::Time> wake;
+  bool monitor_upscale = false;  // the kind of the monitor request in flight
+
+  // Runs the core at `now`; returns a difference or "".
+  auto run = [&](absl::Time now) -> std::string {
+    for (;;) {
+      const core::ActionSet a = s.NextActions(now);
+      if (!a.scheduler_request && !a.vm_resize && !a.monitor_upscale && !a.monitor_downscale) {
+        wake = a.wait ? std::optional<absl::Time>(now + *a.wait) : std::nullopt;
+        return "";
+      }
+      if (next >= events.size()) return "the core starts an action the simulator did not";
+      const VmEvent& e = events[next++];
+      const std::string at = absl::StrCat(" (recorded: ", Describe(e), ")");
+      if (e.at != now) return absl::StrCat("the core acts at ", absl::FormatTime(now), at);
+      if (a.scheduler_request) {
+        if (e.kind != VmEvent::Kind::kSchedulerRequest ||
+            e.resources != a.scheduler_request->target ||
+            e.last_permit != a.scheduler_request->last_permit) {
+          return absl::StrCat("the core asks the scheduler for ",
+                              a.scheduler_request->target.ToString(), at);
+        }
+        s.SchedulerRequestStarted(now, e.resources);
+      } else if (a.vm_resize) {
+        if (e.kind != VmEvent::Kind::kVmResize || e.resources != a.vm_resize->target) {
+          return absl::StrCat("the core resizes the VM to ", a.vm_resize->target.ToString(), at);
+        }
+        s.VmResizeStarted(now, e.resources);
+      } else if (a.monitor_upscale) {
+        if (e.kind != VmEvent::Kind::kMonitorUpscale || e.resources != a.monitor_upscale->target) {
+          return absl::StrCat("the core tells the monitor ", a.monitor_upscale->target.ToString(),
+                              at);
+        }
+        s.MonitorUpscaleStarted(now, e.resources);
+        monitor_upscale = true;
+      } else {
+        if (e.kind != VmEvent::Kind::kMonitorDownscale ||
+            e.resources != a.monitor_downscale->target) {
+          return absl::StrCat("the core asks the monitor for ",
+                              a.monitor_downscale->target.ToString(), at);
+        }
+        s.MonitorDownscaleStarted(now, e.resources);
+        monitor_upscale = false;
+      }
+    }
+  };
+
+  // A migration began or ended between steps: the agent asks the core at the VM's next step,
+  // after that step's metrics.
+  std::optional<absl::Time> pending;
+  while (next < events.size()) {
+    const VmEvent& e = events[next];
+    const bool same_step_input =
+        pending && e.at == *pending &&
+        (e.kind == VmEvent::Kind::kMetrics || e.kind == VmEvent::Kind::kMigrationStarted ||
+         e.kind == VmEvent::Kind::kMigrationEnded);
+    if (pending && !same_step_input) {
+      const absl::Time at = *pending;
+      pending.reset();
+      if (wake && *wake == at) wake.reset();
+      if (std::string d = run(at); !d.empty()) return d;
+      continue;
+    }
+    // Timers that fire before this event.
+    while (wake && *wake < e.at) {
+      const absl::Time at = *wake;
+      wake.reset();
+      if (std::string d = run(at); !d.empty()) return d;
+    }
+    if (IsAction(e.kind)) {
+      // Started by a timer that fired at the same time.
+      if (!wake || *wake != e.at) {
+        return absl::StrCat("the simulator started an action no input or timer explains: ",
+                            Describe(e));
+      }
+      wake.reset();
+      if (std::string d = run(e.at); !d.empty()) return d;
+      continue;
+    }
+    ++next;
+    switch (e.kind) {
+      case VmEvent::Kind::kMetrics:
+        s.UpdateSystemMetrics(e.at, e.metrics);
+        break;
+      case VmEvent::Kind::kMonitorUpscaleRequest:
+        s.MonitorUpscaleRequested(e.at);
+        break;
+      case VmEvent::Kind::kSchedulerReply:
+        if (!e.ok) {
+          s.SchedulerRequestFailed(e.at);
+        } else if (absl::Status st = s.SchedulerRequestSucceeded(e.at, e.resources); !st.ok()) {
+          return absl::StrCat("the core refuses ", Describe(e), ": ", st.message());
+        }
+        break;
+      case VmEvent::Kind::kVmResizeDone:
+        e.ok ? s.VmResizeSucceeded(e.at, e.resources) : s.VmResizeFailed(e.at);
+        break;
+      case VmEvent::Kind::kMonitorReply:
+        if (monitor_upscale) {
+          e.ok ? s.MonitorUpscaleSucceeded(e.at) : s.MonitorUpscaleFailed(e.at);
+        } else if (e.ok) {
+          s.MonitorDownscaleApproved(e.at);
+        } else if (e.denied) {
+          s.MonitorDownscaleDenied(e.at);
+        } else {
+          s.MonitorDownscaleFailed(e.at);
+        }
+        break;
+      case VmEvent::Kind::kMigrationStarted:
+      case VmEvent::Kind::kMigrationEnded:
+        s.SetMigrating(e.kind == VmEvent::Kind::kMigrationStarted);
+        pending = e.at;
+        continue;
+      default:
+        return absl::StrCat("unexpected ", Describe(e));
+    }
+    pending.reset();
+    if (std::string d = run(e.at); !d.empty()) return d;
+  }
+  if (pending) {
+    if (std::string d = run(*pending); !d.empty()) return d;
+  }
+  // Nothing the core wanted is missing at the end: a timer left fires after the run.
+  if (wake && *wake < kManualClockEpoch + config.duration) {
+    return absl::StrCat("the core wanted to act at ", absl::FormatTime(*wake),
+                        " but the simulator recorded nothing");
+  }
+  return "";
+}
+
+TEST(SimulationTest, ReproducesTheCoresDecisionsForARecordedScenario) {
+  std::vector<VmEvent> events;
+  SimConfig config = ScenarioConfig();
+  config.on_event = [&](const VmEvent& e) { events.push_back(e); };
+  absl::StatusOr<std::unique_ptr<Simulation>> sim = Simulation::Create(config, ScenarioVm());
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  const core::Resources initial = (*sim)->vm_state(0).current();
+  ASSERT_TRUE((*sim)->Run().ok());
+  Results r = (*sim)->TakeResults();
+  const VmResult& vm = r.vms[0];
+
+  // The scenario went through the interesting paths.
+  std::map<VmEvent::Kind, int> kinds;
+  for (const VmEvent& e : events) ++kinds[e.kind];
+  EXPECT_GT(kinds[VmEvent::Kind::kMonitorUpscaleRequest], 0) << "memory rose between metrics";
+  EXPECT_GT(kinds[VmEvent::Kind::kMonitorDownscale], 0);
+  EXPECT_GT(vm.upscales, 0);
+  EXPECT_GT(vm.downscales, 0);
+  EXPECT_GT(vm.partial_grants + vm.denials, 0) << "the node is smaller than the peak";
+  EXPECT_GT(vm.scheduler_failures + vm.resize_failures + vm.monitor_failures, 0);
+  EXPECT_EQ(vm.invalid_permits, 0);
+  EXPECT_FALSE(vm.reaction_times.empty());
+  // At the peak the node's 1.5 vCPUs / 6 GiB bound the VM.
+  EXPECT_EQ(vm.peak_size, core::Resources(1500, 6 * kGiB));
+  EXPECT_EQ(vm.final_size, config.compute_unit * 1) << "back to one CU when idle";
+
+  EXPECT_EQ(ReplayByHand(config, initial, events), "");
+}
+
+TEST(SimulationTest, ReplayCatchesAnActionTheCoreDidNotWant) {
+  std::vector<VmEvent> events;
+  SimConfig config = ScenarioConfig();
+  config.duration = absl::Minutes(3);
+  config.on_event = [&](const VmEvent& e) { events.push_back(e); };
+  auto sim = Simulation::Create(config, ScenarioVm());
+  ASSERT_TRUE(sim.ok());
+  const core::Resources initial = (*sim)->vm_state(0).current();
+  ASSERT_TRUE((*sim)->Run().ok());
+  // Tamper with the first VM resize's target: the replay must notice.
+  bool tampered = false;
+  for (VmEvent& e : events) {
+    if (e.kind == VmEvent::Kind::kVmResize) {
+      e.resources = e.resources + config.compute_unit;
+      tampered = true;
+      break;
+    }
+  }
+  ASSERT_TRUE(tampered);
+  EXPECT_THAT(ReplayByHand(config, initial, events), HasSubstr("the core resizes the VM to"));
+}
+
+// A crowded fleet: bursts and spikes on small nodes, failures everywhere, two threads.
+SimConfig CrowdedConfig() {
+  SimConfig c;
+  c.duration = absl::Hours(2);
+  c.step = absl::Seconds(5);
+  c.nodes = 4;
+  c.node_capacity = {8000, 32 * kGiB};
+  c.watermark = 0.8;
+  c.failures = {.scheduler = 0.02, .vm_resize = 0.02, .monitor = 0.02, .migration = 0.1};
+  c.threads = 2;
+  c.seed = 3;
+  return c;
+}
+
+std::vector<SimVm> MixVms(size_t n, uint64_t seed, const char* mix = "bursty:2,spike:2,ramp:1") {
+  std::vector<SimVm> vms;
+  for (auto& w : MakeWorkloads(*ParseWorkloadMix(mix), n, seed)) {
+    vms.push_back({absl::StrCat("vm-", vms.size()), std::move(w)});
+  }
+  return vms;
+}
+
+TEST(SimulationTest, NoNodeEverHoldsMoreThanItsTotal) {
+  SimConfig config = CrowdedConfig();
+  config.check_invariants = true;  // the ledger's invariants and every node's sum, every step
+  auto sim = Simulation::Create(config, MixVms(28, config.seed));
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  ASSERT_TRUE((*sim)->Run().ok());
+  EXPECT_TRUE((*sim)->ledger().CheckInvariants().ok());
+  Summary s = Summarize((*sim)->TakeResults());
+  // The run was under pressure, so the checks meant something.
+  EXPECT_GT(s.partial_grants + s.denials, 0);
+  EXPECT_GT(s.migrations, 0);
+  EXPECT_GT(s.migration_failures + s.resize_failures + s.scheduler_failures, 0);
+  EXPECT_GT(s.node_reserved_peak, 0.8);
+  EXPECT_LE(s.node_reserved_peak, 1.0);
+}
+
+TEST(SimulationTest, ReproducesTheCoresDecisionsForEveryVmOfACrowdedFleet) {
+  // Partial grants, denials, migrations and failures of every kind, on two threads.
+  SimConfig config = CrowdedConfig();
+  config.duration = absl::Hours(1);
+  absl::Mutex mu;
+  std::map<uint32_t, std::vector<VmEvent>> per_vm;
+  config.on_event = [&](const VmEvent& e) {
+    absl::MutexLock l(&mu);
+    per_vm[e.vm].push_back(e);
+  };
+  auto sim = Simulation::Create(config, MixVms(28, config.seed));
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  std::vector<core::Resources> initial;
+  for (uint32_t v = 0; v < (*sim)->vm_count(); ++v)
+    initial.push_back((*sim)->vm_state(v).current());
+  ASSERT_TRUE((*sim)->Run().ok());
+  int migrated = 0;
+  for (const auto& [vm, events] : per_vm) {
+    for (const VmEvent& e : events) migrated += e.kind == VmEvent::Kind::kMigrationEnded;
+    EXPECT_EQ(ReplayByHand(config, initial[vm], events), "") << "VM " << vm;
+  }
+  EXPECT_GT(migrated, 0) << "the replay covered migrations";
+}
+
+struct Outcome {
+  std::string csv;
+  std::vector<NodeSample> nodes;
+  std::vector<VmSeries> series;
+  std::vector<std::string> events;
+};
+
+Outcome RunOnce(int threads, uint64_t seed) {
+  SimConfig config = CrowdedConfig();
+  config.threads = threads;
+  config.seed = seed;
+  config.duration = absl::Hours(1);
+  config.series_vms = {0, 5};
+  absl::Mutex mu;
+  std::map<uint32_t, std::vector<std::string>> per_vm;  // events of one VM are ordered
+  config.on_event = [&](const VmEvent& e) {
+    absl::MutexLock l(&mu);
+    per_vm[e.vm].push_back(Describe(e));
+  };
+  auto sim = Simulation::Create(config, MixVms(28, seed, "diurnal:2,bursty:2,spike:1,idle:1"));
+  EXPECT_TRUE(sim.ok()) << sim.status();
+  EXPECT_TRUE((*sim)->Run().ok());
+  Results r = (*sim)->TakeResults();
+  Outcome o{VmCsv(r), r.node_series, r.vm_series, {}};
+  for (auto& [vm, list] : per_vm) o.events.insert(o.events.end(), list.begin(), list.end());
+  return o;
+}
+
+bool SameSeries(const Outcome& a, const Outcome& b) {
+  if (a.nodes.size() != b.nodes.size() || a.series.size() != b.series.size()) return false;
+  for (size_t i = 0; i < a.nodes.size(); ++i) {
+    if (a.nodes[i].time != b.nodes[i].time || a.nodes[i].reserved != b.nodes[i].reserved ||
+        a.nodes[i].allocated != b.nodes[i].allocated || a.nodes[i].demand != b.nodes[i].demand) {
+      return false;
+    }
+  }
+  for (size_t i = 0; i < a.series.size(); ++i) {
+    if (a.series[i].time != b.series[i].time || a.series[i].demand != b.series[i].demand ||
+        a.series[i].allocated != b.series[i].allocated) {
+      return false;
+    }
+  }
+  return true;
+}
+
+TEST(SimulationTest, DeterministicForASeedWhateverTheThreads) {
+  const Outcome a = RunOnce(2, 11);
+  const Outcome b = RunOnce(2, 11);
+  const Outcome single = RunOnce(1, 11);
+  EXPECT_EQ(a.csv, b.csv);
+  EXPECT_EQ(a.events, b.events);
+  EXPECT_TRUE(SameSeries(a, b));
+  EXPECT_EQ(a.csv, single.csv) << "one thread or two: the same run";
+  EXPECT_EQ(a.events, single.events);
+  EXPECT_TRUE(SameSeries(a, single));
+  const Outcome other = RunOnce(2, 12);
+  EXPECT_NE(a.csv, other.csv) << "another seed, another run";
+}
+
+TEST(SimulationTest, RunUntilThenRunIsOneRun) {
+  SimConfig config = CrowdedConfig();
+  config.duration = absl::Minutes(30);
+  auto whole = Simulation::Create(config, MixVms(20, 5));
+  ASSERT_TRUE(whole.ok());
+  ASSERT_TRUE((*whole)->Run().ok());
+  auto parts = Simulation::Create(config, MixVms(20, 5));
+  ASSERT_TRUE(parts.ok());
+  ASSERT_TRUE((*parts)->RunUntil(absl::Minutes(7) + absl::Seconds(2)).ok());
+  EXPECT_EQ((*parts)->now(), absl::Minutes(7) + absl::Seconds(5)) << "rounded up to a step";
+  ASSERT_TRUE((*parts)->Run().ok());
+  EXPECT_EQ(VmCsv((*whole)->TakeResults()), VmCsv((*parts)->TakeResults()));
+}
+
+TEST(SimulationTest, AccountsForWhatTheVmHadAndNeeded) {
+  // A VM whose demand never changes and fits its first size: no scaling, exact CU-hours.
+  SimConfig config;
+  config.duration = absl::Hours(2);
+  config.nodes = 1;
+  std::vector<SimVm> vms;
+  vms.push_back({"steady", std::make_unique<Script>(std::vector<std::pair<absl::Duration, Demand>>{
+                               {absl::ZeroDuration(), Cores(0.45, 1536)}})});
+  auto sim = Simulation::Create(config, std::move(vms));
+  ASSERT_TRUE(sim.ok());
+  ASSERT_TRUE((*sim)->Run().ok());
+  Results r = (*sim)->TakeResults();
+  const VmResult& v = r.vms[0];
+  // CPU 0.45 / 0.9 / 0.25 = 2 CU; memory 1.5 GiB / 0.75 = 2 CU.
+  EXPECT_EQ(v.initial, config.compute_unit * 2);
+  EXPECT_EQ(v.final_size, config.compute_unit * 2);
+  EXPECT_EQ(v.upscales + v.downscales, 0);
+  EXPECT_NEAR(v.cu_hours_allocated, 4.0, 1e-9);
+  EXPECT_NEAR(v.cu_hours_demand, 2 * 1.8, 1e-9) << "max(0.45 / 0.25, 1.5 / 1) CU for 2 hours";
+  EXPECT_EQ(v.static_peak_cu, 2u);
+  EXPECT_EQ(v.under_provisioned, absl::ZeroDuration());
+  // The agent asks the scheduler every 15 s.
+  EXPECT_NEAR(static_cast<double>(v.scheduler_requests), 2 * 3600 / 15.0, 2);
+  EXPECT_EQ(r.vm_steps, 2 * 3600 / 5);
+}
+
+TEST(SimulationTest, CountsUnderProvisionedTime) {
+  // More CPU than the VM's largest size: under-provisioned for as long as the demand lasts.
+  SimConfig config;
+  config.duration = absl::Minutes(10);
+  config.bounds = {1, 4};
+  config.nodes = 1;
+  std::vector<SimVm> vms;
+  vms.push_back({"hungry", std::make_unique<Script>(std::vector<std::pair<absl::Duration, Demand>>{
+                               {absl::ZeroDuration(), Cores(0.1, 512)},
+                               {absl::Minutes(2), Cores(2.0, 512)},
+                               {absl::Minutes(7), Cores(0.1, 512)}})});
+  auto sim = Simulation::Create(config, std::move(vms));
+  ASSERT_TRUE(sim.ok());
+  ASSERT_TRUE((*sim)->Run().ok());
+  const VmResult v = (*sim)->TakeResults().vms[0];
+  EXPECT_EQ(v.peak_size, config.compute_unit * 4);
+  EXPECT_EQ(v.cpu_short, absl::Minutes(5)) << "2 cores wanted, 1 at most";
+  EXPECT_EQ(v.under_provisioned, absl::Minutes(5));
+  EXPECT_EQ(v.memory_short, absl::ZeroDuration());
+  EXPECT_EQ(v.static_peak_cu, 4u) << "the peak is beyond the bounds";
+}
+
+TEST(SimulationTest, RejectsBadConfigsNamingTheField) {
+  SimConfig c;
+  c.duration = absl::Seconds(7);
+  EXPECT_THAT(ValidateSimConfig(c).message(), HasSubstr("duration"));
+  c = SimConfig{};
+  c.metrics_interval = absl::Seconds(3);
+  EXPECT_THAT(ValidateSimConfig(c).message(), HasSubstr("metrics_interval"));
+  c = SimConfig{};
+  c.failures.vm_resize = 1.5;
+  EXPECT_THAT(ValidateSimConfig(c).message(), HasSubstr("failures.vm_resize"));
+  c = SimConfig{};
+  c.watermark = 0;
+  EXPECT_THAT(ValidateSimConfig(c).message(), HasSubstr("watermark"));
+  c = SimConfig{};
+  c.scaling.memory_usage_fraction_target = 0;
+  EXPECT_FALSE(ValidateSimConfig(c).ok());
+  c = SimConfig{};
+  c.monitor.samples_averaged = 100;
+  EXPECT_THAT(ValidateSimConfig(c).message(), HasSubstr("monitor.samples_averaged"));
+  EXPECT_TRUE(ValidateSimConfig(SimConfig{}).ok());
+
+  SimConfig ok;
+  EXPECT_FALSE(Simulation::Create(ok, {}).ok()) << "no VMs";
+  std::vector<SimVm> twice = MixVms(2, 1);
+  twice[1].name = twice[0].name;
+  EXPECT_THAT(Simulation::Create(ok, std::move(twice)).status().message(),
+              HasSubstr("given twice"));
+}
+
+TEST(SimulationTest, TooSmallAFleetIsAnErrorNamingTheVm) {
+  SimConfig config;
+  config.nodes = 1;
+  config.node_capacity = {1000, 4 * kGiB};
+  auto sim = Simulation::Create(config, MixVms(50, 1));
+  ASSERT_FALSE(sim.ok());
+  EXPECT_EQ(sim.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(sim.status().message(), HasSubstr("placing VM"));
+}
+
+}  // namespace
+}  // namespace autoscale::sim

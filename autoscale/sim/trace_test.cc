@@ -1,0 +1,120 @@
+#include "autoscale/sim/trace.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace autoscale::sim {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int64_t kMiB = int64_t{1} << 20;
+
+TEST(TraceTest, ParsesSamplesInAnyColumnOrder) {
+  absl::StatusOr<Trace> t = ParseTraceCsv(
+      "# exported from a fleet\r\n"
+      "vm,extra,memory_mib,time_s,cpu_cores\r\n"
+      "db-1,x,1850,1000,0.42\r\n"
+      "db-2,y,600,1000,0.05\r\n"
+      "\r\n"
+      "db-1,z,2210.5,1300,1.37\r\n",
+      "t.csv");
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->vms.size(), 2u);
+  EXPECT_EQ(t->vms[0].name, "db-1");
+  ASSERT_EQ(t->vms[0].samples.size(), 2u);
+  EXPECT_EQ(t->vms[0].samples[0].time, absl::ZeroDuration()) << "from the earliest time";
+  EXPECT_EQ(t->vms[0].samples[0].demand, (Demand{420, 1850 * kMiB}));
+  EXPECT_EQ(t->vms[0].samples[1].time, absl::Seconds(300));
+  EXPECT_EQ(t->vms[0].samples[1].demand, (Demand{1370, 2210 * kMiB + kMiB / 2}));
+  EXPECT_EQ(t->vms[1].samples[0].demand, (Demand{50, 600 * kMiB}));
+  EXPECT_EQ(t->end, absl::Seconds(300));
+}
+
+TEST(TraceTest, SortsEachVmsSamplesByTime) {
+  absl::StatusOr<Trace> t = ParseTraceCsv(
+      "time_s,vm,cpu_cores,memory_mib\n600,a,3,300\n0,a,1,100\n300,a,2,200\n", "t.csv");
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->vms[0].samples.size(), 3u);
+  EXPECT_EQ(t->vms[0].samples[0].demand.milli_cpu, 1000);
+  EXPECT_EQ(t->vms[0].samples[2].demand.milli_cpu, 3000);
+}
+
+TEST(TraceTest, DemandHoldsUntilTheNextSample) {
+  auto trace = std::make_shared<const Trace>(*ParseTraceCsv(
+      "time_s,vm,cpu_cores,memory_mib\n100,a,1,100\n400,a,2,200\n700,a,3,300\n", "t.csv"));
+  std::unique_ptr<Workload> w = NewTraceWorkload(trace, 0);
+  EXPECT_EQ(w->kind(), "trace");
+  EXPECT_EQ(w->At(absl::ZeroDuration()).milli_cpu, 1000);
+  EXPECT_EQ(w->At(absl::Seconds(299)).milli_cpu, 1000);
+  EXPECT_EQ(w->At(absl::Seconds(300)).milli_cpu, 2000);
+  EXPECT_EQ(w->At(absl::Seconds(599)).milli_cpu, 2000);
+  EXPECT_EQ(w->At(absl::Seconds(600)).milli_cpu, 3000);
+  EXPECT_EQ(w->At(absl::Hours(5)).memory_bytes, 300 * kMiB) << "the last sample holds";
+}
+
+struct BadCase {
+  const char* name;
+  const char* text;
+  const char* error;
+};
+
+class BadTraceTest : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(BadTraceTest, ErrorNamesTheLine) {
+  absl::StatusOr<Trace> t = ParseTraceCsv(GetParam().text, "fleet.csv");
+  ASSERT_FALSE(t.ok()) << GetParam().name;
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(t.status().message(), HasSubstr(GetParam().error)) << GetParam().name;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Malformed, BadTraceTest,
+    ::testing::Values(
+        BadCase{"not a number", "time_s,vm,cpu_cores,memory_mib\n0,a,1,100\n5,a,abc,100\n",
+                "fleet.csv:3: cpu_cores: 'abc' is not a number"},
+        BadCase{"too few fields", "time_s,vm,cpu_cores,memory_mib\n0,a,1,100\n5,a,1\n",
+                "fleet.csv:3: expected 4 fields as in the header, got 3"},
+        BadCase{"too many fields", "time_s,vm,cpu_cores,memory_mib\n0,a,1,100,7\n",
+                "fleet.csv:2: expected 4 fields"},
+        BadCase{"negative", "time_s,vm,cpu_cores,memory_mib\n\n# c\n0,a,1,-100\n",
+                "fleet.csv:4: memory_mib: -100 is negative"},
+        BadCase{"infinite", "time_s,vm,cpu_cores,memory_mib\n0,a,inf,100\n",
+                "fleet.csv:2: cpu_cores: 'inf' is not a number"},
+        BadCase{"nan", "time_s,vm,cpu_cores,memory_mib\nnan,a,1,100\n",
+                "fleet.csv:2: time_s: 'nan' is not a number"},
+        BadCase{"huge", "time_s,vm,cpu_cores,memory_mib\n0,a,1,1e300\n",
+                "fleet.csv:2: memory_mib: 1e300 is too large"},
+        BadCase{"empty name", "time_s,vm,cpu_cores,memory_mib\n0,,1,100\n",
+                "fleet.csv:2: vm: empty name"},
+        BadCase{"missing column", "time_s,vm,cpu,memory_mib\n0,a,1,100\n",
+                "fleet.csv:1: the header lacks column 'cpu_cores'"},
+        BadCase{"column twice", "time_s,vm,vm,cpu_cores,memory_mib\n",
+                "fleet.csv:1: vm: column named twice"},
+        BadCase{"same time twice",
+                "time_s,vm,cpu_cores,memory_mib\n0,a,1,100\n0,b,1,1\n0,a,2,100\n",
+                "fleet.csv:4: time_s: VM 'a' has another sample at 0 s (line 2)"},
+        BadCase{"empty file", "", "fleet.csv: empty trace (no header line)"},
+        BadCase{"header only", "time_s,vm,cpu_cores,memory_mib\n", "fleet.csv: no samples"}),
+    [](const ::testing::TestParamInfo<BadCase>& info) {
+      std::string n = info.param.name;
+      for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+      return n;
+    });
+
+TEST(TraceTest, ReadsFilesAndNamesAMissingOne) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/trace.csv";
+  {
+    std::ofstream f(path);
+    f << "time_s,vm,cpu_cores,memory_mib\n0,a,1,100\nx,a,1,100\n";
+  }
+  EXPECT_THAT(ReadTraceCsv(path).status().message(), HasSubstr(path + ":3: time_s"));
+  EXPECT_THAT(ReadTraceCsv(path + ".missing").status().message(), HasSubstr("trace.csv.missing"));
+}
+
+}  // namespace
+}  // namespace autoscale::sim

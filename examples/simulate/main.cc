@@ -1,0 +1,337 @@
+// simulate: a fleet of simulated VMs scaled by the project's own core, monitor logic and ledger,
+// with a summary on stdout, a per-VM CSV and an HTML report with plots.
+//
+//   bazel run -c opt //examples/simulate                 # 500 VMs, 20 nodes, 6 h: a first look
+//   simulate --config=a.json --compare_config=b.json     # two scaling policies, same load
+//   simulate --trace=azure.csv --nodes=50                # recorded load (see
+//   autoscale/sim/trace.h) simulate --vms=10000 --nodes=400 --duration=24h --step=5s --html= --csv=
+//
+// Relative output paths are taken from the directory `bazel run` was started in.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "autoscale/api/config.pb.h"
+#include "autoscale/base/init.h"
+#include "autoscale/base/proto_file.h"
+#include "autoscale/base/status_macros.h"
+#include "autoscale/core/config.h"
+#include "autoscale/ledger/migration_policy.h"
+#include "autoscale/sim/report.h"
+#include "autoscale/sim/simulation.h"
+#include "autoscale/sim/trace.h"
+#include "autoscale/sim/workload.h"
+#include "glog/logging.h"
+
+ABSL_FLAG(int, vms, 0, "VMs to simulate (0: 500, or every VM of --trace)");
+ABSL_FLAG(int, nodes, 20, "nodes of the fleet");
+ABSL_FLAG(double, node_cpus, 48, "vCPUs of each node");
+ABSL_FLAG(double, node_memory_gib, 192, "memory of each node, GiB");
+ABSL_FLAG(double, watermark, 0.9, "node reservation above which VMs are migrated away, (0, 1]");
+ABSL_FLAG(std::string, migration_policy, "oldest_first", "oldest_first or fewest_bytes");
+ABSL_FLAG(absl::Duration, duration, absl::ZeroDuration(),
+          "simulated time (0: 6h, or the length of --trace)");
+ABSL_FLAG(absl::Duration, step, absl::Seconds(1),
+          "simulation step: workloads and monitors are sampled at every step");
+ABSL_FLAG(absl::Duration, metrics_interval, absl::Seconds(5),
+          "how often agents get their VM's metrics (a multiple of --step)");
+ABSL_FLAG(std::string, workload, "diurnal:4,bursty:2,ramp:1,spike:1,idle:2",
+          "workload mix: kinds (diurnal, bursty, ramp, spike, idle) with weights");
+ABSL_FLAG(std::string, trace, "",
+          "CSV trace (time_s,vm,cpu_cores,memory_mib) instead of the generated workloads");
+ABSL_FLAG(std::string, config, "",
+          "scaling config (api.ScalingConfig as JSON; default: the reference's)");
+ABSL_FLAG(std::string, compare_config, "",
+          "a second scaling config, run on the same workloads and seed for comparison");
+ABSL_FLAG(double, cu_millicpu, 250, "compute unit: milli-CPU");
+ABSL_FLAG(double, cu_memory_mib, 1024, "compute unit: memory, MiB");
+ABSL_FLAG(int, min_cu, 1, "each VM's lower bound, in compute units");
+ABSL_FLAG(int, max_cu, 16, "each VM's upper bound, in compute units");
+ABSL_FLAG(absl::Duration, scheduler_latency, absl::Milliseconds(5), "agent-scheduler round trip");
+ABSL_FLAG(absl::Duration, monitor_latency, absl::Milliseconds(5), "agent-monitor round trip");
+ABSL_FLAG(absl::Duration, hotplug_per_vcpu, absl::Milliseconds(50), "CPU hotplug time per vCPU");
+ABSL_FLAG(absl::Duration, hotplug_per_gib, absl::Milliseconds(130), "memory hotplug time per GiB");
+ABSL_FLAG(double, migration_gib_per_s, 1, "live migration bandwidth, GiB/s");
+ABSL_FLAG(double, scheduler_failure_rate, 0.001, "share of scheduler answers lost");
+ABSL_FLAG(double, resize_failure_rate, 0.001, "share of VM resizes that fail");
+ABSL_FLAG(double, monitor_failure_rate, 0.001, "share of monitor requests that fail");
+ABSL_FLAG(double, migration_failure_rate, 0.01, "share of live migrations that fail");
+ABSL_FLAG(uint64_t, seed, 1, "seed of workloads, placement, latencies and failures");
+ABSL_FLAG(int, threads, 0, "threads (0: one per core); results do not depend on it");
+ABSL_FLAG(int, plot_vms, 6, "VMs plotted in the report (one per workload kind first)");
+ABSL_FLAG(std::string, html, "simulate.html", "HTML report (empty: none)");
+ABSL_FLAG(std::string, csv, "simulate_vms.csv",
+          "per-VM CSV (empty: none); the compared run's goes beside it with .compare");
+ABSL_FLAG(std::string, progress, "auto",
+          "progress bar on stderr: auto (on a terminal), always, never");
+ABSL_FLAG(bool, check_invariants, false,
+          "check the ledger and every node's total at every step (slow)");
+ABSL_FLAG(bool, verbose, false,
+          "log the ledger's and monitors' messages (migrations, upscale requests)");
+
+namespace autoscale::sim {
+namespace {
+
+std::string OutputPath(const std::string& path) {
+  const char* dir = std::getenv("BUILD_WORKING_DIRECTORY");
+  if (path.empty() || path[0] == '/' || dir == nullptr) return path;
+  return absl::StrCat(dir, "/", path);
+}
+
+std::string Basename(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+absl::StatusOr<core::ScalingConfig> LoadScaling(const std::string& path) {
+  api::ScalingConfig proto;
+  if (!path.empty()) RETURN_IF_ERROR(ReadProtoFile(OutputPath(path), proto));
+  absl::StatusOr<core::ScalingConfig> config = core::ResolveScalingConfig(proto);
+  if (!config.ok()) return Annotate(config.status(), path);
+  return config;
+}
+
+// Workloads for one run: the same for every run of this process.
+absl::StatusOr<std::vector<SimVm>> MakeVms(const std::shared_ptr<const Trace>& trace, int count,
+                                           uint64_t seed) {
+  std::vector<SimVm> vms;
+  if (trace != nullptr) {
+    for (size_t i = 0; i < trace->vms.size() && static_cast<int>(i) < count; ++i) {
+      vms.push_back({trace->vms[i].name, NewTraceWorkload(trace, i)});
+    }
+    return vms;
+  }
+  ASSIGN_OR_RETURN(WorkloadMix mix, ParseWorkloadMix(absl::GetFlag(FLAGS_workload)));
+  std::vector<std::unique_ptr<Workload>> w = MakeWorkloads(mix, static_cast<size_t>(count), seed);
+  const int digits = static_cast<int>(std::to_string(count - 1).size());
+  for (size_t i = 0; i < w.size(); ++i) {
+    vms.push_back({absl::StrFormat("vm-%0*d", digits, i), std::move(w[i])});
+  }
+  return vms;
+}
+
+class ProgressBar {
+ public:
+  ProgressBar(std::string label, bool on)
+      : label_(std::move(label)), on_(on), start_(absl::Now()) {}
+  void operator()(double done) const {
+    if (!on_) return;
+    const int width = 40;
+    const int filled = static_cast<int>(done * width);
+    std::fprintf(stderr, "\r%s [%s%s] %3.0f%%  %.1fs", label_.c_str(),
+                 std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                 100 * done, absl::ToDoubleSeconds(absl::Now() - start_));
+    if (done >= 1) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+  }
+
+ private:
+  std::string label_;
+  bool on_;
+  absl::Time start_;
+};
+
+struct Run {
+  std::string label{};
+  std::string config_path{};
+  Results results{};
+  absl::Duration wall{};
+};
+
+int Main() {
+  const std::string progress_mode = absl::GetFlag(FLAGS_progress);
+  if (progress_mode != "auto" && progress_mode != "always" && progress_mode != "never") {
+    std::cerr << "simulate: --progress must be auto, always or never\n";
+    return 2;
+  }
+  const bool progress = progress_mode == "always" || (progress_mode == "auto" && isatty(2));
+  auto fail = [](const absl::Status& s) {
+    std::cerr << "simulate: " << s.message() << "\n";
+    return 2;
+  };
+
+  std::shared_ptr<const Trace> trace;
+  if (!absl::GetFlag(FLAGS_trace).empty()) {
+    absl::StatusOr<Trace> t = ReadTraceCsv(OutputPath(absl::GetFlag(FLAGS_trace)));
+    if (!t.ok()) return fail(t.status());
+    trace = std::make_shared<const Trace>(*std::move(t));
+  }
+
+  SimConfig config;
+  config.step = absl::GetFlag(FLAGS_step);
+  config.metrics_interval = absl::GetFlag(FLAGS_metrics_interval);
+  config.duration = absl::GetFlag(FLAGS_duration);
+  if (config.duration == absl::ZeroDuration()) {
+    config.duration = trace != nullptr && config.step > absl::ZeroDuration()
+                          ? absl::Ceil(trace->end, config.step) + config.step
+                          : absl::Hours(6);
+  }
+  config.seed = absl::GetFlag(FLAGS_seed);
+  config.threads = absl::GetFlag(FLAGS_threads);
+  config.nodes = absl::GetFlag(FLAGS_nodes);
+  config.node_capacity = {static_cast<int64_t>(absl::GetFlag(FLAGS_node_cpus) * 1000),
+                          static_cast<int64_t>(absl::GetFlag(FLAGS_node_memory_gib) * kGiB)};
+  config.watermark = absl::GetFlag(FLAGS_watermark);
+  config.migration_policy = ledger::NewMigrationPolicy(absl::GetFlag(FLAGS_migration_policy));
+  if (config.migration_policy == nullptr) {
+    return fail(absl::InvalidArgumentError(absl::StrCat("--migration_policy: unknown policy '",
+                                                        absl::GetFlag(FLAGS_migration_policy),
+                                                        "' (known: oldest_first, fewest_bytes)")));
+  }
+  config.compute_unit = {static_cast<int64_t>(absl::GetFlag(FLAGS_cu_millicpu)),
+                         static_cast<int64_t>(absl::GetFlag(FLAGS_cu_memory_mib) * (1 << 20))};
+  if (absl::GetFlag(FLAGS_min_cu) < 1 ||
+      absl::GetFlag(FLAGS_max_cu) < absl::GetFlag(FLAGS_min_cu)) {
+    return fail(absl::InvalidArgumentError("--min_cu and --max_cu: need 1 <= min <= max"));
+  }
+  config.bounds = {static_cast<uint32_t>(absl::GetFlag(FLAGS_min_cu)),
+                   static_cast<uint32_t>(absl::GetFlag(FLAGS_max_cu))};
+  config.latencies.scheduler = absl::GetFlag(FLAGS_scheduler_latency);
+  config.latencies.monitor = absl::GetFlag(FLAGS_monitor_latency);
+  config.latencies.per_vcpu = absl::GetFlag(FLAGS_hotplug_per_vcpu);
+  config.latencies.per_gib = absl::GetFlag(FLAGS_hotplug_per_gib);
+  const double gib_per_s = absl::GetFlag(FLAGS_migration_gib_per_s);
+  if (!(gib_per_s > 0 && gib_per_s < 1e6)) {
+    return fail(absl::InvalidArgumentError("--migration_gib_per_s must be > 0"));
+  }
+  config.latencies.migration_bytes_per_second = static_cast<int64_t>(gib_per_s * kGiB);
+  config.failures = {.scheduler = absl::GetFlag(FLAGS_scheduler_failure_rate),
+                     .vm_resize = absl::GetFlag(FLAGS_resize_failure_rate),
+                     .monitor = absl::GetFlag(FLAGS_monitor_failure_rate),
+                     .migration = absl::GetFlag(FLAGS_migration_failure_rate)};
+  config.check_invariants = absl::GetFlag(FLAGS_check_invariants);
+
+  int count = absl::GetFlag(FLAGS_vms);
+  if (count < 0) return fail(absl::InvalidArgumentError("--vms must be >= 0"));
+  if (count == 0) count = trace != nullptr ? static_cast<int>(trace->vms.size()) : 500;
+
+  std::vector<Run> runs;
+  runs.push_back(
+      {absl::GetFlag(FLAGS_config).empty() ? "default" : Basename(absl::GetFlag(FLAGS_config)),
+       absl::GetFlag(FLAGS_config)});
+  if (!absl::GetFlag(FLAGS_compare_config).empty()) {
+    runs.push_back(
+        {Basename(absl::GetFlag(FLAGS_compare_config)), absl::GetFlag(FLAGS_compare_config)});
+    if (runs[1].label == runs[0].label) runs[1].label += " (2)";
+  }
+
+  for (Run& run : runs) {
+    absl::StatusOr<core::ScalingConfig> scaling = LoadScaling(run.config_path);
+    if (!scaling.ok()) return fail(scaling.status());
+    config.scaling = *scaling;
+    absl::StatusOr<std::vector<SimVm>> vms = MakeVms(trace, count, config.seed);
+    if (!vms.ok()) return fail(vms.status());
+    // Plot one VM of each workload kind first, then the next ones.
+    config.series_vms.clear();
+    std::vector<std::string> kinds;
+    for (uint32_t i = 0; i < vms->size(); ++i) {
+      const std::string kind = (*vms)[i].workload->kind();
+      if (std::find(kinds.begin(), kinds.end(), kind) != kinds.end()) continue;
+      kinds.push_back(kind);
+      config.series_vms.push_back(i);
+    }
+    for (uint32_t i = 0; i < vms->size(); ++i) {
+      if (std::find(config.series_vms.begin(), config.series_vms.end(), i) ==
+          config.series_vms.end()) {
+        config.series_vms.push_back(i);
+      }
+    }
+    config.series_vms.resize(
+        std::min<size_t>(config.series_vms.size(), std::max(0, absl::GetFlag(FLAGS_plot_vms))));
+    const absl::Time start = absl::Now();
+    absl::StatusOr<std::unique_ptr<Simulation>> sim = Simulation::Create(config, *std::move(vms));
+    if (!sim.ok()) return fail(sim.status());
+    ProgressBar bar(run.label, progress);
+    absl::Status s = (*sim)->Run([&](double done) { bar(done); });
+    if (!s.ok()) return fail(s);
+    run.results = (*sim)->TakeResults();
+    run.wall = absl::Now() - start;
+  }
+
+  std::vector<std::pair<std::string, Summary>> summaries;
+  for (const Run& run : runs) summaries.emplace_back(run.label, Summarize(run.results));
+  std::cout << FormatSummaries(summaries);
+  for (const Run& run : runs) {
+    std::cout << absl::StrFormat(
+        "%s: %.1f s of wall time, %.2f M VM-steps/s\n", run.label, absl::ToDoubleSeconds(run.wall),
+        static_cast<double>(run.results.vm_steps) / absl::ToDoubleSeconds(run.wall) / 1e6);
+  }
+
+  const std::string csv = absl::GetFlag(FLAGS_csv);
+  if (!csv.empty()) {
+    for (size_t i = 0; i < runs.size(); ++i) {
+      std::string path = OutputPath(csv);
+      if (i > 0) {
+        const size_t dot = path.rfind('.');
+        const size_t slash = path.rfind('/');
+        const bool has_ext =
+            dot != std::string::npos && (slash == std::string::npos || dot > slash);
+        path = has_ext ? path.substr(0, dot) + ".compare" + path.substr(dot) : path + ".compare";
+      }
+      if (absl::Status s = WriteTextFile(path, VmCsv(runs[i].results)); !s.ok()) return fail(s);
+      std::cout << "per-VM CSV (" << runs[i].label << "): " << path << "\n";
+    }
+  }
+  const std::string html = absl::GetFlag(FLAGS_html);
+  if (!html.empty()) {
+    std::vector<ReportRun> report;
+    const std::string workload = trace != nullptr
+                                     ? absl::StrCat("trace ", absl::GetFlag(FLAGS_trace))
+                                     : absl::GetFlag(FLAGS_workload);
+    for (const Run& run : runs) {
+      report.push_back(
+          {.label = run.label,
+           .settings =
+               {{"scaling config",
+                 run.config_path.empty() ? "the reference's defaults" : run.config_path},
+                {"VMs, nodes", absl::StrCat(count, ", ", config.nodes)},
+                {"node", config.node_capacity.ToString()},
+                {"compute unit, VM bounds",
+                 absl::StrCat(config.compute_unit.ToString(), ", ", config.bounds.min_cu, "..",
+                              config.bounds.max_cu, " CU")},
+                {"workload", workload},
+                {"duration, step, metrics every",
+                 absl::StrCat(absl::FormatDuration(config.duration), ", ",
+                              absl::FormatDuration(config.step), ", ",
+                              absl::FormatDuration(config.metrics_interval))},
+                {"watermark, migration policy",
+                 absl::StrCat(config.watermark, ", ", absl::GetFlag(FLAGS_migration_policy))},
+                {"failure rates: scheduler, resize, monitor, migration",
+                 absl::StrCat(config.failures.scheduler, ", ", config.failures.vm_resize, ", ",
+                              config.failures.monitor, ", ", config.failures.migration)},
+                {"seed", absl::StrCat(config.seed)}},
+           .results = &run.results});
+    }
+    const std::string path = OutputPath(html);
+    if (absl::Status s = WriteTextFile(path, HtmlReport(report)); !s.ok()) return fail(s);
+    std::cout << "HTML report: " << path << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace autoscale::sim
+
+int main(int argc, char** argv) {
+  std::vector<char*> args = autoscale::InitProgram(
+      argc, argv,
+      "simulate: a fleet of simulated VMs scaled by the project's core, monitor and ledger.\n"
+      "  simulate [--vms=500 --nodes=20 --duration=6h] [--config=a.json "
+      "--compare_config=b.json] [--trace=FILE.csv]");
+  if (args.size() > 1) {
+    std::cerr << "simulate: unexpected argument '" << args[1] << "' (see --help)\n";
+    return 2;
+  }
+  if (!absl::GetFlag(FLAGS_verbose)) FLAGS_minloglevel = google::GLOG_ERROR;
+  return autoscale::sim::Main();
+}
