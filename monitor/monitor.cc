@@ -77,7 +77,11 @@ absl::Status Monitor::ApplyThreshold(int64_t memory_bytes) {
 
 absl::Status Monitor::Arm(bool force) {
   const int64_t level = threshold_bytes_ + overhead_bytes_;
-  if (!force && armed_level_ >= 0 && std::abs(level - armed_level_) <= options_.rearm_slack_bytes) {
+  // The slack is one-sided: a level a little below where anon meets the threshold only fires
+  // early (the event re-arms exactly), but one above it would miss a crossing smaller than the
+  // gap and leave it to the timer's average, seconds later.
+  if (!force && armed_level_ >= 0 && armed_level_ <= level &&
+      level - armed_level_ <= options_.rearm_slack_bytes) {
     return absl::OkStatus();
   }
   armed_level_ = level;

@@ -50,7 +50,8 @@ struct MonitorOptions {
   absl::Duration upscale_request_min_interval = absl::Seconds(1);
   // Sampling memory.stat, for the downscale check's average and as a fallback to the watcher.
   absl::Duration sample_interval = absl::Seconds(1);
-  // The watcher is re-armed when the overhead above anon moved by more than this.
+  // The watcher is re-armed when the overhead above anon grew by more than this, and whenever
+  // it shrank (a level left above would miss a small crossing).
   int64_t rearm_slack_bytes = 2 << 20;
   // Samples averaged for the downscale check, and how many are needed before any approval.
   int samples_averaged = 5;

@@ -167,6 +167,20 @@ TEST_F(MonitorTest, WatchLevelMovesOnlyBeyondTheSlack) {
   EXPECT_EQ(monitor_.watch_level_bytes(), t + 14 * kMiB);
 }
 
+TEST_F(MonitorTest, ShrunkOverheadReArmsAtOnce) {
+  ASSERT_TRUE(monitor_.Start(kGiB).ok());
+  const int64_t t = monitor_.threshold_bytes();
+  stat_ = {.anon_bytes = 50 * kMiB, .file_bytes = 0, .usage_bytes = 60 * kMiB};
+  monitor_.Sample();
+  ASSERT_EQ(monitor_.watch_level_bytes(), t + 10 * kMiB);
+  // 1 MiB less overhead: a level left at t + 10 MiB would miss anon passing the threshold by
+  // less than 1 MiB.
+  stat_.usage_bytes = 59 * kMiB;
+  monitor_.Sample();
+  EXPECT_EQ(monitor_.watch_level_bytes(), t + 9 * kMiB);
+  EXPECT_EQ(calls_.back(), "threshold " + std::to_string(t + 9 * kMiB));
+}
+
 TEST_F(MonitorTest, PressureAsksForMemory) {
   ASSERT_TRUE(monitor_.Start(kGiB).ok());
   monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kPressure, -1});

@@ -49,8 +49,8 @@ class V1ThresholdWatcher final : public MemoryWatcher {
 
   absl::Status SetThreshold(int64_t threshold) override {
     absl::MutexLock lock(&mu_);
-    // A v1 threshold cannot be moved: closing its eventfd unregisters it, so make a new one.
-    Disarm();
+    // A v1 threshold cannot be moved: closing its eventfd unregisters it, so make a new one,
+    // and close the old one after it (no moment without a watch).
     int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (efd < 0) return absl::ErrnoToStatus(errno, "eventfd");
     absl::Status s = WriteFile(dir_ + "/cgroup.event_control",
@@ -62,6 +62,7 @@ class V1ThresholdWatcher final : public MemoryWatcher {
       close(efd);
       return Annotate(s, absl::StrCat("cgroup v1 threshold ", threshold, " on ", dir_));
     }
+    Disarm();
     event_fd_ = efd;
     threshold_ = threshold;
     return absl::OkStatus();

@@ -1,0 +1,162 @@
+// The whole system's reaction to memory pressure: from a guest's usage crossing the monitor's
+// threshold to more memory online in that guest (memstep, by the guest's clock), through the
+// monitor's cgroup event, its upscale request, the agent, the scheduler's durable permit and the
+// QMP hotplug. The baseline in the same run is the hotplug alone: the agent's own timing of the
+// same resize (QEMU plugging the memory and the guest taking it), as counter `vm_resize_ms`.
+//
+// One cluster (a scheduler, one agent, one booted guest) serves every repetition: the VM grows by
+// one compute unit per repetition and never shrinks (a long downscale stabilization window).
+//
+//   bazel run //bench:e2e_bench
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "benchmark/benchmark.h"
+#include "examples/demo/cluster.h"
+#include "examples/demo/status.h"
+
+namespace autoscale::demo {
+namespace {
+
+constexpr int64_t kMiB = int64_t{1} << 20;
+constexpr int kRepetitions = 12;
+
+struct Fixture {
+  std::unique_ptr<Cluster> cluster;
+  Guest* guest = nullptr;
+  std::string error;
+};
+
+Fixture* Setup() {
+  auto* f = new Fixture;
+  if (std::string why = ClusterMissing(); !why.empty()) {
+    f->error = "cannot run the cluster here: " + why;
+    return f;
+  }
+  ClusterOptions options;
+  options.bin = *FindBinaries();
+  // Small steps so that every repetition is one more compute unit of the same VM.
+  options.compute_unit = {250, 256 * kMiB};
+  options.nodes = {{.name = "a", .total = {8000, 8192 * kMiB}}};
+  // Growth comes from the monitor's threshold only (the goal from metrics would grow the VM while
+  // memstep fills memory, before the crossing), and the VM never shrinks during the run.
+  options.scaling.set_memory_usage_fraction_target(0.99);
+  options.scaling.mutable_downscale_stabilization_window()->set_seconds(3600);
+  absl::StatusOr<std::unique_ptr<Cluster>> cluster = Cluster::Start(options);
+  if (!cluster.ok()) {
+    f->error = cluster.status().ToString();
+    return f;
+  }
+  f->cluster = *std::move(cluster);
+  absl::StatusOr<Guest*> guest = f->cluster->AddGuest(
+      {.name = "vm1", .node = "a", .bounds = {2, kRepetitions + 6}, .start_cu = 2});
+  if (!guest.ok()) {
+    f->error = guest.status().ToString();
+    return f;
+  }
+  f->guest = *guest;
+  absl::StatusOr<rapidjson::Document> ready =
+      AwaitStatus(*f->cluster, "a", absl::Seconds(60), [](const rapidjson::Document& s) {
+        const rapidjson::Value* vm = VmStatus(s, "vm1");
+        return vm != nullptr && (*vm)["monitor"].GetBool() && vm->HasMember("loadAvg1m");
+      });
+  if (!ready.ok()) f->error = ready.status().ToString();
+  return f;
+}
+
+std::unique_ptr<Fixture> g_fixture;
+
+Fixture& Get() {
+  if (!g_fixture) g_fixture.reset(Setup());
+  return *g_fixture;
+}
+
+uint64_t LastSeq(const rapidjson::Document& s) {
+  uint64_t seq = 0;
+  for (const auto& e : s["events"].GetArray()) seq = std::max<uint64_t>(seq, e["seq"].GetUint64());
+  return seq;
+}
+
+// The duration in the first "VM resized ... in <duration>" event, if any.
+std::optional<absl::Duration> ResizeTime(const rapidjson::Document& s) {
+  for (const auto& e : s["events"].GetArray()) {
+    if (std::string(e["kind"].GetString()) != "resize") continue;
+    const std::string text = e["text"].GetString();
+    const size_t in = text.rfind(" in ");
+    absl::Duration d;
+    if (in != std::string::npos && absl::ParseDuration(text.substr(in + 4), &d)) return d;
+  }
+  return std::nullopt;
+}
+
+void BM_ThresholdCrossingToMemoryOnline(benchmark::State& state) {
+  Fixture& f = Get();
+  if (!f.error.empty()) {
+    state.SkipWithError(f.error.c_str());
+    return;
+  }
+  for (auto _ : state) {
+    absl::StatusOr<rapidjson::Document> before = AwaitStatus(
+        *f.cluster, "a", absl::Seconds(5), [](const rapidjson::Document&) { return true; });
+    if (!before.ok()) {
+      state.SkipWithError(before.status().ToString().c_str());
+      return;
+    }
+    const uint64_t since = LastSeq(*before);
+    absl::StatusOr<std::string> line = f.guest->MeasureReaction();
+    std::optional<double> ms = line.ok() ? ReactionMs(*line) : std::nullopt;
+    if (!ms) {
+      state.SkipWithError(line.ok() ? line->c_str() : line.status().ToString().c_str());
+      return;
+    }
+    state.SetIterationTime(*ms / 1000);
+    // The same step as the agent timed it; then wait until the monitor knows the new size, so
+    // the next repetition's threshold is the new one.
+    absl::StatusOr<rapidjson::Document> after =
+        AwaitStatus(*f.cluster, "a", absl::Seconds(20), [&](const rapidjson::Document& s) {
+          if (!s.HasMember("events")) return false;
+          bool told = false;
+          for (const auto& e : s["events"].GetArray()) {
+            told |= e["seq"].GetUint64() > since &&
+                    std::string(e["kind"].GetString()) == "monitor" &&
+                    absl::StrContains(e["text"].GetString(), "told of");
+          }
+          return told;
+        });
+    if (!after.ok()) {
+      state.SkipWithError(after.status().ToString().c_str());
+      return;
+    }
+    absl::StatusOr<std::string> events = f.cluster->AgentStatus("a", since);
+    rapidjson::Document d;
+    if (events.ok()) d.Parse(events->c_str());
+    std::optional<absl::Duration> resize =
+        events.ok() && !d.HasParseError() ? ResizeTime(d) : std::nullopt;
+    state.counters["vm_resize_ms"] = resize ? absl::ToDoubleMilliseconds(*resize) : -1;
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+}
+BENCHMARK(BM_ThresholdCrossingToMemoryOnline)
+    ->Unit(benchmark::kMillisecond)
+    ->UseManualTime()
+    ->Iterations(1)
+    ->Repetitions(kRepetitions);
+
+}  // namespace
+
+void StopCluster() { g_fixture.reset(); }
+
+}  // namespace autoscale::demo
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  autoscale::demo::StopCluster();  // stops the guest and the daemons, removes their files
+  return 0;
+}
