@@ -33,6 +33,8 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:10400",
 ABSL_FLAG(std::string, http_host, "127.0.0.1", "Address of the HTTP server (/metrics, /status).");
 ABSL_FLAG(int, http_port, 9101, "Port of the HTTP server; 0 picks a free one, -1 turns it off.");
 ABSL_FLAG(absl::Duration, scheduler_timeout, absl::Seconds(2), "Timeout of a scheduler call.");
+ABSL_FLAG(bool, check_config, false,
+          "Only check --config: print 'config OK' and exit 0, or the error and exit 2.");
 ABSL_FLAG(std::string, ready_file, "",
           "Once serving, write {\"listen\": ADDRESS, \"httpPort\": PORT} here (for scripts).");
 
@@ -46,6 +48,11 @@ int Run() {
     return 2;
   }
   absl::StatusOr<api::AgentConfig> config = agent::LoadAgentConfig(config_path);
+  if (absl::GetFlag(FLAGS_check_config)) {
+    if (!config.ok()) std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
+    else std::printf("config OK: node %s, %d VMs\n", config->node().c_str(), config->vms_size());
+    return config.ok() ? 0 : 2;
+  }
   if (!config.ok()) {
     LOG(ERROR) << config.status();
     return 2;
