@@ -77,16 +77,20 @@ absl::Status Monitor::ApplyThreshold(int64_t memory_bytes) {
 
 absl::Status Monitor::Arm(bool force) {
   const int64_t level = threshold_bytes_ + overhead_bytes_;
-  // The slack is one-sided: a level a little below where anon meets the threshold only fires
-  // early (the event re-arms exactly), but one above it would miss a crossing smaller than the
-  // gap and leave it to the timer's average, seconds later.
-  if (!force && armed_level_ >= 0 && armed_level_ <= level &&
-      level - armed_level_ <= options_.rearm_slack_bytes) {
+  // A level a little below where anon meets the threshold only fires early (the event re-arms
+  // exactly), but one above it misses a crossing smaller than the gap and leaves it to the
+  // timer's average, seconds later: so the slack above is much smaller than the one below.
+  if (!force && armed_level_ >= 0 && level - armed_level_ <= options_.rearm_slack_bytes &&
+      armed_level_ - level <= options_.rearm_slack_above_bytes) {
     return absl::OkStatus();
   }
+  if (hooks_.set_threshold) {
+    absl::Status armed = hooks_.set_threshold(level);
+    // Not armed: the next sample tries again.
+    if (!armed.ok()) return Annotate(armed, "arming the memory watcher");
+  }
   armed_level_ = level;
-  if (!hooks_.set_threshold) return absl::OkStatus();
-  return Annotate(hooks_.set_threshold(level), "arming the memory watcher");
+  return absl::OkStatus();
 }
 
 absl::Status Monitor::Start(int64_t memory_bytes) {

@@ -50,9 +50,12 @@ struct MonitorOptions {
   absl::Duration upscale_request_min_interval = absl::Seconds(1);
   // Sampling memory.stat, for the downscale check's average and as a fallback to the watcher.
   absl::Duration sample_interval = absl::Seconds(1);
-  // The watcher is re-armed when the overhead above anon grew by more than this, and whenever
-  // it shrank (a level left above would miss a small crossing).
+  // The watcher is re-armed when the overhead above anon grew by more than this, or shrank by
+  // more than rearm_slack_above_bytes (a level left above where anon meets the threshold misses
+  // a crossing smaller than the gap; the kernel's per-CPU charge batches move the overhead by
+  // up to 256 KiB per CPU all the time).
   int64_t rearm_slack_bytes = 2 << 20;
+  int64_t rearm_slack_above_bytes = 256 << 10;
   // Samples averaged for the downscale check, and how many are needed before any approval.
   int samples_averaged = 5;
   int min_samples = 2;
@@ -117,7 +120,8 @@ class Monitor {
   bool UpscaleDue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<int64_t> Average() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ApplyThreshold(int64_t memory_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Arms the watcher at threshold + overhead, unless it is armed within the slack of that.
+  // Arms the watcher at threshold + overhead, unless it is armed within the slacks of that
+  // (`force`: re-arm anyway). A failure leaves it to be tried at the next sample.
   absl::Status Arm(bool force) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendUpscale(int64_t usage, int64_t threshold);
 

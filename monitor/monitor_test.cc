@@ -30,6 +30,7 @@ class MonitorTest : public ::testing::Test {
                 },
                 .set_threshold =
                     [this](int64_t t) {
+                      if (fail_threshold_) return absl::UnavailableError("event_control");
                       calls_.push_back("threshold " + std::to_string(t));
                       return absl::OkStatus();
                     },
@@ -46,6 +47,7 @@ class MonitorTest : public ::testing::Test {
   std::vector<std::string> calls_;
   absl::Status lfc_error_;
   absl::Status stat_error_;
+  bool fail_threshold_ = false;
   cgroup::MemoryStat stat_;
   std::vector<int64_t> upscales_;
   lfc::CallbackResizer resizer_;
@@ -173,12 +175,30 @@ TEST_F(MonitorTest, ShrunkOverheadReArmsAtOnce) {
   stat_ = {.anon_bytes = 50 * kMiB, .file_bytes = 0, .usage_bytes = 60 * kMiB};
   monitor_.Sample();
   ASSERT_EQ(monitor_.watch_level_bytes(), t + 10 * kMiB);
+  // The kernel's per-CPU charge batches: no re-arming for 128 KiB less.
+  const size_t arms = calls_.size();
+  stat_.usage_bytes = 60 * kMiB - 128 * 1024;
+  monitor_.Sample();
+  EXPECT_EQ(calls_.size(), arms);
   // 1 MiB less overhead: a level left at t + 10 MiB would miss anon passing the threshold by
   // less than 1 MiB.
   stat_.usage_bytes = 59 * kMiB;
   monitor_.Sample();
   EXPECT_EQ(monitor_.watch_level_bytes(), t + 9 * kMiB);
   EXPECT_EQ(calls_.back(), "threshold " + std::to_string(t + 9 * kMiB));
+}
+
+TEST_F(MonitorTest, AFailedArmingIsRetriedAtTheNextSample) {
+  ASSERT_TRUE(monitor_.Start(kGiB).ok());
+  const int64_t t = monitor_.threshold_bytes();
+  stat_ = {.anon_bytes = 50 * kMiB, .file_bytes = 0, .usage_bytes = 60 * kMiB};
+  fail_threshold_ = true;
+  monitor_.Sample();
+  EXPECT_EQ(monitor_.watch_level_bytes(), t) << "still armed where it was";
+  fail_threshold_ = false;
+  monitor_.Sample();
+  EXPECT_EQ(monitor_.watch_level_bytes(), t + 10 * kMiB);
+  EXPECT_EQ(calls_.back(), "threshold " + std::to_string(t + 10 * kMiB));
 }
 
 TEST_F(MonitorTest, PressureAsksForMemory) {

@@ -29,6 +29,37 @@ api::Resources Proto(const Resources& r) { return core::ToProto(r); }
 
 }  // namespace
 
+absl::StatusOr<neonvm::migration::MigrationOptions> MigrationOptionsFromProto(
+    const api::MigrationSettings& s) {
+  neonvm::migration::MigrationOptions o;
+  o.auto_converge = s.auto_converge();
+  const absl::Duration downtime = FromProto(s.downtime_limit());
+  if (downtime != absl::ZeroDuration()) {
+    // QEMU takes whole milliseconds up to 2000 s.
+    if (downtime < absl::Milliseconds(1) || downtime > absl::Seconds(2000)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("migration.downtimeLimit: must be within 1ms..2000s, got ",
+                       absl::FormatDuration(downtime)));
+    }
+    o.downtime_limit = downtime;
+  }
+  if (s.max_bandwidth_bytes_per_second() < 0) {
+    return absl::InvalidArgumentError(
+        "migration.maxBandwidthBytesPerSecond: must not be negative");
+  }
+  if (s.max_bandwidth_bytes_per_second() > 0) {
+    o.max_bandwidth_bytes_per_second = s.max_bandwidth_bytes_per_second();
+  }
+  if (s.postcopy_after_passes() > 1000) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "migration.postcopyAfterPasses: at most 1000, got ", s.postcopy_after_passes()));
+  }
+  if (s.postcopy_after_passes() > 0) {
+    o.postcopy_after_passes = static_cast<int>(s.postcopy_after_passes());
+  }
+  return o;
+}
+
 absl::StatusOr<api::AgentConfig> LoadAgentConfig(const std::string& path) {
   api::AgentConfig c;
   RETURN_IF_ERROR(ReadProtoFile(path, c));
@@ -40,12 +71,7 @@ absl::StatusOr<api::AgentConfig> LoadAgentConfig(const std::string& path) {
   const Resources cu = *cu_or;
   RETURN_IF_ERROR(annotate(core::ResolveScalingConfig(c.scaling()).status()));
   RETURN_IF_ERROR(annotate(core::ResolveTimings(c.timings()).status()));
-  if (c.migration().downtime_limit().seconds() < 0 || c.migration().downtime_limit().nanos() < 0) {
-    return Invalid(path, "migration.downtimeLimit: must not be negative");
-  }
-  if (c.migration().max_bandwidth_bytes_per_second() < 0) {
-    return Invalid(path, "migration.maxBandwidthBytesPerSecond: must not be negative");
-  }
+  RETURN_IF_ERROR(annotate(MigrationOptionsFromProto(c.migration()).status()));
   std::set<std::string> names;
   for (int i = 0; i < c.vms_size(); ++i) {
     const api::VmConfig& vm = c.vms(i);
@@ -430,18 +456,11 @@ void Agent::Migrate(api::MigrationOrder order) {
   absl::StatusOr<api::PrepareIncomingResponse> target = peer->PrepareIncoming(prepare);
   if (!target.ok()) return fail(target.status());
   prepared = true;
-  neonvm::migration::MigrationOptions options;
+  absl::StatusOr<neonvm::migration::MigrationOptions> options_or =
+      MigrationOptionsFromProto(settings);  // checked when the config was loaded
+  if (!options_or.ok()) return fail(options_or.status());
+  neonvm::migration::MigrationOptions options = *options_or;
   options.allow_postcopy = config.allow_postcopy();
-  options.auto_converge = settings.auto_converge();
-  if (settings.has_downtime_limit()) {
-    options.downtime_limit = FromProto(settings.downtime_limit());
-  }
-  if (settings.max_bandwidth_bytes_per_second() > 0) {
-    options.max_bandwidth_bytes_per_second = settings.max_bandwidth_bytes_per_second();
-  }
-  if (settings.postcopy_after_passes() > 0) {
-    options.postcopy_after_passes = static_cast<int>(settings.postcopy_after_passes());
-  }
   options.timeout = options_.migration_timeout;
   absl::StatusOr<neonvm::migration::MigrationStats> stats =
       neonvm::migration::Send(*qmp, target->uri(), options);

@@ -38,6 +38,7 @@
 #include "autoscale/rpc/agent_peer.h"
 #include "autoscale/rpc/scheduler_client.h"
 #include "neonvm/launcher/vm.h"
+#include "neonvm/migration/migration.h"
 
 namespace autoscale::agent {
 
@@ -63,6 +64,11 @@ struct AgentOptions {
 
 // Reads and checks an AgentConfig; errors name the file and the field.
 absl::StatusOr<api::AgentConfig> LoadAgentConfig(const std::string& path);
+
+// The migration options of `settings`: zero fields take MigrationOptions' defaults; errors name
+// the field.
+absl::StatusOr<neonvm::migration::MigrationOptions> MigrationOptionsFromProto(
+    const api::MigrationSettings& settings);
 
 class Agent final : public rpc::MigrationPeer {
  public:
