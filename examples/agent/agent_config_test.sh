@@ -29,6 +29,16 @@ sed 's/"memorySlotBytes": "268435456"/"memorySlotBytes": "402653184"/' "$example
 check_refused "$tmp/slots.json" "vms[0].spec"
 sed 's/"downtimeLimit": "0.030s"/"downtimeLimit": "-1s"/' "$example" >"$tmp/downtime.json"
 check_refused "$tmp/downtime.json" "migration.downtimeLimit"
+sed 's/"downtimeLimit": "0.030s"/"downtimeLimit": "0.0001s"/' "$example" >"$tmp/downtime_small.json"
+check_refused "$tmp/downtime_small.json" "migration.downtimeLimit"
+sed 's/"postcopyAfterPasses": 1/"postcopyAfterPasses": 4000000000/' "$example" >"$tmp/passes.json"
+check_refused "$tmp/passes.json" "migration.postcopyAfterPasses"
+sed 's/"postcopyAfterPasses": 1/"maxBandwidthBytesPerSecond": "-1"/' "$example" >"$tmp/bandwidth.json"
+check_refused "$tmp/bandwidth.json" "migration.maxBandwidthBytesPerSecond"
+# Zero takes the default.
+sed 's/"downtimeLimit": "0.030s"/"downtimeLimit": "0s"/' "$example" >"$tmp/downtime_zero.json"
+"$agent" --config="$tmp/downtime_zero.json" --check_config >/dev/null ||
+  fail "a zero downtimeLimit (the default) was refused"
 echo '{"node": "a", ' >"$tmp/truncated.json"
 check_refused "$tmp/truncated.json" "truncated.json"
 check_refused "$tmp/missing.json" "missing.json"

@@ -186,29 +186,33 @@ absl::StatusOr<int> Guest::OnlineCpus() {
 }
 
 absl::Status Guest::AddLoad(int memory_mib, int cpu_threads) {
-  return Run(absl::StrCat("sh -c 'echo $$ > ", kWorkCgroup,
-                          "/cgroup.procs; exec /usr/bin/loadgen --memory-mib=", memory_mib,
-                          " --cpu-threads=", cpu_threads, "' >> /var/log/loadgen.log 2>&1 &"))
-      .status();
+  RETURN_IF_ERROR(Run(absl::StrCat("sh -c 'echo $$ > ", kWorkCgroup,
+                                   "/cgroup.procs; exec /usr/bin/loadgen --memory-mib=", memory_mib,
+                                   " --cpu-threads=", cpu_threads,
+                                   "' >> /var/log/loadgen.log 2>&1 &"))
+                      .status());
+  ++loads_started_;
+  return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::string>> Guest::StopLoad() {
+absl::StatusOr<LoadReport> Guest::StopLoad() {
   ASSIGN_OR_RETURN(std::string out,
                    Run("if pidof loadgen >/dev/null; then killall -TERM loadgen; "
                        "while pidof loadgen >/dev/null; do sleep 0.1; done; fi; "
                        "cat /var/log/loadgen.log 2>/dev/null; rm -f /var/log/loadgen.log; true",
                        absl::Seconds(60)));
   // The console's shell may add job notices ("[1]+ Done ..."): keep the load generators' lines.
-  std::vector<std::string> lines;
+  LoadReport report{.started = loads_started_};
+  loads_started_ = 0;
   for (absl::string_view line : absl::StrSplit(out, '\n')) {
-    if (absl::StartsWith(line, "loadgen:")) lines.emplace_back(line);
+    if (absl::StartsWith(line, "loadgen:")) report.lines.emplace_back(line);
   }
-  return lines;
+  return report;
 }
 
-bool AllVerified(const std::vector<std::string>& loadgen_lines) {
-  if (loadgen_lines.empty()) return false;
-  for (const std::string& line : loadgen_lines) {
+bool LoadReport::AllVerified() const {
+  if (started == 0 || static_cast<int>(lines.size()) != started) return false;
+  for (const std::string& line : lines) {
     if (!absl::StrContains(line, "verified")) return false;
   }
   return true;

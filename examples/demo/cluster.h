@@ -88,8 +88,16 @@ struct GuestOptions {
 
 class Cluster;
 
-// Whether every load generator reported its memory intact (and there was at least one).
-bool AllVerified(const std::vector<std::string>& loadgen_lines);
+// What the load generators of a guest said when stopped.
+struct LoadReport {
+  // Their final lines ("loadgen: ... verified ..." when the memory each wrote was intact; none for
+  // one that was killed).
+  std::vector<std::string> lines;
+  // How many were started (AddLoad) since the last StopLoad.
+  int started = 0;
+  // Every one started reported its memory intact (and at least one was started).
+  bool AllVerified() const;
+};
 
 // A booted test guest with the monitor (watching the cgroup /sys/fs/cgroup/memory/work) and the
 // load tools in it.
@@ -104,9 +112,8 @@ class Guest {
   // Starts one more load generator in the watched cgroup (on top of those running): `memory_mib`
   // rewritten continuously and `cpu_threads` busy threads.
   absl::Status AddLoad(int memory_mib, int cpu_threads);
-  // Stops them all and returns their final lines ("loadgen: ... verified ..." when the memory
-  // each wrote was intact; none for one that was killed).
-  absl::StatusOr<std::vector<std::string>> StopLoad();
+  // Stops them all and returns what they said.
+  absl::StatusOr<LoadReport> StopLoad();
   // memstep: fill to just below the monitor's threshold, cross it, and report when more memory
   // came online (the line memstep prints). Stops it afterwards, so the memory is freed.
   absl::StatusOr<std::string> MeasureReaction(absl::Duration timeout = absl::Seconds(20));
@@ -123,6 +130,7 @@ class Guest {
   std::unique_ptr<neonvm::launcher::Vm> vm;  // null once migrated (the target agent owns it)
   std::unique_ptr<neonvm::guest::GuestConsole> console;
   std::string serial_path;
+  int loads_started_ = 0;
 };
 
 class Cluster {

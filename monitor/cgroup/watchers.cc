@@ -79,12 +79,13 @@ class V1ThresholdWatcher final : public MemoryWatcher {
   }
 
   void OnReady(int efd) {
-    uint64_t count;
-    if (read(efd, &count, sizeof(count)) != sizeof(count)) return;
     int64_t threshold;
     {
+      // Checked before reading: an old registration's descriptor may be closed, or reused.
       absl::MutexLock lock(&mu_);
-      if (efd != event_fd_) return;  // an old registration
+      if (efd != event_fd_) return;
+      uint64_t count;
+      if (read(efd, &count, sizeof(count)) != sizeof(count)) return;
       threshold = threshold_;
     }
     auto usage = PreadInt64(usage_fd_, dir_ + "/memory.usage_in_bytes");
