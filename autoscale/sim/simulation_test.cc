@@ -18,8 +18,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr int64_t kMiB = int64_t{1} << 20;
-
 // A scripted demand: piecewise constant, (from, demand) in time order.
 class Script final : public Workload {
  public:

@@ -12,8 +12,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr int64_t kMiB = int64_t{1} << 20;
-
 TEST(TraceTest, ParsesSamplesInAnyColumnOrder) {
   absl::StatusOr<Trace> t = ParseTraceCsv(
       "# exported from a fleet\r\n"
