@@ -127,7 +127,10 @@ Results SmallRun(uint64_t seed) {
         {vms.empty() ? "db <1> & \"x\", y" : absl::StrCat("vm-", vms.size()), std::move(w)});
   }
   auto sim = Simulation::Create(c, std::move(vms));
-  EXPECT_TRUE(sim.ok()) << sim.status();
+  if (!sim.ok()) {
+    ADD_FAILURE() << sim.status();
+    return {};
+  }
   EXPECT_TRUE((*sim)->Run().ok());
   return (*sim)->TakeResults();
 }
