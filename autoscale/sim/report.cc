@@ -9,12 +9,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "autoscale/sim/internal/share.h"
 #include "autoscale/sim/internal/svg.h"
 
 namespace autoscale::sim {
 namespace {
 
-constexpr double kGiBd = 1024.0 * 1024 * 1024;
 const char* const kRunColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"};
 constexpr const char* kDemandColor = "#d62728";
 
@@ -22,10 +22,7 @@ const char* RunColor(size_t i) {
   return kRunColors[i % (sizeof(kRunColors) / sizeof(*kRunColors))];
 }
 
-double Cu(const core::Resources& r, const core::Resources& cu) {
-  return std::max(static_cast<double>(r.milli_cpu) / static_cast<double>(cu.milli_cpu),
-                  static_cast<double>(r.memory_bytes) / static_cast<double>(cu.memory_bytes));
-}
+double Gib(double bytes) { return bytes / kGiB; }
 
 double Hours(absl::Duration d) { return absl::ToDoubleHours(d); }
 
@@ -141,26 +138,20 @@ struct Fleet {
 Fleet FleetOf(const Results& r) {
   Fleet f;
   for (const NodeSample& s : r.node_series) {
-    core::Resources allocated;
-    Demand demand;
+    DemandTotal allocated, demand;  // in double: a large fleet's sums do not overflow
     for (size_t n = 0; n < s.allocated.size(); ++n) {
-      allocated = allocated + s.allocated[n];
+      allocated.milli_cpu += static_cast<double>(s.allocated[n].milli_cpu);
+      allocated.memory_bytes += static_cast<double>(s.allocated[n].memory_bytes);
       demand.milli_cpu += s.demand[n].milli_cpu;
       demand.memory_bytes += s.demand[n].memory_bytes;
     }
     f.hours.push_back(Hours(s.time));
-    f.allocated_cpu.push_back(allocated.milli_cpu / 1000.0);
-    f.demand_cpu.push_back(demand.milli_cpu / 1000.0);
-    f.allocated_gib.push_back(allocated.memory_bytes / kGiBd);
-    f.demand_gib.push_back(demand.memory_bytes / kGiBd);
+    f.allocated_cpu.push_back(allocated.milli_cpu / 1000);
+    f.demand_cpu.push_back(demand.milli_cpu / 1000);
+    f.allocated_gib.push_back(Gib(allocated.memory_bytes));
+    f.demand_gib.push_back(Gib(demand.memory_bytes));
   }
   return f;
-}
-
-double NodeFraction(const core::Resources& reserved, const core::Resources& total) {
-  return std::max(
-      static_cast<double>(reserved.milli_cpu) / static_cast<double>(total.milli_cpu),
-      static_cast<double>(reserved.memory_bytes) / static_cast<double>(total.memory_bytes));
 }
 
 std::string Table(const std::vector<std::string>& header,
@@ -269,11 +260,12 @@ Summary Summarize(const Results& r) {
     s.reaction_p99 = Percentile(reactions, 0.99);
     s.reaction_max = reactions.back();
   }
+  s.reaction_bins = DefaultReactionBins().Count(reactions);
   double sum = 0;
   int64_t n = 0;
   for (const NodeSample& sample : r.node_series) {
     for (size_t i = 0; i < sample.reserved.size() && i < r.node_totals.size(); ++i) {
-      const double f = NodeFraction(sample.reserved[i], r.node_totals[i]);
+      const double f = LargerShare(sample.reserved[i], r.node_totals[i]);
       sum += f;
       ++n;
       s.node_reserved_peak = std::max(s.node_reserved_peak, f);
@@ -327,17 +319,18 @@ std::string VmCsv(const Results& r) {
         CsvCell(v.name),
         CsvCell(v.workload),
         CsvCell(v.node),
-        G(Cu(v.initial, r.compute_unit)),
-        G(Cu(v.final_size, r.compute_unit)),
-        G(Cu(v.peak_size, r.compute_unit)),
+        G(LargerShare(v.initial, r.compute_unit)),
+        G(LargerShare(v.final_size, r.compute_unit)),
+        G(LargerShare(v.peak_size, r.compute_unit)),
         absl::StrCat(v.static_peak_cu),
         G(v.peak_demand.milli_cpu / 1000.0),
-        G(v.peak_demand.memory_bytes / kGiBd),
+        G(Gib(v.peak_demand.memory_bytes)),
         G(v.cu_hours_allocated),
         G(v.cu_hours_demand),
         G(v.static_peak_cu * hours),
         Sec(v.under_provisioned),
-        G(r.duration > absl::ZeroDuration() ? v.under_provisioned / r.duration : 0),
+        G(r.duration > absl::ZeroDuration() ? absl::FDivDuration(v.under_provisioned, r.duration)
+                                            : 0),
         Sec(v.cpu_short),
         Sec(v.memory_short),
         absl::StrCat(v.memory_shortfalls),
@@ -381,10 +374,10 @@ std::string HtmlReport(const std::vector<ReportRun>& runs) {
       &out, "<p class=\"note\">", first->vms.size(), " VMs on ", first->node_names.size(),
       " nodes for ", HtmlEscape(Short(first->duration)), " of simulated time in steps of ",
       HtmlEscape(Short(first->step)),
-      ". Every VM runs the project's own scaling core (<code>core::State</code>) and in-VM "
-      "monitor logic (<code>monitor::Monitor</code>); every node is a node of the scheduler's "
-      "ledger (<code>ledger::Ledger</code>). Only the workloads, the latencies and the "
-      "failures of the peers are simulated.</p>\n");
+      ". Every VM runs the project's own scaling core (<code>core::State</code>) and the in-VM "
+      "monitor's rules (<code>MonitorModel</code>, held to <code>monitor::Monitor</code> by a "
+      "test); every node is a node of the scheduler's ledger (<code>ledger::Ledger</code>). "
+      "Only the workloads, the latencies and the failures of the peers are simulated.</p>\n");
 
   // Setup.
   out += "<h2>Setup</h2>\n";
@@ -428,9 +421,9 @@ std::string HtmlReport(const std::vector<ReportRun>& runs) {
 
   // Fleet totals.
   out +=
-      "\n<h2>Fleet</h2>\n<p class=\"note\">What the VMs asked for (demand), what they had "
-      "(allocated) and what the ledger reserved for them (the permits), summed over the "
-      "fleet.</p>\n<div class=\"row\">";
+      "\n<h2>Fleet</h2>\n<p class=\"note\">What the VMs asked for (demand) and what they had "
+      "(allocated), summed over the fleet; what the ledger reserved is under Nodes.</p>\n"
+      "<div class=\"row\">";
   for (int memory = 0; memory < 2; ++memory) {
     LineChart c{.title = memory ? "Fleet memory" : "Fleet CPU",
                 .x_label = "hours",
@@ -476,7 +469,7 @@ std::string HtmlReport(const std::vector<ReportRun>& runs) {
     for (const NodeSample& s : r.node_series) {
       hours.push_back(Hours(s.time));
       for (size_t n = 0; n < nodes; ++n) {
-        per_node[n].push_back(100 * NodeFraction(s.reserved[n], r.node_totals[n]));
+        per_node[n].push_back(100 * LargerShare(s.reserved[n], r.node_totals[n]));
       }
     }
     if (nodes <= 30) {
@@ -524,12 +517,9 @@ std::string HtmlReport(const std::vector<ReportRun>& runs) {
                .width = 900,
                .height = 280};
     for (size_t i = 0; i < runs.size(); ++i) {
-      std::vector<absl::Duration> all;
-      for (const VmResult& v : runs[i].results->vms) {
-        all.insert(all.end(), v.reaction_times.begin(), v.reaction_times.end());
-      }
       BarGroup g{.name = runs[i].label, .color = RunColor(i)};
-      for (int64_t n : bins.Count(all)) g.values.push_back(static_cast<double>(n));
+      for (int64_t n : summaries[i].second.reaction_bins)
+        g.values.push_back(static_cast<double>(n));
       c.groups.push_back(std::move(g));
     }
     out += RenderBarChart(c);
@@ -552,7 +542,7 @@ std::string HtmlReport(const std::vector<ReportRun>& runs) {
                   .height = 220};
       std::vector<double> demand;
       for (const Demand& d : s.demand) {
-        demand.push_back(memory ? d.memory_bytes / kGiBd : d.milli_cpu / 1000.0);
+        demand.push_back(memory ? Gib(d.memory_bytes) : d.milli_cpu / 1000.0);
       }
       c.series.push_back(
           {.name = "demand", .color = kDemandColor, .x = hours, .y = demand, .width = 1});
@@ -562,7 +552,7 @@ std::string HtmlReport(const std::vector<ReportRun>& runs) {
         std::vector<double> x, y;
         for (size_t k = 0; k < other->time.size(); ++k) {
           x.push_back(Hours(other->time[k]));
-          y.push_back(memory ? other->allocated[k].memory_bytes / kGiBd
+          y.push_back(memory ? Gib(other->allocated[k].memory_bytes)
                              : other->allocated[k].milli_cpu / 1000.0);
         }
         c.series.push_back(
@@ -603,7 +593,9 @@ std::string HtmlReport(const std::vector<ReportRun>& runs) {
     }
   }
 
-  out += R"html(
+  const monitor::MonitorOptions& m = first->monitor;
+  absl::StrAppend(
+      &out, R"html(
 <h2>Definitions</h2>
 <dl>
 <dt>CU-hours</dt><dd>A VM with c compute units of CPU and m of memory counts as max(c, m) CU.
@@ -614,14 +606,18 @@ its bounds that covers its peak demand: what static provisioning would need at t
 had. A memory shortfall is a VM whose memory demand rose above its memory (a guest would swap
 or run out of memory).</dd>
 <dt>Memory pressure event</dt><dd>An upscale request from the VM's monitor: memory passed
-0.85 of (memory - 100 MiB).</dd>
+)html",
+      HtmlEscape(absl::StrFormat(
+          "%g of (memory - %g MiB)", m.threshold_fraction,
+          static_cast<double>(m.kernel_overhead_bytes + m.system_reserve_bytes) / kMiB)),
+      R"html(.</dd>
 <dt>Partial grant, denial</dt><dd>The ledger granted only part of a requested growth, or none
 of it, because the node was full.</dd>
 <dt>Reaction time</dt><dd>From the moment the core wanted more than the VM had to the moment
 the VM had it.</dd>
 </dl>
 </body></html>
-)html";
+)html");
   return out;
 }
 

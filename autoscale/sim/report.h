@@ -59,6 +59,8 @@ struct Summary {
   int64_t reactions = 0;
   int64_t reactions_abandoned = 0;
   absl::Duration reaction_mean, reaction_p50, reaction_p90, reaction_p99, reaction_max;
+  // Reaction times counted in DefaultReactionBins().
+  std::vector<int64_t> reaction_bins;
   // Nodes' reservation as a fraction of their total (the larger of CPU and memory), over the
   // node samples: the mean over nodes and samples, and the highest of any node.
   double node_reserved_mean = 0;

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "autoscale/base/proto_file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -125,7 +127,10 @@ Results SmallRun(uint64_t seed) {
         {vms.empty() ? "db <1> & \"x\", y" : absl::StrCat("vm-", vms.size()), std::move(w)});
   }
   auto sim = Simulation::Create(c, std::move(vms));
-  EXPECT_TRUE(sim.ok()) << sim.status();
+  if (!sim.ok()) {
+    ADD_FAILURE() << sim.status();
+    return {};
+  }
   EXPECT_TRUE((*sim)->Run().ok());
   return (*sim)->TakeResults();
 }
@@ -186,6 +191,51 @@ TEST(ReportTest, CsvHasOneRowPerVmAndParses) {
   EXPECT_EQ(Cells(lines[1])[0], "db <1> & \"x\", y") << "quoted, with its comma and quotes";
 }
 
+TEST(ReportTest, CsvRowHasTheFiguresComputedByHand) {
+  Results r;
+  r.duration = absl::Hours(2);
+  r.compute_unit = {250, kGiB};
+  r.bounds = {1, 8};
+  VmResult v;
+  v.name = "a";
+  v.workload = "w";
+  v.node = "n";
+  v.initial = {500, 3 * kGiB};
+  v.final_size = {250, kGiB};
+  v.peak_size = {1000, 4 * kGiB};
+  v.static_peak_cu = 4;
+  v.peak_demand = {1500, 3 * kGiB};
+  v.cu_hours_allocated = 6;
+  v.under_provisioned = absl::Minutes(30);
+  v.cpu_short = absl::Minutes(20);
+  v.memory_short = absl::Minutes(10);
+  v.reaction_times = {absl::Milliseconds(100), absl::Milliseconds(300)};
+  v.partial_grants = 2;
+  r.vms = {v};
+  std::vector<std::string> lines = absl::StrSplit(VmCsv(r), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u);
+  const std::vector<std::string> header = Cells(lines[0]), row = Cells(lines[1]);
+  ASSERT_EQ(row.size(), header.size());
+  std::map<std::string, std::string> cell;
+  for (size_t i = 0; i < header.size(); ++i) cell[header[i]] = row[i];
+  EXPECT_EQ(cell["initial_cu"], "3") << "max(500 / 250, 3 GiB / 1 GiB)";
+  EXPECT_EQ(cell["final_cu"], "1");
+  EXPECT_EQ(cell["peak_cu"], "4");
+  EXPECT_EQ(cell["static_peak_cu"], "4");
+  EXPECT_EQ(cell["peak_demand_cpu_cores"], "1.5");
+  EXPECT_EQ(cell["peak_demand_memory_gib"], "3");
+  EXPECT_EQ(cell["cu_hours_allocated"], "6");
+  EXPECT_EQ(cell["cu_hours_static_peak"], "8") << "4 CU for 2 hours";
+  EXPECT_EQ(cell["under_provisioned_s"], "1800.000");
+  EXPECT_EQ(cell["under_provisioned_share"], "0.25") << "30 min of 2 h";
+  EXPECT_EQ(cell["cpu_short_s"], "1200.000");
+  EXPECT_EQ(cell["memory_short_s"], "600.000");
+  EXPECT_EQ(cell["partial_grants"], "2");
+  EXPECT_EQ(cell["reactions"], "2");
+  EXPECT_EQ(cell["reaction_mean_s"], "0.200");
+  EXPECT_EQ(cell["reaction_max_s"], "0.300");
+}
+
 TEST(ReportTest, SummarizesByHand) {
   Results r;
   r.duration = absl::Hours(2);
@@ -234,7 +284,21 @@ TEST(ReportTest, SummarizesByHand) {
   EXPECT_THAT(text, HasSubstr("CU-hours allocated"));
   EXPECT_THAT(text, HasSubstr("8.0 (80.00% of static peak)"));
   EXPECT_THAT(text, HasSubstr("30.0 min (12.50% of VM-time)"));
-  EXPECT_THAT(text, HasSubstr("2 / 1"));
+  // Each row's cells, exactly.
+  std::map<std::string, std::string> row;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    const size_t gap = line.find("  ");
+    if (gap == absl::string_view::npos) continue;
+    row[std::string(line.substr(0, gap))] =
+        std::string(absl::StripLeadingAsciiWhitespace(line.substr(gap)));
+  }
+  EXPECT_EQ(row["VMs / nodes"], "2 / 2");
+  EXPECT_EQ(row["growth: full grants / partial grants / denials"], "0 / 2 / 1");
+  EXPECT_EQ(row["migrations: done / failed (VM-time migrating)"], "3 / 0 (0 ms)");
+  EXPECT_EQ(row["reaction time: mean / p50 / p90 / p99 / max"],
+            "2.6 s / 200 ms / 10.0 s / 10.0 s / 10.0 s");
+  EXPECT_EQ(s.reaction_bins, (std::vector<int64_t>{0, 1, 2, 0, 0, 0, 0, 1, 0, 0, 0}))
+      << "0.1 s in 0.1-0.2 s; 0.2 s and 0.3 s in 0.2-0.5 s; 10 s in 10-30 s";
 }
 
 TEST(ReportTest, BinsReactionTimes) {

@@ -16,6 +16,7 @@
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/sim/internal/monitor_model.h"
 #include "autoscale/sim/internal/random.h"
+#include "autoscale/sim/internal/share.h"
 #include "glog/logging.h"
 
 namespace autoscale::sim {
@@ -44,9 +45,23 @@ struct Later {
   }
 };
 
-double CuOf(int64_t milli_cpu, int64_t memory_bytes, const core::Resources& cu) {
-  return std::max(static_cast<double>(milli_cpu) / static_cast<double>(cu.milli_cpu),
-                  static_cast<double>(memory_bytes) / static_cast<double>(cu.memory_bytes));
+// The longest run (about 10 years), and the longest delay of an event (about 31 years): an event
+// that far off never happens, and the time of any event stays far from int64 overflow.
+constexpr absl::Duration kMaxDuration = absl::Hours(24 * 3650);
+constexpr int64_t kMaxDelayNs = 1'000'000'000'000'000'000;
+
+// Recorded series (a VM's, the nodes') keep at most about this many samples: a long run records
+// every k-th step.
+constexpr int64_t kMaxSeriesSamples = 50000;
+
+int64_t DelayNs(double ns) {
+  return ns >= static_cast<double>(kMaxDelayNs) ? kMaxDelayNs : static_cast<int64_t>(ns);
+}
+
+// Within the simulator's limits for CPU and memory (a node, a compute unit, a VM's largest size).
+bool WithinLimits(double milli_cpu, double memory_bytes) {
+  return milli_cpu <= static_cast<double>(kMaxMilliCpu) &&
+         memory_bytes <= static_cast<double>(kMaxMemoryBytes);
 }
 
 absl::Status Invalid(const char* field, const std::string& rule, const std::string& got) {
@@ -108,14 +123,19 @@ absl::Status ValidateSimConfig(const SimConfig& c) {
         absl::StrCat("a positive multiple of the step (", absl::FormatDuration(c.step), ")"),
         absl::FormatDuration(c.metrics_interval));
   }
-  if (c.duration / c.step > 1e9) {
-    return Invalid("duration", "at most 10^9 steps", absl::FormatDuration(c.duration));
+  if (c.duration / c.step > 1e9 || c.duration > kMaxDuration) {
+    return Invalid("duration", "at most 10^9 steps and 3650 days",
+                   absl::FormatDuration(c.duration));
   }
   if (c.threads < 0) return Invalid("threads", ">= 0", absl::StrCat(c.threads));
   if (c.nodes < 1 || c.nodes > 100000)
     return Invalid("nodes", "in [1, 100000]", absl::StrCat(c.nodes));
-  if (c.node_capacity.milli_cpu <= 0 || c.node_capacity.memory_bytes <= 0) {
-    return Invalid("node_capacity", "> 0 in both resources", c.node_capacity.ToString());
+  const std::string limits =
+      absl::StrCat("at most ", kMaxMilliCpu, " milli-CPU and ", kMaxMemoryBytes, " bytes");
+  if (c.node_capacity.milli_cpu <= 0 || c.node_capacity.memory_bytes <= 0 ||
+      !WithinLimits(c.node_capacity.milli_cpu, c.node_capacity.memory_bytes)) {
+    return Invalid("node_capacity", "> 0 in both resources and " + limits,
+                   c.node_capacity.ToString());
   }
   if (!(c.watermark > 0 && c.watermark <= 1)) {
     return Invalid("watermark", "in (0, 1]", absl::StrCat(c.watermark));
@@ -131,11 +151,21 @@ absl::Status ValidateSimConfig(const SimConfig& c) {
     return Invalid("bounds", "1 <= min <= max",
                    absl::StrCat(c.bounds.min_cu, "..", c.bounds.max_cu));
   }
+  if (const double max_cu = c.bounds.max_cu;
+      !WithinLimits(static_cast<double>(c.compute_unit.milli_cpu) * max_cu,
+                    static_cast<double>(c.compute_unit.memory_bytes) * max_cu)) {
+    return Invalid("bounds", "such that the largest VM (compute_unit times max) is " + limits,
+                   absl::StrCat(c.compute_unit.ToString(), " times ", c.bounds.max_cu));
+  }
   if ((c.compute_unit * c.bounds.min_cu).AnyGreaterThan(c.node_capacity)) {
     return Invalid("bounds", "such that the smallest VM fits on a node",
                    (c.compute_unit * c.bounds.min_cu).ToString());
   }
   RETURN_IF_ERROR(Annotate(core::ValidateScalingConfig(c.scaling), "simulation config"));
+  if (c.scaling.enable_lfc_metrics) {
+    // The core waits for LFC metrics before it shrinks a VM, and simulated VMs have none.
+    return Invalid("scaling.enableLFCMetrics", "false (the simulator has no LFC metrics)", "true");
+  }
   const Latencies& l = c.latencies;
   for (auto [name, d] : {std::pair{"latencies.scheduler", l.scheduler},
                          {"latencies.monitor", l.monitor},
@@ -166,6 +196,14 @@ absl::Status ValidateSimConfig(const SimConfig& c) {
                    absl::StrCat("in [1, ", MonitorModel::kMaxSamples, "]"),
                    absl::StrCat(c.monitor.samples_averaged));
   }
+  if (c.step > c.monitor.max_sample_age) {
+    // The monitor samples at every step; a downscale check finds a sample older than this an
+    // error.
+    return Invalid("step",
+                   absl::StrCat("at most monitor.max_sample_age (",
+                                absl::FormatDuration(c.monitor.max_sample_age), ")"),
+                   absl::FormatDuration(c.step));
+  }
   if (c.node_series_interval < absl::ZeroDuration()) {
     return Invalid("node_series_interval", ">= 0", absl::FormatDuration(c.node_series_interval));
   }
@@ -186,6 +224,15 @@ struct Simulation::Vm {
         state(core::StateConfig{config.compute_unit, config.scaling, config.timings}, initial,
               config.bounds),
         name(std::move(n)) {}
+
+  // Whether the VM has less than its demand now; counts the memory shortfalls that begin.
+  void UpdateShortage() {
+    const core::Resources& have = state.current();
+    short_cpu = demand.milli_cpu > have.milli_cpu;
+    const bool memory = demand.memory_bytes > have.memory_bytes;
+    if (memory && !short_memory) ++result.memory_shortfalls;
+    short_memory = memory;
+  }
 
   // Bytes from the start of the object that every step reads.
   size_t StepPrefix() const {
@@ -214,7 +261,6 @@ struct Simulation::Vm {
   int64_t under_ns = 0, cpu_short_ns = 0, memory_short_ns = 0;
   double cu_hours_allocated = 0, cu_hours_demand = 0, peak_demand_cu = 0;
   Demand peak_demand;
-  int64_t scheduler_requests = 0;
   // An upscale wish being served: since when, and the size that meets it.
   std::optional<std::pair<int64_t, core::Resources>> wish;
 
@@ -384,9 +430,14 @@ absl::StatusOr<std::unique_ptr<Simulation>> Simulation::Create(const SimConfig& 
   RETURN_IF_ERROR(ValidateSimConfig(config));
   if (vms.empty()) return absl::InvalidArgumentError("simulation: no VMs");
   if (vms.size() > (size_t{1} << 31)) return absl::InvalidArgumentError("simulation: too many VMs");
-  for (uint32_t v : config.series_vms) {
+  for (size_t i = 0; i < config.series_vms.size(); ++i) {
+    const uint32_t v = config.series_vms[i];
     if (v >= vms.size()) {
       return Invalid("series_vms", absl::StrCat("VM indices below ", vms.size()), absl::StrCat(v));
+    }
+    if (std::find(config.series_vms.begin(), config.series_vms.begin() + i, v) !=
+        config.series_vms.begin() + i) {
+      return Invalid("series_vms", "distinct VM indices", absl::StrCat(v, " twice"));
     }
   }
   std::unique_ptr<Simulation> sim(new Simulation(config));
@@ -467,21 +518,26 @@ absl::Status Simulation::Place(std::vector<SimVm> vms) {
     shards_[vm.shard]->vms.push_back(&vm);
     vms_[i] = &vm;
   }
+  // Every step, or every k-th step of a long run.
+  series_every_ = (steps_ + kMaxSeriesSamples - 1) / kMaxSeriesSamples;
   vm_series_.reserve(config_.series_vms.size());
   for (uint32_t v : config_.series_vms) {
     vm_series_.push_back({.vm = v});
-    vm_series_.back().time.reserve(steps_);
+    vm_series_.back().time.reserve(static_cast<size_t>(steps_ / series_every_ + 1));
   }
   for (VmSeries& s : vm_series_) vms_[s.vm]->series = &s;
-  node_sample_every_ =
-      config_.node_series_interval > absl::ZeroDuration()
-          ? std::max<int64_t>(1,
-                              absl::Ceil(config_.node_series_interval, config_.step) / config_.step)
-          : std::max<int64_t>(1, steps_ / 720);
+  node_sample_every_ = std::max(series_every_, config_.node_series_interval > absl::ZeroDuration()
+                                                   ? StepsIn(config_.node_series_interval)
+                                                   : steps_ / 720);
   return absl::OkStatus();
 }
 
 // --- running ---
+
+int64_t Simulation::StepsIn(absl::Duration d) const {
+  if (d >= config_.duration) return steps_;
+  return std::max<int64_t>(1, absl::Ceil(d, config_.step) / config_.step);
+}
 
 absl::Status Simulation::Run(const std::function<void(double)>& progress) {
   return StepTo(steps_, progress);
@@ -499,8 +555,7 @@ const core::State& Simulation::vm_state(uint32_t vm) const { return vms_.at(vm)-
 size_t Simulation::vm_count() const { return vms_.size(); }
 
 absl::Status Simulation::StepTo(int64_t last, const std::function<void(double)>& progress) {
-  const int64_t check_every = std::max<int64_t>(
-      1, absl::Ceil(config_.migration_check_interval, config_.step) / config_.step);
+  const int64_t check_every = StepsIn(config_.migration_check_interval);
   const int64_t progress_every = std::max<int64_t>(1, steps_ / 400);
   while (next_step_ < last) {
     RETURN_IF_ERROR(Serial(next_step_));
@@ -581,15 +636,14 @@ absl::Status Simulation::Serial(int64_t step) {
         vm.migration_started = t;
         vm.state.SetMigrating(true);
         Emit(vm, t, VmEvent::Kind::kMigrationStarted, vm.state.current());
-        const int64_t copy_ns = static_cast<int64_t>(
-            static_cast<double>(vm.state.current().memory_bytes) /
-            static_cast<double>(config_.latencies.migration_bytes_per_second) * 1e9);
-        migrations_.push_back(
-            {.id = o.id,
-             .vm = vm.index,
-             .target = target_it->second,
-             .end = t + Latency(vm, config_.latencies.migration_setup + absl::Nanoseconds(copy_ns)),
-             .ok = !vm.rng.Bernoulli(config_.failures.migration)});
+        const absl::Duration copy =
+            absl::Seconds(static_cast<double>(vm.state.current().memory_bytes) /
+                          static_cast<double>(config_.latencies.migration_bytes_per_second));
+        migrations_.push_back({.id = o.id,
+                               .vm = vm.index,
+                               .target = target_it->second,
+                               .end = t + Latency(vm, config_.latencies.migration_setup + copy),
+                               .ok = !vm.rng.Bernoulli(config_.failures.migration)});
       }
     }
   }
@@ -634,7 +688,7 @@ void Simulation::StepVm(Shard& shard, Vm& vm, int64_t step, int64_t t, absl::Tim
   vm.demand = vm.workload->At(absl::Nanoseconds(t));
   const Demand& d = vm.demand;
   vm.peak_demand_cu =
-      std::max(vm.peak_demand_cu, CuOf(d.milli_cpu, d.memory_bytes, config_.compute_unit));
+      std::max(vm.peak_demand_cu, LargerShare(d.milli_cpu, d.memory_bytes, config_.compute_unit));
   vm.peak_demand.milli_cpu = std::max(vm.peak_demand.milli_cpu, d.milli_cpu);
   vm.peak_demand.memory_bytes = std::max(vm.peak_demand.memory_bytes, d.memory_bytes);
 
@@ -655,10 +709,7 @@ void Simulation::StepVm(Shard& shard, Vm& vm, int64_t step, int64_t t, absl::Tim
     Schedule(shard, vm, kMonitorRequest, t + Latency(vm, config_.latencies.monitor / 2));
   }
 
-  vm.short_cpu = d.milli_cpu > have.milli_cpu;
-  const bool short_memory = d.memory_bytes > have.memory_bytes;
-  if (short_memory && !vm.short_memory) ++vm.result.memory_shortfalls;
-  vm.short_memory = short_memory;
+  vm.UpdateShortage();
 
   if ((step + vm.metrics_phase) % metrics_every_ == 0) {
     core::SystemMetrics m{.load_avg_1m = vm.load1,
@@ -674,7 +725,7 @@ void Simulation::StepVm(Shard& shard, Vm& vm, int64_t step, int64_t t, absl::Tim
   }
   if (vm.state.generation() != vm.driven_generation) Drive(shard, vm, t, now);
 
-  if (vm.series != nullptr) {
+  if (vm.series != nullptr && step % series_every_ == 0) {
     vm.series->time.push_back(absl::Nanoseconds(t));
     vm.series->demand.push_back(d);
     vm.series->allocated.push_back(vm.state.current());
@@ -726,12 +777,8 @@ void Simulation::HandleEvent(Shard& shard, Vm& vm, int kind, int64_t t) {
         vm.state.VmResizeFailed(now);
         Emit(vm, t, VmEvent::Kind::kVmResizeDone, {}, false);
       }
-      const core::Resources& have = vm.state.current();
-      vm.short_cpu = vm.demand.milli_cpu > have.milli_cpu;
-      const bool short_memory = vm.demand.memory_bytes > have.memory_bytes;
-      if (short_memory && !vm.short_memory) ++vm.result.memory_shortfalls;
-      vm.short_memory = short_memory;
-      if (vm.wish && vm.wish->second.FitsIn(have)) {
+      vm.UpdateShortage();
+      if (vm.wish && vm.wish->second.FitsIn(vm.state.current())) {
         vm.result.reaction_times.push_back(absl::Nanoseconds(t - vm.wish->first));
         vm.wish.reset();
       }
@@ -792,7 +839,7 @@ void Simulation::Drive(Shard& shard, Vm& vm, int64_t t, absl::Time now) {
                   .last_permit = r.last_permit};
         config_.on_event(e);
       }
-      ++vm.scheduler_requests;
+      ++vm.result.scheduler_requests;
       if (r.target.AnyGreaterThan(vm.permit_before)) ++vm.result.growth_requests;
       absl::StatusOr<ledger::Permit> permit =
           ledger_->Request({.node = shard.node,
@@ -839,7 +886,7 @@ void Simulation::Drive(Shard& shard, Vm& vm, int64_t t, absl::Time now) {
       Schedule(shard, vm, kMonitorReply, t + Latency(vm, lat.monitor));
     } else {
       if (a.wait) {
-        const int64_t at = t + std::max<int64_t>(1, absl::ToInt64Nanoseconds(*a.wait));
+        const int64_t at = t + std::max<int64_t>(1, DelayNs(absl::ToDoubleNanoseconds(*a.wait)));
         if (at != vm.wake_at) {
           vm.wake_at = at;
           Schedule(shard, vm, kWake, at);
@@ -859,9 +906,9 @@ void Simulation::Schedule(Shard& shard, Vm& vm, int kind, int64_t t) {
 }
 
 int64_t Simulation::Latency(Vm& vm, absl::Duration d) {
-  const double ns = static_cast<double>(absl::ToInt64Nanoseconds(d));
+  const double ns = absl::ToDoubleNanoseconds(d);
   const double j = config_.latencies.jitter;
-  return static_cast<int64_t>(j > 0 ? ns * vm.rng.Uniform(1 - j, 1 + j) : ns);
+  return DelayNs(j > 0 ? ns * vm.rng.Uniform(1 - j, 1 + j) : ns);
 }
 
 void Simulation::Account(Vm& vm, int64_t t) {
@@ -870,8 +917,8 @@ void Simulation::Account(Vm& vm, int64_t t) {
   const double hours = static_cast<double>(dt) / 3.6e12;
   const core::Resources& have = vm.state.current();
   const core::Resources& cu = config_.compute_unit;
-  vm.cu_hours_allocated += CuOf(have.milli_cpu, have.memory_bytes, cu) * hours;
-  vm.cu_hours_demand += CuOf(vm.demand.milli_cpu, vm.demand.memory_bytes, cu) * hours;
+  vm.cu_hours_allocated += LargerShare(have, cu) * hours;
+  vm.cu_hours_demand += LargerShare(vm.demand.milli_cpu, vm.demand.memory_bytes, cu) * hours;
   if (vm.short_cpu || vm.short_memory) vm.under_ns += dt;
   if (vm.short_cpu) vm.cpu_short_ns += dt;
   if (vm.short_memory) vm.memory_short_ns += dt;
@@ -879,6 +926,9 @@ void Simulation::Account(Vm& vm, int64_t t) {
 }
 
 void Simulation::CheckReaction(Vm& vm, absl::Time now) {
+  // A migrating VM is not resized, so the core wants no more than it has: an open wish stays
+  // open, and the migration counts in its reaction time.
+  if (vm.state.migrating()) return;
   const int64_t t = absl::ToInt64Nanoseconds(now - start_);
   const core::Resources desired = vm.state.DesiredResources(now).resources;
   const core::Resources& have = vm.state.current();
@@ -965,9 +1015,9 @@ void Simulation::SampleNodes(int64_t t) {
   for (const Vm& vm_ref : storage_) {
     const Vm* vm = &vm_ref;
     s.allocated[vm->shard] = s.allocated[vm->shard] + vm->state.current();
-    Demand& d = s.demand[vm->shard];
-    d.milli_cpu += vm->demand.milli_cpu;
-    d.memory_bytes += vm->demand.memory_bytes;
+    DemandTotal& d = s.demand[vm->shard];
+    d.milli_cpu += static_cast<double>(vm->demand.milli_cpu);
+    d.memory_bytes += static_cast<double>(vm->demand.memory_bytes);
   }
   node_series_.push_back(std::move(s));
 }
@@ -980,6 +1030,7 @@ Results Simulation::TakeResults() {
   r.compute_unit = config_.compute_unit;
   r.bounds = config_.bounds;
   r.watermark = config_.watermark;
+  r.monitor = config_.monitor;
   for (const auto& s : shards_) {
     r.vm_steps += s->vm_steps;
     r.node_names.push_back(s->node);
@@ -994,9 +1045,9 @@ Results Simulation::TakeResults() {
     v.cu_hours_allocated = vm->cu_hours_allocated;
     v.cu_hours_demand = vm->cu_hours_demand;
     v.peak_demand = vm->peak_demand;
-    v.scheduler_requests = vm->scheduler_requests;
-    v.static_peak_cu = std::clamp(static_cast<uint32_t>(std::ceil(vm->peak_demand_cu - 1e-9)),
-                                  config_.bounds.min_cu, config_.bounds.max_cu);
+    v.static_peak_cu = static_cast<uint32_t>(
+        std::clamp(std::ceil(vm->peak_demand_cu - 1e-9), static_cast<double>(config_.bounds.min_cu),
+                   static_cast<double>(config_.bounds.max_cu)));
     v.under_provisioned = absl::Nanoseconds(vm->under_ns);
     v.cpu_short = absl::Nanoseconds(vm->cpu_short_ns);
     v.memory_short = absl::Nanoseconds(vm->memory_short_ns);

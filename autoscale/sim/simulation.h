@@ -16,10 +16,11 @@
 //
 // It is a discrete-event simulation: each node keeps a queue of its VMs' events (replies,
 // completed resizes, timers) in time order; at every step each VM's demand is sampled, its
-// monitor samples memory, and its agent gets metrics every `metrics_interval`. Nodes only meet in
-// the ledger's placement and migrations, which happen between steps, so the nodes' steps run on
-// several threads and the results do not depend on how the threads were scheduled: a run is a
-// function of its config, its workloads and its seed.
+// monitor samples memory, and its agent gets metrics every `metrics_interval`. During steps a
+// VM's requests to the ledger touch only its own node's entries; nodes meet only in placement and
+// migrations, which happen between steps. So the nodes' steps run on several threads and the
+// results do not depend on how the threads were scheduled: a run is a function of its config,
+// its workloads and its seed.
 //
 //   SimConfig config;                    // 20 nodes of 48 vCPU / 192 GiB, 6 h, 5 s steps
 //   std::vector<SimVm> vms;
@@ -60,8 +61,6 @@ class Ledger;
 }
 
 namespace autoscale::sim {
-
-inline constexpr int64_t kGiB = int64_t{1} << 30;
 
 // How long the simulated peers take. Each latency is scaled by a factor drawn uniformly from
 // [1 - jitter, 1 + jitter]. Defaults: the figures measured on this project's machine
@@ -215,12 +214,20 @@ struct VmResult {
   int64_t reactions_abandoned = 0;
 };
 
-// One recorded VM at every step.
+// One recorded VM at every step (every k-th step of a run longer than 50,000 steps).
 struct VmSeries {
   uint32_t vm = 0;
   std::vector<absl::Duration> time{};
   std::vector<Demand> demand{};
   std::vector<core::Resources> allocated{};
+};
+
+// A sum of demands (in double: the sum of many large demands does not overflow).
+struct DemandTotal {
+  double milli_cpu = 0;
+  double memory_bytes = 0;
+
+  friend bool operator==(const DemandTotal&, const DemandTotal&) = default;
 };
 
 // Every node at one moment: what the ledger reserved for its VMs, what they had, what they
@@ -229,7 +236,7 @@ struct NodeSample {
   absl::Duration time;
   std::vector<core::Resources> reserved;
   std::vector<core::Resources> allocated;
-  std::vector<Demand> demand;
+  std::vector<DemandTotal> demand;
 };
 
 struct Results {
@@ -242,6 +249,7 @@ struct Results {
   std::vector<std::string> node_names;
   std::vector<core::Resources> node_totals;
   double watermark = 0;
+  monitor::MonitorOptions monitor;
   std::vector<NodeSample> node_series;
   std::vector<VmSeries> vm_series;
 };
@@ -302,6 +310,8 @@ class Simulation {
   void MoveVm(Vm& vm, uint32_t to);
   absl::Status CheckConservation(int64_t t) const;
   void SampleNodes(int64_t t);
+  // Whole steps in `d` (rounded up; at least 1, at most the run).
+  int64_t StepsIn(absl::Duration d) const;
   absl::Time At(int64_t t) const { return start_ + absl::Nanoseconds(t); }
 
   const SimConfig config_;
@@ -327,6 +337,7 @@ class Simulation {
   int64_t next_migration_check_ = 0;
   int64_t next_node_sample_ = 0;
   int64_t node_sample_every_ = 1;
+  int64_t series_every_ = 1;
 };
 
 }  // namespace autoscale::sim

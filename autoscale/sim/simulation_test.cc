@@ -1,5 +1,6 @@
 #include "autoscale/sim/simulation.h"
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -17,8 +18,6 @@ namespace autoscale::sim {
 namespace {
 
 using ::testing::HasSubstr;
-
-constexpr int64_t kMiB = int64_t{1} << 20;
 
 // A scripted demand: piecewise constant, (from, demand) in time order.
 class Script final : public Workload {
@@ -338,7 +337,7 @@ struct Outcome {
   std::vector<std::string> events;
 };
 
-Outcome RunOnce(int threads, uint64_t seed) {
+void RunOnce(int threads, uint64_t seed, Outcome* o) {
   SimConfig config = CrowdedConfig();
   config.threads = threads;
   config.seed = seed;
@@ -351,12 +350,11 @@ Outcome RunOnce(int threads, uint64_t seed) {
     per_vm[e.vm].push_back(Describe(e));
   };
   auto sim = Simulation::Create(config, MixVms(28, seed, "diurnal:2,bursty:2,spike:1,idle:1"));
-  EXPECT_TRUE(sim.ok()) << sim.status();
-  EXPECT_TRUE((*sim)->Run().ok());
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  ASSERT_TRUE((*sim)->Run().ok());
   Results r = (*sim)->TakeResults();
-  Outcome o{VmCsv(r), r.node_series, r.vm_series, {}};
-  for (auto& [vm, list] : per_vm) o.events.insert(o.events.end(), list.begin(), list.end());
-  return o;
+  *o = {VmCsv(r), r.node_series, r.vm_series, {}};
+  for (auto& [vm, list] : per_vm) o->events.insert(o->events.end(), list.begin(), list.end());
 }
 
 bool SameSeries(const Outcome& a, const Outcome& b) {
@@ -377,16 +375,17 @@ bool SameSeries(const Outcome& a, const Outcome& b) {
 }
 
 TEST(SimulationTest, DeterministicForASeedWhateverTheThreads) {
-  const Outcome a = RunOnce(2, 11);
-  const Outcome b = RunOnce(2, 11);
-  const Outcome single = RunOnce(1, 11);
+  Outcome a, b, single, other;
+  ASSERT_NO_FATAL_FAILURE(RunOnce(2, 11, &a));
+  ASSERT_NO_FATAL_FAILURE(RunOnce(2, 11, &b));
+  ASSERT_NO_FATAL_FAILURE(RunOnce(1, 11, &single));
   EXPECT_EQ(a.csv, b.csv);
   EXPECT_EQ(a.events, b.events);
   EXPECT_TRUE(SameSeries(a, b));
   EXPECT_EQ(a.csv, single.csv) << "one thread or two: the same run";
   EXPECT_EQ(a.events, single.events);
   EXPECT_TRUE(SameSeries(a, single));
-  const Outcome other = RunOnce(2, 12);
+  ASSERT_NO_FATAL_FAILURE(RunOnce(2, 12, &other));
   EXPECT_NE(a.csv, other.csv) << "another seed, another run";
 }
 
@@ -452,6 +451,47 @@ TEST(SimulationTest, CountsUnderProvisionedTime) {
   EXPECT_EQ(v.static_peak_cu, 4u) << "the peak is beyond the bounds";
 }
 
+TEST(SimulationTest, AMigrationDelaysAGrowthWishWithoutAbandoningIt) {
+  // Two VMs grow on one node past its watermark (slow resizes keep each wish open for seconds);
+  // one is migrated while it wants to grow. Its demand only rises and nothing fails, so no wish
+  // goes away unmet: the migration's time counts in a reaction time.
+  SimConfig config;
+  config.duration = absl::Minutes(10);
+  config.step = absl::Seconds(1);
+  config.nodes = 2;
+  config.node_capacity = {4000, 16 * kGiB};
+  config.watermark = 0.7;
+  config.migration_check_interval = absl::Seconds(5);
+  config.failures = {};
+  config.latencies.migration_setup = absl::Seconds(20);
+  config.latencies.per_vcpu = absl::Seconds(40);
+  std::vector<absl::Time> migration;
+  config.on_event = [&](const VmEvent& e) {
+    if (e.kind == VmEvent::Kind::kMigrationStarted || e.kind == VmEvent::Kind::kMigrationEnded) {
+      migration.push_back(e.at);
+    }
+  };
+  std::vector<SimVm> vms;
+  for (int i = 0; i < 3; ++i) {
+    vms.push_back({absl::StrCat("vm-", i),
+                   std::make_unique<Script>(std::vector<std::pair<absl::Duration, Demand>>{
+                       {absl::ZeroDuration(), Cores(0.1, 512)},
+                       {absl::Minutes(1), Cores(i == 2 ? 0.1 : 2.5, 512)}})});
+  }
+  auto sim = Simulation::Create(config, std::move(vms));
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  ASSERT_TRUE((*sim)->Run().ok());
+  const Results r = (*sim)->TakeResults();
+  ASSERT_EQ(migration.size(), 2u) << "one migration, started and ended";
+  const absl::Duration migrating = migration[1] - migration[0];
+  absl::Duration longest;
+  for (const VmResult& v : r.vms) {
+    EXPECT_EQ(v.reactions_abandoned, 0) << v.name;
+    for (absl::Duration d : v.reaction_times) longest = std::max(longest, d);
+  }
+  EXPECT_GE(longest, migrating) << "a wish open when the migration began waited it out";
+}
+
 TEST(SimulationTest, RejectsBadConfigsNamingTheField) {
   SimConfig c;
   c.duration = absl::Seconds(7);
@@ -471,6 +511,23 @@ TEST(SimulationTest, RejectsBadConfigsNamingTheField) {
   c = SimConfig{};
   c.monitor.samples_averaged = 100;
   EXPECT_THAT(ValidateSimConfig(c).message(), HasSubstr("monitor.samples_averaged"));
+  c = SimConfig{};
+  c.scaling.enable_lfc_metrics = true;  // the core would never shrink a VM
+  EXPECT_THAT(ValidateSimConfig(c).message(), HasSubstr("scaling.enableLFCMetrics"));
+  c = SimConfig{};
+  c.step = c.metrics_interval = absl::Seconds(10);  // late downscale checks would fail
+  EXPECT_THAT(ValidateSimConfig(c).message(), HasSubstr("monitor.max_sample_age (5s), got 10s"));
+  c = SimConfig{};
+  c.step = c.metrics_interval = absl::Seconds(5);
+  c.duration = absl::Hours(24 * 3651);  // fewer than 10^9 steps, but more than 10 years
+  EXPECT_THAT(ValidateSimConfig(c).message(), HasSubstr("duration"));
+  c = SimConfig{};
+  c.node_capacity.memory_bytes = kMaxMemoryBytes + 1;
+  EXPECT_THAT(ValidateSimConfig(c).message(), HasSubstr("node_capacity"));
+  c = SimConfig{};
+  c.compute_unit.milli_cpu = kMaxMilliCpu;
+  c.node_capacity.milli_cpu = kMaxMilliCpu;
+  EXPECT_THAT(ValidateSimConfig(c).message(), HasSubstr("largest VM"));
   EXPECT_TRUE(ValidateSimConfig(SimConfig{}).ok());
 
   SimConfig ok;
@@ -479,6 +536,48 @@ TEST(SimulationTest, RejectsBadConfigsNamingTheField) {
   twice[1].name = twice[0].name;
   EXPECT_THAT(Simulation::Create(ok, std::move(twice)).status().message(),
               HasSubstr("given twice"));
+  SimConfig series_twice;
+  series_twice.series_vms = {1, 0, 1};
+  EXPECT_THAT(Simulation::Create(series_twice, MixVms(2, 1)).status().message(),
+              HasSubstr("series_vms must be distinct VM indices, got 1 twice"));
+}
+
+TEST(SimulationTest, RunsAtTheLimits) {
+  // The largest nodes and VMs, demand at the limits, a bandwidth of a byte per second (a copy
+  // of decades), hour-long hotplugs, intervals longer than the run: no overflow (UBSan checks it
+  // under --config=asan), and the run ends.
+  for (absl::Duration interval : {absl::Seconds(5), absl::InfiniteDuration()}) {
+    SimConfig config;
+    config.duration = absl::Minutes(10);
+    config.nodes = 2;
+    config.node_capacity = {kMaxMilliCpu, kMaxMemoryBytes};
+    config.compute_unit = {kMaxMilliCpu / 16, kMaxMemoryBytes / 16};
+    config.watermark = 0.1;
+    config.latencies.migration_bytes_per_second = 1;
+    config.latencies.per_vcpu = config.latencies.per_gib = absl::Hours(1);
+    config.migration_check_interval = config.node_series_interval = interval;
+    config.series_vms = {0};
+    std::vector<SimVm> vms;
+    for (int i = 0; i < 3; ++i) {
+      vms.push_back({absl::StrCat("vm-", i),
+                     std::make_unique<Script>(std::vector<std::pair<absl::Duration, Demand>>{
+                         {absl::ZeroDuration(), {kMaxMilliCpu / 64, kMaxMemoryBytes / 64}},
+                         {absl::Minutes(1), {kMaxMilliCpu, kMaxMemoryBytes}}})});
+    }
+    auto sim = Simulation::Create(config, std::move(vms));
+    ASSERT_TRUE(sim.ok()) << sim.status();
+    ASSERT_TRUE((*sim)->Run().ok());
+    const Results r = (*sim)->TakeResults();
+    EXPECT_EQ(r.duration, config.duration);
+    EXPECT_EQ(r.vm_series[0].time.size(), 10u * 60 / 5);
+    EXPECT_FALSE(r.node_series.empty());
+    Summary s = Summarize(r);
+    EXPECT_GT(s.under_provisioned, absl::ZeroDuration());
+    if (interval == absl::Seconds(5)) {
+      EXPECT_GT(s.migrating, absl::ZeroDuration()) << "a migration began and never ended";
+      EXPECT_EQ(s.migrations, 0);
+    }
+  }
 }
 
 TEST(SimulationTest, TooSmallAFleetIsAnErrorNamingTheVm) {

@@ -12,11 +12,10 @@
 #include "absl/strings/strip.h"
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/status_macros.h"
+#include "glog/logging.h"
 
 namespace autoscale::sim {
 namespace {
-
-constexpr double kMiB = 1024.0 * 1024;
 
 enum Column { kTime, kVm, kCpu, kMemory, kColumns };
 constexpr std::array<const char*, kColumns> kColumnNames = {"time_s", "vm", "cpu_cores",
@@ -101,11 +100,15 @@ absl::StatusOr<Trace> ParseTraceCsv(std::string_view text, std::string_view sour
       }
       if (value[c] < 0) return error(kColumnNames[c], absl::StrCat(cell, " is negative"));
     }
-    if (value[kMemory] * kMiB > 1e18) {
-      return error(kColumnNames[kMemory], absl::StrCat(cells[index[kMemory]], " is too large"));
+    // The simulator's limits (workload.h).
+    if (value[kMemory] > static_cast<double>(kMaxMemoryBytes / kMiB)) {
+      return error(kColumnNames[kMemory],
+                   absl::StrCat(cells[index[kMemory]], " is too large (at most ",
+                                kMaxMemoryBytes / kMiB, ")"));
     }
-    if (value[kCpu] > 1e9) {
-      return error(kColumnNames[kCpu], absl::StrCat(cells[index[kCpu]], " is too large"));
+    if (value[kCpu] > static_cast<double>(kMaxMilliCpu / 1000)) {
+      return error(kColumnNames[kCpu], absl::StrCat(cells[index[kCpu]], " is too large (at most ",
+                                                    kMaxMilliCpu / 1000, ")"));
     }
     if (value[kTime] > 1e12) {
       return error(kColumnNames[kTime], absl::StrCat(cells[index[kTime]], " is too large"));
@@ -118,11 +121,12 @@ absl::StatusOr<Trace> ParseTraceCsv(std::string_view text, std::string_view sour
       per_vm.emplace_back();
     }
     earliest = std::min(earliest, value[kTime]);
-    per_vm[it->second].push_back({value[kTime],
-                                  {absl::ZeroDuration(),
-                                   {static_cast<int64_t>(std::llround(value[kCpu] * 1000)),
-                                    static_cast<int64_t>(std::llround(value[kMemory] * kMiB))}},
-                                  line_no});
+    per_vm[it->second].push_back(
+        {value[kTime],
+         {absl::ZeroDuration(),
+          {static_cast<int64_t>(std::llround(value[kCpu] * 1000)),
+           static_cast<int64_t>(std::llround(value[kMemory] * static_cast<double>(kMiB)))}},
+         line_no});
   }
   if (!have_header) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": empty trace (no header line)"));
@@ -160,6 +164,9 @@ absl::StatusOr<Trace> ReadTraceCsv(const std::string& path) {
 }
 
 std::unique_ptr<Workload> NewTraceWorkload(std::shared_ptr<const Trace> trace, size_t vm) {
+  CHECK(trace != nullptr && vm < trace->vms.size())
+      << "NewTraceWorkload: no VM " << vm << " in a trace of "
+      << (trace == nullptr ? 0 : trace->vms.size());
   return std::make_unique<TraceWorkload>(std::move(trace), vm);
 }
 

@@ -59,7 +59,7 @@ absl::StatusOr<Trace> ParseTraceCsv(std::string_view text, std::string_view sour
 // Reads and parses a file; errors name the file.
 absl::StatusOr<Trace> ReadTraceCsv(const std::string& path);
 
-// The demand of `trace->vms[vm]` over time (kind "trace").
+// The demand of `trace->vms[vm]` over time (kind "trace"). `vm` must be an index of trace->vms.
 std::unique_ptr<Workload> NewTraceWorkload(std::shared_ptr<const Trace> trace, size_t vm);
 
 }  // namespace autoscale::sim

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -11,8 +12,6 @@ namespace autoscale::sim {
 namespace {
 
 using ::testing::HasSubstr;
-
-constexpr int64_t kMiB = int64_t{1} << 20;
 
 TEST(TraceTest, ParsesSamplesInAnyColumnOrder) {
   absl::StatusOr<Trace> t = ParseTraceCsv(
@@ -89,6 +88,12 @@ INSTANTIATE_TEST_SUITE_P(
                 "fleet.csv:2: time_s: 'nan' is not a number"},
         BadCase{"huge", "time_s,vm,cpu_cores,memory_mib\n0,a,1,1e300\n",
                 "fleet.csv:2: memory_mib: 1e300 is too large"},
+        // A PiB of memory and a million cores are the limits (sums of them stay far from
+        // overflow).
+        BadCase{"above a PiB", "time_s,vm,cpu_cores,memory_mib\n0,a,1,1073741825\n",
+                "fleet.csv:2: memory_mib: 1073741825 is too large (at most 1073741824)"},
+        BadCase{"above a million cores", "time_s,vm,cpu_cores,memory_mib\n0,a,1000000.5,1\n",
+                "fleet.csv:2: cpu_cores: 1000000.5 is too large (at most 1000000)"},
         BadCase{"empty name", "time_s,vm,cpu_cores,memory_mib\n0,,1,100\n",
                 "fleet.csv:2: vm: empty name"},
         BadCase{"missing column", "time_s,vm,cpu,memory_mib\n0,a,1,100\n",
@@ -105,6 +110,20 @@ INSTANTIATE_TEST_SUITE_P(
       for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
       return n;
     });
+
+TEST(TraceTest, TakesTheLimitsThemselves) {
+  absl::StatusOr<Trace> t =
+      ParseTraceCsv("time_s,vm,cpu_cores,memory_mib\n0,a,1000000,1073741824\n", "max.csv");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->vms[0].samples[0].demand, (Demand{kMaxMilliCpu, kMaxMemoryBytes}));
+}
+
+TEST(TraceDeathTest, AWorkloadOfAVmNotInTheTraceIsAProgrammerError) {
+  auto trace = std::make_shared<const Trace>(
+      *ParseTraceCsv("time_s,vm,cpu_cores,memory_mib\n0,a,1,100\n", "one.csv"));
+  EXPECT_NE(NewTraceWorkload(trace, 0), nullptr);
+  EXPECT_DEATH(NewTraceWorkload(trace, 1), "no VM 1 in a trace of 1");
+}
 
 TEST(TraceTest, ReadsFilesAndNamesAMissingOne) {
   const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/trace.csv";

@@ -13,8 +13,6 @@
 namespace autoscale::sim {
 namespace {
 
-constexpr double kGiB = 1024.0 * 1024 * 1024;
-constexpr double kMiB = 1024.0 * 1024;
 constexpr double kDay = 86400;
 
 // Smooth noise: a first-order autoregressive process, one draw per step, within [-2.5, 2.5] and
@@ -28,9 +26,9 @@ class Noise {
 };
 
 Demand ToDemand(double cpu_cores, double memory_gib) {
-  const double mem = std::max(memory_gib * kGiB, 64 * kMiB);
+  const double mem = std::max(memory_gib * kGiB, 64.0 * kMiB);
   return {static_cast<int64_t>(std::llround(std::max(cpu_cores, 0.0) * 1000)),
-          static_cast<int64_t>(std::floor(mem / kMiB)) * static_cast<int64_t>(kMiB)};
+          static_cast<int64_t>(std::floor(mem / kMiB)) * kMiB};
 }
 
 // A period of extra load: rises linearly, holds, falls linearly.

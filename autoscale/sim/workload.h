@@ -33,6 +33,13 @@
 
 namespace autoscale::sim {
 
+inline constexpr int64_t kMiB = int64_t{1} << 20;
+inline constexpr int64_t kGiB = int64_t{1} << 30;
+// The largest CPU and memory figures the simulator accepts for a node, a compute unit or a trace
+// sample (10^6 cores, 1 PiB): beyond any machine, and far from int64 overflow.
+inline constexpr int64_t kMaxMilliCpu = 1'000'000'000;
+inline constexpr int64_t kMaxMemoryBytes = int64_t{1} << 50;
+
 // What a VM asks for at one moment: the CPU it would use if it had it (this is also what its load
 // average follows), and the memory it needs (non-reclaimable).
 struct Demand {

@@ -11,8 +11,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr double kGiB = 1024.0 * 1024 * 1024;
-
 std::vector<Demand> Day(Workload& w, absl::Duration step = absl::Seconds(5)) {
   std::vector<Demand> out;
   for (absl::Duration t; t < absl::Hours(24); t += step) out.push_back(w.At(t));
@@ -80,8 +78,8 @@ TEST(WorkloadTest, KindsHaveTheirShapes) {
         ASSERT_EQ(d.memory_bytes % (1 << 20), 0) << "whole MiB";
         cpu_lo = std::min(cpu_lo, d.milli_cpu / 1000.0);
         cpu_hi = std::max(cpu_hi, d.milli_cpu / 1000.0);
-        mem_lo = std::min(mem_lo, d.memory_bytes / kGiB);
-        mem_hi = std::max(mem_hi, d.memory_bytes / kGiB);
+        mem_lo = std::min(mem_lo, static_cast<double>(d.memory_bytes) / kGiB);
+        mem_hi = std::max(mem_hi, static_cast<double>(d.memory_bytes) / kGiB);
         cpu_mean += d.milli_cpu / 1000.0 / static_cast<double>(day.size());
       }
       const std::string what = absl::StrCat(WorkloadKindName(k), " seed ", seed);

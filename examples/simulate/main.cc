@@ -3,8 +3,8 @@
 //
 //   bazel run -c opt //examples/simulate                 # 500 VMs, 20 nodes, 6 h: a first look
 //   simulate --config=a.json --compare_config=b.json     # two scaling policies, same load
-//   simulate --trace=azure.csv --nodes=50                # recorded load (see
-//   autoscale/sim/trace.h) simulate --vms=10000 --nodes=400 --duration=24h --step=5s --html= --csv=
+//   simulate --trace=azure.csv --nodes=50                # recorded load (autoscale/sim/trace.h)
+//   simulate --vms=10000 --nodes=400 --duration=24h --step=5s --html= --csv=
 //
 // Relative output paths are taken from the directory `bazel run` was started in.
 #include <unistd.h>
@@ -93,6 +93,18 @@ std::string Basename(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+// A flag's value times `unit`, as a whole number in [1, max] (the simulator's limits); the error
+// names the flag. Checked before the conversion: a NaN or huge value does not reach the cast.
+absl::StatusOr<int64_t> Scaled(const char* flag, double value, double unit, int64_t max) {
+  const double scaled = value * unit;
+  if (!(scaled >= 1 && scaled <= static_cast<double>(max))) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, " must be in [", 1 / unit, ", ",
+                                                   static_cast<double>(max) / unit, "], got ",
+                                                   value));
+  }
+  return static_cast<int64_t>(scaled);
+}
+
 absl::StatusOr<core::ScalingConfig> LoadScaling(const std::string& path) {
   api::ScalingConfig proto;
   if (!path.empty()) RETURN_IF_ERROR(ReadProtoFile(OutputPath(path), proto));
@@ -179,8 +191,20 @@ int Main() {
   config.seed = absl::GetFlag(FLAGS_seed);
   config.threads = absl::GetFlag(FLAGS_threads);
   config.nodes = absl::GetFlag(FLAGS_nodes);
-  config.node_capacity = {static_cast<int64_t>(absl::GetFlag(FLAGS_node_cpus) * 1000),
-                          static_cast<int64_t>(absl::GetFlag(FLAGS_node_memory_gib) * kGiB)};
+  absl::StatusOr<int64_t> node_cpu =
+      Scaled("node_cpus", absl::GetFlag(FLAGS_node_cpus), 1000, kMaxMilliCpu);
+  absl::StatusOr<int64_t> node_memory =
+      Scaled("node_memory_gib", absl::GetFlag(FLAGS_node_memory_gib), kGiB, kMaxMemoryBytes);
+  absl::StatusOr<int64_t> cu_cpu =
+      Scaled("cu_millicpu", absl::GetFlag(FLAGS_cu_millicpu), 1, kMaxMilliCpu);
+  absl::StatusOr<int64_t> cu_memory =
+      Scaled("cu_memory_mib", absl::GetFlag(FLAGS_cu_memory_mib), kMiB, kMaxMemoryBytes);
+  absl::StatusOr<int64_t> migration_bandwidth = Scaled(
+      "migration_gib_per_s", absl::GetFlag(FLAGS_migration_gib_per_s), kGiB, kMaxMemoryBytes);
+  for (const auto* v : {&node_cpu, &node_memory, &cu_cpu, &cu_memory, &migration_bandwidth}) {
+    if (!v->ok()) return fail(v->status());
+  }
+  config.node_capacity = {*node_cpu, *node_memory};
   config.watermark = absl::GetFlag(FLAGS_watermark);
   config.migration_policy = ledger::NewMigrationPolicy(absl::GetFlag(FLAGS_migration_policy));
   if (config.migration_policy == nullptr) {
@@ -188,8 +212,7 @@ int Main() {
                                                         absl::GetFlag(FLAGS_migration_policy),
                                                         "' (known: oldest_first, fewest_bytes)")));
   }
-  config.compute_unit = {static_cast<int64_t>(absl::GetFlag(FLAGS_cu_millicpu)),
-                         static_cast<int64_t>(absl::GetFlag(FLAGS_cu_memory_mib) * (1 << 20))};
+  config.compute_unit = {*cu_cpu, *cu_memory};
   if (absl::GetFlag(FLAGS_min_cu) < 1 ||
       absl::GetFlag(FLAGS_max_cu) < absl::GetFlag(FLAGS_min_cu)) {
     return fail(absl::InvalidArgumentError("--min_cu and --max_cu: need 1 <= min <= max"));
@@ -200,11 +223,7 @@ int Main() {
   config.latencies.monitor = absl::GetFlag(FLAGS_monitor_latency);
   config.latencies.per_vcpu = absl::GetFlag(FLAGS_hotplug_per_vcpu);
   config.latencies.per_gib = absl::GetFlag(FLAGS_hotplug_per_gib);
-  const double gib_per_s = absl::GetFlag(FLAGS_migration_gib_per_s);
-  if (!(gib_per_s > 0 && gib_per_s < 1e6)) {
-    return fail(absl::InvalidArgumentError("--migration_gib_per_s must be > 0"));
-  }
-  config.latencies.migration_bytes_per_second = static_cast<int64_t>(gib_per_s * kGiB);
+  config.latencies.migration_bytes_per_second = *migration_bandwidth;
   config.failures = {.scheduler = absl::GetFlag(FLAGS_scheduler_failure_rate),
                      .vm_resize = absl::GetFlag(FLAGS_resize_failure_rate),
                      .monitor = absl::GetFlag(FLAGS_monitor_failure_rate),
@@ -294,7 +313,7 @@ int Main() {
            .settings =
                {{"scaling config",
                  run.config_path.empty() ? "the reference's defaults" : run.config_path},
-                {"VMs, nodes", absl::StrCat(count, ", ", config.nodes)},
+                {"VMs, nodes", absl::StrCat(run.results.vms.size(), ", ", config.nodes)},
                 {"node", config.node_capacity.ToString()},
                 {"compute unit, VM bounds",
                  absl::StrCat(config.compute_unit.ToString(), ", ", config.bounds.min_cu, "..",

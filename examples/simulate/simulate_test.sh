@@ -1,6 +1,7 @@
 #!/bin/sh
 # The binary end to end: a small run writes a summary, a CSV and an HTML report; a comparison
-# writes both runs; bad input (a malformed trace row, a bad config) exits 2 naming what is wrong.
+# writes both runs; a trace drives a run; bad input (a malformed trace row, a bad config, a bad
+# flag) exits 2 naming what is wrong.
 set -u
 bin=$1
 data=examples/simulate/testdata
@@ -20,8 +21,13 @@ grep -q "</html>" "$out/r.html" || fail "HTML report incomplete"
 
 "$bin" --trace=$data/trace.csv --nodes=1 --html= --csv="$out/t.csv" >"$out/summary.txt" 2>&1 ||
   fail "trace run exited $?: $(cat "$out/summary.txt")"
-grep -q "3 / 1" "$out/summary.txt" || fail "trace run: $(cat "$out/summary.txt")"
-grep -q "^db-1,trace," "$out/t.csv" || fail "trace CSV: $(cat "$out/t.csv")"
+# The trace drove the run: one CSV row per VM of the trace, and db-1's peak demand is the
+# largest of its samples (cores; MiB as GiB).
+[ "$(wc -l <"$out/t.csv")" -eq 4 ] || fail "trace CSV: $(cat "$out/t.csv")"
+want=$(awk -F, '$2 == "db-1" { if ($3 > c) c = $3; if ($4 > m) m = $4 }
+  END { printf "db-1,trace,%.6g,%.6g", c, m / 1024 }' $data/trace.csv)
+got=$(awk -F, '$1 == "db-1" { printf "%s,%s,%s,%s", $1, $2, $8, $9 }' "$out/t.csv")
+[ "$got" = "$want" ] || fail "trace CSV: db-1 peak demand '$got', want '$want'"
 
 "$bin" --trace=$data/bad_trace.csv --html= --csv= >/dev/null 2>"$out/err.txt"; rc=$?
 [ $rc -eq 2 ] || fail "malformed trace exited $rc, want 2"
@@ -31,6 +37,11 @@ grep -q "bad_trace.csv:4: cpu_cores: '0.x' is not a number" "$out/err.txt" ||
 "$bin" --config=$data/bad_config.json --html= --csv= >/dev/null 2>"$out/err.txt"; rc=$?
 [ $rc -eq 2 ] || fail "bad config exited $rc, want 2"
 grep -q "memoryUsageFractionTarget" "$out/err.txt" || fail "bad config message: $(cat "$out/err.txt")"
+
+"$bin" --node_cpus=nan --html= --csv= >/dev/null 2>"$out/err.txt"; rc=$?
+[ $rc -eq 2 ] || fail "--node_cpus=nan exited $rc, want 2"
+grep -q "node_cpus must be in \[0.001, 1e+06\], got nan" "$out/err.txt" ||
+  fail "bad flag message: $(cat "$out/err.txt")"
 
 "$bin" --workload=diurnal:1,weekly:1 --html= --csv= >/dev/null 2>"$out/err.txt"; rc=$?
 [ $rc -eq 2 ] || fail "bad workload exited $rc, want 2"

@@ -2,18 +2,18 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "autoscale/base/clock.h"
 #include "autoscale/sim/internal/random.h"
+#include "autoscale/sim/workload.h"
 #include "gtest/gtest.h"
 #include "lfc/resizer.h"
 #include "monitor/monitor.h"
 
 namespace autoscale::sim {
 namespace {
-
-constexpr int64_t kMiB = int64_t{1} << 20;
 
 // The real monitor::Monitor on a manual clock, reading a guest whose memory is all anon.
 class RealMonitor {
@@ -64,7 +64,11 @@ TEST(MonitorModelTest, DecidesAsTheRealMonitor) {
   monitor::MonitorOptions wide;
   wide.samples_averaged = MonitorModel::kMaxSamples;
   wide.downscale_headroom_bytes = 0;
-  for (const monitor::MonitorOptions& options : {monitor::MonitorOptions{}, tight, wide}) {
+  const std::pair<const char*, monitor::MonitorOptions> option_sets[] = {
+      {"default", monitor::MonitorOptions{}}, {"tight", tight}, {"wide", wide}};
+  for (const auto& [label, set] : option_sets) {
+    const monitor::MonitorOptions& options = set;
+    const std::string option_label = label;
     for (uint64_t seed = 1; seed <= 20; ++seed) {
       Rng rng(seed);
       RealMonitor real(options);
@@ -74,8 +78,8 @@ TEST(MonitorModelTest, DecidesAsTheRealMonitor) {
       model.Start(memory);
       int64_t usage = memory / 2;
       for (int op = 0; op < 2000; ++op) {
-        const std::string ctx = absl::StrCat("options ", &options == &tight ? "tight" : "other",
-                                             ", seed ", seed, ", op ", op);
+        const std::string ctx =
+            absl::StrCat("options ", option_label, ", seed ", seed, ", op ", op);
         real.clock_.Advance(absl::Milliseconds(100 * (1 + static_cast<int>(rng.Uniform(0, 80)))));
         const absl::Time now = real.clock_.Now();
         const double r = rng.Uniform();
