@@ -202,6 +202,12 @@ struct Ledger::Node {
   bool AboveWatermark() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     return (reserved - migrating).AnyGreaterThan(Watermark());
   }
+  // A migration target: the VM fits, and the node stays at or under its own watermark with it
+  // (a target pushed above it would send the VM, or another, straight back).
+  bool TakesMigration(const Resources& share, absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return Fits(share, now) && !(reserved - migrating + share).AnyGreaterThan(Watermark());
+  }
   // Adds a VM to (removes it from) the node's sums.
   void Count(const Vm& vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     const Resources s = vm.share();
@@ -739,7 +745,7 @@ absl::Status Ledger::BalanceNode(Node* node) {
         if (it == node->vms.end() || it->second.migration) break;
         Vm& vm = it->second;
         const Resources share = vm.share();
-        if (!dst->Fits(share, clock_.Now())) continue;
+        if (!dst->TakesMigration(share, clock_.Now())) continue;
         MigrationOrder order{.id = next_migration_id_++,
                              .vm = c.vm,
                              .source_node = node->name,
@@ -765,7 +771,7 @@ absl::Status Ledger::BalanceNode(Node* node) {
       }
       if (!started) {
         LOG_EVERY_N(WARNING, 100) << "node " << node->name << " is above its watermark, but no "
-                                  << "other node has room for VM " << c.vm << " ("
+                                  << "other node has room under its watermark for VM " << c.vm << " ("
                                   << c.share.ToString() << ")";
       }
     }

@@ -338,6 +338,29 @@ TEST_F(MigrationTest, VmTooBigAloneAndFullTargetsAreSkipped) {
   EXPECT_TRUE(orders->empty());
 }
 
+TEST_F(MigrationTest, NoTargetIsPushedAboveItsOwnWatermark) {
+  // dst holds 5 CU (watermark 8): a 4 CU VM fits in its total but would put it at 9 CU, above
+  // its watermark, and dst would send a VM straight back.
+  Place(Spec("resident", 5, 16, false), "dst");
+  Place(Spec("big", 4, 16, true), "src");
+  Place(Spec("other", 5, 16, false), "src");
+  absl::StatusOr<std::vector<MigrationOrder>> orders = ledger_->MigrationOrders("src");
+  ASSERT_TRUE(orders.ok()) << orders.status();
+  EXPECT_TRUE(orders->empty());
+  EXPECT_EQ(ledger_->GetNode("dst")->reserved, kCu * 5);
+  // Up to the watermark exactly is fine: with 4 CU on dst, it ends at 8 CU.
+  ASSERT_TRUE(ledger_->ReleaseVm("resident").ok());
+  Place(Spec("resident", 4, 16, false), "dst");
+  orders = ledger_->MigrationOrders("src");
+  ASSERT_TRUE(orders.ok()) << orders.status();
+  ASSERT_EQ(orders->size(), 1u);
+  EXPECT_EQ((*orders)[0].vm, "big");
+  absl::StatusOr<std::vector<MigrationOrder>> back = ledger_->MigrationOrders("dst");
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(back->empty()) << "dst is not above its watermark";
+  EXPECT_TRUE(ledger_->CheckInvariants().ok());
+}
+
 TEST_F(MigrationTest, ReleasingAMigratingVmFreesBothNodes) {
   Place(Spec("a", 5, 16, true), "src");
   Place(Spec("b", 5, 16, true), "src");

@@ -552,17 +552,21 @@ TEST(SimulationTest, RunsAtTheLimits) {
     config.nodes = 2;
     config.node_capacity = {kMaxMilliCpu, kMaxMemoryBytes};
     config.compute_unit = {kMaxMilliCpu / 16, kMaxMemoryBytes / 16};
-    config.watermark = 0.1;
+    // vm-0 grows too big to move; a small VM sharing its node moves to the other node, which
+    // stays under its watermark with it (2 of its 16 CU).
+    config.watermark = 0.2;
     config.latencies.migration_bytes_per_second = 1;
     config.latencies.per_vcpu = config.latencies.per_gib = absl::Hours(1);
     config.migration_check_interval = config.node_series_interval = interval;
     config.series_vms = {0};
     std::vector<SimVm> vms;
     for (int i = 0; i < 3; ++i) {
+      const Demand small{kMaxMilliCpu / 64, kMaxMemoryBytes / 64};
       vms.push_back({absl::StrCat("vm-", i),
                      std::make_unique<Script>(std::vector<std::pair<absl::Duration, Demand>>{
-                         {absl::ZeroDuration(), {kMaxMilliCpu / 64, kMaxMemoryBytes / 64}},
-                         {absl::Minutes(1), {kMaxMilliCpu, kMaxMemoryBytes}}})});
+                         {absl::ZeroDuration(), small},
+                         {absl::Minutes(1),
+                          i == 0 ? Demand{kMaxMilliCpu, kMaxMemoryBytes} : small}})});
     }
     auto sim = Simulation::Create(config, std::move(vms));
     ASSERT_TRUE(sim.ok()) << sim.status();
