@@ -202,7 +202,8 @@ absl::StatusOr<LoadReport> Guest::StopLoad() {
                        "cat /var/log/loadgen.log 2>/dev/null; rm -f /var/log/loadgen.log; true",
                        absl::Seconds(60)));
   // The console's shell may add job notices ("[1]+ Done ..."): keep the load generators' lines.
-  LoadReport report{.started = loads_started_};
+  LoadReport report;
+  report.started = loads_started_;
   loads_started_ = 0;
   for (absl::string_view line : absl::StrSplit(out, '\n')) {
     if (absl::StartsWith(line, "loadgen:")) report.lines.emplace_back(line);
