@@ -534,7 +534,8 @@ void Ledger::RequestAsync(const ResizeRequest& request,
 
 // --- placement ---
 
-std::vector<Ledger::Candidate> Ledger::RankNodes(const Resources& share, const Node* exclude) {
+std::vector<Ledger::Candidate> Ledger::RankNodes(const Resources& share,
+                                                 const Node* migrating_from) {
   const absl::Time now = clock_.Now();
   struct Seen {
     Node* node;
@@ -544,9 +545,11 @@ std::vector<Ledger::Candidate> Ledger::RankNodes(const Resources& share, const N
   std::vector<Seen> seen;
   Resources largest;
   for (Node* n : registry_->sorted) {
-    if (n == exclude) continue;
+    if (n == migrating_from) continue;
     absl::MutexLock l(&n->mu);
-    seen.push_back({n, n->reserved, n->total, n->Fits(share, now)});
+    const bool fits = migrating_from != nullptr ? n->TakesMigration(share, now)
+                                                : n->Fits(share, now);
+    seen.push_back({n, n->reserved, n->total, fits});
     largest = Resources::Max(largest, n->total);
   }
   std::vector<Candidate> fit;
@@ -745,7 +748,7 @@ absl::Status Ledger::BalanceNode(Node* node) {
         if (it == node->vms.end() || it->second.migration) break;
         Vm& vm = it->second;
         const Resources share = vm.share();
-        if (!dst->TakesMigration(share, clock_.Now())) continue;
+        if (!dst->TakesMigration(share, clock_.Now())) continue;  // changed since ranked
         MigrationOrder order{.id = next_migration_id_++,
                              .vm = c.vm,
                              .source_node = node->name,

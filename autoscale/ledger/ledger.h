@@ -254,8 +254,9 @@ class Ledger {
   absl::Status WaitDurable(uint64_t seq);
   uint64_t Log(const LedgerRecord& record);
 
-  // Scores every node that has room for `share` (except `exclude`), best first.
-  std::vector<Candidate> RankNodes(const Resources& share, const Node* exclude)
+  // Scores every node that has room for `share`, best first. For a migration off
+  // `migrating_from` (not null): every other node that takes it (Node::TakesMigration).
+  std::vector<Candidate> RankNodes(const Resources& share, const Node* migrating_from)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
   absl::Status BalanceNode(Node* node);
 
