@@ -44,8 +44,7 @@ absl::StatusOr<neonvm::migration::MigrationOptions> MigrationOptionsFromProto(
     o.downtime_limit = downtime;
   }
   if (s.max_bandwidth_bytes_per_second() < 0) {
-    return absl::InvalidArgumentError(
-        "migration.maxBandwidthBytesPerSecond: must not be negative");
+    return absl::InvalidArgumentError("migration.maxBandwidthBytesPerSecond: must not be negative");
   }
   if (s.max_bandwidth_bytes_per_second() > 0) {
     o.max_bandwidth_bytes_per_second = s.max_bandwidth_bytes_per_second();

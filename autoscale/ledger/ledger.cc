@@ -547,8 +547,8 @@ std::vector<Ledger::Candidate> Ledger::RankNodes(const Resources& share,
   for (Node* n : registry_->sorted) {
     if (n == migrating_from) continue;
     absl::MutexLock l(&n->mu);
-    const bool fits = migrating_from != nullptr ? n->TakesMigration(share, now)
-                                                : n->Fits(share, now);
+    const bool fits =
+        migrating_from != nullptr ? n->TakesMigration(share, now) : n->Fits(share, now);
     seen.push_back({n, n->reserved, n->total, fits});
     largest = Resources::Max(largest, n->total);
   }
@@ -774,8 +774,8 @@ absl::Status Ledger::BalanceNode(Node* node) {
       }
       if (!started) {
         LOG_EVERY_N(WARNING, 100) << "node " << node->name << " is above its watermark, but no "
-                                  << "other node has room under its watermark for VM " << c.vm << " ("
-                                  << c.share.ToString() << ")";
+                                  << "other node has room under its watermark for VM " << c.vm
+                                  << " (" << c.share.ToString() << ")";
       }
     }
   }

@@ -562,11 +562,11 @@ TEST(SimulationTest, RunsAtTheLimits) {
     std::vector<SimVm> vms;
     for (int i = 0; i < 3; ++i) {
       const Demand small{kMaxMilliCpu / 64, kMaxMemoryBytes / 64};
-      vms.push_back({absl::StrCat("vm-", i),
-                     std::make_unique<Script>(std::vector<std::pair<absl::Duration, Demand>>{
-                         {absl::ZeroDuration(), small},
-                         {absl::Minutes(1),
-                          i == 0 ? Demand{kMaxMilliCpu, kMaxMemoryBytes} : small}})});
+      vms.push_back(
+          {absl::StrCat("vm-", i),
+           std::make_unique<Script>(std::vector<std::pair<absl::Duration, Demand>>{
+               {absl::ZeroDuration(), small},
+               {absl::Minutes(1), i == 0 ? Demand{kMaxMilliCpu, kMaxMemoryBytes} : small}})});
     }
     auto sim = Simulation::Create(config, std::move(vms));
     ASSERT_TRUE(sim.ok()) << sim.status();

@@ -49,8 +49,10 @@ int Run() {
   }
   absl::StatusOr<api::AgentConfig> config = agent::LoadAgentConfig(config_path);
   if (absl::GetFlag(FLAGS_check_config)) {
-    if (!config.ok()) std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
-    else std::printf("config OK: node %s, %d VMs\n", config->node().c_str(), config->vms_size());
+    if (!config.ok())
+      std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
+    else
+      std::printf("config OK: node %s, %d VMs\n", config->node().c_str(), config->vms_size());
     return config.ok() ? 0 : 2;
   }
   if (!config.ok()) {

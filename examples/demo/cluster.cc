@@ -186,11 +186,11 @@ absl::StatusOr<int> Guest::OnlineCpus() {
 }
 
 absl::Status Guest::AddLoad(int memory_mib, int cpu_threads) {
-  RETURN_IF_ERROR(Run(absl::StrCat("sh -c 'echo $$ > ", kWorkCgroup,
-                                   "/cgroup.procs; exec /usr/bin/loadgen --memory-mib=", memory_mib,
-                                   " --cpu-threads=", cpu_threads,
-                                   "' >> /var/log/loadgen.log 2>&1 &"))
-                      .status());
+  RETURN_IF_ERROR(
+      Run(absl::StrCat("sh -c 'echo $$ > ", kWorkCgroup,
+                       "/cgroup.procs; exec /usr/bin/loadgen --memory-mib=", memory_mib,
+                       " --cpu-threads=", cpu_threads, "' >> /var/log/loadgen.log 2>&1 &"))
+          .status());
   ++loads_started_;
   return absl::OkStatus();
 }

@@ -147,8 +147,8 @@ class Dashboard {
             "%-6s %-4s %5s %9s %4d  %-18s %-18s %-18s %s", vm["vm"].GetString(), n.name,
             vm.HasMember("loadAvg1m") ? absl::StrFormat("%.2f", vm["loadAvg1m"].GetDouble()) : "-",
             vm.HasMember("memoryUsageBytes") ? Mib(vm["memoryUsageBytes"].GetInt64()) : "-",
-            vm["goalCu"].GetUint(), Res(&vm, "permit"), Res(&vm, "current"),
-            Res(&vm, "observed"), state));
+            vm["goalCu"].GetUint(), Res(&vm, "permit"), Res(&vm, "current"), Res(&vm, "observed"),
+            state));
       }
       for (const auto& e : s["events"].GetArray()) {
         since = std::max<uint64_t>(since, e["seq"].GetUint64());
@@ -170,10 +170,10 @@ class Dashboard {
       nodes.push_back(absl::StrFormat("%-4s  %-18s %-18s %-18s %s", "NODE", "RESERVED", "TOTAL",
                                       "WATERMARK", ""));
       for (const api::NodeState& n : ns->nodes()) {
-        const bool above = n.reserved().milli_cpu() - n.migrating().milli_cpu() >
-                               n.watermark().milli_cpu() ||
-                           n.reserved().memory_bytes() - n.migrating().memory_bytes() >
-                               n.watermark().memory_bytes();
+        const bool above =
+            n.reserved().milli_cpu() - n.migrating().milli_cpu() > n.watermark().milli_cpu() ||
+            n.reserved().memory_bytes() - n.migrating().memory_bytes() >
+                n.watermark().memory_bytes();
         nodes.push_back(absl::StrFormat("%-4s  %-18s %-18s %-18s %s", n.node(), Res(n.reserved()),
                                         Res(n.total()), Res(n.watermark()),
                                         above ? "ABOVE WATERMARK" : ""));
@@ -218,9 +218,8 @@ class Dashboard {
 
   std::string Line(const LoggedEvent& e) const {
     std::string line = absl::StrFormat(
-        "%6.1f s  %s/%-4s %-18s %s",
-        absl::ToDoubleSeconds(absl::FromUnixMillis(e.at_ms) - start_), e.node, e.vm, e.kind,
-        e.text);
+        "%6.1f s  %s/%-4s %-18s %s", absl::ToDoubleSeconds(absl::FromUnixMillis(e.at_ms) - start_),
+        e.node, e.vm, e.kind, e.text);
     if (e.repeats > 1) absl::StrAppend(&line, "  (x", e.repeats, ")");
     return line.substr(0, 160);
   }
@@ -270,9 +269,8 @@ class Demo {
     return false;
   }
   static std::function<bool(const rapidjson::Value&)> MemoryAtLeast(int64_t bytes) {
-    return [bytes](const rapidjson::Value& v) {
-      return Field(&v, "current", "memoryBytes") >= bytes;
-    };
+    return
+        [bytes](const rapidjson::Value& v) { return Field(&v, "current", "memoryBytes") >= bytes; };
   }
   static std::function<bool(const rapidjson::Value&)> MemoryAtMost(int64_t bytes) {
     return [bytes](const rapidjson::Value& v) {
@@ -307,9 +305,9 @@ class Demo {
     if (grown) {
       steps[0].seen = true;
       dash_.AwaitEvent("vm2", "monitor", "told of");
-      steps[0].detail = absl::StrFormat(
-          "vm2 grew 1 -> 3 CU in %.1f s; upscale requests from its monitor: %d", Since(t),
-          dash_.CountEvents("vm2", "upscale_request"));
+      steps[0].detail =
+          absl::StrFormat("vm2 grew 1 -> 3 CU in %.1f s; upscale requests from its monitor: %d",
+                          Since(t), dash_.CountEvents("vm2", "upscale_request"));
     }
     if (Interrupted()) return steps;
 
@@ -321,10 +319,10 @@ class Demo {
     (void)vm2->StopLoad();
     if (WaitVm("b", "vm2", absl::Seconds(60), MemoryAtMost(kCu.memory_bytes))) {
       steps[1].seen = dash_.AwaitEvent("vm2", "downscale_approved").has_value();
-      steps[1].detail = absl::StrFormat(
-          "vm2 shrank to 1 CU in %.1f s; monitor approvals: %d; its LFC %s -> %s", Since(t),
-          dash_.CountEvents("vm2", "downscale_approved"), Mib(lfc_before),
-          Mib(vm2->LfcBytes().value_or(-1)));
+      steps[1].detail =
+          absl::StrFormat("vm2 shrank to 1 CU in %.1f s; monitor approvals: %d; its LFC %s -> %s",
+                          Since(t), dash_.CountEvents("vm2", "downscale_approved"), Mib(lfc_before),
+                          Mib(vm2->LfcBytes().value_or(-1)));
     }
     if (Interrupted()) return steps;
 
@@ -368,7 +366,7 @@ class Demo {
           "vm1 shrank to 1 CU in %.1f s; memory %s", Since(t),
           verified ? "verified by the load generators"
                    : "NOT verified: " + (last.ok() ? absl::StrCat(last->started, " started; ",
-                                                                absl::StrJoin(last->lines, "; "))
+                                                                  absl::StrJoin(last->lines, "; "))
                                                    : last.status().ToString()));
     }
     return steps;
@@ -413,9 +411,8 @@ int Main() {
   }
   Cluster& c = **cluster;
   std::printf("booting vm1 on node a and vm2 on node b (QEMU, TCG)...\n");
-  absl::StatusOr<std::string> batch =
-      c.Reserve({.name = "batch", .node = "a", .bounds = {2, 2}, .start_cu = 2,
-                 .migratable = false});
+  absl::StatusOr<std::string> batch = c.Reserve(
+      {.name = "batch", .node = "a", .bounds = {2, 2}, .start_cu = 2, .migratable = false});
   absl::StatusOr<Guest*> vm1 = c.AddGuest({.name = "vm1", .node = "a", .bounds = {1, 3}});
   absl::StatusOr<Guest*> vm2 =
       vm1.ok() ? c.AddGuest({.name = "vm2", .node = "b", .bounds = {1, 3}}) : vm1;
