@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -171,6 +172,7 @@ absl::StatusOr<std::unique_ptr<QmpClient>> QmpClient::Connect(std::string_view a
 
 QmpClient::QmpClient(int fd, std::string address, const QmpClientOptions& options)
     : fd_(fd),
+      wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
       address_(std::move(address)),
       options_(options),
       framer_(std::make_unique<internal::LineFramer>(options.max_message_bytes)),
@@ -182,6 +184,7 @@ QmpClient::~QmpClient() {
   Fail(absl::CancelledError(absl::StrCat("QMP connection to ", address_, " closed by the client")));
   reader_.join();
   close(fd_);
+  if (wake_fd_ >= 0) close(wake_fd_);
 }
 
 absl::Status QmpClient::Handshake() {
@@ -304,20 +307,32 @@ absl::Status QmpClient::WriteLine(const std::string& line, absl::Time deadline) 
 // waits and reads its reply itself, as a plain blocking client would: no hand-off between
 // threads on the round trip. The background thread watches the socket too, and takes the token
 // only to read what arrives while no caller reads (events, or replies to callers that have
-// not started waiting yet).
+// not started waiting yet). It polls only while no caller holds the token, and a caller that
+// takes the token kicks it out of its poll, so a reply wakes one thread, the caller.
 void QmpClient::BackgroundReader() {
+  absl::MutexLock lock(&mu_);
+  auto may_poll = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !status_.ok() || !reading_; };
   while (true) {
-    pollfd p{fd_, POLLIN, 0};
-    int r = poll(&p, 1, -1);
-    if (r < 0 && errno != EINTR) {
-      Fail(absl::UnavailableError(absl::StrCat("QMP on ", address_, ": poll: ", ErrnoText(errno))));
-    }
-    absl::MutexLock lock(&mu_);
-    auto may_read = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !status_.ok() || !reading_; };
-    mu_.Await(absl::Condition(&may_read));
+    mu_.Await(absl::Condition(&may_poll));
     if (!status_.ok()) return;
-    if (r <= 0) continue;
-    // A caller may have read it meanwhile; ReadOnce then finds nothing.
+    background_polling_ = true;
+    mu_.Unlock();
+    pollfd p[2] = {{fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    const int r = poll(p, wake_fd_ >= 0 ? 2 : 1, -1);
+    const int poll_errno = errno;
+    if (r > 0 && wake_fd_ >= 0 && (p[1].revents & POLLIN) != 0) {
+      uint64_t kicks;
+      (void)!read(wake_fd_, &kicks, sizeof(kicks));
+    }
+    if (r < 0 && poll_errno != EINTR) {
+      Fail(absl::UnavailableError(
+          absl::StrCat("QMP on ", address_, ": poll: ", ErrnoText(poll_errno))));
+    }
+    mu_.Lock();
+    background_polling_ = false;
+    if (!status_.ok()) return;
+    if (r <= 0 || p[0].revents == 0 || reading_) continue;
+    // What arrived while no caller reads: events, or early replies.
     reading_ = true;
     mu_.Unlock();
     ReadOnce();
@@ -330,7 +345,12 @@ void QmpClient::AwaitReply(const Pending& pending, absl::Time deadline) {
   while (!pending.done && absl::Now() < deadline) {
     if (!reading_) {
       reading_ = true;
+      const bool kick = background_polling_ && wake_fd_ >= 0;
       mu_.Unlock();
+      if (kick) {
+        const uint64_t one = 1;
+        (void)!write(wake_fd_, &one, sizeof(one));
+      }
       pollfd p{fd_, POLLIN, 0};
       if (poll(&p, 1, PollMillis(deadline)) > 0) ReadOnce();
       mu_.Lock();

@@ -137,6 +137,9 @@ class QmpClient {
   std::string Where(std::string_view command, std::string_view arguments) const;
 
   const int fd_;
+  // Wakes the background reader out of its poll when a caller takes the read token, so that a
+  // reply wakes only the caller (an eventfd; -1 if none could be made).
+  const int wake_fd_;
   const std::string address_;
   const QmpClientOptions options_;
   QmpVersion version_;  // Written once, when the greeting arrives, before Connect returns.
@@ -153,6 +156,8 @@ class QmpClient {
   std::map<uint64_t, Pending*> pending_ ABSL_GUARDED_BY(mu_);
   // The read token: a thread is reading the socket.
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  // The background reader is polling the socket (or about to).
+  bool background_polling_ ABSL_GUARDED_BY(mu_) = false;
 
   // Serializes writes, so the lines of concurrent commands never interleave.
   absl::Mutex write_mu_;
