@@ -80,16 +80,20 @@ absl::Status Monitor::Arm(bool force) {
   // A level a little below where anon meets the threshold only fires early (the event re-arms
   // exactly), but one above it misses a crossing smaller than the gap and leaves it to the
   // timer's average, seconds later: so the slack above is much smaller than the one below.
-  if (!force && armed_level_ >= 0 && level - armed_level_ <= options_.rearm_slack_bytes &&
+  if (!force && !rearm_needed_ && armed_level_ >= 0 &&
+      level - armed_level_ <= options_.rearm_slack_bytes &&
       armed_level_ - level <= options_.rearm_slack_above_bytes) {
     return absl::OkStatus();
   }
   if (hooks_.set_threshold) {
     absl::Status armed = hooks_.set_threshold(level);
-    // Not armed: the next sample tries again.
-    if (!armed.ok()) return Annotate(armed, "arming the memory watcher");
+    if (!armed.ok()) {
+      rearm_needed_ = true;  // the next sample tries again
+      return Annotate(armed, "arming the memory watcher");
+    }
   }
   armed_level_ = level;
+  rearm_needed_ = false;
   return absl::OkStatus();
 }
 
@@ -188,6 +192,8 @@ void Monitor::OnMemoryEvent(const cgroup::MemoryEvent& event) {
     absl::StatusOr<cgroup::MemoryStat> stat = hooks_.read_stat();
     if (!stat.ok()) {
       LOG(WARNING) << "monitor: reading memory usage after a watcher event: " << stat.status();
+      absl::MutexLock lock(&mu_);
+      rearm_needed_ = true;  // the level was crossed: the next sample moves it
       return;
     }
     absl::MutexLock lock(&mu_);

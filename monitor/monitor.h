@@ -145,6 +145,9 @@ class Monitor {
   int64_t overhead_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t last_file_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t armed_level_ ABSL_GUARDED_BY(mu_) = -1;
+  // The next Arm re-arms whatever the slacks say (a forced arming failed, or an event could not
+  // be looked at).
+  bool rearm_needed_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<absl::Time> last_upscale_request_ ABSL_GUARDED_BY(mu_);
   int64_t upscale_requests_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -188,6 +188,41 @@ TEST_F(MonitorTest, ShrunkOverheadReArmsAtOnce) {
   EXPECT_EQ(calls_.back(), "threshold " + std::to_string(t + 9 * kMiB));
 }
 
+TEST_F(MonitorTest, AForcedReArmingThatFailedIsForcedAgain) {
+  ASSERT_TRUE(monitor_.Start(kGiB).ok());
+  const int64_t t = monitor_.threshold_bytes();
+  stat_ = {.anon_bytes = 100 * kMiB, .file_bytes = 0, .usage_bytes = 103 * kMiB};
+  monitor_.Sample();  // armed at t + 3 MiB
+  stat_ = {.anon_bytes = 100 * kMiB, .file_bytes = 0, .usage_bytes = 104 * kMiB};
+  monitor_.Sample();  // 4 MiB of overhead: within the slack, not re-armed
+  // The charge reaches t + 3 MiB with anon below the threshold: re-arming at t + 4 MiB, exactly,
+  // fails.
+  fail_threshold_ = true;
+  stat_ = {.anon_bytes = t - kMiB, .file_bytes = 0, .usage_bytes = t + 3 * kMiB};
+  monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kUsageAbove, t + 3 * kMiB});
+  EXPECT_EQ(monitor_.watch_level_bytes(), t + 3 * kMiB);
+  // The next sample re-arms though t + 4 MiB is within the slack of the crossed level.
+  fail_threshold_ = false;
+  monitor_.Sample();
+  EXPECT_EQ(monitor_.watch_level_bytes(), t + 4 * kMiB);
+  EXPECT_EQ(calls_.back(), "threshold " + std::to_string(t + 4 * kMiB));
+}
+
+TEST_F(MonitorTest, AnEventThatCannotBeReadReArmsAtTheNextSample) {
+  ASSERT_TRUE(monitor_.Start(kGiB).ok());
+  const int64_t t = monitor_.threshold_bytes();
+  stat_ = {.anon_bytes = 100 * kMiB, .file_bytes = 0, .usage_bytes = 101 * kMiB};
+  monitor_.Sample();  // armed at t + 1 MiB
+  const size_t arms = calls_.size();
+  stat_error_ = absl::UnavailableError("memory.stat");
+  monitor_.OnMemoryEvent({cgroup::MemoryEvent::Kind::kUsageAbove, t + kMiB});
+  stat_error_ = absl::OkStatus();
+  stat_ = {.anon_bytes = 100 * kMiB, .file_bytes = 0, .usage_bytes = 102 * kMiB};
+  monitor_.Sample();
+  EXPECT_EQ(calls_.size(), arms + 1) << "re-armed though within the slack";
+  EXPECT_EQ(monitor_.watch_level_bytes(), t + 2 * kMiB);
+}
+
 TEST_F(MonitorTest, AFailedArmingIsRetriedAtTheNextSample) {
   ASSERT_TRUE(monitor_.Start(kGiB).ok());
   const int64_t t = monitor_.threshold_bytes();

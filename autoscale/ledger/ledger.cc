@@ -456,7 +456,13 @@ absl::StatusOr<Permit> Ledger::ApplyRequest(const ResizeRequest& r, uint64_t* wa
     // means the log lost it: the VM may be using it, so the ledger takes it back.
     vm.heard = true;
     --node->unheard;
-    if (r.last_permit && r.last_permit->AnyGreaterThan(vm.reserved)) {
+    if (r.last_permit && r.last_permit->AnyGreaterThan(vm.reserved) && vm.migration) {
+      // Its reservation is on two nodes and fixed until the migration ends; the log holds no
+      // resize of a migrating VM.
+      LOG(WARNING) << "VM " << r.vm << " on node " << r.node << ": the agent's last permit "
+                   << r.last_permit->ToString() << " is above the ledger's "
+                   << vm.reserved.ToString() << ", but the VM is migrating: not adopted";
+    } else if (r.last_permit && r.last_permit->AnyGreaterThan(vm.reserved)) {
       LOG(WARNING) << "VM " << r.vm << " on node " << r.node << ": the agent's last permit "
                    << r.last_permit->ToString() << " is above the ledger's "
                    << vm.reserved.ToString() << "; adopting it";

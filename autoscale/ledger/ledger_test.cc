@@ -504,6 +504,27 @@ TEST_F(RecoveryTest, AdoptsALastPermitTheLogLost) {
   EXPECT_EQ(Reserved("a"), kCu * 2);
 }
 
+TEST_F(RecoveryTest, AMigratingVmsLastPermitIsNotAdopted) {
+  AddNode("a", {4000, 16 * kGiB}, 0.5);
+  AddNode("b", {4000, 16 * kGiB}, 0.5);
+  Place(Spec("x", 5, 16, true), "a");
+  Place(Spec("y", 5, 16, true), "a");
+  ASSERT_EQ(ledger_->MigrationOrders("a")->size(), 1u);
+  const std::string moving = ledger_->MigrationOrders("a")->at(0).vm;
+  Restart();
+  // Its agent claims more than the log holds: the reservation on both nodes stays as ordered
+  // (adopting it would log a resize of a migrating VM, which the log cannot replay).
+  absl::StatusOr<Permit> p = Ask("a", moving, kCu * 6, kCu * 6);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->resources, kCu * 5);
+  EXPECT_EQ(ledger_->adopted_permits(), 0u);
+  EXPECT_EQ(Reserved("b"), kCu * 5);
+  EXPECT_TRUE(ledger_->CheckInvariants().ok());
+  Restart();
+  EXPECT_EQ(Reserved("a"), kCu * 10);
+  EXPECT_EQ(Reserved("b"), kCu * 5);
+}
+
 TEST_F(RecoveryTest, RecordsOnlyRealChanges) {
   AddNode("a", {4000, 16 * kGiB});
   Place(Spec("x", 2), "a");

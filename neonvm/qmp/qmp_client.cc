@@ -177,6 +177,10 @@ QmpClient::QmpClient(int fd, std::string address, const QmpClientOptions& option
       options_(options),
       framer_(std::make_unique<internal::LineFramer>(options.max_message_bytes)),
       read_buffer_(64 << 10) {
+  if (wake_fd_ < 0) {
+    LOG(WARNING) << "QMP on " << address_ << ": eventfd: " << ErrnoText(errno)
+                 << "; replies wake the background reader too";
+  }
   reader_ = std::thread([this] { BackgroundReader(); });
 }
 
