@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "benchmark/benchmark.h"
@@ -24,10 +25,13 @@ namespace {
 
 constexpr int64_t kMiB = int64_t{1} << 20;
 constexpr int kRepetitions = 12;
+constexpr int64_t kCuMemory = 256 * kMiB;
 
 struct Fixture {
   std::unique_ptr<Cluster> cluster;
   Guest* guest = nullptr;
+  // The guest's MemTotal once it has onlined all of the VM's memory.
+  int64_t mem_total = 0;
   std::string error;
 };
 
@@ -40,7 +44,7 @@ Fixture* Setup() {
   ClusterOptions options;
   options.bin = *FindBinaries();
   // Small steps so that every repetition is one more compute unit of the same VM.
-  options.compute_unit = {250, 256 * kMiB};
+  options.compute_unit = {250, kCuMemory};
   options.nodes = {{.name = "a", .total = {8000, 8192 * kMiB}}};
   // Growth comes from the monitor's threshold only (the goal from metrics would grow the VM while
   // memstep fills memory, before the crossing), and the VM never shrinks during the run.
@@ -64,7 +68,13 @@ Fixture* Setup() {
         const rapidjson::Value* vm = VmStatus(s, "vm1");
         return vm != nullptr && (*vm)["monitor"].GetBool() && vm->HasMember("loadAvg1m");
       });
-  if (!ready.ok()) f->error = ready.status().ToString();
+  if (!ready.ok()) {
+    f->error = ready.status().ToString();
+    return f;
+  }
+  absl::StatusOr<int64_t> mem = f->guest->MemTotalBytes();
+  if (!mem.ok()) f->error = mem.status().ToString();
+  f->mem_total = mem.value_or(0);
   return f;
 }
 
@@ -93,6 +103,21 @@ std::optional<absl::Duration> ResizeTime(const rapidjson::Document& s) {
   return std::nullopt;
 }
 
+// Waits until the guest's MemTotal is at least `bytes`.
+absl::Status AwaitMemTotal(Guest& guest, int64_t bytes) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (true) {
+    absl::StatusOr<int64_t> mem = guest.MemTotalBytes();
+    if (!mem.ok()) return mem.status();
+    if (*mem >= bytes) return absl::OkStatus();
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("the guest's MemTotal stayed at ", *mem, " bytes, below ", bytes));
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+}
+
 void BM_ThresholdCrossingToMemoryOnline(benchmark::State& state) {
   Fixture& f = Get();
   if (!f.error.empty()) {
@@ -100,6 +125,12 @@ void BM_ThresholdCrossingToMemoryOnline(benchmark::State& state) {
     return;
   }
   for (auto _ : state) {
+    // The guest onlines the last step's memory on its own time; memstep sets its target from
+    // MemTotal, so it starts once all of it is there (else it aims below the monitor's threshold).
+    if (absl::Status online = AwaitMemTotal(*f.guest, f.mem_total); !online.ok()) {
+      state.SkipWithError(online.ToString().c_str());
+      return;
+    }
     absl::StatusOr<rapidjson::Document> before = AwaitStatus(
         *f.cluster, "a", absl::Seconds(5), [](const rapidjson::Document&) { return true; });
     if (!before.ok()) {
@@ -114,6 +145,7 @@ void BM_ThresholdCrossingToMemoryOnline(benchmark::State& state) {
       return;
     }
     state.SetIterationTime(*ms / 1000);
+    f.mem_total += kCuMemory;
     // The same step as the agent timed it; then wait until the monitor knows the new size, so
     // the next repetition's threshold is the new one.
     absl::StatusOr<rapidjson::Document> after =
