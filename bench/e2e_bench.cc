@@ -12,7 +12,6 @@
 #include <memory>
 #include <string>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -150,14 +149,7 @@ void BM_ThresholdCrossingToMemoryOnline(benchmark::State& state) {
     // the next repetition's threshold is the new one.
     absl::StatusOr<rapidjson::Document> after =
         AwaitStatus(*f.cluster, "a", absl::Seconds(20), [&](const rapidjson::Document& s) {
-          if (!s.HasMember("events")) return false;
-          bool told = false;
-          for (const auto& e : s["events"].GetArray()) {
-            told |= e["seq"].GetUint64() > since &&
-                    std::string(e["kind"].GetString()) == "monitor" &&
-                    absl::StrContains(e["text"].GetString(), "told of");
-          }
-          return told;
+          return HasEvent(s, "vm1", "monitor", "told of", since);
         });
     if (!after.ok()) {
       state.SkipWithError(after.status().ToString().c_str());

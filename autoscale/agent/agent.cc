@@ -430,6 +430,12 @@ void Agent::Migrate(api::MigrationOrder order) {
     if (auto it = vms_.find(name); it != vms_.end()) it->second.migrating = false;
   };
   if (runner == nullptr) return fail(absl::NotFoundError("the VM is not managed here"));
+  absl::StatusOr<neonvm::migration::MigrationOptions> options_or =
+      MigrationOptionsFromProto(settings);  // checked when the config was loaded
+  if (!options_or.ok()) return fail(options_or.status());
+  neonvm::migration::MigrationOptions options = *options_or;
+  options.allow_postcopy = config.allow_postcopy();
+  options.timeout = options_.migration_timeout;
   if (absl::Status s = runner->BeginMigration(absl::Seconds(30)); !s.ok()) return fail(s);
   neonvm::qmp::QmpClient* qmp = runner->driver().qmp();
   if (qmp == nullptr) return fail(absl::FailedPreconditionError("the VM has no QMP connection"));
@@ -455,12 +461,6 @@ void Agent::Migrate(api::MigrationOrder order) {
   absl::StatusOr<api::PrepareIncomingResponse> target = peer->PrepareIncoming(prepare);
   if (!target.ok()) return fail(target.status());
   prepared = true;
-  absl::StatusOr<neonvm::migration::MigrationOptions> options_or =
-      MigrationOptionsFromProto(settings);  // checked when the config was loaded
-  if (!options_or.ok()) return fail(options_or.status());
-  neonvm::migration::MigrationOptions options = *options_or;
-  options.allow_postcopy = config.allow_postcopy();
-  options.timeout = options_.migration_timeout;
   absl::StatusOr<neonvm::migration::MigrationStats> stats =
       neonvm::migration::Send(*qmp, target->uri(), options);
   if (!stats.ok()) return fail(stats.status());

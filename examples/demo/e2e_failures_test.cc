@@ -54,13 +54,13 @@ TEST(EndToEnd, SchedulerMonitorAndAgentFailures) {
     return Field(VmStatus(s, "vm1"), "desired", "memoryBytes") == 2 * kCu;
   });
   ASSERT_TRUE(wants.ok()) << wants.status();
-  HoldsFor(c, absl::Seconds(8), "no growth beyond the last permit", [](const rapidjson::Document& s) {
-    return Memory(s) == kCu && Field(VmStatus(s, "vm1"), "permit", "memoryBytes") == kCu;
-  });
+  HoldsFor(c, absl::Seconds(8), "no growth beyond the last permit",
+           [](const rapidjson::Document& s) {
+             return Memory(s) == kCu && Field(VmStatus(s, "vm1"), "permit", "memoryBytes") == kCu;
+           });
   ASSERT_TRUE(c.StartScheduler().ok());
-  auto resumed = AwaitStatus(c, "a", absl::Seconds(60), [](const rapidjson::Document& s) {
-    return Memory(s) == 2 * kCu;
-  });
+  auto resumed = AwaitStatus(c, "a", absl::Seconds(60),
+                             [](const rapidjson::Document& s) { return Memory(s) == 2 * kCu; });
   ASSERT_TRUE(resumed.ok()) << "scaling did not resume after the scheduler's restart: "
                             << resumed.status();
   EXPECT_TRUE(HasEvent(*resumed, "vm1", "error", "scheduler request"));
@@ -76,9 +76,8 @@ TEST(EndToEnd, SchedulerMonitorAndAgentFailures) {
   HoldsFor(c, absl::Seconds(8), "no downscale without the monitor",
            [](const rapidjson::Document& s) { return Memory(s) == 2 * kCu; });
   ASSERT_TRUE(c.SetBounds("vm1", {3, 3}).ok());
-  auto grew = AwaitStatus(c, "a", absl::Seconds(60), [](const rapidjson::Document& s) {
-    return Memory(s) == 3 * kCu;
-  });
+  auto grew = AwaitStatus(c, "a", absl::Seconds(60),
+                          [](const rapidjson::Document& s) { return Memory(s) == 3 * kCu; });
   ASSERT_TRUE(grew.ok()) << "growth without the monitor: " << grew.status();
   auto mem = (*guest)->MemTotalBytes();
   ASSERT_TRUE(mem.ok());
@@ -93,16 +92,16 @@ TEST(EndToEnd, SchedulerMonitorAndAgentFailures) {
     return VmStatus(s, "vm1") != nullptr && Memory(s) > 0;
   });
   ASSERT_TRUE(back.ok()) << back.status();
-  HoldsFor(c, absl::Seconds(6), "no downscale on missing metrics", [](const rapidjson::Document& s) {
-    const rapidjson::Value* vm = VmStatus(s, "vm1");
-    return Memory(s) == 3 * kCu && Field(vm, "desired", "memoryBytes") == 3 * kCu &&
-           std::string((*vm)["decidedBy"].GetString()) == "currentUsage";
-  });
+  HoldsFor(c, absl::Seconds(6), "no downscale on missing metrics",
+           [](const rapidjson::Document& s) {
+             const rapidjson::Value* vm = VmStatus(s, "vm1");
+             return Memory(s) == 3 * kCu && Field(vm, "desired", "memoryBytes") == 3 * kCu &&
+                    std::string((*vm)["decidedBy"].GetString()) == "currentUsage";
+           });
   // With the monitor back, metrics arrive, it approves, and the idle VM shrinks.
   ASSERT_TRUE((*guest)->StartMonitor().ok());
-  auto shrunk = AwaitStatus(c, "a", absl::Seconds(90), [](const rapidjson::Document& s) {
-    return Memory(s) == kCu;
-  });
+  auto shrunk = AwaitStatus(c, "a", absl::Seconds(90),
+                            [](const rapidjson::Document& s) { return Memory(s) == kCu; });
   ASSERT_TRUE(shrunk.ok()) << shrunk.status();
 }
 

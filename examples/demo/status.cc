@@ -57,11 +57,11 @@ int64_t Field(const rapidjson::Value* vm, const char* what, const char* unit) {
 }
 
 bool HasEvent(const rapidjson::Document& status, const std::string& vm, const std::string& kind,
-              const std::string& text) {
+              const std::string& text, uint64_t since) {
   if (!status.HasMember("events")) return false;
   for (const auto& e : status["events"].GetArray()) {
-    if (vm == e["vm"].GetString() && kind == e["kind"].GetString() &&
-        absl::StrContains(e["text"].GetString(), text)) {
+    if (e["seq"].GetUint64() > since && vm == e["vm"].GetString() &&
+        kind == e["kind"].GetString() && absl::StrContains(e["text"].GetString(), text)) {
       return true;
     }
   }

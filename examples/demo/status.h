@@ -28,9 +28,10 @@ absl::StatusOr<rapidjson::Document> AwaitStatus(
 // The memory (bytes) or milli-CPU of "current"/"permit"/"desired" of the VM; -1 if absent.
 int64_t Field(const rapidjson::Value* vm, const char* what, const char* unit);
 
-// Whether the node's event log has an event of `kind` for `vm` whose text contains `text`.
+// Whether the node's event log has an event of `kind` for `vm` whose text contains `text`,
+// after the event numbered `since`.
 bool HasEvent(const rapidjson::Document& status, const std::string& vm, const std::string& kind,
-              const std::string& text = "");
+              const std::string& text = "", uint64_t since = 0);
 
 // The milliseconds memstep reported ("memstep: online after 142.7 ms ..."), if any.
 std::optional<double> ReactionMs(const std::string& memstep_line);
