@@ -53,6 +53,11 @@
 
 namespace autoscale::ledger {
 
+namespace internal {
+struct Node;
+struct Registry;
+}  // namespace internal
+
 using core::Bounds;
 using core::Resources;
 
@@ -240,9 +245,8 @@ class Ledger {
   std::optional<StoreStats> store_stats() const;
 
  private:
-  struct Vm;
-  struct Node;
-  struct Registry;
+  using Node = internal::Node;
+  using Registry = internal::Registry;
   struct Candidate;
 
   Ledger(LedgerOptions options, std::unique_ptr<LedgerStore> store);

@@ -1,0 +1,162 @@
+// Node accounting: a node's VMs, the sums they add up to, and the grant rule. Private to the
+// ledger library.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "autoscale/core/resources.h"
+#include "autoscale/ledger/ledger.h"
+
+namespace autoscale::ledger::internal {
+
+// What a node reserves for `amount` of one resource under `factor_milli`: rounded up.
+int64_t ShareOf(int64_t amount, uint32_t factor_milli);
+
+// The most a VM holding `have` may get when it asks for `want` (> have): whole steps of `step`
+// as long as its node's reservation stays within `total` (section 3.3 of the reference, with the
+// share rounded up so that the node's sum can never pass its total).
+int64_t Grant(int64_t have, int64_t want, int64_t step, int64_t total, int64_t node_reserved,
+              uint32_t factor_milli);
+
+struct Vm {
+  Bounds bounds;
+  Resources cu;
+  Resources reserved;
+  Resources requested;
+  Overcommit overcommit;
+  bool migratable = false;
+  absl::Time created;
+  std::optional<MigrationOrder> migration;
+  // False after a restart until the VM's agent has been heard from.
+  bool heard = true;
+  // Sequence number of the VM's latest record: answers about it wait until it is durable.
+  uint64_t last_seq = 0;
+
+  Resources share() const { return NodeShare(reserved, overcommit); }
+};
+
+// A VM migrating to a node: reserved there until the migration ends.
+struct Incoming {
+  uint64_t order_id = 0;
+  Resources amount;
+  Resources share;
+};
+
+struct Node {
+  explicit Node(std::string n) : name(std::move(n)) {}
+
+  const std::string name;
+  // Guards everything below: the node's totals and sums, and its VMs.
+  mutable absl::Mutex mu;
+  Resources total ABSL_GUARDED_BY(mu);
+  double watermark_fraction ABSL_GUARDED_BY(mu) = 0;
+  std::string agent_address ABSL_GUARDED_BY(mu);
+  Resources reserved ABSL_GUARDED_BY(mu);
+  Resources committed ABSL_GUARDED_BY(mu);
+  Resources migrating ABSL_GUARDED_BY(mu);
+  absl::flat_hash_map<std::string, Vm> vms ABSL_GUARDED_BY(mu);
+  absl::flat_hash_map<std::string, Incoming> incoming ABSL_GUARDED_BY(mu);
+  // VMs not heard from since a restart, and until when that stops growth on the node.
+  int64_t unheard ABSL_GUARDED_BY(mu) = 0;
+  absl::Time awaiting_until ABSL_GUARDED_BY(mu) = absl::InfinitePast();
+  // Sequence number of the node's latest registration record.
+  uint64_t last_seq ABSL_GUARDED_BY(mu) = 0;
+
+  Resources Watermark() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return {static_cast<int64_t>(static_cast<double>(total.milli_cpu) * watermark_fraction),
+            static_cast<int64_t>(static_cast<double>(total.memory_bytes) * watermark_fraction)};
+  }
+  bool Awaiting(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return unheard > 0 && now < awaiting_until;
+  }
+  bool Fits(const Resources& share, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return !Awaiting(now) && (reserved + share).FitsIn(total);
+  }
+  bool AboveWatermark() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return (reserved - migrating).AnyGreaterThan(Watermark());
+  }
+  // A migration target: the VM fits, and the node stays at or under its own watermark with it
+  // (a target pushed above it would send the VM, or another, straight back).
+  bool TakesMigration(const Resources& share, absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return Fits(share, now) && !(reserved - migrating + share).AnyGreaterThan(Watermark());
+  }
+  // Adds a VM to (removes it from) the node's sums.
+  void Count(const Vm& vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const Resources s = vm.share();
+    reserved = reserved + s;
+    committed = committed + vm.reserved;
+    if (vm.migration) migrating = migrating + s;
+  }
+  void Uncount(const Vm& vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const Resources s = vm.share();
+    reserved = reserved - s;
+    committed = committed - vm.reserved;
+    if (vm.migration) migrating = migrating - s;
+  }
+  void Add(const std::string& vm_name, Vm vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    Count(vm);
+    vms.emplace(vm_name, std::move(vm));
+  }
+  void Forget(const std::string& vm_name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    auto it = vms.find(vm_name);
+    Uncount(it->second);
+    if (!it->second.heard) --unheard;
+    vms.erase(it);
+  }
+
+  NodeInfo Info(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return {.name = name,
+            .total = total,
+            .watermark_fraction = watermark_fraction,
+            .watermark = Watermark(),
+            .reserved = reserved,
+            .committed = committed,
+            .migrating = migrating,
+            .agent_address = agent_address,
+            .awaiting_agent = Awaiting(now),
+            .vm_count = vms.size()};
+  }
+};
+
+// The node lookup table. Immutable once published; a new one replaces it when a node is added.
+struct Registry {
+  absl::flat_hash_map<std::string, Node*> by_name;
+  // Sorted by name: the order in which several nodes are locked.
+  std::vector<Node*> sorted;
+};
+
+// Locks two nodes (or one, when they are the same or the second is null) in name order.
+class ABSL_SCOPED_LOCKABLE TwoLocks {
+ public:
+  TwoLocks(Node* a, Node* b)
+      ABSL_EXCLUSIVE_LOCK_FUNCTION(a->mu, b->mu) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    first_ = a;
+    if (b != nullptr && b != a) {
+      second_ = b;
+      if (b->name < a->name) std::swap(first_, second_);
+    }
+    first_->mu.Lock();
+    if (second_ != nullptr) second_->mu.Lock();
+  }
+  ~TwoLocks() ABSL_UNLOCK_FUNCTION() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (second_ != nullptr) second_->mu.Unlock();
+    first_->mu.Unlock();
+  }
+  TwoLocks(const TwoLocks&) = delete;
+  TwoLocks& operator=(const TwoLocks&) = delete;
+
+ private:
+  Node* first_ = nullptr;
+  Node* second_ = nullptr;
+};
+
+}  // namespace autoscale::ledger::internal
