@@ -27,14 +27,14 @@ absl::Status Ledger::CheckInvariants() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
       for (const auto& [name, vm] : n->vms) {
         ++vms;
         if (!vm.heard) ++unheard;
-        RETURN_IF_ERROR(Annotate(CheckSize(vm.reserved, vm.cu, vm.bounds, "reserved"),
+        RETURN_IF_ERROR(Annotate(CheckSize(vm.permit, vm.cu, vm.bounds, "permit"),
                                  absl::StrCat(ctx, " VM ", name)));
         auto idx = vm_index_.find(name);
         if (idx == vm_index_.end() || idx->second != n) {
           return absl::InternalError(absl::StrCat(ctx, ": VM ", name, " is not indexed here"));
         }
         reserved = reserved + vm.share();
-        committed = committed + vm.reserved;
+        committed = committed + vm.permit;
         if (vm.migration) {
           migrating = migrating + vm.share();
           auto t = registry_->by_name.find(vm.migration->target_node);
@@ -44,7 +44,7 @@ absl::Status Ledger::CheckInvariants() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
           }
           auto in = t->second->incoming.find(name);
           if (in == t->second->incoming.end() || in->second.order_id != vm.migration->id ||
-              in->second.share != vm.share() || in->second.amount != vm.reserved) {
+              in->second.share != vm.share() || in->second.amount != vm.permit) {
             return absl::InternalError(absl::StrCat(
                 ctx, ": VM ", name, " is not reserved on its target ", vm.migration->target_node));
           }

@@ -17,8 +17,8 @@
 namespace autoscale::ledger {
 
 using internal::CheckAmount;
+using internal::CheckPlaceVmRequest;
 using internal::CheckSize;
-using internal::CheckVmSpec;
 using internal::Grant;
 using internal::Incoming;
 using internal::Node;
@@ -171,7 +171,7 @@ absl::StatusOr<NodeInfo> Ledger::RegisterNode(const NodeSpec& spec) {
 
 // --- requests ---
 
-absl::StatusOr<Permit> Ledger::ApplyRequest(const ResizeRequest& r, uint64_t* wait_seq) {
+absl::StatusOr<Permit> Ledger::ApplyRequest(const PermitRequest& r, uint64_t* wait_seq) {
   Node* node = FindNode(r.node);
   if (node == nullptr) {
     return absl::NotFoundError(
@@ -204,18 +204,18 @@ absl::StatusOr<Permit> Ledger::ApplyRequest(const ResizeRequest& r, uint64_t* wa
     // means the log lost it: the VM may be using it, so the ledger takes it back.
     vm.heard = true;
     --node->unheard;
-    if (r.last_permit && r.last_permit->AnyGreaterThan(vm.reserved) && vm.migration) {
+    if (r.last_permit && r.last_permit->AnyGreaterThan(vm.permit) && vm.migration) {
       // Its reservation is on two nodes and fixed until the migration ends; the log holds no
       // resize of a migrating VM.
       LOG(WARNING) << "VM " << r.vm << " on node " << r.node << ": the agent's last permit "
-                   << r.last_permit->ToString() << " is above the ledger's "
-                   << vm.reserved.ToString() << ", but the VM is migrating: not adopted";
-    } else if (r.last_permit && r.last_permit->AnyGreaterThan(vm.reserved)) {
+                   << r.last_permit->ToString() << " is above the ledger's " << vm.permit.ToString()
+                   << ", but the VM is migrating: not adopted";
+    } else if (r.last_permit && r.last_permit->AnyGreaterThan(vm.permit)) {
       LOG(WARNING) << "VM " << r.vm << " on node " << r.node << ": the agent's last permit "
-                   << r.last_permit->ToString() << " is above the ledger's "
-                   << vm.reserved.ToString() << "; adopting it";
+                   << r.last_permit->ToString() << " is above the ledger's " << vm.permit.ToString()
+                   << "; adopting it";
       node->Uncount(vm);
-      vm.reserved = Resources::Max(vm.reserved, *r.last_permit);
+      vm.permit = Resources::Max(vm.permit, *r.last_permit);
       node->Count(vm);
       adopted_permits_.fetch_add(1, std::memory_order_relaxed);
       changed = true;
@@ -224,7 +224,7 @@ absl::StatusOr<Permit> Ledger::ApplyRequest(const ResizeRequest& r, uint64_t* wa
   // A migrating VM is not resized (it has a reservation on two nodes).
   if (!vm.migration) {
     const bool frozen = node->unheard > 0 && node->Awaiting(clock_.Now());
-    const Resources have = vm.reserved;
+    const Resources have = vm.permit;
     const Resources& want = r.resources;
     Resources next;
     next.milli_cpu =
@@ -239,7 +239,7 @@ absl::StatusOr<Permit> Ledger::ApplyRequest(const ResizeRequest& r, uint64_t* wa
                                     vm.overcommit.memory_milli);
     if (next != have) {
       node->Uncount(vm);
-      vm.reserved = next;
+      vm.permit = next;
       node->Count(vm);
       changed = true;
     }
@@ -253,22 +253,22 @@ absl::StatusOr<Permit> Ledger::ApplyRequest(const ResizeRequest& r, uint64_t* wa
     VmResized* x = rec.mutable_vm_resized();
     x->set_node(r.node);
     x->set_vm(r.vm);
-    *x->mutable_reserved() = core::ToProto(vm.reserved);
+    *x->mutable_permit() = core::ToProto(vm.permit);
     *x->mutable_requested() = core::ToProto(vm.requested);
     vm.last_seq = Log(rec);
   }
   *wait_seq = vm.last_seq;
-  return Permit{.resources = vm.reserved, .migration = vm.migration};
+  return Permit{.resources = vm.permit, .migration = vm.migration};
 }
 
-absl::StatusOr<Permit> Ledger::Request(const ResizeRequest& request) {
+absl::StatusOr<Permit> Ledger::Request(const PermitRequest& request) {
   uint64_t seq = 0;
   ASSIGN_OR_RETURN(Permit permit, ApplyRequest(request, &seq));
   RETURN_IF_ERROR(WaitDurable(seq));
   return permit;
 }
 
-void Ledger::RequestAsync(const ResizeRequest& request,
+void Ledger::RequestAsync(const PermitRequest& request,
                           std::function<void(absl::StatusOr<Permit>)> done) {
   uint64_t seq = 0;
   absl::StatusOr<Permit> permit = ApplyRequest(request, &seq);
@@ -320,25 +320,26 @@ std::vector<Ledger::Candidate> Ledger::RankNodes(const Resources& share,
   return ranked;
 }
 
-absl::StatusOr<Placement> Ledger::PlaceVm(const VmSpec& spec, const std::string& node_name) {
-  const std::string ctx = absl::StrCat("place VM ", spec.name);
-  RETURN_IF_ERROR(Annotate(CheckVmSpec(spec), ctx));
-  const Resources share = NodeShare(spec.initial, spec.overcommit);
+absl::StatusOr<Placement> Ledger::PlaceVm(const PlaceVmRequest& request,
+                                          const std::string& node_name) {
+  const std::string ctx = absl::StrCat("place VM ", request.name);
+  RETURN_IF_ERROR(Annotate(CheckPlaceVmRequest(request), ctx));
+  const Resources share = NodeShare(request.initial, request.overcommit);
   uint64_t wait = 0;
   Placement placement;
   {
     absl::MutexLock rl(&registry_mu_);
-    if (auto it = vm_index_.find(spec.name); it != vm_index_.end()) {
+    if (auto it = vm_index_.find(request.name); it != vm_index_.end()) {
       Node* n = it->second;
       absl::MutexLock nl(&n->mu);
-      const Vm& vm = n->vms.at(spec.name);
-      if (vm.bounds != spec.bounds || vm.cu != spec.compute_unit ||
-          vm.overcommit != spec.overcommit || vm.migratable != spec.migratable ||
+      const Vm& vm = n->vms.at(request.name);
+      if (vm.bounds != request.bounds || vm.cu != request.compute_unit ||
+          vm.overcommit != request.overcommit || vm.migratable != request.migratable ||
           (!node_name.empty() && node_name != n->name)) {
         return absl::AlreadyExistsError(absl::StrCat(
             ctx, ": a VM of that name is already placed on node ", n->name, " with another spec"));
       }
-      placement = {n->name, vm.reserved};
+      placement = {n->name, vm.permit};
       wait = vm.last_seq;
     } else {
       std::vector<Candidate> ranked;
@@ -362,12 +363,12 @@ absl::StatusOr<Placement> Ledger::PlaceVm(const VmSpec& spec, const std::string&
         Node* n = c.node;
         absl::MutexLock nl(&n->mu);
         if (!n->Fits(share, clock_.Now())) continue;  // it changed since it was ranked
-        Vm vm{.bounds = spec.bounds,
-              .cu = spec.compute_unit,
-              .reserved = spec.initial,
-              .requested = spec.initial,
-              .overcommit = spec.overcommit,
-              .migratable = spec.migratable,
+        Vm vm{.bounds = request.bounds,
+              .cu = request.compute_unit,
+              .permit = request.initial,
+              .requested = request.initial,
+              .overcommit = request.overcommit,
+              .migratable = request.migratable,
               // Microseconds, as the log keeps it, so a rebuilt ledger is the same.
               .created = absl::FromUnixMicros(absl::ToUnixMicros(clock_.Now())),
               .migration = std::nullopt,
@@ -375,14 +376,14 @@ absl::StatusOr<Placement> Ledger::PlaceVm(const VmSpec& spec, const std::string&
               .last_seq = 0};
         if (store_ != nullptr) {
           LedgerRecord r;
-          *r.mutable_vm_placed() = internal::VmRecordOf(spec.name, n->name, vm);
+          *r.mutable_vm_placed() = internal::VmRecordOf(request.name, n->name, vm);
           vm.last_seq = Log(r);
         }
         n->Count(vm);
         wait = vm.last_seq;
-        n->vms.emplace(spec.name, std::move(vm));
-        vm_index_[spec.name] = n;
-        placement = {n->name, spec.initial};
+        n->vms.emplace(request.name, std::move(vm));
+        vm_index_[request.name] = n;
+        placement = {n->name, request.initial};
         placed = true;
         break;
       }
@@ -475,7 +476,7 @@ absl::Status Ledger::BalanceNode(Node* node) {
         const Resources share = vm.share();
         // Too big to fit under the watermark on its own: moving it would not help.
         if (share.AnyGreaterThan(watermark)) continue;
-        candidates.push_back({vm_name, vm.reserved, share, vm.created});
+        candidates.push_back({vm_name, vm.permit, share, vm.created});
       }
     }
     std::sort(candidates.begin(), candidates.end(),
@@ -499,9 +500,9 @@ absl::Status Ledger::BalanceNode(Node* node) {
         node->Uncount(vm);
         vm.migration = order;
         node->Count(vm);
-        dst->incoming[c.vm] = {order.id, vm.reserved, share};
+        dst->incoming[c.vm] = {order.id, vm.permit, share};
         dst->reserved = dst->reserved + share;
-        dst->committed = dst->committed + vm.reserved;
+        dst->committed = dst->committed + vm.permit;
         if (store_ != nullptr) {
           LedgerRecord r;
           *r.mutable_migration_started() = internal::MigrationRecordOf(order);
@@ -509,7 +510,7 @@ absl::Status Ledger::BalanceNode(Node* node) {
           wait = std::max(wait, vm.last_seq);
         }
         LOG(INFO) << "node " << node->name << " is above its watermark " << watermark.ToString()
-                  << ": migrating VM " << c.vm << " (" << vm.reserved.ToString() << ") to node "
+                  << ": migrating VM " << c.vm << " (" << vm.permit.ToString() << ") to node "
                   << dst->name << " (order " << order.id << ", policy " << policy_->name() << ")";
         started = true;
         break;
@@ -584,7 +585,7 @@ VmInfo InfoOf(const std::string& name, const std::string& node, const auto& vm) 
           .node = node,
           .bounds = vm.bounds,
           .compute_unit = vm.cu,
-          .reserved = vm.reserved,
+          .permit = vm.permit,
           .requested = vm.requested,
           .overcommit = vm.overcommit,
           .migratable = vm.migratable,

@@ -33,8 +33,8 @@ class LedgerTest : public ::testing::Test {
                                     .agent_address = name + ":7000"})
                     .ok());
   }
-  VmSpec Spec(const std::string& name, uint32_t initial_cu, uint32_t max_cu = 16,
-              bool migratable = false) {
+  PlaceVmRequest Spec(const std::string& name, uint32_t initial_cu, uint32_t max_cu = 16,
+                      bool migratable = false) {
     return {.name = name,
             .bounds = {1, max_cu},
             .compute_unit = kCu,
@@ -42,7 +42,7 @@ class LedgerTest : public ::testing::Test {
             .overcommit = {},
             .migratable = migratable};
   }
-  std::string Place(const VmSpec& spec, const std::string& node = "") {
+  std::string Place(const PlaceVmRequest& spec, const std::string& node = "") {
     clock_.Advance(absl::Seconds(1));  // distinct ages
     absl::StatusOr<Placement> p = ledger_->PlaceVm(spec, node);
     EXPECT_TRUE(p.ok()) << p.status();
@@ -139,7 +139,7 @@ TEST_F(LedgerTest, ResourcesAreGrantedIndependently) {
 TEST_F(LedgerTest, OvercommitScalesTheNodeShare) {
   // With 2x memory overcommit, 4 GiB of node memory holds 8 GiB of VM memory.
   AddNode("n", {8000, 4 * kGiB});
-  VmSpec s = Spec("vm", 1);
+  PlaceVmRequest s = Spec("vm", 1);
   s.overcommit = {1000, 2000};
   Place(s);
   absl::StatusOr<Permit> p = Ask("n", "vm", kCu * 10);
@@ -157,7 +157,7 @@ TEST_F(LedgerTest, ImpossibleRequestsAreRefusedAndChangeNothing) {
   const std::vector<VmInfo> before = ledger_->ListVms();
   struct Case {
     const char* name;
-    ResizeRequest request;
+    PermitRequest request;
     absl::StatusCode code;
   };
   const Case cases[] = {
@@ -182,7 +182,7 @@ TEST_F(LedgerTest, ImpossibleRequestsAreRefusedAndChangeNothing) {
 
 TEST_F(LedgerTest, PlacementValidatesTheSpec) {
   AddNode("n", {4000, 16 * kGiB});
-  VmSpec s = Spec("vm", 2);
+  PlaceVmRequest s = Spec("vm", 2);
   s.bounds = {3, 2};
   EXPECT_EQ(ledger_->PlaceVm(s).status().code(), absl::StatusCode::kInvalidArgument);
   s = Spec("vm", 2);
@@ -228,7 +228,7 @@ TEST_F(LedgerTest, PlacementIsIdempotentAndNamesAreUnique) {
   absl::StatusOr<Placement> again = ledger_->PlaceVm(Spec("vm", 2));
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->node, "a");
-  EXPECT_EQ(again->reserved, kCu * 3);
+  EXPECT_EQ(again->permit, kCu * 3);
   EXPECT_EQ(ledger_->PlaceVm(Spec("vm", 2, 8)).status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(ledger_->ListVms().size(), 1u);
 }

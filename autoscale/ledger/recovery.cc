@@ -88,7 +88,7 @@ absl::Status Ledger::ApplyRecord(const LedgerRecord& record) {
       Vm vm;
       vm.bounds = {r.bounds().min_cu(), r.bounds().max_cu()};
       vm.cu = {r.compute_unit().milli_cpu(), r.compute_unit().memory_bytes()};
-      ASSIGN_OR_RETURN(vm.reserved, AmountFromProto(r.reserved(), "reserved"));
+      ASSIGN_OR_RETURN(vm.permit, AmountFromProto(r.permit(), "permit"));
       ASSIGN_OR_RETURN(vm.requested, AmountFromProto(r.requested(), "requested"));
       vm.overcommit = {r.cpu_overcommit_milli(), r.memory_overcommit_milli()};
       vm.migratable = r.migratable();
@@ -96,7 +96,7 @@ absl::Status Ledger::ApplyRecord(const LedgerRecord& record) {
       absl::Status valid = CheckComputeUnit(vm.cu);
       if (valid.ok()) valid = CheckBounds(vm.bounds, vm.cu);
       if (valid.ok()) valid = CheckOvercommit(vm.overcommit);
-      if (valid.ok()) valid = CheckSize(vm.reserved, vm.cu, vm.bounds, "reserved");
+      if (valid.ok()) valid = CheckSize(vm.permit, vm.cu, vm.bounds, "permit");
       if (!valid.ok()) return Corrupt(absl::StrCat(ctx, ": ", valid.message()));
       // A VM is placed before it migrates (a snapshot's migrations are replayed after).
       if (r.has_migration()) return Corrupt(absl::StrCat(ctx, ": placed while migrating"));
@@ -115,14 +115,14 @@ absl::Status Ledger::ApplyRecord(const LedgerRecord& record) {
       Node* n = found->second;
       absl::MutexLock l(&n->mu);
       Vm& vm = n->vms.at(r.vm());
-      ASSIGN_OR_RETURN(Resources reserved, AmountFromProto(r.reserved(), "reserved"));
+      ASSIGN_OR_RETURN(Resources permit, AmountFromProto(r.permit(), "permit"));
       ASSIGN_OR_RETURN(Resources requested, AmountFromProto(r.requested(), "requested"));
-      if (absl::Status s = CheckSize(reserved, vm.cu, vm.bounds, "reserved"); !s.ok()) {
+      if (absl::Status s = CheckSize(permit, vm.cu, vm.bounds, "permit"); !s.ok()) {
         return Corrupt(absl::StrCat("VM ", r.vm(), ": ", s.message()));
       }
       if (vm.migration) return Corrupt(absl::StrCat("resize of migrating VM ", r.vm()));
       n->Uncount(vm);
-      vm.reserved = reserved;
+      vm.permit = permit;
       vm.requested = requested;
       n->Count(vm);
       return absl::OkStatus();
@@ -172,9 +172,9 @@ absl::Status Ledger::ApplyRecord(const LedgerRecord& record) {
                                     .target_agent_address = m.target_agent_address()};
       src->Count(vm);
       const Resources share = vm.share();
-      dst->incoming[m.vm()] = {m.id(), vm.reserved, share};
+      dst->incoming[m.vm()] = {m.id(), vm.permit, share};
       dst->reserved = dst->reserved + share;
-      dst->committed = dst->committed + vm.reserved;
+      dst->committed = dst->committed + vm.permit;
       next_migration_id_ = std::max(next_migration_id_, m.id() + 1);
       return absl::OkStatus();
     }

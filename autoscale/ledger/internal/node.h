@@ -29,7 +29,8 @@ int64_t Grant(int64_t have, int64_t want, int64_t step, int64_t total, int64_t n
 struct Vm {
   Bounds bounds;
   Resources cu;
-  Resources reserved;
+  // What the VM may use: its permit (the node reserves its share of it, NodeShare).
+  Resources permit;
   Resources requested;
   Overcommit overcommit;
   bool migratable = false;
@@ -40,7 +41,7 @@ struct Vm {
   // Sequence number of the VM's latest record: answers about it wait until it is durable.
   uint64_t last_seq = 0;
 
-  Resources share() const { return NodeShare(reserved, overcommit); }
+  Resources share() const { return NodeShare(permit, overcommit); }
 };
 
 // A VM migrating to a node: reserved there until the migration ends.
@@ -93,13 +94,13 @@ struct Node {
   void Count(const Vm& vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     const Resources s = vm.share();
     reserved = reserved + s;
-    committed = committed + vm.reserved;
+    committed = committed + vm.permit;
     if (vm.migration) migrating = migrating + s;
   }
   void Uncount(const Vm& vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     const Resources s = vm.share();
     reserved = reserved - s;
-    committed = committed - vm.reserved;
+    committed = committed - vm.permit;
     if (vm.migration) migrating = migrating - s;
   }
   void Add(const std::string& vm_name, Vm vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {

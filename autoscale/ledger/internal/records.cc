@@ -69,7 +69,7 @@ absl::Status CheckOvercommit(const Overcommit& o) {
   return absl::OkStatus();
 }
 
-absl::Status CheckVmSpec(const VmSpec& s) {
+absl::Status CheckPlaceVmRequest(const PlaceVmRequest& s) {
   if (s.name.empty()) return absl::InvalidArgumentError("VM name is empty");
   RETURN_IF_ERROR(CheckComputeUnit(s.compute_unit));
   RETURN_IF_ERROR(CheckBounds(s.bounds, s.compute_unit));
@@ -114,7 +114,7 @@ VmRecord VmRecordOf(const std::string& name, const std::string& node, const Vm& 
   v.mutable_bounds()->set_max_cu(vm.bounds.max_cu);
   v.mutable_compute_unit()->set_milli_cpu(vm.cu.milli_cpu);
   v.mutable_compute_unit()->set_memory_bytes(vm.cu.memory_bytes);
-  *v.mutable_reserved() = core::ToProto(vm.reserved);
+  *v.mutable_permit() = core::ToProto(vm.permit);
   *v.mutable_requested() = core::ToProto(vm.requested);
   v.set_cpu_overcommit_milli(vm.overcommit.cpu_milli);
   v.set_memory_overcommit_milli(vm.overcommit.memory_milli);

@@ -20,7 +20,7 @@ absl::Status CheckBounds(const Bounds& b, const Resources& cu);
 absl::Status CheckSize(const Resources& r, const Resources& cu, const Bounds& b,
                        absl::string_view what);
 absl::Status CheckOvercommit(const Overcommit& o);
-absl::Status CheckVmSpec(const VmSpec& s);
+absl::Status CheckPlaceVmRequest(const PlaceVmRequest& s);
 
 // DATA_LOSS naming what in the store is wrong.
 absl::Status Corrupt(absl::string_view what);
