@@ -20,11 +20,9 @@ using internal::CheckAmount;
 using internal::CheckPlaceVmRequest;
 using internal::CheckSize;
 using internal::Grant;
-using internal::Incoming;
-using internal::Node;
 using internal::Registry;
 using internal::TwoLocks;
-using internal::Vm;
+namespace change = internal::change;
 
 namespace {
 
@@ -73,19 +71,6 @@ Ledger::Node* Ledger::FindNode(std::string_view name) const {
   }
   auto it = cache.registry->by_name.find(absl::string_view(name.data(), name.size()));
   return it == cache.registry->by_name.end() ? nullptr : it->second;
-}
-
-Ledger::Node* Ledger::AddNode(const std::string& name) {
-  nodes_.push_back(std::make_unique<Node>(name));
-  Node* node = nodes_.back().get();
-  auto next = std::make_shared<Registry>(*registry_);
-  next->by_name[name] = node;
-  next->sorted.insert(std::upper_bound(next->sorted.begin(), next->sorted.end(), node,
-                                       [](Node* a, Node* b) { return a->name < b->name; }),
-                      node);
-  registry_ = std::move(next);
-  registry_version_.fetch_add(1, std::memory_order_release);
-  return node;
 }
 
 void Ledger::LockAll() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -137,33 +122,38 @@ absl::StatusOr<NodeInfo> Ledger::RegisterNode(const NodeSpec& spec) {
     return absl::InvalidArgumentError(
         absl::StrCat(ctx, ": watermark ", spec.watermark, " is outside (0, 1]"));
   }
-  const double watermark = spec.watermark == 0 ? options_.default_watermark : spec.watermark;
+  const change::NodeRegistered change{
+      .name = spec.name,
+      .total = spec.total,
+      .watermark = spec.watermark == 0 ? options_.default_watermark : spec.watermark,
+      .agent_address = spec.agent_address};
   uint64_t wait = 0;
   NodeInfo info;
   {
     absl::MutexLock rl(&registry_mu_);
     auto found = registry_->by_name.find(spec.name);
-    const bool created = found == registry_->by_name.end();
-    Node* node = created ? AddNode(spec.name) : found->second;
-    absl::MutexLock nl(&node->mu);
-    if (node->reserved.AnyGreaterThan(spec.total)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(ctx, ": the node has ", node->reserved.ToString(),
-                       " reserved, more than the new total ", spec.total.ToString()));
+    Node* node = found == registry_->by_name.end() ? nullptr : found->second;
+    if (node == nullptr) {
+      node = Apply(change, nullptr);
+      absl::MutexLock nl(&node->mu);
+      if (store_ != nullptr) node->last_seq = Log(internal::ToRecord(change));
+      wait = node->last_seq;
+      info = node->Info(clock_.Now());
+    } else {
+      absl::MutexLock nl(&node->mu);
+      if (node->reserved.AnyGreaterThan(spec.total)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(ctx, ": the node has ", node->reserved.ToString(),
+                         " reserved, more than the new total ", spec.total.ToString()));
+      }
+      if (node->total != change.total || node->watermark_fraction != change.watermark ||
+          node->agent_address != change.agent_address) {
+        Apply(change, node);
+        if (store_ != nullptr) node->last_seq = Log(internal::ToRecord(change));
+      }
+      wait = node->last_seq;
+      info = node->Info(clock_.Now());
     }
-    const bool changed = created || node->total != spec.total ||
-                         node->watermark_fraction != watermark ||
-                         node->agent_address != spec.agent_address;
-    node->total = spec.total;
-    node->watermark_fraction = watermark;
-    node->agent_address = spec.agent_address;
-    if (changed && store_ != nullptr) {
-      LedgerRecord r;
-      *r.mutable_node_registered() = internal::NodeRecordOf(*node);
-      node->last_seq = Log(r);
-    }
-    wait = node->last_seq;
-    info = node->Info(clock_.Now());
   }
   RETURN_IF_ERROR(WaitDurable(wait));
   return info;
@@ -171,7 +161,7 @@ absl::StatusOr<NodeInfo> Ledger::RegisterNode(const NodeSpec& spec) {
 
 // --- requests ---
 
-absl::StatusOr<Permit> Ledger::ApplyRequest(const PermitRequest& r, uint64_t* wait_seq) {
+absl::StatusOr<Permit> Ledger::AnswerRequest(const PermitRequest& r, uint64_t* wait_seq) {
   Node* node = FindNode(r.node);
   if (node == nullptr) {
     return absl::NotFoundError(
@@ -198,12 +188,12 @@ absl::StatusOr<Permit> Ledger::ApplyRequest(const PermitRequest& r, uint64_t* wa
     }
   }
 
-  bool changed = false;
+  // What the VM holds before this request is granted.
+  Resources have = vm.permit;
   if (!vm.heard) {
     // The first word from this VM's agent since a restart. A permit above what the log holds
     // means the log lost it: the VM may be using it, so the ledger takes it back.
-    vm.heard = true;
-    --node->unheard;
+    node->MarkHeard(vm);
     if (r.last_permit && r.last_permit->AnyGreaterThan(vm.permit) && vm.migration) {
       // Its reservation is on two nodes and fixed until the migration ends; the log holds no
       // resize of a migrating VM.
@@ -214,48 +204,39 @@ absl::StatusOr<Permit> Ledger::ApplyRequest(const PermitRequest& r, uint64_t* wa
       LOG(WARNING) << "VM " << r.vm << " on node " << r.node << ": the agent's last permit "
                    << r.last_permit->ToString() << " is above the ledger's " << vm.permit.ToString()
                    << "; adopting it";
-      node->Uncount(vm);
-      vm.permit = Resources::Max(vm.permit, *r.last_permit);
-      node->Count(vm);
+      have = Resources::Max(vm.permit, *r.last_permit);
       adopted_permits_.fetch_add(1, std::memory_order_relaxed);
-      changed = true;
     }
   }
+  change::VmResized change{.node = r.node, .vm = r.vm, .permit = have, .requested = vm.requested};
   // A migrating VM is not resized (it has a reservation on two nodes).
   if (!vm.migration) {
-    const bool frozen = node->unheard > 0 && node->Awaiting(clock_.Now());
-    const Resources have = vm.permit;
     const Resources& want = r.resources;
-    Resources next;
-    next.milli_cpu =
-        frozen && want.milli_cpu > have.milli_cpu
-            ? have.milli_cpu
-            : Grant(have.milli_cpu, want.milli_cpu, vm.cu.milli_cpu, node->total.milli_cpu,
-                    node->reserved.milli_cpu, vm.overcommit.cpu_milli);
-    next.memory_bytes = frozen && want.memory_bytes > have.memory_bytes
-                            ? have.memory_bytes
-                            : Grant(have.memory_bytes, want.memory_bytes, vm.cu.memory_bytes,
-                                    node->total.memory_bytes, node->reserved.memory_bytes,
-                                    vm.overcommit.memory_milli);
-    if (next != have) {
-      node->Uncount(vm);
-      vm.permit = next;
-      node->Count(vm);
-      changed = true;
-    }
-    if (vm.requested != want) {
-      vm.requested = want;
-      changed = true;
+    change.requested = want;
+    change.permit = want;  // a decrease (or no change) as asked
+    if (want.AnyGreaterThan(have)) {
+      // An increase: none while the node waits for its agents after a restart (the clock only
+      // read then), else what the node has room for beside its other VMs.
+      const bool frozen = node->unheard > 0 && node->Awaiting(clock_.Now());
+      const Resources others = node->reserved - vm.share();
+      if (want.milli_cpu > have.milli_cpu) {
+        change.permit.milli_cpu =
+            frozen ? have.milli_cpu
+                   : Grant(have.milli_cpu, want.milli_cpu, vm.cu.milli_cpu, node->total.milli_cpu,
+                           others.milli_cpu, vm.overcommit.cpu_milli);
+      }
+      if (want.memory_bytes > have.memory_bytes) {
+        change.permit.memory_bytes =
+            frozen
+                ? have.memory_bytes
+                : Grant(have.memory_bytes, want.memory_bytes, vm.cu.memory_bytes,
+                        node->total.memory_bytes, others.memory_bytes, vm.overcommit.memory_milli);
+      }
     }
   }
-  if (changed && store_ != nullptr) {
-    LedgerRecord rec;
-    VmResized* x = rec.mutable_vm_resized();
-    x->set_node(r.node);
-    x->set_vm(r.vm);
-    *x->mutable_permit() = core::ToProto(vm.permit);
-    *x->mutable_requested() = core::ToProto(vm.requested);
-    vm.last_seq = Log(rec);
+  if (change.permit != vm.permit || change.requested != vm.requested) {
+    Apply(change, *node, vm);
+    if (store_ != nullptr) vm.last_seq = Log(internal::ToRecord(change));
   }
   *wait_seq = vm.last_seq;
   return Permit{.resources = vm.permit, .migration = vm.migration};
@@ -263,7 +244,7 @@ absl::StatusOr<Permit> Ledger::ApplyRequest(const PermitRequest& r, uint64_t* wa
 
 absl::StatusOr<Permit> Ledger::Request(const PermitRequest& request) {
   uint64_t seq = 0;
-  ASSIGN_OR_RETURN(Permit permit, ApplyRequest(request, &seq));
+  ASSIGN_OR_RETURN(Permit permit, AnswerRequest(request, &seq));
   RETURN_IF_ERROR(WaitDurable(seq));
   return permit;
 }
@@ -271,7 +252,7 @@ absl::StatusOr<Permit> Ledger::Request(const PermitRequest& request) {
 void Ledger::RequestAsync(const PermitRequest& request,
                           std::function<void(absl::StatusOr<Permit>)> done) {
   uint64_t seq = 0;
-  absl::StatusOr<Permit> permit = ApplyRequest(request, &seq);
+  absl::StatusOr<Permit> permit = AnswerRequest(request, &seq);
   if (!permit.ok() || store_ == nullptr || seq == 0) {
     done(std::move(permit));
     return;
@@ -363,27 +344,22 @@ absl::StatusOr<Placement> Ledger::PlaceVm(const PlaceVmRequest& request,
         Node* n = c.node;
         absl::MutexLock nl(&n->mu);
         if (!n->Fits(share, clock_.Now())) continue;  // it changed since it was ranked
-        Vm vm{.bounds = request.bounds,
-              .cu = request.compute_unit,
-              .permit = request.initial,
-              .requested = request.initial,
-              .overcommit = request.overcommit,
-              .migratable = request.migratable,
-              // Microseconds, as the log keeps it, so a rebuilt ledger is the same.
-              .created = absl::FromUnixMicros(absl::ToUnixMicros(clock_.Now())),
-              .migration = std::nullopt,
-              .heard = true,
-              .last_seq = 0};
-        if (store_ != nullptr) {
-          LedgerRecord r;
-          *r.mutable_vm_placed() = internal::VmRecordOf(request.name, n->name, vm);
-          vm.last_seq = Log(r);
-        }
-        n->Count(vm);
+        const change::VmPlaced change{
+            .name = request.name,
+            .node = n->name,
+            .vm = {.bounds = request.bounds,
+                   .cu = request.compute_unit,
+                   .permit = request.initial,
+                   .requested = request.initial,
+                   .overcommit = request.overcommit,
+                   .migratable = request.migratable,
+                   // Microseconds, as the log keeps it.
+                   .created = absl::FromUnixMicros(absl::ToUnixMicros(clock_.Now())),
+                   .migration = std::nullopt}};
+        Vm& vm = Apply(change, *n);
+        if (store_ != nullptr) vm.last_seq = Log(internal::ToRecord(change));
         wait = vm.last_seq;
-        n->vms.emplace(request.name, std::move(vm));
-        vm_index_[request.name] = n;
-        placement = {n->name, request.initial};
+        placement = {n->name, vm.permit};
         placed = true;
         break;
       }
@@ -414,19 +390,9 @@ absl::Status Ledger::ReleaseVm(const std::string& vm_name) {
       if (vm.migration) dst = registry_->by_name.at(vm.migration->target_node);
     }
     TwoLocks locks(src, dst);
-    if (dst != nullptr) {
-      const Incoming in = dst->incoming.at(vm_name);
-      dst->reserved = dst->reserved - in.share;
-      dst->committed = dst->committed - in.amount;
-      dst->incoming.erase(vm_name);
-    }
-    src->Forget(vm_name);
-    vm_index_.erase(it);
-    if (store_ != nullptr) {
-      LedgerRecord r;
-      r.set_vm_released(vm_name);
-      seq = Log(r);
-    }
+    const change::VmReleased change{.vm = vm_name};
+    Apply(change, *src, dst);
+    if (store_ != nullptr) seq = Log(internal::ToRecord(change));
   }
   return WaitDurable(seq);
 }
@@ -489,29 +455,21 @@ absl::Status Ledger::BalanceNode(Node* node) {
         TwoLocks locks(node, dst);
         auto it = node->vms.find(c.vm);
         if (it == node->vms.end() || it->second.migration) break;
-        Vm& vm = it->second;
-        const Resources share = vm.share();
-        if (!dst->TakesMigration(share, clock_.Now())) continue;  // changed since ranked
-        MigrationOrder order{.id = next_migration_id_++,
-                             .vm = c.vm,
-                             .source_node = node->name,
-                             .target_node = dst->name,
-                             .target_agent_address = dst->agent_address};
-        node->Uncount(vm);
-        vm.migration = order;
-        node->Count(vm);
-        dst->incoming[c.vm] = {order.id, vm.permit, share};
-        dst->reserved = dst->reserved + share;
-        dst->committed = dst->committed + vm.permit;
+        if (!dst->TakesMigration(it->second.share(), clock_.Now())) continue;  // changed since
+        const change::MigrationStarted change{{.id = next_migration_id_,
+                                               .vm = c.vm,
+                                               .source_node = node->name,
+                                               .target_node = dst->name,
+                                               .target_agent_address = dst->agent_address}};
+        Vm& vm = Apply(change, *node, *dst);
         if (store_ != nullptr) {
-          LedgerRecord r;
-          *r.mutable_migration_started() = internal::MigrationRecordOf(order);
-          vm.last_seq = Log(r);
+          vm.last_seq = Log(internal::ToRecord(change));
           wait = std::max(wait, vm.last_seq);
         }
         LOG(INFO) << "node " << node->name << " is above its watermark " << watermark.ToString()
                   << ": migrating VM " << c.vm << " (" << vm.permit.ToString() << ") to node "
-                  << dst->name << " (order " << order.id << ", policy " << policy_->name() << ")";
+                  << dst->name << " (order " << change.order.id << ", policy " << policy_->name()
+                  << ")";
         started = true;
         break;
       }
@@ -546,32 +504,17 @@ absl::Status Ledger::EndMigration(uint64_t order_id, const std::string& vm_name,
       dst = registry_->by_name.at(vm.migration->target_node);
     }
     TwoLocks locks(src, dst);
-    const Incoming in = dst->incoming.at(vm_name);
-    dst->reserved = dst->reserved - in.share;
-    dst->committed = dst->committed - in.amount;
-    dst->incoming.erase(vm_name);
-    Vm vm = src->vms.at(vm_name);
-    src->Forget(vm_name);
-    vm.migration.reset();
-    // Whichever agent holds the VM now has just been heard from.
-    vm.heard = true;
-    Node* home = succeeded ? dst : src;
-    if (store_ != nullptr) {
-      LedgerRecord r;
-      MigrationEnded* e = r.mutable_migration_ended();
-      e->set_id(order_id);
-      e->set_vm(vm_name);
-      e->set_succeeded(succeeded);
-      vm.last_seq = seq = Log(r);
-    }
+    const change::MigrationEnded change{.id = order_id, .vm = vm_name, .succeeded = succeeded};
+    Vm& vm = Apply(change, *src, *dst);
+    // Whichever agent holds the VM now has just been heard from (volatile, see Vm::heard).
     if (succeeded) {
-      dst->Add(vm_name, std::move(vm));
+      dst->MarkHeard(vm);
     } else {
-      src->Add(vm_name, std::move(vm));
+      src->MarkHeard(vm);
     }
-    it->second = home;
+    if (store_ != nullptr) vm.last_seq = seq = Log(internal::ToRecord(change));
     LOG(INFO) << ctx << ": " << (succeeded ? "succeeded, now on node " : "failed, stays on node ")
-              << home->name;
+              << (succeeded ? dst : src)->name;
   }
   return WaitDurable(seq);
 }

@@ -58,6 +58,15 @@ namespace autoscale::ledger {
 namespace internal {
 struct Node;
 struct Registry;
+struct Vm;
+namespace change {
+struct NodeRegistered;
+struct VmPlaced;
+struct VmResized;
+struct VmReleased;
+struct MigrationStarted;
+struct MigrationEnded;
+}  // namespace change
 }  // namespace internal
 
 using core::Bounds;
@@ -250,6 +259,7 @@ class Ledger {
  private:
   using Node = internal::Node;
   using Registry = internal::Registry;
+  using Vm = internal::Vm;
   struct Candidate;
 
   Ledger(LedgerOptions options, std::unique_ptr<LedgerStore> store);
@@ -257,7 +267,8 @@ class Ledger {
   // Finds a node without a shared lock (a per-thread copy of the registry). Never null for a
   // registered node; nodes live as long as the ledger.
   Node* FindNode(std::string_view name) const;
-  absl::StatusOr<Permit> ApplyRequest(const PermitRequest& request, uint64_t* wait_seq);
+  // Decides and applies an answer; the sequence number to wait for goes to `wait_seq`.
+  absl::StatusOr<Permit> AnswerRequest(const PermitRequest& request, uint64_t* wait_seq);
   absl::Status WaitDurable(uint64_t seq);
   uint64_t Log(const LedgerRecord& record);
 
@@ -267,10 +278,32 @@ class Ledger {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
   absl::Status BalanceNode(Node* node);
 
-  // Replay.
+  // The one mutation path (apply.cc). Every change to the state below, live or replayed, is
+  // made by one of these: an operation decides, builds the change, applies it here and then logs
+  // it (in that order, under the same locks); recovery reads the change back from the log,
+  // checks it against the state and applies it here. Each requires registry_mu_ when it changes
+  // the registry, the VM index or the migration ids, and the locks of the nodes it changes.
+  //
+  // `node`: the node of that name, locked by the caller, or null for a new one (created and
+  // returned unlocked).
+  Node* Apply(const internal::change::NodeRegistered& change, Node* node)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  Vm& Apply(const internal::change::VmPlaced& change, Node& node)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  // The request path: `node`'s lock only.
+  static void Apply(const internal::change::VmResized& change, Node& node, Vm& vm);
+  // `dst`: the target of the VM's migration, or null.
+  void Apply(const internal::change::VmReleased& change, Node& src, Node* dst)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  Vm& Apply(const internal::change::MigrationStarted& change, Node& src, Node& dst)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  // Returns the VM where it now is (on `dst` if the migration succeeded).
+  Vm& Apply(const internal::change::MigrationEnded& change, Node& src, Node& dst)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+
+  // Recovery (recovery.cc): the state rebuilt from a snapshot and records, through Apply.
   absl::Status Restore(const StoredState& state);
-  absl::Status ApplyRecord(const LedgerRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
-  Node* AddNode(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  absl::Status Replay(const LedgerRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
 
   void LockAll() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
   void UnlockAll() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);

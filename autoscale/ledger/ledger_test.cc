@@ -525,6 +525,27 @@ TEST_F(RecoveryTest, AMigratingVmsLastPermitIsNotAdopted) {
   EXPECT_EQ(Reserved("b"), kCu * 5);
 }
 
+// A record whose amounts no ledger could have written is damage, like a bad checksum: DATA_LOSS
+// naming the record (it was INVALID_ARGUMENT, as if a caller had asked for it).
+TEST_F(RecoveryTest, ARecordWithImpossibleAmountsIsDataLoss) {
+  AddNode("a", {4000, 16 * kGiB});
+  Place(Spec("x", 1), "a");
+  StoredState contents = store_->Contents();
+  LedgerRecord r;
+  VmResized* resized = r.mutable_vm_resized();
+  resized->set_node("a");
+  resized->set_vm("x");
+  resized->mutable_permit()->set_milli_cpu(-250);
+  resized->mutable_permit()->set_memory_bytes(kGiB);
+  contents.records.push_back(r);
+  ++contents.last_seq;
+  absl::StatusOr<std::unique_ptr<Ledger>> l =
+      Ledger::Open(Options(), std::make_unique<MemoryStore>(std::move(contents)));
+  ASSERT_EQ(l.status().code(), absl::StatusCode::kDataLoss) << l.status();
+  EXPECT_NE(l.status().message().find("record 3"), std::string::npos) << l.status();
+  EXPECT_NE(l.status().message().find("negative"), std::string::npos) << l.status();
+}
+
 TEST_F(RecoveryTest, RecordsOnlyRealChanges) {
   AddNode("a", {4000, 16 * kGiB});
   Place(Spec("x", 2), "a");

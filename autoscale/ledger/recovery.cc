@@ -14,16 +14,11 @@
 
 namespace autoscale::ledger {
 
-using internal::AmountFromProto;
-using internal::CheckBounds;
-using internal::CheckComputeUnit;
-using internal::CheckOvercommit;
 using internal::CheckSize;
 using internal::Corrupt;
-using internal::Incoming;
-using internal::Node;
+using internal::FromRecord;
 using internal::TwoLocks;
-using internal::Vm;
+namespace change = internal::change;
 
 absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(LedgerOptions options,
                                                      std::unique_ptr<LedgerStore> store) {
@@ -61,151 +56,95 @@ absl::Status Ledger::Snapshot() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   return store_->WriteSnapshot(snap);
 }
 
-absl::Status Ledger::ApplyRecord(const LedgerRecord& record) {
+// Reads the change back, checks what it says against the state (what the live operation checked
+// before it made the change) and applies it as the operation did.
+absl::Status Ledger::Replay(const LedgerRecord& record) {
   switch (record.change_case()) {
     case LedgerRecord::kNodeRegistered: {
-      const NodeRecord& r = record.node_registered();
-      if (r.name().empty()) return Corrupt("node record without a name");
-      ASSIGN_OR_RETURN(Resources total, AmountFromProto(r.total(), "node total"));
-      if (!(r.watermark() > 0 && r.watermark() <= 1)) {
-        return Corrupt(absl::StrCat("node ", r.name(), ": watermark ", r.watermark()));
+      ASSIGN_OR_RETURN(const change::NodeRegistered c, FromRecord(record.node_registered()));
+      auto found = registry_->by_name.find(c.name);
+      if (found == registry_->by_name.end()) {
+        Apply(c, nullptr);
+      } else {
+        absl::MutexLock l(&found->second->mu);
+        Apply(c, found->second);
       }
-      auto found = registry_->by_name.find(r.name());
-      Node* n = found == registry_->by_name.end() ? AddNode(r.name()) : found->second;
-      absl::MutexLock l(&n->mu);
-      n->total = total;
-      n->watermark_fraction = r.watermark();
-      n->agent_address = r.agent_address();
       return absl::OkStatus();
     }
     case LedgerRecord::kVmPlaced: {
-      const VmRecord& r = record.vm_placed();
-      const std::string ctx = absl::StrCat("VM ", r.name());
-      auto found = registry_->by_name.find(r.node());
-      if (found == registry_->by_name.end() || vm_index_.contains(r.name()) || r.name().empty()) {
-        return Corrupt(absl::StrCat(ctx, " placed twice or on unknown node ", r.node()));
+      ASSIGN_OR_RETURN(const change::VmPlaced c, FromRecord(record.vm_placed()));
+      auto found = registry_->by_name.find(c.node);
+      if (found == registry_->by_name.end() || vm_index_.contains(c.name)) {
+        return Corrupt(absl::StrCat("VM ", c.name, " placed twice or on unknown node ", c.node));
       }
-      Vm vm;
-      vm.bounds = {r.bounds().min_cu(), r.bounds().max_cu()};
-      vm.cu = {r.compute_unit().milli_cpu(), r.compute_unit().memory_bytes()};
-      ASSIGN_OR_RETURN(vm.permit, AmountFromProto(r.permit(), "permit"));
-      ASSIGN_OR_RETURN(vm.requested, AmountFromProto(r.requested(), "requested"));
-      vm.overcommit = {r.cpu_overcommit_milli(), r.memory_overcommit_milli()};
-      vm.migratable = r.migratable();
-      vm.created = absl::FromUnixMicros(r.created_unix_micros());
-      absl::Status valid = CheckComputeUnit(vm.cu);
-      if (valid.ok()) valid = CheckBounds(vm.bounds, vm.cu);
-      if (valid.ok()) valid = CheckOvercommit(vm.overcommit);
-      if (valid.ok()) valid = CheckSize(vm.permit, vm.cu, vm.bounds, "permit");
-      if (!valid.ok()) return Corrupt(absl::StrCat(ctx, ": ", valid.message()));
-      // A VM is placed before it migrates (a snapshot's migrations are replayed after).
-      if (r.has_migration()) return Corrupt(absl::StrCat(ctx, ": placed while migrating"));
-      Node* n = found->second;
-      absl::MutexLock l(&n->mu);
-      n->Add(r.name(), std::move(vm));
-      vm_index_[r.name()] = n;
+      absl::MutexLock l(&found->second->mu);
+      Apply(c, *found->second);
       return absl::OkStatus();
     }
     case LedgerRecord::kVmResized: {
-      const VmResized& r = record.vm_resized();
-      auto found = vm_index_.find(r.vm());
-      if (found == vm_index_.end() || found->second->name != r.node()) {
-        return Corrupt(absl::StrCat("resize of VM ", r.vm(), " not on node ", r.node()));
+      ASSIGN_OR_RETURN(const change::VmResized c, FromRecord(record.vm_resized()));
+      auto found = vm_index_.find(c.vm);
+      if (found == vm_index_.end() || found->second->name != c.node) {
+        return Corrupt(absl::StrCat("resize of VM ", c.vm, " not on node ", c.node));
       }
       Node* n = found->second;
       absl::MutexLock l(&n->mu);
-      Vm& vm = n->vms.at(r.vm());
-      ASSIGN_OR_RETURN(Resources permit, AmountFromProto(r.permit(), "permit"));
-      ASSIGN_OR_RETURN(Resources requested, AmountFromProto(r.requested(), "requested"));
-      if (absl::Status s = CheckSize(permit, vm.cu, vm.bounds, "permit"); !s.ok()) {
-        return Corrupt(absl::StrCat("VM ", r.vm(), ": ", s.message()));
+      Vm& vm = n->vms.at(c.vm);
+      if (absl::Status s = CheckSize(c.permit, vm.cu, vm.bounds, "permit"); !s.ok()) {
+        return Corrupt(absl::StrCat("VM ", c.vm, ": ", s.message()));
       }
-      if (vm.migration) return Corrupt(absl::StrCat("resize of migrating VM ", r.vm()));
-      n->Uncount(vm);
-      vm.permit = permit;
-      vm.requested = requested;
-      n->Count(vm);
+      if (vm.migration) return Corrupt(absl::StrCat("resize of migrating VM ", c.vm));
+      Apply(c, *n, vm);
       return absl::OkStatus();
     }
     case LedgerRecord::kVmReleased: {
-      auto found = vm_index_.find(record.vm_released());
-      if (found == vm_index_.end()) {
-        return Corrupt(absl::StrCat("release of unknown VM ", record.vm_released()));
-      }
+      const change::VmReleased c{.vm = record.vm_released()};
+      auto found = vm_index_.find(c.vm);
+      if (found == vm_index_.end()) return Corrupt(absl::StrCat("release of unknown VM ", c.vm));
       Node* src = found->second;
       Node* dst = nullptr;
       {
         absl::MutexLock l(&src->mu);
-        const Vm& vm = src->vms.at(record.vm_released());
+        const Vm& vm = src->vms.at(c.vm);
         if (vm.migration) dst = registry_->by_name.at(vm.migration->target_node);
       }
       TwoLocks locks(src, dst);
-      if (dst != nullptr) {
-        const Incoming in = dst->incoming.at(record.vm_released());
-        dst->reserved = dst->reserved - in.share;
-        dst->committed = dst->committed - in.amount;
-        dst->incoming.erase(record.vm_released());
-      }
-      src->Forget(record.vm_released());
-      vm_index_.erase(found);
+      Apply(c, *src, dst);
       return absl::OkStatus();
     }
     case LedgerRecord::kMigrationStarted: {
-      const MigrationRecord& m = record.migration_started();
-      auto found = vm_index_.find(m.vm());
-      auto t = registry_->by_name.find(m.target_node());
-      if (found == vm_index_.end() || found->second->name != m.source_node() ||
+      ASSIGN_OR_RETURN(const change::MigrationStarted c, FromRecord(record.migration_started()));
+      const MigrationOrder& o = c.order;
+      auto found = vm_index_.find(o.vm);
+      auto t = registry_->by_name.find(o.target_node);
+      if (found == vm_index_.end() || found->second->name != o.source_node ||
           t == registry_->by_name.end() || t->second == found->second) {
-        return Corrupt(absl::StrCat("migration ", m.id(), " of VM ", m.vm(), " from ",
-                                    m.source_node(), " to ", m.target_node()));
+        return Corrupt(absl::StrCat("migration ", o.id, " of VM ", o.vm, " from ", o.source_node,
+                                    " to ", o.target_node));
       }
       Node* src = found->second;
       Node* dst = t->second;
       TwoLocks locks(src, dst);
-      Vm& vm = src->vms.at(m.vm());
-      if (vm.migration) return Corrupt(absl::StrCat("VM ", m.vm(), " migrates twice"));
-      src->Uncount(vm);
-      vm.migration = MigrationOrder{.id = m.id(),
-                                    .vm = m.vm(),
-                                    .source_node = src->name,
-                                    .target_node = dst->name,
-                                    .target_agent_address = m.target_agent_address()};
-      src->Count(vm);
-      const Resources share = vm.share();
-      dst->incoming[m.vm()] = {m.id(), vm.permit, share};
-      dst->reserved = dst->reserved + share;
-      dst->committed = dst->committed + vm.permit;
-      next_migration_id_ = std::max(next_migration_id_, m.id() + 1);
+      if (src->vms.at(o.vm).migration) return Corrupt(absl::StrCat("VM ", o.vm, " migrates twice"));
+      Apply(c, *src, *dst);
       return absl::OkStatus();
     }
     case LedgerRecord::kMigrationEnded: {
-      const MigrationEnded& e = record.migration_ended();
-      auto found = vm_index_.find(e.vm());
-      if (found == vm_index_.end()) return Corrupt(absl::StrCat("end of unknown VM ", e.vm()));
+      ASSIGN_OR_RETURN(const change::MigrationEnded c, FromRecord(record.migration_ended()));
+      auto found = vm_index_.find(c.vm);
+      if (found == vm_index_.end()) return Corrupt(absl::StrCat("end of unknown VM ", c.vm));
       Node* src = found->second;
       Node* dst;
       {
         absl::MutexLock l(&src->mu);
-        const Vm& vm = src->vms.at(e.vm());
-        if (!vm.migration || vm.migration->id != e.id()) {
-          return Corrupt(absl::StrCat("end of unknown migration ", e.id(), " of VM ", e.vm()));
+        const Vm& vm = src->vms.at(c.vm);
+        if (!vm.migration || vm.migration->id != c.id) {
+          return Corrupt(absl::StrCat("end of unknown migration ", c.id, " of VM ", c.vm));
         }
         dst = registry_->by_name.at(vm.migration->target_node);
       }
       TwoLocks locks(src, dst);
-      const Incoming in = dst->incoming.at(e.vm());
-      dst->reserved = dst->reserved - in.share;
-      dst->committed = dst->committed - in.amount;
-      dst->incoming.erase(e.vm());
-      Vm vm = src->vms.at(e.vm());
-      src->Forget(e.vm());
-      vm.migration.reset();
-      if (e.succeeded()) {
-        dst->Add(e.vm(), std::move(vm));
-      } else {
-        src->Add(e.vm(), std::move(vm));
-      }
-      found->second = e.succeeded() ? dst : src;
+      Apply(c, *src, *dst);
       return absl::OkStatus();
     }
     case LedgerRecord::CHANGE_NOT_SET:
@@ -218,32 +157,36 @@ absl::Status Ledger::Restore(const StoredState& state) {
   absl::MutexLock rl(&registry_mu_);
   recovery_ = state.info;
   if (state.snapshot) {
+    // A snapshot is read as the changes that build it: its nodes registered, its VMs placed
+    // (without their migrations first, so that every target exists when those start), its
+    // migrations started.
     for (const NodeRecord& n : state.snapshot->nodes()) {
       LedgerRecord r;
       *r.mutable_node_registered() = n;
-      RETURN_IF_ERROR(Annotate(ApplyRecord(r), recovery_.snapshot_file));
+      RETURN_IF_ERROR(Annotate(Replay(r), recovery_.snapshot_file));
     }
-    // Placed without their migrations first, so that every target exists when those are added.
     for (const VmRecord& v : state.snapshot->vms()) {
       LedgerRecord r;
       *r.mutable_vm_placed() = v;
       r.mutable_vm_placed()->clear_migration();
-      RETURN_IF_ERROR(Annotate(ApplyRecord(r), recovery_.snapshot_file));
+      RETURN_IF_ERROR(Annotate(Replay(r), recovery_.snapshot_file));
     }
     for (const VmRecord& v : state.snapshot->vms()) {
       if (!v.has_migration()) continue;
       LedgerRecord r;
       *r.mutable_migration_started() = v.migration();
-      RETURN_IF_ERROR(Annotate(ApplyRecord(r), recovery_.snapshot_file));
+      RETURN_IF_ERROR(Annotate(Replay(r), recovery_.snapshot_file));
     }
+    // The one thing a snapshot holds that its changes do not rebuild: ids of migrations that
+    // started and ended before it are not reused.
     next_migration_id_ = std::max(next_migration_id_, state.snapshot->next_migration_id());
   }
   const uint64_t first_seq = state.last_seq - state.records.size() + 1;
   for (size_t i = 0; i < state.records.size(); ++i) {
-    RETURN_IF_ERROR(
-        Annotate(ApplyRecord(state.records[i]), absl::StrCat("record ", first_seq + i)));
+    RETURN_IF_ERROR(Annotate(Replay(state.records[i]), absl::StrCat("record ", first_seq + i)));
   }
-  // What agents did while the scheduler was down is unknown until they speak.
+  // What agents did while the scheduler was down is unknown until they speak (volatile, see
+  // Vm::heard: replay left every VM heard).
   const absl::Time until = clock_.Now() + options_.recovery_grace;
   for (Node* n : registry_->sorted) {
     absl::MutexLock l(&n->mu);

@@ -5,16 +5,11 @@
 namespace autoscale::ledger {
 namespace internal {
 
-int64_t ShareOf(int64_t amount, uint32_t factor_milli) {
-  // amount <= kMaxAmount (2^50), so amount * 1000 fits.
-  return (amount * 1000 + factor_milli - 1) / factor_milli;
-}
-
-int64_t Grant(int64_t have, int64_t want, int64_t step, int64_t total, int64_t node_reserved,
+int64_t Grant(int64_t have, int64_t want, int64_t step, int64_t total, int64_t others,
               uint32_t factor_milli) {
   if (want <= have) return want;
-  // What the node could reserve for this VM: its free part plus what the VM holds already.
-  const int64_t budget = total - node_reserved + ShareOf(have, factor_milli);
+  // What the node could reserve for this VM.
+  const int64_t budget = total - others;
   if (budget <= 0) return have;
   // share(x) = ceil(x * 1000 / factor) <= budget  <=>  x <= floor(budget * factor / 1000).
   const __int128 room = static_cast<__int128>(budget) * factor_milli / 1000;

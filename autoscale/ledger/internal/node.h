@@ -17,31 +17,59 @@
 
 namespace autoscale::ledger::internal {
 
-// What a node reserves for `amount` of one resource under `factor_milli`: rounded up.
-int64_t ShareOf(int64_t amount, uint32_t factor_milli);
+// What a node reserves for `amount` of one resource under `factor_milli`: rounded up. (Inline:
+// the request path computes shares several times.)
+inline int64_t ShareOf(int64_t amount, uint32_t factor_milli) {
+  // amount <= kMaxAmount (2^50), so amount * 1000 fits.
+  return (amount * 1000 + factor_milli - 1) / factor_milli;
+}
 
-// The most a VM holding `have` may get when it asks for `want` (> have): whole steps of `step`
-// as long as its node's reservation stays within `total` (section 3.3 of the reference, with the
-// share rounded up so that the node's sum can never pass its total).
-int64_t Grant(int64_t have, int64_t want, int64_t step, int64_t total, int64_t node_reserved,
+// What a VM holding `have` gets when it asks for `want`: a decrease (or no change) as asked; an
+// increase in whole steps of `step` as long as its node's reservation stays within `total`, the
+// node reserving `others` for everything else (section 3.3 of the reference, with the share
+// rounded up so that the node's sum can never pass its total).
+int64_t Grant(int64_t have, int64_t want, int64_t step, int64_t total, int64_t others,
               uint32_t factor_milli);
 
-struct Vm {
+// What the ledger knows of a VM that its log holds (a VmPlaced record, its resizes and
+// migrations; a snapshot's VmRecord). Recovery rebuilds exactly this, so equality is defined on it.
+struct VmState {
   Bounds bounds;
   Resources cu;
   // What the VM may use: its permit (the node reserves its share of it, NodeShare).
   Resources permit;
+  // What its agent last asked for.
   Resources requested;
   Overcommit overcommit;
   bool migratable = false;
+  // Microseconds, as the log keeps it.
   absl::Time created;
+  // Set while the VM migrates away.
   std::optional<MigrationOrder> migration;
-  // False after a restart until the VM's agent has been heard from.
+
+  friend bool operator==(const VmState&, const VmState&) = default;
+};
+
+// A VM on a node: its state and what only this process knows of it. Comparing two Vms compares
+// their states only.
+struct Vm : VmState {
+  Vm() = default;
+  explicit Vm(VmState state) : VmState(std::move(state)) {}
+
+  // False after a restart until the VM's agent has been heard from. Deliberately not logged:
+  // it says what this process has heard since it started, so recovery starts every VM unheard
+  // whatever the log says, and replaying records never changes it (a VM keeps its flag when it
+  // moves between nodes). Only the operations set it, when an agent speaks (Request) or a
+  // migration ends (EndMigration).
   bool heard = true;
   // Sequence number of the VM's latest record: answers about it wait until it is durable.
   uint64_t last_seq = 0;
 
-  Resources share() const { return NodeShare(permit, overcommit); }
+  // NodeShare(permit, overcommit).
+  Resources share() const {
+    return {ShareOf(permit.milli_cpu, overcommit.cpu_milli),
+            ShareOf(permit.memory_bytes, overcommit.memory_milli)};
+  }
 };
 
 // A VM migrating to a node: reserved there until the migration ends.
@@ -103,15 +131,38 @@ struct Node {
     committed = committed - vm.permit;
     if (vm.migration) migrating = migrating - s;
   }
-  void Add(const std::string& vm_name, Vm vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  // Adds a VM (removes one) with its sums and its unheard count.
+  Vm& Add(const std::string& vm_name, Vm vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     Count(vm);
-    vms.emplace(vm_name, std::move(vm));
+    if (!vm.heard) ++unheard;
+    return vms.emplace(vm_name, std::move(vm)).first->second;
   }
-  void Forget(const std::string& vm_name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  Vm Forget(const std::string& vm_name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     auto it = vms.find(vm_name);
-    Uncount(it->second);
-    if (!it->second.heard) --unheard;
+    Vm vm = std::move(it->second);
     vms.erase(it);
+    Uncount(vm);
+    if (!vm.heard) --unheard;
+    return vm;
+  }
+  // Reserves (releases) an incoming migration's share on this node, its target.
+  void AddIncoming(const std::string& vm_name, const Incoming& in)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    reserved = reserved + in.share;
+    committed = committed + in.amount;
+    incoming[vm_name] = in;
+  }
+  void ForgetIncoming(const std::string& vm_name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    auto it = incoming.find(vm_name);
+    reserved = reserved - it->second.share;
+    committed = committed - it->second.amount;
+    incoming.erase(it);
+  }
+  // The VM's agent has spoken since the restart (volatile, see Vm::heard).
+  void MarkHeard(Vm& vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (vm.heard) return;
+    vm.heard = true;
+    --unheard;
   }
 
   NodeInfo Info(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {

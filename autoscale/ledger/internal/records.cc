@@ -81,11 +81,7 @@ absl::Status Corrupt(absl::string_view what) {
   return absl::DataLossError(absl::StrCat("ledger store: ", what));
 }
 
-absl::StatusOr<Resources> AmountFromProto(const api::Resources& p, absl::string_view what) {
-  Resources r{p.milli_cpu(), p.memory_bytes()};
-  RETURN_IF_ERROR(CheckAmount(r, what));
-  return r;
-}
+namespace {
 
 MigrationRecord MigrationRecordOf(const MigrationOrder& o) {
   MigrationRecord r;
@@ -97,6 +93,118 @@ MigrationRecord MigrationRecordOf(const MigrationOrder& o) {
   return r;
 }
 
+// An amount read from the log, checked like CheckAmount.
+absl::StatusOr<Resources> AmountFromProto(const api::Resources& p, absl::string_view what) {
+  Resources r{p.milli_cpu(), p.memory_bytes()};
+  if (absl::Status s = CheckAmount(r, what); !s.ok()) return Corrupt(s.message());
+  return r;
+}
+
+}  // namespace
+
+LedgerRecord ToRecord(const change::NodeRegistered& c) {
+  LedgerRecord out;
+  NodeRecord& r = *out.mutable_node_registered();
+  r.set_name(std::string(c.name));
+  *r.mutable_total() = core::ToProto(c.total);
+  r.set_watermark(c.watermark);
+  r.set_agent_address(std::string(c.agent_address));
+  return out;
+}
+
+LedgerRecord ToRecord(const change::VmPlaced& c) {
+  LedgerRecord out;
+  *out.mutable_vm_placed() = VmRecordOf(c.name, c.node, c.vm);
+  return out;
+}
+
+LedgerRecord ToRecord(const change::VmResized& c) {
+  LedgerRecord out;
+  VmResized& r = *out.mutable_vm_resized();
+  r.set_node(std::string(c.node));
+  r.set_vm(std::string(c.vm));
+  *r.mutable_permit() = core::ToProto(c.permit);
+  *r.mutable_requested() = core::ToProto(c.requested);
+  return out;
+}
+
+LedgerRecord ToRecord(const change::VmReleased& c) {
+  LedgerRecord out;
+  out.set_vm_released(std::string(c.vm));
+  return out;
+}
+
+LedgerRecord ToRecord(const change::MigrationStarted& c) {
+  LedgerRecord out;
+  *out.mutable_migration_started() = MigrationRecordOf(c.order);
+  return out;
+}
+
+LedgerRecord ToRecord(const change::MigrationEnded& c) {
+  LedgerRecord out;
+  MigrationEnded& r = *out.mutable_migration_ended();
+  r.set_id(c.id);
+  r.set_vm(std::string(c.vm));
+  r.set_succeeded(c.succeeded);
+  return out;
+}
+
+absl::StatusOr<change::NodeRegistered> FromRecord(const NodeRecord& r) {
+  if (r.name().empty()) return Corrupt("node record without a name");
+  ASSIGN_OR_RETURN(Resources total, AmountFromProto(r.total(), "node total"));
+  if (!(r.watermark() > 0 && r.watermark() <= 1)) {
+    return Corrupt(absl::StrCat("node ", r.name(), ": watermark ", r.watermark()));
+  }
+  return change::NodeRegistered{.name = r.name(),
+                                .total = total,
+                                .watermark = r.watermark(),
+                                .agent_address = r.agent_address()};
+}
+
+absl::StatusOr<change::VmPlaced> FromRecord(const VmRecord& r) {
+  const std::string ctx = absl::StrCat("VM ", r.name());
+  if (r.name().empty()) return Corrupt("VM record without a name");
+  // A VM is placed before it migrates (a snapshot's migrations are replayed after).
+  if (r.has_migration()) return Corrupt(absl::StrCat(ctx, ": placed while migrating"));
+  change::VmPlaced c{.name = r.name(), .node = r.node(), .vm = {}};
+  VmState& vm = c.vm;
+  vm.bounds = {r.bounds().min_cu(), r.bounds().max_cu()};
+  vm.cu = {r.compute_unit().milli_cpu(), r.compute_unit().memory_bytes()};
+  ASSIGN_OR_RETURN(vm.permit, AmountFromProto(r.permit(), "permit"));
+  ASSIGN_OR_RETURN(vm.requested, AmountFromProto(r.requested(), "requested"));
+  vm.overcommit = {r.cpu_overcommit_milli(), r.memory_overcommit_milli()};
+  vm.migratable = r.migratable();
+  vm.created = absl::FromUnixMicros(r.created_unix_micros());
+  absl::Status valid = CheckComputeUnit(vm.cu);
+  if (valid.ok()) valid = CheckBounds(vm.bounds, vm.cu);
+  if (valid.ok()) valid = CheckOvercommit(vm.overcommit);
+  if (valid.ok()) valid = CheckSize(vm.permit, vm.cu, vm.bounds, "permit");
+  if (!valid.ok()) return Corrupt(absl::StrCat(ctx, ": ", valid.message()));
+  return c;
+}
+
+absl::StatusOr<change::VmResized> FromRecord(const VmResized& r) {
+  ASSIGN_OR_RETURN(Resources permit, AmountFromProto(r.permit(), "permit"));
+  ASSIGN_OR_RETURN(Resources requested, AmountFromProto(r.requested(), "requested"));
+  return change::VmResized{
+      .node = r.node(), .vm = r.vm(), .permit = permit, .requested = requested};
+}
+
+absl::StatusOr<change::MigrationStarted> FromRecord(const MigrationRecord& r) {
+  if (r.vm().empty() || r.source_node().empty() || r.target_node().empty()) {
+    return Corrupt(absl::StrCat("migration ", r.id(), " without a VM, source or target"));
+  }
+  return change::MigrationStarted{{.id = r.id(),
+                                   .vm = r.vm(),
+                                   .source_node = r.source_node(),
+                                   .target_node = r.target_node(),
+                                   .target_agent_address = r.target_agent_address()}};
+}
+
+absl::StatusOr<change::MigrationEnded> FromRecord(const MigrationEnded& r) {
+  return change::MigrationEnded{.id = r.id(), .vm = r.vm(), .succeeded = r.succeeded()};
+}
+
 NodeRecord NodeRecordOf(const Node& n) {
   NodeRecord r;
   r.set_name(n.name);
@@ -106,10 +214,10 @@ NodeRecord NodeRecordOf(const Node& n) {
   return r;
 }
 
-VmRecord VmRecordOf(const std::string& name, const std::string& node, const Vm& vm) {
+VmRecord VmRecordOf(absl::string_view name, absl::string_view node, const VmState& vm) {
   VmRecord v;
-  v.set_name(name);
-  v.set_node(node);
+  v.set_name(std::string(name));
+  v.set_node(std::string(node));
   v.mutable_bounds()->set_min_cu(vm.bounds.min_cu);
   v.mutable_bounds()->set_max_cu(vm.bounds.max_cu);
   v.mutable_compute_unit()->set_milli_cpu(vm.cu.milli_cpu);
