@@ -59,6 +59,7 @@ namespace internal {
 struct Node;
 struct Registry;
 struct Vm;
+struct LedgerPeer;
 namespace change {
 struct NodeRegistered;
 struct VmPlaced;
@@ -261,6 +262,8 @@ class Ledger {
   using Registry = internal::Registry;
   using Vm = internal::Vm;
   struct Candidate;
+  // Reads the whole state, for replay_equivalence_test.
+  friend struct internal::LedgerPeer;
 
   Ledger(LedgerOptions options, std::unique_ptr<LedgerStore> store);
 
