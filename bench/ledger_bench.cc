@@ -58,8 +58,8 @@ std::string NodeName(int n) { return absl::StrCat("node-", n); }
 std::string VmName(int n, int v) { return absl::StrCat("vm-", n, "-", v); }
 
 // Requests cycling through every VM of `nodes`, each a different size than the VM's last one.
-std::vector<ResizeRequest> Cycle(const std::vector<int>& nodes) {
-  std::vector<ResizeRequest> out;
+std::vector<PermitRequest> Cycle(const std::vector<int>& nodes) {
+  std::vector<PermitRequest> out;
   for (int64_t size : kSizes) {
     for (int n : nodes) {
       for (int v = 0; v < kVmsPerNode; ++v) {
@@ -94,7 +94,7 @@ void Populate(Ledger& ledger, int nodes) {
 // --- in process ---
 
 Ledger* g_ledger = nullptr;
-std::vector<std::vector<ResizeRequest>> g_requests;
+std::vector<std::vector<PermitRequest>> g_requests;
 
 void LedgerBench(benchmark::State& state, bool shared_nodes) {
   const int threads = state.threads();
@@ -113,7 +113,7 @@ void LedgerBench(benchmark::State& state, bool shared_nodes) {
   // (Google Benchmark starts all threads' loops together, after thread 0's setup.)
   size_t i = 0;
   for (auto _ : state) {
-    const std::vector<ResizeRequest>& mine = g_requests[state.thread_index()];
+    const std::vector<PermitRequest>& mine = g_requests[state.thread_index()];
     absl::StatusOr<Permit> p = g_ledger->Request(mine[i]);
     benchmark::DoNotOptimize(p);
     if (++i == mine.size()) i = 0;
@@ -141,7 +141,7 @@ class GlobalMutexMap {
       for (int v = 0; v < kVmsPerNode; ++v) vms_[NodeName(n) + "/" + VmName(n, v)] = kCu * 3;
     }
   }
-  absl::StatusOr<Resources> Request(const ResizeRequest& r) {
+  absl::StatusOr<Resources> Request(const PermitRequest& r) {
     std::lock_guard<std::mutex> l(mu_);
     auto node = nodes_.find(r.node);
     if (node == nodes_.end()) return absl::NotFoundError(r.node);
@@ -183,7 +183,7 @@ void BM_GlobalMutexMap(benchmark::State& state) {
   }
   size_t i = 0;
   for (auto _ : state) {
-    const std::vector<ResizeRequest>& mine = g_requests[state.thread_index()];
+    const std::vector<PermitRequest>& mine = g_requests[state.thread_index()];
     absl::StatusOr<Resources> p = g_baseline->Request(mine[i]);
     benchmark::DoNotOptimize(p);
     if (++i == mine.size()) i = 0;
@@ -221,7 +221,7 @@ void BM_Grpc(benchmark::State& state) {
         grpc::CreateCustomChannel(server->address(), grpc::InsecureChannelCredentials(), args)));
   }
   std::vector<api::AgentRequest> requests;
-  for (const ResizeRequest& r : Cycle([] {
+  for (const PermitRequest& r : Cycle([] {
          std::vector<int> all;
          for (int n = 0; n < kNodes; ++n) all.push_back(n);
          return all;

@@ -1,8 +1,10 @@
 // Ledger: the scheduler's single source of truth for what every node has handed out to its VMs.
 //
-// For each node it keeps, per resource (milli-CPU, bytes), the total, the watermark, what its VMs
-// reserve (overcommit factor applied), what they were committed (without it) and the part of the
-// reservation that is migrating away (neon-autoscaling.md section 3.2). It
+// For each VM it keeps its permit: what the VM may use, per resource (milli-CPU, bytes). For each
+// node it keeps the total, the watermark, what its VMs' permits reserve there (`reserved`: each
+// permit divided by the VM's overcommit factor, so a node's `reserved` is not the sum of its VMs'
+// permits), what they were committed (`committed`: the permits' sum, without overcommit) and the
+// part of the reservation that is migrating away (neon-autoscaling.md section 3.2). It
 //   - answers agents' requests: a decrease applies at once; an increase is granted in whole
 //     compute-unit parts up to the node's free capacity, CPU and memory independently (fully,
 //     partly or not), so a node's reservation never exceeds its total, whatever the order or
@@ -53,6 +55,21 @@
 
 namespace autoscale::ledger {
 
+namespace internal {
+struct Node;
+struct Registry;
+struct Vm;
+struct LedgerPeer;
+namespace change {
+struct NodeRegistered;
+struct VmPlaced;
+struct VmResized;
+struct VmReleased;
+struct MigrationStarted;
+struct MigrationEnded;
+}  // namespace change
+}  // namespace internal
+
 using core::Bounds;
 using core::Resources;
 
@@ -82,7 +99,7 @@ struct NodeSpec {
   std::string agent_address{};
 };
 
-struct VmSpec {
+struct PlaceVmRequest {
   std::string name{};
   Bounds bounds{};
   Resources compute_unit{};
@@ -128,7 +145,7 @@ struct VmInfo {
   Bounds bounds{};
   Resources compute_unit{};
   // What the VM may use (its permit) and what its agent last asked for.
-  Resources reserved{};
+  Resources permit{};
   Resources requested{};
   Overcommit overcommit{};
   bool migratable = false;
@@ -141,7 +158,7 @@ struct VmInfo {
 
 // An agent's request for one VM: an increase asks, a decrease reports what already happened, an
 // unchanged amount says "still using this".
-struct ResizeRequest {
+struct PermitRequest {
   std::string node{};
   std::string vm{};
   // Must be the VM's compute unit.
@@ -161,7 +178,8 @@ struct Permit {
 
 struct Placement {
   std::string node{};
-  Resources reserved{};
+  // The VM's permit: its initial size.
+  Resources permit{};
 };
 
 struct LedgerOptions {
@@ -199,16 +217,16 @@ class Ledger {
   // Answers an agent's request. Errors (nothing changes): INVALID_ARGUMENT for amounts that are
   // negative, not whole CUs, outside the VM's bounds or in another CU; NOT_FOUND for an unknown
   // node or a VM not on that node; UNAVAILABLE when the change cannot be made durable.
-  absl::StatusOr<Permit> Request(const ResizeRequest& request);
+  absl::StatusOr<Permit> Request(const PermitRequest& request);
   // The same, calling `done` once the answer is durable (maybe before returning, maybe later from
   // the store's thread). For servers that must not block a thread per request.
-  void RequestAsync(const ResizeRequest& request, std::function<void(absl::StatusOr<Permit>)> done);
+  void RequestAsync(const PermitRequest& request, std::function<void(absl::StatusOr<Permit>)> done);
 
   // Places a new VM on the best node that fits it (or on `node` only, when given) and reserves
-  // its initial size there. Placing a VM again with the same spec returns its placement.
+  // its initial size there. Placing a VM again with the same request returns its placement.
   // Errors: INVALID_ARGUMENT, ALREADY_EXISTS (another VM of that name), NOT_FOUND (`node`),
   // RESOURCE_EXHAUSTED (no node has room), UNAVAILABLE (`node` awaits its agent after a restart).
-  absl::StatusOr<Placement> PlaceVm(const VmSpec& spec, const std::string& node = "");
+  absl::StatusOr<Placement> PlaceVm(const PlaceVmRequest& request, const std::string& node = "");
   // Forgets a VM (and its incoming reservation if it was migrating).
   absl::Status ReleaseVm(const std::string& vm);
 
@@ -240,17 +258,20 @@ class Ledger {
   std::optional<StoreStats> store_stats() const;
 
  private:
-  struct Vm;
-  struct Node;
-  struct Registry;
+  using Node = internal::Node;
+  using Registry = internal::Registry;
+  using Vm = internal::Vm;
   struct Candidate;
+  // Reads the whole state, for replay_equivalence_test.
+  friend struct internal::LedgerPeer;
 
   Ledger(LedgerOptions options, std::unique_ptr<LedgerStore> store);
 
   // Finds a node without a shared lock (a per-thread copy of the registry). Never null for a
   // registered node; nodes live as long as the ledger.
   Node* FindNode(std::string_view name) const;
-  absl::StatusOr<Permit> ApplyRequest(const ResizeRequest& request, uint64_t* wait_seq);
+  // Decides and applies an answer; the sequence number to wait for goes to `wait_seq`.
+  absl::StatusOr<Permit> AnswerRequest(const PermitRequest& request, uint64_t* wait_seq);
   absl::Status WaitDurable(uint64_t seq);
   uint64_t Log(const LedgerRecord& record);
 
@@ -260,10 +281,32 @@ class Ledger {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
   absl::Status BalanceNode(Node* node);
 
-  // Replay.
+  // The one mutation path (apply.cc). Every change to the state below, live or replayed, is
+  // made by one of these: an operation decides, builds the change, applies it here and then logs
+  // it (in that order, under the same locks); recovery reads the change back from the log,
+  // checks it against the state and applies it here. Each requires registry_mu_ when it changes
+  // the registry, the VM index or the migration ids, and the locks of the nodes it changes.
+  //
+  // `node`: the node of that name, locked by the caller, or null for a new one (created and
+  // returned unlocked).
+  Node* Apply(const internal::change::NodeRegistered& change, Node* node)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  Vm& Apply(const internal::change::VmPlaced& change, Node& node)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  // The request path: `node`'s lock only.
+  static void Apply(const internal::change::VmResized& change, Node& node, Vm& vm);
+  // `dst`: the target of the VM's migration, or null.
+  void Apply(const internal::change::VmReleased& change, Node& src, Node* dst)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  Vm& Apply(const internal::change::MigrationStarted& change, Node& src, Node& dst)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  // Returns the VM where it now is (on `dst` if the migration succeeded).
+  Vm& Apply(const internal::change::MigrationEnded& change, Node& src, Node& dst)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+
+  // Recovery (recovery.cc): the state rebuilt from a snapshot and records, through Apply.
   absl::Status Restore(const StoredState& state);
-  absl::Status ApplyRecord(const LedgerRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
-  Node* AddNode(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  absl::Status Replay(const LedgerRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
 
   void LockAll() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
   void UnlockAll() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);

@@ -38,7 +38,7 @@ Resources RandomSize(std::mt19937_64& rng, const Resources& cu, const Bounds& b)
           cu.memory_bytes * Pick(rng, b.min_cu, b.max_cu)};
 }
 
-VmSpec RandomVm(std::mt19937_64& rng, const std::string& name) {
+PlaceVmRequest RandomVm(std::mt19937_64& rng, const std::string& name) {
   const Resources cu = kCus[Pick(rng, 0, 1)];
   const uint32_t min = Pick(rng, 1, 2), max = min + Pick(rng, 0, 6);
   return {.name = name,
@@ -136,7 +136,7 @@ TEST(LedgerPropertyTest, SequentialRandomOperationsKeepEveryRule) {
                                                  .vm = name,
                                                  .compute_unit = before.compute_unit,
                                                  .resources = want,
-                                                 .last_permit = before.reserved});
+                                                 .last_permit = before.permit});
       const NodeInfo node = *ledger.GetNode(before.node);
       ASSERT_TRUE(node.reserved.FitsIn(node.total)) << node.name << " over its total";
       if (bad) {
@@ -147,12 +147,12 @@ TEST(LedgerPropertyTest, SequentialRandomOperationsKeepEveryRule) {
       ASSERT_TRUE(p.ok()) << p.status();
       const Resources free = node.total - node.reserved;
       const bool migrating = before.migration.has_value();
-      CheckGrant("cpu", before.reserved.milli_cpu, want.milli_cpu, p->resources.milli_cpu,
+      CheckGrant("cpu", before.permit.milli_cpu, want.milli_cpu, p->resources.milli_cpu,
                  before.compute_unit.milli_cpu, before.overcommit.cpu_milli, free.milli_cpu,
                  migrating);
-      CheckGrant("memory", before.reserved.memory_bytes, want.memory_bytes,
-                 p->resources.memory_bytes, before.compute_unit.memory_bytes,
-                 before.overcommit.memory_milli, free.memory_bytes, migrating);
+      CheckGrant("memory", before.permit.memory_bytes, want.memory_bytes, p->resources.memory_bytes,
+                 before.compute_unit.memory_bytes, before.overcommit.memory_milli,
+                 free.memory_bytes, migrating);
       if (p->resources == want) ++granted;
       if (want.AnyGreaterThan(p->resources)) ++partial;
       if (HasFatalFailure() || HasNonfatalFailure()) return;
@@ -175,9 +175,9 @@ int64_t RunConcurrently(Ledger& ledger, int threads, int requests_per_thread, ui
                         const std::function<void()>& middle = nullptr) {
   std::mt19937_64 rng(seed);
   AddNodes(ledger, rng, 8);
-  std::vector<std::vector<VmSpec>> owned(threads);
+  std::vector<std::vector<PlaceVmRequest>> owned(threads);
   for (int i = 0; i < threads * 12; ++i) {
-    VmSpec s = RandomVm(rng, absl::StrCat("vm", i));
+    PlaceVmRequest s = RandomVm(rng, absl::StrCat("vm", i));
     if (ledger.PlaceVm(s).ok()) owned[i % threads].push_back(s);
   }
   std::atomic<bool> done{false};
@@ -211,14 +211,14 @@ int64_t RunConcurrently(Ledger& ledger, int threads, int requests_per_thread, ui
   for (int t = 0; t < threads; ++t) {
     agents.emplace_back([&, t] {
       std::mt19937_64 r(seed + 100 + t);
-      const std::vector<VmSpec>& vms = owned[t];
+      const std::vector<PlaceVmRequest>& vms = owned[t];
       if (vms.empty()) return;
       // What this agent knows: each VM's node and permit (only this agent resizes them).
       std::map<std::string, std::pair<std::string, Resources>> known;
-      for (const VmInfo& v : ledger.ListVms()) known[v.name] = {v.node, v.reserved};
+      for (const VmInfo& v : ledger.ListVms()) known[v.name] = {v.node, v.permit};
       for (int i = 0; i < requests_per_thread; ++i) {
         if (middle && t == 0 && i == requests_per_thread / 2) middle();
-        const VmSpec& s = vms[Pick(r, 0, vms.size() - 1)];
+        const PlaceVmRequest& s = vms[Pick(r, 0, vms.size() - 1)];
         auto& [node, have] = known[s.name];
         const Resources want = RandomSize(r, s.compute_unit, s.bounds);
         absl::StatusOr<Permit> p = ledger.Request(

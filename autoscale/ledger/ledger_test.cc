@@ -33,8 +33,8 @@ class LedgerTest : public ::testing::Test {
                                     .agent_address = name + ":7000"})
                     .ok());
   }
-  VmSpec Spec(const std::string& name, uint32_t initial_cu, uint32_t max_cu = 16,
-              bool migratable = false) {
+  PlaceVmRequest Spec(const std::string& name, uint32_t initial_cu, uint32_t max_cu = 16,
+                      bool migratable = false) {
     return {.name = name,
             .bounds = {1, max_cu},
             .compute_unit = kCu,
@@ -42,7 +42,7 @@ class LedgerTest : public ::testing::Test {
             .overcommit = {},
             .migratable = migratable};
   }
-  std::string Place(const VmSpec& spec, const std::string& node = "") {
+  std::string Place(const PlaceVmRequest& spec, const std::string& node = "") {
     clock_.Advance(absl::Seconds(1));  // distinct ages
     absl::StatusOr<Placement> p = ledger_->PlaceVm(spec, node);
     EXPECT_TRUE(p.ok()) << p.status();
@@ -139,7 +139,7 @@ TEST_F(LedgerTest, ResourcesAreGrantedIndependently) {
 TEST_F(LedgerTest, OvercommitScalesTheNodeShare) {
   // With 2x memory overcommit, 4 GiB of node memory holds 8 GiB of VM memory.
   AddNode("n", {8000, 4 * kGiB});
-  VmSpec s = Spec("vm", 1);
+  PlaceVmRequest s = Spec("vm", 1);
   s.overcommit = {1000, 2000};
   Place(s);
   absl::StatusOr<Permit> p = Ask("n", "vm", kCu * 10);
@@ -157,7 +157,7 @@ TEST_F(LedgerTest, ImpossibleRequestsAreRefusedAndChangeNothing) {
   const std::vector<VmInfo> before = ledger_->ListVms();
   struct Case {
     const char* name;
-    ResizeRequest request;
+    PermitRequest request;
     absl::StatusCode code;
   };
   const Case cases[] = {
@@ -182,7 +182,7 @@ TEST_F(LedgerTest, ImpossibleRequestsAreRefusedAndChangeNothing) {
 
 TEST_F(LedgerTest, PlacementValidatesTheSpec) {
   AddNode("n", {4000, 16 * kGiB});
-  VmSpec s = Spec("vm", 2);
+  PlaceVmRequest s = Spec("vm", 2);
   s.bounds = {3, 2};
   EXPECT_EQ(ledger_->PlaceVm(s).status().code(), absl::StatusCode::kInvalidArgument);
   s = Spec("vm", 2);
@@ -228,7 +228,7 @@ TEST_F(LedgerTest, PlacementIsIdempotentAndNamesAreUnique) {
   absl::StatusOr<Placement> again = ledger_->PlaceVm(Spec("vm", 2));
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->node, "a");
-  EXPECT_EQ(again->reserved, kCu * 3);
+  EXPECT_EQ(again->permit, kCu * 3);
   EXPECT_EQ(ledger_->PlaceVm(Spec("vm", 2, 8)).status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(ledger_->ListVms().size(), 1u);
 }
@@ -523,6 +523,27 @@ TEST_F(RecoveryTest, AMigratingVmsLastPermitIsNotAdopted) {
   Restart();
   EXPECT_EQ(Reserved("a"), kCu * 10);
   EXPECT_EQ(Reserved("b"), kCu * 5);
+}
+
+// A record whose amounts no ledger could have written is damage, like a bad checksum: DATA_LOSS
+// naming the record (it was INVALID_ARGUMENT, as if a caller had asked for it).
+TEST_F(RecoveryTest, ARecordWithImpossibleAmountsIsDataLoss) {
+  AddNode("a", {4000, 16 * kGiB});
+  Place(Spec("x", 1), "a");
+  StoredState contents = store_->Contents();
+  LedgerRecord r;
+  VmResized* resized = r.mutable_vm_resized();
+  resized->set_node("a");
+  resized->set_vm("x");
+  resized->mutable_permit()->set_milli_cpu(-250);
+  resized->mutable_permit()->set_memory_bytes(kGiB);
+  contents.records.push_back(r);
+  ++contents.last_seq;
+  absl::StatusOr<std::unique_ptr<Ledger>> l =
+      Ledger::Open(Options(), std::make_unique<MemoryStore>(std::move(contents)));
+  ASSERT_EQ(l.status().code(), absl::StatusCode::kDataLoss) << l.status();
+  EXPECT_NE(l.status().message().find("record 3"), std::string::npos) << l.status();
+  EXPECT_NE(l.status().message().find("negative"), std::string::npos) << l.status();
 }
 
 TEST_F(RecoveryTest, RecordsOnlyRealChanges) {

@@ -54,8 +54,8 @@ class FewestBytes : public MigrationPolicy {
     s.order.resize(c.size());
     std::iota(s.order.begin(), s.order.end(), 0);
     std::sort(s.order.begin(), s.order.end(), [&](size_t a, size_t b) {
-      if (c[a].reserved.memory_bytes != c[b].reserved.memory_bytes) {
-        return c[a].reserved.memory_bytes < c[b].reserved.memory_bytes;
+      if (c[a].permit.memory_bytes != c[b].permit.memory_bytes) {
+        return c[a].permit.memory_bytes < c[b].permit.memory_bytes;
       }
       return c[a].vm < c[b].vm;
     });
@@ -68,7 +68,7 @@ class FewestBytes : public MigrationPolicy {
     // Start from the reference's choice, so the search only ever improves on it.
     s.best = OldestFirst().Choose(c, excess);
     s.best_bytes = 0;
-    for (size_t i : s.best) s.best_bytes += c[i].reserved.memory_bytes;
+    for (size_t i : s.best) s.best_bytes += c[i].permit.memory_bytes;
     s.Visit(0, {}, 0);
     std::sort(s.best.begin(), s.best.end(), [&](size_t a, size_t b) {
       if (c[a].created != c[b].created) return c[a].created < c[b].created;
@@ -103,7 +103,7 @@ class FewestBytes : public MigrationPolicy {
       if (k == order.size() || !Covers(moved + suffix[k], excess)) return;
       const MigrationCandidate& m = c[order[k]];
       current.push_back(order[k]);
-      Visit(k + 1, moved + m.share, bytes + m.reserved.memory_bytes);
+      Visit(k + 1, moved + m.share, bytes + m.permit.memory_bytes);
       current.pop_back();
       Visit(k + 1, moved, bytes);
     }

@@ -26,8 +26,9 @@ namespace autoscale::ledger {
 
 struct MigrationCandidate {
   std::string vm{};
-  // What the VM may use (what a migration copies) and what its node reserves for it.
-  core::Resources reserved{};
+  // What the VM may use, its permit (what a migration copies), and what its node reserves for
+  // it (the permit's share after overcommit).
+  core::Resources permit{};
   core::Resources share{};
   absl::Time created{};
 };

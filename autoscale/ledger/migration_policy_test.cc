@@ -52,7 +52,7 @@ TEST(FewestBytesTest, NeverWorseThanOldestFirst) {
     c.push_back(Vm("vm" + std::to_string(i), i, 250 * (1 + i % 3), 1 + (i * 7) % 9));
   auto bytes = [&](const std::vector<size_t>& chosen) {
     int64_t b = 0;
-    for (size_t i : chosen) b += c[i].reserved.memory_bytes;
+    for (size_t i : chosen) b += c[i].permit.memory_bytes;
     return b;
   };
   for (int64_t gib = 1; gib < 60; gib += 7) {

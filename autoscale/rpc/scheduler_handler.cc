@@ -64,7 +64,7 @@ api::VmState ToProto(const ledger::VmInfo& v) {
   p.mutable_bounds()->set_max_cu(v.bounds.max_cu);
   p.mutable_compute_unit()->set_milli_cpu(v.compute_unit.milli_cpu);
   p.mutable_compute_unit()->set_memory_bytes(v.compute_unit.memory_bytes);
-  *p.mutable_reserved() = core::ToProto(v.reserved);
+  *p.mutable_reserved() = core::ToProto(v.permit);
   *p.mutable_requested() = core::ToProto(v.requested);
   p.set_cpu_overcommit_milli(v.overcommit.cpu_milli);
   p.set_memory_overcommit_milli(v.overcommit.memory_milli);
@@ -99,12 +99,12 @@ std::vector<SchedulerHandler::CallCount> SchedulerHandler::Counts() const {
 
 namespace {
 
-absl::StatusOr<ledger::ResizeRequest> ResizeFromProto(const api::AgentRequest& r) {
+absl::StatusOr<ledger::PermitRequest> ResizeFromProto(const api::AgentRequest& r) {
   const std::string call = absl::StrCat("AgentRequest ", r.vm(), " on ", r.node());
   RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
   RETURN_IF_ERROR(Required(r.node(), "node", call));
   RETURN_IF_ERROR(Required(r.vm(), "vm", call));
-  ledger::ResizeRequest out{.node = r.node(), .vm = r.vm()};
+  ledger::PermitRequest out{.node = r.node(), .vm = r.vm()};
   absl::StatusOr<Resources> cu = core::ComputeUnitFromProto(r.compute_unit());
   if (!cu.ok()) return Annotate(cu.status(), call);
   out.compute_unit = *cu;
@@ -132,7 +132,7 @@ api::PermitResponse PermitToProto(const ledger::Permit& p) {
 
 void SchedulerHandler::Request(const api::AgentRequest& request,
                                std::function<void(absl::StatusOr<api::PermitResponse>)> done) {
-  absl::StatusOr<ledger::ResizeRequest> resize = ResizeFromProto(request);
+  absl::StatusOr<ledger::PermitRequest> resize = ResizeFromProto(request);
   if (!resize.ok()) {
     done(Count<api::PermitResponse>(kRequest, resize.status()));
     return;
@@ -147,7 +147,7 @@ void SchedulerHandler::Request(const api::AgentRequest& request,
 }
 
 absl::StatusOr<api::PermitResponse> SchedulerHandler::Request(const api::AgentRequest& request) {
-  absl::StatusOr<ledger::ResizeRequest> resize = ResizeFromProto(request);
+  absl::StatusOr<ledger::PermitRequest> resize = ResizeFromProto(request);
   if (!resize.ok()) return Count<api::PermitResponse>(kRequest, resize.status());
   absl::StatusOr<ledger::Permit> p = ledger_.Request(*resize);
   if (!p.ok()) return Count<api::PermitResponse>(kRequest, p.status());
@@ -194,7 +194,7 @@ absl::StatusOr<api::PlaceVmResponse> SchedulerHandler::PlaceVm(const api::PlaceV
       if (!i.ok()) return Annotate(i.status(), call);
       initial = *i;
     }
-    const ledger::VmSpec spec{
+    const ledger::PlaceVmRequest spec{
         .name = r.vm(),
         .bounds = *bounds,
         .compute_unit = cu,
@@ -206,7 +206,7 @@ absl::StatusOr<api::PlaceVmResponse> SchedulerHandler::PlaceVm(const api::PlaceV
     api::PlaceVmResponse out;
     out.set_protocol_version(api::PROTOCOL_VERSION_1);
     out.set_node(p.node);
-    *out.mutable_reserved() = core::ToProto(p.reserved);
+    *out.mutable_reserved() = core::ToProto(p.permit);
     return out;
   };
   return Count(kPlaceVm, run());

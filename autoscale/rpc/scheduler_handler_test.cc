@@ -74,7 +74,7 @@ TEST_F(HandlerTest, WrongProtocolVersionIsRefused) {
   }
   api::ListRequest list;
   EXPECT_EQ(handler_.ListVms(list).status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(ledger_.GetVm("vm1")->reserved, (core::Resources{250, kGiB}));
+  EXPECT_EQ(ledger_.GetVm("vm1")->permit, (core::Resources{250, kGiB}));
 }
 
 TEST_F(HandlerTest, ImpossibleRequestsGetClearErrors) {
@@ -112,7 +112,7 @@ TEST_F(HandlerTest, ImpossibleRequestsGetClearErrors) {
     EXPECT_EQ(p.status().code(), c.code) << c.name << ": " << p.status();
     EXPECT_NE(p.status().message().find(c.says), std::string::npos) << c.name << ": " << p.status();
   }
-  EXPECT_EQ(ledger_.GetVm("vm1")->reserved, (core::Resources{250, kGiB}));
+  EXPECT_EQ(ledger_.GetVm("vm1")->permit, (core::Resources{250, kGiB}));
   bool counted = false;
   for (const auto& c : handler_.Counts()) {
     if (c.method == "Request" && c.code == absl::StatusCode::kInvalidArgument) {

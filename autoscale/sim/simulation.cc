@@ -993,11 +993,11 @@ absl::Status Simulation::CheckConservation(int64_t t) const {
                                               " that the simulation does not know"));
     }
     const core::Resources& have = vms_[it->second]->state.current();
-    if (have.AnyGreaterThan(info.reserved)) {
+    if (have.AnyGreaterThan(info.permit)) {
       return absl::InternalError(
           absl::StrCat("simulation at ", absl::FormatDuration(absl::Nanoseconds(t)), ": VM ",
                        info.name, " has ", have.ToString(),
-                       ", more than the ledger reserved for it (", info.reserved.ToString(), ")"));
+                       ", more than the ledger reserved for it (", info.permit.ToString(), ")"));
     }
   }
   return absl::OkStatus();

@@ -1,0 +1,214 @@
+// Node accounting: a node's VMs, the sums they add up to, and the grant rule. Private to the
+// ledger library.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "autoscale/core/resources.h"
+#include "autoscale/ledger/ledger.h"
+
+namespace autoscale::ledger::internal {
+
+// What a node reserves for `amount` of one resource under `factor_milli`: rounded up. (Inline:
+// the request path computes shares several times.)
+inline int64_t ShareOf(int64_t amount, uint32_t factor_milli) {
+  // amount <= kMaxAmount (2^50), so amount * 1000 fits.
+  return (amount * 1000 + factor_milli - 1) / factor_milli;
+}
+
+// What a VM holding `have` gets when it asks for `want`: a decrease (or no change) as asked; an
+// increase in whole steps of `step` as long as its node's reservation stays within `total`, the
+// node reserving `others` for everything else (section 3.3 of the reference, with the share
+// rounded up so that the node's sum can never pass its total).
+int64_t Grant(int64_t have, int64_t want, int64_t step, int64_t total, int64_t others,
+              uint32_t factor_milli);
+
+// What the ledger knows of a VM that its log holds (a VmPlaced record, its resizes and
+// migrations; a snapshot's VmRecord). Recovery rebuilds exactly this, so equality is defined on it.
+struct VmState {
+  Bounds bounds;
+  Resources cu;
+  // What the VM may use: its permit (the node reserves its share of it, NodeShare).
+  Resources permit;
+  // What its agent last asked for.
+  Resources requested;
+  Overcommit overcommit;
+  bool migratable = false;
+  // Microseconds, as the log keeps it.
+  absl::Time created;
+  // Set while the VM migrates away.
+  std::optional<MigrationOrder> migration;
+
+  friend bool operator==(const VmState&, const VmState&) = default;
+};
+
+// A VM on a node: its state and what only this process knows of it. Comparing two Vms compares
+// their states only.
+struct Vm : VmState {
+  Vm() = default;
+  explicit Vm(VmState state) : VmState(std::move(state)) {}
+
+  // False after a restart until the VM's agent has been heard from. Deliberately not logged:
+  // it says what this process has heard since it started, so recovery starts every VM unheard
+  // whatever the log says, and replaying records never changes it (a VM keeps its flag when it
+  // moves between nodes). Only the operations set it, when an agent speaks (Request) or a
+  // migration ends (EndMigration).
+  bool heard = true;
+  // Sequence number of the VM's latest record: answers about it wait until it is durable.
+  uint64_t last_seq = 0;
+
+  // NodeShare(permit, overcommit).
+  Resources share() const {
+    return {ShareOf(permit.milli_cpu, overcommit.cpu_milli),
+            ShareOf(permit.memory_bytes, overcommit.memory_milli)};
+  }
+};
+
+// A VM migrating to a node: reserved there until the migration ends.
+struct Incoming {
+  uint64_t order_id = 0;
+  Resources amount;
+  Resources share;
+};
+
+struct Node {
+  explicit Node(std::string n) : name(std::move(n)) {}
+
+  const std::string name;
+  // Guards everything below: the node's totals and sums, and its VMs.
+  mutable absl::Mutex mu;
+  Resources total ABSL_GUARDED_BY(mu);
+  double watermark_fraction ABSL_GUARDED_BY(mu) = 0;
+  std::string agent_address ABSL_GUARDED_BY(mu);
+  Resources reserved ABSL_GUARDED_BY(mu);
+  Resources committed ABSL_GUARDED_BY(mu);
+  Resources migrating ABSL_GUARDED_BY(mu);
+  absl::flat_hash_map<std::string, Vm> vms ABSL_GUARDED_BY(mu);
+  absl::flat_hash_map<std::string, Incoming> incoming ABSL_GUARDED_BY(mu);
+  // VMs not heard from since a restart, and until when that stops growth on the node.
+  int64_t unheard ABSL_GUARDED_BY(mu) = 0;
+  absl::Time awaiting_until ABSL_GUARDED_BY(mu) = absl::InfinitePast();
+  // Sequence number of the node's latest registration record.
+  uint64_t last_seq ABSL_GUARDED_BY(mu) = 0;
+
+  Resources Watermark() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return {static_cast<int64_t>(static_cast<double>(total.milli_cpu) * watermark_fraction),
+            static_cast<int64_t>(static_cast<double>(total.memory_bytes) * watermark_fraction)};
+  }
+  bool Awaiting(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return unheard > 0 && now < awaiting_until;
+  }
+  bool Fits(const Resources& share, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return !Awaiting(now) && (reserved + share).FitsIn(total);
+  }
+  bool AboveWatermark() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return (reserved - migrating).AnyGreaterThan(Watermark());
+  }
+  // A migration target: the VM fits, and the node stays at or under its own watermark with it
+  // (a target pushed above it would send the VM, or another, straight back).
+  bool TakesMigration(const Resources& share, absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return Fits(share, now) && !(reserved - migrating + share).AnyGreaterThan(Watermark());
+  }
+  // Adds a VM to (removes it from) the node's sums.
+  void Count(const Vm& vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const Resources s = vm.share();
+    reserved = reserved + s;
+    committed = committed + vm.permit;
+    if (vm.migration) migrating = migrating + s;
+  }
+  void Uncount(const Vm& vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const Resources s = vm.share();
+    reserved = reserved - s;
+    committed = committed - vm.permit;
+    if (vm.migration) migrating = migrating - s;
+  }
+  // Adds a VM (removes one) with its sums and its unheard count.
+  Vm& Add(const std::string& vm_name, Vm vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    Count(vm);
+    if (!vm.heard) ++unheard;
+    return vms.emplace(vm_name, std::move(vm)).first->second;
+  }
+  Vm Forget(const std::string& vm_name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    auto it = vms.find(vm_name);
+    Vm vm = std::move(it->second);
+    vms.erase(it);
+    Uncount(vm);
+    if (!vm.heard) --unheard;
+    return vm;
+  }
+  // Reserves (releases) an incoming migration's share on this node, its target.
+  void AddIncoming(const std::string& vm_name, const Incoming& in)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    reserved = reserved + in.share;
+    committed = committed + in.amount;
+    incoming[vm_name] = in;
+  }
+  void ForgetIncoming(const std::string& vm_name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    auto it = incoming.find(vm_name);
+    reserved = reserved - it->second.share;
+    committed = committed - it->second.amount;
+    incoming.erase(it);
+  }
+  // The VM's agent has spoken since the restart (volatile, see Vm::heard).
+  void MarkHeard(Vm& vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (vm.heard) return;
+    vm.heard = true;
+    --unheard;
+  }
+
+  NodeInfo Info(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return {.name = name,
+            .total = total,
+            .watermark_fraction = watermark_fraction,
+            .watermark = Watermark(),
+            .reserved = reserved,
+            .committed = committed,
+            .migrating = migrating,
+            .agent_address = agent_address,
+            .awaiting_agent = Awaiting(now),
+            .vm_count = vms.size()};
+  }
+};
+
+// The node lookup table. Immutable once published; a new one replaces it when a node is added.
+struct Registry {
+  absl::flat_hash_map<std::string, Node*> by_name;
+  // Sorted by name: the order in which several nodes are locked.
+  std::vector<Node*> sorted;
+};
+
+// Locks two nodes (or one, when they are the same or the second is null) in name order.
+class ABSL_SCOPED_LOCKABLE TwoLocks {
+ public:
+  TwoLocks(Node* a, Node* b)
+      ABSL_EXCLUSIVE_LOCK_FUNCTION(a->mu, b->mu) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    first_ = a;
+    if (b != nullptr && b != a) {
+      second_ = b;
+      if (b->name < a->name) std::swap(first_, second_);
+    }
+    first_->mu.Lock();
+    if (second_ != nullptr) second_->mu.Lock();
+  }
+  ~TwoLocks() ABSL_UNLOCK_FUNCTION() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (second_ != nullptr) second_->mu.Unlock();
+    first_->mu.Unlock();
+  }
+  TwoLocks(const TwoLocks&) = delete;
+  TwoLocks& operator=(const TwoLocks&) = delete;
+
+ private:
+  Node* first_ = nullptr;
+  Node* second_ = nullptr;
+};
+
+}  // namespace autoscale::ledger::internal
