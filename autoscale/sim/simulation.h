@@ -54,7 +54,7 @@
 #include "autoscale/core/state.h"
 #include "autoscale/ledger/migration_policy.h"
 #include "autoscale/sim/workload.h"
-#include "monitor/monitor.h"
+#include "monitor/options.h"
 
 namespace autoscale::ledger {
 class Ledger;
