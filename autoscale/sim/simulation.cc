@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "autoscale/base/status_macros.h"
+#include "autoscale/core/executor.h"
 #include "autoscale/core/state.h"
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/sim/internal/monitor_model.h"
@@ -77,6 +78,13 @@ bool WholeSteps(absl::Duration d, absl::Duration step) {
 void Prefetch(const void* p, size_t bytes) {
   const char* c = static_cast<const char*>(p);
   for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off);
+}
+
+// A result the simulator makes up always fits its operation; only a permit can be refused.
+void Feed(core::State& state, absl::Time now, core::OperationKind kind,
+          const core::OperationResult& result) {
+  const absl::Status s = core::Finish(state, now, kind, result);
+  DCHECK(s.ok()) << s;
 }
 
 }  // namespace
@@ -270,7 +278,7 @@ struct Simulation::Vm {
   core::Resources resize_target;
   core::Resources monitor_target;
   bool resize_ok = true;
-  bool monitor_upscale = false;
+  core::OperationKind monitor_kind = core::OperationKind::kMonitorUpscale;
   bool monitor_ok = true;
 
   MonitorModel monitor;
@@ -743,23 +751,31 @@ void Simulation::HandleEvent(Shard& shard, Vm& vm, int kind, int64_t t) {
       if (vm.permit_reply) {
         const core::Resources permit = *vm.permit_reply;
         Emit(vm, t, VmEvent::Kind::kSchedulerReply, permit);
-        absl::Status s = vm.state.SchedulerRequestSucceeded(now, permit);
+        absl::Status s = core::Finish(vm.state, now, core::OperationKind::kSchedulerRequest,
+                                      core::OperationResult::Permit(permit));
         if (!s.ok()) {
           ++vm.result.invalid_permits;
           LOG_FIRST_N(ERROR, 5) << "simulation: VM " << vm.name
                                 << ": the core refused the scheduler's answer: " << s;
-        } else if (vm.asked.AnyGreaterThan(vm.permit_before)) {
-          if (permit == vm.asked) {
-            ++vm.result.full_grants;
-          } else if (permit.AnyGreaterThan(vm.permit_before)) {
-            ++vm.result.partial_grants;
-          } else {
-            ++vm.result.denials;
+        } else {
+          switch (core::ClassifyGrant(vm.permit_before, vm.asked, permit)) {
+            case core::Grant::kFull:
+              ++vm.result.full_grants;
+              break;
+            case core::Grant::kPartial:
+              ++vm.result.partial_grants;
+              break;
+            case core::Grant::kDenied:
+              ++vm.result.denials;
+              break;
+            case core::Grant::kNoGrowth:
+              break;
           }
         }
       } else {
         Emit(vm, t, VmEvent::Kind::kSchedulerReply, {}, false);
-        vm.state.SchedulerRequestFailed(now);
+        Feed(vm.state, now, core::OperationKind::kSchedulerRequest,
+             core::OperationResult::Failed());
       }
       break;
     case kResizeDone: {
@@ -767,14 +783,14 @@ void Simulation::HandleEvent(Shard& shard, Vm& vm, int kind, int64_t t) {
       const core::Resources before = vm.state.current();
       if (vm.resize_ok) {
         const core::Resources& r = vm.resize_target;
-        vm.state.VmResizeSucceeded(now, r);
+        Feed(vm.state, now, core::OperationKind::kVmResize, core::OperationResult::Resized(r));
         if (r.AnyGreaterThan(before)) ++vm.result.upscales;
         if (r.AnyLessThan(before)) ++vm.result.downscales;
         vm.result.peak_size = core::Resources::Max(vm.result.peak_size, r);
         Emit(vm, t, VmEvent::Kind::kVmResizeDone, r);
       } else {
         ++vm.result.resize_failures;
-        vm.state.VmResizeFailed(now);
+        Feed(vm.state, now, core::OperationKind::kVmResize, core::OperationResult::Failed());
         Emit(vm, t, VmEvent::Kind::kVmResizeDone, {}, false);
       }
       vm.UpdateShortage();
@@ -785,13 +801,13 @@ void Simulation::HandleEvent(Shard& shard, Vm& vm, int kind, int64_t t) {
       break;
     }
     case kMonitorReply:
-      if (vm.monitor_upscale) {
+      if (vm.monitor_kind == core::OperationKind::kMonitorUpscale) {
         if (vm.monitor_ok) {
           vm.monitor.NotifyUpscale(vm.monitor_target.memory_bytes);
-          vm.state.MonitorUpscaleSucceeded(now);
+          Feed(vm.state, now, vm.monitor_kind, core::OperationResult::Done());
         } else {
           ++vm.result.monitor_failures;
-          vm.state.MonitorUpscaleFailed(now);
+          Feed(vm.state, now, vm.monitor_kind, core::OperationResult::Failed());
         }
         Emit(vm, t, VmEvent::Kind::kMonitorReply, vm.monitor_target, vm.monitor_ok);
       } else {
@@ -800,14 +816,14 @@ void Simulation::HandleEvent(Shard& shard, Vm& vm, int kind, int64_t t) {
                           : MonitorModel::Decision::kError;
         if (d == MonitorModel::Decision::kError) {
           ++vm.result.monitor_failures;
-          vm.state.MonitorDownscaleFailed(now);
+          Feed(vm.state, now, vm.monitor_kind, core::OperationResult::Failed());
           Emit(vm, t, VmEvent::Kind::kMonitorReply, vm.monitor_target, false);
         } else if (d == MonitorModel::Decision::kApproved) {
-          vm.state.MonitorDownscaleApproved(now);
+          Feed(vm.state, now, vm.monitor_kind, core::OperationResult::Done());
           Emit(vm, t, VmEvent::Kind::kMonitorReply, vm.monitor_target, true);
         } else {
           ++vm.result.downscale_denials;
-          vm.state.MonitorDownscaleDenied(now);
+          Feed(vm.state, now, vm.monitor_kind, core::OperationResult::Denied());
           Emit(vm, t, VmEvent::Kind::kMonitorReply, vm.monitor_target, false, /*denied=*/true);
         }
       }
@@ -823,81 +839,79 @@ void Simulation::HandleEvent(Shard& shard, Vm& vm, int kind, int64_t t) {
 
 void Simulation::Drive(Shard& shard, Vm& vm, int64_t t, absl::Time now) {
   const Latencies& lat = config_.latencies;
-  // Like the agent's executor: start one action, then ask again (the others may be stale).
-  for (;;) {
-    const core::ActionSet a = vm.state.NextActions(now);
-    if (a.scheduler_request) {
-      const core::SchedulerRequest& r = *a.scheduler_request;
-      vm.permit_before = vm.state.permit().value_or(vm.state.current());
-      vm.asked = r.target;
-      vm.state.SchedulerRequestStarted(now, r.target);
-      if (config_.on_event) {
-        VmEvent e{.at = now,
-                  .vm = vm.index,
-                  .kind = VmEvent::Kind::kSchedulerRequest,
-                  .resources = r.target,
-                  .last_permit = r.last_permit};
-        config_.on_event(e);
-      }
-      ++vm.result.scheduler_requests;
-      if (r.target.AnyGreaterThan(vm.permit_before)) ++vm.result.growth_requests;
-      absl::StatusOr<ledger::Permit> permit =
-          ledger_->Request({.node = shard.node,
-                            .vm = vm.name,
-                            .compute_unit = config_.compute_unit,
-                            .resources = r.target,
-                            .last_permit = r.last_permit});
-      if (!permit.ok()) {
-        ++vm.result.invalid_permits;
-        LOG_FIRST_N(ERROR, 5) << "simulation: VM " << vm.name
-                              << ": the ledger refused the request: " << permit.status();
-        vm.permit_reply.reset();
-      } else if (vm.rng.Bernoulli(config_.failures.scheduler)) {
-        ++vm.result.scheduler_failures;
-        vm.permit_reply.reset();
-      } else {
-        vm.permit_reply = permit->resources;
-      }
-      Schedule(shard, vm, kSchedulerReply, t + Latency(vm, lat.scheduler));
-    } else if (a.vm_resize) {
-      const core::VmResize& r = *a.vm_resize;
-      vm.state.VmResizeStarted(now, r.target);
-      Emit(vm, t, VmEvent::Kind::kVmResize, r.target);
-      vm.resize_target = r.target;
-      vm.resize_ok = !vm.rng.Bernoulli(config_.failures.vm_resize);
-      const double vcpus =
-          static_cast<double>(std::abs(r.target.milli_cpu - r.current.milli_cpu)) / 1000;
-      const double gib =
-          static_cast<double>(std::abs(r.target.memory_bytes - r.current.memory_bytes)) / kGiB;
-      Schedule(shard, vm, kResizeDone,
-               t + Latency(vm, lat.resize + lat.per_vcpu * vcpus + lat.per_gib * gib));
-    } else if (a.monitor_upscale || a.monitor_downscale) {
-      vm.monitor_upscale = a.monitor_upscale.has_value();
-      vm.monitor_target =
-          vm.monitor_upscale ? a.monitor_upscale->target : a.monitor_downscale->target;
-      if (vm.monitor_upscale) {
-        vm.state.MonitorUpscaleStarted(now, vm.monitor_target);
-        Emit(vm, t, VmEvent::Kind::kMonitorUpscale, vm.monitor_target);
-      } else {
-        vm.state.MonitorDownscaleStarted(now, vm.monitor_target);
-        Emit(vm, t, VmEvent::Kind::kMonitorDownscale, vm.monitor_target);
-      }
-      vm.monitor_ok = !vm.rng.Bernoulli(config_.failures.monitor);
-      Schedule(shard, vm, kMonitorReply, t + Latency(vm, lat.monitor));
-    } else {
-      if (a.wait) {
-        const int64_t at = t + std::max<int64_t>(1, DelayNs(absl::ToDoubleNanoseconds(*a.wait)));
-        if (at != vm.wake_at) {
-          vm.wake_at = at;
-          Schedule(shard, vm, kWake, at);
+  // The agent's reading of the advice (core/executor.h): start one action, then ask again.
+  core::Advice a;
+  for (a = core::StartNext(vm.state, now); a.operation; a = core::StartNext(vm.state, now)) {
+    const core::Operation& op = *a.operation;
+    switch (op.kind) {
+      case core::OperationKind::kSchedulerRequest: {
+        vm.permit_before = op.current;
+        vm.asked = op.target;
+        if (config_.on_event) {
+          VmEvent e{.at = now,
+                    .vm = vm.index,
+                    .kind = VmEvent::Kind::kSchedulerRequest,
+                    .resources = op.target,
+                    .last_permit = op.last_permit};
+          config_.on_event(e);
         }
-      } else {
-        vm.wake_at = -1;
+        ++vm.result.scheduler_requests;
+        if (op.target.AnyGreaterThan(op.current)) ++vm.result.growth_requests;
+        absl::StatusOr<ledger::Permit> permit =
+            ledger_->Request({.node = shard.node,
+                              .vm = vm.name,
+                              .compute_unit = config_.compute_unit,
+                              .resources = op.target,
+                              .last_permit = op.last_permit});
+        if (!permit.ok()) {
+          ++vm.result.invalid_permits;
+          LOG_FIRST_N(ERROR, 5) << "simulation: VM " << vm.name
+                                << ": the ledger refused the request: " << permit.status();
+          vm.permit_reply.reset();
+        } else if (vm.rng.Bernoulli(config_.failures.scheduler)) {
+          ++vm.result.scheduler_failures;
+          vm.permit_reply.reset();
+        } else {
+          vm.permit_reply = permit->resources;
+        }
+        Schedule(shard, vm, kSchedulerReply, t + Latency(vm, lat.scheduler));
+        break;
       }
-      vm.driven_generation = vm.state.generation();
-      return;
+      case core::OperationKind::kVmResize: {
+        Emit(vm, t, VmEvent::Kind::kVmResize, op.target);
+        vm.resize_target = op.target;
+        vm.resize_ok = !vm.rng.Bernoulli(config_.failures.vm_resize);
+        const double vcpus =
+            static_cast<double>(std::abs(op.target.milli_cpu - op.current.milli_cpu)) / 1000;
+        const double gib =
+            static_cast<double>(std::abs(op.target.memory_bytes - op.current.memory_bytes)) / kGiB;
+        Schedule(shard, vm, kResizeDone,
+                 t + Latency(vm, lat.resize + lat.per_vcpu * vcpus + lat.per_gib * gib));
+        break;
+      }
+      case core::OperationKind::kMonitorUpscale:
+      case core::OperationKind::kMonitorDownscale:
+        vm.monitor_kind = op.kind;
+        vm.monitor_target = op.target;
+        Emit(vm, t,
+             op.kind == core::OperationKind::kMonitorUpscale ? VmEvent::Kind::kMonitorUpscale
+                                                             : VmEvent::Kind::kMonitorDownscale,
+             op.target);
+        vm.monitor_ok = !vm.rng.Bernoulli(config_.failures.monitor);
+        Schedule(shard, vm, kMonitorReply, t + Latency(vm, lat.monitor));
+        break;
     }
   }
+  if (a.wait) {
+    const int64_t at = t + std::max<int64_t>(1, DelayNs(absl::ToDoubleNanoseconds(*a.wait)));
+    if (at != vm.wake_at) {
+      vm.wake_at = at;
+      Schedule(shard, vm, kWake, at);
+    }
+  } else {
+    vm.wake_at = -1;
+  }
+  vm.driven_generation = vm.state.generation();
 }
 
 void Simulation::Schedule(Shard& shard, Vm& vm, int kind, int64_t t) {

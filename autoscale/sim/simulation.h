@@ -9,9 +9,10 @@
 //   - the workload (workload.h, trace.h) gives each VM's CPU and memory demand at every step;
 //     the VM's load averages follow its CPU demand as Linux computes them, its memory use is its
 //     demand up to what it has;
-//   - the executor turns NextActions into requests with latencies (a scheduler round trip, a
-//     monitor round trip, CPU and memory hotplug times per vCPU and per GiB, live migration setup
-//     plus memory over bandwidth), each failing at a configurable rate;
+//   - the requests the core's advice starts (core/executor.h reads it as the agent does) take
+//     latencies (a scheduler round trip, a monitor round trip, CPU and memory hotplug times per
+//     vCPU and per GiB, live migration setup plus memory over bandwidth), each failing at a
+//     configurable rate;
 //   - the scheduler's migration orders are collected and carried out as live migrations.
 //
 // It is a discrete-event simulation: each node keeps a queue of its VMs' events (replies,
@@ -299,7 +300,7 @@ class Simulation {
   void RunShard(Shard& shard, int64_t first, int64_t end);
   void StepVm(Shard& shard, Vm& vm, int64_t step, int64_t t, absl::Time now);
   void HandleEvent(Shard& shard, Vm& vm, int kind, int64_t t);
-  // Runs the core's NextActions and starts what it says until it says wait.
+  // Starts what the core advises (core::StartNext) until it says wait.
   void Drive(Shard& shard, Vm& vm, int64_t t, absl::Time now);
   void Schedule(Shard& shard, Vm& vm, int kind, int64_t t);
   void Account(Vm& vm, int64_t t);
