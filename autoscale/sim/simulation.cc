@@ -18,6 +18,7 @@
 #include "autoscale/sim/internal/monitor_model.h"
 #include "autoscale/sim/internal/random.h"
 #include "autoscale/sim/internal/share.h"
+#include "autoscale/sim/internal/thread_pool.h"
 #include "glog/logging.h"
 
 namespace autoscale::sim {
@@ -310,104 +311,6 @@ struct Simulation::Migration {
   bool ok;
 };
 
-// Runs fn(0..n-1) on the calling thread and threads - 1 workers; returns when all are done. A
-// worker that wakes late for one round cannot take items of the next: items are claimed with
-// the round's number.
-class Simulation::Pool {
- public:
-  explicit Pool(int threads) {
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { Work(); });
-  }
-  ~Pool() {
-    {
-      absl::MutexLock l(&mu_);
-      stop_ = true;
-    }
-    for (std::thread& t : workers_) t.join();
-  }
-
-  size_t threads() const { return workers_.size() + 1; }
-
-  void For(size_t n, const std::function<void(size_t)>& fn) {
-    if (workers_.empty() || n <= 1) {
-      for (size_t i = 0; i < n; ++i) fn(i);
-      return;
-    }
-    uint32_t round;
-    {
-      absl::MutexLock l(&mu_);
-      round = ++round_;
-      fn_ = &fn;
-      n_ = n;
-      done_.store(0, std::memory_order_relaxed);
-      cursor_.store(uint64_t{round} << 32, std::memory_order_release);
-    }
-    Drain(round, n, fn);
-    absl::MutexLock l(&mu_);
-    mu_.Await(absl::Condition(this, &Pool::AllDone));
-  }
-
- private:
-  struct Waiter {
-    const Pool* pool;
-    uint32_t seen;
-  };
-  bool AllDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return done_.load(std::memory_order_acquire) == n_;
-  }
-  // Await holds mu_ while it evaluates the condition.
-  static bool Woken(Waiter* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    return w->pool->stop_ || w->pool->round_ != w->seen;
-  }
-
-  void Drain(uint32_t round, size_t n, const std::function<void(size_t)>& fn) {
-    uint64_t c = cursor_.load(std::memory_order_acquire);
-    size_t finished = 0;
-    for (;;) {
-      if ((c >> 32) != round || (c & 0xffffffff) >= n) break;
-      if (!cursor_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) continue;
-      fn(c & 0xffffffff);
-      ++finished;
-      c = cursor_.load(std::memory_order_acquire);
-    }
-    if (finished > 0) {
-      done_.fetch_add(finished, std::memory_order_acq_rel);
-      absl::MutexLock l(&mu_);  // lets a caller waiting in Await see it
-    }
-  }
-
-  void Work() {
-    Waiter waiter{this, 0};
-    for (;;) {
-      uint32_t round;
-      size_t n;
-      const std::function<void(size_t)>* fn;
-      {
-        absl::MutexLock l(&mu_);
-        mu_.Await(absl::Condition(&Pool::Woken, &waiter));
-        if (stop_) return;
-        waiter.seen = round = round_;
-        n = n_;
-        fn = fn_;
-      }
-      Drain(round, n, *fn);
-    }
-  }
-
-  // Guards the round's description.
-  absl::Mutex mu_;
-  // Workers wake for each new round; one that wakes too late finds nothing left to claim.
-  uint32_t round_ ABSL_GUARDED_BY(mu_) = 0;
-  const std::function<void(size_t)>* fn_ ABSL_GUARDED_BY(mu_) = nullptr;
-  size_t n_ ABSL_GUARDED_BY(mu_) = 0;
-  // Items of the round finished (reset under mu_ between rounds).
-  std::atomic<size_t> done_{0};
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  // The round (high 32 bits) and its next unclaimed item.
-  std::atomic<uint64_t> cursor_{0};
-  std::vector<std::thread> workers_;
-};
-
 // --- set-up ---
 
 Simulation::Simulation(const SimConfig& config)
@@ -428,7 +331,7 @@ Simulation::Simulation(const SimConfig& config)
   const int threads = config.threads > 0
                           ? config.threads
                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  pool_ = std::make_unique<Pool>(std::min(threads, config.nodes));
+  pool_ = std::make_unique<ThreadPool>(std::min(threads, config.nodes));
 }
 
 Simulation::~Simulation() = default;

@@ -63,6 +63,8 @@ class Ledger;
 
 namespace autoscale::sim {
 
+class ThreadPool;  // internal/thread_pool.h
+
 // How long the simulated peers take. Each latency is scaled by a factor drawn uniformly from
 // [1 - jitter, 1 + jitter]. Defaults: the figures measured on this project's machine
 // (bench/RESULTS.md) where there are some, Neon's settings otherwise.
@@ -288,7 +290,6 @@ class Simulation {
   struct Vm;
   struct Shard;
   struct Migration;
-  class Pool;
 
   explicit Simulation(const SimConfig& config);
   absl::Status Place(std::vector<SimVm> vms);
@@ -333,7 +334,7 @@ class Simulation {
   std::vector<Migration> migrations_;  // in flight
   std::vector<NodeSample> node_series_;
   std::vector<VmSeries> vm_series_;
-  std::unique_ptr<Pool> pool_;
+  std::unique_ptr<ThreadPool> pool_;
   int64_t next_step_ = 0;
   int64_t next_migration_check_ = 0;
   int64_t next_node_sample_ = 0;
