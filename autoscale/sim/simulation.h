@@ -287,6 +287,7 @@ class Simulation {
   Results TakeResults();
 
  private:
+  // Defined in internal/fleet.h.
   struct Vm;
   struct Shard;
   struct Migration;
