@@ -34,32 +34,40 @@ const char* GrantName(Grant grant) {
 
 Advice Advise(const State& state, absl::Time now) {
   const ActionSet a = state.NextActions(now);
-  Advice advice{.operation = std::nullopt, .wait = a.wait};
-  Operation op;
-  op.generation = a.id;
+  // Each path builds only what it returns: the simulator asks about twice per VM-step, and most
+  // advice starts nothing.
   if (a.scheduler_request) {
-    op.kind = OperationKind::kSchedulerRequest;
-    op.current = a.scheduler_request->last_permit.value_or(state.current());
-    op.target = a.scheduler_request->target;
-    op.last_permit = a.scheduler_request->last_permit;
-    op.metrics = a.scheduler_request->metrics;
-  } else if (a.vm_resize) {
-    op.kind = OperationKind::kVmResize;
-    op.current = a.vm_resize->current;
-    op.target = a.vm_resize->target;
-  } else if (a.monitor_upscale) {
-    op.kind = OperationKind::kMonitorUpscale;
-    op.current = a.monitor_upscale->current;
-    op.target = a.monitor_upscale->target;
-  } else if (a.monitor_downscale) {
-    op.kind = OperationKind::kMonitorDownscale;
-    op.current = a.monitor_downscale->current;
-    op.target = a.monitor_downscale->target;
-  } else {
-    return advice;
+    const SchedulerRequest& r = *a.scheduler_request;
+    return {Operation{.kind = OperationKind::kSchedulerRequest,
+                      .generation = a.id,
+                      .current = r.last_permit.value_or(state.current()),
+                      .target = r.target,
+                      .last_permit = r.last_permit,
+                      .metrics = r.metrics},
+            a.wait};
   }
-  advice.operation = op;
-  return advice;
+  if (a.vm_resize) {
+    return {Operation{.kind = OperationKind::kVmResize,
+                      .generation = a.id,
+                      .current = a.vm_resize->current,
+                      .target = a.vm_resize->target},
+            a.wait};
+  }
+  if (a.monitor_upscale) {
+    return {Operation{.kind = OperationKind::kMonitorUpscale,
+                      .generation = a.id,
+                      .current = a.monitor_upscale->current,
+                      .target = a.monitor_upscale->target},
+            a.wait};
+  }
+  if (a.monitor_downscale) {
+    return {Operation{.kind = OperationKind::kMonitorDownscale,
+                      .generation = a.id,
+                      .current = a.monitor_downscale->current,
+                      .target = a.monitor_downscale->target},
+            a.wait};
+  }
+  return {std::nullopt, a.wait};
 }
 
 bool Start(State& state, absl::Time now, const Operation& op) {
@@ -79,12 +87,6 @@ bool Start(State& state, absl::Time now, const Operation& op) {
       break;
   }
   return true;
-}
-
-Advice StartNext(State& state, absl::Time now) {
-  Advice a = Advise(state, now);
-  if (a.operation) Start(state, now, *a.operation);
-  return a;
 }
 
 namespace {

@@ -209,8 +209,21 @@ void Simulation::HandleEvent(Shard& shard, Vm& vm, int kind, int64_t t) {
 void Simulation::Drive(Shard& shard, Vm& vm, int64_t t, absl::Time now) {
   const Latencies& lat = config_.latencies;
   // The agent's reading of the advice (core/executor.h): start one action, then ask again.
-  core::Advice a;
-  for (a = core::StartNext(vm.state, now); a.operation; a = core::StartNext(vm.state, now)) {
+  for (;;) {
+    const core::Advice a = core::StartNext(vm.state, now);
+    if (!a.operation) {
+      if (a.wait) {
+        const int64_t at = t + std::max<int64_t>(1, DelayNs(absl::ToDoubleNanoseconds(*a.wait)));
+        if (at != vm.wake_at) {
+          vm.wake_at = at;
+          Schedule(shard, vm, kWake, at);
+        }
+      } else {
+        vm.wake_at = -1;
+      }
+      vm.driven_generation = vm.state.generation();
+      return;
+    }
     const core::Operation& op = *a.operation;
     switch (op.kind) {
       case core::OperationKind::kSchedulerRequest: {
@@ -271,16 +284,6 @@ void Simulation::Drive(Shard& shard, Vm& vm, int64_t t, absl::Time now) {
         break;
     }
   }
-  if (a.wait) {
-    const int64_t at = t + std::max<int64_t>(1, DelayNs(absl::ToDoubleNanoseconds(*a.wait)));
-    if (at != vm.wake_at) {
-      vm.wake_at = at;
-      Schedule(shard, vm, kWake, at);
-    }
-  } else {
-    vm.wake_at = -1;
-  }
-  vm.driven_generation = vm.state.generation();
 }
 
 void Simulation::Schedule(Shard& shard, Vm& vm, int kind, int64_t t) {
