@@ -14,10 +14,11 @@
 //
 // A driver that holds the state throughout (the simulator):
 //
-//   for (Advice a = StartNext(state, now); a.operation; a = StartNext(state, now)) {
+//   for (;;) {
+//     Advice a = StartNext(state, now);
+//     if (!a.operation) break;  // ask again after a.wait (if any), or when the state changes
 //     ... send *a.operation; when its result comes: Finish(state, then, kind, result)
 //   }
-//   ... wake up after a.wait (if any), or when an input or result changes the state
 //
 // A threaded driver (one lock around the state; the agent's runner, one executor per kind):
 //
