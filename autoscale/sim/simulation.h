@@ -9,9 +9,10 @@
 //   - the workload (workload.h, trace.h) gives each VM's CPU and memory demand at every step;
 //     the VM's load averages follow its CPU demand as Linux computes them, its memory use is its
 //     demand up to what it has;
-//   - the executor turns NextActions into requests with latencies (a scheduler round trip, a
-//     monitor round trip, CPU and memory hotplug times per vCPU and per GiB, live migration setup
-//     plus memory over bandwidth), each failing at a configurable rate;
+//   - the requests the core's advice starts (core/executor.h reads it as the agent does) take
+//     latencies (a scheduler round trip, a monitor round trip, CPU and memory hotplug times per
+//     vCPU and per GiB, live migration setup plus memory over bandwidth), each failing at a
+//     configurable rate;
 //   - the scheduler's migration orders are collected and carried out as live migrations.
 //
 // It is a discrete-event simulation: each node keeps a queue of its VMs' events (replies,
@@ -54,13 +55,15 @@
 #include "autoscale/core/state.h"
 #include "autoscale/ledger/migration_policy.h"
 #include "autoscale/sim/workload.h"
-#include "monitor/monitor.h"
+#include "monitor/options.h"
 
 namespace autoscale::ledger {
 class Ledger;
 }
 
 namespace autoscale::sim {
+
+class ThreadPool;  // internal/thread_pool.h
 
 // How long the simulated peers take. Each latency is scaled by a factor drawn uniformly from
 // [1 - jitter, 1 + jitter]. Defaults: the figures measured on this project's machine
@@ -284,10 +287,10 @@ class Simulation {
   Results TakeResults();
 
  private:
+  // Defined in internal/fleet.h.
   struct Vm;
   struct Shard;
   struct Migration;
-  class Pool;
 
   explicit Simulation(const SimConfig& config);
   absl::Status Place(std::vector<SimVm> vms);
@@ -299,7 +302,7 @@ class Simulation {
   void RunShard(Shard& shard, int64_t first, int64_t end);
   void StepVm(Shard& shard, Vm& vm, int64_t step, int64_t t, absl::Time now);
   void HandleEvent(Shard& shard, Vm& vm, int kind, int64_t t);
-  // Runs the core's NextActions and starts what it says until it says wait.
+  // Starts what the core advises (core::StartNext) until it says wait.
   void Drive(Shard& shard, Vm& vm, int64_t t, absl::Time now);
   void Schedule(Shard& shard, Vm& vm, int kind, int64_t t);
   void Account(Vm& vm, int64_t t);
@@ -332,7 +335,7 @@ class Simulation {
   std::vector<Migration> migrations_;  // in flight
   std::vector<NodeSample> node_series_;
   std::vector<VmSeries> vm_series_;
-  std::unique_ptr<Pool> pool_;
+  std::unique_ptr<ThreadPool> pool_;
   int64_t next_step_ = 0;
   int64_t next_migration_check_ = 0;
   int64_t next_node_sample_ = 0;

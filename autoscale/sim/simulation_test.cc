@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "autoscale/core/executor.h"
 #include "autoscale/core/state.h"
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/sim/report.h"
@@ -77,10 +78,12 @@ std::string Describe(const VmEvent& e) {
                       e.resources.ToString(), e.ok ? "" : " failed", e.denied ? " denied" : "");
 }
 
-// Replays the recorded inputs of one VM into a fresh core::State, executing NextActions by hand
-// the way an agent does (start one action, ask again; sleep until the wait), and checks that
-// every action it starts is the next action the simulator started, at the same time, with the
-// same target. Returns the first difference, or "" if there is none.
+// Replays the recorded inputs of one VM into a fresh core::State, driven the way the agent's
+// runner drives it (core/executor.h: the loop advises, an executor starts the operation if the
+// advice is still current, results go back through Finish; asked again after every change and
+// when the wait passes), and checks that every operation it starts is the next action the
+// simulator started, at the same time, with the same target. Returns the first difference, or ""
+// if there is none.
 std::string ReplayByHand(const SimConfig& config, core::Resources initial,
                          const std::vector<VmEvent>& events) {
   core::State s(core::StateConfig{config.compute_unit, config.scaling, config.timings}, initial,
@@ -88,50 +91,55 @@ std::string ReplayByHand(const SimConfig& config, core::Resources initial,
   s.MonitorConnected(kManualClockEpoch);
   size_t next = 0;
   std::optional<absl::Time> wake;
-  bool monitor_upscale = false;  // the kind of the monitor request in flight
+  // The kind of the monitor request in flight.
+  core::OperationKind monitor = core::OperationKind::kMonitorUpscale;
 
   // Runs the core at `now`; returns a difference or "".
   auto run = [&](absl::Time now) -> std::string {
     for (;;) {
-      const core::ActionSet a = s.NextActions(now);
-      if (!a.scheduler_request && !a.vm_resize && !a.monitor_upscale && !a.monitor_downscale) {
+      const core::Advice a = core::Advise(s, now);
+      if (!a.operation) {
         wake = a.wait ? std::optional<absl::Time>(now + *a.wait) : std::nullopt;
         return "";
       }
+      const core::Operation& op = *a.operation;
       if (next >= events.size()) return "the core starts an action the simulator did not";
       const VmEvent& e = events[next++];
       const std::string at = absl::StrCat(" (recorded: ", Describe(e), ")");
       if (e.at != now) return absl::StrCat("the core acts at ", absl::FormatTime(now), at);
-      if (a.scheduler_request) {
-        if (e.kind != VmEvent::Kind::kSchedulerRequest ||
-            e.resources != a.scheduler_request->target ||
-            e.last_permit != a.scheduler_request->last_permit) {
-          return absl::StrCat("the core asks the scheduler for ",
-                              a.scheduler_request->target.ToString(), at);
-        }
-        s.SchedulerRequestStarted(now, e.resources);
-      } else if (a.vm_resize) {
-        if (e.kind != VmEvent::Kind::kVmResize || e.resources != a.vm_resize->target) {
-          return absl::StrCat("the core resizes the VM to ", a.vm_resize->target.ToString(), at);
-        }
-        s.VmResizeStarted(now, e.resources);
-      } else if (a.monitor_upscale) {
-        if (e.kind != VmEvent::Kind::kMonitorUpscale || e.resources != a.monitor_upscale->target) {
-          return absl::StrCat("the core tells the monitor ", a.monitor_upscale->target.ToString(),
-                              at);
-        }
-        s.MonitorUpscaleStarted(now, e.resources);
-        monitor_upscale = true;
-      } else {
-        if (e.kind != VmEvent::Kind::kMonitorDownscale ||
-            e.resources != a.monitor_downscale->target) {
-          return absl::StrCat("the core asks the monitor for ",
-                              a.monitor_downscale->target.ToString(), at);
-        }
-        s.MonitorDownscaleStarted(now, e.resources);
-        monitor_upscale = false;
+      switch (op.kind) {
+        case core::OperationKind::kSchedulerRequest:
+          if (e.kind != VmEvent::Kind::kSchedulerRequest || e.resources != op.target ||
+              e.last_permit != op.last_permit) {
+            return absl::StrCat("the core asks the scheduler for ", op.target.ToString(), at);
+          }
+          break;
+        case core::OperationKind::kVmResize:
+          if (e.kind != VmEvent::Kind::kVmResize || e.resources != op.target) {
+            return absl::StrCat("the core resizes the VM to ", op.target.ToString(), at);
+          }
+          break;
+        case core::OperationKind::kMonitorUpscale:
+          if (e.kind != VmEvent::Kind::kMonitorUpscale || e.resources != op.target) {
+            return absl::StrCat("the core tells the monitor ", op.target.ToString(), at);
+          }
+          monitor = op.kind;
+          break;
+        case core::OperationKind::kMonitorDownscale:
+          if (e.kind != VmEvent::Kind::kMonitorDownscale || e.resources != op.target) {
+            return absl::StrCat("the core asks the monitor for ", op.target.ToString(), at);
+          }
+          monitor = op.kind;
+          break;
       }
+      if (!core::Start(s, now, op)) return absl::StrCat("fresh advice is stale", at);
     }
+  };
+  // Feeds a recorded result back; returns a difference or "".
+  auto finish = [&](const VmEvent& e, core::OperationKind kind,
+                    const core::OperationResult& result) -> std::string {
+    absl::Status st = core::Finish(s, e.at, kind, result);
+    return st.ok() ? "" : absl::StrCat("the core refuses ", Describe(e), ": ", st.message());
   };
 
   // A migration began or ended between steps: the agent asks the core at the VM's next step,
@@ -167,6 +175,7 @@ std::string ReplayByHand(const SimConfig& config, core::Resources initial,
       continue;
     }
     ++next;
+    std::string refused;
     switch (e.kind) {
       case VmEvent::Kind::kMetrics:
         s.UpdateSystemMetrics(e.at, e.metrics);
@@ -175,25 +184,20 @@ std::string ReplayByHand(const SimConfig& config, core::Resources initial,
         s.MonitorUpscaleRequested(e.at);
         break;
       case VmEvent::Kind::kSchedulerReply:
-        if (!e.ok) {
-          s.SchedulerRequestFailed(e.at);
-        } else if (absl::Status st = s.SchedulerRequestSucceeded(e.at, e.resources); !st.ok()) {
-          return absl::StrCat("the core refuses ", Describe(e), ": ", st.message());
-        }
+        refused = finish(
+            e, core::OperationKind::kSchedulerRequest,
+            e.ok ? core::OperationResult::Permit(e.resources) : core::OperationResult::Failed());
         break;
       case VmEvent::Kind::kVmResizeDone:
-        e.ok ? s.VmResizeSucceeded(e.at, e.resources) : s.VmResizeFailed(e.at);
+        refused = finish(
+            e, core::OperationKind::kVmResize,
+            e.ok ? core::OperationResult::Resized(e.resources) : core::OperationResult::Failed());
         break;
       case VmEvent::Kind::kMonitorReply:
-        if (monitor_upscale) {
-          e.ok ? s.MonitorUpscaleSucceeded(e.at) : s.MonitorUpscaleFailed(e.at);
-        } else if (e.ok) {
-          s.MonitorDownscaleApproved(e.at);
-        } else if (e.denied) {
-          s.MonitorDownscaleDenied(e.at);
-        } else {
-          s.MonitorDownscaleFailed(e.at);
-        }
+        refused = finish(e, monitor,
+                         e.ok       ? core::OperationResult::Done()
+                         : e.denied ? core::OperationResult::Denied()
+                                    : core::OperationResult::Failed());
         break;
       case VmEvent::Kind::kMigrationStarted:
       case VmEvent::Kind::kMigrationEnded:
@@ -203,6 +207,7 @@ std::string ReplayByHand(const SimConfig& config, core::Resources initial,
       default:
         return absl::StrCat("unexpected ", Describe(e));
     }
+    if (!refused.empty()) return refused;
     pending.reset();
     if (std::string d = run(e.at); !d.empty()) return d;
   }

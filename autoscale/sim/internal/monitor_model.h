@@ -21,7 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "monitor/monitor.h"
+#include "monitor/options.h"
 
 namespace autoscale::sim {
 
