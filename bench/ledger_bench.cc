@@ -220,13 +220,13 @@ void BM_Grpc(benchmark::State& state) {
     stubs.push_back(api::Scheduler::NewStub(
         grpc::CreateCustomChannel(server->address(), grpc::InsecureChannelCredentials(), args)));
   }
-  std::vector<api::AgentRequest> requests;
+  std::vector<api::PermitRequest> requests;
   for (const ResizeRequest& r : Cycle([] {
          std::vector<int> all;
          for (int n = 0; n < kNodes; ++n) all.push_back(n);
          return all;
        }())) {
-    api::AgentRequest a;
+    api::PermitRequest a;
     a.set_protocol_version(api::PROTOCOL_VERSION_1);
     a.set_node(r.node);
     a.set_vm(r.vm);
@@ -253,7 +253,7 @@ void BM_Grpc(benchmark::State& state) {
     if (n >= limit) return;
     auto* call = new Call;
     const int64_t index = slot + (slot_next[slot]++ * kInFlight);
-    const api::AgentRequest& req = requests[index % requests.size()];
+    const api::PermitRequest& req = requests[index % requests.size()];
     stubs[slot % kChannels]->async()->Request(&call->context, &req, &call->response,
                                               [&, call, slot](grpc::Status s) {
                                                 delete call;

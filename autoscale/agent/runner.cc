@@ -134,7 +134,7 @@ void Runner::PublishMetrics() {
 void Runner::SchedulerExecutor() {
   const Resources& cu = options_.state.compute_unit;
   while (true) {
-    api::AgentRequest request;
+    api::PermitRequest request;
     core::SchedulerRequest work;
     {
       absl::MutexLock lock(&mu_);

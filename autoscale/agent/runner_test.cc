@@ -108,7 +108,7 @@ class RecordingVm : public VmDriver {
 class RecordingScheduler : public rpc::SchedulerClient {
  public:
   RecordingScheduler(rpc::SchedulerClient& real, CallLog& log) : real_(real), log_(log) {}
-  absl::StatusOr<api::PermitResponse> Request(const api::AgentRequest& r) override {
+  absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& r) override {
     log_.Add("scheduler " + Text(r.resources()));
     if (down_) return absl::UnavailableError("connection refused");
     return real_.Request(r);
@@ -228,7 +228,7 @@ class RunnerTest : public ::testing::Test {
         handler_.ListVms(rpc::WithVersion(api::ListRequest()));
     if (!vms.ok()) return {};
     for (const api::VmState& v : vms->vms()) {
-      if (v.vm() == vm) return {v.reserved().milli_cpu(), v.reserved().memory_bytes()};
+      if (v.vm() == vm) return {v.permit().milli_cpu(), v.permit().memory_bytes()};
     }
     return {};
   }

@@ -5,7 +5,7 @@
 namespace autoscale::rpc {
 
 absl::StatusOr<api::PermitResponse> InProcessSchedulerClient::Request(
-    const api::AgentRequest& request) {
+    const api::PermitRequest& request) {
   return handler_.Request(WithVersion(request));
 }
 

@@ -6,7 +6,7 @@
 // Requests left with PROTOCOL_VERSION_UNSPECIFIED are sent as PROTOCOL_VERSION_1.
 //
 //   std::unique_ptr<SchedulerClient> client = *NewGrpcSchedulerClient("unix:/run/sched.sock");
-//   api::AgentRequest req;   // node, vm, compute unit, resources, last permit
+//   api::PermitRequest req;   // node, vm, compute unit, resources, last permit
 //   absl::StatusOr<api::PermitResponse> permit = client->Request(req);
 //   if (permit.ok() && permit->has_migration()) ...  // stop resizing; the order is for us
 //   for (const api::MigrationOrder& order : *client->GetMigrationOrders("node-a")) ...
@@ -28,7 +28,7 @@ class SchedulerClient {
  public:
   virtual ~SchedulerClient() = default;
   // Asks for (grow) or reports (shrink, unchanged) a VM's resources; returns its permit.
-  virtual absl::StatusOr<api::PermitResponse> Request(const api::AgentRequest& request) = 0;
+  virtual absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& request) = 0;
   // Registers (or updates) the agent's node.
   virtual absl::StatusOr<api::RegisterNodeResponse> RegisterNode(
       const api::RegisterNodeRequest& request) = 0;
@@ -43,7 +43,7 @@ class InProcessSchedulerClient : public SchedulerClient {
  public:
   explicit InProcessSchedulerClient(SchedulerHandler& handler) : handler_(handler) {}
 
-  absl::StatusOr<api::PermitResponse> Request(const api::AgentRequest& request) override;
+  absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& request) override;
   absl::StatusOr<api::RegisterNodeResponse> RegisterNode(
       const api::RegisterNodeRequest& request) override;
   absl::StatusOr<std::vector<api::MigrationOrder>> GetMigrationOrders(

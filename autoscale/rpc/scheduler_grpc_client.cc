@@ -29,7 +29,7 @@ class GrpcSchedulerClient : public SchedulerClient {
         stub_(api::Scheduler::NewStub(grpc::CreateCustomChannel(
             address_, grpc::InsecureChannelCredentials(), ChannelArgs()))) {}
 
-  absl::StatusOr<api::PermitResponse> Request(const api::AgentRequest& request) override {
+  absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& request) override {
     return Call("Request", &api::Scheduler::Stub::Request, WithVersion(request));
   }
   absl::StatusOr<api::RegisterNodeResponse> RegisterNode(

@@ -23,8 +23,8 @@ namespace {
 
 constexpr int64_t kGiB = int64_t{1} << 30;
 
-api::AgentRequest Ask(const std::string& vm, int64_t cus) {
-  api::AgentRequest r;
+api::PermitRequest Ask(const std::string& vm, int64_t cus) {
+  api::PermitRequest r;
   r.set_node("n1");
   r.set_vm(vm);
   r.mutable_compute_unit()->set_milli_cpu(250);
@@ -71,7 +71,7 @@ TEST_F(GrpcTest, DurableRequestsOverLoopback) {
   // The scheduler's status codes come through.
   EXPECT_EQ(client->Request(Ask("ghost", 1)).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(client->Request(Ask("vm0", 9)).status().code(), absl::StatusCode::kInvalidArgument);
-  api::AgentRequest old = Ask("vm0", 1);
+  api::PermitRequest old = Ask("vm0", 1);
   old.set_protocol_version(static_cast<api::ProtocolVersion>(7));
   absl::StatusOr<api::PermitResponse> refused = client->Request(old);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
@@ -94,7 +94,7 @@ TEST_F(GrpcTest, ConcurrentRequestsShareFsyncs) {
       for (int i = 0; i < kEach; ++i) {
         grpc::ClientContext ctx;
         api::PermitResponse resp;
-        api::AgentRequest r = WithVersion(Ask("vm" + std::to_string(t), 1 + i % 2 * 3));
+        api::PermitRequest r = WithVersion(Ask("vm" + std::to_string(t), 1 + i % 2 * 3));
         if (!stub->Request(&ctx, r, &resp).ok()) ++failures;
       }
     });

@@ -64,7 +64,7 @@ api::VmState ToProto(const ledger::VmInfo& v) {
   p.mutable_bounds()->set_max_cu(v.bounds.max_cu);
   p.mutable_compute_unit()->set_milli_cpu(v.compute_unit.milli_cpu);
   p.mutable_compute_unit()->set_memory_bytes(v.compute_unit.memory_bytes);
-  *p.mutable_reserved() = core::ToProto(v.reserved);
+  *p.mutable_permit() = core::ToProto(v.reserved);
   *p.mutable_requested() = core::ToProto(v.requested);
   p.set_cpu_overcommit_milli(v.overcommit.cpu_milli);
   p.set_memory_overcommit_milli(v.overcommit.memory_milli);
@@ -99,8 +99,8 @@ std::vector<SchedulerHandler::CallCount> SchedulerHandler::Counts() const {
 
 namespace {
 
-absl::StatusOr<ledger::ResizeRequest> ResizeFromProto(const api::AgentRequest& r) {
-  const std::string call = absl::StrCat("AgentRequest ", r.vm(), " on ", r.node());
+absl::StatusOr<ledger::ResizeRequest> ResizeFromProto(const api::PermitRequest& r) {
+  const std::string call = absl::StrCat("PermitRequest ", r.vm(), " on ", r.node());
   RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
   RETURN_IF_ERROR(Required(r.node(), "node", call));
   RETURN_IF_ERROR(Required(r.vm(), "vm", call));
@@ -130,7 +130,7 @@ api::PermitResponse PermitToProto(const ledger::Permit& p) {
 
 }  // namespace
 
-void SchedulerHandler::Request(const api::AgentRequest& request,
+void SchedulerHandler::Request(const api::PermitRequest& request,
                                std::function<void(absl::StatusOr<api::PermitResponse>)> done) {
   absl::StatusOr<ledger::ResizeRequest> resize = ResizeFromProto(request);
   if (!resize.ok()) {
@@ -146,7 +146,7 @@ void SchedulerHandler::Request(const api::AgentRequest& request,
   });
 }
 
-absl::StatusOr<api::PermitResponse> SchedulerHandler::Request(const api::AgentRequest& request) {
+absl::StatusOr<api::PermitResponse> SchedulerHandler::Request(const api::PermitRequest& request) {
   absl::StatusOr<ledger::ResizeRequest> resize = ResizeFromProto(request);
   if (!resize.ok()) return Count<api::PermitResponse>(kRequest, resize.status());
   absl::StatusOr<ledger::Permit> p = ledger_.Request(*resize);
@@ -206,7 +206,7 @@ absl::StatusOr<api::PlaceVmResponse> SchedulerHandler::PlaceVm(const api::PlaceV
     api::PlaceVmResponse out;
     out.set_protocol_version(api::PROTOCOL_VERSION_1);
     out.set_node(p.node);
-    *out.mutable_reserved() = core::ToProto(p.reserved);
+    *out.mutable_permit() = core::ToProto(p.reserved);
     return out;
   };
   return Count(kPlaceVm, run());

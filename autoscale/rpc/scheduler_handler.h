@@ -4,7 +4,7 @@
 //
 // Every request must carry PROTOCOL_VERSION_1 (else FAILED_PRECONDITION); malformed values get
 // INVALID_ARGUMENT, unknown nodes and VMs NOT_FOUND, and nothing changes. Errors name the call
-// and the field: "AgentRequest vm7 on node-a: resources 300m/1GiB is not a whole number of
+// and the field: "PermitRequest vm7 on node-a: resources 300m/1GiB is not a whole number of
 // compute units of 250m/1GiB".
 //
 //   SchedulerHandler handler(ledger, /*default_compute_unit=*/{250, 1 << 30});
@@ -32,9 +32,9 @@ class SchedulerHandler {
 
   // Answers once the permit is durable: `done` may run before this returns or later on the
   // ledger store's thread.
-  void Request(const api::AgentRequest& request,
+  void Request(const api::PermitRequest& request,
                std::function<void(absl::StatusOr<api::PermitResponse>)> done);
-  absl::StatusOr<api::PermitResponse> Request(const api::AgentRequest& request);
+  absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& request);
   absl::StatusOr<api::RegisterNodeResponse> RegisterNode(const api::RegisterNodeRequest& request);
   absl::StatusOr<api::PlaceVmResponse> PlaceVm(const api::PlaceVmRequest& request);
   absl::StatusOr<api::ReleaseVmResponse> ReleaseVm(const api::ReleaseVmRequest& request);

@@ -78,12 +78,12 @@ void Setup(ledger::Ledger& ledger) {
 void Step(rpc::SchedulerHandler& h, Input& in) {
   switch (in.Byte() % 8) {
     case 0: {
-      api::AgentRequest r;
+      api::PermitRequest r;
       if (r.ParseFromString(in.Bytes(in.Byte()))) (void)h.Request(r);
       break;
     }
     case 1: {
-      api::AgentRequest r;
+      api::PermitRequest r;
       r.set_protocol_version(Version(in));
       r.set_node(in.Pick(kNodes));
       r.set_vm(in.Pick(kVms));

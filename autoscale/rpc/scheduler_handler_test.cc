@@ -37,11 +37,11 @@ class HandlerTest : public ::testing::Test {
     absl::StatusOr<api::PlaceVmResponse> p = handler_.PlaceVm(place);
     ASSERT_TRUE(p.ok()) << p.status();
     EXPECT_EQ(p->node(), "n1");
-    EXPECT_EQ(p->reserved().milli_cpu(), 250);  // min size, default compute unit
+    EXPECT_EQ(p->permit().milli_cpu(), 250);  // min size, default compute unit
   }
 
-  api::AgentRequest Ask(int64_t cpu, int64_t mem) {
-    api::AgentRequest r;
+  api::PermitRequest Ask(int64_t cpu, int64_t mem) {
+    api::PermitRequest r;
     r.set_node("n1");
     r.set_vm("vm1");
     r.mutable_compute_unit()->set_milli_cpu(250);
@@ -66,7 +66,7 @@ TEST_F(HandlerTest, GrantsThroughTheInProcessClient) {
 
 TEST_F(HandlerTest, WrongProtocolVersionIsRefused) {
   for (int v : {0, 2}) {
-    api::AgentRequest r = Ask(1000, 4 * kGiB);
+    api::PermitRequest r = Ask(1000, 4 * kGiB);
     r.set_protocol_version(static_cast<api::ProtocolVersion>(v));
     absl::StatusOr<api::PermitResponse> p = handler_.Request(r);
     EXPECT_EQ(p.status().code(), absl::StatusCode::kFailedPrecondition) << v;
@@ -80,21 +80,21 @@ TEST_F(HandlerTest, WrongProtocolVersionIsRefused) {
 TEST_F(HandlerTest, ImpossibleRequestsGetClearErrors) {
   struct Case {
     const char* name;
-    api::AgentRequest request;
+    api::PermitRequest request;
     absl::StatusCode code;
     const char* says;
   };
-  api::AgentRequest no_resources = Ask(0, 0);
+  api::PermitRequest no_resources = Ask(0, 0);
   no_resources.clear_resources();
-  api::AgentRequest no_node = Ask(500, kGiB);
+  api::PermitRequest no_node = Ask(500, kGiB);
   no_node.clear_node();
-  api::AgentRequest no_cu = Ask(500, kGiB);
+  api::PermitRequest no_cu = Ask(500, kGiB);
   no_cu.clear_compute_unit();
-  api::AgentRequest unknown_vm = Ask(500, kGiB);
+  api::PermitRequest unknown_vm = Ask(500, kGiB);
   unknown_vm.set_vm("ghost");
-  api::AgentRequest unknown_node = Ask(500, kGiB);
+  api::PermitRequest unknown_node = Ask(500, kGiB);
   unknown_node.set_node("ghost");
-  api::AgentRequest bad_last = Ask(500, kGiB);
+  api::PermitRequest bad_last = Ask(500, kGiB);
   *bad_last.mutable_last_permit() = R(-1, kGiB);
   const Case cases[] = {
       {"negative", Ask(-250, kGiB), absl::StatusCode::kInvalidArgument, "milliCpu"},

@@ -28,7 +28,7 @@ class Service final : public api::Scheduler::CallbackService {
   explicit Service(SchedulerHandler& handler) : handler_(handler) {}
 
   grpc::ServerUnaryReactor* Request(grpc::CallbackServerContext* context,
-                                    const api::AgentRequest* request,
+                                    const api::PermitRequest* request,
                                     api::PermitResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     handler_.Request(*request, [reactor, response](absl::StatusOr<api::PermitResponse> r) {

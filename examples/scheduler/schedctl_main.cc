@@ -94,7 +94,7 @@ class Ctl {
         PermitList::Permit* p = out.add_permits();
         p->set_vm(v.vm());
         p->set_node(v.node());
-        *p->mutable_permit() = v.reserved();
+        *p->mutable_permit() = v.permit();
         *p->mutable_requested() = v.requested();
         p->set_migrating(v.migrating());
       }
@@ -132,7 +132,7 @@ class Ctl {
       return Call(&api::Scheduler::Stub::PlaceVm, r);
     }
     if (command == "request") {
-      api::AgentRequest r;
+      api::PermitRequest r;
       r.set_protocol_version(api::PROTOCOL_VERSION_1);
       r.set_node(Need(FLAGS_node, "node"));
       r.set_vm(Need(FLAGS_vm, "vm"));
