@@ -18,8 +18,8 @@
 #include "autoscale/base/init.h"
 #include "autoscale/base/proto_file.h"
 #include "autoscale/core/config.h"
+#include "autoscale/core/resources.h"
 #include "examples/scheduler/schedctl.pb.h"
-#include "examples/scheduler/text.h"
 #include "grpcpp/grpcpp.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:10299", "The scheduler: host:port or unix:/path");
@@ -54,7 +54,7 @@ struct Usage {
 };
 
 api::Resources ResourcesFlag(const std::string& value, const char* flag) {
-  absl::StatusOr<core::Resources> r = ParseResources(value, flag);
+  absl::StatusOr<core::Resources> r = core::ParseResources(value, flag);
   if (!r.ok()) throw Usage{r.status().ToString()};
   return core::ToProto(*r);
 }

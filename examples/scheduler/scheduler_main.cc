@@ -87,9 +87,10 @@ int Run() {
     return 2;
   }
   absl::StatusOr<core::Resources> cu =
-      ParseResources(absl::GetFlag(FLAGS_compute_unit), "--compute_unit");
-  if (!cu.ok() || cu->milli_cpu == 0 || cu->memory_bytes == 0) {
-    LOG(ERROR) << (cu.ok() ? "--compute_unit must be > 0 in both resources"
+      core::ParseResources(absl::GetFlag(FLAGS_compute_unit), "--compute_unit");
+  if (!cu.ok() || cu->milli_cpu == 0 || cu->memory_bytes == 0 ||
+      cu->memory_bytes > ledger::kMaxAmount) {
+    LOG(ERROR) << (cu.ok() ? "--compute_unit must be > 0 in both resources, at most 1 PiB"
                            : cu.status().ToString());
     return 2;
   }

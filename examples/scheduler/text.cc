@@ -3,42 +3,10 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 
 namespace autoscale::scheduler {
-
-absl::StatusOr<core::Resources> ParseResources(const std::string& text, const char* what) {
-  auto bad = [&](const char* why) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": \"", text, "\" ", why, " (expected <milli-CPU>m/<memory>, e.g. 250m/1GiB)"));
-  };
-  std::vector<absl::string_view> parts = absl::StrSplit(text, '/');
-  if (parts.size() != 2) return bad("has no single '/'");
-  absl::string_view cpu = parts[0], mem = parts[1];
-  core::Resources r;
-  if (!absl::ConsumeSuffix(&cpu, "m") || !absl::SimpleAtoi(cpu, &r.milli_cpu) || r.milli_cpu < 0) {
-    return bad("has no milli-CPU count before 'm'");
-  }
-  int64_t scale = 1;
-  const std::pair<const char*, int64_t> units[] = {
-      {"TiB", int64_t{1} << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}};
-  for (const auto& [suffix, factor] : units) {
-    if (absl::ConsumeSuffix(&mem, suffix)) {
-      scale = factor;
-      break;
-    }
-  }
-  int64_t n;
-  if (!absl::SimpleAtoi(mem, &n) || n < 0 || n > ledger::kMaxAmount / scale) {
-    return bad("has no valid memory amount");
-  }
-  r.memory_bytes = n * scale;
-  return r;
-}
 
 namespace {
 

@@ -7,19 +7,6 @@ namespace {
 
 constexpr int64_t kGiB = int64_t{1} << 30;
 
-TEST(ParseResourcesTest, Forms) {
-  EXPECT_EQ(*ParseResources("250m/1GiB", "x"), (core::Resources{250, kGiB}));
-  EXPECT_EQ(*ParseResources("8000m/512MiB", "x"), (core::Resources{8000, 512 << 20}));
-  EXPECT_EQ(*ParseResources("0m/1024", "x"), (core::Resources{0, 1024}));
-  EXPECT_EQ(*ParseResources("1m/2TiB", "x"), (core::Resources{1, 2 * (kGiB << 10)}));
-  for (const char* bad : {"", "250/1GiB", "250m", "250m/", "-1m/1GiB", "250m/1XiB", "250m/1GiB/2",
-                          "250m/99999999TiB"}) {
-    absl::StatusOr<core::Resources> r = ParseResources(bad, "--total");
-    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
-    EXPECT_NE(r.status().message().find("--total"), std::string::npos) << bad;
-  }
-}
-
 TEST(RenderMetricsTest, NamesLikeTheReference) {
   ledger::Ledger ledger({});
   ASSERT_TRUE(ledger.RegisterNode({.name = "n\"1", .total = {4000, 16 * kGiB}}).ok());
