@@ -32,8 +32,8 @@
 #include "autoscale/core/config.h"
 #include "autoscale/ledger/file_store.h"
 #include "autoscale/ledger/ledger.h"
-#include "autoscale/rpc/scheduler_handler.h"
-#include "autoscale/rpc/scheduler_server.h"
+#include "autoscale/rpc/scheduler/grpc_server.h"
+#include "autoscale/scheduler/request_handler.h"
 #include "benchmark/benchmark.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
@@ -206,9 +206,8 @@ void BM_Grpc(benchmark::State& state) {
   std::filesystem::remove_all(dir);
   std::unique_ptr<Ledger> ledger = *Ledger::Open({}, *FileStore::Open({.dir = dir, .sync = sync}));
   Populate(*ledger, kNodes);
-  rpc::SchedulerHandler handler(*ledger, kCu);
-  std::unique_ptr<rpc::SchedulerServer> server =
-      *rpc::SchedulerServer::Start(handler, "127.0.0.1:0");
+  scheduler::RequestHandler handler(*ledger, kCu);
+  std::unique_ptr<rpc::Server> server = *rpc::scheduler::StartGrpcServer(handler, "127.0.0.1:0");
   std::vector<std::unique_ptr<api::Scheduler::Stub>> stubs;
   for (int c = 0; c < kChannels; ++c) {
     grpc::ChannelArguments args;

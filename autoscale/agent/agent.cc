@@ -94,7 +94,7 @@ absl::StatusOr<api::AgentConfig> LoadAgentConfig(const std::string& path) {
   return c;
 }
 
-Agent::Agent(AgentOptions options, rpc::SchedulerClient& scheduler,
+Agent::Agent(AgentOptions options, rpc::scheduler::SchedulerService& scheduler,
              MonitorConnector connect_monitor, PeerConnector connect_peer, Clock& clock)
     : options_(std::move(options)),
       scheduler_(scheduler),
@@ -195,15 +195,15 @@ absl::Status Agent::Start() {
       Supervise();
       if (now >= next_orders) {
         next_orders = now + options_.migration_poll_interval;
-        std::string node;
+        api::MigrationOrdersRequest request;
         {
           absl::MutexLock lock(&mu_);
-          node = config_.node();
+          request.set_node(config_.node());
         }
-        absl::StatusOr<std::vector<api::MigrationOrder>> orders =
-            scheduler_.GetMigrationOrders(node);
+        absl::StatusOr<api::MigrationOrdersResponse> orders =
+            scheduler_.GetMigrationOrders(request);
         if (orders.ok()) {
-          for (const api::MigrationOrder& order : *orders) OnMigrationOrder(order);
+          for (const api::MigrationOrder& order : orders->orders()) OnMigrationOrder(order);
         }
       }
     }
@@ -405,7 +405,7 @@ void Agent::Migrate(api::MigrationOrder order) {
     r.set_error(error);
     absl::Status s;
     for (int attempt = 0; attempt < 5; ++attempt) {
-      s = scheduler_.ReportMigration(r);
+      s = scheduler_.ReportMigration(r).status();
       if (s.ok()) break;
       clock_.SleepFor(absl::Seconds(1));
     }

@@ -36,7 +36,7 @@
 #include "autoscale/base/clock.h"
 #include "autoscale/base/prometheus.h"
 #include "autoscale/rpc/agent_peer.h"
-#include "autoscale/rpc/scheduler_client.h"
+#include "autoscale/rpc/scheduler/scheduler.h"
 #include "neonvm/launcher/vm.h"
 #include "neonvm/migration/migration.h"
 
@@ -72,8 +72,8 @@ absl::StatusOr<neonvm::migration::MigrationOptions> MigrationOptionsFromProto(
 
 class Agent final : public rpc::MigrationPeer {
  public:
-  Agent(AgentOptions options, rpc::SchedulerClient& scheduler, MonitorConnector connect_monitor,
-        PeerConnector connect_peer, Clock& clock = Clock::Real());
+  Agent(AgentOptions options, rpc::scheduler::SchedulerService& scheduler,
+        MonitorConnector connect_monitor, PeerConnector connect_peer, Clock& clock = Clock::Real());
   ~Agent() override;
 
   // Reads the config, registers the node with the scheduler, starts the runners and the
@@ -122,7 +122,7 @@ class Agent final : public rpc::MigrationPeer {
   }
 
   const AgentOptions options_;
-  rpc::SchedulerClient& scheduler_;
+  rpc::scheduler::SchedulerService& scheduler_;
   const MonitorConnector connect_monitor_;
   const PeerConnector connect_peer_;
   Clock& clock_;

@@ -30,8 +30,8 @@ double Cu(const Resources& r, const Resources& cu) {
 }  // namespace
 
 Runner::Runner(RunnerOptions options, std::unique_ptr<VmDriver> driver,
-               rpc::SchedulerClient& scheduler, MonitorConnector connect_monitor, EventLog& events,
-               Metrics& metrics, Clock& clock)
+               rpc::scheduler::SchedulerService& scheduler, MonitorConnector connect_monitor,
+               EventLog& events, Metrics& metrics, Clock& clock)
     : options_(std::move(options)),
       driver_(std::move(driver)),
       scheduler_(scheduler),

@@ -34,7 +34,7 @@
 #include "autoscale/base/prometheus.h"
 #include "autoscale/core/state.h"
 #include "autoscale/rpc/monitor_client.h"
-#include "autoscale/rpc/scheduler_client.h"
+#include "autoscale/rpc/scheduler/scheduler.h"
 
 namespace autoscale::agent {
 
@@ -77,8 +77,9 @@ struct RunnerStatus {
 
 class Runner {
  public:
-  Runner(RunnerOptions options, std::unique_ptr<VmDriver> driver, rpc::SchedulerClient& scheduler,
-         MonitorConnector connect_monitor, EventLog& events, Metrics& metrics, Clock& clock);
+  Runner(RunnerOptions options, std::unique_ptr<VmDriver> driver,
+         rpc::scheduler::SchedulerService& scheduler, MonitorConnector connect_monitor,
+         EventLog& events, Metrics& metrics, Clock& clock);
   // Stops the threads.
   ~Runner();
   Runner(const Runner&) = delete;
@@ -124,7 +125,7 @@ class Runner {
 
   const RunnerOptions options_;
   std::unique_ptr<VmDriver> driver_;
-  rpc::SchedulerClient& scheduler_;
+  rpc::scheduler::SchedulerService& scheduler_;
   const MonitorConnector connect_monitor_;
   EventLog& events_;
   Metrics& metrics_;

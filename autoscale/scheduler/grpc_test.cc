@@ -9,16 +9,14 @@
 #include <thread>
 #include <vector>
 
-#include "autoscale/api/scheduler.grpc.pb.h"
 #include "autoscale/ledger/file_store.h"
 #include "autoscale/ledger/ledger.h"
-#include "autoscale/rpc/scheduler_grpc_client.h"
-#include "autoscale/rpc/scheduler_handler.h"
-#include "autoscale/rpc/scheduler_server.h"
-#include "grpcpp/grpcpp.h"
+#include "autoscale/rpc/scheduler/grpc_client.h"
+#include "autoscale/rpc/scheduler/grpc_server.h"
+#include "autoscale/scheduler/request_handler.h"
 #include "gtest/gtest.h"
 
-namespace autoscale::rpc {
+namespace autoscale::scheduler {
 namespace {
 
 constexpr int64_t kGiB = int64_t{1} << 30;
@@ -49,19 +47,20 @@ class GrpcTest : public ::testing::Test {
                                  .initial = {250, kGiB}})
                       .ok());
     }
-    handler_ = std::make_unique<SchedulerHandler>(*ledger_, core::Resources{250, kGiB});
+    handler_ = std::make_unique<RequestHandler>(*ledger_, core::Resources{250, kGiB});
   }
 
   std::unique_ptr<ledger::Ledger> ledger_;
-  std::unique_ptr<SchedulerHandler> handler_;
+  std::unique_ptr<RequestHandler> handler_;
 };
 
 TEST_F(GrpcTest, DurableRequestsOverLoopback) {
-  absl::StatusOr<std::unique_ptr<SchedulerServer>> server =
-      SchedulerServer::Start(*handler_, "127.0.0.1:0");
+  absl::StatusOr<std::unique_ptr<rpc::Server>> server =
+      rpc::scheduler::StartGrpcServer(*handler_, "127.0.0.1:0");
   ASSERT_TRUE(server.ok()) << server.status();
   EXPECT_GT((*server)->port(), 0);
-  std::unique_ptr<SchedulerClient> client = *NewGrpcSchedulerClient((*server)->address());
+  std::unique_ptr<rpc::scheduler::SchedulerService> client =
+      *rpc::scheduler::NewGrpcClient((*server)->address());
   absl::StatusOr<api::PermitResponse> p = client->Request(Ask("vm0", 4));
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->permit().memory_bytes(), 4 * kGiB);
@@ -77,14 +76,17 @@ TEST_F(GrpcTest, DurableRequestsOverLoopback) {
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(refused.status().message().find((*server)->address()), std::string::npos)
       << refused.status();
-  EXPECT_TRUE(client->GetMigrationOrders("n1").ok());
+  api::MigrationOrdersRequest orders;
+  orders.set_node("n1");
+  EXPECT_TRUE(client->GetMigrationOrders(orders).ok());
   (*server)->Shutdown(absl::Seconds(1));
 }
 
 TEST_F(GrpcTest, ConcurrentRequestsShareFsyncs) {
-  std::unique_ptr<SchedulerServer> server = *SchedulerServer::Start(*handler_, "127.0.0.1:0");
-  auto stub = api::Scheduler::NewStub(
-      grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
+  std::unique_ptr<rpc::Server> server = *rpc::scheduler::StartGrpcServer(*handler_, "127.0.0.1:0");
+  // One client shared by every thread, as an agent shares one between its VMs.
+  std::unique_ptr<rpc::scheduler::SchedulerService> client =
+      *rpc::scheduler::NewGrpcClient(server->address(), absl::Seconds(30));
   const uint64_t fsyncs_before = ledger_->store_stats()->fsyncs;
   constexpr int kThreads = 32, kEach = 20;
   std::atomic<int> failures{0};
@@ -92,10 +94,7 @@ TEST_F(GrpcTest, ConcurrentRequestsShareFsyncs) {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kEach; ++i) {
-        grpc::ClientContext ctx;
-        api::PermitResponse resp;
-        api::PermitRequest r = WithVersion(Ask("vm" + std::to_string(t), 1 + i % 2 * 3));
-        if (!stub->Request(&ctx, r, &resp).ok()) ++failures;
+        if (!client->Request(Ask("vm" + std::to_string(t), 1 + i % 2 * 3)).ok()) ++failures;
       }
     });
   }
@@ -112,9 +111,10 @@ TEST_F(GrpcTest, UnixSocket) {
   ASSERT_NE(mkdtemp(dir), nullptr);
   const std::string address = std::string("unix:") + dir + "/s.sock";
   {
-    std::unique_ptr<SchedulerServer> server = *SchedulerServer::Start(*handler_, address);
+    std::unique_ptr<rpc::Server> server = *rpc::scheduler::StartGrpcServer(*handler_, address);
     EXPECT_EQ(server->address(), address);
-    std::unique_ptr<SchedulerClient> client = *NewGrpcSchedulerClient(address);
+    std::unique_ptr<rpc::scheduler::SchedulerService> client =
+        *rpc::scheduler::NewGrpcClient(address);
     absl::StatusOr<api::PermitResponse> p = client->Request(Ask("vm1", 2));
     ASSERT_TRUE(p.ok()) << p.status();
     EXPECT_EQ(p->permit().milli_cpu(), 500);
@@ -123,8 +123,8 @@ TEST_F(GrpcTest, UnixSocket) {
 }
 
 TEST(GrpcClientTest, UnreachableSchedulerIsUnavailable) {
-  std::unique_ptr<SchedulerClient> client =
-      *NewGrpcSchedulerClient("unix:/nonexistent/scheduler.sock", absl::Milliseconds(300));
+  std::unique_ptr<rpc::scheduler::SchedulerService> client =
+      *rpc::scheduler::NewGrpcClient("unix:/nonexistent/scheduler.sock", absl::Milliseconds(300));
   absl::StatusOr<api::PermitResponse> p = client->Request(Ask("vm", 1));
   EXPECT_TRUE(p.status().code() == absl::StatusCode::kUnavailable ||
               p.status().code() == absl::StatusCode::kDeadlineExceeded)
@@ -133,4 +133,4 @@ TEST(GrpcClientTest, UnreachableSchedulerIsUnavailable) {
 }
 
 }  // namespace
-}  // namespace autoscale::rpc
+}  // namespace autoscale::scheduler

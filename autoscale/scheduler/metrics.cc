@@ -1,39 +1,17 @@
-#include "examples/scheduler/text.h"
+#include "autoscale/scheduler/metrics.h"
 
-#include <cstdint>
+#include <optional>
+#include <vector>
 
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
+#include "autoscale/base/prometheus.h"
 
 namespace autoscale::scheduler {
 
-namespace {
-
-std::string Label(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-void Header(std::string& out, const char* name, const char* type, const char* help) {
-  absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
-}
-
-}  // namespace
-
-std::string RenderMetrics(const ledger::Ledger& ledger, const rpc::SchedulerHandler& handler) {
-  std::string out;
-  const std::vector<ledger::NodeInfo> nodes = ledger.ListNodes();
+std::string RenderMetrics(const ledger::Ledger& ledger, const RequestHandler& handler) {
+  // A registry filled afresh for each page: the ledger and the handler hold the figures, and a
+  // node or a call count that is gone leaves no stale series.
+  Metrics m;
   struct Field {
     const char* name;
     core::Resources ledger::NodeInfo::*member;
@@ -43,67 +21,62 @@ std::string RenderMetrics(const ledger::Ledger& ledger, const rpc::SchedulerHand
                           {"Committed", &ledger::NodeInfo::committed},
                           {"Migrating", &ledger::NodeInfo::migrating},
                           {"Watermark", &ledger::NodeInfo::watermark}};
-  Header(out, "autoscaling_plugin_node_cpu_resources_current", "gauge",
-         "CPU of each node by field (Reserved with overcommit applied), in cores.");
-  for (const ledger::NodeInfo& n : nodes) {
+  constexpr char kCpu[] = "autoscaling_plugin_node_cpu_resources_current";
+  constexpr char kMem[] = "autoscaling_plugin_node_mem_resources_current";
+  constexpr char kVms[] = "autoscaling_plugin_node_vms";
+  constexpr char kAwaiting[] = "autoscaling_plugin_node_awaiting_agent";
+  m.Describe(kCpu, Metrics::kGauge,
+             "CPU of each node by field (Reserved with overcommit applied), in cores.");
+  m.Describe(kMem, Metrics::kGauge,
+             "Memory of each node by field (Reserved with overcommit applied), in bytes.");
+  m.Describe(kVms, Metrics::kGauge, "VMs on each node.");
+  m.Describe(kAwaiting, Metrics::kGauge,
+             "1 while a restarted scheduler grants nothing new on the node until its agents "
+             "report.");
+  for (const ledger::NodeInfo& n : ledger.ListNodes()) {
     for (const Field& f : fields) {
-      absl::StrAppendFormat(&out,
-                            "autoscaling_plugin_node_cpu_resources_current{node=\"%s\",field="
-                            "\"%s\"} %g\n",
-                            Label(n.name), f.name, (n.*f.member).milli_cpu / 1000.0);
+      const Metrics::Labels labels = {{"node", n.name}, {"field", f.name}};
+      m.Set(kCpu, labels, (n.*f.member).milli_cpu / 1000.0);
+      m.Set(kMem, labels, static_cast<double>((n.*f.member).memory_bytes));
     }
+    m.Set(kVms, {{"node", n.name}}, static_cast<double>(n.vm_count));
+    m.Set(kAwaiting, {{"node", n.name}}, n.awaiting_agent ? 1 : 0);
   }
-  Header(out, "autoscaling_plugin_node_mem_resources_current", "gauge",
-         "Memory of each node by field (Reserved with overcommit applied), in bytes.");
-  for (const ledger::NodeInfo& n : nodes) {
-    for (const Field& f : fields) {
-      absl::StrAppend(&out, "autoscaling_plugin_node_mem_resources_current{node=\"", Label(n.name),
-                      "\",field=\"", f.name, "\"} ", (n.*f.member).memory_bytes, "\n");
-    }
+
+  constexpr char kCalls[] = "autoscaling_scheduler_requests_total";
+  m.Describe(kCalls, Metrics::kCounter, "Calls answered, by method and status code.");
+  for (const RequestHandler::CallCount& c : handler.Counts()) {
+    m.Set(kCalls, {{"method", c.method}, {"code", absl::StatusCodeToString(c.code)}},
+          static_cast<double>(c.count));
   }
-  Header(out, "autoscaling_plugin_node_vms", "gauge", "VMs on each node.");
-  for (const ledger::NodeInfo& n : nodes) {
-    absl::StrAppend(&out, "autoscaling_plugin_node_vms{node=\"", Label(n.name), "\"} ", n.vm_count,
-                    "\n");
-  }
-  Header(out, "autoscaling_plugin_node_awaiting_agent", "gauge",
-         "1 while a restarted scheduler grants nothing new on the node until its agents report.");
-  for (const ledger::NodeInfo& n : nodes) {
-    absl::StrAppend(&out, "autoscaling_plugin_node_awaiting_agent{node=\"", Label(n.name), "\"} ",
-                    n.awaiting_agent ? 1 : 0, "\n");
-  }
-  Header(out, "autoscaling_scheduler_requests_total", "counter",
-         "Calls answered, by method and status code.");
-  for (const rpc::SchedulerHandler::CallCount& c : handler.Counts()) {
-    absl::StrAppend(&out, "autoscaling_scheduler_requests_total{method=\"", c.method, "\",code=\"",
-                    absl::StatusCodeToString(c.code), "\"} ", c.count, "\n");
-  }
+
   const ledger::RecoveryInfo& rec = ledger.recovery();
-  Header(out, "autoscaling_ledger_recovered_records", "gauge",
-         "Log records replayed at start (after the snapshot).");
-  absl::StrAppend(&out, "autoscaling_ledger_recovered_records ", rec.records_replayed, "\n");
-  Header(out, "autoscaling_ledger_log_truncated_bytes", "gauge",
-         "Bytes of a torn or corrupt log tail cut at start (0: none).");
-  absl::StrAppend(&out, "autoscaling_ledger_log_truncated_bytes{file=\"", Label(rec.truncated_file),
-                  "\",reason=\"", Label(rec.truncation_reason), "\"} ", rec.truncated_bytes, "\n");
-  Header(out, "autoscaling_ledger_adopted_permits_total", "counter",
-         "Agents' last permits above what the log held after a restart, taken back.");
-  absl::StrAppend(&out, "autoscaling_ledger_adopted_permits_total ", ledger.adopted_permits(),
-                  "\n");
+  m.Describe("autoscaling_ledger_recovered_records", Metrics::kGauge,
+             "Log records replayed at start (after the snapshot).");
+  m.Set("autoscaling_ledger_recovered_records", {}, static_cast<double>(rec.records_replayed));
+  m.Describe("autoscaling_ledger_log_truncated_bytes", Metrics::kGauge,
+             "Bytes of a torn or corrupt log tail cut at start (0: none).");
+  m.Set("autoscaling_ledger_log_truncated_bytes",
+        {{"file", rec.truncated_file}, {"reason", rec.truncation_reason}},
+        static_cast<double>(rec.truncated_bytes));
+  m.Describe("autoscaling_ledger_adopted_permits_total", Metrics::kCounter,
+             "Agents' last permits above what the log held after a restart, taken back.");
+  m.Set("autoscaling_ledger_adopted_permits_total", {},
+        static_cast<double>(ledger.adopted_permits()));
   if (std::optional<ledger::StoreStats> s = ledger.store_stats()) {
-    Header(out, "autoscaling_ledger_log_records_total", "counter", "Records appended.");
-    absl::StrAppend(&out, "autoscaling_ledger_log_records_total ", s->records_appended, "\n");
-    Header(out, "autoscaling_ledger_fsyncs_total", "counter", "Log fsyncs (one per batch).");
-    absl::StrAppend(&out, "autoscaling_ledger_fsyncs_total ", s->fsyncs, "\n");
-    Header(out, "autoscaling_ledger_records_since_snapshot", "gauge",
-           "Records the next snapshot would compact.");
-    absl::StrAppend(&out, "autoscaling_ledger_records_since_snapshot ", s->records_since_snapshot,
-                    "\n");
-    Header(out, "autoscaling_ledger_store_failed", "gauge",
-           "1 once the log failed to write (nothing more is granted).");
-    absl::StrAppend(&out, "autoscaling_ledger_store_failed ", s->error.ok() ? 0 : 1, "\n");
+    m.Describe("autoscaling_ledger_log_records_total", Metrics::kCounter, "Records appended.");
+    m.Set("autoscaling_ledger_log_records_total", {}, static_cast<double>(s->records_appended));
+    m.Describe("autoscaling_ledger_fsyncs_total", Metrics::kCounter, "Log fsyncs (one per batch).");
+    m.Set("autoscaling_ledger_fsyncs_total", {}, static_cast<double>(s->fsyncs));
+    m.Describe("autoscaling_ledger_records_since_snapshot", Metrics::kGauge,
+               "Records the next snapshot would compact.");
+    m.Set("autoscaling_ledger_records_since_snapshot", {},
+          static_cast<double>(s->records_since_snapshot));
+    m.Describe("autoscaling_ledger_store_failed", Metrics::kGauge,
+               "1 once the log failed to write (nothing more is granted).");
+    m.Set("autoscaling_ledger_store_failed", {}, s->error.ok() ? 0 : 1);
   }
-  return out;
+  return m.Render();
 }
 
 }  // namespace autoscale::scheduler

@@ -1,4 +1,4 @@
-#include "autoscale/rpc/scheduler_handler.h"
+#include "autoscale/scheduler/request_handler.h"
 
 #include <utility>
 
@@ -7,7 +7,7 @@
 #include "autoscale/core/config.h"
 #include "glog/logging.h"
 
-namespace autoscale::rpc {
+namespace autoscale::scheduler {
 namespace {
 
 using core::Resources;
@@ -75,18 +75,18 @@ api::VmState ToProto(const ledger::VmInfo& v) {
   return p;
 }
 
-SchedulerHandler::SchedulerHandler(ledger::Ledger& ledger, Resources default_compute_unit)
+RequestHandler::RequestHandler(ledger::Ledger& ledger, Resources default_compute_unit)
     : ledger_(ledger), default_compute_unit_(default_compute_unit) {}
 
 template <typename T>
-absl::StatusOr<T> SchedulerHandler::Count(Method m, absl::StatusOr<T> result) {
+absl::StatusOr<T> RequestHandler::Count(Method m, absl::StatusOr<T> result) {
   const int code = static_cast<int>(result.status().code());
   counts_[m][code >= 0 && code < kCodes ? code : static_cast<int>(absl::StatusCode::kUnknown)]
       .fetch_add(1, std::memory_order_relaxed);
   return result;
 }
 
-std::vector<SchedulerHandler::CallCount> SchedulerHandler::Counts() const {
+std::vector<RequestHandler::CallCount> RequestHandler::Counts() const {
   std::vector<CallCount> out;
   for (int m = 0; m < kMethods; ++m) {
     for (int c = 0; c < kCodes; ++c) {
@@ -130,8 +130,8 @@ api::PermitResponse PermitToProto(const ledger::Permit& p) {
 
 }  // namespace
 
-void SchedulerHandler::Request(const api::PermitRequest& request,
-                               std::function<void(absl::StatusOr<api::PermitResponse>)> done) {
+void RequestHandler::RequestAsync(const api::PermitRequest& request,
+                                  std::function<void(absl::StatusOr<api::PermitResponse>)> done) {
   absl::StatusOr<ledger::ResizeRequest> resize = ResizeFromProto(request);
   if (!resize.ok()) {
     done(Count<api::PermitResponse>(kRequest, resize.status()));
@@ -146,7 +146,7 @@ void SchedulerHandler::Request(const api::PermitRequest& request,
   });
 }
 
-absl::StatusOr<api::PermitResponse> SchedulerHandler::Request(const api::PermitRequest& request) {
+absl::StatusOr<api::PermitResponse> RequestHandler::Request(const api::PermitRequest& request) {
   absl::StatusOr<ledger::ResizeRequest> resize = ResizeFromProto(request);
   if (!resize.ok()) return Count<api::PermitResponse>(kRequest, resize.status());
   absl::StatusOr<ledger::Permit> p = ledger_.Request(*resize);
@@ -154,7 +154,7 @@ absl::StatusOr<api::PermitResponse> SchedulerHandler::Request(const api::PermitR
   return Count<api::PermitResponse>(kRequest, PermitToProto(*p));
 }
 
-absl::StatusOr<api::RegisterNodeResponse> SchedulerHandler::RegisterNode(
+absl::StatusOr<api::RegisterNodeResponse> RequestHandler::RegisterNode(
     const api::RegisterNodeRequest& r) {
   auto run = [&]() -> absl::StatusOr<api::RegisterNodeResponse> {
     const std::string call = absl::StrCat("RegisterNodeRequest ", r.node());
@@ -175,7 +175,7 @@ absl::StatusOr<api::RegisterNodeResponse> SchedulerHandler::RegisterNode(
   return Count(kRegisterNode, run());
 }
 
-absl::StatusOr<api::PlaceVmResponse> SchedulerHandler::PlaceVm(const api::PlaceVmRequest& r) {
+absl::StatusOr<api::PlaceVmResponse> RequestHandler::PlaceVm(const api::PlaceVmRequest& r) {
   auto run = [&]() -> absl::StatusOr<api::PlaceVmResponse> {
     const std::string call = absl::StrCat("PlaceVmRequest ", r.vm());
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
@@ -212,7 +212,7 @@ absl::StatusOr<api::PlaceVmResponse> SchedulerHandler::PlaceVm(const api::PlaceV
   return Count(kPlaceVm, run());
 }
 
-absl::StatusOr<api::ReleaseVmResponse> SchedulerHandler::ReleaseVm(const api::ReleaseVmRequest& r) {
+absl::StatusOr<api::ReleaseVmResponse> RequestHandler::ReleaseVm(const api::ReleaseVmRequest& r) {
   auto run = [&]() -> absl::StatusOr<api::ReleaseVmResponse> {
     const std::string call = absl::StrCat("ReleaseVmRequest ", r.vm());
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
@@ -225,7 +225,7 @@ absl::StatusOr<api::ReleaseVmResponse> SchedulerHandler::ReleaseVm(const api::Re
   return Count(kReleaseVm, run());
 }
 
-absl::StatusOr<api::MigrationOrdersResponse> SchedulerHandler::GetMigrationOrders(
+absl::StatusOr<api::MigrationOrdersResponse> RequestHandler::GetMigrationOrders(
     const api::MigrationOrdersRequest& r) {
   auto run = [&]() -> absl::StatusOr<api::MigrationOrdersResponse> {
     const std::string call = absl::StrCat("MigrationOrdersRequest ", r.node());
@@ -240,7 +240,7 @@ absl::StatusOr<api::MigrationOrdersResponse> SchedulerHandler::GetMigrationOrder
   return Count(kGetMigrationOrders, run());
 }
 
-absl::StatusOr<api::MigrationResultResponse> SchedulerHandler::ReportMigration(
+absl::StatusOr<api::MigrationResultResponse> RequestHandler::ReportMigration(
     const api::MigrationResult& r) {
   auto run = [&]() -> absl::StatusOr<api::MigrationResultResponse> {
     const std::string call = absl::StrCat("MigrationResult ", r.order_id(), " of ", r.vm());
@@ -255,7 +255,7 @@ absl::StatusOr<api::MigrationResultResponse> SchedulerHandler::ReportMigration(
   return Count(kReportMigration, run());
 }
 
-absl::StatusOr<api::ListNodesResponse> SchedulerHandler::ListNodes(const api::ListRequest& r) {
+absl::StatusOr<api::ListNodesResponse> RequestHandler::ListNodes(const api::ListRequest& r) {
   auto run = [&]() -> absl::StatusOr<api::ListNodesResponse> {
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), "ListNodes"));
     api::ListNodesResponse out;
@@ -266,7 +266,7 @@ absl::StatusOr<api::ListNodesResponse> SchedulerHandler::ListNodes(const api::Li
   return Count(kListNodes, run());
 }
 
-absl::StatusOr<api::ListVmsResponse> SchedulerHandler::ListVms(const api::ListRequest& r) {
+absl::StatusOr<api::ListVmsResponse> RequestHandler::ListVms(const api::ListRequest& r) {
   auto run = [&]() -> absl::StatusOr<api::ListVmsResponse> {
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), "ListVms"));
     api::ListVmsResponse out;
@@ -277,7 +277,7 @@ absl::StatusOr<api::ListVmsResponse> SchedulerHandler::ListVms(const api::ListRe
   return Count(kListVms, run());
 }
 
-absl::StatusOr<api::StatusResponse> SchedulerHandler::GetStatus(const api::StatusRequest& r) {
+absl::StatusOr<api::StatusResponse> RequestHandler::GetStatus(const api::StatusRequest& r) {
   auto run = [&]() -> absl::StatusOr<api::StatusResponse> {
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), "GetStatus"));
     api::StatusResponse out;
@@ -300,4 +300,4 @@ absl::StatusOr<api::StatusResponse> SchedulerHandler::GetStatus(const api::Statu
   return Count(kGetStatus, run());
 }
 
-}  // namespace autoscale::rpc
+}  // namespace autoscale::scheduler

@@ -1,14 +1,17 @@
-// SchedulerHandler: the scheduler protocol (autoscale/api/scheduler.proto) on top of a Ledger,
-// without any transport. The gRPC service and the in-process client both call it, so a request
-// is checked and answered the same way wherever it comes from.
+// RequestHandler: the scheduler's answers to the scheduler protocol (rpc::scheduler::
+// SchedulerService, autoscale/api/scheduler.proto) over a Ledger: it checks each request,
+// converts it to the ledger's terms and the answer back. Any transport serves it (the gRPC
+// server, the in-process client), so a request is checked and answered the same way wherever it
+// comes from.
 //
 // Every request must carry PROTOCOL_VERSION_1 (else FAILED_PRECONDITION); malformed values get
 // INVALID_ARGUMENT, unknown nodes and VMs NOT_FOUND, and nothing changes. Errors name the call
 // and the field: "PermitRequest vm7 on node-a: resources 300m/1GiB is not a whole number of
 // compute units of 250m/1GiB".
 //
-//   SchedulerHandler handler(ledger, /*default_compute_unit=*/{250, 1 << 30});
+//   RequestHandler handler(ledger, /*default_compute_unit=*/{250, 1 << 30});
 //   absl::StatusOr<api::PermitResponse> permit = handler.Request(request);
+//   ASSIGN_OR_RETURN(auto server, rpc::scheduler::StartGrpcServer(handler, "127.0.0.1:10299"));
 #pragma once
 
 #include <array>
@@ -22,28 +25,31 @@
 #include "autoscale/api/scheduler.pb.h"
 #include "autoscale/core/resources.h"
 #include "autoscale/ledger/ledger.h"
+#include "autoscale/rpc/scheduler/scheduler.h"
 
-namespace autoscale::rpc {
+namespace autoscale::scheduler {
 
-class SchedulerHandler {
+class RequestHandler final : public rpc::scheduler::SchedulerService {
  public:
   // `default_compute_unit` is used for placements that name none.
-  SchedulerHandler(ledger::Ledger& ledger, core::Resources default_compute_unit);
+  RequestHandler(ledger::Ledger& ledger, core::Resources default_compute_unit);
 
+  absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& request) override;
   // Answers once the permit is durable: `done` may run before this returns or later on the
   // ledger store's thread.
-  void Request(const api::PermitRequest& request,
-               std::function<void(absl::StatusOr<api::PermitResponse>)> done);
-  absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& request);
-  absl::StatusOr<api::RegisterNodeResponse> RegisterNode(const api::RegisterNodeRequest& request);
-  absl::StatusOr<api::PlaceVmResponse> PlaceVm(const api::PlaceVmRequest& request);
-  absl::StatusOr<api::ReleaseVmResponse> ReleaseVm(const api::ReleaseVmRequest& request);
+  void RequestAsync(const api::PermitRequest& request,
+                    std::function<void(absl::StatusOr<api::PermitResponse>)> done) override;
+  absl::StatusOr<api::RegisterNodeResponse> RegisterNode(
+      const api::RegisterNodeRequest& request) override;
   absl::StatusOr<api::MigrationOrdersResponse> GetMigrationOrders(
-      const api::MigrationOrdersRequest& request);
-  absl::StatusOr<api::MigrationResultResponse> ReportMigration(const api::MigrationResult& request);
-  absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest& request);
-  absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest& request);
-  absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& request);
+      const api::MigrationOrdersRequest& request) override;
+  absl::StatusOr<api::MigrationResultResponse> ReportMigration(
+      const api::MigrationResult& request) override;
+  absl::StatusOr<api::PlaceVmResponse> PlaceVm(const api::PlaceVmRequest& request) override;
+  absl::StatusOr<api::ReleaseVmResponse> ReleaseVm(const api::ReleaseVmRequest& request) override;
+  absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest& request) override;
+  absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest& request) override;
+  absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& request) override;
 
   // Calls answered so far, by method and status code (for metrics); zero counts left out.
   struct CallCount {
@@ -83,4 +89,4 @@ api::NodeState ToProto(const ledger::NodeInfo& node);
 api::VmState ToProto(const ledger::VmInfo& vm);
 api::MigrationOrder ToProto(const ledger::MigrationOrder& order);
 
-}  // namespace autoscale::rpc
+}  // namespace autoscale::scheduler

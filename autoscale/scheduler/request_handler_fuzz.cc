@@ -8,7 +8,7 @@
 
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/ledger/memory_store.h"
-#include "autoscale/rpc/scheduler_handler.h"
+#include "autoscale/scheduler/request_handler.h"
 #include "glog/logging.h"
 
 namespace {
@@ -75,7 +75,7 @@ void Setup(ledger::Ledger& ledger) {
   }
 }
 
-void Step(rpc::SchedulerHandler& h, Input& in) {
+void Step(scheduler::RequestHandler& h, Input& in) {
   switch (in.Byte() % 8) {
     case 0: {
       api::PermitRequest r;
@@ -158,7 +158,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::unique_ptr<ledger::Ledger> ledger =
       *ledger::Ledger::Open({.placement = {.randomize = false}}, std::move(store));
   Setup(*ledger);
-  rpc::SchedulerHandler handler(*ledger, {250, kGiB});
+  scheduler::RequestHandler handler(*ledger, {250, kGiB});
   Input in(data, size);
   for (int i = 0; i < 64 && !in.empty(); ++i) {
     Step(handler, in);
@@ -171,8 +171,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::vector<ledger::VmInfo> want = ledger->ListVms(), got = (*rebuilt)->ListVms();
   if (got != want) {
     std::string diff;
-    for (const auto& v : want) diff += "\n live:    " + rpc::ToProto(v).ShortDebugString();
-    for (const auto& v : got) diff += "\n rebuilt: " + rpc::ToProto(v).ShortDebugString();
+    for (const auto& v : want) diff += "\n live:    " + scheduler::ToProto(v).ShortDebugString();
+    for (const auto& v : got) diff += "\n rebuilt: " + scheduler::ToProto(v).ShortDebugString();
     LOG(FATAL) << "the log rebuilds another ledger:" << diff;
   }
   return 0;

@@ -1,12 +1,12 @@
-#include "autoscale/rpc/scheduler_handler.h"
+#include "autoscale/scheduler/request_handler.h"
 
 #include <memory>
 
 #include "autoscale/ledger/ledger.h"
-#include "autoscale/rpc/scheduler_client.h"
+#include "autoscale/rpc/scheduler/in_process.h"
 #include "gtest/gtest.h"
 
-namespace autoscale::rpc {
+namespace autoscale::scheduler {
 namespace {
 
 constexpr int64_t kGiB = int64_t{1} << 30;
@@ -30,7 +30,7 @@ class HandlerTest : public ::testing::Test {
     absl::StatusOr<api::RegisterNodeResponse> r = client_.RegisterNode(node);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->node().watermark_fraction(), 0.9);
-    api::PlaceVmRequest place = WithVersion(api::PlaceVmRequest());
+    api::PlaceVmRequest place = rpc::scheduler::WithVersion(api::PlaceVmRequest());
     place.set_vm("vm1");
     place.mutable_bounds()->set_min_cu(1);
     place.mutable_bounds()->set_max_cu(8);
@@ -51,8 +51,8 @@ class HandlerTest : public ::testing::Test {
   }
 
   ledger::Ledger ledger_;
-  SchedulerHandler handler_;
-  InProcessSchedulerClient client_{handler_};
+  RequestHandler handler_;
+  rpc::scheduler::InProcessClient client_{handler_};
 };
 
 TEST_F(HandlerTest, GrantsThroughTheInProcessClient) {
@@ -125,8 +125,8 @@ TEST_F(HandlerTest, ImpossibleRequestsGetClearErrors) {
 
 TEST_F(HandlerTest, AsyncRequestAnswers) {
   absl::StatusOr<api::PermitResponse> got;
-  handler_.Request(WithVersion(Ask(500, 2 * kGiB)),
-                   [&](absl::StatusOr<api::PermitResponse> p) { got = std::move(p); });
+  handler_.RequestAsync(rpc::scheduler::WithVersion(Ask(500, 2 * kGiB)),
+                        [&](absl::StatusOr<api::PermitResponse> p) { got = std::move(p); });
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(got->permit().milli_cpu(), 500);
 }
@@ -142,7 +142,7 @@ TEST_F(HandlerTest, MigrationOrdersAndResults) {
   *low.mutable_total() = R(4000, 16 * kGiB);
   low.set_watermark(0.15);
   ASSERT_TRUE(client_.RegisterNode(low).ok());
-  api::PlaceVmRequest place = WithVersion(api::PlaceVmRequest());
+  api::PlaceVmRequest place = rpc::scheduler::WithVersion(api::PlaceVmRequest());
   place.set_vm("vm2");
   place.set_node("n1");
   place.set_migratable(true);
@@ -150,34 +150,36 @@ TEST_F(HandlerTest, MigrationOrdersAndResults) {
   place.mutable_bounds()->set_max_cu(8);
   *place.mutable_initial() = R(500, 2 * kGiB);
   ASSERT_TRUE(handler_.PlaceVm(place).ok());
-  absl::StatusOr<std::vector<api::MigrationOrder>> orders = client_.GetMigrationOrders("n1");
+  api::MigrationOrdersRequest for_n1;
+  for_n1.set_node("n1");
+  absl::StatusOr<api::MigrationOrdersResponse> orders = client_.GetMigrationOrders(for_n1);
   ASSERT_TRUE(orders.ok()) << orders.status();
-  ASSERT_EQ(orders->size(), 1u);
-  EXPECT_EQ((*orders)[0].vm(), "vm2");
-  EXPECT_EQ((*orders)[0].target_agent_address(), "n2:7000");
-  api::ListRequest list = WithVersion(api::ListRequest());
+  ASSERT_EQ(orders->orders_size(), 1);
+  EXPECT_EQ(orders->orders(0).vm(), "vm2");
+  EXPECT_EQ(orders->orders(0).target_agent_address(), "n2:7000");
+  api::ListRequest list = rpc::scheduler::WithVersion(api::ListRequest());
   list.set_node("n1");
   absl::StatusOr<api::ListVmsResponse> vms = handler_.ListVms(list);
   ASSERT_TRUE(vms.ok());
   ASSERT_EQ(vms->vms_size(), 2);
   EXPECT_TRUE(vms->vms(1).migrating());
   api::MigrationResult done;
-  done.set_order_id((*orders)[0].id());
+  done.set_order_id(orders->orders(0).id());
   done.set_vm("vm2");
   done.set_succeeded(true);
   ASSERT_TRUE(client_.ReportMigration(done).ok());
   EXPECT_EQ(ledger_.GetVm("vm2")->node, "n2");
-  EXPECT_EQ(client_.ReportMigration(done).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(client_.ReportMigration(done).status().code(), absl::StatusCode::kFailedPrecondition);
   absl::StatusOr<api::ListNodesResponse> nodes =
-      handler_.ListNodes(WithVersion(api::ListRequest()));
+      handler_.ListNodes(rpc::scheduler::WithVersion(api::ListRequest()));
   ASSERT_TRUE(nodes.ok());
   ASSERT_EQ(nodes->nodes_size(), 2);
   EXPECT_EQ(nodes->nodes(1).reserved().milli_cpu(), 500);
   absl::StatusOr<api::StatusResponse> status =
-      handler_.GetStatus(WithVersion(api::StatusRequest()));
+      handler_.GetStatus(rpc::scheduler::WithVersion(api::StatusRequest()));
   ASSERT_TRUE(status.ok());
   EXPECT_TRUE(status->truncated_file().empty());
 }
 
 }  // namespace
-}  // namespace autoscale::rpc
+}  // namespace autoscale::scheduler

@@ -21,7 +21,7 @@
 #include "autoscale/base/init.h"
 #include "autoscale/rpc/agent_peer_grpc.h"
 #include "autoscale/rpc/monitor_client.h"
-#include "autoscale/rpc/scheduler_grpc_client.h"
+#include "autoscale/rpc/scheduler/grpc_client.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
 #include "httplib.h"
@@ -59,8 +59,9 @@ int Run() {
     LOG(ERROR) << config.status();
     return 2;
   }
-  absl::StatusOr<std::unique_ptr<rpc::SchedulerClient>> scheduler = rpc::NewGrpcSchedulerClient(
-      config->scheduler_address(), absl::GetFlag(FLAGS_scheduler_timeout));
+  absl::StatusOr<std::unique_ptr<rpc::scheduler::SchedulerService>> scheduler =
+      rpc::scheduler::NewGrpcClient(config->scheduler_address(),
+                                    absl::GetFlag(FLAGS_scheduler_timeout));
   if (!scheduler.ok()) {
     LOG(ERROR) << scheduler.status();
     return 2;

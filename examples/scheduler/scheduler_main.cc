@@ -26,9 +26,9 @@
 #include "autoscale/ledger/file_store.h"
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/ledger/migration_policy.h"
-#include "autoscale/rpc/scheduler_handler.h"
-#include "autoscale/rpc/scheduler_server.h"
-#include "examples/scheduler/text.h"
+#include "autoscale/rpc/scheduler/grpc_server.h"
+#include "autoscale/scheduler/metrics.h"
+#include "autoscale/scheduler/request_handler.h"
 #include "glog/logging.h"
 #include "httplib.h"
 
@@ -131,12 +131,12 @@ int Run() {
     return 1;
   }
   std::unique_ptr<ledger::Ledger> ledger = *std::move(opened);
-  rpc::SchedulerHandler handler(*ledger, *cu);
+  RequestHandler handler(*ledger, *cu);
 
   const std::string listen = absl::GetFlag(FLAGS_listen);
   RemoveStaleSocket(listen);
-  absl::StatusOr<std::unique_ptr<rpc::SchedulerServer>> server =
-      rpc::SchedulerServer::Start(handler, listen);
+  absl::StatusOr<std::unique_ptr<rpc::Server>> server =
+      rpc::scheduler::StartGrpcServer(handler, listen);
   if (!server.ok()) {
     LOG(ERROR) << server.status();
     return 1;

@@ -1,4 +1,4 @@
-#include "autoscale/rpc/scheduler_grpc_client.h"
+#include "autoscale/rpc/scheduler/grpc_client.h"
 
 #include <chrono>
 #include <utility>
@@ -8,10 +8,10 @@
 #include "autoscale/rpc/grpc_status.h"
 #include "grpcpp/grpcpp.h"
 
-namespace autoscale::rpc {
+namespace autoscale::rpc::scheduler {
 namespace {
 
-class GrpcSchedulerClient : public SchedulerClient {
+class GrpcClient final : public SchedulerService {
  public:
   // The agent's state machine retries on its own schedule, so gRPC should not: a failed call
   // fails at once. Reconnect quickly once a restarted scheduler is back.
@@ -23,31 +23,41 @@ class GrpcSchedulerClient : public SchedulerClient {
     return args;
   }
 
-  GrpcSchedulerClient(std::string address, absl::Duration timeout)
+  GrpcClient(std::string address, absl::Duration timeout)
       : address_(std::move(address)),
         timeout_(timeout),
         stub_(api::Scheduler::NewStub(grpc::CreateCustomChannel(
             address_, grpc::InsecureChannelCredentials(), ChannelArgs()))) {}
 
   absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& request) override {
-    return Call("Request", &api::Scheduler::Stub::Request, WithVersion(request));
+    return Call("Request", &api::Scheduler::Stub::Request, request);
   }
   absl::StatusOr<api::RegisterNodeResponse> RegisterNode(
       const api::RegisterNodeRequest& request) override {
-    return Call("RegisterNode", &api::Scheduler::Stub::RegisterNode, WithVersion(request));
+    return Call("RegisterNode", &api::Scheduler::Stub::RegisterNode, request);
   }
-  absl::StatusOr<std::vector<api::MigrationOrder>> GetMigrationOrders(
-      const std::string& node) override {
-    api::MigrationOrdersRequest request;
-    request.set_node(node);
-    absl::StatusOr<api::MigrationOrdersResponse> r =
-        Call("GetMigrationOrders", &api::Scheduler::Stub::GetMigrationOrders, WithVersion(request));
-    if (!r.ok()) return r.status();
-    return std::vector<api::MigrationOrder>(r->orders().begin(), r->orders().end());
+  absl::StatusOr<api::MigrationOrdersResponse> GetMigrationOrders(
+      const api::MigrationOrdersRequest& request) override {
+    return Call("GetMigrationOrders", &api::Scheduler::Stub::GetMigrationOrders, request);
   }
-  absl::Status ReportMigration(const api::MigrationResult& result) override {
-    return Call("ReportMigration", &api::Scheduler::Stub::ReportMigration, WithVersion(result))
-        .status();
+  absl::StatusOr<api::MigrationResultResponse> ReportMigration(
+      const api::MigrationResult& request) override {
+    return Call("ReportMigration", &api::Scheduler::Stub::ReportMigration, request);
+  }
+  absl::StatusOr<api::PlaceVmResponse> PlaceVm(const api::PlaceVmRequest& request) override {
+    return Call("PlaceVm", &api::Scheduler::Stub::PlaceVm, request);
+  }
+  absl::StatusOr<api::ReleaseVmResponse> ReleaseVm(const api::ReleaseVmRequest& request) override {
+    return Call("ReleaseVm", &api::Scheduler::Stub::ReleaseVm, request);
+  }
+  absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest& request) override {
+    return Call("ListNodes", &api::Scheduler::Stub::ListNodes, request);
+  }
+  absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest& request) override {
+    return Call("ListVms", &api::Scheduler::Stub::ListVms, request);
+  }
+  absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& request) override {
+    return Call("GetStatus", &api::Scheduler::Stub::GetStatus, request);
   }
 
  private:
@@ -60,7 +70,7 @@ class GrpcSchedulerClient : public SchedulerClient {
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::microseconds(absl::ToInt64Microseconds(timeout_)));
     Resp response;
-    grpc::Status s = (stub_.get()->*rpc)(&context, request, &response);
+    grpc::Status s = (stub_.get()->*rpc)(&context, WithVersion(request), &response);
     if (!s.ok()) return FromGrpc(s, absl::StrCat("scheduler ", address_, " ", method));
     return response;
   }
@@ -72,10 +82,10 @@ class GrpcSchedulerClient : public SchedulerClient {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<SchedulerClient>> NewGrpcSchedulerClient(const std::string& address,
-                                                                        absl::Duration timeout) {
+absl::StatusOr<std::unique_ptr<SchedulerService>> NewGrpcClient(const std::string& address,
+                                                                absl::Duration timeout) {
   if (address.empty()) return absl::InvalidArgumentError("scheduler client: empty address");
-  return std::make_unique<GrpcSchedulerClient>(address, timeout);
+  return std::make_unique<GrpcClient>(address, timeout);
 }
 
-}  // namespace autoscale::rpc
+}  // namespace autoscale::rpc::scheduler

@@ -1,10 +1,11 @@
-// SchedulerServer: the scheduler protocol over gRPC, serving a SchedulerHandler.
+// The scheduler protocol over gRPC: serves any SchedulerService (scheduler.h).
 //
-// Served with gRPC's callback API: a request waiting for its permit to become durable holds no
-// thread, so many concurrent requests share one fsync (group commit).
+// Served with gRPC's callback API: a Request waiting for its permit to become durable
+// (SchedulerService::RequestAsync) holds no thread, so many concurrent requests share one fsync
+// (group commit).
 //
-//   ASSIGN_OR_RETURN(std::unique_ptr<SchedulerServer> server,
-//                    SchedulerServer::Start(handler, "127.0.0.1:0"));   // or "unix:/run/s.sock"
+//   ASSIGN_OR_RETURN(std::unique_ptr<rpc::Server> server,
+//                    StartGrpcServer(handler, "127.0.0.1:0"));   // or "unix:/run/s.sock"
 //   std::string address = server->address();   // what clients dial: "127.0.0.1:41234"
 //   ...
 //   server->Shutdown(absl::Seconds(2));
@@ -14,31 +15,14 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "absl/time/time.h"
-#include "autoscale/rpc/scheduler_handler.h"
+#include "autoscale/rpc/scheduler/scheduler.h"
+#include "autoscale/rpc/server.h"
 
-namespace autoscale::rpc {
+namespace autoscale::rpc::scheduler {
 
-class SchedulerServer {
- public:
-  // Listens on `address`: "host:port" (port 0 picks a free one) or "unix:/path" (a stale socket
-  // file there is replaced).
-  static absl::StatusOr<std::unique_ptr<SchedulerServer>> Start(SchedulerHandler& handler,
-                                                                const std::string& address);
-  // Shuts down at once if Shutdown was not called.
-  ~SchedulerServer();
+// Listens on `address`: "host:port" (port 0 picks a free one) or "unix:/path" (a stale socket
+// file there is replaced). `service` must outlive the server.
+absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(SchedulerService& service,
+                                                        const std::string& address);
 
-  // What clients dial: "host:port" with the port chosen, or "unix:/path".
-  const std::string& address() const;
-  // The TCP port listened on (0 for a unix socket).
-  int port() const;
-  // Refuses new calls, lets calls in flight finish for up to `grace`, then cancels the rest.
-  void Shutdown(absl::Duration grace);
-
- private:
-  struct Impl;
-  explicit SchedulerServer(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
-};
-
-}  // namespace autoscale::rpc
+}  // namespace autoscale::rpc::scheduler
