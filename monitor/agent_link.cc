@@ -1,194 +1,122 @@
-#include "autoscale/rpc/monitor_service.h"
+#include "monitor/agent_link.h"
 
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "glog/logging.h"
 
-namespace autoscale::rpc {
+namespace autoscale::monitor {
 
-struct MonitorService::Session {
-  grpc::ServerContext* context;
-  grpc::ServerReaderWriter<api::MonitorMessage, api::AgentMessage>* stream;
-  absl::Notification stop;
-  absl::Mutex write_mu;
-  // The stream may be written to only until its handler returns.
-  bool open ABSL_GUARDED_BY(write_mu) = true;
-  // Monitor-initiated messages use odd ids.
-  uint64_t next_id ABSL_GUARDED_BY(write_mu) = 1;
+// One agent's session: answers its requests with the Monitor and pushes metrics to it from its
+// own thread until it ends.
+class AgentLink::Session final : public rpc::monitor::AgentSession {
+ public:
+  Session(AgentLink& link, std::shared_ptr<rpc::monitor::AgentStream> agent)
+      : link_(link), agent_(std::move(agent)) {
+    metrics_thread_ = std::thread([this] { PushMetrics(); });
+  }
+  ~Session() override {
+    stop_.Notify();
+    metrics_thread_.join();
+    link_.Ended(this);
+  }
 
-  // Writes `m` (with a fresh odd id when `own_id`); false once the stream is closed.
-  bool Write(api::MonitorMessage m, bool own_id = false) {
-    absl::MutexLock lock(&write_mu);
-    if (!open) return false;
-    if (own_id) {
-      m.set_id(next_id);
-      next_id += 2;
+  absl::StatusOr<api::DownscaleResult> RequestDownscale(
+      const api::DownscaleRequest& request) override {
+    const int64_t target = request.target().memory_bytes();
+    if (target <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("downscale target memory must be > 0, got ", target));
     }
-    return stream->Write(m);
+    absl::StatusOr<Monitor::DownscaleDecision> d = link_.monitor_.TryDownscale(target);
+    // The check could not be made: the agent retries later (INTERNAL, whatever the cause).
+    if (!d.ok()) return absl::InternalError(d.status().message());
+    LOG(INFO) << "monitor: downscale to " << target / (1 << 20) << " MiB "
+              << (d->ok ? "approved" : "denied") << ": " << d->status;
+    api::DownscaleResult result;
+    result.set_ok(d->ok);
+    result.set_status(d->status);
+    return result;
   }
-};
 
-namespace {
-
-api::MonitorMessage ErrorReply(uint64_t id, api::Error::Kind kind, std::string message) {
-  api::MonitorMessage m;
-  m.set_id(id);
-  m.mutable_error()->set_kind(kind);
-  m.mutable_error()->set_message(std::move(message));
-  return m;
-}
-
-}  // namespace
-
-MonitorService::MonitorService(monitor::Monitor& monitor, const monitor::MetricsReader& metrics,
-                               MonitorServiceOptions options)
-    : monitor_(monitor), metrics_(metrics), options_(options) {}
-
-MonitorService::~MonitorService() { Disconnect(); }
-
-bool MonitorService::connected() const {
-  absl::MutexLock lock(&mu_);
-  return session_ != nullptr;
-}
-
-void MonitorService::Disconnect() {
-  absl::MutexLock lock(&mu_);
-  if (session_) session_->context->TryCancel();
-}
-
-bool MonitorService::SendUpscaleRequest(int64_t usage_bytes, int64_t threshold_bytes) {
-  std::shared_ptr<Session> session;
-  {
-    absl::MutexLock lock(&mu_);
-    session = session_;
-  }
-  if (!session) return false;
-  api::MonitorMessage m;
-  m.mutable_upscale_request()->set_usage_bytes(usage_bytes);
-  m.mutable_upscale_request()->set_threshold_bytes(threshold_bytes);
-  return session->Write(std::move(m), /*own_id=*/true);
-}
-
-grpc::Status MonitorService::Connect(
-    grpc::ServerContext* context,
-    grpc::ServerReaderWriter<api::MonitorMessage, api::AgentMessage>* stream) {
-  auto session = std::make_shared<Session>();
-  session->context = context;
-  session->stream = stream;
-
-  // The handshake: a Hello with a version range that includes ours.
-  api::AgentMessage hello;
-  if (!stream->Read(&hello)) return grpc::Status::CANCELLED;
-  if (!hello.has_hello()) {
-    session->Write(ErrorReply(hello.id(), api::Error::INVALID_MESSAGE,
-                              "expected a Hello as the first message"));
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "expected a Hello first");
-  }
-  const int ours = api::PROTOCOL_VERSION_1;
-  if (hello.hello().min_version() > ours || hello.hello().max_version() < ours) {
-    std::string why =
-        absl::StrCat("no common protocol version: agent speaks ", hello.hello().min_version(), "..",
-                     hello.hello().max_version(), ", monitor speaks ", ours);
-    session->Write(ErrorReply(hello.id(), api::Error::INVALID_MESSAGE, why));
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);
-  }
-  {
-    // One agent at a time: the newest wins.
-    absl::MutexLock lock(&mu_);
-    if (session_) {
-      LOG(INFO) << "monitor: a new agent connected (" << context->peer()
-                << "); ending the previous stream";
-      session_->context->TryCancel();
+  absl::Status NotifyUpscale(const api::UpscaleNotification& notification) override {
+    const int64_t granted = notification.granted().memory_bytes();
+    if (granted <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("granted memory must be > 0, got ", granted));
     }
-    session_ = session;
+    if (absl::Status s = link_.monitor_.NotifyUpscale(granted); !s.ok()) {
+      return absl::InternalError(s.message());
+    }
+    return absl::OkStatus();
   }
-  api::MonitorMessage reply;
-  reply.set_id(hello.id());
-  reply.mutable_hello_reply()->set_version(api::PROTOCOL_VERSION_1);
-  session->Write(reply);
-  LOG(INFO) << "monitor: agent connected from " << context->peer();
 
-  std::thread metrics([this, session] {
+ private:
+  void PushMetrics() {
     do {
-      absl::StatusOr<api::Metrics> m = metrics_.Read();
+      absl::StatusOr<api::Metrics> m = link_.metrics_.Read();
       if (!m.ok()) {
         LOG_EVERY_N(WARNING, 30) << "monitor: reading metrics: " << m.status();
         continue;
       }
-      api::MonitorMessage msg;
-      *msg.mutable_metrics() = *std::move(m);
-      session->Write(std::move(msg), /*own_id=*/true);
-    } while (!session->stop.WaitForNotificationWithTimeout(options_.metrics_interval));
-  });
-
-  api::AgentMessage message;
-  while (stream->Read(&message)) Handle(*session, message);
-
-  session->stop.Notify();
-  metrics.join();
-  {
-    absl::MutexLock lock(&session->write_mu);
-    session->open = false;
+      agent_->SendMetrics(*m);
+    } while (!stop_.WaitForNotificationWithTimeout(link_.options_.metrics_interval));
   }
+
+  AgentLink& link_;
+  const std::shared_ptr<rpc::monitor::AgentStream> agent_;
+  absl::Notification stop_;
+  std::thread metrics_thread_;
+};
+
+AgentLink::AgentLink(Monitor& monitor, const MetricsReader& metrics, AgentLinkOptions options)
+    : monitor_(monitor), metrics_(metrics), options_(options) {}
+
+AgentLink::~AgentLink() { Disconnect(); }
+
+bool AgentLink::connected() const {
+  absl::MutexLock lock(&mu_);
+  return current_ != nullptr;
+}
+
+void AgentLink::Disconnect() {
+  absl::MutexLock lock(&mu_);
+  if (agent_) agent_->Close();
+}
+
+bool AgentLink::SendUpscaleRequest(int64_t usage_bytes, int64_t threshold_bytes) {
+  std::shared_ptr<rpc::monitor::AgentStream> agent;
   {
     absl::MutexLock lock(&mu_);
-    if (session_ == session) session_.reset();
+    agent = agent_;
   }
-  LOG(INFO) << "monitor: agent " << context->peer() << " disconnected";
-  return grpc::Status::OK;
+  if (!agent) return false;
+  api::UpscaleRequest r;
+  r.set_usage_bytes(usage_bytes);
+  r.set_threshold_bytes(threshold_bytes);
+  return agent->SendUpscaleRequest(r);
 }
 
-void MonitorService::Handle(Session& session, const api::AgentMessage& message) {
-  api::MonitorMessage reply;
-  reply.set_id(message.id());
-  switch (message.kind_case()) {
-    case api::AgentMessage::kHealthCheck:
-      reply.mutable_health_check();
-      break;
-    case api::AgentMessage::kDownscaleRequest: {
-      int64_t target = message.downscale_request().target().memory_bytes();
-      if (target <= 0) {
-        reply = ErrorReply(message.id(), api::Error::INVALID_MESSAGE,
-                           absl::StrCat("downscale target memory must be > 0, got ", target));
-        break;
-      }
-      absl::StatusOr<monitor::Monitor::DownscaleDecision> d = monitor_.TryDownscale(target);
-      if (!d.ok()) {
-        reply = ErrorReply(message.id(), api::Error::INTERNAL, std::string(d.status().message()));
-        break;
-      }
-      LOG(INFO) << "monitor: downscale to " << target / (1 << 20) << " MiB "
-                << (d->ok ? "approved" : "denied") << ": " << d->status;
-      reply.mutable_downscale_result()->set_ok(d->ok);
-      reply.mutable_downscale_result()->set_status(d->status);
-      break;
-    }
-    case api::AgentMessage::kUpscaleNotification: {
-      int64_t granted = message.upscale_notification().granted().memory_bytes();
-      if (granted <= 0) {
-        reply = ErrorReply(message.id(), api::Error::INVALID_MESSAGE,
-                           absl::StrCat("granted memory must be > 0, got ", granted));
-        break;
-      }
-      absl::Status s = monitor_.NotifyUpscale(granted);
-      if (!s.ok()) {
-        reply = ErrorReply(message.id(), api::Error::INTERNAL, std::string(s.message()));
-        break;
-      }
-      reply.mutable_upscale_confirmation();
-      break;
-    }
-    case api::AgentMessage::kHello:
-      reply = ErrorReply(message.id(), api::Error::INVALID_MESSAGE, "Hello sent twice");
-      break;
-    case api::AgentMessage::KIND_NOT_SET:
-      reply = ErrorReply(message.id(), api::Error::INVALID_MESSAGE,
-                         "message without a kind (newer agent?)");
-      break;
+std::unique_ptr<rpc::monitor::AgentSession> AgentLink::Connect(
+    std::shared_ptr<rpc::monitor::AgentStream> agent, const std::string& peer) {
+  absl::MutexLock lock(&mu_);
+  // One agent at a time: the newest wins.
+  if (agent_) {
+    LOG(INFO) << "monitor: a new agent connected (" << peer << "); ending the previous stream";
+    agent_->Close();
   }
-  session.Write(std::move(reply));
+  auto session = std::make_unique<Session>(*this, agent);
+  current_ = session.get();
+  agent_ = std::move(agent);
+  return session;
 }
 
-}  // namespace autoscale::rpc
+void AgentLink::Ended(const Session* session) {
+  absl::MutexLock lock(&mu_);
+  if (current_ != session) return;
+  current_ = nullptr;
+  agent_.reset();
+}
+
+}  // namespace autoscale::monitor

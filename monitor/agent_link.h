@@ -1,61 +1,64 @@
-// The monitor's side of the agent<->monitor protocol (autoscale/api/monitor.proto): a gRPC
-// service with one bidirectional stream per agent. It answers health checks, downscale requests
-// and upscale notifications through a monitor::Monitor, streams metrics to the agent, and sends
-// upscale requests the moment the monitor asks for them.
+// AgentLink: the monitor's side of the agent<->monitor protocol (rpc::monitor::MonitorService):
+// downscale checks and upscale notifications answered by a Monitor, metrics read and pushed to
+// the agent every `metrics_interval`, and upscale requests sent the moment the monitor asks.
+// Any transport serves it (rpc::monitor::StartGrpcServer, rpc::monitor::InProcessConnector).
 //
 // One agent at a time: a new connection ends the previous one (as in the reference).
 //
-//   MonitorService service(runner->monitor(), metrics_reader, {});
-//   grpc::ServerBuilder builder;
-//   builder.AddListeningPort("127.0.0.1:10301", grpc::InsecureServerCredentials());
-//   builder.RegisterService(&service);
+//   AgentLink link(runner->monitor(), metrics_reader, {});
+//   ASSIGN_OR_RETURN(auto server, rpc::monitor::StartGrpcServer(link, "127.0.0.1:10301"));
 //   ...
-//   service.SendUpscaleRequest(usage, threshold);  // from the Runner's upscale hook
+//   link.SendUpscaleRequest(usage, threshold);  // from the Runner's upscale hook
+//   ...
+//   link.Disconnect();                           // before the server shuts down
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "autoscale/api/monitor.grpc.pb.h"
+#include "autoscale/rpc/monitor/monitor.h"
 #include "monitor/metrics.h"
 #include "monitor/monitor.h"
 
-namespace autoscale::rpc {
+namespace autoscale::monitor {
 
-struct MonitorServiceOptions {
+struct AgentLinkOptions {
   // How often metrics are pushed to the connected agent.
   absl::Duration metrics_interval = absl::Seconds(1);
 };
 
-class MonitorService final : public api::Monitor::Service {
+class AgentLink final : public rpc::monitor::MonitorService {
  public:
-  MonitorService(monitor::Monitor& monitor, const monitor::MetricsReader& metrics,
-                 MonitorServiceOptions options);
-  ~MonitorService() override;
+  // `monitor` and `metrics` must outlive the link; the link must outlive the transports that
+  // serve it.
+  AgentLink(Monitor& monitor, const MetricsReader& metrics, AgentLinkOptions options);
+  ~AgentLink() override;
 
   // Sends an upscale request to the connected agent. False if no agent is connected.
   bool SendUpscaleRequest(int64_t usage_bytes, int64_t threshold_bytes);
-  // Ends the current agent's stream (before shutting the server down).
+  // Ends the current agent's session (before shutting the server down).
   void Disconnect();
   bool connected() const;
 
-  grpc::Status Connect(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<api::MonitorMessage, api::AgentMessage>* stream) override;
+  std::unique_ptr<rpc::monitor::AgentSession> Connect(
+      std::shared_ptr<rpc::monitor::AgentStream> agent, const std::string& peer) override;
 
  private:
-  struct Session;
-  void Handle(Session& session, const api::AgentMessage& message);
+  class Session;
+  // `session` ended: it is no longer the current one.
+  void Ended(const Session* session);
 
-  monitor::Monitor& monitor_;
-  const monitor::MetricsReader& metrics_;
-  const MonitorServiceOptions options_;
+  Monitor& monitor_;
+  const MetricsReader& metrics_;
+  const AgentLinkOptions options_;
+  // Guards which session is the current one.
   mutable absl::Mutex mu_;
-  // The connected agent's stream, if any.
-  std::shared_ptr<Session> session_ ABSL_GUARDED_BY(mu_);
+  const Session* current_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::shared_ptr<rpc::monitor::AgentStream> agent_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace autoscale::rpc
+}  // namespace autoscale::monitor

@@ -1,25 +1,27 @@
 // The monitor end to end on this machine: a real v1 memory cgroup with a child that allocates,
-// the kernel watcher, the monitor logic, a real gRPC server and the agent-side client.
-#include "autoscale/rpc/monitor_service.h"
+// the kernel watcher, the monitor logic, the agent link served by a real gRPC server, and the
+// agent-side client.
+#include "monitor/agent_link.h"
 
 #include <atomic>
 #include <memory>
 #include <string>
 
 #include "absl/synchronization/mutex.h"
-#include "autoscale/rpc/monitor_client.h"
+#include "autoscale/rpc/monitor/grpc_client.h"
+#include "autoscale/rpc/monitor/grpc_server.h"
+#include "autoscale/rpc/server.h"
 #include "gmock/gmock.h"
-#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "lfc/resizer.h"
 #include "monitor/cgroup/testing.h"
 #include "monitor/runner.h"
 
-namespace autoscale::rpc {
+namespace autoscale::monitor {
 namespace {
 
+using rpc::monitor::MonitorClient;
 using ::testing::HasSubstr;
-namespace cgroup = ::autoscale::monitor::cgroup;
 
 constexpr int64_t kMiB = 1 << 20;
 
@@ -61,45 +63,43 @@ struct Received {
   }
 };
 
-class MonitorServiceTest : public ::testing::Test {
+class AgentLinkTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto cg = cgroup::TestCgroup::Create("service");
     if (!cg.ok()) GTEST_SKIP() << "needs a writable cgroup v1 memory controller: " << cg.status();
     cgroup_ = *std::move(cg);
-    monitor::RunnerOptions options;
+    RunnerOptions options;
     options.cgroup_dir = cgroup_->dir();
     options.memory_bytes = 512 * kMiB;  // threshold (512 - 100) * 0.85 = 350 MiB
     options.monitor.sample_interval = absl::Milliseconds(50);
-    auto runner = monitor::Runner::Start(options, resizer_, [this](int64_t usage, int64_t t) {
-      if (MonitorService* s = service_.load()) s->SendUpscaleRequest(usage, t);
+    auto runner = Runner::Start(options, resizer_, [this](int64_t usage, int64_t t) {
+      if (AgentLink* link = link_.load()) link->SendUpscaleRequest(usage, t);
     });
     ASSERT_TRUE(runner.ok()) << runner.status();
     runner_ = *std::move(runner);
-    owned_service_ = std::make_unique<MonitorService>(
-        runner_->monitor(), metrics_,
-        MonitorServiceOptions{.metrics_interval = absl::Milliseconds(100)});
-    service_ = owned_service_.get();
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    builder.RegisterService(owned_service_.get());
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    address_ = "127.0.0.1:" + std::to_string(port);
+    owned_link_ =
+        std::make_unique<AgentLink>(runner_->monitor(), metrics_,
+                                    AgentLinkOptions{.metrics_interval = absl::Milliseconds(100)});
+    link_ = owned_link_.get();
+    absl::StatusOr<std::unique_ptr<rpc::Server>> server =
+        rpc::monitor::StartGrpcServer(*owned_link_, "127.0.0.1:0");
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    address_ = server_->address();
   }
 
   void TearDown() override {
-    if (owned_service_) owned_service_->Disconnect();
-    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    service_ = nullptr;
-    owned_service_.reset();
+    if (owned_link_) owned_link_->Disconnect();
+    if (server_) server_->Shutdown(absl::Seconds(2));
+    link_ = nullptr;
+    owned_link_.reset();
     runner_.reset();
     cgroup_.reset();
   }
 
   std::unique_ptr<MonitorClient> ConnectClient(Received& received) {
-    auto client = MonitorClient::Connect(address_, received.Callbacks(), absl::Seconds(5));
+    auto client = rpc::monitor::ConnectGrpc(address_, received.Callbacks(), absl::Seconds(5));
     EXPECT_TRUE(client.ok()) << client.status();
     return client.ok() ? *std::move(client) : nullptr;
   }
@@ -113,15 +113,15 @@ class MonitorServiceTest : public ::testing::Test {
 
   std::unique_ptr<cgroup::TestCgroup> cgroup_;
   lfc::NoopResizer resizer_;
-  monitor::MetricsReader metrics_;
-  std::unique_ptr<monitor::Runner> runner_;
-  std::unique_ptr<MonitorService> owned_service_;
-  std::atomic<MonitorService*> service_{nullptr};
-  std::unique_ptr<grpc::Server> server_;
+  MetricsReader metrics_;
+  std::unique_ptr<Runner> runner_;
+  std::unique_ptr<AgentLink> owned_link_;
+  std::atomic<AgentLink*> link_{nullptr};
+  std::unique_ptr<rpc::Server> server_;
   std::string address_;
 };
 
-TEST_F(MonitorServiceTest, UpscaleRequestArrivesWhenAChildCrossesTheThreshold) {
+TEST_F(AgentLinkTest, UpscaleRequestArrivesWhenAChildCrossesTheThreshold) {
   Received received;
   auto client = ConnectClient(received);
   ASSERT_NE(client, nullptr);
@@ -136,7 +136,7 @@ TEST_F(MonitorServiceTest, UpscaleRequestArrivesWhenAChildCrossesTheThreshold) {
   EXPECT_GT(received.metrics, 0) << "metrics stream to the agent";
 }
 
-TEST_F(MonitorServiceTest, DownscaleRefusedAndApprovedAgainstRealUsage) {
+TEST_F(AgentLinkTest, DownscaleRefusedAndApprovedAgainstRealUsage) {
   Received received;
   auto client = ConnectClient(received);
   ASSERT_NE(client, nullptr);
@@ -158,7 +158,7 @@ TEST_F(MonitorServiceTest, DownscaleRefusedAndApprovedAgainstRealUsage) {
   EXPECT_EQ(runner_->monitor().memory_bytes(), 512 * kMiB);
 }
 
-TEST_F(MonitorServiceTest, BadMessagesGetErrorsAndTheStreamStays) {
+TEST_F(AgentLinkTest, BadMessagesGetErrorsAndTheStreamStays) {
   Received received;
   auto client = ConnectClient(received);
   ASSERT_NE(client, nullptr);
@@ -168,7 +168,7 @@ TEST_F(MonitorServiceTest, BadMessagesGetErrorsAndTheStreamStays) {
   EXPECT_TRUE(client->HealthCheck(absl::Seconds(2)).ok()) << "still connected";
 }
 
-TEST_F(MonitorServiceTest, AgentsComeAndGo) {
+TEST_F(AgentLinkTest, AgentsComeAndGo) {
   Received first;
   auto a = ConnectClient(first);
   ASSERT_NE(a, nullptr);
@@ -186,7 +186,7 @@ TEST_F(MonitorServiceTest, AgentsComeAndGo) {
   EXPECT_TRUE(c->HealthCheck(absl::Seconds(2)).ok()) << "the next agent can connect";
 }
 
-TEST_F(MonitorServiceTest, VanishedCgroupIsAnErrorAndTheMonitorKeepsRunning) {
+TEST_F(AgentLinkTest, VanishedCgroupIsAnErrorAndTheMonitorKeepsRunning) {
   Received received;
   auto client = ConnectClient(received);
   ASSERT_NE(client, nullptr);
@@ -201,11 +201,11 @@ TEST_F(MonitorServiceTest, VanishedCgroupIsAnErrorAndTheMonitorKeepsRunning) {
 TEST(MonitorClient, UnreachableMonitorIsAClearError) {
   Received received;
   auto client =
-      MonitorClient::Connect("127.0.0.1:1", received.Callbacks(), absl::Milliseconds(300));
+      rpc::monitor::ConnectGrpc("127.0.0.1:1", received.Callbacks(), absl::Milliseconds(300));
   ASSERT_FALSE(client.ok());
   EXPECT_EQ(client.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(client.status().message()), HasSubstr("127.0.0.1:1"));
 }
 
 }  // namespace
-}  // namespace autoscale::rpc
+}  // namespace autoscale::monitor

@@ -69,7 +69,7 @@ void Runner::Stop() {
   }
   for (std::thread& t : threads_) t.join();
   threads_.clear();
-  std::shared_ptr<rpc::MonitorClient> monitor;
+  std::shared_ptr<rpc::monitor::MonitorClient> monitor;
   {
     absl::MutexLock lock(&mu_);
     monitor = std::move(monitor_);
@@ -268,7 +268,7 @@ void Runner::MonitorExecutor() {
   const absl::Duration timeout = options_.state.timings.monitor_response_timeout;
   while (true) {
     MonitorWork work;
-    std::shared_ptr<rpc::MonitorClient> monitor;
+    std::shared_ptr<rpc::monitor::MonitorClient> monitor;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -317,7 +317,7 @@ void Runner::MonitorExecutor() {
 }
 
 void Runner::MonitorConnection() {
-  rpc::MonitorClient::Callbacks callbacks{
+  rpc::monitor::MonitorClient::Callbacks callbacks{
       .on_metrics =
           [this](const api::Metrics& m) {
             absl::MutexLock lock(&mu_);
@@ -351,11 +351,11 @@ void Runner::MonitorConnection() {
       if (stopping_) return;
       monitor_closed_ = false;
     }
-    absl::StatusOr<std::unique_ptr<rpc::MonitorClient>> client =
+    absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>> client =
         connect_monitor_(options_.monitor_address, callbacks, options_.monitor_connect_timeout);
     if (client.ok()) {
       reported_failure = false;
-      std::shared_ptr<rpc::MonitorClient> monitor = *std::move(client);
+      std::shared_ptr<rpc::monitor::MonitorClient> monitor = *std::move(client);
       {
         absl::MutexLock lock(&mu_);
         monitor_ = monitor;

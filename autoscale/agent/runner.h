@@ -33,14 +33,16 @@
 #include "autoscale/base/clock.h"
 #include "autoscale/base/prometheus.h"
 #include "autoscale/core/state.h"
-#include "autoscale/rpc/monitor_client.h"
+#include "autoscale/rpc/monitor/monitor.h"
 #include "autoscale/rpc/scheduler/scheduler.h"
 
 namespace autoscale::agent {
 
-// Connects to a monitor (rpc::MonitorClient::Connect, or a test's own).
-using MonitorConnector = std::function<absl::StatusOr<std::unique_ptr<rpc::MonitorClient>>(
-    const std::string& address, rpc::MonitorClient::Callbacks callbacks, absl::Duration timeout)>;
+// Connects to a monitor (rpc::monitor::ConnectGrpc, an rpc::monitor::InProcessConnector, or a
+// test's own).
+using MonitorConnector = std::function<absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>>(
+    const std::string& address, rpc::monitor::MonitorClient::Callbacks callbacks,
+    absl::Duration timeout)>;
 
 struct RunnerOptions {
   std::string node;
@@ -140,7 +142,7 @@ class Runner {
   std::optional<std::pair<uint64_t, core::VmResize>> vm_work_ ABSL_GUARDED_BY(mu_);
   std::optional<std::pair<uint64_t, MonitorWork>> monitor_work_ ABSL_GUARDED_BY(mu_);
   // The connected monitor, if any.
-  std::shared_ptr<rpc::MonitorClient> monitor_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<rpc::monitor::MonitorClient> monitor_ ABSL_GUARDED_BY(mu_);
   bool monitor_closed_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<api::Metrics> last_metrics_ ABSL_GUARDED_BY(mu_);
   std::optional<core::Resources> observed_ ABSL_GUARDED_BY(mu_);

@@ -120,7 +120,7 @@ class RecordingScheduler : public rpc::scheduler::InProcessClient {
   CallLog& log_;
 };
 
-class RecordingMonitor : public rpc::MonitorClient {
+class RecordingMonitor : public rpc::monitor::MonitorClient {
  public:
   RecordingMonitor(CallLog& log, std::atomic<bool>& approve) : log_(log), approve_(approve) {}
   absl::StatusOr<api::DownscaleResult> RequestDownscale(const api::Resources& target,
@@ -164,8 +164,8 @@ class RunnerTest : public ::testing::Test {
     o.bounds = {1, 4};
     if (with_monitor) o.monitor_address = "in-test";
     MonitorConnector connect =
-        [this](const std::string&, rpc::MonitorClient::Callbacks callbacks,
-               absl::Duration) -> absl::StatusOr<std::unique_ptr<rpc::MonitorClient>> {
+        [this](const std::string&, rpc::monitor::MonitorClient::Callbacks callbacks,
+               absl::Duration) -> absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>> {
       absl::MutexLock lock(&mu_);
       callbacks_ = std::move(callbacks);
       return std::make_unique<RecordingMonitor>(log_, approve_);
@@ -233,7 +233,7 @@ class RunnerTest : public ::testing::Test {
   EventLog events_;
   Metrics metrics_;
   absl::Mutex mu_;
-  rpc::MonitorClient::Callbacks callbacks_ ABSL_GUARDED_BY(mu_);
+  rpc::monitor::MonitorClient::Callbacks callbacks_ ABSL_GUARDED_BY(mu_);
   RecordingVm* vm_ = nullptr;
   std::unique_ptr<Runner> runner_;
 };

@@ -20,7 +20,7 @@
 #include "autoscale/agent/agent.h"
 #include "autoscale/base/init.h"
 #include "autoscale/rpc/agent_peer_grpc.h"
-#include "autoscale/rpc/monitor_client.h"
+#include "autoscale/rpc/monitor/grpc_client.h"
 #include "autoscale/rpc/scheduler/grpc_client.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
@@ -75,7 +75,7 @@ int Run() {
 
   const std::string listen = absl::GetFlag(FLAGS_listen);
   agent::Agent node_agent(
-      {.config_path = config_path, .address = listen}, **scheduler, &rpc::MonitorClient::Connect,
+      {.config_path = config_path, .address = listen}, **scheduler, &rpc::monitor::ConnectGrpc,
       [](const std::string& address) { return rpc::NewGrpcMigrationPeer(address); });
   rpc::AgentPeerService peer_service(node_agent);
   grpc::ServerBuilder builder;

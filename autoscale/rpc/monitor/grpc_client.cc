@@ -1,4 +1,4 @@
-#include "autoscale/rpc/monitor_client.h"
+#include "autoscale/rpc/monitor/grpc_client.h"
 
 #include <thread>
 
@@ -7,17 +7,20 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "autoscale/api/monitor.grpc.pb.h"
+#include "autoscale/rpc/monitor/internal/protocol.h"
 #include "grpcpp/grpcpp.h"
 
-namespace autoscale::rpc {
+namespace autoscale::rpc::monitor {
 namespace {
 
-class GrpcMonitorClient final : public MonitorClient {
+class GrpcClient final : public MonitorClient {
  public:
-  GrpcMonitorClient(std::string address, Callbacks callbacks)
-      : address_(std::move(address)), callbacks_(std::move(callbacks)) {}
+  GrpcClient(std::string address, Callbacks callbacks)
+      : address_(std::move(address)),
+        who_(absl::StrCat("monitor at ", address_)),
+        callbacks_(std::move(callbacks)) {}
 
-  ~GrpcMonitorClient() override {
+  ~GrpcClient() override {
     context_.TryCancel();
     if (reader_.joinable()) reader_.join();
   }
@@ -25,50 +28,35 @@ class GrpcMonitorClient final : public MonitorClient {
   absl::Status Start(absl::Duration timeout) {
     auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
     if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout))) {
-      return absl::UnavailableError(absl::StrCat("monitor at ", address_, ": not reachable within ",
-                                                 absl::FormatDuration(timeout)));
+      return absl::UnavailableError(
+          absl::StrCat(who_, ": not reachable within ", absl::FormatDuration(timeout)));
     }
     stub_ = api::Monitor::NewStub(channel);
     stream_ = stub_->Connect(&context_);
     reader_ = std::thread([this] { ReadLoop(); });
-    api::AgentMessage hello;
-    hello.mutable_hello()->set_min_version(api::PROTOCOL_VERSION_1);
-    hello.mutable_hello()->set_max_version(api::PROTOCOL_VERSION_1);
-    absl::StatusOr<api::MonitorMessage> reply = Call(std::move(hello), timeout);
+    absl::StatusOr<api::MonitorMessage> reply = Call(internal::Hello(), timeout);
     if (!reply.ok()) return reply.status();
-    if (!reply->has_hello_reply()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("monitor at ", address_, ": unexpected answer to Hello"));
-    }
-    return absl::OkStatus();
+    return internal::HelloAnswer(*reply, who_);
   }
 
   absl::StatusOr<api::DownscaleResult> RequestDownscale(const api::Resources& target,
                                                         absl::Duration timeout) override {
-    api::AgentMessage m;
-    *m.mutable_downscale_request()->mutable_target() = target;
-    absl::StatusOr<api::MonitorMessage> reply = Call(std::move(m), timeout);
+    absl::StatusOr<api::MonitorMessage> reply = Call(internal::DownscaleRequest(target), timeout);
     if (!reply.ok()) return reply.status();
-    if (!reply->has_downscale_result()) return Unexpected("DownscaleRequest");
-    return reply->downscale_result();
+    return internal::DownscaleResult(*reply, who_);
   }
 
   absl::Status NotifyUpscale(const api::Resources& granted, absl::Duration timeout) override {
-    api::AgentMessage m;
-    *m.mutable_upscale_notification()->mutable_granted() = granted;
-    absl::StatusOr<api::MonitorMessage> reply = Call(std::move(m), timeout);
+    absl::StatusOr<api::MonitorMessage> reply =
+        Call(internal::UpscaleNotification(granted), timeout);
     if (!reply.ok()) return reply.status();
-    if (!reply->has_upscale_confirmation()) return Unexpected("UpscaleNotification");
-    return absl::OkStatus();
+    return internal::UpscaleConfirmation(*reply, who_);
   }
 
   absl::Status HealthCheck(absl::Duration timeout) override {
-    api::AgentMessage m;
-    m.mutable_health_check();
-    absl::StatusOr<api::MonitorMessage> reply = Call(std::move(m), timeout);
+    absl::StatusOr<api::MonitorMessage> reply = Call(internal::HealthCheck(), timeout);
     if (!reply.ok()) return reply.status();
-    if (!reply->has_health_check()) return Unexpected("HealthCheck");
-    return absl::OkStatus();
+    return internal::HealthCheckReply(*reply, who_);
   }
 
   bool connected() const override {
@@ -82,12 +70,7 @@ class GrpcMonitorClient final : public MonitorClient {
     absl::StatusOr<api::MonitorMessage> reply;
   };
 
-  absl::Status Unexpected(const char* request) {
-    return absl::InternalError(
-        absl::StrCat("monitor at ", address_, ": unexpected reply to ", request));
-  }
-
-  // Sends `m` with a fresh even id and waits for the reply with that id.
+  // Sends `m` with a fresh even id and waits for the reply with that id (which may be an Error).
   absl::StatusOr<api::MonitorMessage> Call(api::AgentMessage m, absl::Duration timeout) {
     uint64_t id;
     {
@@ -107,28 +90,21 @@ class GrpcMonitorClient final : public MonitorClient {
     std::shared_ptr<Pending> p = pending_[id];
     if (!written && !p->done) {
       pending_.erase(id);
-      return absl::UnavailableError(absl::StrCat("monitor at ", address_, ": stream closed"));
+      return absl::UnavailableError(absl::StrCat(who_, ": stream closed"));
     }
     auto done = [&p] { return p->done; };
     if (!mu_.AwaitWithTimeout(absl::Condition(&done), timeout)) {
       pending_.erase(id);
       return absl::DeadlineExceededError(
-          absl::StrCat("monitor at ", address_, ": no reply in ", absl::FormatDuration(timeout)));
+          absl::StrCat(who_, ": no reply in ", absl::FormatDuration(timeout)));
     }
     pending_.erase(id);
-    if (!p->reply.ok()) return p->reply.status();
-    if (p->reply->has_error()) {
-      const api::Error& e = p->reply->error();
-      std::string msg = absl::StrCat("monitor at ", address_, ": ", e.message());
-      if (e.kind() == api::Error::INVALID_MESSAGE) return absl::InvalidArgumentError(msg);
-      return absl::InternalError(msg);
-    }
     return p->reply;
   }
 
   absl::Status Closed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return absl::UnavailableError(absl::StrCat("monitor at ", address_, ": stream closed",
-                                               close_reason_.empty() ? "" : ": ", close_reason_));
+    return absl::UnavailableError(
+        absl::StrCat(who_, ": stream closed", close_reason_.empty() ? "" : ": ", close_reason_));
   }
 
   void ReadLoop() {
@@ -164,6 +140,8 @@ class GrpcMonitorClient final : public MonitorClient {
   }
 
   const std::string address_;
+  // "monitor at <address>", the start of every error.
+  const std::string who_;
   const Callbacks callbacks_;
   grpc::ClientContext context_;
   std::unique_ptr<api::Monitor::Stub> stub_;
@@ -181,13 +159,13 @@ class GrpcMonitorClient final : public MonitorClient {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<MonitorClient>> MonitorClient::Connect(const std::string& address,
-                                                                      Callbacks callbacks,
-                                                                      absl::Duration timeout) {
-  auto client = std::make_unique<GrpcMonitorClient>(address, std::move(callbacks));
+absl::StatusOr<std::unique_ptr<MonitorClient>> ConnectGrpc(const std::string& address,
+                                                           MonitorClient::Callbacks callbacks,
+                                                           absl::Duration timeout) {
+  auto client = std::make_unique<GrpcClient>(address, std::move(callbacks));
   absl::Status s = client->Start(timeout);
   if (!s.ok()) return s;
   return client;
 }
 
-}  // namespace autoscale::rpc
+}  // namespace autoscale::rpc::monitor
