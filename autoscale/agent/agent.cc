@@ -395,7 +395,7 @@ void Agent::Migrate(api::MigrationOrder order) {
   }
   Event(name, "migration",
         absl::StrCat("migrating to node ", order.target_node(), " (order ", order.id(), ")"));
-  std::unique_ptr<rpc::MigrationPeer> peer;
+  std::unique_ptr<rpc::agent_peer::MigrationPeer> peer;
   bool prepared = false;
   auto report = [&](bool succeeded, const std::string& error) {
     api::MigrationResult r;
@@ -443,7 +443,7 @@ void Agent::Migrate(api::MigrationOrder order) {
   absl::StatusOr<neonvm::migration::Devices> devices =
       neonvm::migration::CaptureDevices(*qmp, spec);
   if (!devices.ok()) return fail(devices.status());
-  absl::StatusOr<std::unique_ptr<rpc::MigrationPeer>> connected =
+  absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> connected =
       connect_peer_(order.target_agent_address());
   if (!connected.ok()) return fail(connected.status());
   peer = *std::move(connected);

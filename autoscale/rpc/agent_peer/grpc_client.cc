@@ -1,17 +1,19 @@
-#include "autoscale/rpc/agent_peer_grpc.h"
+#include "autoscale/rpc/agent_peer/grpc_client.h"
 
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "autoscale/api/agent.grpc.pb.h"
+#include "autoscale/rpc/agent_peer/internal/protocol.h"
 #include "autoscale/rpc/grpc_status.h"
 #include "grpcpp/grpcpp.h"
 
-namespace autoscale::rpc {
+namespace autoscale::rpc::agent_peer {
 namespace {
 
-class GrpcMigrationPeer final : public MigrationPeer {
+class GrpcClient final : public MigrationPeer {
  public:
-  GrpcMigrationPeer(std::string address, absl::Duration timeout)
+  GrpcClient(std::string address, absl::Duration timeout)
       : address_(std::move(address)),
         timeout_(timeout),
         stub_(api::Agent::NewStub(
@@ -22,9 +24,7 @@ class GrpcMigrationPeer final : public MigrationPeer {
     api::PrepareIncomingResponse response;
     grpc::ClientContext context;
     SetDeadline(context);
-    api::PrepareIncomingRequest r = request;
-    r.set_protocol_version(api::PROTOCOL_VERSION_1);
-    grpc::Status s = stub_->PrepareIncoming(&context, r, &response);
+    grpc::Status s = stub_->PrepareIncoming(&context, internal::Versioned(request), &response);
     if (!s.ok()) return FromGrpc(s, absl::StrCat("agent ", address_, " PrepareIncoming"));
     return response;
   }
@@ -33,9 +33,7 @@ class GrpcMigrationPeer final : public MigrationPeer {
     api::FinishIncomingResponse response;
     grpc::ClientContext context;
     SetDeadline(context);
-    api::FinishIncomingRequest r = request;
-    r.set_protocol_version(api::PROTOCOL_VERSION_1);
-    return FromGrpc(stub_->FinishIncoming(&context, r, &response),
+    return FromGrpc(stub_->FinishIncoming(&context, internal::Versioned(request), &response),
                     absl::StrCat("agent ", address_, " FinishIncoming"));
   }
 
@@ -50,38 +48,12 @@ class GrpcMigrationPeer final : public MigrationPeer {
   std::unique_ptr<api::Agent::Stub> stub_;
 };
 
-grpc::Status CheckVersion(api::ProtocolVersion v) {
-  if (v == api::PROTOCOL_VERSION_1) return grpc::Status::OK;
-  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                      absl::StrCat("protocol version ", v, " is not supported (want ",
-                                   api::PROTOCOL_VERSION_1, ")"));
-}
-
 }  // namespace
 
-grpc::Status AgentPeerService::PrepareIncoming(grpc::ServerContext*,
-                                               const api::PrepareIncomingRequest* request,
-                                               api::PrepareIncomingResponse* response) {
-  if (grpc::Status v = CheckVersion(request->protocol_version()); !v.ok()) return v;
-  absl::StatusOr<api::PrepareIncomingResponse> r = local_.PrepareIncoming(*request);
-  if (!r.ok()) return ToGrpc(r.status());
-  *response = *std::move(r);
-  response->set_protocol_version(api::PROTOCOL_VERSION_1);
-  return grpc::Status::OK;
-}
-
-grpc::Status AgentPeerService::FinishIncoming(grpc::ServerContext*,
-                                              const api::FinishIncomingRequest* request,
-                                              api::FinishIncomingResponse* response) {
-  if (grpc::Status v = CheckVersion(request->protocol_version()); !v.ok()) return v;
-  response->set_protocol_version(api::PROTOCOL_VERSION_1);
-  return ToGrpc(local_.FinishIncoming(*request));
-}
-
-absl::StatusOr<std::unique_ptr<MigrationPeer>> NewGrpcMigrationPeer(const std::string& address,
-                                                                    absl::Duration timeout) {
+absl::StatusOr<std::unique_ptr<MigrationPeer>> NewGrpcClient(const std::string& address,
+                                                             absl::Duration timeout) {
   if (address.empty()) return absl::InvalidArgumentError("agent address is empty");
-  return std::make_unique<GrpcMigrationPeer>(address, timeout);
+  return std::make_unique<GrpcClient>(address, timeout);
 }
 
-}  // namespace autoscale::rpc
+}  // namespace autoscale::rpc::agent_peer

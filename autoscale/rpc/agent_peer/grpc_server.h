@@ -1,39 +1,23 @@
-// The agent<->agent migration protocol over gRPC: a service that serves a local MigrationPeer (the
-// agent), and a client that is a MigrationPeer for a remote agent.
+// The agent<->agent migration protocol over gRPC: serves any MigrationPeer (agent_peer.h), in the
+// target node's agent. Requests of another protocol version are refused with FAILED_PRECONDITION
+// before the peer sees them.
 //
-//   AgentPeerService service(agent);                    // in the target node's agent
-//   builder.RegisterService(&service);
-//   ASSIGN_OR_RETURN(auto peer, NewGrpcMigrationPeer("127.0.0.1:10400"));  // in the source's
+//   ASSIGN_OR_RETURN(std::unique_ptr<rpc::Server> server,
+//                    rpc::agent_peer::StartGrpcServer(agent, "0.0.0.0:10400"));
 #pragma once
 
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "absl/time/time.h"
-#include "autoscale/api/agent.grpc.pb.h"
-#include "autoscale/rpc/agent_peer.h"
+#include "autoscale/rpc/agent_peer/agent_peer.h"
+#include "autoscale/rpc/server.h"
 
-namespace autoscale::rpc {
+namespace autoscale::rpc::agent_peer {
 
-class AgentPeerService final : public api::Agent::Service {
- public:
-  explicit AgentPeerService(MigrationPeer& local) : local_(local) {}
+// Listens on `address` ("host:port", port 0 picks a free one, or "unix:/path"). `peer` must
+// outlive the server.
+absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(MigrationPeer& peer,
+                                                        const std::string& address);
 
-  grpc::Status PrepareIncoming(grpc::ServerContext* context,
-                               const api::PrepareIncomingRequest* request,
-                               api::PrepareIncomingResponse* response) override;
-  grpc::Status FinishIncoming(grpc::ServerContext* context,
-                              const api::FinishIncomingRequest* request,
-                              api::FinishIncomingResponse* response) override;
-
- private:
-  MigrationPeer& local_;
-};
-
-// A MigrationPeer for the agent at `address` ("host:port" or "unix:/path"). Each call is bounded
-// by `timeout` (starting a QEMU and waiting for a migrated VM to run take seconds).
-absl::StatusOr<std::unique_ptr<MigrationPeer>> NewGrpcMigrationPeer(
-    const std::string& address, absl::Duration timeout = absl::Seconds(60));
-
-}  // namespace autoscale::rpc
+}  // namespace autoscale::rpc::agent_peer
