@@ -61,39 +61,18 @@ api::MonitorMessage ErrorReply(uint64_t id, api::Error::Kind kind, const std::st
   return m;
 }
 
-api::MonitorMessage Answer(AgentSession& session, const api::AgentMessage& request) {
-  api::MonitorMessage reply;
-  reply.set_id(request.id());
-  auto error = [&](const absl::Status& s) {
-    return ErrorReply(request.id(),
-                      s.code() == absl::StatusCode::kInvalidArgument ? api::Error::INVALID_MESSAGE
-                                                                     : api::Error::INTERNAL,
-                      std::string(s.message()));
-  };
-  switch (request.kind_case()) {
-    case api::AgentMessage::kHealthCheck:
-      reply.mutable_health_check();
-      return reply;
-    case api::AgentMessage::kDownscaleRequest: {
-      absl::StatusOr<api::DownscaleResult> result =
-          session.RequestDownscale(request.downscale_request());
-      if (!result.ok()) return error(result.status());
-      *reply.mutable_downscale_result() = *std::move(result);
-      return reply;
-    }
-    case api::AgentMessage::kUpscaleNotification: {
-      if (absl::Status s = session.NotifyUpscale(request.upscale_notification()); !s.ok()) {
-        return error(s);
-      }
-      reply.mutable_upscale_confirmation();
-      return reply;
-    }
-    case api::AgentMessage::kHello:
-      return ErrorReply(request.id(), api::Error::INVALID_MESSAGE, "Hello sent twice");
-    case api::AgentMessage::KIND_NOT_SET:
-      break;
+api::MonitorMessage ErrorReply(uint64_t id, const absl::Status& error) {
+  return ErrorReply(id,
+                    error.code() == absl::StatusCode::kInvalidArgument ? api::Error::INVALID_MESSAGE
+                                                                       : api::Error::INTERNAL,
+                    std::string(error.message()));
+}
+
+api::MonitorMessage NotARequest(const api::AgentMessage& message) {
+  if (message.has_hello()) {
+    return ErrorReply(message.id(), api::Error::INVALID_MESSAGE, "Hello sent twice");
   }
-  return ErrorReply(request.id(), api::Error::INVALID_MESSAGE,
+  return ErrorReply(message.id(), api::Error::INVALID_MESSAGE,
                     "message without a kind (newer agent?)");
 }
 

@@ -3,13 +3,14 @@
 // client's reading of a reply.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "autoscale/api/monitor.pb.h"
-#include "autoscale/rpc/monitor/monitor.h"
 
 namespace autoscale::rpc::monitor::internal {
 
@@ -22,9 +23,38 @@ api::MonitorMessage HelloReply(uint64_t id);
 
 api::MonitorMessage ErrorReply(uint64_t id, api::Error::Kind kind, const std::string& message);
 
-// The reply to one of the agent's requests (with its id): `session`'s answer, the transport's own
-// (health checks), or an Error.
-api::MonitorMessage Answer(AgentSession& session, const api::AgentMessage& request);
+// The Error for a failed answer: INVALID_MESSAGE for INVALID_ARGUMENT, INTERNAL otherwise.
+api::MonitorMessage ErrorReply(uint64_t id, const absl::Status& error);
+// The reply to a message that is not a request a session answers (a second Hello, no kind).
+api::MonitorMessage NotARequest(const api::AgentMessage& message);
+
+// The reply to one of the agent's requests (with its id): `session`'s answer (an AgentSession,
+// monitor.h), the transport's own (health checks), or an Error.
+template <typename Session>
+api::MonitorMessage Answer(Session& session, const api::AgentMessage& request) {
+  api::MonitorMessage reply;
+  reply.set_id(request.id());
+  switch (request.kind_case()) {
+    case api::AgentMessage::kHealthCheck:
+      reply.mutable_health_check();
+      return reply;
+    case api::AgentMessage::kDownscaleRequest: {
+      absl::StatusOr<api::DownscaleResult> result =
+          session.RequestDownscale(request.downscale_request());
+      if (!result.ok()) return ErrorReply(request.id(), result.status());
+      *reply.mutable_downscale_result() = *std::move(result);
+      return reply;
+    }
+    case api::AgentMessage::kUpscaleNotification: {
+      absl::Status s = session.NotifyUpscale(request.upscale_notification());
+      if (!s.ok()) return ErrorReply(request.id(), s);
+      reply.mutable_upscale_confirmation();
+      return reply;
+    }
+    default:
+      return NotARequest(request);
+  }
+}
 
 // The agent's requests.
 api::AgentMessage DownscaleRequest(const api::Resources& target);
