@@ -1,5 +1,5 @@
 // One VM's runner in the agent: a core::State and the executors that carry out its actions
-// against the scheduler (SchedulerClient), the VM (VmDriver) and the in-VM monitor
+// against the scheduler (rpc::scheduler::SchedulerService), the VM (VmDriver) and the in-VM monitor
 // (MonitorClient, whose stream also brings the metrics).
 //
 // A loop thread asks the state what to do (NextActions) and hands each action, with the id it was
