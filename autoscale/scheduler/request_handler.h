@@ -59,8 +59,6 @@ class RequestHandler final : public rpc::scheduler::SchedulerService {
   };
   std::vector<CallCount> Counts() const;
 
-  ledger::Ledger& ledger() { return ledger_; }
-
  private:
   enum Method {
     kRequest,

@@ -115,6 +115,7 @@ TEST(SchedulerTest, AnswersInProcessBalancesAndRecovers) {
   ASSERT_TRUE(orders.ok()) << orders.status();
   ASSERT_EQ(orders->orders_size(), 1);
   EXPECT_EQ(orders->orders(0).target_node(), "n2");
+  EXPECT_TRUE(scheduler.ledger().CheckInvariants().ok());
 
   const std::string page = scheduler.MetricsText();
   for (const char* line : {
