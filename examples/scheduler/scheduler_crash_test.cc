@@ -166,8 +166,7 @@ class CrashTest : public ::testing::Test {
     absl::MutexLock l(&mu_);
     for (const api::VmState& v : vms.vms()) {
       const VmView& view = views_.at(v.vm());
-      const int64_t ledger[2] = {v.permit().milli_cpu() / 250,
-                                 v.permit().memory_bytes() / kGiB};
+      const int64_t ledger[2] = {v.permit().milli_cpu() / 250, v.permit().memory_bytes() / kGiB};
       for (int k = 0; k < 2; ++k) {
         const char* what = k == 0 ? " cpu" : " memory";
         EXPECT_GE(ledger[k], view.usage[k]) << v.vm() << what << ": the VM may use more";

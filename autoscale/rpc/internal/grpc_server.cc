@@ -66,8 +66,7 @@ absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(std::string_view what,
     port = 0;
   }
   LOG(INFO) << name << " listening on " << dial;
-  return std::make_unique<GrpcServer>(std::move(service), std::move(server), std::move(dial),
-                                      port);
+  return std::make_unique<GrpcServer>(std::move(service), std::move(server), std::move(dial), port);
 }
 
 }  // namespace autoscale::rpc::internal
