@@ -32,8 +32,8 @@
 #include "autoscale/core/config.h"
 #include "autoscale/ledger/file_store.h"
 #include "autoscale/ledger/ledger.h"
-#include "autoscale/rpc/scheduler_handler.h"
-#include "autoscale/rpc/scheduler_server.h"
+#include "autoscale/rpc/scheduler/grpc_server.h"
+#include "autoscale/scheduler/request_handler.h"
 #include "benchmark/benchmark.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
@@ -206,9 +206,8 @@ void BM_Grpc(benchmark::State& state) {
   std::filesystem::remove_all(dir);
   std::unique_ptr<Ledger> ledger = *Ledger::Open({}, *FileStore::Open({.dir = dir, .sync = sync}));
   Populate(*ledger, kNodes);
-  rpc::SchedulerHandler handler(*ledger, kCu);
-  std::unique_ptr<rpc::SchedulerServer> server =
-      *rpc::SchedulerServer::Start(handler, "127.0.0.1:0");
+  scheduler::RequestHandler handler(*ledger, kCu);
+  std::unique_ptr<rpc::Server> server = *rpc::scheduler::StartGrpcServer(handler, "127.0.0.1:0");
   std::vector<std::unique_ptr<api::Scheduler::Stub>> stubs;
   for (int c = 0; c < kChannels; ++c) {
     grpc::ChannelArguments args;
@@ -220,13 +219,13 @@ void BM_Grpc(benchmark::State& state) {
     stubs.push_back(api::Scheduler::NewStub(
         grpc::CreateCustomChannel(server->address(), grpc::InsecureChannelCredentials(), args)));
   }
-  std::vector<api::AgentRequest> requests;
+  std::vector<api::PermitRequest> requests;
   for (const PermitRequest& r : Cycle([] {
          std::vector<int> all;
          for (int n = 0; n < kNodes; ++n) all.push_back(n);
          return all;
        }())) {
-    api::AgentRequest a;
+    api::PermitRequest a;
     a.set_protocol_version(api::PROTOCOL_VERSION_1);
     a.set_node(r.node);
     a.set_vm(r.vm);
@@ -253,7 +252,7 @@ void BM_Grpc(benchmark::State& state) {
     if (n >= limit) return;
     auto* call = new Call;
     const int64_t index = slot + (slot_next[slot]++ * kInFlight);
-    const api::AgentRequest& req = requests[index % requests.size()];
+    const api::PermitRequest& req = requests[index % requests.size()];
     stubs[slot % kChannels]->async()->Request(&call->context, &req, &call->response,
                                               [&, call, slot](grpc::Status s) {
                                                 delete call;

@@ -18,11 +18,11 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "autoscale/base/proto_file.h"
-#include "autoscale/rpc/monitor_client.h"
-#include "autoscale/rpc/monitor_service.h"
+#include "autoscale/rpc/monitor/grpc_client.h"
+#include "autoscale/rpc/monitor/grpc_server.h"
 #include "benchmark/benchmark.h"
-#include "grpcpp/grpcpp.h"
 #include "lfc/resizer.h"
+#include "monitor/agent_link.h"
 #include "monitor/cgroup/layout.h"
 #include "monitor/cgroup/testing.h"
 #include "monitor/runner.h"
@@ -64,37 +64,37 @@ void BM_UpscaleReaction(benchmark::State& state) {
   } else {
     options.watch = monitor::WatchMode::kV1;
   }
-  std::atomic<rpc::MonitorService*> service{nullptr};
+  std::atomic<monitor::AgentLink*> link{nullptr};
   lfc::NoopResizer resizer;
   auto runner = monitor::Runner::Start(options, resizer, [&](int64_t usage, int64_t t) {
-    if (auto* s = service.load()) s->SendUpscaleRequest(usage, t);
+    if (auto* l = link.load()) l->SendUpscaleRequest(usage, t);
   });
   if (!runner.ok()) {
     state.SkipWithError(std::string(runner.status().message()).c_str());
     return;
   }
   monitor::MetricsReader metrics;
-  rpc::MonitorService monitor_service((*runner)->monitor(), metrics,
-                                      {.metrics_interval = absl::Hours(1)});
-  service = &monitor_service;
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&monitor_service);
-  auto server = builder.BuildAndStart();
+  monitor::AgentLink agent_link((*runner)->monitor(), metrics,
+                                {.metrics_interval = absl::Hours(1)});
+  link = &agent_link;
+  auto server = rpc::monitor::StartGrpcServer(agent_link, "127.0.0.1:0");
+  if (!server.ok()) {
+    state.SkipWithError(std::string(server.status().message()).c_str());
+    return;
+  }
 
   absl::Mutex mu;
   int64_t received_ns = 0;
-  auto client = rpc::MonitorClient::Connect("127.0.0.1:" + std::to_string(port),
-                                            {.on_metrics = nullptr,
-                                             .on_upscale_request =
-                                                 [&](const api::UpscaleRequest&) {
-                                                   int64_t now = MonotonicNs();
-                                                   absl::MutexLock l(&mu);
-                                                   if (received_ns == 0) received_ns = now;
-                                                 },
-                                             .on_closed = nullptr},
-                                            absl::Seconds(5));
+  auto client = rpc::monitor::ConnectGrpc((*server)->address(),
+                                          {.on_metrics = nullptr,
+                                           .on_upscale_request =
+                                               [&](const api::UpscaleRequest&) {
+                                                 int64_t now = MonotonicNs();
+                                                 absl::MutexLock l(&mu);
+                                                 if (received_ns == 0) received_ns = now;
+                                               },
+                                           .on_closed = nullptr},
+                                          absl::Seconds(5));
   if (!client.ok()) {
     state.SkipWithError(std::string(client.status().message()).c_str());
     return;
@@ -133,9 +133,9 @@ void BM_UpscaleReaction(benchmark::State& state) {
     state.counters["p99_ms"] = Percentile(latencies_ms, 0.99);
     state.counters["max_ms"] = Percentile(latencies_ms, 1.0);
   }
-  service = nullptr;
-  monitor_service.Disconnect();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  link = nullptr;
+  agent_link.Disconnect();
+  (*server)->Shutdown(absl::Seconds(1));
 }
 BENCHMARK(BM_UpscaleReaction)
     ->Arg(0)

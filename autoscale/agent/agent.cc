@@ -94,7 +94,7 @@ absl::StatusOr<api::AgentConfig> LoadAgentConfig(const std::string& path) {
   return c;
 }
 
-Agent::Agent(AgentOptions options, rpc::SchedulerClient& scheduler,
+Agent::Agent(AgentOptions options, rpc::scheduler::SchedulerService& scheduler,
              MonitorConnector connect_monitor, PeerConnector connect_peer, Clock& clock)
     : options_(std::move(options)),
       scheduler_(scheduler),
@@ -195,15 +195,15 @@ absl::Status Agent::Start() {
       Supervise();
       if (now >= next_orders) {
         next_orders = now + options_.migration_poll_interval;
-        std::string node;
+        api::MigrationOrdersRequest request;
         {
           absl::MutexLock lock(&mu_);
-          node = config_.node();
+          request.set_node(config_.node());
         }
-        absl::StatusOr<std::vector<api::MigrationOrder>> orders =
-            scheduler_.GetMigrationOrders(node);
+        absl::StatusOr<api::MigrationOrdersResponse> orders =
+            scheduler_.GetMigrationOrders(request);
         if (orders.ok()) {
-          for (const api::MigrationOrder& order : *orders) OnMigrationOrder(order);
+          for (const api::MigrationOrder& order : orders->orders()) OnMigrationOrder(order);
         }
       }
     }
@@ -395,7 +395,7 @@ void Agent::Migrate(api::MigrationOrder order) {
   }
   Event(name, "migration",
         absl::StrCat("migrating to node ", order.target_node(), " (order ", order.id(), ")"));
-  std::unique_ptr<rpc::MigrationPeer> peer;
+  std::unique_ptr<rpc::agent_peer::MigrationPeer> peer;
   bool prepared = false;
   auto report = [&](bool succeeded, const std::string& error) {
     api::MigrationResult r;
@@ -405,7 +405,7 @@ void Agent::Migrate(api::MigrationOrder order) {
     r.set_error(error);
     absl::Status s;
     for (int attempt = 0; attempt < 5; ++attempt) {
-      s = scheduler_.ReportMigration(r);
+      s = scheduler_.ReportMigration(r).status();
       if (s.ok()) break;
       clock_.SleepFor(absl::Seconds(1));
     }
@@ -443,7 +443,7 @@ void Agent::Migrate(api::MigrationOrder order) {
   absl::StatusOr<neonvm::migration::Devices> devices =
       neonvm::migration::CaptureDevices(*qmp, spec);
   if (!devices.ok()) return fail(devices.status());
-  absl::StatusOr<std::unique_ptr<rpc::MigrationPeer>> connected =
+  absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> connected =
       connect_peer_(order.target_agent_address());
   if (!connected.ok()) return fail(connected.status());
   peer = *std::move(connected);

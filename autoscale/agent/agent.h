@@ -4,7 +4,7 @@
 //
 //   Agent agent(options, *scheduler_client, connect_monitor, connect_peer);
 //   RETURN_IF_ERROR(agent.Start());        // registers the node, starts the runners
-//   ... serve AgentPeerService(agent) for incoming migrations ...
+//   ... serve it for incoming migrations (rpc::agent_peer::StartGrpcServer(agent, address)) ...
 //   agent.Stop();
 //
 // The config file (an AgentConfig) is re-read when it changes: new VMs get a runner, removed ones
@@ -35,16 +35,16 @@
 #include "autoscale/api/config.pb.h"
 #include "autoscale/base/clock.h"
 #include "autoscale/base/prometheus.h"
-#include "autoscale/rpc/agent_peer.h"
-#include "autoscale/rpc/scheduler_client.h"
+#include "autoscale/rpc/agent_peer/agent_peer.h"
+#include "autoscale/rpc/scheduler/scheduler.h"
 #include "neonvm/launcher/vm.h"
 #include "neonvm/migration/migration.h"
 
 namespace autoscale::agent {
 
-// Connects to another node's agent (rpc::NewGrpcMigrationPeer, or a test's own).
-using PeerConnector =
-    std::function<absl::StatusOr<std::unique_ptr<rpc::MigrationPeer>>(const std::string& address)>;
+// Connects to another node's agent (rpc::agent_peer::NewGrpcClient, or a test's own).
+using PeerConnector = std::function<absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>>(
+    const std::string& address)>;
 
 struct AgentOptions {
   // The AgentConfig file (.json or .textproto).
@@ -70,10 +70,10 @@ absl::StatusOr<api::AgentConfig> LoadAgentConfig(const std::string& path);
 absl::StatusOr<neonvm::migration::MigrationOptions> MigrationOptionsFromProto(
     const api::MigrationSettings& settings);
 
-class Agent final : public rpc::MigrationPeer {
+class Agent final : public rpc::agent_peer::MigrationPeer {
  public:
-  Agent(AgentOptions options, rpc::SchedulerClient& scheduler, MonitorConnector connect_monitor,
-        PeerConnector connect_peer, Clock& clock = Clock::Real());
+  Agent(AgentOptions options, rpc::scheduler::SchedulerService& scheduler,
+        MonitorConnector connect_monitor, PeerConnector connect_peer, Clock& clock = Clock::Real());
   ~Agent() override;
 
   // Reads the config, registers the node with the scheduler, starts the runners and the
@@ -122,7 +122,7 @@ class Agent final : public rpc::MigrationPeer {
   }
 
   const AgentOptions options_;
-  rpc::SchedulerClient& scheduler_;
+  rpc::scheduler::SchedulerService& scheduler_;
   const MonitorConnector connect_monitor_;
   const PeerConnector connect_peer_;
   Clock& clock_;

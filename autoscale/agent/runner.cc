@@ -30,8 +30,8 @@ double Cu(const Resources& r, const Resources& cu) {
 }  // namespace
 
 Runner::Runner(RunnerOptions options, std::unique_ptr<VmDriver> driver,
-               rpc::SchedulerClient& scheduler, MonitorConnector connect_monitor, EventLog& events,
-               Metrics& metrics, Clock& clock)
+               rpc::scheduler::SchedulerService& scheduler, MonitorConnector connect_monitor,
+               EventLog& events, Metrics& metrics, Clock& clock)
     : options_(std::move(options)),
       driver_(std::move(driver)),
       scheduler_(scheduler),
@@ -69,7 +69,7 @@ void Runner::Stop() {
   }
   for (std::thread& t : threads_) t.join();
   threads_.clear();
-  std::shared_ptr<rpc::MonitorClient> monitor;
+  std::shared_ptr<rpc::monitor::MonitorClient> monitor;
   {
     absl::MutexLock lock(&mu_);
     monitor = std::move(monitor_);
@@ -134,7 +134,7 @@ void Runner::PublishMetrics() {
 void Runner::SchedulerExecutor() {
   const Resources& cu = options_.state.compute_unit;
   while (true) {
-    api::AgentRequest request;
+    api::PermitRequest request;
     core::SchedulerRequest work;
     {
       absl::MutexLock lock(&mu_);
@@ -268,7 +268,7 @@ void Runner::MonitorExecutor() {
   const absl::Duration timeout = options_.state.timings.monitor_response_timeout;
   while (true) {
     MonitorWork work;
-    std::shared_ptr<rpc::MonitorClient> monitor;
+    std::shared_ptr<rpc::monitor::MonitorClient> monitor;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -317,7 +317,7 @@ void Runner::MonitorExecutor() {
 }
 
 void Runner::MonitorConnection() {
-  rpc::MonitorClient::Callbacks callbacks{
+  rpc::monitor::MonitorClient::Callbacks callbacks{
       .on_metrics =
           [this](const api::Metrics& m) {
             absl::MutexLock lock(&mu_);
@@ -351,11 +351,11 @@ void Runner::MonitorConnection() {
       if (stopping_) return;
       monitor_closed_ = false;
     }
-    absl::StatusOr<std::unique_ptr<rpc::MonitorClient>> client =
+    absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>> client =
         connect_monitor_(options_.monitor_address, callbacks, options_.monitor_connect_timeout);
     if (client.ok()) {
       reported_failure = false;
-      std::shared_ptr<rpc::MonitorClient> monitor = *std::move(client);
+      std::shared_ptr<rpc::monitor::MonitorClient> monitor = *std::move(client);
       {
         absl::MutexLock lock(&mu_);
         monitor_ = monitor;

@@ -1,5 +1,5 @@
 // One VM's runner in the agent: a core::State and the executors that carry out its actions
-// against the scheduler (SchedulerClient), the VM (VmDriver) and the in-VM monitor
+// against the scheduler (rpc::scheduler::SchedulerService), the VM (VmDriver) and the in-VM monitor
 // (MonitorClient, whose stream also brings the metrics).
 //
 // A loop thread asks the state what to do (NextActions) and hands each action, with the id it was
@@ -33,14 +33,16 @@
 #include "autoscale/base/clock.h"
 #include "autoscale/base/prometheus.h"
 #include "autoscale/core/state.h"
-#include "autoscale/rpc/monitor_client.h"
-#include "autoscale/rpc/scheduler_client.h"
+#include "autoscale/rpc/monitor/monitor.h"
+#include "autoscale/rpc/scheduler/scheduler.h"
 
 namespace autoscale::agent {
 
-// Connects to a monitor (rpc::MonitorClient::Connect, or a test's own).
-using MonitorConnector = std::function<absl::StatusOr<std::unique_ptr<rpc::MonitorClient>>(
-    const std::string& address, rpc::MonitorClient::Callbacks callbacks, absl::Duration timeout)>;
+// Connects to a monitor (rpc::monitor::ConnectGrpc, an rpc::monitor::InProcessConnector, or a
+// test's own).
+using MonitorConnector = std::function<absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>>(
+    const std::string& address, rpc::monitor::MonitorClient::Callbacks callbacks,
+    absl::Duration timeout)>;
 
 struct RunnerOptions {
   std::string node;
@@ -77,8 +79,9 @@ struct RunnerStatus {
 
 class Runner {
  public:
-  Runner(RunnerOptions options, std::unique_ptr<VmDriver> driver, rpc::SchedulerClient& scheduler,
-         MonitorConnector connect_monitor, EventLog& events, Metrics& metrics, Clock& clock);
+  Runner(RunnerOptions options, std::unique_ptr<VmDriver> driver,
+         rpc::scheduler::SchedulerService& scheduler, MonitorConnector connect_monitor,
+         EventLog& events, Metrics& metrics, Clock& clock);
   // Stops the threads.
   ~Runner();
   Runner(const Runner&) = delete;
@@ -124,7 +127,7 @@ class Runner {
 
   const RunnerOptions options_;
   std::unique_ptr<VmDriver> driver_;
-  rpc::SchedulerClient& scheduler_;
+  rpc::scheduler::SchedulerService& scheduler_;
   const MonitorConnector connect_monitor_;
   EventLog& events_;
   Metrics& metrics_;
@@ -139,7 +142,7 @@ class Runner {
   std::optional<std::pair<uint64_t, core::VmResize>> vm_work_ ABSL_GUARDED_BY(mu_);
   std::optional<std::pair<uint64_t, MonitorWork>> monitor_work_ ABSL_GUARDED_BY(mu_);
   // The connected monitor, if any.
-  std::shared_ptr<rpc::MonitorClient> monitor_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<rpc::monitor::MonitorClient> monitor_ ABSL_GUARDED_BY(mu_);
   bool monitor_closed_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<api::Metrics> last_metrics_ ABSL_GUARDED_BY(mu_);
   std::optional<core::Resources> observed_ ABSL_GUARDED_BY(mu_);

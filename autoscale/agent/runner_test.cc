@@ -12,8 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "autoscale/ledger/ledger.h"
-#include "autoscale/rpc/scheduler_client.h"
-#include "autoscale/rpc/scheduler_handler.h"
+#include "autoscale/rpc/scheduler/in_process.h"
+#include "autoscale/scheduler/request_handler.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::agent {
@@ -105,33 +105,22 @@ class RecordingVm : public VmDriver {
 
 // The in-process scheduler, recorded, and able to be "down" (every call fails as a lost
 // connection would).
-class RecordingScheduler : public rpc::SchedulerClient {
+class RecordingScheduler : public rpc::scheduler::InProcessClient {
  public:
-  RecordingScheduler(rpc::SchedulerClient& real, CallLog& log) : real_(real), log_(log) {}
-  absl::StatusOr<api::PermitResponse> Request(const api::AgentRequest& r) override {
+  RecordingScheduler(rpc::scheduler::SchedulerService& real, CallLog& log)
+      : InProcessClient(real), log_(log) {}
+  absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& r) override {
     log_.Add("scheduler " + Text(r.resources()));
     if (down_) return absl::UnavailableError("connection refused");
-    return real_.Request(r);
-  }
-  absl::StatusOr<api::RegisterNodeResponse> RegisterNode(
-      const api::RegisterNodeRequest& r) override {
-    return real_.RegisterNode(r);
-  }
-  absl::StatusOr<std::vector<api::MigrationOrder>> GetMigrationOrders(
-      const std::string& node) override {
-    return real_.GetMigrationOrders(node);
-  }
-  absl::Status ReportMigration(const api::MigrationResult& r) override {
-    return real_.ReportMigration(r);
+    return InProcessClient::Request(r);
   }
   std::atomic<bool> down_{false};
 
  private:
-  rpc::SchedulerClient& real_;
   CallLog& log_;
 };
 
-class RecordingMonitor : public rpc::MonitorClient {
+class RecordingMonitor : public rpc::monitor::MonitorClient {
  public:
   RecordingMonitor(CallLog& log, std::atomic<bool>& approve) : log_(log), approve_(approve) {}
   absl::StatusOr<api::DownscaleResult> RequestDownscale(const api::Resources& target,
@@ -160,11 +149,11 @@ class RunnerTest : public ::testing::Test {
 
   // A node of `node_cus` CUs with vm1 placed at 1 CU, bounds 1..4, and a runner for it.
   void Start(int node_cus, bool with_monitor = true) {
-    api::RegisterNodeRequest node = rpc::WithVersion(api::RegisterNodeRequest());
+    api::RegisterNodeRequest node;
     node.set_node("n1");
     *node.mutable_total() = core::ToProto(Cus(node_cus));
     node.set_agent_address("n1:7000");
-    ASSERT_TRUE(in_process_.RegisterNode(node).ok());
+    ASSERT_TRUE(scheduler_.RegisterNode(node).ok());
     Place("vm1", {1, 4});
     auto vm = std::make_unique<RecordingVm>(kCu, log_);
     vm_ = vm.get();
@@ -175,8 +164,8 @@ class RunnerTest : public ::testing::Test {
     o.bounds = {1, 4};
     if (with_monitor) o.monitor_address = "in-test";
     MonitorConnector connect =
-        [this](const std::string&, rpc::MonitorClient::Callbacks callbacks,
-               absl::Duration) -> absl::StatusOr<std::unique_ptr<rpc::MonitorClient>> {
+        [this](const std::string&, rpc::monitor::MonitorClient::Callbacks callbacks,
+               absl::Duration) -> absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>> {
       absl::MutexLock lock(&mu_);
       callbacks_ = std::move(callbacks);
       return std::make_unique<RecordingMonitor>(log_, approve_);
@@ -187,12 +176,12 @@ class RunnerTest : public ::testing::Test {
   }
 
   void Place(const std::string& vm, core::Bounds bounds) {
-    api::PlaceVmRequest place = rpc::WithVersion(api::PlaceVmRequest());
+    api::PlaceVmRequest place;
     place.set_vm(vm);
     place.mutable_bounds()->set_min_cu(bounds.min_cu);
     place.mutable_bounds()->set_max_cu(bounds.max_cu);
     place.set_node("n1");
-    absl::StatusOr<api::PlaceVmResponse> p = handler_.PlaceVm(place);
+    absl::StatusOr<api::PlaceVmResponse> p = scheduler_.PlaceVm(place);
     ASSERT_TRUE(p.ok()) << p.status();
   }
 
@@ -224,11 +213,10 @@ class RunnerTest : public ::testing::Test {
   }
 
   Resources Reserved(const std::string& vm) {
-    absl::StatusOr<api::ListVmsResponse> vms =
-        handler_.ListVms(rpc::WithVersion(api::ListRequest()));
+    absl::StatusOr<api::ListVmsResponse> vms = scheduler_.ListVms(api::ListRequest());
     if (!vms.ok()) return {};
     for (const api::VmState& v : vms->vms()) {
-      if (v.vm() == vm) return {v.reserved().milli_cpu(), v.reserved().memory_bytes()};
+      if (v.vm() == vm) return {v.permit().milli_cpu(), v.permit().memory_bytes()};
     }
     return {};
   }
@@ -239,14 +227,13 @@ class RunnerTest : public ::testing::Test {
 
   CallLog log_;
   ledger::Ledger ledger_;
-  rpc::SchedulerHandler handler_;
-  rpc::InProcessSchedulerClient in_process_{handler_};
-  RecordingScheduler scheduler_{in_process_, log_};
+  scheduler::RequestHandler handler_;
+  RecordingScheduler scheduler_{handler_, log_};
   std::atomic<bool> approve_{true};
   EventLog events_;
   Metrics metrics_;
   absl::Mutex mu_;
-  rpc::MonitorClient::Callbacks callbacks_ ABSL_GUARDED_BY(mu_);
+  rpc::monitor::MonitorClient::Callbacks callbacks_ ABSL_GUARDED_BY(mu_);
   RecordingVm* vm_ = nullptr;
   std::unique_ptr<Runner> runner_;
 };

@@ -1,6 +1,8 @@
 #include "autoscale/base/prometheus.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -20,7 +22,12 @@ std::string RenderLabels(const Metrics::Labels& labels) {
   return out + "}";
 }
 
-std::string Number(double v) { return absl::StrFormat("%.15g", v); }
+// Whole numbers exactly (byte counts above 10^15 would lose digits in %.15g), others in the
+// shortest form that is not noisy.
+std::string Number(double v) {
+  if (v == std::trunc(v) && std::fabs(v) < 0x1p53) return absl::StrCat(static_cast<int64_t>(v));
+  return absl::StrFormat("%.15g", v);
+}
 
 // `labels` (rendered, possibly empty) with one more label added.
 std::string WithLabel(const std::string& labels, const std::string& extra) {

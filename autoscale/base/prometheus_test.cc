@@ -32,5 +32,16 @@ TEST(Metrics, RendersCountersGaugesAndHistograms) {
   EXPECT_THAT(m.Render(), Not(HasSubstr("requests_total{vm=\"a\"")));
 }
 
+TEST(Metrics, WholeNumbersAreExact) {
+  Metrics m;
+  m.Set("bytes", {}, static_cast<double>(int64_t{1} << 50));
+  m.Set("cores", {}, 0.25);
+  m.Set("negative", {}, -3);
+  std::string page = m.Render();
+  EXPECT_THAT(page, HasSubstr("bytes 1125899906842624\n"));
+  EXPECT_THAT(page, HasSubstr("cores 0.25\n"));
+  EXPECT_THAT(page, HasSubstr("negative -3\n"));
+}
+
 }  // namespace
 }  // namespace autoscale

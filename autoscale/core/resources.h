@@ -4,10 +4,14 @@
 //   Resources cu{.milli_cpu = 250, .memory_bytes = 1 << 30};
 //   Resources four = cu * 4;                     // 1000m / 4 GiB
 //   if (target.AnyGreaterThan(permit)) ...       // a field would grow past the permit
+//   ASSIGN_OR_RETURN(Resources cu, ParseResources("250m/1GiB", "--compute_unit"));
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
 
 namespace autoscale::core {
 
@@ -56,5 +60,11 @@ struct Bounds {
 
 // How many whole compute units fit in `r`: the smaller over both resources (floor).
 int64_t WholeComputeUnits(const Resources& r, const Resources& cu);
+
+// Parses resources as operators write them (and Resources::ToString prints them):
+// "<milli-CPU>m/<memory>", memory with an optional unit B, KiB, MiB, GiB or TiB ("1500m/4GiB",
+// "250m/1073741824", "2000m/512MiB"). Negative or overflowing amounts are errors; `what` names
+// the value in them ("--compute_unit: \"250/1GiB\" has no milli-CPU count before 'm' ...").
+absl::StatusOr<Resources> ParseResources(std::string_view text, std::string_view what);
 
 }  // namespace autoscale::core

@@ -19,11 +19,11 @@
 #include "absl/strings/str_cat.h"
 #include "autoscale/agent/agent.h"
 #include "autoscale/base/init.h"
-#include "autoscale/rpc/agent_peer_grpc.h"
-#include "autoscale/rpc/monitor_client.h"
-#include "autoscale/rpc/scheduler_grpc_client.h"
+#include "autoscale/rpc/agent_peer/grpc_client.h"
+#include "autoscale/rpc/agent_peer/grpc_server.h"
+#include "autoscale/rpc/monitor/grpc_client.h"
+#include "autoscale/rpc/scheduler/grpc_client.h"
 #include "glog/logging.h"
-#include "grpcpp/grpcpp.h"
 #include "httplib.h"
 
 ABSL_FLAG(std::string, config, "",
@@ -59,8 +59,9 @@ int Run() {
     LOG(ERROR) << config.status();
     return 2;
   }
-  absl::StatusOr<std::unique_ptr<rpc::SchedulerClient>> scheduler = rpc::NewGrpcSchedulerClient(
-      config->scheduler_address(), absl::GetFlag(FLAGS_scheduler_timeout));
+  absl::StatusOr<std::unique_ptr<rpc::scheduler::SchedulerService>> scheduler =
+      rpc::scheduler::NewGrpcClient(config->scheduler_address(),
+                                    absl::GetFlag(FLAGS_scheduler_timeout));
   if (!scheduler.ok()) {
     LOG(ERROR) << scheduler.status();
     return 2;
@@ -74,15 +75,12 @@ int Run() {
 
   const std::string listen = absl::GetFlag(FLAGS_listen);
   agent::Agent node_agent(
-      {.config_path = config_path, .address = listen}, **scheduler, &rpc::MonitorClient::Connect,
-      [](const std::string& address) { return rpc::NewGrpcMigrationPeer(address); });
-  rpc::AgentPeerService peer_service(node_agent);
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials());
-  builder.RegisterService(&peer_service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr) {
-    LOG(ERROR) << "cannot listen on " << listen;
+      {.config_path = config_path, .address = listen}, **scheduler, &rpc::monitor::ConnectGrpc,
+      [](const std::string& address) { return rpc::agent_peer::NewGrpcClient(address); });
+  absl::StatusOr<std::unique_ptr<rpc::Server>> server =
+      rpc::agent_peer::StartGrpcServer(node_agent, listen);
+  if (!server.ok()) {
+    LOG(ERROR) << server.status();
     return 1;
   }
   if (absl::Status s = node_agent.Start(); !s.ok()) {
@@ -123,7 +121,7 @@ int Run() {
   sigwait(&signals, &sig);
   LOG(INFO) << "agent: signal " << sig << ", shutting down";
   node_agent.Stop();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  (*server)->Shutdown(absl::Seconds(2));
   if (http_thread.joinable()) {
     http.stop();
     http_thread.join();

@@ -162,7 +162,7 @@ class Dashboard {
       for (const api::VmState& v : vms->vms()) {
         if (cluster_.guest(v.vm()) != nullptr) continue;
         rows.push_back(absl::StrFormat("%-6s %-4s %5s %9s %4s  %-18s %-18s %-18s %s", v.vm(),
-                                       v.node(), "-", "-", "-", Res(v.reserved()), "-", "-",
+                                       v.node(), "-", "-", "-", Res(v.permit()), "-", "-",
                                        "reserved in the ledger only (no guest)"));
       }
     }

@@ -62,7 +62,7 @@ TEST(EndToEnd, AVmAboveTheWatermarkMigratesWithItsMemoryIntact) {
     EXPECT_FALSE(v.migrating()) << v.vm();
     if (v.vm() == "vm1") {
       EXPECT_EQ(v.node(), "b");
-      EXPECT_EQ(v.reserved().memory_bytes(), 2 * kCu);
+      EXPECT_EQ(v.permit().memory_bytes(), 2 * kCu);
     } else {
       EXPECT_EQ(v.node(), "a") << v.vm() << " is not migratable and stays";
     }

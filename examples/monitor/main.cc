@@ -18,11 +18,11 @@
 #include "autoscale/base/init.h"
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/status_macros.h"
-#include "autoscale/rpc/monitor_service.h"
+#include "autoscale/rpc/monitor/grpc_server.h"
 #include "glog/logging.h"
-#include "grpcpp/grpcpp.h"
 #include "lfc/postgres_resizer.h"
 #include "lfc/resizer.h"
+#include "monitor/agent_link.h"
 #include "monitor/cgroup/layout.h"
 #include "monitor/metrics.h"
 #include "monitor/runner.h"
@@ -146,28 +146,20 @@ absl::Status Run() {
       std::max<int64_t>(0, options.memory_bytes - mem.total_bytes);
   ASSIGN_OR_RETURN(std::unique_ptr<lfc::Resizer> resizer, MakeResizer());
 
-  std::atomic<rpc::MonitorService*> service{nullptr};
+  std::atomic<monitor::AgentLink*> link{nullptr};
   ASSIGN_OR_RETURN(std::unique_ptr<monitor::Runner> runner,
                    monitor::Runner::Start(options, *resizer, [&](int64_t usage, int64_t threshold) {
-                     rpc::MonitorService* s = service.load();
-                     if (s == nullptr || !s->SendUpscaleRequest(usage, threshold)) {
+                     monitor::AgentLink* l = link.load();
+                     if (l == nullptr || !l->SendUpscaleRequest(usage, threshold)) {
                        LOG(WARNING) << "monitor: no agent connected to send the upscale request to";
                      }
                    }));
-  rpc::MonitorService monitor_service(runner->monitor(), metrics,
-                                      {.metrics_interval = absl::GetFlag(FLAGS_metrics_interval)});
-  service = &monitor_service;
+  monitor::AgentLink agent_link(runner->monitor(), metrics,
+                                {.metrics_interval = absl::GetFlag(FLAGS_metrics_interval)});
+  link = &agent_link;
 
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&monitor_service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr) {
-    return absl::UnavailableError("cannot listen on " + absl::GetFlag(FLAGS_listen));
-  }
-  LOG(INFO) << "monitor: listening on " << absl::GetFlag(FLAGS_listen)
-            << (port > 0 ? absl::StrCat(" (port ", port, ")") : "");
+  ASSIGN_OR_RETURN(std::unique_ptr<rpc::Server> server,
+                   rpc::monitor::StartGrpcServer(agent_link, absl::GetFlag(FLAGS_listen)));
 
   absl::Notification stop;
   shutdown_requested = &stop;
@@ -175,9 +167,9 @@ absl::Status Run() {
   std::signal(SIGINT, OnSignal);
   stop.WaitForNotification();
   LOG(INFO) << "monitor: shutting down";
-  service = nullptr;
-  monitor_service.Disconnect();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  link = nullptr;
+  agent_link.Disconnect();
+  server->Shutdown(absl::Seconds(2));
   return absl::OkStatus();
 }
 

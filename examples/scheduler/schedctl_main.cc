@@ -7,20 +7,19 @@
 //   schedctl request --node=n1 --vm=vm1 --resources=1000m/4GiB [--last_permit=500m/2GiB]
 //   schedctl vms | permits | status | orders --node=n1 | release --vm=vm1
 //   schedctl report --order=3 --vm=vm1 [--failed --error=why]
-#include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
-#include "autoscale/api/scheduler.grpc.pb.h"
 #include "autoscale/base/init.h"
 #include "autoscale/base/proto_file.h"
 #include "autoscale/core/config.h"
+#include "autoscale/core/resources.h"
+#include "autoscale/rpc/scheduler/grpc_client.h"
 #include "examples/scheduler/schedctl.pb.h"
-#include "examples/scheduler/text.h"
-#include "grpcpp/grpcpp.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:10299", "The scheduler: host:port or unix:/path");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5), "Deadline of the call");
@@ -54,7 +53,7 @@ struct Usage {
 };
 
 api::Resources ResourcesFlag(const std::string& value, const char* flag) {
-  absl::StatusOr<core::Resources> r = ParseResources(value, flag);
+  absl::StatusOr<core::Resources> r = core::ParseResources(value, flag);
   if (!r.ok()) throw Usage{r.status().ToString()};
   return core::ToProto(*r);
 }
@@ -75,26 +74,24 @@ std::string Need(const absl::Flag<std::string>& flag, const char* name) {
 
 class Ctl {
  public:
-  explicit Ctl(const std::string& server)
-      : stub_(api::Scheduler::NewStub(
-            grpc::CreateChannel(server, grpc::InsecureChannelCredentials()))) {}
+  explicit Ctl(std::unique_ptr<rpc::scheduler::SchedulerService> scheduler)
+      : scheduler_(std::move(scheduler)) {}
 
   // Runs `command`; prints its JSON. Returns the exit code.
   int Run(const std::string& command) {
     api::ListRequest list;
-    list.set_protocol_version(api::PROTOCOL_VERSION_1);
     list.set_node(absl::GetFlag(FLAGS_node));
-    if (command == "nodes") return Call(&api::Scheduler::Stub::ListNodes, list);
-    if (command == "vms") return Call(&api::Scheduler::Stub::ListVms, list);
+    if (command == "nodes") return Call(&Service::ListNodes, list);
+    if (command == "vms") return Call(&Service::ListVms, list);
     if (command == "permits") {
       api::ListVmsResponse vms;
-      if (int rc = Call(&api::Scheduler::Stub::ListVms, list, &vms); rc != 0) return rc;
+      if (int rc = Call(&Service::ListVms, list, &vms); rc != 0) return rc;
       PermitList out;
       for (const api::VmState& v : vms.vms()) {
         PermitList::Permit* p = out.add_permits();
         p->set_vm(v.vm());
         p->set_node(v.node());
-        *p->mutable_permit() = v.reserved();
+        *p->mutable_permit() = v.permit();
         *p->mutable_requested() = v.requested();
         p->set_migrating(v.migrating());
       }
@@ -103,21 +100,18 @@ class Ctl {
     }
     if (command == "status") {
       api::StatusRequest r;
-      r.set_protocol_version(api::PROTOCOL_VERSION_1);
-      return Call(&api::Scheduler::Stub::GetStatus, r);
+      return Call(&Service::GetStatus, r);
     }
     if (command == "register") {
       api::RegisterNodeRequest r;
-      r.set_protocol_version(api::PROTOCOL_VERSION_1);
       r.set_node(Need(FLAGS_node, "node"));
       *r.mutable_total() = ResourcesFlag(Need(FLAGS_total, "total"), "--total");
       r.set_watermark(absl::GetFlag(FLAGS_watermark));
       r.set_agent_address(absl::GetFlag(FLAGS_agent_address));
-      return Call(&api::Scheduler::Stub::RegisterNode, r);
+      return Call(&Service::RegisterNode, r);
     }
     if (command == "place") {
       api::PlaceVmRequest r;
-      r.set_protocol_version(api::PROTOCOL_VERSION_1);
       r.set_vm(Need(FLAGS_vm, "vm"));
       r.mutable_bounds()->set_min_cu(absl::GetFlag(FLAGS_min_cu));
       r.mutable_bounds()->set_max_cu(absl::GetFlag(FLAGS_max_cu));
@@ -129,11 +123,10 @@ class Ctl {
       r.set_cpu_overcommit_milli(absl::GetFlag(FLAGS_cpu_overcommit_milli));
       r.set_memory_overcommit_milli(absl::GetFlag(FLAGS_memory_overcommit_milli));
       r.set_node(absl::GetFlag(FLAGS_node));
-      return Call(&api::Scheduler::Stub::PlaceVm, r);
+      return Call(&Service::PlaceVm, r);
     }
     if (command == "request") {
-      api::AgentRequest r;
-      r.set_protocol_version(api::PROTOCOL_VERSION_1);
+      api::PermitRequest r;
       r.set_node(Need(FLAGS_node, "node"));
       r.set_vm(Need(FLAGS_vm, "vm"));
       Need(FLAGS_compute_unit, "compute_unit");
@@ -142,57 +135,50 @@ class Ctl {
       if (!absl::GetFlag(FLAGS_last_permit).empty()) {
         *r.mutable_last_permit() = ResourcesFlag(absl::GetFlag(FLAGS_last_permit), "--last_permit");
       }
-      return Call(&api::Scheduler::Stub::Request, r);
+      return Call(&Service::Request, r);
     }
     if (command == "release") {
       api::ReleaseVmRequest r;
-      r.set_protocol_version(api::PROTOCOL_VERSION_1);
       r.set_vm(Need(FLAGS_vm, "vm"));
-      return Call(&api::Scheduler::Stub::ReleaseVm, r);
+      return Call(&Service::ReleaseVm, r);
     }
     if (command == "orders") {
       api::MigrationOrdersRequest r;
-      r.set_protocol_version(api::PROTOCOL_VERSION_1);
       r.set_node(Need(FLAGS_node, "node"));
-      return Call(&api::Scheduler::Stub::GetMigrationOrders, r);
+      return Call(&Service::GetMigrationOrders, r);
     }
     if (command == "report") {
       api::MigrationResult r;
-      r.set_protocol_version(api::PROTOCOL_VERSION_1);
       r.set_order_id(absl::GetFlag(FLAGS_order));
       r.set_vm(Need(FLAGS_vm, "vm"));
       r.set_succeeded(!absl::GetFlag(FLAGS_failed));
       r.set_error(absl::GetFlag(FLAGS_error));
-      return Call(&api::Scheduler::Stub::ReportMigration, r);
+      return Call(&Service::ReportMigration, r);
     }
     throw Usage{absl::StrCat("unknown command \"", command, "\"")};
   }
 
  private:
+  using Service = rpc::scheduler::SchedulerService;
+
   template <typename Req, typename Resp>
-  int Call(grpc::Status (api::Scheduler::Stub::*rpc)(grpc::ClientContext*, const Req&, Resp*),
-           const Req& request, Resp* out = nullptr) {
-    grpc::ClientContext context;
-    context.set_deadline(
-        std::chrono::system_clock::now() +
-        std::chrono::microseconds(absl::ToInt64Microseconds(absl::GetFlag(FLAGS_timeout))));
-    Resp response;
-    grpc::Status s = (stub_.get()->*rpc)(&context, request, &response);
-    if (!s.ok()) {
-      std::cerr << "schedctl: "
-                << absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())) << ": "
-                << s.error_message() << "\n";
+  int Call(absl::StatusOr<Resp> (Service::*call)(const Req&), const Req& request,
+           Resp* out = nullptr) {
+    absl::StatusOr<Resp> response = (scheduler_.get()->*call)(request);
+    if (!response.ok()) {
+      std::cerr << "schedctl: " << absl::StatusCodeToString(response.status().code()) << ": "
+                << response.status().message() << "\n";
       return 1;
     }
     if (out != nullptr) {
-      *out = std::move(response);
+      *out = *std::move(response);
     } else {
-      std::cout << ToJson(response) << "\n";
+      std::cout << ToJson(*response) << "\n";
     }
     return 0;
   }
 
-  std::unique_ptr<api::Scheduler::Stub> stub_;
+  std::unique_ptr<Service> scheduler_;
 };
 
 }  // namespace
@@ -205,7 +191,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    autoscale::scheduler::Ctl ctl(absl::GetFlag(FLAGS_server));
+    absl::StatusOr<std::unique_ptr<autoscale::rpc::scheduler::SchedulerService>> scheduler =
+        autoscale::rpc::scheduler::NewGrpcClient(absl::GetFlag(FLAGS_server),
+                                                 absl::GetFlag(FLAGS_timeout));
+    if (!scheduler.ok()) throw autoscale::scheduler::Usage{scheduler.status().ToString()};
+    autoscale::scheduler::Ctl ctl(*std::move(scheduler));
     return ctl.Run(args[1]);
   } catch (const autoscale::scheduler::Usage& u) {
     std::cerr << "schedctl: " << u.message << "\n" << autoscale::scheduler::kUsage << "\n";

@@ -166,8 +166,7 @@ class CrashTest : public ::testing::Test {
     absl::MutexLock l(&mu_);
     for (const api::VmState& v : vms.vms()) {
       const VmView& view = views_.at(v.vm());
-      const int64_t ledger[2] = {v.reserved().milli_cpu() / 250,
-                                 v.reserved().memory_bytes() / kGiB};
+      const int64_t ledger[2] = {v.permit().milli_cpu() / 250, v.permit().memory_bytes() / kGiB};
       for (int k = 0; k < 2; ++k) {
         const char* what = k == 0 ? " cpu" : " memory";
         EXPECT_GE(ledger[k], view.usage[k]) << v.vm() << what << ": the VM may use more";
@@ -201,7 +200,7 @@ class CrashTest : public ::testing::Test {
       const std::string vm = absl::StrCat("vm", c, "-", i % kVmsPerClient);
       const int64_t target[2] = {1 + static_cast<int64_t>(rng() % kMaxCu),
                                  1 + static_cast<int64_t>(rng() % kMaxCu)};
-      api::AgentRequest r = V(api::AgentRequest());
+      api::PermitRequest r = V(api::PermitRequest());
       {
         absl::MutexLock l(&mu_);
         VmView& view = views_.at(vm);

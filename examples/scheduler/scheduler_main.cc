@@ -1,4 +1,5 @@
-// The scheduler daemon: a durable ledger served over gRPC, with Prometheus metrics.
+// The scheduler daemon: the scheduler library (autoscale/scheduler) on a durable file store,
+// served over gRPC, with Prometheus metrics. Flags and wiring only.
 //
 //   scheduler --data_dir=/var/lib/scheduler --listen=0.0.0.0:10299 --metrics_port=9100
 //
@@ -20,15 +21,14 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "autoscale/base/init.h"
+#include "autoscale/core/resources.h"
 #include "autoscale/ledger/file_store.h"
-#include "autoscale/ledger/ledger.h"
 #include "autoscale/ledger/migration_policy.h"
-#include "autoscale/rpc/scheduler_handler.h"
-#include "autoscale/rpc/scheduler_server.h"
-#include "examples/scheduler/text.h"
+#include "autoscale/rpc/scheduler/grpc_server.h"
+#include "autoscale/rpc/server.h"
+#include "autoscale/scheduler/scheduler.h"
 #include "glog/logging.h"
 #include "httplib.h"
 
@@ -87,15 +87,9 @@ int Run() {
     return 2;
   }
   absl::StatusOr<core::Resources> cu =
-      ParseResources(absl::GetFlag(FLAGS_compute_unit), "--compute_unit");
-  if (!cu.ok() || cu->milli_cpu == 0 || cu->memory_bytes == 0) {
-    LOG(ERROR) << (cu.ok() ? "--compute_unit must be > 0 in both resources"
-                           : cu.status().ToString());
-    return 2;
-  }
-  const double watermark = absl::GetFlag(FLAGS_watermark);
-  if (!(watermark > 0 && watermark <= 1)) {
-    LOG(ERROR) << "--watermark must be in (0, 1], got " << watermark;
+      core::ParseResources(absl::GetFlag(FLAGS_compute_unit), "--compute_unit");
+  if (!cu.ok()) {
+    LOG(ERROR) << cu.status();
     return 2;
   }
   std::shared_ptr<const ledger::MigrationPolicy> policy =
@@ -103,6 +97,17 @@ int Run() {
   if (policy == nullptr) {
     LOG(ERROR) << "--migration_policy must be oldest_first or fewest_bytes, got "
                << absl::GetFlag(FLAGS_migration_policy);
+    return 2;
+  }
+  const SchedulerOptions options{
+      .default_compute_unit = *cu,
+      .ledger = {.default_watermark = absl::GetFlag(FLAGS_watermark),
+                 .migration_policy = policy,
+                 .seed = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())),
+                 .recovery_grace = absl::GetFlag(FLAGS_recovery_grace)},
+      .maintenance = {.snapshot_every = absl::GetFlag(FLAGS_snapshot_every)}};
+  if (absl::Status s = ValidateOptions(options); !s.ok()) {
+    LOG(ERROR) << "flags: " << s;
     return 2;
   }
 
@@ -119,23 +124,17 @@ int Run() {
     LOG(ERROR) << "opening the ledger: " << store.status();
     return 1;
   }
-  absl::StatusOr<std::unique_ptr<ledger::Ledger>> opened =
-      ledger::Ledger::Open({.default_watermark = watermark,
-                            .migration_policy = policy,
-                            .seed = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())),
-                            .recovery_grace = absl::GetFlag(FLAGS_recovery_grace)},
-                           *std::move(store));
-  if (!opened.ok()) {
-    LOG(ERROR) << "recovering the ledger in " << dir << ": " << opened.status();
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
+      Scheduler::Open(options, *std::move(store));
+  if (!scheduler.ok()) {
+    LOG(ERROR) << "recovering the ledger in " << dir << ": " << scheduler.status();
     return 1;
   }
-  std::unique_ptr<ledger::Ledger> ledger = *std::move(opened);
-  rpc::SchedulerHandler handler(*ledger, *cu);
 
   const std::string listen = absl::GetFlag(FLAGS_listen);
   RemoveStaleSocket(listen);
-  absl::StatusOr<std::unique_ptr<rpc::SchedulerServer>> server =
-      rpc::SchedulerServer::Start(handler, listen);
+  absl::StatusOr<std::unique_ptr<rpc::Server>> server =
+      rpc::scheduler::StartGrpcServer((*scheduler)->service(), listen);
   if (!server.ok()) {
     LOG(ERROR) << server.status();
     return 1;
@@ -146,7 +145,7 @@ int Run() {
   int metrics_port = absl::GetFlag(FLAGS_metrics_port);
   if (metrics_port >= 0) {
     metrics.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
-      res.set_content(RenderMetrics(*ledger, handler), "text/plain; version=0.0.4");
+      res.set_content((*scheduler)->MetricsText(), "text/plain; version=0.0.4");
     });
     const std::string host = absl::GetFlag(FLAGS_metrics_host);
     if (metrics_port == 0) {
@@ -169,46 +168,29 @@ int Run() {
     }
   }
 
-  int exit_code = 0;
-  const absl::Duration interval = absl::GetFlag(FLAGS_balance_interval);
-  const int64_t snapshot_every = absl::GetFlag(FLAGS_snapshot_every);
-  for (;;) {
-    const timespec wait = absl::ToTimespec(interval);
-    const int sig = sigtimedwait(&signals, nullptr, &wait);
-    if (sig == SIGTERM || sig == SIGINT) {
-      LOG(INFO) << "signal " << sig << ": shutting down";
-      break;
-    }
-    for (const ledger::NodeInfo& n : ledger->ListNodes()) {
-      if ((n.reserved - n.migrating).AnyGreaterThan(n.watermark)) {
-        absl::StatusOr<std::vector<ledger::MigrationOrder>> orders =
-            ledger->MigrationOrders(n.name);
-        if (!orders.ok()) LOG(WARNING) << "balancing node " << n.name << ": " << orders.status();
-      }
-    }
-    const ledger::StoreStats stats = *ledger->store_stats();
-    if (!stats.error.ok()) {
-      LOG(ERROR) << "the ledger's log failed, exiting so a restart recovers: " << stats.error;
-      exit_code = 1;
-      break;
-    }
-    if (stats.records_since_snapshot >= static_cast<uint64_t>(snapshot_every)) {
-      if (absl::Status s = ledger->Snapshot(); !s.ok()) LOG(ERROR) << "snapshot: " << s;
-    }
-  }
+  // Maintenance rounds every --balance_interval until SIGTERM or SIGINT, or until the log fails.
+  const absl::Status stopped =
+      (*scheduler)->Run(absl::GetFlag(FLAGS_balance_interval), [&signals](absl::Duration interval) {
+        const timespec wait = absl::ToTimespec(interval);
+        const int sig = sigtimedwait(&signals, nullptr, &wait);
+        if (sig != SIGTERM && sig != SIGINT) return false;
+        LOG(INFO) << "signal " << sig << ": shutting down";
+        return true;
+      });
+  if (!stopped.ok()) LOG(ERROR) << "exiting so that a restart recovers: " << stopped;
 
   (*server)->Shutdown(absl::Seconds(2));
   if (metrics_thread.joinable()) {
     metrics.stop();
     metrics_thread.join();
   }
-  if (exit_code == 0) {
-    if (absl::Status s = ledger->Snapshot(); !s.ok()) LOG(ERROR) << "final snapshot: " << s;
+  if (stopped.ok()) {
+    if (absl::Status s = (*scheduler)->Snapshot(); !s.ok()) LOG(ERROR) << "final snapshot: " << s;
   }
   server->reset();
-  ledger.reset();
+  scheduler->reset();
   LOG(INFO) << "scheduler stopped";
-  return exit_code;
+  return stopped.ok() ? 0 : 1;
 }
 
 }  // namespace

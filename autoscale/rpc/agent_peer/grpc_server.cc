@@ -1,0 +1,49 @@
+#include "autoscale/rpc/agent_peer/grpc_server.h"
+
+#include <utility>
+
+#include "autoscale/api/agent.grpc.pb.h"
+#include "autoscale/rpc/agent_peer/internal/protocol.h"
+#include "autoscale/rpc/grpc_status.h"
+#include "autoscale/rpc/internal/grpc_server.h"
+#include "grpcpp/grpcpp.h"
+
+namespace autoscale::rpc::agent_peer {
+namespace {
+
+class Service final : public api::Agent::Service {
+ public:
+  explicit Service(MigrationPeer& local) : local_(local) {}
+
+  grpc::Status PrepareIncoming(grpc::ServerContext*, const api::PrepareIncomingRequest* request,
+                               api::PrepareIncomingResponse* response) override {
+    if (absl::Status v = internal::CheckVersion(request->protocol_version()); !v.ok()) {
+      return ToGrpc(v);
+    }
+    absl::StatusOr<api::PrepareIncomingResponse> r = local_.PrepareIncoming(*request);
+    if (!r.ok()) return ToGrpc(r.status());
+    *response = internal::Versioned(*std::move(r));
+    return grpc::Status::OK;
+  }
+
+  grpc::Status FinishIncoming(grpc::ServerContext*, const api::FinishIncomingRequest* request,
+                              api::FinishIncomingResponse* response) override {
+    if (absl::Status v = internal::CheckVersion(request->protocol_version()); !v.ok()) {
+      return ToGrpc(v);
+    }
+    *response = internal::Versioned(api::FinishIncomingResponse());
+    return ToGrpc(local_.FinishIncoming(*request));
+  }
+
+ private:
+  MigrationPeer& local_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(MigrationPeer& peer,
+                                                        const std::string& address) {
+  return rpc::internal::StartGrpcServer("agent", address, std::make_unique<Service>(peer));
+}
+
+}  // namespace autoscale::rpc::agent_peer

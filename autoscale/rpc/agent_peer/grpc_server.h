@@ -1,0 +1,23 @@
+// The agent<->agent migration protocol over gRPC: serves any MigrationPeer (agent_peer.h), in the
+// target node's agent. Requests of another protocol version are refused with FAILED_PRECONDITION
+// before the peer sees them.
+//
+//   ASSIGN_OR_RETURN(std::unique_ptr<rpc::Server> server,
+//                    rpc::agent_peer::StartGrpcServer(agent, "0.0.0.0:10400"));
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "autoscale/rpc/agent_peer/agent_peer.h"
+#include "autoscale/rpc/server.h"
+
+namespace autoscale::rpc::agent_peer {
+
+// Listens on `address` ("host:port", port 0 picks a free one, or "unix:/path"). `peer` must
+// outlive the server.
+absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(MigrationPeer& peer,
+                                                        const std::string& address);
+
+}  // namespace autoscale::rpc::agent_peer

@@ -1,0 +1,23 @@
+// A MonitorClient over gRPC (see monitor.h): one stream to a VM's monitor, the agent's calls
+// matched to their replies by id, what the monitor sends on its own delivered on a reader thread.
+//
+//   ASSIGN_OR_RETURN(std::unique_ptr<MonitorClient> client,
+//                    ConnectGrpc("127.0.0.1:10301", callbacks, absl::Seconds(4)));
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "autoscale/rpc/monitor/monitor.h"
+
+namespace autoscale::rpc::monitor {
+
+// Connects ("host:port" or "unix:/path") and negotiates the protocol version, within `timeout`.
+// An unreachable monitor is UNAVAILABLE; errors start with "monitor at <address>".
+absl::StatusOr<std::unique_ptr<MonitorClient>> ConnectGrpc(const std::string& address,
+                                                           MonitorClient::Callbacks callbacks,
+                                                           absl::Duration timeout);
+
+}  // namespace autoscale::rpc::monitor

@@ -1,0 +1,104 @@
+#include "autoscale/rpc/monitor/grpc_server.h"
+
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "autoscale/api/monitor.grpc.pb.h"
+#include "autoscale/rpc/internal/grpc_server.h"
+#include "autoscale/rpc/monitor/internal/protocol.h"
+#include "glog/logging.h"
+#include "grpcpp/grpcpp.h"
+
+namespace autoscale::rpc::monitor {
+namespace {
+
+using Stream = grpc::ServerReaderWriter<api::MonitorMessage, api::AgentMessage>;
+
+// One agent's stream, for the replies and for what the monitor sends on its own.
+class GrpcAgentStream final : public AgentStream {
+ public:
+  GrpcAgentStream(grpc::ServerContext* context, Stream* stream)
+      : context_(context), stream_(stream) {}
+
+  bool SendMetrics(const api::Metrics& metrics) override {
+    api::MonitorMessage m;
+    *m.mutable_metrics() = metrics;
+    return Write(std::move(m), /*own_id=*/true);
+  }
+  bool SendUpscaleRequest(const api::UpscaleRequest& request) override {
+    api::MonitorMessage m;
+    *m.mutable_upscale_request() = request;
+    return Write(std::move(m), /*own_id=*/true);
+  }
+  void Close() override {
+    absl::MutexLock lock(&mu_);
+    if (open_) context_->TryCancel();
+  }
+
+  // Writes `m` (with a fresh odd id when `own_id`); false once the stream is closed.
+  bool Write(api::MonitorMessage m, bool own_id = false) {
+    absl::MutexLock lock(&mu_);
+    if (!open_) return false;
+    if (own_id) {
+      m.set_id(next_id_);
+      next_id_ += 2;
+    }
+    return stream_->Write(m);
+  }
+  // The handler is about to return: the stream and the context go away.
+  void Shut() {
+    absl::MutexLock lock(&mu_);
+    open_ = false;
+  }
+
+ private:
+  grpc::ServerContext* const context_;
+  Stream* const stream_;
+  // Serializes writes, and guards the stream's use against the handler's return.
+  absl::Mutex mu_;
+  bool open_ ABSL_GUARDED_BY(mu_) = true;
+  // Monitor-initiated messages use odd ids.
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+class Service final : public api::Monitor::Service {
+ public:
+  explicit Service(MonitorService& monitor) : monitor_(monitor) {}
+
+  grpc::Status Connect(grpc::ServerContext* context, Stream* stream) override {
+    auto agent = std::make_shared<GrpcAgentStream>(context, stream);
+    // The handshake: a Hello with a version range that includes ours.
+    api::AgentMessage hello;
+    if (!stream->Read(&hello)) return grpc::Status::CANCELLED;
+    if (absl::Status s = internal::CheckHello(hello); !s.ok()) {
+      agent->Write(
+          internal::ErrorReply(hello.id(), api::Error::INVALID_MESSAGE, std::string(s.message())));
+      agent->Shut();
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, std::string(s.message()));
+    }
+    agent->Write(internal::HelloReply(hello.id()));
+    std::unique_ptr<AgentSession> session = monitor_.Connect(agent, context->peer());
+    LOG(INFO) << "monitor: agent connected from " << context->peer();
+
+    api::AgentMessage message;
+    while (stream->Read(&message)) agent->Write(internal::Answer(*session, message));
+
+    agent->Shut();
+    session.reset();
+    LOG(INFO) << "monitor: agent " << context->peer() << " disconnected";
+    return grpc::Status::OK;
+  }
+
+ private:
+  MonitorService& monitor_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(MonitorService& service,
+                                                        const std::string& address) {
+  return rpc::internal::StartGrpcServer("monitor", address, std::make_unique<Service>(service));
+}
+
+}  // namespace autoscale::rpc::monitor

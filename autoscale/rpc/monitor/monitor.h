@@ -1,0 +1,92 @@
+// The agent<->monitor protocol (autoscale/api/monitor.proto) in its own terms: one stream per VM,
+// which the agent opens to the VM's monitor. Two sides:
+//
+// The agent's: MonitorClient, one session with a monitor: calls that wait for their reply
+// (matched by id), and Callbacks for what the monitor sends on its own (metrics, upscale
+// requests, the end of the stream). ConnectGrpc (grpc_client.h) opens one over gRPC;
+// InProcessConnector (in_process.h) to a MonitorService in this process.
+//
+//   MonitorClient::Callbacks callbacks{
+//       .on_metrics = [&](const api::Metrics& m) { ... },
+//       .on_upscale_request = [&](const api::UpscaleRequest& r) { ... },
+//       .on_closed = [&](const absl::Status& why) { ... },
+//   };
+//   ASSIGN_OR_RETURN(auto client, ConnectGrpc("127.0.0.1:10301", callbacks, absl::Seconds(4)));
+//   ASSIGN_OR_RETURN(api::DownscaleResult r, client->RequestDownscale(target, absl::Seconds(5)));
+//
+// The monitor's: MonitorService, what a monitor implements (monitor::AgentLink). The transport
+// (StartGrpcServer in grpc_server.h, or the in-process connector) negotiates the version,
+// numbers the messages, answers health checks and turns errors into the protocol's Error; it
+// calls Connect when an agent has connected, hands the returned AgentSession the agent's
+// requests, and gives the service an AgentStream for what the monitor sends on its own.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "autoscale/api/monitor.pb.h"
+
+namespace autoscale::rpc::monitor {
+
+class MonitorClient {
+ public:
+  // Callbacks run on the client's own thread; they must not call back into the client's
+  // blocking calls.
+  struct Callbacks {
+    std::function<void(const api::Metrics&)> on_metrics;
+    std::function<void(const api::UpscaleRequest&)> on_upscale_request;
+    // The stream ended (the monitor went away, replaced us, or the client was destroyed).
+    std::function<void(const absl::Status&)> on_closed;
+  };
+
+  virtual ~MonitorClient() = default;
+
+  // Asks whether the VM may shrink to `target`. An error (timeout, closed stream, the monitor's
+  // Error) means the request failed; a result with ok=false is a denial.
+  virtual absl::StatusOr<api::DownscaleResult> RequestDownscale(const api::Resources& target,
+                                                                absl::Duration timeout) = 0;
+  // Tells the monitor the VM now has `granted`; OK once it confirmed.
+  virtual absl::Status NotifyUpscale(const api::Resources& granted, absl::Duration timeout) = 0;
+  virtual absl::Status HealthCheck(absl::Duration timeout) = 0;
+  // False once the stream ended.
+  virtual bool connected() const = 0;
+};
+
+// The agent of one session, as the monitor reaches it on its own initiative. Thread-safe.
+// Sending returns false once the session ended.
+class AgentStream {
+ public:
+  virtual ~AgentStream() = default;
+  virtual bool SendMetrics(const api::Metrics& metrics) = 0;
+  virtual bool SendUpscaleRequest(const api::UpscaleRequest& request) = 0;
+  // Ends the session: the agent sees its stream close (another agent took its place, say).
+  virtual void Close() = 0;
+};
+
+// The monitor's end of one agent's session: answers the agent's requests, one at a time. The
+// transport destroys it when the session ends, after its last call, and sends nothing on the
+// session's AgentStream after that.
+class AgentSession {
+ public:
+  virtual ~AgentSession() = default;
+  // INVALID_ARGUMENT: the request is malformed (the agent gets an INVALID_MESSAGE error); any
+  // other error: the monitor could not answer (INTERNAL).
+  virtual absl::StatusOr<api::DownscaleResult> RequestDownscale(
+      const api::DownscaleRequest& request) = 0;
+  virtual absl::Status NotifyUpscale(const api::UpscaleNotification& notification) = 0;
+};
+
+class MonitorService {
+ public:
+  virtual ~MonitorService() = default;
+  // An agent connected (`peer` names it in logs); `agent` reaches it while the session lasts.
+  // Never null.
+  virtual std::unique_ptr<AgentSession> Connect(std::shared_ptr<AgentStream> agent,
+                                                const std::string& peer) = 0;
+};
+
+}  // namespace autoscale::rpc::monitor

@@ -1,0 +1,94 @@
+#include "autoscale/rpc/scheduler/grpc_server.h"
+
+#include <utility>
+
+#include "autoscale/api/scheduler.grpc.pb.h"
+#include "autoscale/rpc/grpc_status.h"
+#include "autoscale/rpc/internal/grpc_server.h"
+#include "grpcpp/grpcpp.h"
+
+namespace autoscale::rpc::scheduler {
+namespace {
+
+template <typename T>
+grpc::Status Reply(absl::StatusOr<T> result, T* response) {
+  if (!result.ok()) return ToGrpc(result.status());
+  *response = *std::move(result);
+  return grpc::Status::OK;
+}
+
+// Every method uses the callback API, so the server needs no thread pool of its own: agent
+// requests finish when their permit is durable (from the log's writer thread); the rare
+// structural calls (placement, registration, migrations) answer before returning.
+class Service final : public api::Scheduler::CallbackService {
+ public:
+  explicit Service(SchedulerService& service) : service_(service) {}
+
+  grpc::ServerUnaryReactor* Request(grpc::CallbackServerContext* context,
+                                    const api::PermitRequest* request,
+                                    api::PermitResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    service_.RequestAsync(*request, [reactor, response](absl::StatusOr<api::PermitResponse> r) {
+      reactor->Finish(Reply(std::move(r), response));
+    });
+    return reactor;
+  }
+  grpc::ServerUnaryReactor* RegisterNode(grpc::CallbackServerContext* context,
+                                         const api::RegisterNodeRequest* request,
+                                         api::RegisterNodeResponse* response) override {
+    return Done(context, Reply(service_.RegisterNode(*request), response));
+  }
+  grpc::ServerUnaryReactor* PlaceVm(grpc::CallbackServerContext* context,
+                                    const api::PlaceVmRequest* request,
+                                    api::PlaceVmResponse* response) override {
+    return Done(context, Reply(service_.PlaceVm(*request), response));
+  }
+  grpc::ServerUnaryReactor* ReleaseVm(grpc::CallbackServerContext* context,
+                                      const api::ReleaseVmRequest* request,
+                                      api::ReleaseVmResponse* response) override {
+    return Done(context, Reply(service_.ReleaseVm(*request), response));
+  }
+  grpc::ServerUnaryReactor* GetMigrationOrders(grpc::CallbackServerContext* context,
+                                               const api::MigrationOrdersRequest* request,
+                                               api::MigrationOrdersResponse* response) override {
+    return Done(context, Reply(service_.GetMigrationOrders(*request), response));
+  }
+  grpc::ServerUnaryReactor* ReportMigration(grpc::CallbackServerContext* context,
+                                            const api::MigrationResult* request,
+                                            api::MigrationResultResponse* response) override {
+    return Done(context, Reply(service_.ReportMigration(*request), response));
+  }
+  grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* context,
+                                      const api::ListRequest* request,
+                                      api::ListNodesResponse* response) override {
+    return Done(context, Reply(service_.ListNodes(*request), response));
+  }
+  grpc::ServerUnaryReactor* ListVms(grpc::CallbackServerContext* context,
+                                    const api::ListRequest* request,
+                                    api::ListVmsResponse* response) override {
+    return Done(context, Reply(service_.ListVms(*request), response));
+  }
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
+                                      const api::StatusRequest* request,
+                                      api::StatusResponse* response) override {
+    return Done(context, Reply(service_.GetStatus(*request), response));
+  }
+
+ private:
+  static grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, grpc::Status status) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(std::move(status));
+    return reactor;
+  }
+
+  SchedulerService& service_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(SchedulerService& service,
+                                                        const std::string& address) {
+  return internal::StartGrpcServer("scheduler", address, std::make_unique<Service>(service));
+}
+
+}  // namespace autoscale::rpc::scheduler

@@ -1,0 +1,69 @@
+// The scheduler protocol (autoscale/api/scheduler.proto) in its own terms: SchedulerService is
+// what a scheduler answers, api messages in and out. Its implementations:
+//   - scheduler::RequestHandler (autoscale/scheduler): the scheduler itself, over its ledger;
+//   - NewGrpcClient (grpc_client.h): a scheduler daemon, over gRPC;
+//   - InProcessClient (in_process.h): a SchedulerService in this process, called as a client
+//     calls one over the network (same checks and answers, no network): the simulator and tests.
+// StartGrpcServer (grpc_server.h) serves any SchedulerService over gRPC.
+//
+// The agent uses Request, RegisterNode, GetMigrationOrders and ReportMigration; operators
+// (schedctl) and orchestrators the admin calls below them.
+//
+//   std::unique_ptr<SchedulerService> scheduler = *NewGrpcClient("unix:/run/sched.sock");
+//   api::PermitRequest req;   // node, vm, compute unit, resources, last permit
+//   absl::StatusOr<api::PermitResponse> permit = scheduler->Request(req);
+//   if (permit.ok() && permit->has_migration()) ...  // stop resizing; the order is for us
+//
+// Every request carries a protocol version; the clients send one left unspecified as
+// PROTOCOL_VERSION_1 (WithVersion), and the scheduler refuses others with FAILED_PRECONDITION.
+#pragma once
+
+#include <functional>
+
+#include "absl/status/statusor.h"
+#include "autoscale/api/scheduler.pb.h"
+
+namespace autoscale::rpc::scheduler {
+
+class SchedulerService {
+ public:
+  virtual ~SchedulerService() = default;
+
+  // Asks for (grow) or reports (shrink, unchanged) a VM's resources; returns its permit.
+  virtual absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& request) = 0;
+  // The same, answering through `done`: maybe before returning, maybe later from another
+  // thread once the permit is durable, so a server holds no thread per waiting request. By
+  // default it calls Request.
+  virtual void RequestAsync(const api::PermitRequest& request,
+                            std::function<void(absl::StatusOr<api::PermitResponse>)> done) {
+    done(Request(request));
+  }
+  // Registers (or updates) a node.
+  virtual absl::StatusOr<api::RegisterNodeResponse> RegisterNode(
+      const api::RegisterNodeRequest& request) = 0;
+  // The migrations a node's agent must carry out as the source.
+  virtual absl::StatusOr<api::MigrationOrdersResponse> GetMigrationOrders(
+      const api::MigrationOrdersRequest& request) = 0;
+  // How a migration ended.
+  virtual absl::StatusOr<api::MigrationResultResponse> ReportMigration(
+      const api::MigrationResult& request) = 0;
+
+  // Admin calls: placing and releasing VMs, and reads.
+  virtual absl::StatusOr<api::PlaceVmResponse> PlaceVm(const api::PlaceVmRequest& request) = 0;
+  virtual absl::StatusOr<api::ReleaseVmResponse> ReleaseVm(
+      const api::ReleaseVmRequest& request) = 0;
+  virtual absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest& request) = 0;
+  virtual absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest& request) = 0;
+  virtual absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& request) = 0;
+};
+
+// Sets PROTOCOL_VERSION_1 on a message whose version is unspecified.
+template <typename M>
+M WithVersion(M m) {
+  if (m.protocol_version() == api::PROTOCOL_VERSION_UNSPECIFIED) {
+    m.set_protocol_version(api::PROTOCOL_VERSION_1);
+  }
+  return m;
+}
+
+}  // namespace autoscale::rpc::scheduler

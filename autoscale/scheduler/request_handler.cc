@@ -1,0 +1,303 @@
+#include "autoscale/scheduler/request_handler.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "autoscale/base/status_macros.h"
+#include "autoscale/core/config.h"
+#include "glog/logging.h"
+
+namespace autoscale::scheduler {
+namespace {
+
+using core::Resources;
+
+constexpr const char* kMethodNames[] = {
+    "Request",         "RegisterNode", "PlaceVm", "ReleaseVm", "GetMigrationOrders",
+    "ReportMigration", "ListNodes",    "ListVms", "GetStatus"};
+
+absl::Status CheckVersion(api::ProtocolVersion v, std::string_view call) {
+  if (v == api::PROTOCOL_VERSION_1) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      absl::string_view(call.data(), call.size()), ": protocol version ", static_cast<int>(v),
+      " is not supported; this scheduler speaks ", static_cast<int>(api::PROTOCOL_VERSION_1)));
+}
+
+absl::Status Required(const std::string& value, const char* field, std::string_view call) {
+  if (!value.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(absl::string_view(call.data(), call.size()), ": ", field, " is empty"));
+}
+
+}  // namespace
+
+api::NodeState ToProto(const ledger::NodeInfo& n) {
+  api::NodeState p;
+  p.set_node(n.name);
+  *p.mutable_total() = core::ToProto(n.total);
+  *p.mutable_reserved() = core::ToProto(n.reserved);
+  *p.mutable_committed() = core::ToProto(n.committed);
+  *p.mutable_migrating() = core::ToProto(n.migrating);
+  *p.mutable_watermark() = core::ToProto(n.watermark);
+  p.set_awaiting_agent(n.awaiting_agent);
+  p.set_watermark_fraction(n.watermark_fraction);
+  p.set_agent_address(n.agent_address);
+  p.set_vm_count(n.vm_count);
+  return p;
+}
+
+api::MigrationOrder ToProto(const ledger::MigrationOrder& o) {
+  api::MigrationOrder p;
+  p.set_id(o.id);
+  p.set_vm(o.vm);
+  p.set_source_node(o.source_node);
+  p.set_target_node(o.target_node);
+  p.set_target_agent_address(o.target_agent_address);
+  return p;
+}
+
+api::VmState ToProto(const ledger::VmInfo& v) {
+  api::VmState p;
+  p.set_vm(v.name);
+  p.set_node(v.node);
+  p.mutable_bounds()->set_min_cu(v.bounds.min_cu);
+  p.mutable_bounds()->set_max_cu(v.bounds.max_cu);
+  p.mutable_compute_unit()->set_milli_cpu(v.compute_unit.milli_cpu);
+  p.mutable_compute_unit()->set_memory_bytes(v.compute_unit.memory_bytes);
+  *p.mutable_permit() = core::ToProto(v.permit);
+  *p.mutable_requested() = core::ToProto(v.requested);
+  p.set_cpu_overcommit_milli(v.overcommit.cpu_milli);
+  p.set_memory_overcommit_milli(v.overcommit.memory_milli);
+  p.set_migratable(v.migratable);
+  p.set_migrating(v.migration.has_value());
+  if (v.migration) *p.mutable_migration() = ToProto(*v.migration);
+  p.set_created_unix_micros(absl::ToUnixMicros(v.created));
+  return p;
+}
+
+RequestHandler::RequestHandler(ledger::Ledger& ledger, Resources default_compute_unit)
+    : ledger_(ledger), default_compute_unit_(default_compute_unit) {}
+
+template <typename T>
+absl::StatusOr<T> RequestHandler::Count(Method m, absl::StatusOr<T> result) {
+  const int code = static_cast<int>(result.status().code());
+  counts_[m][code >= 0 && code < kCodes ? code : static_cast<int>(absl::StatusCode::kUnknown)]
+      .fetch_add(1, std::memory_order_relaxed);
+  return result;
+}
+
+std::vector<RequestHandler::CallCount> RequestHandler::Counts() const {
+  std::vector<CallCount> out;
+  for (int m = 0; m < kMethods; ++m) {
+    for (int c = 0; c < kCodes; ++c) {
+      const uint64_t n = counts_[m][c].load(std::memory_order_relaxed);
+      if (n > 0) out.push_back({kMethodNames[m], static_cast<absl::StatusCode>(c), n});
+    }
+  }
+  return out;
+}
+
+namespace {
+
+absl::StatusOr<ledger::PermitRequest> ResizeFromProto(const api::PermitRequest& r) {
+  const std::string call = absl::StrCat("PermitRequest ", r.vm(), " on ", r.node());
+  RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
+  RETURN_IF_ERROR(Required(r.node(), "node", call));
+  RETURN_IF_ERROR(Required(r.vm(), "vm", call));
+  ledger::PermitRequest out{.node = r.node(), .vm = r.vm()};
+  absl::StatusOr<Resources> cu = core::ComputeUnitFromProto(r.compute_unit());
+  if (!cu.ok()) return Annotate(cu.status(), call);
+  out.compute_unit = *cu;
+  if (!r.has_resources()) return absl::InvalidArgumentError(call + ": resources are missing");
+  absl::StatusOr<Resources> resources = core::ResourcesFromProto(r.resources(), "resources");
+  if (!resources.ok()) return Annotate(resources.status(), call);
+  out.resources = *resources;
+  if (r.has_last_permit()) {
+    absl::StatusOr<Resources> last = core::ResourcesFromProto(r.last_permit(), "lastPermit");
+    if (!last.ok()) return Annotate(last.status(), call);
+    out.last_permit = *last;
+  }
+  return out;
+}
+
+api::PermitResponse PermitToProto(const ledger::Permit& p) {
+  api::PermitResponse out;
+  out.set_protocol_version(api::PROTOCOL_VERSION_1);
+  *out.mutable_permit() = core::ToProto(p.resources);
+  if (p.migration) *out.mutable_migration() = ToProto(*p.migration);
+  return out;
+}
+
+}  // namespace
+
+void RequestHandler::RequestAsync(const api::PermitRequest& request,
+                                  std::function<void(absl::StatusOr<api::PermitResponse>)> done) {
+  absl::StatusOr<ledger::PermitRequest> resize = ResizeFromProto(request);
+  if (!resize.ok()) {
+    done(Count<api::PermitResponse>(kRequest, resize.status()));
+    return;
+  }
+  ledger_.RequestAsync(*resize, [this, done = std::move(done)](absl::StatusOr<ledger::Permit> p) {
+    if (!p.ok()) {
+      done(Count<api::PermitResponse>(kRequest, p.status()));
+    } else {
+      done(Count<api::PermitResponse>(kRequest, PermitToProto(*p)));
+    }
+  });
+}
+
+absl::StatusOr<api::PermitResponse> RequestHandler::Request(const api::PermitRequest& request) {
+  absl::StatusOr<ledger::PermitRequest> resize = ResizeFromProto(request);
+  if (!resize.ok()) return Count<api::PermitResponse>(kRequest, resize.status());
+  absl::StatusOr<ledger::Permit> p = ledger_.Request(*resize);
+  if (!p.ok()) return Count<api::PermitResponse>(kRequest, p.status());
+  return Count<api::PermitResponse>(kRequest, PermitToProto(*p));
+}
+
+absl::StatusOr<api::RegisterNodeResponse> RequestHandler::RegisterNode(
+    const api::RegisterNodeRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::RegisterNodeResponse> {
+    const std::string call = absl::StrCat("RegisterNodeRequest ", r.node());
+    RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
+    RETURN_IF_ERROR(Required(r.node(), "node", call));
+    absl::StatusOr<Resources> total = core::ResourcesFromProto(r.total(), "total");
+    if (!total.ok()) return Annotate(total.status(), call);
+    ASSIGN_OR_RETURN(ledger::NodeInfo info,
+                     ledger_.RegisterNode({.name = r.node(),
+                                           .total = *total,
+                                           .watermark = r.watermark(),
+                                           .agent_address = r.agent_address()}));
+    api::RegisterNodeResponse out;
+    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    *out.mutable_node() = ToProto(info);
+    return out;
+  };
+  return Count(kRegisterNode, run());
+}
+
+absl::StatusOr<api::PlaceVmResponse> RequestHandler::PlaceVm(const api::PlaceVmRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::PlaceVmResponse> {
+    const std::string call = absl::StrCat("PlaceVmRequest ", r.vm());
+    RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
+    RETURN_IF_ERROR(Required(r.vm(), "vm", call));
+    absl::StatusOr<core::Bounds> bounds = core::BoundsFromProto(r.bounds());
+    if (!bounds.ok()) return Annotate(bounds.status(), call);
+    Resources cu = default_compute_unit_;
+    if (r.has_compute_unit()) {
+      absl::StatusOr<Resources> c = core::ComputeUnitFromProto(r.compute_unit());
+      if (!c.ok()) return Annotate(c.status(), call);
+      cu = *c;
+    }
+    Resources initial = cu * bounds->min_cu;
+    if (r.has_initial()) {
+      absl::StatusOr<Resources> i = core::ResourcesFromProto(r.initial(), "initial");
+      if (!i.ok()) return Annotate(i.status(), call);
+      initial = *i;
+    }
+    const ledger::PlaceVmRequest spec{
+        .name = r.vm(),
+        .bounds = *bounds,
+        .compute_unit = cu,
+        .initial = initial,
+        .overcommit = {r.cpu_overcommit_milli() == 0 ? 1000 : r.cpu_overcommit_milli(),
+                       r.memory_overcommit_milli() == 0 ? 1000 : r.memory_overcommit_milli()},
+        .migratable = r.migratable()};
+    ASSIGN_OR_RETURN(ledger::Placement p, ledger_.PlaceVm(spec, r.node()));
+    api::PlaceVmResponse out;
+    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    out.set_node(p.node);
+    *out.mutable_permit() = core::ToProto(p.permit);
+    return out;
+  };
+  return Count(kPlaceVm, run());
+}
+
+absl::StatusOr<api::ReleaseVmResponse> RequestHandler::ReleaseVm(const api::ReleaseVmRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::ReleaseVmResponse> {
+    const std::string call = absl::StrCat("ReleaseVmRequest ", r.vm());
+    RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
+    RETURN_IF_ERROR(Required(r.vm(), "vm", call));
+    RETURN_IF_ERROR(ledger_.ReleaseVm(r.vm()));
+    api::ReleaseVmResponse out;
+    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    return out;
+  };
+  return Count(kReleaseVm, run());
+}
+
+absl::StatusOr<api::MigrationOrdersResponse> RequestHandler::GetMigrationOrders(
+    const api::MigrationOrdersRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::MigrationOrdersResponse> {
+    const std::string call = absl::StrCat("MigrationOrdersRequest ", r.node());
+    RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
+    RETURN_IF_ERROR(Required(r.node(), "node", call));
+    ASSIGN_OR_RETURN(std::vector<ledger::MigrationOrder> orders, ledger_.MigrationOrders(r.node()));
+    api::MigrationOrdersResponse out;
+    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    for (const ledger::MigrationOrder& o : orders) *out.add_orders() = ToProto(o);
+    return out;
+  };
+  return Count(kGetMigrationOrders, run());
+}
+
+absl::StatusOr<api::MigrationResultResponse> RequestHandler::ReportMigration(
+    const api::MigrationResult& r) {
+  auto run = [&]() -> absl::StatusOr<api::MigrationResultResponse> {
+    const std::string call = absl::StrCat("MigrationResult ", r.order_id(), " of ", r.vm());
+    RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
+    RETURN_IF_ERROR(Required(r.vm(), "vm", call));
+    if (!r.succeeded()) LOG(WARNING) << call << " failed: " << r.error();
+    RETURN_IF_ERROR(ledger_.EndMigration(r.order_id(), r.vm(), r.succeeded()));
+    api::MigrationResultResponse out;
+    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    return out;
+  };
+  return Count(kReportMigration, run());
+}
+
+absl::StatusOr<api::ListNodesResponse> RequestHandler::ListNodes(const api::ListRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::ListNodesResponse> {
+    RETURN_IF_ERROR(CheckVersion(r.protocol_version(), "ListNodes"));
+    api::ListNodesResponse out;
+    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    for (const ledger::NodeInfo& n : ledger_.ListNodes(r.node())) *out.add_nodes() = ToProto(n);
+    return out;
+  };
+  return Count(kListNodes, run());
+}
+
+absl::StatusOr<api::ListVmsResponse> RequestHandler::ListVms(const api::ListRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::ListVmsResponse> {
+    RETURN_IF_ERROR(CheckVersion(r.protocol_version(), "ListVms"));
+    api::ListVmsResponse out;
+    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    for (const ledger::VmInfo& v : ledger_.ListVms(r.node())) *out.add_vms() = ToProto(v);
+    return out;
+  };
+  return Count(kListVms, run());
+}
+
+absl::StatusOr<api::StatusResponse> RequestHandler::GetStatus(const api::StatusRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::StatusResponse> {
+    RETURN_IF_ERROR(CheckVersion(r.protocol_version(), "GetStatus"));
+    api::StatusResponse out;
+    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    const ledger::RecoveryInfo& info = ledger_.recovery();
+    out.set_snapshot_file(info.snapshot_file);
+    out.set_records_replayed(info.records_replayed);
+    out.set_truncated_file(info.truncated_file);
+    out.set_truncated_bytes(info.truncated_bytes);
+    out.set_truncation_reason(info.truncation_reason);
+    out.set_adopted_permits(ledger_.adopted_permits());
+    if (std::optional<ledger::StoreStats> s = ledger_.store_stats()) {
+      out.set_records_appended(s->records_appended);
+      out.set_fsyncs(s->fsyncs);
+      out.set_durable_seq(s->durable_seq);
+      if (!s->error.ok()) out.set_store_error(s->error.ToString());
+    }
+    return out;
+  };
+  return Count(kGetStatus, run());
+}
+
+}  // namespace autoscale::scheduler

@@ -1,0 +1,211 @@
+// The monitor end to end on this machine: a real v1 memory cgroup with a child that allocates,
+// the kernel watcher, the monitor logic, the agent link served by a real gRPC server, and the
+// agent-side client.
+#include "monitor/agent_link.h"
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "autoscale/rpc/monitor/grpc_client.h"
+#include "autoscale/rpc/monitor/grpc_server.h"
+#include "autoscale/rpc/server.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lfc/resizer.h"
+#include "monitor/cgroup/testing.h"
+#include "monitor/runner.h"
+
+namespace autoscale::monitor {
+namespace {
+
+using rpc::monitor::MonitorClient;
+using ::testing::HasSubstr;
+
+constexpr int64_t kMiB = 1 << 20;
+
+// What the agent side received.
+struct Received {
+  absl::Mutex mu;
+  int metrics ABSL_GUARDED_BY(mu) = 0;
+  std::vector<api::UpscaleRequest> upscales ABSL_GUARDED_BY(mu);
+  std::optional<absl::Status> closed ABSL_GUARDED_BY(mu);
+
+  MonitorClient::Callbacks Callbacks() {
+    return {
+        .on_metrics =
+            [this](const api::Metrics&) {
+              absl::MutexLock l(&mu);
+              ++metrics;
+            },
+        .on_upscale_request =
+            [this](const api::UpscaleRequest& r) {
+              absl::MutexLock l(&mu);
+              upscales.push_back(r);
+            },
+        .on_closed =
+            [this](const absl::Status& s) {
+              absl::MutexLock l(&mu);
+              closed = s;
+            },
+    };
+  }
+  bool AwaitUpscale(absl::Duration timeout) {
+    absl::MutexLock l(&mu);
+    auto have = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return !upscales.empty(); };
+    return mu.AwaitWithTimeout(absl::Condition(&have), timeout);
+  }
+  bool AwaitClosed(absl::Duration timeout) {
+    absl::MutexLock l(&mu);
+    auto have = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return closed.has_value(); };
+    return mu.AwaitWithTimeout(absl::Condition(&have), timeout);
+  }
+};
+
+class AgentLinkTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto cg = cgroup::TestCgroup::Create("service");
+    if (!cg.ok()) GTEST_SKIP() << "needs a writable cgroup v1 memory controller: " << cg.status();
+    cgroup_ = *std::move(cg);
+    RunnerOptions options;
+    options.cgroup_dir = cgroup_->dir();
+    options.memory_bytes = 512 * kMiB;  // threshold (512 - 100) * 0.85 = 350 MiB
+    options.monitor.sample_interval = absl::Milliseconds(50);
+    auto runner = Runner::Start(options, resizer_, [this](int64_t usage, int64_t t) {
+      if (AgentLink* link = link_.load()) link->SendUpscaleRequest(usage, t);
+    });
+    ASSERT_TRUE(runner.ok()) << runner.status();
+    runner_ = *std::move(runner);
+    owned_link_ =
+        std::make_unique<AgentLink>(runner_->monitor(), metrics_,
+                                    AgentLinkOptions{.metrics_interval = absl::Milliseconds(100)});
+    link_ = owned_link_.get();
+    absl::StatusOr<std::unique_ptr<rpc::Server>> server =
+        rpc::monitor::StartGrpcServer(*owned_link_, "127.0.0.1:0");
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    address_ = server_->address();
+  }
+
+  void TearDown() override {
+    if (owned_link_) owned_link_->Disconnect();
+    if (server_) server_->Shutdown(absl::Seconds(2));
+    link_ = nullptr;
+    owned_link_.reset();
+    runner_.reset();
+    cgroup_.reset();
+  }
+
+  std::unique_ptr<MonitorClient> ConnectClient(Received& received) {
+    auto client = rpc::monitor::ConnectGrpc(address_, received.Callbacks(), absl::Seconds(5));
+    EXPECT_TRUE(client.ok()) << client.status();
+    return client.ok() ? *std::move(client) : nullptr;
+  }
+
+  api::Resources Memory(int64_t bytes) {
+    api::Resources r;
+    r.set_milli_cpu(1000);
+    r.set_memory_bytes(bytes);
+    return r;
+  }
+
+  std::unique_ptr<cgroup::TestCgroup> cgroup_;
+  lfc::NoopResizer resizer_;
+  MetricsReader metrics_;
+  std::unique_ptr<Runner> runner_;
+  std::unique_ptr<AgentLink> owned_link_;
+  std::atomic<AgentLink*> link_{nullptr};
+  std::unique_ptr<rpc::Server> server_;
+  std::string address_;
+};
+
+TEST_F(AgentLinkTest, UpscaleRequestArrivesWhenAChildCrossesTheThreshold) {
+  Received received;
+  auto client = ConnectClient(received);
+  ASSERT_NE(client, nullptr);
+  EXPECT_TRUE(client->HealthCheck(absl::Seconds(2)).ok());
+  ASSERT_TRUE(cgroup_->Allocate(100 * kMiB).ok());
+  EXPECT_FALSE(received.AwaitUpscale(absl::Milliseconds(300))) << "100 MiB is below 350 MiB";
+  ASSERT_TRUE(cgroup_->Allocate(300 * kMiB).ok());
+  ASSERT_TRUE(received.AwaitUpscale(absl::Seconds(5)));
+  absl::MutexLock l(&received.mu);
+  EXPECT_GE(received.upscales[0].usage_bytes(), received.upscales[0].threshold_bytes());
+  EXPECT_EQ(received.upscales[0].threshold_bytes(), runner_->monitor().threshold_bytes());
+  EXPECT_GT(received.metrics, 0) << "metrics stream to the agent";
+}
+
+TEST_F(AgentLinkTest, DownscaleRefusedAndApprovedAgainstRealUsage) {
+  Received received;
+  auto client = ConnectClient(received);
+  ASSERT_NE(client, nullptr);
+  ASSERT_TRUE(cgroup_->Allocate(120 * kMiB).ok());
+  absl::SleepFor(absl::Milliseconds(400));  // several samples of the new usage
+  // At 256 MiB the threshold is 132 MiB: 120 MiB + 100 MiB of headroom does not fit.
+  auto refused = client->RequestDownscale(Memory(256 * kMiB), absl::Seconds(2));
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_FALSE(refused->ok());
+  EXPECT_THAT(refused->status(), HasSubstr("would exceed the threshold"));
+  EXPECT_EQ(runner_->monitor().memory_bytes(), 512 * kMiB);
+  // At 384 MiB it is 241 MiB: approved, and the threshold follows.
+  auto approved = client->RequestDownscale(Memory(384 * kMiB), absl::Seconds(2));
+  ASSERT_TRUE(approved.ok()) << approved.status();
+  EXPECT_TRUE(approved->ok()) << approved->status();
+  EXPECT_EQ(runner_->monitor().memory_bytes(), 384 * kMiB);
+  // And back up.
+  EXPECT_TRUE(client->NotifyUpscale(Memory(512 * kMiB), absl::Seconds(2)).ok());
+  EXPECT_EQ(runner_->monitor().memory_bytes(), 512 * kMiB);
+}
+
+TEST_F(AgentLinkTest, BadMessagesGetErrorsAndTheStreamStays) {
+  Received received;
+  auto client = ConnectClient(received);
+  ASSERT_NE(client, nullptr);
+  auto bad = client->RequestDownscale(Memory(-5), absl::Seconds(2));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("must be > 0"));
+  EXPECT_TRUE(client->HealthCheck(absl::Seconds(2)).ok()) << "still connected";
+}
+
+TEST_F(AgentLinkTest, AgentsComeAndGo) {
+  Received first;
+  auto a = ConnectClient(first);
+  ASSERT_NE(a, nullptr);
+  Received second;
+  auto b = ConnectClient(second);
+  ASSERT_NE(b, nullptr);
+  EXPECT_TRUE(first.AwaitClosed(absl::Seconds(5))) << "a new agent replaces the old one";
+  EXPECT_FALSE(a->connected());
+  EXPECT_EQ(a->HealthCheck(absl::Seconds(1)).code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(b->HealthCheck(absl::Seconds(2)).ok());
+  b.reset();  // the agent disconnects
+  Received third;
+  auto c = ConnectClient(third);
+  ASSERT_NE(c, nullptr);
+  EXPECT_TRUE(c->HealthCheck(absl::Seconds(2)).ok()) << "the next agent can connect";
+}
+
+TEST_F(AgentLinkTest, VanishedCgroupIsAnErrorAndTheMonitorKeepsRunning) {
+  Received received;
+  auto client = ConnectClient(received);
+  ASSERT_NE(client, nullptr);
+  cgroup_.reset();                   // the group disappears under the monitor
+  absl::SleepFor(absl::Seconds(6));  // past the sample age limit
+  auto d = client->RequestDownscale(Memory(256 * kMiB), absl::Seconds(2));
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("no memory sample"));
+  EXPECT_TRUE(client->HealthCheck(absl::Seconds(2)).ok());
+}
+
+TEST(MonitorClient, UnreachableMonitorIsAClearError) {
+  Received received;
+  auto client =
+      rpc::monitor::ConnectGrpc("127.0.0.1:1", received.Callbacks(), absl::Milliseconds(300));
+  ASSERT_FALSE(client.ok());
+  EXPECT_EQ(client.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(client.status().message()), HasSubstr("127.0.0.1:1"));
+}
+
+}  // namespace
+}  // namespace autoscale::monitor

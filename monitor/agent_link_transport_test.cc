@@ -1,0 +1,271 @@
+// The monitor protocol's two transports give the same answers: two identical monitors (a manual
+// clock, memory samples from the test, /proc from a fixture), each behind an AgentLink, one
+// reached through the gRPC server and client over loopback, the other through the in-process
+// connector. The same calls, refusals and monitor-initiated messages must come out the same;
+// errors with the same code and (the in-process client names the gRPC address) the same text.
+#include <sys/stat.h>
+
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "autoscale/base/clock.h"
+#include "autoscale/rpc/monitor/grpc_client.h"
+#include "autoscale/rpc/monitor/grpc_server.h"
+#include "autoscale/rpc/monitor/in_process.h"
+#include "autoscale/rpc/server.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
+#include "lfc/resizer.h"
+#include "monitor/agent_link.h"
+
+namespace autoscale::monitor {
+namespace {
+
+using ::google::protobuf::util::MessageDifferencer;
+using rpc::monitor::MonitorClient;
+
+constexpr int64_t kMiB = 1 << 20;
+
+api::Resources Memory(int64_t bytes) {
+  api::Resources r;
+  r.set_milli_cpu(1000);
+  r.set_memory_bytes(bytes);
+  return r;
+}
+
+// A /proc with fixed loadavg and meminfo.
+std::string FixtureProc() {
+  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/proc";
+  mkdir(dir.c_str(), 0755);
+  std::ofstream(dir + "/loadavg") << "1.50 0.75 0.20 2/300 4000\n";
+  std::ofstream(dir + "/meminfo") << "MemTotal: 1000000 kB\nMemAvailable: 600000 kB\n"
+                                     "Cached: 200000 kB\n";
+  return dir;
+}
+
+// What an agent received on its own callbacks.
+class Received {
+ public:
+  MonitorClient::Callbacks Callbacks() {
+    return {.on_metrics =
+                [this](const api::Metrics& m) {
+                  absl::MutexLock l(&mu_);
+                  metrics_.push_back(m);
+                },
+            .on_upscale_request =
+                [this](const api::UpscaleRequest& r) {
+                  absl::MutexLock l(&mu_);
+                  upscales_.push_back(r);
+                },
+            .on_closed =
+                [this](const absl::Status& s) {
+                  absl::MutexLock l(&mu_);
+                  closed_ = s;
+                }};
+  }
+  // Waits (up to 10 s) for the first metrics message.
+  std::optional<api::Metrics> FirstMetrics() {
+    absl::MutexLock l(&mu_);
+    auto have = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !metrics_.empty(); };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&have), absl::Seconds(10))) return std::nullopt;
+    return metrics_.front();
+  }
+  std::optional<api::UpscaleRequest> FirstUpscale() {
+    absl::MutexLock l(&mu_);
+    auto have = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !upscales_.empty(); };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&have), absl::Seconds(10))) return std::nullopt;
+    return upscales_.front();
+  }
+  std::optional<absl::Status> Closed() {
+    absl::MutexLock l(&mu_);
+    auto have = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return closed_.has_value(); };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&have), absl::Seconds(10))) return std::nullopt;
+    return closed_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<api::Metrics> metrics_ ABSL_GUARDED_BY(mu_);
+  std::vector<api::UpscaleRequest> upscales_ ABSL_GUARDED_BY(mu_);
+  std::optional<absl::Status> closed_ ABSL_GUARDED_BY(mu_);
+};
+
+// One monitor with its agent link; its memory usage is what the test sets.
+struct Side {
+  explicit Side(const std::string& proc)
+      : metrics(proc),
+        monitor(MonitorOptions{}, clock, resizer,
+                Monitor::Hooks{
+                    .read_stat = [this]() -> absl::StatusOr<cgroup::MemoryStat> { return stat; },
+                    .set_threshold = [](int64_t) { return absl::OkStatus(); },
+                    .request_upscale =
+                        [this](int64_t usage, int64_t threshold) {
+                          link.SendUpscaleRequest(usage, threshold);
+                        },
+                }),
+        link(monitor, metrics, {.metrics_interval = absl::Hours(1)}) {}
+
+  void SampleAt(int64_t anon_bytes) {
+    stat = {.anon_bytes = anon_bytes};
+    monitor.Sample();
+    clock.Advance(absl::Milliseconds(100));
+  }
+
+  ManualClock clock;
+  cgroup::MemoryStat stat;
+  lfc::NoopResizer resizer;
+  MetricsReader metrics;
+  Monitor monitor;
+  AgentLink link;
+};
+
+class AgentLinkTransportTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string proc = FixtureProc();
+    over_grpc_ = std::make_unique<Side>(proc);
+    in_process_ = std::make_unique<Side>(proc);
+    for (Side* s : {over_grpc_.get(), in_process_.get()}) {
+      ASSERT_TRUE(s->monitor.Start(1024 * kMiB).ok());  // threshold 0.85 * 924 MiB
+    }
+    absl::StatusOr<std::unique_ptr<rpc::Server>> server =
+        rpc::monitor::StartGrpcServer(over_grpc_->link, "127.0.0.1:0");
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    connector_ = std::make_unique<rpc::monitor::InProcessConnector>(in_process_->link);
+  }
+  void TearDown() override {
+    if (server_) {
+      over_grpc_->link.Disconnect();
+      server_->Shutdown(absl::Seconds(2));
+    }
+  }
+
+  // A client on each side, with the same address in their errors.
+  struct Clients {
+    Received remote_received, local_received;
+    std::unique_ptr<MonitorClient> remote, local;
+  };
+  std::unique_ptr<Clients> Connect() {
+    auto c = std::make_unique<Clients>();
+    absl::StatusOr<std::unique_ptr<MonitorClient>> remote = rpc::monitor::ConnectGrpc(
+        server_->address(), c->remote_received.Callbacks(), absl::Seconds(5));
+    absl::StatusOr<std::unique_ptr<MonitorClient>> local =
+        connector_->Connect(server_->address(), c->local_received.Callbacks(), absl::Seconds(5));
+    EXPECT_TRUE(remote.ok()) << remote.status();
+    EXPECT_TRUE(local.ok()) << local.status();
+    if (!remote.ok() || !local.ok()) return nullptr;
+    c->remote = *std::move(remote);
+    c->local = *std::move(local);
+    return c;
+  }
+
+  // Both sides' answers to `call` must be the same.
+  template <typename T>
+  void Same(const std::string& what, const absl::StatusOr<T>& remote,
+            const absl::StatusOr<T>& local) {
+    ++calls_;
+    ASSERT_EQ(remote.status().code(), local.status().code())
+        << what << ": over gRPC " << remote.status() << ", in process " << local.status();
+    if (!remote.ok()) {
+      ++errors_;
+      EXPECT_EQ(remote.status().message(), local.status().message()) << what;
+    } else if constexpr (std::is_base_of_v<google::protobuf::Message, T>) {
+      EXPECT_TRUE(MessageDifferencer::Equals(*remote, *local))
+          << what << ": " << remote->ShortDebugString() << " vs " << local->ShortDebugString();
+    }
+  }
+  void Same(const std::string& what, const absl::Status& remote, const absl::Status& local) {
+    Same<bool>(what, remote.ok() ? absl::StatusOr<bool>(true) : absl::StatusOr<bool>(remote),
+               local.ok() ? absl::StatusOr<bool>(true) : absl::StatusOr<bool>(local));
+  }
+  void Downscale(Clients& c, const std::string& what, int64_t target) {
+    Same(what, c.remote->RequestDownscale(Memory(target), absl::Seconds(5)),
+         c.local->RequestDownscale(Memory(target), absl::Seconds(5)));
+  }
+  void Both(const std::function<void(Side&)>& f) {
+    f(*over_grpc_);
+    f(*in_process_);
+  }
+
+  std::unique_ptr<Side> over_grpc_, in_process_;
+  std::unique_ptr<rpc::Server> server_;
+  std::unique_ptr<rpc::monitor::InProcessConnector> connector_;
+  int calls_ = 0, errors_ = 0;
+};
+
+TEST_F(AgentLinkTransportTest, SameAnswersErrorsAndMessages) {
+  std::unique_ptr<Clients> c = Connect();
+  ASSERT_NE(c, nullptr);
+  EXPECT_TRUE(c->remote->connected());
+  EXPECT_TRUE(c->local->connected());
+
+  // The metrics pushed at once on connecting.
+  std::optional<api::Metrics> remote_metrics = c->remote_received.FirstMetrics();
+  std::optional<api::Metrics> local_metrics = c->local_received.FirstMetrics();
+  ASSERT_TRUE(remote_metrics && local_metrics);
+  EXPECT_TRUE(MessageDifferencer::Equals(*remote_metrics, *local_metrics));
+  EXPECT_EQ(remote_metrics->memory_usage_bytes(), 400000 * 1024LL + 100 * kMiB);
+
+  Same("health check", c->remote->HealthCheck(absl::Seconds(5)),
+       c->local->HealthCheck(absl::Seconds(5)));
+  Downscale(*c, "downscale without samples", 512 * kMiB);
+  Both([](Side& s) { s.SampleAt(200 * kMiB); });
+  Downscale(*c, "downscale with one sample", 512 * kMiB);
+  Both([](Side& s) { s.SampleAt(200 * kMiB); });
+  Downscale(*c, "downscale below the headroom", 256 * kMiB);
+  Downscale(*c, "downscale approved", 768 * kMiB);
+  Downscale(*c, "downscale to a negative size", -5);
+  Same("upscale notified", c->remote->NotifyUpscale(Memory(1024 * kMiB), absl::Seconds(5)),
+       c->local->NotifyUpscale(Memory(1024 * kMiB), absl::Seconds(5)));
+  Same("upscale to nothing", c->remote->NotifyUpscale(Memory(0), absl::Seconds(5)),
+       c->local->NotifyUpscale(Memory(0), absl::Seconds(5)));
+  EXPECT_EQ(over_grpc_->monitor.memory_bytes(), in_process_->monitor.memory_bytes());
+
+  // Usage above the threshold: each monitor asks its agent for more memory.
+  Both([](Side& s) {
+    for (int i = 0; i < 5; ++i) s.SampleAt(900 * kMiB);
+  });
+  std::optional<api::UpscaleRequest> remote_up = c->remote_received.FirstUpscale();
+  std::optional<api::UpscaleRequest> local_up = c->local_received.FirstUpscale();
+  ASSERT_TRUE(remote_up && local_up);
+  EXPECT_TRUE(MessageDifferencer::Equals(*remote_up, *local_up))
+      << remote_up->ShortDebugString() << " vs " << local_up->ShortDebugString();
+  EXPECT_EQ(remote_up->threshold_bytes(), over_grpc_->monitor.threshold_bytes());
+
+  // One agent at a time: a second one ends the first one's session, on both transports.
+  std::unique_ptr<Clients> second = Connect();
+  ASSERT_NE(second, nullptr);
+  ASSERT_TRUE(c->remote_received.Closed().has_value());
+  ASSERT_TRUE(c->local_received.Closed().has_value());
+  EXPECT_FALSE(c->remote->connected());
+  EXPECT_FALSE(c->local->connected());
+  const absl::Status remote_gone = c->remote->HealthCheck(absl::Seconds(5));
+  const absl::Status local_gone = c->local->HealthCheck(absl::Seconds(5));
+  EXPECT_EQ(remote_gone.code(), absl::StatusCode::kUnavailable) << remote_gone;
+  EXPECT_EQ(local_gone.code(), absl::StatusCode::kUnavailable) << local_gone;
+  Same("the second agent's health check", second->remote->HealthCheck(absl::Seconds(5)),
+       second->local->HealthCheck(absl::Seconds(5)));
+
+  // The monitor shuts down: the agent sees its stream end.
+  Both([](Side& s) { s.link.Disconnect(); });
+  ASSERT_TRUE(second->remote_received.Closed().has_value());
+  ASSERT_TRUE(second->local_received.Closed().has_value());
+  EXPECT_EQ(second->remote->HealthCheck(absl::Seconds(5)).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(second->local->HealthCheck(absl::Seconds(5)).code(), absl::StatusCode::kUnavailable);
+  // The server ends its side of a stream on its own thread: wait for it (bounded).
+  for (Side* s : {over_grpc_.get(), in_process_.get()}) {
+    const absl::Time end = absl::Now() + absl::Seconds(10);
+    while (s->link.connected() && absl::Now() < end) absl::SleepFor(absl::Milliseconds(10));
+    EXPECT_FALSE(s->link.connected());
+  }
+
+  EXPECT_EQ(errors_, 3) << "errors compared (of " << calls_ << " calls)";
+}
+
+}  // namespace
+}  // namespace autoscale::monitor
