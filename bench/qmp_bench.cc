@@ -19,12 +19,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "autoscale/testing/vm.h"
 #include "benchmark/benchmark.h"
 #include "neonvm/hotplug/resizer.h"
 #include "neonvm/launcher/vm.h"
 #include "neonvm/migration/migration.h"
 #include "neonvm/qmp/qmp_client.h"
-#include "neonvm/testing/testing.h"
 
 namespace autoscale::neonvm {
 namespace {

@@ -7,8 +7,8 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
-#include "neonvm/testing/testing.h"
 
 namespace autoscale::neonvm::hotplug {
 namespace {
@@ -20,7 +20,7 @@ constexpr int64_t kMiB = int64_t{1} << 20;
 class ResizerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    NEONVM_REQUIRE_QEMU();
+    AUTOSCALE_REQUIRE_QEMU();
     auto vm = Vm::Start(testing::NoGuestSpec("resize"));
     ASSERT_TRUE(vm.ok()) << vm.status();
     vm_ = std::move(*vm);

@@ -5,11 +5,11 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 #include "neonvm/hotplug/resizer.h"
 #include "neonvm/migration/migration.h"
 #include "neonvm/qmp/qmp_client.h"
-#include "neonvm/testing/testing.h"
 
 namespace autoscale::neonvm::migration {
 namespace {
@@ -19,7 +19,7 @@ using launcher::Vm;
 constexpr int64_t kMiB = int64_t{1} << 20;
 
 TEST(MigrationFault, TargetKilledMidMigrationLeavesTheSourceRunning) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   auto source = Vm::Start(testing::NoGuestSpec("mig-fault"));
   ASSERT_TRUE(source.ok()) << source.status();
   ASSERT_TRUE((*source)->Resume().ok());

@@ -13,11 +13,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 #include "neonvm/guest/console.h"
 #include "neonvm/hotplug/resizer.h"
 #include "neonvm/migration/migration.h"
-#include "neonvm/testing/testing.h"
 
 namespace autoscale::neonvm::migration {
 namespace {
@@ -27,7 +27,7 @@ constexpr int64_t kMiB = int64_t{1} << 20;
 class MigrationGuestTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    NEONVM_REQUIRE_GUEST();
+    AUTOSCALE_REQUIRE_GUEST();
     auto image = testing::GuestWithLoadgen(dir_.path());
     ASSERT_TRUE(image.ok()) << image.status();
     auto spec = testing::GuestSpec("mig-guest");

@@ -7,10 +7,10 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 #include "neonvm/hotplug/resizer.h"
 #include "neonvm/qmp/qmp_client.h"
-#include "neonvm/testing/testing.h"
 
 namespace autoscale::neonvm::migration {
 namespace {
@@ -37,7 +37,7 @@ hotplug::ResizerOptions NoGuest() {
 }
 
 TEST(Migration, PausedVmArrivesWithItsHotPluggedCpusAndMemory) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   std::unique_ptr<Vm> source = StartVm("mig-paused");
   ASSERT_NE(source, nullptr);
   hotplug::Resizer resizer(source->qmp(), source->spec(), NoGuest());
@@ -78,7 +78,7 @@ TEST(Migration, PausedVmArrivesWithItsHotPluggedCpusAndMemory) {
 }
 
 TEST(Migration, RunningVmArrivesRunning) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   std::unique_ptr<Vm> source = StartVm("mig-running");
   ASSERT_NE(source, nullptr);
   ASSERT_TRUE(source->Resume().ok());
@@ -94,7 +94,7 @@ TEST(Migration, RunningVmArrivesRunning) {
 }
 
 TEST(Migration, UnreachableTargetLeavesTheSourceRunning) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   std::unique_ptr<Vm> source = StartVm("mig-unreachable");
   ASSERT_NE(source, nullptr);
   ASSERT_TRUE(source->Resume().ok());
@@ -110,7 +110,7 @@ TEST(Migration, UnreachableTargetLeavesTheSourceRunning) {
 }
 
 TEST(Migration, CancelsAtItsTimeoutAndKeepsTheSource) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   std::unique_ptr<Vm> source = StartVm("mig-timeout");
   ASSERT_NE(source, nullptr);
   ASSERT_TRUE(source->Resume().ok());
@@ -136,7 +136,7 @@ TEST(Migration, CancelsAtItsTimeoutAndKeepsTheSource) {
 // keeps the first), only the spec and the devices travel to the side that starts the target,
 // and the source is quit once the target runs.
 TEST(Migration, ThroughTheAgentSocketWithTheTargetStartedApart) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   std::unique_ptr<Vm> source = StartVm("mig-split");
   ASSERT_NE(source, nullptr);
   ASSERT_TRUE(source->Resume().ok());

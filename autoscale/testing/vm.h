@@ -1,8 +1,8 @@
-// Test support for the neonvm libraries: skipping when QEMU or the guest is missing, short
+// Test VMs for the neonvm libraries and others: skipping when QEMU or the guest is missing, short
 // temporary directories, specs for VMs with and without a guest, and booting the test guest.
 //
 //   TEST(Hotplug, AddsCpu) {
-//     NEONVM_REQUIRE_GUEST();
+//     AUTOSCALE_REQUIRE_GUEST();
 //     absl::StatusOr<BootedVm> booted = Boot(*GuestSpec("t1"));
 //     ASSERT_TRUE(booted.ok()) << booted.status();
 //     EXPECT_EQ(*booted->console->Run("nproc"), "1");
@@ -20,23 +20,21 @@
 #include "neonvm/guest/image.h"
 #include "neonvm/launcher/vm.h"
 
-namespace autoscale::neonvm::testing {
+namespace autoscale::testing {
 
 // Empty when QEMU 10 or newer is installed; otherwise what is missing.
 std::string QemuMissing();
 // Empty when QEMU and the test guest are there; otherwise what is missing.
 std::string GuestMissing();
 
-#define NEONVM_REQUIRE_QEMU()                                                        \
-  do {                                                                               \
-    if (std::string why = ::autoscale::neonvm::testing::QemuMissing(); !why.empty()) \
-      GTEST_SKIP() << why;                                                           \
+#define AUTOSCALE_REQUIRE_QEMU()                                                                  \
+  do {                                                                                            \
+    if (std::string why = ::autoscale::testing::QemuMissing(); !why.empty()) GTEST_SKIP() << why; \
   } while (0)
 
-#define NEONVM_REQUIRE_GUEST()                                                        \
-  do {                                                                                \
-    if (std::string why = ::autoscale::neonvm::testing::GuestMissing(); !why.empty()) \
-      GTEST_SKIP() << why;                                                            \
+#define AUTOSCALE_REQUIRE_GUEST()                                                                  \
+  do {                                                                                             \
+    if (std::string why = ::autoscale::testing::GuestMissing(); !why.empty()) GTEST_SKIP() << why; \
   } while (0)
 
 // A new directory under /tmp (short, for unix socket paths), removed with its contents.
@@ -53,35 +51,35 @@ class TempDir {
 };
 
 // A VM without a guest OS: 1 of up to 4 CPUs, 1 of up to 4 slots of 256 MiB.
-launcher::VmSpec NoGuestSpec(std::string name);
+neonvm::launcher::VmSpec NoGuestSpec(std::string name);
 
 // The same shape with the test guest's kernel, initramfs and command line, and the guest's port
 // 7000 forwarded.
-absl::StatusOr<launcher::VmSpec> GuestSpec(std::string name);
+absl::StatusOr<neonvm::launcher::VmSpec> GuestSpec(std::string name);
 
 // The absolute path of a data dependency, e.g. "neonvm/guest/loadgen".
 std::string Runfile(std::string_view path);
 
 // The test guest with the load generator at /usr/bin/loadgen, its initramfs written to `dir`.
-absl::StatusOr<guest::GuestImage> GuestWithLoadgen(const std::string& dir);
+absl::StatusOr<neonvm::guest::GuestImage> GuestWithLoadgen(const std::string& dir);
 
 struct BootedVm {
-  std::unique_ptr<launcher::Vm> vm;
-  std::unique_ptr<guest::GuestConsole> console;
+  std::unique_ptr<neonvm::launcher::Vm> vm;
+  std::unique_ptr<neonvm::guest::GuestConsole> console;
 };
 
 // Starts `spec` (with a kernel), connects the console, resumes, and waits until the guest's
 // shell is ready.
-absl::StatusOr<BootedVm> Boot(const launcher::VmSpec& spec,
+absl::StatusOr<BootedVm> Boot(const neonvm::launcher::VmSpec& spec,
                               absl::Duration timeout = absl::Seconds(90));
 
 // Runs `command` in the guest until it prints `want` or `timeout` passes (the guest catches up
 // with a hotplug asynchronously); returns the last output, or the console's error.
-std::string WaitForGuest(guest::GuestConsole& console, const std::string& command,
+std::string WaitForGuest(neonvm::guest::GuestConsole& console, const std::string& command,
                          const std::string& want, absl::Duration timeout = absl::Seconds(15));
 
 // The shell command that prints MemTotal of /proc/meminfo in KiB.
 inline constexpr char kMemTotalKibCommand[] =
     "sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo";
 
-}  // namespace autoscale::neonvm::testing
+}  // namespace autoscale::testing

@@ -1,4 +1,4 @@
-#include "neonvm/testing/testing.h"
+#include "autoscale/testing/vm.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "autoscale/base/status_macros.h"
 
-namespace autoscale::neonvm::testing {
+namespace autoscale::testing {
 
 std::string QemuMissing() {
   FILE* p = popen("qemu-system-x86_64 --version 2>/dev/null", "r");
@@ -39,7 +39,7 @@ std::string QemuMissing() {
 
 std::string GuestMissing() {
   if (std::string why = QemuMissing(); !why.empty()) return why;
-  absl::StatusOr<guest::GuestImage> image = guest::FindGuestImage();
+  absl::StatusOr<neonvm::guest::GuestImage> image = neonvm::guest::FindGuestImage();
   return image.ok() ? "" : std::string(image.status().message());
 }
 
@@ -54,8 +54,8 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ignored);
 }
 
-launcher::VmSpec NoGuestSpec(std::string name) {
-  launcher::VmSpec spec;
+neonvm::launcher::VmSpec NoGuestSpec(std::string name) {
+  neonvm::launcher::VmSpec spec;
   spec.name = std::move(name);
   spec.cpus_min = 1;
   spec.cpus_max = 4;
@@ -67,9 +67,9 @@ launcher::VmSpec NoGuestSpec(std::string name) {
   return spec;
 }
 
-absl::StatusOr<launcher::VmSpec> GuestSpec(std::string name) {
-  ASSIGN_OR_RETURN(guest::GuestImage image, guest::FindGuestImage());
-  launcher::VmSpec spec = NoGuestSpec(std::move(name));
+absl::StatusOr<neonvm::launcher::VmSpec> GuestSpec(std::string name) {
+  ASSIGN_OR_RETURN(neonvm::guest::GuestImage image, neonvm::guest::FindGuestImage());
+  neonvm::launcher::VmSpec spec = NoGuestSpec(std::move(name));
   spec.kernel = image.kernel;
   spec.initrd = image.initrd;
   spec.kernel_cmdline = image.cmdline;
@@ -91,18 +91,18 @@ std::string Runfile(std::string_view path) {
                       absl::string_view(path.data(), path.size()));
 }
 
-absl::StatusOr<guest::GuestImage> GuestWithLoadgen(const std::string& dir) {
-  ASSIGN_OR_RETURN(guest::GuestImage image, guest::FindGuestImage());
-  return guest::AddFiles(image, {{Runfile("neonvm/guest/loadgen"), "/usr/bin/loadgen"}}, "",
-                         dir + "/initrd");
+absl::StatusOr<neonvm::guest::GuestImage> GuestWithLoadgen(const std::string& dir) {
+  ASSIGN_OR_RETURN(neonvm::guest::GuestImage image, neonvm::guest::FindGuestImage());
+  return neonvm::guest::AddFiles(image, {{Runfile("neonvm/guest/loadgen"), "/usr/bin/loadgen"}}, "",
+                                 dir + "/initrd");
 }
 
-absl::StatusOr<BootedVm> Boot(const launcher::VmSpec& spec, absl::Duration timeout) {
+absl::StatusOr<BootedVm> Boot(const neonvm::launcher::VmSpec& spec, absl::Duration timeout) {
   BootedVm b;
-  ASSIGN_OR_RETURN(b.vm, launcher::Vm::Start(spec));
-  ASSIGN_OR_RETURN(b.console, guest::GuestConsole::Connect(b.vm->serial_path()));
+  ASSIGN_OR_RETURN(b.vm, neonvm::launcher::Vm::Start(spec));
+  ASSIGN_OR_RETURN(b.console, neonvm::guest::GuestConsole::Connect(b.vm->serial_path()));
   RETURN_IF_ERROR(b.vm->Resume());
-  absl::Status ready = b.console->WaitFor(guest::kReadyMarker, timeout);
+  absl::Status ready = b.console->WaitFor(neonvm::guest::kReadyMarker, timeout);
   if (!ready.ok()) {
     return Annotate(ready,
                     absl::StrCat("booting ", spec.name, " (QEMU log: ", b.vm->LogTail(500), ")"));
@@ -110,7 +110,7 @@ absl::StatusOr<BootedVm> Boot(const launcher::VmSpec& spec, absl::Duration timeo
   return b;
 }
 
-std::string WaitForGuest(guest::GuestConsole& console, const std::string& command,
+std::string WaitForGuest(neonvm::guest::GuestConsole& console, const std::string& command,
                          const std::string& want, absl::Duration timeout) {
   absl::Time deadline = absl::Now() + timeout;
   std::string last;
@@ -123,4 +123,4 @@ std::string WaitForGuest(guest::GuestConsole& console, const std::string& comman
   }
 }
 
-}  // namespace autoscale::neonvm::testing
+}  // namespace autoscale::testing
