@@ -20,11 +20,11 @@
 #include "autoscale/base/proto_file.h"
 #include "autoscale/rpc/monitor_client.h"
 #include "autoscale/rpc/monitor_service.h"
+#include "autoscale/testing/cgroup.h"
 #include "benchmark/benchmark.h"
 #include "grpcpp/grpcpp.h"
 #include "lfc/resizer.h"
 #include "monitor/cgroup/layout.h"
-#include "monitor/cgroup/testing.h"
 #include "monitor/runner.h"
 
 namespace autoscale {
@@ -47,7 +47,7 @@ double Percentile(std::vector<double> v, double p) {
 // memory.stat every 100 ms and acting on the first sample above the threshold.
 void BM_UpscaleReaction(benchmark::State& state) {
   const bool polling = state.range(0) == 1;
-  auto cg = monitor::cgroup::TestCgroup::Create("bench");
+  auto cg = testing::TestCgroup::Create("bench");
   if (!cg.ok()) {
     state.SkipWithError(std::string(cg.status().message()).c_str());
     return;

@@ -8,11 +8,11 @@
 
 #include "absl/synchronization/mutex.h"
 #include "autoscale/rpc/monitor_client.h"
+#include "autoscale/testing/cgroup.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "lfc/resizer.h"
-#include "monitor/cgroup/testing.h"
 #include "monitor/runner.h"
 
 namespace autoscale::rpc {
@@ -64,7 +64,7 @@ struct Received {
 class MonitorServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto cg = cgroup::TestCgroup::Create("service");
+    auto cg = testing::TestCgroup::Create("service");
     if (!cg.ok()) GTEST_SKIP() << "needs a writable cgroup v1 memory controller: " << cg.status();
     cgroup_ = *std::move(cg);
     monitor::RunnerOptions options;
@@ -111,7 +111,7 @@ class MonitorServiceTest : public ::testing::Test {
     return r;
   }
 
-  std::unique_ptr<cgroup::TestCgroup> cgroup_;
+  std::unique_ptr<testing::TestCgroup> cgroup_;
   lfc::NoopResizer resizer_;
   monitor::MetricsReader metrics_;
   std::unique_ptr<monitor::Runner> runner_;

@@ -12,12 +12,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "autoscale/testing/cgroup.h"
 #include "gtest/gtest.h"
 #include "monitor/cgroup/layout.h"
-#include "monitor/cgroup/testing.h"
 
 namespace autoscale::monitor::cgroup {
 namespace {
+
+using ::autoscale::testing::TestCgroup;
 
 constexpr int64_t kMiB = 1 << 20;
 

@@ -16,7 +16,7 @@
 #include "absl/status/statusor.h"
 #include "monitor/cgroup/manager.h"
 
-namespace autoscale::monitor::cgroup {
+namespace autoscale::testing {
 
 class TestCgroup {
  public:
@@ -42,11 +42,11 @@ class TestCgroup {
   absl::StatusOr<int64_t> TouchHugePage();
 
  private:
-  TestCgroup(CgroupManager manager, std::string path, std::string dir)
+  TestCgroup(monitor::cgroup::CgroupManager manager, std::string path, std::string dir)
       : manager_(manager), path_(std::move(path)), dir_(std::move(dir)) {}
   absl::Status Command(int64_t command);
 
-  CgroupManager manager_;
+  monitor::cgroup::CgroupManager manager_;
   std::string path_;
   std::string dir_;
   pid_t child_ = -1;
@@ -54,4 +54,4 @@ class TestCgroup {
   int from_child_ = -1;
 };
 
-}  // namespace autoscale::monitor::cgroup
+}  // namespace autoscale::testing

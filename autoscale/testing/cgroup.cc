@@ -1,4 +1,4 @@
-#include "monitor/cgroup/testing.h"
+#include "autoscale/testing/cgroup.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -17,7 +17,7 @@
 #include "autoscale/base/status_macros.h"
 #include "monitor/cgroup/layout.h"
 
-namespace autoscale::monitor::cgroup {
+namespace autoscale::testing {
 namespace {
 
 // The child: runs commands from `in` (bytes to allocate; -1 frees all; -2 reads `thrash_file`
@@ -78,16 +78,16 @@ namespace {
 
 absl::StatusOr<std::unique_ptr<TestCgroup>> TestCgroup::Create(const std::string& name,
                                                                const std::string& thrash_file) {
-  ASSIGN_OR_RETURN(Layout layout, DetectLayout());
+  ASSIGN_OR_RETURN(monitor::cgroup::Layout layout, monitor::cgroup::DetectLayout());
   if (layout.v1_memory.empty()) {
     return absl::FailedPreconditionError(
         "no cgroup v1 memory controller mounted (layout: " + layout.Describe() + ")");
   }
-  ASSIGN_OR_RETURN(std::string own, OwnCgroup("memory"));
+  ASSIGN_OR_RETURN(std::string own, monitor::cgroup::OwnCgroup("memory"));
   if (own == "/") own = "";
   static std::atomic<int> counter{0};
   std::string path = absl::StrCat(own, "/autoscale-", name, "-", getpid(), "-", counter++);
-  ASSIGN_OR_RETURN(CgroupManager manager, CgroupManager::Init());
+  ASSIGN_OR_RETURN(monitor::cgroup::CgroupManager manager, monitor::cgroup::CgroupManager::Init());
   absl::Status created = manager.Create(path);
   if (!created.ok()) {
     return absl::FailedPreconditionError(
@@ -157,4 +157,4 @@ absl::StatusOr<int64_t> TestCgroup::TouchHugePage() {
   return ns;
 }
 
-}  // namespace autoscale::monitor::cgroup
+}  // namespace autoscale::testing
