@@ -1,4 +1,4 @@
-#include "lfc/postgres_test_server.h"
+#include "autoscale/testing/postgres_test_server.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -23,7 +23,7 @@
 #include "autoscale/base/status_macros.h"
 #include "glog/logging.h"
 
-namespace autoscale::lfc {
+namespace autoscale::testing {
 namespace {
 
 // Who the server runs as: ourselves, or (as root) an unprivileged user.
@@ -230,4 +230,4 @@ std::string PostgresTestServer::SocketConnInfo(std::string_view user) const {
                       absl::string_view(user.data(), user.size()));
 }
 
-}  // namespace autoscale::lfc
+}  // namespace autoscale::testing

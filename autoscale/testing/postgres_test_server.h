@@ -1,4 +1,4 @@
-// A private PostgreSQL server for tests (testonly): initdb in a fresh directory under /tmp (short,
+// A private PostgreSQL server for tests: initdb in a fresh directory under /tmp (short,
 // so the unix socket path fits), started on a free 127.0.0.1 port and a unix socket in that
 // directory, trust authentication, superuser "postgres". It is stopped and its directory removed
 // when the object is destroyed; if the test process dies first, the kernel kills the server
@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
-namespace autoscale::lfc {
+namespace autoscale::testing {
 
 class PostgresTestServer {
  public:
@@ -62,4 +62,4 @@ class PostgresTestServer {
   pid_t pid_ = 0;
 };
 
-}  // namespace autoscale::lfc
+}  // namespace autoscale::testing
