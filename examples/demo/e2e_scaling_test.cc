@@ -3,12 +3,22 @@
 // shrinking the LFC.
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
-#include "examples/demo/cluster.h"
+#include "autoscale/testing/cluster.h"
 #include "examples/demo/e2e_test_util.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::demo {
 namespace {
+
+using ::autoscale::testing::AwaitStatus;
+using ::autoscale::testing::Cluster;
+using ::autoscale::testing::ClusterOptions;
+using ::autoscale::testing::Field;
+using ::autoscale::testing::FindBinaries;
+using ::autoscale::testing::Guest;
+using ::autoscale::testing::HasEvent;
+using ::autoscale::testing::ReactionMs;
+using ::autoscale::testing::VmStatus;
 
 constexpr int64_t kMiB = int64_t{1} << 20;
 

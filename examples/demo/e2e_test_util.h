@@ -3,10 +3,11 @@
 
 #include <string>
 
-#include "examples/demo/status.h"
+#include "autoscale/testing/cluster_status.h"
 #include "gtest/gtest.h"
 
-#define DEMO_REQUIRE_CLUSTER()                                                                    \
-  do {                                                                                            \
-    if (std::string why = ::autoscale::demo::ClusterMissing(); !why.empty()) GTEST_SKIP() << why; \
+#define DEMO_REQUIRE_CLUSTER()                                                  \
+  do {                                                                          \
+    if (std::string why = ::autoscale::testing::ClusterMissing(); !why.empty()) \
+      GTEST_SKIP() << why;                                                      \
   } while (0)

@@ -26,7 +26,7 @@
 #include "neonvm/guest/console.h"
 #include "neonvm/launcher/vm.h"
 
-namespace autoscale::demo {
+namespace autoscale::testing {
 
 // The programs the cluster runs.
 struct Binaries {
@@ -184,4 +184,4 @@ class Cluster {
   std::map<std::string, std::unique_ptr<Guest>> guests_;
 };
 
-}  // namespace autoscale::demo
+}  // namespace autoscale::testing

@@ -1,4 +1,4 @@
-#include "examples/demo/cluster.h"
+#include "autoscale/testing/cluster.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -31,7 +31,7 @@
 #include "neonvm/guest/image.h"
 #include "rapidjson/document.h"
 
-namespace autoscale::demo {
+namespace autoscale::testing {
 namespace {
 
 constexpr int kMonitorPort = 10301;
@@ -564,4 +564,4 @@ absl::Status Cluster::ReattachGuest(const std::string& vm) {
   return absl::NotFoundError(vm + ": no agent owns it (has it migrated?)");
 }
 
-}  // namespace autoscale::demo
+}  // namespace autoscale::testing

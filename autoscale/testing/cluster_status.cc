@@ -1,4 +1,4 @@
-#include "examples/demo/status.h"
+#include "autoscale/testing/cluster_status.h"
 
 #include <unistd.h>
 
@@ -7,7 +7,7 @@
 #include "absl/time/clock.h"
 #include "neonvm/guest/image.h"
 
-namespace autoscale::demo {
+namespace autoscale::testing {
 
 std::string ClusterMissing() {
   if (system("qemu-system-x86_64 --version >/dev/null 2>&1") != 0) {
@@ -81,4 +81,4 @@ std::optional<double> ReactionMs(const std::string& line) {
   return ms;
 }
 
-}  // namespace autoscale::demo
+}  // namespace autoscale::testing
