@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "autoscale/testing/temp_dir.h"
 #include "autoscale/testing/vm.h"
 #include "benchmark/benchmark.h"
 #include "neonvm/hotplug/resizer.h"

@@ -1,57 +1,15 @@
 #include "autoscale/testing/vm.h"
 
-#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
-
-#include <cstdlib>
-#include <filesystem>
-
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "autoscale/base/status_macros.h"
+#include "autoscale/testing/runfiles.h"
 
 namespace autoscale::testing {
-
-std::string QemuMissing() {
-  FILE* p = popen("qemu-system-x86_64 --version 2>/dev/null", "r");
-  char line[256] = {0};
-  if (p != nullptr) {
-    if (fgets(line, sizeof(line), p) == nullptr) line[0] = '\0';
-    pclose(p);
-  }
-  // "QEMU emulator version 10.0.2 (Debian ...)"
-  constexpr char kPrefix[] = "QEMU emulator version ";
-  std::string text = line;
-  int major = 0;
-  if (!absl::StartsWith(text, kPrefix) ||
-      !absl::SimpleAtoi(text.substr(sizeof(kPrefix) - 1, text.find('.') - sizeof(kPrefix) + 1),
-                        &major)) {
-    return "qemu-system-x86_64 is not installed (scripts/setup installs QEMU 10)";
-  }
-  if (major < 10) {
-    return absl::StrCat("qemu-system-x86_64 is version ", major,
-                        "; these tests need QEMU 10 (scripts/setup installs it from backports)");
-  }
-  return "";
-}
 
 std::string GuestMissing() {
   if (std::string why = QemuMissing(); !why.empty()) return why;
   absl::StatusOr<neonvm::guest::GuestImage> image = neonvm::guest::FindGuestImage();
   return image.ok() ? "" : std::string(image.status().message());
-}
-
-TempDir::TempDir() {
-  char tmpl[] = "/tmp/neonvmt-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) std::abort();
-  path_ = tmpl;
-}
-
-TempDir::~TempDir() {
-  std::error_code ignored;
-  std::filesystem::remove_all(path_, ignored);
 }
 
 neonvm::launcher::VmSpec NoGuestSpec(std::string name) {
@@ -75,20 +33,6 @@ absl::StatusOr<neonvm::launcher::VmSpec> GuestSpec(std::string name) {
   spec.kernel_cmdline = image.cmdline;
   spec.host_forwards = {{.guest_port = 7000}};
   return spec;
-}
-
-std::string Runfile(std::string_view path) {
-  std::string root;
-  if (const char* d = std::getenv("TEST_SRCDIR")) {
-    root = d;
-  } else if (const char* r = std::getenv("RUNFILES_DIR")) {
-    root = r;
-  } else {
-    root = std::filesystem::read_symlink("/proc/self/exe").string() + ".runfiles";
-  }
-  const char* ws = std::getenv("TEST_WORKSPACE");
-  return absl::StrCat(root, "/", ws ? ws : "autoscale", "/",
-                      absl::string_view(path.data(), path.size()));
 }
 
 absl::StatusOr<neonvm::guest::GuestImage> GuestWithLoadgen(const std::string& dir) {

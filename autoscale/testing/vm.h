@@ -1,5 +1,5 @@
-// Test VMs for the neonvm libraries and others: skipping when QEMU or the guest is missing, short
-// temporary directories, specs for VMs with and without a guest, and booting the test guest.
+// Test VMs for the neonvm libraries and others: specs for VMs with and without the test guest,
+// booting it, waiting for it, and skipping when it is missing.
 //
 //   TEST(Hotplug, AddsCpu) {
 //     AUTOSCALE_REQUIRE_GUEST();
@@ -11,44 +11,20 @@
 
 #include <memory>
 #include <string>
-#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "gtest/gtest.h"
+#include "autoscale/testing/skip.h"
 #include "neonvm/guest/console.h"
 #include "neonvm/guest/image.h"
 #include "neonvm/launcher/vm.h"
 
 namespace autoscale::testing {
 
-// Empty when QEMU 10 or newer is installed; otherwise what is missing.
-std::string QemuMissing();
 // Empty when QEMU and the test guest are there; otherwise what is missing.
 std::string GuestMissing();
 
-#define AUTOSCALE_REQUIRE_QEMU()                                                                  \
-  do {                                                                                            \
-    if (std::string why = ::autoscale::testing::QemuMissing(); !why.empty()) GTEST_SKIP() << why; \
-  } while (0)
-
-#define AUTOSCALE_REQUIRE_GUEST()                                                                  \
-  do {                                                                                             \
-    if (std::string why = ::autoscale::testing::GuestMissing(); !why.empty()) GTEST_SKIP() << why; \
-  } while (0)
-
-// A new directory under /tmp (short, for unix socket paths), removed with its contents.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+#define AUTOSCALE_REQUIRE_GUEST() AUTOSCALE_REQUIRE(::autoscale::testing::GuestMissing())
 
 // A VM without a guest OS: 1 of up to 4 CPUs, 1 of up to 4 slots of 256 MiB.
 neonvm::launcher::VmSpec NoGuestSpec(std::string name);
@@ -56,9 +32,6 @@ neonvm::launcher::VmSpec NoGuestSpec(std::string name);
 // The same shape with the test guest's kernel, initramfs and command line, and the guest's port
 // 7000 forwarded.
 absl::StatusOr<neonvm::launcher::VmSpec> GuestSpec(std::string name);
-
-// The absolute path of a data dependency, e.g. "neonvm/guest/loadgen".
-std::string Runfile(std::string_view path);
 
 // The test guest with the load generator at /usr/bin/loadgen, its initramfs written to `dir`.
 absl::StatusOr<neonvm::guest::GuestImage> GuestWithLoadgen(const std::string& dir);

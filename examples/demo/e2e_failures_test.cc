@@ -3,7 +3,8 @@
 // downscale; growth still works), and the agent restarted (no downscale on missing metrics).
 #include "absl/strings/str_cat.h"
 #include "autoscale/testing/cluster.h"
-#include "examples/demo/e2e_test_util.h"
+#include "autoscale/testing/cluster_status.h"
+#include "autoscale/testing/skip.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::demo {
@@ -39,7 +40,7 @@ void HoldsFor(Cluster& c, absl::Duration period, const char* what,
 }
 
 TEST(EndToEnd, SchedulerMonitorAndAgentFailures) {
-  DEMO_REQUIRE_CLUSTER();
+  AUTOSCALE_REQUIRE(testing::ClusterMissing());
   ClusterOptions options;
   options.bin = *FindBinaries();
   options.nodes = {{.name = "a", .total = {4000, 4 * kCu}}};

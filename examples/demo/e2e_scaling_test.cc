@@ -4,7 +4,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "autoscale/testing/cluster.h"
-#include "examples/demo/e2e_test_util.h"
+#include "autoscale/testing/cluster_status.h"
+#include "autoscale/testing/skip.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::demo {
@@ -23,7 +24,7 @@ using ::autoscale::testing::VmStatus;
 constexpr int64_t kMiB = int64_t{1} << 20;
 
 TEST(EndToEnd, MemoryPressureGrowsTheVmAndAnIdleVmShrinksLfcFirst) {
-  DEMO_REQUIRE_CLUSTER();
+  AUTOSCALE_REQUIRE(testing::ClusterMissing());
   ClusterOptions options;
   options.bin = *FindBinaries();
   options.nodes = {{.name = "a", .total = {4000, 2048 * kMiB}}};

@@ -18,6 +18,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "autoscale/testing/runfiles.h"
+#include "autoscale/testing/skip.h"
+#include "autoscale/testing/temp_dir.h"
 #include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 

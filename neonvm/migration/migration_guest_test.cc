@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "autoscale/testing/temp_dir.h"
 #include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 #include "neonvm/guest/console.h"

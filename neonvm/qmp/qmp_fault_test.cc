@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "autoscale/testing/skip.h"
 #include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 #include "neonvm/launcher/vm.h"

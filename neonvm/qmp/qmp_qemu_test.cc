@@ -8,6 +8,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "autoscale/testing/skip.h"
+#include "autoscale/testing/temp_dir.h"
 #include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 #include "neonvm/launcher/vm.h"
