@@ -65,9 +65,7 @@ class PostgresResizerTest : public ::testing::Test {
     start_error_ = nullptr;
   }
   void SetUp() override {
-    if (start_error_ != nullptr && absl::IsNotFound(*start_error_)) {
-      GTEST_SKIP() << "PostgreSQL 15 is not installed: " << *start_error_;
-    }
+    AUTOSCALE_REQUIRE_POSTGRES();
     ASSERT_NE(server_, nullptr) << "could not start PostgreSQL: " << *start_error_;
   }
 
