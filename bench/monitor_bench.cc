@@ -4,7 +4,6 @@
 // core. Needs a writable cgroup v1 memory controller (run as root, outside a sandbox).
 #include <dirent.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "autoscale/base/proto_file.h"
+#include "autoscale/base/subprocess.h"
 #include "autoscale/rpc/monitor_client.h"
 #include "autoscale/rpc/monitor_service.h"
 #include "autoscale/testing/cgroup.h"
@@ -167,27 +167,26 @@ void BM_IdleCpu(benchmark::State& state) {
   const bool polling = state.range(0) == 1;
   const std::string bin = "examples/monitor/monitor";
   for (auto _ : state) {
-    pid_t pid = fork();
-    if (pid == 0) {
-      std::vector<const char*> argv = {bin.c_str(), "--listen=127.0.0.1:0",
-                                       "--memory_bytes=1073741824"};
-      if (polling) {
-        argv.push_back("--watch=none");
-        argv.push_back("--sample_interval=100ms");
-      }
-      argv.push_back(nullptr);
-      if (freopen("/dev/null", "w", stderr) == nullptr) _exit(126);
-      execv(bin.c_str(), const_cast<char* const*>(argv.data()));
-      _exit(127);
+    std::vector<std::string> argv = {bin, "--listen=127.0.0.1:0", "--memory_bytes=1073741824"};
+    if (polling) {
+      argv.push_back("--watch=none");
+      argv.push_back("--sample_interval=100ms");
     }
+    SpawnOptions quiet;
+    quiet.output_file = "/dev/null";
+    absl::StatusOr<std::unique_ptr<Subprocess>> monitor = Subprocess::Start(argv, quiet);
+    if (!monitor.ok()) {
+      state.SkipWithError(std::string(monitor.status().message()).c_str());
+      break;
+    }
+    const pid_t pid = (*monitor)->pid();
     absl::SleepFor(absl::Seconds(2));  // start-up
     double before = CpuSeconds(pid);
     absl::Time t0 = absl::Now();
     absl::SleepFor(absl::Seconds(30));
     double used = CpuSeconds(pid) - before;
     double wall = absl::ToDoubleSeconds(absl::Now() - t0);
-    kill(pid, SIGTERM);
-    waitpid(pid, nullptr, 0);
+    (*monitor)->Stop(SIGTERM);
     if (before < 0) {
       state.SkipWithError("the monitor daemon did not start (is examples/monitor:monitor built?)");
       break;
