@@ -4,8 +4,11 @@
 //
 //   monitor --listen=0.0.0.0:10301 --cgroup=/sys/fs/cgroup/memory/postgres
 //           --lfc_resizer=postgres --postgres_conninfo='host=/run/postgresql dbname=postgres'
+#include <pthread.h>
+#include <signal.h>
+
 #include <algorithm>
-#include <csignal>
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -14,7 +17,6 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "autoscale/base/init.h"
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/status_macros.h"
@@ -65,11 +67,16 @@ ABSL_FLAG(int64_t, lfc_max_bytes, 0, "Upper bound on the LFC size (0: none).");
 namespace autoscale {
 namespace {
 
-absl::Notification* shutdown_requested = nullptr;
-void OnSignal(int) {
-  if (shutdown_requested != nullptr && !shutdown_requested->HasBeenNotified()) {
-    shutdown_requested->Notify();
-  }
+// SIGTERM and SIGINT stop the daemon. They are blocked in main before any thread starts (every
+// thread inherits the mask) and taken by sigwait once the daemon serves: no handler runs on some
+// thread in the middle of gRPC's or the monitor's locks, and a signal that comes during the start
+// is not lost but handled once the start is done.
+sigset_t ShutdownSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  return signals;
 }
 
 absl::StatusOr<std::string> CgroupDir() {
@@ -169,12 +176,10 @@ absl::Status Run() {
   LOG(INFO) << "monitor: listening on " << absl::GetFlag(FLAGS_listen)
             << (port > 0 ? absl::StrCat(" (port ", port, ")") : "");
 
-  absl::Notification stop;
-  shutdown_requested = &stop;
-  std::signal(SIGTERM, OnSignal);
-  std::signal(SIGINT, OnSignal);
-  stop.WaitForNotification();
-  LOG(INFO) << "monitor: shutting down";
+  const sigset_t signals = ShutdownSignals();
+  int sig = 0;
+  sigwait(&signals, &sig);
+  LOG(INFO) << "monitor: signal " << sig << ", shutting down";
   service = nullptr;
   monitor_service.Disconnect();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -185,6 +190,8 @@ absl::Status Run() {
 }  // namespace autoscale
 
 int main(int argc, char** argv) {
+  const sigset_t signals = autoscale::ShutdownSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   autoscale::InitProgram(argc, argv, "monitor [flags]: the in-VM memory monitor; see --help");
   absl::Status s = autoscale::Run();
   if (!s.ok()) {

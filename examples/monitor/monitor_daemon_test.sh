@@ -36,4 +36,23 @@ for _ in $(seq 50); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
 kill -0 $pid 2>/dev/null && fail "still running 5s after SIGTERM"
 wait $pid || fail "exit status $? after SIGTERM"
 grep -q "shutting down" "$tmp/log" || fail "no shutdown line"
+
+# A signal during the start is not lost, nor fatal: the daemon blocks SIGTERM and SIGINT before
+# its first thread and takes them once it serves. SIGTERM goes out as soon as the mask shows the
+# block (bit 15 of SigBlk), before the daemon is up.
+"$bin" --listen="unix:$tmp/monitor2.sock" --memory_bytes=1073741824 >"$tmp/log" 2>&1 &
+pid=$!
+blocked=
+for _ in $(seq 200); do
+  mask=$(sed -n 's/^SigBlk:[[:space:]]*//p' /proc/$pid/status 2>/dev/null)
+  if [ -n "$mask" ] && [ $(( 0x$mask & 0x4000 )) -ne 0 ]; then blocked=1; break; fi
+  kill -0 $pid 2>/dev/null || fail "the daemon exited"
+  sleep 0.01
+done
+[ -n "$blocked" ] || fail "the daemon never blocked SIGTERM"
+kill -TERM $pid
+for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+kill -0 $pid 2>/dev/null && fail "still running 10s after SIGTERM during its start"
+wait $pid || fail "exit status $? after SIGTERM during its start"
+grep -q "signal 15, shutting down" "$tmp/log" || fail "no shutdown line after SIGTERM during its start"
 echo PASS
