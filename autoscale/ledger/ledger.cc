@@ -10,6 +10,7 @@
 #include "absl/synchronization/notification.h"
 #include "autoscale/base/status_macros.h"
 #include "autoscale/core/config.h"
+#include "autoscale/core/config_proto.h"
 #include "glog/logging.h"
 
 namespace autoscale::ledger {

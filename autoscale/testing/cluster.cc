@@ -22,6 +22,7 @@
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/status_macros.h"
 #include "autoscale/core/config.h"
+#include "autoscale/core/config_proto.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
 #include "httplib.h"

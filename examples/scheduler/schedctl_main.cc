@@ -18,6 +18,7 @@
 #include "autoscale/base/init.h"
 #include "autoscale/base/proto_file.h"
 #include "autoscale/core/config.h"
+#include "autoscale/core/config_proto.h"
 #include "examples/scheduler/schedctl.pb.h"
 #include "examples/scheduler/text.h"
 #include "grpcpp/grpcpp.h"
