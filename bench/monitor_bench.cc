@@ -25,7 +25,7 @@
 #include "grpcpp/grpcpp.h"
 #include "lfc/resizer.h"
 #include "monitor/cgroup/layout.h"
-#include "monitor/runner.h"
+#include "monitor/cgroup_monitor.h"
 
 namespace autoscale {
 namespace {
@@ -52,7 +52,7 @@ void BM_UpscaleReaction(benchmark::State& state) {
     state.SkipWithError(std::string(cg.status().message()).c_str());
     return;
   }
-  monitor::RunnerOptions options;
+  monitor::CgroupMonitorOptions options;
   options.cgroup_dir = (*cg)->dir();
   options.memory_bytes = 512 * kMiB;
   options.monitor.upscale_request_min_interval = absl::ZeroDuration();
@@ -66,15 +66,16 @@ void BM_UpscaleReaction(benchmark::State& state) {
   }
   std::atomic<rpc::MonitorService*> service{nullptr};
   lfc::NoopResizer resizer;
-  auto runner = monitor::Runner::Start(options, resizer, [&](int64_t usage, int64_t t) {
-    if (auto* s = service.load()) s->SendUpscaleRequest(usage, t);
-  });
-  if (!runner.ok()) {
-    state.SkipWithError(std::string(runner.status().message()).c_str());
+  auto cgroup_monitor =
+      monitor::CgroupMonitor::Start(options, resizer, [&](int64_t usage, int64_t t) {
+        if (auto* s = service.load()) s->SendUpscaleRequest(usage, t);
+      });
+  if (!cgroup_monitor.ok()) {
+    state.SkipWithError(std::string(cgroup_monitor.status().message()).c_str());
     return;
   }
   monitor::MetricsReader metrics;
-  rpc::MonitorService monitor_service((*runner)->monitor(), metrics,
+  rpc::MonitorService monitor_service((*cgroup_monitor)->monitor(), metrics,
                                       {.metrics_interval = absl::Hours(1)});
   service = &monitor_service;
   grpc::ServerBuilder builder;
@@ -99,7 +100,7 @@ void BM_UpscaleReaction(benchmark::State& state) {
     state.SkipWithError(std::string(client.status().message()).c_str());
     return;
   }
-  const int64_t threshold = (*runner)->monitor().threshold_bytes();
+  const int64_t threshold = (*cgroup_monitor)->monitor().threshold_bytes();
   const std::string stat_file = (*cg)->dir() + "/memory.stat";
   std::vector<double> latencies_ms;
   for (auto _ : state) {

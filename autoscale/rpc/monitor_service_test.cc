@@ -13,7 +13,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "lfc/resizer.h"
-#include "monitor/runner.h"
+#include "monitor/cgroup_monitor.h"
 
 namespace autoscale::rpc {
 namespace {
@@ -67,13 +67,14 @@ class MonitorServiceTest : public ::testing::Test {
     auto cg = testing::TestCgroup::Create("service");
     if (!cg.ok()) GTEST_SKIP() << "needs a writable cgroup v1 memory controller: " << cg.status();
     cgroup_ = *std::move(cg);
-    monitor::RunnerOptions options;
+    monitor::CgroupMonitorOptions options;
     options.cgroup_dir = cgroup_->dir();
     options.memory_bytes = 512 * kMiB;  // threshold (512 - 100) * 0.85 = 350 MiB
     options.monitor.sample_interval = absl::Milliseconds(50);
-    auto runner = monitor::Runner::Start(options, resizer_, [this](int64_t usage, int64_t t) {
-      if (MonitorService* s = service_.load()) s->SendUpscaleRequest(usage, t);
-    });
+    auto runner =
+        monitor::CgroupMonitor::Start(options, resizer_, [this](int64_t usage, int64_t t) {
+          if (MonitorService* s = service_.load()) s->SendUpscaleRequest(usage, t);
+        });
     ASSERT_TRUE(runner.ok()) << runner.status();
     runner_ = *std::move(runner);
     owned_service_ = std::make_unique<MonitorService>(
@@ -114,7 +115,7 @@ class MonitorServiceTest : public ::testing::Test {
   std::unique_ptr<testing::TestCgroup> cgroup_;
   lfc::NoopResizer resizer_;
   monitor::MetricsReader metrics_;
-  std::unique_ptr<monitor::Runner> runner_;
+  std::unique_ptr<monitor::CgroupMonitor> runner_;
   std::unique_ptr<MonitorService> owned_service_;
   std::atomic<MonitorService*> service_{nullptr};
   std::unique_ptr<grpc::Server> server_;

@@ -26,8 +26,8 @@
 #include "lfc/postgres_resizer.h"
 #include "lfc/resizer.h"
 #include "monitor/cgroup/layout.h"
+#include "monitor/cgroup_monitor.h"
 #include "monitor/metrics.h"
-#include "monitor/runner.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:10301",
           "Where the agent connects: host:port, or unix:/path.");
@@ -132,7 +132,7 @@ absl::Status Run() {
   if (absl::GetFlag(FLAGS_threshold_fraction) != 0) {
     config.set_threshold_fraction(absl::GetFlag(FLAGS_threshold_fraction));
   }
-  monitor::RunnerOptions options;
+  monitor::CgroupMonitorOptions options;
   ASSIGN_OR_RETURN(options.monitor, monitor::OptionsFromProto(config));
   if (absl::GetFlag(FLAGS_sample_interval) > absl::ZeroDuration()) {
     options.monitor.sample_interval = absl::GetFlag(FLAGS_sample_interval);
@@ -154,14 +154,15 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(std::unique_ptr<lfc::Resizer> resizer, MakeResizer());
 
   std::atomic<rpc::MonitorService*> service{nullptr};
-  ASSIGN_OR_RETURN(std::unique_ptr<monitor::Runner> runner,
-                   monitor::Runner::Start(options, *resizer, [&](int64_t usage, int64_t threshold) {
-                     rpc::MonitorService* s = service.load();
-                     if (s == nullptr || !s->SendUpscaleRequest(usage, threshold)) {
-                       LOG(WARNING) << "monitor: no agent connected to send the upscale request to";
-                     }
-                   }));
-  rpc::MonitorService monitor_service(runner->monitor(), metrics,
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<monitor::CgroupMonitor> cgroup_monitor,
+      monitor::CgroupMonitor::Start(options, *resizer, [&](int64_t usage, int64_t threshold) {
+        rpc::MonitorService* s = service.load();
+        if (s == nullptr || !s->SendUpscaleRequest(usage, threshold)) {
+          LOG(WARNING) << "monitor: no agent connected to send the upscale request to";
+        }
+      }));
+  rpc::MonitorService monitor_service(cgroup_monitor->monitor(), metrics,
                                       {.metrics_interval = absl::GetFlag(FLAGS_metrics_interval)});
   service = &monitor_service;
 
