@@ -22,7 +22,7 @@ absl::StatusOr<WatchMode> ParseWatchMode(std::string_view name) {
 }
 
 absl::StatusOr<std::unique_ptr<CgroupMonitor>> CgroupMonitor::Start(
-    const CgroupMonitorOptions& options, lfc::Resizer& resizer,
+    const CgroupMonitorOptions& options, lfc::LfcResizer& resizer,
     std::function<void(int64_t, int64_t)> request_upscale, Clock& clock) {
   if (options.memory_bytes <= 0) {
     return absl::InvalidArgumentError("monitor: the VM's memory must be > 0");

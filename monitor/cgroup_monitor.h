@@ -49,7 +49,7 @@ class CgroupMonitor {
  public:
   // Starts the loop thread, arms the watcher, sizes the LFC and takes the first sample.
   static absl::StatusOr<std::unique_ptr<CgroupMonitor>> Start(
-      const CgroupMonitorOptions& options, lfc::Resizer& resizer,
+      const CgroupMonitorOptions& options, lfc::LfcResizer& resizer,
       std::function<void(int64_t usage, int64_t threshold)> request_upscale,
       Clock& clock = Clock::Real());
   ~CgroupMonitor();

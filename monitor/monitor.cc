@@ -66,7 +66,7 @@ int64_t ThresholdBytes(int64_t memory_bytes, const MonitorOptions& o) {
   return static_cast<int64_t>(std::floor(static_cast<double>(usable) * o.threshold_fraction));
 }
 
-Monitor::Monitor(const MonitorOptions& options, Clock& clock, lfc::Resizer& resizer, Hooks hooks)
+Monitor::Monitor(const MonitorOptions& options, Clock& clock, lfc::LfcResizer& resizer, Hooks hooks)
     : options_(options), clock_(clock), resizer_(resizer), hooks_(std::move(hooks)) {}
 
 absl::Status Monitor::ApplyThreshold(int64_t memory_bytes) {

@@ -98,12 +98,12 @@ absl::StatusOr<std::string> CgroupDir() {
       "no memory cgroup controller is mounted (v1 or v2); mount one or pass --cgroup");
 }
 
-absl::StatusOr<std::unique_ptr<lfc::Resizer>> MakeResizer() {
+absl::StatusOr<std::unique_ptr<lfc::LfcResizer>> MakeResizer() {
   const std::string kind = absl::GetFlag(FLAGS_lfc_resizer);
   if (kind == "none") return std::make_unique<lfc::NoopResizer>();
   if (absl::StartsWith(kind, "file:")) {
     const std::string path = kind.substr(5);
-    return std::unique_ptr<lfc::Resizer>(new lfc::CallbackResizer([path](uint64_t bytes) {
+    return std::unique_ptr<lfc::LfcResizer>(new lfc::CallbackResizer([path](uint64_t bytes) {
       std::ofstream out(path + ".tmp");
       out << bytes << "\n";
       out.close();
@@ -118,7 +118,7 @@ absl::StatusOr<std::unique_ptr<lfc::Resizer>> MakeResizer() {
     ASSIGN_OR_RETURN(auto resizer, lfc::PostgresResizer::Create(
                                        {.conninfo = absl::GetFlag(FLAGS_postgres_conninfo),
                                         .setting = absl::GetFlag(FLAGS_postgres_setting)}));
-    return std::unique_ptr<lfc::Resizer>(std::move(resizer));
+    return std::unique_ptr<lfc::LfcResizer>(std::move(resizer));
   }
   return absl::InvalidArgumentError("--lfc_resizer must be none, postgres or file:PATH, got " +
                                     kind);
@@ -151,7 +151,7 @@ absl::Status Run() {
   // nothing to take off.
   options.monitor.kernel_overhead_bytes =
       std::max<int64_t>(0, options.memory_bytes - mem.total_bytes);
-  ASSIGN_OR_RETURN(std::unique_ptr<lfc::Resizer> resizer, MakeResizer());
+  ASSIGN_OR_RETURN(std::unique_ptr<lfc::LfcResizer> resizer, MakeResizer());
 
   std::atomic<rpc::MonitorService*> service{nullptr};
   ASSIGN_OR_RETURN(
