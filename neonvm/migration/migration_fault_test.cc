@@ -50,9 +50,9 @@ TEST(MigrationFault, TargetKilledMidMigrationLeavesTheSourceRunning) {
   ASSERT_TRUE(status.ok()) << status.status();
   EXPECT_TRUE(absl::StrContains(*status, R"("status":"running")")) << *status;
 
-  hotplug::ResizerOptions no_guest;
+  hotplug::VmResizerOptions no_guest;
   no_guest.guest_acknowledges_cpus = false;
-  hotplug::Resizer resizer((*source)->qmp(), (*source)->spec(), no_guest);
+  hotplug::VmResizer resizer((*source)->qmp(), (*source)->spec(), no_guest);
   auto resized = resizer.Resize({2, 256 * kMiB});
   EXPECT_TRUE(resized.ok()) << resized.status();
   auto again = LiveMigrate(**source);

@@ -50,7 +50,7 @@ class MigrationGuestTest : public ::testing::Test {
     guest::GuestConsole& console = *booted_.console;
     int64_t base_kib = 0;
     ASSERT_TRUE(absl::SimpleAtoi(Run(console, testing::kMemTotalKibCommand), &base_kib));
-    hotplug::Resizer resizer(booted_.vm->qmp(), booted_.vm->spec());
+    hotplug::VmResizer resizer(booted_.vm->qmp(), booted_.vm->spec());
     ASSERT_TRUE(resizer.Resize({2, 512 * kMiB}).ok());
     // The guest onlines the plugged memory and CPU asynchronously: migrate once it has.
     const std::string mem_total = absl::StrCat(base_kib + 256 * 1024);
@@ -93,7 +93,7 @@ class MigrationGuestTest : public ::testing::Test {
     EXPECT_EQ(Run(tc, "md5sum /tmp/blob"), md5);
     EXPECT_EQ(Run(tc, "nproc"), "2");
     EXPECT_EQ(Run(tc, testing::kMemTotalKibCommand), mem_total);
-    hotplug::Resizer on_target(migrated->vm->qmp(), migrated->vm->spec());
+    hotplug::VmResizer on_target(migrated->vm->qmp(), migrated->vm->spec());
     auto size = on_target.Current();
     ASSERT_TRUE(size.ok()) << size.status();
     EXPECT_EQ(*size, (hotplug::VmSize{2, 512 * kMiB}));

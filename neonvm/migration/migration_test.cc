@@ -31,8 +31,8 @@ std::string Status(Vm& vm) {
   return s.ok() ? *s : std::string(s.status().message());
 }
 
-hotplug::ResizerOptions NoGuest() {
-  hotplug::ResizerOptions o;
+hotplug::VmResizerOptions NoGuest() {
+  hotplug::VmResizerOptions o;
   o.guest_acknowledges_cpus = false;
   return o;
 }
@@ -41,7 +41,7 @@ TEST(Migration, PausedVmArrivesWithItsHotPluggedCpusAndMemory) {
   AUTOSCALE_REQUIRE_QEMU();
   std::unique_ptr<Vm> source = StartVm("mig-paused");
   ASSERT_NE(source, nullptr);
-  hotplug::Resizer resizer(source->qmp(), source->spec(), NoGuest());
+  hotplug::VmResizer resizer(source->qmp(), source->spec(), NoGuest());
   ASSERT_TRUE(resizer.Resize({3, 256 * kMiB}).ok());
   // No guest plugs memory, but the request itself must travel.
   ASSERT_TRUE(source->qmp()
@@ -57,7 +57,7 @@ TEST(Migration, PausedVmArrivesWithItsHotPluggedCpusAndMemory) {
   // Paused before, paused after.
   EXPECT_TRUE(absl::StrContains(Status(target), R"("running":false)")) << Status(target);
 
-  hotplug::Resizer on_target(target.qmp(), target.spec(), NoGuest());
+  hotplug::VmResizer on_target(target.qmp(), target.spec(), NoGuest());
   auto size = on_target.Current();
   ASSERT_TRUE(size.ok()) << size.status();
   EXPECT_EQ(size->cpus, 3);
@@ -126,11 +126,11 @@ TEST(Migration, CancelsAtItsTimeoutAndKeepsTheSource) {
   EXPECT_FALSE((*target)->Running());
   EXPECT_TRUE(source->Running());
   // The source is usable: it can be resized and migrated again.
-  hotplug::Resizer resizer(source->qmp(), source->spec(), NoGuest());
+  hotplug::VmResizer resizer(source->qmp(), source->spec(), NoGuest());
   EXPECT_TRUE(resizer.Resize({2, 256 * kMiB}).ok());
   auto retry = LiveMigrate(*source);
   ASSERT_TRUE(retry.ok()) << retry.status();
-  EXPECT_EQ(hotplug::Resizer(retry->vm->qmp(), retry->vm->spec(), NoGuest()).Current()->cpus, 2);
+  EXPECT_EQ(hotplug::VmResizer(retry->vm->qmp(), retry->vm->spec(), NoGuest()).Current()->cpus, 2);
 }
 
 // The way two agents migrate: the source is reached through its second QMP socket (its owner
@@ -141,7 +141,7 @@ TEST(Migration, ThroughTheAgentSocketWithTheTargetStartedApart) {
   std::unique_ptr<Vm> source = StartVm("mig-split");
   ASSERT_NE(source, nullptr);
   ASSERT_TRUE(source->Resume().ok());
-  hotplug::Resizer resizer(source->qmp(), source->spec(), NoGuest());
+  hotplug::VmResizer resizer(source->qmp(), source->spec(), NoGuest());
   ASSERT_TRUE(resizer.Resize({2, 256 * kMiB}).ok());
 
   auto agent = qmp::QmpClient::Connect("unix:" + source->agent_qmp_path());
@@ -159,7 +159,7 @@ TEST(Migration, ThroughTheAgentSocketWithTheTargetStartedApart) {
   ASSERT_TRUE(stats.ok()) << stats.status();
   ASSERT_TRUE(AwaitIncoming(**target, /*expect_running=*/true, absl::Seconds(10)).ok());
   EXPECT_TRUE(absl::StrContains(Status(**target), R"("status":"running")")) << Status(**target);
-  EXPECT_EQ(hotplug::Resizer((*target)->qmp(), (*target)->spec(), NoGuest()).Current()->cpus, 2);
+  EXPECT_EQ(hotplug::VmResizer((*target)->qmp(), (*target)->spec(), NoGuest()).Current()->cpus, 2);
   // The source's owner sees it exit once the agent quits it.
   (void)(*agent)->Execute("quit");
   for (int i = 0; i < 100 && source->Running(); ++i) absl::SleepFor(absl::Milliseconds(20));
