@@ -3,14 +3,15 @@
 // that run the monitor and a load generator. Everything is a real process; everything is stopped
 // and removed when the Cluster is destroyed (and dies with this process).
 //
+//   // The binaries come from the caller's data: //examples/demo:cluster_binaries.
 //   ASSIGN_OR_RETURN(Binaries bin, FindBinaries());
-//   ASSIGN_OR_RETURN(auto cluster, Cluster::Start({.bin = bin, .nodes = {{"a", {4000, 1 <<
-//   30}}}})); ASSIGN_OR_RETURN(Guest* g, cluster->AddGuest({.name = "vm1", .node = "a"}));
+//   ASSIGN_OR_RETURN(std::unique_ptr<Cluster> cluster,
+//                    Cluster::Start({.bin = bin, .nodes = {{"a", {4000, 1 << 30}}}}));
+//   ASSIGN_OR_RETURN(Guest* g, cluster->AddGuest({.name = "vm1", .node = "a"}));
 //   RETURN_IF_ERROR(g->AddLoad(/*memory_mib=*/200, /*cpu_threads=*/1));
 //   ... cluster->AgentStatus("a") ...
 #pragma once
 
-#include <signal.h>
 #include <sys/types.h>
 
 #include <map>
