@@ -15,12 +15,22 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "autoscale/testing/cluster.h"
+#include "autoscale/testing/cluster_status.h"
 #include "benchmark/benchmark.h"
-#include "examples/demo/cluster.h"
-#include "examples/demo/status.h"
 
 namespace autoscale::demo {
 namespace {
+
+using ::autoscale::testing::AwaitStatus;
+using ::autoscale::testing::Cluster;
+using ::autoscale::testing::ClusterMissing;
+using ::autoscale::testing::ClusterOptions;
+using ::autoscale::testing::FindBinaries;
+using ::autoscale::testing::Guest;
+using ::autoscale::testing::HasEvent;
+using ::autoscale::testing::ReactionMs;
+using ::autoscale::testing::VmStatus;
 
 constexpr int64_t kMiB = int64_t{1} << 20;
 constexpr int kRepetitions = 12;

@@ -30,6 +30,7 @@
 #include "absl/synchronization/notification.h"
 #include "autoscale/api/scheduler.grpc.pb.h"
 #include "autoscale/core/config.h"
+#include "autoscale/core/config_proto.h"
 #include "autoscale/ledger/file_store.h"
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/rpc/scheduler/grpc_server.h"

@@ -4,7 +4,6 @@
 // core. Needs a writable cgroup v1 memory controller (run as root, outside a sandbox).
 #include <dirent.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,12 +19,13 @@
 #include "autoscale/base/proto_file.h"
 #include "autoscale/rpc/monitor/grpc_client.h"
 #include "autoscale/rpc/monitor/grpc_server.h"
+#include "autoscale/base/subprocess.h"
+#include "autoscale/testing/cgroup.h"
 #include "benchmark/benchmark.h"
 #include "lfc/resizer.h"
 #include "monitor/agent_link.h"
 #include "monitor/cgroup/layout.h"
-#include "monitor/cgroup/testing.h"
-#include "monitor/runner.h"
+#include "monitor/cgroup_monitor.h"
 
 namespace autoscale {
 namespace {
@@ -47,12 +47,12 @@ double Percentile(std::vector<double> v, double p) {
 // memory.stat every 100 ms and acting on the first sample above the threshold.
 void BM_UpscaleReaction(benchmark::State& state) {
   const bool polling = state.range(0) == 1;
-  auto cg = monitor::cgroup::TestCgroup::Create("bench");
+  auto cg = testing::TestCgroup::Create("bench");
   if (!cg.ok()) {
     state.SkipWithError(std::string(cg.status().message()).c_str());
     return;
   }
-  monitor::RunnerOptions options;
+  monitor::CgroupMonitorOptions options;
   options.cgroup_dir = (*cg)->dir();
   options.memory_bytes = 512 * kMiB;
   options.monitor.upscale_request_min_interval = absl::ZeroDuration();
@@ -66,15 +66,15 @@ void BM_UpscaleReaction(benchmark::State& state) {
   }
   std::atomic<monitor::AgentLink*> link{nullptr};
   lfc::NoopResizer resizer;
-  auto runner = monitor::Runner::Start(options, resizer, [&](int64_t usage, int64_t t) {
+  auto cgroup_monitor = monitor::CgroupMonitor::Start(options, resizer, [&](int64_t usage, int64_t t) {
     if (auto* l = link.load()) l->SendUpscaleRequest(usage, t);
   });
-  if (!runner.ok()) {
-    state.SkipWithError(std::string(runner.status().message()).c_str());
+  if (!cgroup_monitor.ok()) {
+    state.SkipWithError(std::string(cgroup_monitor.status().message()).c_str());
     return;
   }
   monitor::MetricsReader metrics;
-  monitor::AgentLink agent_link((*runner)->monitor(), metrics,
+  monitor::AgentLink agent_link((*cgroup_monitor)->monitor(), metrics,
                                 {.metrics_interval = absl::Hours(1)});
   link = &agent_link;
   auto server = rpc::monitor::StartGrpcServer(agent_link, "127.0.0.1:0");
@@ -99,7 +99,7 @@ void BM_UpscaleReaction(benchmark::State& state) {
     state.SkipWithError(std::string(client.status().message()).c_str());
     return;
   }
-  const int64_t threshold = (*runner)->monitor().threshold_bytes();
+  const int64_t threshold = (*cgroup_monitor)->monitor().threshold_bytes();
   const std::string stat_file = (*cg)->dir() + "/memory.stat";
   std::vector<double> latencies_ms;
   for (auto _ : state) {
@@ -167,27 +167,26 @@ void BM_IdleCpu(benchmark::State& state) {
   const bool polling = state.range(0) == 1;
   const std::string bin = "examples/monitor/monitor";
   for (auto _ : state) {
-    pid_t pid = fork();
-    if (pid == 0) {
-      std::vector<const char*> argv = {bin.c_str(), "--listen=127.0.0.1:0",
-                                       "--memory_bytes=1073741824"};
-      if (polling) {
-        argv.push_back("--watch=none");
-        argv.push_back("--sample_interval=100ms");
-      }
-      argv.push_back(nullptr);
-      if (freopen("/dev/null", "w", stderr) == nullptr) _exit(126);
-      execv(bin.c_str(), const_cast<char* const*>(argv.data()));
-      _exit(127);
+    std::vector<std::string> argv = {bin, "--listen=127.0.0.1:0", "--memory_bytes=1073741824"};
+    if (polling) {
+      argv.push_back("--watch=none");
+      argv.push_back("--sample_interval=100ms");
     }
+    SpawnOptions quiet;
+    quiet.output_file = "/dev/null";
+    absl::StatusOr<std::unique_ptr<Subprocess>> monitor = Subprocess::Start(argv, quiet);
+    if (!monitor.ok()) {
+      state.SkipWithError(std::string(monitor.status().message()).c_str());
+      break;
+    }
+    const pid_t pid = (*monitor)->pid();
     absl::SleepFor(absl::Seconds(2));  // start-up
     double before = CpuSeconds(pid);
     absl::Time t0 = absl::Now();
     absl::SleepFor(absl::Seconds(30));
     double used = CpuSeconds(pid) - before;
     double wall = absl::ToDoubleSeconds(absl::Now() - t0);
-    kill(pid, SIGTERM);
-    waitpid(pid, nullptr, 0);
+    (*monitor)->Stop(SIGTERM);
     if (before < 0) {
       state.SkipWithError("the monitor daemon did not start (is examples/monitor:monitor built?)");
       break;

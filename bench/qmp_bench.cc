@@ -19,12 +19,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "autoscale/testing/temp_dir.h"
+#include "autoscale/testing/vm.h"
 #include "benchmark/benchmark.h"
 #include "neonvm/hotplug/resizer.h"
 #include "neonvm/launcher/vm.h"
 #include "neonvm/migration/migration.h"
 #include "neonvm/qmp/qmp_client.h"
-#include "neonvm/testing/testing.h"
 
 namespace autoscale::neonvm {
 namespace {
@@ -202,7 +203,7 @@ testing::BootedVm* Booted(benchmark::State& state, int64_t slot_bytes, int slots
 void BM_CpuHotAdd(benchmark::State& state) {
   testing::BootedVm* b = Booted(state, 256 * kMiB, 1, 4);
   if (b == nullptr) return;
-  hotplug::Resizer resizer(b->vm->qmp(), b->vm->spec());
+  hotplug::VmResizer resizer(b->vm->qmp(), b->vm->spec());
   for (auto _ : state) {
     // Until the guest acknowledges the new vCPU (ACPI _OST).
     auto added = resizer.Resize({2, 256 * kMiB});
@@ -219,7 +220,7 @@ BENCHMARK(BM_CpuHotAdd)->Unit(benchmark::kMillisecond)->Iterations(20)->UseRealT
 void BM_VirtioMemGrow512MiB(benchmark::State& state) {
   testing::BootedVm* b = Booted(state, 256 * kMiB, 1, 4);
   if (b == nullptr) return;
-  hotplug::Resizer resizer(b->vm->qmp(), b->vm->spec());
+  hotplug::VmResizer resizer(b->vm->qmp(), b->vm->spec());
   for (auto _ : state) {
     // Until virtio-mem reports all of it plugged by the guest's driver.
     auto grown = resizer.Resize({1, 768 * kMiB});

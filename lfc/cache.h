@@ -13,7 +13,7 @@
 //     RETURN_IF_ERROR(remote.Fetch(page, buf));
 //     RETURN_IF_ERROR(cache->Write(page, buf));
 //   }
-//   CacheResizer resizer(*cache);  // a Resizer for the monitor (resizer.h)
+//   CacheResizer resizer(*cache);  // a LfcResizer for the monitor (resizer.h)
 //
 // Thread-safe. File I/O runs under the cache's lock, which keeps every page read consistent with
 // concurrent writes, evictions and resizes; this suits a cache file that stays in the page cache,
@@ -121,8 +121,8 @@ class LocalFileCache {
   WorkingSetEstimator estimator_ ABSL_GUARDED_BY(mu_);
 };
 
-// A Resizer (resizer.h) for a LocalFileCache, which must outlive it. Never fails.
-class CacheResizer final : public Resizer {
+// A LfcResizer (resizer.h) for a LocalFileCache, which must outlive it. Never fails.
+class CacheResizer final : public LfcResizer {
  public:
   explicit CacheResizer(LocalFileCache& cache) : cache_(cache) {}
   absl::Status SetSizeBytes(uint64_t bytes) override;

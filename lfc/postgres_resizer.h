@@ -1,4 +1,4 @@
-// A Resizer (resizer.h) for PostgreSQL's Local File Cache: sets the cache size setting with
+// A LfcResizer (resizer.h) for PostgreSQL's Local File Cache: sets the cache size setting with
 // `ALTER SYSTEM SET <setting> = '<MiB>'` and applies it with `SELECT pg_reload_conf()`, as Neon's
 // vm-monitor does. The default setting is Neon's `neon.file_cache_size_limit` (in MB). The
 // setting must be known to the server: Neon's extension defines it; on a vanilla PostgreSQL 15 a
@@ -36,7 +36,7 @@ struct PostgresResizerOptions {
   absl::Duration timeout = absl::Seconds(10);
 };
 
-class PostgresResizer final : public Resizer {
+class PostgresResizer final : public LfcResizer {
  public:
   // InvalidArgument for a malformed conninfo or setting name, or a timeout that is not positive.
   // Does not connect.

@@ -10,14 +10,15 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "autoscale/testing/postgres_test_server.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "lfc/postgres_test_server.h"
 #include "lfc/sizing.h"
 
 namespace autoscale::lfc {
 namespace {
 
+using ::autoscale::testing::PostgresTestServer;
 using ::testing::HasSubstr;
 
 // Runs one statement on a new connection; the first column of the first row, or "".
@@ -42,7 +43,7 @@ absl::StatusOr<std::unique_ptr<PostgresResizer>> Resizer(
   return PostgresResizer::Create(std::move(options));
 }
 
-class PostgresResizerTest : public testing::Test {
+class PostgresResizerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     PostgresTestServer::Options options;
@@ -64,9 +65,7 @@ class PostgresResizerTest : public testing::Test {
     start_error_ = nullptr;
   }
   void SetUp() override {
-    if (start_error_ != nullptr && absl::IsNotFound(*start_error_)) {
-      GTEST_SKIP() << "PostgreSQL 15 is not installed: " << *start_error_;
-    }
+    AUTOSCALE_REQUIRE_POSTGRES();
     ASSERT_NE(server_, nullptr) << "could not start PostgreSQL: " << *start_error_;
   }
 

@@ -7,7 +7,7 @@
 //   CacheResizer      resizes this library's LocalFileCache (cache.h);
 //   PostgresResizer   ALTER SYSTEM + pg_reload_conf() on a PostgreSQL server (postgres_resizer.h).
 //
-//   std::unique_ptr<autoscale::lfc::Resizer> resizer = std::make_unique<NoopResizer>();
+//   std::unique_ptr<autoscale::lfc::LfcResizer> resizer = std::make_unique<NoopResizer>();
 //   absl::Status s = resizer->SetSizeBytes(autoscale::lfc::CacheSizeBytes(new_memory, config));
 //   if (!s.ok()) LOG(WARNING) << s;  // e.g. "lfc postgres resize to 512 MiB on ...: ..."
 //
@@ -23,9 +23,9 @@
 namespace autoscale::lfc {
 
 // Sets the size of a cache. The implementations here may be called from any thread.
-class Resizer {
+class LfcResizer {
  public:
-  virtual ~Resizer() = default;
+  virtual ~LfcResizer() = default;
 
   // Makes the cache at most `bytes` large, at once (a shrink drops cached pages; nothing needs to
   // be written back). Implementations whose unit is coarser round down (Postgres: whole MiB). On
@@ -35,7 +35,7 @@ class Resizer {
 };
 
 // Accepts every size and does nothing.
-class NoopResizer final : public Resizer {
+class NoopResizer final : public LfcResizer {
  public:
   absl::Status SetSizeBytes(uint64_t) override { return absl::OkStatus(); }
 };
@@ -43,7 +43,7 @@ class NoopResizer final : public Resizer {
 // Forwards every call to a function, and returns what it returns.
 //
 //   CallbackResizer resizer([&](uint64_t bytes) { return my_cache.SetLimit(bytes); });
-class CallbackResizer final : public Resizer {
+class CallbackResizer final : public LfcResizer {
  public:
   using Callback = std::function<absl::Status(uint64_t bytes)>;
   // `callback` must not be empty.

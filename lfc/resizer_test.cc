@@ -10,7 +10,7 @@ namespace autoscale::lfc {
 namespace {
 
 TEST(NoopResizerTest, AcceptsEverySize) {
-  std::unique_ptr<Resizer> resizer = std::make_unique<NoopResizer>();
+  std::unique_ptr<LfcResizer> resizer = std::make_unique<NoopResizer>();
   EXPECT_TRUE(resizer->SetSizeBytes(0).ok());
   EXPECT_TRUE(resizer->SetSizeBytes(UINT64_MAX).ok());
 }

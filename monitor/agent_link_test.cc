@@ -11,11 +11,11 @@
 #include "autoscale/rpc/monitor/grpc_client.h"
 #include "autoscale/rpc/monitor/grpc_server.h"
 #include "autoscale/rpc/server.h"
+#include "autoscale/testing/cgroup.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lfc/resizer.h"
-#include "monitor/cgroup/testing.h"
-#include "monitor/runner.h"
+#include "monitor/cgroup_monitor.h"
 
 namespace autoscale::monitor {
 namespace {
@@ -66,14 +66,14 @@ struct Received {
 class AgentLinkTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto cg = cgroup::TestCgroup::Create("service");
+    auto cg = testing::TestCgroup::Create("service");
     if (!cg.ok()) GTEST_SKIP() << "needs a writable cgroup v1 memory controller: " << cg.status();
     cgroup_ = *std::move(cg);
-    RunnerOptions options;
+    CgroupMonitorOptions options;
     options.cgroup_dir = cgroup_->dir();
     options.memory_bytes = 512 * kMiB;  // threshold (512 - 100) * 0.85 = 350 MiB
     options.monitor.sample_interval = absl::Milliseconds(50);
-    auto runner = Runner::Start(options, resizer_, [this](int64_t usage, int64_t t) {
+    auto runner = CgroupMonitor::Start(options, resizer_, [this](int64_t usage, int64_t t) {
       if (AgentLink* link = link_.load()) link->SendUpscaleRequest(usage, t);
     });
     ASSERT_TRUE(runner.ok()) << runner.status();
@@ -111,10 +111,10 @@ class AgentLinkTest : public ::testing::Test {
     return r;
   }
 
-  std::unique_ptr<cgroup::TestCgroup> cgroup_;
+  std::unique_ptr<testing::TestCgroup> cgroup_;
   lfc::NoopResizer resizer_;
   MetricsReader metrics_;
-  std::unique_ptr<Runner> runner_;
+  std::unique_ptr<CgroupMonitor> runner_;
   std::unique_ptr<AgentLink> owned_link_;
   std::atomic<AgentLink*> link_{nullptr};
   std::unique_ptr<rpc::Server> server_;

@@ -15,7 +15,7 @@ std::string MiB(int64_t bytes) { return absl::StrFormat("%.1f MiB", bytes / 1048
 
 }  // namespace
 
-Monitor::Monitor(const MonitorOptions& options, Clock& clock, lfc::Resizer& resizer, Hooks hooks)
+Monitor::Monitor(const MonitorOptions& options, Clock& clock, lfc::LfcResizer& resizer, Hooks hooks)
     : options_(options), clock_(clock), resizer_(resizer), hooks_(std::move(hooks)) {}
 
 absl::Status Monitor::ApplyThreshold(int64_t memory_bytes) {

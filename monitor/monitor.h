@@ -50,7 +50,7 @@ class Monitor {
     std::string status;  // why, in words
   };
 
-  Monitor(const MonitorOptions& options, Clock& clock, lfc::Resizer& resizer, Hooks hooks);
+  Monitor(const MonitorOptions& options, Clock& clock, lfc::LfcResizer& resizer, Hooks hooks);
 
   // Sets the VM's memory: sizes the LFC (a failure is logged, not returned) and arms the
   // threshold (a failure is returned). Call once at start.
@@ -90,7 +90,7 @@ class Monitor {
 
   const MonitorOptions options_;
   Clock& clock_;
-  lfc::Resizer& resizer_;
+  lfc::LfcResizer& resizer_;
   const Hooks hooks_;
 
   // Guards the VM's size, the threshold, the samples and the rate limit; held across LFC resizes

@@ -11,6 +11,7 @@
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/status_macros.h"
 #include "autoscale/core/config.h"
+#include "autoscale/core/config_proto.h"
 #include "glog/logging.h"
 #include "neonvm/migration/migration.h"
 #include "rapidjson/stringbuffer.h"

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "autoscale/core/config.h"
+#include "autoscale/core/config_proto.h"
 #include "glog/logging.h"
 
 namespace autoscale::agent {

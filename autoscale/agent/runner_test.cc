@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "autoscale/core/config_proto.h"
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/rpc/scheduler/in_process.h"
 #include "autoscale/scheduler/request_handler.h"

@@ -55,7 +55,7 @@ class QmpVmDriver final : public VmDriver {
   std::unique_ptr<neonvm::qmp::QmpClient> qmp_;
   const neonvm::launcher::VmSpec spec_;
   const core::Resources compute_unit_;
-  neonvm::hotplug::Resizer resizer_;
+  neonvm::hotplug::VmResizer resizer_;
   absl::Mutex mu_;
   // The milli-CPU of the last resize asked for (0: none yet).
   int64_t asked_milli_cpu_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,10 +1,10 @@
 // Configuration of the scaling algorithm and of the agent's timers, with the reference system's
-// defaults, per-VM overrides, and validation that names the offending field.
+// defaults and validation that names the offending field. Reading them from the protos of
+// autoscale/api (per-VM overrides on agent-wide defaults) is config_proto.h.
 //
-//   // Agent-wide defaults from the agent's config file, then one VM's overrides on top:
-//   absl::StatusOr<ScalingConfig> config =
-//       ResolveScalingConfig(agent_config.scaling(), vm_config.scaling());
-//   if (!config.ok()) ...  // "scaling config: lfcWindowSizeMinutes must be >= 2, got 1"
+//   ScalingConfig config;
+//   config.lfc_window_size_minutes = 1;
+//   ValidateScalingConfig(config);  // "scaling config: lfcWindowSizeMinutes must be >= 2, got 1"
 //
 // Field names in errors are the JSON names of autoscale/api/config.proto (the reference's names).
 #pragma once
@@ -12,11 +12,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "autoscale/api/config.pb.h"
-#include "autoscale/api/resources.pb.h"
-#include "autoscale/core/resources.h"
 
 namespace autoscale::core {
 
@@ -44,11 +40,6 @@ struct ScalingConfig {
 // Checks ranges; the error names the field and the value.
 absl::Status ValidateScalingConfig(const ScalingConfig& config);
 
-// Reference defaults, then the fields set in `defaults`, then the fields set in `overrides`;
-// validated.
-absl::StatusOr<ScalingConfig> ResolveScalingConfig(const api::ScalingConfig& defaults,
-                                                   const api::ScalingConfig& overrides = {});
-
 // The agent's timers (neon-autoscaling.md section 2.4), reference defaults.
 struct Timings {
   absl::Duration scheduler_request_at_least_every = absl::Seconds(15);
@@ -63,18 +54,5 @@ struct Timings {
   absl::Duration vm_request_timeout = absl::Seconds(10);
   absl::Duration vm_retry_failed_request = absl::Seconds(5);
 };
-
-// Reference defaults overridden by the durations set in `timings`; each must be > 0.
-absl::StatusOr<Timings> ResolveTimings(const api::AgentTimings& timings);
-
-// A compute unit must have both fields > 0; `field` names it in the error.
-absl::StatusOr<Resources> ComputeUnitFromProto(const api::ComputeUnit& cu,
-                                               const char* field = "computeUnit");
-// Bounds must satisfy 1 <= minCu <= maxCu.
-absl::StatusOr<Bounds> BoundsFromProto(const api::Bounds& bounds, const char* field = "bounds");
-// Resources must not be negative.
-absl::StatusOr<Resources> ResourcesFromProto(const api::Resources& r, const char* field);
-
-api::Resources ToProto(const Resources& r);
 
 }  // namespace autoscale::core

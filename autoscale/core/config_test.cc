@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "autoscale/core/config_proto.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -32,8 +32,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "autoscale/base/init.h"
-#include "examples/demo/cluster.h"
-#include "examples/demo/status.h"
+#include "autoscale/testing/cluster.h"
+#include "autoscale/testing/cluster_status.h"
 
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(170),
           "How long the whole demo may take, boot and summary included.");
@@ -44,6 +44,16 @@ ABSL_FLAG(bool, verbose, false, "Echo the daemons' logs.");
 
 namespace autoscale::demo {
 namespace {
+
+using ::autoscale::testing::Cluster;
+using ::autoscale::testing::ClusterMissing;
+using ::autoscale::testing::ClusterOptions;
+using ::autoscale::testing::Field;
+using ::autoscale::testing::FindBinaries;
+using ::autoscale::testing::Guest;
+using ::autoscale::testing::LoadReport;
+using ::autoscale::testing::NodeOptions;
+using ::autoscale::testing::VmStatus;
 
 constexpr int64_t kMiB = int64_t{1} << 20;
 constexpr core::Resources kCu{1000, 512 * kMiB};

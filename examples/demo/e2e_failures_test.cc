@@ -2,12 +2,21 @@
 // (no growth beyond the last permit; scaling resumes after its restart), the monitor killed (no
 // downscale; growth still works), and the agent restarted (no downscale on missing metrics).
 #include "absl/strings/str_cat.h"
-#include "examples/demo/cluster.h"
-#include "examples/demo/e2e_test_util.h"
+#include "autoscale/testing/cluster.h"
+#include "autoscale/testing/cluster_status.h"
+#include "autoscale/testing/skip.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::demo {
 namespace {
+
+using ::autoscale::testing::AwaitStatus;
+using ::autoscale::testing::Cluster;
+using ::autoscale::testing::ClusterOptions;
+using ::autoscale::testing::Field;
+using ::autoscale::testing::FindBinaries;
+using ::autoscale::testing::HasEvent;
+using ::autoscale::testing::VmStatus;
 
 constexpr int64_t kMiB = int64_t{1} << 20;
 constexpr int64_t kCu = 512 * kMiB;
@@ -31,7 +40,7 @@ void HoldsFor(Cluster& c, absl::Duration period, const char* what,
 }
 
 TEST(EndToEnd, SchedulerMonitorAndAgentFailures) {
-  DEMO_REQUIRE_CLUSTER();
+  AUTOSCALE_REQUIRE(testing::ClusterMissing());
   ClusterOptions options;
   options.bin = *FindBinaries();
   options.nodes = {{.name = "a", .total = {4000, 4 * kCu}}};

@@ -5,18 +5,27 @@
 #include <string>
 
 #include "absl/strings/str_join.h"
-#include "examples/demo/cluster.h"
-#include "examples/demo/e2e_test_util.h"
+#include "autoscale/testing/cluster.h"
+#include "autoscale/testing/cluster_status.h"
+#include "autoscale/testing/skip.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::demo {
 namespace {
 
+using ::autoscale::testing::AwaitStatus;
+using ::autoscale::testing::Cluster;
+using ::autoscale::testing::ClusterOptions;
+using ::autoscale::testing::Field;
+using ::autoscale::testing::FindBinaries;
+using ::autoscale::testing::HasEvent;
+using ::autoscale::testing::VmStatus;
+
 constexpr int64_t kMiB = int64_t{1} << 20;
 constexpr int64_t kCu = 512 * kMiB;
 
 TEST(EndToEnd, AVmAboveTheWatermarkMigratesWithItsMemoryIntact) {
-  DEMO_REQUIRE_CLUSTER();
+  AUTOSCALE_REQUIRE(testing::ClusterMissing());
   ClusterOptions options;
   options.bin = *FindBinaries();
   // Node a's watermark is 2 CU: two 1-CU VMs fit; vm1 growing to 2 CU puts the node above it,

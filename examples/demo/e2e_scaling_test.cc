@@ -3,17 +3,28 @@
 // shrinking the LFC.
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
-#include "examples/demo/cluster.h"
-#include "examples/demo/e2e_test_util.h"
+#include "autoscale/testing/cluster.h"
+#include "autoscale/testing/cluster_status.h"
+#include "autoscale/testing/skip.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::demo {
 namespace {
 
+using ::autoscale::testing::AwaitStatus;
+using ::autoscale::testing::Cluster;
+using ::autoscale::testing::ClusterOptions;
+using ::autoscale::testing::Field;
+using ::autoscale::testing::FindBinaries;
+using ::autoscale::testing::Guest;
+using ::autoscale::testing::HasEvent;
+using ::autoscale::testing::ReactionMs;
+using ::autoscale::testing::VmStatus;
+
 constexpr int64_t kMiB = int64_t{1} << 20;
 
 TEST(EndToEnd, MemoryPressureGrowsTheVmAndAnIdleVmShrinksLfcFirst) {
-  DEMO_REQUIRE_CLUSTER();
+  AUTOSCALE_REQUIRE(testing::ClusterMissing());
   ClusterOptions options;
   options.bin = *FindBinaries();
   options.nodes = {{.name = "a", .total = {4000, 2048 * kMiB}}};

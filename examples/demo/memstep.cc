@@ -18,6 +18,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "autoscale/base/version.h"
+
 namespace {
 
 volatile sig_atomic_t stop = 0;
@@ -56,6 +58,22 @@ long Flag(int argc, char** argv, const char* name, long fallback) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // No flags library: this runs in the test guest, where every shared library must be copied in.
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--help") == 0) {
+      std::printf(
+          "memstep [--prefill-kib=N] [--timeout-ms=10000]: fills memory to just below the "
+          "monitor's threshold, crosses it, and reports when more memory came online\n\n"
+          "  --prefill-kib (memory to fill before the crossing, KiB); default: 0.85 x (MemTotal "
+          "- 100 MiB) - 1.5 MiB;\n"
+          "  --timeout-ms (how long to wait for more memory, ms); default: 10000;\n");
+      return 0;
+    }
+    if (std::strcmp(argv[i], "--version") == 0) {
+      std::printf("memstep %s\n", autoscale::Version());
+      return 0;
+    }
+  }
   const long timeout_ms = Flag(argc, argv, "--timeout-ms", 10000);
   // 1.5 MiB below the threshold: the 2 MiB page crosses it.
   const long threshold_kib = static_cast<long>((MemTotalKib() - 100 * 1024) * 0.85);

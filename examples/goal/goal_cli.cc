@@ -7,6 +7,7 @@
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/status_macros.h"
 #include "autoscale/core/config.h"
+#include "autoscale/core/config_proto.h"
 #include "autoscale/core/state.h"
 #include "examples/goal/goal_input.pb.h"
 #include "rapidjson/stringbuffer.h"

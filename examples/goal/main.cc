@@ -8,14 +8,23 @@
 #include <iostream>
 #include <iterator>
 #include <string>
+#include <vector>
 
+#include "autoscale/base/init.h"
 #include "examples/goal/goal_cli.h"
 
-int main(int argc, char**) {
-  if (argc > 1) {
-    std::cerr << "usage: autoscale-goal < input.json\n"
-                 "Reads {config, computeUnit, bounds, metrics, using} as JSON on stdin and prints "
-                 "{goalCu, desired, decidedBy, breakdown}.\n";
+namespace {
+
+constexpr char kUsage[] =
+    "autoscale-goal < input.json: reads {config, computeUnit, bounds, metrics, using} as JSON on "
+    "stdin and prints {goalCu, desired, decidedBy, breakdown}";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<char*> args = autoscale::InitProgram(argc, argv, kUsage);
+  if (args.size() > 1) {
+    std::cerr << "usage: " << kUsage << "\n";
     return 2;
   }
   std::string input{std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()};

@@ -4,8 +4,11 @@
 //
 //   monitor --listen=0.0.0.0:10301 --cgroup=/sys/fs/cgroup/memory/postgres
 //           --lfc_resizer=postgres --postgres_conninfo='host=/run/postgresql dbname=postgres'
+#include <pthread.h>
+#include <signal.h>
+
 #include <algorithm>
-#include <csignal>
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -14,7 +17,6 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "autoscale/base/init.h"
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/status_macros.h"
@@ -24,8 +26,8 @@
 #include "lfc/resizer.h"
 #include "monitor/agent_link.h"
 #include "monitor/cgroup/layout.h"
+#include "monitor/cgroup_monitor.h"
 #include "monitor/metrics.h"
-#include "monitor/runner.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:10301",
           "Where the agent connects: host:port, or unix:/path.");
@@ -65,11 +67,16 @@ ABSL_FLAG(int64_t, lfc_max_bytes, 0, "Upper bound on the LFC size (0: none).");
 namespace autoscale {
 namespace {
 
-absl::Notification* shutdown_requested = nullptr;
-void OnSignal(int) {
-  if (shutdown_requested != nullptr && !shutdown_requested->HasBeenNotified()) {
-    shutdown_requested->Notify();
-  }
+// SIGTERM and SIGINT stop the daemon. They are blocked in main before any thread starts (every
+// thread inherits the mask) and taken by sigwait once the daemon serves: no handler runs on some
+// thread in the middle of gRPC's or the monitor's locks, and a signal that comes during the start
+// is not lost but handled once the start is done.
+sigset_t ShutdownSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  return signals;
 }
 
 absl::StatusOr<std::string> CgroupDir() {
@@ -91,12 +98,12 @@ absl::StatusOr<std::string> CgroupDir() {
       "no memory cgroup controller is mounted (v1 or v2); mount one or pass --cgroup");
 }
 
-absl::StatusOr<std::unique_ptr<lfc::Resizer>> MakeResizer() {
+absl::StatusOr<std::unique_ptr<lfc::LfcResizer>> MakeResizer() {
   const std::string kind = absl::GetFlag(FLAGS_lfc_resizer);
   if (kind == "none") return std::make_unique<lfc::NoopResizer>();
   if (absl::StartsWith(kind, "file:")) {
     const std::string path = kind.substr(5);
-    return std::unique_ptr<lfc::Resizer>(new lfc::CallbackResizer([path](uint64_t bytes) {
+    return std::unique_ptr<lfc::LfcResizer>(new lfc::CallbackResizer([path](uint64_t bytes) {
       std::ofstream out(path + ".tmp");
       out << bytes << "\n";
       out.close();
@@ -111,7 +118,7 @@ absl::StatusOr<std::unique_ptr<lfc::Resizer>> MakeResizer() {
     ASSIGN_OR_RETURN(auto resizer, lfc::PostgresResizer::Create(
                                        {.conninfo = absl::GetFlag(FLAGS_postgres_conninfo),
                                         .setting = absl::GetFlag(FLAGS_postgres_setting)}));
-    return std::unique_ptr<lfc::Resizer>(std::move(resizer));
+    return std::unique_ptr<lfc::LfcResizer>(std::move(resizer));
   }
   return absl::InvalidArgumentError("--lfc_resizer must be none, postgres or file:PATH, got " +
                                     kind);
@@ -125,7 +132,7 @@ absl::Status Run() {
   if (absl::GetFlag(FLAGS_threshold_fraction) != 0) {
     config.set_threshold_fraction(absl::GetFlag(FLAGS_threshold_fraction));
   }
-  monitor::RunnerOptions options;
+  monitor::CgroupMonitorOptions options;
   ASSIGN_OR_RETURN(options.monitor, monitor::OptionsFromProto(config));
   if (absl::GetFlag(FLAGS_sample_interval) > absl::ZeroDuration()) {
     options.monitor.sample_interval = absl::GetFlag(FLAGS_sample_interval);
@@ -144,29 +151,27 @@ absl::Status Run() {
   // nothing to take off.
   options.monitor.kernel_overhead_bytes =
       std::max<int64_t>(0, options.memory_bytes - mem.total_bytes);
-  ASSIGN_OR_RETURN(std::unique_ptr<lfc::Resizer> resizer, MakeResizer());
+  ASSIGN_OR_RETURN(std::unique_ptr<lfc::LfcResizer> resizer, MakeResizer());
 
   std::atomic<monitor::AgentLink*> link{nullptr};
-  ASSIGN_OR_RETURN(std::unique_ptr<monitor::Runner> runner,
-                   monitor::Runner::Start(options, *resizer, [&](int64_t usage, int64_t threshold) {
+  ASSIGN_OR_RETURN(std::unique_ptr<monitor::CgroupMonitor> cgroup_monitor,
+                   monitor::CgroupMonitor::Start(options, *resizer, [&](int64_t usage, int64_t threshold) {
                      monitor::AgentLink* l = link.load();
                      if (l == nullptr || !l->SendUpscaleRequest(usage, threshold)) {
                        LOG(WARNING) << "monitor: no agent connected to send the upscale request to";
                      }
                    }));
-  monitor::AgentLink agent_link(runner->monitor(), metrics,
+  monitor::AgentLink agent_link(cgroup_monitor->monitor(), metrics,
                                 {.metrics_interval = absl::GetFlag(FLAGS_metrics_interval)});
   link = &agent_link;
 
   ASSIGN_OR_RETURN(std::unique_ptr<rpc::Server> server,
                    rpc::monitor::StartGrpcServer(agent_link, absl::GetFlag(FLAGS_listen)));
 
-  absl::Notification stop;
-  shutdown_requested = &stop;
-  std::signal(SIGTERM, OnSignal);
-  std::signal(SIGINT, OnSignal);
-  stop.WaitForNotification();
-  LOG(INFO) << "monitor: shutting down";
+  const sigset_t signals = ShutdownSignals();
+  int sig = 0;
+  sigwait(&signals, &sig);
+  LOG(INFO) << "monitor: signal " << sig << ", shutting down";
   link = nullptr;
   agent_link.Disconnect();
   server->Shutdown(absl::Seconds(2));
@@ -177,6 +182,8 @@ absl::Status Run() {
 }  // namespace autoscale
 
 int main(int argc, char** argv) {
+  const sigset_t signals = autoscale::ShutdownSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   autoscale::InitProgram(argc, argv, "monitor [flags]: the in-VM memory monitor; see --help");
   absl::Status s = autoscale::Run();
   if (!s.ok()) {

@@ -17,6 +17,7 @@
 #include "autoscale/base/init.h"
 #include "autoscale/base/proto_file.h"
 #include "autoscale/core/config.h"
+#include "autoscale/core/config_proto.h"
 #include "autoscale/core/resources.h"
 #include "autoscale/rpc/scheduler/grpc_client.h"
 #include "examples/scheduler/schedctl.pb.h"

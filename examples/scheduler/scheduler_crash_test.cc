@@ -9,20 +9,11 @@
 //   - nothing beyond what a client asked for is in the ledger.
 // Ends with a graceful SIGTERM (exit code 0) and a last exact comparison. Bounded: 8 kill cycles
 // of about 1.5 s.
-#include <fcntl.h>
-#include <signal.h>
-#include <stdlib.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <chrono>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <random>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,6 +22,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "autoscale/api/scheduler.grpc.pb.h"
+#include "autoscale/testing/daemon.h"
+#include "autoscale/testing/temp_dir.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 
@@ -64,64 +57,6 @@ api::Resources Cus(int64_t cpu_cu, int64_t mem_cu) {
   return r;
 }
 
-// One scheduler daemon process.
-class Daemon {
- public:
-  explicit Daemon(std::string dir) : dir_(std::move(dir)) {}
-  ~Daemon() { Kill(); }
-
-  std::string address() const { return "unix:" + dir_ + "/s.sock"; }
-
-  void Start() {
-    ++starts_;
-    pid_ = fork();
-    ASSERT_GE(pid_, 0);
-    if (pid_ == 0) {
-      const int log =
-          ::open((dir_ + "/scheduler.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      ::dup2(log, 2);
-      const std::string data = "--data_dir=" + dir_ + "/data";
-      const std::string listen = "--listen=" + address();
-      ::execl(g_scheduler.c_str(), g_scheduler.c_str(), data.c_str(), listen.c_str(),
-              "--metrics_port=-1", "--recovery_grace=3s", "--balance_interval=200ms",
-              "--snapshot_every=3000", static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    auto channel = Channel(address());
-    ASSERT_TRUE(
-        channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(20)))
-        << "the scheduler did not come up:\n"
-        << Log();
-  }
-  void Kill() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  // SIGTERM; returns the exit code.
-  int Stop() {
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  std::string Log() const {
-    std::ifstream f(dir_ + "/scheduler.log");
-    std::stringstream s;
-    s << f.rdbuf();
-    std::string all = s.str();
-    return all.size() > 4000 ? all.substr(all.size() - 4000) : all;
-  }
-  int starts() const { return starts_; }
-
- private:
-  const std::string dir_;
-  pid_t pid_ = -1;
-  int starts_ = 0;
-};
-
 // What one agent knows about one VM, per resource in CUs: its acknowledged permit, what the VM
 // may be using, and the targets of requests sent since the last answer (unknown outcome).
 struct VmView {
@@ -133,20 +68,24 @@ struct VmView {
 
 class CrashTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char dir[] = "/tmp/schedcrash.XXXXXX";
-    ASSERT_NE(::mkdtemp(dir), nullptr);
-    dir_ = dir;
-    daemon_ = std::make_unique<Daemon>(dir_);
-  }
-  void TearDown() override {
-    daemon_.reset();
-    std::filesystem::remove_all(dir_);
+  std::string address() const { return "unix:" + dir_.path() + "/s.sock"; }
+
+  // Starts the daemon on the data of the last one.
+  void StartDaemon() {
+    ++starts_;
+    absl::StatusOr<std::unique_ptr<testing::Daemon>> daemon = testing::Daemon::Start(
+        {.argv = {g_scheduler, "--data_dir=" + dir_.path() + "/data", "--listen=" + address(),
+                  "--metrics_port=-1", "--recovery_grace=3s", "--balance_interval=200ms",
+                  "--snapshot_every=3000"},
+         .log = dir_.path() + "/scheduler.log",
+         .ready_file = dir_.path() + "/scheduler.ready"});
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon_ = std::move(*daemon);
   }
 
   // Compares the ledger with the clients' views. `exact`: no request may be in doubt.
   void Check(bool exact) {
-    auto stub = api::Scheduler::NewStub(Channel(daemon_->address()));
+    auto stub = api::Scheduler::NewStub(Channel(address()));
     api::ListNodesResponse nodes;
     api::ListVmsResponse vms;
     api::StatusResponse status;
@@ -187,7 +126,7 @@ class CrashTest : public ::testing::Test {
   }
 
   void Client(int c, std::atomic<bool>& stop) {
-    auto stub = api::Scheduler::NewStub(Channel(daemon_->address()));
+    auto stub = api::Scheduler::NewStub(Channel(address()));
     std::mt19937_64 rng(c);
     for (int i = 0; !stop.load(); ++i) {
       {
@@ -249,8 +188,9 @@ class CrashTest : public ::testing::Test {
     }
   }
 
-  std::string dir_;
-  std::unique_ptr<Daemon> daemon_;
+  testing::TempDir dir_{"schedcrash"};
+  std::unique_ptr<testing::Daemon> daemon_;
+  int starts_ = 0;
   absl::Mutex mu_;
   std::map<std::string, VmView> views_ ABSL_GUARDED_BY(mu_);
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
@@ -260,9 +200,9 @@ class CrashTest : public ::testing::Test {
 
 TEST_F(CrashTest, AcknowledgedPermitsSurviveSigkill) {
   ASSERT_FALSE(g_scheduler.empty()) << "usage: scheduler_crash_test PATH_TO_SCHEDULER";
-  ASSERT_NO_FATAL_FAILURE(daemon_->Start());
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
   {
-    auto stub = api::Scheduler::NewStub(Channel(daemon_->address()));
+    auto stub = api::Scheduler::NewStub(Channel(address()));
     for (int n = 0; n < kNodes; ++n) {
       api::RegisterNodeRequest r = V(api::RegisterNodeRequest());
       r.set_node(absl::StrCat("node", n));
@@ -295,7 +235,7 @@ TEST_F(CrashTest, AcknowledgedPermitsSurviveSigkill) {
     absl::SleepFor(absl::Milliseconds(800 + rng() % 800));
     daemon_->Kill();
     Pause(true);
-    ASSERT_NO_FATAL_FAILURE(daemon_->Start());
+    ASSERT_NO_FATAL_FAILURE(StartDaemon());
     Check(/*exact=*/false);
     Pause(false);
   }
@@ -311,15 +251,15 @@ TEST_F(CrashTest, AcknowledgedPermitsSurviveSigkill) {
       if (!view.pending.empty()) ADD_FAILURE() << name << " was never answered after a restart";
     }
   }
-  EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
-  ASSERT_NO_FATAL_FAILURE(daemon_->Start());
+  EXPECT_EQ(daemon_->Stop(SIGTERM, absl::Seconds(30)), 0) << daemon_->LogTail();
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
   Check(/*exact=*/true);
-  EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
+  EXPECT_EQ(daemon_->Stop(SIGTERM, absl::Seconds(30)), 0) << daemon_->LogTail();
   EXPECT_GT(acked_.load(), 1000) << "too little load to mean anything";
   EXPECT_GT(failed_.load(), 0) << "no request ever hit a dead scheduler";
-  std::cout << "crash test: " << daemon_->starts() << " starts, " << acked_.load()
-            << " answered requests, " << failed_.load() << " failed during crashes\n";
-  if (HasFailure()) std::cout << daemon_->Log();
+  std::cout << "crash test: " << starts_ << " starts, " << acked_.load() << " answered requests, "
+            << failed_.load() << " failed during crashes\n";
+  if (HasFailure()) std::cout << daemon_->LogTail();
 }
 
 }  // namespace

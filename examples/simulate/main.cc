@@ -26,6 +26,7 @@
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/status_macros.h"
 #include "autoscale/core/config.h"
+#include "autoscale/core/config_proto.h"
 #include "autoscale/ledger/migration_policy.h"
 #include "autoscale/sim/report.h"
 #include "autoscale/sim/simulation.h"

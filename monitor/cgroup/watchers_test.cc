@@ -12,12 +12,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "autoscale/testing/cgroup.h"
 #include "gtest/gtest.h"
 #include "monitor/cgroup/layout.h"
-#include "monitor/cgroup/testing.h"
 
 namespace autoscale::monitor::cgroup {
 namespace {
+
+using ::autoscale::testing::TestCgroup;
 
 constexpr int64_t kMiB = 1 << 20;
 
@@ -54,8 +56,9 @@ class Events {
 };
 
 TEST(V1ThresholdWatcher, FiresWhenAChildAllocatesPastTheThreshold) {
+  AUTOSCALE_REQUIRE_CGROUP_V1();
   auto cg = TestCgroup::Create("v1watch");
-  if (!cg.ok()) GTEST_SKIP() << "needs a writable cgroup v1 memory controller: " << cg.status();
+  ASSERT_TRUE(cg.ok()) << cg.status();
   auto loop = EventLoop::Create();
   ASSERT_TRUE(loop.ok()) << loop.status();
   Events events;
@@ -95,8 +98,9 @@ TEST(V1ThresholdWatcher, VanishedCgroupIsAnErrorNotACrash) {
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(std::string(missing.status().message()).find("no-such-group"), std::string::npos);
 
+  AUTOSCALE_REQUIRE_CGROUP_V1();
   auto cg = TestCgroup::Create("vanish");
-  if (!cg.ok()) GTEST_SKIP() << "needs a writable cgroup v1 memory controller: " << cg.status();
+  ASSERT_TRUE(cg.ok()) << cg.status();
   auto watcher = NewV1ThresholdWatcher(**loop, (*cg)->dir(), events.Callback());
   ASSERT_TRUE(watcher.ok()) << watcher.status();
   ASSERT_TRUE((*watcher)->SetThreshold(64 * kMiB).ok());
@@ -166,6 +170,7 @@ TEST(PsiWatcher, FiresOnACgroup2GroupUnderMemoryPressure) {
   auto layout = DetectLayout();
   ASSERT_TRUE(layout.ok());
   if (layout->v2.empty()) GTEST_SKIP() << "no cgroup2 hierarchy mounted";
+  AUTOSCALE_REQUIRE_CGROUP_V1();
   // A 64 MiB v1 memory limit makes the child reclaim its own page cache while it re-reads a
   // 192 MiB file: the stall shows in the cgroup2 group's memory.pressure.
   std::string file = absl::StrCat(getenv("TEST_TMPDIR"), "/thrash");
@@ -179,7 +184,7 @@ TEST(PsiWatcher, FiresOnACgroup2GroupUnderMemoryPressure) {
     close(fd);
   }
   auto cg = TestCgroup::Create("psi", file);
-  if (!cg.ok()) GTEST_SKIP() << "needs a writable cgroup v1 memory controller: " << cg.status();
+  ASSERT_TRUE(cg.ok()) << cg.status();
   auto manager = CgroupManager::Init();
   ASSERT_TRUE(manager.ok());
   ASSERT_TRUE(manager->SetMemoryLimit((*cg)->path(), 64 * kMiB).ok());

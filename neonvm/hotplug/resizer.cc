@@ -85,7 +85,7 @@ std::string ToString(const VmSize& size) {
 }
 
 // One entry of query-hotpluggable-cpus.
-struct Resizer::Cpu {
+struct VmResizer::Cpu {
   int core_id = 0;
   std::string type;
   std::string props;     // the "props" object, JSON
@@ -96,12 +96,12 @@ struct Resizer::Cpu {
   }
 };
 
-Resizer::Resizer(qmp::QmpClient& qmp, const launcher::VmSpec& spec, ResizerOptions options)
+VmResizer::VmResizer(qmp::QmpClient& qmp, const launcher::VmSpec& spec, VmResizerOptions options)
     : qmp_(qmp), spec_(spec), options_(options) {}
 
-std::string Resizer::Where() const { return absl::StrCat("resizing VM ", spec_.name); }
+std::string VmResizer::Where() const { return absl::StrCat("resizing VM ", spec_.name); }
 
-absl::StatusOr<std::vector<Resizer::Cpu>> Resizer::QueryCpus() {
+absl::StatusOr<std::vector<VmResizer::Cpu>> VmResizer::QueryCpus() {
   ASSIGN_OR_RETURN(std::string reply, qmp_.Execute("query-hotpluggable-cpus"));
   ASSIGN_OR_RETURN(rapidjson::Document doc, Parse(reply, "query-hotpluggable-cpus"));
   if (!doc.IsArray()) return absl::InternalError("query-hotpluggable-cpus: not an array");
@@ -124,7 +124,7 @@ absl::StatusOr<std::vector<Resizer::Cpu>> Resizer::QueryCpus() {
   return cpus;
 }
 
-absl::StatusOr<int64_t> Resizer::PluggedMemory() {
+absl::StatusOr<int64_t> VmResizer::PluggedMemory() {
   ASSIGN_OR_RETURN(
       std::string reply,
       qmp_.Execute("qom-get", absl::StrCat(R"({"path":")", kPeripheral, launcher::kVirtioMemId,
@@ -136,7 +136,7 @@ absl::StatusOr<int64_t> Resizer::PluggedMemory() {
   return size;
 }
 
-absl::StatusOr<VmSize> Resizer::Current() {
+absl::StatusOr<VmSize> VmResizer::Current() {
   ASSIGN_OR_RETURN(std::vector<Cpu> cpus, QueryCpus());
   VmSize size;
   size.cpus = static_cast<int>(
@@ -151,7 +151,7 @@ absl::StatusOr<VmSize> Resizer::Current() {
   return size;
 }
 
-absl::StatusOr<VmSize> Resizer::Resize(const VmSize& target) {
+absl::StatusOr<VmSize> VmResizer::Resize(const VmSize& target) {
   absl::MutexLock lock(&resize_mu_);
   absl::Time deadline = absl::Now() + options_.timeout;
   const int64_t slot = spec_.memory_slot_bytes;
@@ -182,7 +182,7 @@ absl::StatusOr<VmSize> Resizer::Resize(const VmSize& target) {
   return target;
 }
 
-absl::Status Resizer::ResizeCpus(int target, absl::Time deadline) {
+absl::Status VmResizer::ResizeCpus(int target, absl::Time deadline) {
   ASSIGN_OR_RETURN(std::vector<Cpu> cpus, QueryCpus());
   int plugged = static_cast<int>(
       std::count_if(cpus.begin(), cpus.end(), [](const Cpu& c) { return !c.qom_path.empty(); }));
@@ -205,7 +205,7 @@ absl::Status Resizer::ResizeCpus(int target, absl::Time deadline) {
   return absl::OkStatus();
 }
 
-absl::Status Resizer::AddCpu(const Cpu& cpu, absl::Time deadline) {
+absl::Status VmResizer::AddCpu(const Cpu& cpu, absl::Time deadline) {
   std::string id = absl::StrCat("cpu", cpu.core_id);
   // {"driver": type, "id": id, <props>}
   std::string args = absl::StrCat(R"({"driver":)", qmp::JsonQuote(cpu.type), R"(,"id":)",
@@ -228,7 +228,7 @@ absl::Status Resizer::AddCpu(const Cpu& cpu, absl::Time deadline) {
   }
 }
 
-absl::Status Resizer::RemoveCpu(const Cpu& cpu, absl::Time deadline) {
+absl::Status VmResizer::RemoveCpu(const Cpu& cpu, absl::Time deadline) {
   std::string id = cpu.DeviceId();
   // The eject report names the slot only; with one socket and one thread per core the slot is
   // the core id. The in-progress report, which names the device, confirms it.
@@ -267,7 +267,7 @@ absl::Status Resizer::RemoveCpu(const Cpu& cpu, absl::Time deadline) {
   }
 }
 
-absl::Status Resizer::ResizeMemory(int64_t target, absl::Time deadline) {
+absl::Status VmResizer::ResizeMemory(int64_t target, absl::Time deadline) {
   int64_t base = spec_.memory_slots_min * spec_.memory_slot_bytes;
   int64_t requested = target - base;
   if (spec_.memory_slots_max == spec_.memory_slots_min) return absl::OkStatus();

@@ -1,7 +1,7 @@
-// Resizing a running VM in place: `Resizer::Resize(target)` brings the VM's vCPUs and memory to a
+// Resizing a running VM in place: `VmResizer::Resize(target)` brings the VM's vCPUs and memory to a
 // target size over QMP and reports the size reached.
 //
-//   Resizer resizer(vm->qmp(), vm->spec());
+//   VmResizer resizer(vm->qmp(), vm->spec());
 //   absl::StatusOr<VmSize> reached = resizer.Resize({.cpus = 3, .memory_bytes = 1 << 30});
 //   if (!reached.ok()) { ... resizer.Current() says where the VM is now ... }
 //
@@ -44,7 +44,7 @@ struct VmSize {
 // "2 CPUs, 768 MiB".
 std::string ToString(const VmSize& size);
 
-struct ResizerOptions {
+struct VmResizerOptions {
   // Bounds one Resize call.
   absl::Duration timeout = absl::Seconds(10);
   // Whether a guest OS runs that acknowledges added CPUs. False for a VM without one (paused or
@@ -54,10 +54,10 @@ struct ResizerOptions {
   absl::Duration poll_interval = absl::Milliseconds(10);
 };
 
-class Resizer {
+class VmResizer {
  public:
-  // `qmp` and `spec` (the VM's bounds and slot size) must outlive the Resizer.
-  Resizer(qmp::QmpClient& qmp, const launcher::VmSpec& spec, ResizerOptions options = {});
+  // `qmp` and `spec` (the VM's bounds and slot size) must outlive the VmResizer.
+  VmResizer(qmp::QmpClient& qmp, const launcher::VmSpec& spec, VmResizerOptions options = {});
 
   // The VM's size as QEMU reports it: plugged vCPUs, and boot memory plus plugged virtio-mem.
   absl::StatusOr<VmSize> Current();
@@ -84,7 +84,7 @@ class Resizer {
 
   qmp::QmpClient& qmp_;
   const launcher::VmSpec& spec_;
-  const ResizerOptions options_;
+  const VmResizerOptions options_;
   absl::Mutex resize_mu_;  // One Resize at a time.
 };
 

@@ -6,9 +6,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 #include "neonvm/hotplug/resizer.h"
-#include "neonvm/testing/testing.h"
 
 namespace autoscale::neonvm::hotplug {
 namespace {
@@ -30,9 +30,9 @@ class ResizerGuestTest : public ::testing::Test {
     booted_ = nullptr;
   }
   void SetUp() override {
-    NEONVM_REQUIRE_GUEST();
+    AUTOSCALE_REQUIRE_GUEST();
     ASSERT_NE(booted_, nullptr) << "the guest did not boot";
-    resizer_ = std::make_unique<Resizer>(booted_->vm->qmp(), booted_->vm->spec());
+    resizer_ = std::make_unique<VmResizer>(booted_->vm->qmp(), booted_->vm->spec());
   }
 
   std::string WaitForGuest(const std::string& command, const std::string& want) {
@@ -47,7 +47,7 @@ class ResizerGuestTest : public ::testing::Test {
   }
 
   static testing::BootedVm* booted_;
-  std::unique_ptr<Resizer> resizer_;
+  std::unique_ptr<VmResizer> resizer_;
 };
 
 testing::BootedVm* ResizerGuestTest::booted_ = nullptr;

@@ -7,8 +7,9 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "autoscale/testing/skip.h"
+#include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
-#include "neonvm/testing/testing.h"
 
 namespace autoscale::neonvm::hotplug {
 namespace {
@@ -20,17 +21,17 @@ constexpr int64_t kMiB = int64_t{1} << 20;
 class ResizerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    NEONVM_REQUIRE_QEMU();
+    AUTOSCALE_REQUIRE_QEMU();
     auto vm = Vm::Start(testing::NoGuestSpec("resize"));
     ASSERT_TRUE(vm.ok()) << vm.status();
     vm_ = std::move(*vm);
   }
 
-  Resizer NoGuestResizer(absl::Duration timeout = absl::Seconds(10)) {
-    ResizerOptions o;
+  VmResizer NoGuestResizer(absl::Duration timeout = absl::Seconds(10)) {
+    VmResizerOptions o;
     o.guest_acknowledges_cpus = false;
     o.timeout = timeout;
-    return Resizer(vm_->qmp(), vm_->spec(), o);
+    return VmResizer(vm_->qmp(), vm_->spec(), o);
   }
 
   std::string Cpus() { return *vm_->qmp().Execute("query-hotpluggable-cpus"); }
@@ -39,7 +40,7 @@ class ResizerTest : public ::testing::Test {
 };
 
 TEST_F(ResizerTest, ReportsTheCurrentSize) {
-  Resizer r = NoGuestResizer();
+  VmResizer r = NoGuestResizer();
   auto now = r.Current();
   ASSERT_TRUE(now.ok()) << now.status();
   EXPECT_EQ(*now, (VmSize{1, 256 * kMiB}));
@@ -47,7 +48,7 @@ TEST_F(ResizerTest, ReportsTheCurrentSize) {
 }
 
 TEST_F(ResizerTest, AddsCpusIntoTheLowestFreeCores) {
-  Resizer r = NoGuestResizer();
+  VmResizer r = NoGuestResizer();
   auto reached = r.Resize({3, 256 * kMiB});
   ASSERT_TRUE(reached.ok()) << reached.status();
   EXPECT_EQ(*reached, (VmSize{3, 256 * kMiB}));
@@ -59,7 +60,7 @@ TEST_F(ResizerTest, AddsCpusIntoTheLowestFreeCores) {
 }
 
 TEST_F(ResizerTest, IsIdempotent) {
-  Resizer r = NoGuestResizer();
+  VmResizer r = NoGuestResizer();
   ASSERT_TRUE(r.Resize({2, 256 * kMiB}).ok());
   std::string before = Cpus();
   qmp::EventQueue events(vm_->qmp());
@@ -73,7 +74,7 @@ TEST_F(ResizerTest, IsIdempotent) {
 }
 
 TEST_F(ResizerTest, RefusesTargetsOutsideTheSpecOrNotWholeSlots) {
-  Resizer r = NoGuestResizer();
+  VmResizer r = NoGuestResizer();
   struct Case {
     VmSize target;
     const char* why;
@@ -97,7 +98,7 @@ TEST_F(ResizerTest, RefusesTargetsOutsideTheSpecOrNotWholeSlots) {
 }
 
 TEST_F(ResizerTest, CpuRemovalNeedsAGuest) {
-  Resizer r = NoGuestResizer();
+  VmResizer r = NoGuestResizer();
   ASSERT_TRUE(r.Resize({2, 256 * kMiB}).ok());
   auto reached = r.Resize({1, 256 * kMiB});
   // Without a guest OS, QEMU's ACPI is in legacy mode and refuses CPU unplug.
@@ -109,7 +110,7 @@ TEST_F(ResizerTest, CpuRemovalNeedsAGuest) {
 }
 
 TEST_F(ResizerTest, MemoryWithoutAGuestDriverTimesOutWithWhatItReached) {
-  Resizer r = NoGuestResizer(absl::Milliseconds(300));
+  VmResizer r = NoGuestResizer(absl::Milliseconds(300));
   auto reached = r.Resize({1, 768 * kMiB});
   EXPECT_EQ(reached.status().code(), absl::StatusCode::kDeadlineExceeded) << reached.status();
   EXPECT_TRUE(
@@ -123,9 +124,9 @@ TEST_F(ResizerTest, MemoryWithoutAGuestDriverTimesOutWithWhatItReached) {
 }
 
 TEST_F(ResizerTest, WaitingForAGuestThatIsNotThereTimesOut) {
-  ResizerOptions o;
+  VmResizerOptions o;
   o.timeout = absl::Milliseconds(300);
-  Resizer r(vm_->qmp(), vm_->spec(), o);
+  VmResizer r(vm_->qmp(), vm_->spec(), o);
   auto reached = r.Resize({2, 256 * kMiB});
   EXPECT_EQ(reached.status().code(), absl::StatusCode::kDeadlineExceeded) << reached.status();
   EXPECT_TRUE(absl::StrContains(reached.status().message(),

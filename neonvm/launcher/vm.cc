@@ -1,26 +1,16 @@
 #include "neonvm/launcher/vm.h"
 
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <filesystem>
 #include <fstream>
-#include <functional>
-#include <mutex>
 #include <set>
-#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -33,8 +23,7 @@
 namespace autoscale::neonvm::launcher {
 namespace {
 
-constexpr size_t kMaxUnixPath = 107;              // sizeof(sockaddr_un::sun_path) - 1
-constexpr unsigned kCloseRangeCloexec = 1U << 2;  // CLOSE_RANGE_CLOEXEC (Linux 5.11)
+constexpr size_t kMaxUnixPath = 107;  // sizeof(sockaddr_un::sun_path) - 1
 constexpr int64_t kMiB = int64_t{1} << 20;
 
 std::string ErrnoText(int err) { return std::strerror(err); }
@@ -42,134 +31,6 @@ std::string ErrnoText(int err) { return std::strerror(err); }
 bool IsPowerOfTwo(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
 
 bool KvmUsable() { return access("/dev/kvm", R_OK | W_OK) == 0; }
-
-// execv needs a path: look `program` up in PATH the way execvp would, before forking.
-absl::StatusOr<std::string> FindProgram(const std::string& program) {
-  if (program.find('/') != std::string::npos) {
-    if (access(program.c_str(), X_OK) == 0) return program;
-    return absl::NotFoundError(absl::StrCat("QEMU binary ", program, ": ", ErrnoText(errno)));
-  }
-  const char* path = getenv("PATH");
-  for (absl::string_view dir : absl::StrSplit(path ? path : "/usr/bin:/bin", ':')) {
-    std::string candidate = absl::StrCat(dir.empty() ? "." : dir, "/", program);
-    if (access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return absl::NotFoundError(absl::StrCat("QEMU binary ", program, " not found in PATH"));
-}
-
-// Forks and execs QEMU on one long-lived thread. PR_SET_PDEATHSIG fires when the *thread* that
-// forked a child ends, not the process; forking from a thread that lives as long as the process
-// makes "QEMU dies with this process" hold whichever thread starts a VM.
-class Spawner {
- public:
-  static Spawner& Get() {
-    static Spawner* spawner = new Spawner();  // Never destroyed: its thread runs until exit.
-    return *spawner;
-  }
-
-  // Runs `program` with `argv`, stdin from /dev/null and stdout and stderr to `log_fd`.
-  absl::StatusOr<pid_t> Spawn(const std::string& program, const std::vector<std::string>& argv,
-                              int log_fd) {
-    absl::StatusOr<pid_t> result;
-    bool done = false;
-    std::unique_lock<std::mutex> lock(mu_);
-    jobs_.push_back([&] {
-      result = ForkExec(program, argv, log_fd);
-      std::lock_guard<std::mutex> l(mu_);
-      done = true;
-      cv_.notify_all();
-    });
-    cv_.notify_all();
-    cv_.wait(lock, [&] { return done; });
-    return result;
-  }
-
- private:
-  Spawner() {
-    std::thread([this] { Run(); }).detach();
-  }
-
-  void Run() {
-    while (true) {
-      std::function<void()> job;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return !jobs_.empty(); });
-        job = std::move(jobs_.front());
-        jobs_.pop_front();
-      }
-      job();
-    }
-  }
-
-  static absl::StatusOr<pid_t> ForkExec(const std::string& program,
-                                        const std::vector<std::string>& argv, int log_fd) {
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (devnull < 0) return absl::InternalError(absl::StrCat("open /dev/null: ", ErrnoText(errno)));
-    // The child reports a failed exec through this pipe; a successful exec closes it.
-    int pipefd[2];
-    if (pipe2(pipefd, O_CLOEXEC) != 0) {
-      close(devnull);
-      return absl::InternalError(absl::StrCat("pipe2: ", ErrnoText(errno)));
-    }
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-      int err = errno;
-      close(devnull);
-      close(pipefd[0]);
-      close(pipefd[1]);
-      return absl::ResourceExhaustedError(absl::StrCat("fork: ", ErrnoText(err)));
-    }
-    if (pid == 0) {
-      // Only async-signal-safe calls from here to exec.
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(127);
-      dup2(devnull, 0);
-      dup2(log_fd, 1);
-      dup2(log_fd, 2);
-      // Whatever else this process has open (other VMs' sockets) must not leak into QEMU. Marked
-      // close-on-exec rather than closed, so the error pipe still works if exec fails.
-      syscall(SYS_close_range, 3, ~0U, kCloseRangeCloexec);
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      execv(program.c_str(), args.data());
-      int err = errno;
-      ssize_t ignored = write(pipefd[1], &err, sizeof(err));
-      (void)ignored;
-      _exit(127);
-    }
-    close(devnull);
-    close(pipefd[1]);
-    int child_errno = 0;
-    ssize_t n;
-    do {
-      n = read(pipefd[0], &child_errno, sizeof(child_errno));
-    } while (n < 0 && errno == EINTR);
-    close(pipefd[0]);
-    if (n == sizeof(child_errno)) {
-      int status;
-      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-      }
-      return absl::InternalError(absl::StrCat("exec ", program, ": ", ErrnoText(child_errno)));
-    }
-    return pid;
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-};
-
-std::string DescribeWaitStatus(int status) {
-  if (WIFEXITED(status)) return absl::StrCat("exited with status ", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return absl::StrCat("killed by signal ", WTERMSIG(status));
-  return absl::StrCat("ended with wait status ", status);
-}
 
 // Parses "info usernet": "  TCP[HOST_FORWARD]  8  127.0.0.1 45121  10.0.2.15  7000  0  0".
 std::map<int, int> ParseHostForwards(const std::string& text) {
@@ -326,7 +187,6 @@ std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir
 absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOptions& options) {
   RETURN_IF_ERROR(Validate(spec));
   absl::Time deadline = absl::Now() + options.timeout;
-  ASSIGN_OR_RETURN(std::string program, FindProgram(spec.qemu));
 
   std::string dir = options.runtime_dir;
   bool own_dir = dir.empty();
@@ -354,33 +214,33 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
         absl::StrCat("VM ", spec.name, ": open ", log, ": ", ErrnoText(errno)));
   }
   std::vector<std::string> argv = QemuCommandLine(spec, dir);
-  absl::StatusOr<pid_t> pid = Spawner::Get().Spawn(program, argv, log_fd);
+  SpawnOptions spawn;
+  spawn.output_fd = log_fd;
+  absl::StatusOr<std::unique_ptr<Subprocess>> qemu = Subprocess::Start(argv, spawn);
   close(log_fd);
-  if (!pid.ok()) {
+  if (!qemu.ok()) {
     cleanup_dir();
-    return Annotate(pid.status(), absl::StrCat("starting VM ", spec.name));
+    return Annotate(qemu.status(), absl::StrCat("starting VM ", spec.name));
   }
-  VLOG(1) << "VM " << spec.name << ": started QEMU pid " << *pid << ": "
+  VLOG(1) << "VM " << spec.name << ": started QEMU pid " << (*qemu)->pid() << ": "
           << absl::StrJoin(argv, " ");
 
   // From here on the Vm owns the process and the directory: an early return kills and removes.
-  std::unique_ptr<Vm> vm(new Vm(spec, dir, own_dir, *pid));
+  std::unique_ptr<Vm> vm(new Vm(spec, dir, own_dir, std::move(*qemu)));
   RETURN_IF_ERROR(vm->ConnectQmp(options, deadline));
   if (!spec.host_forwards.empty()) RETURN_IF_ERROR(vm->ReadHostPorts());
   return vm;
 }
 
-Vm::Vm(VmSpec spec, std::string runtime_dir, bool own_dir, pid_t pid)
+Vm::Vm(VmSpec spec, std::string runtime_dir, bool own_dir, std::unique_ptr<Subprocess> qemu)
     : spec_(std::move(spec)),
       runtime_dir_(std::move(runtime_dir)),
       own_dir_(own_dir),
-      pid_(pid),
-      pidfd_(static_cast<int>(syscall(SYS_pidfd_open, pid, 0))) {}
+      qemu_(std::move(qemu)) {}
 
 Vm::~Vm() {
   Kill();
   qmp_.reset();
-  if (pidfd_ >= 0) close(pidfd_);
   if (own_dir_) {
     std::error_code ignored;
     std::filesystem::remove_all(runtime_dir_, ignored);
@@ -446,41 +306,11 @@ absl::StatusOr<int> Vm::HostPort(int guest_port) const {
   return it->second;
 }
 
-bool Vm::Reap(absl::Duration timeout) {
-  absl::Time deadline = absl::Now() + timeout;
-  while (true) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (wait_status_.has_value()) return true;
-      int status;
-      pid_t r = waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        wait_status_ = status;
-        return true;
-      }
-      if (r < 0 && errno != EINTR) {
-        // Not our child any more (cannot happen unless someone else reaped it).
-        LOG(ERROR) << "VM " << name() << ": waitpid " << pid_ << ": " << ErrnoText(errno);
-        wait_status_ = -1;
-        return true;
-      }
-    }
-    int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
-    if (ms <= 0) return false;
-    if (pidfd_ >= 0) {
-      pollfd p{pidfd_, POLLIN, 0};
-      poll(&p, 1, ms);
-    } else {
-      absl::SleepFor(absl::Milliseconds(std::min(ms, 5)));
-    }
-  }
-}
-
-bool Vm::Running() { return !Reap(absl::ZeroDuration()); }
+bool Vm::Running() { return qemu_->Running(); }
 
 std::string Vm::ExitDescription() {
-  absl::MutexLock lock(&mu_);
-  return wait_status_.has_value() ? DescribeWaitStatus(*wait_status_) : std::string();
+  std::optional<int> status = qemu_->wait_status();
+  return status.has_value() ? DescribeWaitStatus(*status) : std::string();
 }
 
 absl::Status Vm::Stop(absl::Duration timeout) {
@@ -491,26 +321,16 @@ absl::Status Vm::Stop(absl::Duration timeout) {
   if (!quit.ok() && quit.code() != absl::StatusCode::kUnavailable) {
     LOG(WARNING) << "VM " << name() << ": " << quit;
   }
-  if (Reap(std::max(deadline - absl::Now(), absl::ZeroDuration()))) return absl::OkStatus();
+  if (qemu_->Wait(std::max(deadline - absl::Now(), absl::ZeroDuration())).ok()) {
+    return absl::OkStatus();
+  }
   Kill();
   return absl::DeadlineExceededError(absl::StrCat("VM ", name(), ": QEMU did not exit within ",
                                                   absl::FormatDuration(timeout),
                                                   " of quit; killed it"));
 }
 
-void Vm::Kill() {
-  absl::MutexLock lock(&mu_);
-  if (wait_status_.has_value()) return;
-  kill(pid_, SIGKILL);  // Unreaped, so the pid cannot have been reused.
-  int status;
-  while (waitpid(pid_, &status, 0) < 0) {
-    if (errno != EINTR) {
-      status = -1;
-      break;
-    }
-  }
-  wait_status_ = status;
-}
+void Vm::Kill() { qemu_->Kill(); }
 
 std::string Vm::LogTail(size_t bytes) const {
   std::ifstream in(log_path(), std::ios::binary);

@@ -32,11 +32,10 @@
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "autoscale/base/subprocess.h"
 #include "neonvm/qmp/qmp_client.h"
 
 namespace autoscale::neonvm::launcher {
@@ -124,7 +123,7 @@ class Vm {
 
   const VmSpec& spec() const { return spec_; }
   const std::string& name() const { return spec_.name; }
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return qemu_->pid(); }
   qmp::QmpClient& qmp() { return *qmp_; }
   const std::string& runtime_dir() const { return runtime_dir_; }
   // The serial port, a unix socket: the guest's console (neonvm/guest/console.h).
@@ -158,23 +157,16 @@ class Vm {
   std::string LogTail(size_t bytes = 2000) const;
 
  private:
-  Vm(VmSpec spec, std::string runtime_dir, bool own_dir, pid_t pid);
+  Vm(VmSpec spec, std::string runtime_dir, bool own_dir, std::unique_ptr<Subprocess> qemu);
   absl::Status ConnectQmp(const StartOptions& options, absl::Time deadline);
   absl::Status ReadHostPorts();
-  // Reaps QEMU if it has exited; waits up to `timeout` for that.
-  bool Reap(absl::Duration timeout);
 
   const VmSpec spec_;
   const std::string runtime_dir_;
   const bool own_dir_;
-  const pid_t pid_;
-  const int pidfd_;
+  const std::unique_ptr<Subprocess> qemu_;
   std::unique_ptr<qmp::QmpClient> qmp_;
   std::map<int, int> host_ports_;  // guest port -> host port; set by Start.
-
-  // Protects the process state.
-  mutable absl::Mutex mu_;
-  std::optional<int> wait_status_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace autoscale::neonvm::launcher

@@ -9,9 +9,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "autoscale/testing/temp_dir.h"
+#include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 #include "neonvm/launcher/vm.h"
-#include "neonvm/testing/testing.h"
 
 namespace autoscale::neonvm::launcher {
 namespace {
@@ -36,7 +37,7 @@ std::string ReadFrom(int port) {
 }
 
 TEST(VmGuest, ForwardedPortReachesTheGuestAndTheGuestReachesNothing) {
-  NEONVM_REQUIRE_GUEST();
+  AUTOSCALE_REQUIRE_GUEST();
   testing::TempDir dir;
   auto base = guest::FindGuestImage();
   ASSERT_TRUE(base.ok()) << base.status();
@@ -75,7 +76,7 @@ TEST(VmGuest, ForwardedPortReachesTheGuestAndTheGuestReachesNothing) {
 }
 
 TEST(VmGuest, GuestPanicEndsQemu) {
-  NEONVM_REQUIRE_GUEST();
+  AUTOSCALE_REQUIRE_GUEST();
   auto spec = testing::GuestSpec("panic");
   ASSERT_TRUE(spec.ok());
   auto booted = testing::Boot(*spec);
@@ -91,7 +92,7 @@ TEST(VmGuest, GuestPanicEndsQemu) {
 // The boot script's jobs end (and are reparented to init when the script ends first): the guest
 // stays up. With an interactive shell as PID 1, the first such exit ended init and panicked.
 TEST(VmGuest, BootScriptJobsThatEndLeaveTheGuestUp) {
-  NEONVM_REQUIRE_GUEST();
+  AUTOSCALE_REQUIRE_GUEST();
   testing::TempDir dir;
   auto base = guest::FindGuestImage();
   ASSERT_TRUE(base.ok()) << base.status();

@@ -18,8 +18,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "autoscale/testing/runfiles.h"
+#include "autoscale/testing/skip.h"
+#include "autoscale/testing/temp_dir.h"
+#include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
-#include "neonvm/testing/testing.h"
 
 namespace autoscale::neonvm::launcher {
 namespace {
@@ -142,7 +145,7 @@ TEST(Validate, AcceptsTheDefaultsAndRefusesBadSpecs) {
 }
 
 TEST(Vm, StartsPausedWithTheSpecsCpusAndMemoryAndStopsThroughQuit) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   VmSpec spec = NoGuestSpec("start-stop");
   spec.cpus_use = 3;
   spec.memory_slots_use = 2;
@@ -177,7 +180,7 @@ TEST(Vm, StartsPausedWithTheSpecsCpusAndMemoryAndStopsThroughQuit) {
 }
 
 TEST(Vm, ForwardsAHostPortOnLoopback) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   VmSpec spec = NoGuestSpec("forward");
   spec.host_forwards = {{.guest_port = 7000}};
   auto vm = Vm::Start(spec);
@@ -198,7 +201,7 @@ TEST(Vm, ForwardsAHostPortOnLoopback) {
 }
 
 TEST(Vm, DestructorKillsAndReaps) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   auto vm = Vm::Start(NoGuestSpec("destroy"));
   ASSERT_TRUE(vm.ok()) << vm.status();
   pid_t pid = (*vm)->pid();
@@ -208,7 +211,7 @@ TEST(Vm, DestructorKillsAndReaps) {
 }
 
 TEST(Vm, StopKillsAQemuThatDoesNotQuit) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   auto vm = Vm::Start(NoGuestSpec("stuck"));
   ASSERT_TRUE(vm.ok()) << vm.status();
   ASSERT_EQ(kill((*vm)->pid(), SIGSTOP), 0);
@@ -221,7 +224,7 @@ TEST(Vm, StopKillsAQemuThatDoesNotQuit) {
 }
 
 TEST(Vm, ReportsQemuStartErrorsWithItsLog) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   VmSpec spec = NoGuestSpec("bad-device");
   spec.extra_args = {"-device", "no-such-device"};
   auto vm = Vm::Start(spec);
@@ -240,7 +243,7 @@ TEST(Vm, ReportsQemuStartErrorsWithItsLog) {
 }
 
 TEST(Vm, RefusesARuntimeDirectoryTooLongForSockets) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   StartOptions options;
   options.runtime_dir = "/tmp/" + std::string(110, 'd');
   auto vm = Vm::Start(NoGuestSpec("long"), options);
@@ -250,7 +253,7 @@ TEST(Vm, RefusesARuntimeDirectoryTooLongForSockets) {
 
 // A helper process starts a VM and is then killed: QEMU must not outlive it.
 TEST(Vm, QemuDiesWithTheProcessThatStartedIt) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   testing::TempDir dir;  // the helper's runtime directory: it cannot clean up after a SIGKILL
   std::string helper = testing::Runfile("neonvm/launcher/start_vm_helper") + " " + dir.path();
   FILE* p = popen(helper.c_str(), "r");

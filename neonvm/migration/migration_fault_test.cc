@@ -5,11 +5,12 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "autoscale/testing/skip.h"
+#include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 #include "neonvm/hotplug/resizer.h"
 #include "neonvm/migration/migration.h"
 #include "neonvm/qmp/qmp_client.h"
-#include "neonvm/testing/testing.h"
 
 namespace autoscale::neonvm::migration {
 namespace {
@@ -19,7 +20,7 @@ using launcher::Vm;
 constexpr int64_t kMiB = int64_t{1} << 20;
 
 TEST(MigrationFault, TargetKilledMidMigrationLeavesTheSourceRunning) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   auto source = Vm::Start(testing::NoGuestSpec("mig-fault"));
   ASSERT_TRUE(source.ok()) << source.status();
   ASSERT_TRUE((*source)->Resume().ok());
@@ -49,9 +50,9 @@ TEST(MigrationFault, TargetKilledMidMigrationLeavesTheSourceRunning) {
   ASSERT_TRUE(status.ok()) << status.status();
   EXPECT_TRUE(absl::StrContains(*status, R"("status":"running")")) << *status;
 
-  hotplug::ResizerOptions no_guest;
+  hotplug::VmResizerOptions no_guest;
   no_guest.guest_acknowledges_cpus = false;
-  hotplug::Resizer resizer((*source)->qmp(), (*source)->spec(), no_guest);
+  hotplug::VmResizer resizer((*source)->qmp(), (*source)->spec(), no_guest);
   auto resized = resizer.Resize({2, 256 * kMiB});
   EXPECT_TRUE(resized.ok()) << resized.status();
   auto again = LiveMigrate(**source);

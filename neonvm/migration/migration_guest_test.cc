@@ -13,11 +13,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "autoscale/testing/temp_dir.h"
+#include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 #include "neonvm/guest/console.h"
 #include "neonvm/hotplug/resizer.h"
 #include "neonvm/migration/migration.h"
-#include "neonvm/testing/testing.h"
 
 namespace autoscale::neonvm::migration {
 namespace {
@@ -27,7 +28,7 @@ constexpr int64_t kMiB = int64_t{1} << 20;
 class MigrationGuestTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    NEONVM_REQUIRE_GUEST();
+    AUTOSCALE_REQUIRE_GUEST();
     auto image = testing::GuestWithLoadgen(dir_.path());
     ASSERT_TRUE(image.ok()) << image.status();
     auto spec = testing::GuestSpec("mig-guest");
@@ -49,7 +50,7 @@ class MigrationGuestTest : public ::testing::Test {
     guest::GuestConsole& console = *booted_.console;
     int64_t base_kib = 0;
     ASSERT_TRUE(absl::SimpleAtoi(Run(console, testing::kMemTotalKibCommand), &base_kib));
-    hotplug::Resizer resizer(booted_.vm->qmp(), booted_.vm->spec());
+    hotplug::VmResizer resizer(booted_.vm->qmp(), booted_.vm->spec());
     ASSERT_TRUE(resizer.Resize({2, 512 * kMiB}).ok());
     // The guest onlines the plugged memory and CPU asynchronously: migrate once it has.
     const std::string mem_total = absl::StrCat(base_kib + 256 * 1024);
@@ -92,7 +93,7 @@ class MigrationGuestTest : public ::testing::Test {
     EXPECT_EQ(Run(tc, "md5sum /tmp/blob"), md5);
     EXPECT_EQ(Run(tc, "nproc"), "2");
     EXPECT_EQ(Run(tc, testing::kMemTotalKibCommand), mem_total);
-    hotplug::Resizer on_target(migrated->vm->qmp(), migrated->vm->spec());
+    hotplug::VmResizer on_target(migrated->vm->qmp(), migrated->vm->spec());
     auto size = on_target.Current();
     ASSERT_TRUE(size.ok()) << size.status();
     EXPECT_EQ(*size, (hotplug::VmSize{2, 512 * kMiB}));

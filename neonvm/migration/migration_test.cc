@@ -7,10 +7,11 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "autoscale/testing/skip.h"
+#include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 #include "neonvm/hotplug/resizer.h"
 #include "neonvm/qmp/qmp_client.h"
-#include "neonvm/testing/testing.h"
 
 namespace autoscale::neonvm::migration {
 namespace {
@@ -30,17 +31,17 @@ std::string Status(Vm& vm) {
   return s.ok() ? *s : std::string(s.status().message());
 }
 
-hotplug::ResizerOptions NoGuest() {
-  hotplug::ResizerOptions o;
+hotplug::VmResizerOptions NoGuest() {
+  hotplug::VmResizerOptions o;
   o.guest_acknowledges_cpus = false;
   return o;
 }
 
 TEST(Migration, PausedVmArrivesWithItsHotPluggedCpusAndMemory) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   std::unique_ptr<Vm> source = StartVm("mig-paused");
   ASSERT_NE(source, nullptr);
-  hotplug::Resizer resizer(source->qmp(), source->spec(), NoGuest());
+  hotplug::VmResizer resizer(source->qmp(), source->spec(), NoGuest());
   ASSERT_TRUE(resizer.Resize({3, 256 * kMiB}).ok());
   // No guest plugs memory, but the request itself must travel.
   ASSERT_TRUE(source->qmp()
@@ -56,7 +57,7 @@ TEST(Migration, PausedVmArrivesWithItsHotPluggedCpusAndMemory) {
   // Paused before, paused after.
   EXPECT_TRUE(absl::StrContains(Status(target), R"("running":false)")) << Status(target);
 
-  hotplug::Resizer on_target(target.qmp(), target.spec(), NoGuest());
+  hotplug::VmResizer on_target(target.qmp(), target.spec(), NoGuest());
   auto size = on_target.Current();
   ASSERT_TRUE(size.ok()) << size.status();
   EXPECT_EQ(size->cpus, 3);
@@ -78,7 +79,7 @@ TEST(Migration, PausedVmArrivesWithItsHotPluggedCpusAndMemory) {
 }
 
 TEST(Migration, RunningVmArrivesRunning) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   std::unique_ptr<Vm> source = StartVm("mig-running");
   ASSERT_NE(source, nullptr);
   ASSERT_TRUE(source->Resume().ok());
@@ -94,7 +95,7 @@ TEST(Migration, RunningVmArrivesRunning) {
 }
 
 TEST(Migration, UnreachableTargetLeavesTheSourceRunning) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   std::unique_ptr<Vm> source = StartVm("mig-unreachable");
   ASSERT_NE(source, nullptr);
   ASSERT_TRUE(source->Resume().ok());
@@ -110,7 +111,7 @@ TEST(Migration, UnreachableTargetLeavesTheSourceRunning) {
 }
 
 TEST(Migration, CancelsAtItsTimeoutAndKeepsTheSource) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   std::unique_ptr<Vm> source = StartVm("mig-timeout");
   ASSERT_NE(source, nullptr);
   ASSERT_TRUE(source->Resume().ok());
@@ -125,22 +126,22 @@ TEST(Migration, CancelsAtItsTimeoutAndKeepsTheSource) {
   EXPECT_FALSE((*target)->Running());
   EXPECT_TRUE(source->Running());
   // The source is usable: it can be resized and migrated again.
-  hotplug::Resizer resizer(source->qmp(), source->spec(), NoGuest());
+  hotplug::VmResizer resizer(source->qmp(), source->spec(), NoGuest());
   EXPECT_TRUE(resizer.Resize({2, 256 * kMiB}).ok());
   auto retry = LiveMigrate(*source);
   ASSERT_TRUE(retry.ok()) << retry.status();
-  EXPECT_EQ(hotplug::Resizer(retry->vm->qmp(), retry->vm->spec(), NoGuest()).Current()->cpus, 2);
+  EXPECT_EQ(hotplug::VmResizer(retry->vm->qmp(), retry->vm->spec(), NoGuest()).Current()->cpus, 2);
 }
 
 // The way two agents migrate: the source is reached through its second QMP socket (its owner
 // keeps the first), only the spec and the devices travel to the side that starts the target,
 // and the source is quit once the target runs.
 TEST(Migration, ThroughTheAgentSocketWithTheTargetStartedApart) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   std::unique_ptr<Vm> source = StartVm("mig-split");
   ASSERT_NE(source, nullptr);
   ASSERT_TRUE(source->Resume().ok());
-  hotplug::Resizer resizer(source->qmp(), source->spec(), NoGuest());
+  hotplug::VmResizer resizer(source->qmp(), source->spec(), NoGuest());
   ASSERT_TRUE(resizer.Resize({2, 256 * kMiB}).ok());
 
   auto agent = qmp::QmpClient::Connect("unix:" + source->agent_qmp_path());
@@ -158,7 +159,7 @@ TEST(Migration, ThroughTheAgentSocketWithTheTargetStartedApart) {
   ASSERT_TRUE(stats.ok()) << stats.status();
   ASSERT_TRUE(AwaitIncoming(**target, /*expect_running=*/true, absl::Seconds(10)).ok());
   EXPECT_TRUE(absl::StrContains(Status(**target), R"("status":"running")")) << Status(**target);
-  EXPECT_EQ(hotplug::Resizer((*target)->qmp(), (*target)->spec(), NoGuest()).Current()->cpus, 2);
+  EXPECT_EQ(hotplug::VmResizer((*target)->qmp(), (*target)->spec(), NoGuest()).Current()->cpus, 2);
   // The source's owner sees it exit once the agent quits it.
   (void)(*agent)->Execute("quit");
   for (int i = 0; i < 100 && source->Running(); ++i) absl::SleepFor(absl::Milliseconds(20));

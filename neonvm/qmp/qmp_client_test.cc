@@ -11,7 +11,6 @@
 
 #include <atomic>
 #include <cstring>
-#include <filesystem>
 #include <functional>
 #include <string>
 #include <thread>
@@ -21,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "autoscale/testing/temp_dir.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::neonvm::qmp {
@@ -91,8 +91,6 @@ class Peer {
 class ScriptedServer {
  public:
   explicit ScriptedServer(std::function<void(Peer&)> script, bool tcp = false) {
-    char tmpl[] = "/tmp/qmpt-XXXXXX";
-    dir_ = mkdtemp(tmpl);
     if (tcp) {
       listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
       sockaddr_in a{};
@@ -106,7 +104,7 @@ class ScriptedServer {
       listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
       sockaddr_un a{};
       a.sun_family = AF_UNIX;
-      std::string path = dir_ + "/qmp.sock";
+      std::string path = dir_.path() + "/qmp.sock";
       std::strcpy(a.sun_path, path.c_str());
       bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a));
       address_ = "unix:" + path;
@@ -123,12 +121,11 @@ class ScriptedServer {
     shutdown(listen_fd_, SHUT_RDWR);
     thread_.join();
     close(listen_fd_);
-    std::filesystem::remove_all(dir_);
   }
   const std::string& address() const { return address_; }
 
  private:
-  std::string dir_;
+  testing::TempDir dir_{"qmpt"};
   std::string address_;
   int listen_fd_ = -1;
   std::thread thread_;

@@ -9,10 +9,11 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "autoscale/testing/skip.h"
+#include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 #include "neonvm/launcher/vm.h"
 #include "neonvm/qmp/qmp_client.h"
-#include "neonvm/testing/testing.h"
 
 namespace autoscale::neonvm::qmp {
 namespace {
@@ -26,7 +27,7 @@ std::unique_ptr<Vm> StartVm(const std::string& name) {
 }
 
 TEST(QmpFault, StoppedQemuTimesOutThenRecovers) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   std::unique_ptr<Vm> vm = StartVm("fault-stop");
   ASSERT_NE(vm, nullptr);
   ASSERT_EQ(kill(vm->pid(), SIGSTOP), 0);
@@ -40,7 +41,7 @@ TEST(QmpFault, StoppedQemuTimesOutThenRecovers) {
 }
 
 TEST(QmpFault, KilledQemuFailsPendingCommandsAtOnce) {
-  NEONVM_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU();
   std::unique_ptr<Vm> vm = StartVm("fault-kill");
   ASSERT_NE(vm, nullptr);
   // Stopped, QEMU cannot answer: the commands stay pending until it dies.

@@ -8,10 +8,12 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "autoscale/testing/skip.h"
+#include "autoscale/testing/temp_dir.h"
+#include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 #include "neonvm/launcher/vm.h"
 #include "neonvm/qmp/qmp_client.h"
-#include "neonvm/testing/testing.h"
 
 namespace autoscale::neonvm::qmp {
 namespace {
@@ -23,7 +25,7 @@ using testing::TempDir;
 class QmpQemuTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    NEONVM_REQUIRE_QEMU();
+    AUTOSCALE_REQUIRE_QEMU();
     launcher::VmSpec spec = NoGuestSpec("qmp-test");
     spec.extra_args = {"-qmp", absl::StrCat("unix:", dir_.path(), "/own.sock,server=on,wait=off")};
     auto vm = Vm::Start(spec);

@@ -2,7 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "autoscale/base/status_macros.h"
-#include "autoscale/core/config.h"
+#include "autoscale/core/config_proto.h"
 
 namespace autoscale::ledger::internal {
 

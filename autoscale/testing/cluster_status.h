@@ -9,10 +9,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "examples/demo/cluster.h"
+#include "autoscale/testing/cluster.h"
 #include "rapidjson/document.h"
 
-namespace autoscale::demo {
+namespace autoscale::testing {
 
 // Empty if the cluster can run here; otherwise what is missing.
 std::string ClusterMissing();
@@ -36,4 +36,4 @@ bool HasEvent(const rapidjson::Document& status, const std::string& vm, const st
 // The milliseconds memstep reported ("memstep: online after 142.7 ms ..."), if any.
 std::optional<double> ReactionMs(const std::string& memstep_line);
 
-}  // namespace autoscale::demo
+}  // namespace autoscale::testing

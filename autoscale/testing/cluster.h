@@ -1,16 +1,17 @@
 // A whole autoscaling cluster on one machine, for the demo and the end-to-end tests: the
 // scheduler daemon, one agent daemon per node, and booted test guests (QEMU under this process)
 // that run the monitor and a load generator. Everything is a real process; everything is stopped
-// and removed when the Cluster is destroyed (and dies with this process: PR_SET_PDEATHSIG).
+// and removed when the Cluster is destroyed (and dies with this process).
 //
+//   // The binaries come from the caller's data: //examples/demo:cluster_binaries.
 //   ASSIGN_OR_RETURN(Binaries bin, FindBinaries());
-//   ASSIGN_OR_RETURN(auto cluster, Cluster::Start({.bin = bin, .nodes = {{"a", {4000, 1 <<
-//   30}}}})); ASSIGN_OR_RETURN(Guest* g, cluster->AddGuest({.name = "vm1", .node = "a"}));
+//   ASSIGN_OR_RETURN(std::unique_ptr<Cluster> cluster,
+//                    Cluster::Start({.bin = bin, .nodes = {{"a", {4000, 1 << 30}}}}));
+//   ASSIGN_OR_RETURN(Guest* g, cluster->AddGuest({.name = "vm1", .node = "a"}));
 //   RETURN_IF_ERROR(g->AddLoad(/*memory_mib=*/200, /*cpu_threads=*/1));
 //   ... cluster->AgentStatus("a") ...
 #pragma once
 
-#include <signal.h>
 #include <sys/types.h>
 
 #include <map>
@@ -23,10 +24,11 @@
 #include "autoscale/api/config.pb.h"
 #include "autoscale/api/scheduler.pb.h"
 #include "autoscale/core/resources.h"
+#include "autoscale/testing/daemon.h"
 #include "neonvm/guest/console.h"
 #include "neonvm/launcher/vm.h"
 
-namespace autoscale::demo {
+namespace autoscale::testing {
 
 // The programs the cluster runs.
 struct Binaries {
@@ -39,23 +41,6 @@ struct Binaries {
 
 // Finds them in Bazel's runfiles (tests, `bazel run`) or under bazel-bin (scripts).
 absl::StatusOr<Binaries> FindBinaries();
-
-// A child process with its output in a log file; killed when destroyed.
-class Process {
- public:
-  static absl::StatusOr<std::unique_ptr<Process>> Start(const std::vector<std::string>& argv,
-                                                        const std::string& log);
-  ~Process();
-  pid_t pid() const { return pid_; }
-  bool Running();
-  // Sends `sig` and waits up to `timeout` for the exit; SIGKILL after that.
-  void Stop(int sig = SIGTERM, absl::Duration timeout = absl::Seconds(5));
-
- private:
-  explicit Process(pid_t pid) : pid_(pid) {}
-  pid_t pid_;
-  bool reaped_ = false;
-};
 
 struct NodeOptions {
   std::string name;
@@ -176,12 +161,12 @@ class Cluster {
   ClusterOptions options_;
   std::string dir_;
   bool own_dir_ = false;
-  std::unique_ptr<Process> scheduler_;
-  std::map<std::string, std::unique_ptr<Process>> agents_;
+  std::unique_ptr<Daemon> scheduler_;
+  std::map<std::string, std::unique_ptr<Daemon>> agents_;
   std::map<std::string, int> agent_http_ports_;
   // Each node's VMs as its agent config lists them.
   std::map<std::string, std::vector<api::VmConfig>> node_vms_;
   std::map<std::string, std::unique_ptr<Guest>> guests_;
 };
 
-}  // namespace autoscale::demo
+}  // namespace autoscale::testing

@@ -1,12 +1,12 @@
-// A private PostgreSQL server for tests (testonly): initdb in a fresh directory under /tmp (short,
+// A private PostgreSQL server for tests: initdb in a fresh directory under /tmp (short,
 // so the unix socket path fits), started on a free 127.0.0.1 port and a unix socket in that
 // directory, trust authentication, superuser "postgres". It is stopped and its directory removed
 // when the object is destroyed; if the test process dies first, the kernel kills the server
 // (parent-death signal). As root, initdb and postgres run as the user "nobody", since PostgreSQL
 // refuses to run as root.
 //
+//   AUTOSCALE_REQUIRE_POSTGRES();   // skips when the PostgreSQL binaries are missing
 //   absl::StatusOr<std::unique_ptr<PostgresTestServer>> pg = PostgresTestServer::Start({});
-//   if (absl::IsNotFound(pg.status())) GTEST_SKIP() << pg.status();  // no PostgreSQL binaries
 //   ASSERT_TRUE(pg.ok()) << pg.status();
 //   PGconn* c = PQconnectdb((*pg)->ConnInfo().c_str());
 #pragma once
@@ -20,8 +20,16 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "autoscale/base/subprocess.h"
+#include "autoscale/testing/skip.h"
+#include "autoscale/testing/temp_dir.h"
 
-namespace autoscale::lfc {
+#define AUTOSCALE_REQUIRE_POSTGRES() AUTOSCALE_REQUIRE(::autoscale::testing::PostgresMissing())
+
+namespace autoscale::testing {
+
+// Empty when initdb and postgres are in `bin_dir`; otherwise what is missing.
+std::string PostgresMissing(const std::string& bin_dir = "/usr/lib/postgresql/15/bin");
 
 class PostgresTestServer {
  public:
@@ -41,8 +49,8 @@ class PostgresTestServer {
   PostgresTestServer(const PostgresTestServer&) = delete;
   PostgresTestServer& operator=(const PostgresTestServer&) = delete;
 
-  // Fast shutdown (SIGINT); SIGKILL to the server's process group if it has not exited in 10 s.
-  // Idempotent.
+  // Fast shutdown (SIGINT to the server's process group); SIGKILL to the group if it has not
+  // exited in 10 s. Idempotent.
   void Stop();
 
   // Connection strings for `user` to database "postgres": over TCP, and over the unix socket.
@@ -51,15 +59,15 @@ class PostgresTestServer {
 
   int port() const { return port_; }
   // The postmaster's pid (0 once stopped); its process group has the same id.
-  pid_t pid() const { return pid_; }
-  const std::string& dir() const { return dir_; }
+  pid_t pid() const { return process_ == nullptr ? 0 : process_->pid(); }
+  const std::string& dir() const { return dir_.path(); }
 
  private:
-  PostgresTestServer(std::string dir, int port) : dir_(std::move(dir)), port_(port) {}
+  explicit PostgresTestServer(int port) : dir_("lfc-pg"), port_(port) {}
 
-  const std::string dir_;
+  const TempDir dir_;
   const int port_;
-  pid_t pid_ = 0;
+  std::unique_ptr<Subprocess> process_;
 };
 
-}  // namespace autoscale::lfc
+}  // namespace autoscale::testing

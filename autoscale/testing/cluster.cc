@@ -1,11 +1,8 @@
-#include "examples/demo/cluster.h"
+#include "autoscale/testing/cluster.h"
 
-#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -25,37 +22,20 @@
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/status_macros.h"
 #include "autoscale/core/config.h"
+#include "autoscale/core/config_proto.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
 #include "httplib.h"
 #include "neonvm/guest/image.h"
 #include "rapidjson/document.h"
 
-namespace autoscale::demo {
+namespace autoscale::testing {
 namespace {
 
 constexpr int kMonitorPort = 10301;
 constexpr char kWorkCgroup[] = "/sys/fs/cgroup/memory/work";
 
 bool Exists(const std::string& path) { return access(path.c_str(), X_OK) == 0; }
-
-// Waits until `path` exists and returns its contents.
-absl::StatusOr<std::string> AwaitFile(const std::string& path, absl::Duration timeout,
-                                      Process& process, const std::string& log) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (auto text = ReadFile(path); text.ok()) return *text;
-    if (!process.Running()) {
-      std::string tail = ReadFile(log).value_or("");
-      if (tail.size() > 2000) tail = tail.substr(tail.size() - 2000);
-      return absl::UnavailableError(
-          absl::StrCat("the process exited; its log (", log, "):\n", tail));
-    }
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  return absl::DeadlineExceededError(
-      absl::StrCat("no ", path, " within ", absl::FormatDuration(timeout), "; see ", log));
-}
 
 std::string ResourcesFlag(const core::Resources& r) {
   return absl::StrCat(r.milli_cpu, "m/", r.memory_bytes);
@@ -110,51 +90,6 @@ absl::StatusOr<Binaries> FindBinaries() {
   return absl::NotFoundError(
       "cannot find the cluster's binaries (scheduler, agent, monitor, loadgen, memstep); build "
       "them: bazel build //examples/... //neonvm/guest:loadgen");
-}
-
-absl::StatusOr<std::unique_ptr<Process>> Process::Start(const std::vector<std::string>& argv,
-                                                        const std::string& log) {
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) return absl::ErrnoToStatus(errno, "open " + log);
-  pid_t pid = fork();
-  if (pid < 0) {
-    close(fd);
-    return absl::ErrnoToStatus(errno, "fork");
-  }
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    // Signals blocked in the parent's threads would stay blocked in the daemon.
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  close(fd);
-  return std::unique_ptr<Process>(new Process(pid));
-}
-
-Process::~Process() { Stop(SIGKILL, absl::Seconds(2)); }
-
-bool Process::Running() {
-  if (reaped_) return false;
-  if (waitpid(pid_, nullptr, WNOHANG) == pid_) reaped_ = true;
-  return !reaped_;
-}
-
-void Process::Stop(int sig, absl::Duration timeout) {
-  if (!Running()) return;
-  kill(pid_, sig);
-  const absl::Time deadline = absl::Now() + timeout;
-  while (Running() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
-  if (Running()) kill(pid_, SIGKILL);
-  if (!reaped_) waitpid(pid_, nullptr, 0);
-  reaped_ = true;
 }
 
 // --- Guest ---
@@ -299,24 +234,22 @@ Cluster::~Cluster() {
 }
 
 absl::Status Cluster::StartScheduler() {
-  const std::string ready = dir_ + "/scheduler.ready";
-  std::remove(ready.c_str());
-  const std::string log = dir_ + "/scheduler.log";
-  ASSIGN_OR_RETURN(
-      scheduler_,
-      Process::Start(
-          {options_.bin.scheduler, "--data_dir=" + dir_ + "/ledger",
-           "--listen=" + scheduler_address(), "--metrics_port=0", "--metrics_host=127.0.0.1",
-           "--compute_unit=" + ResourcesFlag(options_.compute_unit),
-           absl::StrCat("--balance_interval=", absl::FormatDuration(options_.balance_interval)),
-           "--recovery_grace=10s", "--ready_file=" + ready},
-          log));
-  return Annotate(AwaitFile(ready, absl::Seconds(20), *scheduler_, log).status(),
-                  "starting the scheduler");
+  absl::StatusOr<std::unique_ptr<Daemon>> scheduler = Daemon::Start(
+      {.argv = {options_.bin.scheduler, "--data_dir=" + dir_ + "/ledger",
+                "--listen=" + scheduler_address(), "--metrics_port=0", "--metrics_host=127.0.0.1",
+                "--compute_unit=" + ResourcesFlag(options_.compute_unit),
+                absl::StrCat("--balance_interval=",
+                             absl::FormatDuration(options_.balance_interval)),
+                "--recovery_grace=10s"},
+       .log = dir_ + "/scheduler.log",
+       .ready_file = dir_ + "/scheduler.ready"});
+  if (!scheduler.ok()) return Annotate(scheduler.status(), "starting the scheduler");
+  scheduler_ = std::move(*scheduler);
+  return absl::OkStatus();
 }
 
 absl::Status Cluster::KillScheduler() {
-  if (scheduler_) scheduler_->Stop(SIGKILL);
+  if (scheduler_) scheduler_->Kill();
   return absl::OkStatus();
 }
 
@@ -346,17 +279,16 @@ absl::Status Cluster::WriteAgentConfig(const std::string& node) {
 }
 
 absl::Status Cluster::StartAgent(const std::string& node) {
-  const std::string ready = absl::StrCat(dir_, "/agent-", node, ".ready");
-  std::remove(ready.c_str());
-  const std::string log = absl::StrCat(dir_, "/agent-", node, ".log");
   const std::string socket = AgentAddress(node).substr(5);
   std::remove(socket.c_str());
   ASSIGN_OR_RETURN(
       agents_[node],
-      Process::Start({options_.bin.agent, absl::StrCat("--config=", dir_, "/agent-", node, ".json"),
-                      "--listen=" + AgentAddress(node), "--http_port=0", "--ready_file=" + ready},
-                     log));
-  ASSIGN_OR_RETURN(std::string text, AwaitFile(ready, absl::Seconds(20), *agents_[node], log));
+      Daemon::Start(
+          {.argv = {options_.bin.agent, absl::StrCat("--config=", dir_, "/agent-", node, ".json"),
+                    "--listen=" + AgentAddress(node), "--http_port=0"},
+           .log = absl::StrCat(dir_, "/agent-", node, ".log"),
+           .ready_file = absl::StrCat(dir_, "/agent-", node, ".ready")}));
+  const std::string& text = agents_[node]->ready();
   rapidjson::Document doc;
   doc.Parse(text.c_str());
   if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("httpPort") ||
@@ -370,7 +302,7 @@ absl::Status Cluster::StartAgent(const std::string& node) {
 absl::Status Cluster::KillAgent(const std::string& node) {
   auto it = agents_.find(node);
   if (it == agents_.end() || !it->second) return absl::NotFoundError("no agent for " + node);
-  it->second->Stop(SIGKILL);
+  it->second->Kill();
   return absl::OkStatus();
 }
 
@@ -564,4 +496,4 @@ absl::Status Cluster::ReattachGuest(const std::string& vm) {
   return absl::NotFoundError(vm + ": no agent owns it (has it migrated?)");
 }
 
-}  // namespace autoscale::demo
+}  // namespace autoscale::testing

@@ -1,13 +1,13 @@
 // The monitor wired to a real cgroup: one epoll loop thread drives the kernel watcher and the
 // memory.stat sampling timer, and feeds the Monitor (monitor.h).
 //
-//   RunnerOptions options{.cgroup_dir = "/sys/fs/cgroup/memory/postgres",
+//   CgroupMonitorOptions options{.cgroup_dir = "/sys/fs/cgroup/memory/postgres",
 //                         .memory_bytes = 4 << 30};
-//   ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner,
-//                    Runner::Start(options, resizer, [&](int64_t usage, int64_t threshold) {
+//   ASSIGN_OR_RETURN(std::unique_ptr<CgroupMonitor> cgroup_monitor,
+//                    CgroupMonitor::Start(options, resizer, [&](int64_t usage, int64_t threshold) {
 //                      service.SendUpscaleRequest(usage, threshold);
 //                    }));
-//   runner->monitor().TryDownscale(2 << 30);
+//   cgroup_monitor->monitor().TryDownscale(2 << 30);
 #pragma once
 
 #include <functional>
@@ -32,7 +32,7 @@ enum class WatchMode {
 };
 absl::StatusOr<WatchMode> ParseWatchMode(std::string_view name);
 
-struct RunnerOptions {
+struct CgroupMonitorOptions {
   // The memory cgroup's directory (v1 or v2).
   std::string cgroup_dir;
   WatchMode watch = WatchMode::kAuto;
@@ -44,21 +44,22 @@ struct RunnerOptions {
   int64_t memory_bytes = 0;
 };
 
-class Runner {
+// A Monitor (monitor.h) fed by one cgroup: its loop thread, kernel watcher and sampling timer.
+class CgroupMonitor {
  public:
   // Starts the loop thread, arms the watcher, sizes the LFC and takes the first sample.
-  static absl::StatusOr<std::unique_ptr<Runner>> Start(
-      const RunnerOptions& options, lfc::Resizer& resizer,
+  static absl::StatusOr<std::unique_ptr<CgroupMonitor>> Start(
+      const CgroupMonitorOptions& options, lfc::LfcResizer& resizer,
       std::function<void(int64_t usage, int64_t threshold)> request_upscale,
       Clock& clock = Clock::Real());
-  ~Runner();
+  ~CgroupMonitor();
 
   Monitor& monitor() { return *monitor_; }
   // "cgroup v1 usage threshold on /sys/fs/cgroup/memory/x" (or "sampling only").
   std::string Describe() const;
 
  private:
-  Runner() = default;
+  CgroupMonitor() = default;
   void ScheduleSample(absl::Duration delay);
 
   std::string cgroup_dir_;

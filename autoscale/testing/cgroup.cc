@@ -1,10 +1,8 @@
-#include "monitor/cgroup/testing.h"
+#include "autoscale/testing/cgroup.h"
 
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,7 +15,7 @@
 #include "autoscale/base/status_macros.h"
 #include "monitor/cgroup/layout.h"
 
-namespace autoscale::monitor::cgroup {
+namespace autoscale::testing {
 namespace {
 
 // The child: runs commands from `in` (bytes to allocate; -1 frees all; -2 reads `thrash_file`
@@ -76,18 +74,37 @@ namespace {
 
 }  // namespace
 
+std::string CgroupV1Missing() {
+  absl::StatusOr<monitor::cgroup::Layout> layout = monitor::cgroup::DetectLayout();
+  if (!layout.ok()) return std::string(layout.status().message());
+  if (layout->v1_memory.empty()) {
+    return "no cgroup v1 memory controller mounted (layout: " + layout->Describe() + ")";
+  }
+  absl::StatusOr<std::string> own = monitor::cgroup::OwnCgroup("memory");
+  if (!own.ok()) return std::string(own.status().message());
+  const std::string parent = layout->v1_memory + (*own == "/" ? "" : *own);
+  const std::string probe = absl::StrCat(parent, "/autoscale-probe-", getpid());
+  if (mkdir(probe.c_str(), 0755) != 0) {
+    return absl::StrCat("cannot create a v1 memory cgroup under ", parent, ": ",
+                        std::strerror(errno),
+                        " (needs root, outside Bazel's sandbox: tag the test no-sandbox)");
+  }
+  rmdir(probe.c_str());
+  return "";
+}
+
 absl::StatusOr<std::unique_ptr<TestCgroup>> TestCgroup::Create(const std::string& name,
                                                                const std::string& thrash_file) {
-  ASSIGN_OR_RETURN(Layout layout, DetectLayout());
+  ASSIGN_OR_RETURN(monitor::cgroup::Layout layout, monitor::cgroup::DetectLayout());
   if (layout.v1_memory.empty()) {
     return absl::FailedPreconditionError(
         "no cgroup v1 memory controller mounted (layout: " + layout.Describe() + ")");
   }
-  ASSIGN_OR_RETURN(std::string own, OwnCgroup("memory"));
+  ASSIGN_OR_RETURN(std::string own, monitor::cgroup::OwnCgroup("memory"));
   if (own == "/") own = "";
   static std::atomic<int> counter{0};
   std::string path = absl::StrCat(own, "/autoscale-", name, "-", getpid(), "-", counter++);
-  ASSIGN_OR_RETURN(CgroupManager manager, CgroupManager::Init());
+  ASSIGN_OR_RETURN(monitor::cgroup::CgroupManager manager, monitor::cgroup::CgroupManager::Init());
   absl::Status created = manager.Create(path);
   if (!created.ok()) {
     return absl::FailedPreconditionError(
@@ -97,30 +114,26 @@ absl::StatusOr<std::unique_ptr<TestCgroup>> TestCgroup::Create(const std::string
   auto cg = std::unique_ptr<TestCgroup>(new TestCgroup(manager, path, layout.v1_memory + path));
 
   int to_child[2], from_child[2];
-  if (pipe2(to_child, O_CLOEXEC) < 0 || pipe2(from_child, O_CLOEXEC) < 0) {
+  if (pipe2(to_child, O_CLOEXEC) < 0) return absl::ErrnoToStatus(errno, "pipe");
+  cg->to_child_ = to_child[1];
+  if (pipe2(from_child, O_CLOEXEC) < 0) {
+    close(to_child[0]);
     return absl::ErrnoToStatus(errno, "pipe");
   }
-  pid_t pid = fork();
-  if (pid < 0) return absl::ErrnoToStatus(errno, "fork");
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    ChildMain(to_child[0], from_child[1], thrash_file.c_str());
-  }
+  cg->from_child_ = from_child[0];
+  absl::StatusOr<pid_t> pid =
+      ForkChild([&]() -> int { ChildMain(to_child[0], from_child[1], thrash_file.c_str()); });
   close(to_child[0]);
   close(from_child[1]);
-  cg->child_ = pid;
-  cg->to_child_ = to_child[1];
-  cg->from_child_ = from_child[0];
+  if (!pid.ok()) return pid.status();
+  cg->child_ = std::make_unique<Subprocess>(*pid);
   // Before the child allocates: a process's existing memory does not move with it.
-  RETURN_IF_ERROR(manager.Attach(path, pid));
+  RETURN_IF_ERROR(manager.Attach(path, *pid));
   return cg;
 }
 
 TestCgroup::~TestCgroup() {
-  if (child_ > 0) {
-    kill(child_, SIGKILL);
-    waitpid(child_, nullptr, 0);
-  }
+  child_.reset();  // kills and reaps it
   if (to_child_ >= 0) close(to_child_);
   if (from_child_ >= 0) close(from_child_);
   // The kernel may take a moment to uncharge a killed process.
@@ -157,4 +170,4 @@ absl::StatusOr<int64_t> TestCgroup::TouchHugePage() {
   return ns;
 }
 
-}  // namespace autoscale::monitor::cgroup
+}  // namespace autoscale::testing

@@ -1,21 +1,16 @@
-#include "examples/demo/status.h"
+#include "autoscale/testing/cluster_status.h"
 
 #include <unistd.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
-#include "neonvm/guest/image.h"
+#include "autoscale/testing/vm.h"
 
-namespace autoscale::demo {
+namespace autoscale::testing {
 
 std::string ClusterMissing() {
-  if (system("qemu-system-x86_64 --version >/dev/null 2>&1") != 0) {
-    return "qemu-system-x86_64 is not installed (scripts/setup installs QEMU 10)";
-  }
-  if (auto image = neonvm::guest::FindGuestImage(); !image.ok()) {
-    return std::string(image.status().message());
-  }
+  if (std::string why = GuestMissing(); !why.empty()) return why;
   if (access("/sys/fs/cgroup", F_OK) != 0) return "no /sys/fs/cgroup";
   if (auto bin = FindBinaries(); !bin.ok()) return std::string(bin.status().message());
   return "";
@@ -81,4 +76,4 @@ std::optional<double> ReactionMs(const std::string& line) {
   return ms;
 }
 
-}  // namespace autoscale::demo
+}  // namespace autoscale::testing

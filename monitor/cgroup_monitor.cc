@@ -1,4 +1,4 @@
-#include "monitor/runner.h"
+#include "monitor/cgroup_monitor.h"
 
 #include <fstream>
 
@@ -21,23 +21,23 @@ absl::StatusOr<WatchMode> ParseWatchMode(std::string_view name) {
                                                  "' (want auto, v1, v2, psi or none)"));
 }
 
-absl::StatusOr<std::unique_ptr<Runner>> Runner::Start(
-    const RunnerOptions& options, lfc::Resizer& resizer,
+absl::StatusOr<std::unique_ptr<CgroupMonitor>> CgroupMonitor::Start(
+    const CgroupMonitorOptions& options, lfc::LfcResizer& resizer,
     std::function<void(int64_t, int64_t)> request_upscale, Clock& clock) {
   if (options.memory_bytes <= 0) {
     return absl::InvalidArgumentError("monitor: the VM's memory must be > 0");
   }
-  auto runner = std::unique_ptr<Runner>(new Runner);
-  runner->cgroup_dir_ = options.cgroup_dir;
-  ASSIGN_OR_RETURN(runner->loop_, cgroup::EventLoop::Create());
+  auto cgroup_monitor = std::unique_ptr<CgroupMonitor>(new CgroupMonitor);
+  cgroup_monitor->cgroup_dir_ = options.cgroup_dir;
+  ASSIGN_OR_RETURN(cgroup_monitor->loop_, cgroup::EventLoop::Create());
 
   const std::string stat_file = options.cgroup_dir + "/memory.stat";
   // The group's total charge: v1 memory.usage_in_bytes, v2 memory.current.
   const std::string usage_file = std::ifstream(options.cgroup_dir + "/memory.usage_in_bytes").good()
                                      ? options.cgroup_dir + "/memory.usage_in_bytes"
                                      : options.cgroup_dir + "/memory.current";
-  Runner* r = runner.get();
-  runner->monitor_ = std::make_unique<Monitor>(
+  CgroupMonitor* r = cgroup_monitor.get();
+  cgroup_monitor->monitor_ = std::make_unique<Monitor>(
       options.monitor, clock, resizer,
       Monitor::Hooks{
           .read_stat = [stat_file, usage_file]() -> absl::StatusOr<cgroup::MemoryStat> {
@@ -62,38 +62,40 @@ absl::StatusOr<std::unique_ptr<Runner>> Runner::Start(
   auto on_event = [r](const cgroup::MemoryEvent& e) { r->monitor_->OnMemoryEvent(e); };
   switch (mode) {
     case WatchMode::kV1: {
-      ASSIGN_OR_RETURN(runner->watcher_,
-                       cgroup::NewV1ThresholdWatcher(*runner->loop_, options.cgroup_dir, on_event));
+      ASSIGN_OR_RETURN(
+          cgroup_monitor->watcher_,
+          cgroup::NewV1ThresholdWatcher(*cgroup_monitor->loop_, options.cgroup_dir, on_event));
       break;
     }
     case WatchMode::kV2: {
-      ASSIGN_OR_RETURN(runner->watcher_,
-                       cgroup::NewV2HighWatcher(*runner->loop_, options.cgroup_dir, on_event));
+      ASSIGN_OR_RETURN(
+          cgroup_monitor->watcher_,
+          cgroup::NewV2HighWatcher(*cgroup_monitor->loop_, options.cgroup_dir, on_event));
       break;
     }
     case WatchMode::kPsi: {
       std::string file =
           options.psi_file.empty() ? options.cgroup_dir + "/memory.pressure" : options.psi_file;
-      ASSIGN_OR_RETURN(runner->watcher_,
-                       cgroup::NewPsiWatcher(*runner->loop_, file, options.psi, on_event));
+      ASSIGN_OR_RETURN(cgroup_monitor->watcher_,
+                       cgroup::NewPsiWatcher(*cgroup_monitor->loop_, file, options.psi, on_event));
       break;
     }
     case WatchMode::kAuto:
     case WatchMode::kNone:
       break;
   }
-  RETURN_IF_ERROR(runner->monitor_->Start(options.memory_bytes));
-  runner->sample_interval_ = options.monitor.sample_interval;
-  runner->ScheduleSample(absl::ZeroDuration());
-  runner->thread_ = std::thread([r] { r->loop_->Run(); });
-  LOG(INFO) << "monitor: watching " << runner->Describe() << ", memory "
+  RETURN_IF_ERROR(cgroup_monitor->monitor_->Start(options.memory_bytes));
+  cgroup_monitor->sample_interval_ = options.monitor.sample_interval;
+  cgroup_monitor->ScheduleSample(absl::ZeroDuration());
+  cgroup_monitor->thread_ = std::thread([r] { r->loop_->Run(); });
+  LOG(INFO) << "monitor: watching " << cgroup_monitor->Describe() << ", memory "
             << options.memory_bytes / (1 << 20) << " MiB (kernel overhead "
             << options.monitor.kernel_overhead_bytes / (1 << 20) << " MiB), threshold "
-            << runner->monitor_->threshold_bytes() / (1 << 20) << " MiB";
-  return runner;
+            << cgroup_monitor->monitor_->threshold_bytes() / (1 << 20) << " MiB";
+  return cgroup_monitor;
 }
 
-void Runner::ScheduleSample(absl::Duration delay) {
+void CgroupMonitor::ScheduleSample(absl::Duration delay) {
   auto timer = loop_->AddTimer(delay, [this] {
     monitor_->Sample();
     ScheduleSample(sample_interval_);
@@ -101,13 +103,13 @@ void Runner::ScheduleSample(absl::Duration delay) {
   if (!timer.ok()) LOG(ERROR) << "monitor: cannot schedule the next sample: " << timer.status();
 }
 
-Runner::~Runner() {
+CgroupMonitor::~CgroupMonitor() {
   loop_->Stop();
   if (thread_.joinable()) thread_.join();
   watcher_.reset();
 }
 
-std::string Runner::Describe() const {
+std::string CgroupMonitor::Describe() const {
   return watcher_ ? watcher_->Describe() : "sampling only of " + cgroup_dir_;
 }
 

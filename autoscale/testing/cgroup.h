@@ -1,9 +1,10 @@
-// Test support: a real memory cgroup under this process's own v1 memory cgroup, with a child
-// process in it that allocates memory on command. Everything is removed in the destructor, also
-// when the test fails.
+// A real memory cgroup under this process's own v1 memory cgroup, with a child process in it that
+// allocates memory on command. Everything is removed in the destructor, also when the test fails,
+// and the child dies with the test.
 //
+//   AUTOSCALE_REQUIRE_CGROUP_V1();               // skips, naming what is missing
 //   auto cg = TestCgroup::Create("watch");
-//   if (!cg.ok()) GTEST_SKIP() << cg.status();   // names what is missing
+//   ASSERT_TRUE(cg.ok()) << cg.status();
 //   ASSERT_TRUE((*cg)->Allocate(64 << 20).ok());  // the child touches 64 MiB more
 #pragma once
 
@@ -14,9 +15,17 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "autoscale/base/subprocess.h"
+#include "autoscale/testing/skip.h"
 #include "monitor/cgroup/manager.h"
 
-namespace autoscale::monitor::cgroup {
+#define AUTOSCALE_REQUIRE_CGROUP_V1() AUTOSCALE_REQUIRE(::autoscale::testing::CgroupV1Missing())
+
+namespace autoscale::testing {
+
+// Empty when this process may create v1 memory cgroups under its own (it tries); otherwise what
+// is missing.
+std::string CgroupV1Missing();
 
 class TestCgroup {
  public:
@@ -29,7 +38,7 @@ class TestCgroup {
   // The group's directory ("/sys/fs/cgroup/memory/.../name") and libcgroup path.
   const std::string& dir() const { return dir_; }
   const std::string& path() const { return path_; }
-  pid_t child() const { return child_; }
+  pid_t child() const { return child_->pid(); }
 
   // The child allocates and touches `bytes` more memory (anonymous), then answers.
   absl::Status Allocate(int64_t bytes);
@@ -42,16 +51,16 @@ class TestCgroup {
   absl::StatusOr<int64_t> TouchHugePage();
 
  private:
-  TestCgroup(CgroupManager manager, std::string path, std::string dir)
+  TestCgroup(monitor::cgroup::CgroupManager manager, std::string path, std::string dir)
       : manager_(manager), path_(std::move(path)), dir_(std::move(dir)) {}
   absl::Status Command(int64_t command);
 
-  CgroupManager manager_;
+  monitor::cgroup::CgroupManager manager_;
   std::string path_;
   std::string dir_;
-  pid_t child_ = -1;
+  std::unique_ptr<Subprocess> child_;
   int to_child_ = -1;
   int from_child_ = -1;
 };
 
-}  // namespace autoscale::monitor::cgroup
+}  // namespace autoscale::testing

@@ -1,0 +1,38 @@
+// The scaling core's configuration and resources read from the protos of autoscale/api
+// (config.proto, resources.proto), validated with errors that name the field, and resources
+// written back. Apart from config.h, so that users of the pure core need no generated protobuf
+// code.
+//
+//   // Agent-wide defaults from the agent's config file, then one VM's overrides on top:
+//   absl::StatusOr<ScalingConfig> config =
+//       ResolveScalingConfig(agent_config.scaling(), vm_config.scaling());
+//   if (!config.ok()) ...  // "scaling config: lfcWindowSizeMinutes must be >= 2, got 1"
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "autoscale/api/config.pb.h"
+#include "autoscale/api/resources.pb.h"
+#include "autoscale/core/config.h"
+#include "autoscale/core/resources.h"
+
+namespace autoscale::core {
+
+// Reference defaults, then the fields set in `defaults`, then the fields set in `overrides`;
+// validated.
+absl::StatusOr<ScalingConfig> ResolveScalingConfig(const api::ScalingConfig& defaults,
+                                                   const api::ScalingConfig& overrides = {});
+
+// Reference defaults overridden by the durations set in `timings`; each must be > 0.
+absl::StatusOr<Timings> ResolveTimings(const api::AgentTimings& timings);
+
+// A compute unit must have both fields > 0; `field` names it in the error.
+absl::StatusOr<Resources> ComputeUnitFromProto(const api::ComputeUnit& cu,
+                                               const char* field = "computeUnit");
+// Bounds must satisfy 1 <= minCu <= maxCu.
+absl::StatusOr<Bounds> BoundsFromProto(const api::Bounds& bounds, const char* field = "bounds");
+// Resources must not be negative.
+absl::StatusOr<Resources> ResourcesFromProto(const api::Resources& r, const char* field);
+
+api::Resources ToProto(const Resources& r);
+
+}  // namespace autoscale::core

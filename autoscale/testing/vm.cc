@@ -1,0 +1,70 @@
+#include "autoscale/testing/vm.h"
+
+#include "absl/strings/str_cat.h"
+#include "autoscale/base/status_macros.h"
+#include "autoscale/testing/runfiles.h"
+
+namespace autoscale::testing {
+
+std::string GuestMissing() {
+  if (std::string why = QemuMissing(); !why.empty()) return why;
+  absl::StatusOr<neonvm::guest::GuestImage> image = neonvm::guest::FindGuestImage();
+  return image.ok() ? "" : std::string(image.status().message());
+}
+
+neonvm::launcher::VmSpec NoGuestSpec(std::string name) {
+  neonvm::launcher::VmSpec spec;
+  spec.name = std::move(name);
+  spec.cpus_min = 1;
+  spec.cpus_max = 4;
+  spec.cpus_use = 1;
+  spec.memory_slot_bytes = int64_t{256} << 20;
+  spec.memory_slots_min = 1;
+  spec.memory_slots_max = 4;
+  spec.memory_slots_use = 1;
+  return spec;
+}
+
+absl::StatusOr<neonvm::launcher::VmSpec> GuestSpec(std::string name) {
+  ASSIGN_OR_RETURN(neonvm::guest::GuestImage image, neonvm::guest::FindGuestImage());
+  neonvm::launcher::VmSpec spec = NoGuestSpec(std::move(name));
+  spec.kernel = image.kernel;
+  spec.initrd = image.initrd;
+  spec.kernel_cmdline = image.cmdline;
+  spec.host_forwards = {{.guest_port = 7000}};
+  return spec;
+}
+
+absl::StatusOr<neonvm::guest::GuestImage> GuestWithLoadgen(const std::string& dir) {
+  ASSIGN_OR_RETURN(neonvm::guest::GuestImage image, neonvm::guest::FindGuestImage());
+  return neonvm::guest::AddFiles(image, {{Runfile("neonvm/guest/loadgen"), "/usr/bin/loadgen"}}, "",
+                                 dir + "/initrd");
+}
+
+absl::StatusOr<BootedVm> Boot(const neonvm::launcher::VmSpec& spec, absl::Duration timeout) {
+  BootedVm b;
+  ASSIGN_OR_RETURN(b.vm, neonvm::launcher::Vm::Start(spec));
+  ASSIGN_OR_RETURN(b.console, neonvm::guest::GuestConsole::Connect(b.vm->serial_path()));
+  RETURN_IF_ERROR(b.vm->Resume());
+  absl::Status ready = b.console->WaitFor(neonvm::guest::kReadyMarker, timeout);
+  if (!ready.ok()) {
+    return Annotate(ready,
+                    absl::StrCat("booting ", spec.name, " (QEMU log: ", b.vm->LogTail(500), ")"));
+  }
+  return b;
+}
+
+std::string WaitForGuest(neonvm::guest::GuestConsole& console, const std::string& command,
+                         const std::string& want, absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  std::string last;
+  while (true) {
+    absl::StatusOr<std::string> out = console.Run(command);
+    if (!out.ok()) return std::string(out.status().message());
+    last = *out;
+    if (last == want || absl::Now() >= deadline) return last;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+}
+
+}  // namespace autoscale::testing
