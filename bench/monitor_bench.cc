@@ -17,9 +17,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "autoscale/base/proto_file.h"
+#include "autoscale/base/subprocess.h"
 #include "autoscale/rpc/monitor/grpc_client.h"
 #include "autoscale/rpc/monitor/grpc_server.h"
-#include "autoscale/base/subprocess.h"
 #include "autoscale/testing/cgroup.h"
 #include "benchmark/benchmark.h"
 #include "lfc/resizer.h"
@@ -66,9 +66,10 @@ void BM_UpscaleReaction(benchmark::State& state) {
   }
   std::atomic<monitor::AgentLink*> link{nullptr};
   lfc::NoopResizer resizer;
-  auto cgroup_monitor = monitor::CgroupMonitor::Start(options, resizer, [&](int64_t usage, int64_t t) {
-    if (auto* l = link.load()) l->SendUpscaleRequest(usage, t);
-  });
+  auto cgroup_monitor =
+      monitor::CgroupMonitor::Start(options, resizer, [&](int64_t usage, int64_t t) {
+        if (auto* l = link.load()) l->SendUpscaleRequest(usage, t);
+      });
   if (!cgroup_monitor.ok()) {
     state.SkipWithError(std::string(cgroup_monitor.status().message()).c_str());
     return;

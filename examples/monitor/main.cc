@@ -154,13 +154,14 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(std::unique_ptr<lfc::LfcResizer> resizer, MakeResizer());
 
   std::atomic<monitor::AgentLink*> link{nullptr};
-  ASSIGN_OR_RETURN(std::unique_ptr<monitor::CgroupMonitor> cgroup_monitor,
-                   monitor::CgroupMonitor::Start(options, *resizer, [&](int64_t usage, int64_t threshold) {
-                     monitor::AgentLink* l = link.load();
-                     if (l == nullptr || !l->SendUpscaleRequest(usage, threshold)) {
-                       LOG(WARNING) << "monitor: no agent connected to send the upscale request to";
-                     }
-                   }));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<monitor::CgroupMonitor> cgroup_monitor,
+      monitor::CgroupMonitor::Start(options, *resizer, [&](int64_t usage, int64_t threshold) {
+        monitor::AgentLink* l = link.load();
+        if (l == nullptr || !l->SendUpscaleRequest(usage, threshold)) {
+          LOG(WARNING) << "monitor: no agent connected to send the upscale request to";
+        }
+      }));
   monitor::AgentLink agent_link(cgroup_monitor->monitor(), metrics,
                                 {.metrics_interval = absl::GetFlag(FLAGS_metrics_interval)});
   link = &agent_link;
