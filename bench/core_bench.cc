@@ -2,6 +2,7 @@
 // >= 5 million goal computations and >= 1 million NextActions per second per core.
 #include <vector>
 
+#include "autoscale/base/units.h"
 #include "autoscale/core/goal.h"
 #include "autoscale/core/state.h"
 #include "benchmark/benchmark.h"
@@ -9,7 +10,6 @@
 namespace autoscale::core {
 namespace {
 
-constexpr int64_t kGiB = int64_t{1} << 30;
 const Resources kCu{250, kGiB};
 
 std::vector<SystemMetrics> MetricsSamples() {

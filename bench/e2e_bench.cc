@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "autoscale/base/units.h"
 #include "autoscale/testing/cluster.h"
 #include "autoscale/testing/cluster_status.h"
 #include "benchmark/benchmark.h"
@@ -32,7 +33,6 @@ using ::autoscale::testing::HasEvent;
 using ::autoscale::testing::ReactionMs;
 using ::autoscale::testing::VmStatus;
 
-constexpr int64_t kMiB = int64_t{1} << 20;
 constexpr int kRepetitions = 12;
 constexpr int64_t kCuMemory = 256 * kMiB;
 

@@ -29,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "autoscale/api/scheduler.grpc.pb.h"
+#include "autoscale/base/units.h"
 #include "autoscale/core/config.h"
 #include "autoscale/core/config_proto.h"
 #include "autoscale/ledger/file_store.h"
@@ -50,7 +51,6 @@ const bool kNoDeadlockDetection = [] {
   return true;
 }();
 
-constexpr int64_t kGiB = int64_t{1} << 30;
 const Resources kCu{250, kGiB};
 constexpr int kNodesPerThread = 16, kVmsPerNode = 8;
 const int64_t kSizes[] = {2, 3, 4, 3};

@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/subprocess.h"
+#include "autoscale/base/units.h"
 #include "autoscale/rpc/monitor/grpc_client.h"
 #include "autoscale/rpc/monitor/grpc_server.h"
 #include "autoscale/testing/cgroup.h"
@@ -29,8 +30,6 @@
 
 namespace autoscale {
 namespace {
-
-constexpr int64_t kMiB = 1 << 20;
 
 int64_t MonotonicNs() {
   timespec ts;

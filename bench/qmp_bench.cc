@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "autoscale/base/units.h"
 #include "autoscale/testing/temp_dir.h"
 #include "autoscale/testing/vm.h"
 #include "benchmark/benchmark.h"
@@ -31,8 +32,6 @@ namespace autoscale::neonvm {
 namespace {
 
 using launcher::Vm;
-
-constexpr int64_t kMiB = int64_t{1} << 20;
 
 // The baseline: one line out, one line back, on a plain blocking socket.
 class RawQmp {

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "autoscale/base/units.h"
 #include "autoscale/core/state.h"
 #include "autoscale/sim/simulation.h"
 #include "autoscale/sim/workload.h"

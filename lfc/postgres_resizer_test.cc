@@ -10,6 +10,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "autoscale/base/units.h"
 #include "autoscale/testing/postgres_test_server.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

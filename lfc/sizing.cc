@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "autoscale/base/units.h"
 #include "glog/logging.h"
 
 namespace autoscale::lfc {

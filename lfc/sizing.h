@@ -22,10 +22,9 @@
 #include <limits>
 
 #include "absl/status/status.h"
+#include "autoscale/base/units.h"
 
 namespace autoscale::lfc {
-
-inline constexpr uint64_t kMiB = uint64_t{1} << 20;
 
 // The constants of the sizing formula. Fractions are plain ratios (0.75 = 75 %).
 struct SizingConfig {

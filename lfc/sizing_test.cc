@@ -4,12 +4,11 @@
 #include <cstdint>
 #include <limits>
 
+#include "autoscale/base/units.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::lfc {
 namespace {
-
-constexpr uint64_t kGiB = uint64_t{1} << 30;
 
 struct Case {
   const char* name;

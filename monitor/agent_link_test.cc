@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/synchronization/mutex.h"
+#include "autoscale/base/units.h"
 #include "autoscale/rpc/monitor/grpc_client.h"
 #include "autoscale/rpc/monitor/grpc_server.h"
 #include "autoscale/rpc/server.h"
@@ -22,8 +23,6 @@ namespace {
 
 using rpc::monitor::MonitorClient;
 using ::testing::HasSubstr;
-
-constexpr int64_t kMiB = 1 << 20;
 
 // What the agent side received.
 struct Received {

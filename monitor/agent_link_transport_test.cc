@@ -13,6 +13,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "autoscale/base/clock.h"
+#include "autoscale/base/units.h"
 #include "autoscale/rpc/monitor/grpc_client.h"
 #include "autoscale/rpc/monitor/grpc_server.h"
 #include "autoscale/rpc/monitor/in_process.h"
@@ -27,8 +28,6 @@ namespace {
 
 using ::google::protobuf::util::MessageDifferencer;
 using rpc::monitor::MonitorClient;
-
-constexpr int64_t kMiB = 1 << 20;
 
 api::Resources Memory(int64_t bytes) {
   api::Resources r;

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "autoscale/base/units.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -10,9 +11,6 @@ namespace autoscale::monitor {
 namespace {
 
 using ::testing::HasSubstr;
-
-constexpr int64_t kMiB = 1 << 20;
-constexpr int64_t kGiB = int64_t{1} << 30;
 
 class MonitorTest : public ::testing::Test {
  protected:

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "autoscale/base/units.h"
 #include "autoscale/core/config_proto.h"
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/rpc/scheduler/in_process.h"
@@ -22,7 +23,6 @@ namespace {
 
 using core::Resources;
 
-constexpr int64_t kGiB = int64_t{1} << 30;
 constexpr Resources kCu{1000, kGiB};
 
 Resources Cus(int n) { return kCu * n; }

@@ -4,12 +4,12 @@
 #include <limits>
 #include <vector>
 
+#include "autoscale/base/units.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::core {
 namespace {
 
-constexpr int64_t kGiB = int64_t{1} << 30;
 const Resources kCu{250, kGiB};  // the reference's compute unit: 0.25 vCPU, 1 GiB
 
 // The configuration of the reference's goal table test (goalcu_test.go).

@@ -2,12 +2,11 @@
 
 #include <string>
 
+#include "autoscale/base/units.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::core {
 namespace {
-
-constexpr int64_t kGiB = int64_t{1} << 30;
 
 TEST(ParseResourcesTest, Forms) {
   EXPECT_EQ(*ParseResources("250m/1GiB", "x"), (Resources{250, kGiB}));

@@ -3,13 +3,13 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "autoscale/base/units.h"
 #include "autoscale/core/state.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::core {
 namespace {
 
-constexpr int64_t kGiB = int64_t{1} << 30;
 const Resources kCu{250, kGiB};
 
 class Simulation {

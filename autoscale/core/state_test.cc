@@ -1,11 +1,11 @@
 #include "autoscale/core/state.h"
 
+#include "autoscale/base/units.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::core {
 namespace {
 
-constexpr int64_t kGiB = int64_t{1} << 30;
 const Resources kCu{250, kGiB};
 
 Resources Cu(int64_t n) { return kCu * n; }

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "autoscale/base/units.h"
 #include "autoscale/ledger/file_store.h"
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/ledger/memory_store.h"
@@ -20,8 +21,7 @@
 namespace {
 
 using namespace autoscale::ledger;  // NOLINT: a fuzz driver
-
-constexpr int64_t kGiB = int64_t{1} << 30;
+using autoscale::kGiB;
 
 // The records of a small ledger's life.
 std::vector<LedgerRecord> Records() {

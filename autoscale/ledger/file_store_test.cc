@@ -13,6 +13,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "autoscale/base/clock.h"
+#include "autoscale/base/units.h"
 #include "autoscale/ledger/ledger.h"
 #include "gtest/gtest.h"
 
@@ -20,7 +21,6 @@ namespace autoscale::ledger {
 namespace {
 
 namespace fs = std::filesystem;
-constexpr int64_t kGiB = int64_t{1} << 30;
 const Resources kCu{250, kGiB};
 
 std::string NewDir(const std::string& name) {

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "autoscale/base/clock.h"
+#include "autoscale/base/units.h"
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/ledger/memory_store.h"
 #include "glog/logging.h"
@@ -24,7 +25,6 @@
 namespace autoscale::ledger {
 namespace {
 
-constexpr int64_t kGiB = int64_t{1} << 30;
 const Resources kCus[] = {{250, kGiB}, {500, 2 * kGiB}};
 const uint32_t kFactors[] = {1000, 1250, 1500, 2000};
 

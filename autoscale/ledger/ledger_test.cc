@@ -6,13 +6,13 @@
 #include <vector>
 
 #include "autoscale/base/clock.h"
+#include "autoscale/base/units.h"
 #include "autoscale/ledger/memory_store.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::ledger {
 namespace {
 
-constexpr int64_t kGiB = int64_t{1} << 30;
 const Resources kCu{250, kGiB};
 
 class LedgerTest : public ::testing::Test {

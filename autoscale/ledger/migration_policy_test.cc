@@ -3,13 +3,13 @@
 #include <string>
 #include <vector>
 
+#include "autoscale/base/units.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::ledger {
 namespace {
 
 using core::Resources;
-constexpr int64_t kGiB = int64_t{1} << 30;
 
 MigrationCandidate Vm(std::string name, int age_s, int64_t cpu, int64_t gib) {
   return {std::move(name), {cpu, gib * kGiB}, {cpu, gib * kGiB}, absl::FromUnixSeconds(age_s)};

@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "autoscale/base/clock.h"
+#include "autoscale/base/units.h"
 #include "autoscale/ledger/file_store.h"
 #include "autoscale/ledger/internal/node.h"
 #include "autoscale/ledger/ledger.h"
@@ -144,7 +145,6 @@ struct LedgerPeer {
 namespace {
 
 namespace fs = std::filesystem;
-constexpr int64_t kGiB = int64_t{1} << 30;
 const Resources kCus[] = {{250, kGiB}, {500, 2 * kGiB}};
 const uint32_t kFactors[] = {1000, 1250, 1500, 2000};
 

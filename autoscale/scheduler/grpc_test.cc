@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "autoscale/base/units.h"
 #include "autoscale/ledger/file_store.h"
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/rpc/scheduler/grpc_client.h"
@@ -18,8 +19,6 @@
 
 namespace autoscale::scheduler {
 namespace {
-
-constexpr int64_t kGiB = int64_t{1} << 30;
 
 api::PermitRequest Ask(const std::string& vm, int64_t cus) {
   api::PermitRequest r;

@@ -8,6 +8,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "autoscale/base/clock.h"
+#include "autoscale/base/units.h"
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/ledger/memory_store.h"
 #include "gtest/gtest.h"
@@ -15,7 +16,6 @@
 namespace autoscale::scheduler {
 namespace {
 
-constexpr int64_t kGiB = int64_t{1} << 30;
 constexpr core::Resources kCu{250, kGiB};
 
 // A memory store that can be made to fail as a full or broken disk would: from then on nothing

@@ -3,14 +3,13 @@
 #include <memory>
 #include <string>
 
+#include "autoscale/base/units.h"
 #include "autoscale/ledger/memory_store.h"
 #include "autoscale/rpc/scheduler/scheduler.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::scheduler {
 namespace {
-
-constexpr int64_t kGiB = int64_t{1} << 30;
 
 TEST(RenderMetricsTest, NamesLikeTheReference) {
   ledger::Ledger ledger({});

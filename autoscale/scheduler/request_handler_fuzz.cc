@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "autoscale/base/units.h"
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/ledger/memory_store.h"
 #include "autoscale/scheduler/request_handler.h"
@@ -15,7 +16,6 @@ namespace {
 
 using namespace autoscale;  // NOLINT: a fuzz driver
 
-constexpr int64_t kGiB = int64_t{1} << 30;
 const char* const kNodes[] = {"n0", "n1", "n2", ""};
 const char* const kVms[] = {"a", "b", "c", "d", "e", "f", ""};
 

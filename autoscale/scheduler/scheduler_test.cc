@@ -6,14 +6,13 @@
 #include <memory>
 #include <string>
 
+#include "autoscale/base/units.h"
 #include "autoscale/ledger/memory_store.h"
 #include "autoscale/rpc/scheduler/in_process.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::scheduler {
 namespace {
-
-constexpr int64_t kGiB = int64_t{1} << 30;
 
 api::Resources R(int64_t cpu, int64_t mem) {
   api::Resources r;

@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "autoscale/base/clock.h"
+#include "autoscale/base/units.h"
 #include "autoscale/ledger/memory_store.h"
 #include "autoscale/rpc/scheduler/grpc_client.h"
 #include "autoscale/rpc/scheduler/grpc_server.h"
@@ -21,8 +22,6 @@ namespace autoscale::scheduler {
 namespace {
 
 using rpc::scheduler::SchedulerService;
-
-constexpr int64_t kGiB = int64_t{1} << 30;
 
 api::Resources R(int64_t cpu, int64_t mem) {
   api::Resources r;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "autoscale/base/units.h"
 #include "autoscale/sim/internal/share.h"
 #include "autoscale/sim/internal/svg.h"
 

@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "autoscale/base/proto_file.h"
+#include "autoscale/base/units.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

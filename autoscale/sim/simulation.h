@@ -49,6 +49,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "autoscale/base/clock.h"
+#include "autoscale/base/units.h"
 #include "autoscale/core/config.h"
 #include "autoscale/core/goal.h"
 #include "autoscale/core/resources.h"

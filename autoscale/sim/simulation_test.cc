@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "autoscale/base/units.h"
 #include "autoscale/core/executor.h"
 #include "autoscale/core/state.h"
 #include "autoscale/ledger/ledger.h"

@@ -12,6 +12,7 @@
 #include "absl/strings/strip.h"
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/status_macros.h"
+#include "autoscale/base/units.h"
 #include "glog/logging.h"
 
 namespace autoscale::sim {

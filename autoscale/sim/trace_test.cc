@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "autoscale/base/units.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

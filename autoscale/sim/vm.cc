@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "absl/status/status.h"
+#include "autoscale/base/units.h"
 #include "autoscale/core/executor.h"
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/sim/internal/fleet.h"

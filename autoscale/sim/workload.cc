@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "autoscale/base/units.h"
 #include "autoscale/sim/internal/random.h"
 
 namespace autoscale::sim {

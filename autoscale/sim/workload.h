@@ -33,8 +33,6 @@
 
 namespace autoscale::sim {
 
-inline constexpr int64_t kMiB = int64_t{1} << 20;
-inline constexpr int64_t kGiB = int64_t{1} << 30;
 // The largest CPU and memory figures the simulator accepts for a node, a compute unit or a trace
 // sample (10^6 cores, 1 PiB): beyond any machine, and far from int64 overflow.
 inline constexpr int64_t kMaxMilliCpu = 1'000'000'000;

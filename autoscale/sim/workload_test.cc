@@ -3,6 +3,7 @@
 #include <map>
 #include <string>
 
+#include "autoscale/base/units.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

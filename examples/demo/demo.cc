@@ -32,6 +32,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "autoscale/base/init.h"
+#include "autoscale/base/units.h"
 #include "autoscale/testing/cluster.h"
 #include "autoscale/testing/cluster_status.h"
 
@@ -55,7 +56,6 @@ using ::autoscale::testing::LoadReport;
 using ::autoscale::testing::NodeOptions;
 using ::autoscale::testing::VmStatus;
 
-constexpr int64_t kMiB = int64_t{1} << 20;
 constexpr core::Resources kCu{1000, 512 * kMiB};
 
 std::atomic<bool> g_interrupted{false};

@@ -2,6 +2,7 @@
 // (no growth beyond the last permit; scaling resumes after its restart), the monitor killed (no
 // downscale; growth still works), and the agent restarted (no downscale on missing metrics).
 #include "absl/strings/str_cat.h"
+#include "autoscale/base/units.h"
 #include "autoscale/testing/cluster.h"
 #include "autoscale/testing/cluster_status.h"
 #include "autoscale/testing/skip.h"
@@ -18,7 +19,6 @@ using ::autoscale::testing::FindBinaries;
 using ::autoscale::testing::HasEvent;
 using ::autoscale::testing::VmStatus;
 
-constexpr int64_t kMiB = int64_t{1} << 20;
 constexpr int64_t kCu = 512 * kMiB;
 
 int64_t Memory(const rapidjson::Document& s) {

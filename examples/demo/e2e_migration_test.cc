@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/strings/str_join.h"
+#include "autoscale/base/units.h"
 #include "autoscale/testing/cluster.h"
 #include "autoscale/testing/cluster_status.h"
 #include "autoscale/testing/skip.h"
@@ -21,7 +22,6 @@ using ::autoscale::testing::FindBinaries;
 using ::autoscale::testing::HasEvent;
 using ::autoscale::testing::VmStatus;
 
-constexpr int64_t kMiB = int64_t{1} << 20;
 constexpr int64_t kCu = 512 * kMiB;
 
 TEST(EndToEnd, AVmAboveTheWatermarkMigratesWithItsMemoryIntact) {

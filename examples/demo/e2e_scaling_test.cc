@@ -3,6 +3,7 @@
 // shrinking the LFC.
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "autoscale/base/units.h"
 #include "autoscale/testing/cluster.h"
 #include "autoscale/testing/cluster_status.h"
 #include "autoscale/testing/skip.h"
@@ -20,8 +21,6 @@ using ::autoscale::testing::Guest;
 using ::autoscale::testing::HasEvent;
 using ::autoscale::testing::ReactionMs;
 using ::autoscale::testing::VmStatus;
-
-constexpr int64_t kMiB = int64_t{1} << 20;
 
 TEST(EndToEnd, MemoryPressureGrowsTheVmAndAnIdleVmShrinksLfcFirst) {
   AUTOSCALE_REQUIRE(testing::ClusterMissing());

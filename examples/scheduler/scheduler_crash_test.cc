@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "autoscale/api/scheduler.grpc.pb.h"
+#include "autoscale/base/units.h"
 #include "autoscale/testing/daemon.h"
 #include "autoscale/testing/temp_dir.h"
 #include "grpcpp/grpcpp.h"
@@ -32,7 +33,6 @@ namespace {
 
 std::string g_scheduler;  // the daemon binary (argv[1])
 
-constexpr int64_t kGiB = int64_t{1} << 30;
 constexpr int kNodes = 3, kClients = 6, kVmsPerClient = 3, kMaxCu = 8;
 
 std::shared_ptr<grpc::Channel> Channel(const std::string& address) {

@@ -25,6 +25,7 @@
 #include "autoscale/base/init.h"
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/status_macros.h"
+#include "autoscale/base/units.h"
 #include "autoscale/core/config.h"
 #include "autoscale/core/config_proto.h"
 #include "autoscale/ledger/migration_policy.h"

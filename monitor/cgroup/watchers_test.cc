@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "autoscale/base/units.h"
 #include "autoscale/testing/cgroup.h"
 #include "gtest/gtest.h"
 #include "monitor/cgroup/layout.h"
@@ -20,8 +21,6 @@ namespace autoscale::monitor::cgroup {
 namespace {
 
 using ::autoscale::testing::TestCgroup;
-
-constexpr int64_t kMiB = 1 << 20;
 
 // Collects events from the loop thread.
 class Events {

@@ -6,14 +6,13 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "autoscale/base/units.h"
 #include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 #include "neonvm/hotplug/resizer.h"
 
 namespace autoscale::neonvm::hotplug {
 namespace {
-
-constexpr int64_t kMiB = int64_t{1} << 20;
 
 class ResizerGuestTest : public ::testing::Test {
  protected:

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "autoscale/base/units.h"
 #include "autoscale/testing/skip.h"
 #include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
@@ -15,8 +16,6 @@ namespace autoscale::neonvm::hotplug {
 namespace {
 
 using launcher::Vm;
-
-constexpr int64_t kMiB = int64_t{1} << 20;
 
 class ResizerTest : public ::testing::Test {
  protected:

@@ -18,13 +18,13 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "autoscale/base/status_macros.h"
+#include "autoscale/base/units.h"
 #include "glog/logging.h"
 
 namespace autoscale::neonvm::launcher {
 namespace {
 
 constexpr size_t kMaxUnixPath = 107;  // sizeof(sockaddr_un::sun_path) - 1
-constexpr int64_t kMiB = int64_t{1} << 20;
 
 std::string ErrnoText(int err) { return std::strerror(err); }
 

@@ -18,6 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "autoscale/base/units.h"
 #include "autoscale/testing/runfiles.h"
 #include "autoscale/testing/skip.h"
 #include "autoscale/testing/temp_dir.h"
@@ -28,8 +29,6 @@ namespace autoscale::neonvm::launcher {
 namespace {
 
 using testing::NoGuestSpec;
-
-constexpr int64_t kMiB = int64_t{1} << 20;
 
 bool Contains(const std::vector<std::string>& args, const std::vector<std::string>& seq) {
   return std::search(args.begin(), args.end(), seq.begin(), seq.end()) != args.end();

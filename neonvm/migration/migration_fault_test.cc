@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "autoscale/base/units.h"
 #include "autoscale/testing/skip.h"
 #include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
@@ -16,8 +17,6 @@ namespace autoscale::neonvm::migration {
 namespace {
 
 using launcher::Vm;
-
-constexpr int64_t kMiB = int64_t{1} << 20;
 
 TEST(MigrationFault, TargetKilledMidMigrationLeavesTheSourceRunning) {
   AUTOSCALE_REQUIRE_QEMU();

@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "autoscale/base/units.h"
 #include "autoscale/testing/temp_dir.h"
 #include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
@@ -22,8 +23,6 @@
 
 namespace autoscale::neonvm::migration {
 namespace {
-
-constexpr int64_t kMiB = int64_t{1} << 20;
 
 class MigrationGuestTest : public ::testing::Test {
  protected:

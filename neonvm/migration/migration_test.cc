@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "autoscale/base/units.h"
 #include "autoscale/testing/skip.h"
 #include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
@@ -17,8 +18,6 @@ namespace autoscale::neonvm::migration {
 namespace {
 
 using launcher::Vm;
-
-constexpr int64_t kMiB = int64_t{1} << 20;
 
 std::unique_ptr<Vm> StartVm(const std::string& name) {
   auto vm = Vm::Start(testing::NoGuestSpec(name));

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "autoscale/base/clock.h"
+#include "autoscale/base/units.h"
 #include "autoscale/sim/internal/random.h"
 #include "autoscale/sim/workload.h"
 #include "gtest/gtest.h"
