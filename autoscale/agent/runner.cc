@@ -136,7 +136,7 @@ void Runner::SchedulerExecutor() {
   const Resources& cu = options_.state.compute_unit;
   while (true) {
     api::PermitRequest request;
-    core::SchedulerRequest work;
+    core::PermitRequest work;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

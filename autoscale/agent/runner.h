@@ -138,7 +138,7 @@ class Runner {
   std::optional<core::State> state_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // Advice for the executors: the action and the generation it was computed at.
-  std::optional<std::pair<uint64_t, core::SchedulerRequest>> scheduler_work_ ABSL_GUARDED_BY(mu_);
+  std::optional<std::pair<uint64_t, core::PermitRequest>> scheduler_work_ ABSL_GUARDED_BY(mu_);
   std::optional<std::pair<uint64_t, core::VmResize>> vm_work_ ABSL_GUARDED_BY(mu_);
   std::optional<std::pair<uint64_t, MonitorWork>> monitor_work_ ABSL_GUARDED_BY(mu_);
   // The connected monitor, if any.

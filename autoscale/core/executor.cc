@@ -37,7 +37,7 @@ Advice Advise(const State& state, absl::Time now) {
   // Each path builds only what it returns: the simulator asks about twice per VM-step, and most
   // advice starts nothing.
   if (a.scheduler_request) {
-    const SchedulerRequest& r = *a.scheduler_request;
+    const PermitRequest& r = *a.scheduler_request;
     return {Operation{.kind = OperationKind::kSchedulerRequest,
                       .generation = a.id,
                       .current = r.last_permit.value_or(state.current()),

@@ -151,8 +151,8 @@ Desired State::ComputeDesired(absl::Time now, std::optional<absl::Duration>* exp
 
 Desired State::DesiredResources(absl::Time now) const { return ComputeDesired(now, nullptr); }
 
-std::optional<SchedulerRequest> State::SchedulerAction(absl::Time now, const Resources& desired,
-                                                       std::optional<absl::Duration>* wait) const {
+std::optional<PermitRequest> State::SchedulerAction(absl::Time now, const Resources& desired,
+                                                    std::optional<absl::Duration>* wait) const {
   const Timings& t = config_.timings;
   // What the VM uses, counting a resize in flight as done (it may be growing).
   Resources in_use = current_;
@@ -191,7 +191,7 @@ std::optional<SchedulerRequest> State::SchedulerAction(absl::Time now, const Res
   // tick when there is no permit yet, so a VM whose first request failed cannot grow for 15 s.)
   const bool retry_failed = scheduler_.last_failure.has_value();
   if (tick_due || change_due || retry_failed) {
-    SchedulerRequest r;
+    PermitRequest r;
     r.last_permit = scheduler_.permit;
     r.target = change_due ? request : in_use;
     r.metrics = system_metrics_;

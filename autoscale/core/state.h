@@ -39,8 +39,10 @@
 
 namespace autoscale::core {
 
-// Ask the scheduler for `target` (an increase) or report it (a decrease or no change).
-struct SchedulerRequest {
+// Ask the scheduler for a permit of `target` (an increase) or report it (a decrease or no
+// change). The same request as api::PermitRequest on the wire and ledger::PermitRequest in the
+// ledger.
+struct PermitRequest {
   std::optional<Resources> last_permit;  // absent on the first request
   Resources target;
   std::optional<SystemMetrics> metrics;
@@ -68,7 +70,7 @@ struct ActionSet {
   uint64_t id = 0;
   // Call NextActions again after this long even if nothing changes (absent: only on change).
   std::optional<absl::Duration> wait;
-  std::optional<SchedulerRequest> scheduler_request;
+  std::optional<PermitRequest> scheduler_request;
   std::optional<VmResize> vm_resize;
   std::optional<MonitorUpscale> monitor_upscale;
   std::optional<MonitorDownscale> monitor_downscale;
@@ -197,8 +199,8 @@ class State {
 
   // The desired size, and how long until a timed adjustment in it expires.
   Desired ComputeDesired(absl::Time now, std::optional<absl::Duration>* expires) const;
-  std::optional<SchedulerRequest> SchedulerAction(absl::Time now, const Resources& desired,
-                                                  std::optional<absl::Duration>* wait) const;
+  std::optional<PermitRequest> SchedulerAction(absl::Time now, const Resources& desired,
+                                               std::optional<absl::Duration>* wait) const;
   std::optional<VmResize> VmAction(absl::Time now, const Resources& desired,
                                    const std::optional<Resources>& scheduler_requested,
                                    std::optional<absl::Duration>* wait) const;
