@@ -190,9 +190,11 @@ absl::StatusOr<Permit> Ledger::AnswerRequest(const PermitRequest& r, uint64_t* w
     change.requested = want;
     change.permit = want;  // a decrease (or no change) as asked
     if (growth) {
-      // An increase: none while the node waits for its agents after a restart (the clock only
-      // read then), else what the node has room for beside its other VMs.
-      const bool frozen = node->unheard > 0 && node->Awaiting(clock_.Now());
+      // An increase: none while the node waits for its other agents after a restart (this one
+      // counts as heard: it is speaking; the clock only read then), else what the node has room
+      // for beside its other VMs.
+      const int64_t others_unheard = node->unheard - (vm.heard ? 0 : 1);
+      const bool frozen = others_unheard > 0 && clock_.Now() < node->awaiting_until;
       const Resources others = node->reserved - vm.share();
       if (want.milli_cpu > have.milli_cpu) {
         change.permit.milli_cpu =

@@ -471,8 +471,10 @@ TEST_F(RecoveryTest, GrowthWaitsForEveryAgentAfterARestart) {
   EXPECT_EQ(p->resources, kCu);
   EXPECT_EQ(ledger_->PlaceVm(Spec("new", 1), "a").status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(ledger_->PlaceVm(Spec("new", 1)).status().code(), absl::StatusCode::kResourceExhausted);
-  // Once y is heard from, growth resumes.
-  ASSERT_TRUE(Ask("a", "y", kCu, kCu).ok());
+  // Once y is heard from, growth resumes: for y's own first request too (it was the last).
+  p = Ask("a", "y", kCu * 2, kCu);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->resources, kCu * 2);
   EXPECT_FALSE(ledger_->GetNode("a")->awaiting_agent);
   p = Ask("a", "x", kCu * 4, kCu);
   ASSERT_TRUE(p.ok());

@@ -47,8 +47,8 @@ enum class StoreKind { kMemory, kFile };
 struct Counts {
   int grants = 0, decreases = 0, bad_requests = 0, placed = 0, refused_placements = 0, released = 0,
       nodes_added = 0, nodes_updated = 0, over_capacity = 0, cordons = 0, drains = 0, removals = 0,
-      forced_removals = 0, bounds_changed = 0, migrations_started = 0, migrations_succeeded = 0,
-      migrations_failed = 0, snapshots = 0, restarts = 0, checkpoints = 0;
+      forced_removals = 0, bounds_changed = 0, expired = 0, migrations_started = 0,
+      migrations_succeeded = 0, migrations_failed = 0, snapshots = 0, restarts = 0, checkpoints = 0;
   uint64_t adopted = 0;
 };
 
@@ -84,6 +84,7 @@ class RandomRun {
     if (op < 422) return Drain();
     if (op < 426) return Remove();
     if (op < 440) return Bounds();
+    if (op < 445) return Expire();
     return Ask();
   }
 
@@ -381,6 +382,14 @@ class RandomRun {
     ++(empty ? counts_.removals : counts_.forced_removals);
   }
 
+  // Migration orders older than a few seconds end as failed (maintenance's expiry).
+  void Expire() {
+    absl::StatusOr<std::vector<MigrationOrder>> ended =
+        ledger_->ExpireMigrations(clock_.Now() - absl::Seconds(Pick(1, 20)));
+    ASSERT_TRUE(ended.ok()) << ended.status();
+    counts_.expired += ended->size();
+  }
+
   // An agent's config changed its VM's bounds (its permit may end up outside them).
   void Bounds() {
     if (vms_.empty()) return;
@@ -457,6 +466,7 @@ TEST_P(ReplayEquivalenceTest, TheRebuiltLedgerEqualsTheLiveOneThroughoutARandomR
     EXPECT_GT(c.removals + c.forced_removals, 10);
     EXPECT_GT(c.forced_removals, 3);
     EXPECT_GT(c.bounds_changed, 100);
+    EXPECT_GT(c.expired, 20);
     EXPECT_GT(c.migrations_started, 100);
     EXPECT_GT(c.migrations_succeeded, 30);
     EXPECT_GT(c.migrations_failed, 30);
