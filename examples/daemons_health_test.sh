@@ -1,5 +1,5 @@
 #!/bin/bash
-# Every daemon answers /healthz, /readyz and /metrics (with the process and build-info metrics)
+# Every daemon tells systemd it is ready (the scheduler is checked) and answers /healthz, /readyz and /metrics (with the process and build-info metrics)
 # on its HTTP port, and the standard gRPC health check on its gRPC server: the scheduler, an
 # agent of a node with no VMs, and a monitor watching its own memory cgroup.
 # Arguments: scheduler, agent, monitor, grpc_health_check, the VERSION file.
@@ -40,12 +40,23 @@ check_grpc() {  # daemon, address
   [ "$out" = "$2: SERVING" ] || fail "$1 gRPC health: $out"
 }
 
-"$scheduler" --data_dir="$tmp/data" --listen=127.0.0.1:0 --metrics_port=0 \
+# Started as by a Type=notify unit: READY=1 arrives on $NOTIFY_SOCKET once it serves.
+python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(30)
+open(sys.argv[2], "w").write(s.recv(100).decode())' "$tmp/notify.sock" "$tmp/notify.got" &
+pids+=($!)
+for _ in $(seq 100); do [ -S "$tmp/notify.sock" ] && break; sleep 0.05; done
+NOTIFY_SOCKET=$tmp/notify.sock "$scheduler" --data_dir="$tmp/data" --listen=127.0.0.1:0 --metrics_port=0 \
   --ready_file="$tmp/scheduler.ready" >"$tmp/scheduler.log" 2>&1 &
 pids+=($!)
 await "$tmp/scheduler.ready"
 sched_grpc=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["grpc"])' "$tmp/scheduler.ready")
 sched_http=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["metricsPort"])' "$tmp/scheduler.ready")
+await "$tmp/notify.got"
+[ "$(cat "$tmp/notify.got")" = READY=1 ] || fail "scheduler sd_notify: '$(cat "$tmp/notify.got")'"
 check_http scheduler "$sched_http" autoscaling_scheduler_requests_total
 check_grpc scheduler "$sched_grpc"
 

@@ -19,6 +19,7 @@
 #include "autoscale/agent/agent.h"
 #include "autoscale/base/http_server.h"
 #include "autoscale/base/init.h"
+#include "autoscale/base/sd_notify.h"
 #include "autoscale/rpc/agent_peer/grpc_client.h"
 #include "autoscale/rpc/agent_peer/grpc_server.h"
 #include "autoscale/rpc/monitor/grpc_client.h"
@@ -119,10 +120,12 @@ int Run() {
     std::rename((ready + ".tmp").c_str(), ready.c_str());
   }
   LOG(INFO) << "agent for node " << config->node() << " running; migrations on " << listen;
+  if (absl::Status s = NotifyReady(); !s.ok()) LOG(WARNING) << s;
 
   int sig = 0;
   sigwait(&signals, &sig);
   LOG(INFO) << "agent: signal " << sig << ", shutting down";
+  (void)NotifyStopping();
   node_agent.Stop();
   (*server)->Shutdown(absl::Seconds(2));
   http.reset();

@@ -22,6 +22,7 @@
 #include "autoscale/base/init.h"
 #include "autoscale/base/prometheus.h"
 #include "autoscale/base/proto_file.h"
+#include "autoscale/base/sd_notify.h"
 #include "autoscale/base/status_macros.h"
 #include "autoscale/rpc/monitor/grpc_server.h"
 #include "glog/logging.h"
@@ -209,9 +210,11 @@ absl::Status Run() {
     ASSIGN_OR_RETURN(http, HttpServer::Start(std::move(o)));
   }
 
+  if (absl::Status s = NotifyReady(); !s.ok()) LOG(WARNING) << s;
   const sigset_t signals = ShutdownSignals();
   int sig = 0;
   sigwait(&signals, &sig);
+  (void)NotifyStopping();
   LOG(INFO) << "monitor: signal " << sig << ", shutting down";
   link = nullptr;
   agent_link.Disconnect();

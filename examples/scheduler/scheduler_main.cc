@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "autoscale/base/http_server.h"
 #include "autoscale/base/init.h"
+#include "autoscale/base/sd_notify.h"
 #include "autoscale/core/resources.h"
 #include "autoscale/ledger/file_store.h"
 #include "autoscale/ledger/migration_policy.h"
@@ -179,6 +180,7 @@ int Run() {
     }
   }
 
+  if (absl::Status s = NotifyReady(); !s.ok()) LOG(WARNING) << s;
   // Maintenance rounds every --balance_interval until SIGTERM or SIGINT.
   (*scheduler)->Run(absl::GetFlag(FLAGS_balance_interval), [&signals](absl::Duration interval) {
     const timespec wait = absl::ToTimespec(interval);
@@ -188,6 +190,7 @@ int Run() {
     return true;
   });
 
+  (void)NotifyStopping();
   (*server)->Shutdown(absl::Seconds(2));
   http.reset();
   if (absl::Status s = (*scheduler)->Snapshot(); !s.ok()) LOG(ERROR) << "final snapshot: " << s;
