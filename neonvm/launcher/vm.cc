@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include <fstream>
 #include <set>
 
+#include "absl/random/random.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -67,6 +69,19 @@ absl::Status Validate(const VmSpec& s) {
   }
   if (s.cpus_use < s.cpus_min || s.cpus_use > s.cpus_max) {
     return bad("cpus_use ", s.cpus_use, " is outside ", s.cpus_min, "..", s.cpus_max);
+  }
+  // vCPUs are ceil(milli / 1000).
+  if (s.cpu_milli != 0 &&
+      (s.cpu_milli <= (s.cpus_use - 1) * 1000 || s.cpu_milli > s.cpus_use * 1000)) {
+    return bad("cpu_milli ", s.cpu_milli, " needs ", (s.cpu_milli + 999) / 1000,
+               " vCPUs, not cpus_use ", s.cpus_use);
+  }
+  if (s.cgroup.mode != HostCgroupSpec::Mode::kOff &&
+      (s.cgroup.parent.empty() || s.cgroup.parent[0] != '/' ||
+       s.cgroup.memory_overhead_bytes < 0)) {
+    return bad("cgroup.parent \"", s.cgroup.parent,
+               "\" must start with '/', and cgroup.memory_overhead_bytes (",
+               s.cgroup.memory_overhead_bytes, ") must not be negative");
   }
   if (!IsPowerOfTwo(s.virtio_mem_block_bytes) || s.virtio_mem_block_bytes < 2 * kMiB) {
     return bad("virtio_mem_block_bytes ", s.virtio_mem_block_bytes,
@@ -184,6 +199,33 @@ std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir
   return a;
 }
 
+absl::StatusOr<std::unique_ptr<HostCgroup>> Vm::MakeCgroup(const VmSpec& spec) {
+  if (spec.cgroup.mode == HostCgroupSpec::Mode::kOff) return nullptr;
+  HostCgroup::RemoveOrphans(spec.cgroup.parent);
+  // Random, not a pid: processes in other pid namespaces (sandboxed tests) share the hierarchy.
+  absl::BitGen bits;
+  std::string path =
+      absl::StrCat(spec.cgroup.parent == "/" ? "" : spec.cgroup.parent, "/", spec.name, ".",
+                   absl::Hex(absl::Uniform<uint64_t>(bits), absl::kZeroPad16));
+  absl::StatusOr<std::unique_ptr<HostCgroup>> cg = HostCgroup::Create(path);
+  absl::Status s = cg.status();
+  if (s.ok()) {
+    s = (*cg)->SetMemoryLimit(spec.memory_slots_max * spec.memory_slot_bytes +
+                              spec.cgroup.memory_overhead_bytes);
+  }
+  if (s.ok()) {
+    s = (*cg)->SetCpuLimit(spec.cpu_milli != 0 ? spec.cpu_milli : spec.cpus_use * 1000);
+  }
+  if (s.ok()) return cg;
+  s = Annotate(s, absl::StrCat("VM ", spec.name, ": host cgroup ", path));
+  if (spec.cgroup.mode == HostCgroupSpec::Mode::kRequired) return s;
+  static std::atomic<bool> logged{false};
+  if (!logged.exchange(true)) {
+    LOG(WARNING) << s << "; VMs run without a host cgroup (no CPU quota, no memory cap)";
+  }
+  return nullptr;
+}
+
 absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOptions& options) {
   RETURN_IF_ERROR(Validate(spec));
   absl::Time deadline = absl::Now() + options.timeout;
@@ -213,6 +255,12 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
     return absl::InternalError(
         absl::StrCat("VM ", spec.name, ": open ", log, ": ", ErrnoText(errno)));
   }
+  absl::StatusOr<std::unique_ptr<HostCgroup>> cgroup = MakeCgroup(spec);
+  if (!cgroup.ok()) {
+    close(log_fd);
+    cleanup_dir();
+    return cgroup.status();
+  }
   std::vector<std::string> argv = QemuCommandLine(spec, dir);
   SpawnOptions spawn;
   spawn.output_fd = log_fd;
@@ -225,21 +273,31 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
   VLOG(1) << "VM " << spec.name << ": started QEMU pid " << (*qemu)->pid() << ": "
           << absl::StrJoin(argv, " ");
 
-  // From here on the Vm owns the process and the directory: an early return kills and removes.
-  std::unique_ptr<Vm> vm(new Vm(spec, dir, own_dir, std::move(*qemu)));
+  // From here on the Vm owns the process, its cgroup and the directory: an early return kills
+  // and removes.
+  pid_t pid = (*qemu)->pid();
+  std::unique_ptr<Vm> vm(new Vm(spec, dir, own_dir, std::move(*qemu), std::move(*cgroup)));
+  if (vm->cgroup_ != nullptr) {
+    // QEMU has just exec'd: it has at most a thread or two and no guest memory yet, and
+    // cgroup.procs moves every thread it has; all later threads (the vCPUs) start in the group.
+    RETURN_IF_ERROR(Annotate(vm->cgroup_->Attach(pid), absl::StrCat("VM ", spec.name)));
+  }
   RETURN_IF_ERROR(vm->ConnectQmp(options, deadline));
   if (!spec.host_forwards.empty()) RETURN_IF_ERROR(vm->ReadHostPorts());
   return vm;
 }
 
-Vm::Vm(VmSpec spec, std::string runtime_dir, bool own_dir, std::unique_ptr<Subprocess> qemu)
+Vm::Vm(VmSpec spec, std::string runtime_dir, bool own_dir, std::unique_ptr<Subprocess> qemu,
+       std::unique_ptr<HostCgroup> cgroup)
     : spec_(std::move(spec)),
       runtime_dir_(std::move(runtime_dir)),
       own_dir_(own_dir),
-      qemu_(std::move(qemu)) {}
+      qemu_(std::move(qemu)),
+      cgroup_(std::move(cgroup)) {}
 
 Vm::~Vm() {
   Kill();
+  RemoveCgroup().IgnoreError();  // logged
   qmp_.reset();
   if (own_dir_) {
     std::error_code ignored;
@@ -315,22 +373,38 @@ std::string Vm::ExitDescription() {
 
 absl::Status Vm::Stop(absl::Duration timeout) {
   absl::Time deadline = absl::Now() + timeout;
-  if (!Running()) return absl::OkStatus();
+  if (!Running()) return RemoveCgroup();
   // QEMU may close the socket before its reply arrives; either way it is on its way out.
   absl::Status quit = qmp_->Execute("quit", {}, timeout).status();
   if (!quit.ok() && quit.code() != absl::StatusCode::kUnavailable) {
     LOG(WARNING) << "VM " << name() << ": " << quit;
   }
   if (qemu_->Wait(std::max(deadline - absl::Now(), absl::ZeroDuration())).ok()) {
-    return absl::OkStatus();
+    return RemoveCgroup();
   }
   Kill();
+  RemoveCgroup().IgnoreError();
   return absl::DeadlineExceededError(absl::StrCat("VM ", name(), ": QEMU did not exit within ",
                                                   absl::FormatDuration(timeout),
                                                   " of quit; killed it"));
 }
 
 void Vm::Kill() { qemu_->Kill(); }
+
+absl::Status Vm::SetCpuLimit(int milli) {
+  if (cgroup_ == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("VM ", name(), " runs without a host cgroup: no CPU limit to set"));
+  }
+  return Annotate(cgroup_->SetCpuLimit(milli), absl::StrCat("VM ", name()));
+}
+
+absl::Status Vm::RemoveCgroup() {
+  if (cgroup_ == nullptr || Running()) return absl::OkStatus();
+  absl::Status s = cgroup_->Remove();
+  if (!s.ok()) LOG(WARNING) << "VM " << name() << ": " << s;
+  return s;
+}
 
 std::string Vm::LogTail(size_t bytes) const {
   std::ifstream in(log_path(), std::ios::binary);

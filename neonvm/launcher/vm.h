@@ -36,6 +36,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "autoscale/base/subprocess.h"
+#include "neonvm/launcher/host_cgroup.h"
 #include "neonvm/qmp/qmp_client.h"
 
 namespace autoscale::neonvm::launcher {
@@ -56,6 +57,26 @@ struct HostForward {
   int host_port = 0;
 };
 
+// The host cgroup QEMU runs in (see host_cgroup.h).
+struct HostCgroupSpec {
+  enum class Mode {
+    // Use one where cgroups are writable; otherwise run without (logged once per process).
+    kAuto,
+    // Use one; Vm::Start fails when it cannot.
+    kRequired,
+    // None: QEMU runs in this process's cgroups, with no CPU quota or memory cap.
+    kOff,
+  };
+  Mode mode = Mode::kAuto;
+  // The parent group, relative to each controller's mount point; the VM's group is
+  // "<parent>/<name>.<random>". Starting a VM also removes empty groups there that processes
+  // killed before they could clean up left behind (HostCgroup::RemoveOrphans).
+  std::string parent = "/neonvm";
+  // The memory cap is the VM's largest memory plus this, for QEMU's own needs (its code, the
+  // TCG translation buffer, device state).
+  int64_t memory_overhead_bytes = int64_t{512} << 20;
+};
+
 struct VmSpec {
   // Names the VM in QEMU and in error messages. Letters, digits, '-', '_' and '.'.
   std::string name = "vm";
@@ -67,6 +88,9 @@ struct VmSpec {
   int cpus_min = 1;
   int cpus_max = 1;
   int cpus_use = 1;
+  // The CPU quota at start, in thousandths of a CPU: (cpus_use - 1) * 1000 < cpu_milli <=
+  // cpus_use * 1000. 0: cpus_use * 1000.
+  int cpu_milli = 0;
 
   // Memory is a whole number of slots; slots above `memory_slots_min` are virtio-mem memory.
   int64_t memory_slot_bytes = int64_t{256} << 20;
@@ -87,6 +111,8 @@ struct VmSpec {
 
   // Start as a migration target (-incoming defer) instead of paused.
   bool incoming = false;
+
+  HostCgroupSpec cgroup;
 
   // Appended to the command line as they are.
   std::vector<std::string> extra_args;
@@ -142,6 +168,12 @@ class Vm {
   // Starts the guest's CPUs (QMP cont).
   absl::Status Resume();
 
+  // Sets QEMU's CPU quota to `milli` thousandths of a CPU. FailedPrecondition when the VM runs
+  // without a host cgroup.
+  absl::Status SetCpuLimit(int milli);
+  // QEMU's host cgroup; null when it runs without one.
+  HostCgroup* cgroup() { return cgroup_.get(); }
+
   // The host port on 127.0.0.1 that reaches `guest_port`; NotFound if it is not forwarded.
   absl::StatusOr<int> HostPort(int guest_port) const;
 
@@ -161,7 +193,12 @@ class Vm {
   std::string LogTail(size_t bytes = 2000) const;
 
  private:
-  Vm(VmSpec spec, std::string runtime_dir, bool own_dir, std::unique_ptr<Subprocess> qemu);
+  Vm(VmSpec spec, std::string runtime_dir, bool own_dir, std::unique_ptr<Subprocess> qemu,
+     std::unique_ptr<HostCgroup> cgroup);
+  // The host cgroup for `spec`: null when it is off, or (kAuto) cannot be made.
+  static absl::StatusOr<std::unique_ptr<HostCgroup>> MakeCgroup(const VmSpec& spec);
+  // Removes the cgroup once QEMU has been reaped.
+  absl::Status RemoveCgroup();
   absl::Status ConnectQmp(const StartOptions& options, absl::Time deadline);
   absl::Status ReadHostPorts();
 
@@ -169,6 +206,8 @@ class Vm {
   const std::string runtime_dir_;
   const bool own_dir_;
   const std::unique_ptr<Subprocess> qemu_;
+  // Removed once QEMU has been reaped (Stop, ~Vm).
+  const std::unique_ptr<HostCgroup> cgroup_;
   std::unique_ptr<qmp::QmpClient> qmp_;
   std::map<int, int> host_ports_;  // guest port -> host port; set by Start.
 };

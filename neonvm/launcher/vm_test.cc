@@ -128,6 +128,11 @@ TEST(Validate, AcceptsTheDefaultsAndRefusesBadSpecs) {
       {"memory_slots_max", [](VmSpec& s) { s.memory_slots_max = 1 << 30; }},
       {"memory_slots_use", [](VmSpec& s) { s.memory_slots_max = 4, s.memory_slots_use = 0; }},
       {"need a kernel", [](VmSpec& s) { s.initrd = "/x"; }},
+      {"cpu_milli", [](VmSpec& s) { s.cpus_max = 2, s.cpus_use = 2, s.cpu_milli = 1000; }},
+      {"cpu_milli", [](VmSpec& s) { s.cpu_milli = 1001; }},
+      {"cpu_milli", [](VmSpec& s) { s.cpu_milli = -1; }},
+      {"cgroup.parent", [](VmSpec& s) { s.cgroup.parent = "neonvm"; }},
+      {"cgroup.memory_overhead_bytes", [](VmSpec& s) { s.cgroup.memory_overhead_bytes = -1; }},
       {"ports out of range", [](VmSpec& s) { s.host_forwards = {{.guest_port = 70000}}; }},
       {"forwarded twice",
        [](VmSpec& s) {
