@@ -152,6 +152,10 @@ absl::StatusOr<VmSize> VmResizer::Current() {
 }
 
 absl::StatusOr<VmSize> VmResizer::Resize(const VmSize& target) {
+  return Resize(target, target.cpus * 1000);
+}
+
+absl::StatusOr<VmSize> VmResizer::Resize(const VmSize& target, int cpu_milli) {
   absl::MutexLock lock(&resize_mu_);
   absl::Time deadline = absl::Now() + options_.timeout;
   const int64_t slot = spec_.memory_slot_bytes;
@@ -171,7 +175,25 @@ absl::StatusOr<VmSize> VmResizer::Resize(const VmSize& target) {
         Where(), " to ", ToString(target), ": memory is outside the spec's ",
         Bytes(spec_.memory_slots_min * slot), "..", Bytes(spec_.memory_slots_max * slot)));
   }
-  absl::Status s = ResizeCpus(target.cpus, deadline);
+  if (cpu_milli <= (target.cpus - 1) * 1000 || cpu_milli > target.cpus * 1000) {
+    return absl::InvalidArgumentError(absl::StrCat(Where(), " to ", ToString(target), ": ",
+                                                   cpu_milli, "m CPU needs ",
+                                                   (cpu_milli + 999) / 1000, " vCPUs"));
+  }
+  // The quota follows the vCPUs up and leads them down.
+  bool growing = false;
+  absl::Status s;
+  if (options_.set_cpu_limit) {
+    absl::StatusOr<std::vector<Cpu>> cpus = QueryCpus();
+    s = cpus.status();
+    if (s.ok()) {
+      growing = target.cpus > std::count_if(cpus->begin(), cpus->end(),
+                                            [](const Cpu& c) { return !c.qom_path.empty(); });
+      if (!growing) s = options_.set_cpu_limit(cpu_milli);
+    }
+  }
+  if (s.ok()) s = ResizeCpus(target.cpus, deadline);
+  if (s.ok() && growing) s = options_.set_cpu_limit(cpu_milli);
   if (s.ok()) s = ResizeMemory(target.memory_bytes, deadline);
   if (!s.ok()) {
     absl::StatusOr<VmSize> now = Current();

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -52,6 +53,10 @@ struct VmResizerOptions {
   bool guest_acknowledges_cpus = true;
   // How often memory and CPU removal progress is polled.
   absl::Duration poll_interval = absl::Milliseconds(10);
+  // Sets the VM's CPU quota in milli-CPU (e.g. launcher::Vm::SetCpuLimit); unset: the VM has no
+  // quota. Resize calls it so that QEMU never gets more CPU time than the permit allows: growing,
+  // after the vCPUs are plugged; shrinking (or the same vCPUs), before any is unplugged.
+  std::function<absl::Status(int milli)> set_cpu_limit;
 };
 
 class VmResizer {
@@ -71,6 +76,10 @@ class VmResizer {
   //     guest that cannot eject a CPU);
   //   - Unavailable: the QMP connection is lost.
   absl::StatusOr<VmSize> Resize(const VmSize& target);
+  // The same with a CPU quota of `cpu_milli` (options.set_cpu_limit), which must need
+  // target.cpus vCPUs: ceil(cpu_milli / 1000) == target.cpus. Resize(target) sets
+  // target.cpus * 1000.
+  absl::StatusOr<VmSize> Resize(const VmSize& target, int cpu_milli);
 
  private:
   struct Cpu;

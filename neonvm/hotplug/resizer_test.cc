@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "autoscale/base/units.h"
@@ -106,6 +107,63 @@ TEST_F(ResizerTest, CpuRemovalNeedsAGuest) {
       << reached.status();
   EXPECT_TRUE(absl::StrContains(reached.status().message(), "(now 2 CPUs, 256 MiB)"))
       << reached.status();
+}
+
+// The quota callback sees the vCPUs already plugged when growing, and still plugged when
+// shrinking: QEMU never has more CPU time than the smaller size allows.
+TEST_F(ResizerTest, RaisesTheCpuLimitAfterPluggingAndLowersItBeforeUnplugging) {
+  struct Call {
+    int milli;
+    int plugged;
+  };
+  std::vector<Call> calls;
+  VmResizerOptions o;
+  o.guest_acknowledges_cpus = false;
+  o.set_cpu_limit = [&](int milli) {
+    std::string cpus = Cpus();
+    int plugged = 0;
+    for (size_t pos = 0; (pos = cpus.find("\"qom-path\"", pos)) != std::string::npos; ++pos) {
+      ++plugged;
+    }
+    calls.push_back({milli, plugged});
+    return absl::OkStatus();
+  };
+  VmResizer r(vm_->qmp(), vm_->spec(), o);
+
+  ASSERT_TRUE(r.Resize({3, 256 * kMiB}, 2500).ok());
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].milli, 2500);
+  EXPECT_EQ(calls[0].plugged, 3);
+
+  ASSERT_TRUE(r.Resize({3, 256 * kMiB}, 2250).ok());  // the same vCPUs: only the quota
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[1].milli, 2250);
+
+  // Without a guest the unplug fails, but the quota was already lowered.
+  auto shrunk = r.Resize({2, 256 * kMiB});
+  EXPECT_EQ(shrunk.status().code(), absl::StatusCode::kFailedPrecondition) << shrunk.status();
+  ASSERT_EQ(calls.size(), 3u);
+  EXPECT_EQ(calls[2].milli, 2000);
+  EXPECT_EQ(calls[2].plugged, 3);
+
+  // A quota that does not fit the vCPUs is refused before anything changes.
+  for (int milli : {2000, 3001, 0}) {
+    EXPECT_EQ(r.Resize({3, 256 * kMiB}, milli).status().code(), absl::StatusCode::kInvalidArgument)
+        << milli;
+  }
+  EXPECT_EQ(calls.size(), 3u);
+}
+
+TEST_F(ResizerTest, ACpuLimitErrorFailsTheResize) {
+  VmResizerOptions o;
+  o.guest_acknowledges_cpus = false;
+  o.set_cpu_limit = [](int) { return absl::FailedPreconditionError("no cgroup"); };
+  VmResizer r(vm_->qmp(), vm_->spec(), o);
+  auto reached = r.Resize({2, 256 * kMiB});
+  EXPECT_EQ(reached.status().code(), absl::StatusCode::kFailedPrecondition) << reached.status();
+  EXPECT_TRUE(absl::StrContains(reached.status().message(), "no cgroup")) << reached.status();
+  // Growing: the vCPU was plugged first, and stays (the old, lower quota still holds).
+  EXPECT_EQ(r.Current()->cpus, 2);
 }
 
 TEST_F(ResizerTest, MemoryWithoutAGuestDriverTimesOutWithWhatItReached) {
