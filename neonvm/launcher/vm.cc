@@ -46,6 +46,11 @@ std::map<int, int> ParseHostForwards(const std::string& text) {
   return ports;
 }
 
+// The CPU quota a VM starts with.
+int StartMilli(const VmSpec& spec) {
+  return spec.cpu_milli != 0 ? spec.cpu_milli : spec.cpus_use * 1000;
+}
+
 }  // namespace
 
 bool KvmUsable() { return access("/dev/kvm", R_OK | W_OK) == 0; }
@@ -70,11 +75,8 @@ absl::Status Validate(const VmSpec& s) {
   if (s.cpus_use < s.cpus_min || s.cpus_use > s.cpus_max) {
     return bad("cpus_use ", s.cpus_use, " is outside ", s.cpus_min, "..", s.cpus_max);
   }
-  // vCPUs are ceil(milli / 1000).
-  if (s.cpu_milli != 0 &&
-      (s.cpu_milli <= (s.cpus_use - 1) * 1000 || s.cpu_milli > s.cpus_use * 1000)) {
-    return bad("cpu_milli ", s.cpu_milli, " needs ", (s.cpu_milli + 999) / 1000,
-               " vCPUs, not cpus_use ", s.cpus_use);
+  if (s.cpu_milli < 0 || s.cpu_milli > s.cpus_max * 1000) {
+    return bad("cpu_milli ", s.cpu_milli, " is outside 0..", s.cpus_max * 1000);
   }
   if (s.cgroup.mode != HostCgroupSpec::Mode::kOff &&
       (s.cgroup.parent.empty() || s.cgroup.parent[0] != '/' ||
@@ -214,7 +216,7 @@ absl::StatusOr<std::unique_ptr<HostCgroup>> Vm::MakeCgroup(const VmSpec& spec) {
                               spec.cgroup.memory_overhead_bytes);
   }
   if (s.ok()) {
-    s = (*cg)->SetCpuLimit(spec.cpu_milli != 0 ? spec.cpu_milli : spec.cpus_use * 1000);
+    s = (*cg)->SetCpuLimit(StartMilli(spec));
   }
   if (s.ok()) return cg;
   s = Annotate(s, absl::StrCat("VM ", spec.name, ": host cgroup ", path));
@@ -278,6 +280,7 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
   pid_t pid = (*qemu)->pid();
   std::unique_ptr<Vm> vm(new Vm(spec, dir, own_dir, std::move(*qemu), std::move(*cgroup)));
   if (vm->cgroup_ != nullptr) {
+    vm->cpu_milli_ = StartMilli(spec);
     // QEMU has just exec'd: it has at most a thread or two and no guest memory yet, and
     // cgroup.procs moves every thread it has; all later threads (the vCPUs) start in the group.
     RETURN_IF_ERROR(Annotate(vm->cgroup_->Attach(pid), absl::StrCat("VM ", spec.name)));
@@ -396,7 +399,9 @@ absl::Status Vm::SetCpuLimit(int milli) {
     return absl::FailedPreconditionError(
         absl::StrCat("VM ", name(), " runs without a host cgroup: no CPU limit to set"));
   }
-  return Annotate(cgroup_->SetCpuLimit(milli), absl::StrCat("VM ", name()));
+  RETURN_IF_ERROR(Annotate(cgroup_->SetCpuLimit(milli), absl::StrCat("VM ", name())));
+  cpu_milli_ = milli;
+  return absl::OkStatus();
 }
 
 absl::Status Vm::RemoveCgroup() {

@@ -25,6 +25,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -88,8 +89,9 @@ struct VmSpec {
   int cpus_min = 1;
   int cpus_max = 1;
   int cpus_use = 1;
-  // The CPU quota at start, in thousandths of a CPU: (cpus_use - 1) * 1000 < cpu_milli <=
-  // cpus_use * 1000. 0: cpus_use * 1000.
+  // The CPU quota at start, in thousandths of a CPU, at most cpus_max * 1000; 0: cpus_use * 1000.
+  // A migration target starts with the source's current quota and fewer vCPUs (they are
+  // replayed), so this is not tied to cpus_use; the resizer keeps vCPUs = ceil(milli / 1000).
   int cpu_milli = 0;
 
   // Memory is a whole number of slots; slots above `memory_slots_min` are virtio-mem memory.
@@ -171,6 +173,8 @@ class Vm {
   // Sets QEMU's CPU quota to `milli` thousandths of a CPU. FailedPrecondition when the VM runs
   // without a host cgroup.
   absl::Status SetCpuLimit(int milli);
+  // The CPU quota in milli-CPU; 0 without a host cgroup.
+  int cpu_milli() const { return cpu_milli_.load(); }
   // QEMU's host cgroup; null when it runs without one.
   HostCgroup* cgroup() { return cgroup_.get(); }
 
@@ -208,6 +212,7 @@ class Vm {
   const std::unique_ptr<Subprocess> qemu_;
   // Removed once QEMU has been reaped (Stop, ~Vm).
   const std::unique_ptr<HostCgroup> cgroup_;
+  std::atomic<int> cpu_milli_{0};
   std::unique_ptr<qmp::QmpClient> qmp_;
   std::map<int, int> host_ports_;  // guest port -> host port; set by Start.
 };

@@ -83,10 +83,12 @@ TEST_F(VmCgroupTest, QemuAndAllItsThreadsRunInAGroupWithTheQuotaAndTheCap) {
   EXPECT_GE(threads, 3);  // the main loop and two vCPUs at least
 
   EXPECT_EQ(*cg->CpuQuota(), 150000);
+  EXPECT_EQ((*vm)->cpu_milli(), 1500);
   EXPECT_EQ(Read(cg->memory_dir() + (cg->v2() ? "/memory.max" : "/memory.limit_in_bytes")),
             absl::StrCat(4 * 256 * kMiB + 300 * kMiB));
   ASSERT_TRUE((*vm)->SetCpuLimit(250).ok());
   EXPECT_EQ(*cg->CpuQuota(), 25000);
+  EXPECT_EQ((*vm)->cpu_milli(), 250);
   EXPECT_EQ((*vm)->SetCpuLimit(-5).code(), absl::StatusCode::kInvalidArgument);
 
   std::string dir = cg->cpu_dir(), memory_dir = cg->memory_dir();
@@ -115,6 +117,7 @@ TEST_F(VmCgroupTest, OffRunsQemuWithoutAGroup) {
   ASSERT_TRUE(vm.ok()) << vm.status();
   EXPECT_EQ((*vm)->cgroup(), nullptr);
   EXPECT_EQ((*vm)->SetCpuLimit(500).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*vm)->cpu_milli(), 0);
   std::string cgroups = Read(absl::StrCat("/proc/", (*vm)->pid(), "/cgroup"));
   EXPECT_FALSE(absl::StrContains(cgroups, parent_path_)) << cgroups;
 }
