@@ -1,6 +1,7 @@
 // One call into each installed library, through its installed headers, so that a consumer
 // linking all of them is checked: the api messages and gRPC stubs, the core's config protos, the
-// ledger, the LFC sizing and PostgreSQL resizer, the monitor, the QMP client and the simulator;
+// ledger, the LFC sizing and PostgreSQL resizer, the monitor, the QMP client, the VM launcher and
+// hotplug driver, and the simulator;
 // and base: the version compiled in is the installed package's (AUTOSCALE_PACKAGE_VERSION, from
 // find_package or pkg-config --modversion). Each call's result is checked; prints
 // "ok: <library>" per library and exits 1 on any mismatch.
@@ -19,6 +20,8 @@
 #include "lfc/sizing.h"
 #include "monitor/cgroup/layout.h"
 #include "monitor/options.h"
+#include "neonvm/hotplug/resizer.h"
+#include "neonvm/launcher/vm.h"
 #include "neonvm/qmp/qmp_client.h"
 
 namespace {
@@ -73,6 +76,14 @@ int main() {
 
   auto qmp = neonvm::qmp::QmpClient::Connect("unix:/nonexistent/qmp.sock");
   Check(!qmp.ok(), "qmp", qmp.status().ToString());
+
+  neonvm::launcher::VmSpec spec;
+  spec.cpus_max = 0;  // fewer than cpus_min
+  absl::Status valid = neonvm::launcher::Validate(spec);
+  Check(!valid.ok(), "launcher", valid.ToString());
+
+  const std::string size = neonvm::hotplug::ToString({.cpus = 2, .memory_bytes = 768 << 20});
+  Check(size == "2 CPUs, 768 MiB", "hotplug", size);
 
   auto trace = sim::ParseTraceCsv("time_s,vm,cpu_cores,memory_mib\n0,db-1,0.5,1024\n", "t.csv");
   Check(trace.ok() && trace->vms.size() == 1 && trace->vms[0].name == "db-1", "sim",
