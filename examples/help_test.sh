@@ -11,7 +11,7 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 # The flags each binary's --help must list (its main ones, as the README documents them).
 want_flags() {
   case $1 in
-    agent) echo "config check_config listen http_host http_port scheduler_timeout ready_file v log_format" ;;
+    agent) echo "config check_config listen advertise_address http_host http_port scheduler_timeout ready_file v log_format" ;;
     scheduler) echo "data_dir listen metrics_port watermark compute_unit migration_policy \
 balance_interval recovery_grace ready_file migration_timeout disk_reserve" ;;
     schedctl) echo "server timeout node vm total compute_unit resources last_permit order o force \
