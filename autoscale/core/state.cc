@@ -42,10 +42,9 @@ State::State(const StateConfig& config, Resources current, Bounds bounds)
   goal_ = ComputeGoal(config_.scaling, config_.compute_unit, nullptr, nullptr);
 }
 
-Desired State::ComputeDesired(absl::Time now, std::optional<absl::Duration>* expires) const {
+State::Adjusted State::ComputeDesired(absl::Time now,
+                                      std::optional<absl::Duration>* expires) const {
   const Resources& cu = config_.compute_unit;
-  Desired d;
-  d.goal = goal_;
   uint32_t goal_cu = goal_.goal_cu;
   Signal signal = goal_.decided_by;
 
@@ -143,13 +142,18 @@ Desired State::ComputeDesired(absl::Time now, std::optional<absl::Duration>* exp
     signal = Signal::kMigrating;
   }
 
-  d.resources = result;
-  d.goal_cu = goal_cu;
-  d.decided_by = signal;
-  return d;
+  return {result, goal_cu, signal};
 }
 
-Desired State::DesiredResources(absl::Time now) const { return ComputeDesired(now, nullptr); }
+Desired State::DesiredResources(absl::Time now) const {
+  Desired d;
+  const Adjusted a = ComputeDesired(now, &d.expires);
+  d.resources = a.resources;
+  d.goal_cu = a.goal_cu;
+  d.decided_by = a.decided_by;
+  d.goal = goal_;
+  return d;
+}
 
 std::optional<PermitRequest> State::SchedulerAction(absl::Time now, const Resources& desired,
                                                     std::optional<absl::Duration>* wait) const {
@@ -277,7 +281,7 @@ ActionSet State::NextActions(absl::Time now) const {
   ActionSet a;
   a.id = generation_;
   std::optional<absl::Duration> wait;
-  const Desired desired = ComputeDesired(now, &wait);
+  const Adjusted desired = ComputeDesired(now, &wait);
   a.scheduler_request = SchedulerAction(now, desired.resources, &wait);
   std::optional<Resources> scheduler_requested;
   if (scheduler_.ongoing) {
@@ -303,10 +307,16 @@ void State::RecomputeGoal() {
   if (metrics_stale_) goal_.has_all_metrics = false;
 }
 
-void State::RefreshGoal(absl::Time now) {
+bool State::RefreshGoal(absl::Time now) {
+  const Goal before = goal_;
   RecomputeGoal();
+  // A goal of the same size, signal and completeness leaves DesiredResources as it was: the
+  // history below only moves its last sample of that size forward, which matters only once the
+  // goal changes.
+  const bool changed = goal_.goal_cu != before.goal_cu || goal_.decided_by != before.decided_by ||
+                       goal_.has_all_metrics != before.has_all_metrics;
   const absl::Duration window = config_.scaling.downscale_stabilization_window;
-  if (window <= absl::ZeroDuration() || !goal_.has_all_metrics) return;
+  if (window <= absl::ZeroDuration() || !goal_.has_all_metrics) return changed;
   while (!goal_history_.empty() && goal_history_.front().at + window <= now) {
     goal_history_.pop_front();
   }
@@ -314,11 +324,12 @@ void State::RefreshGoal(absl::Time now) {
     goal_history_.pop_back();
   }
   goal_history_.push_back({now, goal_.goal_cu});
+  return changed;
 }
 
 void State::UpdateBounds(Bounds bounds) {
   bounds_ = bounds;
-  Changed();
+  DesiredChanged();
 }
 
 void State::UpdateScalingConfig(const ScalingConfig& scaling) {
@@ -327,31 +338,38 @@ void State::UpdateScalingConfig(const ScalingConfig& scaling) {
   if (!scaling.enable_lfc_metrics) lfc_metrics_.reset();
   if (scaling.downscale_stabilization_window <= absl::ZeroDuration()) goal_history_.clear();
   RecomputeGoal();
-  Changed();
+  DesiredChanged();
 }
 
 void State::SetMigrating(bool migrating) {
   migrating_ = migrating;
-  Changed();
+  DesiredChanged();
 }
 
 void State::UpdateSystemMetrics(absl::Time now, const SystemMetrics& metrics) {
   system_metrics_ = metrics;
+  const bool was_stale = metrics_stale_;
   metrics_stale_ = false;
-  RefreshGoal(now);
-  Changed();
+  if (RefreshGoal(now) || was_stale) {
+    DesiredChanged();
+  } else {
+    Changed();
+  }
 }
 
 void State::UpdateLfcMetrics(absl::Time now, const LfcMetrics& metrics) {
   lfc_metrics_ = metrics;
-  RefreshGoal(now);
-  Changed();
+  if (RefreshGoal(now)) {
+    DesiredChanged();
+  } else {
+    Changed();
+  }
 }
 
 void State::MarkMetricsStale() {
   metrics_stale_ = true;
   RecomputeGoal();
-  Changed();
+  DesiredChanged();
 }
 
 void State::ClearMetrics() {
@@ -359,7 +377,7 @@ void State::ClearMetrics() {
   lfc_metrics_.reset();
   metrics_stale_ = false;
   RecomputeGoal();
-  Changed();
+  DesiredChanged();
 }
 
 // --- scheduler ---
@@ -421,14 +439,14 @@ void State::VmResizeSucceeded(absl::Time, Resources reached) {
   vm_.ongoing.reset();
   vm_.last_failure.reset();
   current_ = reached;
-  Changed();
+  DesiredChanged();
 }
 
 void State::VmResizeFailed(absl::Time now, std::optional<Resources> now_at) {
   vm_.ongoing.reset();
   vm_.last_failure = now;
   if (now_at) current_ = *now_at;
-  Changed();
+  DesiredChanged();
 }
 
 // --- monitor ---
@@ -438,17 +456,17 @@ void State::MonitorConnected(absl::Time) {
   // A new monitor starts from the VM's size; while a resize is in flight, from what the VM keeps
   // either way (the reference takes the size before a shrink ends and calls it racy).
   monitor_.approved = vm_.ongoing ? Resources::Min(current_, *vm_.ongoing) : current_;
-  Changed();
+  DesiredChanged();
 }
 
 void State::MonitorDisconnected() {
   monitor_ = MonitorSide{};
-  Changed();
+  DesiredChanged();
 }
 
 void State::MonitorUpscaleRequested(absl::Time now) {
   monitor_.requested_upscale = TimedResources{now, monitor_.approved.value_or(current_)};
-  Changed();
+  DesiredChanged();
 }
 
 void State::MonitorUpscaleStarted(absl::Time, Resources target) {
@@ -489,7 +507,7 @@ void State::MonitorDownscaleDenied(absl::Time now) {
   monitor_.denied_downscale =
       MonitorSide::Denied{now, monitor_.approved.value_or(current_), monitor_.ongoing->requested};
   monitor_.ongoing.reset();
-  Changed();
+  DesiredChanged();
 }
 
 void State::MonitorDownscaleFailed(absl::Time now) {
