@@ -7,13 +7,15 @@
 namespace autoscale::core {
 namespace {
 
-void MinWait(std::optional<absl::Duration>* wait, absl::Duration d) {
-  if (wait != nullptr && (!wait->has_value() || d < **wait)) *wait = d;
+// Timers are kept as the moment they end: `until` becomes the earliest (callers turn it into a
+// wait once, as until - now; absl's time arithmetic is out of line, its comparisons are not).
+void MinUntil(std::optional<absl::Time>* until, absl::Time end) {
+  if (until != nullptr && (!until->has_value() || end < **until)) *until = end;
 }
 
-// Time left until `at + period`; positive while the period lasts.
-absl::Duration Left(absl::Time now, absl::Time at, absl::Duration period) {
-  return at + period - now;
+std::optional<absl::Duration> WaitUntil(const std::optional<absl::Time>& until, absl::Time now) {
+  if (!until) return std::nullopt;
+  return *until - now;
 }
 
 // Moves each field of `current` towards `desired`, but a decrease stops at `lower` and an
@@ -42,8 +44,7 @@ State::State(const StateConfig& config, Resources current, Bounds bounds)
   goal_ = ComputeGoal(config_.scaling, config_.compute_unit, nullptr, nullptr);
 }
 
-State::Adjusted State::ComputeDesired(absl::Time now,
-                                      std::optional<absl::Duration>* expires) const {
+State::Adjusted State::ComputeDesired(absl::Time now, std::optional<absl::Time>* expires) const {
   const Resources& cu = config_.compute_unit;
   uint32_t goal_cu = goal_.goal_cu;
   Signal signal = goal_.decided_by;
@@ -57,7 +58,7 @@ State::Adjusted State::ComputeDesired(absl::Time now,
       if (s.goal_cu > goal_cu) {
         goal_cu = s.goal_cu;
         signal = Signal::kStabilization;
-        MinWait(expires, Left(now, s.at, window));
+        MinUntil(expires, s.at + window);
       }
       break;
     }
@@ -66,26 +67,25 @@ State::Adjusted State::ComputeDesired(absl::Time now,
 
   // The monitor asked for more memory: at least one CU above what it had then, for a while.
   if (monitor_.requested_upscale) {
-    absl::Duration left =
-        Left(now, monitor_.requested_upscale->at, config_.timings.monitor_requested_upscale_valid);
-    if (left > absl::ZeroDuration()) {
+    const absl::Time end =
+        monitor_.requested_upscale->at + config_.timings.monitor_requested_upscale_valid;
+    if (end > now) {
       uint32_t required =
           CuAbove(monitor_.requested_upscale->resources.memory_bytes, cu.memory_bytes);
       if (required > initial_cu) {
         goal_cu = std::max(goal_cu, required);
         signal = Signal::kMonitorUpscale;
-        MinWait(expires, left);
+        MinUntil(expires, end);
       }
     }
   }
 
   // The monitor refused a downscale recently: stay above what it refused, for a while.
   const MonitorSide::Denied* denied = nullptr;
-  absl::Duration denied_left;
+  absl::Time denied_end;
   if (monitor_.denied_downscale) {
-    denied_left =
-        Left(now, monitor_.denied_downscale->at, config_.timings.monitor_retry_denied_downscale);
-    if (denied_left > absl::ZeroDuration()) denied = &*monitor_.denied_downscale;
+    denied_end = monitor_.denied_downscale->at + config_.timings.monitor_retry_denied_downscale;
+    if (denied_end > now) denied = &*monitor_.denied_downscale;
   }
   if (denied != nullptr) {
     uint32_t required = std::max(CuAbove(denied->requested.milli_cpu, cu.milli_cpu),
@@ -93,7 +93,7 @@ State::Adjusted State::ComputeDesired(absl::Time now,
     if (required > initial_cu) {
       if (required > goal_cu) signal = Signal::kDeniedDownscale;
       goal_cu = std::max(goal_cu, required);
-      MinWait(expires, denied_left);
+      MinUntil(expires, denied_end);
     }
   }
 
@@ -122,7 +122,7 @@ State::Adjusted State::ComputeDesired(absl::Time now,
     if (raised != result) {
       result = raised;
       signal = Signal::kDeniedDownscale;
-      MinWait(expires, denied_left);
+      MinUntil(expires, denied_end);
     }
   }
 
@@ -147,7 +147,9 @@ State::Adjusted State::ComputeDesired(absl::Time now,
 
 Desired State::DesiredResources(absl::Time now) const {
   Desired d;
-  const Adjusted a = ComputeDesired(now, &d.expires);
+  std::optional<absl::Time> until;
+  const Adjusted a = ComputeDesired(now, &until);
+  d.expires = WaitUntil(until, now);
   d.resources = a.resources;
   d.goal_cu = a.goal_cu;
   d.decided_by = a.decided_by;
@@ -156,7 +158,8 @@ Desired State::DesiredResources(absl::Time now) const {
 }
 
 std::optional<PermitRequest> State::SchedulerAction(absl::Time now, const Resources& desired,
-                                                    std::optional<absl::Duration>* wait) const {
+                                                    std::optional<absl::Time>* until) const {
+  if (scheduler_.ongoing) return std::nullopt;  // one at a time
   const Timings& t = config_.timings;
   // What the VM uses, counting a resize in flight as done (it may be growing).
   Resources in_use = current_;
@@ -166,28 +169,27 @@ std::optional<PermitRequest> State::SchedulerAction(absl::Time now, const Resour
   // can lower the permit under the size the VM is about to reach.)
   const Resources request = Resources::Max(desired, in_use);
 
-  absl::Duration until_tick = absl::ZeroDuration();
+  absl::Time tick = now;
   if (scheduler_.last_request) {
-    until_tick = Left(now, scheduler_.last_request->at, t.scheduler_request_at_least_every);
+    tick = scheduler_.last_request->at + t.scheduler_request_at_least_every;
   }
-  const bool tick_due = until_tick <= absl::ZeroDuration();
+  const bool tick_due = tick <= now;
 
   // After a partial or denied grant, wait before asking again.
-  absl::Duration until_retry = absl::ZeroDuration();
-  if (!scheduler_.ongoing && scheduler_.last_request && scheduler_.permit &&
+  absl::Time retry = now;
+  if (scheduler_.last_request && scheduler_.permit &&
       scheduler_.last_request->resources.AnyGreaterThan(*scheduler_.permit)) {
-    until_retry = Left(now, scheduler_.last_request->at, t.scheduler_retry_denied_upscale);
+    retry = scheduler_.last_request->at + t.scheduler_retry_denied_upscale;
   }
-  const bool retry_waiting = until_retry > absl::ZeroDuration();
+  const bool retry_waiting = retry > now;
   const bool want_change =
       scheduler_.last_request && scheduler_.permit && request != *scheduler_.permit;
   const bool change_due = want_change && !retry_waiting;
 
-  if (scheduler_.ongoing) return std::nullopt;  // one at a time
   if (scheduler_.last_failure) {
-    absl::Duration left = Left(now, *scheduler_.last_failure, t.scheduler_retry_failed_request);
-    if (left > absl::ZeroDuration()) {
-      MinWait(wait, left);
+    const absl::Time end = *scheduler_.last_failure + t.scheduler_retry_failed_request;
+    if (end > now) {
+      MinUntil(until, end);
       return std::nullopt;
     }
   }
@@ -201,13 +203,13 @@ std::optional<PermitRequest> State::SchedulerAction(absl::Time now, const Resour
     r.metrics = system_metrics_;
     return r;
   }
-  MinWait(wait, retry_waiting ? std::min(until_tick, until_retry) : until_tick);
+  MinUntil(until, retry_waiting ? std::min(tick, retry) : tick);
   return std::nullopt;
 }
 
 std::optional<VmResize> State::VmAction(absl::Time now, const Resources& desired,
                                         const std::optional<Resources>& scheduler_requested,
-                                        std::optional<absl::Duration>* wait) const {
+                                        std::optional<absl::Time>* until) const {
   // Shrink no further than the monitor approved (not at all without a monitor), nor below an
   // upscale notification in flight (the monitor may already act on it; the reference misses
   // this); grow no further than the permit (not at all without one).
@@ -222,17 +224,17 @@ std::optional<VmResize> State::VmAction(absl::Time now, const Resources& desired
   if (scheduler_requested && scheduler_requested->AnyLessThan(target)) return std::nullopt;
   if (vm_.ongoing) return std::nullopt;
   if (vm_.last_failure) {
-    absl::Duration left = Left(now, *vm_.last_failure, config_.timings.vm_retry_failed_request);
-    if (left > absl::ZeroDuration()) {
-      MinWait(wait, left);
+    const absl::Time end = *vm_.last_failure + config_.timings.vm_retry_failed_request;
+    if (end > now) {
+      MinUntil(until, end);
       return std::nullopt;
     }
   }
   return VmResize{current_, target};
 }
 
-std::optional<MonitorUpscale> State::MonitorUpscaleAction(
-    absl::Time now, const Resources& desired, std::optional<absl::Duration>* wait) const {
+std::optional<MonitorUpscale> State::MonitorUpscaleAction(absl::Time now, const Resources& desired,
+                                                          std::optional<absl::Time>* until) const {
   if (!monitor_.approved) return std::nullopt;
   const Resources approved = *monitor_.approved;
   // Tell the monitor about what the VM has (not beyond what is desired), one CU at a time. While
@@ -245,10 +247,9 @@ std::optional<MonitorUpscale> State::MonitorUpscaleAction(
   if (target == approved) return std::nullopt;
   if (monitor_.ongoing) return std::nullopt;
   if (monitor_.upscale_failure) {
-    absl::Duration left =
-        Left(now, *monitor_.upscale_failure, config_.timings.monitor_retry_failed_request);
-    if (left > absl::ZeroDuration()) {
-      MinWait(wait, left);
+    const absl::Time end = *monitor_.upscale_failure + config_.timings.monitor_retry_failed_request;
+    if (end > now) {
+      MinUntil(until, end);
       return std::nullopt;
     }
   }
@@ -257,7 +258,7 @@ std::optional<MonitorUpscale> State::MonitorUpscaleAction(
 
 std::optional<MonitorDownscale> State::MonitorDownscaleAction(
     absl::Time now, const Resources& desired, bool upscale_planned,
-    std::optional<absl::Duration>* wait) const {
+    std::optional<absl::Time>* until) const {
   if (!monitor_.approved) return std::nullopt;
   const Resources approved = *monitor_.approved;
   // Ask for the desired size, but never more than one CU below what the monitor approved.
@@ -267,10 +268,10 @@ std::optional<MonitorDownscale> State::MonitorDownscaleAction(
   // Upscale notifications take priority; one monitor request at a time.
   if (upscale_planned || monitor_.ongoing) return std::nullopt;
   if (monitor_.downscale_failure) {
-    absl::Duration left =
-        Left(now, *monitor_.downscale_failure, config_.timings.monitor_retry_failed_request);
-    if (left > absl::ZeroDuration()) {
-      MinWait(wait, left);
+    const absl::Time end =
+        *monitor_.downscale_failure + config_.timings.monitor_retry_failed_request;
+    if (end > now) {
+      MinUntil(until, end);
       return std::nullopt;
     }
   }
@@ -280,20 +281,20 @@ std::optional<MonitorDownscale> State::MonitorDownscaleAction(
 ActionSet State::NextActions(absl::Time now) const {
   ActionSet a;
   a.id = generation_;
-  std::optional<absl::Duration> wait;
-  const Adjusted desired = ComputeDesired(now, &wait);
-  a.scheduler_request = SchedulerAction(now, desired.resources, &wait);
+  std::optional<absl::Time> until;
+  const Adjusted desired = ComputeDesired(now, &until);
+  a.scheduler_request = SchedulerAction(now, desired.resources, &until);
   std::optional<Resources> scheduler_requested;
   if (scheduler_.ongoing) {
     scheduler_requested = scheduler_.last_request->resources;
   } else if (a.scheduler_request) {
     scheduler_requested = a.scheduler_request->target;
   }
-  a.vm_resize = VmAction(now, desired.resources, scheduler_requested, &wait);
-  a.monitor_upscale = MonitorUpscaleAction(now, desired.resources, &wait);
+  a.vm_resize = VmAction(now, desired.resources, scheduler_requested, &until);
+  a.monitor_upscale = MonitorUpscaleAction(now, desired.resources, &until);
   a.monitor_downscale =
-      MonitorDownscaleAction(now, desired.resources, a.monitor_upscale.has_value(), &wait);
-  a.wait = wait;
+      MonitorDownscaleAction(now, desired.resources, a.monitor_upscale.has_value(), &until);
+  a.wait = WaitUntil(until, now);
   return a;
 }
 

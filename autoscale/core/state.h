@@ -208,24 +208,25 @@ class State {
     uint32_t goal_cu;
   };
 
-  // The desired size without the goal's breakdown (NextActions needs only this), and how long
-  // until a timed adjustment in it expires.
+  // The desired size without the goal's breakdown (NextActions needs only this); `until` becomes
+  // the end of the first timed adjustment in it, if earlier. The actions below likewise lower
+  // `until` to the end of the first timer that holds them back.
   struct Adjusted {
     Resources resources;
     uint32_t goal_cu = 0;
     Signal decided_by = Signal::kNone;
   };
-  Adjusted ComputeDesired(absl::Time now, std::optional<absl::Duration>* expires) const;
+  Adjusted ComputeDesired(absl::Time now, std::optional<absl::Time>* until) const;
   std::optional<PermitRequest> SchedulerAction(absl::Time now, const Resources& desired,
-                                               std::optional<absl::Duration>* wait) const;
+                                               std::optional<absl::Time>* until) const;
   std::optional<VmResize> VmAction(absl::Time now, const Resources& desired,
                                    const std::optional<Resources>& scheduler_requested,
-                                   std::optional<absl::Duration>* wait) const;
+                                   std::optional<absl::Time>* until) const;
   std::optional<MonitorUpscale> MonitorUpscaleAction(absl::Time now, const Resources& desired,
-                                                     std::optional<absl::Duration>* wait) const;
+                                                     std::optional<absl::Time>* until) const;
   std::optional<MonitorDownscale> MonitorDownscaleAction(absl::Time now, const Resources& desired,
                                                          bool upscale_planned,
-                                                         std::optional<absl::Duration>* wait) const;
+                                                         std::optional<absl::Time>* until) const;
   // Recomputes the cached goal after metrics or config changed and records it for the
   // stabilization window. Returns whether the goal's size, signal or completeness changed.
   bool RefreshGoal(absl::Time now);

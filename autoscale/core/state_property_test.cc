@@ -166,8 +166,8 @@ class Simulation {
   // Metrics that leave desired_generation alone change no advice but the metrics a scheduler
   // request carries (a driver that skips asking on such metrics, as the simulator does, starts
   // the same operations at the same times).
-  void CheckSameAdvice(const ActionSet& before, const char* what) {
-    if (state_->desired_generation() != last_desired_generation_) return;
+  void CheckSameAdvice(const ActionSet& before, const char* what, bool always = false) {
+    if (!always && state_->desired_generation() != last_desired_generation_) return;
     const ActionSet a = state_->NextActions(now_);
     SCOPED_TRACE(what);
     EXPECT_EQ(a.wait, before.wait);
@@ -239,6 +239,10 @@ class Simulation {
     }
     if (a.scheduler_request && Chance(0.7)) {
       s.SchedulerRequestStarted(now_, a.scheduler_request->target);
+      // The rest of the advice holds (executor.h's StartAll relies on it).
+      ActionSet rest = a;
+      rest.scheduler_request.reset();
+      CheckSameAdvice(rest, "after starting a scheduler request", /*always=*/true);
       return "start scheduler request";
     }
     if (a.vm_resize && Chance(0.7)) {
