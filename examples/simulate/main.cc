@@ -70,6 +70,12 @@ ABSL_FLAG(double, monitor_failure_rate, 0.001, "share of monitor requests that f
 ABSL_FLAG(double, migration_failure_rate, 0.01, "share of live migrations that fail");
 ABSL_FLAG(uint64_t, seed, 1, "seed of workloads, placement, latencies and failures");
 ABSL_FLAG(int, threads, 0, "threads (0: one per core); results do not depend on it");
+ABSL_FLAG(bool, step_every_vm, false,
+          "ask every VM's agent at every metrics arrival, even when nothing it decides on changed "
+          "(slower; the same results)");
+ABSL_FLAG(std::string, placement, "ledger",
+          "where VMs start: ledger (the scheduler's placement, VMs times nodes) or spread (VM i "
+          "on node i mod nodes where it fits: for large fleets)");
 ABSL_FLAG(int, plot_vms, 6, "VMs plotted in the report (one per workload kind first)");
 ABSL_FLAG(std::string, html, "simulate.html", "HTML report (empty: none)");
 ABSL_FLAG(std::string, csv, "simulate_vms.csv",
@@ -231,6 +237,16 @@ int Main() {
                      .monitor = absl::GetFlag(FLAGS_monitor_failure_rate),
                      .migration = absl::GetFlag(FLAGS_migration_failure_rate)};
   config.check_invariants = absl::GetFlag(FLAGS_check_invariants);
+  config.step_every_vm = absl::GetFlag(FLAGS_step_every_vm);
+  if (absl::GetFlag(FLAGS_placement) == "ledger") {
+    config.placement = InitialPlacement::kLedger;
+  } else if (absl::GetFlag(FLAGS_placement) == "spread") {
+    config.placement = InitialPlacement::kSpread;
+  } else {
+    return fail(absl::InvalidArgumentError(absl::StrCat("--placement: unknown placement '",
+                                                        absl::GetFlag(FLAGS_placement),
+                                                        "' (known: ledger, spread)")));
+  }
 
   int count = absl::GetFlag(FLAGS_vms);
   if (count < 0) return fail(absl::InvalidArgumentError("--vms must be >= 0"));
@@ -261,14 +277,14 @@ int Main() {
       kinds.push_back(kind);
       config.series_vms.push_back(i);
     }
-    for (uint32_t i = 0; i < vms->size(); ++i) {
+    const size_t plot = static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_plot_vms)));
+    for (uint32_t i = 0; i < vms->size() && config.series_vms.size() < plot; ++i) {
       if (std::find(config.series_vms.begin(), config.series_vms.end(), i) ==
           config.series_vms.end()) {
         config.series_vms.push_back(i);
       }
     }
-    config.series_vms.resize(
-        std::min<size_t>(config.series_vms.size(), std::max(0, absl::GetFlag(FLAGS_plot_vms))));
+    config.series_vms.resize(std::min(config.series_vms.size(), plot));
     const absl::Time start = absl::Now();
     absl::StatusOr<std::unique_ptr<Simulation>> sim = Simulation::Create(config, *std::move(vms));
     if (!sim.ok()) return fail(sim.status());
