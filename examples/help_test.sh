@@ -18,7 +18,8 @@ balance_interval recovery_grace ready_file" ;;
     monitor) echo "listen cgroup watch memory_bytes lfc_resizer postgres_conninfo config \
 threshold_fraction sample_interval metrics_interval" ;;
     simulate) echo "vms nodes node_cpus node_memory_gib duration step workload trace config \
-compare_config seed threads" ;;
+compare_config seed threads summary_json series_csv series_interval step_every_vm placement \
+lfc_metrics_interval" ;;
     demo) echo "duration dir verbose" ;;
     autoscale-goal) echo "vlog" ;;
     memstep) echo "prefill-kib timeout-ms" ;;
