@@ -1,7 +1,7 @@
 #!/bin/sh
 # The binary end to end: a small run writes a summary, a CSV and an HTML report; a comparison
 # writes both runs, and more compared runs write theirs with the summary JSON and series CSVs; a
-# trace drives a run; bad input (a malformed trace row, a bad config, a bad flag) exits 2 naming
+# trace drives a run; the LFC goal runs and is reported; bad input (a malformed trace row, a bad config, a bad flag) exits 2 naming
 # what is wrong.
 set -u
 bin=$1
@@ -37,6 +37,21 @@ grep -q '^60.000,fleet,' "$out/series.csv" || fail "series CSV: $(head -3 "$out/
 for label in "allocated (default)" "allocated (step1.json)" "allocated (stable.json (2))"; do
   grep -qF "$label" "$out/n.html" || fail "the report lacks '$label'"
 done
+# The LFC goal: with enableLFCMetrics the LFC part decides goals, and the summary, its JSON and
+# the report say how often; the compared run without it says "LFC off".
+"$bin" --vms=20 --nodes=1 --duration=1h --config=$data/lfc.json --lfc_base_gib=4:8 \
+  --compare_config=examples/simulate/stable.json --html="$out/l.html" --csv= \
+  --summary_json="$out/l.json" >"$out/summary.txt" 2>"$out/err.txt" ||
+  fail "LFC run exited $?: $(cat "$out/err.txt")"
+line=$(grep "^goal decided by: CPU / memory / memory+LFC cache / LFC" "$out/summary.txt")
+lfc_pct=$(echo "$line" | awk '{print $18}')  # the first run's LFC share
+case "$lfc_pct" in
+  0.00%|""|LFC) fail "the LFC part decided no goal: $line" ;;
+esac
+echo "$line" | grep -q "LFC off" || fail "the run without enableLFCMetrics: $line"
+grep -q '"lfc_enabled": true' "$out/l.json" || fail "summary JSON: LFC not enabled"
+grep -q '"goal_by_lfc": [1-9]' "$out/l.json" || fail "summary JSON: no goal_by_lfc"
+grep -q "LFC" "$out/l.html" || fail "the report lacks the LFC part"
 "$bin" --vms=20 --nodes=1 --duration=10m --html= --csv= --lfc_base_gib=4:2 >/dev/null 2>"$out/err.txt"
 grep -q "base_gib" "$out/err.txt" || fail "bad working set range: $(cat "$out/err.txt")"
 
