@@ -1,8 +1,11 @@
 """Every external repository this project uses, all from Debian packages.
 
-Call autoscale_dependencies() at the top of a WORKSPACE (this project's, or one that depends on it
-through local_repository) before anything else: the stand-ins must be declared before Bazel's
-built-in WORKSPACE suffix would download the real ones.
+Call autoscale_dependencies() in a WORKSPACE (this project's, or one that depends on it through
+local_repository) after the repositories that WORKSPACE declares itself: each name here is declared
+only if it is not already, so a consumer's own repository of that name is kept (Bazel refuses to
+declare a repository after a load(), so "first" would leave the consumer no way to keep its own).
+It must run before the end of the WORKSPACE: the stand-ins must be declared before Bazel's built-in
+WORKSPACE suffix would download the real ones.
 """
 
 load(":system_libs.bzl", "offline_stub_repository", "system_cc_library")
