@@ -336,6 +336,8 @@ TEST_F(EtcdStoreTest, AFollowerKeepsUpAndHandsOverAWarmCopy) {
   ASSERT_NE(cold_ledger, nullptr);
   EXPECT_EQ(warm_ledger->ListVms().size(), vms.size());
   EXPECT_EQ(warm_ledger->ListVms(), cold_ledger->ListVms());
+  EXPECT_EQ(warm_ledger->recovery().records_replayed, 3u);
+  EXPECT_EQ(cold_ledger->recovery().records_replayed, 3u);
   EXPECT_EQ(warm_ledger->ListNodes(), cold_ledger->ListNodes());
 }
 
