@@ -12,8 +12,9 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 want_flags() {
   case $1 in
     agent) echo "config check_config listen http_host http_port scheduler_timeout ready_file vlog" ;;
-    scheduler) echo "data_dir listen metrics_port watermark compute_unit migration_policy \
-balance_interval recovery_grace ready_file" ;;
+    scheduler) echo "store data_dir etcd_prefix etcd_ca etcd_cert etcd_key lease_ttl advertise \
+listen metrics_port watermark compute_unit migration_policy balance_interval recovery_grace \
+ready_file" ;;
     schedctl) echo "server timeout node vm total compute_unit resources last_permit order" ;;
     monitor) echo "listen cgroup watch memory_bytes lfc_resizer postgres_conninfo config \
 threshold_fraction sample_interval metrics_interval" ;;

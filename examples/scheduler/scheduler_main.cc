@@ -1,13 +1,21 @@
-// The scheduler daemon: the scheduler library (autoscale/scheduler) on a durable file store,
-// served over gRPC, with Prometheus metrics. Flags and wiring only.
+// The scheduler daemon: the scheduler library (autoscale/scheduler) on a durable store, served
+// over gRPC, with Prometheus metrics. Flags and wiring only.
 //
-//   scheduler --data_dir=/var/lib/scheduler --listen=0.0.0.0:10299 --metrics_port=9100
+//   scheduler --store=file:/var/lib/scheduler --listen=0.0.0.0:10299 --metrics_port=9100
+//   scheduler --store=etcd:10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --etcd_prefix=/autoscale
+//             --listen=0.0.0.0:10299 --advertise=10.0.0.5:10299
 //
 // It answers agents' requests, places VMs, checks nodes against their watermark every
 // --balance_interval (the source nodes' agents pick the orders up), snapshots the ledger every
 // --snapshot_every records, and on SIGTERM or SIGINT stops taking calls, lets calls in flight
-// finish, writes a last snapshot and exits 0. If the log cannot be written it exits 1 (a
-// supervisor restarts it; recovery reads what is durable).
+// finish, writes a last snapshot and exits 0.
+//
+// On a file store (the default; --data_dir=DIR is --store=file:DIR) it is the only scheduler: if
+// the log cannot be written it exits 1 (a supervisor restarts it; recovery reads what is durable).
+// On etcd, every scheduler started with the same endpoints and prefix joins one active/standby
+// group (scheduler::HaScheduler): one leads, the others follow the ledger and send clients to it,
+// and one of them takes over once the leader's lease expires; a clean stop resigns, so a standby
+// takes over at once.
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,23 +25,46 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "autoscale/base/init.h"
+#include "autoscale/base/status_macros.h"
 #include "autoscale/core/resources.h"
+#include "autoscale/ledger/etcd/client.h"
 #include "autoscale/ledger/file_store.h"
 #include "autoscale/ledger/migration_policy.h"
 #include "autoscale/rpc/scheduler/grpc_server.h"
 #include "autoscale/rpc/server.h"
+#include "autoscale/scheduler/ha_scheduler.h"
 #include "autoscale/scheduler/scheduler.h"
 #include "glog/logging.h"
 #include "httplib.h"
 
-ABSL_FLAG(std::string, data_dir, "",
-          "Directory of the durable ledger (log and snapshots); created if missing. Required.");
+ABSL_FLAG(std::string, store, "",
+          "Where the ledger lives: file:DIR (a log and snapshots in a directory, created if "
+          "missing) or etcd:HOST:PORT,... (etcd v3; the schedulers sharing --etcd_prefix form an "
+          "active/standby group). One of --store and --data_dir is required.");
+ABSL_FLAG(std::string, data_dir, "", "The same as --store=file:DIR");
+ABSL_FLAG(std::string, etcd_prefix, "/autoscale",
+          "etcd: this scheduler group's keys go under this prefix");
+ABSL_FLAG(std::string, etcd_ca, "", "etcd over TLS: the CA of the members' certificates (PEM)");
+ABSL_FLAG(std::string, etcd_cert, "",
+          "etcd over TLS: this scheduler's client certificate (PEM), for members that require one");
+ABSL_FLAG(std::string, etcd_key, "", "etcd over TLS: the key of --etcd_cert (PEM)");
+ABSL_FLAG(absl::Duration, etcd_timeout, absl::Seconds(1),
+          "etcd: each call waits at most this long before the next member is tried");
+ABSL_FLAG(absl::Duration, lease_ttl, absl::Seconds(2),
+          "etcd: the leader's lease (whole seconds; etcd raises it to 1.5 election timeouts): a "
+          "standby takes over about this long after the leader dies or is cut off");
+ABSL_FLAG(std::string, advertise, "",
+          "etcd: where clients reach this scheduler (standbys send them here while it leads); "
+          "default: --listen, unless that is a wildcard host or port 0");
+ABSL_FLAG(bool, etcd_compact, true, "etcd: compact etcd's history after each ledger snapshot");
 ABSL_FLAG(std::string, listen, "127.0.0.1:10299",
           "gRPC address: host:port (port 0 picks one) or unix:/path");
 ABSL_FLAG(int, metrics_port, 9100,
@@ -72,6 +103,54 @@ absl::Status WriteReadyFile(const std::string& path, const std::string& address,
   return absl::OkStatus();
 }
 
+struct StoreFlag {
+  std::string dir;                     // file:
+  std::vector<std::string> endpoints;  // etcd:
+};
+
+absl::StatusOr<StoreFlag> ParseStoreFlag() {
+  std::string store = absl::GetFlag(FLAGS_store);
+  const std::string dir = absl::GetFlag(FLAGS_data_dir);
+  if (store.empty() && dir.empty()) {
+    return absl::InvalidArgumentError(
+        "--store (file:DIR or etcd:ENDPOINTS) or --data_dir is required");
+  }
+  if (!store.empty() && !dir.empty() && store != "file:" + dir) {
+    return absl::InvalidArgumentError("give --store or --data_dir, not both");
+  }
+  if (store.empty()) store = "file:" + dir;
+  absl::string_view rest = store;
+  StoreFlag out;
+  if (absl::ConsumePrefix(&rest, "file:")) {
+    if (rest.empty()) return absl::InvalidArgumentError("--store=file: needs a directory");
+    out.dir = std::string(rest);
+    return out;
+  }
+  if (absl::ConsumePrefix(&rest, "etcd:")) {
+    absl::StatusOr<std::vector<std::string>> endpoints =
+        ledger::etcd::ParseEndpoints(std::string(rest));
+    if (!endpoints.ok()) return Annotate(endpoints.status(), "--store");
+    out.endpoints = *std::move(endpoints);
+    return out;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--store must be file:DIR or etcd:HOST:PORT,..., got ", store));
+}
+
+// Where clients reach this scheduler: --advertise, or --listen when clients can dial it.
+absl::StatusOr<std::string> Advertise(const std::string& listen) {
+  if (std::string a = absl::GetFlag(FLAGS_advertise); !a.empty()) return a;
+  if (absl::StartsWith(listen, "unix:")) return listen;
+  const size_t colon = listen.rfind(':');
+  const std::string host = colon == std::string::npos ? "" : listen.substr(0, colon);
+  const std::string port = colon == std::string::npos ? "" : listen.substr(colon + 1);
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || port == "0" || port.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--listen=", listen, " is not an address clients can dial: give --advertise"));
+  }
+  return listen;
+}
+
 // A unix socket left by a killed scheduler would make the bind fail.
 void RemoveStaleSocket(const std::string& address) {
   if (!absl::StartsWith(address, "unix:")) return;
@@ -81,9 +160,9 @@ void RemoveStaleSocket(const std::string& address) {
 }
 
 int Run() {
-  const std::string dir = absl::GetFlag(FLAGS_data_dir);
-  if (dir.empty()) {
-    LOG(ERROR) << "--data_dir is required";
+  absl::StatusOr<StoreFlag> store_flag = ParseStoreFlag();
+  if (!store_flag.ok()) {
+    LOG(ERROR) << store_flag.status();
     return 2;
   }
   absl::StatusOr<core::Resources> cu =
@@ -110,6 +189,7 @@ int Run() {
     LOG(ERROR) << "flags: " << s;
     return 2;
   }
+  const std::string listen = absl::GetFlag(FLAGS_listen);
 
   // Signals are taken by sigtimedwait below; every thread started from here on blocks them.
   sigset_t signals;
@@ -118,23 +198,52 @@ int Run() {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  absl::StatusOr<std::unique_ptr<ledger::FileStore>> store =
-      ledger::FileStore::Open({.dir = dir, .sync = absl::GetFlag(FLAGS_fsync)});
-  if (!store.ok()) {
-    LOG(ERROR) << "opening the ledger: " << store.status();
-    return 1;
+  // One of the two: a scheduler alone on its file store, or a member of a group on etcd.
+  std::unique_ptr<Scheduler> single;
+  std::unique_ptr<HaScheduler> member;
+  if (!store_flag->dir.empty()) {
+    const std::string& dir = store_flag->dir;
+    absl::StatusOr<std::unique_ptr<ledger::FileStore>> store =
+        ledger::FileStore::Open({.dir = dir, .sync = absl::GetFlag(FLAGS_fsync)});
+    if (!store.ok()) {
+      LOG(ERROR) << "opening the ledger: " << store.status();
+      return 1;
+    }
+    absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
+        Scheduler::Open(options, *std::move(store));
+    if (!scheduler.ok()) {
+      LOG(ERROR) << "recovering the ledger in " << dir << ": " << scheduler.status();
+      return 1;
+    }
+    single = *std::move(scheduler);
+  } else {
+    absl::StatusOr<std::string> advertise = Advertise(listen);
+    if (!advertise.ok()) {
+      LOG(ERROR) << advertise.status();
+      return 2;
+    }
+    absl::StatusOr<std::unique_ptr<HaScheduler>> ha =
+        HaScheduler::Start({.scheduler = options,
+                            .etcd = {.endpoints = store_flag->endpoints,
+                                     .ca_file = absl::GetFlag(FLAGS_etcd_ca),
+                                     .cert_file = absl::GetFlag(FLAGS_etcd_cert),
+                                     .key_file = absl::GetFlag(FLAGS_etcd_key),
+                                     .timeout = absl::GetFlag(FLAGS_etcd_timeout)},
+                            .prefix = absl::GetFlag(FLAGS_etcd_prefix),
+                            .advertise = *advertise,
+                            .lease_ttl = absl::GetFlag(FLAGS_lease_ttl),
+                            .compact = absl::GetFlag(FLAGS_etcd_compact)});
+    if (!ha.ok()) {
+      LOG(ERROR) << "joining the scheduler group on etcd: " << ha.status();
+      return 2;
+    }
+    member = *std::move(ha);
   }
-  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
-      Scheduler::Open(options, *std::move(store));
-  if (!scheduler.ok()) {
-    LOG(ERROR) << "recovering the ledger in " << dir << ": " << scheduler.status();
-    return 1;
-  }
+  rpc::scheduler::SchedulerService& service = single ? single->service() : member->service();
 
-  const std::string listen = absl::GetFlag(FLAGS_listen);
   RemoveStaleSocket(listen);
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
-      rpc::scheduler::StartGrpcServer((*scheduler)->service(), listen);
+      rpc::scheduler::StartGrpcServer(service, listen);
   if (!server.ok()) {
     LOG(ERROR) << server.status();
     return 1;
@@ -145,7 +254,8 @@ int Run() {
   int metrics_port = absl::GetFlag(FLAGS_metrics_port);
   if (metrics_port >= 0) {
     metrics.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
-      res.set_content((*scheduler)->MetricsText(), "text/plain; version=0.0.4");
+      res.set_content(single ? single->MetricsText() : member->MetricsText(),
+                      "text/plain; version=0.0.4");
     });
     const std::string host = absl::GetFlag(FLAGS_metrics_host);
     if (metrics_port == 0) {
@@ -168,15 +278,17 @@ int Run() {
     }
   }
 
-  // Maintenance rounds every --balance_interval until SIGTERM or SIGINT, or until the log fails.
-  const absl::Status stopped =
-      (*scheduler)->Run(absl::GetFlag(FLAGS_balance_interval), [&signals](absl::Duration interval) {
-        const timespec wait = absl::ToTimespec(interval);
-        const int sig = sigtimedwait(&signals, nullptr, &wait);
-        if (sig != SIGTERM && sig != SIGINT) return false;
-        LOG(INFO) << "signal " << sig << ": shutting down";
-        return true;
-      });
+  // Maintenance rounds every --balance_interval (a group member also follows the election) until
+  // SIGTERM or SIGINT, or until a file store's log fails.
+  auto wait = [&signals](absl::Duration interval) {
+    const timespec wait = absl::ToTimespec(interval);
+    const int sig = sigtimedwait(&signals, nullptr, &wait);
+    if (sig != SIGTERM && sig != SIGINT) return false;
+    LOG(INFO) << "signal " << sig << ": shutting down";
+    return true;
+  };
+  const absl::Duration interval = absl::GetFlag(FLAGS_balance_interval);
+  const absl::Status stopped = single ? single->Run(interval, wait) : member->Run(interval, wait);
   if (!stopped.ok()) LOG(ERROR) << "exiting so that a restart recovers: " << stopped;
 
   (*server)->Shutdown(absl::Seconds(2));
@@ -185,10 +297,13 @@ int Run() {
     metrics_thread.join();
   }
   if (stopped.ok()) {
-    if (absl::Status s = (*scheduler)->Snapshot(); !s.ok()) LOG(ERROR) << "final snapshot: " << s;
+    // A last snapshot; a group member then resigns, so a standby takes over at once.
+    const absl::Status s = single ? single->Snapshot() : member->Stop();
+    if (!s.ok()) LOG(ERROR) << "final snapshot: " << s;
   }
   server->reset();
-  scheduler->reset();
+  single.reset();
+  member.reset();
   LOG(INFO) << "scheduler stopped";
   return stopped.ok() ? 0 : 1;
 }
@@ -198,7 +313,8 @@ int Run() {
 
 int main(int argc, char** argv) {
   autoscale::InitProgram(argc, argv,
-                         "Usage: scheduler --data_dir=DIR [--listen=HOST:PORT|unix:PATH] "
-                         "[--metrics_port=N] [--watermark=F] [--compute_unit=250m/1GiB]");
+                         "Usage: scheduler --store=file:DIR|etcd:HOST:PORT,... "
+                         "[--listen=HOST:PORT|unix:PATH] [--metrics_port=N] [--watermark=F] "
+                         "[--compute_unit=250m/1GiB]");
   return autoscale::scheduler::Run();
 }
