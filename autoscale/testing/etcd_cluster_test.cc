@@ -81,15 +81,20 @@ TEST(EtcdCluster, AFrozenMemberIsPassedBy) {
   absl::StatusOr<std::unique_ptr<EtcdCluster>> started = EtcdCluster::Start({.members = 3});
   ASSERT_TRUE(started.ok()) << started.status();
   EtcdCluster& etcd = **started;
+  absl::StatusOr<int> leader = etcd.Leader();
+  ASSERT_TRUE(leader.ok()) << leader.status();
+  // A follower, first in the client's list: the two others keep a quorum and a leader.
+  const int frozen = (*leader + 1) % 3;
   ledger::etcd::EtcdOptions options = etcd.ClientOptions();
+  std::swap(options.endpoints[0], options.endpoints[frozen]);
   options.timeout = absl::Milliseconds(500);
   std::shared_ptr<EtcdClient> client = Connect(options);
   ASSERT_TRUE(Put(*client, "/t/x", "1").ok());
-  // The client's first endpoint no longer answers at all; the call moves on after its timeout.
-  etcd.Signal(0, SIGSTOP);
+  // It no longer answers at all; each call moves on after its timeout.
+  etcd.Signal(frozen, SIGSTOP);
   EXPECT_TRUE(Get(*client, "/t/x").ok());
   EXPECT_TRUE(Put(*client, "/t/y", "2").ok());
-  etcd.Signal(0, SIGCONT);
+  etcd.Signal(frozen, SIGCONT);
 }
 
 TEST(EtcdCluster, TlsWithClientCertificates) {

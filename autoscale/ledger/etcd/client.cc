@@ -134,8 +134,9 @@ class WatchStream final : public EtcdWatch {
         on_failure_(std::move(on_failure)) {
     // Without a leader the member would keep the stream open and send nothing.
     context_.AddMetadata("hasleader", "true");
-    stream_ = stub.Watch(&context_);
-    thread_ = std::thread([this, request = std::move(request)] { Run(request); });
+    // The stream starts on the watch's thread: starting it waits for a connection, which a
+    // member that is starting can hold for seconds, and the caller must not wait on that.
+    thread_ = std::thread([this, &stub, request = std::move(request)] { Run(stub, request); });
   }
 
   ~WatchStream() override {
@@ -145,7 +146,8 @@ class WatchStream final : public EtcdWatch {
   }
 
  private:
-  void Run(const etcdserverpb::WatchCreateRequest& create) {
+  void Run(etcdserverpb::Watch::Stub& stub, const etcdserverpb::WatchCreateRequest& create) {
+    stream_ = stub.Watch(&context_);
     etcdserverpb::WatchRequest request;
     *request.mutable_create_request() = create;
     if (stream_->Write(request)) {

@@ -243,6 +243,12 @@ void EtcdStore::WriterLoop() {
       pending_.pop_front();
     }
     const absl::Status s = WriteBatch(batch);
+    if (absl::IsFailedPrecondition(s)) {
+      // Said even when the store was closed meanwhile: it shows the fence at work.
+      LOG(WARNING) << "etcd refused ledger batch " << keys_.Log(batch.first_seq) << " (records "
+                   << batch.first_seq << ".." << batch.first_seq + batch.records.size() - 1
+                   << "): " << s.message();
+    }
     absl::MutexLock l(&mu_);
     if (!s.ok()) {
       Fail(s);
