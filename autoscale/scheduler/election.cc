@@ -80,7 +80,8 @@ absl::StatusOr<std::unique_ptr<Election>> Election::Start(
   LOG(INFO) << "election: candidate " << key << " (" << e->options_.value << ", lease TTL "
             << absl::FormatDuration(e->ttl_) << ")"
             << (e->leading() ? ", leading" : absl::StrCat(", standby of ", e->leader()));
-  e->thread_ = std::thread(&Election::Run, e.get());
+  e->renewer_ = std::thread(&Election::Renew, e.get());
+  e->observer_ = std::thread(&Election::Run, e.get());
   return e;
 }
 
@@ -90,12 +91,13 @@ Election::Election(std::shared_ptr<ledger::etcd::EtcdClient> etcd, ElectionOptio
       election_prefix_(ledger::etcd::Keys(options_.prefix).ElectionPrefix()) {}
 
 Election::~Election() {
-  if (thread_.joinable()) {
+  if (observer_.joinable()) {
     {
       absl::MutexLock l(&mu_);
       stopping_ = true;
     }
-    thread_.join();
+    renewer_.join();
+    observer_.join();
   }
   if (!fence_.key.empty()) Resign();
 }
@@ -138,14 +140,20 @@ void Election::Resign() {
 void Election::KeepAlive() {
   const SteadyClock::time_point sent = SteadyClock::now();
   absl::StatusOr<etcdserverpb::LeaseKeepAliveResponse> r = etcd_->LeaseKeepAlive(lease_id_);
+  const auto took = SteadyClock::now() - sent;
   if (!r.ok()) {
-    LOG_EVERY_N(WARNING, 5) << "election: renewing lease of " << fence_.key << ": " << r.status();
+    LOG(WARNING) << "election: renewing the lease of " << fence_.key << " failed after "
+                 << absl::FormatDuration(absl::FromChrono(took)) << ": " << r.status();
     next_renewal_ = SteadyClock::now() + ToChrono(std::min(ttl_ / 10, absl::Milliseconds(200)));
     return;
   }
   if (r->ttl() <= 0) {
     Lose("the lease expired");
     return;
+  }
+  if (took > ToChrono(ttl_ / 3)) {
+    LOG(WARNING) << "election: renewing the lease of " << fence_.key << " took "
+                 << absl::FormatDuration(absl::FromChrono(took));
   }
   valid_until_ = (sent + ToChrono(ttl_ - Margin(ttl_))).time_since_epoch().count();
   next_renewal_ = sent + ToChrono(ttl_ / 3);
@@ -180,6 +188,21 @@ void Election::Observe() {
   }
 }
 
+void Election::Renew() {
+  for (;;) {
+    {
+      absl::MutexLock l(&mu_);
+      const auto wait =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(next_renewal_ - SteadyClock::now());
+      if (wait.count() > 0) {
+        mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::FromChrono(wait));
+      }
+      if (stopping_ || lost_) return;
+    }
+    KeepAlive();
+  }
+}
+
 void Election::Run() {
   std::unique_ptr<ledger::etcd::EtcdWatch> watch;
   SteadyClock::time_point next_look = SteadyClock::now();
@@ -195,7 +218,6 @@ void Election::Run() {
       restart_watch = watch_ended_ && SteadyClock::now() >= next_watch;
       if (restart_watch) watch_ended_ = false;
     }
-    if (SteadyClock::now() >= next_renewal_) KeepAlive();
     if (look) {
       Observe();
       next_look = SteadyClock::now() + ToChrono(kLookEvery);
@@ -229,7 +251,7 @@ void Election::Run() {
       }
     }
     absl::MutexLock l(&mu_);
-    SteadyClock::time_point wake = std::min(next_renewal_, next_look);
+    SteadyClock::time_point wake = next_look;
     if (watch_ended_) wake = std::min(wake, next_watch);
     const absl::Duration wait = absl::Nanoseconds(
         std::chrono::duration_cast<std::chrono::nanoseconds>(wake - SteadyClock::now()).count());

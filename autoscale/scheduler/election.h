@@ -78,6 +78,9 @@ class Election {
   using SteadyTime = std::chrono::steady_clock::time_point;
 
   Election(std::shared_ptr<ledger::etcd::EtcdClient> etcd, ElectionOptions options);
+  // Renewals and watching run on threads of their own, so a slow read of the queue (members
+  // electing a leader, a member that hangs) never holds up a renewal.
+  void Renew();
   void Run();
   void KeepAlive();
   // Reads the queue: who leads, and whether this candidate's key still exists.
@@ -95,6 +98,7 @@ class Election {
   std::atomic<bool> lost_{false};
   // steady_clock ticks until which the lease is surely alive.
   std::atomic<int64_t> valid_until_{0};
+  // The renewal thread's.
   SteadyTime next_renewal_;
 
   mutable absl::Mutex mu_;
@@ -104,7 +108,8 @@ class Election {
   bool changed_ ABSL_GUARDED_BY(mu_) = true;
   bool watch_ended_ ABSL_GUARDED_BY(mu_) = true;
   std::atomic<bool> resigned_{false};
-  std::thread thread_;
+  std::thread renewer_;
+  std::thread observer_;
 };
 
 }  // namespace autoscale::scheduler
