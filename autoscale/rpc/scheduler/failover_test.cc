@@ -171,5 +171,18 @@ TEST(Failover, ACallThatTimedOutIsNotSentAgainButTheNextOneMovesOn) {
   EXPECT_EQ(slow.fake.calls.load(), 1);
 }
 
+TEST(Failover, AStandbyIsNotFollowedBackToALeaderThatJustTimedOut) {
+  Served frozen(Fake::kSlow, 0), standby(Fake::kStandby, 0);
+  standby.fake.leader = frozen.address();  // until its lease expires
+  std::unique_ptr<SchedulerService> client =
+      Client(frozen.address() + "," + standby.address(), absl::Milliseconds(500));
+  EXPECT_TRUE(absl::IsDeadlineExceeded(client->GetStatus({}).status()));
+  absl::StatusOr<api::StatusResponse> s = client->GetStatus({});
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(absl::IsUnavailable(s.status())) << "not the standby's answer: " << s.status();
+  EXPECT_EQ(frozen.fake.calls.load(), 1) << "it was called again while still silent";
+  EXPECT_EQ(standby.fake.calls.load(), 1);
+}
+
 }  // namespace
 }  // namespace autoscale::rpc::scheduler

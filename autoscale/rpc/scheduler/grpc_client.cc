@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "autoscale/api/scheduler.grpc.pb.h"
 #include "autoscale/rpc/grpc_status.h"
 #include "grpcpp/grpcpp.h"
@@ -73,6 +74,8 @@ class GrpcClient final : public SchedulerService {
   struct Target {
     std::string address;
     std::unique_ptr<api::Scheduler::Stub> stub;
+    // Until then it is passed by: a call to it timed out.
+    absl::Time silent_until ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   };
 
   // The index of `address`, added if new (and there is room; else -1).
@@ -129,6 +132,7 @@ class GrpcClient final : public SchedulerService {
         // next address, in case this one is frozen.
         if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
           absl::MutexLock l(&mu_);
+          target->silent_until = absl::Now() + timeout_;
           current_.store((i + 1) % targets_.size(), std::memory_order_relaxed);
         }
         return status;
@@ -137,7 +141,15 @@ class GrpcClient final : public SchedulerService {
       {
         absl::MutexLock l(&mu_);
         const int named = leader.empty() || leader == target->address ? -1 : Add(leader);
-        i = named >= 0 ? named : (i + 1) % targets_.size();
+        size_t next = named >= 0 ? named : (i + 1) % targets_.size();
+        // A scheduler that just let a call time out (frozen, or cut off) is still named leader by
+        // standbys until its lease expires: skip it rather than wait out the timeout again.
+        const absl::Time now = absl::Now();
+        for (size_t k = 0; k < targets_.size() && targets_[next]->silent_until > now; ++k) {
+          next = (next + 1) % targets_.size();
+        }
+        if (next == i || targets_[next]->silent_until > now) break;
+        i = next;
         count = targets_.size();
       }
       current_.store(i, std::memory_order_relaxed);

@@ -8,8 +8,10 @@
 // standby that answers UNAVAILABLE naming the leader, the call goes on to the leader it named
 // (an address not in the list is added) or to the next address, within the one timeout. A
 // standby never acted on the call, so sending it on is safe; a call that timed out is not sent
-// again (it may have been acted on), but the next call starts at the next address. Beyond that
-// the client does not retry: the agent's state machine retries on its own schedule.
+// again (it may have been acted on), but the next call starts at the next address, and for one
+// timeout the client does not follow standbys back to the silent one (a frozen leader is named
+// until its lease expires). Beyond that the client does not retry: the agent's state machine
+// retries on its own schedule.
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<SchedulerService> scheduler,
 //                    NewGrpcClient("sched-a:10299,sched-b:10299", absl::Seconds(2)));
