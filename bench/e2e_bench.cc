@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "autoscale/base/proto_duration.h"
 #include "autoscale/base/units.h"
 #include "autoscale/testing/cluster.h"
 #include "autoscale/testing/cluster_status.h"
@@ -72,10 +73,10 @@ Fixture* Setup() {
     return f;
   }
   f->guest = *guest;
-  absl::StatusOr<rapidjson::Document> ready =
-      AwaitStatus(*f->cluster, "a", absl::Seconds(60), [](const rapidjson::Document& s) {
-        const rapidjson::Value* vm = VmStatus(s, "vm1");
-        return vm != nullptr && (*vm)["monitor"].GetBool() && vm->HasMember("loadAvg1m");
+  absl::StatusOr<api::AgentStatus> ready =
+      AwaitStatus(*f->cluster, "a", absl::Seconds(60), [](const api::AgentStatus& s) {
+        const api::VmStatus* vm = VmStatus(s, "vm1");
+        return vm != nullptr && vm->monitor_connected() && vm->has_load_avg_1m();
       });
   if (!ready.ok()) {
     f->error = ready.status().ToString();
@@ -94,20 +95,10 @@ Fixture& Get() {
   return *g_fixture;
 }
 
-uint64_t LastSeq(const rapidjson::Document& s) {
-  uint64_t seq = 0;
-  for (const auto& e : s["events"].GetArray()) seq = std::max<uint64_t>(seq, e["seq"].GetUint64());
-  return seq;
-}
-
-// The duration in the first "VM resized ... in <duration>" event, if any.
-std::optional<absl::Duration> ResizeTime(const rapidjson::Document& s) {
-  for (const auto& e : s["events"].GetArray()) {
-    if (std::string(e["kind"].GetString()) != "resize") continue;
-    const std::string text = e["text"].GetString();
-    const size_t in = text.rfind(" in ");
-    absl::Duration d;
-    if (in != std::string::npos && absl::ParseDuration(text.substr(in + 4), &d)) return d;
+// How long the first resize among `s`'s events took, if there is one.
+std::optional<absl::Duration> ResizeTime(const api::AgentStatus& s) {
+  for (const api::AgentEvent& e : testing::Events(s, "vm1", api::EVENT_KIND_RESIZED)) {
+    if (e.has_duration()) return FromProto(e.duration());
   }
   return std::nullopt;
 }
@@ -140,13 +131,13 @@ void BM_ThresholdCrossingToMemoryOnline(benchmark::State& state) {
       state.SkipWithError(online.ToString().c_str());
       return;
     }
-    absl::StatusOr<rapidjson::Document> before = AwaitStatus(
-        *f.cluster, "a", absl::Seconds(5), [](const rapidjson::Document&) { return true; });
+    absl::StatusOr<api::AgentStatus> before = AwaitStatus(
+        *f.cluster, "a", absl::Seconds(5), [](const api::AgentStatus&) { return true; });
     if (!before.ok()) {
       state.SkipWithError(before.status().ToString().c_str());
       return;
     }
-    const uint64_t since = LastSeq(*before);
+    const uint64_t since = testing::LastEvent(*before);
     absl::StatusOr<std::string> line = f.guest->MeasureReaction();
     std::optional<double> ms = line.ok() ? ReactionMs(*line) : std::nullopt;
     if (!ms) {
@@ -157,19 +148,16 @@ void BM_ThresholdCrossingToMemoryOnline(benchmark::State& state) {
     f.mem_total += kCuMemory;
     // The same step as the agent timed it; then wait until the monitor knows the new size, so
     // the next repetition's threshold is the new one.
-    absl::StatusOr<rapidjson::Document> after =
-        AwaitStatus(*f.cluster, "a", absl::Seconds(20), [&](const rapidjson::Document& s) {
-          return HasEvent(s, "vm1", "monitor", "told of", since);
+    absl::StatusOr<api::AgentStatus> after =
+        AwaitStatus(*f.cluster, "a", absl::Seconds(20), [&](const api::AgentStatus& s) {
+          return HasEvent(s, "vm1", api::EVENT_KIND_MONITOR_NOTIFIED, since);
         });
     if (!after.ok()) {
       state.SkipWithError(after.status().ToString().c_str());
       return;
     }
-    absl::StatusOr<std::string> events = f.cluster->AgentStatus("a", since);
-    rapidjson::Document d;
-    if (events.ok()) d.Parse(events->c_str());
-    std::optional<absl::Duration> resize =
-        events.ok() && !d.HasParseError() ? ResizeTime(d) : std::nullopt;
+    absl::StatusOr<api::AgentStatus> events = f.cluster->AgentStatus("a", since);
+    std::optional<absl::Duration> resize = events.ok() ? ResizeTime(*events) : std::nullopt;
     state.counters["vm_resize_ms"] = resize ? absl::ToDoubleMilliseconds(*resize) : -1;
     absl::SleepFor(absl::Milliseconds(500));
   }

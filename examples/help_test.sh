@@ -12,10 +12,12 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 want_flags() {
   case $1 in
     agent) echo "config check_config listen http_host http_port scheduler_timeout ready_file vlog" ;;
-    scheduler) echo "store data_dir etcd_prefix etcd_ca etcd_cert etcd_key lease_ttl advertise \
-listen metrics_port watermark compute_unit migration_policy balance_interval recovery_grace \
-ready_file" ;;
-    schedctl) echo "server timeout node vm total compute_unit resources last_permit order" ;;
+    scheduler) echo "store data_dir etcd_prefix etcd_ca etcd_cert etcd_key etcd_timeout lease_ttl \
+advertise etcd_compact listen metrics_port watermark compute_unit migration_policy \
+balance_interval recovery_grace ready_file migration_timeout disk_reserve" ;;
+    schedctl) echo "server timeout node vm total compute_unit resources last_permit order o force \
+min_cu max_cu watermark" ;;
+    ledgerctl) echo "data_dir at" ;;
     monitor) echo "listen cgroup watch memory_bytes lfc_resizer postgres_conninfo config \
 threshold_fraction sample_interval metrics_interval" ;;
     simulate) echo "vms nodes node_cpus node_memory_gib duration step workload trace config \

@@ -1,21 +1,28 @@
-// The agent of one node: a Runner for every VM of its config file, the node's registration with
-// the scheduler, live migrations in both directions, and what operators look at (a status page
+// The agent of one node: a Runner for every VM of its config, the node's registration with the
+// scheduler, live migrations in both directions, and what operators look at (a status document
 // and Prometheus metrics).
 //
-//   Agent agent(options, *scheduler_client, connect_monitor, connect_peer);
-//   RETURN_IF_ERROR(agent.Start());        // registers the node, starts the runners
+//   std::unique_ptr<VmDriverFactory> vms = NewQemuVmDriverFactory();
+//   Agent agent(options, *scheduler_client, *vms, connect_monitor, connect_peer);
+//   RETURN_IF_ERROR(agent.Start(config));  // registers the node, starts the runners
+//   ConfigFileWatcher watcher(agent, "/etc/autoscale/agent.json");  // later configs, if wanted
 //   ... serve it for incoming migrations (rpc::agent_peer::StartGrpcServer(agent, address)) ...
 //   agent.Stop();
 //
-// The config file (an AgentConfig) is re-read when it changes: new VMs get a runner, removed ones
-// lose theirs, and changed bounds or scaling configs apply at once. A runner whose VM cannot be
-// reached is restarted after a back-off of 5 to 10 seconds without disturbing the others.
+// Configs come from code (Start, UpdateConfig); a file is one source of them (ConfigFileWatcher).
+// On a new config, new VMs get a runner, removed ones lose theirs, and changed bounds or scaling
+// configs apply at once. A runner whose VM cannot be reached is restarted after a back-off of
+// `restart_min` to `restart_max` without disturbing the others.
 //
 // Migrations: the scheduler's orders (on a permit, or polled) make the source agent stop
 // resizing the VM, ask the target node's agent to start an incoming VM (PrepareIncoming), send
-// the VM there over QMP (neonvm/migration), report the result to the scheduler, and tell the
-// target (FinishIncoming), which manages the VM from then on. On failure the source keeps
-// running and resizing resumes.
+// the VM there (neonvm::migration through the VM's migration Source), report the result to the
+// scheduler, and tell the target (FinishIncoming), which manages the VM from then on. On failure
+// the source keeps running and resizing resumes.
+//
+// Everything that waits reads `clock`: tests run the agent on a ManualClock (restart back-offs,
+// order polling, timers of the runners' states) with a fake VmDriverFactory, an in-process
+// scheduler and in-process monitors.
 #pragma once
 
 #include <functional>
@@ -24,21 +31,23 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "autoscale/agent/agent_config.h"
 #include "autoscale/agent/events.h"
 #include "autoscale/agent/runner.h"
+#include "autoscale/agent/vm_driver.h"
+#include "autoscale/api/agent_status.pb.h"
 #include "autoscale/api/config.pb.h"
 #include "autoscale/base/clock.h"
 #include "autoscale/base/prometheus.h"
 #include "autoscale/rpc/agent_peer/agent_peer.h"
 #include "autoscale/rpc/scheduler/scheduler.h"
-#include "neonvm/launcher/vm.h"
-#include "neonvm/migration/migration.h"
 
 namespace autoscale::agent {
 
@@ -47,41 +56,44 @@ using PeerConnector = std::function<absl::StatusOr<std::unique_ptr<rpc::agent_pe
     const std::string& address)>;
 
 struct AgentOptions {
-  // The AgentConfig file (.json or .textproto).
-  std::string config_path;
   // Where this agent serves incoming migrations ("host:port"), told to the scheduler.
   std::string address;
-  absl::Duration config_check_interval = absl::Seconds(2);
+  // How often the supervisor looks at the runners (real time; it reads `clock` for the
+  // back-offs), and how often it asks the scheduler for migration orders (`clock` time).
+  absl::Duration supervise_interval = absl::Milliseconds(200);
   absl::Duration migration_poll_interval = absl::Seconds(1);
   absl::Duration restart_min = absl::Seconds(5);
   absl::Duration restart_max = absl::Seconds(10);
   // Bounds a whole migration.
   absl::Duration migration_timeout = absl::Seconds(120);
-  // Overrides for runners (tests shorten the monitor's retry).
+  // Bounds the target's wait for the migrated VM to arrive and run.
+  absl::Duration incoming_timeout = absl::Seconds(60);
+  // Overrides for runners (tests shorten the monitor's retry and the loops' sleeps).
   absl::Duration monitor_retry = absl::Seconds(5);
   absl::Duration monitor_health_interval = absl::Seconds(5);
+  absl::Duration runner_max_sleep = absl::Seconds(1);
 };
-
-// Reads and checks an AgentConfig; errors name the file and the field.
-absl::StatusOr<api::AgentConfig> LoadAgentConfig(const std::string& path);
-
-// The migration options of `settings`: zero fields take MigrationOptions' defaults; errors name
-// the field.
-absl::StatusOr<neonvm::migration::MigrationOptions> MigrationOptionsFromProto(
-    const api::MigrationSettings& settings);
 
 class Agent final : public rpc::agent_peer::MigrationPeer {
  public:
-  Agent(AgentOptions options, rpc::scheduler::SchedulerService& scheduler,
+  // `scheduler`, `vms` and `clock` must outlive the agent.
+  Agent(AgentOptions options, rpc::scheduler::SchedulerService& scheduler, VmDriverFactory& vms,
         MonitorConnector connect_monitor, PeerConnector connect_peer, Clock& clock = Clock::Real());
   ~Agent() override;
 
-  // Reads the config, registers the node with the scheduler, starts the runners and the
-  // supervisor thread. A VM that cannot be reached now is retried in the background.
-  absl::Status Start();
+  // Checks and applies `config`, registers the node with the scheduler, starts the runners and
+  // the supervisor thread. A VM that cannot be reached now is retried in the background; a node
+  // the scheduler cannot register now is registered again until it is.
+  absl::Status Start(const api::AgentConfig& config);
+  // A new config (from code, or ConfigFileWatcher): checked (an error leaves the old one in
+  // place, and says why in the event log too), then applied. The node's name cannot change.
+  absl::Status UpdateConfig(const api::AgentConfig& config);
+  // Stops the runners and waits for migrations in progress. Idempotent.
   void Stop();
 
-  // {"node":..., "vms":[{...}], "events":[{...}]} with events after `since`.
+  // The status document: the node, its VMs, and the events after `since`.
+  api::AgentStatus Status(uint64_t since = 0) const;
+  // The same in the proto3 JSON form (what the /status page serves).
   std::string StatusJson(uint64_t since = 0) const;
   std::string MetricsText() const { return metrics_.Render(); }
   EventLog& events() { return events_; }
@@ -96,33 +108,40 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   struct Managed {
     api::VmConfig config;
     std::unique_ptr<Runner> runner;  // null while (re)starting
-    absl::Time restart_at;           // when to try again
+    // The VM as a migration source: opened with the runner's driver.
+    std::unique_ptr<neonvm::migration::Source> migration;
+    absl::Time restart_at = absl::InfinitePast();  // when to try again
     std::string last_error;
+    // What the supervisor must do: nothing, drop the VM (it left the config), or restart its
+    // runner (its addresses changed).
+    enum class Pending { kNone, kRemove, kRestart } pending = Pending::kNone;
     // The QEMU this agent started for the VM (after an incoming migration), if any.
-    std::unique_ptr<neonvm::launcher::Vm> owned;
+    std::unique_ptr<IncomingVm> owned;
     // A migration away is in progress: the supervisor leaves the runner alone.
     bool migrating = false;
   };
   struct Incoming {
     api::VmConfig config;
-    core::Resources current;
-    std::unique_ptr<neonvm::launcher::Vm> vm;
+    std::unique_ptr<IncomingVm> vm;
   };
 
-  absl::StatusOr<std::unique_ptr<Runner>> MakeRunner(const api::VmConfig& config,
-                                                     const std::string& qmp_address,
-                                                     const std::string& monitor_address);
+  // A runner for `vm` (and its migration source), started.
+  absl::Status StartRunner(const api::VmConfig& vm, std::unique_ptr<Runner>& runner,
+                           std::unique_ptr<neonvm::migration::Source>& migration);
   absl::Status ApplyConfig(const api::AgentConfig& config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SupervisorLoop(bool registered);
+  bool RegisterNode();
   void Supervise();
-  void StartDueRunners() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnMigrationOrder(const api::MigrationOrder& order);
   void Migrate(api::MigrationOrder order);
-  void Event(const std::string& vm, const std::string& kind, const std::string& text) {
-    events_.Add(clock_.Now(), vm, kind, text);
+  void Event(const std::string& vm, api::EventKind kind, const std::string& text,
+             std::optional<absl::Duration> duration = std::nullopt) {
+    events_.Add(clock_.Now(), vm, kind, text, duration);
   }
 
   const AgentOptions options_;
   rpc::scheduler::SchedulerService& scheduler_;
+  VmDriverFactory& vms_factory_;
   const MonitorConnector connect_monitor_;
   const PeerConnector connect_peer_;
   Clock& clock_;
@@ -132,17 +151,41 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   // Guards the config, the VMs and the migrations in progress.
   mutable absl::Mutex mu_;
   api::AgentConfig config_ ABSL_GUARDED_BY(mu_);
-  std::string config_text_ ABSL_GUARDED_BY(mu_);
   core::Resources compute_unit_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Managed> vms_ ABSL_GUARDED_BY(mu_);
-  // VMs that migrated away (still in the config file, no longer here).
+  // VMs that migrated away (still in the config, no longer here).
   std::set<std::string> departed_ ABSL_GUARDED_BY(mu_);
   // Migration orders being carried out (by order id), and incoming VMs not finished yet.
   std::set<uint64_t> migrating_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Incoming> incoming_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> migrations_ ABSL_GUARDED_BY(mu_);
   std::thread supervisor_;
+};
+
+// Re-reads an AgentConfig file every `interval` and gives the agent each changed version
+// (Agent::UpdateConfig); a file that cannot be read or checked leaves the config as it is and
+// says why in the agent's event log. The file as it is at construction counts as applied (the
+// agent was started with it). Stops with its destruction.
+class ConfigFileWatcher {
+ public:
+  ConfigFileWatcher(Agent& agent, std::string path, absl::Duration interval = absl::Seconds(2));
+  ~ConfigFileWatcher();
+  ConfigFileWatcher(const ConfigFileWatcher&) = delete;
+  ConfigFileWatcher& operator=(const ConfigFileWatcher&) = delete;
+
+  // Reads the file now and applies it if it changed (what the thread does every interval).
+  void CheckNow();
+
+ private:
+  Agent& agent_;
+  const std::string path_;
+  const absl::Duration interval_;
+  absl::Mutex mu_;
+  std::string last_text_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
 };
 
 }  // namespace autoscale::agent

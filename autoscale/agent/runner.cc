@@ -12,12 +12,6 @@ namespace {
 
 using core::Resources;
 
-// The longest the loop sleeps without a timer: it also refreshes the metrics.
-constexpr absl::Duration kMaxSleep = absl::Seconds(1);
-// How often an idle VM executor asks the VM its size (for the status, and to notice a VM that
-// went away before a resize needs it).
-constexpr absl::Duration kProbeInterval = absl::Seconds(1);
-
 core::SystemMetrics SystemFromProto(const api::Metrics& m) {
   return {m.load_avg_1m(), m.load_avg_5m(), static_cast<double>(m.memory_usage_bytes()),
           static_cast<double>(m.memory_cached_bytes())};
@@ -53,8 +47,9 @@ absl::Status Runner::Start() {
     absl::MutexLock lock(&mu_);
     state_.emplace(options_.state, *current, options_.bounds);
   }
-  Event("start", absl::StrCat("managing the VM at ", current->ToString(), ", bounds ",
-                              options_.bounds.min_cu, "..", options_.bounds.max_cu, " CU"));
+  Event(api::EVENT_KIND_RUNNER_STARTED,
+        absl::StrCat("managing the VM at ", current->ToString(), ", bounds ",
+                     options_.bounds.min_cu, "..", options_.bounds.max_cu, " CU"));
   threads_.emplace_back([this] { Loop(); });
   threads_.emplace_back([this] { SchedulerExecutor(); });
   threads_.emplace_back([this] { VmExecutor(); });
@@ -82,21 +77,47 @@ bool Runner::ChangedSince(uint64_t generation) const {
   return stopping_ || state_->generation() != generation;
 }
 
-void Runner::Event(const std::string& kind, const std::string& text) {
-  events_.Add(clock_.Now(), options_.vm, kind, text);
+void Runner::Event(api::EventKind kind, const std::string& text,
+                   std::optional<absl::Duration> duration) {
+  events_.Add(clock_.Now(), options_.vm, kind, text, duration);
+}
+
+bool Runner::NextOperation(std::optional<core::Operation>& slot, core::Operation& op,
+                           const std::function<bool()>& usable) {
+  absl::MutexLock lock(&mu_);
+  while (true) {
+    auto ready = [this, &slot]()
+                     ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || slot.has_value(); };
+    mu_.Await(absl::Condition(&ready));
+    if (stopping_) return false;
+    op = *std::exchange(slot, std::nullopt);
+    if (usable && !usable()) continue;
+    if (core::Start(*state_, clock_.Now(), op)) return true;
+    // Stale: the state changed since the advice; the loop advises afresh.
+  }
 }
 
 void Runner::Loop() {
   mu_.Lock();
   while (!stopping_) {
-    const core::ActionSet a = state_->NextActions(clock_.Now());
-    if (a.scheduler_request) scheduler_work_ = {a.id, *a.scheduler_request};
-    if (a.vm_resize) vm_work_ = {a.id, *a.vm_resize};
-    if (a.monitor_upscale) monitor_work_ = {a.id, {true, a.monitor_upscale->target}};
-    if (a.monitor_downscale) monitor_work_ = {a.id, {false, a.monitor_downscale->target}};
+    const core::Advice a = core::Advise(*state_, clock_.Now());
+    if (a.operation) {
+      switch (a.operation->kind) {
+        case core::OperationKind::kSchedulerRequest:
+          scheduler_work_ = *a.operation;
+          break;
+        case core::OperationKind::kVmResize:
+          vm_work_ = *a.operation;
+          break;
+        case core::OperationKind::kMonitorUpscale:
+        case core::OperationKind::kMonitorDownscale:
+          monitor_work_ = *a.operation;
+          break;
+      }
+    }
     PublishMetrics();
     const uint64_t generation = state_->generation();
-    absl::Duration sleep = std::min(a.wait.value_or(kMaxSleep), kMaxSleep);
+    const absl::Duration sleep = std::min(a.wait.value_or(options_.max_sleep), options_.max_sleep);
     auto changed = [this, generation]()
                        ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return ChangedSince(generation); };
     mu_.AwaitWithTimeout(absl::Condition(&changed), std::max(sleep, absl::Milliseconds(1)));
@@ -134,32 +155,20 @@ void Runner::PublishMetrics() {
 
 void Runner::SchedulerExecutor() {
   const Resources& cu = options_.state.compute_unit;
-  while (true) {
+  core::Operation op;
+  while (NextOperation(scheduler_work_, op)) {
     api::PermitRequest request;
-    core::PermitRequest work;
-    {
-      absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || scheduler_work_.has_value();
-      };
-      mu_.Await(absl::Condition(&ready));
-      if (stopping_) return;
-      auto [id, w] = *std::exchange(scheduler_work_, std::nullopt);
-      if (id != state_->generation()) continue;  // stale advice; the loop computes fresh
-      work = w;
-      state_->SchedulerRequestStarted(clock_.Now(), work.target);
-    }
     request.set_node(options_.node);
     request.set_vm(options_.vm);
     request.mutable_compute_unit()->set_milli_cpu(cu.milli_cpu);
     request.mutable_compute_unit()->set_memory_bytes(cu.memory_bytes);
-    *request.mutable_resources() = core::ToProto(work.target);
-    if (work.last_permit) *request.mutable_last_permit() = core::ToProto(*work.last_permit);
-    if (work.metrics) {
-      request.mutable_metrics()->set_load_avg_1m(work.metrics->load_avg_1m);
-      request.mutable_metrics()->set_load_avg_5m(work.metrics->load_avg_5m);
+    *request.mutable_resources() = core::ToProto(op.target);
+    if (op.last_permit) *request.mutable_last_permit() = core::ToProto(*op.last_permit);
+    if (op.metrics) {
+      request.mutable_metrics()->set_load_avg_1m(op.metrics->load_avg_1m);
+      request.mutable_metrics()->set_load_avg_5m(op.metrics->load_avg_5m);
       request.mutable_metrics()->set_memory_usage_bytes(
-          static_cast<int64_t>(work.metrics->memory_usage_bytes));
+          static_cast<int64_t>(op.metrics->memory_usage_bytes));
     }
     const absl::Time start = clock_.Now();
     absl::StatusOr<api::PermitResponse> response = scheduler_.Request(request);
@@ -168,32 +177,43 @@ void Runner::SchedulerExecutor() {
     std::optional<api::MigrationOrder> order;
     {
       absl::MutexLock lock(&mu_);
+      const absl::Time now = clock_.Now();
       if (!response.ok()) {
-        state_->SchedulerRequestFailed(clock_.Now());
+        (void)core::Finish(*state_, now, op.kind, core::OperationResult::Failed());
         metrics_.Add("autoscaling_agent_scheduler_requests_total", {{"result", "failed"}});
-        Event("error", absl::StrCat("scheduler request for ", work.target.ToString(),
-                                    " failed: ", response.status().message()));
+        Event(api::EVENT_KIND_SCHEDULER_REQUEST_FAILED,
+              absl::StrCat("scheduler request for ", op.target.ToString(),
+                           " failed: ", response.status().message()));
         continue;
       }
       const Resources permit = {response->permit().milli_cpu(), response->permit().memory_bytes()};
       const std::optional<Resources> before = state_->permit();
-      absl::Status valid = state_->SchedulerRequestSucceeded(clock_.Now(), permit);
+      absl::Status valid =
+          core::Finish(*state_, now, op.kind, core::OperationResult::Permit(permit));
       if (!valid.ok()) {
         metrics_.Add("autoscaling_agent_scheduler_requests_total", {{"result", "invalid"}});
-        Event("error", absl::StrCat("scheduler: ", valid.message()));
+        Event(api::EVENT_KIND_PERMIT_REFUSED, absl::StrCat("scheduler: ", valid.message()));
         continue;
       }
       metrics_.Add("autoscaling_agent_scheduler_requests_total", {{"result", "ok"}});
-      if (permit != work.target) {
-        const bool none = before && permit == *before;
-        metrics_.Add(none ? "autoscaling_agent_scaling_full_denials_total"
-                          : "autoscaling_agent_scaling_partial_approvals_total",
-                     Vm());
-        Event(none ? "denied" : "partial",
-              absl::StrCat("scheduler granted ", permit.ToString(), " of ", work.target.ToString(),
-                           none ? " (node full)" : " (partial grant)"));
-      } else if (!before || permit != *before) {
-        Event("permit", absl::StrCat("scheduler permit ", permit.ToString()));
+      switch (core::ClassifyGrant(op.current, op.target, permit)) {
+        case core::Grant::kPartial:
+          metrics_.Add("autoscaling_agent_scaling_partial_approvals_total", Vm());
+          Event(api::EVENT_KIND_PARTIAL_GRANT,
+                absl::StrCat("scheduler granted ", permit.ToString(), " of ", op.target.ToString(),
+                             " (partial grant)"));
+          break;
+        case core::Grant::kDenied:
+          metrics_.Add("autoscaling_agent_scaling_full_denials_total", Vm());
+          Event(api::EVENT_KIND_DENIED, absl::StrCat("scheduler granted ", permit.ToString(),
+                                                     " of ", op.target.ToString(), " (node full)"));
+          break;
+        case core::Grant::kFull:
+        case core::Grant::kNoGrowth:
+          if (!before || permit != *before) {
+            Event(api::EVENT_KIND_PERMIT, absl::StrCat("scheduler permit ", permit.ToString()));
+          }
+          break;
       }
       if (response->has_migration()) order = response->migration();
     }
@@ -216,28 +236,26 @@ void Runner::ProbeVm() {
 
 void Runner::VmExecutor() {
   while (true) {
-    core::VmResize work;
-    bool idle = false;
+    core::Operation op;
+    bool work = false;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stopping_ || vm_work_.has_value();
       };
-      idle = !mu_.AwaitWithTimeout(absl::Condition(&ready), kProbeInterval);
+      work = mu_.AwaitWithTimeout(absl::Condition(&ready), options_.probe_interval);
       if (stopping_) return;
-      if (!idle) {
-        auto [id, w] = *std::exchange(vm_work_, std::nullopt);
-        if (id != state_->generation()) continue;
-        work = w;
-        state_->VmResizeStarted(clock_.Now(), work.target);
+      if (work) {
+        op = *std::exchange(vm_work_, std::nullopt);
+        if (!core::Start(*state_, clock_.Now(), op)) continue;  // stale advice
       }
     }
-    if (idle) {
+    if (!work) {  // idle: look at the VM
       ProbeVm();
       continue;
     }
     const absl::Time start = clock_.Now();
-    absl::StatusOr<Resources> reached = driver_->Resize(work.target);
+    absl::StatusOr<Resources> reached = driver_->Resize(op.target);
     const absl::Duration took = clock_.Now() - start;
     metrics_.Observe("autoscaling_agent_vm_resize_latency_seconds", {}, absl::ToDoubleSeconds(took),
                      Metrics::kLatencyBuckets);
@@ -249,16 +267,18 @@ void Runner::VmExecutor() {
     absl::MutexLock lock(&mu_);
     if (reached.ok()) {
       observed_ = *reached;
-      state_->VmResizeSucceeded(clock_.Now(), *reached);
+      (void)core::Finish(*state_, clock_.Now(), op.kind, core::OperationResult::Resized(*reached));
       metrics_.Add("autoscaling_agent_vm_resizes_total", {{"vm", options_.vm}, {"result", "ok"}});
-      Event("resize", absl::StrCat("VM resized ", work.current.ToString(), " -> ",
-                                   reached->ToString(), " in ", absl::FormatDuration(took)));
+      Event(api::EVENT_KIND_RESIZED,
+            absl::StrCat("VM resized ", op.current.ToString(), " -> ", reached->ToString(), " in ",
+                         absl::FormatDuration(took)),
+            took);
       continue;
     }
-    state_->VmResizeFailed(clock_.Now(), now_at);
+    (void)core::Finish(*state_, clock_.Now(), op.kind, core::OperationResult::Failed(now_at));
     metrics_.Add("autoscaling_agent_vm_resizes_total", {{"vm", options_.vm}, {"result", "failed"}});
-    Event("error", absl::StrCat("VM resize to ", work.target.ToString(),
-                                " failed: ", reached.status().message()));
+    Event(api::EVENT_KIND_RESIZE_FAILED, absl::StrCat("VM resize to ", op.target.ToString(),
+                                                      " failed: ", reached.status().message()));
     if (reached.status().code() == absl::StatusCode::kUnavailable) {
       failure_ = absl::StrCat("the VM cannot be reached: ", reached.status().message());
     }
@@ -267,52 +287,44 @@ void Runner::VmExecutor() {
 
 void Runner::MonitorExecutor() {
   const absl::Duration timeout = options_.state.timings.monitor_response_timeout;
-  while (true) {
-    MonitorWork work;
-    std::shared_ptr<rpc::monitor::MonitorClient> monitor;
-    {
-      absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || monitor_work_.has_value();
-      };
-      mu_.Await(absl::Condition(&ready));
-      if (stopping_) return;
-      auto [id, w] = *std::exchange(monitor_work_, std::nullopt);
-      if (id != state_->generation() || !monitor_) continue;
-      work = w;
-      monitor = monitor_;
-      if (work.upscale) {
-        state_->MonitorUpscaleStarted(clock_.Now(), work.target);
-      } else {
-        state_->MonitorDownscaleStarted(clock_.Now(), work.target);
-      }
-    }
-    api::Resources target = core::ToProto(work.target);
-    if (work.upscale) {
+  core::Operation op;
+  std::shared_ptr<rpc::monitor::MonitorClient> monitor;
+  auto connected = [this, &monitor]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    monitor = monitor_;
+    return monitor != nullptr;
+  };
+  while (NextOperation(monitor_work_, op, connected)) {
+    const api::Resources target = core::ToProto(op.target);
+    if (op.kind == core::OperationKind::kMonitorUpscale) {
       absl::Status s = monitor->NotifyUpscale(target, timeout);
+      monitor.reset();
       absl::MutexLock lock(&mu_);
       if (s.ok()) {
-        state_->MonitorUpscaleSucceeded(clock_.Now());
-        Event("monitor", absl::StrCat("monitor told of ", work.target.ToString()));
+        (void)core::Finish(*state_, clock_.Now(), op.kind, core::OperationResult::Done());
+        Event(api::EVENT_KIND_MONITOR_NOTIFIED,
+              absl::StrCat("monitor told of ", op.target.ToString()));
       } else {
-        state_->MonitorUpscaleFailed(clock_.Now());
-        Event("error", absl::StrCat("upscale notification failed: ", s.message()));
+        (void)core::Finish(*state_, clock_.Now(), op.kind, core::OperationResult::Failed());
+        Event(api::EVENT_KIND_MONITOR_NOTIFY_FAILED,
+              absl::StrCat("upscale notification failed: ", s.message()));
       }
       continue;
     }
     absl::StatusOr<api::DownscaleResult> result = monitor->RequestDownscale(target, timeout);
+    monitor.reset();
     absl::MutexLock lock(&mu_);
     if (!result.ok()) {
-      state_->MonitorDownscaleFailed(clock_.Now());
-      Event("error", absl::StrCat("downscale request failed: ", result.status().message()));
+      (void)core::Finish(*state_, clock_.Now(), op.kind, core::OperationResult::Failed());
+      Event(api::EVENT_KIND_DOWNSCALE_REQUEST_FAILED,
+            absl::StrCat("downscale request failed: ", result.status().message()));
     } else if (result->ok()) {
-      state_->MonitorDownscaleApproved(clock_.Now());
-      Event("downscale_approved",
-            absl::StrCat("monitor approved ", work.target.ToString(), ": ", result->status()));
+      (void)core::Finish(*state_, clock_.Now(), op.kind, core::OperationResult::Done());
+      Event(api::EVENT_KIND_DOWNSCALE_APPROVED,
+            absl::StrCat("monitor approved ", op.target.ToString(), ": ", result->status()));
     } else {
-      state_->MonitorDownscaleDenied(clock_.Now());
-      Event("downscale_denied",
-            absl::StrCat("monitor denied ", work.target.ToString(), ": ", result->status()));
+      (void)core::Finish(*state_, clock_.Now(), op.kind, core::OperationResult::Denied());
+      Event(api::EVENT_KIND_DOWNSCALE_DENIED,
+            absl::StrCat("monitor denied ", op.target.ToString(), ": ", result->status()));
     }
   }
 }
@@ -335,7 +347,7 @@ void Runner::MonitorConnection() {
             absl::MutexLock lock(&mu_);
             state_->MonitorUpscaleRequested(clock_.Now());
             ++upscale_requests_;
-            Event("upscale_request",
+            Event(api::EVENT_KIND_UPSCALE_REQUESTED,
                   absl::StrCat("monitor asks for memory: usage ", r.usage_bytes() >> 20,
                                " MiB passed the threshold ", r.threshold_bytes() >> 20, " MiB"));
           },
@@ -362,7 +374,7 @@ void Runner::MonitorConnection() {
         monitor_ = monitor;
         state_->MonitorConnected(clock_.Now());
       }
-      Event("monitor", "monitor connected at " + options_.monitor_address);
+      Event(api::EVENT_KIND_MONITOR_CONNECTED, "monitor connected at " + options_.monitor_address);
       absl::Time last_healthy = clock_.Now();
       while (true) {
         {
@@ -376,7 +388,7 @@ void Runner::MonitorConnection() {
         if (monitor->HealthCheck(options_.state.timings.monitor_response_timeout).ok()) {
           last_healthy = clock_.Now();
         } else if (clock_.Now() - last_healthy > options_.monitor_unhealthy_after) {
-          Event("error", "monitor health checks failing; reconnecting");
+          Event(api::EVENT_KIND_MONITOR_UNHEALTHY, "monitor health checks failing; reconnecting");
           break;
         }
       }
@@ -388,9 +400,11 @@ void Runner::MonitorConnection() {
         state_->MarkMetricsStale();
       }
       monitor.reset();  // outside the lock: joins its reader thread
-      Event("monitor", "monitor disconnected; no downscale until it is back");
+      Event(api::EVENT_KIND_MONITOR_DISCONNECTED,
+            "monitor disconnected; no downscale until it is back");
     } else if (!reported_failure) {
-      Event("error", absl::StrCat("cannot reach the monitor: ", client.status().message()));
+      Event(api::EVENT_KIND_MONITOR_UNREACHABLE,
+            absl::StrCat("cannot reach the monitor: ", client.status().message()));
       reported_failure = true;
     }
     absl::MutexLock lock(&mu_);
@@ -420,7 +434,8 @@ void Runner::Update(core::Bounds bounds, const core::ScalingConfig& scaling) {
   absl::MutexLock lock(&mu_);
   if (state_->bounds() != bounds) {
     state_->UpdateBounds(bounds);
-    Event("config", absl::StrCat("bounds now ", bounds.min_cu, "..", bounds.max_cu, " CU"));
+    Event(api::EVENT_KIND_VM_CONFIG_CHANGED,
+          absl::StrCat("bounds now ", bounds.min_cu, "..", bounds.max_cu, " CU"));
   }
   state_->UpdateScalingConfig(scaling);
 }

@@ -2,11 +2,12 @@
 // against the scheduler (rpc::scheduler::SchedulerService), the VM (VmDriver) and the in-VM monitor
 // (MonitorClient, whose stream also brings the metrics).
 //
-// A loop thread asks the state what to do (NextActions) and hands each action, with the id it was
-// computed at, to its executor thread. An executor acts only if the state has not changed since
-// (the id is still the state's generation); otherwise the loop computes fresh advice. Results are
-// fed back into the state, which wakes the loop. One more thread keeps the monitor connection:
-// it reconnects when the stream ends or health checks keep failing.
+// It is the threaded driver of autoscale/core/executor.h, so it reads an ActionSet as the
+// simulator does: a loop thread takes the state's advice (core::Advise) and hands the operation
+// to the executor thread of its kind; the executor starts it only if the state has not changed
+// since (core::Start; otherwise the loop advises afresh), carries it out without the lock, and
+// feeds the result back (core::Finish), which wakes the loop. One more thread keeps the monitor
+// connection: it reconnects when the stream ends or health checks keep failing.
 //
 //   Runner runner(options, std::move(driver), scheduler, connect_monitor, events, metrics, clock);
 //   RETURN_IF_ERROR(runner.Start());
@@ -32,6 +33,7 @@
 #include "autoscale/api/scheduler.pb.h"
 #include "autoscale/base/clock.h"
 #include "autoscale/base/prometheus.h"
+#include "autoscale/core/executor.h"
 #include "autoscale/core/state.h"
 #include "autoscale/rpc/monitor/monitor.h"
 #include "autoscale/rpc/scheduler/scheduler.h"
@@ -57,6 +59,11 @@ struct RunnerOptions {
   // At least this long between connection attempts.
   absl::Duration monitor_retry = absl::Seconds(5);
   absl::Duration monitor_connect_timeout = absl::Seconds(4);
+  // The longest the loop waits without a timer or a change (it also refreshes the metrics), and
+  // how often an idle VM executor asks the VM its size. Tests on a manual clock shorten them, so
+  // that time moved forward is seen soon.
+  absl::Duration max_sleep = absl::Seconds(1);
+  absl::Duration probe_interval = absl::Seconds(1);
   // Called (outside the runner's lock) when a permit carries a migration order for this VM.
   std::function<void(const api::MigrationOrder&)> on_migration_order;
 };
@@ -94,7 +101,6 @@ class Runner {
 
   RunnerStatus Status() const;
   const std::string& vm() const { return options_.vm; }
-  VmDriver& driver() { return *driver_; }
 
   // New bounds or scaling config (the agent's config file changed).
   void Update(core::Bounds bounds, const core::ScalingConfig& scaling);
@@ -108,11 +114,6 @@ class Runner {
   std::string failure() const;
 
  private:
-  struct MonitorWork {
-    bool upscale;
-    core::Resources target;
-  };
-
   void Loop();
   void SchedulerExecutor();
   void VmExecutor();
@@ -121,7 +122,13 @@ class Runner {
   void MonitorConnection();
   // Whether to wake: the state changed since `generation`, or the runner stops.
   bool ChangedSince(uint64_t generation) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Event(const std::string& kind, const std::string& text);
+  void Event(api::EventKind kind, const std::string& text,
+             std::optional<absl::Duration> duration = std::nullopt);
+  // Waits for the next operation in `slot` and starts it; false when the runner stops. `usable`
+  // says whether the executor can carry the operation out now (the monitor executor: a monitor
+  // is connected); advice it cannot use is dropped, and the loop advises again.
+  bool NextOperation(std::optional<core::Operation>& slot, core::Operation& op,
+                     const std::function<bool()>& usable = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
   void PublishMetrics() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Metrics::Labels Vm() const { return {{"vm", options_.vm}}; }
 
@@ -137,10 +144,10 @@ class Runner {
   mutable absl::Mutex mu_;
   std::optional<core::State> state_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  // Advice for the executors: the action and the generation it was computed at.
-  std::optional<std::pair<uint64_t, core::PermitRequest>> scheduler_work_ ABSL_GUARDED_BY(mu_);
-  std::optional<std::pair<uint64_t, core::VmResize>> vm_work_ ABSL_GUARDED_BY(mu_);
-  std::optional<std::pair<uint64_t, MonitorWork>> monitor_work_ ABSL_GUARDED_BY(mu_);
+  // Advice for the executors, one slot per executor (the monitor's takes both kinds).
+  std::optional<core::Operation> scheduler_work_ ABSL_GUARDED_BY(mu_);
+  std::optional<core::Operation> vm_work_ ABSL_GUARDED_BY(mu_);
+  std::optional<core::Operation> monitor_work_ ABSL_GUARDED_BY(mu_);
   // The connected monitor, if any.
   std::shared_ptr<rpc::monitor::MonitorClient> monitor_ ABSL_GUARDED_BY(mu_);
   bool monitor_closed_ ABSL_GUARDED_BY(mu_) = false;

@@ -1,8 +1,10 @@
 #include "autoscale/agent/vm_driver.h"
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "autoscale/base/status_macros.h"
 #include "neonvm/hotplug/resizer.h"
+#include "neonvm/migration/migration.h"
 #include "neonvm/qmp/qmp_client.h"
 
 namespace autoscale::agent {
@@ -12,7 +14,7 @@ using neonvm::hotplug::VmSize;
 
 class QmpVmDriver final : public VmDriver {
  public:
-  QmpVmDriver(std::unique_ptr<neonvm::qmp::QmpClient> qmp, const neonvm::launcher::VmSpec& spec,
+  QmpVmDriver(std::shared_ptr<neonvm::qmp::QmpClient> qmp, const neonvm::launcher::VmSpec& spec,
               const core::Resources& compute_unit)
       : qmp_(std::move(qmp)), spec_(spec), compute_unit_(compute_unit), resizer_(*qmp_, spec_) {}
 
@@ -34,8 +36,6 @@ class QmpVmDriver final : public VmDriver {
     return FromSize(*reached);
   }
 
-  neonvm::qmp::QmpClient* qmp() override { return qmp_.get(); }
-
  private:
   // The milli-CPU of `size`: what was last asked for if the plugged vCPUs match it, else what the
   // memory says in whole compute units if the vCPUs match that, else the vCPUs themselves.
@@ -52,7 +52,7 @@ class QmpVmDriver final : public VmDriver {
     return {milli, size.memory_bytes};
   }
 
-  std::unique_ptr<neonvm::qmp::QmpClient> qmp_;
+  const std::shared_ptr<neonvm::qmp::QmpClient> qmp_;
   const neonvm::launcher::VmSpec spec_;
   const core::Resources compute_unit_;
   neonvm::hotplug::VmResizer resizer_;
@@ -61,17 +61,97 @@ class QmpVmDriver final : public VmDriver {
   int64_t asked_milli_cpu_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// The migration source over the driver's QMP connection, which it keeps open.
+class SharedQmpSource final : public neonvm::migration::Source {
+ public:
+  SharedQmpSource(std::shared_ptr<neonvm::qmp::QmpClient> qmp, const neonvm::launcher::VmSpec& spec)
+      : qmp_(std::move(qmp)), source_(neonvm::migration::NewQmpSource(*qmp_, spec)) {}
+
+  std::string name() const override { return source_->name(); }
+  absl::StatusOr<std::string> RunState(absl::Duration t) override { return source_->RunState(t); }
+  absl::StatusOr<neonvm::migration::Devices> CaptureDevices(absl::Duration t) override {
+    return source_->CaptureDevices(t);
+  }
+  absl::Status Configure(const neonvm::migration::MigrationOptions& o, absl::Duration t) override {
+    return source_->Configure(o, t);
+  }
+  absl::Status Start(const std::string& uri, absl::Duration t) override {
+    return source_->Start(uri, t);
+  }
+  absl::StatusOr<neonvm::migration::Progress> Query(absl::Duration t) override {
+    return source_->Query(t);
+  }
+  absl::Status StartPostcopy(absl::Duration t) override { return source_->StartPostcopy(t); }
+  absl::Status Cancel(absl::Duration t) override { return source_->Cancel(t); }
+  absl::Status Resume(absl::Duration t) override { return source_->Resume(t); }
+  absl::Status Quit(absl::Duration t) override { return source_->Quit(t); }
+
+ private:
+  const std::shared_ptr<neonvm::qmp::QmpClient> qmp_;
+  const std::unique_ptr<neonvm::migration::Source> source_;
+};
+
+class QemuIncomingVm final : public IncomingVm {
+ public:
+  QemuIncomingVm(std::unique_ptr<neonvm::launcher::Vm> vm, std::string uri)
+      : vm_(std::move(vm)), uri_(std::move(uri)) {}
+
+  const std::string& uri() const override { return uri_; }
+  absl::Status AwaitArrival(bool expect_running, absl::Duration timeout) override {
+    return neonvm::migration::AwaitIncoming(*vm_, expect_running, timeout);
+  }
+  absl::Status Stop() override { return vm_->Stop(absl::Seconds(2)); }
+  std::string qmp_address() const override { return "unix:" + vm_->agent_qmp_path(); }
+  absl::StatusOr<std::string> MonitorAddress(int guest_port) const override {
+    ASSIGN_OR_RETURN(int port, vm_->HostPort(guest_port));
+    return absl::StrCat("127.0.0.1:", port);
+  }
+  std::string serial_path() const override { return vm_->serial_path(); }
+
+ private:
+  const std::unique_ptr<neonvm::launcher::Vm> vm_;
+  const std::string uri_;
+};
+
+class QemuVmDriverFactory final : public VmDriverFactory {
+ public:
+  absl::StatusOr<OpenedVm> Open(const api::VmConfig& vm,
+                                const core::Resources& compute_unit) override {
+    const neonvm::launcher::VmSpec spec = SpecFromProto(vm.spec());
+    RETURN_IF_ERROR(neonvm::launcher::Validate(spec));
+    ASSIGN_OR_RETURN(std::shared_ptr<neonvm::qmp::QmpClient> qmp,
+                     neonvm::qmp::QmpClient::Connect(vm.qmp()));
+    OpenedVm opened;
+    opened.driver = std::make_unique<QmpVmDriver>(qmp, spec, compute_unit);
+    opened.migration = std::make_unique<SharedQmpSource>(qmp, spec);
+    return opened;
+  }
+
+  absl::StatusOr<std::unique_ptr<IncomingVm>> StartIncoming(
+      const api::PrepareIncomingRequest& request) override {
+    const api::VmConfig& config = request.vm();
+    neonvm::launcher::VmSpec spec = SpecFromProto(config.spec());
+    RETURN_IF_ERROR(Annotate(neonvm::launcher::Validate(spec), "incoming VM " + config.name()));
+    neonvm::migration::Devices devices;
+    for (const std::string& args : request.cpu_device_add_args()) {
+      devices.cpu_device_add_args.push_back(args);
+    }
+    if (request.has_virtio_mem()) {
+      devices.virtio_mem_requested_bytes = request.virtio_mem_requested_bytes();
+    }
+    ASSIGN_OR_RETURN(std::unique_ptr<neonvm::launcher::Vm> vm,
+                     neonvm::migration::StartIncoming(spec, devices));
+    ASSIGN_OR_RETURN(std::string uri, neonvm::migration::Listen(*vm, config.allow_postcopy()));
+    return std::make_unique<QemuIncomingVm>(std::move(vm), std::move(uri));
+  }
+};
+
 }  // namespace
 
 int CpusFor(int64_t milli_cpu) { return static_cast<int>((milli_cpu + 999) / 1000); }
 
-absl::StatusOr<std::unique_ptr<VmDriver>> NewQmpVmDriver(const std::string& qmp_address,
-                                                         const neonvm::launcher::VmSpec& spec,
-                                                         const core::Resources& compute_unit) {
-  RETURN_IF_ERROR(neonvm::launcher::Validate(spec));
-  ASSIGN_OR_RETURN(std::unique_ptr<neonvm::qmp::QmpClient> qmp,
-                   neonvm::qmp::QmpClient::Connect(qmp_address));
-  return std::make_unique<QmpVmDriver>(std::move(qmp), spec, compute_unit);
+std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory() {
+  return std::make_unique<QemuVmDriverFactory>();
 }
 
 neonvm::launcher::VmSpec SpecFromProto(const api::VmLaunchSpec& p) {

@@ -1,42 +1,87 @@
-// VmDriver: how the agent resizes a VM (a seam). The QMP driver hot-plugs vCPUs and virtio-mem
-// memory into a QEMU VM (neonvm/hotplug); the simulator and tests bring their own.
+// The agent's seams to the VMs it manages, each with a QEMU implementation here and a fake in
+// autoscale/testing/fake_vm.h (so the agent is tested without QEMU):
 //
-//   ASSIGN_OR_RETURN(std::unique_ptr<VmDriver> vm,
-//                    NewQmpVmDriver("unix:/run/vm1/agent.qmp.sock", spec, compute_unit));
-//   ASSIGN_OR_RETURN(core::Resources reached, vm->Resize({1500, 3 << 30}));
+//   - VmDriver: one VM's size, read and changed (the QEMU one hot-plugs vCPUs and virtio-mem
+//     memory over QMP, neonvm/hotplug).
+//   - neonvm::migration::Source: the same VM as the source of a live migration.
+//   - IncomingVm: a VM this node's agent started as a migration target.
+//   - VmDriverFactory: makes the first two for a configured VM, and starts incoming VMs.
+//
+//   std::unique_ptr<VmDriverFactory> factory = NewQemuVmDriverFactory();
+//   ASSIGN_OR_RETURN(OpenedVm vm, factory->Open(vm_config, compute_unit));
+//   ASSIGN_OR_RETURN(core::Resources reached, vm.driver->Resize({1500, 3 << 30}));
 #pragma once
 
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "autoscale/api/agent.pb.h"
 #include "autoscale/api/config.pb.h"
 #include "autoscale/core/resources.h"
 #include "neonvm/launcher/vm.h"
-#include "neonvm/qmp/qmp_client.h"
+#include "neonvm/migration/source.h"
 
 namespace autoscale::agent {
 
 class VmDriver {
  public:
   virtual ~VmDriver() = default;
-  // The VM's size now.
+  // The VM's size now. Unavailable when the VM cannot be reached (its runner is restarted).
   virtual absl::StatusOr<core::Resources> Current() = 0;
   // Brings the VM to `target` and returns the size reached. On error the VM may have moved part
   // of the way; Current() says where it is.
   virtual absl::StatusOr<core::Resources> Resize(const core::Resources& target) = 0;
-  // The VM's QMP connection, for live migration; nullptr for drivers without one.
-  virtual neonvm::qmp::QmpClient* qmp() { return nullptr; }
 };
 
-// Over QMP at `qmp_address`, for a VM started from `spec`. vCPUs are whole: a target of 1500
-// milli-CPU plugs 2 vCPUs (like the reference, which gives the guest ceil(use) vCPUs); memory
-// must be a whole number of the spec's slots. The size reported keeps the milli-CPU asked for
-// while the plugged vCPUs match it; at start, a VM whose memory is k compute units and whose vCPUs
-// match k compute units reports k compute units.
-absl::StatusOr<std::unique_ptr<VmDriver>> NewQmpVmDriver(const std::string& qmp_address,
-                                                         const neonvm::launcher::VmSpec& spec,
-                                                         const core::Resources& compute_unit);
+// A VM started on this node as the target of a live migration: waiting for the migration stream
+// until the source has sent it, then running the VM. Destroying it stops the VM.
+class IncomingVm {
+ public:
+  virtual ~IncomingVm() = default;
+  // Where the source sends the VM (a QEMU migration URI).
+  virtual const std::string& uri() const = 0;
+  // Waits until the state has arrived and the VM left "inmigrate"; with `expect_running` it must
+  // then run.
+  virtual absl::Status AwaitArrival(bool expect_running, absl::Duration timeout) = 0;
+  // Stops the VM; OK once it no longer runs (also when it had already ended).
+  virtual absl::Status Stop() = 0;
+  // How the agent reaches it once it manages it: its QMP address (for VmDriverFactory::Open), its
+  // monitor's address (`guest_port` forwarded to the host), its console.
+  virtual std::string qmp_address() const = 0;
+  virtual absl::StatusOr<std::string> MonitorAddress(int guest_port) const = 0;
+  virtual std::string serial_path() const = 0;
+};
+
+// A configured VM opened by the agent: the driver its runner resizes it with, and its source
+// side for migrations away. Both reach the same VM; either may be used while the other is.
+struct OpenedVm {
+  std::unique_ptr<VmDriver> driver;
+  std::unique_ptr<neonvm::migration::Source> migration;
+};
+
+class VmDriverFactory {
+ public:
+  virtual ~VmDriverFactory() = default;
+  // Opens the VM of `vm` (its QMP address and launch spec). `compute_unit` lets the driver report
+  // milli-CPU that whole vCPUs do not show. Unavailable when the VM cannot be reached.
+  virtual absl::StatusOr<OpenedVm> Open(const api::VmConfig& vm,
+                                        const core::Resources& compute_unit) = 0;
+  // Starts an incoming VM for `request` (the VM's config and the source's devices) and makes it
+  // listen for the migration.
+  virtual absl::StatusOr<std::unique_ptr<IncomingVm>> StartIncoming(
+      const api::PrepareIncomingRequest& request) = 0;
+};
+
+// QEMU: Open connects to the VM's QMP socket; StartIncoming starts QEMU from the request's spec
+// (neonvm/migration StartIncoming and Listen). vCPUs are whole: a target of 1500 milli-CPU plugs
+// 2 vCPUs (like the reference, which gives the guest ceil(use) vCPUs); memory must be a whole
+// number of the spec's slots. The size reported keeps the milli-CPU asked for while the plugged
+// vCPUs match it; at start, a VM whose memory is k compute units and whose vCPUs match k compute
+// units reports k compute units.
+std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory();
 
 neonvm::launcher::VmSpec SpecFromProto(const api::VmLaunchSpec& spec);
 api::VmLaunchSpec SpecToProto(const neonvm::launcher::VmSpec& spec);

@@ -94,8 +94,7 @@ HaScheduler::Counters HaScheduler::counters() const {
   return counters_;
 }
 
-absl::Status HaScheduler::Run(absl::Duration interval,
-                              const std::function<bool(absl::Duration)>& wait) {
+void HaScheduler::Run(absl::Duration interval, const std::function<bool(absl::Duration)>& wait) {
   const auto every = std::chrono::nanoseconds(absl::ToInt64Nanoseconds(interval));
   SteadyClock::time_point next_round = SteadyClock::now() + every;
   for (;;) {
@@ -104,7 +103,7 @@ absl::Status HaScheduler::Run(absl::Duration interval,
     Step(round);
     const auto slice = std::clamp<SteadyClock::duration>(next_round - SteadyClock::now(),
                                                          SteadyClock::duration::zero(), kStep);
-    if (wait(absl::FromChrono(slice))) return absl::OkStatus();
+    if (wait(absl::FromChrono(slice))) return;
   }
 }
 
@@ -148,12 +147,13 @@ void HaScheduler::Step(bool maintenance) {
   absl::Status why;
   if (election_->lost()) {
     why = absl::UnavailableError("its etcd lease was lost");
-  } else if (std::optional<ledger::StoreStats> s = owned_active_->scheduler->ledger().store_stats();
-             s.has_value() && !s->error.ok()) {
-    why = s->error;
+  } else if (absl::Status s = owned_active_->store->stopped(); !s.ok()) {
+    // Fenced off or closed: it will never write again. (etcd out of reach is not a reason: the
+    // store retries, and the lease decides whether this scheduler still leads.)
+    why = s;
   } else if (maintenance && election_->LeaseValid()) {
     // Maintenance writes; without a valid lease it would only wait on etcd.
-    why = owned_active_->scheduler->Tick();
+    owned_active_->scheduler->Tick();
   }
   if (!why.ok()) StepDown(why);
 }
@@ -231,7 +231,7 @@ std::string HaScheduler::MetricsText() const {
              "Times this scheduler took over as the leader.");
   m.Set("autoscaling_scheduler_takeovers_total", {}, static_cast<double>(c.takeovers));
   m.Describe("autoscaling_scheduler_step_downs_total", Metrics::kCounter,
-             "Times this scheduler stopped leading (lease lost, store failed).");
+             "Times this scheduler stopped leading (lease lost, store fenced off).");
   m.Set("autoscaling_scheduler_step_downs_total", {}, static_cast<double>(c.step_downs));
   m.Describe("autoscaling_scheduler_takeover_seconds", Metrics::kGauge,
              "How long the last takeover took (catching up the ledger and recovering it).");
@@ -304,6 +304,31 @@ absl::StatusOr<api::ListVmsResponse> HaScheduler::Router::ListVms(const api::Lis
 
 absl::StatusOr<api::StatusResponse> HaScheduler::Router::GetStatus(const api::StatusRequest& r) {
   return Call<api::StatusResponse>([&](auto& s) { return s.GetStatus(r); });
+}
+
+absl::StatusOr<api::UpdateNodeResponse> HaScheduler::Router::UpdateNode(
+    const api::UpdateNodeRequest& r) {
+  return Call<api::UpdateNodeResponse>([&](auto& s) { return s.UpdateNode(r); });
+}
+
+absl::StatusOr<api::CordonNodeResponse> HaScheduler::Router::CordonNode(
+    const api::CordonNodeRequest& r) {
+  return Call<api::CordonNodeResponse>([&](auto& s) { return s.CordonNode(r); });
+}
+
+absl::StatusOr<api::DrainNodeResponse> HaScheduler::Router::DrainNode(
+    const api::DrainNodeRequest& r) {
+  return Call<api::DrainNodeResponse>([&](auto& s) { return s.DrainNode(r); });
+}
+
+absl::StatusOr<api::RemoveNodeResponse> HaScheduler::Router::RemoveNode(
+    const api::RemoveNodeRequest& r) {
+  return Call<api::RemoveNodeResponse>([&](auto& s) { return s.RemoveNode(r); });
+}
+
+absl::StatusOr<api::UpdateVmBoundsResponse> HaScheduler::Router::UpdateVmBounds(
+    const api::UpdateVmBoundsRequest& r) {
+  return Call<api::UpdateVmBoundsResponse>([&](auto& s) { return s.UpdateVmBounds(r); });
 }
 
 }  // namespace autoscale::scheduler

@@ -9,8 +9,9 @@
 //   - a leader answers only while its lease is valid (Election::LeaseValid), and every write it
 //     makes is refused by etcd once its key is gone, so a leader that was frozen or cut off past
 //     its lease neither writes nor answers when it comes back. It steps down when its lease is
-//     lost or its store failed: the Scheduler is dropped (calls in flight fail UNAVAILABLE), and
-//     it campaigns again as a standby.
+//     lost or its store stopped (fenced off): the Scheduler is dropped (calls in flight fail
+//     UNAVAILABLE), and it campaigns again as a standby. While etcd cannot take its writes but
+//     the lease holds, it stays the leader and refuses changes (the store retries).
 //
 // State changes (takeover, step-down, new candidacy) happen only in Step, on the thread that runs
 // Run; calls are served from any thread.
@@ -18,7 +19,7 @@
 //   ASSIGN_OR_RETURN(auto ha, HaScheduler::Start({.etcd = {.endpoints = {...}},
 //                                                 .prefix = "/autoscale", .advertise = addr}));
 //   ASSIGN_OR_RETURN(auto server, rpc::scheduler::StartGrpcServer(ha->service(), listen));
-//   absl::Status stopped = ha->Run(absl::Seconds(1), wait_for_signal);
+//   ha->Run(absl::Seconds(1), wait_for_signal);
 //   server->Shutdown(absl::Seconds(2));
 //   ha->Stop();   // a last snapshot if leading, and resign: a standby takes over at once
 #pragma once
@@ -68,10 +69,10 @@ class HaScheduler {
   rpc::scheduler::SchedulerService& service() { return router_; }
 
   // Steps every 20 ms and a maintenance round every `interval` while leading, until `wait` (given
-  // how long to wait) returns true. Returns OK once stopped.
-  absl::Status Run(absl::Duration interval, const std::function<bool(absl::Duration)>& wait);
+  // how long to wait) returns true.
+  void Run(absl::Duration interval, const std::function<bool(absl::Duration)>& wait);
   // One step: a new candidacy when there is none, a takeover once elected, a step-down once the
-  // lease is lost or the store failed; with `maintenance`, a maintenance round when leading.
+  // lease is lost or the store stopped; with `maintenance`, a maintenance round when leading.
   void Step(bool maintenance);
   // A clean stop: no more answers, a last snapshot if leading, then resign.
   absl::Status Stop();
@@ -118,6 +119,12 @@ class HaScheduler {
     absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest& r) override;
     absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest& r) override;
     absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& r) override;
+    absl::StatusOr<api::UpdateNodeResponse> UpdateNode(const api::UpdateNodeRequest& r) override;
+    absl::StatusOr<api::CordonNodeResponse> CordonNode(const api::CordonNodeRequest& r) override;
+    absl::StatusOr<api::DrainNodeResponse> DrainNode(const api::DrainNodeRequest& r) override;
+    absl::StatusOr<api::RemoveNodeResponse> RemoveNode(const api::RemoveNodeRequest& r) override;
+    absl::StatusOr<api::UpdateVmBoundsResponse> UpdateVmBounds(
+        const api::UpdateVmBoundsRequest& r) override;
 
    private:
     template <typename T, typename F>

@@ -169,7 +169,7 @@ class HaSchedulerTest : public HaTest {
     m->server = *std::move(server);
     Member* raw = m.get();
     m->loop = std::thread([raw] {
-      (void)raw->ha->Run(absl::Milliseconds(200), [raw](absl::Duration d) {
+      raw->ha->Run(absl::Milliseconds(200), [raw](absl::Duration d) {
         absl::SleepFor(d);
         return raw->stop.load();
       });
@@ -253,6 +253,17 @@ TEST_F(HaSchedulerTest, OneLeadsAndTheOtherSendsClientsToIt) {
   absl::StatusOr<api::PermitResponse> permit = Grow(*client, "vm0", 3);
   ASSERT_TRUE(permit.ok()) << permit.status();
   EXPECT_EQ(permit->permit().milli_cpu(), 750);
+  // The node lifecycle calls are routed too: the standby names the leader, which serves them.
+  api::CordonNodeRequest cordon;
+  cordon.set_protocol_version(api::PROTOCOL_VERSION_1);
+  cordon.set_node("n1");
+  cordon.set_cordon(true);
+  absl::StatusOr<api::CordonNodeResponse> not_here = standby.ha->service().CordonNode(cordon);
+  ASSERT_FALSE(not_here.ok());
+  EXPECT_EQ(rpc::scheduler::LeaderOf(not_here.status()), leader.address) << not_here.status();
+  absl::StatusOr<api::CordonNodeResponse> cordoned = client->CordonNode(cordon);
+  ASSERT_TRUE(cordoned.ok()) << cordoned.status();
+  EXPECT_TRUE(cordoned->node().cordoned());
   EXPECT_NE(standby.ha->MetricsText().find("autoscaling_scheduler_leading 0"), std::string::npos);
   EXPECT_NE(leader.ha->MetricsText().find("autoscaling_scheduler_leading 1"), std::string::npos);
 }

@@ -311,7 +311,7 @@ int Cluster::AgentHttpPort(const std::string& node) const {
   return it == agent_http_ports_.end() ? -1 : it->second;
 }
 
-absl::StatusOr<std::string> Cluster::AgentStatus(const std::string& node, uint64_t since) {
+absl::StatusOr<api::AgentStatus> Cluster::AgentStatus(const std::string& node, uint64_t since) {
   const int port = AgentHttpPort(node);
   if (port <= 0) return absl::NotFoundError("no agent for node " + node);
   httplib::Client http("127.0.0.1", port);
@@ -321,7 +321,9 @@ absl::StatusOr<std::string> Cluster::AgentStatus(const std::string& node, uint64
   if (!res || res->status != 200) {
     return absl::UnavailableError(absl::StrCat("agent of node ", node, ": no status"));
   }
-  return res->body;
+  api::AgentStatus status;
+  RETURN_IF_ERROR(ParseJsonProto(res->body, status, absl::StrCat("agent status of node ", node)));
+  return status;
 }
 
 absl::StatusOr<api::ListVmsResponse> Cluster::SchedulerVms() {
@@ -468,16 +470,13 @@ absl::Status Cluster::ReattachGuest(const std::string& vm) {
   Guest* g = guest(vm);
   if (g == nullptr) return absl::NotFoundError("no guest " + vm);
   for (const NodeOptions& n : options_.nodes) {
-    absl::StatusOr<std::string> status = AgentStatus(n.name);
+    absl::StatusOr<api::AgentStatus> status = AgentStatus(n.name);
     if (!status.ok()) continue;
-    rapidjson::Document doc;
-    doc.Parse(status->c_str());
-    if (doc.HasParseError() || !doc.HasMember("vms")) continue;
-    for (const auto& v : doc["vms"].GetArray()) {
-      if (!v.HasMember("vm") || v["vm"].GetString() != vm || !v.HasMember("serial")) continue;
+    for (const api::VmStatus& v : status->vms()) {
+      if (v.vm() != vm || v.serial().empty()) continue;
       g->console.reset();
       g->vm.reset();  // the source QEMU has exited: reap it
-      g->serial_path = v["serial"].GetString();
+      g->serial_path = v.serial();
       ASSIGN_OR_RETURN(g->console, neonvm::guest::GuestConsole::Connect(g->serial_path));
       // Move the VM's config entry to its new node, as an orchestrator would.
       for (auto& [node, vms] : node_vms_) {

@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "autoscale/api/agent_status.pb.h"
 #include "autoscale/api/config.pb.h"
 #include "autoscale/api/scheduler.pb.h"
 #include "autoscale/core/resources.h"
@@ -133,8 +134,8 @@ class Cluster {
   absl::StatusOr<std::string> Reserve(const GuestOptions& options);
   Guest* guest(const std::string& name);
 
-  // A node's agent /status JSON (events after `since`).
-  absl::StatusOr<std::string> AgentStatus(const std::string& node, uint64_t since = 0);
+  // A node's agent /status (events after `since`), parsed.
+  absl::StatusOr<api::AgentStatus> AgentStatus(const std::string& node, uint64_t since = 0);
   absl::StatusOr<api::ListVmsResponse> SchedulerVms();
   absl::StatusOr<api::ListNodesResponse> SchedulerNodes();
 

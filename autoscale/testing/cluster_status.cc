@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
-#include "absl/strings/match.h"
+#include <algorithm>
+
 #include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
+#include "autoscale/base/proto_file.h"
 #include "autoscale/testing/vm.h"
 
 namespace autoscale::testing {
@@ -16,26 +18,25 @@ std::string ClusterMissing() {
   return "";
 }
 
-const rapidjson::Value* VmStatus(const rapidjson::Document& status, const std::string& vm) {
-  if (!status.IsObject() || !status.HasMember("vms") || !status["vms"].IsArray()) return nullptr;
-  for (const auto& v : status["vms"].GetArray()) {
-    if (v.HasMember("vm") && v["vm"].IsString() && vm == v["vm"].GetString()) return &v;
+const api::VmStatus* VmStatus(const api::AgentStatus& status, const std::string& vm) {
+  for (const api::VmStatus& v : status.vms()) {
+    if (v.vm() == vm) return &v;
   }
   return nullptr;
 }
 
-absl::StatusOr<rapidjson::Document> AwaitStatus(
+absl::StatusOr<api::AgentStatus> AwaitStatus(
     Cluster& cluster, const std::string& node, absl::Duration timeout,
-    const std::function<bool(const rapidjson::Document&)>& done) {
+    const std::function<bool(const api::AgentStatus&)>& done) {
   const absl::Time deadline = absl::Now() + timeout;
-  rapidjson::Document doc;
   std::string last = "(none)";
   while (true) {
-    absl::StatusOr<std::string> text = cluster.AgentStatus(node);
-    if (text.ok()) {
-      last = *text;
-      doc.Parse(text->c_str());
-      if (!doc.HasParseError() && done(doc)) return doc;
+    absl::StatusOr<api::AgentStatus> status = cluster.AgentStatus(node);
+    if (status.ok()) {
+      last = ToJson(*status);
+      if (done(*status)) return status;
+    } else {
+      last = status.status().ToString();
     }
     if (absl::Now() >= deadline) {
       return absl::DeadlineExceededError("agent status never matched; last: " + last);
@@ -44,23 +45,29 @@ absl::StatusOr<rapidjson::Document> AwaitStatus(
   }
 }
 
-int64_t Field(const rapidjson::Value* vm, const char* what, const char* unit) {
-  if (vm == nullptr || !vm->HasMember(what)) return -1;
-  const rapidjson::Value& r = (*vm)[what];
-  if (!r.IsObject() || !r.HasMember(unit) || !r[unit].IsInt64()) return -1;
-  return r[unit].GetInt64();
+int64_t CurrentMemory(const api::AgentStatus& status, const std::string& vm) {
+  const api::VmStatus* v = VmStatus(status, vm);
+  return v == nullptr ? -1 : v->current().memory_bytes();
 }
 
-bool HasEvent(const rapidjson::Document& status, const std::string& vm, const std::string& kind,
-              const std::string& text, uint64_t since) {
-  if (!status.HasMember("events")) return false;
-  for (const auto& e : status["events"].GetArray()) {
-    if (e["seq"].GetUint64() > since && vm == e["vm"].GetString() &&
-        kind == e["kind"].GetString() && absl::StrContains(e["text"].GetString(), text)) {
-      return true;
-    }
+std::vector<api::AgentEvent> Events(const api::AgentStatus& status, const std::string& vm,
+                                    api::EventKind kind, uint64_t since) {
+  std::vector<api::AgentEvent> out;
+  for (const api::AgentEvent& e : status.events()) {
+    if (e.seq() > since && e.vm() == vm && e.kind() == kind) out.push_back(e);
   }
-  return false;
+  return out;
+}
+
+bool HasEvent(const api::AgentStatus& status, const std::string& vm, api::EventKind kind,
+              uint64_t since) {
+  return !Events(status, vm, kind, since).empty();
+}
+
+uint64_t LastEvent(const api::AgentStatus& status) {
+  uint64_t seq = 0;
+  for (const api::AgentEvent& e : status.events()) seq = std::max(seq, e.seq());
+  return seq;
 }
 
 std::optional<double> ReactionMs(const std::string& line) {

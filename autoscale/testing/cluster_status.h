@@ -1,37 +1,42 @@
-// Reading the cluster: whether it can run here, and what an agent's /status JSON says (for the demo
-// and the end-to-end tests).
+// Reading the cluster: whether it can run here, and what an agent's status says (for the demo
+// and the end-to-end tests). Events are matched by kind (api::EventKind), never by their text.
 #pragma once
 
+#include <cstdint>
 #include <functional>
-#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "autoscale/api/agent_status.pb.h"
 #include "autoscale/testing/cluster.h"
-#include "rapidjson/document.h"
 
 namespace autoscale::testing {
 
 // Empty if the cluster can run here; otherwise what is missing.
 std::string ClusterMissing();
 
-// The VM's entry in an agent status document, or null.
-const rapidjson::Value* VmStatus(const rapidjson::Document& status, const std::string& vm);
+// The VM's entry in an agent status, or null.
+const api::VmStatus* VmStatus(const api::AgentStatus& status, const std::string& vm);
 
 // Polls the node's agent status until `done(status)` or `timeout`; returns the last status.
-absl::StatusOr<rapidjson::Document> AwaitStatus(
+absl::StatusOr<api::AgentStatus> AwaitStatus(
     Cluster& cluster, const std::string& node, absl::Duration timeout,
-    const std::function<bool(const rapidjson::Document&)>& done);
+    const std::function<bool(const api::AgentStatus&)>& done);
 
-// The memory (bytes) or milli-CPU of "current"/"permit"/"desired" of the VM; -1 if absent.
-int64_t Field(const rapidjson::Value* vm, const char* what, const char* unit);
+// The VM's current memory in bytes; -1 when the status has no such VM.
+int64_t CurrentMemory(const api::AgentStatus& status, const std::string& vm);
 
-// Whether the node's event log has an event of `kind` for `vm` whose text contains `text`,
-// after the event numbered `since`.
-bool HasEvent(const rapidjson::Document& status, const std::string& vm, const std::string& kind,
-              const std::string& text = "", uint64_t since = 0);
+// The node's events of `kind` for `vm` after the event numbered `since`.
+std::vector<api::AgentEvent> Events(const api::AgentStatus& status, const std::string& vm,
+                                    api::EventKind kind, uint64_t since = 0);
+// Whether there is one.
+bool HasEvent(const api::AgentStatus& status, const std::string& vm, api::EventKind kind,
+              uint64_t since = 0);
+// The highest event number in `status` (0 if none).
+uint64_t LastEvent(const api::AgentStatus& status);
 
 // The milliseconds memstep reported ("memstep: online after 142.7 ms ..."), if any.
 std::optional<double> ReactionMs(const std::string& memstep_line);

@@ -74,8 +74,9 @@ int Run() {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread starts
 
   const std::string listen = absl::GetFlag(FLAGS_listen);
+  std::unique_ptr<agent::VmDriverFactory> vms = agent::NewQemuVmDriverFactory();
   agent::Agent node_agent(
-      {.config_path = config_path, .address = listen}, **scheduler, &rpc::monitor::ConnectGrpc,
+      {.address = listen}, **scheduler, *vms, &rpc::monitor::ConnectGrpc,
       [](const std::string& address) { return rpc::agent_peer::NewGrpcClient(address); });
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
       rpc::agent_peer::StartGrpcServer(node_agent, listen);
@@ -83,10 +84,12 @@ int Run() {
     LOG(ERROR) << server.status();
     return 1;
   }
-  if (absl::Status s = node_agent.Start(); !s.ok()) {
+  if (absl::Status s = node_agent.Start(*config); !s.ok()) {
     LOG(ERROR) << s;
     return 1;
   }
+  // The config file is re-read when it changes.
+  agent::ConfigFileWatcher watcher(node_agent, config_path);
 
   httplib::Server http;
   std::thread http_thread;

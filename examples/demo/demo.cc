@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -49,7 +50,6 @@ namespace {
 using ::autoscale::testing::Cluster;
 using ::autoscale::testing::ClusterMissing;
 using ::autoscale::testing::ClusterOptions;
-using ::autoscale::testing::Field;
 using ::autoscale::testing::FindBinaries;
 using ::autoscale::testing::Guest;
 using ::autoscale::testing::LoadReport;
@@ -68,20 +68,25 @@ bool Interrupted() { return g_interrupted.load(); }
 
 std::string Mib(int64_t bytes) { return absl::StrCat(bytes / kMiB, " MiB"); }
 
-std::string Res(const rapidjson::Value* vm, const char* what) {
-  const int64_t cpu = Field(vm, what, "milliCpu");
-  const int64_t mem = Field(vm, what, "memoryBytes");
-  if (cpu < 0 || mem < 0) return "-";
-  return absl::StrFormat("%.1f CPU %5d MiB", cpu / 1000.0, mem / kMiB);
-}
-
 std::string Res(const api::Resources& r) {
   return absl::StrFormat("%.1f CPU %5d MiB", r.milli_cpu() / 1000.0, r.memory_bytes() / kMiB);
 }
 
+// "-" when the status has no such resources.
+std::string Res(bool has, const api::Resources& r) { return has ? Res(r) : "-"; }
+
+// "partial_grant" for EVENT_KIND_PARTIAL_GRANT.
+std::string KindName(api::EventKind kind) {
+  std::string name = api::EventKind_Name(kind);
+  if (absl::StartsWith(name, "EVENT_KIND_")) name = name.substr(11);
+  return absl::AsciiStrToLower(name);
+}
+
 struct LoggedEvent {
   int64_t at_ms;
-  std::string node, vm, kind, text;
+  std::string node, vm;
+  api::EventKind kind;
+  std::string text;
   int repeats = 1;
 };
 
@@ -106,27 +111,25 @@ class Dashboard {
     if (!tty_) std::printf("\n=== %s\n", scene.c_str());
   }
 
-  // Whether the log has an event of `kind` for `vm` whose text contains `text`; its text.
-  std::optional<std::string> FindEvent(const std::string& vm, const std::string& kind,
-                                       const std::string& text = "") {
+  // Whether the log has an event of `kind` for `vm`; its text.
+  std::optional<std::string> FindEvent(const std::string& vm, api::EventKind kind) {
     absl::MutexLock lock(&mu_);
     for (const LoggedEvent& e : all_) {
-      if (e.vm == vm && e.kind == kind && absl::StrContains(e.text, text)) return e.text;
+      if (e.vm == vm && e.kind == kind) return e.text;
     }
     return std::nullopt;
   }
   // Waits up to `timeout` for such an event (the dashboard polls the agents every second).
-  std::optional<std::string> AwaitEvent(const std::string& vm, const std::string& kind,
-                                        const std::string& text = "",
+  std::optional<std::string> AwaitEvent(const std::string& vm, api::EventKind kind,
                                         absl::Duration timeout = absl::Seconds(5)) {
     const absl::Time end = absl::Now() + timeout;
     while (true) {
-      if (std::optional<std::string> e = FindEvent(vm, kind, text)) return e;
+      if (std::optional<std::string> e = FindEvent(vm, kind)) return e;
       if (absl::Now() >= end || Interrupted()) return std::nullopt;
       absl::SleepFor(absl::Milliseconds(200));
     }
   }
-  int CountEvents(const std::string& vm, const std::string& kind) {
+  int CountEvents(const std::string& vm, api::EventKind kind) {
     absl::MutexLock lock(&mu_);
     int n = 0;
     for (const LoggedEvent& e : all_) n += (e.vm == vm && e.kind == kind) ? e.repeats : 0;
@@ -142,28 +145,24 @@ class Dashboard {
     std::vector<LoggedEvent> fresh;
     for (const NodeOptions& n : cluster_.options().nodes) {
       uint64_t& since = since_[n.name];
-      absl::StatusOr<std::string> text = cluster_.AgentStatus(n.name, since);
-      if (!text.ok()) {
+      absl::StatusOr<api::AgentStatus> s = cluster_.AgentStatus(n.name, since);
+      if (!s.ok()) {
         rows.push_back(absl::StrFormat("%-6s %-4s (agent not answering)", "-", n.name));
         continue;
       }
-      rapidjson::Document s;
-      s.Parse(text->c_str());
-      if (s.HasParseError() || !s.HasMember("vms")) continue;
-      for (const auto& vm : s["vms"].GetArray()) {
-        std::string state = vm["monitor"].GetBool() ? "monitor connected" : "no monitor";
-        if (vm["migrating"].GetBool()) state = "MIGRATING";
-        rows.push_back(absl::StrFormat(
-            "%-6s %-4s %5s %9s %4d  %-18s %-18s %-18s %s", vm["vm"].GetString(), n.name,
-            vm.HasMember("loadAvg1m") ? absl::StrFormat("%.2f", vm["loadAvg1m"].GetDouble()) : "-",
-            vm.HasMember("memoryUsageBytes") ? Mib(vm["memoryUsageBytes"].GetInt64()) : "-",
-            vm["goalCu"].GetUint(), Res(&vm, "permit"), Res(&vm, "current"), Res(&vm, "observed"),
-            state));
+      for (const api::VmStatus& vm : s->vms()) {
+        std::string state = vm.monitor_connected() ? "monitor connected" : "no monitor";
+        if (vm.migrating()) state = "MIGRATING";
+        rows.push_back(
+            absl::StrFormat("%-6s %-4s %5s %9s %4d  %-18s %-18s %-18s %s", vm.vm(), n.name,
+                            vm.has_load_avg_1m() ? absl::StrFormat("%.2f", vm.load_avg_1m()) : "-",
+                            vm.has_memory_usage_bytes() ? Mib(vm.memory_usage_bytes()) : "-",
+                            vm.goal_cu(), Res(vm.has_permit(), vm.permit()), Res(vm.current()),
+                            Res(vm.has_observed(), vm.observed()), state));
       }
-      for (const auto& e : s["events"].GetArray()) {
-        since = std::max<uint64_t>(since, e["seq"].GetUint64());
-        fresh.push_back({e["atUnixMs"].GetInt64(), n.name, e["vm"].GetString(),
-                         e["kind"].GetString(), e["text"].GetString()});
+      for (const api::AgentEvent& e : s->events()) {
+        since = std::max<uint64_t>(since, e.seq());
+        fresh.push_back({e.at_unix_ms(), n.name, e.vm(), e.kind(), e.text()});
       }
     }
     // The ledger: reservation-only VMs and each node against its watermark.
@@ -229,7 +228,7 @@ class Dashboard {
   std::string Line(const LoggedEvent& e) const {
     std::string line = absl::StrFormat(
         "%6.1f s  %s/%-4s %-18s %s", absl::ToDoubleSeconds(absl::FromUnixMillis(e.at_ms) - start_),
-        e.node, e.vm, e.kind, e.text);
+        e.node, e.vm.empty() ? "-" : e.vm, KindName(e.kind), e.text);
     if (e.repeats > 1) absl::StrAppend(&line, "  (x", e.repeats, ")");
     return line.substr(0, 160);
   }
@@ -256,35 +255,24 @@ class Demo {
   Demo(Cluster& cluster, Dashboard& dash, absl::Time deadline)
       : c_(cluster), dash_(dash), deadline_(deadline) {}
 
-  // The status page of `node`'s agent (none while it cannot be read).
-  std::optional<rapidjson::Document> Status(const std::string& node) {
-    absl::StatusOr<std::string> text = c_.AgentStatus(node);
-    if (!text.ok()) return std::nullopt;
-    rapidjson::Document d;
-    d.Parse(text->c_str());
-    if (d.HasParseError()) return std::nullopt;
-    return d;
-  }
-
   // Waits up to `timeout` (and the demo's deadline) for `done` on the VM's entry on `node`.
   bool WaitVm(const std::string& node, const std::string& vm, absl::Duration timeout,
-              const std::function<bool(const rapidjson::Value&)>& done) {
+              const std::function<bool(const api::VmStatus&)>& done) {
     const absl::Time end = std::min(absl::Now() + timeout, deadline_);
     while (!Interrupted() && absl::Now() < end) {
-      if (auto s = Status(node)) {
-        if (const rapidjson::Value* v = VmStatus(*s, vm); v != nullptr && done(*v)) return true;
+      if (absl::StatusOr<api::AgentStatus> s = c_.AgentStatus(node); s.ok()) {
+        if (const api::VmStatus* v = VmStatus(*s, vm); v != nullptr && done(*v)) return true;
       }
       absl::SleepFor(absl::Milliseconds(250));
     }
     return false;
   }
-  static std::function<bool(const rapidjson::Value&)> MemoryAtLeast(int64_t bytes) {
-    return
-        [bytes](const rapidjson::Value& v) { return Field(&v, "current", "memoryBytes") >= bytes; };
+  static std::function<bool(const api::VmStatus&)> MemoryAtLeast(int64_t bytes) {
+    return [bytes](const api::VmStatus& v) { return v.current().memory_bytes() >= bytes; };
   }
-  static std::function<bool(const rapidjson::Value&)> MemoryAtMost(int64_t bytes) {
-    return [bytes](const rapidjson::Value& v) {
-      const int64_t m = Field(&v, "current", "memoryBytes");
+  static std::function<bool(const api::VmStatus&)> MemoryAtMost(int64_t bytes) {
+    return [bytes](const api::VmStatus& v) {
+      const int64_t m = v.current().memory_bytes();
       return m > 0 && m <= bytes;
     };
   }
@@ -314,10 +302,10 @@ class Demo {
     }
     if (grown) {
       steps[0].seen = true;
-      dash_.AwaitEvent("vm2", "monitor", "told of");
+      dash_.AwaitEvent("vm2", api::EVENT_KIND_MONITOR_NOTIFIED);
       steps[0].detail =
           absl::StrFormat("vm2 grew 1 -> 3 CU in %.1f s; upscale requests from its monitor: %d",
-                          Since(t), dash_.CountEvents("vm2", "upscale_request"));
+                          Since(t), dash_.CountEvents("vm2", api::EVENT_KIND_UPSCALE_REQUESTED));
     }
     if (Interrupted()) return steps;
 
@@ -328,11 +316,11 @@ class Demo {
     t = absl::Now();
     (void)vm2->StopLoad();
     if (WaitVm("b", "vm2", absl::Seconds(60), MemoryAtMost(kCu.memory_bytes))) {
-      steps[1].seen = dash_.AwaitEvent("vm2", "downscale_approved").has_value();
+      steps[1].seen = dash_.AwaitEvent("vm2", api::EVENT_KIND_DOWNSCALE_APPROVED).has_value();
       steps[1].detail =
           absl::StrFormat("vm2 shrank to 1 CU in %.1f s; monitor approvals: %d; its LFC %s -> %s",
-                          Since(t), dash_.CountEvents("vm2", "downscale_approved"), Mib(lfc_before),
-                          Mib(vm2->LfcBytes().value_or(-1)));
+                          Since(t), dash_.CountEvents("vm2", api::EVENT_KIND_DOWNSCALE_APPROVED),
+                          Mib(lfc_before), Mib(vm2->LfcBytes().value_or(-1)));
     }
     if (Interrupted()) return steps;
 
@@ -342,11 +330,11 @@ class Demo {
     dash_.SetScene("3/5 migration: vm1 grows node a past its watermark");
     t = absl::Now();
     Load(vm1, 300, 1);
-    if (WaitVm("b", "vm1", absl::Seconds(90), [](const rapidjson::Value&) { return true; })) {
+    if (WaitVm("b", "vm1", absl::Seconds(90), [](const api::VmStatus&) { return true; })) {
       if (absl::Status s = c_.ReattachGuest("vm1"); !s.ok()) {
         std::fprintf(stderr, "demo: %s\n", s.ToString().c_str());
       }
-      std::optional<std::string> moved = dash_.AwaitEvent("vm1", "migration", "migrated to");
+      std::optional<std::string> moved = dash_.AwaitEvent("vm1", api::EVENT_KIND_MIGRATED_OUT);
       steps[2].seen = moved.has_value();
       steps[2].detail = absl::StrFormat("%.1f s after the load started: %s", Since(t),
                                         moved.value_or("(no event)"));
@@ -358,7 +346,7 @@ class Demo {
     dash_.SetScene("4/5 partial grant: vm1's load grows on node b, which has no CPU left");
     Load(vm1, 350, 0);
     if (WaitVm("b", "vm1", absl::Seconds(40), MemoryAtLeast(3 * kCu.memory_bytes))) {
-      std::optional<std::string> partial = dash_.AwaitEvent("vm1", "partial");
+      std::optional<std::string> partial = dash_.AwaitEvent("vm1", api::EVENT_KIND_PARTIAL_GRANT);
       steps[3].seen = partial.has_value();
       steps[3].detail = partial.value_or("(no partial grant event)");
     }
@@ -439,7 +427,7 @@ int Main() {
   dash.SetScene("0/5 waiting for the monitors in the guests");
   for (const auto& [vm, node] : {std::pair{"vm1", "a"}, std::pair{"vm2", "b"}}) {
     demo.WaitVm(node, vm, absl::Seconds(60),
-                [](const rapidjson::Value& v) { return v["monitor"].GetBool(); });
+                [](const api::VmStatus& v) { return v.monitor_connected(); });
   }
   std::vector<Step> steps = demo.Run(*vm1, *vm2);
   dash.Stop();

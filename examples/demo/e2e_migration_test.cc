@@ -14,10 +14,10 @@
 namespace autoscale::demo {
 namespace {
 
+using ::autoscale::api::AgentStatus;
 using ::autoscale::testing::AwaitStatus;
 using ::autoscale::testing::Cluster;
 using ::autoscale::testing::ClusterOptions;
-using ::autoscale::testing::Field;
 using ::autoscale::testing::FindBinaries;
 using ::autoscale::testing::HasEvent;
 using ::autoscale::testing::VmStatus;
@@ -41,26 +41,24 @@ TEST(EndToEnd, AVmAboveTheWatermarkMigratesWithItsMemoryIntact) {
   // its migration target).
   auto vm2 = c.Reserve({.name = "vm2", .node = "a", .bounds = {1, 1}, .migratable = false});
   ASSERT_TRUE(vm2.ok()) << vm2.status();
-  auto ready = AwaitStatus(c, "a", absl::Seconds(90), [](const rapidjson::Document& s) {
-    const rapidjson::Value* vm = VmStatus(s, "vm1");
-    return vm != nullptr && (*vm)["monitor"].GetBool();
+  auto ready = AwaitStatus(c, "a", absl::Seconds(90), [](const AgentStatus& s) {
+    const api::VmStatus* vm = VmStatus(s, "vm1");
+    return vm != nullptr && vm->monitor_connected();
   });
   ASSERT_TRUE(ready.ok()) << ready.status();
   // A load whose memory the migration must carry over (the load generator checks every page).
   ASSERT_TRUE((*vm1)->AddLoad(/*memory_mib=*/64, /*cpu_threads=*/1).ok());
 
   ASSERT_TRUE(c.SetBounds("vm1", {2, 3}).ok());
-  auto moved = AwaitStatus(c, "b", absl::Seconds(180), [](const rapidjson::Document& s) {
-    return VmStatus(s, "vm1") != nullptr && HasEvent(s, "vm1", "migration", "migrated in");
+  auto moved = AwaitStatus(c, "b", absl::Seconds(180), [](const AgentStatus& s) {
+    return VmStatus(s, "vm1") != nullptr && HasEvent(s, "vm1", api::EVENT_KIND_MIGRATED_IN);
   });
-  ASSERT_TRUE(moved.ok()) << "vm1 did not arrive on node b: " << moved.status()
-                          << "\nnode a: " << c.AgentStatus("a").value_or("?");
   auto source = c.AgentStatus("a");
-  ASSERT_TRUE(source.ok());
-  rapidjson::Document a;
-  a.Parse(source->c_str());
-  EXPECT_EQ(VmStatus(a, "vm1"), nullptr) << "node a no longer manages vm1";
-  EXPECT_TRUE(HasEvent(a, "vm1", "migration", "migrated to node b")) << *source;
+  ASSERT_TRUE(moved.ok()) << "vm1 did not arrive on node b: " << moved.status() << "\nnode a: "
+                          << (source.ok() ? source->DebugString() : source.status().ToString());
+  ASSERT_TRUE(source.ok()) << source.status();
+  EXPECT_EQ(VmStatus(*source, "vm1"), nullptr) << "node a no longer manages vm1";
+  EXPECT_TRUE(HasEvent(*source, "vm1", api::EVENT_KIND_MIGRATED_OUT)) << source->DebugString();
 
   // The ledger moved the reservation: vm1 on b at 2 CU, node a back under its watermark.
   auto vms = c.SchedulerVms();
@@ -97,8 +95,8 @@ TEST(EndToEnd, AVmAboveTheWatermarkMigratesWithItsMemoryIntact) {
 
   // The target's agent scales it: raising the minimum to 3 CU grows it on b.
   ASSERT_TRUE(c.SetBounds("vm1", {3, 3}).ok());
-  auto grew = AwaitStatus(c, "b", absl::Seconds(60), [](const rapidjson::Document& s) {
-    return Field(VmStatus(s, "vm1"), "current", "memoryBytes") == 3 * kCu;
+  auto grew = AwaitStatus(c, "b", absl::Seconds(60), [](const AgentStatus& s) {
+    return testing::CurrentMemory(s, "vm1") == 3 * kCu;
   });
   ASSERT_TRUE(grew.ok()) << "vm1 did not grow on node b: " << grew.status();
 }

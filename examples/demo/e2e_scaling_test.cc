@@ -12,10 +12,10 @@
 namespace autoscale::demo {
 namespace {
 
+using ::autoscale::api::AgentStatus;
 using ::autoscale::testing::AwaitStatus;
 using ::autoscale::testing::Cluster;
 using ::autoscale::testing::ClusterOptions;
-using ::autoscale::testing::Field;
 using ::autoscale::testing::FindBinaries;
 using ::autoscale::testing::Guest;
 using ::autoscale::testing::HasEvent;
@@ -38,9 +38,9 @@ TEST(EndToEnd, MemoryPressureGrowsTheVmAndAnIdleVmShrinksLfcFirst) {
   Guest& g = **guest;
 
   // The agent took the VM over and its monitor streams metrics.
-  auto ready = AwaitStatus(c, "a", absl::Seconds(60), [](const rapidjson::Document& s) {
-    const rapidjson::Value* vm = VmStatus(s, "vm1");
-    return vm != nullptr && (*vm)["monitor"].GetBool() && vm->HasMember("loadAvg1m");
+  auto ready = AwaitStatus(c, "a", absl::Seconds(60), [](const AgentStatus& s) {
+    const api::VmStatus* vm = VmStatus(s, "vm1");
+    return vm != nullptr && vm->monitor_connected() && vm->has_load_avg_1m();
   });
   if (!ready.ok()) {
     auto diag = g.Run("cat /var/log/boot.log /var/log/monitor.log; ps");
@@ -59,21 +59,22 @@ TEST(EndToEnd, MemoryPressureGrowsTheVmAndAnIdleVmShrinksLfcFirst) {
   auto after = g.MemTotalBytes();
   ASSERT_TRUE(after.ok());
   EXPECT_GE(*after, *before + 512 * kMiB) << "one more CU of memory is online";
-  auto grown = AwaitStatus(c, "a", absl::Seconds(30), [](const rapidjson::Document& s) {
-    return Field(VmStatus(s, "vm1"), "current", "memoryBytes") >= 1024 * kMiB &&
-           HasEvent(s, "vm1", "upscale_request") && HasEvent(s, "vm1", "monitor", "told of");
+  auto grown = AwaitStatus(c, "a", absl::Seconds(30), [](const AgentStatus& s) {
+    return testing::CurrentMemory(s, "vm1") >= 1024 * kMiB &&
+           HasEvent(s, "vm1", api::EVENT_KIND_UPSCALE_REQUESTED) &&
+           HasEvent(s, "vm1", api::EVENT_KIND_MONITOR_NOTIFIED);
   });
   ASSERT_TRUE(grown.ok()) << grown.status();
-  EXPECT_TRUE(HasEvent(*grown, "vm1", "permit")) << "the scheduler was asked first";
+  EXPECT_TRUE(HasEvent(*grown, "vm1", api::EVENT_KIND_PERMIT)) << "the scheduler was asked first";
   const int64_t lfc_big = *g.LfcBytes();
 
   // The load is gone: the monitor approves a downscale, shrinking the LFC first, and the VM
   // shrinks back to its minimum.
-  auto shrunk = AwaitStatus(c, "a", absl::Seconds(90), [](const rapidjson::Document& s) {
-    return Field(VmStatus(s, "vm1"), "current", "memoryBytes") == 512 * kMiB;
+  auto shrunk = AwaitStatus(c, "a", absl::Seconds(90), [](const AgentStatus& s) {
+    return testing::CurrentMemory(s, "vm1") == 512 * kMiB;
   });
   ASSERT_TRUE(shrunk.ok()) << shrunk.status();
-  EXPECT_TRUE(HasEvent(*shrunk, "vm1", "downscale_approved"));
+  EXPECT_TRUE(HasEvent(*shrunk, "vm1", api::EVENT_KIND_DOWNSCALE_APPROVED));
   auto lfc_small = g.LfcBytes();
   ASSERT_TRUE(lfc_small.ok());
   EXPECT_LT(*lfc_small, lfc_big) << "the LFC follows the memory down";

@@ -6,15 +6,18 @@
 //             --listen=0.0.0.0:10299 --advertise=10.0.0.5:10299
 //
 // It answers agents' requests, places VMs, checks nodes against their watermark every
-// --balance_interval (the source nodes' agents pick the orders up), snapshots the ledger every
-// --snapshot_every records, and on SIGTERM or SIGINT stops taking calls, lets calls in flight
-// finish, writes a last snapshot and exits 0.
+// --balance_interval (the source nodes' agents pick the orders up), ends migration orders not
+// reported within --migration_timeout, snapshots the ledger every --snapshot_every records, and
+// on SIGTERM or SIGINT stops taking calls, lets calls in flight finish, writes a last snapshot
+// and exits 0. If the log cannot be written (a full disk, an I/O error, etcd out of reach) it
+// keeps running: changes are refused with UNAVAILABLE, reads are answered, the log retries.
 //
-// On a file store (the default; --data_dir=DIR is --store=file:DIR) it is the only scheduler: if
-// the log cannot be written it exits 1 (a supervisor restarts it; recovery reads what is durable).
-// On etcd, every scheduler started with the same endpoints and prefix joins one active/standby
-// group (scheduler::HaScheduler): one leads, the others follow the ledger and send clients to it,
-// and one of them takes over once the leader's lease expires; a clean stop resigns, so a standby
+// On a file store (the default; --data_dir=DIR is --store=file:DIR) it is the only scheduler; a
+// full disk first uses --disk_reserve so that decreases are still recorded, and a damaged log
+// stops the start (exit 1) naming the damage (`ledgerctl` shows and repairs it). On etcd, every
+// scheduler started with the same endpoints and prefix joins one active/standby group
+// (scheduler::HaScheduler): one leads, the others follow the ledger and send clients to it, and
+// one of them takes over once the leader's lease expires; a clean stop resigns, so a standby
 // takes over at once.
 #include <signal.h>
 #include <sys/stat.h>
@@ -84,6 +87,11 @@ ABSL_FLAG(absl::Duration, recovery_grace, absl::Seconds(30),
 ABSL_FLAG(int64_t, snapshot_every, 100000,
           "Write a snapshot and compact the log after this many records");
 ABSL_FLAG(bool, fsync, true, "fdatasync the log before answering (turn off only to experiment)");
+ABSL_FLAG(absl::Duration, migration_timeout, absl::Hours(1),
+          "A migration order not reported within this long is ended as failed");
+ABSL_FLAG(int64_t, disk_reserve, int64_t{4} << 20,
+          "File store: bytes kept allocated in its directory for a full disk, freed to go on "
+          "recording decreases while growth is refused; 0: none");
 ABSL_FLAG(std::string, ready_file, "",
           "Once serving, write {\"grpc\": ADDRESS, \"metricsPort\": PORT} here (for scripts)");
 
@@ -184,7 +192,8 @@ int Run() {
                  .migration_policy = policy,
                  .seed = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())),
                  .recovery_grace = absl::GetFlag(FLAGS_recovery_grace)},
-      .maintenance = {.snapshot_every = absl::GetFlag(FLAGS_snapshot_every)}};
+      .maintenance = {.snapshot_every = absl::GetFlag(FLAGS_snapshot_every),
+                      .migration_timeout = absl::GetFlag(FLAGS_migration_timeout)}};
   if (absl::Status s = ValidateOptions(options); !s.ok()) {
     LOG(ERROR) << "flags: " << s;
     return 2;
@@ -203,8 +212,14 @@ int Run() {
   std::unique_ptr<HaScheduler> member;
   if (!store_flag->dir.empty()) {
     const std::string& dir = store_flag->dir;
-    absl::StatusOr<std::unique_ptr<ledger::FileStore>> store =
-        ledger::FileStore::Open({.dir = dir, .sync = absl::GetFlag(FLAGS_fsync)});
+    if (absl::GetFlag(FLAGS_disk_reserve) < 0) {
+      LOG(ERROR) << "--disk_reserve must be >= 0";
+      return 2;
+    }
+    absl::StatusOr<std::unique_ptr<ledger::FileStore>> store = ledger::FileStore::Open(
+        {.dir = dir,
+         .sync = absl::GetFlag(FLAGS_fsync),
+         .reserve_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_disk_reserve))});
     if (!store.ok()) {
       LOG(ERROR) << "opening the ledger: " << store.status();
       return 1;
@@ -279,7 +294,7 @@ int Run() {
   }
 
   // Maintenance rounds every --balance_interval (a group member also follows the election) until
-  // SIGTERM or SIGINT, or until a file store's log fails.
+  // SIGTERM or SIGINT.
   auto wait = [&signals](absl::Duration interval) {
     const timespec wait = absl::ToTimespec(interval);
     const int sig = sigtimedwait(&signals, nullptr, &wait);
@@ -288,24 +303,26 @@ int Run() {
     return true;
   };
   const absl::Duration interval = absl::GetFlag(FLAGS_balance_interval);
-  const absl::Status stopped = single ? single->Run(interval, wait) : member->Run(interval, wait);
-  if (!stopped.ok()) LOG(ERROR) << "exiting so that a restart recovers: " << stopped;
+  if (single) {
+    single->Run(interval, wait);
+  } else {
+    member->Run(interval, wait);
+  }
 
   (*server)->Shutdown(absl::Seconds(2));
   if (metrics_thread.joinable()) {
     metrics.stop();
     metrics_thread.join();
   }
-  if (stopped.ok()) {
-    // A last snapshot; a group member then resigns, so a standby takes over at once.
-    const absl::Status s = single ? single->Snapshot() : member->Stop();
-    if (!s.ok()) LOG(ERROR) << "final snapshot: " << s;
+  // A last snapshot; a group member then resigns, so a standby takes over at once.
+  if (absl::Status s = single ? single->Snapshot() : member->Stop(); !s.ok()) {
+    LOG(ERROR) << "final snapshot: " << s;
   }
   server->reset();
   single.reset();
   member.reset();
   LOG(INFO) << "scheduler stopped";
-  return stopped.ok() ? 0 : 1;
+  return 0;
 }
 
 }  // namespace

@@ -95,14 +95,11 @@ absl::Status Replay(const Devices& devices, Vm& target) {
 
 // Makes sure a source whose migration failed runs again (QEMU restarts a source whose precopy
 // failed; make sure of it).
-void ResumeSource(qmp::QmpClient& source) {
-  absl::StatusOr<std::string> reply = source.Execute("query-status");
-  if (!reply.ok()) return;
-  absl::StatusOr<rapidjson::Document> doc = ParseReply(*reply, "query-status");
-  if (!doc.ok()) return;
-  std::string state = StringMember(*doc, "status");
-  if (state == "postmigrate" || state == "paused" || state == "finish-migrate") {
-    absl::Status resumed = source.Execute("cont").status();
+void ResumeSource(Source& source) {
+  absl::StatusOr<std::string> state = source.RunState(absl::Seconds(10));
+  if (!state.ok()) return;
+  if (*state == "postmigrate" || *state == "paused" || *state == "finish-migrate") {
+    absl::Status resumed = source.Resume(absl::Seconds(10));
     if (!resumed.ok()) LOG(WARNING) << resumed;
   }
 }
@@ -113,9 +110,87 @@ absl::Status Abandon(Vm& source, Vm& target, bool source_was_running, bool postc
   absl::Status stopped = target.Stop(absl::Seconds(2));
   if (!stopped.ok()) LOG(WARNING) << stopped;
   if (postcopy) return PostcopyLost(why);
-  if (source_was_running && source.Running()) ResumeSource(source.qmp());
+  if (source_was_running && source.Running()) {
+    std::unique_ptr<Source> s = NewQmpSource(source.qmp(), source.spec());
+    ResumeSource(*s);
+  }
   return why;
 }
+
+class QmpSource final : public Source {
+ public:
+  QmpSource(qmp::QmpClient& qmp, const launcher::VmSpec& spec) : qmp_(qmp), spec_(spec) {}
+
+  std::string name() const override {
+    return absl::StrCat("VM ", spec_.name, " (", qmp_.address(), ")");
+  }
+
+  absl::StatusOr<std::string> RunState(absl::Duration timeout) override {
+    ASSIGN_OR_RETURN(std::string reply, qmp_.Execute("query-status", {}, timeout));
+    ASSIGN_OR_RETURN(rapidjson::Document doc, ParseReply(reply, "query-status"));
+    return StringMember(doc, "status");
+  }
+
+  absl::StatusOr<Devices> CaptureDevices(absl::Duration) override {
+    return migration::CaptureDevices(qmp_, spec_);
+  }
+
+  absl::Status Configure(const MigrationOptions& options, absl::Duration timeout) override {
+    RETURN_IF_ERROR(qmp_.Execute("migrate-set-capabilities",
+                                 Capabilities({{"events", true},
+                                               {"auto-converge", options.auto_converge},
+                                               {"postcopy-ram", options.allow_postcopy}}),
+                                 timeout)
+                        .status());
+    return qmp_
+        .Execute(
+            "migrate-set-parameters",
+            absl::StrCat(R"({"downtime-limit":)", absl::ToInt64Milliseconds(options.downtime_limit),
+                         R"(,"max-bandwidth":)", options.max_bandwidth_bytes_per_second, "}"),
+            timeout)
+        .status();
+  }
+
+  absl::Status Start(const std::string& uri, absl::Duration timeout) override {
+    return qmp_.Execute("migrate", absl::StrCat(R"({"uri":)", qmp::JsonQuote(uri), "}"), timeout)
+        .status();
+  }
+
+  absl::StatusOr<Progress> Query(absl::Duration timeout) override {
+    ASSIGN_OR_RETURN(std::string reply, qmp_.Execute("query-migrate", {}, timeout));
+    ASSIGN_OR_RETURN(rapidjson::Document info, ParseReply(reply, "query-migrate"));
+    Progress p;
+    p.status = StringMember(info, "status");
+    p.error = StringMember(info, "error-desc");
+    const Value& ram = Member(info, "ram");
+    p.passes = IntMember(ram, "dirty-sync-count");
+    p.remaining_bytes = IntMember(ram, "remaining");
+    p.stats.total_time = absl::Milliseconds(IntMember(info, "total-time"));
+    p.stats.downtime = absl::Milliseconds(IntMember(info, "downtime"));
+    p.stats.setup_time = absl::Milliseconds(IntMember(info, "setup-time"));
+    p.stats.transferred_bytes = IntMember(ram, "transferred");
+    p.stats.ram_bytes = IntMember(ram, "total");
+    p.stats.passes = p.passes;
+    return p;
+  }
+
+  absl::Status StartPostcopy(absl::Duration timeout) override {
+    return qmp_.Execute("migrate-start-postcopy", {}, timeout).status();
+  }
+  absl::Status Cancel(absl::Duration timeout) override {
+    return qmp_.Execute("migrate_cancel", {}, timeout).status();
+  }
+  absl::Status Resume(absl::Duration timeout) override {
+    return qmp_.Execute("cont", {}, timeout).status();
+  }
+  absl::Status Quit(absl::Duration timeout) override {
+    return qmp_.Execute("quit", {}, timeout).status();
+  }
+
+ private:
+  qmp::QmpClient& qmp_;
+  const launcher::VmSpec spec_;
+};
 
 }  // namespace
 
@@ -177,10 +252,14 @@ absl::StatusOr<std::string> Listen(Vm& target, bool allow_postcopy) {
   return uri;
 }
 
-absl::StatusOr<MigrationStats> Send(qmp::QmpClient& source, const std::string& uri,
+std::unique_ptr<Source> NewQmpSource(qmp::QmpClient& qmp, const launcher::VmSpec& spec) {
+  return std::make_unique<QmpSource>(qmp, spec);
+}
+
+absl::StatusOr<MigrationStats> Send(Source& source, const std::string& uri,
                                     const MigrationOptions& options) {
   const absl::Time deadline = absl::Now() + options.timeout;
-  const std::string where = absl::StrCat("migrating ", source.address(), " to ", uri);
+  const std::string where = absl::StrCat("migrating ", source.name(), " to ", uri);
   const bool postcopy_allowed = options.allow_postcopy;
   bool postcopy = false;
   auto fail = [&](const absl::Status& s) {
@@ -189,73 +268,46 @@ absl::StatusOr<MigrationStats> Send(qmp::QmpClient& source, const std::string& u
     ResumeSource(source);
     return why;
   };
-  auto step = [&](const char* command, const std::string& args) {
-    return source.Execute(command, args, std::max(deadline - absl::Now(), absl::Seconds(1)))
-        .status();
-  };
+  auto left = [&] { return std::max(deadline - absl::Now(), absl::Seconds(1)); };
 
-  absl::Status s =
-      step("migrate-set-capabilities", Capabilities({{"events", true},
-                                                     {"auto-converge", options.auto_converge},
-                                                     {"postcopy-ram", postcopy_allowed}}));
-  if (s.ok()) {
-    s = step(
-        "migrate-set-parameters",
-        absl::StrCat(R"({"downtime-limit":)", absl::ToInt64Milliseconds(options.downtime_limit),
-                     R"(,"max-bandwidth":)", options.max_bandwidth_bytes_per_second, "}"));
-  }
-  if (s.ok()) s = step("migrate", absl::StrCat(R"({"uri":")", uri, R"("})"));
+  absl::Status s = source.Configure(options, left());
+  if (s.ok()) s = source.Start(uri, left());
   if (!s.ok()) return fail(s);
 
-  rapidjson::Document info;
+  Progress info;
   while (true) {
-    absl::StatusOr<std::string> reply = source.Execute("query-migrate");
+    absl::StatusOr<Progress> reply = source.Query(absl::Seconds(10));
     if (!reply.ok()) return fail(reply.status());
-    absl::StatusOr<rapidjson::Document> parsed = ParseReply(*reply, "query-migrate");
-    if (!parsed.ok()) return fail(parsed.status());
-    info = std::move(*parsed);
-    std::string status = StringMember(info, "status");
-    if (status == "completed") break;
-    if (status == "failed" || status == "cancelled") {
-      std::string desc = StringMember(info, "error-desc");
-      return fail(absl::AbortedError(
-          absl::StrCat("QEMU reports the migration ", status, desc.empty() ? "" : ": ", desc)));
+    info = *std::move(reply);
+    if (info.status == "completed") break;
+    if (info.status == "failed" || info.status == "cancelled") {
+      return fail(absl::AbortedError(absl::StrCat("QEMU reports the migration ", info.status,
+                                                  info.error.empty() ? "" : ": ", info.error)));
     }
     if (absl::Now() >= deadline) {
       // Cancel and wait (briefly) for QEMU to let go of the source: until the migration is over,
       // QEMU refuses device changes.
-      source.Execute("migrate_cancel").status().IgnoreError();
+      source.Cancel(absl::Seconds(10)).IgnoreError();
       for (absl::Time until = absl::Now() + absl::Seconds(5); absl::Now() < until;) {
-        absl::StatusOr<std::string> r = source.Execute("query-migrate");
+        absl::StatusOr<Progress> r = source.Query(absl::Seconds(10));
         if (!r.ok()) break;
-        absl::StatusOr<rapidjson::Document> d = ParseReply(*r, "query-migrate");
-        if (!d.ok()) break;
-        std::string now = StringMember(*d, "status");
-        if (now != "cancelling" && now != "active" && now != "setup") break;
+        if (r->status != "cancelling" && r->status != "active" && r->status != "setup") break;
         absl::SleepFor(options.poll_interval);
       }
-      return fail(absl::DeadlineExceededError(absl::StrCat(
-          "not finished after ", absl::FormatDuration(options.timeout), " (", status, ", ",
-          IntMember(Member(info, "ram"), "remaining"), " bytes left); cancelled")));
+      return fail(absl::DeadlineExceededError(
+          absl::StrCat("not finished after ", absl::FormatDuration(options.timeout), " (",
+                       info.status, ", ", info.remaining_bytes, " bytes left); cancelled")));
     }
-    if (postcopy_allowed && !postcopy && status == "active" &&
-        IntMember(Member(info, "ram"), "dirty-sync-count") >= options.postcopy_after_passes) {
-      absl::Status switched = step("migrate-start-postcopy", "");
+    if (postcopy_allowed && !postcopy && info.status == "active" &&
+        info.passes >= options.postcopy_after_passes) {
+      absl::Status switched = source.StartPostcopy(left());
       if (!switched.ok()) return fail(switched);
       postcopy = true;
       VLOG(1) << where << ": switched to postcopy";
     }
     absl::SleepFor(options.poll_interval);
   }
-
-  MigrationStats stats;
-  stats.total_time = absl::Milliseconds(IntMember(info, "total-time"));
-  stats.downtime = absl::Milliseconds(IntMember(info, "downtime"));
-  stats.setup_time = absl::Milliseconds(IntMember(info, "setup-time"));
-  const Value& ram = Member(info, "ram");
-  stats.transferred_bytes = IntMember(ram, "transferred");
-  stats.ram_bytes = IntMember(ram, "total");
-  stats.passes = IntMember(ram, "dirty-sync-count");
+  MigrationStats stats = info.stats;
   stats.postcopy = postcopy;
   return stats;
 }
@@ -288,7 +340,8 @@ absl::StatusOr<MigrationStats> Migrate(Vm& source, Vm& target, const MigrationOp
   const bool was_running = source_state == "running";
   absl::StatusOr<std::string> uri = Listen(target, options.allow_postcopy);
   if (!uri.ok()) return Abandon(source, target, was_running, false, Annotate(uri.status(), where));
-  absl::StatusOr<MigrationStats> stats = Send(source.qmp(), *uri, options);
+  std::unique_ptr<Source> sender = NewQmpSource(source.qmp(), source.spec());
+  absl::StatusOr<MigrationStats> stats = Send(*sender, *uri, options);
   if (!stats.ok()) {
     // Send resumed the source already (unless postcopy lost it); the target goes.
     absl::Status stopped = target.Stop(absl::Seconds(2));

@@ -145,7 +145,8 @@ TEST(Migration, ThroughTheAgentSocketWithTheTargetStartedApart) {
 
   auto agent = qmp::QmpClient::Connect("unix:" + source->agent_qmp_path());
   ASSERT_TRUE(agent.ok()) << agent.status();
-  auto devices = CaptureDevices(**agent, source->spec());
+  std::unique_ptr<Source> sender = NewQmpSource(**agent, source->spec());
+  auto devices = sender->CaptureDevices(absl::Seconds(10));
   ASSERT_TRUE(devices.ok()) << devices.status();
   EXPECT_EQ(devices->cpu_device_add_args.size(), 1u);
   ASSERT_TRUE(devices->virtio_mem_requested_bytes.has_value());
@@ -154,13 +155,13 @@ TEST(Migration, ThroughTheAgentSocketWithTheTargetStartedApart) {
   ASSERT_TRUE(target.ok()) << target.status();
   auto uri = Listen(**target, /*allow_postcopy=*/false);
   ASSERT_TRUE(uri.ok()) << uri.status();
-  auto stats = Send(**agent, *uri);
+  auto stats = Send(*sender, *uri);
   ASSERT_TRUE(stats.ok()) << stats.status();
   ASSERT_TRUE(AwaitIncoming(**target, /*expect_running=*/true, absl::Seconds(10)).ok());
   EXPECT_TRUE(absl::StrContains(Status(**target), R"("status":"running")")) << Status(**target);
   EXPECT_EQ(hotplug::VmResizer((*target)->qmp(), (*target)->spec(), NoGuest()).Current()->cpus, 2);
   // The source's owner sees it exit once the agent quits it.
-  (void)(*agent)->Execute("quit");
+  (void)sender->Quit(absl::Seconds(10));
   for (int i = 0; i < 100 && source->Running(); ++i) absl::SleepFor(absl::Milliseconds(20));
   EXPECT_FALSE(source->Running());
 }

@@ -98,9 +98,21 @@ absl::StatusOr<StoredState> EtcdStore::Recover() {
   return std::move(ledger.state);
 }
 
+absl::Status EtcdStore::Writable(bool /*growth*/) const {
+  if (healthy_.load(std::memory_order_acquire)) return absl::OkStatus();
+  absl::MutexLock l(&mu_);
+  return !error_.ok() ? error_ : retry_error_;
+}
+
+absl::Status EtcdStore::stopped() const {
+  absl::MutexLock l(&mu_);
+  return error_;
+}
+
 uint64_t EtcdStore::Append(const LedgerRecord& record) {
   CHECK(recovered_) << "EtcdStore::Append before Recover";
   std::string bytes = record.SerializeAsString();
+  CHECK_LE(bytes.size(), kMaxRecordBytes) << "the ledger checks a record's size before it";
   absl::MutexLock l(&mu_);
   const uint64_t seq = ++last_seq_;
   ++appended_;
@@ -124,11 +136,12 @@ void EtcdStore::WhenDurable(uint64_t seq, std::function<void(absl::Status)> done
   absl::Status status;
   {
     absl::MutexLock l(&mu_);
-    if (error_.ok() && seq > durable_seq_.load(std::memory_order_relaxed)) {
+    const bool durable = seq <= durable_seq_.load(std::memory_order_relaxed);
+    if (error_.ok() && retry_error_.ok() && !durable) {
       waiters_.emplace_back(seq, std::move(done));
       return;
     }
-    status = error_;
+    if (!durable) status = !error_.ok() ? error_ : retry_error_;
   }
   done(status);
 }
@@ -155,8 +168,27 @@ void EtcdStore::Fail(absl::Status why) {
   for (auto& [seq, done] : waiters_) to_notify_.emplace_back(std::move(done), error_);
   waiters_.clear();
   pending_.clear();
+  SetHealthy();
   notify_cv_.Signal();
   durable_cv_.SignalAll();
+}
+
+void EtcdStore::Retrying(const absl::Status& why) {
+  absl::MutexLock l(&mu_);
+  ++write_errors_;
+  if (!error_.ok()) return;
+  if (retry_error_.ok()) {
+    LOG(ERROR) << "the ledger in etcd cannot be written: " << why
+               << "; changes are refused until a retry lands";
+  }
+  retry_error_ = absl::UnavailableError(
+      absl::StrCat("the ledger in etcd (", keys_.LedgerPrefix(), ") cannot be written (",
+                   why.message(), "); changes are refused until it can (retrying)"));
+  SetHealthy();
+  // Waiters of records not yet durable learn it now; the records stay queued.
+  for (auto& [seq, done] : waiters_) to_notify_.emplace_back(std::move(done), retry_error_);
+  waiters_.clear();
+  if (!to_notify_.empty()) notify_cv_.Signal();
 }
 
 absl::Status EtcdStore::Deposed() const {
@@ -227,6 +259,7 @@ absl::Status EtcdStore::WriteBatch(const Batch& batch) {
     }
     LOG_IF(WARNING, attempt == 1 || attempt % 10 == 0)
         << "ledger batch " << key << ": attempt " << attempt << " failed, retrying: " << r.status();
+    Retrying(r.status());
     absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, absl::Seconds(1));
   }
@@ -256,6 +289,11 @@ void EtcdStore::WriterLoop() {
     }
     ++commits_;
     if (!error_.ok()) continue;  // closed meanwhile: the waiters were told
+    if (!retry_error_.ok()) {
+      LOG(WARNING) << "the ledger in etcd is written again";
+      retry_error_ = absl::OkStatus();
+      SetHealthy();
+    }
     const uint64_t last = batch.first_seq + batch.records.size() - 1;
     durable_seq_.store(std::max(last, durable_seq_.load(std::memory_order_relaxed)),
                        std::memory_order_release);
@@ -366,7 +404,8 @@ StoreStats EtcdStore::Stats() const {
           .records_since_snapshot = last_seq_ - snapshot_seq_,
           .fsyncs = commits_,
           .durable_seq = durable_seq_.load(),
-          .error = error_};
+          .error = !error_.ok() ? error_ : retry_error_,
+          .write_errors = write_errors_};
 }
 
 }  // namespace autoscale::ledger::etcd

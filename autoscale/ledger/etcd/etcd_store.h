@@ -12,9 +12,14 @@
 // etcd evaluates compares when it applies the transaction, so a scheduler whose lease expired
 // (its key is gone) can never write, whatever it still believes or however late its request
 // arrives. A write that fails that compare stops the store (FAILED_PRECONDITION): nothing more
-// becomes durable and every waiter is told. A write whose answer was lost (a timeout, an
-// unreachable member) is sent again until it lands; the batch's key must not exist yet, and a key
-// that holds the same batch means the earlier attempt landed.
+// becomes durable and every waiter is told (stopped() says why).
+//
+// etcd out of reach (no quorum, no member answering): the store keeps every record not yet
+// durable, in order, and sends the batch again with back-off until it lands (store.h's contract);
+// meanwhile WhenDurable answers UNAVAILABLE at once, Writable refuses every change and Stats says
+// why, and once a retry lands all of it clears. A retried batch is safe: its key must not exist
+// yet, and a key that holds the same batch means the earlier attempt landed. A store never runs
+// short of space here, so Writable does not tell growth apart.
 //
 // Snapshots: WriteSnapshot puts the snapshot's chunks, then in one transaction its head and the
 // deletion of every batch it covers and of older snapshots; with `compact`, etcd's history before
@@ -73,12 +78,18 @@ class EtcdStore final : public LedgerStore {
   ~EtcdStore() override;
 
   absl::StatusOr<StoredState> Recover() override;
+  absl::Status Writable(bool growth) const override;
   uint64_t Append(const LedgerRecord& record) override;
   void WhenDurable(uint64_t seq, std::function<void(absl::Status)> done) override;
   uint64_t Cut() override;
   absl::Status WriteSnapshot(const LedgerSnapshot& snapshot) override;
-  // `fsyncs` counts the transactions that made batches durable.
+  // `fsyncs` counts the transactions that made batches durable; `write_errors` the attempts
+  // that failed and were retried.
   StoreStats Stats() const override;
+
+  // Why the store stopped for good (fenced off: another scheduler leads; or closed); OK while it
+  // writes or retries. A scheduler steps down on it.
+  absl::Status stopped() const;
 
   // Stops writing (a scheduler stepping down): what is not durable yet fails with `why`, and so
   // does everything appended later. A write in flight may still land; its waiters hear `why`.
@@ -107,6 +118,11 @@ class EtcdStore final : public LedgerStore {
   absl::Status Deposed() const;
   // Records the store's failure and answers every waiter with it.
   void Fail(absl::Status why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // An attempt to write a batch failed and will be retried (the writer): answers every waiter.
+  void Retrying(const absl::Status& why);
+  void SetHealthy() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    healthy_.store(error_.ok() && retry_error_.ok(), std::memory_order_release);
+  }
 
   const EtcdStoreOptions options_;
   const Keys keys_;
@@ -128,11 +144,17 @@ class EtcdStore final : public LedgerStore {
   uint64_t snapshot_seq_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t appended_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
+  // Why the store stopped for good (OK: it has not).
   absl::Status error_ ABSL_GUARDED_BY(mu_);
+  // Why the batch being written did not land yet, while the writer retries (OK: it writes).
+  absl::Status retry_error_ ABSL_GUARDED_BY(mu_);
+  uint64_t write_errors_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool writer_done_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> durable_seq_{0};
   std::atomic<bool> closed_{false};
+  // error_ and retry_error_ both OK, read without the lock on the request path (Writable).
+  std::atomic<bool> healthy_{true};
 
   std::thread writer_;
   std::thread notifier_;

@@ -2,7 +2,7 @@
 // rebuilt from etcd equals the live one; group commit; snapshots in chunks that compact the log;
 // fencing (a writer whose key is gone writes nothing, ever); a retried batch that had landed; a
 // missing batch named as data loss; a follower that keeps up and hands over a warm copy; writes
-// that go on while a member is down.
+// that go on while a member is down, and changes refused (records kept) while quorum is lost.
 #include "autoscale/ledger/etcd/etcd_store.h"
 
 #include <atomic>
@@ -354,6 +354,66 @@ TEST_F(EtcdStoreTest, WritesGoOnWhileAMemberIsDown) {
   ASSERT_TRUE(cluster_->Restart(0).ok()) << cluster_->LogTail(0);
   ASSERT_TRUE(Durable(*store, store->Append(Record("n21"))).ok());
   EXPECT_EQ(store->Stats().durable_seq, 22u);
+}
+
+// store.h's contract for a store that cannot write: it refuses changes and answers waiters at
+// once instead of letting them hang, keeps the records in order, and writes them once etcd is
+// back, without a restart.
+TEST_F(EtcdStoreTest, WithoutQuorumChangesAreRefusedAndRecordsLandOnceItIsBack) {
+  std::unique_ptr<EtcdStore> store = Open(MakeFence("a"));
+  ASSERT_TRUE(store->Recover().ok());
+  ASSERT_TRUE(Durable(*store, store->Append(Record("n0"))).ok());
+  // Whatever happens below, the shared cluster gets its members back.
+  struct Restore {
+    testing::EtcdCluster* cluster;
+    ~Restore() {
+      for (int m = 1; m <= 2; ++m) {
+        if (!cluster->Running(m)) {
+          EXPECT_TRUE(cluster->Restart(m).ok()) << cluster->LogTail(m);
+        }
+      }
+    }
+  } restore{cluster_};
+  cluster_->Kill(1);
+  cluster_->Kill(2);
+
+  const uint64_t first = store->Append(Record("n1"));
+  const absl::Status refused = Durable(*store, first);
+  EXPECT_TRUE(absl::IsUnavailable(refused)) << refused;
+  EXPECT_NE(refused.message().find("retrying"), absl::string_view::npos) << refused;
+  const absl::Status writable = store->Writable(/*growth=*/false);
+  EXPECT_TRUE(absl::IsUnavailable(writable)) << writable;
+  const StoreStats stats = store->Stats();
+  EXPECT_TRUE(absl::IsUnavailable(stats.error)) << stats.error;
+  EXPECT_GT(stats.write_errors, 0u);
+  EXPECT_TRUE(store->stopped().ok()) << "retrying is not stopping: " << store->stopped();
+  // A waiter arriving meanwhile is answered before WhenDurable returns.
+  const uint64_t second = store->Append(Record("n2"));
+  bool answered = false;
+  store->WhenDurable(second, [&](absl::Status s) {
+    EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+    answered = true;
+  });
+  EXPECT_TRUE(answered);
+
+  ASSERT_TRUE(cluster_->Restart(1).ok()) << cluster_->LogTail(1);
+  ASSERT_TRUE(cluster_->Restart(2).ok()) << cluster_->LogTail(2);
+  // Without a restart of the store: a retry lands, and what was kept is durable, in order.
+  absl::Status now = store->Writable(/*growth=*/true);
+  for (absl::Time end = absl::Now() + absl::Seconds(30); !now.ok() && absl::Now() < end;) {
+    absl::SleepFor(absl::Milliseconds(50));
+    now = store->Writable(/*growth=*/true);
+  }
+  ASSERT_TRUE(now.ok()) << now;
+  ASSERT_TRUE(Durable(*store, store->Append(Record("n3"))).ok());
+  EXPECT_TRUE(store->Stats().error.ok());
+  absl::StatusOr<EtcdLedger> read = ReadLedger(*etcd_, Keys(prefix_));
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_EQ(read->state.records.size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(read->state.records[i].node_registered().name(), absl::StrCat("n", i));
+  }
+  EXPECT_LE(first, read->state.last_seq);
 }
 
 }  // namespace

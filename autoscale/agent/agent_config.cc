@@ -1,0 +1,84 @@
+#include "autoscale/agent/agent_config.h"
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "autoscale/agent/vm_driver.h"
+#include "autoscale/base/proto_duration.h"
+#include "autoscale/base/proto_file.h"
+#include "autoscale/base/status_macros.h"
+#include "autoscale/core/config_proto.h"
+#include "neonvm/launcher/vm.h"
+
+namespace autoscale::agent {
+
+absl::StatusOr<neonvm::migration::MigrationOptions> MigrationOptionsFromProto(
+    const api::MigrationSettings& s) {
+  neonvm::migration::MigrationOptions o;
+  o.auto_converge = s.auto_converge();
+  const absl::Duration downtime = FromProto(s.downtime_limit());
+  if (downtime != absl::ZeroDuration()) {
+    // QEMU takes whole milliseconds up to 2000 s.
+    if (downtime < absl::Milliseconds(1) || downtime > absl::Seconds(2000)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("migration.downtimeLimit: must be within 1ms..2000s, got ",
+                       absl::FormatDuration(downtime)));
+    }
+    o.downtime_limit = downtime;
+  }
+  if (s.max_bandwidth_bytes_per_second() < 0) {
+    return absl::InvalidArgumentError("migration.maxBandwidthBytesPerSecond: must not be negative");
+  }
+  if (s.max_bandwidth_bytes_per_second() > 0) {
+    o.max_bandwidth_bytes_per_second = s.max_bandwidth_bytes_per_second();
+  }
+  if (s.postcopy_after_passes() > 1000) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "migration.postcopyAfterPasses: at most 1000, got ", s.postcopy_after_passes()));
+  }
+  if (s.postcopy_after_passes() > 0) {
+    o.postcopy_after_passes = static_cast<int>(s.postcopy_after_passes());
+  }
+  return o;
+}
+
+absl::Status ValidateAgentConfig(const api::AgentConfig& c) {
+  if (c.node().empty()) return absl::InvalidArgumentError("node: required");
+  if (c.scheduler_address().empty()) {
+    return absl::InvalidArgumentError("schedulerAddress: required");
+  }
+  ASSIGN_OR_RETURN(const core::Resources cu, core::ComputeUnitFromProto(c.compute_unit()));
+  RETURN_IF_ERROR(core::ResolveScalingConfig(c.scaling()).status());
+  RETURN_IF_ERROR(core::ResolveTimings(c.timings()).status());
+  RETURN_IF_ERROR(MigrationOptionsFromProto(c.migration()).status());
+  std::set<std::string> names;
+  for (int i = 0; i < c.vms_size(); ++i) {
+    const api::VmConfig& vm = c.vms(i);
+    const std::string field = absl::StrCat("vms[", i, "]");
+    if (vm.name().empty()) return absl::InvalidArgumentError(field + ".name: required");
+    if (!names.insert(vm.name()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".name: '", vm.name(), "' appears twice"));
+    }
+    if (vm.qmp().empty()) return absl::InvalidArgumentError(field + ".qmp: required");
+    RETURN_IF_ERROR(core::BoundsFromProto(vm.bounds(), (field + ".bounds").c_str()).status());
+    RETURN_IF_ERROR(core::ResolveScalingConfig(c.scaling(), vm.scaling()).status());
+    const neonvm::launcher::VmSpec spec = SpecFromProto(vm.spec());
+    RETURN_IF_ERROR(Annotate(neonvm::launcher::Validate(spec), field + ".spec"));
+    if (cu.memory_bytes % spec.memory_slot_bytes != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".spec.memorySlotBytes: the compute unit's memory (", cu.memory_bytes,
+                       ") must be a whole number of slots (", spec.memory_slot_bytes, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<api::AgentConfig> LoadAgentConfig(const std::string& path) {
+  api::AgentConfig c;
+  RETURN_IF_ERROR(ReadProtoFile(path, c));
+  RETURN_IF_ERROR(Annotate(ValidateAgentConfig(c), path));
+  return c;
+}
+
+}  // namespace autoscale::agent

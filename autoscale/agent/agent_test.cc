@@ -1,0 +1,500 @@
+// The agent without QEMU: fake VMs (autoscale/testing/fake_vm.h), the real scheduler library over
+// a memory store (through rpc/scheduler's in-process client), scripted monitors behind
+// rpc/monitor's in-process connector, and a manual clock for every timer the agent keeps
+// (restart back-offs, order polling, the runners' states). Config reloads, a runner restarted
+// after its VM could not be reached, a VM lost for good, and migrations out and in between two
+// agents in this process. Waits are bounded and poll for a condition; nothing asserts a time.
+#include "autoscale/agent/agent.h"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "autoscale/base/clock.h"
+#include "autoscale/base/proto_file.h"
+#include "autoscale/base/status_macros.h"
+#include "autoscale/base/units.h"
+#include "autoscale/core/config_proto.h"
+#include "autoscale/ledger/memory_store.h"
+#include "autoscale/rpc/agent_peer/in_process.h"
+#include "autoscale/rpc/monitor/in_process.h"
+#include "autoscale/rpc/scheduler/in_process.h"
+#include "autoscale/scheduler/scheduler.h"
+#include "autoscale/testing/fake_vm.h"
+#include "gtest/gtest.h"
+
+namespace autoscale::agent {
+namespace {
+
+using core::Resources;
+using testing::FakeHypervisor;
+using testing::FakeVm;
+using testing::FakeVmDriverFactory;
+
+constexpr Resources kCu{1000, kGiB};
+
+Resources Cus(int n) { return kCu * n; }
+
+// Waits (up to 20 s of real time) for `done`; whether it came. The agent's threads run on their
+// own; the test only waits for what it expects, never for a time.
+bool Eventually(const std::function<bool()>& done) {
+  const absl::Time end = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < end) {
+    if (done()) return true;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return done();
+}
+
+// A monitor the test drives: it approves downscales (or not), and sends metrics to whichever
+// agent is connected. One per VM, reached at testing::FakeMonitorAddress(vm) wherever the VM runs.
+class ScriptedMonitor final : public rpc::monitor::MonitorService {
+ public:
+  std::unique_ptr<rpc::monitor::AgentSession> Connect(
+      std::shared_ptr<rpc::monitor::AgentStream> agent, const std::string&) override {
+    absl::MutexLock lock(&mu_);
+    if (agent_ != nullptr) agent_->Close();  // one agent at a time, as monitor::AgentLink
+    agent_ = std::move(agent);
+    ++connections_;
+    return std::make_unique<Session>(*this);
+  }
+
+  // Sends `m` to the connected agent; false if none is.
+  bool SendMetrics(const api::Metrics& m) {
+    absl::MutexLock lock(&mu_);
+    return agent_ != nullptr && agent_->SendMetrics(m);
+  }
+  int connections() const {
+    absl::MutexLock lock(&mu_);
+    return connections_;
+  }
+  std::atomic<bool> approve{true};
+
+ private:
+  class Session final : public rpc::monitor::AgentSession {
+   public:
+    explicit Session(ScriptedMonitor& m) : m_(m) {}
+    absl::StatusOr<api::DownscaleResult> RequestDownscale(const api::DownscaleRequest&) override {
+      api::DownscaleResult r;
+      r.set_ok(m_.approve.load());
+      r.set_status(r.ok() ? "enough headroom" : "too little headroom");
+      return r;
+    }
+    absl::Status NotifyUpscale(const api::UpscaleNotification&) override {
+      return absl::OkStatus();
+    }
+
+   private:
+    ScriptedMonitor& m_;
+  };
+
+  mutable absl::Mutex mu_;
+  std::shared_ptr<rpc::monitor::AgentStream> agent_ ABSL_GUARDED_BY(mu_);
+  int connections_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+api::Metrics Load(double load) {
+  api::Metrics m;
+  m.set_load_avg_1m(load);
+  m.set_load_avg_5m(load);
+  m.set_memory_usage_bytes(kGiB / 4);
+  return m;
+}
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    scheduler::SchedulerOptions options;
+    options.default_compute_unit = kCu;
+    options.ledger.placement.randomize = false;
+    options.ledger.clock = &clock_;
+    auto opened = scheduler::Scheduler::Open(options, std::make_unique<ledger::MemoryStore>());
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    scheduler_ = *std::move(opened);
+    client_ = std::make_unique<rpc::scheduler::InProcessClient>(scheduler_->service());
+  }
+
+  void TearDown() override {
+    for (auto& [name, node] : nodes_) node->agent->Stop();
+  }
+
+  // Registers `node` with the scheduler (total `cus` CU; watermark as a fraction, 0: default),
+  // as its agent will (Config gives the agent the same).
+  void RegisterNode(const std::string& node, int cus, double watermark = 0) {
+    api::RegisterNodeRequest r;
+    r.set_node(node);
+    *r.mutable_total() = core::ToProto(Cus(cus));
+    r.set_watermark(watermark);
+    r.set_agent_address(node + ":agent");
+    ASSERT_TRUE(client_->RegisterNode(r).ok());
+    registered_[node] = r;
+  }
+
+  // Places `vm` on `node` at its minimum in the ledger and starts its fake VM there.
+  FakeVm& AddVm(const std::string& vm, const std::string& node, core::Bounds bounds,
+                bool migratable = false) {
+    api::PlaceVmRequest place;
+    place.set_vm(vm);
+    place.mutable_bounds()->set_min_cu(bounds.min_cu);
+    place.mutable_bounds()->set_max_cu(bounds.max_cu);
+    place.set_node(node);
+    place.set_migratable(migratable);
+    absl::StatusOr<api::PlaceVmResponse> p = client_->PlaceVm(place);
+    EXPECT_TRUE(p.ok()) << p.status();
+    monitors_[testing::FakeMonitorAddress(vm)] = std::make_unique<ScriptedMonitor>();
+    return hv_.AddVm(vm, "fake:" + vm, Cus(bounds.min_cu));
+  }
+
+  static api::VmConfig VmConfig(const std::string& vm, core::Bounds bounds) {
+    api::VmConfig c;
+    c.set_name(vm);
+    c.set_qmp("fake:" + vm);
+    c.set_monitor_address(testing::FakeMonitorAddress(vm));
+    c.set_monitor_guest_port(10301);
+    c.mutable_bounds()->set_min_cu(bounds.min_cu);
+    c.mutable_bounds()->set_max_cu(bounds.max_cu);
+    c.set_migratable(true);
+    api::VmLaunchSpec& spec = *c.mutable_spec();
+    spec.set_name(vm);
+    spec.set_cpus_min(1);
+    spec.set_cpus_max(8);
+    spec.set_cpus_use(1);
+    spec.set_memory_slot_bytes(kGiB);
+    spec.set_memory_slots_min(1);
+    spec.set_memory_slots_max(8);
+    spec.set_memory_slots_use(1);
+    return c;
+  }
+
+  api::AgentConfig Config(const std::string& node, std::vector<api::VmConfig> vms) {
+    api::AgentConfig c;
+    c.set_node(node);
+    if (auto it = registered_.find(node); it != registered_.end()) {
+      *c.mutable_node_total() = it->second.total();
+      c.set_watermark(it->second.watermark());
+    }
+    c.set_scheduler_address("in-process");
+    c.mutable_compute_unit()->set_milli_cpu(kCu.milli_cpu);
+    c.mutable_compute_unit()->set_memory_bytes(kCu.memory_bytes);
+    for (api::VmConfig& vm : vms) *c.add_vms() = std::move(vm);
+    return c;
+  }
+
+  struct Node {
+    explicit Node(FakeHypervisor& hv, const std::string& name) : factory(hv, name) {}
+    FakeVmDriverFactory factory;
+    std::unique_ptr<Agent> agent;
+  };
+
+  // Starts the agent of `node` with `config`.
+  Agent& StartAgent(const std::string& node, const api::AgentConfig& config) {
+    auto n = std::make_unique<Node>(hv_, node);
+    AgentOptions o;
+    o.address = node + ":agent";
+    o.supervise_interval = absl::Milliseconds(5);
+    o.runner_max_sleep = absl::Milliseconds(10);
+    o.monitor_retry = absl::Milliseconds(20);
+    n->agent = std::make_unique<Agent>(
+        o, *client_, n->factory,
+        [this](const std::string& address, rpc::monitor::MonitorClient::Callbacks callbacks,
+               absl::Duration timeout)
+            -> absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>> {
+          auto it = monitors_.find(address);
+          if (it == monitors_.end()) return absl::UnavailableError("no monitor at " + address);
+          return rpc::monitor::InProcessConnector(*it->second)
+              .Connect(address, std::move(callbacks), timeout);
+        },
+        [this](const std::string& address)
+            -> absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> {
+          for (auto& [name, other] : nodes_) {
+            if (name + ":agent" == address) {
+              return std::make_unique<rpc::agent_peer::InProcessClient>(*other->agent);
+            }
+          }
+          return absl::UnavailableError("no agent at " + address);
+        },
+        clock_);
+    Agent& agent = *n->agent;
+    nodes_[node] = std::move(n);
+    absl::Status started = agent.Start(config);
+    EXPECT_TRUE(started.ok()) << started;
+    return agent;
+  }
+
+  Node& node(const std::string& name) { return *nodes_.at(name); }
+
+  // The events of `kind` for `vm` in `agent`'s log.
+  static int Count(Agent& agent, const std::string& vm, api::EventKind kind) {
+    int n = 0;
+    for (const Event& e : agent.events().Since(0)) n += e.vm == vm && e.kind == kind;
+    return n;
+  }
+  static bool Has(Agent& agent, const std::string& vm, api::EventKind kind) {
+    return Count(agent, vm, kind) > 0;
+  }
+  static std::string Log(Agent& agent) {
+    std::string out;
+    for (const Event& e : agent.events().Since(0)) {
+      absl::StrAppend(&out, "\n  ", e.vm, " ", api::EventKind_Name(e.kind), ": ", e.text);
+    }
+    return out;
+  }
+
+  static const api::VmStatus* Vm(const api::AgentStatus& s, const std::string& vm) {
+    for (const api::VmStatus& v : s.vms()) {
+      if (v.vm() == vm) return &v;
+    }
+    return nullptr;
+  }
+  // Whether `agent` runs a runner for `vm` (its status has the VM with no error and a size).
+  static bool Managed(Agent& agent, const std::string& vm) {
+    for (const RunnerStatus& s : agent.Statuses()) {
+      if (s.vm == vm) return s.current.memory_bytes > 0;
+    }
+    return false;
+  }
+
+  absl::StatusOr<api::VmState> Ledger(const std::string& vm) {
+    ASSIGN_OR_RETURN(api::ListVmsResponse vms, client_->ListVms(api::ListRequest()));
+    for (const api::VmState& v : vms.vms()) {
+      if (v.vm() == vm) return v;
+    }
+    return absl::NotFoundError(vm + " is not in the ledger");
+  }
+  Resources Permit(const std::string& vm) {
+    absl::StatusOr<api::VmState> v = Ledger(vm);
+    return v.ok() ? Resources{v->permit().milli_cpu(), v->permit().memory_bytes()} : Resources{};
+  }
+
+  // Sends `m` from vm's monitor once an agent is connected to it.
+  bool SendMetrics(const std::string& vm, const api::Metrics& m) {
+    ScriptedMonitor& monitor = *monitors_.at(testing::FakeMonitorAddress(vm));
+    return Eventually([&] { return monitor.SendMetrics(m); });
+  }
+
+  ManualClock clock_;
+  std::unique_ptr<scheduler::Scheduler> scheduler_;
+  std::unique_ptr<rpc::scheduler::InProcessClient> client_;
+  FakeHypervisor hv_;
+  std::map<std::string, std::unique_ptr<ScriptedMonitor>> monitors_;
+  std::map<std::string, std::unique_ptr<Node>> nodes_;
+  std::map<std::string, api::RegisterNodeRequest> registered_;
+};
+
+TEST_F(AgentTest, AConfigReloadAddsRemovesAndChangesVms) {
+  RegisterNode("a", 8);
+  AddVm("vm1", "a", {1, 4});
+  FakeVm& vm2 = AddVm("vm2", "a", {1, 4});
+  Agent& agent = StartAgent("a", Config("a", {VmConfig("vm1", {1, 4})}));
+  ASSERT_TRUE(Eventually([&] { return Managed(agent, "vm1"); })) << Log(agent);
+  EXPECT_FALSE(Managed(agent, "vm2"));
+
+  // A new VM gets a runner.
+  ASSERT_TRUE(
+      agent.UpdateConfig(Config("a", {VmConfig("vm1", {1, 4}), VmConfig("vm2", {1, 4})})).ok());
+  ASSERT_TRUE(Eventually([&] { return Managed(agent, "vm2"); })) << Log(agent);
+  EXPECT_TRUE(Has(agent, "", api::EVENT_KIND_CONFIG_APPLIED));
+
+  // vm1 leaves the config; vm2's minimum rises to 2 CU: the scheduler is asked, the VM grows.
+  ASSERT_TRUE(agent.UpdateConfig(Config("a", {VmConfig("vm2", {2, 4})})).ok());
+  ASSERT_TRUE(Eventually([&] { return Has(agent, "vm1", api::EVENT_KIND_VM_REMOVED); }))
+      << Log(agent);
+  ASSERT_TRUE(Eventually([&] { return vm2.size() == Cus(2); })) << Log(agent);
+  EXPECT_EQ(Permit("vm2"), Cus(2));
+  EXPECT_TRUE(Has(agent, "vm2", api::EVENT_KIND_VM_CONFIG_CHANGED));
+  EXPECT_EQ(Vm(agent.Status(), "vm1"), nullptr) << "vm1 is no longer managed";
+  EXPECT_FALSE(Managed(agent, "vm1"));
+
+  // A new scaling config applies at once: a load of 1.8 is 2 CU at the default target (0.9 of a
+  // vCPU per CU) and 4 CU (the maximum) at 0.3.
+  ASSERT_TRUE(SendMetrics("vm2", Load(1.8)));
+  ASSERT_TRUE(Eventually([&] {
+    const api::AgentStatus s = agent.Status();
+    const api::VmStatus* v = Vm(s, "vm2");
+    return v != nullptr && v->has_load_avg_1m();
+  }));
+  EXPECT_EQ(vm2.size(), Cus(2));
+  api::AgentConfig eager = Config("a", {VmConfig("vm2", {2, 4})});
+  eager.mutable_scaling()->set_load_average_fraction_target(0.3);
+  ASSERT_TRUE(agent.UpdateConfig(eager).ok());
+  ASSERT_TRUE(Eventually([&] { return vm2.size() == Cus(4); })) << Log(agent);
+  EXPECT_EQ(Permit("vm2"), Cus(4));
+
+  // A config that does not check out changes nothing, and says why.
+  api::AgentConfig twice = Config("a", {VmConfig("vm2", {2, 4}), VmConfig("vm2", {1, 1})});
+  absl::Status refused = agent.UpdateConfig(twice);
+  EXPECT_TRUE(absl::StrContains(refused.message(), "vms[1].name")) << refused;
+  EXPECT_TRUE(Has(agent, "", api::EVENT_KIND_CONFIG_REJECTED));
+  EXPECT_TRUE(Managed(agent, "vm2"));
+  api::AgentConfig renamed = Config("b", {});
+  EXPECT_FALSE(agent.UpdateConfig(renamed).ok()) << "the node cannot change";
+}
+
+TEST_F(AgentTest, ARunnerWhoseVmCannotBeReachedIsRestarted) {
+  RegisterNode("a", 8);
+  FakeVm& vm1 = AddVm("vm1", "a", {1, 4});
+  AddVm("vm2", "a", {1, 4});
+  Agent& agent = StartAgent("a", Config("a", {VmConfig("vm1", {1, 4}), VmConfig("vm2", {1, 4})}));
+  ASSERT_TRUE(Eventually([&] { return Managed(agent, "vm1") && Managed(agent, "vm2"); }))
+      << Log(agent);
+  const int opens = node("a").factory.opens();
+
+  // The VM's QMP connection is lost: its runner notices (probing the idle VM) and is stopped.
+  vm1.SetReachable(false);
+  ASSERT_TRUE(Eventually([&] { return Has(agent, "vm1", api::EVENT_KIND_RUNNER_RESTARTING); }))
+      << Log(agent);
+  EXPECT_FALSE(Managed(agent, "vm1"));
+  // Nothing is retried before the back-off (clock time) has passed.
+  EXPECT_EQ(node("a").factory.opens(), opens);
+
+  vm1.SetReachable(true);
+  clock_.Advance(absl::Seconds(10));  // restart_max
+  ASSERT_TRUE(Eventually([&] { return Managed(agent, "vm1"); })) << Log(agent);
+  EXPECT_EQ(Count(agent, "vm1", api::EVENT_KIND_RUNNER_STARTED), 2);
+  EXPECT_EQ(node("a").factory.opens(), opens + 1);
+  // The other VM's runner was never disturbed.
+  EXPECT_EQ(Count(agent, "vm2", api::EVENT_KIND_RUNNER_STARTED), 1);
+  EXPECT_FALSE(Has(agent, "vm2", api::EVENT_KIND_RUNNER_RESTARTING));
+
+  // The restarted runner resizes the VM again.
+  ASSERT_TRUE(
+      agent.UpdateConfig(Config("a", {VmConfig("vm1", {2, 4}), VmConfig("vm2", {1, 4})})).ok());
+  EXPECT_TRUE(Eventually([&] { return vm1.size() == Cus(2); })) << Log(agent);
+}
+
+TEST_F(AgentTest, ALostVmIsRetriedAndReportedWithoutDisturbingTheOthers) {
+  RegisterNode("a", 8);
+  FakeVm& vm1 = AddVm("vm1", "a", {1, 4});
+  FakeVm& vm2 = AddVm("vm2", "a", {1, 4});
+  Agent& agent = StartAgent("a", Config("a", {VmConfig("vm1", {1, 4}), VmConfig("vm2", {1, 4})}));
+  ASSERT_TRUE(Eventually([&] { return Managed(agent, "vm1") && Managed(agent, "vm2"); }))
+      << Log(agent);
+
+  vm1.Kill();  // its QEMU is gone for good
+  ASSERT_TRUE(Eventually([&] { return Has(agent, "vm1", api::EVENT_KIND_RUNNER_RESTARTING); }))
+      << Log(agent);
+  clock_.Advance(absl::Seconds(10));
+  ASSERT_TRUE(Eventually([&] { return Has(agent, "vm1", api::EVENT_KIND_RUNNER_START_FAILED); }))
+      << Log(agent);
+  const api::AgentStatus status = agent.Status();
+  const api::VmStatus* lost = Vm(status, "vm1");
+  ASSERT_NE(lost, nullptr) << "a lost VM stays on the status page";
+  EXPECT_TRUE(absl::StrContains(lost->error(), "no fake VM there")) << lost->error();
+
+  // Retried every restart_min, reported once while the error stays the same.
+  const int opens = node("a").factory.opens();
+  clock_.Advance(absl::Seconds(5));
+  ASSERT_TRUE(Eventually([&] { return node("a").factory.opens() > opens; }));
+  EXPECT_EQ(Count(agent, "vm1", api::EVENT_KIND_RUNNER_START_FAILED), 1) << Log(agent);
+  // Its permit stays booked: the agent cannot know the VM will not come back.
+  EXPECT_EQ(Permit("vm1"), Cus(1));
+
+  // vm2 scales on.
+  ASSERT_TRUE(
+      agent.UpdateConfig(Config("a", {VmConfig("vm1", {1, 4}), VmConfig("vm2", {3, 4})})).ok());
+  EXPECT_TRUE(Eventually([&] { return vm2.size() == Cus(3); })) << Log(agent);
+  EXPECT_EQ(Permit("vm2"), Cus(3));
+}
+
+// Node a (4 CU, watermark 2 CU) holds vm1 and vm2 at 1 CU each; vm1's minimum rises to 2 CU, so
+// a goes above its watermark and the scheduler orders vm1 (the only migratable VM) to node b.
+class MigrationTest : public AgentTest {
+ protected:
+  void StartBoth() {
+    RegisterNode("a", 4, /*watermark=*/0.5);
+    RegisterNode("b", 4);
+    AddVm("vm1", "a", {1, 3}, /*migratable=*/true);
+    AddVm("vm2", "a", {1, 1});
+    a_ = &StartAgent("a", Config("a", {VmConfig("vm1", {1, 3}), VmConfig("vm2", {1, 1})}));
+    b_ = &StartAgent("b", Config("b", {}));
+    ASSERT_TRUE(Eventually([&] { return Managed(*a_, "vm1") && Managed(*a_, "vm2"); })) << Log(*a_);
+  }
+
+  // Raises vm1's minimum to 2 CU and lets the agent poll for orders once it has grown.
+  void Overfill() {
+    ASSERT_TRUE(
+        a_->UpdateConfig(Config("a", {VmConfig("vm1", {2, 3}), VmConfig("vm2", {1, 1})})).ok());
+    ASSERT_TRUE(Eventually([&] { return Permit("vm1") == Cus(2); })) << Log(*a_);
+    clock_.Advance(absl::Seconds(1));  // the next poll for migration orders
+  }
+
+  // The ledger is consistent: its own invariants, and vm1 booked exactly once.
+  void ExpectLedgerConsistent() {
+    EXPECT_TRUE(scheduler_->ledger().CheckInvariants().ok())
+        << scheduler_->ledger().CheckInvariants();
+    absl::StatusOr<api::VmState> vm1 = Ledger("vm1");
+    ASSERT_TRUE(vm1.ok()) << vm1.status();
+    EXPECT_FALSE(vm1->migrating());
+  }
+
+  Agent* a_ = nullptr;
+  Agent* b_ = nullptr;
+};
+
+TEST_F(MigrationTest, AVmMigratesOutAndIn) {
+  StartBoth();
+  Overfill();
+  ASSERT_TRUE(Eventually([&] { return Has(*b_, "vm1", api::EVENT_KIND_MIGRATED_IN); }))
+      << "a:" << Log(*a_) << "\nb:" << Log(*b_);
+  ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::EVENT_KIND_MIGRATED_OUT); }))
+      << Log(*a_);
+
+  // One copy runs, on b; a no longer manages it, b does.
+  EXPECT_EQ(hv_.RunningCopies("vm1"), 1);
+  FakeVm* running = hv_.Running("vm1");
+  ASSERT_NE(running, nullptr);
+  EXPECT_TRUE(absl::StartsWith(running->qmp_address(), "fake:b/")) << running->qmp_address();
+  EXPECT_EQ(running->size(), Cus(2)) << "the VM arrives at the size it had";
+  EXPECT_EQ(Vm(a_->Status(), "vm1"), nullptr);
+  ASSERT_TRUE(Eventually([&] { return Managed(*b_, "vm1"); })) << Log(*b_);
+  // The ledger moved it; b's agent reaches its monitor (it moved with the VM).
+  ExpectLedgerConsistent();
+  EXPECT_EQ(Ledger("vm1")->node(), "b");
+  EXPECT_EQ(Permit("vm1"), Cus(2));
+  ASSERT_TRUE(Eventually([&] {
+    const api::AgentStatus s = b_->Status();
+    const api::VmStatus* v = Vm(s, "vm1");
+    return v != nullptr && v->monitor_connected();
+  })) << Log(*b_);
+  EXPECT_EQ(monitors_.at(testing::FakeMonitorAddress("vm1"))->connections(), 2);
+
+  // b's agent scales it: a load of 2.5 wants 3 CU, its maximum.
+  ASSERT_TRUE(SendMetrics("vm1", Load(2.5)));
+  EXPECT_TRUE(Eventually([&] { return running->size() == Cus(3); })) << Log(*b_);
+  EXPECT_EQ(Permit("vm1"), Cus(3));
+  EXPECT_EQ(Ledger("vm1")->node(), "b");
+}
+
+TEST_F(MigrationTest, AFailedMigrationLeavesTheVmWhereItWas) {
+  hv_.SetMigrationScript({.active_polls = 3, .fail_at_poll = 2});
+  StartBoth();
+  Overfill();
+  ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::EVENT_KIND_MIGRATION_FAILED); }))
+      << Log(*a_);
+  ASSERT_TRUE(Eventually([&] { return Has(*b_, "vm1", api::EVENT_KIND_INCOMING_ABANDONED); }))
+      << Log(*b_);
+  EXPECT_EQ(hv_.RunningCopies("vm1"), 1);
+  FakeVm* running = hv_.Running("vm1");
+  ASSERT_NE(running, nullptr);
+  EXPECT_EQ(running->qmp_address(), "fake:vm1") << "the source runs on";
+  EXPECT_EQ(running->run_state(), "running");
+  EXPECT_FALSE(Has(*b_, "vm1", api::EVENT_KIND_MIGRATED_IN));
+  ASSERT_TRUE(Eventually([&] { return !Ledger("vm1")->migrating(); }));
+  ExpectLedgerConsistent();
+  EXPECT_EQ(Ledger("vm1")->node(), "a");
+  // a manages it again: resizing resumes.
+  ASSERT_TRUE(Eventually([&] {
+    for (const RunnerStatus& s : a_->Statuses()) {
+      if (s.vm == "vm1") return !s.migrating;
+    }
+    return false;
+  })) << Log(*a_);
+}
+
+}  // namespace
+}  // namespace autoscale::agent

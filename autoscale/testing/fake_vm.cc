@@ -1,0 +1,315 @@
+#include "autoscale/testing/fake_vm.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace autoscale::testing {
+
+using core::Resources;
+using neonvm::migration::Devices;
+using neonvm::migration::MigrationOptions;
+using neonvm::migration::Progress;
+
+std::string FakeMonitorAddress(const std::string& vm) { return "fake-monitor:" + vm; }
+
+namespace {
+
+bool Runs(const std::string& state) { return state == "running" || state == "paused"; }
+
+}  // namespace
+
+Resources FakeVm::size() const {
+  absl::MutexLock lock(&hv_.mu_);
+  return size_;
+}
+
+std::string FakeVm::run_state() const {
+  absl::MutexLock lock(&hv_.mu_);
+  return run_state_;
+}
+
+int FakeVm::resizes() const {
+  absl::MutexLock lock(&hv_.mu_);
+  return resizes_;
+}
+
+void FakeVm::SetReachable(bool reachable) {
+  absl::MutexLock lock(&hv_.mu_);
+  if (reachable_ && !reachable) ++epoch_;
+  reachable_ = reachable;
+}
+
+void FakeVm::FailResizes(absl::Status error) {
+  absl::MutexLock lock(&hv_.mu_);
+  resize_error_ = std::move(error);
+}
+
+void FakeVm::Kill() {
+  absl::MutexLock lock(&hv_.mu_);
+  run_state_ = "shutdown";
+  ++epoch_;
+}
+
+// A connection to a FakeVm: it fails like a lost QMP connection once the VM was unreachable or
+// gone since it was opened. Every call holds the hypervisor's lock.
+class FakeConnection {
+ public:
+  // Called with the hypervisor's lock held.
+  explicit FakeConnection(FakeVm& vm) : vm_(vm), epoch_(vm.epoch_) {}
+
+ protected:
+  absl::Status Check() const {
+    if (!vm_.reachable_ || vm_.epoch_ != epoch_ || vm_.run_state_ == "shutdown") {
+      return absl::UnavailableError(
+          absl::StrCat("QMP connection to ", vm_.qmp_address_, " lost: fake VM unreachable"));
+    }
+    return absl::OkStatus();
+  }
+  absl::Mutex* mu() const { return &vm_.hv_.mu_; }
+
+  FakeVm& vm_;
+  const int epoch_;
+};
+
+class FakeDriver final : public agent::VmDriver, private FakeConnection {
+ public:
+  using FakeConnection::FakeConnection;
+
+  absl::StatusOr<Resources> Current() override {
+    absl::MutexLock lock(mu());
+    if (absl::Status s = Check(); !s.ok()) return s;
+    return vm_.size_;
+  }
+  absl::StatusOr<Resources> Resize(const Resources& target) override {
+    absl::MutexLock lock(mu());
+    ++vm_.resizes_;
+    if (absl::Status s = Check(); !s.ok()) return s;
+    if (!vm_.resize_error_.ok()) return vm_.resize_error_;
+    vm_.size_ = target;
+    return vm_.size_;
+  }
+};
+
+class FakeSource final : public neonvm::migration::Source, private FakeConnection {
+ public:
+  using FakeConnection::FakeConnection;
+
+  std::string name() const override { return "fake VM " + vm_.name_; }
+
+  absl::StatusOr<std::string> RunState(absl::Duration) override {
+    absl::MutexLock lock(mu());
+    if (absl::Status s = Check(); !s.ok()) return s;
+    return vm_.run_state_;
+  }
+  absl::StatusOr<Devices> CaptureDevices(absl::Duration) override {
+    absl::MutexLock lock(mu());
+    if (absl::Status s = Check(); !s.ok()) return s;
+    return Devices{};
+  }
+  absl::Status Configure(const MigrationOptions&, absl::Duration) override {
+    absl::MutexLock lock(mu());
+    return Check();
+  }
+  absl::Status Start(const std::string& uri, absl::Duration) override {
+    absl::MutexLock lock(mu());
+    if (absl::Status s = Check(); !s.ok()) return s;
+    FakeVm* target = nullptr;
+    for (const auto& vm : vm_.hv_.vms_) {
+      if (vm->uri_ == uri && vm->run_state_ == "inmigrate") target = vm.get();
+    }
+    if (target == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat("GenericError: nothing listens at ", uri));
+    }
+    vm_.target_ = target;
+    vm_.migration_status_ = "setup";
+    vm_.polls_ = 0;
+    vm_.postcopy_ = false;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<Progress> Query(absl::Duration) override {
+    absl::MutexLock lock(mu());
+    if (absl::Status s = Check(); !s.ok()) return s;
+    Advance();
+    Progress p;
+    p.status = vm_.migration_status_;
+    p.passes = vm_.polls_;
+    if (p.status == "failed") p.error = "fake migration failed";
+    p.stats.ram_bytes = vm_.size_.memory_bytes;
+    p.stats.transferred_bytes = vm_.size_.memory_bytes;
+    p.stats.passes = vm_.polls_;
+    return p;
+  }
+  absl::Status StartPostcopy(absl::Duration) override {
+    absl::MutexLock lock(mu());
+    if (absl::Status s = Check(); !s.ok()) return s;
+    vm_.postcopy_ = true;
+    return absl::OkStatus();
+  }
+  absl::Status Cancel(absl::Duration) override {
+    absl::MutexLock lock(mu());
+    if (absl::Status s = Check(); !s.ok()) return s;
+    if (vm_.migration_status_ == "setup" || vm_.migration_status_ == "active") {
+      vm_.migration_status_ = "cancelled";
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Resume(absl::Duration) override {
+    absl::MutexLock lock(mu());
+    if (absl::Status s = Check(); !s.ok()) return s;
+    vm_.run_state_ = "running";
+    return absl::OkStatus();
+  }
+  absl::Status Quit(absl::Duration) override {
+    absl::MutexLock lock(mu());
+    if (absl::Status s = Check(); !s.ok()) return s;
+    vm_.run_state_ = "shutdown";
+    return absl::OkStatus();
+  }
+
+ private:
+  // One poll's worth of progress.
+  void Advance() {
+    const MigrationScript& script = vm_.hv_.script_;
+    std::string& status = vm_.migration_status_;
+    if (status != "setup" && status != "active") return;
+    ++vm_.polls_;
+    if (script.fail_at_poll > 0 && vm_.polls_ >= script.fail_at_poll) {
+      status = "failed";
+      return;
+    }
+    if (status == "setup") {
+      status = "active";
+      return;
+    }
+    if (vm_.polls_ <= script.active_polls) return;
+    // Completed: the target has the state and runs the VM as the source ran it.
+    status = "completed";
+    FakeVm& target = *vm_.target_;
+    target.size_ = vm_.size_;
+    target.run_state_ = vm_.run_state_ == "running" ? "running" : "paused";
+    vm_.run_state_ = "postmigrate";
+  }
+};
+
+class FakeIncoming final : public agent::IncomingVm {
+ public:
+  explicit FakeIncoming(FakeVm& vm) : vm_(vm) {}
+  ~FakeIncoming() override { (void)Stop(); }
+
+  const std::string& uri() const override { return vm_.uri_; }
+  absl::Status AwaitArrival(bool expect_running, absl::Duration timeout) override {
+    absl::MutexLock lock(&vm_.hv_.mu_);
+    auto arrived = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(vm_.hv_.mu_) {
+      return vm_.run_state_ != "inmigrate";
+    };
+    if (!vm_.hv_.mu_.AwaitWithTimeout(absl::Condition(&arrived), timeout)) {
+      return absl::DeadlineExceededError("the fake incoming VM " + vm_.name_ + " never arrived");
+    }
+    if (expect_running && vm_.run_state_ != "running") {
+      return absl::InternalError(absl::StrCat("the fake incoming VM ", vm_.name_, " is ",
+                                              vm_.run_state_, " instead of running"));
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Stop() override {
+    absl::MutexLock lock(&vm_.hv_.mu_);
+    vm_.run_state_ = "shutdown";
+    return absl::OkStatus();
+  }
+  std::string qmp_address() const override { return vm_.qmp_address_; }
+  absl::StatusOr<std::string> MonitorAddress(int) const override {
+    return FakeMonitorAddress(vm_.name_);
+  }
+  std::string serial_path() const override { return "fake-serial:" + vm_.qmp_address_; }
+
+ private:
+  FakeVm& vm_;
+};
+
+FakeVm& FakeHypervisor::AddLocked(const std::string& name, const std::string& qmp_address,
+                                  Resources size, const std::string& run_state) {
+  vms_.push_back(std::unique_ptr<FakeVm>(new FakeVm(*this, name, qmp_address, size, run_state)));
+  return *vms_.back();
+}
+
+FakeVm& FakeHypervisor::AddVm(const std::string& name, const std::string& qmp_address,
+                              Resources size, const std::string& run_state) {
+  absl::MutexLock lock(&mu_);
+  return AddLocked(name, qmp_address, size, run_state);
+}
+
+FakeVm* FakeHypervisor::Find(const std::string& qmp_address) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& vm : vms_) {
+    if (vm->qmp_address_ == qmp_address) return vm.get();
+  }
+  return nullptr;
+}
+
+FakeVm* FakeHypervisor::Running(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& vm : vms_) {
+    if (vm->name_ == name && Runs(vm->run_state_)) return vm.get();
+  }
+  return nullptr;
+}
+
+int FakeHypervisor::RunningCopies(const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  int n = 0;
+  for (const auto& vm : vms_) n += vm->name_ == name && Runs(vm->run_state_);
+  return n;
+}
+
+void FakeHypervisor::SetMigrationScript(const MigrationScript& script) {
+  absl::MutexLock lock(&mu_);
+  script_ = script;
+}
+
+absl::StatusOr<agent::OpenedVm> FakeVmDriverFactory::Open(const api::VmConfig& vm,
+                                                          const Resources&) {
+  {
+    absl::MutexLock lock(&mu_);
+    ++opens_;
+  }
+  absl::MutexLock lock(&hv_.mu_);
+  for (const auto& fake : hv_.vms_) {
+    if (fake->qmp_address_ != vm.qmp()) continue;
+    if (!fake->reachable_ || fake->run_state_ == "shutdown") break;
+    agent::OpenedVm opened;
+    opened.driver = std::make_unique<FakeDriver>(*fake);
+    opened.migration = std::make_unique<FakeSource>(*fake);
+    return opened;
+  }
+  return absl::UnavailableError(absl::StrCat("connecting to ", vm.qmp(), ": no fake VM there"));
+}
+
+absl::StatusOr<std::unique_ptr<agent::IncomingVm>> FakeVmDriverFactory::StartIncoming(
+    const api::PrepareIncomingRequest& request) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!incoming_error_.ok()) return incoming_error_;
+  }
+  absl::MutexLock lock(&hv_.mu_);
+  const int n = hv_.next_incoming_++;
+  const Resources size{request.current().milli_cpu(), request.current().memory_bytes()};
+  FakeVm& vm = hv_.AddLocked(request.vm().name(),
+                             absl::StrCat("fake:", node_, "/", request.vm().name(), "/", n), size,
+                             "inmigrate");
+  vm.uri_ = absl::StrCat("fake-migration:", n);
+  return std::make_unique<FakeIncoming>(vm);
+}
+
+int FakeVmDriverFactory::opens() const {
+  absl::MutexLock lock(&mu_);
+  return opens_;
+}
+
+void FakeVmDriverFactory::FailIncoming(absl::Status error) {
+  absl::MutexLock lock(&mu_);
+  incoming_error_ = std::move(error);
+}
+
+}  // namespace autoscale::testing
