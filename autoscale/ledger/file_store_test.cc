@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -233,7 +234,10 @@ TEST(FileStoreTest, LeftoverTemporaryFilesAreRemoved) {
   std::ofstream(dir + "/" + FileStore::SnapshotName(3) + ".tmp") << "half";
   auto store = *FileStore::Open({.dir = dir});
   ASSERT_TRUE(store->Recover().ok());
-  EXPECT_EQ(Files(dir), (std::vector<std::string>{"LOCK", "RESERVE"}));
+  // The writer thread creates the first log file on its own time: it may be there or not.
+  std::vector<std::string> files = Files(dir);
+  files.erase(std::remove(files.begin(), files.end(), FileStore::LogName(1)), files.end());
+  EXPECT_EQ(files, (std::vector<std::string>{"LOCK", "RESERVE"}));
 }
 
 TEST(FileStoreTest, AWriteErrorFailsWaitersInsteadOfLying) {
