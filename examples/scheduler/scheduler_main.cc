@@ -145,6 +145,37 @@ absl::StatusOr<StoreFlag> ParseStoreFlag() {
       absl::StrCat("--store must be file:DIR or etcd:HOST:PORT,..., got ", store));
 }
 
+// The etcd flags, checked before anything connects, each error naming its flag.
+absl::Status ValidateEtcdFlags() {
+  const std::string prefix = absl::GetFlag(FLAGS_etcd_prefix);
+  if (prefix.size() < 2 || prefix.front() != '/' || prefix.back() == '/') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--etcd_prefix must start with / and not end with one (e.g. /autoscale), got \"", prefix,
+        "\""));
+  }
+  const absl::Duration ttl = absl::GetFlag(FLAGS_lease_ttl);
+  if (ttl < absl::Seconds(1) || ttl != absl::Seconds(absl::ToInt64Seconds(ttl))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--lease_ttl must be whole seconds, at least 1s (etcd leases count in "
+                     "seconds), got ",
+                     absl::FormatDuration(ttl)));
+  }
+  const absl::Duration timeout = absl::GetFlag(FLAGS_etcd_timeout);
+  if (timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--etcd_timeout must be > 0, got ", absl::FormatDuration(timeout)));
+  }
+  const bool ca = !absl::GetFlag(FLAGS_etcd_ca).empty();
+  const bool cert = !absl::GetFlag(FLAGS_etcd_cert).empty();
+  const bool key = !absl::GetFlag(FLAGS_etcd_key).empty();
+  if (cert != key)
+    return absl::InvalidArgumentError("give both --etcd_cert and --etcd_key, or neither");
+  if (cert && !ca) {
+    return absl::InvalidArgumentError("--etcd_cert and --etcd_key need --etcd_ca (TLS) as well");
+  }
+  return absl::OkStatus();
+}
+
 // Where clients reach this scheduler: --advertise, or --listen when clients can dial it.
 absl::StatusOr<std::string> Advertise(const std::string& listen) {
   if (std::string a = absl::GetFlag(FLAGS_advertise); !a.empty()) return a;
@@ -232,6 +263,10 @@ int Run() {
     }
     single = *std::move(scheduler);
   } else {
+    if (absl::Status s = ValidateEtcdFlags(); !s.ok()) {
+      LOG(ERROR) << s;
+      return 2;
+    }
     absl::StatusOr<std::string> advertise = Advertise(listen);
     if (!advertise.ok()) {
       LOG(ERROR) << advertise.status();
