@@ -11,7 +11,7 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 # The flags each binary's --help must list (its main ones, as the README documents them).
 want_flags() {
   case $1 in
-    agent) echo "config check_config listen http_host http_port scheduler_timeout ready_file vlog" ;;
+    agent) echo "config check_config listen http_host http_port scheduler_timeout ready_file v log_format" ;;
     scheduler) echo "store data_dir etcd_prefix etcd_ca etcd_cert etcd_key etcd_timeout lease_ttl \
 advertise etcd_compact listen metrics_port watermark compute_unit migration_policy \
 balance_interval recovery_grace ready_file migration_timeout disk_reserve" ;;
@@ -19,11 +19,11 @@ balance_interval recovery_grace ready_file migration_timeout disk_reserve" ;;
 min_cu max_cu watermark" ;;
     ledgerctl) echo "data_dir at" ;;
     monitor) echo "listen cgroup watch memory_bytes lfc_resizer postgres_conninfo config \
-threshold_fraction sample_interval metrics_interval" ;;
+threshold_fraction sample_interval metrics_interval http_host http_port" ;;
     simulate) echo "vms nodes node_cpus node_memory_gib duration step workload trace config \
 compare_config seed threads" ;;
     demo) echo "duration dir verbose" ;;
-    autoscale-goal) echo "vlog" ;;
+    autoscale-goal) echo "v log_format" ;;
     memstep) echo "prefill-kib timeout-ms" ;;
     *) echo "UNKNOWN" ;;
   esac

@@ -27,7 +27,6 @@
 #include <fstream>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -35,7 +34,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "autoscale/base/http_server.h"
 #include "autoscale/base/init.h"
+#include "autoscale/base/sd_notify.h"
 #include "autoscale/base/status_macros.h"
 #include "autoscale/core/resources.h"
 #include "autoscale/ledger/etcd/client.h"
@@ -46,7 +47,6 @@
 #include "autoscale/scheduler/ha_scheduler.h"
 #include "autoscale/scheduler/scheduler.h"
 #include "glog/logging.h"
-#include "httplib.h"
 
 ABSL_FLAG(std::string, store, "",
           "Where the ledger lives: file:DIR (a log and snapshots in a directory, created if "
@@ -71,9 +71,11 @@ ABSL_FLAG(bool, etcd_compact, true, "etcd: compact etcd's history after each led
 ABSL_FLAG(std::string, listen, "127.0.0.1:10299",
           "gRPC address: host:port (port 0 picks one) or unix:/path");
 ABSL_FLAG(int, metrics_port, 9100,
-          "Prometheus metrics on http://<metrics_host>:<port>/metrics; 0 picks a free port, -1 "
-          "turns metrics off");
-ABSL_FLAG(std::string, metrics_host, "0.0.0.0", "Address the metrics server binds");
+          "HTTP port of /metrics (Prometheus), /healthz and /readyz on <metrics_host>; 0 picks a "
+          "free port, -1 turns HTTP off");
+ABSL_FLAG(std::string, metrics_host, "127.0.0.1",
+          "Address the HTTP server (/metrics, /healthz, /readyz) binds; 0.0.0.0 for every "
+          "interface");
 ABSL_FLAG(double, watermark, 0.9,
           "Watermark of nodes that register without one: fraction of the total, (0, 1]");
 ABSL_FLAG(std::string, compute_unit, "250m/1GiB",
@@ -299,27 +301,30 @@ int Run() {
     return 1;
   }
 
-  httplib::Server metrics;
-  std::thread metrics_thread;
-  int metrics_port = absl::GetFlag(FLAGS_metrics_port);
-  if (metrics_port >= 0) {
-    metrics.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
-      res.set_content(single ? single->MetricsText() : member->MetricsText(),
-                      "text/plain; version=0.0.4");
-    });
-    const std::string host = absl::GetFlag(FLAGS_metrics_host);
-    if (metrics_port == 0) {
-      metrics_port = metrics.bind_to_any_port(host.c_str());
-    } else if (!metrics.bind_to_port(host.c_str(), metrics_port)) {
-      metrics_port = -1;
+  std::unique_ptr<HttpServer> http;
+  int metrics_port = -1;
+  if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
+    HttpServer::Options o;
+    o.what = "scheduler";
+    o.host = absl::GetFlag(FLAGS_metrics_host);
+    o.port = absl::GetFlag(FLAGS_metrics_port);
+    o.metrics = [&] { return single ? single->MetricsText() : member->MetricsText(); };
+    if (member) {
+      // Ready while leading: a standby only sends clients on, so balancers should skip it.
+      o.ready = [&]() -> absl::Status {
+        if (member->leading()) return absl::OkStatus();
+        const std::string leader = member->leader();
+        return absl::UnavailableError(
+            absl::StrCat("a standby; the leader is ", leader.empty() ? "not known yet" : leader));
+      };
     }
-    if (metrics_port <= 0) {
-      LOG(ERROR) << "metrics: cannot listen on " << host << ":"
-                 << absl::GetFlag(FLAGS_metrics_port);
+    absl::StatusOr<std::unique_ptr<HttpServer>> started = HttpServer::Start(std::move(o));
+    if (!started.ok()) {
+      LOG(ERROR) << started.status();
       return 1;
     }
-    metrics_thread = std::thread([&] { metrics.listen_after_bind(); });
-    LOG(INFO) << "metrics on http://" << host << ":" << metrics_port << "/metrics";
+    http = *std::move(started);
+    metrics_port = http->port();
   }
   if (const std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
     if (absl::Status s = WriteReadyFile(ready, (*server)->address(), metrics_port); !s.ok()) {
@@ -328,6 +333,7 @@ int Run() {
     }
   }
 
+  if (absl::Status s = NotifyReady(); !s.ok()) LOG(WARNING) << s;
   // Maintenance rounds every --balance_interval (a group member also follows the election) until
   // SIGTERM or SIGINT.
   auto wait = [&signals](absl::Duration interval) {
@@ -344,11 +350,9 @@ int Run() {
     member->Run(interval, wait);
   }
 
+  (void)NotifyStopping();
   (*server)->Shutdown(absl::Seconds(2));
-  if (metrics_thread.joinable()) {
-    metrics.stop();
-    metrics_thread.join();
-  }
+  http.reset();
   // A last snapshot; a group member then resigns, so a standby takes over at once.
   if (absl::Status s = single ? single->Snapshot() : member->Stop(); !s.ok()) {
     LOG(ERROR) << "final snapshot: " << s;
