@@ -55,3 +55,8 @@ def autoscale_dependencies():
     _maybe(system_cc_library, "glog", hdr_dirs = ["glog"], modules = ["libglog"])
     _maybe(system_cc_library, "httplib", hdr_dirs = ["httplib.h"], modules = ["cpp-httplib"])
     _maybe(system_cc_library, "libpq", hdr_dirs = [], modules = ["libpq"])
+
+    # The Python module (//python:autoscale): Debian's python3-dev headers (pkg-config python3:
+    # no libraries, an extension resolves them in the interpreter) and the header-only pybind11.
+    _maybe(system_cc_library, "python3", hdr_dirs = [], modules = ["python3"])
+    _maybe(system_cc_library, "pybind11", hdr_dirs = ["pybind11"], modules = ["pybind11"])
