@@ -1,9 +1,11 @@
 #include "autoscale/core/config_proto.h"
 
+#include <cmath>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "autoscale/base/proto_duration.h"
+#include "autoscale/base/status_macros.h"
 
 namespace autoscale::core {
 namespace {
@@ -132,6 +134,44 @@ api::Resources ToProto(const Resources& r) {
   p.set_milli_cpu(r.milli_cpu);
   p.set_memory_bytes(r.memory_bytes);
   return p;
+}
+
+namespace {
+
+absl::Status FiniteNonNegative(const char* field, double v) {
+  if (std::isfinite(v) && v >= 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("metrics: ", field, " must be a finite number >= 0, got ", v));
+}
+
+}  // namespace
+
+absl::StatusOr<SystemMetrics> SystemMetricsFromProto(const api::Metrics& m) {
+  RETURN_IF_ERROR(FiniteNonNegative("loadAvg1m", m.load_avg_1m()));
+  RETURN_IF_ERROR(FiniteNonNegative("loadAvg5m", m.load_avg_5m()));
+  RETURN_IF_ERROR(FiniteNonNegative("memoryUsageBytes", m.memory_usage_bytes()));
+  RETURN_IF_ERROR(FiniteNonNegative("memoryCachedBytes", m.memory_cached_bytes()));
+  return SystemMetrics{m.load_avg_1m(), m.load_avg_5m(),
+                       static_cast<double>(m.memory_usage_bytes()),
+                       static_cast<double>(m.memory_cached_bytes())};
+}
+
+absl::StatusOr<LfcMetrics> LfcMetricsFromProto(const api::Metrics& m) {
+  if (m.lfc_working_set_pages_size() > 60) {
+    return absl::InvalidArgumentError(absl::StrCat("metrics: lfcWorkingSetPages has ",
+                                                   m.lfc_working_set_pages_size(),
+                                                   " windows; at most 60 (1 to 60 minutes)"));
+  }
+  LfcMetrics lfc;
+  for (int i = 0; i < m.lfc_working_set_pages_size(); ++i) {
+    const double v = m.lfc_working_set_pages(i);
+    if (!std::isfinite(v) || v < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("metrics: lfcWorkingSetPages[", i,
+                                                     "] must be a finite number >= 0, got ", v));
+    }
+    lfc.working_set_pages.push_back(v);
+  }
+  return lfc;
 }
 
 }  // namespace autoscale::core
