@@ -69,6 +69,7 @@ class SharedQmpSource final : public neonvm::migration::Source {
 
   std::string name() const override { return source_->name(); }
   absl::StatusOr<std::string> RunState(absl::Duration t) override { return source_->RunState(t); }
+  absl::StatusOr<bool> KvmEnabled(absl::Duration t) override { return source_->KvmEnabled(t); }
   absl::StatusOr<neonvm::migration::Devices> CaptureDevices(absl::Duration t) override {
     return source_->CaptureDevices(t);
   }
