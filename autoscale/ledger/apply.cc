@@ -35,6 +35,10 @@ Ledger::Node* Ledger::Apply(const change::NodeRegistered& c,
   node->total = c.total;
   node->watermark_fraction = c.watermark;
   node->agent_address = std::string(c.agent_address);
+  node->cordoned = c.cordoned;
+  node->draining = c.draining;
+  // A total lowered below what is reserved: accepted, and the node marked (see Node::Settle).
+  node->over_capacity = node->reserved.AnyGreaterThan(node->total);
   if (created) {
     node->mu.Unlock();
     auto next = std::make_shared<Registry>(*registry_);
@@ -46,6 +50,53 @@ Ledger::Node* Ledger::Apply(const change::NodeRegistered& c,
     registry_version_.fetch_add(1, std::memory_order_release);
   }
   return node;
+}
+
+void Ledger::Apply(const change::NodeRemoved& c, Node& node) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  node.mu.AssertHeld();
+  // Migrations to it end as failed: their VMs stay where they are.
+  for (const auto& [name, in] : node.incoming) {
+    Node& src = *vm_index_.at(name);
+    src.mu.AssertHeld();
+    Vm& vm = src.vms.at(name);
+    src.Uncount(vm);
+    vm.migration.reset();
+    src.Count(vm);
+  }
+  node.incoming.clear();
+  // Its VMs go with it, and with them their reservations on the targets of their migrations.
+  for (const auto& [name, vm] : node.vms) {
+    if (vm.migration) {
+      Node& dst = *registry_->by_name.at(vm.migration->target_node);
+      dst.mu.AssertHeld();
+      dst.ForgetIncoming(name);
+      dst.Settle();
+    }
+    vm_index_.erase(name);
+  }
+  node.vms.clear();
+  node.reserved = node.committed = node.migrating = Resources{};
+  node.unheard = 0;
+  node.removed = true;
+  auto next = std::make_shared<Registry>(*registry_);
+  next->by_name.erase(node.name);
+  next->sorted.erase(std::find(next->sorted.begin(), next->sorted.end(), &node));
+  registry_ = std::move(next);
+  registry_version_.fetch_add(1, std::memory_order_release);
+  for (auto it = nodes_.begin(); it != nodes_.end(); ++it) {
+    if (it->get() == &node) {
+      removed_nodes_.push_back(std::move(*it));
+      nodes_.erase(it);
+      break;
+    }
+  }
+  (void)c;
+}
+
+void Ledger::Apply(const change::VmBoundsChanged& c, Node& node,
+                   Vm& vm) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  node.mu.AssertHeld();
+  vm.bounds = c.bounds;
 }
 
 Ledger::Vm& Ledger::Apply(const change::VmPlaced& c, Node& node) ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -61,6 +112,7 @@ void Ledger::Apply(const change::VmResized& c, Node& node, Vm& vm) ABSL_NO_THREA
   vm.permit = c.permit;
   vm.requested = c.requested;
   node.Count(vm);
+  node.Settle();
 }
 
 void Ledger::Apply(const change::VmReleased& c, Node& src,
@@ -70,8 +122,10 @@ void Ledger::Apply(const change::VmReleased& c, Node& src,
   if (dst != nullptr) {
     dst->mu.AssertHeld();
     dst->ForgetIncoming(name);
+    dst->Settle();
   }
   src.Forget(name);
+  src.Settle();
   vm_index_.erase(name);
 }
 
@@ -98,7 +152,10 @@ Ledger::Vm& Ledger::Apply(const change::MigrationEnded& c, Node& src,
   vm.migration.reset();
   Node& home = c.succeeded ? dst : src;
   vm_index_[name] = &home;
-  return home.Add(name, std::move(vm));
+  Vm& placed = home.Add(name, std::move(vm));
+  src.Settle();
+  dst.Settle();
+  return placed;
 }
 
 }  // namespace autoscale::ledger

@@ -1,170 +1,39 @@
 #include "autoscale/ledger/file_store.h"
 
-#include <fcntl.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
-#include <filesystem>
-#include <map>
+#include <utility>
 
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "autoscale/base/status_macros.h"
 #include "autoscale/ledger/internal/crc32c.h"
+#include "autoscale/ledger/internal/log_format.h"
 #include "glog/logging.h"
 
 namespace autoscale::ledger {
-namespace {
 
-namespace fs = std::filesystem;
+using internal::kReserveName;
 
-constexpr char kSnapshotMagic[] = "ASLEDGR1";  // 8 bytes, without the NUL
-constexpr size_t kSnapshotHeader = 8 + 8 + 4;
-constexpr size_t kFrameHeader = 4 + 4 + 8;
-constexpr uint32_t kMaxRecordBytes = 1 << 20;
+std::string FileStore::LogName(uint64_t first_seq) { return internal::LogName(first_seq); }
 
-void PutU32(std::string& s, uint32_t v) {
-  for (int i = 0; i < 4; ++i) s.push_back(static_cast<char>(v >> (8 * i)));
-}
-void PutU64(std::string& s, uint64_t v) {
-  for (int i = 0; i < 8; ++i) s.push_back(static_cast<char>(v >> (8 * i)));
-}
-uint32_t GetU32(const char* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
-  return v;
-}
-uint64_t GetU64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
-  return v;
-}
-
-// The CRC of a frame: over the record's bytes, then its sequence number.
-uint32_t FrameCrc(uint32_t payload_crc, uint64_t seq) {
-  std::string s;
-  PutU64(s, seq);
-  return internal::Crc32cExtend(payload_crc, s.data(), s.size());
-}
-
-absl::Status Errno(absl::string_view what, const std::string& path, int err = errno) {
-  return absl::UnavailableError(absl::StrCat(what, " ", path, ": ", std::strerror(err)));
-}
-
-absl::Status WriteAll(int fd, const std::string& bytes, const std::string& path) {
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Errno("write", path);
-    }
-    done += n;
-  }
-  return absl::OkStatus();
-}
-
-absl::Status SyncDir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Errno("open directory", dir);
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  return rc == 0 ? absl::OkStatus() : Errno("fsync directory", dir, err);
-}
-
-absl::StatusOr<std::string> ReadWhole(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Errno("open", path);
-  std::string data;
-  char buf[1 << 16];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      return Errno("read", path, err);
-    }
-    if (n == 0) break;
-    data.append(buf, n);
-  }
-  ::close(fd);
-  return data;
-}
-
-// "<prefix><20 digits><suffix>" -> the number.
-bool ParseName(const std::string& name, std::string_view prefix, std::string_view suffix,
-               uint64_t* seq) {
-  if (name.size() != prefix.size() + 20 + suffix.size()) return false;
-  if (!absl::StartsWith(name, absl::string_view(prefix.data(), prefix.size())) ||
-      !absl::EndsWith(name, absl::string_view(suffix.data(), suffix.size()))) {
-    return false;
-  }
-  return absl::SimpleAtoi(absl::string_view(name.data() + prefix.size(), 20), seq);
-}
-
-absl::StatusOr<LedgerSnapshot> ReadSnapshot(const std::string& path) {
-  ASSIGN_OR_RETURN(std::string data, ReadWhole(path));
-  auto bad = [&](absl::string_view why) {
-    return absl::DataLossError(absl::StrCat("ledger snapshot ", path, ": ", why));
-  };
-  if (data.size() < kSnapshotHeader || std::memcmp(data.data(), kSnapshotMagic, 8) != 0) {
-    return bad("not a ledger snapshot (bad header)");
-  }
-  const uint64_t len = GetU64(data.data() + 8);
-  if (len != data.size() - kSnapshotHeader) {
-    return bad(
-        absl::StrCat("has ", data.size() - kSnapshotHeader, " bytes, its header says ", len));
-  }
-  const char* payload = data.data() + kSnapshotHeader;
-  if (internal::Crc32c(payload, len) != GetU32(data.data() + 16)) return bad("checksum mismatch");
-  LedgerSnapshot snap;
-  if (!snap.ParseFromArray(payload, static_cast<int>(len))) return bad("does not parse");
-  return snap;
-}
-
-}  // namespace
-
-std::string FileStore::LogName(uint64_t first_seq) {
-  return absl::StrFormat("log-%020d.wal", first_seq);
-}
-
-std::string FileStore::SnapshotName(uint64_t seq) {
-  return absl::StrFormat("snapshot-%020d.pb", seq);
-}
+std::string FileStore::SnapshotName(uint64_t seq) { return internal::SnapshotName(seq); }
 
 absl::StatusOr<std::unique_ptr<FileStore>> FileStore::Open(FileStoreOptions options) {
   if (options.dir.empty()) return absl::InvalidArgumentError("ledger store: no directory given");
-  std::error_code ec;
-  fs::create_directories(options.dir, ec);
-  if (ec) {
-    return absl::UnavailableError(
-        absl::StrCat("create ledger directory ", options.dir, ": ", ec.message()));
+  FileSystem& fs = options.fs != nullptr ? *options.fs : FileSystem::Default();
+  RETURN_IF_ERROR(Annotate(fs.CreateDir(options.dir), "ledger directory"));
+  absl::StatusOr<std::unique_ptr<FileLock>> lock = fs.Lock(options.dir + "/" + internal::kLockName);
+  if (absl::IsFailedPrecondition(lock.status())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("ledger directory ", options.dir, " is in use by another process"));
   }
-  const std::string lock = options.dir + "/LOCK";
-  int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return Errno("open", lock);
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    ::close(fd);
-    if (err == EWOULDBLOCK) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("ledger directory ", options.dir, " is in use by another process"));
-    }
-    return Errno("flock", lock, err);
-  }
-  return std::unique_ptr<FileStore>(new FileStore(std::move(options), fd));
+  if (!lock.ok()) return lock.status();
+  return std::unique_ptr<FileStore>(new FileStore(std::move(options), fs, *std::move(lock)));
 }
 
-FileStore::FileStore(FileStoreOptions options, int lock_fd)
-    : options_(std::move(options)), lock_fd_(lock_fd) {}
+FileStore::FileStore(FileStoreOptions options, FileSystem& fs, std::unique_ptr<FileLock> lock)
+    : options_(std::move(options)), fs_(fs), lock_(std::move(lock)), backoff_(options_.retry_min) {}
 
 FileStore::~FileStore() {
   if (writer_.joinable()) {
@@ -181,35 +50,37 @@ FileStore::~FileStore() {
     }
     notifier_.join();
   }
-  if (log_fd_ >= 0) ::close(log_fd_);
-  ::close(lock_fd_);
 }
 
 absl::StatusOr<StoredState> FileStore::Recover() {
   CHECK(!recovered_) << "FileStore::Recover called twice";
   const std::string& dir = options_.dir;
-  std::map<uint64_t, std::string> snapshots, logs;
-  std::error_code ec;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    const std::string path = e.path().string();
-    uint64_t seq;
-    if (absl::EndsWith(name, ".tmp")) {
-      LOG(WARNING) << "ledger: removing " << path << ", left over from an interrupted snapshot";
-      fs::remove(e.path(), ec);
-    } else if (ParseName(name, "snapshot-", ".pb", &seq)) {
-      snapshots[seq] = path;
-    } else if (ParseName(name, "log-", ".wal", &seq)) {
-      logs[seq] = path;
-    }
+  ASSIGN_OR_RETURN(internal::LedgerFiles files, internal::ListLedgerFiles(fs_, dir));
+  for (const std::string& tmp : files.temporary) {
+    LOG(WARNING) << "ledger: removing " << tmp << ", left over from an interrupted snapshot";
+    (void)fs_.Remove(tmp);
   }
-  if (ec) return absl::UnavailableError(absl::StrCat("list ", dir, ": ", ec.message()));
 
   StoredState state;
+  if (!files.note.empty()) {
+    // An operator cut the log since the last start (ledgerctl truncate): say so once.
+    TruncationNote note;
+    absl::StatusOr<std::string> text = fs_.ReadFile(files.note);
+    if (text.ok() && note.ParseFromString(*text)) {
+      state.info.truncated_file = note.file();
+      state.info.truncated_offset = note.offset();
+      state.info.truncated_bytes = note.bytes();
+      state.info.truncation_reason = note.reason();
+      LOG(WARNING) << "ledger log " << note.file() << ": " << note.reason();
+    }
+    (void)fs_.Remove(files.note);
+  }
+
   uint64_t base = 0;
-  if (!snapshots.empty()) {
-    const auto& [seq, path] = *snapshots.rbegin();
-    ASSIGN_OR_RETURN(LedgerSnapshot snap, ReadSnapshot(path));
+  if (!files.snapshots.empty()) {
+    const auto& [seq, path] = *files.snapshots.rbegin();
+    ASSIGN_OR_RETURN(std::string data, fs_.ReadFile(path));
+    ASSIGN_OR_RETURN(LedgerSnapshot snap, internal::DecodeSnapshot(data, path));
     if (snap.seq() != seq) {
       return absl::DataLossError(absl::StrCat("ledger snapshot ", path, ": holds record ",
                                               snap.seq(), " but its name says ", seq));
@@ -217,14 +88,14 @@ absl::StatusOr<StoredState> FileStore::Recover() {
     base = seq;
     state.snapshot = std::move(snap);
     state.info.snapshot_file = path;
-    for (const auto& [older, older_path] : snapshots) {
-      if (older < seq) fs::remove(older_path, ec);
+    for (const auto& [older, older_path] : files.snapshots) {
+      if (older < seq) (void)fs_.Remove(older_path);
     }
   }
   std::vector<std::pair<uint64_t, std::string>> live;
-  for (const auto& [start, path] : logs) {
+  for (const auto& [start, path] : files.logs) {
     if (start <= base) {
-      fs::remove(path, ec);  // wholly covered by the snapshot
+      (void)fs_.Remove(path);  // wholly covered by the snapshot
     } else {
       live.emplace_back(start, path);
     }
@@ -238,112 +109,128 @@ absl::StatusOr<StoredState> FileStore::Recover() {
                                               " but record ", expected,
                                               " comes next (a log file is missing)"));
     }
-    ASSIGN_OR_RETURN(std::string data, ReadWhole(path));
-    size_t off = 0;
-    std::string reason;
-    while (off < data.size()) {
-      const size_t left = data.size() - off;
-      if (left < kFrameHeader) {
-        reason = absl::StrCat("torn record header (", left, " bytes)");
-        break;
-      }
-      const char* h = data.data() + off;
-      const uint32_t len = GetU32(h);
-      const uint64_t seq = GetU64(h + 8);
-      if (len > kMaxRecordBytes) {
-        reason = absl::StrCat("implausible record length ", len);
-        break;
-      }
-      if (left - kFrameHeader < len) {
-        reason = absl::StrCat("torn record (", left - kFrameHeader, " of ", len, " bytes)");
-        break;
-      }
-      const char* payload = h + kFrameHeader;
-      if (FrameCrc(internal::Crc32c(payload, len), seq) != GetU32(h + 4)) {
-        reason = "checksum mismatch";
-        break;
-      }
-      if (seq != expected) {
-        reason = absl::StrCat("record ", seq, " where ", expected, " was expected");
-        break;
-      }
-      LedgerRecord record;
-      if (!record.ParseFromArray(payload, static_cast<int>(len))) {
-        reason = "record does not parse";
-        break;
-      }
-      state.records.push_back(std::move(record));
-      ++expected;
-      off += kFrameHeader + len;
-    }
-    if (reason.empty()) continue;
+    ASSIGN_OR_RETURN(std::string data, fs_.ReadFile(path));
+    internal::LogScan scan = internal::ScanLog(data, expected);
+    for (LedgerRecord& r : scan.records) state.records.push_back(std::move(r));
+    expected += scan.frames.size();
+    if (scan.damage.empty()) continue;
+    const std::string where =
+        absl::StrCat("ledger log ", path, " at offset ", scan.end, ", where record ", expected,
+                     " should be: ", scan.damage);
+    const std::string remedy =
+        absl::StrCat(". Nothing is cut without an operator: `ledgerctl verify --data_dir=", dir,
+                     "` shows the damage, `ledgerctl truncate --data_dir=", dir, " --at=", expected,
+                     "` drops record ", expected, " and every later one");
     if (i + 1 != live.size()) {
-      return absl::DataLossError(absl::StrCat("ledger log ", path, " at offset ", off, ": ", reason,
-                                              "; later log files follow, so this is not a torn "
-                                              "tail and cutting it would lose their records"));
+      return absl::DataLossError(absl::StrCat(where, "; later log files follow (from record ",
+                                              live[i + 1].first, "), so this is not a torn tail",
+                                              remedy));
     }
-    if (::truncate(path.c_str(), off) != 0) return Errno("truncate", path);
-    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || ::fsync(fd) != 0) {
-      const int err = errno;
-      if (fd >= 0) ::close(fd);
-      return Errno("fsync", path, err);
+    if (scan.later) {
+      return absl::DataLossError(absl::StrCat(
+          where, "; a valid record ", scan.later->seq, " follows at offset ", scan.later->offset,
+          ", so this is not a torn tail: cutting here would lose records ", expected, " to ",
+          scan.later->seq, " at least", remedy));
     }
-    ::close(fd);
+    // A torn tail: the process died in mid-write, and no record after it was ever acknowledged.
+    ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, fs_.OpenForAppend(path, false));
+    RETURN_IF_ERROR(f->Truncate(scan.end));
+    RETURN_IF_ERROR(f->Sync());
     state.info.truncated_file = path;
-    state.info.truncated_offset = off;
-    state.info.truncated_bytes = data.size() - off;
-    state.info.truncation_reason = reason;
-    LOG(ERROR) << "ledger log " << path << ": " << reason << " at offset " << off << "; cut "
-               << data.size() - off << " bytes there (the records in them are lost)";
+    state.info.truncated_offset = scan.end;
+    state.info.truncated_bytes = data.size() - scan.end;
+    state.info.truncation_reason = absl::StrCat("torn tail: ", scan.damage);
+    LOG(ERROR) << "ledger log " << path << ": " << scan.damage << " at offset " << scan.end
+               << " and no valid record after it (a torn tail); cut " << data.size() - scan.end
+               << " bytes there";
   }
   state.last_seq = expected - 1;
   state.info.records_replayed = state.records.size();
+
+  // What was read is served as durable, so it must be: a process that died before its
+  // fdatasync may have left records that only the page cache holds.
+  for (size_t i = 0; i < live.size(); ++i) {
+    ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, fs_.OpenForAppend(live[i].second, false));
+    if (options_.sync) RETURN_IF_ERROR(f->Sync());
+    if (i + 1 == live.size()) {
+      log_ = std::move(f);
+      log_durable_size_ = log_->Size();
+    }
+  }
+  if (options_.sync) RETURN_IF_ERROR(fs_.SyncDir(dir));
   {
     absl::MutexLock l(&mu_);
     last_seq_ = state.last_seq;
     snapshot_seq_ = base;
+    if (live.empty()) {
+      // The writer creates the first file (a full disk then fails a write, not the start).
+      pending_.push_back({.start = expected});
+    } else {
+      log_start_ = live.back().first;
+    }
   }
   durable_seq_.store(state.last_seq);
-  if (!live.empty()) {
-    log_fd_ = ::open(live.back().second.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (log_fd_ < 0) return Errno("open", live.back().second);
-    absl::MutexLock l(&mu_);
-    log_start_ = live.back().first;
-  } else {
-    RETURN_IF_ERROR(OpenLog(expected));
-  }
+  if (options_.reserve_bytes > 0) TryReserve();
   recovered_ = true;
   writer_ = std::thread(&FileStore::WriterLoop, this);
   notifier_ = std::thread(&FileStore::NotifierLoop, this);
   return state;
 }
 
-absl::Status FileStore::OpenLog(uint64_t first_seq) {
-  const std::string path = options_.dir + "/" + LogName(first_seq);
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) return Errno("create", path);
-  RETURN_IF_ERROR(SyncDir(options_.dir));
-  if (log_fd_ >= 0) ::close(log_fd_);
-  log_fd_ = fd;
+absl::Status FileStore::Writable(bool growth) const {
+  const int health = health_.load(std::memory_order_acquire);
+  if (health == kHealthy || (health == kLowSpace && !growth)) return absl::OkStatus();
   absl::MutexLock l(&mu_);
-  log_start_ = first_seq;
-  return absl::OkStatus();
+  if (!error_.ok()) return error_;
+  return absl::UnavailableError(absl::StrCat(
+      "the ledger's disk (", options_.dir,
+      ") is full: its reserve is in use, so only changes that give capacity back are taken "
+      "(decreases, releases, migration results) until it has room again"));
+}
+
+void FileStore::SetHealth() {
+  health_.store(!error_.ok() ? kFailed
+                : low_space_ ? kLowSpace
+                             : kHealthy,
+                std::memory_order_release);
+}
+
+bool FileStore::TryReserve() {
+  const std::string path = Path(kReserveName);
+  absl::StatusOr<uint64_t> have = fs_.AllocatedBytes(path);
+  bool held = have.ok() && *have >= options_.reserve_bytes;
+  if (!held) {
+    // Twice the reserve free, so that taking it back does not fill the disk again at once.
+    absl::StatusOr<uint64_t> free = fs_.FreeBytes(options_.dir);
+    held = free.ok() && *free >= 2 * options_.reserve_bytes &&
+           fs_.Allocate(path, options_.reserve_bytes).ok();
+  }
+  reserve_held_ = held;
+  absl::MutexLock l(&mu_);
+  if (held && low_space_) {
+    LOG(WARNING) << "ledger: the disk of " << options_.dir
+                 << " has room again; reserve allocated, growth is granted again";
+  } else if (!held && !low_space_) {
+    LOG(ERROR) << "ledger: no room for the reserve of " << options_.reserve_bytes << " bytes in "
+               << options_.dir << "; only changes that give capacity back are taken until there is";
+  }
+  low_space_ = !held;
+  if (!held) next_reserve_try_ = absl::Now() + options_.retry_max;
+  SetHealth();
+  return held;
 }
 
 uint64_t FileStore::Append(const LedgerRecord& record) {
   CHECK(recovered_) << "FileStore::Append before Recover";
   std::string payload;
   record.SerializeToString(&payload);
+  CHECK_LE(payload.size(), kMaxRecordBytes) << "the ledger checks a record's size before it";
   const uint32_t payload_crc = internal::Crc32c(payload.data(), payload.size());
   absl::MutexLock l(&mu_);
   const uint64_t seq = ++last_seq_;
   if (pending_.empty()) pending_.emplace_back();
   Chunk& c = pending_.back();
-  PutU32(c.bytes, static_cast<uint32_t>(payload.size()));
-  PutU32(c.bytes, FrameCrc(payload_crc, seq));
-  PutU64(c.bytes, seq);
-  c.bytes += payload;
+  internal::AppendFrame(c.bytes, seq, payload, payload_crc);
   c.last_seq = seq;
   ++appended_;
   work_cv_.Signal();
@@ -358,66 +245,162 @@ void FileStore::WhenDurable(uint64_t seq, std::function<void(absl::Status)> done
   absl::Status status;
   {
     absl::MutexLock l(&mu_);
-    if (error_.ok() && seq > durable_seq_.load(std::memory_order_relaxed)) {
+    const bool durable = seq <= durable_seq_.load(std::memory_order_relaxed);
+    if (error_.ok() && !durable) {
       waiters_.emplace_back(seq, std::move(done));
       return;
     }
-    status = error_;
+    if (!durable) status = error_;
   }
   done(status);
 }
 
-void FileStore::WriterLoop() {
-  for (;;) {
-    std::vector<Chunk> batch;
-    {
-      absl::MutexLock l(&mu_);
-      while (pending_.empty() && !stopping_) work_cv_.Wait(&mu_);
-      if (pending_.empty()) return;
-      batch.swap(pending_);
+void FileStore::MarkDurable(uint64_t seq) {
+  if (seq > durable_seq_.load(std::memory_order_relaxed)) {
+    durable_seq_.store(seq, std::memory_order_release);
+  }
+  auto keep = std::partition(waiters_.begin(), waiters_.end(),
+                             [&](const auto& w) { return w.first > seq; });
+  for (auto it = keep; it != waiters_.end(); ++it) {
+    to_notify_.emplace_back(std::move(it->second), absl::OkStatus());
+  }
+  waiters_.erase(keep, waiters_.end());
+  if (!to_notify_.empty()) notify_cv_.Signal();
+}
+
+absl::Status FileStore::OpenLog(uint64_t first_seq) {
+  // Nothing in a file whose start is still queued was ever durable: start it empty.
+  ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
+                   fs_.OpenForAppend(Path(LogName(first_seq)), /*truncate=*/true));
+  RETURN_IF_ERROR(fs_.SyncDir(options_.dir));
+  log_ = std::move(f);
+  log_durable_size_ = 0;
+  log_dirty_ = false;
+  absl::MutexLock l(&mu_);
+  log_start_ = first_seq;
+  return absl::OkStatus();
+}
+
+absl::Status FileStore::Flush() {
+  uint64_t syncs = 0;
+  absl::Cleanup count = [&] {
+    absl::MutexLock l(&mu_);
+    fsyncs_ += syncs;
+  };
+  if (log_ != nullptr && log_dirty_) {
+    // Never write behind a record that was not written whole (or whose sync failed).
+    RETURN_IF_ERROR(log_->Truncate(log_durable_size_));
+    log_dirty_ = false;
+  }
+  while (!queue_.empty()) {
+    if (queue_.front().start != 0) {
+      RETURN_IF_ERROR(OpenLog(queue_.front().start));
+      queue_.front().start = 0;
     }
-    absl::Status s;
-    uint64_t last = 0, syncs = 0;
-    bool unsynced = false;
-    auto sync = [&]() {
-      if (!s.ok() || !unsynced || !options_.sync) return;
-      if (::fdatasync(log_fd_) != 0) s = Errno("fdatasync ledger log in", options_.dir);
-      ++syncs;
-      unsynced = false;
-    };
-    for (const Chunk& c : batch) {
-      if (c.start != 0) {
-        sync();  // everything before a cut is durable in the old file first
-        if (s.ok()) s = OpenLog(c.start);
-      }
-      if (s.ok() && !c.bytes.empty()) {
-        s = WriteAll(log_fd_, c.bytes, "ledger log in " + options_.dir);
-        unsynced = true;
+    // One file's run: the chunks up to the next cut.
+    size_t n = 0;
+    uint64_t last = 0;
+    for (; n < queue_.size() && (n == 0 || queue_[n].start == 0); ++n) {
+      const Chunk& c = queue_[n];
+      if (!c.bytes.empty()) {
+        log_dirty_ = true;
+        RETURN_IF_ERROR(log_->Append(c.bytes));
       }
       last = std::max(last, c.last_seq);
     }
-    sync();
+    if (log_dirty_) {
+      if (options_.sync) {
+        RETURN_IF_ERROR(log_->Sync());
+        ++syncs;
+      }
+      log_durable_size_ = log_->Size();
+      log_dirty_ = false;
+    }
+    queue_.erase(queue_.begin(), queue_.begin() + n);
+    if (last > 0) {
+      absl::MutexLock l(&mu_);
+      MarkDurable(last);
+    }
+  }
+  return absl::OkStatus();
+}
+
+void FileStore::Flushed(absl::Status s) {
+  if (absl::IsResourceExhausted(s) && reserve_held_) {
+    const absl::Status freed = fs_.Remove(Path(kReserveName));
+    if (freed.ok() || absl::IsNotFound(freed)) {
+      reserve_held_ = false;
+      LOG(ERROR) << "ledger: the disk of " << options_.dir << " is full (" << s.message()
+                 << "); freed the reserve of " << options_.reserve_bytes
+                 << " bytes to write on; until there is room again only changes that give "
+                    "capacity back are taken";
+      {
+        absl::MutexLock l(&mu_);
+        low_space_ = true;
+        next_reserve_try_ = absl::Now() + options_.retry_max;
+        SetHealth();
+      }
+      s = Flush();
+    }
+  }
+  absl::MutexLock l(&mu_);
+  if (s.ok()) {
+    if (!error_.ok()) LOG(WARNING) << "ledger log in " << options_.dir << " is written again";
+    error_ = absl::OkStatus();
+    backoff_ = options_.retry_min;
+  } else {
+    ++write_errors_;
+    if (error_.ok()) {
+      LOG(ERROR) << "ledger log in " << options_.dir << ": " << s
+                 << "; changes are refused until a retry succeeds";
+    }
+    error_ = absl::UnavailableError(absl::StrCat("the ledger log in ", options_.dir,
+                                                 " cannot be written (", s.message(),
+                                                 "); changes are refused until it can (retrying)"));
+    next_retry_ = absl::Now() + backoff_;
+    backoff_ = std::min(backoff_ * 2, options_.retry_max);
+    // Waiters of records not yet durable learn it now; the records stay queued.
+    for (auto& [seq, done] : waiters_) to_notify_.emplace_back(std::move(done), error_);
+    waiters_.clear();
+    if (!to_notify_.empty()) notify_cv_.Signal();
+  }
+  SetHealth();
+}
+
+void FileStore::WriterLoop() {
+  for (;;) {
+    bool stop = false, reserve_due = false, retry = false;
     {
       absl::MutexLock l(&mu_);
-      fsyncs_ += syncs;
-      if (!s.ok() && error_.ok()) {
-        LOG(ERROR) << "ledger store failed; nothing more becomes durable: " << s;
-        error_ = s;
+      for (;;) {
+        const absl::Time now = absl::Now();
+        const bool failed = !error_.ok();
+        const bool probe = !failed && low_space_ && options_.reserve_bytes > 0;
+        if (stopping_ || (!failed && !pending_.empty()) || (failed && now >= next_retry_) ||
+            (probe && now >= next_reserve_try_)) {
+          reserve_due = probe && now >= next_reserve_try_;
+          break;
+        }
+        work_cv_.WaitWithDeadline(&mu_, failed  ? next_retry_
+                                        : probe ? next_reserve_try_
+                                                : absl::InfiniteFuture());
       }
-      if (error_.ok() && last > durable_seq_.load(std::memory_order_relaxed)) {
-        durable_seq_.store(last, std::memory_order_release);
+      stop = stopping_;
+      if (stop && !error_.ok()) {
+        flushed_cv_.SignalAll();
+        return;
       }
-      const uint64_t durable = durable_seq_.load(std::memory_order_relaxed);
-      const bool failed = !error_.ok();
-      auto keep = std::partition(waiters_.begin(), waiters_.end(),
-                                 [&](const auto& w) { return !failed && w.first > durable; });
-      for (auto it = keep; it != waiters_.end(); ++it) {
-        to_notify_.emplace_back(std::move(it->second), error_);
-      }
-      waiters_.erase(keep, waiters_.end());
-      if (!to_notify_.empty()) notify_cv_.Signal();
+      retry = !error_.ok();
+      for (Chunk& c : pending_) queue_.push_back(std::move(c));
+      pending_.clear();
+    }
+    if (reserve_due) TryReserve();
+    if (!queue_.empty() || retry) Flushed(Flush());
+    {
+      absl::MutexLock l(&mu_);
       flushed_cv_.SignalAll();
     }
+    if (stop) return;
   }
 }
 
@@ -436,48 +419,43 @@ void FileStore::NotifierLoop() {
 
 uint64_t FileStore::Cut() {
   absl::MutexLock l(&mu_);
-  Chunk cut;
-  cut.start = last_seq_ + 1;
-  pending_.push_back(std::move(cut));
+  pending_.push_back({.start = last_seq_ + 1});
   work_cv_.Signal();
   return last_seq_;
 }
 
 absl::Status FileStore::WriteSnapshot(const LedgerSnapshot& snapshot) {
   const uint64_t seq = snapshot.seq();
-  std::string payload = snapshot.SerializeAsString();
-  std::string bytes(kSnapshotMagic, 8);
-  PutU64(bytes, payload.size());
-  PutU32(bytes, internal::Crc32c(payload.data(), payload.size()));
-  bytes += payload;
-  const std::string path = options_.dir + "/" + SnapshotName(seq);
+  const std::string path = Path(SnapshotName(seq));
   const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Errno("create", tmp);
-  absl::Status s = WriteAll(fd, bytes, tmp);
-  if (s.ok() && options_.sync && ::fsync(fd) != 0) s = Errno("fsync", tmp);
-  ::close(fd);
-  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = Errno("rename", tmp);
-  if (s.ok()) s = SyncDir(options_.dir);
+  absl::Status s = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, fs_.OpenForAppend(tmp, /*truncate=*/true));
+    RETURN_IF_ERROR(f->Append(internal::EncodeSnapshot(snapshot)));
+    RETURN_IF_ERROR(f->Sync());
+    f.reset();
+    RETURN_IF_ERROR(fs_.Rename(tmp, path));
+    return fs_.SyncDir(options_.dir);
+  }();
   if (!s.ok()) {
-    ::unlink(tmp.c_str());
-    return s;
+    (void)fs_.Remove(tmp);
+    return Annotate(s, absl::StrCat("ledger snapshot ", path));
   }
   {
     // The writer must have moved past the cut before the old log file goes.
     absl::MutexLock l(&mu_);
-    while (log_start_ <= seq && error_.ok()) flushed_cv_.Wait(&mu_);
+    while (log_start_ <= seq && error_.ok() && !stopping_) flushed_cv_.Wait(&mu_);
     if (!error_.ok()) return error_;
+    if (log_start_ <= seq) return absl::CancelledError("ledger store is stopping");
     snapshot_seq_ = std::max(snapshot_seq_, seq);
   }
-  std::error_code ec;
   int removed = 0;
-  for (const fs::directory_entry& e : fs::directory_iterator(options_.dir, ec)) {
-    const std::string name = e.path().filename().string();
-    uint64_t n;
-    if ((ParseName(name, "snapshot-", ".pb", &n) && n < seq) ||
-        (ParseName(name, "log-", ".wal", &n) && n <= seq)) {
-      if (fs::remove(e.path(), ec)) ++removed;
+  absl::StatusOr<internal::LedgerFiles> files = internal::ListLedgerFiles(fs_, options_.dir);
+  if (files.ok()) {
+    for (const auto& [n, p] : files->snapshots) {
+      if (n < seq && fs_.Remove(p).ok()) ++removed;
+    }
+    for (const auto& [n, p] : files->logs) {
+      if (n <= seq && fs_.Remove(p).ok()) ++removed;
     }
   }
   LOG(INFO) << "ledger snapshot " << path << " (records up to " << seq << "); removed " << removed
@@ -491,7 +469,9 @@ StoreStats FileStore::Stats() const {
           .records_since_snapshot = last_seq_ - snapshot_seq_,
           .fsyncs = fsyncs_,
           .durable_seq = durable_seq_.load(),
-          .error = error_};
+          .error = error_,
+          .low_space = low_space_,
+          .write_errors = write_errors_};
 }
 
 }  // namespace autoscale::ledger

@@ -63,7 +63,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       std::string(tmp != nullptr ? tmp : "/tmp") + "/file_store_fuzz." + std::to_string(getpid());
   std::filesystem::remove_all(dir);
   {
-    auto store = *FileStore::Open({.dir = dir, .sync = false});
+    auto store = *FileStore::Open({.dir = dir, .sync = false, .reserve_bytes = 0});
     CHECK(store->Recover().ok());
     for (const LedgerRecord& r : records) store->Append(r);
   }
@@ -80,7 +80,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size % 2 == 1 && !bytes.empty()) bytes.resize(data[size - 1] * 13 % bytes.size());
   std::ofstream(log, std::ios::binary | std::ios::trunc) << bytes;
 
-  auto store = *FileStore::Open({.dir = dir, .sync = false});
+  auto store = *FileStore::Open({.dir = dir, .sync = false, .reserve_bytes = 0});
   absl::StatusOr<StoredState> state = store->Recover();
   store.reset();
   if (!state.ok()) return 0;

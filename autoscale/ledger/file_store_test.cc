@@ -11,9 +11,12 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "autoscale/base/clock.h"
 #include "autoscale/base/units.h"
+#include "autoscale/ledger/fault_injection_file_system.h"
+#include "autoscale/ledger/internal/log_format.h"
 #include "autoscale/ledger/ledger.h"
 #include "gtest/gtest.h"
 
@@ -156,7 +159,7 @@ TEST(FileStoreTest, CorruptLastRecordIsCut) {
   absl::StatusOr<StoredState> s = store->Recover();
   ASSERT_TRUE(s.ok()) << s.status();
   ASSERT_EQ(s->records.size(), 1u);
-  EXPECT_EQ(s->info.truncation_reason, "checksum mismatch");
+  EXPECT_EQ(s->info.truncation_reason, "torn tail: checksum mismatch");
 }
 
 TEST(FileStoreTest, DamageBeforeTheLastFileIsAnError) {
@@ -215,8 +218,8 @@ TEST(FileStoreTest, SnapshotCompactsTheLog) {
         ledger->Request({.node = "n", .vm = "a", .compute_unit = kCu, .resources = kCu * 3}).ok());
     vms = ledger->ListVms();
   }
-  EXPECT_EQ(Files(dir),
-            (std::vector<std::string>{"LOCK", FileStore::LogName(10), FileStore::SnapshotName(9)}));
+  EXPECT_EQ(Files(dir), (std::vector<std::string>{"LOCK", "RESERVE", FileStore::LogName(10),
+                                                  FileStore::SnapshotName(9)}));
   auto ledger = Ledger::Open(options, *FileStore::Open({.dir = dir}));
   ASSERT_TRUE(ledger.ok()) << ledger.status();
   EXPECT_EQ((*ledger)->ListVms(), vms);
@@ -230,7 +233,7 @@ TEST(FileStoreTest, LeftoverTemporaryFilesAreRemoved) {
   std::ofstream(dir + "/" + FileStore::SnapshotName(3) + ".tmp") << "half";
   auto store = *FileStore::Open({.dir = dir});
   ASSERT_TRUE(store->Recover().ok());
-  EXPECT_EQ(Files(dir), (std::vector<std::string>{"LOCK", FileStore::LogName(1)}));
+  EXPECT_EQ(Files(dir), (std::vector<std::string>{"LOCK", "RESERVE"}));
 }
 
 TEST(FileStoreTest, AWriteErrorFailsWaitersInsteadOfLying) {
@@ -245,6 +248,183 @@ TEST(FileStoreTest, AWriteErrorFailsWaitersInsteadOfLying) {
   EXPECT_FALSE(s.ok());
   EXPECT_FALSE(store->Stats().error.ok());
   EXPECT_FALSE(Durable(*store, store->Append(Released("c"))).ok());
+}
+
+TEST(FileStoreTest, AFlippedByteInTheMiddleOfTheLastFileStopsTheStart) {
+  const std::string dir = NewDir("flipped");
+  {
+    auto store = *FileStore::Open({.dir = dir});
+    ASSERT_TRUE(store->Recover().ok());
+    uint64_t last = 0;
+    for (int i = 0; i < 10; ++i) last = store->Append(Released("vm-" + std::to_string(i)));
+    ASSERT_TRUE(Durable(*store, last).ok());
+  }
+  const std::string log = dir + "/" + FileStore::LogName(1);
+  std::string bytes = *FileSystem::Default().ReadFile(log);
+  const internal::LogScan whole = internal::ScanLog(bytes, 1);
+  ASSERT_EQ(whole.frames.size(), 10u);
+  // A byte in record 5's payload.
+  const internal::Frame& fifth = whole.frames[4];
+  bytes[fifth.offset + internal::kFrameHeader + 2] ^= 0x40;
+  {
+    auto f = *FileSystem::Default().OpenForAppend(log, /*truncate=*/true);
+    ASSERT_TRUE(f->Append(bytes).ok());
+  }
+  auto store = *FileStore::Open({.dir = dir});
+  absl::StatusOr<StoredState> s = store->Recover();
+  ASSERT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << s.status();
+  const std::string message(s.status().message());
+  for (const std::string& part :
+       {log, absl::StrCat("offset ", fifth.offset), std::string("record 5 should be"),
+        std::string("checksum mismatch"),
+        absl::StrCat("a valid record 6 follows at offset ", whole.frames[5].offset),
+        std::string("ledgerctl truncate"), std::string("--at=5")}) {
+    EXPECT_NE(message.find(part), std::string::npos) << "no \"" << part << "\" in " << message;
+  }
+  EXPECT_EQ(*FileSystem::Default().ReadFile(log), bytes) << "nothing was cut";
+}
+
+TEST(FileStoreTest, AnOperatorsCutIsReportedAtTheNextStart) {
+  const std::string dir = NewDir("note");
+  fs::create_directories(dir);
+  TruncationNote note;
+  note.set_file(dir + "/" + FileStore::LogName(1));
+  note.set_offset(40);
+  note.set_bytes(120);
+  note.set_reason("cut by ledgerctl truncate --at=3: records 3..5 dropped");
+  std::ofstream(dir + "/TRUNCATED", std::ios::binary) << note.SerializeAsString();
+  {
+    auto store = *FileStore::Open({.dir = dir});
+    absl::StatusOr<StoredState> s = store->Recover();
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->info.truncated_file, note.file());
+    EXPECT_EQ(s->info.truncated_bytes, 120u);
+    EXPECT_EQ(s->info.truncation_reason, note.reason());
+  }
+  auto store = *FileStore::Open({.dir = dir});
+  absl::StatusOr<StoredState> s = store->Recover();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->info.truncated_file.empty()) << "reported once";
+}
+
+// The store over the fault-injecting file layer: write errors, full disks, recovery's syncs.
+class FileStoreFaultTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(fs_.CreateDir("/d").ok()); }
+
+  std::unique_ptr<FileStore> Open(uint64_t reserve, bool sync = true) {
+    auto store = *FileStore::Open({.dir = "/d",
+                                   .sync = sync,
+                                   .reserve_bytes = reserve,
+                                   .retry_min = absl::Milliseconds(1),
+                                   .retry_max = absl::Milliseconds(20),
+                                   .fs = &fs_});
+    absl::StatusOr<StoredState> s = store->Recover();
+    EXPECT_TRUE(s.ok()) << s.status();
+    if (s.ok()) recovered_ = *std::move(s);
+    return store;
+  }
+
+  // The records of the log file as they are: whole frames only, else the test fails.
+  std::vector<std::string> LogRecords() {
+    std::optional<std::string> bytes = fs_.Contents("/d/" + FileStore::LogName(1));
+    if (!bytes) return {};
+    internal::LogScan scan = internal::ScanLog(*bytes, 1);
+    EXPECT_TRUE(scan.damage.empty()) << scan.damage << " at " << scan.end;
+    std::vector<std::string> out;
+    for (const LedgerRecord& r : scan.records) out.push_back(r.vm_released());
+    return out;
+  }
+
+  // Waits (a bounded poll: the writer retries on its own) until `done` holds.
+  template <typename F>
+  bool Eventually(F done) {
+    for (int i = 0; i < 2000; ++i) {
+      if (done()) return true;
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return done();
+  }
+
+  FaultInjectionFileSystem fs_{11};
+  StoredState recovered_;
+};
+
+TEST_F(FileStoreFaultTest, AWriteErrorNeverLeavesAPartialRecordBehind) {
+  auto store = Open(/*reserve=*/0);
+  ASSERT_TRUE(Durable(*store, store->Append(Released("a"))).ok());
+  // Room for half a record more.
+  fs_.SetCapacity(*fs_.AllocatedBytes("/d/" + FileStore::LogName(1)) + 10);
+  const absl::Status failed = Durable(*store, store->Append(Released("b")));
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+  EXPECT_NE(failed.message().find("No space left"), std::string::npos) << failed;
+  EXPECT_FALSE(store->Writable(/*growth=*/false).ok()) << "changes are refused while it fails";
+  EXPECT_FALSE(store->Stats().error.ok());
+  // Appended meanwhile (the ledger would refuse it; the store keeps the order anyway).
+  const uint64_t c = store->Append(Released("c"));
+  fs_.SetCapacity(1 << 20);
+  ASSERT_TRUE(Eventually([&] { return store->Stats().durable_seq >= c; }));
+  EXPECT_TRUE(store->Writable(true).ok());
+  EXPECT_GE(store->Stats().write_errors, 1u);
+  EXPECT_EQ(LogRecords(), (std::vector<std::string>{"a", "b", "c"}));
+}
+
+TEST_F(FileStoreFaultTest, AFailedSyncRewritesWhatItMayHaveLost) {
+  auto store = Open(/*reserve=*/0);
+  ASSERT_TRUE(Durable(*store, store->Append(Released("a"))).ok());
+  // The next fdatasync fails (the kernel may have dropped the pages: "fsyncgate").
+  std::atomic<bool> failed_once{false};
+  fs_.SetFault([&](FaultInjectionFileSystem::Op op, const std::string&) {
+    if (op == FaultInjectionFileSystem::Op::kSync && !failed_once.exchange(true)) {
+      return absl::UnavailableError("fdatasync: Input/output error");
+    }
+    return absl::OkStatus();
+  });
+  const uint64_t b = store->Append(Released("b"));
+  EXPECT_EQ(Durable(*store, b).code(), absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(Eventually([&] { return store->Stats().durable_seq >= b; }));
+  store.reset();
+  fs_.Restart(FaultInjectionFileSystem::Crash::kPowerLoss);
+  EXPECT_EQ(LogRecords(), (std::vector<std::string>{"a", "b"}));
+}
+
+TEST_F(FileStoreFaultTest, AFullDiskUsesTheReserveAndRefusesGrowthUntilThereIsRoom) {
+  auto store = Open(/*reserve=*/4096);
+  ASSERT_TRUE(Durable(*store, store->Append(Released("a"))).ok());
+  EXPECT_FALSE(store->Stats().low_space);
+  // Full: the next write fails, frees the reserve and goes through.
+  fs_.SetCapacity(4096 + *fs_.AllocatedBytes("/d/" + FileStore::LogName(1)));
+  const absl::Status b = Durable(*store, store->Append(Released("b")));
+  EXPECT_TRUE(b.ok()) << b;
+  EXPECT_TRUE(store->Stats().low_space);
+  const absl::Status growth = store->Writable(/*growth=*/true);
+  EXPECT_EQ(growth.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(growth.message().find("full"), std::string::npos) << growth;
+  EXPECT_TRUE(store->Writable(/*growth=*/false).ok()) << "a decrease is still recorded";
+  ASSERT_TRUE(Durable(*store, store->Append(Released("c"))).ok());
+  // Room again (for twice the reserve): the reserve comes back, and growth with it.
+  fs_.SetCapacity(1 << 20);
+  ASSERT_TRUE(Eventually([&] { return store->Writable(true).ok(); }));
+  EXPECT_FALSE(store->Stats().low_space);
+  EXPECT_GE(*fs_.AllocatedBytes("/d/RESERVE"), 4096u);
+  EXPECT_EQ(LogRecords(), (std::vector<std::string>{"a", "b", "c"}));
+}
+
+TEST_F(FileStoreFaultTest, RecoverySyncsWhatItReadsBeforeServingIt) {
+  {
+    // A process that wrote records and died before syncing them: the page cache has them.
+    auto store = Open(/*reserve=*/0, /*sync=*/false);
+    ASSERT_TRUE(Durable(*store, store->Append(Released("a"))).ok());
+  }
+  fs_.Restart(FaultInjectionFileSystem::Crash::kProcess);
+  {
+    auto store = Open(/*reserve=*/0);
+    ASSERT_EQ(recovered_.records.size(), 1u) << "read back from the page cache";
+  }
+  // Served as durable, so a power loss now must not lose it.
+  fs_.Restart(FaultInjectionFileSystem::Crash::kPowerLoss);
+  auto store = Open(/*reserve=*/0);
+  EXPECT_EQ(recovered_.records.size(), 1u);
 }
 
 }  // namespace

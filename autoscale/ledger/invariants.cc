@@ -11,7 +11,6 @@
 
 namespace autoscale::ledger {
 
-using internal::CheckSize;
 using internal::Node;
 
 absl::Status Ledger::CheckInvariants() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -27,7 +26,7 @@ absl::Status Ledger::CheckInvariants() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
       for (const auto& [name, vm] : n->vms) {
         ++vms;
         if (!vm.heard) ++unheard;
-        RETURN_IF_ERROR(Annotate(CheckSize(vm.permit, vm.cu, vm.bounds, "permit"),
+        RETURN_IF_ERROR(Annotate(internal::CheckWholeUnits(vm.permit, vm.cu, "permit"),
                                  absl::StrCat(ctx, " VM ", name)));
         auto idx = vm_index_.find(name);
         if (idx == vm_index_.end() || idx->second != n) {
@@ -68,9 +67,17 @@ absl::Status Ledger::CheckInvariants() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
         return absl::InternalError(
             absl::StrCat(ctx, ": unheard count ", n->unheard, " != ", unheard));
       }
-      if (n->reserved.AnyGreaterThan(n->total)) {
+      // Above its total only after an operator lowered the total below what it had reserved
+      // (and no grant since: Settle clears the mark once it fits).
+      if (n->reserved.AnyGreaterThan(n->total) && !n->over_capacity) {
         return absl::InternalError(absl::StrCat(ctx, ": reserved ", n->reserved.ToString(),
                                                 " exceeds the total ", n->total.ToString()));
+      }
+      if (n->over_capacity && !n->reserved.AnyGreaterThan(n->total)) {
+        return absl::InternalError(absl::StrCat(ctx, ": marked over capacity but fits"));
+      }
+      if (n->draining && !n->cordoned) {
+        return absl::InternalError(absl::StrCat(ctx, ": draining but not cordoned"));
       }
     }
     if (vms != vm_index_.size()) {

@@ -11,8 +11,9 @@
 #include "autoscale/ledger/internal/records.h"
 #include "glog/logging.h"
 
-// The ledger's operations: requests, placement, release, migrations, node registration, reads.
-// Recovery and snapshots are in recovery.cc, the invariant check in invariants.cc.
+// The ledger's operations: requests, placement, release, migrations, reads. Node registration
+// and lifecycle are in nodes.cc, recovery and snapshots in recovery.cc, the invariant check in
+// invariants.cc.
 
 namespace autoscale::ledger {
 
@@ -20,6 +21,7 @@ using internal::CheckAmount;
 using internal::CheckPlaceVmRequest;
 using internal::CheckSize;
 using internal::Grant;
+using internal::InfoOf;
 using internal::Registry;
 using internal::TwoLocks;
 namespace change = internal::change;
@@ -45,6 +47,7 @@ Ledger::Ledger(LedgerOptions options, std::unique_ptr<LedgerStore> store)
                   : std::shared_ptr<const MigrationPolicy>(NewOldestFirstPolicy())),
       store_(std::move(store)),
       id_(next_ledger_id.fetch_add(1)),
+      opened_(clock_.Now()),
       rng_(options_.seed) {
   absl::MutexLock l(&registry_mu_);
   registry_ = std::make_shared<Registry>();
@@ -87,6 +90,22 @@ void Ledger::UnlockAll() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
 
 uint64_t Ledger::Log(const LedgerRecord& record) { return store_->Append(record); }
 
+absl::Status Ledger::Writable(bool growth, std::string_view what) const {
+  if (store_ == nullptr) return absl::OkStatus();
+  const absl::Status s = store_->Writable(growth);
+  if (s.ok()) return s;
+  return absl::UnavailableError(
+      absl::StrCat(absl::string_view(what.data(), what.size()), ": ", s.message()));
+}
+
+absl::Status Ledger::CheckRecord(const LedgerRecord& record, std::string_view what) const {
+  const size_t size = record.ByteSizeLong();
+  if (size <= options_.max_record_bytes) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      absl::string_view(what.data(), what.size()), ": its log record would have ", size,
+      " bytes, more than the ", options_.max_record_bytes, " a record may have"));
+}
+
 absl::Status Ledger::WaitDurable(uint64_t seq) {
   if (store_ == nullptr || seq == 0) return absl::OkStatus();
   absl::Notification done;
@@ -108,57 +127,6 @@ std::optional<StoreStats> Ledger::store_stats() const {
   return store_->Stats();
 }
 
-// --- nodes ---
-
-absl::StatusOr<NodeInfo> Ledger::RegisterNode(const NodeSpec& spec) {
-  const std::string ctx = absl::StrCat("register node ", spec.name);
-  if (spec.name.empty()) return absl::InvalidArgumentError("register node: empty name");
-  RETURN_IF_ERROR(Annotate(CheckAmount(spec.total, "total"), ctx));
-  if (spec.total.milli_cpu == 0 || spec.total.memory_bytes == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(ctx, ": total ", spec.total.ToString(), " must be > 0 in both resources"));
-  }
-  if (!(spec.watermark >= 0 && spec.watermark <= 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(ctx, ": watermark ", spec.watermark, " is outside (0, 1]"));
-  }
-  const change::NodeRegistered change{
-      .name = spec.name,
-      .total = spec.total,
-      .watermark = spec.watermark == 0 ? options_.default_watermark : spec.watermark,
-      .agent_address = spec.agent_address};
-  uint64_t wait = 0;
-  NodeInfo info;
-  {
-    absl::MutexLock rl(&registry_mu_);
-    auto found = registry_->by_name.find(spec.name);
-    Node* node = found == registry_->by_name.end() ? nullptr : found->second;
-    if (node == nullptr) {
-      node = Apply(change, nullptr);
-      absl::MutexLock nl(&node->mu);
-      if (store_ != nullptr) node->last_seq = Log(internal::ToRecord(change));
-      wait = node->last_seq;
-      info = node->Info(clock_.Now());
-    } else {
-      absl::MutexLock nl(&node->mu);
-      if (node->reserved.AnyGreaterThan(spec.total)) {
-        return absl::FailedPreconditionError(
-            absl::StrCat(ctx, ": the node has ", node->reserved.ToString(),
-                         " reserved, more than the new total ", spec.total.ToString()));
-      }
-      if (node->total != change.total || node->watermark_fraction != change.watermark ||
-          node->agent_address != change.agent_address) {
-        Apply(change, node);
-        if (store_ != nullptr) node->last_seq = Log(internal::ToRecord(change));
-      }
-      wait = node->last_seq;
-      info = node->Info(clock_.Now());
-    }
-  }
-  RETURN_IF_ERROR(WaitDurable(wait));
-  return info;
-}
-
 // --- requests ---
 
 absl::StatusOr<Permit> Ledger::AnswerRequest(const PermitRequest& r, uint64_t* wait_seq) {
@@ -168,6 +136,10 @@ absl::StatusOr<Permit> Ledger::AnswerRequest(const PermitRequest& r, uint64_t* w
         absl::StrCat("request for VM ", r.vm, ": node ", r.node, " is not registered"));
   }
   absl::MutexLock l(&node->mu);
+  if (node->removed) {
+    return absl::NotFoundError(
+        absl::StrCat("request for VM ", r.vm, ": node ", r.node, " was removed"));
+  }
   auto it = node->vms.find(r.vm);
   if (it == node->vms.end()) {
     return absl::NotFoundError(
@@ -183,41 +155,46 @@ absl::StatusOr<Permit> Ledger::AnswerRequest(const PermitRequest& r, uint64_t* w
     return Annotate(s, absl::StrCat("request for VM ", r.vm));
   }
   if (r.last_permit) {
-    if (absl::Status s = CheckSize(*r.last_permit, vm.cu, vm.bounds, "last permit"); !s.ok()) {
+    if (absl::Status s = internal::CheckWholeUnits(*r.last_permit, vm.cu, "last permit"); !s.ok()) {
       return Annotate(s, absl::StrCat("request for VM ", r.vm));
     }
   }
 
   // What the VM holds before this request is granted.
-  Resources have = vm.permit;
-  if (!vm.heard) {
-    // The first word from this VM's agent since a restart. A permit above what the log holds
-    // means the log lost it: the VM may be using it, so the ledger takes it back.
-    node->MarkHeard(vm);
-    if (r.last_permit && r.last_permit->AnyGreaterThan(vm.permit) && vm.migration) {
-      // Its reservation is on two nodes and fixed until the migration ends; the log holds no
-      // resize of a migrating VM.
-      LOG(WARNING) << "VM " << r.vm << " on node " << r.node << ": the agent's last permit "
-                   << r.last_permit->ToString() << " is above the ledger's " << vm.permit.ToString()
-                   << ", but the VM is migrating: not adopted";
-    } else if (r.last_permit && r.last_permit->AnyGreaterThan(vm.permit)) {
-      LOG(WARNING) << "VM " << r.vm << " on node " << r.node << ": the agent's last permit "
-                   << r.last_permit->ToString() << " is above the ledger's " << vm.permit.ToString()
-                   << "; adopting it";
-      have = Resources::Max(vm.permit, *r.last_permit);
-      adopted_permits_.fetch_add(1, std::memory_order_relaxed);
+  const Resources held = vm.permit;
+  Resources have = held;
+  // The first word from this VM's agent since a restart, with a permit above what the log holds:
+  // the log lost it, and the VM may be using it, so the ledger takes it back, as far as the node
+  // has room (as a grant would have been). A migrating VM's reservation is on two nodes and
+  // fixed until the migration ends (the log holds no resize of a migrating VM).
+  const bool adopt =
+      !vm.heard && r.last_permit && r.last_permit->AnyGreaterThan(vm.permit) && !vm.migration;
+  if (adopt) {
+    const Resources others = node->reserved - vm.share();
+    const Resources& last = *r.last_permit;
+    if (last.milli_cpu > have.milli_cpu) {
+      have.milli_cpu = Grant(vm.permit.milli_cpu, last.milli_cpu, vm.cu.milli_cpu,
+                             node->total.milli_cpu, others.milli_cpu, vm.overcommit.cpu_milli);
+    }
+    if (last.memory_bytes > have.memory_bytes) {
+      have.memory_bytes =
+          Grant(vm.permit.memory_bytes, last.memory_bytes, vm.cu.memory_bytes,
+                node->total.memory_bytes, others.memory_bytes, vm.overcommit.memory_milli);
     }
   }
   change::VmResized change{.node = r.node, .vm = r.vm, .permit = have, .requested = vm.requested};
   // A migrating VM is not resized (it has a reservation on two nodes).
+  const bool growth = !vm.migration && r.resources.AnyGreaterThan(have);
   if (!vm.migration) {
     const Resources& want = r.resources;
     change.requested = want;
     change.permit = want;  // a decrease (or no change) as asked
-    if (want.AnyGreaterThan(have)) {
-      // An increase: none while the node waits for its agents after a restart (the clock only
-      // read then), else what the node has room for beside its other VMs.
-      const bool frozen = node->unheard > 0 && node->Awaiting(clock_.Now());
+    if (growth) {
+      // An increase: none while the node waits for its other agents after a restart (this one
+      // counts as heard: it is speaking; the clock only read then), else what the node has room
+      // for beside its other VMs.
+      const int64_t others_unheard = node->unheard - (vm.heard ? 0 : 1);
+      const bool frozen = others_unheard > 0 && clock_.Now() < node->awaiting_until;
       const Resources others = node->reserved - vm.share();
       if (want.milli_cpu > have.milli_cpu) {
         change.permit.milli_cpu =
@@ -235,9 +212,32 @@ absl::StatusOr<Permit> Ledger::AnswerRequest(const PermitRequest& r, uint64_t* w
     }
   }
   if (change.permit != vm.permit || change.requested != vm.requested) {
+    const std::string what = absl::StrCat("request for VM ", r.vm, " on node ", r.node);
+    // Growth waits for a store that can take it; a decrease (or an adoption) is recorded
+    // whenever the store can write at all.
+    RETURN_IF_ERROR(Writable(growth, what));
+    LedgerRecord record;
+    if (store_ != nullptr) {
+      record = internal::ToRecord(change);
+      RETURN_IF_ERROR(CheckRecord(record, what));
+    }
     Apply(change, *node, vm);
-    if (store_ != nullptr) vm.last_seq = Log(internal::ToRecord(change));
+    if (store_ != nullptr) vm.last_seq = Log(record);
   }
+  if (!vm.heard && r.last_permit && r.last_permit->AnyGreaterThan(held)) {
+    const Resources wanted = Resources::Max(held, *r.last_permit);
+    LOG(WARNING) << "VM " << r.vm << " on node " << r.node << ": the agent's last permit "
+                 << r.last_permit->ToString() << " is above the ledger's " << held.ToString()
+                 << (vm.migration ? ", but the VM is migrating: not adopted"
+                     : have == held
+                         ? ", but the node has no room: not adopted"
+                         : absl::StrCat("; adopted ", have.ToString(),
+                                        have == wanted ? "" : " (as far as the node has room)"));
+    if (have != held) adopted_permits_.fetch_add(1, std::memory_order_relaxed);
+    if (adopt && have != wanted) clipped_adoptions_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // Heard only once the answer stands (a refused one leaves the adoption for the next).
+  node->MarkHeard(vm);
   *wait_seq = vm.last_seq;
   return Permit{.resources = vm.permit, .migration = vm.migration};
 }
@@ -269,34 +269,38 @@ void Ledger::RequestAsync(const PermitRequest& request,
 
 // --- placement ---
 
-std::vector<Ledger::Candidate> Ledger::RankNodes(const Resources& share,
-                                                 const Node* migrating_from) {
+std::vector<Ledger::Candidate> Ledger::RankNodes(const Resources& share, const Node* migrating_from,
+                                                 bool any_room) {
   const absl::Time now = clock_.Now();
   struct Seen {
     Node* node;
     Resources reserved, total;
-    bool fits;
+    bool fits, takes;
   };
   std::vector<Seen> seen;
   Resources largest;
   for (Node* n : registry_->sorted) {
     if (n == migrating_from) continue;
     absl::MutexLock l(&n->mu);
-    const bool fits =
-        migrating_from != nullptr ? n->TakesMigration(share, now) : n->Fits(share, now);
-    seen.push_back({n, n->reserved, n->total, fits});
+    const bool fits = n->Fits(share, now);
+    const bool takes = migrating_from != nullptr ? n->TakesMigration(share, now) : fits;
+    seen.push_back({n, n->reserved, n->total, fits, takes});
     largest = Resources::Max(largest, n->total);
   }
-  std::vector<Candidate> fit;
-  std::vector<int64_t> scores;
-  for (const Seen& s : seen) {
-    if (!s.fits) continue;
-    fit.push_back({s.node, NodeScore(options_.placement, s.reserved + share, s.total, largest)});
-    scores.push_back(fit.back().score);
-  }
   std::vector<Candidate> ranked;
-  for (size_t i : RankScores(scores, options_.placement.randomize, rng_)) {
-    ranked.push_back(fit[i]);
+  // The nodes that take it, best first; then (any_room) those it merely fits on.
+  for (bool second : {false, true}) {
+    if (second && !any_room) break;
+    std::vector<Candidate> fit;
+    std::vector<int64_t> scores;
+    for (const Seen& s : seen) {
+      if (second ? (s.takes || !s.fits) : !s.takes) continue;
+      fit.push_back({s.node, NodeScore(options_.placement, s.reserved + share, s.total, largest)});
+      scores.push_back(fit.back().score);
+    }
+    for (size_t i : RankScores(scores, options_.placement.randomize, rng_)) {
+      ranked.push_back(fit[i]);
+    }
   }
   return ranked;
 }
@@ -305,6 +309,7 @@ absl::StatusOr<Placement> Ledger::PlaceVm(const PlaceVmRequest& request,
                                           const std::string& node_name) {
   const std::string ctx = absl::StrCat("place VM ", request.name);
   RETURN_IF_ERROR(Annotate(CheckPlaceVmRequest(request), ctx));
+  RETURN_IF_ERROR(Annotate(internal::CheckName(node_name, "node", /*may_be_empty=*/true), ctx));
   const Resources share = NodeShare(request.initial, request.overcommit);
   uint64_t wait = 0;
   Placement placement;
@@ -323,6 +328,7 @@ absl::StatusOr<Placement> Ledger::PlaceVm(const PlaceVmRequest& request,
       placement = {n->name, vm.permit};
       wait = vm.last_seq;
     } else {
+      RETURN_IF_ERROR(Writable(/*growth=*/true, ctx));
       std::vector<Candidate> ranked;
       if (!node_name.empty()) {
         auto found = registry_->by_name.find(node_name);
@@ -334,6 +340,10 @@ absl::StatusOr<Placement> Ledger::PlaceVm(const PlaceVmRequest& request,
         if (n->Awaiting(clock_.Now())) {
           return absl::UnavailableError(absl::StrCat(
               ctx, ": node ", node_name, " has not heard from its agent since the restart"));
+        }
+        if (n->cordoned) {
+          return absl::FailedPreconditionError(
+              absl::StrCat(ctx, ": node ", node_name, " is cordoned"));
         }
         ranked.push_back({n, 0});
       } else {
@@ -356,8 +366,13 @@ absl::StatusOr<Placement> Ledger::PlaceVm(const PlaceVmRequest& request,
                    // Microseconds, as the log keeps it.
                    .created = absl::FromUnixMicros(absl::ToUnixMicros(clock_.Now())),
                    .migration = std::nullopt}};
+        LedgerRecord record;
+        if (store_ != nullptr) {
+          record = internal::ToRecord(change);
+          RETURN_IF_ERROR(CheckRecord(record, ctx));
+        }
         Vm& vm = Apply(change, *n);
-        if (store_ != nullptr) vm.last_seq = Log(internal::ToRecord(change));
+        if (store_ != nullptr) vm.last_seq = Log(record);
         wait = vm.last_seq;
         placement = {n->name, vm.permit};
         placed = true;
@@ -382,6 +397,8 @@ absl::Status Ledger::ReleaseVm(const std::string& vm_name) {
     if (it == vm_index_.end()) {
       return absl::NotFoundError(absl::StrCat("release VM ", vm_name, ": no such VM"));
     }
+    const std::string ctx = absl::StrCat("release VM ", vm_name);
+    RETURN_IF_ERROR(Writable(/*growth=*/false, ctx));
     Node* src = it->second;
     Node* dst = nullptr;
     {
@@ -391,8 +408,13 @@ absl::Status Ledger::ReleaseVm(const std::string& vm_name) {
     }
     TwoLocks locks(src, dst);
     const change::VmReleased change{.vm = vm_name};
+    LedgerRecord record;
+    if (store_ != nullptr) {
+      record = internal::ToRecord(change);
+      RETURN_IF_ERROR(CheckRecord(record, ctx));
+    }
     Apply(change, *src, dst);
-    if (store_ != nullptr) seq = Log(internal::ToRecord(change));
+    if (store_ != nullptr) seq = Log(record);
   }
   return WaitDurable(seq);
 }
@@ -404,16 +426,29 @@ absl::StatusOr<std::vector<MigrationOrder>> Ledger::MigrationOrders(const std::s
   if (node == nullptr) {
     return absl::NotFoundError(absl::StrCat("migration orders: node ", name, " is not registered"));
   }
-  bool above;
+  bool draining, above;
   {
     absl::MutexLock l(&node->mu);
+    draining = node->draining;
     above = node->AboveWatermark();
   }
-  if (above) RETURN_IF_ERROR(BalanceNode(node));
+  if (draining) {
+    uint64_t wait = 0;
+    {
+      absl::MutexLock rl(&registry_mu_);
+      if (!node->removed) RETURN_IF_ERROR(DrainStep(node, &wait).status());
+    }
+    RETURN_IF_ERROR(WaitDurable(wait));
+  } else if (above) {
+    RETURN_IF_ERROR(BalanceNode(node));
+  }
   std::vector<MigrationOrder> orders;
   uint64_t wait = 0;
   {
     absl::MutexLock l(&node->mu);
+    if (node->removed) {
+      return absl::NotFoundError(absl::StrCat("migration orders: node ", name, " was removed"));
+    }
     for (const auto& [vm_name, vm] : node->vms) {
       if (!vm.migration) continue;
       orders.push_back(*vm.migration);
@@ -426,6 +461,51 @@ absl::StatusOr<std::vector<MigrationOrder>> Ledger::MigrationOrders(const std::s
   return orders;
 }
 
+bool Ledger::StartMigration(Node* node, const std::string& vm_name, bool any_room,
+                            std::string_view why, uint64_t* wait_seq) {
+  Resources share;
+  {
+    absl::MutexLock l(&node->mu);
+    share = node->vms.at(vm_name).share();
+  }
+  for (const Candidate& target : RankNodes(share, node, any_room)) {
+    Node* dst = target.node;
+    TwoLocks locks(node, dst);
+    auto it = node->vms.find(vm_name);
+    if (it == node->vms.end() || it->second.migration) return false;
+    const absl::Time now = clock_.Now();
+    // Changed since it was ranked?
+    if (!(any_room ? dst->Fits(it->second.share(), now)
+                   : dst->TakesMigration(it->second.share(), now))) {
+      continue;
+    }
+    const change::MigrationStarted change{
+        {.id = next_migration_id_,
+         .vm = vm_name,
+         .source_node = node->name,
+         .target_node = dst->name,
+         .target_agent_address = dst->agent_address,
+         // Microseconds, as the log keeps it.
+         .started = absl::FromUnixMicros(absl::ToUnixMicros(now))}};
+    LedgerRecord record;
+    if (store_ != nullptr) {
+      record = internal::ToRecord(change);
+      if (!CheckRecord(record, "migration").ok()) return false;  // cannot be: names are bounded
+    }
+    Vm& vm = Apply(change, *node, *dst);
+    if (store_ != nullptr) vm.last_seq = Log(record);
+    LOG(INFO) << "node " << node->name << " " << why << ": migrating VM " << vm_name << " ("
+              << vm.permit.ToString() << ") to node " << dst->name << " (order " << change.order.id
+              << ")";
+    *wait_seq = std::max(*wait_seq, vm.last_seq);
+    return true;
+  }
+  LOG_EVERY_N(WARNING, 100) << "node " << node->name << " " << why
+                            << ", but no other node has room for VM " << vm_name << " ("
+                            << share.ToString() << ")";
+  return false;
+}
+
 absl::Status Ledger::BalanceNode(Node* node) {
   uint64_t wait = 0;
   {
@@ -434,6 +514,7 @@ absl::Status Ledger::BalanceNode(Node* node) {
     std::vector<MigrationCandidate> candidates;
     {
       absl::MutexLock l(&node->mu);
+      if (node->removed) return absl::OkStatus();
       watermark = node->Watermark();
       excess = Resources::SaturatingSub(node->reserved - node->migrating, watermark);
       if (excess.IsZero()) return absl::OkStatus();
@@ -445,39 +526,14 @@ absl::Status Ledger::BalanceNode(Node* node) {
         candidates.push_back({vm_name, vm.permit, share, vm.created});
       }
     }
+    if (candidates.empty()) return absl::OkStatus();
+    RETURN_IF_ERROR(Writable(/*growth=*/true, absl::StrCat("balancing node ", node->name)));
     std::sort(candidates.begin(), candidates.end(),
               [](const MigrationCandidate& a, const MigrationCandidate& b) { return a.vm < b.vm; });
+    const std::string why = absl::StrCat("is above its watermark ", watermark.ToString(),
+                                         " (policy ", std::string(policy_->name()), ")");
     for (size_t i : policy_->Choose(candidates, excess)) {
-      const MigrationCandidate& c = candidates[i];
-      bool started = false;
-      for (const Candidate& target : RankNodes(c.share, node)) {
-        Node* dst = target.node;
-        TwoLocks locks(node, dst);
-        auto it = node->vms.find(c.vm);
-        if (it == node->vms.end() || it->second.migration) break;
-        if (!dst->TakesMigration(it->second.share(), clock_.Now())) continue;  // changed since
-        const change::MigrationStarted change{{.id = next_migration_id_,
-                                               .vm = c.vm,
-                                               .source_node = node->name,
-                                               .target_node = dst->name,
-                                               .target_agent_address = dst->agent_address}};
-        Vm& vm = Apply(change, *node, *dst);
-        if (store_ != nullptr) {
-          vm.last_seq = Log(internal::ToRecord(change));
-          wait = std::max(wait, vm.last_seq);
-        }
-        LOG(INFO) << "node " << node->name << " is above its watermark " << watermark.ToString()
-                  << ": migrating VM " << c.vm << " (" << vm.permit.ToString() << ") to node "
-                  << dst->name << " (order " << change.order.id << ", policy " << policy_->name()
-                  << ")";
-        started = true;
-        break;
-      }
-      if (!started) {
-        LOG_EVERY_N(WARNING, 100) << "node " << node->name << " is above its watermark, but no "
-                                  << "other node has room under its watermark for VM " << c.vm
-                                  << " (" << c.share.ToString() << ")";
-      }
+      StartMigration(node, candidates[i].vm, /*any_room=*/false, why, &wait);
     }
   }
   return WaitDurable(wait);
@@ -488,6 +544,7 @@ absl::Status Ledger::EndMigration(uint64_t order_id, const std::string& vm_name,
   uint64_t seq = 0;
   {
     absl::MutexLock rl(&registry_mu_);
+    RETURN_IF_ERROR(Writable(/*growth=*/false, ctx));
     auto it = vm_index_.find(vm_name);
     if (it == vm_index_.end()) return absl::NotFoundError(absl::StrCat(ctx, ": no such VM"));
     Node* src = it->second;
@@ -505,6 +562,11 @@ absl::Status Ledger::EndMigration(uint64_t order_id, const std::string& vm_name,
     }
     TwoLocks locks(src, dst);
     const change::MigrationEnded change{.id = order_id, .vm = vm_name, .succeeded = succeeded};
+    LedgerRecord record;
+    if (store_ != nullptr) {
+      record = internal::ToRecord(change);
+      RETURN_IF_ERROR(CheckRecord(record, ctx));
+    }
     Vm& vm = Apply(change, *src, *dst);
     // Whichever agent holds the VM now has just been heard from (volatile, see Vm::heard).
     if (succeeded) {
@@ -512,31 +574,33 @@ absl::Status Ledger::EndMigration(uint64_t order_id, const std::string& vm_name,
     } else {
       src->MarkHeard(vm);
     }
-    if (store_ != nullptr) vm.last_seq = seq = Log(internal::ToRecord(change));
+    if (store_ != nullptr) vm.last_seq = seq = Log(record);
     LOG(INFO) << ctx << ": " << (succeeded ? "succeeded, now on node " : "failed, stays on node ")
               << (succeeded ? dst : src)->name;
   }
   return WaitDurable(seq);
 }
 
-// --- reads ---
-
-namespace {
-
-VmInfo InfoOf(const std::string& name, const std::string& node, const auto& vm) {
-  return {.name = name,
-          .node = node,
-          .bounds = vm.bounds,
-          .compute_unit = vm.cu,
-          .permit = vm.permit,
-          .requested = vm.requested,
-          .overcommit = vm.overcommit,
-          .migratable = vm.migratable,
-          .created = vm.created,
-          .migration = vm.migration};
+absl::StatusOr<std::vector<MigrationOrder>> Ledger::ExpireMigrations(absl::Time issued_before) {
+  std::vector<MigrationOrder> ended;
+  for (const VmInfo& vm : ListVms()) {
+    if (!vm.migration) continue;
+    const MigrationOrder& o = *vm.migration;
+    const absl::Time issued = o.started == absl::InfinitePast() ? opened_ : o.started;
+    if (issued >= issued_before) continue;
+    const absl::Status s = EndMigration(o.id, o.vm, /*succeeded=*/false);
+    if (absl::IsFailedPrecondition(s) || absl::IsNotFound(s)) continue;  // ended meanwhile
+    RETURN_IF_ERROR(s);
+    LOG(WARNING) << "migration order " << o.id << " of VM " << o.vm << " from node "
+                 << o.source_node << " to node " << o.target_node << ", issued "
+                 << absl::FormatTime(issued) << ", was not reported in time: ended as failed";
+    expired_migrations_.fetch_add(1, std::memory_order_relaxed);
+    ended.push_back(o);
+  }
+  return ended;
 }
 
-}  // namespace
+// --- reads ---
 
 std::vector<NodeInfo> Ledger::ListNodes(const std::string& filter) const {
   std::shared_ptr<const Registry> registry;
@@ -584,6 +648,7 @@ absl::StatusOr<NodeInfo> Ledger::GetNode(const std::string& name) const {
   Node* n = FindNode(name);
   if (n == nullptr) return absl::NotFoundError(absl::StrCat("node ", name, " is not registered"));
   absl::MutexLock l(&n->mu);
+  if (n->removed) return absl::NotFoundError(absl::StrCat("node ", name, " was removed"));
   return n->Info(clock_.Now());
 }
 

@@ -16,7 +16,14 @@
 //   - with a LedgerStore, logs every change and answers only once the change is durable; after a
 //     restart it is rebuilt from the store, and grants nothing new on a node until every VM's agent
 //     on it has been heard from (or the grace period passed); an agent's `last_permit` above what
-//     the log holds is adopted (the VM may be using it).
+//     the log holds is adopted (the VM may be using it) as far as the node has room;
+//   - runs a cluster's node lifecycle: cordon (no placements, no incoming migrations), drain
+//     (cordon, then order every migratable VM away), remove (empty, or forced with what it drops
+//     listed), update a node's total and watermark (a total below what is reserved is accepted:
+//     the node is over capacity and sheds VMs as above its watermark) and a VM's bounds.
+//
+// Limits at the front door: names and addresses up to kMaxNameBytes, amounts up to kMaxAmount,
+// and no change whose log record would be larger than the store reads back.
 //
 // Thread-safe. Each node has its own lock: requests for different nodes never wait for each other
 // (with a store, a change also appends its record to the one log, a short critical section).
@@ -62,6 +69,8 @@ struct Vm;
 struct LedgerPeer;
 namespace change {
 struct NodeRegistered;
+struct NodeRemoved;
+struct VmBoundsChanged;
 struct VmPlaced;
 struct VmResized;
 struct VmReleased;
@@ -76,6 +85,9 @@ using core::Resources;
 // The largest amount of one resource the ledger accepts anywhere (1 PiB, or 2^50 milli-CPU), so
 // sums and scaled amounts never overflow.
 inline constexpr int64_t kMaxAmount = int64_t{1} << 50;
+
+// The longest node name, VM name or agent address the ledger takes (a DNS name's length).
+inline constexpr size_t kMaxNameBytes = 253;
 
 // How much a VM's node reserves for it: thousandths, 1500 = the node reserves 1/1.5 of what the
 // VM may use. Each in [1000, 100000].
@@ -116,6 +128,9 @@ struct MigrationOrder {
   std::string target_node{};
   // Where the target node's agent listens for the incoming VM.
   std::string target_agent_address{};
+  // When it was ordered (microseconds, as the log keeps it); InfinitePast in logs written before
+  // it was kept.
+  absl::Time started = absl::InfinitePast();
 
   friend bool operator==(const MigrationOrder&, const MigrationOrder&) = default;
 };
@@ -135,6 +150,12 @@ struct NodeInfo {
   // True while growth on this node waits for its agents after a restart.
   bool awaiting_agent = false;
   size_t vm_count = 0;
+  // No placements, no incoming migrations.
+  bool cordoned = false;
+  // Cordoned, and its migratable VMs are ordered away.
+  bool draining = false;
+  // Its total was lowered below what it had reserved: it grants nothing until enough VMs left.
+  bool over_capacity = false;
 
   friend bool operator==(const NodeInfo&, const NodeInfo&) = default;
 };
@@ -182,6 +203,27 @@ struct Placement {
   Resources permit{};
 };
 
+// Where a drain stands (DrainNode).
+struct DrainProgress {
+  NodeInfo node{};
+  // VMs migrating away, each with its order.
+  std::vector<MigrationOrder> migrating{};
+  // Migratable VMs that no other node has room for yet (ordered once one has).
+  std::vector<std::string> waiting{};
+  // VMs that are not migratable: they stay until released (or the node is removed by force).
+  std::vector<std::string> staying{};
+  // No VM is left on the node.
+  bool done = false;
+};
+
+// What a forced RemoveNode dropped.
+struct RemovedNode {
+  // The VMs that were on it, as they were.
+  std::vector<VmInfo> dropped_vms{};
+  // Migrations to or from it, ended as failed.
+  std::vector<MigrationOrder> cancelled_migrations{};
+};
+
 struct LedgerOptions {
   // Watermark of nodes registered without one.
   double default_watermark = 0.9;
@@ -195,6 +237,8 @@ struct LedgerOptions {
   // After a restart, a node grants nothing new until every VM on it has been heard from, or
   // until this long has passed (agents ask at least every 15 s).
   absl::Duration recovery_grace = absl::Seconds(30);
+  // The largest log record a change may have: the store's limit (tests lower it).
+  uint32_t max_record_bytes = kMaxRecordBytes;
 };
 
 class Ledger {
@@ -210,9 +254,30 @@ class Ledger {
   Ledger(const Ledger&) = delete;
   Ledger& operator=(const Ledger&) = delete;
 
-  // Adds a node, or updates its total, watermark and agent address (a total below what the node
-  // has reserved is refused).
+  // Adds a node, or updates its total, watermark and agent address (as UpdateNode; a cordon or
+  // drain stays).
   absl::StatusOr<NodeInfo> RegisterNode(const NodeSpec& spec);
+  // Changes a registered node's total and/or watermark (absent: unchanged). A total below what
+  // the node has reserved is accepted: the node is over capacity (NodeInfo::over_capacity),
+  // grants nothing, and is above its watermark, so balancing moves VMs off it.
+  absl::StatusOr<NodeInfo> UpdateNode(const std::string& node, std::optional<Resources> total,
+                                      std::optional<double> watermark);
+  // Cordons a node (no placements, no incoming migrations), or lifts a cordon (and a drain).
+  absl::StatusOr<NodeInfo> CordonNode(const std::string& node, bool cordon);
+  // Cordons the node, marks it draining and orders every migratable VM on it away (to other
+  // nodes it fits on, those that stay under their watermark first). Maintenance (and the node's
+  // own MigrationOrders) keep ordering the VMs that had no target, or whose migration failed.
+  // Call it again to see the progress.
+  absl::StatusOr<DrainProgress> DrainNode(const std::string& node);
+  // Removes a node. Without `force` only an empty one (no VMs, nothing migrating in):
+  // FAILED_PRECONDITION naming what is left. With `force` whatever it holds is dropped
+  // (returned): its VMs are forgotten, migrations to and from it end as failed.
+  absl::StatusOr<RemovedNode> RemoveNode(const std::string& node, bool force);
+  // Sets a VM's bounds (its agent's configuration changed); `node`, when given, must be the
+  // VM's. Its permit stays as it is, also outside the new bounds, until its agent asks: a
+  // request must be within the bounds, so it moves the permit inside them.
+  absl::StatusOr<VmInfo> UpdateVmBounds(const std::string& vm, const Bounds& bounds,
+                                        const std::string& node = "");
 
   // Answers an agent's request. Errors (nothing changes): INVALID_ARGUMENT for amounts that are
   // negative, not whole CUs, outside the VM's bounds or in another CU; NOT_FOUND for an unknown
@@ -237,6 +302,10 @@ class Ledger {
   // Settles a migration: on success the VM now lives on the target node; on failure it stays and
   // the target's reservation is released.
   absl::Status EndMigration(uint64_t order_id, const std::string& vm, bool succeeded);
+  // Ends as failed every migration ordered before `issued_before` (an order of unknown age
+  // counts from when this ledger was opened): the target's reservation is released and the VM
+  // can be resized again; its agent's next permit comes without the order. Returns those ended.
+  absl::StatusOr<std::vector<MigrationOrder>> ExpireMigrations(absl::Time issued_before);
 
   // Reads; `node` empty: all. Nodes by name; VMs by node then name.
   std::vector<NodeInfo> ListNodes(const std::string& node = "") const;
@@ -252,9 +321,14 @@ class Ledger {
   // CUs within bounds, migrations consistent on both nodes). For tests and fuzzing.
   absl::Status CheckInvariants() const;
 
-  // What recovery found; permits adopted from agents since; the store's counters.
+  // What recovery found; permits adopted from agents since (and how many of them only in part,
+  // for lack of room); the store's counters.
   const RecoveryInfo& recovery() const { return recovery_; }
   uint64_t adopted_permits() const { return adopted_permits_.load(std::memory_order_relaxed); }
+  uint64_t clipped_adoptions() const { return clipped_adoptions_.load(std::memory_order_relaxed); }
+  uint64_t expired_migrations() const {
+    return expired_migrations_.load(std::memory_order_relaxed);
+  }
   std::optional<StoreStats> store_stats() const;
 
  private:
@@ -273,13 +347,32 @@ class Ledger {
   // Decides and applies an answer; the sequence number to wait for goes to `wait_seq`.
   absl::StatusOr<Permit> AnswerRequest(const PermitRequest& request, uint64_t* wait_seq);
   absl::Status WaitDurable(uint64_t seq);
+  // OK if the store takes a change now (`growth`: one that hands out more); else UNAVAILABLE.
+  absl::Status Writable(bool growth, std::string_view what) const;
+  // INVALID_ARGUMENT if `record` is larger than a store takes. Called before the change is made.
+  absl::Status CheckRecord(const LedgerRecord& record, std::string_view what) const;
   uint64_t Log(const LedgerRecord& record);
 
   // Scores every node that has room for `share`, best first. For a migration off
-  // `migrating_from` (not null): every other node that takes it (Node::TakesMigration).
-  std::vector<Candidate> RankNodes(const Resources& share, const Node* migrating_from)
+  // `migrating_from` (not null): every other node that takes it (Node::TakesMigration), or with
+  // `any_room` every other node it fits on, those that take it first.
+  std::vector<Candidate> RankNodes(const Resources& share, const Node* migrating_from,
+                                   bool any_room = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
   absl::Status BalanceNode(Node* node);
+  // Orders `vm` (on `node`, not migrating) to the best target; false when no node has room.
+  // `wait_seq` rises to the sequence number to wait for.
+  bool StartMigration(Node* node, const std::string& vm, bool any_room, std::string_view why,
+                      uint64_t* wait_seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  // A drain's round: orders every migratable VM of a draining node that is not moving yet.
+  absl::StatusOr<DrainProgress> DrainStep(Node* node, uint64_t* wait_seq)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  // Applies and logs a node's new settings; the sequence number to wait for.
+  absl::StatusOr<uint64_t> SetNode(const internal::change::NodeRegistered& change, Node* node,
+                                   std::string_view what)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  // A live node of that name (not removed), or null.
+  Node* LiveNode(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
 
   // The one mutation path (apply.cc). Every change to the state below, live or replayed, is
   // made by one of these: an operation decides, builds the change, applies it here and then logs
@@ -291,6 +384,10 @@ class Ledger {
   // returned unlocked).
   Node* Apply(const internal::change::NodeRegistered& change, Node* node)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  // `node` and every node a migration links to it, locked by the caller.
+  void Apply(const internal::change::NodeRemoved& change, Node& node)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
+  static void Apply(const internal::change::VmBoundsChanged& change, Node& node, Vm& vm);
   Vm& Apply(const internal::change::VmPlaced& change, Node& node)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
   // The request path: `node`'s lock only.
@@ -319,12 +416,19 @@ class Ledger {
   const uint64_t id_;
   RecoveryInfo recovery_;
   std::atomic<uint64_t> adopted_permits_{0};
+  std::atomic<uint64_t> clipped_adoptions_{0};
+  std::atomic<uint64_t> expired_migrations_{0};
+  // When this ledger was opened: the age of orders from logs that did not keep theirs.
+  const absl::Time opened_;
 
   // Guards structural changes: the set of nodes, which node holds which VM, migration ids and
   // the placement randomness. Taken before any node lock, never while holding one. The request
   // path does not take it.
   mutable absl::Mutex registry_mu_;
   std::vector<std::unique_ptr<Node>> nodes_ ABSL_GUARDED_BY(registry_mu_);
+  // Removed nodes stay allocated: a thread's copy of an older registry may still point to one
+  // (it finds it marked removed).
+  std::vector<std::unique_ptr<Node>> removed_nodes_ ABSL_GUARDED_BY(registry_mu_);
   std::shared_ptr<const Registry> registry_ ABSL_GUARDED_BY(registry_mu_);
   // Bumped (under registry_mu_) whenever registry_ is replaced.
   std::atomic<uint64_t> registry_version_{1};

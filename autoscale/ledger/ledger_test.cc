@@ -82,14 +82,16 @@ TEST_F(LedgerTest, RegisterNodeValidatesAndUpdates) {
   EXPECT_EQ(n->watermark, (Resources{3600, static_cast<int64_t>(16 * kGiB * 0.9)}));
 
   Place(Spec("vm", 8));  // 2000m / 8 GiB
-  // Shrinking below what is reserved is refused; above it, the node is updated.
+  // A total below what is reserved is accepted: the node is over capacity until it fits again.
   absl::StatusOr<NodeInfo> small = ledger_->RegisterNode({.name = "n", .total = {1000, 4 * kGiB}});
-  EXPECT_EQ(small.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(small.status().message().find("reserved"), std::string::npos) << small.status();
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_TRUE(small->over_capacity);
+  EXPECT_TRUE(ledger_->CheckInvariants().ok()) << ledger_->CheckInvariants();
   n = ledger_->RegisterNode({.name = "n", .total = {2000, 8 * kGiB}, .watermark = 1});
   ASSERT_TRUE(n.ok()) << n.status();
   EXPECT_EQ(n->total, (Resources{2000, 8 * kGiB}));
   EXPECT_EQ(n->watermark, n->total);
+  EXPECT_FALSE(n->over_capacity);
   EXPECT_TRUE(ledger_->CheckInvariants().ok());
 }
 
@@ -166,7 +168,9 @@ TEST_F(LedgerTest, ImpossibleRequestsAreRefusedAndChangeNothing) {
       {"above bounds", {"n", "vm", kCu, kCu * 5, {}}, absl::StatusCode::kInvalidArgument},
       {"below bounds", {"n", "vm", kCu, {0, kGiB}, {}}, absl::StatusCode::kInvalidArgument},
       {"other CU", {"n", "vm", kCu * 2, kCu * 2, {}}, absl::StatusCode::kInvalidArgument},
-      {"bad last permit", {"n", "vm", kCu, kCu * 2, kCu * 9}, absl::StatusCode::kInvalidArgument},
+      {"bad last permit",
+       {"n", "vm", kCu, kCu * 2, Resources{300, kGiB}},
+       absl::StatusCode::kInvalidArgument},
       {"unknown node", {"x", "vm", kCu, kCu * 2, {}}, absl::StatusCode::kNotFound},
       {"unknown VM", {"n", "nope", kCu, kCu * 2, {}}, absl::StatusCode::kNotFound},
       {"VM on another node", {"m", "vm", kCu, kCu * 2, {}}, absl::StatusCode::kNotFound},
@@ -467,8 +471,10 @@ TEST_F(RecoveryTest, GrowthWaitsForEveryAgentAfterARestart) {
   EXPECT_EQ(p->resources, kCu);
   EXPECT_EQ(ledger_->PlaceVm(Spec("new", 1), "a").status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(ledger_->PlaceVm(Spec("new", 1)).status().code(), absl::StatusCode::kResourceExhausted);
-  // Once y is heard from, growth resumes.
-  ASSERT_TRUE(Ask("a", "y", kCu, kCu).ok());
+  // Once y is heard from, growth resumes: for y's own first request too (it was the last).
+  p = Ask("a", "y", kCu * 2, kCu);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->resources, kCu * 2);
   EXPECT_FALSE(ledger_->GetNode("a")->awaiting_agent);
   p = Ask("a", "x", kCu * 4, kCu);
   ASSERT_TRUE(p.ok());
@@ -554,6 +560,265 @@ TEST_F(RecoveryTest, RecordsOnlyRealChanges) {
   EXPECT_EQ(store_->Stats().records_appended, before);
   ASSERT_TRUE(Ask("a", "x", kCu * 3).ok());
   EXPECT_EQ(store_->Stats().records_appended, before + 1);
+}
+
+TEST_F(RecoveryTest, AdoptsALastPermitOnlyAsFarAsTheNodeHasRoom) {
+  AddNode("a", kCu * 8);
+  Place(Spec("x", 1), "a");
+  Place(Spec("y", 4), "a");
+  Restart();
+  // The agent of x says it had 6 CU: the node has room for 4 of them beside y's 4.
+  absl::StatusOr<Permit> p = Ask("a", "x", kCu * 6, kCu * 6);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->resources, kCu * 4) << "the permit says how much was taken back";
+  EXPECT_EQ(Reserved("a"), kCu * 8);
+  EXPECT_EQ(ledger_->adopted_permits(), 1u);
+  EXPECT_EQ(ledger_->clipped_adoptions(), 1u);
+  EXPECT_TRUE(ledger_->CheckInvariants().ok());
+  // Registering the same total again is accepted (it was refused when adoption overfilled it).
+  AddNode("a", kCu * 8);
+  EXPECT_FALSE(ledger_->GetNode("a")->over_capacity);
+}
+
+TEST_F(RecoveryTest, MigrationOrdersKeepWhenTheyWereIssued) {
+  AddNode("a", {4000, 16 * kGiB}, 0.5);
+  AddNode("b", {4000, 16 * kGiB}, 0.5);
+  Place(Spec("x", 5, 16, true), "a");
+  Place(Spec("y", 5, 16, true), "a");
+  const absl::Time ordered = clock_.Now();
+  ASSERT_EQ(ledger_->MigrationOrders("a")->size(), 1u);
+  EXPECT_EQ(ledger_->MigrationOrders("a")->at(0).started, ordered);
+  clock_.Advance(absl::Minutes(5));
+  Restart();
+  EXPECT_EQ(ledger_->MigrationOrders("a")->at(0).started, ordered);
+}
+
+// --- limits ---
+
+TEST_F(LedgerTest, NamesAndAddressesAreBounded) {
+  const std::string longest(kMaxNameBytes, 'n'), longer(kMaxNameBytes + 1, 'n');
+  EXPECT_TRUE(ledger_->RegisterNode({.name = longest, .total = kCu * 4}).ok());
+  EXPECT_EQ(ledger_->RegisterNode({.name = longer, .total = kCu * 4}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  const absl::Status address =
+      ledger_->RegisterNode({.name = "n", .total = kCu * 4, .agent_address = longer}).status();
+  EXPECT_EQ(address.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(address.message().find("254 bytes"), std::string::npos) << address;
+  EXPECT_EQ(ledger_->PlaceVm(Spec(longer, 1)).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(ledger_->PlaceVm(Spec(longest, 1)).ok());
+  EXPECT_EQ(ledger_->ListNodes().size(), 1u);
+}
+
+TEST_F(LedgerTest, AChangeWhoseRecordWouldBeTooLargeIsRefusedAndNotWritten) {
+  auto store = std::make_unique<MemoryStore>();
+  MemoryStore* log = store.get();
+  LedgerOptions options = Options();
+  options.max_record_bytes = 100;
+  ledger_ = *Ledger::Open(options, std::move(store));
+  AddNode("n", kCu * 8);
+  const uint64_t records = log->Stats().records_appended;
+  // A VM record with a 200-byte name is more than 100 bytes.
+  const absl::Status s = ledger_->PlaceVm(Spec(std::string(200, 'v'), 1)).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("log record"), std::string::npos) << s;
+  EXPECT_EQ(log->Stats().records_appended, records);
+  EXPECT_TRUE(ledger_->ListVms().empty());
+}
+
+// A store short of space (Writable refuses growth) and one that cannot write at all.
+class RefusingStore final : public LedgerStore {
+ public:
+  absl::StatusOr<StoredState> Recover() override { return inner_.Recover(); }
+  absl::Status Writable(bool growth) const override {
+    if (broken) return absl::UnavailableError("the disk is broken");
+    if (full && growth) return absl::UnavailableError("the disk is full");
+    return absl::OkStatus();
+  }
+  uint64_t Append(const LedgerRecord& r) override { return inner_.Append(r); }
+  void WhenDurable(uint64_t seq, std::function<void(absl::Status)> done) override {
+    inner_.WhenDurable(seq, std::move(done));
+  }
+  uint64_t Cut() override { return inner_.Cut(); }
+  absl::Status WriteSnapshot(const LedgerSnapshot& s) override { return inner_.WriteSnapshot(s); }
+  StoreStats Stats() const override { return inner_.Stats(); }
+
+  bool full = false, broken = false;
+
+ private:
+  MemoryStore inner_;
+};
+
+TEST_F(LedgerTest, AStoreShortOfSpaceTakesOnlyChangesThatGiveBack) {
+  auto store = std::make_unique<RefusingStore>();
+  RefusingStore* disk = store.get();
+  ledger_ = *Ledger::Open(Options(), std::move(store));
+  AddNode("n", kCu * 16, 0.5);
+  AddNode("m", kCu * 16, 0.5);
+  Place(Spec("vm", 4, 16, true), "n");
+  Place(Spec("other", 6, 16, true), "n");
+  disk->full = true;
+  const absl::Status grow = Ask("n", "vm", kCu * 6).status();
+  EXPECT_EQ(grow.code(), absl::StatusCode::kUnavailable) << grow;
+  EXPECT_NE(grow.message().find("full"), std::string::npos) << grow;
+  EXPECT_EQ(ledger_->PlaceVm(Spec("new", 1)).status().code(), absl::StatusCode::kUnavailable);
+  // Balancing would reserve on a target: not now.
+  EXPECT_EQ(ledger_->MigrationOrders("n").status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ledger_->GetVm("vm")->permit, kCu * 4);
+  // A decrease, a release and a node's settings are recorded.
+  EXPECT_EQ(Ask("n", "vm", kCu * 2)->resources, kCu * 2);
+  EXPECT_TRUE(ledger_->CordonNode("m", true).ok());
+  EXPECT_TRUE(ledger_->ReleaseVm("other").ok());
+  // A store that cannot write refuses those too, and reads go on.
+  disk->broken = true;
+  EXPECT_EQ(Ask("n", "vm", kCu).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ledger_->ReleaseVm("vm").code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(Ask("n", "vm", kCu * 2)->resources, kCu * 2) << "no change: answered";
+  EXPECT_EQ(ledger_->ListVms().size(), 1u);
+  disk->full = disk->broken = false;
+  EXPECT_EQ(Ask("n", "vm", kCu * 6)->resources, kCu * 6);
+  EXPECT_TRUE(ledger_->CheckInvariants().ok());
+}
+
+// --- node lifecycle ---
+
+TEST_F(LedgerTest, ACordonedNodeTakesNoPlacementsAndNoMigrations) {
+  AddNode("a", kCu * 16);
+  AddNode("b", kCu * 16);
+  absl::StatusOr<NodeInfo> a = ledger_->CordonNode("a", true);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(a->cordoned);
+  EXPECT_EQ(ledger_->PlaceVm(Spec("vm", 1), "a").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(Place(Spec("vm" + std::to_string(i), 1)), "b");
+  // Its VMs still grow and shrink.
+  ASSERT_TRUE(ledger_->CordonNode("a", false).ok());
+  Place(Spec("on-a", 1), "a");
+  ASSERT_TRUE(ledger_->CordonNode("a", true).ok());
+  EXPECT_EQ(Ask("a", "on-a", kCu * 3)->resources, kCu * 3);
+  EXPECT_EQ(ledger_->CordonNode("nope", true).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(LedgerTest, DrainOrdersEveryMigratableVmAwayAndReportsProgress) {
+  AddNode("a", kCu * 16);
+  AddNode("b", kCu * 16, 0.5);
+  AddNode("c", kCu * 4);
+  Place(Spec("m1", 2, 16, true), "a");
+  Place(Spec("m2", 3, 16, true), "a");
+  Place(Spec("m3", 6, 16, true), "a");
+  Place(Spec("pinned", 1, 16, false), "a");
+  absl::StatusOr<DrainProgress> p = ledger_->DrainNode("a");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(p->node.cordoned);
+  EXPECT_TRUE(p->node.draining);
+  EXPECT_FALSE(p->done);
+  EXPECT_EQ(p->staying, (std::vector<std::string>{"pinned"}));
+  // m1 and m2 fit under b's watermark (8 CU) or on c; m3 (6 CU) fits only on b, above its
+  // watermark: a drain takes any room.
+  std::map<std::string, std::string> targets;
+  for (const MigrationOrder& o : p->migrating) targets[o.vm] = o.target_node;
+  EXPECT_EQ(targets.size(), 3u);
+  EXPECT_TRUE(p->waiting.empty());
+  EXPECT_TRUE(ledger_->CheckInvariants().ok()) << ledger_->CheckInvariants();
+  // The node's agent sees the orders; one fails and is ordered again on the next round.
+  ASSERT_EQ(ledger_->MigrationOrders("a")->size(), 3u);
+  for (const MigrationOrder& o : p->migrating) {
+    ASSERT_TRUE(ledger_->EndMigration(o.id, o.vm, o.vm != "m1").ok());
+  }
+  p = ledger_->DrainNode("a");
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_EQ(p->migrating.size(), 1u);
+  EXPECT_EQ(p->migrating[0].vm, "m1");
+  ASSERT_TRUE(ledger_->EndMigration(p->migrating[0].id, "m1", true).ok());
+  ASSERT_TRUE(ledger_->ReleaseVm("pinned").ok());
+  p = ledger_->DrainNode("a");
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(p->done);
+  EXPECT_EQ(p->node.vm_count, 0u);
+  // Nothing comes back: the node stays cordoned.
+  EXPECT_EQ(Place(Spec("late", 1)), "b");
+  EXPECT_TRUE(ledger_->RemoveNode("a", false).ok());
+}
+
+TEST_F(LedgerTest, ADrainWaitsForRoom) {
+  AddNode("a", kCu * 16);
+  AddNode("b", kCu * 4);
+  Place(Spec("big", 6, 16, true), "a");
+  absl::StatusOr<DrainProgress> p = ledger_->DrainNode("a");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->waiting, (std::vector<std::string>{"big"}));
+  ASSERT_TRUE(ledger_->UpdateNode("b", kCu * 8, std::nullopt).ok());
+  // The node's own order poll continues the drain.
+  ASSERT_EQ(ledger_->MigrationOrders("a")->size(), 1u);
+}
+
+TEST_F(LedgerTest, RemoveNodeTakesOnlyAnEmptyNodeUnlessForced) {
+  AddNode("a", kCu * 16, 0.5);
+  AddNode("b", kCu * 16, 0.5);
+  Place(Spec("x", 5, 16, true), "a");
+  Place(Spec("y", 5, 16, true), "a");
+  Place(Spec("z", 2, 16, true), "b");
+  ASSERT_EQ(ledger_->MigrationOrders("a")->size(), 1u);  // one of x, y to b
+  const absl::Status refused = ledger_->RemoveNode("a", false).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.message().find("2 VMs (x, y)"), std::string::npos) << refused;
+  // b is the target of a's migration: removing it by force ends that migration as failed.
+  absl::StatusOr<RemovedNode> r = ledger_->RemoveNode("b", true);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->dropped_vms.size(), 1u);
+  EXPECT_EQ(r->dropped_vms[0].name, "z");
+  ASSERT_EQ(r->cancelled_migrations.size(), 1u);
+  EXPECT_EQ(r->cancelled_migrations[0].target_node, "b");
+  EXPECT_EQ(ledger_->GetNode("b").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ledger_->GetVm("z").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(ledger_->GetVm("x")->migration.has_value());
+  EXPECT_FALSE(ledger_->GetVm("y")->migration.has_value());
+  EXPECT_EQ(Ask("b", "z", kCu).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(ledger_->CheckInvariants().ok()) << ledger_->CheckInvariants();
+  // The name can be registered again, afresh.
+  AddNode("b", kCu * 4);
+  EXPECT_EQ(ledger_->GetNode("b")->vm_count, 0u);
+  EXPECT_EQ(ledger_->GetNode("b")->reserved, Resources{});
+}
+
+TEST_F(LedgerTest, ATotalBelowTheReservationMakesTheNodeOverCapacity) {
+  AddNode("a", kCu * 16);
+  AddNode("b", kCu * 16);
+  Place(Spec("x", 4, 16, true), "a");
+  Place(Spec("y", 4, 16, true), "a");
+  absl::StatusOr<NodeInfo> a = ledger_->UpdateNode("a", kCu * 6, std::nullopt);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(a->over_capacity);
+  EXPECT_EQ(a->reserved, kCu * 8);
+  EXPECT_TRUE(ledger_->CheckInvariants().ok()) << ledger_->CheckInvariants();
+  // Nothing grows there; balancing moves a VM off it.
+  EXPECT_EQ(Ask("a", "x", kCu * 5)->resources, kCu * 4);
+  ASSERT_EQ(ledger_->MigrationOrders("a")->size(), 1u);
+  const MigrationOrder o = ledger_->MigrationOrders("a")->at(0);
+  ASSERT_TRUE(ledger_->EndMigration(o.id, o.vm, true).ok());
+  EXPECT_FALSE(ledger_->GetNode("a")->over_capacity);
+  EXPECT_EQ(ledger_->UpdateNode("a", std::nullopt, 1.5).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ledger_->UpdateNode("nope", kCu, std::nullopt).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(LedgerTest, NewBoundsLetAVmGrowPastItsOldMaximum) {
+  AddNode("a", kCu * 16);
+  Place(Spec("x", 4, /*max_cu=*/4), "a");
+  EXPECT_EQ(Ask("a", "x", kCu * 6).status().code(), absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<VmInfo> v = ledger_->UpdateVmBounds("x", {1, 8}, "a");
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->bounds, (Bounds{1, 8}));
+  EXPECT_EQ(Ask("a", "x", kCu * 6)->resources, kCu * 6);
+  // Lower than its permit: the permit stays (the VM may be using it) until its agent shrinks it.
+  v = ledger_->UpdateVmBounds("x", {1, 2});
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->permit, kCu * 6);
+  EXPECT_TRUE(ledger_->CheckInvariants().ok());
+  EXPECT_EQ(Ask("a", "x", kCu * 2, kCu * 6)->resources, kCu * 2);
+  EXPECT_EQ(ledger_->UpdateVmBounds("x", {3, 2}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ledger_->UpdateVmBounds("x", {1, 2}, "b").status().code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -18,6 +18,7 @@ class MemoryStore : public LedgerStore {
   explicit MemoryStore(StoredState state);
 
   absl::StatusOr<StoredState> Recover() override;
+  absl::Status Writable(bool) const override { return absl::OkStatus(); }
   uint64_t Append(const LedgerRecord& record) override;
   void WhenDurable(uint64_t seq, std::function<void(absl::Status)> done) override;
   uint64_t Cut() override;

@@ -14,7 +14,6 @@
 
 namespace autoscale::ledger {
 
-using internal::CheckSize;
 using internal::Corrupt;
 using internal::FromRecord;
 using internal::TwoLocks;
@@ -34,6 +33,8 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(LedgerOptions options,
 // Every node is locked (LockAll), which the analysis cannot follow.
 absl::Status Ledger::Snapshot() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   if (store_ == nullptr) return absl::OkStatus();
+  // A store that cannot write its log would not write a snapshot either (nor move past a cut).
+  RETURN_IF_ERROR(Writable(/*growth=*/false, "snapshot"));
   absl::MutexLock sl(&snapshot_mu_);
   LedgerSnapshot snap;
   {
@@ -90,7 +91,8 @@ absl::Status Ledger::Replay(const LedgerRecord& record) {
       Node* n = found->second;
       absl::MutexLock l(&n->mu);
       Vm& vm = n->vms.at(c.vm);
-      if (absl::Status s = CheckSize(c.permit, vm.cu, vm.bounds, "permit"); !s.ok()) {
+      // Whole CUs; within the bounds only if the agent asked since they last changed.
+      if (absl::Status s = internal::CheckWholeUnits(c.permit, vm.cu, "permit"); !s.ok()) {
         return Corrupt(absl::StrCat("VM ", c.vm, ": ", s.message()));
       }
       if (vm.migration) return Corrupt(absl::StrCat("resize of migrating VM ", c.vm));
@@ -147,6 +149,41 @@ absl::Status Ledger::Replay(const LedgerRecord& record) {
       Apply(c, *src, *dst);
       return absl::OkStatus();
     }
+    case LedgerRecord::kNodeRemoved: {
+      ASSIGN_OR_RETURN(const change::NodeRemoved c, FromRecord(record.node_removed()));
+      auto found = registry_->by_name.find(c.node);
+      if (found == registry_->by_name.end()) {
+        return Corrupt(absl::StrCat("removal of unknown node ", c.node));
+      }
+      Node* node = found->second;
+      std::vector<Node*> linked = {node};
+      {
+        absl::MutexLock l(&node->mu);
+        if (!c.forced && (!node->vms.empty() || !node->incoming.empty())) {
+          return Corrupt(absl::StrCat("node ", c.node, " removed without force while it held VMs"));
+        }
+        for (const auto& [vm_name, vm] : node->vms) {
+          if (vm.migration) linked.push_back(registry_->by_name.at(vm.migration->target_node));
+        }
+        for (const auto& [vm_name, in] : node->incoming) linked.push_back(vm_index_.at(vm_name));
+      }
+      internal::LockSet locks(linked);
+      Apply(c, *node);
+      return absl::OkStatus();
+    }
+    case LedgerRecord::kVmBoundsChanged: {
+      ASSIGN_OR_RETURN(const change::VmBoundsChanged c, FromRecord(record.vm_bounds_changed()));
+      auto found = vm_index_.find(c.vm);
+      if (found == vm_index_.end()) return Corrupt(absl::StrCat("bounds of unknown VM ", c.vm));
+      Node* n = found->second;
+      absl::MutexLock l(&n->mu);
+      Vm& vm = n->vms.at(c.vm);
+      if (absl::Status s = internal::CheckBounds(c.bounds, vm.cu); !s.ok()) {
+        return Corrupt(absl::StrCat("VM ", c.vm, ": ", s.message()));
+      }
+      Apply(c, *n, vm);
+      return absl::OkStatus();
+    }
     case LedgerRecord::CHANGE_NOT_SET:
       break;
   }
@@ -177,9 +214,15 @@ absl::Status Ledger::Restore(const StoredState& state) {
       *r.mutable_migration_started() = v.migration();
       RETURN_IF_ERROR(Annotate(Replay(r), recovery_.snapshot_file));
     }
-    // The one thing a snapshot holds that its changes do not rebuild: ids of migrations that
-    // started and ended before it are not reused.
+    // What a snapshot holds that its changes do not rebuild: ids of migrations that started and
+    // ended before it are not reused; and a node above its total got there by an operator's
+    // lower total (the live ledger checked that, CheckInvariants), which the snapshot's order
+    // of changes (the node first, then its VMs) does not show.
     next_migration_id_ = std::max(next_migration_id_, state.snapshot->next_migration_id());
+    for (Node* n : registry_->sorted) {
+      absl::MutexLock l(&n->mu);
+      n->over_capacity = n->reserved.AnyGreaterThan(n->total);
+    }
   }
   const uint64_t first_seq = state.last_seq - state.records.size() + 1;
   for (size_t i = 0; i < state.records.size(); ++i) {

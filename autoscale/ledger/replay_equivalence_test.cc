@@ -1,6 +1,7 @@
 // Replay equals live: a long random run of the ledger's operations (grow and shrink requests, bad
-// requests, placements, releases, node registrations and updates, migration orders and their
-// success or failure, snapshots, restarts with permits adopted from agents), seeded. At
+// requests, placements, releases, node registrations and updates (totals below the reservation
+// too), cordons, drains, node removals (forced and not), VM bounds changes, migration orders and
+// their success or failure, snapshots, restarts with permits adopted from agents), seeded. At
 // checkpoints all along, a fresh ledger is rebuilt from what the store holds (snapshot and log)
 // and compared with the live one field by field: every node's total, watermark, address and sums,
 // every VM's whole state, the incoming migrations, the VM index and the next migration id. A
@@ -26,121 +27,13 @@
 #include "autoscale/base/clock.h"
 #include "autoscale/base/units.h"
 #include "autoscale/ledger/file_store.h"
-#include "autoscale/ledger/internal/node.h"
+#include "autoscale/ledger/internal/ledger_peer.h"
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/ledger/memory_store.h"
 #include "glog/logging.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::ledger {
-namespace internal {
-
-// The ledger names this struct its friend: it reads the whole state of two ledgers.
-struct LedgerPeer {
-  // Every difference between the states of `live` and `rebuilt`, in words; empty if none.
-  static std::vector<std::string> Diff(const Ledger& live,
-                                       const Ledger& rebuilt) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    absl::MutexLock la(&live.registry_mu_);
-    absl::MutexLock lb(&rebuilt.registry_mu_);
-    live.LockAll();
-    rebuilt.LockAll();
-    absl::Cleanup unlock = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      rebuilt.UnlockAll();
-      live.UnlockAll();
-    };
-    std::vector<std::string> out;
-    auto differ = [&](const std::string& what, const auto& a, const auto& b) {
-      if (!(a == b)) out.push_back(absl::StrCat(what, ": live ", Str(a), ", rebuilt ", Str(b)));
-    };
-    differ("node names", Names(live), Names(rebuilt));
-    for (const Ledger* l : {&live, &rebuilt}) {
-      const std::string which = l == &live ? "live" : "rebuilt";
-      if (l->nodes_.size() != l->registry_->sorted.size() ||
-          l->registry_->by_name.size() != l->registry_->sorted.size()) {
-        out.push_back(absl::StrCat(which, ": ", l->nodes_.size(), " nodes, ",
-                                   l->registry_->by_name.size(), " by name, ",
-                                   l->registry_->sorted.size(), " sorted"));
-      }
-    }
-    for (const Node* a : live.registry_->sorted) {
-      auto found = rebuilt.registry_->by_name.find(a->name);
-      if (found == rebuilt.registry_->by_name.end()) continue;  // reported with the names
-      const Node* b = found->second;
-      const std::string n = absl::StrCat("node ", a->name);
-      differ(n + " total", a->total, b->total);
-      differ(n + " watermark", a->watermark_fraction, b->watermark_fraction);
-      differ(n + " agent address", a->agent_address, b->agent_address);
-      differ(n + " reserved", a->reserved, b->reserved);
-      differ(n + " committed", a->committed, b->committed);
-      differ(n + " migrating", a->migrating, b->migrating);
-      differ(n + " VMs", Keys(a->vms), Keys(b->vms));
-      for (const auto& [name, vm] : a->vms) {
-        auto other = b->vms.find(name);
-        if (other == b->vms.end()) continue;
-        // Every field the log determines (VmState's ==, so a field added later is compared
-        // too); `heard` and `last_seq` are this process's own (see internal::Vm).
-        differ(absl::StrCat(n, " VM ", name), static_cast<const VmState&>(vm),
-               static_cast<const VmState&>(other->second));
-      }
-      differ(n + " incoming", Incomings(*a), Incomings(*b));
-    }
-    differ("VM index", Index(live), Index(rebuilt));
-    differ("next migration id", live.next_migration_id_, rebuilt.next_migration_id_);
-    return out;
-  }
-
- private:
-  static std::string Str(const std::string& s) { return "\"" + s + "\""; }
-  static std::string Str(double d) { return absl::StrCat(d); }
-  static std::string Str(uint64_t i) { return absl::StrCat(i); }
-  static std::string Str(const Resources& r) { return r.ToString(); }
-  static std::string Str(const std::vector<std::string>& v) {
-    return "[" + absl::StrJoin(v, " ") + "]";
-  }
-  static std::string Str(const std::map<std::string, std::string>& m) {
-    return "{" + absl::StrJoin(m, " ", absl::PairFormatter("->")) + "}";
-  }
-  static std::string Str(const std::optional<MigrationOrder>& o) {
-    if (!o) return "none";
-    return absl::StrCat("#", o->id, " ", o->vm, " ", o->source_node, "->", o->target_node, " @",
-                        o->target_agent_address);
-  }
-  static std::string Str(const VmState& v) {
-    return absl::StrCat("{bounds ", v.bounds.min_cu, "..", v.bounds.max_cu, " cu ", v.cu.ToString(),
-                        " permit ", v.permit.ToString(), " requested ", v.requested.ToString(),
-                        " overcommit ", v.overcommit.cpu_milli, "/", v.overcommit.memory_milli,
-                        " migratable ", v.migratable, " created ", absl::FormatTime(v.created),
-                        " migration ", Str(v.migration), "}");
-  }
-  static std::vector<std::string> Names(const Ledger& l) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    std::vector<std::string> out;
-    for (const Node* n : l.registry_->sorted) out.push_back(n->name);
-    return out;
-  }
-  template <typename Map>
-  static std::vector<std::string> Keys(const Map& m) {
-    std::vector<std::string> out;
-    for (const auto& [k, v] : m) out.push_back(k);
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-  static std::map<std::string, std::string> Incomings(const Node& n)
-      ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    std::map<std::string, std::string> out;
-    for (const auto& [vm, in] : n.incoming) {
-      out[vm] =
-          absl::StrCat("#", in.order_id, " ", in.amount.ToString(), " share ", in.share.ToString());
-    }
-    return out;
-  }
-  static std::map<std::string, std::string> Index(const Ledger& l) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    std::map<std::string, std::string> out;
-    for (const auto& [vm, node] : l.vm_index_) out[vm] = node->name;
-    return out;
-  }
-};
-
-}  // namespace internal
 
 namespace {
 
@@ -153,8 +46,9 @@ enum class StoreKind { kMemory, kFile };
 // What the run did, to show that it exercised every kind of change.
 struct Counts {
   int grants = 0, decreases = 0, bad_requests = 0, placed = 0, refused_placements = 0, released = 0,
-      nodes_added = 0, nodes_updated = 0, migrations_started = 0, migrations_succeeded = 0,
-      migrations_failed = 0, snapshots = 0, restarts = 0, checkpoints = 0;
+      nodes_added = 0, nodes_updated = 0, over_capacity = 0, cordons = 0, drains = 0, removals = 0,
+      forced_removals = 0, bounds_changed = 0, expired = 0, migrations_started = 0,
+      migrations_succeeded = 0, migrations_failed = 0, snapshots = 0, restarts = 0, checkpoints = 0;
   uint64_t adopted = 0;
 };
 
@@ -178,7 +72,7 @@ class RandomRun {
     clock_.Advance(absl::Milliseconds(Pick(10, 1000)));
     if (Pick(0, 199) == 0) clock_.Advance(absl::Seconds(31));  // past the recovery grace
     const int op = Pick(0, 999);
-    if (vms_.size() < 8 || op < 70) return Place();
+    if (op < 70 || (vms_.size() < 8 && op < 600)) return Place();
     if (op < 130) return Release();
     if (op < 270) return Migrations();
     if (op < 310) return AddNode();
@@ -186,6 +80,11 @@ class RandomRun {
     if (op < 390) return PlaceAgain();
     if (op < 400) return Snapshot();
     if (op < 405) return Restart();
+    if (op < 417) return Cordon();
+    if (op < 422) return Drain();
+    if (op < 426) return Remove();
+    if (op < 440) return Bounds();
+    if (op < 445) return Expire();
     return Ask();
   }
 
@@ -264,7 +163,12 @@ class RandomRun {
   }
 
   std::string RandomVm() { return vms_[Pick(0, vms_.size() - 1)]; }
-  std::string RandomNode() { return absl::StrCat("node", Pick(0, next_node_ - 1)); }
+  // A registered node (some names were removed; AddNode registers them again).
+  std::string RandomNode() {
+    std::vector<NodeInfo> nodes = ledger_->ListNodes();
+    if (nodes.empty()) return "node0";
+    return nodes[Pick(0, nodes.size() - 1)].name;
+  }
 
   // A whole number of CUs within the VM's bounds, per resource.
   Resources RandomSize(const VmInfo& v) {
@@ -297,7 +201,8 @@ class RandomRun {
     }
     ++counts_.refused_placements;
     EXPECT_TRUE(p.status().code() == absl::StatusCode::kResourceExhausted ||
-                p.status().code() == absl::StatusCode::kUnavailable)
+                p.status().code() == absl::StatusCode::kUnavailable ||
+                p.status().code() == absl::StatusCode::kFailedPrecondition)  // cordoned
         << p.status();
   }
 
@@ -401,8 +306,12 @@ class RandomRun {
   }
 
   void AddNode() {
-    if (next_node_ >= 10) return UpdateNode();
-    const std::string name = absl::StrCat("node", next_node_++);
+    std::string name;
+    for (int i = 0; i < next_node_ && name.empty(); ++i) {
+      if (!ledger_->GetNode(absl::StrCat("node", i)).ok()) name = absl::StrCat("node", i);
+    }
+    if (name.empty() && next_node_ >= 10) return UpdateNode();
+    if (name.empty()) name = absl::StrCat("node", next_node_++);
     absl::StatusOr<NodeInfo> n =
         ledger_->RegisterNode({.name = name,
                                .total = {Pick(8, 32) * 250, Pick(8, 32) * kGiB},
@@ -412,7 +321,7 @@ class RandomRun {
     ++counts_.nodes_added;
   }
 
-  // A new total (maybe below what the node reserves: refused), watermark or agent address.
+  // A new total (maybe below what the node reserves: over capacity), watermark or agent address.
   void UpdateNode() {
     const std::string name = RandomNode();
     absl::StatusOr<NodeInfo> before = ledger_->GetNode(name);
@@ -431,13 +340,66 @@ class RandomRun {
       default:
         spec.agent_address = absl::StrCat(name, ":", Pick(2, 9));
     }
-    absl::StatusOr<NodeInfo> n = ledger_->RegisterNode(spec);
-    if (before->reserved.AnyGreaterThan(spec.total)) {
-      EXPECT_EQ(n.status().code(), absl::StatusCode::kFailedPrecondition) << n.status();
+    // The agent's registration, or an operator's update.
+    absl::StatusOr<NodeInfo> n = Pick(0, 1) == 0
+                                     ? ledger_->RegisterNode(spec)
+                                     : ledger_->UpdateNode(name, spec.total, spec.watermark);
+    ASSERT_TRUE(n.ok()) << n.status();
+    EXPECT_EQ(n->over_capacity, n->reserved.AnyGreaterThan(spec.total));
+    if (n->over_capacity) ++counts_.over_capacity;
+    ++counts_.nodes_updated;
+  }
+
+  void Cordon() {
+    ASSERT_TRUE(ledger_->CordonNode(RandomNode(), Pick(0, 1) == 0).ok());
+    ++counts_.cordons;
+  }
+
+  void Drain() {
+    absl::StatusOr<DrainProgress> p = ledger_->DrainNode(RandomNode());
+    ASSERT_TRUE(p.ok()) << p.status();
+    for (const MigrationOrder& o : p->migrating) {
+      if (started_.insert(o.id).second) ++counts_.migrations_started;
+    }
+    ++counts_.drains;
+  }
+
+  void Remove() {
+    if (ledger_->ListNodes().size() <= 2) return;
+    const std::string name = RandomNode();
+    const bool force = Pick(0, 1) == 0;
+    const bool empty = ledger_->GetNode(name)->vm_count == 0;
+    absl::StatusOr<RemovedNode> r = ledger_->RemoveNode(name, force);
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+      EXPECT_FALSE(force);
       return;
     }
-    ASSERT_TRUE(n.ok()) << n.status();
-    ++counts_.nodes_updated;
+    for (const VmInfo& v : r->dropped_vms) {
+      vms_.erase(std::find(vms_.begin(), vms_.end(), v.name));
+      specs_.erase(v.name);
+    }
+    ++(empty ? counts_.removals : counts_.forced_removals);
+  }
+
+  // Migration orders older than a few seconds end as failed (maintenance's expiry).
+  void Expire() {
+    absl::StatusOr<std::vector<MigrationOrder>> ended =
+        ledger_->ExpireMigrations(clock_.Now() - absl::Seconds(Pick(1, 20)));
+    ASSERT_TRUE(ended.ok()) << ended.status();
+    counts_.expired += ended->size();
+  }
+
+  // An agent's config changed its VM's bounds (its permit may end up outside them).
+  void Bounds() {
+    if (vms_.empty()) return;
+    const std::string name = RandomVm();
+    const uint32_t min = Pick(1, 3), max = min + Pick(0, 6);
+    absl::StatusOr<VmInfo> v = ledger_->UpdateVmBounds(name, {min, max});
+    ASSERT_TRUE(v.ok()) << v.status();
+    specs_[name].bounds = {min, max};
+    specs_[name].initial = specs_[name].compute_unit * min;
+    ++counts_.bounds_changed;
   }
 
   void Snapshot() {
@@ -498,6 +460,13 @@ TEST_P(ReplayEquivalenceTest, TheRebuiltLedgerEqualsTheLiveOneThroughoutARandomR
     EXPECT_GT(c.released, 300);
     EXPECT_GE(c.nodes_added, 6);
     EXPECT_GT(c.nodes_updated, 100);
+    EXPECT_GT(c.over_capacity, 5);
+    EXPECT_GT(c.cordons, 50);
+    EXPECT_GT(c.drains, 30);
+    EXPECT_GT(c.removals + c.forced_removals, 10);
+    EXPECT_GT(c.forced_removals, 3);
+    EXPECT_GT(c.bounds_changed, 100);
+    EXPECT_GT(c.expired, 20);
     EXPECT_GT(c.migrations_started, 100);
     EXPECT_GT(c.migrations_succeeded, 30);
     EXPECT_GT(c.migrations_failed, 30);

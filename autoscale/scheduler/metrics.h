@@ -8,6 +8,7 @@
 #include <string>
 
 #include "autoscale/ledger/ledger.h"
+#include "autoscale/scheduler/maintenance.h"
 #include "autoscale/scheduler/request_handler.h"
 
 namespace autoscale::scheduler {
@@ -16,6 +17,8 @@ namespace autoscale::scheduler {
 // (autoscaling_plugin_node_{cpu,mem}_resources_current{node,field}; CPU in cores, memory in
 // bytes; the field Reserved is the node's, with overcommit), VMs and the recovery wait per node,
 // calls by method and status code, and the durable log's counters and recovery report.
-std::string RenderMetrics(const ledger::Ledger& ledger, const RequestHandler& handler);
+// `maintenance` (optional) adds its counters.
+std::string RenderMetrics(const ledger::Ledger& ledger, const RequestHandler& handler,
+                          const Maintenance* maintenance = nullptr);
 
 }  // namespace autoscale::scheduler

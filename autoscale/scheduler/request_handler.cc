@@ -14,8 +14,9 @@ namespace {
 using core::Resources;
 
 constexpr const char* kMethodNames[] = {
-    "Request",         "RegisterNode", "PlaceVm", "ReleaseVm", "GetMigrationOrders",
-    "ReportMigration", "ListNodes",    "ListVms", "GetStatus"};
+    "Request",         "RegisterNode", "PlaceVm",    "ReleaseVm",     "GetMigrationOrders",
+    "ReportMigration", "ListNodes",    "ListVms",    "GetStatus",     "UpdateNode",
+    "CordonNode",      "DrainNode",    "RemoveNode", "UpdateVmBounds"};
 
 absl::Status CheckVersion(api::ProtocolVersion v, std::string_view call) {
   if (v == api::PROTOCOL_VERSION_1) return absl::OkStatus();
@@ -24,10 +25,31 @@ absl::Status CheckVersion(api::ProtocolVersion v, std::string_view call) {
       " is not supported; this scheduler speaks ", static_cast<int>(api::PROTOCOL_VERSION_1)));
 }
 
+// A name for an error message: a peer's too-long one is cut short (it is refused anyway).
+std::string Shown(const std::string& name) {
+  if (name.size() <= ledger::kMaxNameBytes) return name;
+  return absl::StrCat(absl::string_view(name).substr(0, 32), "...");
+}
+
+// A name or an address from a peer: present (unless `may_be_empty`) and at most
+// ledger::kMaxNameBytes. The call in the error is cut short, since it may hold the name itself.
+absl::Status CheckName(const std::string& value, const char* field, std::string_view call,
+                       bool may_be_empty = false) {
+  const absl::string_view where(call.data(), call.size());
+  if (value.empty() && !may_be_empty) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", field, " is empty"));
+  }
+  if (value.size() > ledger::kMaxNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", field, " has ", value.size(),
+                                                   " bytes; at most ", ledger::kMaxNameBytes,
+                                                   " are taken"));
+  }
+  return absl::OkStatus();
+}
+
+// Checked before anything else reads the names.
 absl::Status Required(const std::string& value, const char* field, std::string_view call) {
-  if (!value.empty()) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat(absl::string_view(call.data(), call.size()), ": ", field, " is empty"));
+  return CheckName(value, field, call);
 }
 
 }  // namespace
@@ -44,6 +66,9 @@ api::NodeState ToProto(const ledger::NodeInfo& n) {
   p.set_watermark_fraction(n.watermark_fraction);
   p.set_agent_address(n.agent_address);
   p.set_vm_count(n.vm_count);
+  p.set_cordoned(n.cordoned);
+  p.set_draining(n.draining);
+  p.set_over_capacity(n.over_capacity);
   return p;
 }
 
@@ -54,6 +79,7 @@ api::MigrationOrder ToProto(const ledger::MigrationOrder& o) {
   p.set_source_node(o.source_node);
   p.set_target_node(o.target_node);
   p.set_target_agent_address(o.target_agent_address);
+  if (o.started != absl::InfinitePast()) p.set_started_unix_micros(absl::ToUnixMicros(o.started));
   return p;
 }
 
@@ -101,7 +127,7 @@ std::vector<RequestHandler::CallCount> RequestHandler::Counts() const {
 namespace {
 
 absl::StatusOr<ledger::PermitRequest> ResizeFromProto(const api::PermitRequest& r) {
-  const std::string call = absl::StrCat("PermitRequest ", r.vm(), " on ", r.node());
+  const std::string call = absl::StrCat("PermitRequest ", Shown(r.vm()), " on ", Shown(r.node()));
   RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
   RETURN_IF_ERROR(Required(r.node(), "node", call));
   RETURN_IF_ERROR(Required(r.vm(), "vm", call));
@@ -158,9 +184,10 @@ absl::StatusOr<api::PermitResponse> RequestHandler::Request(const api::PermitReq
 absl::StatusOr<api::RegisterNodeResponse> RequestHandler::RegisterNode(
     const api::RegisterNodeRequest& r) {
   auto run = [&]() -> absl::StatusOr<api::RegisterNodeResponse> {
-    const std::string call = absl::StrCat("RegisterNodeRequest ", r.node());
+    const std::string call = absl::StrCat("RegisterNodeRequest ", Shown(r.node()));
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
     RETURN_IF_ERROR(Required(r.node(), "node", call));
+    RETURN_IF_ERROR(CheckName(r.agent_address(), "agent address", call, /*may_be_empty=*/true));
     absl::StatusOr<Resources> total = core::ResourcesFromProto(r.total(), "total");
     if (!total.ok()) return Annotate(total.status(), call);
     ASSIGN_OR_RETURN(ledger::NodeInfo info,
@@ -178,9 +205,10 @@ absl::StatusOr<api::RegisterNodeResponse> RequestHandler::RegisterNode(
 
 absl::StatusOr<api::PlaceVmResponse> RequestHandler::PlaceVm(const api::PlaceVmRequest& r) {
   auto run = [&]() -> absl::StatusOr<api::PlaceVmResponse> {
-    const std::string call = absl::StrCat("PlaceVmRequest ", r.vm());
+    const std::string call = absl::StrCat("PlaceVmRequest ", Shown(r.vm()));
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
     RETURN_IF_ERROR(Required(r.vm(), "vm", call));
+    RETURN_IF_ERROR(CheckName(r.node(), "node", call, /*may_be_empty=*/true));
     absl::StatusOr<core::Bounds> bounds = core::BoundsFromProto(r.bounds());
     if (!bounds.ok()) return Annotate(bounds.status(), call);
     Resources cu = default_compute_unit_;
@@ -215,7 +243,7 @@ absl::StatusOr<api::PlaceVmResponse> RequestHandler::PlaceVm(const api::PlaceVmR
 
 absl::StatusOr<api::ReleaseVmResponse> RequestHandler::ReleaseVm(const api::ReleaseVmRequest& r) {
   auto run = [&]() -> absl::StatusOr<api::ReleaseVmResponse> {
-    const std::string call = absl::StrCat("ReleaseVmRequest ", r.vm());
+    const std::string call = absl::StrCat("ReleaseVmRequest ", Shown(r.vm()));
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
     RETURN_IF_ERROR(Required(r.vm(), "vm", call));
     RETURN_IF_ERROR(ledger_.ReleaseVm(r.vm()));
@@ -229,7 +257,7 @@ absl::StatusOr<api::ReleaseVmResponse> RequestHandler::ReleaseVm(const api::Rele
 absl::StatusOr<api::MigrationOrdersResponse> RequestHandler::GetMigrationOrders(
     const api::MigrationOrdersRequest& r) {
   auto run = [&]() -> absl::StatusOr<api::MigrationOrdersResponse> {
-    const std::string call = absl::StrCat("MigrationOrdersRequest ", r.node());
+    const std::string call = absl::StrCat("MigrationOrdersRequest ", Shown(r.node()));
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
     RETURN_IF_ERROR(Required(r.node(), "node", call));
     ASSIGN_OR_RETURN(std::vector<ledger::MigrationOrder> orders, ledger_.MigrationOrders(r.node()));
@@ -244,7 +272,7 @@ absl::StatusOr<api::MigrationOrdersResponse> RequestHandler::GetMigrationOrders(
 absl::StatusOr<api::MigrationResultResponse> RequestHandler::ReportMigration(
     const api::MigrationResult& r) {
   auto run = [&]() -> absl::StatusOr<api::MigrationResultResponse> {
-    const std::string call = absl::StrCat("MigrationResult ", r.order_id(), " of ", r.vm());
+    const std::string call = absl::StrCat("MigrationResult ", r.order_id(), " of ", Shown(r.vm()));
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
     RETURN_IF_ERROR(Required(r.vm(), "vm", call));
     if (!r.succeeded()) LOG(WARNING) << call << " failed: " << r.error();
@@ -259,6 +287,7 @@ absl::StatusOr<api::MigrationResultResponse> RequestHandler::ReportMigration(
 absl::StatusOr<api::ListNodesResponse> RequestHandler::ListNodes(const api::ListRequest& r) {
   auto run = [&]() -> absl::StatusOr<api::ListNodesResponse> {
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), "ListNodes"));
+    RETURN_IF_ERROR(CheckName(r.node(), "node", "ListNodes", /*may_be_empty=*/true));
     api::ListNodesResponse out;
     out.set_protocol_version(api::PROTOCOL_VERSION_1);
     for (const ledger::NodeInfo& n : ledger_.ListNodes(r.node())) *out.add_nodes() = ToProto(n);
@@ -270,6 +299,7 @@ absl::StatusOr<api::ListNodesResponse> RequestHandler::ListNodes(const api::List
 absl::StatusOr<api::ListVmsResponse> RequestHandler::ListVms(const api::ListRequest& r) {
   auto run = [&]() -> absl::StatusOr<api::ListVmsResponse> {
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), "ListVms"));
+    RETURN_IF_ERROR(CheckName(r.node(), "node", "ListVms", /*may_be_empty=*/true));
     api::ListVmsResponse out;
     out.set_protocol_version(api::PROTOCOL_VERSION_1);
     for (const ledger::VmInfo& v : ledger_.ListVms(r.node())) *out.add_vms() = ToProto(v);
@@ -290,15 +320,111 @@ absl::StatusOr<api::StatusResponse> RequestHandler::GetStatus(const api::StatusR
     out.set_truncated_bytes(info.truncated_bytes);
     out.set_truncation_reason(info.truncation_reason);
     out.set_adopted_permits(ledger_.adopted_permits());
+    out.set_clipped_adoptions(ledger_.clipped_adoptions());
+    out.set_expired_migrations(ledger_.expired_migrations());
     if (std::optional<ledger::StoreStats> s = ledger_.store_stats()) {
       out.set_records_appended(s->records_appended);
       out.set_fsyncs(s->fsyncs);
       out.set_durable_seq(s->durable_seq);
       if (!s->error.ok()) out.set_store_error(s->error.ToString());
+      out.set_low_space(s->low_space);
+      out.set_write_errors(s->write_errors);
     }
     return out;
   };
   return Count(kGetStatus, run());
+}
+
+absl::StatusOr<api::UpdateNodeResponse> RequestHandler::UpdateNode(
+    const api::UpdateNodeRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::UpdateNodeResponse> {
+    const std::string call = absl::StrCat("UpdateNodeRequest ", Shown(r.node()));
+    RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
+    RETURN_IF_ERROR(Required(r.node(), "node", call));
+    std::optional<Resources> total;
+    if (r.has_total()) {
+      absl::StatusOr<Resources> t = core::ResourcesFromProto(r.total(), "total");
+      if (!t.ok()) return Annotate(t.status(), call);
+      total = *t;
+    }
+    std::optional<double> watermark;
+    if (r.watermark() != 0) watermark = r.watermark();
+    ASSIGN_OR_RETURN(ledger::NodeInfo info, ledger_.UpdateNode(r.node(), total, watermark));
+    api::UpdateNodeResponse out;
+    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    *out.mutable_node() = ToProto(info);
+    return out;
+  };
+  return Count(kUpdateNode, run());
+}
+
+absl::StatusOr<api::CordonNodeResponse> RequestHandler::CordonNode(
+    const api::CordonNodeRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::CordonNodeResponse> {
+    const std::string call = absl::StrCat("CordonNodeRequest ", Shown(r.node()));
+    RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
+    RETURN_IF_ERROR(Required(r.node(), "node", call));
+    ASSIGN_OR_RETURN(ledger::NodeInfo info, ledger_.CordonNode(r.node(), r.cordon()));
+    api::CordonNodeResponse out;
+    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    *out.mutable_node() = ToProto(info);
+    return out;
+  };
+  return Count(kCordonNode, run());
+}
+
+absl::StatusOr<api::DrainNodeResponse> RequestHandler::DrainNode(const api::DrainNodeRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::DrainNodeResponse> {
+    const std::string call = absl::StrCat("DrainNodeRequest ", Shown(r.node()));
+    RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
+    RETURN_IF_ERROR(Required(r.node(), "node", call));
+    ASSIGN_OR_RETURN(ledger::DrainProgress p, ledger_.DrainNode(r.node()));
+    api::DrainNodeResponse out;
+    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    *out.mutable_node() = ToProto(p.node);
+    for (const ledger::MigrationOrder& o : p.migrating) *out.add_migrating() = ToProto(o);
+    for (const std::string& vm : p.waiting) out.add_waiting(vm);
+    for (const std::string& vm : p.staying) out.add_staying(vm);
+    out.set_done(p.done);
+    return out;
+  };
+  return Count(kDrainNode, run());
+}
+
+absl::StatusOr<api::RemoveNodeResponse> RequestHandler::RemoveNode(
+    const api::RemoveNodeRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::RemoveNodeResponse> {
+    const std::string call = absl::StrCat("RemoveNodeRequest ", Shown(r.node()));
+    RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
+    RETURN_IF_ERROR(Required(r.node(), "node", call));
+    ASSIGN_OR_RETURN(ledger::RemovedNode removed, ledger_.RemoveNode(r.node(), r.force()));
+    api::RemoveNodeResponse out;
+    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    for (const ledger::VmInfo& v : removed.dropped_vms) *out.add_dropped_vms() = ToProto(v);
+    for (const ledger::MigrationOrder& o : removed.cancelled_migrations) {
+      *out.add_cancelled_migrations() = ToProto(o);
+    }
+    return out;
+  };
+  return Count(kRemoveNode, run());
+}
+
+absl::StatusOr<api::UpdateVmBoundsResponse> RequestHandler::UpdateVmBounds(
+    const api::UpdateVmBoundsRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::UpdateVmBoundsResponse> {
+    const std::string call = absl::StrCat("UpdateVmBoundsRequest ", Shown(r.vm()));
+    RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
+    RETURN_IF_ERROR(Required(r.vm(), "vm", call));
+    RETURN_IF_ERROR(CheckName(r.node(), "node", call, /*may_be_empty=*/true));
+    absl::StatusOr<core::Bounds> bounds = core::BoundsFromProto(r.bounds());
+    if (!bounds.ok()) return Annotate(bounds.status(), call);
+    ASSIGN_OR_RETURN(ledger::VmInfo vm, ledger_.UpdateVmBounds(r.vm(), *bounds, r.node()));
+    api::UpdateVmBoundsResponse out;
+    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    *out.mutable_vm() = ToProto(vm);
+    return out;
+  };
+  return Count(kUpdateVmBounds, run());
 }
 
 }  // namespace autoscale::scheduler

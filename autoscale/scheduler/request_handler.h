@@ -5,9 +5,11 @@
 // comes from.
 //
 // Every request must carry PROTOCOL_VERSION_1 (else FAILED_PRECONDITION); malformed values get
-// INVALID_ARGUMENT, unknown nodes and VMs NOT_FOUND, and nothing changes. Errors name the call
+// INVALID_ARGUMENT (names and addresses longer than ledger::kMaxNameBytes too, before anything
+// else looks at them), unknown nodes and VMs NOT_FOUND, and nothing changes. Errors name the call
 // and the field: "PermitRequest vm7 on node-a: resources 300m/1GiB is not a whole number of
-// compute units of 250m/1GiB".
+// compute units of 250m/1GiB". No authorization here: the transport's caller identity is checked
+// by the caller of these methods.
 //
 //   RequestHandler handler(ledger, /*default_compute_unit=*/{250, 1 << 30});
 //   absl::StatusOr<api::PermitResponse> permit = handler.Request(request);
@@ -50,6 +52,15 @@ class RequestHandler final : public rpc::scheduler::SchedulerService {
   absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest& request) override;
   absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest& request) override;
   absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& request) override;
+  absl::StatusOr<api::UpdateNodeResponse> UpdateNode(
+      const api::UpdateNodeRequest& request) override;
+  absl::StatusOr<api::CordonNodeResponse> CordonNode(
+      const api::CordonNodeRequest& request) override;
+  absl::StatusOr<api::DrainNodeResponse> DrainNode(const api::DrainNodeRequest& request) override;
+  absl::StatusOr<api::RemoveNodeResponse> RemoveNode(
+      const api::RemoveNodeRequest& request) override;
+  absl::StatusOr<api::UpdateVmBoundsResponse> UpdateVmBounds(
+      const api::UpdateVmBoundsRequest& request) override;
 
   // Calls answered so far, by method and status code (for metrics); zero counts left out.
   struct CallCount {
@@ -70,6 +81,11 @@ class RequestHandler final : public rpc::scheduler::SchedulerService {
     kListNodes,
     kListVms,
     kGetStatus,
+    kUpdateNode,
+    kCordonNode,
+    kDrainNode,
+    kRemoveNode,
+    kUpdateVmBounds,
     kMethods
   };
   static constexpr int kCodes = 17;

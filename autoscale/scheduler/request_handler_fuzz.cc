@@ -76,7 +76,7 @@ void Setup(ledger::Ledger& ledger) {
 }
 
 void Step(scheduler::RequestHandler& h, Input& in) {
-  switch (in.Byte() % 8) {
+  switch (in.Byte() % 13) {
     case 0: {
       api::PermitRequest r;
       if (r.ParseFromString(in.Bytes(in.Byte()))) (void)h.Request(r);
@@ -139,6 +139,48 @@ void Step(scheduler::RequestHandler& h, Input& in) {
       *r.mutable_total() = Amount(in);
       r.set_watermark(in.Byte() / 200.0);
       (void)h.RegisterNode(r);
+      break;
+    }
+    case 7: {
+      api::UpdateNodeRequest r;
+      r.set_protocol_version(Version(in));
+      r.set_node(in.Pick(kNodes));
+      if (in.Byte() % 2) *r.mutable_total() = Amount(in);
+      r.set_watermark(in.Byte() / 200.0);
+      (void)h.UpdateNode(r);
+      break;
+    }
+    case 8: {
+      api::CordonNodeRequest r;
+      r.set_protocol_version(Version(in));
+      r.set_node(in.Pick(kNodes));
+      r.set_cordon(in.Byte() % 2);
+      (void)h.CordonNode(r);
+      break;
+    }
+    case 9: {
+      api::DrainNodeRequest r;
+      r.set_protocol_version(Version(in));
+      r.set_node(in.Pick(kNodes));
+      (void)h.DrainNode(r);
+      break;
+    }
+    case 10: {
+      api::RemoveNodeRequest r;
+      r.set_protocol_version(Version(in));
+      r.set_node(in.Pick(kNodes));
+      r.set_force(in.Byte() % 2);
+      (void)h.RemoveNode(r);
+      break;
+    }
+    case 11: {
+      api::UpdateVmBoundsRequest r;
+      r.set_protocol_version(Version(in));
+      r.set_vm(in.Pick(kVms));
+      if (in.Byte() % 2) r.set_node(in.Pick(kNodes));
+      r.mutable_bounds()->set_min_cu(in.Byte() % 4);
+      r.mutable_bounds()->set_max_cu(in.Byte() % 12);
+      (void)h.UpdateVmBounds(r);
       break;
     }
     default: {

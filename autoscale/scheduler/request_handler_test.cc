@@ -95,6 +95,10 @@ TEST_F(HandlerTest, ImpossibleRequestsGetClearErrors) {
   unknown_node.set_node("ghost");
   api::PermitRequest bad_last = Ask(500, kGiB);
   *bad_last.mutable_last_permit() = R(-1, kGiB);
+  // A name far over the limit (gRPC would carry up to 4 MiB): refused before anything looks it
+  // up, and the error does not repeat it.
+  api::PermitRequest huge_vm = Ask(500, kGiB);
+  huge_vm.set_vm(std::string(1 << 20, 'v'));
   const Case cases[] = {
       {"negative", Ask(-250, kGiB), absl::StatusCode::kInvalidArgument, "milliCpu"},
       {"above bounds", Ask(2250, kGiB), absl::StatusCode::kInvalidArgument, "above"},
@@ -105,17 +109,19 @@ TEST_F(HandlerTest, ImpossibleRequestsGetClearErrors) {
       {"bad last permit", bad_last, absl::StatusCode::kInvalidArgument, "lastPermit"},
       {"unknown VM", unknown_vm, absl::StatusCode::kNotFound, "ghost"},
       {"unknown node", unknown_node, absl::StatusCode::kNotFound, "ghost"},
+      {"huge VM name", huge_vm, absl::StatusCode::kInvalidArgument, "vm has 1048576 bytes"},
   };
   for (const Case& c : cases) {
     absl::StatusOr<api::PermitResponse> p = client_.Request(c.request);
     EXPECT_EQ(p.status().code(), c.code) << c.name << ": " << p.status();
     EXPECT_NE(p.status().message().find(c.says), std::string::npos) << c.name << ": " << p.status();
+    EXPECT_LT(p.status().message().size(), 400u) << c.name;
   }
   EXPECT_EQ(ledger_.GetVm("vm1")->permit, (core::Resources{250, kGiB}));
   bool counted = false;
   for (const auto& c : handler_.Counts()) {
     if (c.method == "Request" && c.code == absl::StatusCode::kInvalidArgument) {
-      EXPECT_EQ(c.count, 7u);
+      EXPECT_EQ(c.count, 8u);
       counted = true;
     }
   }
@@ -178,6 +184,104 @@ TEST_F(HandlerTest, MigrationOrdersAndResults) {
       handler_.GetStatus(rpc::scheduler::WithVersion(api::StatusRequest()));
   ASSERT_TRUE(status.ok());
   EXPECT_TRUE(status->truncated_file().empty());
+}
+
+TEST_F(HandlerTest, NamesAndAddressesOverTheLimitAreRefused) {
+  const std::string longest(ledger::kMaxNameBytes, 'n'), longer(ledger::kMaxNameBytes + 1, 'n');
+  api::RegisterNodeRequest node;
+  node.set_node(longest);
+  *node.mutable_total() = R(4000, 16 * kGiB);
+  EXPECT_TRUE(client_.RegisterNode(node).ok());
+  node.set_node(longer);
+  EXPECT_EQ(client_.RegisterNode(node).status().code(), absl::StatusCode::kInvalidArgument);
+  node.set_node("n2");
+  node.set_agent_address(longer);
+  EXPECT_EQ(client_.RegisterNode(node).status().code(), absl::StatusCode::kInvalidArgument);
+  api::PlaceVmRequest place;
+  place.set_vm(longer);
+  place.mutable_bounds()->set_min_cu(1);
+  place.mutable_bounds()->set_max_cu(1);
+  EXPECT_EQ(client_.PlaceVm(place).status().code(), absl::StatusCode::kInvalidArgument);
+  api::UpdateVmBoundsRequest bounds;
+  bounds.set_vm("vm1");
+  bounds.set_node(longer);
+  *bounds.mutable_bounds() = place.bounds();
+  EXPECT_EQ(client_.UpdateVmBounds(bounds).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ledger_.ListNodes().size(), 2u);
+}
+
+TEST_F(HandlerTest, NodeLifecycleThroughTheProtocol) {
+  api::RegisterNodeRequest node;
+  node.set_node("n2");
+  *node.mutable_total() = R(4000, 16 * kGiB);
+  ASSERT_TRUE(client_.RegisterNode(node).ok());
+  api::PlaceVmRequest place;
+  place.set_vm("vm2");
+  place.set_node("n1");
+  place.set_migratable(true);
+  place.mutable_bounds()->set_min_cu(1);
+  place.mutable_bounds()->set_max_cu(4);
+  ASSERT_TRUE(client_.PlaceVm(place).ok());
+
+  // Bounds: vm1 (1..8) may go to 12 CU now.
+  api::UpdateVmBoundsRequest bounds;
+  bounds.set_vm("vm1");
+  bounds.set_node("n1");
+  bounds.mutable_bounds()->set_min_cu(1);
+  bounds.mutable_bounds()->set_max_cu(12);
+  absl::StatusOr<api::UpdateVmBoundsResponse> b = client_.UpdateVmBounds(bounds);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->vm().bounds().max_cu(), 12u);
+  EXPECT_EQ(client_.Request(Ask(2500, 10 * kGiB))->permit().milli_cpu(), 2500);
+  bounds.mutable_bounds()->set_max_cu(0);
+  EXPECT_EQ(client_.UpdateVmBounds(bounds).status().code(), absl::StatusCode::kInvalidArgument);
+
+  // Update: a lower total than reserved makes n1 over capacity.
+  api::UpdateNodeRequest update;
+  update.set_node("n1");
+  *update.mutable_total() = R(2000, 8 * kGiB);
+  absl::StatusOr<api::UpdateNodeResponse> u = client_.UpdateNode(update);
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_TRUE(u->node().over_capacity());
+  EXPECT_EQ(u->node().watermark_fraction(), 0.9) << "a watermark of 0 leaves it as it was";
+
+  // Drain: vm2 is ordered to n2, vm1 (not migratable) stays.
+  api::DrainNodeRequest drain;
+  drain.set_node("n1");
+  absl::StatusOr<api::DrainNodeResponse> d = client_.DrainNode(drain);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->node().cordoned());
+  EXPECT_TRUE(d->node().draining());
+  ASSERT_EQ(d->migrating_size(), 1);
+  EXPECT_EQ(d->migrating(0).vm(), "vm2");
+  EXPECT_EQ(d->migrating(0).target_node(), "n2");
+  EXPECT_GT(d->migrating(0).started_unix_micros(), 0);
+  ASSERT_EQ(d->staying_size(), 1);
+  EXPECT_EQ(d->staying(0), "vm1");
+  EXPECT_FALSE(d->done());
+
+  // Remove: refused while it holds VMs; by force, with what it drops.
+  api::RemoveNodeRequest remove;
+  remove.set_node("n1");
+  const absl::Status refused = client_.RemoveNode(remove).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  remove.set_force(true);
+  absl::StatusOr<api::RemoveNodeResponse> r = client_.RemoveNode(remove);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->dropped_vms_size(), 2);
+  EXPECT_EQ(r->dropped_vms(0).vm(), "vm1");
+  ASSERT_EQ(r->cancelled_migrations_size(), 1);
+  EXPECT_EQ(r->cancelled_migrations(0).vm(), "vm2");
+
+  // Cordon and uncordon n2.
+  api::CordonNodeRequest cordon;
+  cordon.set_node("n2");
+  cordon.set_cordon(true);
+  EXPECT_TRUE(client_.CordonNode(cordon)->node().cordoned());
+  cordon.set_cordon(false);
+  EXPECT_FALSE(client_.CordonNode(cordon)->node().cordoned());
+  cordon.set_node("n1");
+  EXPECT_EQ(client_.CordonNode(cordon).status().code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -25,6 +25,11 @@ absl::Status ValidateOptions(const SchedulerOptions& options) {
     return absl::InvalidArgumentError(
         absl::StrCat("snapshot_every must be > 0, got ", options.maintenance.snapshot_every));
   }
+  if (options.maintenance.migration_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("migration_timeout must be > 0, got ",
+                     absl::FormatDuration(options.maintenance.migration_timeout)));
+  }
   return absl::OkStatus();
 }
 
@@ -42,6 +47,8 @@ Scheduler::Scheduler(const SchedulerOptions& options, std::unique_ptr<ledger::Le
       maintenance_(*ledger_, options.maintenance,
                    options.ledger.clock != nullptr ? *options.ledger.clock : Clock::Real()) {}
 
-std::string Scheduler::MetricsText() const { return RenderMetrics(*ledger_, handler_); }
+std::string Scheduler::MetricsText() const {
+  return RenderMetrics(*ledger_, handler_, &maintenance_);
+}
 
 }  // namespace autoscale::scheduler

@@ -7,9 +7,9 @@
 //   d})); ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> scheduler,
 //                    Scheduler::Open({.default_compute_unit = {250, 1 << 30}}, std::move(store)));
 //   ASSIGN_OR_RETURN(auto server, rpc::scheduler::StartGrpcServer(scheduler->service(), addr));
-//   absl::Status stopped = scheduler->Run(absl::Seconds(1), wait_for_signal);
+//   scheduler->Run(absl::Seconds(1), wait_for_signal);
 //   server->Shutdown(absl::Seconds(2));
-//   if (stopped.ok()) RETURN_IF_ERROR(scheduler->Snapshot());  // a clean stop
+//   RETURN_IF_ERROR(scheduler->Snapshot());  // a clean stop
 #pragma once
 
 #include <functional>
@@ -54,12 +54,13 @@ class Scheduler {
   // The Prometheus text page (metrics.h).
   std::string MetricsText() const;
 
-  // One maintenance round (Maintenance::Tick); an error means the store failed: stop.
-  absl::Status Tick() { return maintenance_.Tick(); }
+  // One maintenance round (Maintenance::Tick).
+  void Tick() { maintenance_.Tick(); }
   // Maintenance rounds every `interval` until `wait` says stop (Maintenance::Run).
-  absl::Status Run(absl::Duration interval, const std::function<bool(absl::Duration)>& wait) {
-    return maintenance_.Run(interval, wait);
+  void Run(absl::Duration interval, const std::function<bool(absl::Duration)>& wait) {
+    maintenance_.Run(interval, wait);
   }
+  const Maintenance& maintenance() const { return maintenance_; }
   // A snapshot of the whole ledger: the last thing a clean stop does, once no call comes in, so
   // the next start replays nothing.
   absl::Status Snapshot() { return ledger_->Snapshot(); }

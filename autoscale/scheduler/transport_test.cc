@@ -194,7 +194,37 @@ TEST_F(TransportTest, SameAnswersAndErrors) {
   EXPECT_FALSE(Same("release no VM", &SchedulerService::ReleaseVm, release));
   EXPECT_TRUE(Same("list VMs at the end", &SchedulerService::ListVms, api::ListRequest()));
 
-  EXPECT_GE(errors_, 14) << "refusals compared (out of " << calls_ << " calls)";
+  // Node lifecycle and bounds.
+  api::UpdateVmBoundsRequest bounds;
+  bounds.set_vm("b");
+  bounds.mutable_bounds()->set_min_cu(1);
+  bounds.mutable_bounds()->set_max_cu(12);
+  EXPECT_TRUE(Same("b's new bounds", &SchedulerService::UpdateVmBounds, bounds));
+  bounds.set_node("n2");
+  EXPECT_FALSE(Same("b's bounds on the wrong node", &SchedulerService::UpdateVmBounds, bounds));
+  api::UpdateNodeRequest update;
+  update.set_node("n2");
+  *update.mutable_total() = R(1000, 4 * kGiB);
+  EXPECT_TRUE(Same("n2 over capacity", &SchedulerService::UpdateNode, update));
+  update.set_watermark(2);
+  EXPECT_FALSE(Same("a watermark of 2", &SchedulerService::UpdateNode, update));
+  api::CordonNodeRequest cordon;
+  cordon.set_node("n1");
+  cordon.set_cordon(true);
+  EXPECT_TRUE(Same("cordon n1", &SchedulerService::CordonNode, cordon));
+  cordon.set_node("ghost");
+  EXPECT_FALSE(Same("cordon a ghost", &SchedulerService::CordonNode, cordon));
+  api::DrainNodeRequest drain;
+  drain.set_node("n2");
+  EXPECT_TRUE(Same("drain n2", &SchedulerService::DrainNode, drain));
+  api::RemoveNodeRequest remove;
+  remove.set_node("n1");
+  EXPECT_FALSE(Same("remove n1 with b on it", &SchedulerService::RemoveNode, remove));
+  remove.set_force(true);
+  EXPECT_TRUE(Same("remove n1 by force", &SchedulerService::RemoveNode, remove));
+  EXPECT_TRUE(Same("list nodes at the end", &SchedulerService::ListNodes, api::ListRequest()));
+
+  EXPECT_GE(errors_, 18) << "refusals compared (out of " << calls_ << " calls)";
 }
 
 }  // namespace

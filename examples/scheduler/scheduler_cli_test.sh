@@ -74,5 +74,26 @@ expect "$(ctl permits)" '"permit":{"milliCpu":"1000","memoryBytes":"4294967296"}
 expect "$(ctl nodes --node=n1)" '"awaitingAgent":true'
 ctl release --vm=vm1 >/dev/null
 expect "$(ctl nodes --node=n1)" '"reserved":{},'
+
+# Node lifecycle: cordon, update, bounds, drain, remove; tables.
+expect "$(ctl cordon --node=n1)" '"cordoned":true'
+expect "$(ctl uncordon --node=n1)" '"node":"n1"'
+expect "$(ctl update-node --node=n2 --watermark=0.75)" '"watermarkFraction":0.75'
+ctl register --node=n3 --total=2000m/8GiB >/dev/null
+ctl place --vm=vm3 --min_cu=1 --max_cu=2 --node=n3 --migratable >/dev/null
+expect "$(ctl bounds --vm=vm3 --min_cu=1 --max_cu=4)" '"maxCu":4'
+expect "$(ctl -o table nodes)" '^NODE  *STATE  *TOTAL'
+expect "$(ctl -o table vms)" 'vm3  *n3  *1..4 CU'
+drain=$(ctl drain --node=n3)
+expect "$drain" '"draining":true'
+expect "$drain" '"migrating":\[{"id":"[0-9]*","vm":"vm3"'
+order=$(sed -n 's/.*"migrating":\[{"id":"\([0-9]*\)".*/\1/p' <<<"$drain")
+if ctl remove --node=n3 2>"$tmp/err"; then fail "a node holding a VM was removed"; fi
+expect "$(cat "$tmp/err")" 'FAILED_PRECONDITION: .*still holds 1 VMs (vm3)'
+expect "$(ctl -o table orders --node=n3)" "^$order  *vm3  *n3"
+ctl report --order="$order" --vm=vm3 >/dev/null
+expect "$(ctl -o table drain --node=n3)" 'done: no VM left'
+expect "$(ctl remove --node=n3)" '"protocolVersion":"PROTOCOL_VERSION_1"'
+if ctl nodes --node=n3 | grep -q '"node":"n3"'; then fail "n3 is still listed"; fi
 stop
 echo "scheduler_cli_test: 1 passed, 0 failed"

@@ -4,10 +4,13 @@
 //   scheduler --data_dir=/var/lib/scheduler --listen=0.0.0.0:10299 --metrics_port=9100
 //
 // It answers agents' requests, places VMs, checks nodes against their watermark every
-// --balance_interval (the source nodes' agents pick the orders up), snapshots the ledger every
-// --snapshot_every records, and on SIGTERM or SIGINT stops taking calls, lets calls in flight
-// finish, writes a last snapshot and exits 0. If the log cannot be written it exits 1 (a
-// supervisor restarts it; recovery reads what is durable).
+// --balance_interval (the source nodes' agents pick the orders up), ends migration orders not
+// reported within --migration_timeout, snapshots the ledger every --snapshot_every records, and
+// on SIGTERM or SIGINT stops taking calls, lets calls in flight finish, writes a last snapshot
+// and exits 0. If the log cannot be written (a full disk, an I/O error) it keeps running: changes
+// are refused with UNAVAILABLE, reads are answered, the log retries, and a full disk first uses
+// --disk_reserve so that decreases are still recorded. A damaged log stops the start (exit 1)
+// naming the damage; `ledgerctl` shows and repairs it.
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -53,6 +56,11 @@ ABSL_FLAG(absl::Duration, recovery_grace, absl::Seconds(30),
 ABSL_FLAG(int64_t, snapshot_every, 100000,
           "Write a snapshot and compact the log after this many records");
 ABSL_FLAG(bool, fsync, true, "fdatasync the log before answering (turn off only to experiment)");
+ABSL_FLAG(absl::Duration, migration_timeout, absl::Hours(1),
+          "A migration order not reported within this long is ended as failed");
+ABSL_FLAG(int64_t, disk_reserve, int64_t{4} << 20,
+          "Bytes kept allocated in --data_dir for a full disk: freed to go on recording "
+          "decreases while growth is refused; 0: none");
 ABSL_FLAG(std::string, ready_file, "",
           "Once serving, write {\"grpc\": ADDRESS, \"metricsPort\": PORT} here (for scripts)");
 
@@ -105,7 +113,8 @@ int Run() {
                  .migration_policy = policy,
                  .seed = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())),
                  .recovery_grace = absl::GetFlag(FLAGS_recovery_grace)},
-      .maintenance = {.snapshot_every = absl::GetFlag(FLAGS_snapshot_every)}};
+      .maintenance = {.snapshot_every = absl::GetFlag(FLAGS_snapshot_every),
+                      .migration_timeout = absl::GetFlag(FLAGS_migration_timeout)}};
   if (absl::Status s = ValidateOptions(options); !s.ok()) {
     LOG(ERROR) << "flags: " << s;
     return 2;
@@ -118,8 +127,14 @@ int Run() {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  absl::StatusOr<std::unique_ptr<ledger::FileStore>> store =
-      ledger::FileStore::Open({.dir = dir, .sync = absl::GetFlag(FLAGS_fsync)});
+  if (absl::GetFlag(FLAGS_disk_reserve) < 0) {
+    LOG(ERROR) << "--disk_reserve must be >= 0";
+    return 2;
+  }
+  absl::StatusOr<std::unique_ptr<ledger::FileStore>> store = ledger::FileStore::Open(
+      {.dir = dir,
+       .sync = absl::GetFlag(FLAGS_fsync),
+       .reserve_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_disk_reserve))});
   if (!store.ok()) {
     LOG(ERROR) << "opening the ledger: " << store.status();
     return 1;
@@ -168,29 +183,25 @@ int Run() {
     }
   }
 
-  // Maintenance rounds every --balance_interval until SIGTERM or SIGINT, or until the log fails.
-  const absl::Status stopped =
-      (*scheduler)->Run(absl::GetFlag(FLAGS_balance_interval), [&signals](absl::Duration interval) {
-        const timespec wait = absl::ToTimespec(interval);
-        const int sig = sigtimedwait(&signals, nullptr, &wait);
-        if (sig != SIGTERM && sig != SIGINT) return false;
-        LOG(INFO) << "signal " << sig << ": shutting down";
-        return true;
-      });
-  if (!stopped.ok()) LOG(ERROR) << "exiting so that a restart recovers: " << stopped;
+  // Maintenance rounds every --balance_interval until SIGTERM or SIGINT.
+  (*scheduler)->Run(absl::GetFlag(FLAGS_balance_interval), [&signals](absl::Duration interval) {
+    const timespec wait = absl::ToTimespec(interval);
+    const int sig = sigtimedwait(&signals, nullptr, &wait);
+    if (sig != SIGTERM && sig != SIGINT) return false;
+    LOG(INFO) << "signal " << sig << ": shutting down";
+    return true;
+  });
 
   (*server)->Shutdown(absl::Seconds(2));
   if (metrics_thread.joinable()) {
     metrics.stop();
     metrics_thread.join();
   }
-  if (stopped.ok()) {
-    if (absl::Status s = (*scheduler)->Snapshot(); !s.ok()) LOG(ERROR) << "final snapshot: " << s;
-  }
+  if (absl::Status s = (*scheduler)->Snapshot(); !s.ok()) LOG(ERROR) << "final snapshot: " << s;
   server->reset();
   scheduler->reset();
   LOG(INFO) << "scheduler stopped";
-  return stopped.ok() ? 0 : 1;
+  return 0;
 }
 
 }  // namespace

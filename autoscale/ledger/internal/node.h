@@ -2,6 +2,7 @@
 // ledger library.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -88,6 +89,14 @@ struct Node {
   Resources total ABSL_GUARDED_BY(mu);
   double watermark_fraction ABSL_GUARDED_BY(mu) = 0;
   std::string agent_address ABSL_GUARDED_BY(mu);
+  // No placements, no incoming migrations; draining: and its migratable VMs are ordered away.
+  bool cordoned ABSL_GUARDED_BY(mu) = false;
+  bool draining ABSL_GUARDED_BY(mu) = false;
+  // Its total was lowered below what it had reserved, and it still is above its total. The one
+  // way a node's reservation may exceed its total (CheckInvariants).
+  bool over_capacity ABSL_GUARDED_BY(mu) = false;
+  // Removed from the ledger (a stale registry copy may still lead here).
+  bool removed ABSL_GUARDED_BY(mu) = false;
   Resources reserved ABSL_GUARDED_BY(mu);
   Resources committed ABSL_GUARDED_BY(mu);
   Resources migrating ABSL_GUARDED_BY(mu);
@@ -107,7 +116,7 @@ struct Node {
     return unheard > 0 && now < awaiting_until;
   }
   bool Fits(const Resources& share, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    return !Awaiting(now) && (reserved + share).FitsIn(total);
+    return !cordoned && !Awaiting(now) && (reserved + share).FitsIn(total);
   }
   bool AboveWatermark() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     return (reserved - migrating).AnyGreaterThan(Watermark());
@@ -158,6 +167,10 @@ struct Node {
     committed = committed - it->second.amount;
     incoming.erase(it);
   }
+  // After a change: a node over capacity stops being so once its reservation fits its total.
+  void Settle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    over_capacity = over_capacity && reserved.AnyGreaterThan(total);
+  }
   // The VM's agent has spoken since the restart (volatile, see Vm::heard).
   void MarkHeard(Vm& vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (vm.heard) return;
@@ -175,15 +188,51 @@ struct Node {
             .migrating = migrating,
             .agent_address = agent_address,
             .awaiting_agent = Awaiting(now),
-            .vm_count = vms.size()};
+            .vm_count = vms.size(),
+            .cordoned = cordoned,
+            .draining = draining,
+            .over_capacity = over_capacity};
   }
 };
+
+// The public view of a VM.
+inline VmInfo InfoOf(const std::string& name, const std::string& node, const VmState& vm) {
+  return {.name = name,
+          .node = node,
+          .bounds = vm.bounds,
+          .compute_unit = vm.cu,
+          .permit = vm.permit,
+          .requested = vm.requested,
+          .overcommit = vm.overcommit,
+          .migratable = vm.migratable,
+          .created = vm.created,
+          .migration = vm.migration};
+}
 
 // The node lookup table. Immutable once published; a new one replaces it when a node is added.
 struct Registry {
   absl::flat_hash_map<std::string, Node*> by_name;
   // Sorted by name: the order in which several nodes are locked.
   std::vector<Node*> sorted;
+};
+
+// Locks a set of nodes in name order (the order every holder of several node locks follows).
+class LockSet {
+ public:
+  explicit LockSet(std::vector<Node*> nodes) ABSL_NO_THREAD_SAFETY_ANALYSIS
+      : nodes_(std::move(nodes)) {
+    std::sort(nodes_.begin(), nodes_.end(), [](Node* a, Node* b) { return a->name < b->name; });
+    nodes_.erase(std::unique(nodes_.begin(), nodes_.end()), nodes_.end());
+    for (Node* n : nodes_) n->mu.Lock();
+  }
+  ~LockSet() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) (*it)->mu.Unlock();
+  }
+  LockSet(const LockSet&) = delete;
+  LockSet& operator=(const LockSet&) = delete;
+
+ private:
+  std::vector<Node*> nodes_;
 };
 
 // Locks two nodes (or one, when they are the same or the second is null) in name order.

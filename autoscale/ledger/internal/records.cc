@@ -39,13 +39,29 @@ absl::Status CheckBounds(const Bounds& b, const Resources& cu) {
   return absl::OkStatus();
 }
 
-absl::Status CheckSize(const Resources& r, const Resources& cu, const Bounds& b,
-                       absl::string_view what) {
+absl::Status CheckWholeUnits(const Resources& r, const Resources& cu, absl::string_view what) {
   RETURN_IF_ERROR(CheckAmount(r, what));
   if (r.milli_cpu % cu.milli_cpu != 0 || r.memory_bytes % cu.memory_bytes != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         what, " ", r.ToString(), " is not a whole number of compute units of ", cu.ToString()));
   }
+  return absl::OkStatus();
+}
+
+absl::Status CheckName(absl::string_view value, absl::string_view what, bool may_be_empty) {
+  if (value.empty() && !may_be_empty)
+    return absl::InvalidArgumentError(absl::StrCat(what, " is empty"));
+  if (value.size() > kMaxNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " \"", value.substr(0, 32), "...\" has ",
+                                                   value.size(), " bytes; at most ", kMaxNameBytes,
+                                                   " are taken"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSize(const Resources& r, const Resources& cu, const Bounds& b,
+                       absl::string_view what) {
+  RETURN_IF_ERROR(CheckWholeUnits(r, cu, what));
   if (r.AnyLessThan(cu * b.min_cu)) {
     return absl::InvalidArgumentError(absl::StrCat(what, " ", r.ToString(),
                                                    " is below the VM's bounds (min ", b.min_cu,
@@ -70,7 +86,7 @@ absl::Status CheckOvercommit(const Overcommit& o) {
 }
 
 absl::Status CheckPlaceVmRequest(const PlaceVmRequest& s) {
-  if (s.name.empty()) return absl::InvalidArgumentError("VM name is empty");
+  RETURN_IF_ERROR(CheckName(s.name, "VM name"));
   RETURN_IF_ERROR(CheckComputeUnit(s.compute_unit));
   RETURN_IF_ERROR(CheckBounds(s.bounds, s.compute_unit));
   RETURN_IF_ERROR(CheckOvercommit(s.overcommit));
@@ -90,6 +106,7 @@ MigrationRecord MigrationRecordOf(const MigrationOrder& o) {
   r.set_source_node(o.source_node);
   r.set_target_node(o.target_node);
   r.set_target_agent_address(o.target_agent_address);
+  if (o.started != absl::InfinitePast()) r.set_started_unix_micros(absl::ToUnixMicros(o.started));
   return r;
 }
 
@@ -109,6 +126,24 @@ LedgerRecord ToRecord(const change::NodeRegistered& c) {
   *r.mutable_total() = core::ToProto(c.total);
   r.set_watermark(c.watermark);
   r.set_agent_address(std::string(c.agent_address));
+  r.set_cordoned(c.cordoned);
+  r.set_draining(c.draining);
+  return out;
+}
+
+LedgerRecord ToRecord(const change::NodeRemoved& c) {
+  LedgerRecord out;
+  out.mutable_node_removed()->set_node(std::string(c.node));
+  out.mutable_node_removed()->set_forced(c.forced);
+  return out;
+}
+
+LedgerRecord ToRecord(const change::VmBoundsChanged& c) {
+  LedgerRecord out;
+  VmBoundsChanged& r = *out.mutable_vm_bounds_changed();
+  r.set_vm(std::string(c.vm));
+  r.mutable_bounds()->set_min_cu(c.bounds.min_cu);
+  r.mutable_bounds()->set_max_cu(c.bounds.max_cu);
   return out;
 }
 
@@ -155,10 +190,26 @@ absl::StatusOr<change::NodeRegistered> FromRecord(const NodeRecord& r) {
   if (!(r.watermark() > 0 && r.watermark() <= 1)) {
     return Corrupt(absl::StrCat("node ", r.name(), ": watermark ", r.watermark()));
   }
+  if (r.draining() && !r.cordoned()) {
+    return Corrupt(absl::StrCat("node ", r.name(), ": draining but not cordoned"));
+  }
   return change::NodeRegistered{.name = r.name(),
                                 .total = total,
                                 .watermark = r.watermark(),
-                                .agent_address = r.agent_address()};
+                                .agent_address = r.agent_address(),
+                                .cordoned = r.cordoned(),
+                                .draining = r.draining()};
+}
+
+absl::StatusOr<change::NodeRemoved> FromRecord(const NodeRemoved& r) {
+  if (r.node().empty()) return Corrupt("node removal without a node");
+  return change::NodeRemoved{.node = r.node(), .forced = r.forced()};
+}
+
+absl::StatusOr<change::VmBoundsChanged> FromRecord(const VmBoundsChanged& r) {
+  if (r.vm().empty()) return Corrupt("bounds change without a VM");
+  return change::VmBoundsChanged{.vm = r.vm(),
+                                 .bounds = {r.bounds().min_cu(), r.bounds().max_cu()}};
 }
 
 absl::StatusOr<change::VmPlaced> FromRecord(const VmRecord& r) {
@@ -178,7 +229,7 @@ absl::StatusOr<change::VmPlaced> FromRecord(const VmRecord& r) {
   absl::Status valid = CheckComputeUnit(vm.cu);
   if (valid.ok()) valid = CheckBounds(vm.bounds, vm.cu);
   if (valid.ok()) valid = CheckOvercommit(vm.overcommit);
-  if (valid.ok()) valid = CheckSize(vm.permit, vm.cu, vm.bounds, "permit");
+  if (valid.ok()) valid = CheckWholeUnits(vm.permit, vm.cu, "permit");
   if (!valid.ok()) return Corrupt(absl::StrCat(ctx, ": ", valid.message()));
   return c;
 }
@@ -198,7 +249,10 @@ absl::StatusOr<change::MigrationStarted> FromRecord(const MigrationRecord& r) {
                                    .vm = r.vm(),
                                    .source_node = r.source_node(),
                                    .target_node = r.target_node(),
-                                   .target_agent_address = r.target_agent_address()}};
+                                   .target_agent_address = r.target_agent_address(),
+                                   .started = r.started_unix_micros() == 0
+                                                  ? absl::InfinitePast()
+                                                  : absl::FromUnixMicros(r.started_unix_micros())}};
 }
 
 absl::StatusOr<change::MigrationEnded> FromRecord(const MigrationEnded& r) {
@@ -211,6 +265,8 @@ NodeRecord NodeRecordOf(const Node& n) {
   *r.mutable_total() = core::ToProto(n.total);
   r.set_watermark(n.watermark_fraction);
   r.set_agent_address(n.agent_address);
+  r.set_cordoned(n.cordoned);
+  r.set_draining(n.draining);
   return r;
 }
 

@@ -23,13 +23,27 @@ namespace autoscale::ledger::internal {
 // names (the request, the record, the state) outlives it.
 namespace change {
 
-// A node registered, or its total, watermark or address changed.
+// A node registered, or its settings changed (total, watermark, address, cordon, drain).
 struct NodeRegistered {
   absl::string_view name;
   Resources total;
   // (0, 1]: the ledger's default already applied.
   double watermark = 0;
   absl::string_view agent_address;
+  bool cordoned = false;
+  // Implies cordoned.
+  bool draining = false;
+};
+
+// A node leaves; forced: with what it still holds.
+struct NodeRemoved {
+  absl::string_view node;
+  bool forced = false;
+};
+
+struct VmBoundsChanged {
+  absl::string_view vm;
+  Bounds bounds;
 };
 
 // A new VM: its whole state (without a migration).
@@ -66,6 +80,8 @@ struct MigrationEnded {
 
 // The log's form of a change.
 LedgerRecord ToRecord(const change::NodeRegistered& c);
+LedgerRecord ToRecord(const change::NodeRemoved& c);
+LedgerRecord ToRecord(const change::VmBoundsChanged& c);
 LedgerRecord ToRecord(const change::VmPlaced& c);
 LedgerRecord ToRecord(const change::VmResized& c);
 LedgerRecord ToRecord(const change::VmReleased& c);
@@ -76,6 +92,8 @@ LedgerRecord ToRecord(const change::MigrationEnded& c);
 // amounts in range, a VM's spec valid); what it says about the state (that the VM exists, on that
 // node) is checked by recovery. Errors are DATA_LOSS. The change's names point into the record.
 absl::StatusOr<change::NodeRegistered> FromRecord(const NodeRecord& r);
+absl::StatusOr<change::NodeRemoved> FromRecord(const NodeRemoved& r);
+absl::StatusOr<change::VmBoundsChanged> FromRecord(const VmBoundsChanged& r);
 // A snapshot's VM that migrates: pass it without its migration (a MigrationRecord follows).
 absl::StatusOr<change::VmPlaced> FromRecord(const VmRecord& r);
 absl::StatusOr<change::VmResized> FromRecord(const VmResized& r);
@@ -93,6 +111,10 @@ absl::Status CheckBounds(const Bounds& b, const Resources& cu);
 // A VM's size: whole compute units within its bounds, per resource.
 absl::Status CheckSize(const Resources& r, const Resources& cu, const Bounds& b,
                        absl::string_view what);
+// A permit: whole compute units (within bounds only once its agent asked after a bounds change).
+absl::Status CheckWholeUnits(const Resources& r, const Resources& cu, absl::string_view what);
+// A node name, VM name or address: at most kMaxNameBytes (and not empty, unless `may_be_empty`).
+absl::Status CheckName(absl::string_view value, absl::string_view what, bool may_be_empty = false);
 absl::Status CheckOvercommit(const Overcommit& o);
 absl::Status CheckPlaceVmRequest(const PlaceVmRequest& s);
 

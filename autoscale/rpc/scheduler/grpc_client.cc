@@ -59,6 +59,25 @@ class GrpcClient final : public SchedulerService {
   absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& request) override {
     return Call("GetStatus", &api::Scheduler::Stub::GetStatus, request);
   }
+  absl::StatusOr<api::UpdateNodeResponse> UpdateNode(
+      const api::UpdateNodeRequest& request) override {
+    return Call("UpdateNode", &api::Scheduler::Stub::UpdateNode, request);
+  }
+  absl::StatusOr<api::CordonNodeResponse> CordonNode(
+      const api::CordonNodeRequest& request) override {
+    return Call("CordonNode", &api::Scheduler::Stub::CordonNode, request);
+  }
+  absl::StatusOr<api::DrainNodeResponse> DrainNode(const api::DrainNodeRequest& request) override {
+    return Call("DrainNode", &api::Scheduler::Stub::DrainNode, request);
+  }
+  absl::StatusOr<api::RemoveNodeResponse> RemoveNode(
+      const api::RemoveNodeRequest& request) override {
+    return Call("RemoveNode", &api::Scheduler::Stub::RemoveNode, request);
+  }
+  absl::StatusOr<api::UpdateVmBoundsResponse> UpdateVmBounds(
+      const api::UpdateVmBoundsRequest& request) override {
+    return Call("UpdateVmBounds", &api::Scheduler::Stub::UpdateVmBounds, request);
+  }
 
  private:
   template <typename Req, typename Resp>

@@ -73,6 +73,31 @@ class Service final : public api::Scheduler::CallbackService {
                                       api::StatusResponse* response) override {
     return Done(context, Reply(service_.GetStatus(*request), response));
   }
+  grpc::ServerUnaryReactor* UpdateNode(grpc::CallbackServerContext* context,
+                                       const api::UpdateNodeRequest* request,
+                                       api::UpdateNodeResponse* response) override {
+    return Done(context, Reply(service_.UpdateNode(*request), response));
+  }
+  grpc::ServerUnaryReactor* CordonNode(grpc::CallbackServerContext* context,
+                                       const api::CordonNodeRequest* request,
+                                       api::CordonNodeResponse* response) override {
+    return Done(context, Reply(service_.CordonNode(*request), response));
+  }
+  grpc::ServerUnaryReactor* DrainNode(grpc::CallbackServerContext* context,
+                                      const api::DrainNodeRequest* request,
+                                      api::DrainNodeResponse* response) override {
+    return Done(context, Reply(service_.DrainNode(*request), response));
+  }
+  grpc::ServerUnaryReactor* RemoveNode(grpc::CallbackServerContext* context,
+                                       const api::RemoveNodeRequest* request,
+                                       api::RemoveNodeResponse* response) override {
+    return Done(context, Reply(service_.RemoveNode(*request), response));
+  }
+  grpc::ServerUnaryReactor* UpdateVmBounds(grpc::CallbackServerContext* context,
+                                           const api::UpdateVmBoundsRequest* request,
+                                           api::UpdateVmBoundsResponse* response) override {
+    return Done(context, Reply(service_.UpdateVmBounds(*request), response));
+  }
 
  private:
   static grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, grpc::Status status) {

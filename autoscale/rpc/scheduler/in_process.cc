@@ -49,4 +49,29 @@ absl::StatusOr<api::StatusResponse> InProcessClient::GetStatus(const api::Status
   return server_.GetStatus(WithVersion(request));
 }
 
+absl::StatusOr<api::UpdateNodeResponse> InProcessClient::UpdateNode(
+    const api::UpdateNodeRequest& request) {
+  return server_.UpdateNode(WithVersion(request));
+}
+
+absl::StatusOr<api::CordonNodeResponse> InProcessClient::CordonNode(
+    const api::CordonNodeRequest& request) {
+  return server_.CordonNode(WithVersion(request));
+}
+
+absl::StatusOr<api::DrainNodeResponse> InProcessClient::DrainNode(
+    const api::DrainNodeRequest& request) {
+  return server_.DrainNode(WithVersion(request));
+}
+
+absl::StatusOr<api::RemoveNodeResponse> InProcessClient::RemoveNode(
+    const api::RemoveNodeRequest& request) {
+  return server_.RemoveNode(WithVersion(request));
+}
+
+absl::StatusOr<api::UpdateVmBoundsResponse> InProcessClient::UpdateVmBounds(
+    const api::UpdateVmBoundsRequest& request) {
+  return server_.UpdateVmBounds(WithVersion(request));
+}
+
 }  // namespace autoscale::rpc::scheduler

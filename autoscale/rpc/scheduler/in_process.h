@@ -33,6 +33,15 @@ class InProcessClient : public SchedulerService {
   absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest& request) override;
   absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest& request) override;
   absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& request) override;
+  absl::StatusOr<api::UpdateNodeResponse> UpdateNode(
+      const api::UpdateNodeRequest& request) override;
+  absl::StatusOr<api::CordonNodeResponse> CordonNode(
+      const api::CordonNodeRequest& request) override;
+  absl::StatusOr<api::DrainNodeResponse> DrainNode(const api::DrainNodeRequest& request) override;
+  absl::StatusOr<api::RemoveNodeResponse> RemoveNode(
+      const api::RemoveNodeRequest& request) override;
+  absl::StatusOr<api::UpdateVmBoundsResponse> UpdateVmBounds(
+      const api::UpdateVmBoundsRequest& request) override;
 
  private:
   SchedulerService& server_;

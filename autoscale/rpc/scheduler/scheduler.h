@@ -6,8 +6,9 @@
 //     calls one over the network (same checks and answers, no network): the simulator and tests.
 // StartGrpcServer (grpc_server.h) serves any SchedulerService over gRPC.
 //
-// The agent uses Request, RegisterNode, GetMigrationOrders and ReportMigration; operators
-// (schedctl) and orchestrators the admin calls below them.
+// The agent uses Request, RegisterNode, GetMigrationOrders and ReportMigration (and UpdateNode,
+// UpdateVmBounds when its configuration changes); operators (schedctl) and orchestrators the
+// admin calls below them.
 //
 //   std::unique_ptr<SchedulerService> scheduler = *NewGrpcClient("unix:/run/sched.sock");
 //   api::PermitRequest req;   // node, vm, compute unit, resources, last permit
@@ -55,6 +56,25 @@ class SchedulerService {
   virtual absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest& request) = 0;
   virtual absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest& request) = 0;
   virtual absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& request) = 0;
+
+  // Node lifecycle and bounds (admin; an agent updates its own node and VMs when its
+  // configuration changes). A service that does not offer them answers UNIMPLEMENTED.
+  virtual absl::StatusOr<api::UpdateNodeResponse> UpdateNode(const api::UpdateNodeRequest&) {
+    return absl::UnimplementedError("UpdateNode");
+  }
+  virtual absl::StatusOr<api::CordonNodeResponse> CordonNode(const api::CordonNodeRequest&) {
+    return absl::UnimplementedError("CordonNode");
+  }
+  virtual absl::StatusOr<api::DrainNodeResponse> DrainNode(const api::DrainNodeRequest&) {
+    return absl::UnimplementedError("DrainNode");
+  }
+  virtual absl::StatusOr<api::RemoveNodeResponse> RemoveNode(const api::RemoveNodeRequest&) {
+    return absl::UnimplementedError("RemoveNode");
+  }
+  virtual absl::StatusOr<api::UpdateVmBoundsResponse> UpdateVmBounds(
+      const api::UpdateVmBoundsRequest&) {
+    return absl::UnimplementedError("UpdateVmBounds");
+  }
 };
 
 // Sets PROTOCOL_VERSION_1 on a message whose version is unspecified.
