@@ -213,6 +213,21 @@ absl::Status Agent::ApplyConfig(const api::AgentConfig& config) {
   return absl::OkStatus();
 }
 
+int64_t Agent::GrantedMilliCpu(const std::string& node, const std::string& vm) {
+  api::ListRequest list;
+  list.set_node(node);
+  absl::StatusOr<api::ListVmsResponse> vms = scheduler_.ListVms(list);
+  if (!vms.ok()) {
+    // The driver then reads it from whole vCPUs (or compute units), as precisely as they tell.
+    LOG(WARNING) << "VM " << vm << ": its permit is not known (" << vms.status() << ")";
+    return 0;
+  }
+  for (const api::VmState& v : vms->vms()) {
+    if (v.vm() == vm) return v.permit().milli_cpu();
+  }
+  return 0;
+}
+
 absl::Status Agent::StartRunner(const api::VmConfig& vm, std::unique_ptr<Runner>& runner,
                                 std::unique_ptr<neonvm::migration::Source>& migration) {
   RunnerOptions o;
@@ -233,7 +248,7 @@ absl::Status Agent::StartRunner(const api::VmConfig& vm, std::unique_ptr<Runner>
   o.max_sleep = options_.runner_max_sleep;
   o.probe_interval = options_.runner_max_sleep;
   o.on_migration_order = [this](const api::MigrationOrder& order) { OnMigrationOrder(order); };
-  ASSIGN_OR_RETURN(OpenedVm opened, vms_factory_.Open(vm, cu));
+  ASSIGN_OR_RETURN(OpenedVm opened, vms_factory_.Open(vm, cu, GrantedMilliCpu(o.node, vm.name())));
   auto started = std::make_unique<Runner>(std::move(o), std::move(opened.driver), scheduler_,
                                           connect_monitor_, events_, metrics_, clock_);
   RETURN_IF_ERROR(started->Start());

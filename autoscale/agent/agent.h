@@ -154,6 +154,9 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   void Supervise();
   void OnMigrationOrder(const api::MigrationOrder& order);
   void Migrate(api::MigrationOrder order);
+  // The milli-CPU the ledger grants `vm` on `node` (0: not known): a restarted runner reads its
+  // VM's partial vCPU as granted, not as a whole one.
+  int64_t GrantedMilliCpu(const std::string& node, const std::string& vm);
   // Reports a migration's end to the scheduler, again until it is taken (or refused for good, or
   // the agent stops).
   void Report(const api::MigrationResult& result);

@@ -400,6 +400,27 @@ TEST_F(AgentTest, ARunnerWhoseVmCannotBeReachedIsRestarted) {
   EXPECT_TRUE(Eventually([&] { return vm1.size() == Cus(2); })) << Log(agent);
 }
 
+// A restarted runner opens its VM with the milli-CPU the ledger grants it: the QEMU driver reads a
+// partial vCPU (1250m runs 2 vCPUs) back from it instead of rounding up to whole vCPUs.
+TEST_F(AgentTest, ARestartedRunnerIsOpenedWithTheMilliCpuItsVmIsGranted) {
+  RegisterNode("a", 8);
+  FakeVm& vm1 = AddVm("vm1", "a", {1, 4});
+  Agent& agent = StartAgent("a", Config("a", {VmConfig("vm1", {1, 4})}));
+  ASSERT_TRUE(Eventually([&] { return Managed(agent, "vm1"); })) << Log(agent);
+  EXPECT_EQ(node("a").factory.granted_milli_cpu("fake:vm1"), Cus(1).milli_cpu);
+  ASSERT_TRUE(agent.UpdateConfig(Config("a", {VmConfig("vm1", {3, 4})})).ok());
+  ASSERT_TRUE(Eventually([&] { return vm1.size() == Cus(3); })) << Log(agent);
+
+  vm1.SetReachable(false);
+  ASSERT_TRUE(Eventually([&] { return Has(agent, "vm1", api::EVENT_KIND_RUNNER_RESTARTING); }))
+      << Log(agent);
+  vm1.SetReachable(true);
+  clock_.Advance(absl::Seconds(10));  // restart_max
+  ASSERT_TRUE(Eventually([&] { return Count(agent, "vm1", api::EVENT_KIND_RUNNER_STARTED) == 2; }))
+      << Log(agent);
+  EXPECT_EQ(node("a").factory.granted_milli_cpu("fake:vm1"), Cus(3).milli_cpu);
+}
+
 TEST_F(AgentTest, ALostVmIsRetriedAndReportedWithoutDisturbingTheOthers) {
   RegisterNode("a", 8);
   FakeVm& vm1 = AddVm("vm1", "a", {1, 4});

@@ -369,11 +369,12 @@ void FakeHypervisor::SetMigrationScript(const MigrationScript& script) {
   script_ = script;
 }
 
-absl::StatusOr<agent::OpenedVm> FakeVmDriverFactory::Open(const api::VmConfig& vm,
-                                                          const Resources&) {
+absl::StatusOr<agent::OpenedVm> FakeVmDriverFactory::Open(const api::VmConfig& vm, const Resources&,
+                                                          int64_t granted_milli_cpu) {
   {
     absl::MutexLock lock(&mu_);
     ++opens_;
+    granted_[vm.qmp()] = granted_milli_cpu;
   }
   absl::MutexLock lock(&hv_.mu_);
   for (const auto& fake : hv_.vms_) {
@@ -406,6 +407,12 @@ absl::StatusOr<std::unique_ptr<agent::IncomingVm>> FakeVmDriverFactory::StartInc
 int FakeVmDriverFactory::opens() const {
   absl::MutexLock lock(&mu_);
   return opens_;
+}
+
+int64_t FakeVmDriverFactory::granted_milli_cpu(const std::string& qmp_address) const {
+  absl::MutexLock lock(&mu_);
+  auto it = granted_.find(qmp_address);
+  return it == granted_.end() ? -1 : it->second;
 }
 
 void FakeVmDriverFactory::FailIncoming(absl::Status error) {

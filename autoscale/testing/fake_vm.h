@@ -167,13 +167,15 @@ class FakeVmDriverFactory final : public agent::VmDriverFactory {
  public:
   FakeVmDriverFactory(FakeHypervisor& hv, std::string node) : hv_(hv), node_(std::move(node)) {}
 
-  absl::StatusOr<agent::OpenedVm> Open(const api::VmConfig& vm,
-                                       const core::Resources& compute_unit) override;
+  absl::StatusOr<agent::OpenedVm> Open(const api::VmConfig& vm, const core::Resources& compute_unit,
+                                       int64_t granted_milli_cpu) override;
   absl::StatusOr<std::unique_ptr<agent::IncomingVm>> StartIncoming(
       const api::PrepareIncomingRequest& request) override;
 
-  // How many times Open was called (runner starts and restarts).
+  // How many times Open was called (runner starts and restarts), and the granted milli-CPU the
+  // last Open of `vm` (its QMP address) was given.
   int opens() const;
+  int64_t granted_milli_cpu(const std::string& qmp_address) const;
   // StartIncoming fails with `error` (OK: it works again).
   void FailIncoming(absl::Status error);
 
@@ -182,6 +184,7 @@ class FakeVmDriverFactory final : public agent::VmDriverFactory {
   const std::string node_;
   mutable absl::Mutex mu_;
   int opens_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, int64_t> granted_ ABSL_GUARDED_BY(mu_);
   absl::Status incoming_error_ ABSL_GUARDED_BY(mu_);
 };
 
