@@ -22,6 +22,10 @@ absl::Status ApplyDuration(const google::protobuf::Duration& d, const char* fiel
     return OutOfRange("agent timings", field, "> 0", absl::StrCat(d.seconds(), "s"));
   }
   absl::Duration value = FromProto(d);
+  if (value > kMaxTiming) {
+    return OutOfRange("agent timings", field, absl::StrCat("<= ", absl::FormatDuration(kMaxTiming)),
+                      absl::FormatDuration(value));
+  }
   if (value == absl::ZeroDuration()) return absl::OkStatus();  // unset: keep the default
   out = value;
   return absl::OkStatus();
@@ -95,12 +99,14 @@ absl::StatusOr<Timings> ResolveTimings(const api::AgentTimings& p) {
 }
 
 absl::StatusOr<Resources> ComputeUnitFromProto(const api::ComputeUnit& cu, const char* field) {
-  if (cu.milli_cpu() <= 0) {
-    return OutOfRange("compute unit", absl::StrCat(field, ".milliCpu"), "> 0",
+  if (cu.milli_cpu() <= 0 || cu.milli_cpu() > kMaxComputeUnitMilliCpu) {
+    return OutOfRange("compute unit", absl::StrCat(field, ".milliCpu"),
+                      absl::StrCat("in [1, ", kMaxComputeUnitMilliCpu, "]"),
                       absl::StrCat(cu.milli_cpu()));
   }
-  if (cu.memory_bytes() <= 0) {
-    return OutOfRange("compute unit", absl::StrCat(field, ".memoryBytes"), "> 0",
+  if (cu.memory_bytes() <= 0 || cu.memory_bytes() > kMaxComputeUnitMemoryBytes) {
+    return OutOfRange("compute unit", absl::StrCat(field, ".memoryBytes"),
+                      absl::StrCat("in [1, ", kMaxComputeUnitMemoryBytes, "]"),
                       absl::StrCat(cu.memory_bytes()));
   }
   return Resources{cu.milli_cpu(), cu.memory_bytes()};
@@ -110,9 +116,10 @@ absl::StatusOr<Bounds> BoundsFromProto(const api::Bounds& b, const char* field) 
   if (b.min_cu() < 1) {
     return OutOfRange("bounds", absl::StrCat(field, ".minCu"), ">= 1", absl::StrCat(b.min_cu()));
   }
-  if (b.max_cu() < b.min_cu()) {
+  if (b.max_cu() < b.min_cu() || b.max_cu() > kMaxCu) {
     return OutOfRange("bounds", absl::StrCat(field, ".maxCu"),
-                      absl::StrCat(">= minCu (", b.min_cu(), ")"), absl::StrCat(b.max_cu()));
+                      absl::StrCat("in [minCu (", b.min_cu(), "), ", kMaxCu, "]"),
+                      absl::StrCat(b.max_cu()));
   }
   return Bounds{b.min_cu(), b.max_cu()};
 }

@@ -17,6 +17,21 @@ Resources Resources::Max(const Resources& a, const Resources& b) {
   return {std::max(a.milli_cpu, b.milli_cpu), std::max(a.memory_bytes, b.memory_bytes)};
 }
 
+namespace {
+
+int64_t SaturatingMul(int64_t a, int64_t b) {
+  int64_t out = 0;
+  if (!__builtin_mul_overflow(a, b, &out)) return out;
+  return (a < 0) != (b < 0) ? std::numeric_limits<int64_t>::min()
+                            : std::numeric_limits<int64_t>::max();
+}
+
+}  // namespace
+
+Resources Resources::operator*(int64_t n) const {
+  return {SaturatingMul(milli_cpu, n), SaturatingMul(memory_bytes, n)};
+}
+
 Resources Resources::Min(const Resources& a, const Resources& b) {
   return {std::min(a.milli_cpu, b.milli_cpu), std::min(a.memory_bytes, b.memory_bytes)};
 }
