@@ -11,18 +11,18 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 # The flags each binary's --help must list (its main ones, as the README documents them).
 want_flags() {
   case $1 in
-    agent) echo "config check_config listen http_host http_port scheduler_timeout ready_file vlog" ;;
+    agent) echo "config check_config listen http_host http_port scheduler_timeout ready_file v log_format" ;;
     scheduler) echo "data_dir listen metrics_port watermark compute_unit migration_policy \
 balance_interval recovery_grace ready_file migration_timeout disk_reserve" ;;
     schedctl) echo "server timeout node vm total compute_unit resources last_permit order o force \
 min_cu max_cu watermark" ;;
     ledgerctl) echo "data_dir at" ;;
     monitor) echo "listen cgroup watch memory_bytes lfc_resizer postgres_conninfo config \
-threshold_fraction sample_interval metrics_interval" ;;
+threshold_fraction sample_interval metrics_interval http_host http_port" ;;
     simulate) echo "vms nodes node_cpus node_memory_gib duration step workload trace config \
 compare_config seed threads" ;;
     demo) echo "duration dir verbose" ;;
-    autoscale-goal) echo "vlog" ;;
+    autoscale-goal) echo "v log_format" ;;
     memstep) echo "prefill-kib timeout-ms" ;;
     *) echo "UNKNOWN" ;;
   esac

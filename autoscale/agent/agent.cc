@@ -29,16 +29,15 @@ Agent::Agent(AgentOptions options, rpc::scheduler::SchedulerService& scheduler,
       connect_monitor_(std::move(connect_monitor)),
       connect_peer_(std::move(connect_peer)),
       clock_(clock) {
+  metrics_.Describe("autoscaling_agent_vm_target_cu", Metrics::kGauge,
+                    "The size the VM should have (the goal within bounds), in compute units.");
   metrics_.Describe("autoscaling_vm_desired_cu", Metrics::kGauge,
-                    "The size the VM should have, in compute units.");
-  metrics_.Describe("autoscaling_vm_goal_cu", Metrics::kGauge,
-                    "The goal before bounds and adjustments, in compute units.");
-  metrics_.Describe("autoscaling_vm_goal_part_cu", Metrics::kGauge,
-                    "Each part of the goal (cpu, mem, mem_total, lfc), in compute units.");
-  metrics_.Describe("autoscaling_vm_cpu_milli", Metrics::kGauge,
+                    "The goal by component (total, cpu, mem, lfc) before bounds, in compute "
+                    "units, as the reference's agent reports it.");
+  metrics_.Describe("autoscaling_agent_vm_cpu_milli", Metrics::kGauge,
                     "The VM's milli-CPU: current, and its permit.");
-  metrics_.Describe("autoscaling_vm_memory_bytes", Metrics::kGauge,
-                    "The VM's memory: current, and its permit.");
+  metrics_.Describe("autoscaling_agent_vm_memory_bytes", Metrics::kGauge,
+                    "The VM's memory in bytes: current, and its permit.");
   metrics_.Describe("autoscaling_agent_scheduler_requests_total", Metrics::kCounter,
                     "Scheduler requests by result.");
   metrics_.Describe("autoscaling_agent_scaling_partial_approvals_total", Metrics::kCounter,

@@ -5,9 +5,43 @@
 
 namespace autoscale::agent {
 
+Severity SeverityOf(api::EventKind kind) {
+  switch (kind) {
+    case api::EVENT_KIND_MIGRATION_FAILED:
+    case api::EVENT_KIND_MIGRATION_REPORT_FAILED:
+    case api::EVENT_KIND_INCOMING_ABANDONED:
+    case api::EVENT_KIND_RUNNER_START_FAILED:
+      return Severity::kError;
+    case api::EVENT_KIND_NODE_REGISTRATION_FAILED:
+    case api::EVENT_KIND_CONFIG_REJECTED:
+    case api::EVENT_KIND_RUNNER_RESTARTING:
+    case api::EVENT_KIND_SCHEDULER_REQUEST_FAILED:
+    case api::EVENT_KIND_PERMIT_REFUSED:
+    case api::EVENT_KIND_RESIZE_FAILED:
+    case api::EVENT_KIND_MONITOR_UNREACHABLE:
+    case api::EVENT_KIND_MONITOR_UNHEALTHY:
+    case api::EVENT_KIND_MONITOR_NOTIFY_FAILED:
+    case api::EVENT_KIND_DOWNSCALE_REQUEST_FAILED:
+      return Severity::kWarning;
+    default:
+      return Severity::kInfo;
+  }
+}
+
 void EventLog::Add(absl::Time at, std::string vm, api::EventKind kind, std::string text,
                    std::optional<absl::Duration> duration) {
-  LOG(INFO) << (vm.empty() ? "-" : vm) << ": " << text;
+  const char* const who = vm.empty() ? "-" : vm.c_str();
+  switch (SeverityOf(kind)) {
+    case Severity::kInfo:
+      LOG(INFO) << who << ": " << text;
+      break;
+    case Severity::kWarning:
+      LOG(WARNING) << who << ": " << text;
+      break;
+    case Severity::kError:
+      LOG(ERROR) << who << ": " << text;
+      break;
+  }
   absl::MutexLock lock(&mu_);
   events_.push_back({next_seq_++, at, std::move(vm), kind, std::move(text), duration});
   while (events_.size() > capacity_) events_.pop_front();

@@ -44,6 +44,11 @@ class EventLog {
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
+// How an event of this kind is logged: a failure is a warning (or an error when a VM's state is in
+// doubt), everything else is information.
+enum class Severity { kInfo, kWarning, kError };
+Severity SeverityOf(api::EventKind kind);
+
 // The event as it appears on the status page.
 api::AgentEvent ToProto(const Event& event);
 

@@ -124,26 +124,26 @@ void Runner::PublishMetrics() {
   const core::Desired d = state_->DesiredResources(clock_.Now());
   const Resources& cu = options_.state.compute_unit;
   const Metrics::Labels vm = Vm();
-  metrics_.Set("autoscaling_vm_desired_cu", vm, Cu(d.resources, cu));
-  metrics_.Set("autoscaling_vm_goal_cu", vm, d.goal.goal_cu);
+  metrics_.Set("autoscaling_agent_vm_target_cu", vm, Cu(d.resources, cu));
+  // As the reference names it: the goal (total) and each part of it, before bounds.
   auto part = [&](const char* component, const std::optional<double>& v) {
     Metrics::Labels l = vm;
     l.push_back({"component", component});
-    metrics_.Set("autoscaling_vm_goal_part_cu", l, v.value_or(0));
+    metrics_.Set("autoscaling_vm_desired_cu", l, v.value_or(0));
   };
+  part("total", d.goal.goal_cu);
   part("cpu", d.goal.cpu_cu);
   part("mem", d.goal.memory_cu);
-  part("mem_total", d.goal.memory_total_cu);
   part("lfc", d.goal.lfc_cu);
   const Resources current = state_->current();
-  metrics_.Set("autoscaling_vm_cpu_milli", {{"vm", options_.vm}, {"value", "current"}},
+  metrics_.Set("autoscaling_agent_vm_cpu_milli", {{"vm", options_.vm}, {"value", "current"}},
                current.milli_cpu);
-  metrics_.Set("autoscaling_vm_memory_bytes", {{"vm", options_.vm}, {"value", "current"}},
+  metrics_.Set("autoscaling_agent_vm_memory_bytes", {{"vm", options_.vm}, {"value", "current"}},
                current.memory_bytes);
   if (auto p = state_->permit()) {
-    metrics_.Set("autoscaling_vm_cpu_milli", {{"vm", options_.vm}, {"value", "permit"}},
+    metrics_.Set("autoscaling_agent_vm_cpu_milli", {{"vm", options_.vm}, {"value", "permit"}},
                  p->milli_cpu);
-    metrics_.Set("autoscaling_vm_memory_bytes", {{"vm", options_.vm}, {"value", "permit"}},
+    metrics_.Set("autoscaling_agent_vm_memory_bytes", {{"vm", options_.vm}, {"value", "permit"}},
                  p->memory_bytes);
   }
 }

@@ -1,5 +1,9 @@
 #include "autoscale/base/init.h"
 
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <optional>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -12,10 +16,55 @@
 #include "autoscale/base/version.h"
 #include "glog/logging.h"
 
-ABSL_FLAG(int, vlog, 0, "Verbose logging: VLOG(n) messages with n <= this are written.");
+ABSL_FLAG(std::string, log_format, "text",
+          "How log lines are written to stderr: text (glog's) or json (one object per line: ts, "
+          "level, caller, msg).");
 
 namespace autoscale {
+namespace internal {
+std::optional<int> VerbosityFlag();  // verbosity_flag.cc
+}  // namespace internal
+
 namespace {
+
+// --log_format=json: each message as one JSON object on stderr, in the field names of the
+// reference's logs (zap's: ts, level, caller, msg).
+class JsonLogSink : public google::LogSink {
+ public:
+  void send(google::LogSeverity severity, const char*, const char* base_filename, int line,
+            const google::LogMessageTime& time, const char* message, size_t length) override {
+    static constexpr const char* kLevels[] = {"info", "warning", "error", "fatal"};
+    std::tm utc;
+    const time_t seconds = time.timestamp();
+    gmtime_r(&seconds, &utc);
+    char ts[40];
+    const size_t n = std::strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &utc);
+    std::snprintf(ts + n, sizeof(ts) - n, ".%06dZ", static_cast<int>(time.usec()));
+    std::string out = absl::StrCat("{\"ts\":\"", ts, "\",\"level\":\"",
+                                   kLevels[severity >= 0 && severity < 4 ? severity : 3],
+                                   "\",\"caller\":\"", Escaped(base_filename), ":", line,
+                                   "\",\"msg\":\"", Escaped({message, length}), "\"}\n");
+    std::fwrite(out.data(), 1, out.size(), stderr);
+  }
+
+ private:
+  static std::string Escaped(absl::string_view s) {
+    std::string out;
+    for (const char c : s) {
+      if (c == '"' || c == '\\') {
+        out += '\\';
+        out += c;
+      } else if (static_cast<unsigned char>(c) < 0x20) {
+        char u[8];
+        std::snprintf(u, sizeof(u), "\\u%04x", c);
+        out += u;
+      } else {
+        out += c;
+      }
+    }
+    return out;
+  }
+};
 
 // Whether a flag defined in `file` is this project's. Bazel compiles our sources with paths
 // relative to the workspace ("examples/agent/main.cc"); the system libraries' flags carry other
@@ -47,9 +96,27 @@ std::vector<char*> InitProgram(int argc, char** argv, const char* usage) {
   absl::SetFlagsUsageConfig(config);
   absl::SetProgramUsageMessage(usage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  FLAGS_logtostderr = true;
-  FLAGS_v = absl::GetFlag(FLAGS_vlog);
+  // GLOG_v in the environment sets glog's verbosity already; --v overrides it.
+  if (std::optional<int> v = internal::VerbosityFlag()) FLAGS_v = *v;
+  const std::string format = absl::GetFlag(FLAGS_log_format);
+  if (format != "text" && format != "json") {
+    std::fprintf(stderr, "%s: --log_format must be text or json, got '%s'\n", argv[0],
+                 format.c_str());
+    std::exit(2);
+  }
   google::InitGoogleLogging(argv[0]);
+  if (format == "json") {
+    // No glog text on stderr and no log files: the sink writes every line.
+    FLAGS_logtostderr = false;
+    google::SetStderrLogging(google::NUM_SEVERITIES);
+    for (int severity = 0; severity < google::NUM_SEVERITIES; ++severity) {
+      google::SetLogDestination(severity, "");
+    }
+    static JsonLogSink* const sink = new JsonLogSink;
+    google::AddLogSink(sink);
+  } else {
+    FLAGS_logtostderr = true;
+  }
   google::InstallFailureSignalHandler();
   return args;
 }

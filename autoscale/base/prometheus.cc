@@ -1,12 +1,21 @@
 #include "autoscale/base/prometheus.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "autoscale/base/version.h"
 
 namespace autoscale {
 namespace {
@@ -116,6 +125,69 @@ std::string Metrics::Render() const {
     }
   }
   return out;
+}
+
+namespace {
+
+std::string ReadFile(const char* path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+std::string ProcessMetricsText() {
+  Metrics m;
+  // /proc/self/stat: the fields after the command name (which may hold spaces and parentheses)
+  // start at field 3, the state.
+  const std::string stat = ReadFile("/proc/self/stat");
+  const size_t paren = stat.rfind(')');
+  const long ticks = sysconf(_SC_CLK_TCK);
+  const long page = sysconf(_SC_PAGESIZE);
+  if (paren != std::string::npos && ticks > 0 && page > 0) {
+    std::vector<std::string> f = absl::StrSplit(stat.substr(paren + 1), ' ', absl::SkipEmpty());
+    auto field = [&](size_t n, double* out) {  // n: the field's number in proc(5)
+      return n - 3 < f.size() && absl::SimpleAtod(f[n - 3], out);
+    };
+    double utime, stime, start, vsize, rss;
+    if (field(14, &utime) && field(15, &stime)) {
+      m.Describe("process_cpu_seconds_total", Metrics::kCounter,
+                 "User and system CPU time spent, in seconds.");
+      m.Set("process_cpu_seconds_total", {}, (utime + stime) / ticks);
+    }
+    if (field(23, &vsize)) {
+      m.Describe("process_virtual_memory_bytes", Metrics::kGauge, "Virtual memory size in bytes.");
+      m.Set("process_virtual_memory_bytes", {}, vsize);
+    }
+    if (field(24, &rss)) {
+      m.Describe("process_resident_memory_bytes", Metrics::kGauge,
+                 "Resident memory size in bytes.");
+      m.Set("process_resident_memory_bytes", {}, rss * page);
+    }
+    // The start time is in ticks since boot; /proc/stat's btime is the boot in Unix seconds.
+    double btime = 0;
+    for (absl::string_view line : absl::StrSplit(ReadFile("/proc/stat"), '\n')) {
+      if (absl::ConsumePrefix(&line, "btime ") && absl::SimpleAtod(line, &btime)) break;
+    }
+    if (btime > 0 && field(22, &start)) {
+      m.Describe("process_start_time_seconds", Metrics::kGauge,
+                 "Start time of the process since the Unix epoch, in seconds.");
+      m.Set("process_start_time_seconds", {}, btime + start / ticks);
+    }
+  }
+  std::error_code error;
+  std::filesystem::directory_iterator fds("/proc/self/fd", error);
+  if (!error) {
+    m.Describe("process_open_fds", Metrics::kGauge, "Open file descriptors.");
+    m.Set("process_open_fds", {},
+          static_cast<double>(std::distance(fds, std::filesystem::directory_iterator())));
+  }
+  m.Describe("autoscale_build_info", Metrics::kGauge,
+             "1, labelled with the version of the running binary.");
+  m.Set("autoscale_build_info", {{"version", Version()}}, 1);
+  return m.Render();
 }
 
 }  // namespace autoscale

@@ -55,4 +55,10 @@ class Metrics {
   std::map<std::string, Family> families_ ABSL_GUARDED_BY(mu_);
 };
 
+// The metrics every daemon's page ends with: process_cpu_seconds_total,
+// process_resident_memory_bytes, process_virtual_memory_bytes, process_open_fds,
+// process_start_time_seconds (as Prometheus' client libraries name them, read from /proc/self)
+// and autoscale_build_info{version} 1. A /proc file that cannot be read leaves its metric out.
+std::string ProcessMetricsText();
+
 }  // namespace autoscale

@@ -389,7 +389,7 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
       WriteText(gdir + "/run-monitor",
                 absl::StrCat("#!/bin/sh\nexec /usr/bin/monitor --listen=0.0.0.0:", kMonitorPort,
                              " --cgroup=", kWorkCgroup, " --memory_bytes=", start_memory,
-                             " --lfc_resizer=file:/run/lfc_size --metrics_interval=1s --vlog=1"
+                             " --lfc_resizer=file:/run/lfc_size --metrics_interval=1s --v=1"
                              " >>/var/log/monitor.log 2>&1\n"),
                 /*executable=*/true));
   const std::string boot = absl::StrCat(

@@ -134,6 +134,8 @@ class Cluster {
   absl::StatusOr<std::string> Reserve(const GuestOptions& options);
   Guest* guest(const std::string& name);
 
+  // The port of a node's agent HTTP server (/status, /metrics) on 127.0.0.1.
+  int AgentHttpPort(const std::string& node) const;
   // A node's agent /status (events after `since`), parsed.
   absl::StatusOr<api::AgentStatus> AgentStatus(const std::string& node, uint64_t since = 0);
   absl::StatusOr<api::ListVmsResponse> SchedulerVms();
@@ -157,7 +159,6 @@ class Cluster {
   explicit Cluster(ClusterOptions options) : options_(std::move(options)) {}
   absl::Status WriteAgentConfig(const std::string& node);
   std::string AgentAddress(const std::string& node) const;
-  int AgentHttpPort(const std::string& node) const;
 
   ClusterOptions options_;
   std::string dir_;

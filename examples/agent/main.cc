@@ -5,26 +5,26 @@
 //
 //   agent --config=/etc/autoscale/agent.json --listen=127.0.0.1:10400 --http_port=9101
 //
-// HTTP: /metrics (Prometheus) and /status (JSON: the VMs and the event log; ?since=N for the
-// events after N).
+// HTTP: /metrics (Prometheus), /healthz, /readyz and /status (JSON: the VMs and the event log;
+// ?since=N for the events after N).
 #include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "autoscale/agent/agent.h"
+#include "autoscale/base/http_server.h"
 #include "autoscale/base/init.h"
+#include "autoscale/base/sd_notify.h"
 #include "autoscale/rpc/agent_peer/grpc_client.h"
 #include "autoscale/rpc/agent_peer/grpc_server.h"
 #include "autoscale/rpc/monitor/grpc_client.h"
 #include "autoscale/rpc/scheduler/grpc_client.h"
 #include "glog/logging.h"
-#include "httplib.h"
 
 ABSL_FLAG(std::string, config, "",
           "The agent's config file (an AgentConfig, .json or .textproto).");
@@ -91,27 +91,28 @@ int Run() {
   // The config file is re-read when it changes.
   agent::ConfigFileWatcher watcher(node_agent, config_path);
 
-  httplib::Server http;
-  std::thread http_thread;
-  int http_port = absl::GetFlag(FLAGS_http_port);
-  if (http_port >= 0) {
-    http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
-      res.set_content(node_agent.MetricsText(), "text/plain; version=0.0.4");
-    });
-    http.Get("/status", [&](const httplib::Request& req, httplib::Response& res) {
-      uint64_t since = 0;
-      if (req.has_param("since")) (void)absl::SimpleAtoi(req.get_param_value("since"), &since);
-      res.set_content(node_agent.StatusJson(since), "application/json");
-    });
-    const std::string host = absl::GetFlag(FLAGS_http_host);
-    http_port = http_port == 0 ? http.bind_to_any_port(host.c_str())
-                               : (http.bind_to_port(host.c_str(), http_port) ? http_port : -1);
-    if (http_port <= 0) {
-      LOG(ERROR) << "cannot listen on " << host << ":" << absl::GetFlag(FLAGS_http_port);
+  std::unique_ptr<HttpServer> http;
+  int http_port = -1;
+  if (absl::GetFlag(FLAGS_http_port) >= 0) {
+    HttpServer::Options o;
+    o.what = "agent";
+    o.host = absl::GetFlag(FLAGS_http_host);
+    o.port = absl::GetFlag(FLAGS_http_port);
+    o.metrics = [&] { return node_agent.MetricsText(); };
+    o.pages.push_back({"/status", "application/json", [&](const HttpServer::Params& params) {
+                         uint64_t since = 0;
+                         if (auto it = params.find("since"); it != params.end()) {
+                           (void)absl::SimpleAtoi(it->second, &since);
+                         }
+                         return node_agent.StatusJson(since);
+                       }});
+    absl::StatusOr<std::unique_ptr<HttpServer>> started = HttpServer::Start(std::move(o));
+    if (!started.ok()) {
+      LOG(ERROR) << started.status();
       return 1;
     }
-    http_thread = std::thread([&] { http.listen_after_bind(); });
-    LOG(INFO) << "agent: http://" << host << ":" << http_port << "/status and /metrics";
+    http = *std::move(started);
+    http_port = http->port();
   }
   if (const std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
     std::ofstream(ready + ".tmp") << "{\"listen\": \"" << listen
@@ -119,16 +120,15 @@ int Run() {
     std::rename((ready + ".tmp").c_str(), ready.c_str());
   }
   LOG(INFO) << "agent for node " << config->node() << " running; migrations on " << listen;
+  if (absl::Status s = NotifyReady(); !s.ok()) LOG(WARNING) << s;
 
   int sig = 0;
   sigwait(&signals, &sig);
   LOG(INFO) << "agent: signal " << sig << ", shutting down";
+  (void)NotifyStopping();
   node_agent.Stop();
   (*server)->Shutdown(absl::Seconds(2));
-  if (http_thread.joinable()) {
-    http.stop();
-    http_thread.join();
-  }
+  http.reset();
   return 0;
 }
 

@@ -36,6 +36,7 @@
 #include "autoscale/base/units.h"
 #include "autoscale/testing/cluster.h"
 #include "autoscale/testing/cluster_status.h"
+#include "neonvm/launcher/vm.h"
 
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(170),
           "How long the whole demo may take, boot and summary included.");
@@ -408,7 +409,12 @@ int Main() {
     return 1;
   }
   Cluster& c = **cluster;
-  std::printf("booting vm1 on node a and vm2 on node b (QEMU, TCG)...\n");
+  for (const char* node : {"a", "b"}) {
+    std::printf("  agent of node %s: http://127.0.0.1:%d/status (and /metrics)\n", node,
+                c.AgentHttpPort(node));
+  }
+  std::printf("booting vm1 on node a and vm2 on node b (QEMU, %s)...\n",
+              neonvm::launcher::KvmUsable() ? "KVM" : "TCG: no usable /dev/kvm, emulated");
   absl::StatusOr<std::string> batch = c.Reserve(
       {.name = "batch", .node = "a", .bounds = {2, 2}, .start_cu = 2, .migratable = false});
   absl::StatusOr<Guest*> vm1 = c.AddGuest({.name = "vm1", .node = "a", .bounds = {1, 3}});

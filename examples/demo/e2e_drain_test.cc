@@ -41,9 +41,9 @@ TEST(EndToEnd, DrainMovesEveryMigratableVmAndTheEmptyNodeIsRemoved) {
   ASSERT_TRUE(c.Reserve({.name = "vm2", .node = "a", .bounds = {1, 1}}).ok());
   ASSERT_TRUE(
       c.Reserve({.name = "pinned", .node = "a", .bounds = {1, 1}, .migratable = false}).ok());
-  auto ready = AwaitStatus(c, "a", absl::Seconds(90), [](const rapidjson::Document& s) {
-    const rapidjson::Value* vm = VmStatus(s, "vm1");
-    return vm != nullptr && (*vm)["monitor"].GetBool();
+  auto ready = AwaitStatus(c, "a", absl::Seconds(90), [](const api::AgentStatus& s) {
+    const api::VmStatus* vm = VmStatus(s, "vm1");
+    return vm != nullptr && vm->monitor_connected();
   });
   ASSERT_TRUE(ready.ok()) << ready.status();
 
@@ -70,11 +70,11 @@ TEST(EndToEnd, DrainMovesEveryMigratableVmAndTheEmptyNodeIsRemoved) {
   moved.set_vm("vm2");
   moved.set_succeeded(true);
   ASSERT_TRUE((*scheduler)->ReportMigration(moved).ok());
-  auto arrived = AwaitStatus(c, "b", absl::Seconds(180), [](const rapidjson::Document& s) {
-    return VmStatus(s, "vm1") != nullptr && HasEvent(s, "vm1", "migration", "migrated in");
+  auto arrived = AwaitStatus(c, "b", absl::Seconds(180), [](const api::AgentStatus& s) {
+    return VmStatus(s, "vm1") != nullptr && HasEvent(s, "vm1", api::EVENT_KIND_MIGRATED_IN);
   });
-  ASSERT_TRUE(arrived.ok()) << "vm1 did not arrive on node b: " << arrived.status()
-                            << "\nnode a: " << c.AgentStatus("a").value_or("?");
+  ASSERT_TRUE(arrived.ok()) << "vm1 did not arrive on node b: " << arrived.status() << "\nnode a: "
+                            << c.AgentStatus("a").value_or(api::AgentStatus()).ShortDebugString();
 
   // Only the VM that is not migratable is left; the node cannot go while it is there.
   progress = (*scheduler)->DrainNode(drain);

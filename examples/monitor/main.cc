@@ -12,13 +12,17 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "autoscale/base/http_server.h"
 #include "autoscale/base/init.h"
+#include "autoscale/base/prometheus.h"
 #include "autoscale/base/proto_file.h"
+#include "autoscale/base/sd_notify.h"
 #include "autoscale/base/status_macros.h"
 #include "autoscale/rpc/monitor/grpc_server.h"
 #include "glog/logging.h"
@@ -63,6 +67,10 @@ ABSL_FLAG(std::string, postgres_conninfo, "",
 ABSL_FLAG(std::string, postgres_setting, "neon.file_cache_size_limit",
           "For --lfc_resizer=postgres: the setting that holds the cache size in MB.");
 ABSL_FLAG(int64_t, lfc_max_bytes, 0, "Upper bound on the LFC size (0: none).");
+ABSL_FLAG(std::string, http_host, "127.0.0.1",
+          "Address of the HTTP server (/metrics, /healthz, /readyz); in a guest, 0.0.0.0 so a "
+          "host forward reaches it.");
+ABSL_FLAG(int, http_port, 10302, "Port of the HTTP server; 0 picks a free one, -1 turns it off.");
 
 namespace autoscale {
 namespace {
@@ -77,6 +85,30 @@ sigset_t ShutdownSignals() {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   return signals;
+}
+
+// The monitor's page: what it watches and what it asked for.
+std::string MetricsText(const monitor::Monitor& m, const monitor::AgentLink& link) {
+  Metrics page;
+  page.Describe("autoscaling_monitor_memory_bytes", Metrics::kGauge,
+                "The VM's memory as the monitor knows it, in bytes.");
+  page.Set("autoscaling_monitor_memory_bytes", {}, static_cast<double>(m.memory_bytes()));
+  page.Describe("autoscaling_monitor_threshold_bytes", Metrics::kGauge,
+                "Usage above which the monitor asks the agent for more memory, in bytes.");
+  page.Set("autoscaling_monitor_threshold_bytes", {}, static_cast<double>(m.threshold_bytes()));
+  if (std::optional<int64_t> usage = m.average_usage_bytes()) {
+    page.Describe("autoscaling_monitor_usage_bytes", Metrics::kGauge,
+                  "The watched cgroup's memory usage (recent average), in bytes.");
+    page.Set("autoscaling_monitor_usage_bytes", {}, static_cast<double>(*usage));
+  }
+  page.Describe("autoscaling_monitor_upscale_requests_total", Metrics::kCounter,
+                "Upscale requests sent to the agent.");
+  page.Set("autoscaling_monitor_upscale_requests_total", {},
+           static_cast<double>(m.upscale_requests()));
+  page.Describe("autoscaling_monitor_agent_connected", Metrics::kGauge,
+                "1 while an agent is connected.");
+  page.Set("autoscaling_monitor_agent_connected", {}, link.connected() ? 1 : 0);
+  return page.Render();
 }
 
 absl::StatusOr<std::string> CgroupDir() {
@@ -168,14 +200,26 @@ absl::Status Run() {
 
   ASSIGN_OR_RETURN(std::unique_ptr<rpc::Server> server,
                    rpc::monitor::StartGrpcServer(agent_link, absl::GetFlag(FLAGS_listen)));
+  std::unique_ptr<HttpServer> http;
+  if (absl::GetFlag(FLAGS_http_port) >= 0) {
+    HttpServer::Options o;
+    o.what = "monitor";
+    o.host = absl::GetFlag(FLAGS_http_host);
+    o.port = absl::GetFlag(FLAGS_http_port);
+    o.metrics = [&] { return MetricsText(cgroup_monitor->monitor(), agent_link); };
+    ASSIGN_OR_RETURN(http, HttpServer::Start(std::move(o)));
+  }
 
+  if (absl::Status s = NotifyReady(); !s.ok()) LOG(WARNING) << s;
   const sigset_t signals = ShutdownSignals();
   int sig = 0;
   sigwait(&signals, &sig);
+  (void)NotifyStopping();
   LOG(INFO) << "monitor: signal " << sig << ", shutting down";
   link = nullptr;
   agent_link.Disconnect();
   server->Shutdown(absl::Seconds(2));
+  http.reset();
   return absl::OkStatus();
 }
 

@@ -19,13 +19,14 @@
 #include <fstream>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "autoscale/base/http_server.h"
 #include "autoscale/base/init.h"
+#include "autoscale/base/sd_notify.h"
 #include "autoscale/core/resources.h"
 #include "autoscale/ledger/file_store.h"
 #include "autoscale/ledger/migration_policy.h"
@@ -33,16 +34,17 @@
 #include "autoscale/rpc/server.h"
 #include "autoscale/scheduler/scheduler.h"
 #include "glog/logging.h"
-#include "httplib.h"
 
 ABSL_FLAG(std::string, data_dir, "",
           "Directory of the durable ledger (log and snapshots); created if missing. Required.");
 ABSL_FLAG(std::string, listen, "127.0.0.1:10299",
           "gRPC address: host:port (port 0 picks one) or unix:/path");
 ABSL_FLAG(int, metrics_port, 9100,
-          "Prometheus metrics on http://<metrics_host>:<port>/metrics; 0 picks a free port, -1 "
-          "turns metrics off");
-ABSL_FLAG(std::string, metrics_host, "0.0.0.0", "Address the metrics server binds");
+          "HTTP port of /metrics (Prometheus), /healthz and /readyz on <metrics_host>; 0 picks a "
+          "free port, -1 turns HTTP off");
+ABSL_FLAG(std::string, metrics_host, "127.0.0.1",
+          "Address the HTTP server (/metrics, /healthz, /readyz) binds; 0.0.0.0 for every "
+          "interface");
 ABSL_FLAG(double, watermark, 0.9,
           "Watermark of nodes that register without one: fraction of the total, (0, 1]");
 ABSL_FLAG(std::string, compute_unit, "250m/1GiB",
@@ -155,26 +157,21 @@ int Run() {
     return 1;
   }
 
-  httplib::Server metrics;
-  std::thread metrics_thread;
-  int metrics_port = absl::GetFlag(FLAGS_metrics_port);
-  if (metrics_port >= 0) {
-    metrics.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
-      res.set_content((*scheduler)->MetricsText(), "text/plain; version=0.0.4");
-    });
-    const std::string host = absl::GetFlag(FLAGS_metrics_host);
-    if (metrics_port == 0) {
-      metrics_port = metrics.bind_to_any_port(host.c_str());
-    } else if (!metrics.bind_to_port(host.c_str(), metrics_port)) {
-      metrics_port = -1;
-    }
-    if (metrics_port <= 0) {
-      LOG(ERROR) << "metrics: cannot listen on " << host << ":"
-                 << absl::GetFlag(FLAGS_metrics_port);
+  std::unique_ptr<HttpServer> http;
+  int metrics_port = -1;
+  if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
+    HttpServer::Options o;
+    o.what = "scheduler";
+    o.host = absl::GetFlag(FLAGS_metrics_host);
+    o.port = absl::GetFlag(FLAGS_metrics_port);
+    o.metrics = [&] { return (*scheduler)->MetricsText(); };
+    absl::StatusOr<std::unique_ptr<HttpServer>> started = HttpServer::Start(std::move(o));
+    if (!started.ok()) {
+      LOG(ERROR) << started.status();
       return 1;
     }
-    metrics_thread = std::thread([&] { metrics.listen_after_bind(); });
-    LOG(INFO) << "metrics on http://" << host << ":" << metrics_port << "/metrics";
+    http = *std::move(started);
+    metrics_port = http->port();
   }
   if (const std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
     if (absl::Status s = WriteReadyFile(ready, (*server)->address(), metrics_port); !s.ok()) {
@@ -183,6 +180,7 @@ int Run() {
     }
   }
 
+  if (absl::Status s = NotifyReady(); !s.ok()) LOG(WARNING) << s;
   // Maintenance rounds every --balance_interval until SIGTERM or SIGINT.
   (*scheduler)->Run(absl::GetFlag(FLAGS_balance_interval), [&signals](absl::Duration interval) {
     const timespec wait = absl::ToTimespec(interval);
@@ -192,11 +190,9 @@ int Run() {
     return true;
   });
 
+  (void)NotifyStopping();
   (*server)->Shutdown(absl::Seconds(2));
-  if (metrics_thread.joinable()) {
-    metrics.stop();
-    metrics_thread.join();
-  }
+  http.reset();
   if (absl::Status s = (*scheduler)->Snapshot(); !s.ok()) LOG(ERROR) << "final snapshot: " << s;
   server->reset();
   scheduler->reset();

@@ -30,8 +30,6 @@ std::string ErrnoText(int err) { return std::strerror(err); }
 
 bool IsPowerOfTwo(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
 
-bool KvmUsable() { return access("/dev/kvm", R_OK | W_OK) == 0; }
-
 // Parses "info usernet": "  TCP[HOST_FORWARD]  8  127.0.0.1 45121  10.0.2.15  7000  0  0".
 std::map<int, int> ParseHostForwards(const std::string& text) {
   std::map<int, int> ports;
@@ -47,6 +45,8 @@ std::map<int, int> ParseHostForwards(const std::string& text) {
 }
 
 }  // namespace
+
+bool KvmUsable() { return access("/dev/kvm", R_OK | W_OK) == 0; }
 
 absl::Status Validate(const VmSpec& s) {
   auto bad = [&s](auto&&... what) {

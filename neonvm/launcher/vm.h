@@ -95,6 +95,10 @@ struct VmSpec {
 // Checks the bounds and the consistency of `spec`; errors name the field.
 absl::Status Validate(const VmSpec& spec);
 
+// Whether this process can use KVM (/dev/kvm readable and writable): what an empty
+// VmSpec::accel picks.
+bool KvmUsable();
+
 // The QEMU command line for `spec` (argv, program first), with its sockets and log in
 // `runtime_dir`. `spec` must be valid.
 std::vector<std::string> QemuCommandLine(const VmSpec& spec, const std::string& runtime_dir);

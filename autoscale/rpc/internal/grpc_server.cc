@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
 
 namespace autoscale::rpc::internal {
 namespace {
@@ -46,6 +47,9 @@ absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(std::string_view what,
                                                         const std::string& address,
                                                         std::unique_ptr<grpc::Service> service) {
   const absl::string_view name(what.data(), what.size());
+  // The standard health service (grpc.health.v1.Health) on every server: "" and each service
+  // answer SERVING while the server runs.
+  grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
