@@ -66,6 +66,12 @@ cat >"$tmp/agent.json" <<JSON
  "nodeTotal": {"milliCpu": "4000", "memoryBytes": "4294967296"},
  "computeUnit": {"milliCpu": "250", "memoryBytes": "1073741824"}, "vms": []}
 JSON
+# An agent listening on every interface must be told the address its peers dial.
+"$agent" --config="$tmp/agent.json" --listen=0.0.0.0:0 --http_port=-1 >"$tmp/wildcard.out" 2>&1
+rc=$?
+[ $rc -eq 2 ] || fail "agent --listen=0.0.0.0 without --advertise_address: exit $rc, want 2"
+grep -q "peers cannot dial an unspecified address" "$tmp/wildcard.out" ||
+  fail "agent --listen=0.0.0.0: $(cat "$tmp/wildcard.out")"
 "$agent" --config="$tmp/agent.json" --listen="$agent_listen" --http_port=0 \
   --ready_file="$tmp/agent.ready" >"$tmp/agent.log" 2>&1 &
 pids+=($!)

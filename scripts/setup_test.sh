@@ -5,7 +5,8 @@
 #   - takes the mirror for bookworm-backports from apt's enabled sources (a commented-out
 #     backports line does not count), and writes no host of its own;
 #   - refuses, explaining, when apt has no source to take a mirror from;
-#   - works for a non-root user without sudo when nothing is missing.
+#   - works for a non-root user without sudo when nothing is missing;
+#   - stops and disables the etcd service Debian's etcd-server installs (tests start their own).
 set -u
 setup=$(realpath "$1")
 failures=0
@@ -21,7 +22,7 @@ make_machine() {
   mkdir -p "$dir/repo/scripts" "$dir/bin" "$dir/apt/sources.list.d"
   cp "$setup" "$dir/repo/scripts/setup"
   : >"$dir/calls"
-  for tool in apt-get dpkg-query sudo pg_ctlcluster; do
+  for tool in apt-get dpkg-query sudo pg_ctlcluster systemctl service update-rc.d; do
     printf '#!/bin/sh\necho "%s $*" >>%s/calls\n' "$tool" "$dir" >"$dir/bin/$tool"
   done
   # dpkg-query: every package installed.
@@ -97,7 +98,17 @@ run_setup "$m"
 [ "$(cat "$m/rc")" != 0 ] && grep -q "run as root, or install sudo" "$m/out" ||
   fail "non-root, QEMU missing: $(cat "$m/out")"
 
-# 6. No package-mirror host in the script itself.
+# 6. etcd-server missing: installed, and the service Debian enables is stopped and disabled.
+m=$(make_machine 10 0 nosudo etcd)
+printf '#!/bin/sh\necho "dpkg-query $*" >>%s/calls\ncase "$*" in *etcd-server*) exit 1 ;; esac\necho "install ok installed"\n' \
+  "$m" >"$m/bin/dpkg-query"
+run_setup "$m"
+[ "$(cat "$m/rc")" = 0 ] || fail "etcd: rc $(cat "$m/rc"): $(cat "$m/out")"
+grep -q "apt-get install .* etcd-server" "$m/calls" || fail "etcd: not installed: $(cat "$m/calls")"
+grep -qE "systemctl disable --now etcd|update-rc.d etcd disable" "$m/calls" ||
+  fail "etcd: the service was not disabled: $(cat "$m/calls")"
+
+# 7. No package-mirror host in the script itself.
 if grep -nE 'https?://[a-z]' "$setup" | grep -v example.test; then
   fail "scripts/setup names a host"
 fi

@@ -1,8 +1,11 @@
 """Every external repository this project uses, all from Debian packages.
 
-Call autoscale_dependencies() at the top of a WORKSPACE (this project's, or one that depends on it
-through local_repository) before anything else: the stand-ins must be declared before Bazel's
-built-in WORKSPACE suffix would download the real ones.
+Call autoscale_dependencies() in a WORKSPACE (this project's, or one that depends on it through
+local_repository) after the repositories that WORKSPACE declares itself: each name here is declared
+only if it is not already, so a consumer's own repository of that name is kept (Bazel refuses to
+declare a repository after a load(), so "first" would leave the consumer no way to keep its own).
+It must run before the end of the WORKSPACE: the stand-ins must be declared before Bazel's built-in
+WORKSPACE suffix would download the real ones.
 """
 
 load(":system_libs.bzl", "offline_stub_repository", "system_cc_library")
@@ -52,3 +55,8 @@ def autoscale_dependencies():
     _maybe(system_cc_library, "glog", hdr_dirs = ["glog"], modules = ["libglog"])
     _maybe(system_cc_library, "httplib", hdr_dirs = ["httplib.h"], modules = ["cpp-httplib"])
     _maybe(system_cc_library, "libpq", hdr_dirs = [], modules = ["libpq"])
+
+    # The Python module (//python:autoscale): Debian's python3-dev headers (pkg-config python3:
+    # no libraries, an extension resolves them in the interpreter) and the header-only pybind11.
+    _maybe(system_cc_library, "python3", hdr_dirs = [], modules = ["python3"])
+    _maybe(system_cc_library, "pybind11", hdr_dirs = ["pybind11"], modules = ["pybind11"])

@@ -32,8 +32,10 @@ const char* GrantName(Grant grant) {
   return "?";
 }
 
-Advice Advise(const State& state, absl::Time now) {
-  const ActionSet a = state.NextActions(now);
+namespace {
+
+// The first operation of `a` (advised at a.id), in the order of Advise.
+Advice First(const State& state, const ActionSet& a) {
   // Each path builds only what it returns: the simulator asks about twice per VM-step, and most
   // advice starts nothing.
   if (a.scheduler_request) {
@@ -68,6 +70,29 @@ Advice Advise(const State& state, absl::Time now) {
             a.wait};
   }
   return {std::nullopt, a.wait};
+}
+
+}  // namespace
+
+Advice Advise(const State& state, absl::Time now) { return First(state, state.NextActions(now)); }
+
+std::optional<absl::Duration> StartAll(State& state, absl::Time now,
+                                       absl::FunctionRef<void(const Operation&)> started) {
+  for (;;) {
+    ActionSet a = state.NextActions(now);
+    if (a.scheduler_request) {
+      const Advice first = First(state, a);
+      Start(state, now, *first.operation);
+      started(*first.operation);
+      // The rest of `a` holds at the state's new generation.
+      a.scheduler_request.reset();
+      a.id = state.generation();
+    }
+    const Advice next = First(state, a);
+    if (!next.operation) return next.wait;
+    Start(state, now, *next.operation);
+    started(*next.operation);
+  }
 }
 
 bool Start(State& state, absl::Time now, const Operation& op) {

@@ -3,9 +3,10 @@
 // functions, so they read an ActionSet the same way:
 //
 //   - One action starts per advice. Starting any changes the state, so the rest of the ActionSet
-//     may no longer hold (a VM resize advised beside a scheduler request would be measured
-//     against a request not yet made): the driver asks again at once. Of the actions advised
-//     together, the scheduler request starts first, then the VM resize, then the monitor request.
+//     may no longer hold (a monitor upscale advised beside a VM resize would announce a size the
+//     resize is changing): the driver asks again at once. Of the actions advised together, the
+//     scheduler request starts first, then the VM resize, then the monitor request. (Starting a
+//     scheduler request is the exception: the rest of its ActionSet holds, StartAll below.)
 //   - An operation starts only if the state has not changed since it was advised (its
 //     `generation`); otherwise the advice is stale, nothing starts, and the driver asks again.
 //   - With nothing to start, the driver asks again after `wait`, or as soon as the state changes.
@@ -20,6 +21,10 @@
 //     ... send *a.operation; when its result comes: Finish(state, then, kind, result)
 //   }
 //
+// or, the same operations with fewer questions to the state:
+//
+//   std::optional<absl::Duration> wait = StartAll(state, now, [&](const Operation& op) { ... });
+//
 // A threaded driver (one lock around the state; the agent's runner, one executor per kind):
 //
 //   loop:      Advice a = Advise(state, now); give a.operation to the executor of its kind;
@@ -31,6 +36,7 @@
 #include <cstdint>
 #include <optional>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "autoscale/core/goal.h"
@@ -84,6 +90,15 @@ inline Advice StartNext(State& state, absl::Time now) {
   if (a.operation) Start(state, now, *a.operation);
   return a;
 }
+
+// The StartNext loop above in one call: starts every operation the state advises now, in the same
+// order, calling `started` with each (it must not change the state), and returns the wait of the
+// last advice. It asks the state again after each operation but a scheduler request: starting one
+// changes no other advice (the VM resize beside it is measured against the request it starts,
+// and the rest does not depend on the scheduler), so the rest of that ActionSet is current.
+// state_property_test checks that after every scheduler request started.
+std::optional<absl::Duration> StartAll(State& state, absl::Time now,
+                                       absl::FunctionRef<void(const Operation&)> started);
 
 // How an operation ended, as its driver saw it.
 struct OperationResult {

@@ -72,18 +72,25 @@ struct Case {
 
 // Drives a fresh State (at `start_cu`, bounds 1..8, default timings, the monitor connected, no
 // permit yet) through the inputs as a single-threaded driver does: after every input, and when
-// the wait it was given passes, it starts operations until there is nothing to start.
-std::vector<std::string> Drive(const Case& c) {
+// the wait it was given passes, it starts operations until there is nothing to start (with
+// StartNext, or with StartAll).
+std::vector<std::string> Drive(const Case& c, bool start_all = false) {
   State s(StateConfig{kCu, ScalingConfig{}, Timings{}}, Cu(c.start_cu), Bounds{1, 8});
   s.MonitorConnected(kStart);
   std::vector<std::string> started;
   std::optional<absl::Time> wake;
   auto run = [&](absl::Time now) {
-    Advice a;
-    for (a = StartNext(s, now); a.operation; a = StartNext(s, now)) {
-      started.push_back(Describe(now, *a.operation));
+    std::optional<absl::Duration> wait;
+    if (start_all) {
+      wait = StartAll(s, now, [&](const Operation& op) { started.push_back(Describe(now, op)); });
+    } else {
+      Advice a;
+      for (a = StartNext(s, now); a.operation; a = StartNext(s, now)) {
+        started.push_back(Describe(now, *a.operation));
+      }
+      wait = a.wait;
     }
-    wake = a.wait ? std::optional<absl::Time>(now + *a.wait) : std::nullopt;
+    wake = wait ? std::optional<absl::Time>(now + *wait) : std::nullopt;
   };
   run(kStart);
   for (const Input& in : c.inputs) {
@@ -173,6 +180,7 @@ TEST(ExecutorTest, StartsOperationsInTheCoresOrder) {
   };
   for (const Case& c : cases) {
     EXPECT_THAT(Drive(c), ElementsAreArray(c.started)) << c.name;
+    EXPECT_THAT(Drive(c, /*start_all=*/true), ElementsAreArray(c.started)) << c.name;
   }
 }
 

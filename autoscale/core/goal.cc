@@ -30,6 +30,21 @@ double BlendedLoadAverage(const ScalingConfig& c, const SystemMetrics& m) {
 // A non-finite or negative sub-goal (bad metrics) counts as 0; huge ones are capped.
 double Sane(double v) { return std::isfinite(v) ? std::clamp(v, 0.0, kMaxGoalCu) : 0; }
 
+// std::round and std::ceil without the library call where that is exact (non-negative values
+// below 2^52, where the whole part converts exactly): the goal is computed on every metrics
+// update of every VM, and libm's calls are a good part of its cost.
+double Round(double v) {
+  if (!(v >= 0 && v < 0x1p52)) return std::round(v);
+  const double whole = static_cast<double>(static_cast<int64_t>(v));
+  return v - whole >= 0.5 ? whole + 1 : whole;
+}
+
+double Ceil(double v) {
+  if (!(v >= 0 && v < 0x1p52)) return std::ceil(v);
+  const double whole = static_cast<double>(static_cast<int64_t>(v));
+  return v > whole ? whole + 1 : whole;
+}
+
 }  // namespace
 
 const char* SignalName(Signal s) {
@@ -124,7 +139,7 @@ Goal ComputeGoal(const ScalingConfig& c, const Resources& cu, const SystemMetric
     g.load_average = BlendedLoadAverage(c, *system);
     g.cpu_cu = Sane(*g.load_average / c.load_average_fraction_target /
                     static_cast<double>(cu.milli_cpu) * 1000);
-    double mem_goal_bytes = std::round(system->memory_usage_bytes / c.memory_usage_fraction_target);
+    double mem_goal_bytes = Round(system->memory_usage_bytes / c.memory_usage_fraction_target);
     g.memory_cu = Sane(mem_goal_bytes / cu_mem);
     if (wss_bytes.has_value()) {
       double cached = std::min(*wss_bytes, system->memory_cached_bytes);
@@ -133,25 +148,20 @@ Goal ComputeGoal(const ScalingConfig& c, const Resources& cu, const SystemMetric
     }
   }
 
-  // CPU is rounded "for historical compatibility"; the others round up.
-  struct Part {
-    std::optional<double> value;
-    Signal signal;
-  };
-  const Part parts[] = {
-      {g.cpu_cu ? std::optional(std::round(*g.cpu_cu)) : std::nullopt, Signal::kCpu},
-      {g.memory_cu, Signal::kMemory},
-      {g.memory_total_cu, Signal::kMemoryTotal},
-      {g.lfc_cu, Signal::kLfc},
-  };
+  // CPU is rounded "for historical compatibility"; the others round up. The first of equal
+  // parts decides, in this order.
   double best = -1;
-  for (const Part& p : parts) {
-    if (p.value && *p.value > best) {
-      best = *p.value;
-      g.decided_by = p.signal;
+  auto part = [&](const std::optional<double>& value, Signal signal) {
+    if (value && *value > best) {
+      best = *value;
+      g.decided_by = signal;
     }
-  }
-  g.goal_cu = best < 0 ? 0 : static_cast<uint32_t>(std::ceil(best));
+  };
+  if (g.cpu_cu) part(Round(*g.cpu_cu), Signal::kCpu);
+  part(g.memory_cu, Signal::kMemory);
+  part(g.memory_total_cu, Signal::kMemoryTotal);
+  part(g.lfc_cu, Signal::kLfc);
+  g.goal_cu = best < 0 ? 0 : static_cast<uint32_t>(Ceil(best));
   return g;
 }
 

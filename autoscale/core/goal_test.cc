@@ -76,6 +76,26 @@ TEST(ComputeGoal, ReferenceWorkedExample) {
   EXPECT_TRUE(g.has_all_metrics);
 }
 
+TEST(ComputeGoal, CpuRoundsHalfAwayFromZeroLikeStdRound) {
+  ScalingConfig c;
+  c.load_average_fraction_target = 1;
+  const Resources one_core{1000, kGiB};  // cpu_cu is the load itself
+  for (double load : {0.0, 0.49999999999999994, 0.5, 1.4999999999999998, 1.5, 2.5,
+                      3.5000000000000004, 1073741823.5, std::nextafter(1073741823.5, 0.0)}) {
+    SystemMetrics m{.load_avg_1m = load, .load_avg_5m = load};
+    const Goal g = ComputeGoal(c, one_core, &m, nullptr);
+    ASSERT_TRUE(g.cpu_cu.has_value());
+    EXPECT_EQ(g.goal_cu, static_cast<uint32_t>(std::round(*g.cpu_cu))) << load;
+  }
+  // The memory goal rounds the bytes the same way (ties, just below, beyond 2^52).
+  for (double usage : {0.0, 0.5, 1.5, 2.4999999999999996, 3221225471.5, 0x1p52 + 2, 1e30}) {
+    SystemMetrics m{.memory_usage_bytes = usage};
+    c.memory_usage_fraction_target = 1;
+    const Goal g = ComputeGoal(c, one_core, &m, nullptr);
+    EXPECT_EQ(*g.memory_cu, std::clamp(std::round(usage) / kGiB, 0.0, double{1 << 30})) << usage;
+  }
+}
+
 TEST(ComputeGoal, CpuRoundsButMemoryRoundsUp) {
   // CPU 4.4 rounds down to 4; memory 4.1 rounds up to 5 and decides.
   SystemMetrics m{.load_avg_1m = 0.99, .memory_usage_bytes = 0.75 * 4.1 * kGiB};

@@ -13,10 +13,6 @@
 
 namespace autoscale::core {
 
-Resources Resources::Max(const Resources& a, const Resources& b) {
-  return {std::max(a.milli_cpu, b.milli_cpu), std::max(a.memory_bytes, b.memory_bytes)};
-}
-
 namespace {
 
 int64_t SaturatingMul(int64_t a, int64_t b) {
@@ -30,15 +26,6 @@ int64_t SaturatingMul(int64_t a, int64_t b) {
 
 Resources Resources::operator*(int64_t n) const {
   return {SaturatingMul(milli_cpu, n), SaturatingMul(memory_bytes, n)};
-}
-
-Resources Resources::Min(const Resources& a, const Resources& b) {
-  return {std::min(a.milli_cpu, b.milli_cpu), std::min(a.memory_bytes, b.memory_bytes)};
-}
-
-Resources Resources::SaturatingSub(const Resources& a, const Resources& b) {
-  return {std::max<int64_t>(0, a.milli_cpu - b.milli_cpu),
-          std::max<int64_t>(0, a.memory_bytes - b.memory_bytes)};
 }
 
 std::string Resources::ToString() const {

@@ -7,6 +7,7 @@
 //   ASSIGN_OR_RETURN(Resources cu, ParseResources("250m/1GiB", "--compute_unit"));
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -42,11 +43,19 @@ struct Resources {
   bool FitsIn(const Resources& o) const { return !AnyGreaterThan(o); }
   bool IsZero() const { return milli_cpu == 0 && memory_bytes == 0; }
 
-  // Field-wise maximum and minimum.
-  static Resources Max(const Resources& a, const Resources& b);
-  static Resources Min(const Resources& a, const Resources& b);
+  // Field-wise maximum and minimum. (Inline: the core and the simulator call these on every
+  // decision.)
+  static Resources Max(const Resources& a, const Resources& b) {
+    return {std::max(a.milli_cpu, b.milli_cpu), std::max(a.memory_bytes, b.memory_bytes)};
+  }
+  static Resources Min(const Resources& a, const Resources& b) {
+    return {std::min(a.milli_cpu, b.milli_cpu), std::min(a.memory_bytes, b.memory_bytes)};
+  }
   // Field-wise a - b, floored at zero.
-  static Resources SaturatingSub(const Resources& a, const Resources& b);
+  static Resources SaturatingSub(const Resources& a, const Resources& b) {
+    return {std::max<int64_t>(0, a.milli_cpu - b.milli_cpu),
+            std::max<int64_t>(0, a.memory_bytes - b.memory_bytes)};
+  }
 
   // "1250m/5GiB" (memory in the largest binary unit that divides it, else bytes).
   std::string ToString() const;

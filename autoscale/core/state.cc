@@ -7,13 +7,15 @@
 namespace autoscale::core {
 namespace {
 
-void MinWait(std::optional<absl::Duration>* wait, absl::Duration d) {
-  if (wait != nullptr && (!wait->has_value() || d < **wait)) *wait = d;
+// Timers are kept as the moment they end: `until` becomes the earliest (callers turn it into a
+// wait once, as until - now; absl's time arithmetic is out of line, its comparisons are not).
+void MinUntil(std::optional<absl::Time>* until, absl::Time end) {
+  if (until != nullptr && (!until->has_value() || end < **until)) *until = end;
 }
 
-// Time left until `at + period`; positive while the period lasts.
-absl::Duration Left(absl::Time now, absl::Time at, absl::Duration period) {
-  return at + period - now;
+std::optional<absl::Duration> WaitUntil(const std::optional<absl::Time>& until, absl::Time now) {
+  if (!until) return std::nullopt;
+  return *until - now;
 }
 
 // Moves each field of `current` towards `desired`, but a decrease stops at `lower` and an
@@ -42,10 +44,8 @@ State::State(const StateConfig& config, Resources current, Bounds bounds)
   goal_ = ComputeGoal(config_.scaling, config_.compute_unit, nullptr, nullptr);
 }
 
-Desired State::ComputeDesired(absl::Time now, std::optional<absl::Duration>* expires) const {
+State::Adjusted State::ComputeDesired(absl::Time now, std::optional<absl::Time>* expires) const {
   const Resources& cu = config_.compute_unit;
-  Desired d;
-  d.goal = goal_;
   uint32_t goal_cu = goal_.goal_cu;
   Signal signal = goal_.decided_by;
 
@@ -58,7 +58,7 @@ Desired State::ComputeDesired(absl::Time now, std::optional<absl::Duration>* exp
       if (s.goal_cu > goal_cu) {
         goal_cu = s.goal_cu;
         signal = Signal::kStabilization;
-        MinWait(expires, Left(now, s.at, window));
+        MinUntil(expires, s.at + window);
       }
       break;
     }
@@ -67,26 +67,25 @@ Desired State::ComputeDesired(absl::Time now, std::optional<absl::Duration>* exp
 
   // The monitor asked for more memory: at least one CU above what it had then, for a while.
   if (monitor_.requested_upscale) {
-    absl::Duration left =
-        Left(now, monitor_.requested_upscale->at, config_.timings.monitor_requested_upscale_valid);
-    if (left > absl::ZeroDuration()) {
+    const absl::Time end =
+        monitor_.requested_upscale->at + config_.timings.monitor_requested_upscale_valid;
+    if (end > now) {
       uint32_t required =
           CuAbove(monitor_.requested_upscale->resources.memory_bytes, cu.memory_bytes);
       if (required > initial_cu) {
         goal_cu = std::max(goal_cu, required);
         signal = Signal::kMonitorUpscale;
-        MinWait(expires, left);
+        MinUntil(expires, end);
       }
     }
   }
 
   // The monitor refused a downscale recently: stay above what it refused, for a while.
   const MonitorSide::Denied* denied = nullptr;
-  absl::Duration denied_left;
+  absl::Time denied_end;
   if (monitor_.denied_downscale) {
-    denied_left =
-        Left(now, monitor_.denied_downscale->at, config_.timings.monitor_retry_denied_downscale);
-    if (denied_left > absl::ZeroDuration()) denied = &*monitor_.denied_downscale;
+    denied_end = monitor_.denied_downscale->at + config_.timings.monitor_retry_denied_downscale;
+    if (denied_end > now) denied = &*monitor_.denied_downscale;
   }
   if (denied != nullptr) {
     uint32_t required = std::max(CuAbove(denied->requested.milli_cpu, cu.milli_cpu),
@@ -94,7 +93,7 @@ Desired State::ComputeDesired(absl::Time now, std::optional<absl::Duration>* exp
     if (required > initial_cu) {
       if (required > goal_cu) signal = Signal::kDeniedDownscale;
       goal_cu = std::max(goal_cu, required);
-      MinWait(expires, denied_left);
+      MinUntil(expires, denied_end);
     }
   }
 
@@ -123,7 +122,7 @@ Desired State::ComputeDesired(absl::Time now, std::optional<absl::Duration>* exp
     if (raised != result) {
       result = raised;
       signal = Signal::kDeniedDownscale;
-      MinWait(expires, denied_left);
+      MinUntil(expires, denied_end);
     }
   }
 
@@ -143,16 +142,24 @@ Desired State::ComputeDesired(absl::Time now, std::optional<absl::Duration>* exp
     signal = Signal::kMigrating;
   }
 
-  d.resources = result;
-  d.goal_cu = goal_cu;
-  d.decided_by = signal;
+  return {result, goal_cu, signal};
+}
+
+Desired State::DesiredResources(absl::Time now) const {
+  Desired d;
+  std::optional<absl::Time> until;
+  const Adjusted a = ComputeDesired(now, &until);
+  d.expires = WaitUntil(until, now);
+  d.resources = a.resources;
+  d.goal_cu = a.goal_cu;
+  d.decided_by = a.decided_by;
+  d.goal = goal_;
   return d;
 }
 
-Desired State::DesiredResources(absl::Time now) const { return ComputeDesired(now, nullptr); }
-
 std::optional<PermitRequest> State::SchedulerAction(absl::Time now, const Resources& desired,
-                                                    std::optional<absl::Duration>* wait) const {
+                                                    std::optional<absl::Time>* until) const {
+  if (scheduler_.ongoing) return std::nullopt;  // one at a time
   const Timings& t = config_.timings;
   // What the VM uses, counting a resize in flight as done (it may be growing).
   Resources in_use = current_;
@@ -162,28 +169,27 @@ std::optional<PermitRequest> State::SchedulerAction(absl::Time now, const Resour
   // can lower the permit under the size the VM is about to reach.)
   const Resources request = Resources::Max(desired, in_use);
 
-  absl::Duration until_tick = absl::ZeroDuration();
+  absl::Time tick = now;
   if (scheduler_.last_request) {
-    until_tick = Left(now, scheduler_.last_request->at, t.scheduler_request_at_least_every);
+    tick = scheduler_.last_request->at + t.scheduler_request_at_least_every;
   }
-  const bool tick_due = until_tick <= absl::ZeroDuration();
+  const bool tick_due = tick <= now;
 
   // After a partial or denied grant, wait before asking again.
-  absl::Duration until_retry = absl::ZeroDuration();
-  if (!scheduler_.ongoing && scheduler_.last_request && scheduler_.permit &&
+  absl::Time retry = now;
+  if (scheduler_.last_request && scheduler_.permit &&
       scheduler_.last_request->resources.AnyGreaterThan(*scheduler_.permit)) {
-    until_retry = Left(now, scheduler_.last_request->at, t.scheduler_retry_denied_upscale);
+    retry = scheduler_.last_request->at + t.scheduler_retry_denied_upscale;
   }
-  const bool retry_waiting = until_retry > absl::ZeroDuration();
+  const bool retry_waiting = retry > now;
   const bool want_change =
       scheduler_.last_request && scheduler_.permit && request != *scheduler_.permit;
   const bool change_due = want_change && !retry_waiting;
 
-  if (scheduler_.ongoing) return std::nullopt;  // one at a time
   if (scheduler_.last_failure) {
-    absl::Duration left = Left(now, *scheduler_.last_failure, t.scheduler_retry_failed_request);
-    if (left > absl::ZeroDuration()) {
-      MinWait(wait, left);
+    const absl::Time end = *scheduler_.last_failure + t.scheduler_retry_failed_request;
+    if (end > now) {
+      MinUntil(until, end);
       return std::nullopt;
     }
   }
@@ -197,13 +203,13 @@ std::optional<PermitRequest> State::SchedulerAction(absl::Time now, const Resour
     r.metrics = system_metrics_;
     return r;
   }
-  MinWait(wait, retry_waiting ? std::min(until_tick, until_retry) : until_tick);
+  MinUntil(until, retry_waiting ? std::min(tick, retry) : tick);
   return std::nullopt;
 }
 
 std::optional<VmResize> State::VmAction(absl::Time now, const Resources& desired,
                                         const std::optional<Resources>& scheduler_requested,
-                                        std::optional<absl::Duration>* wait) const {
+                                        std::optional<absl::Time>* until) const {
   // Shrink no further than the monitor approved (not at all without a monitor), nor below an
   // upscale notification in flight (the monitor may already act on it; the reference misses
   // this); grow no further than the permit (not at all without one).
@@ -218,17 +224,17 @@ std::optional<VmResize> State::VmAction(absl::Time now, const Resources& desired
   if (scheduler_requested && scheduler_requested->AnyLessThan(target)) return std::nullopt;
   if (vm_.ongoing) return std::nullopt;
   if (vm_.last_failure) {
-    absl::Duration left = Left(now, *vm_.last_failure, config_.timings.vm_retry_failed_request);
-    if (left > absl::ZeroDuration()) {
-      MinWait(wait, left);
+    const absl::Time end = *vm_.last_failure + config_.timings.vm_retry_failed_request;
+    if (end > now) {
+      MinUntil(until, end);
       return std::nullopt;
     }
   }
   return VmResize{current_, target};
 }
 
-std::optional<MonitorUpscale> State::MonitorUpscaleAction(
-    absl::Time now, const Resources& desired, std::optional<absl::Duration>* wait) const {
+std::optional<MonitorUpscale> State::MonitorUpscaleAction(absl::Time now, const Resources& desired,
+                                                          std::optional<absl::Time>* until) const {
   if (!monitor_.approved) return std::nullopt;
   const Resources approved = *monitor_.approved;
   // Tell the monitor about what the VM has (not beyond what is desired), one CU at a time. While
@@ -241,10 +247,9 @@ std::optional<MonitorUpscale> State::MonitorUpscaleAction(
   if (target == approved) return std::nullopt;
   if (monitor_.ongoing) return std::nullopt;
   if (monitor_.upscale_failure) {
-    absl::Duration left =
-        Left(now, *monitor_.upscale_failure, config_.timings.monitor_retry_failed_request);
-    if (left > absl::ZeroDuration()) {
-      MinWait(wait, left);
+    const absl::Time end = *monitor_.upscale_failure + config_.timings.monitor_retry_failed_request;
+    if (end > now) {
+      MinUntil(until, end);
       return std::nullopt;
     }
   }
@@ -253,7 +258,7 @@ std::optional<MonitorUpscale> State::MonitorUpscaleAction(
 
 std::optional<MonitorDownscale> State::MonitorDownscaleAction(
     absl::Time now, const Resources& desired, bool upscale_planned,
-    std::optional<absl::Duration>* wait) const {
+    std::optional<absl::Time>* until) const {
   if (!monitor_.approved) return std::nullopt;
   const Resources approved = *monitor_.approved;
   // Ask for the desired size, but never more than one CU below what the monitor approved.
@@ -263,10 +268,10 @@ std::optional<MonitorDownscale> State::MonitorDownscaleAction(
   // Upscale notifications take priority; one monitor request at a time.
   if (upscale_planned || monitor_.ongoing) return std::nullopt;
   if (monitor_.downscale_failure) {
-    absl::Duration left =
-        Left(now, *monitor_.downscale_failure, config_.timings.monitor_retry_failed_request);
-    if (left > absl::ZeroDuration()) {
-      MinWait(wait, left);
+    const absl::Time end =
+        *monitor_.downscale_failure + config_.timings.monitor_retry_failed_request;
+    if (end > now) {
+      MinUntil(until, end);
       return std::nullopt;
     }
   }
@@ -276,20 +281,20 @@ std::optional<MonitorDownscale> State::MonitorDownscaleAction(
 ActionSet State::NextActions(absl::Time now) const {
   ActionSet a;
   a.id = generation_;
-  std::optional<absl::Duration> wait;
-  const Desired desired = ComputeDesired(now, &wait);
-  a.scheduler_request = SchedulerAction(now, desired.resources, &wait);
+  std::optional<absl::Time> until;
+  const Adjusted desired = ComputeDesired(now, &until);
+  a.scheduler_request = SchedulerAction(now, desired.resources, &until);
   std::optional<Resources> scheduler_requested;
   if (scheduler_.ongoing) {
     scheduler_requested = scheduler_.last_request->resources;
   } else if (a.scheduler_request) {
     scheduler_requested = a.scheduler_request->target;
   }
-  a.vm_resize = VmAction(now, desired.resources, scheduler_requested, &wait);
-  a.monitor_upscale = MonitorUpscaleAction(now, desired.resources, &wait);
+  a.vm_resize = VmAction(now, desired.resources, scheduler_requested, &until);
+  a.monitor_upscale = MonitorUpscaleAction(now, desired.resources, &until);
   a.monitor_downscale =
-      MonitorDownscaleAction(now, desired.resources, a.monitor_upscale.has_value(), &wait);
-  a.wait = wait;
+      MonitorDownscaleAction(now, desired.resources, a.monitor_upscale.has_value(), &until);
+  a.wait = WaitUntil(until, now);
   return a;
 }
 
@@ -303,10 +308,16 @@ void State::RecomputeGoal() {
   if (metrics_stale_) goal_.has_all_metrics = false;
 }
 
-void State::RefreshGoal(absl::Time now) {
+bool State::RefreshGoal(absl::Time now) {
+  const Goal before = goal_;
   RecomputeGoal();
+  // A goal of the same size, signal and completeness leaves DesiredResources as it was: the
+  // history below only moves its last sample of that size forward, which matters only once the
+  // goal changes.
+  const bool changed = goal_.goal_cu != before.goal_cu || goal_.decided_by != before.decided_by ||
+                       goal_.has_all_metrics != before.has_all_metrics;
   const absl::Duration window = config_.scaling.downscale_stabilization_window;
-  if (window <= absl::ZeroDuration() || !goal_.has_all_metrics) return;
+  if (window <= absl::ZeroDuration() || !goal_.has_all_metrics) return changed;
   while (!goal_history_.empty() && goal_history_.front().at + window <= now) {
     goal_history_.pop_front();
   }
@@ -314,11 +325,12 @@ void State::RefreshGoal(absl::Time now) {
     goal_history_.pop_back();
   }
   goal_history_.push_back({now, goal_.goal_cu});
+  return changed;
 }
 
 void State::UpdateBounds(Bounds bounds) {
   bounds_ = bounds;
-  Changed();
+  DesiredChanged();
 }
 
 void State::UpdateScalingConfig(const ScalingConfig& scaling) {
@@ -327,31 +339,38 @@ void State::UpdateScalingConfig(const ScalingConfig& scaling) {
   if (!scaling.enable_lfc_metrics) lfc_metrics_.reset();
   if (scaling.downscale_stabilization_window <= absl::ZeroDuration()) goal_history_.clear();
   RecomputeGoal();
-  Changed();
+  DesiredChanged();
 }
 
 void State::SetMigrating(bool migrating) {
   migrating_ = migrating;
-  Changed();
+  DesiredChanged();
 }
 
 void State::UpdateSystemMetrics(absl::Time now, const SystemMetrics& metrics) {
   system_metrics_ = metrics;
+  const bool was_stale = metrics_stale_;
   metrics_stale_ = false;
-  RefreshGoal(now);
-  Changed();
+  if (RefreshGoal(now) || was_stale) {
+    DesiredChanged();
+  } else {
+    Changed();
+  }
 }
 
 void State::UpdateLfcMetrics(absl::Time now, const LfcMetrics& metrics) {
   lfc_metrics_ = metrics;
-  RefreshGoal(now);
-  Changed();
+  if (RefreshGoal(now)) {
+    DesiredChanged();
+  } else {
+    Changed();
+  }
 }
 
 void State::MarkMetricsStale() {
   metrics_stale_ = true;
   RecomputeGoal();
-  Changed();
+  DesiredChanged();
 }
 
 void State::ClearMetrics() {
@@ -359,7 +378,7 @@ void State::ClearMetrics() {
   lfc_metrics_.reset();
   metrics_stale_ = false;
   RecomputeGoal();
-  Changed();
+  DesiredChanged();
 }
 
 // --- scheduler ---
@@ -421,14 +440,14 @@ void State::VmResizeSucceeded(absl::Time, Resources reached) {
   vm_.ongoing.reset();
   vm_.last_failure.reset();
   current_ = reached;
-  Changed();
+  DesiredChanged();
 }
 
 void State::VmResizeFailed(absl::Time now, std::optional<Resources> now_at) {
   vm_.ongoing.reset();
   vm_.last_failure = now;
   if (now_at) current_ = *now_at;
-  Changed();
+  DesiredChanged();
 }
 
 // --- monitor ---
@@ -438,17 +457,17 @@ void State::MonitorConnected(absl::Time) {
   // A new monitor starts from the VM's size; while a resize is in flight, from what the VM keeps
   // either way (the reference takes the size before a shrink ends and calls it racy).
   monitor_.approved = vm_.ongoing ? Resources::Min(current_, *vm_.ongoing) : current_;
-  Changed();
+  DesiredChanged();
 }
 
 void State::MonitorDisconnected() {
   monitor_ = MonitorSide{};
-  Changed();
+  DesiredChanged();
 }
 
 void State::MonitorUpscaleRequested(absl::Time now) {
   monitor_.requested_upscale = TimedResources{now, monitor_.approved.value_or(current_)};
-  Changed();
+  DesiredChanged();
 }
 
 void State::MonitorUpscaleStarted(absl::Time, Resources target) {
@@ -489,7 +508,7 @@ void State::MonitorDownscaleDenied(absl::Time now) {
   monitor_.denied_downscale =
       MonitorSide::Denied{now, monitor_.approved.value_or(current_), monitor_.ongoing->requested};
   monitor_.ongoing.reset();
-  Changed();
+  DesiredChanged();
 }
 
 void State::MonitorDownscaleFailed(absl::Time now) {

@@ -83,6 +83,10 @@ struct Desired {
   uint32_t goal_cu = 0;
   // What decided the final value (a Goal signal, or an adjustment).
   Signal decided_by = Signal::kNone;
+  // How long the fields above hold if the state does not change: until a timed adjustment (the
+  // stabilization window, a monitor's upscale request or denied downscale) ends. Absent: until
+  // the state changes.
+  std::optional<absl::Duration> expires;
   Goal goal;
 };
 
@@ -103,6 +107,13 @@ class State {
   Desired DesiredResources(absl::Time now) const;
 
   uint64_t generation() const { return generation_; }
+  // Changes (with generation()) whenever DesiredResources may change other than by time passing
+  // (Desired::expires says when that happens): not on scheduler traffic, started requests or
+  // the monitor's approvals, nor on metrics that give a goal of the same size, signal and
+  // completeness. A driver may skip re-evaluating the desired size while it holds.
+  uint64_t desired_generation() const { return desired_generation_; }
+  // The goal of the last metrics (ComputeGoal), before the adjustments of DesiredResources.
+  const Goal& goal() const { return goal_; }
   const StateConfig& config() const { return config_; }
   Resources current() const { return current_; }
   Bounds bounds() const { return bounds_; }
@@ -197,23 +208,34 @@ class State {
     uint32_t goal_cu;
   };
 
-  // The desired size, and how long until a timed adjustment in it expires.
-  Desired ComputeDesired(absl::Time now, std::optional<absl::Duration>* expires) const;
+  // The desired size without the goal's breakdown (NextActions needs only this); `until` becomes
+  // the end of the first timed adjustment in it, if earlier. The actions below likewise lower
+  // `until` to the end of the first timer that holds them back.
+  struct Adjusted {
+    Resources resources;
+    uint32_t goal_cu = 0;
+    Signal decided_by = Signal::kNone;
+  };
+  Adjusted ComputeDesired(absl::Time now, std::optional<absl::Time>* until) const;
   std::optional<PermitRequest> SchedulerAction(absl::Time now, const Resources& desired,
-                                               std::optional<absl::Duration>* wait) const;
+                                               std::optional<absl::Time>* until) const;
   std::optional<VmResize> VmAction(absl::Time now, const Resources& desired,
                                    const std::optional<Resources>& scheduler_requested,
-                                   std::optional<absl::Duration>* wait) const;
+                                   std::optional<absl::Time>* until) const;
   std::optional<MonitorUpscale> MonitorUpscaleAction(absl::Time now, const Resources& desired,
-                                                     std::optional<absl::Duration>* wait) const;
+                                                     std::optional<absl::Time>* until) const;
   std::optional<MonitorDownscale> MonitorDownscaleAction(absl::Time now, const Resources& desired,
                                                          bool upscale_planned,
-                                                         std::optional<absl::Duration>* wait) const;
+                                                         std::optional<absl::Time>* until) const;
   // Recomputes the cached goal after metrics or config changed and records it for the
-  // stabilization window.
-  void RefreshGoal(absl::Time now);
+  // stabilization window. Returns whether the goal's size, signal or completeness changed.
+  bool RefreshGoal(absl::Time now);
   void RecomputeGoal();
   void Changed() { ++generation_; }
+  void DesiredChanged() {
+    ++desired_generation_;
+    Changed();
+  }
 
   StateConfig config_;
   Resources current_;
@@ -228,6 +250,7 @@ class State {
   MonitorSide monitor_;
   VmSide vm_;
   uint64_t generation_ = 1;
+  uint64_t desired_generation_ = 1;
 };
 
 }  // namespace autoscale::core

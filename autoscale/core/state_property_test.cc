@@ -36,7 +36,9 @@ class Simulation {
                         .load_avg_5m = Uniform(0, 40) / 10.0,
                         .memory_usage_bytes = Uniform(0, 12) * 0.5 * kGiB,
                         .memory_cached_bytes = Uniform(0, 8) * 0.5 * kGiB};
+        const ActionSet before = state_->NextActions(now_);
         state_->UpdateSystemMetrics(now_, m);
+        CheckSameAdvice(before, "system metrics");
         return "system metrics";
       }
       case 2: {
@@ -44,7 +46,9 @@ class Simulation {
         double v = 0;
         for (int i = 0; i < 60; ++i) w.push_back(v += Uniform(0, 5000));
         if (Chance(0.2)) w.resize(Uniform(0, 60));
+        const ActionSet before = state_->NextActions(now_);
         state_->UpdateLfcMetrics(now_, LfcMetrics{w});
+        CheckSameAdvice(before, "lfc metrics");
         return "lfc metrics";
       }
       case 3:
@@ -140,9 +144,47 @@ class Simulation {
     if (a.wait) {
       EXPECT_GT(*a.wait, absl::ZeroDuration());
     }
+
+    // While desired_generation holds, so does the desired size, until Desired::expires passes.
+    const Desired d = s.DesiredResources(now_);
+    EXPECT_TRUE(s.generation() != last_generation_ ||
+                s.desired_generation() == last_desired_generation_)
+        << "desired_generation changed without generation";
+    last_generation_ = s.generation();
+    last_desired_generation_ = s.desired_generation();
+    if (held_ && held_->generation == s.desired_generation() &&
+        (!held_->desired.expires || now_ < held_->at + *held_->desired.expires)) {
+      EXPECT_EQ(d.resources, held_->desired.resources) << "desired size changed unannounced";
+      EXPECT_EQ(d.goal_cu, held_->desired.goal_cu);
+      EXPECT_EQ(d.decided_by, held_->desired.decided_by);
+    } else {
+      held_ = Held{s.desired_generation(), now_, d};
+    }
   }
 
  private:
+  // Metrics that leave desired_generation alone change no advice but the metrics a scheduler
+  // request carries (a driver that skips asking on such metrics, as the simulator does, starts
+  // the same operations at the same times).
+  void CheckSameAdvice(const ActionSet& before, const char* what, bool always = false) {
+    if (!always && state_->desired_generation() != last_desired_generation_) return;
+    const ActionSet a = state_->NextActions(now_);
+    SCOPED_TRACE(what);
+    EXPECT_EQ(a.wait, before.wait);
+    EXPECT_EQ(a.scheduler_request.has_value(), before.scheduler_request.has_value());
+    if (a.scheduler_request && before.scheduler_request) {
+      EXPECT_EQ(a.scheduler_request->target, before.scheduler_request->target);
+      EXPECT_EQ(a.scheduler_request->last_permit, before.scheduler_request->last_permit);
+    }
+    auto same = [](const auto& x, const auto& y) {
+      return x.has_value() == y.has_value() &&
+             (!x || (x->current == y->current && x->target == y->target));
+    };
+    EXPECT_TRUE(same(a.vm_resize, before.vm_resize));
+    EXPECT_TRUE(same(a.monitor_upscale, before.monitor_upscale));
+    EXPECT_TRUE(same(a.monitor_downscale, before.monitor_downscale));
+  }
+
   // Starts the advised actions, or finishes requests in flight, at random: like the agent's
   // executors with peers that succeed, fail, deny and grant partly.
   std::string Execute() {
@@ -197,6 +239,10 @@ class Simulation {
     }
     if (a.scheduler_request && Chance(0.7)) {
       s.SchedulerRequestStarted(now_, a.scheduler_request->target);
+      // The rest of the advice holds (executor.h's StartAll relies on it).
+      ActionSet rest = a;
+      rest.scheduler_request.reset();
+      CheckSameAdvice(rest, "after starting a scheduler request", /*always=*/true);
       return "start scheduler request";
     }
     if (a.vm_resize && Chance(0.7)) {
@@ -235,6 +281,15 @@ class Simulation {
   std::optional<State> state_;
   // What the simulated scheduler has reserved for the VM.
   std::optional<Resources> reserved_;
+  // The desired size as of a time and a desired_generation.
+  struct Held {
+    uint64_t generation;
+    absl::Time at;
+    Desired desired;
+  };
+  std::optional<Held> held_;
+  uint64_t last_generation_ = 0;
+  uint64_t last_desired_generation_ = 0;
 };
 
 TEST(StateProperty, SafetyRulesHoldAfterEveryStep) {

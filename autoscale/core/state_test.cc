@@ -183,12 +183,14 @@ TEST_F(StateTest, DeniedDownscaleCooldown) {
 TEST_F(StateTest, MonitorRequestedUpscaleHonouredForItsWindow) {
   State s = Started(Cu(2));
   s.UpdateSystemMetrics(now_, Metrics(1, 1));
-  // Before the request the goal is 1 CU (the VM would shrink).
+  // Before the request the goal is 1 CU (the VM would shrink), with nothing timed in it.
   EXPECT_EQ(s.DesiredResources(now_).resources, Cu(1));
+  EXPECT_FALSE(s.DesiredResources(now_).expires.has_value());
   s.MonitorUpscaleRequested(now_);
   Desired d = s.DesiredResources(now_);
   EXPECT_EQ(d.resources, Cu(3)) << "one CU above the 2 GiB the monitor had";
   EXPECT_EQ(d.decided_by, Signal::kMonitorUpscale);
+  EXPECT_EQ(d.expires, absl::Seconds(10)) << "when the request's validity ends";
   ActionSet a = s.NextActions(now_);
   ASSERT_TRUE(a.scheduler_request.has_value());
   EXPECT_EQ(a.scheduler_request->target, Cu(3));
@@ -424,6 +426,8 @@ TEST_F(StateTest, StabilizationWindowHoldsTheHighestRecentGoal) {
   EXPECT_EQ(held.resources, Cu(4));
   EXPECT_EQ(held.decided_by, Signal::kStabilization);
   EXPECT_EQ(held.goal.goal_cu, 1u) << "the raw goal is still visible in the breakdown";
+  EXPECT_EQ(s.goal().goal_cu, 1u);
+  EXPECT_EQ(held.expires, absl::Seconds(40)) << "the 4-CU sample leaves the window then";
   EXPECT_LE(s.NextActions(now_).wait.value(), absl::Seconds(40)) << "wake when 4 CU expires";
   now_ += absl::Seconds(40);  // 60s after the 4-CU sample
   EXPECT_EQ(s.DesiredResources(now_).resources, Cu(2));
@@ -432,6 +436,31 @@ TEST_F(StateTest, StabilizationWindowHoldsTheHighestRecentGoal) {
   // Growth is never held back.
   s.UpdateSystemMetrics(now_, Metrics(6));
   EXPECT_EQ(s.DesiredResources(now_).resources, Cu(6));
+}
+
+TEST_F(StateTest, DesiredGenerationMovesOnlyWithWhatTheDesiredSizeReads) {
+  State s = Started(Cu(2));
+  s.UpdateSystemMetrics(now_, Metrics(2));
+  uint64_t g = s.desired_generation();
+  // Scheduler traffic and the same goal from new numbers change the state, not the desired size.
+  now_ += absl::Seconds(15);  // the periodic request
+  GrantScheduler(s, Cu(2));
+  s.UpdateSystemMetrics(now_, SystemMetrics{.load_avg_1m = 0.46, .load_avg_5m = 0.46});
+  EXPECT_EQ(s.goal().goal_cu, 2u);
+  EXPECT_EQ(s.desired_generation(), g);
+  const uint64_t generation = s.generation();
+  // A new goal, a finished resize, a monitor's request: each moves it (and the generation).
+  s.UpdateSystemMetrics(now_, Metrics(3));
+  EXPECT_GT(s.desired_generation(), g);
+  EXPECT_GT(s.generation(), generation);
+  g = s.desired_generation();
+  s.MonitorUpscaleRequested(now_);
+  EXPECT_GT(s.desired_generation(), g);
+  g = s.desired_generation();
+  s.VmResizeStarted(now_, Cu(3));
+  EXPECT_EQ(s.desired_generation(), g) << "a resize under way does not change the goal";
+  s.VmResizeSucceeded(now_, Cu(3));
+  EXPECT_GT(s.desired_generation(), g) << "the VM's size is an input";
 }
 
 TEST_F(StateTest, MaxDownscaleStep) {

@@ -86,9 +86,17 @@ absl::Status ValidateSimConfig(const SimConfig& c) {
                    (c.compute_unit * c.bounds.min_cu).ToString());
   }
   RETURN_IF_ERROR(Annotate(core::ValidateScalingConfig(c.scaling), "simulation config"));
-  if (c.scaling.enable_lfc_metrics) {
-    // The core waits for LFC metrics before it shrinks a VM, and simulated VMs have none.
-    return Invalid("scaling.enableLFCMetrics", "false (the simulator has no LFC metrics)", "true");
+  if (c.scaling.enable_lfc_metrics && !WholeSteps(c.lfc_metrics_interval, c.step)) {
+    return Invalid(
+        "lfc_metrics_interval",
+        absl::StrCat("a positive multiple of the step (", absl::FormatDuration(c.step), ")"),
+        absl::FormatDuration(c.lfc_metrics_interval));
+  }
+  if (!(c.lfc_new_page_share >= 0 && c.lfc_new_page_share <= 1)) {
+    return Invalid("lfc_new_page_share", "in [0, 1]", absl::StrCat(c.lfc_new_page_share));
+  }
+  if (c.placement != InitialPlacement::kLedger && c.placement != InitialPlacement::kSpread) {
+    return Invalid("placement", "kLedger or kSpread", absl::StrCat(static_cast<int>(c.placement)));
   }
   const Latencies& l = c.latencies;
   for (auto [name, d] : {std::pair{"latencies.scheduler", l.scheduler},

@@ -84,6 +84,13 @@ std::vector<std::pair<std::string, std::vector<std::string>>> Rows(
       [](const Summary& s) { return absl::StrCat(s.memory_shortfalls); });
   row("memory pressure events (monitor upscale requests)",
       [](const Summary& s) { return absl::StrCat(s.memory_pressure_events); });
+  row("goal decided by: CPU / memory / memory+LFC cache / LFC", [](const Summary& s) {
+    const double n = static_cast<double>(s.metrics);
+    return absl::StrCat(Pct(static_cast<double>(s.goal_by_cpu), n), " / ",
+                        Pct(static_cast<double>(s.goal_by_memory), n), " / ",
+                        Pct(static_cast<double>(s.goal_by_memory_total), n), " / ",
+                        s.lfc_enabled ? Pct(static_cast<double>(s.goal_by_lfc), n) : "LFC off");
+  });
   row("scheduler requests (asking to grow)", [](const Summary& s) {
     return absl::StrCat(s.scheduler_requests, " (", s.growth_requests, ")");
   });
@@ -129,6 +136,21 @@ std::string CsvCell(const std::string& s) {
 }
 
 std::string G(double v) { return absl::StrFormat("%.6g", v); }
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      absl::StrAppend(&out, absl::StrFormat("\\u%04x", c));
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
 std::string Sec(absl::Duration d) { return absl::StrFormat("%.3f", absl::ToDoubleSeconds(d)); }
 
 // Fleet totals over time, from the node samples.
@@ -218,6 +240,7 @@ Summary Summarize(const Results& r) {
   s.nodes = r.node_names.size();
   s.duration = r.duration;
   s.vm_steps = r.vm_steps;
+  s.lfc_enabled = r.scaling.enable_lfc_metrics;
   const double hours = Hours(r.duration);
   s.vm_time = r.duration * static_cast<double>(r.vms.size());
   s.cu_hours_max_bound = static_cast<double>(r.bounds.max_cu) * hours * static_cast<double>(s.vms);
@@ -232,6 +255,11 @@ Summary Summarize(const Results& r) {
     if (v.under_provisioned > absl::ZeroDuration()) ++s.vms_ever_under;
     s.memory_shortfalls += v.memory_shortfalls;
     s.memory_pressure_events += v.memory_pressure_events;
+    s.metrics += v.metrics;
+    s.goal_by_cpu += v.goal_by_cpu;
+    s.goal_by_memory += v.goal_by_memory;
+    s.goal_by_memory_total += v.goal_by_memory_total;
+    s.goal_by_lfc += v.goal_by_lfc;
     s.scheduler_requests += v.scheduler_requests;
     s.growth_requests += v.growth_requests;
     s.full_grants += v.full_grants;
@@ -303,9 +331,11 @@ std::string FormatSummaries(const std::vector<std::pair<std::string, Summary>>& 
 std::string VmCsv(const Results& r) {
   std::string out =
       "vm,workload,node,initial_cu,final_cu,peak_cu,static_peak_cu,peak_demand_cpu_cores,"
-      "peak_demand_memory_gib,cu_hours_allocated,cu_hours_demand,cu_hours_static_peak,"
-      "under_provisioned_s,under_provisioned_share,cpu_short_s,memory_short_s,memory_shortfalls,"
-      "memory_pressure_events,scheduler_requests,growth_requests,full_grants,partial_grants,"
+      "peak_demand_memory_gib,peak_lfc_working_set_gib,cu_hours_allocated,cu_hours_demand,"
+      "cu_hours_static_peak,under_provisioned_s,under_provisioned_share,cpu_short_s,"
+      "memory_short_s,memory_shortfalls,memory_pressure_events,metrics,goal_by_cpu,goal_by_memory,"
+      "goal_by_memory_total,goal_by_lfc,scheduler_requests,growth_requests,full_grants,"
+      "partial_grants,"
       "denials,scheduler_answers_lost,invalid_permits,upscales,downscales,resize_failures,"
       "downscale_denials,monitor_failures,migrations,migration_failures,migrating_s,reactions,"
       "reaction_mean_s,reaction_max_s,reactions_abandoned\n";
@@ -326,6 +356,7 @@ std::string VmCsv(const Results& r) {
         absl::StrCat(v.static_peak_cu),
         G(v.peak_demand.milli_cpu / 1000.0),
         G(Gib(v.peak_demand.memory_bytes)),
+        G(Gib(v.peak_demand.lfc_working_set_bytes)),
         G(v.cu_hours_allocated),
         G(v.cu_hours_demand),
         G(v.static_peak_cu * hours),
@@ -336,6 +367,11 @@ std::string VmCsv(const Results& r) {
         Sec(v.memory_short),
         absl::StrCat(v.memory_shortfalls),
         absl::StrCat(v.memory_pressure_events),
+        absl::StrCat(v.metrics),
+        absl::StrCat(v.goal_by_cpu),
+        absl::StrCat(v.goal_by_memory),
+        absl::StrCat(v.goal_by_memory_total),
+        absl::StrCat(v.goal_by_lfc),
         absl::StrCat(v.scheduler_requests),
         absl::StrCat(v.growth_requests),
         absl::StrCat(v.full_grants),
@@ -356,6 +392,121 @@ std::string VmCsv(const Results& r) {
         Sec(max),
         absl::StrCat(v.reactions_abandoned)};
     absl::StrAppend(&out, absl::StrJoin(cells, ","), "\n");
+  }
+  return out;
+}
+
+std::string SummaryJson(const std::vector<std::pair<std::string, Summary>>& runs) {
+  std::string out = "{\"runs\": [";
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const auto& [label, s] = runs[i];
+    std::vector<std::string> fields;
+    auto add = [&](const char* name, const std::string& value) {
+      fields.push_back(absl::StrCat("\"", name, "\": ", value));
+    };
+    auto num = [](double v) { return std::isfinite(v) ? absl::StrFormat("%.10g", v) : "null"; };
+    auto sec = [&](absl::Duration d) { return num(absl::ToDoubleSeconds(d)); };
+    auto n = [](int64_t v) { return absl::StrCat(v); };
+    add("label", JsonString(label));
+    add("vms", n(static_cast<int64_t>(s.vms)));
+    add("nodes", n(static_cast<int64_t>(s.nodes)));
+    add("duration_s", sec(s.duration));
+    add("vm_steps", n(s.vm_steps));
+    add("cu_hours_allocated", num(s.cu_hours_allocated));
+    add("cu_hours_demand", num(s.cu_hours_demand));
+    add("cu_hours_static_peak", num(s.cu_hours_static_peak));
+    add("cu_hours_max_bound", num(s.cu_hours_max_bound));
+    add("vm_time_s", sec(s.vm_time));
+    add("under_provisioned_s", sec(s.under_provisioned));
+    add("cpu_short_s", sec(s.cpu_short));
+    add("memory_short_s", sec(s.memory_short));
+    add("vms_ever_under", n(static_cast<int64_t>(s.vms_ever_under)));
+    add("memory_shortfalls", n(s.memory_shortfalls));
+    add("memory_pressure_events", n(s.memory_pressure_events));
+    add("metrics", n(s.metrics));
+    add("goal_by_cpu", n(s.goal_by_cpu));
+    add("goal_by_memory", n(s.goal_by_memory));
+    add("goal_by_memory_total", n(s.goal_by_memory_total));
+    add("goal_by_lfc", n(s.goal_by_lfc));
+    add("lfc_enabled", s.lfc_enabled ? "true" : "false");
+    add("scheduler_requests", n(s.scheduler_requests));
+    add("growth_requests", n(s.growth_requests));
+    add("full_grants", n(s.full_grants));
+    add("partial_grants", n(s.partial_grants));
+    add("denials", n(s.denials));
+    add("scheduler_answers_lost", n(s.scheduler_failures));
+    add("invalid_permits", n(s.invalid_permits));
+    add("upscales", n(s.upscales));
+    add("downscales", n(s.downscales));
+    add("resize_failures", n(s.resize_failures));
+    add("downscale_denials", n(s.downscale_denials));
+    add("monitor_failures", n(s.monitor_failures));
+    add("migrations", n(s.migrations));
+    add("migration_failures", n(s.migration_failures));
+    add("migrating_s", sec(s.migrating));
+    add("reactions", n(s.reactions));
+    add("reactions_abandoned", n(s.reactions_abandoned));
+    add("reaction_mean_s", sec(s.reaction_mean));
+    add("reaction_p50_s", sec(s.reaction_p50));
+    add("reaction_p90_s", sec(s.reaction_p90));
+    add("reaction_p99_s", sec(s.reaction_p99));
+    add("reaction_max_s", sec(s.reaction_max));
+    std::vector<std::string> bins;
+    const ReactionBins& b = DefaultReactionBins();
+    for (size_t k = 0; k < s.reaction_bins.size() && k < b.labels.size(); ++k) {
+      bins.push_back(absl::StrCat(JsonString(b.labels[k]), ": ", s.reaction_bins[k]));
+    }
+    add("reaction_bins", absl::StrCat("{", absl::StrJoin(bins, ", "), "}"));
+    add("node_reserved_mean", num(s.node_reserved_mean));
+    add("node_reserved_peak", num(s.node_reserved_peak));
+    absl::StrAppend(&out, i > 0 ? ",\n  " : "\n  ", "{", absl::StrJoin(fields, ", "), "}");
+  }
+  return out + "\n]}\n";
+}
+
+std::string SeriesCsv(const Results& r) {
+  std::string out =
+      "time_s,node,reserved_milli_cpu,reserved_memory_bytes,allocated_milli_cpu,"
+      "allocated_memory_bytes,demand_milli_cpu,demand_memory_bytes,used_milli_cpu,"
+      "used_memory_bytes,shortage_milli_cpu,shortage_memory_bytes\n";
+  auto whole = [](double v) { return absl::StrFormat("%.0f", v); };
+  for (const NodeSample& s : r.node_series) {
+    const std::string time = Sec(s.time);
+    // The fleet's totals, then each node.
+    DemandTotal reserved, allocated, demand, used, shortage;
+    auto total = [](DemandTotal& t, double cpu, double memory) {
+      t.milli_cpu += cpu;
+      t.memory_bytes += memory;
+    };
+    const size_t nodes = s.reserved.size();
+    for (size_t n = 0; n < nodes; ++n) {
+      total(reserved, static_cast<double>(s.reserved[n].milli_cpu),
+            static_cast<double>(s.reserved[n].memory_bytes));
+      total(allocated, static_cast<double>(s.allocated[n].milli_cpu),
+            static_cast<double>(s.allocated[n].memory_bytes));
+      total(demand, s.demand[n].milli_cpu, s.demand[n].memory_bytes);
+      if (n < s.used.size()) total(used, s.used[n].milli_cpu, s.used[n].memory_bytes);
+      if (n < s.shortage.size()) {
+        total(shortage, s.shortage[n].milli_cpu, s.shortage[n].memory_bytes);
+      }
+    }
+    auto line = [&](const std::string& node, const DemandTotal& res, const DemandTotal& alloc,
+                    const DemandTotal& dem, const DemandTotal& u, const DemandTotal& lack) {
+      absl::StrAppend(&out, time, ",", CsvCell(node), ",", whole(res.milli_cpu), ",",
+                      whole(res.memory_bytes), ",", whole(alloc.milli_cpu), ",",
+                      whole(alloc.memory_bytes), ",", whole(dem.milli_cpu), ",",
+                      whole(dem.memory_bytes), ",", whole(u.milli_cpu), ",", whole(u.memory_bytes),
+                      ",", whole(lack.milli_cpu), ",", whole(lack.memory_bytes), "\n");
+    };
+    line("fleet", reserved, allocated, demand, used, shortage);
+    for (size_t n = 0; n < nodes; ++n) {
+      auto of = [](const core::Resources& x) {
+        return DemandTotal{static_cast<double>(x.milli_cpu), static_cast<double>(x.memory_bytes)};
+      };
+      line(n < r.node_names.size() ? r.node_names[n] : absl::StrCat(n), of(s.reserved[n]),
+           of(s.allocated[n]), s.demand[n], n < s.used.size() ? s.used[n] : DemandTotal{},
+           n < s.shortage.size() ? s.shortage[n] : DemandTotal{});
+    }
   }
   return out;
 }
@@ -448,6 +599,32 @@ std::string HtmlReport(const std::vector<ReportRun>& runs) {
     out += RenderLineChart(c);
   }
   out += "</div>\n";
+
+  // What decided the goals.
+  out +=
+      "\n<h2>Goal</h2>\n<p class=\"note\">Which part of the scaling core's goal "
+      "(<code>core::ComputeGoal</code>) was the largest, over all the metrics the agents got: "
+      "the load average (CPU), memory usage, memory usage plus the cached part of the LFC "
+      "working set, or the LFC working set itself (with <code>enableLFCMetrics</code>). The "
+      "recorded VMs below show each part over time.</p>\n";
+  {
+    BarChart c{.title = "Goal decided by",
+               .y_label = "% of metrics",
+               .categories = {"CPU", "memory", "memory + LFC cache", "LFC"},
+               .width = 720,
+               .height = 260};
+    for (size_t i = 0; i < runs.size(); ++i) {
+      const Summary& sum = summaries[i].second;
+      const double n = sum.metrics > 0 ? static_cast<double>(sum.metrics) : 1;
+      c.groups.push_back({.name = runs[i].label,
+                          .color = RunColor(i),
+                          .values = {100 * static_cast<double>(sum.goal_by_cpu) / n,
+                                     100 * static_cast<double>(sum.goal_by_memory) / n,
+                                     100 * static_cast<double>(sum.goal_by_memory_total) / n,
+                                     100 * static_cast<double>(sum.goal_by_lfc) / n}});
+    }
+    out += RenderBarChart(c);
+  }
 
   // Nodes.
   out +=
@@ -555,6 +732,48 @@ std::string HtmlReport(const std::vector<ReportRun>& runs) {
           x.push_back(Hours(other->time[k]));
           y.push_back(memory ? Gib(other->allocated[k].memory_bytes)
                              : other->allocated[k].milli_cpu / 1000.0);
+        }
+        c.series.push_back(
+            {.name = runs.size() > 1 ? "allocated (" + runs[i].label + ")" : "allocated",
+             .color = RunColor(i),
+             .x = x,
+             .y = y,
+             .dashed = i > 0,
+             .step = true});
+      }
+      out += RenderLineChart(c);
+    }
+    // The goal's parts for the first run, against what each run's VM had.
+    {
+      LineChart c{.title = absl::StrCat(v.name, ": goal and its parts"),
+                  .x_label = "hours",
+                  .y_label = "compute units",
+                  .width = 620,
+                  .height = 220};
+      auto finite = [](const std::vector<double>& y) {
+        return std::any_of(y.begin(), y.end(), [](double x) { return std::isfinite(x); });
+      };
+      const struct {
+        const char* name;
+        const std::vector<double>& y;
+        const char* color;
+      } parts[] = {{"CPU part", s.cpu_cu, "#8c564b"},
+                   {"memory part", s.memory_cu, "#9467bd"},
+                   {"LFC part", s.lfc_cu, "#17becf"},
+                   {"goal", s.goal_cu, kDemandColor}};
+      for (const auto& part : parts) {
+        if (part.y.size() == hours.size() && finite(part.y)) {
+          c.series.push_back(
+              {.name = part.name, .color = part.color, .x = hours, .y = part.y, .width = 1});
+        }
+      }
+      for (size_t i = 0; i < runs.size(); ++i) {
+        const VmSeries* other = i == 0 ? &s : FindSeries(*runs[i].results, s.vm);
+        if (other == nullptr) continue;
+        std::vector<double> x, y;
+        for (size_t k = 0; k < other->time.size(); ++k) {
+          x.push_back(Hours(other->time[k]));
+          y.push_back(LargerShare(other->allocated[k], runs[i].results->compute_unit));
         }
         c.series.push_back(
             {.name = runs.size() > 1 ? "allocated (" + runs[i].label + ")" : "allocated",

@@ -4,11 +4,13 @@
 //   Results a = ...;                                       // Simulation::TakeResults()
 //   Summary s = Summarize(a);
 //   std::cout << FormatSummaries({{"default", s}});
-//   RETURN_IF_ERROR(WriteFile("vms.csv", VmCsv(a)));
-//   RETURN_IF_ERROR(WriteFile("report.html", HtmlReport({{.label = "default", .results = &a}})));
+//   RETURN_IF_ERROR(WriteTextFile("vms.csv", VmCsv(a)));
+//   RETURN_IF_ERROR(WriteTextFile("series.csv", SeriesCsv(a)));   // fleet and nodes over time
+//   RETURN_IF_ERROR(WriteTextFile("summary.json", SummaryJson({{"default", s}})));
+//   RETURN_IF_ERROR(WriteTextFile("report.html", HtmlReport({{.label = "default", .results = &a}})));
 //
-// Several runs (for example two scaling configs on the same workloads and seed) go side by side:
-// one summary column per run, their fleet totals and reaction times in the same plots.
+// Several runs (for example scaling configs on the same workloads and seed) go side by side: one
+// summary column per run, their fleet totals and reaction times in the same plots.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +43,13 @@ struct Summary {
   size_t vms_ever_under = 0;
   int64_t memory_shortfalls = 0;
   int64_t memory_pressure_events = 0;
+  // Metrics the agents got, and how many gave a goal decided by each part (VmResult).
+  int64_t metrics = 0;
+  int64_t goal_by_cpu = 0;
+  int64_t goal_by_memory = 0;
+  int64_t goal_by_memory_total = 0;
+  int64_t goal_by_lfc = 0;
+  bool lfc_enabled = false;
   int64_t scheduler_requests = 0;
   int64_t growth_requests = 0;
   int64_t full_grants = 0;
@@ -80,8 +89,18 @@ const ReactionBins& DefaultReactionBins();
 // A table with one column per run, for a terminal.
 std::string FormatSummaries(const std::vector<std::pair<std::string, Summary>>& runs);
 
+// The same figures as JSON: {"runs": [{"label": ..., "vms": ..., ...}, ...]}, durations in
+// seconds, the reaction-time histogram as {"<label>": count, ...}.
+std::string SummaryJson(const std::vector<std::pair<std::string, Summary>>& runs);
+
 // One line per VM with its figures (columns named in the header line).
 std::string VmCsv(const Results& results);
+
+// The fleet and every node over time, one line per node sample ("fleet" first, then the nodes):
+// what the ledger reserved, what the VMs had (allocated), asked for (demand), got of it (used)
+// and lacked (shortage), in milli-CPU and bytes. Samples are SimConfig::node_series_interval
+// apart (every step, every minute, ...).
+std::string SeriesCsv(const Results& results);
 
 struct ReportRun {
   std::string label{};

@@ -151,8 +151,9 @@ TEST(ReportTest, HtmlIsWellFormedSelfContainedAndHasThePlots) {
     polylines += e == "polyline";
     rects += e == "rect";
   }
-  // Fleet CPU and memory, one node chart per run, the reaction histogram, two per recorded VM.
-  EXPECT_EQ(svgs, 2 + 2 + 1 + 2 * 2);
+  // Fleet CPU and memory, the goal's parts, one node chart per run, the reaction histogram, three
+  // per recorded VM (CPU, memory, the goal and its parts).
+  EXPECT_EQ(svgs, 2 + 1 + 2 + 1 + 3 * 2);
   EXPECT_GT(polylines, 20);
   EXPECT_GT(rects, 10);
   // Nothing fetched, nothing run.
@@ -163,6 +164,82 @@ TEST(ReportTest, HtmlIsWellFormedSelfContainedAndHasThePlots) {
   EXPECT_THAT(html, HasSubstr("b &lt;2&gt;"));
   EXPECT_THAT(html, HasSubstr("CU-hours allocated"));
   EXPECT_THAT(html, HasSubstr("Reaction times"));
+  EXPECT_THAT(html, HasSubstr("Goal decided by"));
+  EXPECT_THAT(html, HasSubstr("goal and its parts"));
+}
+
+TEST(ReportTest, ComparesAnyNumberOfRuns) {
+  const Results a = SmallRun(1), b = SmallRun(2), c = SmallRun(3), d = SmallRun(4);
+  const std::string html = HtmlReport({{.label = "a", .results = &a},
+                                       {.label = "b", .results = &b},
+                                       {.label = "c", .results = &c},
+                                       {.label = "d", .results = &d}});
+  ASSERT_TRUE(Elements(html).ok());
+  for (const char* label : {"allocated (a)", "allocated (b)", "allocated (c)", "allocated (d)",
+                            "Node reservation (d)"}) {
+    EXPECT_THAT(html, HasSubstr(label));
+  }
+}
+
+TEST(ReportTest, SummaryJsonHasEveryRunAndItsFigures) {
+  const Results a = SmallRun(1);
+  Summary s = Summarize(a);
+  const std::string json = SummaryJson({{"a \"quoted\"", s}, {"b", s}});
+  EXPECT_TRUE(absl::StartsWith(json, "{\"runs\": [")) << json;
+  EXPECT_THAT(json, HasSubstr("\"label\": \"a \\\"quoted\\\"\""));
+  EXPECT_THAT(json, HasSubstr(absl::StrCat("\"vms\": ", a.vms.size())));
+  EXPECT_THAT(json, HasSubstr(absl::StrCat("\"vm_steps\": ", s.vm_steps)));
+  EXPECT_THAT(json, HasSubstr("\"reaction_bins\": {\"<0.1s\": "));
+  // Balanced, and one object per run.
+  int depth = 0, objects = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < json.size(); ++i) {
+    const char ch = json[i];
+    if (in_string) {
+      if (ch == '\\') ++i;
+      if (ch == '"') in_string = false;
+      continue;
+    }
+    if (ch == '"') in_string = true;
+    if (ch == '{' || ch == '[') {
+      objects += depth == 2 && ch == '{';  // inside {"runs": [
+      ++depth;
+    }
+    if (ch == '}' || ch == ']') --depth;
+    ASSERT_GE(depth, 0);
+  }
+  EXPECT_EQ(depth, 0);
+  EXPECT_EQ(objects, 2);
+}
+
+TEST(ReportTest, SeriesCsvHasTheFleetThenEveryNodeAndAddsUp) {
+  const Results r = SmallRun(5);
+  std::vector<std::string> lines = absl::StrSplit(SeriesCsv(r), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 1 + r.node_series.size() * (1 + r.node_names.size()));
+  const std::vector<std::string> header = Cells(lines[0]);
+  ASSERT_EQ(header.size(), 12u);
+  size_t line = 1;
+  for (const NodeSample& sample : r.node_series) {
+    std::vector<double> fleet(header.size(), 0), sum(header.size(), 0);
+    for (size_t n = 0; n <= r.node_names.size(); ++n, ++line) {
+      const std::vector<std::string> cells = Cells(lines[line]);
+      ASSERT_EQ(cells.size(), header.size());
+      EXPECT_EQ(cells[1], n == 0 ? "fleet" : r.node_names[n - 1]);
+      std::vector<double> v(header.size(), 0);
+      for (size_t c = 2; c < cells.size(); ++c) ASSERT_TRUE(absl::SimpleAtod(cells[c], &v[c]));
+      if (n == 0) {
+        fleet = v;
+      } else {
+        for (size_t c = 2; c < v.size(); ++c) sum[c] += v[c];
+        EXPECT_EQ(v[2], static_cast<double>(sample.reserved[n - 1].milli_cpu));
+      }
+      // What was used and what was lacking make up the demand.
+      EXPECT_EQ(v[8] + v[10], v[6]) << lines[line];
+      EXPECT_EQ(v[9] + v[11], v[7]) << lines[line];
+      EXPECT_LE(v[8], v[4]) << "used at most what the VMs had";
+    }
+    for (size_t c = 2; c < header.size(); ++c) EXPECT_EQ(fleet[c], sum[c]) << header[c];
+  }
 }
 
 TEST(ReportTest, HtmlWithoutRecordedVmsOrRunsIsStillWellFormed) {

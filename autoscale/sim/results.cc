@@ -2,6 +2,7 @@
 // wanted, the nodes' samples, and the Results of a run.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/sim/internal/fleet.h"
@@ -14,10 +15,8 @@ void Simulation::Account(Vm& vm, int64_t t) {
   const int64_t dt = t - vm.accounted_to;
   if (dt <= 0) return;
   const double hours = static_cast<double>(dt) / 3.6e12;
-  const core::Resources& have = vm.state.current();
-  const core::Resources& cu = config_.compute_unit;
-  vm.cu_hours_allocated += LargerShare(have, cu) * hours;
-  vm.cu_hours_demand += LargerShare(vm.demand.milli_cpu, vm.demand.memory_bytes, cu) * hours;
+  vm.cu_hours_allocated += vm.have_share * hours;
+  vm.cu_hours_demand += vm.demand_share * hours;
   if (vm.short_cpu || vm.short_memory) vm.under_ns += dt;
   if (vm.short_cpu) vm.cpu_short_ns += dt;
   if (vm.short_memory) vm.memory_short_ns += dt;
@@ -25,11 +24,19 @@ void Simulation::Account(Vm& vm, int64_t t) {
 }
 
 void Simulation::CheckReaction(Vm& vm, absl::Time now) {
+  const int64_t t = absl::ToInt64Nanoseconds(now - start_);
+  // What this check saw holds while the desired size's inputs do and until a timed adjustment
+  // in it ends (Simulation::Receive skips the check until then).
+  vm.reaction_generation = vm.state.desired_generation();
+  vm.reaction_until = std::numeric_limits<int64_t>::max();
   // A migrating VM is not resized, so the core wants no more than it has: an open wish stays
   // open, and the migration counts in its reaction time.
   if (vm.state.migrating()) return;
-  const int64_t t = absl::ToInt64Nanoseconds(now - start_);
-  const core::Resources desired = vm.state.DesiredResources(now).resources;
+  const core::Desired d = vm.state.DesiredResources(now);
+  if (d.expires && *d.expires < absl::Nanoseconds(vm.reaction_until - t)) {
+    vm.reaction_until = t + absl::ToInt64Nanoseconds(*d.expires);
+  }
+  const core::Resources& desired = d.resources;
   const core::Resources& have = vm.state.current();
   if (!desired.AnyGreaterThan(have)) {
     if (vm.wish) {
@@ -47,18 +54,28 @@ void Simulation::CheckReaction(Vm& vm, absl::Time now) {
 void Simulation::SampleNodes(int64_t t) {
   NodeSample s;
   s.time = absl::Nanoseconds(t);
-  s.reserved.resize(shards_.size());
-  s.allocated.resize(shards_.size());
-  s.demand.resize(shards_.size());
-  for (const ledger::NodeInfo& n : ledger_->ListNodes())
-    s.reserved[shard_by_node_.at(n.name)] = n.reserved;
+  const size_t n = shards_.size();
+  s.reserved.resize(n);
+  s.allocated.resize(n);
+  s.demand.resize(n);
+  s.used.resize(n);
+  s.shortage.resize(n);
+  for (const ledger::NodeInfo& node : ledger_->ListNodes())
+    s.reserved[shard_by_node_.at(node.name)] = node.reserved;
   // In memory order: a large fleet does not fit in the cache.
-  for (const Vm& vm_ref : storage_) {
-    const Vm* vm = &vm_ref;
-    s.allocated[vm->shard] = s.allocated[vm->shard] + vm->state.current();
-    DemandTotal& d = s.demand[vm->shard];
-    d.milli_cpu += static_cast<double>(vm->demand.milli_cpu);
-    d.memory_bytes += static_cast<double>(vm->demand.memory_bytes);
+  for (const Vm& vm : storage_) {
+    s.allocated[vm.shard] = s.allocated[vm.shard] + vm.have;
+    const Demand& want = vm.demand;
+    DemandTotal& d = s.demand[vm.shard];
+    d.milli_cpu += static_cast<double>(want.milli_cpu);
+    d.memory_bytes += static_cast<double>(want.memory_bytes);
+    const core::Resources got = core::Resources::Min({want.milli_cpu, want.memory_bytes}, vm.have);
+    DemandTotal& u = s.used[vm.shard];
+    u.milli_cpu += static_cast<double>(got.milli_cpu);
+    u.memory_bytes += static_cast<double>(got.memory_bytes);
+    DemandTotal& lack = s.shortage[vm.shard];
+    lack.milli_cpu += static_cast<double>(want.milli_cpu - got.milli_cpu);
+    lack.memory_bytes += static_cast<double>(want.memory_bytes - got.memory_bytes);
   }
   node_series_.push_back(std::move(s));
 }
@@ -72,8 +89,10 @@ Results Simulation::TakeResults() {
   r.bounds = config_.bounds;
   r.watermark = config_.watermark;
   r.monitor = config_.monitor;
+  r.scaling = config_.scaling;
   for (const auto& s : shards_) {
     r.vm_steps += s->vm_steps;
+    r.agent_asks += s->agent_asks;
     r.node_names.push_back(s->node);
     r.node_totals.push_back(config_.node_capacity);
   }

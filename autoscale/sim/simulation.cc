@@ -16,6 +16,7 @@
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/sim/internal/config.h"
 #include "autoscale/sim/internal/fleet.h"
+#include "autoscale/sim/internal/share.h"
 #include "autoscale/sim/internal/thread_pool.h"
 
 namespace autoscale::sim {
@@ -41,6 +42,7 @@ Simulation::Simulation(const SimConfig& config)
       step_ns_(absl::ToInt64Nanoseconds(config.step)),
       steps_(config.duration / config.step),
       metrics_every_(config.metrics_interval / config.step),
+      lfc_every_(config.lfc_metrics_interval / config.step),
       load1_decay_(std::exp(-absl::ToDoubleSeconds(config.step) / 60)),
       load5_decay_(std::exp(-absl::ToDoubleSeconds(config.step) / 300)),
       ledger_clock_(kManualClockEpoch) {
@@ -105,11 +107,18 @@ absl::Status Simulation::Place(std::vector<SimVm> vms) {
     const uint32_t goal = std::clamp(core::ComputeGoal(config_.scaling, cu, &m, nullptr).goal_cu,
                                      config_.bounds.min_cu, config_.bounds.max_cu);
     const core::Resources initial = cu * goal;
-    absl::StatusOr<ledger::Placement> p = ledger_->PlaceVm({.name = spec.name,
-                                                            .bounds = config_.bounds,
-                                                            .compute_unit = cu,
-                                                            .initial = initial,
-                                                            .migratable = true});
+    const ledger::PlaceVmRequest request{.name = spec.name,
+                                         .bounds = config_.bounds,
+                                         .compute_unit = cu,
+                                         .initial = initial,
+                                         .migratable = true};
+    absl::StatusOr<ledger::Placement> p = absl::ResourceExhaustedError("");
+    if (config_.placement == InitialPlacement::kSpread) {
+      p = ledger_->PlaceVm(request, shards_[i % shards_.size()]->node);
+    }
+    if (!p.ok() && p.status().code() == absl::StatusCode::kResourceExhausted) {
+      p = ledger_->PlaceVm(request);
+    }
     if (!p.ok()) {
       return Annotate(p.status(), absl::StrCat("simulation: placing VM ", i, " of ", vms.size(),
                                                " (the fleet may be too small)"));
@@ -133,7 +142,14 @@ absl::Status Simulation::Place(std::vector<SimVm> vms) {
     vm.state.MonitorConnected(start_);
     vm.load1 = vm.load5 = pl.first.milli_cpu / 1000.0;
     vm.demand = pl.first;
+    vm.demand_share = LargerShare(pl.first.milli_cpu, pl.first.memory_bytes, cu);
+    vm.have = pl.initial;
+    vm.have_share = LargerShare(pl.initial, cu);
+    vm.goal_key = GoalKey::Of(vm.state.goal());
     vm.metrics_phase = i % metrics_every_;
+    if (config_.scaling.enable_lfc_metrics) {
+      vm.lfc = std::make_unique<LfcState>(config_.lfc_new_page_share, i % lfc_every_);
+    }
     vm.result.name = vm.name;
     vm.result.workload = vm.workload->kind();
     vm.result.initial = vm.result.peak_size = pl.initial;
@@ -200,6 +216,8 @@ absl::Status Simulation::StepTo(int64_t last, const std::function<void(double)>&
     next_step_ = end;
     if (progress) progress(static_cast<double>(next_step_) / static_cast<double>(steps_));
   }
+  // Metrics that wait reach the states, so that vm_state() shows them.
+  for (Vm& vm : storage_) Deliver(vm);
   if (config_.check_invariants) {
     RETURN_IF_ERROR(ledger_->CheckInvariants());
     RETURN_IF_ERROR(CheckConservation(next_step_ * step_ns_));
@@ -223,6 +241,7 @@ absl::Status Simulation::Serial(int64_t step) {
     // The agent hears of the end at this step.
     vm.migrating_ns += t - vm.migration_started;
     vm.migration_started = -1;
+    Deliver(vm);
     if (m.ok) {
       ++vm.result.migrations;
       MoveVm(vm, m.target);
@@ -230,6 +249,7 @@ absl::Status Simulation::Serial(int64_t step) {
       ++vm.result.migration_failures;
     }
     vm.state.SetMigrating(false);
+    vm.undriven = true;  // the agent hears of it at the VM's next step
     Emit(vm, t, VmEvent::Kind::kMigrationEnded, vm.state.current(), m.ok);
   }
   migrations_.erase(migrations_.begin(), migrations_.begin() + static_cast<ptrdiff_t>(ended));
@@ -256,7 +276,9 @@ absl::Status Simulation::Serial(int64_t step) {
         Vm& vm = *vms_[vm_it->second];
         if (vm.migration_started >= 0) continue;  // ordered before
         vm.migration_started = t;
+        Deliver(vm);
         vm.state.SetMigrating(true);
+        vm.undriven = true;
         Emit(vm, t, VmEvent::Kind::kMigrationStarted, vm.state.current());
         const absl::Duration copy =
             absl::Seconds(static_cast<double>(vm.state.current().memory_bytes) /

@@ -32,6 +32,15 @@
 //   RETURN_IF_ERROR(sim->Run());
 //   Results r = sim->TakeResults();   // per-VM figures, series; Summarize(r) for the totals
 //
+// Skipping. A VM whose agent would decide nothing new is not asked: when new metrics give the goal
+// the agent has (core::ComputeGoal's value and deciding signal), no timer of its core::State is
+// due, nothing else changed since it was last asked, and its desired size cannot have changed
+// (core::Desired::expires), the metrics wait in the simulation and reach the State when it is
+// next asked or told anything. Every input and action happens at the same simulated time either
+// way, so the results are identical to stepping every VM (SimConfig::step_every_vm turns skipping
+// off; simulation_test compares the two byte for byte). Only the State's generation() counts
+// fewer changes.
+//
 // Speed: Debian's Abseil runs a mutex deadlock detector on every lock unless told not to; call
 // absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore) first in a program that
 // simulates large fleets (autoscale::InitProgram does).
@@ -51,6 +60,7 @@
 #include "autoscale/base/clock.h"
 #include "autoscale/base/units.h"
 #include "autoscale/core/config.h"
+#include "autoscale/core/executor.h"
 #include "autoscale/core/goal.h"
 #include "autoscale/core/resources.h"
 #include "autoscale/core/state.h"
@@ -108,6 +118,7 @@ struct VmEvent {
     kMonitorReply,           // `ok` (approved or done), or `denied`, or failed
     kMigrationStarted,       // the VM is not resized until it ends
     kMigrationEnded,         // `ok`: it runs on its new node now; else it stays
+    kLfcMetrics,             // `lfc` reached the agent (scaling.enableLFCMetrics only)
   };
   absl::Time at{};
   uint32_t vm = 0;
@@ -115,13 +126,24 @@ struct VmEvent {
   core::Resources resources{};
   std::optional<core::Resources> last_permit{};
   core::SystemMetrics metrics{};
+  core::LfcMetrics lfc{};
   bool ok = true;
   bool denied = false;
 };
 const char* VmEventKindName(VmEvent::Kind kind);
 
+// Where the VMs start.
+enum class InitialPlacement {
+  // Each VM, in order, where the ledger places it (the scheduler's placement score, as new VMs
+  // arrive). The ledger ranks every node for every VM, so this costs VMs times nodes.
+  kLedger,
+  // VM i on node i mod nodes if it fits there (a fleet that was running before the simulation
+  // starts), else where the ledger places it: linear in the VMs, for region-sized fleets.
+  kSpread,
+};
+
 struct SimConfig {
-  // Simulated time; `duration` and `metrics_interval` are whole multiples of `step`.
+  // Simulated time; `duration` and the intervals below are whole multiples of `step`.
   absl::Duration duration = absl::Hours(6);
   absl::Duration step = absl::Seconds(5);
   // How often each agent gets its VM's metrics (the reference: every 5 s); the VMs are spread
@@ -132,6 +154,9 @@ struct SimConfig {
   uint64_t seed = 1;
   // Threads stepping nodes (0: one per core). The results do not depend on it.
   int threads = 1;
+  // Asks every VM's agent at every metrics arrival, even when nothing it decides on changed (see
+  // "Skipping" above): slower, the same results; the baseline of the tests and benchmarks.
+  bool step_every_vm = false;
 
   // The fleet.
   int nodes = 20;
@@ -141,6 +166,7 @@ struct SimConfig {
   std::shared_ptr<const ledger::MigrationPolicy> migration_policy;
   // How often the nodes' agents ask for migration orders.
   absl::Duration migration_check_interval = absl::Seconds(30);
+  InitialPlacement placement = InitialPlacement::kLedger;
 
   // Every VM.
   core::Resources compute_unit{250, kGiB};
@@ -149,6 +175,13 @@ struct SimConfig {
   core::Timings timings;
   // The monitors' rules (samples_averaged at most 8).
   monitor::MonitorOptions monitor;
+  // With scaling.enable_lfc_metrics: how often each agent gets its VM's LFC working-set windows
+  // (the reference scrapes them every 15 s), and the share of the pages a VM touches in a minute
+  // that it never touched before (internal/working_set_model.h: the rest are revisits of one hot
+  // set). The guest's page cache holds the part of the working set that fits in the memory the
+  // VM does not use (SystemMetrics::memory_cached_bytes).
+  absl::Duration lfc_metrics_interval = absl::Seconds(15);
+  double lfc_new_page_share = 0.02;
 
   Latencies latencies;
   FailureRates failures;
@@ -197,6 +230,13 @@ struct VmResult {
   int64_t memory_shortfalls = 0;
   // Upscale requests its monitor sent (memory passed the monitor's threshold).
   int64_t memory_pressure_events = 0;
+  // Metrics the agent got, and how many of them gave a goal decided by each part of it (the
+  // goal of core::ComputeGoal, before the state machine's adjustments).
+  int64_t metrics = 0;
+  int64_t goal_by_cpu = 0;
+  int64_t goal_by_memory = 0;
+  int64_t goal_by_memory_total = 0;  // memory used plus the cached part of the LFC working set
+  int64_t goal_by_lfc = 0;
   int64_t scheduler_requests = 0;
   int64_t growth_requests = 0;  // requests that asked for more than the last permit
   int64_t full_grants = 0;
@@ -224,6 +264,9 @@ struct VmSeries {
   std::vector<absl::Duration> time{};
   std::vector<Demand> demand{};
   std::vector<core::Resources> allocated{};
+  // The goal of the agent's latest metrics (core::ComputeGoal) and its parts, in compute units;
+  // NaN where a part is absent (no metrics yet; LFC off or too few windows).
+  std::vector<double> goal_cu{}, cpu_cu{}, memory_cu{}, lfc_cu{};
 };
 
 // A sum of demands (in double: the sum of many large demands does not overflow).
@@ -235,12 +278,15 @@ struct DemandTotal {
 };
 
 // Every node at one moment: what the ledger reserved for its VMs, what they had, what they
-// asked for (by node index, as Results::node_names).
+// asked for, what they used of it (demand up to what each VM had) and what they lacked (demand
+// beyond it), by node index as Results::node_names.
 struct NodeSample {
   absl::Duration time;
   std::vector<core::Resources> reserved;
   std::vector<core::Resources> allocated;
   std::vector<DemandTotal> demand;
+  std::vector<DemandTotal> used{};
+  std::vector<DemandTotal> shortage{};
 };
 
 struct Results {
@@ -249,11 +295,15 @@ struct Results {
   core::Resources compute_unit;
   core::Bounds bounds;
   int64_t vm_steps = 0;
+  // Times an agent asked its state what to do (core::StartAll): what skipping saves, so the
+  // only figure that depends on SimConfig::step_every_vm.
+  int64_t agent_asks = 0;
   std::vector<VmResult> vms;
   std::vector<std::string> node_names;
   std::vector<core::Resources> node_totals;
   double watermark = 0;
   monitor::MonitorOptions monitor;
+  core::ScalingConfig scaling;
   std::vector<NodeSample> node_series;
   std::vector<VmSeries> vm_series;
 };
@@ -302,9 +352,22 @@ class Simulation {
   // The steps [first, end) of one node.
   void RunShard(Shard& shard, int64_t first, int64_t end);
   void StepVm(Shard& shard, Vm& vm, int64_t step, int64_t t, absl::Time now);
+  // New metrics (and/or LFC metrics) reach the agent: it is asked, or they wait (skipping).
+  void Receive(Shard& shard, Vm& vm, bool metrics, bool lfc, int64_t t, absl::Time now);
+  // Metrics that waited reach the VM's state.
+  void Deliver(Vm& vm);
+  // The goal of the VM's latest metrics, as its state has it or will once they are delivered.
+  core::Goal LatestGoal(const Vm& vm) const;
+  void CountGoal(Vm& vm, core::Signal decided_by);
+  void EmitMetrics(const Vm& vm, absl::Time now);
+  void EmitLfc(const Vm& vm, absl::Time now);
+  // Copies what every step reads of the VM's state (its size).
+  void Sync(Vm& vm);
   void HandleEvent(Shard& shard, Vm& vm, int kind, int64_t t);
-  // Starts what the core advises (core::StartNext) until it says wait.
+  // Starts what the core advises (core::StartAll) until it says wait.
   void Drive(Shard& shard, Vm& vm, int64_t t, absl::Time now);
+  // Carries out one operation the core advised: the request, its latency and its outcome.
+  void Carry(Shard& shard, Vm& vm, const core::Operation& op, int64_t t, absl::Time now);
   void Schedule(Shard& shard, Vm& vm, int kind, int64_t t);
   void Account(Vm& vm, int64_t t);
   void CheckReaction(Vm& vm, absl::Time now);
@@ -323,6 +386,7 @@ class Simulation {
   const int64_t step_ns_;
   const int64_t steps_;
   const int64_t metrics_every_;
+  const int64_t lfc_every_;
   const double load1_decay_, load5_decay_;
   // The ledger's clock (VM ages, placement): moved between steps.
   ManualClock ledger_clock_;

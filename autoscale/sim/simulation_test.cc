@@ -518,8 +518,13 @@ TEST(SimulationTest, RejectsBadConfigsNamingTheField) {
   c.monitor.samples_averaged = 100;
   EXPECT_THAT(ValidateSimConfig(c).message(), HasSubstr("monitor.samples_averaged"));
   c = SimConfig{};
-  c.scaling.enable_lfc_metrics = true;  // the core would never shrink a VM
-  EXPECT_THAT(ValidateSimConfig(c).message(), HasSubstr("scaling.enableLFCMetrics"));
+  c.scaling.enable_lfc_metrics = true;  // simulated VMs have LFC metrics
+  EXPECT_TRUE(ValidateSimConfig(c).ok());
+  c.lfc_metrics_interval = absl::Seconds(7);
+  EXPECT_THAT(ValidateSimConfig(c).message(), HasSubstr("lfc_metrics_interval"));
+  c = SimConfig{};
+  c.lfc_new_page_share = 1.5;
+  EXPECT_THAT(ValidateSimConfig(c).message(), HasSubstr("lfc_new_page_share"));
   c = SimConfig{};
   c.step = c.metrics_interval = absl::Seconds(10);  // late downscale checks would fail
   EXPECT_THAT(ValidateSimConfig(c).message(), HasSubstr("monitor.max_sample_age (5s), got 10s"));

@@ -11,6 +11,8 @@
 //   vm          the VM's name (samples of several VMs may be interleaved in any order)
 //   cpu_cores   CPU used, in cores (>= 0)
 //   memory_mib  memory used, in MiB (>= 0)
+//   lfc_working_set_mib  (optional) distinct MiB of pages the VM touches through its Local File
+//               Cache in a minute (Demand::lfc_working_set_bytes; without the column: 0)
 //
 // Columns may come in any order, and other columns are ignored, so a file derived from the public
 // Azure VM traces (vm_cpu_readings: timestamp, vmid, min/max/avg CPU in percent; vmtable: cores
@@ -25,6 +27,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -58,6 +61,17 @@ struct Trace {
 absl::StatusOr<Trace> ParseTraceCsv(std::string_view text, std::string_view source);
 // Reads and parses a file; errors name the file.
 absl::StatusOr<Trace> ReadTraceCsv(const std::string& path);
+
+// The same from columns (for example NumPy arrays): sample i is (time_s[i], vm[i], cpu_cores[i],
+// memory_mib[i], lfc_working_set_mib[i]); `lfc_working_set_mib` may be empty (all 0), the others
+// must have one entry per sample. The same checks as the CSV, with errors
+// "<source>:<i + 1>: <column>: <what>".
+absl::StatusOr<Trace> TraceFromColumns(std::span<const double> time_s,
+                                       std::span<const std::string> vm,
+                                       std::span<const double> cpu_cores,
+                                       std::span<const double> memory_mib,
+                                       std::span<const double> lfc_working_set_mib,
+                                       std::string_view source);
 
 // The demand of `trace->vms[vm]` over time (kind "trace"). `vm` must be an index of trace->vms.
 std::unique_ptr<Workload> NewTraceWorkload(std::shared_ptr<const Trace> trace, size_t vm);

@@ -1,6 +1,6 @@
 // Fuzzes ParseTraceCsv: any text either fails with an error naming the source, or gives a trace
 // whose VMs have distinct non-empty names and samples in strictly increasing time from 0, with
-// demand within the simulator's limits, that a trace workload replays.
+// demand (and LFC working set) within the simulator's limits, that a trace workload replays.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -38,6 +38,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       CHECK_LE(s.demand.milli_cpu, kMaxMilliCpu);
       CHECK_GE(s.demand.memory_bytes, 0);
       CHECK_LE(s.demand.memory_bytes, kMaxMemoryBytes);
+      CHECK_GE(s.demand.lfc_working_set_bytes, 0);
+      CHECK_LE(s.demand.lfc_working_set_bytes, kMaxMemoryBytes);
       CHECK(w->At(s.time) == s.demand);
       first = std::min(first, s.time);
       last = std::max(last, s.time);

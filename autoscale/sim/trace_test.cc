@@ -1,9 +1,11 @@
 #include "autoscale/sim/trace.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "autoscale/base/units.h"
 #include "gmock/gmock.h"
@@ -33,6 +35,56 @@ TEST(TraceTest, ParsesSamplesInAnyColumnOrder) {
   EXPECT_EQ(t->vms[0].samples[1].demand, (Demand{1370, 2210 * kMiB + kMiB / 2}));
   EXPECT_EQ(t->vms[1].samples[0].demand, (Demand{50, 600 * kMiB}));
   EXPECT_EQ(t->end, absl::Seconds(300));
+}
+
+TEST(TraceTest, ReadsTheOptionalLfcWorkingSetColumn) {
+  absl::StatusOr<Trace> t = ParseTraceCsv(
+      "time_s,vm,cpu_cores,memory_mib,lfc_working_set_mib\n0,a,1,100,2048\n60,a,1,100,512.5\n",
+      "t.csv");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->vms[0].samples[0].demand.lfc_working_set_bytes, 2 * kGiB);
+  EXPECT_EQ(t->vms[0].samples[1].demand.lfc_working_set_bytes, 512 * kMiB + kMiB / 2);
+  EXPECT_THAT(
+      ParseTraceCsv("time_s,vm,cpu_cores,memory_mib,lfc_working_set_mib\n0,a,1,100,-1\n", "t.csv")
+          .status()
+          .message(),
+      HasSubstr("t.csv:2: lfc_working_set_mib: -1 is negative"));
+}
+
+TEST(TraceTest, FromColumnsAsFromCsv) {
+  const std::vector<double> time = {600, 0, 300, 0};
+  const std::vector<std::string> vm = {"a", "a", "a", "b"};
+  const std::vector<double> cpu = {3, 1, 2, 0.5}, mem = {300, 100, 200, 50}, lfc = {1, 2, 3, 4};
+  absl::StatusOr<Trace> t = TraceFromColumns(time, vm, cpu, mem, lfc, "arrays");
+  ASSERT_TRUE(t.ok()) << t.status();
+  absl::StatusOr<Trace> csv = ParseTraceCsv(
+      "time_s,vm,cpu_cores,memory_mib,lfc_working_set_mib\n600,a,3,300,1\n0,a,1,100,2\n300,a,2,"
+      "200,3\n0,b,0.5,50,4\n",
+      "t.csv");
+  ASSERT_TRUE(csv.ok()) << csv.status();
+  ASSERT_EQ(t->vms.size(), csv->vms.size());
+  for (size_t v = 0; v < t->vms.size(); ++v) {
+    EXPECT_EQ(t->vms[v].name, csv->vms[v].name);
+    ASSERT_EQ(t->vms[v].samples.size(), csv->vms[v].samples.size());
+    for (size_t i = 0; i < t->vms[v].samples.size(); ++i) {
+      EXPECT_EQ(t->vms[v].samples[i].time, csv->vms[v].samples[i].time);
+      EXPECT_EQ(t->vms[v].samples[i].demand, csv->vms[v].samples[i].demand);
+    }
+  }
+  EXPECT_EQ(t->end, absl::Seconds(600));
+  // Without the LFC column; and the errors name the row.
+  EXPECT_TRUE(TraceFromColumns(time, vm, cpu, mem, {}, "arrays").ok());
+  const std::vector<double> bad_cpu = {3, 1, -2, 0.5};
+  EXPECT_EQ(TraceFromColumns(time, vm, bad_cpu, mem, {}, "arrays").status().message(),
+            "arrays:3: cpu_cores: -2 is negative");
+  const std::vector<double> nan_mem = {300, NAN, 200, 50};
+  EXPECT_EQ(TraceFromColumns(time, vm, cpu, nan_mem, {}, "arrays").status().message(),
+            "arrays:2: memory_mib: 'nan' is not a number");
+  EXPECT_THAT(
+      TraceFromColumns(time, vm, cpu, std::vector<double>{1}, {}, "arrays").status().message(),
+      HasSubstr("the columns differ in length"));
+  EXPECT_THAT(TraceFromColumns({}, {}, {}, {}, {}, "arrays").status().message(),
+              HasSubstr("arrays: no samples"));
 }
 
 TEST(TraceTest, SortsEachVmsSamplesByTime) {

@@ -9,12 +9,17 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "autoscale/base/units.h"
+#include "autoscale/sim/internal/fast_math.h"
 #include "autoscale/sim/internal/random.h"
+#include "glog/logging.h"
 
 namespace autoscale::sim {
 namespace {
 
 constexpr double kDay = 86400;
+constexpr int64_t kPageBytes = 8192;
+// Salts the seed of a VM's working-set draws, a stream apart from its demand's.
+constexpr uint64_t kWorkingSetSalt = 0x9d8c5a1f3e2b4c67ULL;
 
 // Smooth noise: a first-order autoregressive process, one draw per step, within [-2.5, 2.5] and
 // a standard deviation of about 0.5.
@@ -28,9 +33,31 @@ class Noise {
 
 Demand ToDemand(double cpu_cores, double memory_gib) {
   const double mem = std::max(memory_gib * kGiB, 64.0 * kMiB);
-  return {static_cast<int64_t>(std::llround(std::max(cpu_cores, 0.0) * 1000)),
-          static_cast<int64_t>(std::floor(mem / kMiB)) * kMiB};
+  return {RoundToInt(std::max(cpu_cores, 0.0) * 1000),
+          static_cast<int64_t>(Floor(mem / kMiB)) * kMiB};
 }
+
+// A VM's LFC working set: base + per_core * CPU cores (GiB), its two numbers drawn once.
+class WorkingSet {
+ public:
+  WorkingSet(uint64_t seed, const WorkingSetDistribution& d) {
+    Rng rng(Mix64(seed ^ kWorkingSetSalt));
+    base_gib_ = d.base_gib_min * std::pow(d.base_gib_max / d.base_gib_min, rng.Uniform());
+    per_core_gib_ = rng.Uniform(d.per_core_gib_min, d.per_core_gib_max);
+  }
+
+  // `d` with its working set, in whole pages, at most the simulator's memory limit.
+  Demand Add(Demand d) const {
+    const double gib = base_gib_ + per_core_gib_ * static_cast<double>(d.milli_cpu) / 1000;
+    const double pages = std::min(gib * kGiB, static_cast<double>(kMaxMemoryBytes)) / kPageBytes;
+    d.lfc_working_set_bytes = static_cast<int64_t>(pages) * kPageBytes;
+    return d;
+  }
+
+ private:
+  double base_gib_ = 0;
+  double per_core_gib_ = 0;
+};
 
 // A period of extra load: rises linearly, holds, falls linearly.
 struct Episode {
@@ -50,10 +77,11 @@ struct Episode {
 // A workload with a base load and random episodes on top of it.
 class EpisodicWorkload : public Workload {
  public:
-  explicit EpisodicWorkload(uint64_t seed) : rng_(seed) {}
+  EpisodicWorkload(uint64_t seed, const WorkingSetDistribution& ws)
+      : rng_(seed), working_set_(seed, ws) {}
 
   Demand At(absl::Duration t) final {
-    const double s = absl::ToDoubleSeconds(t);
+    const double s = ToSeconds(t);
     if (!started_) {
       episode_ = Draw(0);
       started_ = true;
@@ -64,7 +92,7 @@ class EpisodicWorkload : public Workload {
         (base_cpu_ + level * episode_.cpu_cores) * (1 + cpu_noise_ * noise_cpu_.Next(rng_));
     const double mem = (base_memory_gib_ + level * episode_.memory_gib) *
                        (1 + memory_noise_ * noise_mem_.Next(rng_));
-    return ToDemand(cpu, mem);
+    return working_set_.Add(ToDemand(cpu, mem));
   }
 
  protected:
@@ -81,11 +109,12 @@ class EpisodicWorkload : public Workload {
   bool started_ = false;
   Episode episode_;
   Noise noise_cpu_, noise_mem_;
+  WorkingSet working_set_;
 };
 
 class Bursty final : public EpisodicWorkload {
  public:
-  explicit Bursty(uint64_t seed) : EpisodicWorkload(seed) {
+  Bursty(uint64_t seed, const WorkingSetDistribution& ws) : EpisodicWorkload(seed, ws) {
     base_cpu_ = rng_.Uniform(0.1, 0.4);
     base_memory_gib_ = rng_.Uniform(1, 2);
   }
@@ -104,7 +133,7 @@ class Bursty final : public EpisodicWorkload {
 
 class Spike final : public EpisodicWorkload {
  public:
-  explicit Spike(uint64_t seed) : EpisodicWorkload(seed) {
+  Spike(uint64_t seed, const WorkingSetDistribution& ws) : EpisodicWorkload(seed, ws) {
     base_cpu_ = rng_.Uniform(0.2, 0.8);
     base_memory_gib_ = rng_.Uniform(1.5, 3);
   }
@@ -123,7 +152,7 @@ class Spike final : public EpisodicWorkload {
 
 class Idle final : public EpisodicWorkload {
  public:
-  explicit Idle(uint64_t seed) : EpisodicWorkload(seed) {
+  Idle(uint64_t seed, const WorkingSetDistribution& ws) : EpisodicWorkload(seed, ws) {
     base_cpu_ = rng_.Uniform(0.01, 0.05);
     base_memory_gib_ = rng_.Uniform(0.4, 0.8);
   }
@@ -142,7 +171,7 @@ class Idle final : public EpisodicWorkload {
 
 class Diurnal final : public Workload {
  public:
-  explicit Diurnal(uint64_t seed) : rng_(seed) {
+  Diurnal(uint64_t seed, const WorkingSetDistribution& ws) : rng_(seed), working_set_(seed, ws) {
     phase_ = rng_.Uniform(0, kDay);
     trough_ = rng_.Uniform(0.05, 0.3);
     peak_ = rng_.Uniform(0.8, 3.0);
@@ -153,7 +182,7 @@ class Diurnal final : public Workload {
   std::string kind() const override { return "diurnal"; }
 
   Demand At(absl::Duration t) override {
-    const double s = absl::ToDoubleSeconds(t);
+    const double s = ToSeconds(t);
     const double shape = Shape(s);
     // Memory follows the load (caches, connections) with a lag of about 20 minutes.
     if (last_ < 0) {
@@ -169,7 +198,7 @@ class Diurnal final : public Workload {
     const double cpu = (trough_ + (peak_ - trough_) * shape) * (1 + 0.15 * noise_cpu_.Next(rng_));
     const double mem =
         (memory_base_gib_ + memory_swing_gib_ * memory_level_) * (1 + 0.02 * noise_mem_.Next(rng_));
-    return ToDemand(cpu, mem);
+    return working_set_.Add(ToDemand(cpu, mem));
   }
 
  private:
@@ -188,11 +217,12 @@ class Diurnal final : public Workload {
   double last_gap_ = -1;
   double decay_ = 0;
   Noise noise_cpu_, noise_mem_;
+  WorkingSet working_set_;
 };
 
 class Ramp final : public Workload {
  public:
-  explicit Ramp(uint64_t seed) : rng_(seed) {
+  Ramp(uint64_t seed, const WorkingSetDistribution& ws) : rng_(seed), working_set_(seed, ws) {
     period_ = rng_.Uniform(2 * 3600, 8 * 3600);
     offset_ = rng_.Uniform(0, period_);
     high_cpu_ = rng_.Uniform(1.5, 3.5);
@@ -202,17 +232,18 @@ class Ramp final : public Workload {
   std::string kind() const override { return "ramp"; }
 
   Demand At(absl::Duration t) override {
-    const double x = std::fmod(absl::ToDoubleSeconds(t) + offset_, period_) / period_;
+    const double x = std::fmod(ToSeconds(t) + offset_, period_) / period_;
     const double cpu = (0.05 + (high_cpu_ - 0.05) * x) * (1 + 0.1 * noise_cpu_.Next(rng_));
     const double mem = (low_memory_gib_ + (high_memory_gib_ - low_memory_gib_) * x) *
                        (1 + 0.02 * noise_mem_.Next(rng_));
-    return ToDemand(cpu, mem);
+    return working_set_.Add(ToDemand(cpu, mem));
   }
 
  private:
   Rng rng_;
   double period_, offset_, high_cpu_, low_memory_gib_, high_memory_gib_;
   Noise noise_cpu_, noise_mem_;
+  WorkingSet working_set_;
 };
 
 }  // namespace
@@ -241,18 +272,35 @@ absl::StatusOr<WorkloadKind> ParseWorkloadKind(std::string_view name) {
                                                  "' (known: diurnal, bursty, ramp, spike, idle)"));
 }
 
-std::unique_ptr<Workload> NewWorkload(WorkloadKind kind, uint64_t seed) {
+absl::Status ValidateWorkingSetDistribution(const WorkingSetDistribution& d) {
+  constexpr double kMax = 1e6;
+  auto range = [&](const char* name, double lo, double hi, bool positive) -> absl::Status {
+    if (!(lo >= 0 && lo <= hi && hi <= kMax) || (positive && !(lo > 0))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "working set distribution: ", name, " must satisfy ",
+          positive ? "0 < " : "0 <= ", "min <= max <= ", kMax, " GiB, got ", lo, "..", hi));
+    }
+    return absl::OkStatus();
+  };
+  if (absl::Status s = range("base_gib", d.base_gib_min, d.base_gib_max, true); !s.ok()) return s;
+  return range("per_core_gib", d.per_core_gib_min, d.per_core_gib_max, false);
+}
+
+std::unique_ptr<Workload> NewWorkload(WorkloadKind kind, uint64_t seed,
+                                      const WorkingSetDistribution& ws) {
+  const absl::Status valid = ValidateWorkingSetDistribution(ws);
+  CHECK(valid.ok()) << valid;
   switch (kind) {
     case WorkloadKind::kDiurnal:
-      return std::make_unique<Diurnal>(seed);
+      return std::make_unique<Diurnal>(seed, ws);
     case WorkloadKind::kBursty:
-      return std::make_unique<Bursty>(seed);
+      return std::make_unique<Bursty>(seed, ws);
     case WorkloadKind::kRamp:
-      return std::make_unique<Ramp>(seed);
+      return std::make_unique<Ramp>(seed, ws);
     case WorkloadKind::kSpike:
-      return std::make_unique<Spike>(seed);
+      return std::make_unique<Spike>(seed, ws);
     case WorkloadKind::kIdle:
-      return std::make_unique<Idle>(seed);
+      return std::make_unique<Idle>(seed, ws);
   }
   return nullptr;
 }
@@ -308,7 +356,8 @@ std::vector<std::unique_ptr<Workload>> MakeWorkloads(const WorkloadMix& mix, siz
       if (current[k] > current[best]) best = k;
     }
     current[best] -= total;
-    out.push_back(NewWorkload(mix.weights[best].first, StreamSeed(seed, i, kWorkloadStream)));
+    out.push_back(NewWorkload(mix.weights[best].first, StreamSeed(seed, i, kWorkloadStream),
+                              mix.working_set));
   }
   return out;
 }

@@ -18,7 +18,9 @@
 //   spike    moderate CPU with memory spikes of 3..8 GiB that arrive within seconds (a large
 //            query or an index build), held for minutes, every ~45 minutes;
 //   idle     almost nothing, with a rare burst every few hours.
-// Every kind adds smooth random noise.
+// Every kind adds smooth random noise. Each VM also touches pages through its Local File Cache:
+// its LFC working set grows with its CPU demand (WorkingSetDistribution below), which the
+// simulator turns into the LFC metrics of the core's cache goal when scaling.enableLFCMetrics.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
@@ -39,10 +42,13 @@ inline constexpr int64_t kMaxMilliCpu = 1'000'000'000;
 inline constexpr int64_t kMaxMemoryBytes = int64_t{1} << 50;
 
 // What a VM asks for at one moment: the CPU it would use if it had it (this is also what its load
-// average follows), and the memory it needs (non-reclaimable).
+// average follows), the memory it needs (non-reclaimable), and the distinct bytes of pages it
+// reads or writes through its Local File Cache in a minute (its LFC working set; the simulator
+// samples it once a minute, see SimConfig::lfc_new_page_share for how minutes overlap).
 struct Demand {
   int64_t milli_cpu = 0;
   int64_t memory_bytes = 0;
+  int64_t lfc_working_set_bytes = 0;
 
   friend bool operator==(const Demand&, const Demand&) = default;
 };
@@ -68,12 +74,31 @@ const char* WorkloadKindName(WorkloadKind kind);
 // The inverse; the error lists the known names.
 absl::StatusOr<WorkloadKind> ParseWorkloadKind(std::string_view name);
 
-// One generator of `kind`; its random parameters and noise come from `seed`.
-std::unique_ptr<Workload> NewWorkload(WorkloadKind kind, uint64_t seed);
+// How the generators draw each VM's LFC working set: in a minute the VM touches
+// `base + per_core * (its CPU demand in cores)` GiB of distinct pages, with `base` drawn
+// log-uniformly from [base_gib_min, base_gib_max] and `per_core` uniformly from
+// [per_core_gib_min, per_core_gib_max], once per VM and from a random stream of its own (so the
+// CPU and memory demand are the same whatever these are).
+struct WorkingSetDistribution {
+  double base_gib_min = 0.25;
+  double base_gib_max = 4;
+  double per_core_gib_min = 0.5;
+  double per_core_gib_max = 2;
+};
 
-// Kinds with relative weights.
+// 0 < min <= max <= 1,000,000 GiB for base (a log-uniform draw needs min > 0), 0 <= min <= max
+// <= 1,000,000 for per_core; the error names the field.
+absl::Status ValidateWorkingSetDistribution(const WorkingSetDistribution& d);
+
+// One generator of `kind`; its random parameters and noise come from `seed`. `working_set` must
+// be valid.
+std::unique_ptr<Workload> NewWorkload(WorkloadKind kind, uint64_t seed,
+                                      const WorkingSetDistribution& working_set = {});
+
+// Kinds with relative weights, and how their LFC working sets are drawn.
 struct WorkloadMix {
   std::vector<std::pair<WorkloadKind, double>> weights;
+  WorkingSetDistribution working_set{};
 };
 
 // "diurnal:3,bursty:2,idle" (a kind without a weight has weight 1; weights > 0, each kind once).
@@ -84,7 +109,8 @@ absl::StatusOr<WorkloadMix> ParseWorkloadMix(std::string_view text);
 WorkloadMix DefaultWorkloadMix();
 
 // `count` workloads in the mix's proportions (as exact as whole VMs allow), the kinds
-// interleaved so that neighbouring VMs differ; VM i's generator is seeded from (seed, i).
+// interleaved so that neighbouring VMs differ; VM i's generator is seeded from (seed, i). The
+// mix's working-set distribution must be valid.
 std::vector<std::unique_ptr<Workload>> MakeWorkloads(const WorkloadMix& mix, size_t count,
                                                      uint64_t seed);
 

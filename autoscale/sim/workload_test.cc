@@ -1,9 +1,12 @@
 #include "autoscale/sim/workload.h"
 
+#include <cmath>
 #include <map>
+#include <random>
 #include <string>
 
 #include "autoscale/base/units.h"
+#include "autoscale/sim/internal/fast_math.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -118,6 +121,31 @@ TEST(WorkloadTest, SpikesArriveWithinSeconds) {
     }
   }
   EXPECT_TRUE(fast);
+}
+
+TEST(FastMathTest, AgreesWithTheLibrary) {
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 2'000'000; ++i) {
+    // Nanoseconds up to 2^51 and beyond (the library's own path), whole steps among them.
+    int64_t ns = static_cast<int64_t>(rng() >> (i % 2 == 0 ? 13 : 1));
+    if (i % 3 == 0) ns = ns / 1'000'000'000 * 1'000'000'000 + (i % 7) * 5'000'000;
+    const absl::Duration d = absl::Nanoseconds(ns);
+    ASSERT_EQ(ToSeconds(d), absl::ToDoubleSeconds(d)) << ns;
+  }
+  for (absl::Duration d : {absl::ZeroDuration(), absl::Nanoseconds(1) / 4, absl::Seconds(-5),
+                           absl::InfiniteDuration(), absl::Hours(24 * 3650)}) {
+    EXPECT_EQ(ToSeconds(d), absl::ToDoubleSeconds(d)) << d;
+  }
+  std::vector<double> xs = {
+      0.0,    0.49999999999999994, 0.5,   1.5,  2.5,  4503599627370495.5,
+      0x1p52, 0x1p53 + 2,          1e300, -0.5, -2.5, std::nextafter(1.0, 0.0)};
+  for (int i = 0; i < 1'000'000; ++i) {
+    xs.push_back(std::ldexp(static_cast<double>(rng() >> 11), -static_cast<int>(rng() % 60)));
+  }
+  for (double x : xs) {
+    EXPECT_EQ(RoundToInt(x), std::llround(x)) << x;
+    EXPECT_EQ(Floor(x), std::floor(x)) << x;
+  }
 }
 
 }  // namespace

@@ -29,7 +29,11 @@
 ABSL_FLAG(std::string, config, "",
           "The agent's config file (an AgentConfig, .json or .textproto).");
 ABSL_FLAG(std::string, listen, "127.0.0.1:10400",
-          "Where other agents reach this one for incoming migrations (host:port).");
+          "Where this agent serves incoming migrations (host:port; 0.0.0.0 or [::] for every "
+          "interface, with --advertise_address).");
+ABSL_FLAG(std::string, advertise_address, "",
+          "The host:port other agents dial for migrations to this node, registered with the "
+          "scheduler (default: --listen, which must then name an address).");
 ABSL_FLAG(std::string, http_host, "127.0.0.1", "Address of the HTTP server (/metrics, /status).");
 ABSL_FLAG(int, http_port, 9101, "Port of the HTTP server; 0 picks a free one, -1 turns it off.");
 ABSL_FLAG(absl::Duration, scheduler_timeout, absl::Seconds(2), "Timeout of a scheduler call.");
@@ -40,6 +44,21 @@ ABSL_FLAG(std::string, ready_file, "",
 
 namespace autoscale {
 namespace {
+
+// The address peers dial: a wildcard would make every peer dial itself.
+absl::StatusOr<std::string> AdvertiseAddress(const std::string& listen,
+                                             const std::string& advertise) {
+  const std::string address = advertise.empty() ? listen : advertise;
+  const size_t colon = address.rfind(':');
+  const std::string host = colon == std::string::npos ? "" : address.substr(0, colon);
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::" || host == "[::0]") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        advertise.empty() ? "--listen=" : "--advertise_address=", address,
+        ": peers cannot dial an unspecified address; pass --advertise_address=HOST:PORT with "
+        "the address other nodes reach this one at"));
+  }
+  return address;
+}
 
 int Run() {
   const std::string config_path = absl::GetFlag(FLAGS_config);
@@ -74,9 +93,15 @@ int Run() {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread starts
 
   const std::string listen = absl::GetFlag(FLAGS_listen);
+  absl::StatusOr<std::string> advertise =
+      AdvertiseAddress(listen, absl::GetFlag(FLAGS_advertise_address));
+  if (!advertise.ok()) {
+    LOG(ERROR) << advertise.status();
+    return 2;
+  }
   std::unique_ptr<agent::VmDriverFactory> vms = agent::NewQemuVmDriverFactory();
   agent::Agent node_agent(
-      {.address = listen}, **scheduler, *vms, &rpc::monitor::ConnectGrpc,
+      {.address = *advertise}, **scheduler, *vms, &rpc::monitor::ConnectGrpc,
       [](const std::string& address) { return rpc::agent_peer::NewGrpcClient(address); });
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
       rpc::agent_peer::StartGrpcServer(node_agent, listen);

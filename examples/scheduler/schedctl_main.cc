@@ -29,7 +29,9 @@
 #include "autoscale/rpc/scheduler/grpc_client.h"
 #include "examples/scheduler/schedctl.pb.h"
 
-ABSL_FLAG(std::string, server, "127.0.0.1:10299", "The scheduler: host:port or unix:/path");
+ABSL_FLAG(std::string, server, "127.0.0.1:10299",
+          "The scheduler: host:port or unix:/path; for a group on etcd, several separated by "
+          "commas (the leader is followed)");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5), "Deadline of the call");
 ABSL_FLAG(std::string, node, "", "Node name (nodes, vms, permits: only this node)");
 ABSL_FLAG(std::string, vm, "", "VM name");

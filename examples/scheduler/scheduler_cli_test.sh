@@ -32,6 +32,26 @@ expect() {  # text pattern
   grep -q -- "$2" <<<"$1" || fail "expected $2 in: $1"
 }
 
+# Bad store flags: exit code 2 and a message naming the flag, before anything is opened or
+# contacted (no etcd needed).
+bad_flags() {  # pattern flags...
+  local want=$1 rc=0
+  shift
+  "$scheduler" --listen="unix:$tmp/bad.sock" --metrics_port=-1 "$@" 2>"$tmp/err" || rc=$?
+  [ "$rc" = 2 ] || fail "scheduler $* exited with $rc, not 2: $(cat "$tmp/err")"
+  expect "$(cat "$tmp/err")" "$want"
+}
+bad_flags '--store (file:DIR or etcd:ENDPOINTS) or --data_dir is required'
+bad_flags '--store must be file:DIR or etcd:' --store=zk:127.0.0.1:2181
+bad_flags '--store: etcd endpoints' --store=etcd:
+bad_flags '--etcd_prefix must start with /' --store=etcd:127.0.0.1:1 --etcd_prefix=autoscale
+bad_flags '--lease_ttl must be whole seconds' --store=etcd:127.0.0.1:1 --lease_ttl=1500ms
+bad_flags '--etcd_timeout must be > 0' --store=etcd:127.0.0.1:1 --etcd_timeout=0s
+bad_flags 'give both --etcd_cert and --etcd_key' --store=etcd:127.0.0.1:1 --etcd_cert=c.pem
+bad_flags 'need --etcd_ca' --store=etcd:127.0.0.1:1 --etcd_cert=c.pem --etcd_key=k.pem
+bad_flags 'give --advertise' --store=etcd:127.0.0.1:1 --listen=0.0.0.0:10299
+bad_flags '--disk_reserve must be >= 0' --store="file:$tmp/bad" --disk_reserve=-1
+
 start
 expect "$(ctl register --node=n1 --total=4000m/16GiB --agent_address=n1:7000)" '"node":"n1"'
 expect "$(ctl register --node=n2 --total=4000m/16GiB --watermark=0.5)" '"watermarkFraction":0.5'

@@ -1,16 +1,24 @@
-// The scheduler daemon: the scheduler library (autoscale/scheduler) on a durable file store,
-// served over gRPC, with Prometheus metrics. Flags and wiring only.
+// The scheduler daemon: the scheduler library (autoscale/scheduler) on a durable store, served
+// over gRPC, with Prometheus metrics. Flags and wiring only.
 //
-//   scheduler --data_dir=/var/lib/scheduler --listen=0.0.0.0:10299 --metrics_port=9100
+//   scheduler --store=file:/var/lib/scheduler --listen=0.0.0.0:10299 --metrics_port=9100
+//   scheduler --store=etcd:10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --etcd_prefix=/autoscale
+//             --listen=0.0.0.0:10299 --advertise=10.0.0.5:10299
 //
 // It answers agents' requests, places VMs, checks nodes against their watermark every
 // --balance_interval (the source nodes' agents pick the orders up), ends migration orders not
 // reported within --migration_timeout, snapshots the ledger every --snapshot_every records, and
 // on SIGTERM or SIGINT stops taking calls, lets calls in flight finish, writes a last snapshot
-// and exits 0. If the log cannot be written (a full disk, an I/O error) it keeps running: changes
-// are refused with UNAVAILABLE, reads are answered, the log retries, and a full disk first uses
-// --disk_reserve so that decreases are still recorded. A damaged log stops the start (exit 1)
-// naming the damage; `ledgerctl` shows and repairs it.
+// and exits 0. If the log cannot be written (a full disk, an I/O error, etcd out of reach) it
+// keeps running: changes are refused with UNAVAILABLE, reads are answered, the log retries.
+//
+// On a file store (the default; --data_dir=DIR is --store=file:DIR) it is the only scheduler; a
+// full disk first uses --disk_reserve so that decreases are still recorded, and a damaged log
+// stops the start (exit 1) naming the damage (`ledgerctl` shows and repairs it). On etcd, every
+// scheduler started with the same endpoints and prefix joins one active/standby group
+// (scheduler::HaScheduler): one leads, the others follow the ledger and send clients to it, and
+// one of them takes over once the leader's lease expires; a clean stop resigns, so a standby
+// takes over at once.
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,24 +27,47 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "autoscale/base/http_server.h"
 #include "autoscale/base/init.h"
 #include "autoscale/base/sd_notify.h"
+#include "autoscale/base/status_macros.h"
 #include "autoscale/core/resources.h"
+#include "autoscale/ledger/etcd/client.h"
 #include "autoscale/ledger/file_store.h"
 #include "autoscale/ledger/migration_policy.h"
 #include "autoscale/rpc/scheduler/grpc_server.h"
 #include "autoscale/rpc/server.h"
+#include "autoscale/scheduler/ha_scheduler.h"
 #include "autoscale/scheduler/scheduler.h"
 #include "glog/logging.h"
 
-ABSL_FLAG(std::string, data_dir, "",
-          "Directory of the durable ledger (log and snapshots); created if missing. Required.");
+ABSL_FLAG(std::string, store, "",
+          "Where the ledger lives: file:DIR (a log and snapshots in a directory, created if "
+          "missing) or etcd:HOST:PORT,... (etcd v3; the schedulers sharing --etcd_prefix form an "
+          "active/standby group). One of --store and --data_dir is required.");
+ABSL_FLAG(std::string, data_dir, "", "The same as --store=file:DIR");
+ABSL_FLAG(std::string, etcd_prefix, "/autoscale",
+          "etcd: this scheduler group's keys go under this prefix");
+ABSL_FLAG(std::string, etcd_ca, "", "etcd over TLS: the CA of the members' certificates (PEM)");
+ABSL_FLAG(std::string, etcd_cert, "",
+          "etcd over TLS: this scheduler's client certificate (PEM), for members that require one");
+ABSL_FLAG(std::string, etcd_key, "", "etcd over TLS: the key of --etcd_cert (PEM)");
+ABSL_FLAG(absl::Duration, etcd_timeout, absl::Seconds(1),
+          "etcd: each call waits at most this long before the next member is tried");
+ABSL_FLAG(absl::Duration, lease_ttl, absl::Seconds(2),
+          "etcd: the leader's lease (whole seconds; etcd raises it to 1.5 election timeouts): a "
+          "standby takes over about this long after the leader dies or is cut off");
+ABSL_FLAG(std::string, advertise, "",
+          "etcd: where clients reach this scheduler (standbys send them here while it leads); "
+          "default: --listen, unless that is a wildcard host or port 0");
+ABSL_FLAG(bool, etcd_compact, true, "etcd: compact etcd's history after each ledger snapshot");
 ABSL_FLAG(std::string, listen, "127.0.0.1:10299",
           "gRPC address: host:port (port 0 picks one) or unix:/path");
 ABSL_FLAG(int, metrics_port, 9100,
@@ -61,8 +92,8 @@ ABSL_FLAG(bool, fsync, true, "fdatasync the log before answering (turn off only 
 ABSL_FLAG(absl::Duration, migration_timeout, absl::Hours(1),
           "A migration order not reported within this long is ended as failed");
 ABSL_FLAG(int64_t, disk_reserve, int64_t{4} << 20,
-          "Bytes kept allocated in --data_dir for a full disk: freed to go on recording "
-          "decreases while growth is refused; 0: none");
+          "File store: bytes kept allocated in its directory for a full disk, freed to go on "
+          "recording decreases while growth is refused; 0: none");
 ABSL_FLAG(std::string, ready_file, "",
           "Once serving, write {\"grpc\": ADDRESS, \"metricsPort\": PORT} here (for scripts)");
 
@@ -82,6 +113,85 @@ absl::Status WriteReadyFile(const std::string& path, const std::string& address,
   return absl::OkStatus();
 }
 
+struct StoreFlag {
+  std::string dir;                     // file:
+  std::vector<std::string> endpoints;  // etcd:
+};
+
+absl::StatusOr<StoreFlag> ParseStoreFlag() {
+  std::string store = absl::GetFlag(FLAGS_store);
+  const std::string dir = absl::GetFlag(FLAGS_data_dir);
+  if (store.empty() && dir.empty()) {
+    return absl::InvalidArgumentError(
+        "--store (file:DIR or etcd:ENDPOINTS) or --data_dir is required");
+  }
+  if (!store.empty() && !dir.empty() && store != "file:" + dir) {
+    return absl::InvalidArgumentError("give --store or --data_dir, not both");
+  }
+  if (store.empty()) store = "file:" + dir;
+  absl::string_view rest = store;
+  StoreFlag out;
+  if (absl::ConsumePrefix(&rest, "file:")) {
+    if (rest.empty()) return absl::InvalidArgumentError("--store=file: needs a directory");
+    out.dir = std::string(rest);
+    return out;
+  }
+  if (absl::ConsumePrefix(&rest, "etcd:")) {
+    absl::StatusOr<std::vector<std::string>> endpoints =
+        ledger::etcd::ParseEndpoints(std::string(rest));
+    if (!endpoints.ok()) return Annotate(endpoints.status(), "--store");
+    out.endpoints = *std::move(endpoints);
+    return out;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--store must be file:DIR or etcd:HOST:PORT,..., got ", store));
+}
+
+// The etcd flags, checked before anything connects, each error naming its flag.
+absl::Status ValidateEtcdFlags() {
+  const std::string prefix = absl::GetFlag(FLAGS_etcd_prefix);
+  if (prefix.size() < 2 || prefix.front() != '/' || prefix.back() == '/') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--etcd_prefix must start with / and not end with one (e.g. /autoscale), got \"", prefix,
+        "\""));
+  }
+  const absl::Duration ttl = absl::GetFlag(FLAGS_lease_ttl);
+  if (ttl < absl::Seconds(1) || ttl != absl::Seconds(absl::ToInt64Seconds(ttl))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--lease_ttl must be whole seconds, at least 1s (etcd leases count in "
+                     "seconds), got ",
+                     absl::FormatDuration(ttl)));
+  }
+  const absl::Duration timeout = absl::GetFlag(FLAGS_etcd_timeout);
+  if (timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--etcd_timeout must be > 0, got ", absl::FormatDuration(timeout)));
+  }
+  const bool ca = !absl::GetFlag(FLAGS_etcd_ca).empty();
+  const bool cert = !absl::GetFlag(FLAGS_etcd_cert).empty();
+  const bool key = !absl::GetFlag(FLAGS_etcd_key).empty();
+  if (cert != key)
+    return absl::InvalidArgumentError("give both --etcd_cert and --etcd_key, or neither");
+  if (cert && !ca) {
+    return absl::InvalidArgumentError("--etcd_cert and --etcd_key need --etcd_ca (TLS) as well");
+  }
+  return absl::OkStatus();
+}
+
+// Where clients reach this scheduler: --advertise, or --listen when clients can dial it.
+absl::StatusOr<std::string> Advertise(const std::string& listen) {
+  if (std::string a = absl::GetFlag(FLAGS_advertise); !a.empty()) return a;
+  if (absl::StartsWith(listen, "unix:")) return listen;
+  const size_t colon = listen.rfind(':');
+  const std::string host = colon == std::string::npos ? "" : listen.substr(0, colon);
+  const std::string port = colon == std::string::npos ? "" : listen.substr(colon + 1);
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || port == "0" || port.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--listen=", listen, " is not an address clients can dial: give --advertise"));
+  }
+  return listen;
+}
+
 // A unix socket left by a killed scheduler would make the bind fail.
 void RemoveStaleSocket(const std::string& address) {
   if (!absl::StartsWith(address, "unix:")) return;
@@ -91,9 +201,9 @@ void RemoveStaleSocket(const std::string& address) {
 }
 
 int Run() {
-  const std::string dir = absl::GetFlag(FLAGS_data_dir);
-  if (dir.empty()) {
-    LOG(ERROR) << "--data_dir is required";
+  absl::StatusOr<StoreFlag> store_flag = ParseStoreFlag();
+  if (!store_flag.ok()) {
+    LOG(ERROR) << store_flag.status();
     return 2;
   }
   absl::StatusOr<core::Resources> cu =
@@ -121,6 +231,7 @@ int Run() {
     LOG(ERROR) << "flags: " << s;
     return 2;
   }
+  const std::string listen = absl::GetFlag(FLAGS_listen);
 
   // Signals are taken by sigtimedwait below; every thread started from here on blocks them.
   sigset_t signals;
@@ -129,29 +240,62 @@ int Run() {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  if (absl::GetFlag(FLAGS_disk_reserve) < 0) {
-    LOG(ERROR) << "--disk_reserve must be >= 0";
-    return 2;
+  // One of the two: a scheduler alone on its file store, or a member of a group on etcd.
+  std::unique_ptr<Scheduler> single;
+  std::unique_ptr<HaScheduler> member;
+  if (!store_flag->dir.empty()) {
+    const std::string& dir = store_flag->dir;
+    if (absl::GetFlag(FLAGS_disk_reserve) < 0) {
+      LOG(ERROR) << "--disk_reserve must be >= 0";
+      return 2;
+    }
+    absl::StatusOr<std::unique_ptr<ledger::FileStore>> store = ledger::FileStore::Open(
+        {.dir = dir,
+         .sync = absl::GetFlag(FLAGS_fsync),
+         .reserve_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_disk_reserve))});
+    if (!store.ok()) {
+      LOG(ERROR) << "opening the ledger: " << store.status();
+      return 1;
+    }
+    absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
+        Scheduler::Open(options, *std::move(store));
+    if (!scheduler.ok()) {
+      LOG(ERROR) << "recovering the ledger in " << dir << ": " << scheduler.status();
+      return 1;
+    }
+    single = *std::move(scheduler);
+  } else {
+    if (absl::Status s = ValidateEtcdFlags(); !s.ok()) {
+      LOG(ERROR) << s;
+      return 2;
+    }
+    absl::StatusOr<std::string> advertise = Advertise(listen);
+    if (!advertise.ok()) {
+      LOG(ERROR) << advertise.status();
+      return 2;
+    }
+    absl::StatusOr<std::unique_ptr<HaScheduler>> ha =
+        HaScheduler::Start({.scheduler = options,
+                            .etcd = {.endpoints = store_flag->endpoints,
+                                     .ca_file = absl::GetFlag(FLAGS_etcd_ca),
+                                     .cert_file = absl::GetFlag(FLAGS_etcd_cert),
+                                     .key_file = absl::GetFlag(FLAGS_etcd_key),
+                                     .timeout = absl::GetFlag(FLAGS_etcd_timeout)},
+                            .prefix = absl::GetFlag(FLAGS_etcd_prefix),
+                            .advertise = *advertise,
+                            .lease_ttl = absl::GetFlag(FLAGS_lease_ttl),
+                            .compact = absl::GetFlag(FLAGS_etcd_compact)});
+    if (!ha.ok()) {
+      LOG(ERROR) << "joining the scheduler group on etcd: " << ha.status();
+      return 2;
+    }
+    member = *std::move(ha);
   }
-  absl::StatusOr<std::unique_ptr<ledger::FileStore>> store = ledger::FileStore::Open(
-      {.dir = dir,
-       .sync = absl::GetFlag(FLAGS_fsync),
-       .reserve_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_disk_reserve))});
-  if (!store.ok()) {
-    LOG(ERROR) << "opening the ledger: " << store.status();
-    return 1;
-  }
-  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
-      Scheduler::Open(options, *std::move(store));
-  if (!scheduler.ok()) {
-    LOG(ERROR) << "recovering the ledger in " << dir << ": " << scheduler.status();
-    return 1;
-  }
+  rpc::scheduler::SchedulerService& service = single ? single->service() : member->service();
 
-  const std::string listen = absl::GetFlag(FLAGS_listen);
   RemoveStaleSocket(listen);
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
-      rpc::scheduler::StartGrpcServer((*scheduler)->service(), listen);
+      rpc::scheduler::StartGrpcServer(service, listen);
   if (!server.ok()) {
     LOG(ERROR) << server.status();
     return 1;
@@ -164,7 +308,16 @@ int Run() {
     o.what = "scheduler";
     o.host = absl::GetFlag(FLAGS_metrics_host);
     o.port = absl::GetFlag(FLAGS_metrics_port);
-    o.metrics = [&] { return (*scheduler)->MetricsText(); };
+    o.metrics = [&] { return single ? single->MetricsText() : member->MetricsText(); };
+    if (member) {
+      // Ready while leading: a standby only sends clients on, so balancers should skip it.
+      o.ready = [&]() -> absl::Status {
+        if (member->leading()) return absl::OkStatus();
+        const std::string leader = member->leader();
+        return absl::UnavailableError(
+            absl::StrCat("a standby; the leader is ", leader.empty() ? "not known yet" : leader));
+      };
+    }
     absl::StatusOr<std::unique_ptr<HttpServer>> started = HttpServer::Start(std::move(o));
     if (!started.ok()) {
       LOG(ERROR) << started.status();
@@ -181,21 +334,32 @@ int Run() {
   }
 
   if (absl::Status s = NotifyReady(); !s.ok()) LOG(WARNING) << s;
-  // Maintenance rounds every --balance_interval until SIGTERM or SIGINT.
-  (*scheduler)->Run(absl::GetFlag(FLAGS_balance_interval), [&signals](absl::Duration interval) {
+  // Maintenance rounds every --balance_interval (a group member also follows the election) until
+  // SIGTERM or SIGINT.
+  auto wait = [&signals](absl::Duration interval) {
     const timespec wait = absl::ToTimespec(interval);
     const int sig = sigtimedwait(&signals, nullptr, &wait);
     if (sig != SIGTERM && sig != SIGINT) return false;
     LOG(INFO) << "signal " << sig << ": shutting down";
     return true;
-  });
+  };
+  const absl::Duration interval = absl::GetFlag(FLAGS_balance_interval);
+  if (single) {
+    single->Run(interval, wait);
+  } else {
+    member->Run(interval, wait);
+  }
 
   (void)NotifyStopping();
   (*server)->Shutdown(absl::Seconds(2));
   http.reset();
-  if (absl::Status s = (*scheduler)->Snapshot(); !s.ok()) LOG(ERROR) << "final snapshot: " << s;
+  // A last snapshot; a group member then resigns, so a standby takes over at once.
+  if (absl::Status s = single ? single->Snapshot() : member->Stop(); !s.ok()) {
+    LOG(ERROR) << "final snapshot: " << s;
+  }
   server->reset();
-  scheduler->reset();
+  single.reset();
+  member.reset();
   LOG(INFO) << "scheduler stopped";
   return 0;
 }
@@ -205,7 +369,8 @@ int Run() {
 
 int main(int argc, char** argv) {
   autoscale::InitProgram(argc, argv,
-                         "Usage: scheduler --data_dir=DIR [--listen=HOST:PORT|unix:PATH] "
-                         "[--metrics_port=N] [--watermark=F] [--compute_unit=250m/1GiB]");
+                         "Usage: scheduler --store=file:DIR|etcd:HOST:PORT,... "
+                         "[--listen=HOST:PORT|unix:PATH] [--metrics_port=N] [--watermark=F] "
+                         "[--compute_unit=250m/1GiB]");
   return autoscale::scheduler::Run();
 }

@@ -2,7 +2,8 @@
 // with a summary on stdout, a per-VM CSV and an HTML report with plots.
 //
 //   bazel run -c opt //examples/simulate                 # 500 VMs, 20 nodes, 6 h: a first look
-//   simulate --config=a.json --compare_config=b.json     # two scaling policies, same load
+//   simulate --config=a.json --compare_config=b.json --compare_config=c.json   # same load
+//   simulate --summary_json=s.json --series_csv=series.csv --series_interval=1m   # data out
 //   simulate --trace=azure.csv --nodes=50                # recorded load (autoscale/sim/trace.h)
 //   simulate --vms=10000 --nodes=400 --duration=24h --step=5s --html= --csv=
 //
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -54,7 +56,8 @@ ABSL_FLAG(std::string, trace, "",
 ABSL_FLAG(std::string, config, "",
           "scaling config (api.ScalingConfig as JSON; default: the reference's)");
 ABSL_FLAG(std::string, compare_config, "",
-          "a second scaling config, run on the same workloads and seed for comparison");
+          "another scaling config, run on the same workloads and seed for comparison (repeat "
+          "the flag for more)");
 ABSL_FLAG(double, cu_millicpu, 250, "compute unit: milli-CPU");
 ABSL_FLAG(double, cu_memory_mib, 1024, "compute unit: memory, MiB");
 ABSL_FLAG(int, min_cu, 1, "each VM's lower bound, in compute units");
@@ -70,10 +73,30 @@ ABSL_FLAG(double, monitor_failure_rate, 0.001, "share of monitor requests that f
 ABSL_FLAG(double, migration_failure_rate, 0.01, "share of live migrations that fail");
 ABSL_FLAG(uint64_t, seed, 1, "seed of workloads, placement, latencies and failures");
 ABSL_FLAG(int, threads, 0, "threads (0: one per core); results do not depend on it");
+ABSL_FLAG(bool, step_every_vm, false,
+          "ask every VM's agent at every metrics arrival, even when nothing it decides on changed "
+          "(slower; the same results)");
+ABSL_FLAG(std::string, placement, "ledger",
+          "where VMs start: ledger (the scheduler's placement, VMs times nodes) or spread (VM i "
+          "on node i mod nodes where it fits: for large fleets)");
 ABSL_FLAG(int, plot_vms, 6, "VMs plotted in the report (one per workload kind first)");
 ABSL_FLAG(std::string, html, "simulate.html", "HTML report (empty: none)");
 ABSL_FLAG(std::string, csv, "simulate_vms.csv",
-          "per-VM CSV (empty: none); the compared run's goes beside it with .compare");
+          "per-VM CSV (empty: none); the compared runs' go beside it (.compare, .compare2, ...)");
+ABSL_FLAG(std::string, series_csv, "",
+          "fleet and per-node series CSV: reserved, allocated, demand, used, shortage (empty: "
+          "none); the compared runs' go beside it like --csv's");
+ABSL_FLAG(absl::Duration, series_interval, absl::ZeroDuration(),
+          "node series sample interval, a multiple of --step (0: about 720 samples)");
+ABSL_FLAG(std::string, summary_json, "", "every run's summary as JSON (empty: none)");
+ABSL_FLAG(absl::Duration, lfc_metrics_interval, absl::Seconds(15),
+          "how often agents get their VM's LFC working-set windows (enableLFCMetrics)");
+ABSL_FLAG(double, lfc_new_page_share, 0.02,
+          "share of the pages a VM touches in a minute that it never touched before");
+ABSL_FLAG(std::string, lfc_base_gib, "0.25:4",
+          "generated VMs' LFC working set: base GiB, drawn log-uniformly from min:max");
+ABSL_FLAG(std::string, lfc_per_core_gib, "0.5:2",
+          "generated VMs' LFC working set: GiB per core of CPU demand, uniform from min:max");
 ABSL_FLAG(std::string, progress, "auto",
           "progress bar on stderr: auto (on a terminal), always, never");
 ABSL_FLAG(bool, check_invariants, false,
@@ -83,6 +106,51 @@ ABSL_FLAG(bool, verbose, false,
 
 namespace autoscale::sim {
 namespace {
+
+// Every --compare_config given (absl keeps the last one only); filled by main().
+std::vector<std::string>& CompareConfigs() {
+  static auto* configs = new std::vector<std::string>;
+  return *configs;
+}
+
+// "--compare_config=X" or "--compare_config X" (also with one dash), in order.
+std::vector<std::string> RepeatedFlag(int argc, char** argv, const std::string& name) {
+  std::vector<std::string> values;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--") break;
+    for (const std::string& prefix : {"--" + name, "-" + name}) {
+      if (arg == prefix && i + 1 < argc) {
+        values.push_back(argv[++i]);
+      } else if (arg.rfind(prefix + "=", 0) == 0) {
+        values.push_back(arg.substr(prefix.size() + 1));
+      }
+    }
+  }
+  return values;
+}
+
+// "0.25:4" -> {0.25, 4}; the error names the flag.
+absl::StatusOr<std::pair<double, double>> Range(const char* flag, const std::string& text) {
+  const size_t colon = text.find(':');
+  double lo, hi;
+  if (colon == std::string::npos || !absl::SimpleAtod(text.substr(0, colon), &lo) ||
+      !absl::SimpleAtod(text.substr(colon + 1), &hi)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " must be min:max (numbers), got '", text, "'"));
+  }
+  return std::pair{lo, hi};
+}
+
+// `path` for run i: the first run's as given, then .compare, .compare2, ... before the extension.
+std::string RunPath(std::string path, size_t i) {
+  if (i == 0) return path;
+  const std::string tag = i == 1 ? ".compare" : absl::StrCat(".compare", i);
+  const size_t dot = path.rfind('.');
+  const size_t slash = path.rfind('/');
+  const bool has_ext = dot != std::string::npos && (slash == std::string::npos || dot > slash);
+  return has_ext ? path.substr(0, dot) + tag + path.substr(dot) : path + tag;
+}
 
 std::string OutputPath(const std::string& path) {
   const char* dir = std::getenv("BUILD_WORKING_DIRECTORY");
@@ -126,6 +194,14 @@ absl::StatusOr<std::vector<SimVm>> MakeVms(const std::shared_ptr<const Trace>& t
     return vms;
   }
   ASSIGN_OR_RETURN(WorkloadMix mix, ParseWorkloadMix(absl::GetFlag(FLAGS_workload)));
+  ASSIGN_OR_RETURN(const auto base, Range("lfc_base_gib", absl::GetFlag(FLAGS_lfc_base_gib)));
+  ASSIGN_OR_RETURN(const auto per_core,
+                   Range("lfc_per_core_gib", absl::GetFlag(FLAGS_lfc_per_core_gib)));
+  mix.working_set = {.base_gib_min = base.first,
+                     .base_gib_max = base.second,
+                     .per_core_gib_min = per_core.first,
+                     .per_core_gib_max = per_core.second};
+  RETURN_IF_ERROR(ValidateWorkingSetDistribution(mix.working_set));
   std::vector<std::unique_ptr<Workload>> w = MakeWorkloads(mix, static_cast<size_t>(count), seed);
   const int digits = static_cast<int>(std::to_string(count - 1).size());
   for (size_t i = 0; i < w.size(); ++i) {
@@ -231,6 +307,19 @@ int Main() {
                      .monitor = absl::GetFlag(FLAGS_monitor_failure_rate),
                      .migration = absl::GetFlag(FLAGS_migration_failure_rate)};
   config.check_invariants = absl::GetFlag(FLAGS_check_invariants);
+  config.step_every_vm = absl::GetFlag(FLAGS_step_every_vm);
+  config.node_series_interval = absl::GetFlag(FLAGS_series_interval);
+  config.lfc_metrics_interval = absl::GetFlag(FLAGS_lfc_metrics_interval);
+  config.lfc_new_page_share = absl::GetFlag(FLAGS_lfc_new_page_share);
+  if (absl::GetFlag(FLAGS_placement) == "ledger") {
+    config.placement = InitialPlacement::kLedger;
+  } else if (absl::GetFlag(FLAGS_placement) == "spread") {
+    config.placement = InitialPlacement::kSpread;
+  } else {
+    return fail(absl::InvalidArgumentError(absl::StrCat("--placement: unknown placement '",
+                                                        absl::GetFlag(FLAGS_placement),
+                                                        "' (known: ledger, spread)")));
+  }
 
   int count = absl::GetFlag(FLAGS_vms);
   if (count < 0) return fail(absl::InvalidArgumentError("--vms must be >= 0"));
@@ -240,10 +329,16 @@ int Main() {
   runs.push_back(
       {absl::GetFlag(FLAGS_config).empty() ? "default" : Basename(absl::GetFlag(FLAGS_config)),
        absl::GetFlag(FLAGS_config)});
-  if (!absl::GetFlag(FLAGS_compare_config).empty()) {
-    runs.push_back(
-        {Basename(absl::GetFlag(FLAGS_compare_config)), absl::GetFlag(FLAGS_compare_config)});
-    if (runs[1].label == runs[0].label) runs[1].label += " (2)";
+  for (const std::string& path : CompareConfigs()) {
+    if (path.empty()) continue;
+    Run run{Basename(path), path};
+    // Labels name the runs in the report: each one once.
+    for (int k = 2;
+         std::any_of(runs.begin(), runs.end(), [&](const Run& r) { return r.label == run.label; });
+         ++k) {
+      run.label = absl::StrCat(Basename(path), " (", k, ")");
+    }
+    runs.push_back(std::move(run));
   }
 
   for (Run& run : runs) {
@@ -261,14 +356,14 @@ int Main() {
       kinds.push_back(kind);
       config.series_vms.push_back(i);
     }
-    for (uint32_t i = 0; i < vms->size(); ++i) {
+    const size_t plot = static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_plot_vms)));
+    for (uint32_t i = 0; i < vms->size() && config.series_vms.size() < plot; ++i) {
       if (std::find(config.series_vms.begin(), config.series_vms.end(), i) ==
           config.series_vms.end()) {
         config.series_vms.push_back(i);
       }
     }
-    config.series_vms.resize(
-        std::min<size_t>(config.series_vms.size(), std::max(0, absl::GetFlag(FLAGS_plot_vms))));
+    config.series_vms.resize(std::min(config.series_vms.size(), plot));
     const absl::Time start = absl::Now();
     absl::StatusOr<std::unique_ptr<Simulation>> sim = Simulation::Create(config, *std::move(vms));
     if (!sim.ok()) return fail(sim.status());
@@ -284,24 +379,32 @@ int Main() {
   std::cout << FormatSummaries(summaries);
   for (const Run& run : runs) {
     std::cout << absl::StrFormat(
-        "%s: %.1f s of wall time, %.2f M VM-steps/s\n", run.label, absl::ToDoubleSeconds(run.wall),
-        static_cast<double>(run.results.vm_steps) / absl::ToDoubleSeconds(run.wall) / 1e6);
+        "%s: %.1f s of wall time, %.2f M VM-steps/s, agents asked %.1f%% of VM-steps\n", run.label,
+        absl::ToDoubleSeconds(run.wall),
+        static_cast<double>(run.results.vm_steps) / absl::ToDoubleSeconds(run.wall) / 1e6,
+        100.0 * static_cast<double>(run.results.agent_asks) /
+            static_cast<double>(std::max<int64_t>(1, run.results.vm_steps)));
   }
 
-  const std::string csv = absl::GetFlag(FLAGS_csv);
-  if (!csv.empty()) {
+  // One file per run of each kind asked for.
+  const struct {
+    std::string flag;
+    const char* what;
+    std::string (*text)(const Results&);
+  } per_run[] = {{absl::GetFlag(FLAGS_csv), "per-VM CSV", VmCsv},
+                 {absl::GetFlag(FLAGS_series_csv), "fleet and node series CSV", SeriesCsv}};
+  for (const auto& out : per_run) {
+    if (out.flag.empty()) continue;
     for (size_t i = 0; i < runs.size(); ++i) {
-      std::string path = OutputPath(csv);
-      if (i > 0) {
-        const size_t dot = path.rfind('.');
-        const size_t slash = path.rfind('/');
-        const bool has_ext =
-            dot != std::string::npos && (slash == std::string::npos || dot > slash);
-        path = has_ext ? path.substr(0, dot) + ".compare" + path.substr(dot) : path + ".compare";
-      }
-      if (absl::Status s = WriteTextFile(path, VmCsv(runs[i].results)); !s.ok()) return fail(s);
-      std::cout << "per-VM CSV (" << runs[i].label << "): " << path << "\n";
+      const std::string path = RunPath(OutputPath(out.flag), i);
+      if (absl::Status s = WriteTextFile(path, out.text(runs[i].results)); !s.ok()) return fail(s);
+      std::cout << out.what << " (" << runs[i].label << "): " << path << "\n";
     }
+  }
+  if (const std::string json = absl::GetFlag(FLAGS_summary_json); !json.empty()) {
+    const std::string path = OutputPath(json);
+    if (absl::Status s = WriteTextFile(path, SummaryJson(summaries)); !s.ok()) return fail(s);
+    std::cout << "summary JSON: " << path << "\n";
   }
   const std::string html = absl::GetFlag(FLAGS_html);
   if (!html.empty()) {
@@ -325,6 +428,11 @@ int Main() {
                  absl::StrCat(absl::FormatDuration(config.duration), ", ",
                               absl::FormatDuration(config.step), ", ",
                               absl::FormatDuration(config.metrics_interval))},
+                {"LFC goal (enableLFCMetrics), windows every, new pages per minute",
+                 run.results.scaling.enable_lfc_metrics
+                     ? absl::StrCat("on, ", absl::FormatDuration(config.lfc_metrics_interval), ", ",
+                                    config.lfc_new_page_share)
+                     : "off"},
                 {"watermark, migration policy",
                  absl::StrCat(config.watermark, ", ", absl::GetFlag(FLAGS_migration_policy))},
                 {"failure rates: scheduler, resize, monitor, migration",
@@ -344,6 +452,7 @@ int Main() {
 }  // namespace autoscale::sim
 
 int main(int argc, char** argv) {
+  autoscale::sim::CompareConfigs() = autoscale::sim::RepeatedFlag(argc, argv, "compare_config");
   std::vector<char*> args = autoscale::InitProgram(
       argc, argv,
       "simulate: a fleet of simulated VMs scaled by the project's core, monitor and ledger.\n"

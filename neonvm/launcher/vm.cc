@@ -130,6 +130,10 @@ std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir
       absl::StrCat("cpus=", s.cpus_min, ",maxcpus=", max_cpus, ",sockets=1,cores=", max_cpus,
                    ",threads=1"),
   };
+  if (s.sandbox) {
+    a.insert(a.end(), {"-sandbox",
+                       "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"});
+  }
   // CPUs above the minimum are devices with an id, so they can be unplugged later.
   for (int core = s.cpus_min; core < s.cpus_use; ++core) {
     a.insert(a.end(), {"-device", absl::StrCat("qemu64-x86_64-cpu,id=cpu", core,

@@ -62,6 +62,10 @@ struct VmSpec {
   std::string qemu = "qemu-system-x86_64";
   // "kvm" or "tcg"; empty: kvm when /dev/kvm is usable, else tcg.
   std::string accel;
+  // QEMU's seccomp sandbox (-sandbox on, with obsolete system calls, privilege changes, fork/exec
+  // and scheduler/affinity changes denied): a guest that breaks out of the emulator gets a
+  // process that cannot exec, spawn or raise its privileges. Hotplug and migration work under it.
+  bool sandbox = true;
 
   // Whole vCPUs: the bounds and how many the VM starts with.
   int cpus_min = 1;

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -58,6 +59,14 @@ TEST(VmGuest, ForwardedPortReachesTheGuestAndTheGuestReachesNothing) {
     if (got.empty()) absl::SleepFor(absl::Milliseconds(100));
   }
   EXPECT_EQ(got, "hello-from-guest\n");
+
+  // Every QEMU thread runs under the seccomp filter (Seccomp: 2 is "filter" in proc(5)).
+  std::ifstream status(absl::StrCat("/proc/", booted->vm->pid(), "/status"));
+  std::string line, seccomp;
+  while (std::getline(status, line)) {
+    if (absl::StartsWith(line, "Seccomp:")) seccomp = line;
+  }
+  EXPECT_EQ(seccomp, "Seccomp:\t2");
 
   // A host service on loopback, which the guest would reach as 10.0.2.2 without restrict=on.
   int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -59,6 +59,8 @@ TEST(QemuCommandLine, DescribesTheSpec) {
   EXPECT_TRUE(Contains(a, {"-machine", "q35"}));
   EXPECT_TRUE(Contains(a, {"-accel", "tcg"}));
   EXPECT_TRUE(Contains(a, {"-no-reboot"}));
+  EXPECT_TRUE(Contains(
+      a, {"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"}));
   // Under TCG: room for 255 vCPU creations, the guest told about 4.
   EXPECT_TRUE(Contains(a, {"-smp", "cpus=1,maxcpus=255,sockets=1,cores=255,threads=1"}));
   EXPECT_TRUE(
@@ -84,6 +86,11 @@ TEST(QemuCommandLine, DescribesTheSpec) {
   EXPECT_TRUE(Contains(a, {"-qmp", "unix:/tmp/neonvm-x/agent.qmp.sock,server=on,wait=off"}));
   EXPECT_TRUE(Contains(a, {"-S"}));
   EXPECT_FALSE(Contains(a, {"-incoming", "defer"}));
+
+  spec.sandbox = false;
+  EXPECT_FALSE(
+      absl::StrContains(absl::StrJoin(QemuCommandLine(spec, "/tmp/neonvm-x"), " "), "-sandbox"));
+  spec.sandbox = true;
 
   spec.incoming = true;
   a = QemuCommandLine(spec, "/tmp/neonvm-x");

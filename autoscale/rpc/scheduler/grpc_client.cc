@@ -1,15 +1,25 @@
 #include "autoscale/rpc/scheduler/grpc_client.h"
 
+#include <atomic>
 #include <chrono>
 #include <utility>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "autoscale/api/scheduler.grpc.pb.h"
 #include "autoscale/rpc/grpc_status.h"
 #include "grpcpp/grpcpp.h"
 
 namespace autoscale::rpc::scheduler {
 namespace {
+
+// Leaders named by standbys are added to the addresses, up to this many in all.
+constexpr size_t kMaxAddresses = 16;
 
 class GrpcClient final : public SchedulerService {
  public:
@@ -23,11 +33,11 @@ class GrpcClient final : public SchedulerService {
     return args;
   }
 
-  GrpcClient(std::string address, absl::Duration timeout)
-      : address_(std::move(address)),
-        timeout_(timeout),
-        stub_(api::Scheduler::NewStub(grpc::CreateCustomChannel(
-            address_, grpc::InsecureChannelCredentials(), ChannelArgs()))) {}
+  GrpcClient(const std::vector<std::string>& addresses, absl::Duration timeout)
+      : timeout_(timeout) {
+    absl::MutexLock l(&mu_);
+    for (const std::string& a : addresses) Add(a);
+  }
 
   absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& request) override {
     return Call("Request", &api::Scheduler::Stub::Request, request);
@@ -80,31 +90,115 @@ class GrpcClient final : public SchedulerService {
   }
 
  private:
+  struct Target {
+    std::string address;
+    std::unique_ptr<api::Scheduler::Stub> stub;
+    // Until then it is passed by: a call to it timed out.
+    absl::Time silent_until ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  };
+
+  // The index of `address`, added if new (and there is room; else -1).
+  int Add(const std::string& address) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (size_t i = 0; i < targets_.size(); ++i) {
+      if (targets_[i]->address == address) return static_cast<int>(i);
+    }
+    if (targets_.size() >= kMaxAddresses) return -1;
+    targets_.push_back(std::make_unique<Target>(
+        Target{address, api::Scheduler::NewStub(grpc::CreateCustomChannel(
+                            address, grpc::InsecureChannelCredentials(), ChannelArgs()))}));
+    return static_cast<int>(targets_.size() - 1);
+  }
+
   template <typename Req, typename Resp>
   absl::StatusOr<Resp> Call(const char* method,
                             grpc::Status (api::Scheduler::Stub::*rpc)(grpc::ClientContext*,
                                                                       const Req&, Resp*),
                             const Req& request) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::microseconds(absl::ToInt64Microseconds(timeout_)));
-    Resp response;
-    grpc::Status s = (stub_.get()->*rpc)(&context, WithVersion(request), &response);
-    if (!s.ok()) return FromGrpc(s, absl::StrCat("scheduler ", address_, " ", method));
-    return response;
+    const auto deadline = std::chrono::system_clock::now() +
+                          std::chrono::microseconds(absl::ToInt64Microseconds(timeout_));
+    const Req versioned = WithVersion(request);
+    size_t count;
+    {
+      absl::MutexLock l(&mu_);
+      count = targets_.size();
+    }
+    size_t i = current_.load(std::memory_order_relaxed);
+    absl::Status last;
+    // Every address once, and the leaders they name.
+    for (size_t attempt = 0; attempt < 2 * count + 1; ++attempt) {
+      Target* target;
+      {
+        absl::MutexLock l(&mu_);
+        target = targets_[i % targets_.size()].get();  // targets are never removed
+      }
+      grpc::ClientContext context;
+      context.set_deadline(deadline);
+      Resp response;
+      const grpc::Status s = (target->stub.get()->*rpc)(&context, versioned, &response);
+      if (s.ok()) {
+        current_.store(i, std::memory_order_relaxed);
+        return response;
+      }
+      absl::Status status = FromGrpc(s, absl::StrCat("scheduler ", target->address, " ", method));
+      std::string leader;
+      const auto& trailers = context.GetServerTrailingMetadata();
+      if (auto it = trailers.find(kLeaderMetadata); it != trailers.end()) {
+        leader.assign(it->second.data(), it->second.size());
+        status = NotLeaderError(std::string(status.message()), leader);
+      }
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE) {
+        // A call that timed out may have been acted on: not sent again. The next call tries the
+        // next address, in case this one is frozen.
+        if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+          absl::MutexLock l(&mu_);
+          target->silent_until = absl::Now() + timeout_;
+          current_.store((i + 1) % targets_.size(), std::memory_order_relaxed);
+        }
+        return status;
+      }
+      last = std::move(status);
+      {
+        absl::MutexLock l(&mu_);
+        const int named = leader.empty() || leader == target->address ? -1 : Add(leader);
+        size_t next = named >= 0 ? named : (i + 1) % targets_.size();
+        // A scheduler that just let a call time out (frozen, or cut off) is still named leader by
+        // standbys until its lease expires: skip it rather than wait out the timeout again.
+        const absl::Time now = absl::Now();
+        for (size_t k = 0; k < targets_.size() && targets_[next]->silent_until > now; ++k) {
+          next = (next + 1) % targets_.size();
+        }
+        if (next == i || targets_[next]->silent_until > now) break;
+        i = next;
+        count = targets_.size();
+      }
+      current_.store(i, std::memory_order_relaxed);
+      if (count == 1 || std::chrono::system_clock::now() >= deadline) break;
+    }
+    return last;
   }
 
-  const std::string address_;
   const absl::Duration timeout_;
-  std::unique_ptr<api::Scheduler::Stub> stub_;
+  absl::Mutex mu_;
+  // Grows only (leaders named by standbys), so a Target* stays valid.
+  std::vector<std::unique_ptr<Target>> targets_ ABSL_GUARDED_BY(mu_);
+  // The address that answered last.
+  std::atomic<size_t> current_{0};
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<SchedulerService>> NewGrpcClient(const std::string& address,
+absl::StatusOr<std::unique_ptr<SchedulerService>> NewGrpcClient(const std::string& addresses,
                                                                 absl::Duration timeout) {
-  if (address.empty()) return absl::InvalidArgumentError("scheduler client: empty address");
-  return std::make_unique<GrpcClient>(address, timeout);
+  std::vector<std::string> list;
+  for (absl::string_view a : absl::StrSplit(addresses, ',')) {
+    a = absl::StripAsciiWhitespace(a);
+    if (a.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("scheduler client: empty address in \"", addresses, "\""));
+    }
+    list.emplace_back(a);
+  }
+  return std::make_unique<GrpcClient>(list, timeout);
 }
 
 }  // namespace autoscale::rpc::scheduler

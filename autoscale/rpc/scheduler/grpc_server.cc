@@ -1,5 +1,6 @@
 #include "autoscale/rpc/scheduler/grpc_server.h"
 
+#include <string>
 #include <utility>
 
 #include "autoscale/api/scheduler.grpc.pb.h"
@@ -10,9 +11,15 @@
 namespace autoscale::rpc::scheduler {
 namespace {
 
+// A standby's error names the leader in the trailing metadata, where the client finds it.
 template <typename T>
-grpc::Status Reply(absl::StatusOr<T> result, T* response) {
-  if (!result.ok()) return ToGrpc(result.status());
+grpc::Status Reply(grpc::CallbackServerContext* context, absl::StatusOr<T> result, T* response) {
+  if (!result.ok()) {
+    if (std::string leader = LeaderOf(result.status()); !leader.empty()) {
+      context->AddTrailingMetadata(kLeaderMetadata, leader);
+    }
+    return ToGrpc(result.status());
+  }
   *response = *std::move(result);
   return grpc::Status::OK;
 }
@@ -28,75 +35,76 @@ class Service final : public api::Scheduler::CallbackService {
                                     const api::PermitRequest* request,
                                     api::PermitResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    service_.RequestAsync(*request, [reactor, response](absl::StatusOr<api::PermitResponse> r) {
-      reactor->Finish(Reply(std::move(r), response));
-    });
+    service_.RequestAsync(*request,
+                          [context, reactor, response](absl::StatusOr<api::PermitResponse> r) {
+                            reactor->Finish(Reply(context, std::move(r), response));
+                          });
     return reactor;
   }
   grpc::ServerUnaryReactor* RegisterNode(grpc::CallbackServerContext* context,
                                          const api::RegisterNodeRequest* request,
                                          api::RegisterNodeResponse* response) override {
-    return Done(context, Reply(service_.RegisterNode(*request), response));
+    return Done(context, Reply(context, service_.RegisterNode(*request), response));
   }
   grpc::ServerUnaryReactor* PlaceVm(grpc::CallbackServerContext* context,
                                     const api::PlaceVmRequest* request,
                                     api::PlaceVmResponse* response) override {
-    return Done(context, Reply(service_.PlaceVm(*request), response));
+    return Done(context, Reply(context, service_.PlaceVm(*request), response));
   }
   grpc::ServerUnaryReactor* ReleaseVm(grpc::CallbackServerContext* context,
                                       const api::ReleaseVmRequest* request,
                                       api::ReleaseVmResponse* response) override {
-    return Done(context, Reply(service_.ReleaseVm(*request), response));
+    return Done(context, Reply(context, service_.ReleaseVm(*request), response));
   }
   grpc::ServerUnaryReactor* GetMigrationOrders(grpc::CallbackServerContext* context,
                                                const api::MigrationOrdersRequest* request,
                                                api::MigrationOrdersResponse* response) override {
-    return Done(context, Reply(service_.GetMigrationOrders(*request), response));
+    return Done(context, Reply(context, service_.GetMigrationOrders(*request), response));
   }
   grpc::ServerUnaryReactor* ReportMigration(grpc::CallbackServerContext* context,
                                             const api::MigrationResult* request,
                                             api::MigrationResultResponse* response) override {
-    return Done(context, Reply(service_.ReportMigration(*request), response));
+    return Done(context, Reply(context, service_.ReportMigration(*request), response));
   }
   grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* context,
                                       const api::ListRequest* request,
                                       api::ListNodesResponse* response) override {
-    return Done(context, Reply(service_.ListNodes(*request), response));
+    return Done(context, Reply(context, service_.ListNodes(*request), response));
   }
   grpc::ServerUnaryReactor* ListVms(grpc::CallbackServerContext* context,
                                     const api::ListRequest* request,
                                     api::ListVmsResponse* response) override {
-    return Done(context, Reply(service_.ListVms(*request), response));
+    return Done(context, Reply(context, service_.ListVms(*request), response));
   }
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
                                       const api::StatusRequest* request,
                                       api::StatusResponse* response) override {
-    return Done(context, Reply(service_.GetStatus(*request), response));
+    return Done(context, Reply(context, service_.GetStatus(*request), response));
   }
   grpc::ServerUnaryReactor* UpdateNode(grpc::CallbackServerContext* context,
                                        const api::UpdateNodeRequest* request,
                                        api::UpdateNodeResponse* response) override {
-    return Done(context, Reply(service_.UpdateNode(*request), response));
+    return Done(context, Reply(context, service_.UpdateNode(*request), response));
   }
   grpc::ServerUnaryReactor* CordonNode(grpc::CallbackServerContext* context,
                                        const api::CordonNodeRequest* request,
                                        api::CordonNodeResponse* response) override {
-    return Done(context, Reply(service_.CordonNode(*request), response));
+    return Done(context, Reply(context, service_.CordonNode(*request), response));
   }
   grpc::ServerUnaryReactor* DrainNode(grpc::CallbackServerContext* context,
                                       const api::DrainNodeRequest* request,
                                       api::DrainNodeResponse* response) override {
-    return Done(context, Reply(service_.DrainNode(*request), response));
+    return Done(context, Reply(context, service_.DrainNode(*request), response));
   }
   grpc::ServerUnaryReactor* RemoveNode(grpc::CallbackServerContext* context,
                                        const api::RemoveNodeRequest* request,
                                        api::RemoveNodeResponse* response) override {
-    return Done(context, Reply(service_.RemoveNode(*request), response));
+    return Done(context, Reply(context, service_.RemoveNode(*request), response));
   }
   grpc::ServerUnaryReactor* UpdateVmBounds(grpc::CallbackServerContext* context,
                                            const api::UpdateVmBoundsRequest* request,
                                            api::UpdateVmBoundsResponse* response) override {
-    return Done(context, Reply(service_.UpdateVmBounds(*request), response));
+    return Done(context, Reply(context, service_.UpdateVmBounds(*request), response));
   }
 
  private:

@@ -17,9 +17,15 @@
 //
 // Every request carries a protocol version; the clients send one left unspecified as
 // PROTOCOL_VERSION_1 (WithVersion), and the scheduler refuses others with FAILED_PRECONDITION.
+//
+// Schedulers that run as an active/standby group (scheduler::HaScheduler) answer only on the
+// leader; a standby answers UNAVAILABLE naming the leader (NotLeaderError), and the gRPC client
+// sends the call there (grpc_client.h).
 #pragma once
 
 #include <functional>
+#include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "autoscale/api/scheduler.pb.h"
@@ -76,6 +82,14 @@ class SchedulerService {
     return absl::UnimplementedError("UpdateVmBounds");
   }
 };
+
+// UNAVAILABLE with `message`, naming `leader` (the address clients reach the leader at; empty:
+// none is known) in a way LeaderOf reads back, also across gRPC (the trailing metadata
+// kLeaderMetadata).
+absl::Status NotLeaderError(std::string_view message, std::string_view leader);
+// The leader a NotLeaderError names, or "".
+std::string LeaderOf(const absl::Status& status);
+inline constexpr char kLeaderMetadata[] = "autoscale-leader";
 
 // Sets PROTOCOL_VERSION_1 on a message whose version is unspecified.
 template <typename M>
