@@ -149,9 +149,12 @@ void Agent::Stop() {
   if (supervisor_.joinable()) supervisor_.join();
   {
     absl::MutexLock lock(&mu_);
-    migrations = std::move(migrations_);
+    for (auto& [id, thread] : migrations_) migrations.push_back(std::move(thread));
+    migrations_.clear();
+    for (std::thread& thread : ended_) migrations.push_back(std::move(thread));
+    ended_.clear();
   }
-  for (std::thread& t : migrations) t.join();
+  for (std::thread& t : migrations) t.join();  // they see stopping_ and end
   std::map<std::string, Managed> vms;
   std::map<uint64_t, Incoming> incoming;
   {
@@ -209,6 +212,21 @@ absl::Status Agent::ApplyConfig(const api::AgentConfig& config) {
   return absl::OkStatus();
 }
 
+int64_t Agent::GrantedMilliCpu(const std::string& node, const std::string& vm) {
+  api::ListRequest list;
+  list.set_node(node);
+  absl::StatusOr<api::ListVmsResponse> vms = scheduler_.ListVms(list);
+  if (!vms.ok()) {
+    // The driver then reads it from whole vCPUs (or compute units), as precisely as they tell.
+    LOG(WARNING) << "VM " << vm << ": its permit is not known (" << vms.status() << ")";
+    return 0;
+  }
+  for (const api::VmState& v : vms->vms()) {
+    if (v.vm() == vm) return v.permit().milli_cpu();
+  }
+  return 0;
+}
+
 absl::Status Agent::StartRunner(const api::VmConfig& vm, std::unique_ptr<Runner>& runner,
                                 std::unique_ptr<neonvm::migration::Source>& migration) {
   RunnerOptions o;
@@ -229,7 +247,7 @@ absl::Status Agent::StartRunner(const api::VmConfig& vm, std::unique_ptr<Runner>
   o.max_sleep = options_.runner_max_sleep;
   o.probe_interval = options_.runner_max_sleep;
   o.on_migration_order = [this](const api::MigrationOrder& order) { OnMigrationOrder(order); };
-  ASSIGN_OR_RETURN(OpenedVm opened, vms_factory_.Open(vm, cu));
+  ASSIGN_OR_RETURN(OpenedVm opened, vms_factory_.Open(vm, cu, GrantedMilliCpu(o.node, vm.name())));
   auto started = std::make_unique<Runner>(std::move(o), std::move(opened.driver), scheduler_,
                                           connect_monitor_, events_, metrics_, clock_);
   RETURN_IF_ERROR(started->Start());
@@ -243,14 +261,16 @@ void Agent::Supervise() {
   // call back into the agent.
   std::vector<std::unique_ptr<Runner>> to_stop;
   std::vector<api::VmConfig> to_start;
+  std::vector<std::thread> ended;
   const absl::Time now = clock_.Now();
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
+    ended.swap(ended_);
     static thread_local std::mt19937_64 rng(std::random_device{}());
     for (auto it = vms_.begin(); it != vms_.end();) {
       Managed& m = it->second;
-      if (m.migrating) {  // the migration decides what becomes of it
+      if (m.migrating || m.lost) {  // the migration decides (decided) what becomes of it
         ++it;
         continue;
       }
@@ -281,14 +301,15 @@ void Agent::Supervise() {
           m.last_error = failure;
           m.pending = Managed::Pending::kNone;
         }
-      } else if (now >= m.restart_at && !m.owned) {
+      } else if (now >= m.restart_at) {
         to_start.push_back(m.config);
         m.restart_at = absl::InfiniteFuture();  // claimed by this round
       }
       ++it;
     }
   }
-  to_stop.clear();  // Runner destructors stop and join
+  for (std::thread& t : ended) t.join();  // their migrations have ended
+  to_stop.clear();                        // Runner destructors stop and join
   for (const api::VmConfig& vm : to_start) {
     std::unique_ptr<Runner> runner;
     std::unique_ptr<neonvm::migration::Source> migration;
@@ -320,8 +341,69 @@ void Agent::OnMigrationOrder(const api::MigrationOrder& order) {
   if (it == vms_.end() || !it->second.runner) return;  // not (yet) ours; polled again later
   migrating_.insert(order.id());
   it->second.migrating = true;
-  migrations_.emplace_back([this, order] { Migrate(order); });
+  migrations_.emplace(order.id(), std::thread([this, order] { Migrate(order); }));
 }
+
+size_t Agent::migration_threads() const {
+  absl::MutexLock lock(&mu_);
+  return migrations_.size() + ended_.size();
+}
+
+void Agent::Report(const api::MigrationResult& result) {
+  absl::Duration wait = absl::Milliseconds(100);
+  while (true) {
+    absl::Status s = scheduler_.ReportMigration(result).status();
+    if (s.ok()) return;
+    const absl::StatusCode code = s.code();
+    const bool transient =
+        code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded ||
+        code == absl::StatusCode::kAborted || code == absl::StatusCode::kResourceExhausted ||
+        code == absl::StatusCode::kUnknown || code == absl::StatusCode::kInternal;
+    if (!transient || stopping()) {
+      Event(result.vm(), api::EVENT_KIND_MIGRATION_REPORT_FAILED,
+            absl::StrCat("reporting the migration (order ", result.order_id(), "): ", s.message()));
+      return;
+    }
+    absl::SleepFor(wait);  // real time: the scheduler's recovery does not follow a test's clock
+    wait = std::min(wait * 2, absl::Seconds(5));
+  }
+}
+
+namespace {
+
+// The target agent, as the migration's state machine asks it (FinishIncoming).
+class PeerTarget final : public neonvm::migration::Target {
+ public:
+  PeerTarget(rpc::agent_peer::MigrationPeer& peer, const api::MigrationOrder& order,
+             std::string uri)
+      : peer_(peer), order_(order), uri_(std::move(uri)) {}
+
+  const std::string& uri() const override { return uri_; }
+  absl::Status Abandon(const std::string& why) override {
+    absl::Status s = peer_.FinishIncoming(Request(false, why, false));
+    return s.code() == absl::StatusCode::kNotFound ? absl::OkStatus() : s;
+  }
+  absl::Status Commit(bool expect_running) override {
+    return peer_.FinishIncoming(Request(true, "", expect_running));
+  }
+
+ private:
+  api::FinishIncomingRequest Request(bool succeeded, const std::string& why, bool running) const {
+    api::FinishIncomingRequest r;
+    r.set_order_id(order_.id());
+    r.set_vm(order_.vm());
+    r.set_succeeded(succeeded);
+    r.set_error(why);
+    r.set_expect_running(running);
+    return r;
+  }
+
+  rpc::agent_peer::MigrationPeer& peer_;
+  const api::MigrationOrder order_;
+  const std::string uri_;
+};
+
+}  // namespace
 
 void Agent::Migrate(api::MigrationOrder order) {
   const std::string& name = order.vm();
@@ -339,116 +421,155 @@ void Agent::Migrate(api::MigrationOrder order) {
       config = it->second.config;
     }
   }
-  Event(name, api::EVENT_KIND_MIGRATION_STARTED,
-        absl::StrCat("migrating to node ", order.target_node(), " (order ", order.id(), ")"));
-  std::unique_ptr<rpc::agent_peer::MigrationPeer> peer;
-  bool prepared = false;
+  // Every way this ends: the VM's flags, and this thread handed to the supervisor to join.
+  auto end = [&](bool forget) {
+    absl::MutexLock lock(&mu_);
+    migrating_.erase(order.id());
+    auto it = vms_.find(name);
+    if (it != vms_.end()) {
+      if (forget) {
+        departed_.insert(name);
+      } else {
+        it->second.migrating = false;
+      }
+    }
+    if (auto t = migrations_.find(order.id()); t != migrations_.end()) {
+      ended_.push_back(std::move(t->second));
+      migrations_.erase(t);
+    }
+  };
   auto report = [&](bool succeeded, const std::string& error) {
     api::MigrationResult r;
     r.set_order_id(order.id());
     r.set_vm(name);
     r.set_succeeded(succeeded);
     r.set_error(error);
-    absl::Status s;
-    for (int attempt = 0; attempt < 5; ++attempt) {
-      s = scheduler_.ReportMigration(r).status();
-      if (s.ok()) break;
-      clock_.SleepFor(absl::Seconds(1));
-    }
-    if (!s.ok()) {
-      Event(name, api::EVENT_KIND_MIGRATION_REPORT_FAILED,
-            absl::StrCat("reporting the migration: ", s.message()));
-    }
+    Report(r);
   };
-  auto fail = [&](const absl::Status& why) {
+  // Failing before anything reached the target: the VM stays, resizing resumes.
+  auto refuse = [&](const absl::Status& why) {
     Event(name, api::EVENT_KIND_MIGRATION_FAILED,
-          absl::StrCat("migration failed: ", why.message()));
+          absl::StrCat("migration to node ", order.target_node(), " not started: ", why.message()));
     metrics_.Add("autoscaling_agent_migrations_total",
                  {{"direction", "out"}, {"result", "failed"}});
-    if (prepared && peer) {
-      api::FinishIncomingRequest f;
-      f.set_order_id(order.id());
-      f.set_vm(name);
-      f.set_succeeded(false);
-      f.set_error(std::string(why.message()));
-      (void)peer->FinishIncoming(f);
-    }
     report(false, std::string(why.message()));
     if (runner != nullptr) runner->EndMigration();
-    absl::MutexLock lock(&mu_);
-    migrating_.erase(order.id());
-    if (auto it = vms_.find(name); it != vms_.end()) it->second.migrating = false;
+    end(false);
   };
-  if (runner == nullptr) return fail(absl::NotFoundError("the VM is not managed here"));
-  if (source == nullptr) {
-    return fail(absl::FailedPreconditionError("the VM cannot be migrated (no migration source)"));
+  if (runner == nullptr || source == nullptr) {
+    return refuse(absl::NotFoundError("the VM is not managed here"));
   }
+  Event(name, api::EVENT_KIND_MIGRATION_STARTED,
+        absl::StrCat("migrating to node ", order.target_node(), " (order ", order.id(), ")"));
+  absl::StatusOr<bool> kvm = source->KvmEnabled(absl::Seconds(10));
+  if (!kvm.ok()) return refuse(kvm.status());
   absl::StatusOr<neonvm::migration::MigrationOptions> options_or =
-      MigrationOptionsFromProto(settings);  // checked when the config was applied
-  if (!options_or.ok()) return fail(options_or.status());
+      MigrationOptionsFor(settings, config, *kvm);
+  if (!options_or.ok()) return refuse(options_or.status());
   neonvm::migration::MigrationOptions options = *options_or;
-  options.allow_postcopy = config.allow_postcopy();
   options.timeout = options_.migration_timeout;
-  if (absl::Status s = runner->BeginMigration(absl::Seconds(30)); !s.ok()) return fail(s);
-  absl::StatusOr<neonvm::migration::Devices> devices = source->CaptureDevices(absl::Seconds(10));
-  if (!devices.ok()) return fail(devices.status());
+  if (absl::Status s = runner->BeginMigration(absl::Seconds(30)); !s.ok()) return refuse(s);
   absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> connected =
       connect_peer_(order.target_agent_address());
-  if (!connected.ok()) return fail(connected.status());
-  peer = *std::move(connected);
-  api::PrepareIncomingRequest prepare;
-  prepare.set_order_id(order.id());
-  *prepare.mutable_vm() = config;
-  for (const std::string& args : devices->cpu_device_add_args) {
-    prepare.add_cpu_device_add_args(args);
-  }
-  if (devices->virtio_mem_requested_bytes) {
-    prepare.set_has_virtio_mem(true);
-    prepare.set_virtio_mem_requested_bytes(*devices->virtio_mem_requested_bytes);
-  }
-  *prepare.mutable_current() = core::ToProto(runner->Status().current);
-  absl::StatusOr<api::PrepareIncomingResponse> target = peer->PrepareIncoming(prepare);
-  if (!target.ok()) return fail(target.status());
-  prepared = true;
-  absl::StatusOr<neonvm::migration::MigrationStats> stats =
-      neonvm::migration::Send(*source, target->uri(), options);
-  if (!stats.ok()) return fail(stats.status());
+  if (!connected.ok()) return refuse(connected.status());
+  std::unique_ptr<rpc::agent_peer::MigrationPeer> peer = *std::move(connected);
 
-  // The VM runs on the target now: the scheduler moves it, then the target agent takes it over.
-  report(true, "");
-  api::FinishIncomingRequest finish;
-  finish.set_order_id(order.id());
-  finish.set_vm(name);
-  finish.set_succeeded(true);
-  absl::Status taken = peer->FinishIncoming(finish);
-  if (!taken.ok()) {
-    Event(name, api::EVENT_KIND_MIGRATION_FAILED,
-          absl::StrCat("the target agent did not take the VM over: ", taken.message()));
-  }
-  (void)source->Quit(absl::Seconds(10));  // the source QEMU's owner reaps it
-  std::unique_ptr<Runner> gone;
-  std::unique_ptr<neonvm::migration::Source> gone_source;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = vms_.find(name);
-    if (it != vms_.end()) {
-      gone = std::move(it->second.runner);
-      gone_source = std::move(it->second.migration);
-      vms_.erase(it);
+  // A migration QEMU already carries out (this agent restarted in the middle of it) is taken up:
+  // its target is prepared already.
+  absl::StatusOr<std::string> run_state = source->RunState(absl::Seconds(10));
+  absl::StatusOr<neonvm::migration::Progress> progress =
+      run_state.ok() ? source->Query(absl::Seconds(10)) : run_state.status();
+  std::string uri;
+  if (!progress.ok() || !neonvm::migration::MigrationStarted(progress->status, *run_state)) {
+    absl::StatusOr<neonvm::migration::Devices> devices = source->CaptureDevices(absl::Seconds(10));
+    if (!devices.ok()) return refuse(devices.status());
+    api::PrepareIncomingRequest prepare;
+    prepare.set_order_id(order.id());
+    *prepare.mutable_vm() = config;
+    prepare.mutable_vm()->set_allow_postcopy(options.allow_postcopy);
+    for (const std::string& args : devices->cpu_device_add_args) {
+      prepare.add_cpu_device_add_args(args);
     }
-    departed_.insert(name);
-    migrating_.erase(order.id());
+    if (devices->virtio_mem_requested_bytes) {
+      prepare.set_has_virtio_mem(true);
+      prepare.set_virtio_mem_requested_bytes(*devices->virtio_mem_requested_bytes);
+    }
+    *prepare.mutable_current() = core::ToProto(runner->Status().current);
+    absl::StatusOr<api::PrepareIncomingResponse> target = peer->PrepareIncoming(prepare);
+    if (!target.ok()) {
+      // It may have started one whose answer was lost: it goes.
+      (void)PeerTarget(*peer, order, "").Abandon(std::string(target.status().message()));
+      return refuse(target.status());
+    }
+    uri = target->uri();
   }
-  gone.reset();
-  gone_source.reset();
-  metrics_.Forget({"vm", name});
-  metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "out"}, {"result", "ok"}});
-  Event(name, api::EVENT_KIND_MIGRATED_OUT,
-        absl::StrFormat("migrated to node %s in %s (downtime %s, %d MiB sent%s)",
-                        order.target_node(), absl::FormatDuration(stats->total_time),
-                        absl::FormatDuration(stats->downtime), stats->transferred_bytes >> 20,
-                        stats->postcopy ? ", postcopy" : ""),
-        stats->total_time);
+
+  PeerTarget target(*peer, order, uri);
+  neonvm::migration::MigrationResult r = neonvm::migration::RunMigration(
+      *source, target, options, options_.migration_retry, [this] { return stopping(); });
+  switch (r.outcome) {
+    case neonvm::migration::Outcome::kMigrated: {
+      report(true, "");
+      std::unique_ptr<Runner> gone;
+      std::unique_ptr<neonvm::migration::Source> gone_source;
+      {
+        absl::MutexLock lock(&mu_);
+        if (auto it = vms_.find(name); it != vms_.end()) {
+          gone = std::move(it->second.runner);
+          gone_source = std::move(it->second.migration);
+          vms_.erase(it);
+        }
+      }
+      end(/*forget=*/true);
+      gone.reset();
+      gone_source.reset();
+      metrics_.Forget({"vm", name});
+      metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "out"}, {"result", "ok"}});
+      Event(name, api::EVENT_KIND_MIGRATED_OUT,
+            absl::StrFormat("migrated to node %s in %s (downtime %s, %d MiB sent%s)%s",
+                            order.target_node(), absl::FormatDuration(r.stats.total_time),
+                            absl::FormatDuration(r.stats.downtime), r.stats.transferred_bytes >> 20,
+                            r.stats.postcopy ? ", postcopy" : "",
+                            r.error.ok() ? "" : absl::StrCat("; ", r.error.message())),
+            r.stats.total_time);
+      return;
+    }
+    case neonvm::migration::Outcome::kStayed:
+      Event(name, api::EVENT_KIND_MIGRATION_FAILED,
+            absl::StrCat("migration failed; the VM stays here: ", r.error.message()));
+      metrics_.Add("autoscaling_agent_migrations_total",
+                   {{"direction", "out"}, {"result", "failed"}});
+      report(false, std::string(r.error.message()));
+      runner->EndMigration();
+      end(false);
+      return;
+    case neonvm::migration::Outcome::kLost: {
+      Event(name, api::EVENT_KIND_VM_LOST,
+            absl::StrCat("lost in its migration to node ", order.target_node(),
+                         " (the failure came after the point of no return; the source QEMU is "
+                         "left paused): ",
+                         r.error.message()));
+      metrics_.Add("autoscaling_agent_migrations_total",
+                   {{"direction", "out"}, {"result", "lost"}});
+      report(false, absl::StrCat("lost: ", r.error.message()));
+      std::unique_ptr<Runner> stopped;
+      {
+        absl::MutexLock lock(&mu_);
+        if (auto it = vms_.find(name); it != vms_.end()) {
+          stopped = std::move(it->second.runner);
+          it->second.lost = true;
+          it->second.last_error = absl::StrCat("lost in a migration: ", r.error.message());
+        }
+      }
+      stopped.reset();
+      end(false);
+      return;
+    }
+    case neonvm::migration::Outcome::kInterrupted:
+      // The agent stops; nothing was decided (a restarted agent takes the migration up).
+      end(false);
+      return;
+  }
 }
 
 absl::StatusOr<api::PrepareIncomingResponse> Agent::PrepareIncoming(
@@ -466,28 +587,66 @@ absl::StatusOr<api::PrepareIncomingResponse> Agent::PrepareIncoming(
 }
 
 absl::Status Agent::FinishIncoming(const api::FinishIncomingRequest& request) {
+  const uint64_t id = request.order_id();
   Incoming in;
   {
     absl::MutexLock lock(&mu_);
-    auto it = incoming_.find(request.order_id());
-    if (it == incoming_.end()) {
-      return absl::NotFoundError(absl::StrCat("no incoming migration ", request.order_id()));
+    if (auto f = finished_incoming_.find(id); f != finished_incoming_.end()) {
+      // Asked again (the answer was lost): the same answer.
+      if (request.succeeded() == f->second.taken_over) return absl::OkStatus();
+      return absl::FailedPreconditionError(
+          f->second.taken_over ? absl::StrCat("order ", id, ": the VM runs here already")
+                               : absl::StrCat("order ", id, ": ", f->second.why));
     }
-    in = std::move(it->second);
-    incoming_.erase(it);
+    auto it = incoming_.find(id);
+    if (it == incoming_.end()) {
+      return absl::NotFoundError(absl::StrCat("no incoming migration ", id));
+    }
+    if (it->second.finishing) {
+      return absl::UnavailableError(absl::StrCat("order ", id, ": still being finished"));
+    }
+    it->second.finishing = true;
+    in.config = it->second.config;
   }
   const std::string name = in.config.name();
+  auto finish = [&](Finished f) -> std::unique_ptr<IncomingVm> {
+    absl::MutexLock lock(&mu_);
+    auto it = incoming_.find(id);
+    std::unique_ptr<IncomingVm> vm = std::move(it->second.vm);
+    incoming_.erase(it);
+    finished_incoming_[id] = std::move(f);
+    return vm;
+  };
+  IncomingVm* vm;
+  {
+    absl::MutexLock lock(&mu_);
+    vm = incoming_.at(id).vm.get();
+  }
   if (!request.succeeded()) {
-    (void)in.vm->Stop();
+    (void)vm->Stop();
+    finish({false, "abandoned by the source: " + request.error()});
     Event(name, api::EVENT_KIND_INCOMING_ABANDONED,
           absl::StrCat("incoming migration abandoned: ", request.error()));
     metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "in"}, {"result", "failed"}});
     return absl::OkStatus();
   }
-  if (absl::Status s = in.vm->AwaitArrival(true, options_.incoming_timeout); !s.ok()) {
-    (void)in.vm->Stop();
-    return s;
+  if (absl::Status s = vm->AwaitArrival(request.expect_running(), options_.incoming_timeout);
+      !s.ok()) {
+    // It does not run here: its copy goes, so the source may resume.
+    (void)vm->Stop();
+    const std::string why =
+        absl::StrCat("the VM did not arrive here (", s.message(), "); its copy here is stopped");
+    finish({false, why});
+    Event(name, api::EVENT_KIND_INCOMING_ABANDONED, why);
+    metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "in"}, {"result", "failed"}});
+    return absl::FailedPreconditionError(why);
   }
+  in.vm = finish({true, ""});
+  return TakeOver(id, std::move(in));
+}
+
+absl::Status Agent::TakeOver(uint64_t order, Incoming in) {
+  const std::string name = in.config.name();
   api::VmConfig config = in.config;
   config.set_qmp(in.vm->qmp_address());
   config.set_monitor_address("");
@@ -495,12 +654,11 @@ absl::Status Agent::FinishIncoming(const api::FinishIncomingRequest& request) {
     absl::StatusOr<std::string> monitor = in.vm->MonitorAddress(config.monitor_guest_port());
     if (monitor.ok()) config.set_monitor_address(*monitor);
   }
-  // The spec now describes this QEMU (its size is what the source had).
+  // The VM runs here whatever happens next: a runner that cannot start now is retried by the
+  // supervisor, as any other.
   std::unique_ptr<Runner> runner;
   std::unique_ptr<neonvm::migration::Source> migration;
-  if (absl::Status s = StartRunner(config, runner, migration); !s.ok()) {
-    return Annotate(s, "taking over VM " + name);
-  }
+  absl::Status started = StartRunner(config, runner, migration);
   {
     absl::MutexLock lock(&mu_);
     departed_.erase(name);
@@ -510,9 +668,18 @@ absl::Status Agent::FinishIncoming(const api::FinishIncomingRequest& request) {
     m.runner = std::move(runner);
     m.migration = std::move(migration);
     m.owned = std::move(in.vm);
+    if (!started.ok()) {
+      m.last_error = std::string(started.message());
+      m.restart_at = clock_.Now() + options_.restart_min;
+    }
   }
   metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "in"}, {"result", "ok"}});
-  Event(name, api::EVENT_KIND_MIGRATED_IN, "migrated in: this node manages the VM now");
+  Event(name, api::EVENT_KIND_MIGRATED_IN,
+        absl::StrCat("migrated in (order ", order, "): this node manages the VM now"));
+  if (!started.ok()) {
+    Event(name, api::EVENT_KIND_RUNNER_START_FAILED,
+          std::string("cannot start: ") + std::string(started.message()));
+  }
   return absl::OkStatus();
 }
 

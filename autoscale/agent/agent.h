@@ -15,10 +15,14 @@
 // `restart_min` to `restart_max` without disturbing the others.
 //
 // Migrations: the scheduler's orders (on a permit, or polled) make the source agent stop
-// resizing the VM, ask the target node's agent to start an incoming VM (PrepareIncoming), send
-// the VM there (neonvm::migration through the VM's migration Source), report the result to the
-// scheduler, and tell the target (FinishIncoming), which manages the VM from then on. On failure
-// the source keeps running and resizing resumes.
+// resizing the VM, ask the target node's agent to start an incoming VM (PrepareIncoming), and run
+// the migration's state machine (neonvm/migration/outgoing.h) over the VM's migration Source and
+// the target agent (FinishIncoming), which keeps exactly one copy running: the outcome is
+// migrated (the target agent manages the VM; the source QEMU quit), stayed (the source runs it
+// again if it ran before; resizing resumes) or lost (after the point of no return; the source is
+// left paused and unmanaged). Every outcome is reported to the scheduler, retried until it is
+// taken. A migration this agent finds in progress on its VM (it restarted in the middle of one) is
+// taken up where QEMU has it. Each migration's thread is joined when it ends.
 //
 // Everything that waits reads `clock`: tests run the agent on a ManualClock (restart back-offs,
 // order polling, timers of the runners' states) with a fake VmDriverFactory, an in-process
@@ -48,6 +52,7 @@
 #include "autoscale/base/prometheus.h"
 #include "autoscale/rpc/agent_peer/agent_peer.h"
 #include "autoscale/rpc/scheduler/scheduler.h"
+#include "neonvm/migration/outgoing.h"
 
 namespace autoscale::agent {
 
@@ -64,8 +69,10 @@ struct AgentOptions {
   absl::Duration migration_poll_interval = absl::Seconds(1);
   absl::Duration restart_min = absl::Seconds(5);
   absl::Duration restart_max = absl::Seconds(10);
-  // Bounds a whole migration.
+  // Bounds a migration's precopy (after the point of no return nothing is timed out), and how
+  // what must be asked again then is retried.
   absl::Duration migration_timeout = absl::Seconds(120);
+  neonvm::migration::RetryOptions migration_retry;
   // Bounds the target's wait for the migrated VM to arrive and run.
   absl::Duration incoming_timeout = absl::Seconds(60);
   // Overrides for runners (tests shorten the monitor's retry and the loops' sleeps).
@@ -99,10 +106,14 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   EventLog& events() { return events_; }
   std::vector<RunnerStatus> Statuses() const;
 
-  // MigrationPeer: this agent as a migration target.
+  // MigrationPeer: this agent as a migration target. FinishIncoming answers as
+  // api::FinishIncomingRequest says, the same when asked again.
   absl::StatusOr<api::PrepareIncomingResponse> PrepareIncoming(
       const api::PrepareIncomingRequest& request) override;
   absl::Status FinishIncoming(const api::FinishIncomingRequest& request) override;
+
+  // Migration threads not joined yet (those running and those just ended).
+  size_t migration_threads() const;
 
  private:
   struct Managed {
@@ -119,10 +130,19 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
     std::unique_ptr<IncomingVm> owned;
     // A migration away is in progress: the supervisor leaves the runner alone.
     bool migrating = false;
+    // Lost in a migration: not managed any more (its source QEMU is left paused).
+    bool lost = false;
   };
   struct Incoming {
     api::VmConfig config;
     std::unique_ptr<IncomingVm> vm;
+    // A FinishIncoming for it is being answered.
+    bool finishing = false;
+  };
+  // How an incoming migration ended here: the VM taken over, or its copy stopped.
+  struct Finished {
+    bool taken_over = false;
+    std::string why;
   };
 
   // A runner for `vm` (and its migration source), started.
@@ -134,6 +154,18 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   void Supervise();
   void OnMigrationOrder(const api::MigrationOrder& order);
   void Migrate(api::MigrationOrder order);
+  // The milli-CPU the ledger grants `vm` on `node` (0: not known): a restarted runner reads its
+  // VM's partial vCPU as granted, not as a whole one.
+  int64_t GrantedMilliCpu(const std::string& node, const std::string& vm);
+  // Reports a migration's end to the scheduler, again until it is taken (or refused for good, or
+  // the agent stops).
+  void Report(const api::MigrationResult& result);
+  // The incoming VM of `order` runs here now: this agent manages it.
+  absl::Status TakeOver(uint64_t order, Incoming in);
+  bool stopping() const {
+    absl::MutexLock lock(&mu_);
+    return stopping_;
+  }
   void Event(const std::string& vm, api::EventKind kind, const std::string& text,
              std::optional<absl::Duration> duration = std::nullopt) {
     events_.Add(clock_.Now(), vm, kind, text, duration);
@@ -158,9 +190,13 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   // Migration orders being carried out (by order id), and incoming VMs not finished yet.
   std::set<uint64_t> migrating_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Incoming> incoming_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, Finished> finished_incoming_ ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> migrations_ ABSL_GUARDED_BY(mu_);
+  // The threads of migrations away, by order; a thread that ends moves itself to `ended_`, which
+  // the supervisor joins.
+  std::map<uint64_t, std::thread> migrations_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> ended_ ABSL_GUARDED_BY(mu_);
   std::thread supervisor_;
 };
 

@@ -42,6 +42,24 @@ absl::StatusOr<neonvm::migration::MigrationOptions> MigrationOptionsFromProto(
   return o;
 }
 
+absl::StatusOr<neonvm::migration::MigrationOptions> MigrationOptionsFor(
+    const api::MigrationSettings& settings, const api::VmConfig& vm, bool kvm) {
+  ASSIGN_OR_RETURN(neonvm::migration::MigrationOptions o, MigrationOptionsFromProto(settings));
+  if (kvm) {
+    o.allow_postcopy = vm.has_allow_postcopy() && vm.allow_postcopy();
+    return o;
+  }
+  if (vm.has_allow_postcopy() && !vm.allow_postcopy()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "VM ", vm.name(),
+        " runs under TCG, where precopy loses writes of a guest that keeps writing memory, and "
+        "its allowPostcopy is false: not migrated"));
+  }
+  o.allow_postcopy = true;
+  o.postcopy_after_passes = 1;
+  return o;
+}
+
 absl::Status ValidateAgentConfig(const api::AgentConfig& c) {
   if (c.node().empty()) return absl::InvalidArgumentError("node: required");
   if (c.scheduler_address().empty()) {

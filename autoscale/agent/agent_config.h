@@ -30,4 +30,13 @@ absl::StatusOr<api::AgentConfig> LoadAgentConfig(const std::string& path);
 absl::StatusOr<neonvm::migration::MigrationOptions> MigrationOptionsFromProto(
     const api::MigrationSettings& settings);
 
+// How `vm` is migrated: `settings`, and whether postcopy may follow precopy. Under KVM that is the
+// VM's allowPostcopy (unset: no). Under TCG (`kvm` false) postcopy always follows the first pass:
+// TCG's precopy loses writes of a guest that keeps writing memory (QEMU 10.0.2,
+// neonvm/migration/migration.h), silently, whereas postcopy's own risk (a target that dies after
+// the switch loses the VM) is seen and reported. A VM whose allowPostcopy is false under TCG is
+// not migrated (FAILED_PRECONDITION): precopy is the only way left, and it is not safe.
+absl::StatusOr<neonvm::migration::MigrationOptions> MigrationOptionsFor(
+    const api::MigrationSettings& settings, const api::VmConfig& vm, bool kvm);
+
 }  // namespace autoscale::agent

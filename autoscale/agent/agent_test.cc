@@ -137,7 +137,7 @@ class AgentTest : public ::testing::Test {
 
   // Places `vm` on `node` at its minimum in the ledger and starts its fake VM there.
   FakeVm& AddVm(const std::string& vm, const std::string& node, core::Bounds bounds,
-                bool migratable = false) {
+                bool migratable = false, const std::string& run_state = "running") {
     api::PlaceVmRequest place;
     place.set_vm(vm);
     place.mutable_bounds()->set_min_cu(bounds.min_cu);
@@ -147,7 +147,7 @@ class AgentTest : public ::testing::Test {
     absl::StatusOr<api::PlaceVmResponse> p = client_->PlaceVm(place);
     EXPECT_TRUE(p.ok()) << p.status();
     monitors_[testing::FakeMonitorAddress(vm)] = std::make_unique<ScriptedMonitor>();
-    return hv_.AddVm(vm, "fake:" + vm, Cus(bounds.min_cu));
+    return hv_.AddVm(vm, "fake:" + vm, Cus(bounds.min_cu), run_state);
   }
 
   static api::VmConfig VmConfig(const std::string& vm, core::Bounds bounds) {
@@ -191,14 +191,44 @@ class AgentTest : public ::testing::Test {
     std::unique_ptr<Agent> agent;
   };
 
-  // Starts the agent of `node` with `config`.
+  // A target agent as the source reaches it, with faults the test injects into FinishIncoming.
+  class FaultyPeer final : public rpc::agent_peer::MigrationPeer {
+   public:
+    FaultyPeer(rpc::agent_peer::MigrationPeer& peer, AgentTest& test) : peer_(peer), test_(test) {}
+    absl::StatusOr<api::PrepareIncomingResponse> PrepareIncoming(
+        const api::PrepareIncomingRequest& r) override {
+      return peer_.PrepareIncoming(r);
+    }
+    absl::Status FinishIncoming(const api::FinishIncomingRequest& r) override {
+      if (test_.finish_failures_ > 0) {
+        --test_.finish_failures_;
+        return absl::UnavailableError("connection reset (injected)");
+      }
+      return peer_.FinishIncoming(r);
+    }
+
+   private:
+    rpc::agent_peer::InProcessClient peer_;
+    AgentTest& test_;
+  };
+
+  // Starts the agent of `node` with `config` (replacing one that ran there).
   Agent& StartAgent(const std::string& node, const api::AgentConfig& config) {
+    if (auto it = nodes_.find(node); it != nodes_.end()) {
+      it->second->agent->Stop();
+      retired_.push_back(std::move(it->second));
+      nodes_.erase(it);
+    }
     auto n = std::make_unique<Node>(hv_, node);
     AgentOptions o;
     o.address = node + ":agent";
     o.supervise_interval = absl::Milliseconds(5);
     o.runner_max_sleep = absl::Milliseconds(10);
     o.monitor_retry = absl::Milliseconds(20);
+    o.migration_timeout = migration_timeout_;
+    o.migration_retry = {.min = absl::Milliseconds(1),
+                         .max = absl::Milliseconds(10),
+                         .abandon_give_up = absl::Milliseconds(200)};
     n->agent = std::make_unique<Agent>(
         o, *client_, n->factory,
         [this](const std::string& address, rpc::monitor::MonitorClient::Callbacks callbacks,
@@ -212,9 +242,8 @@ class AgentTest : public ::testing::Test {
         [this](const std::string& address)
             -> absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> {
           for (auto& [name, other] : nodes_) {
-            if (name + ":agent" == address) {
-              return std::make_unique<rpc::agent_peer::InProcessClient>(*other->agent);
-            }
+            if (name + ":agent" == address)
+              return std::make_unique<FaultyPeer>(*other->agent, *this);
           }
           return absl::UnavailableError("no agent at " + address);
         },
@@ -283,7 +312,11 @@ class AgentTest : public ::testing::Test {
   FakeHypervisor hv_;
   std::map<std::string, std::unique_ptr<ScriptedMonitor>> monitors_;
   std::map<std::string, std::unique_ptr<Node>> nodes_;
+  std::vector<std::unique_ptr<Node>> retired_;  // stopped agents (their VMs' fakes may refer)
   std::map<std::string, api::RegisterNodeRequest> registered_;
+  absl::Duration migration_timeout_ = absl::Seconds(120);
+  // FinishIncoming calls that fail (as a lost connection) before they reach the target.
+  std::atomic<int> finish_failures_{0};
 };
 
 TEST_F(AgentTest, AConfigReloadAddsRemovesAndChangesVms) {
@@ -367,6 +400,27 @@ TEST_F(AgentTest, ARunnerWhoseVmCannotBeReachedIsRestarted) {
   EXPECT_TRUE(Eventually([&] { return vm1.size() == Cus(2); })) << Log(agent);
 }
 
+// A restarted runner opens its VM with the milli-CPU the ledger grants it: the QEMU driver reads a
+// partial vCPU (1250m runs 2 vCPUs) back from it instead of rounding up to whole vCPUs.
+TEST_F(AgentTest, ARestartedRunnerIsOpenedWithTheMilliCpuItsVmIsGranted) {
+  RegisterNode("a", 8);
+  FakeVm& vm1 = AddVm("vm1", "a", {1, 4});
+  Agent& agent = StartAgent("a", Config("a", {VmConfig("vm1", {1, 4})}));
+  ASSERT_TRUE(Eventually([&] { return Managed(agent, "vm1"); })) << Log(agent);
+  EXPECT_EQ(node("a").factory.granted_milli_cpu("fake:vm1"), Cus(1).milli_cpu);
+  ASSERT_TRUE(agent.UpdateConfig(Config("a", {VmConfig("vm1", {3, 4})})).ok());
+  ASSERT_TRUE(Eventually([&] { return vm1.size() == Cus(3); })) << Log(agent);
+
+  vm1.SetReachable(false);
+  ASSERT_TRUE(Eventually([&] { return Has(agent, "vm1", api::EVENT_KIND_RUNNER_RESTARTING); }))
+      << Log(agent);
+  vm1.SetReachable(true);
+  clock_.Advance(absl::Seconds(10));  // restart_max
+  ASSERT_TRUE(Eventually([&] { return Count(agent, "vm1", api::EVENT_KIND_RUNNER_STARTED) == 2; }))
+      << Log(agent);
+  EXPECT_EQ(node("a").factory.granted_milli_cpu("fake:vm1"), Cus(3).milli_cpu);
+}
+
 TEST_F(AgentTest, ALostVmIsRetriedAndReportedWithoutDisturbingTheOthers) {
   RegisterNode("a", 8);
   FakeVm& vm1 = AddVm("vm1", "a", {1, 4});
@@ -405,95 +459,264 @@ TEST_F(AgentTest, ALostVmIsRetriedAndReportedWithoutDisturbingTheOthers) {
 // a goes above its watermark and the scheduler orders vm1 (the only migratable VM) to node b.
 class MigrationTest : public AgentTest {
  protected:
-  void StartBoth() {
+  // `script`: how the fake QEMUs migrate; vm1 starts in `run_state`.
+  void StartBoth(const testing::MigrationScript& script = {},
+                 const std::string& run_state = "running") {
+    hv_.SetMigrationScript(script);
     RegisterNode("a", 4, /*watermark=*/0.5);
     RegisterNode("b", 4);
-    AddVm("vm1", "a", {1, 3}, /*migratable=*/true);
+    vm1_ = &AddVm("vm1", "a", {1, 3}, /*migratable=*/true, run_state);
     AddVm("vm2", "a", {1, 1});
-    a_ = &StartAgent("a", Config("a", {VmConfig("vm1", {1, 3}), VmConfig("vm2", {1, 1})}));
+    a_ = &StartAgent("a", ConfigA(1));
     b_ = &StartAgent("b", Config("b", {}));
     ASSERT_TRUE(Eventually([&] { return Managed(*a_, "vm1") && Managed(*a_, "vm2"); })) << Log(*a_);
+  }
+  api::AgentConfig ConfigA(int vm1_min) {
+    api::VmConfig vm1 = VmConfig("vm1", {static_cast<uint32_t>(vm1_min), 3});
+    if (allow_postcopy_) vm1.set_allow_postcopy(*allow_postcopy_);
+    return Config("a", {vm1, VmConfig("vm2", {1, 1})});
   }
 
   // Raises vm1's minimum to 2 CU and lets the agent poll for orders once it has grown.
   void Overfill() {
-    ASSERT_TRUE(
-        a_->UpdateConfig(Config("a", {VmConfig("vm1", {2, 3}), VmConfig("vm2", {1, 1})})).ok());
+    ASSERT_TRUE(a_->UpdateConfig(ConfigA(2)).ok());
     ASSERT_TRUE(Eventually([&] { return Permit("vm1") == Cus(2); })) << Log(*a_);
     clock_.Advance(absl::Seconds(1));  // the next poll for migration orders
   }
 
-  // The ledger is consistent: its own invariants, and vm1 booked exactly once.
-  void ExpectLedgerConsistent() {
+  // The migration has ended, as the scheduler saw it.
+  bool Settled() {
+    absl::StatusOr<api::VmState> v = Ledger("vm1");
+    return v.ok() && !v->migrating();
+  }
+
+  // The ledger is consistent: its invariants hold, vm1 is booked once, not migrating, on the
+  // node `node`.
+  void ExpectLedger(const std::string& node) {
     EXPECT_TRUE(scheduler_->ledger().CheckInvariants().ok())
         << scheduler_->ledger().CheckInvariants();
     absl::StatusOr<api::VmState> vm1 = Ledger("vm1");
     ASSERT_TRUE(vm1.ok()) << vm1.status();
     EXPECT_FALSE(vm1->migrating());
+    EXPECT_EQ(vm1->node(), node);
   }
 
+  // vm1 runs on `node` (its one running copy), and ran only once at any time.
+  void ExpectOneCopyOn(const std::string& node) {
+    EXPECT_EQ(hv_.RunningCopies("vm1"), 1);
+    EXPECT_EQ(hv_.MaxRunningCopies("vm1"), 1) << "two copies ran at once";
+    FakeVm* running = hv_.Running("vm1");
+    ASSERT_NE(running, nullptr);
+    // The source is "fake:vm1"; a target on b is "fake:b/vm1/<n>".
+    EXPECT_TRUE(node == "a" ? running->qmp_address() == "fake:vm1"
+                            : absl::StartsWith(running->qmp_address(), "fake:b/"))
+        << running->qmp_address();
+  }
+
+  void ExpectMigratedToB() {
+    ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::EVENT_KIND_MIGRATED_OUT); }))
+        << "a:" << Log(*a_) << "\nb:" << Log(*b_);
+    ASSERT_TRUE(Eventually([&] { return Managed(*b_, "vm1"); })) << Log(*b_);
+    ASSERT_TRUE(Eventually([&] { return Settled(); }));
+    ExpectOneCopyOn("b");
+    ExpectLedger("b");
+    EXPECT_EQ(Vm(a_->Status(), "vm1"), nullptr);
+  }
+
+  void ExpectStayedOnA() {
+    ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::EVENT_KIND_MIGRATION_FAILED); }))
+        << "a:" << Log(*a_) << "\nb:" << Log(*b_);
+    ASSERT_TRUE(Eventually([&] { return Settled(); }));
+    ExpectLedger("a");
+    EXPECT_FALSE(Has(*b_, "vm1", api::EVENT_KIND_MIGRATED_IN));
+    // a manages it again: resizing resumes.
+    ASSERT_TRUE(Eventually([&] {
+      for (const RunnerStatus& s : a_->Statuses()) {
+        if (s.vm == "vm1") return !s.migrating && s.current.memory_bytes > 0;
+      }
+      return false;
+    })) << Log(*a_);
+  }
+
+  FakeVm* vm1_ = nullptr;
   Agent* a_ = nullptr;
   Agent* b_ = nullptr;
+  std::optional<bool> allow_postcopy_;
 };
 
 TEST_F(MigrationTest, AVmMigratesOutAndIn) {
-  StartBoth();
+  StartBoth({.kvm = true});
   Overfill();
-  ASSERT_TRUE(Eventually([&] { return Has(*b_, "vm1", api::EVENT_KIND_MIGRATED_IN); }))
-      << "a:" << Log(*a_) << "\nb:" << Log(*b_);
-  ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::EVENT_KIND_MIGRATED_OUT); }))
-      << Log(*a_);
-
-  // One copy runs, on b; a no longer manages it, b does.
-  EXPECT_EQ(hv_.RunningCopies("vm1"), 1);
+  ExpectMigratedToB();
   FakeVm* running = hv_.Running("vm1");
-  ASSERT_NE(running, nullptr);
-  EXPECT_TRUE(absl::StartsWith(running->qmp_address(), "fake:b/")) << running->qmp_address();
   EXPECT_EQ(running->size(), Cus(2)) << "the VM arrives at the size it had";
-  EXPECT_EQ(Vm(a_->Status(), "vm1"), nullptr);
-  ASSERT_TRUE(Eventually([&] { return Managed(*b_, "vm1"); })) << Log(*b_);
-  // The ledger moved it; b's agent reaches its monitor (it moved with the VM).
-  ExpectLedgerConsistent();
-  EXPECT_EQ(Ledger("vm1")->node(), "b");
+  EXPECT_EQ(vm1_->run_state(), "shutdown") << "the source quit";
+  EXPECT_EQ(vm1_->postcopy_switches(), 0) << "KVM: precopy, as configured";
   EXPECT_EQ(Permit("vm1"), Cus(2));
+  // b's agent reaches the VM's monitor (it moved with the VM) and scales it: a load of 2.5
+  // wants 3 CU, its maximum. (b's first requests came before the scheduler moved the VM, and
+  // are retried after 3 s.)
   ASSERT_TRUE(Eventually([&] {
     const api::AgentStatus s = b_->Status();
     const api::VmStatus* v = Vm(s, "vm1");
     return v != nullptr && v->monitor_connected();
   })) << Log(*b_);
   EXPECT_EQ(monitors_.at(testing::FakeMonitorAddress("vm1"))->connections(), 2);
-
-  // b's agent scales it: a load of 2.5 wants 3 CU, its maximum.
   ASSERT_TRUE(SendMetrics("vm1", Load(2.5)));
+  clock_.Advance(absl::Seconds(3));
   EXPECT_TRUE(Eventually([&] { return running->size() == Cus(3); })) << Log(*b_);
   EXPECT_EQ(Permit("vm1"), Cus(3));
   EXPECT_EQ(Ledger("vm1")->node(), "b");
+  EXPECT_EQ(a_->migration_threads(), 0u);
+}
+
+TEST_F(MigrationTest, UnderTcgAMigrationSwitchesToPostcopy) {
+  StartBoth({.kvm = false});
+  Overfill();
+  ExpectMigratedToB();
+  EXPECT_EQ(vm1_->postcopy_switches(), 1);
+}
+
+TEST_F(MigrationTest, UnderTcgAVmThatForbidsPostcopyIsNotMigrated) {
+  allow_postcopy_ = false;
+  StartBoth({.kvm = false});
+  Overfill();
+  ExpectStayedOnA();
+  ExpectOneCopyOn("a");
+  EXPECT_EQ(vm1_->migration_status(), "none") << "nothing was sent";
+  EXPECT_FALSE(Has(*b_, "vm1", api::EVENT_KIND_INCOMING_PREPARED));
 }
 
 TEST_F(MigrationTest, AFailedMigrationLeavesTheVmWhereItWas) {
-  hv_.SetMigrationScript({.active_polls = 3, .fail_at_poll = 2});
-  StartBoth();
+  StartBoth({.fail_at_poll = 2, .kvm = true});
   Overfill();
-  ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::EVENT_KIND_MIGRATION_FAILED); }))
-      << Log(*a_);
-  ASSERT_TRUE(Eventually([&] { return Has(*b_, "vm1", api::EVENT_KIND_INCOMING_ABANDONED); }))
-      << Log(*b_);
+  ExpectStayedOnA();
+  ExpectOneCopyOn("a");
+  EXPECT_EQ(vm1_->run_state(), "running");
+  ASSERT_TRUE(Eventually([&] { return Has(*b_, "vm1", api::EVENT_KIND_INCOMING_ABANDONED); }));
+}
+
+// The target dies before the switch (precopy): the source runs on.
+TEST_F(MigrationTest, TargetKilledBeforeTheSwitchLeavesTheSourceRunning) {
+  StartBoth({.active_polls = 5, .kill_target_at_poll = 2, .kvm = true});
+  Overfill();
+  ExpectStayedOnA();
+  ExpectOneCopyOn("a");
+}
+
+// The target dies after the switch to postcopy: it held the only live copy. The VM is lost; the
+// source is not resumed (that would run a stale copy), and the agent stops managing it.
+TEST_F(MigrationTest, TargetKilledAfterTheSwitchToPostcopyLosesTheVmAndSaysSo) {
+  allow_postcopy_ = true;
+  StartBoth({.active_polls = 10, .postcopy_polls = 5, .kill_target_at_poll = 7, .kvm = false});
+  Overfill();
+  ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::EVENT_KIND_VM_LOST); })) << Log(*a_);
+  ASSERT_TRUE(Eventually([&] { return Settled(); }));
+  EXPECT_EQ(hv_.RunningCopies("vm1"), 0);
+  EXPECT_EQ(hv_.MaxRunningCopies("vm1"), 1);
+  EXPECT_EQ(vm1_->run_state(), "finish-migrate") << "the source stays paused";
+  EXPECT_FALSE(Managed(*a_, "vm1"));
+  const api::AgentStatus status = a_->Status();
+  ASSERT_NE(Vm(status, "vm1"), nullptr);
+  EXPECT_TRUE(absl::StrContains(Vm(status, "vm1")->error(), "lost")) << Vm(status, "vm1")->error();
+  // The ledger keeps booking it where it was (nothing is released that may still be in use).
+  ExpectLedger("a");
+}
+
+// After the switch to postcopy, query-migrate answers time out for a while: the target holds the
+// VM, so the migration is followed on, not cancelled.
+TEST_F(MigrationTest, QueryTimeoutsAfterTheSwitchToPostcopyAreRidOut) {
+  allow_postcopy_ = true;
+  StartBoth({.active_polls = 10, .query_timeouts_in_postcopy = 3, .kvm = false});
+  Overfill();
+  ExpectMigratedToB();
+  EXPECT_EQ(vm1_->postcopy_switches(), 1);
+  EXPECT_EQ(vm1_->cancels(), 0);
+}
+
+// The migration's time runs out after the switch to postcopy: it is not cancelled.
+TEST_F(MigrationTest, TheTimeoutDoesNotCancelAPostcopyMigration) {
+  allow_postcopy_ = true;
+  migration_timeout_ = absl::Milliseconds(200);
+  StartBoth({.active_polls = 10, .postcopy_polls = 100, .kvm = false});
+  Overfill();
+  ExpectMigratedToB();
+  EXPECT_EQ(vm1_->postcopy_switches(), 1);
+  EXPECT_EQ(vm1_->cancels(), 0);
+}
+
+// query-migrate answers time out just as the migration completes: the completion is found, not
+// taken for a failure (which resumed the paused source while the target ran it).
+TEST_F(MigrationTest, QueryTimeoutsAtCompletionDoNotResumeTheSource) {
+  StartBoth({.query_timeouts_at_completion = 3, .kvm = true});
+  Overfill();
+  ExpectMigratedToB();
+}
+
+// The timeout's cancel reaches QEMU as the migration completes, and loses the race.
+TEST_F(MigrationTest, ACancelThatLosesTheRaceWithCompletionLeavesTheTargetRunningIt) {
+  migration_timeout_ = absl::ZeroDuration();
+  StartBoth({.cancel_loses_race = true, .kvm = true});
+  Overfill();
+  ExpectMigratedToB();
+  EXPECT_EQ(vm1_->cancels(), 1);
+}
+
+// FinishIncoming fails (the connection to the target agent drops) a few times: it is asked again
+// until the target answers, which takes the VM over.
+TEST_F(MigrationTest, AFinishIncomingThatFailsIsAskedAgain) {
+  StartBoth({.kvm = true});
+  finish_failures_ = 3;
+  Overfill();
+  ExpectMigratedToB();
+  EXPECT_EQ(finish_failures_, 0);
+}
+
+// The target's copy dies right after a precopy completes: the target agent says it does not run
+// the VM, so the paused source, which holds all of it, resumes (it is not quit).
+TEST_F(MigrationTest, ATargetThatCannotTakeOverLetsTheSourceResume) {
+  StartBoth({.kill_target_at_completion = true, .kvm = true});
+  Overfill();
+  ExpectStayedOnA();
+  ExpectOneCopyOn("a");
+  EXPECT_EQ(vm1_->run_state(), "running");
+}
+
+// A VM paused before its migration is not resumed when the migration fails.
+TEST_F(MigrationTest, AFailedMigrationDoesNotResumeAVmThatWasPaused) {
+  StartBoth({.fail_at_poll = 2, .kvm = true}, /*run_state=*/"paused");
+  Overfill();
+  ExpectStayedOnA();
+  EXPECT_EQ(vm1_->run_state(), "paused");
   EXPECT_EQ(hv_.RunningCopies("vm1"), 1);
-  FakeVm* running = hv_.Running("vm1");
-  ASSERT_NE(running, nullptr);
-  EXPECT_EQ(running->qmp_address(), "fake:vm1") << "the source runs on";
-  EXPECT_EQ(running->run_state(), "running");
-  EXPECT_FALSE(Has(*b_, "vm1", api::EVENT_KIND_MIGRATED_IN));
-  ASSERT_TRUE(Eventually([&] { return !Ledger("vm1")->migrating(); }));
-  ExpectLedgerConsistent();
-  EXPECT_EQ(Ledger("vm1")->node(), "a");
-  // a manages it again: resizing resumes.
-  ASSERT_TRUE(Eventually([&] {
-    for (const RunnerStatus& s : a_->Statuses()) {
-      if (s.vm == "vm1") return !s.migrating;
-    }
-    return false;
-  })) << Log(*a_);
+  EXPECT_EQ(hv_.MaxRunningCopies("vm1"), 1);
+}
+
+// The source's agent stops in the middle of a migration (its QEMU goes on); the agent that
+// replaces it takes the migration up where QEMU has it, instead of starting another.
+TEST_F(MigrationTest, ARestartedSourceAgentTakesTheMigrationUp) {
+  StartBoth({.active_polls = 1000000, .kvm = true});
+  Overfill();
+  ASSERT_TRUE(Eventually([&] { return vm1_->migration_status() == "active"; }));
+  a_ = &StartAgent("a", ConfigA(2));  // the old agent stops: its migration is interrupted
+  hv_.SetMigrationScript({.active_polls = 3, .kvm = true});
+  ExpectMigratedToB();
+  EXPECT_EQ(Count(*b_, "vm1", api::EVENT_KIND_INCOMING_PREPARED), 1) << "one target only";
+}
+
+// Each migration's thread is joined when it ends, not when the agent stops.
+TEST_F(MigrationTest, MigrationThreadsAreJoinedWhenTheirMigrationEnds) {
+  StartBoth({.fail_at_poll = 2, .kvm = true});
+  Overfill();
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(Eventually([&] {
+      return Count(*a_, "vm1", api::EVENT_KIND_MIGRATION_FAILED) == i;
+    })) << Log(*a_);
+    ASSERT_TRUE(Eventually([&] { return Settled(); }));
+    clock_.Advance(absl::Seconds(1));  // the next order
+  }
+  EXPECT_TRUE(Eventually([&] { return a_->migration_threads() == 0; }))
+      << a_->migration_threads() << " threads of ended migrations are left";
 }
 
 }  // namespace

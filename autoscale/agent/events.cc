@@ -8,6 +8,7 @@ namespace autoscale::agent {
 Severity SeverityOf(api::EventKind kind) {
   switch (kind) {
     case api::EVENT_KIND_MIGRATION_FAILED:
+    case api::EVENT_KIND_VM_LOST:
     case api::EVENT_KIND_MIGRATION_REPORT_FAILED:
     case api::EVENT_KIND_INCOMING_ABANDONED:
     case api::EVENT_KIND_RUNNER_START_FAILED:
@@ -22,6 +23,7 @@ Severity SeverityOf(api::EventKind kind) {
     case api::EVENT_KIND_MONITOR_UNHEALTHY:
     case api::EVENT_KIND_MONITOR_NOTIFY_FAILED:
     case api::EVENT_KIND_DOWNSCALE_REQUEST_FAILED:
+    case api::EVENT_KIND_METRICS_REFUSED:
       return Severity::kWarning;
     default:
       return Severity::kInfo;

@@ -21,7 +21,7 @@ TEST(EventsTest, FailuresAreWarningsOrErrorsAndNothingElseIs) {
         absl::StrContains(name, "FAILED") || absl::StrContains(name, "REFUSED") ||
         absl::StrContains(name, "REJECTED") || absl::StrContains(name, "UNREACHABLE") ||
         absl::StrContains(name, "UNHEALTHY") || absl::StrContains(name, "ABANDONED") ||
-        absl::StrContains(name, "RESTARTING");
+        absl::StrContains(name, "RESTARTING") || absl::StrContains(name, "LOST");
     EXPECT_EQ(SeverityOf(kind) != Severity::kInfo, failure) << name;
   }
 }

@@ -12,11 +12,6 @@ namespace {
 
 using core::Resources;
 
-core::SystemMetrics SystemFromProto(const api::Metrics& m) {
-  return {m.load_avg_1m(), m.load_avg_5m(), static_cast<double>(m.memory_usage_bytes()),
-          static_cast<double>(m.memory_cached_bytes())};
-}
-
 double Cu(const Resources& r, const Resources& cu) {
   return std::max(static_cast<double>(r.milli_cpu) / cu.milli_cpu,
                   static_cast<double>(r.memory_bytes) / cu.memory_bytes);
@@ -329,50 +324,75 @@ void Runner::MonitorExecutor() {
   }
 }
 
-void Runner::MonitorConnection() {
-  rpc::monitor::MonitorClient::Callbacks callbacks{
+rpc::monitor::MonitorClient::Callbacks Runner::MonitorCallbacks(uint64_t generation) {
+  // Each connection's callbacks carry its generation: what an older connection's client says
+  // (its metrics, or its end, which it reports also when it is destroyed late, by an executor
+  // that held it during a call) is not taken for the current connection's.
+  return {
       .on_metrics =
-          [this](const api::Metrics& m) {
+          [this, generation](const api::Metrics& m) {
             absl::MutexLock lock(&mu_);
-            const absl::Time now = clock_.Now();
-            state_->UpdateSystemMetrics(now, SystemFromProto(m));
-            if (m.lfc_working_set_pages_size() > 0) {
-              state_->UpdateLfcMetrics(now, core::LfcMetrics{{m.lfc_working_set_pages().begin(),
-                                                              m.lfc_working_set_pages().end()}});
+            if (generation != monitor_generation_) return;
+            absl::StatusOr<core::SystemMetrics> system = core::SystemMetricsFromProto(m);
+            absl::StatusOr<core::LfcMetrics> lfc = core::LfcMetricsFromProto(m);
+            if (!system.ok() || !lfc.ok()) {
+              // Refused at the edge: a NaN would make every goal (and the status page) NaN.
+              Event(api::EVENT_KIND_METRICS_REFUSED,
+                    absl::StrCat("metrics refused: ",
+                                 (system.ok() ? lfc.status() : system.status()).message()));
+              return;
             }
+            const absl::Time now = clock_.Now();
+            state_->UpdateSystemMetrics(now, *system);
+            if (!lfc->working_set_pages.empty()) state_->UpdateLfcMetrics(now, *lfc);
             last_metrics_ = m;
           },
       .on_upscale_request =
-          [this](const api::UpscaleRequest& r) {
+          [this, generation](const api::UpscaleRequest& r) {
             absl::MutexLock lock(&mu_);
-            state_->MonitorUpscaleRequested(clock_.Now());
+            if (generation != monitor_generation_) return;
+            if (connected_generation_ == generation) {
+              state_->MonitorUpscaleRequested(clock_.Now());
+            } else {
+              // Sent as the connection came up, before the state knows of it: MonitorConnected
+              // would wipe it; it is applied right after.
+              early_upscale_ = clock_.Now();
+            }
             ++upscale_requests_;
             Event(api::EVENT_KIND_UPSCALE_REQUESTED,
                   absl::StrCat("monitor asks for memory: usage ", r.usage_bytes() >> 20,
                                " MiB passed the threshold ", r.threshold_bytes() >> 20, " MiB"));
           },
       .on_closed =
-          [this](const absl::Status&) {
+          [this, generation](const absl::Status&) {
             absl::MutexLock lock(&mu_);
-            monitor_closed_ = true;
+            if (generation == monitor_generation_) monitor_closed_ = true;
           },
   };
+}
+
+void Runner::MonitorConnection() {
   bool reported_failure = false;
   while (true) {
+    uint64_t generation;
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
+      generation = ++monitor_generation_;
       monitor_closed_ = false;
+      early_upscale_.reset();
     }
-    absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>> client =
-        connect_monitor_(options_.monitor_address, callbacks, options_.monitor_connect_timeout);
+    absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>> client = connect_monitor_(
+        options_.monitor_address, MonitorCallbacks(generation), options_.monitor_connect_timeout);
     if (client.ok()) {
       reported_failure = false;
       std::shared_ptr<rpc::monitor::MonitorClient> monitor = *std::move(client);
       {
         absl::MutexLock lock(&mu_);
         monitor_ = monitor;
+        connected_generation_ = generation;
         state_->MonitorConnected(clock_.Now());
+        if (early_upscale_) state_->MonitorUpscaleRequested(*std::exchange(early_upscale_, {}));
       }
       Event(api::EVENT_KIND_MONITOR_CONNECTED, "monitor connected at " + options_.monitor_address);
       absl::Time last_healthy = clock_.Now();
@@ -395,6 +415,7 @@ void Runner::MonitorConnection() {
       {
         absl::MutexLock lock(&mu_);
         monitor_.reset();
+        connected_generation_ = 0;
         state_->MonitorDisconnected();
         // The metrics came over the stream: keep them for growth, never shrink on them.
         state_->MarkMetricsStale();

@@ -120,6 +120,7 @@ class Runner {
   void ProbeVm() ABSL_LOCKS_EXCLUDED(mu_);
   void MonitorExecutor();
   void MonitorConnection();
+  rpc::monitor::MonitorClient::Callbacks MonitorCallbacks(uint64_t generation);
   // Whether to wake: the state changed since `generation`, or the runner stops.
   bool ChangedSince(uint64_t generation) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Event(api::EventKind kind, const std::string& text,
@@ -150,7 +151,13 @@ class Runner {
   std::optional<core::Operation> monitor_work_ ABSL_GUARDED_BY(mu_);
   // The connected monitor, if any.
   std::shared_ptr<rpc::monitor::MonitorClient> monitor_ ABSL_GUARDED_BY(mu_);
+  // Monitor connections are numbered: the latest attempt's number, the number of the one the
+  // state knows as connected (0: none), and whether the latest one ended.
+  uint64_t monitor_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t connected_generation_ ABSL_GUARDED_BY(mu_) = 0;
   bool monitor_closed_ ABSL_GUARDED_BY(mu_) = false;
+  // An upscale request that came with the connection, before the state knew of it.
+  std::optional<absl::Time> early_upscale_ ABSL_GUARDED_BY(mu_);
   std::optional<api::Metrics> last_metrics_ ABSL_GUARDED_BY(mu_);
   std::optional<core::Resources> observed_ ABSL_GUARDED_BY(mu_);
   int64_t upscale_requests_ ABSL_GUARDED_BY(mu_) = 0;

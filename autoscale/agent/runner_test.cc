@@ -4,6 +4,8 @@
 // and the gRPC monitor are exercised with QEMU and a booted guest in examples/demo's e2e tests.
 #include "autoscale/agent/runner.h"
 
+#include <cmath>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "autoscale/base/units.h"
 #include "autoscale/core/config_proto.h"
 #include "autoscale/ledger/ledger.h"
@@ -121,12 +124,26 @@ class RecordingScheduler : public rpc::scheduler::InProcessClient {
   CallLog& log_;
 };
 
+// What the test's monitors share: whether they approve downscales, the health checks they
+// answered, and (when set) a notification their downscale answers wait for.
+struct MonitorScript {
+  std::atomic<bool> approve{true};
+  std::atomic<int> health_checks{0};
+  std::atomic<absl::Notification*> hold_downscale{nullptr};
+};
+
 class RecordingMonitor : public rpc::monitor::MonitorClient {
  public:
-  RecordingMonitor(CallLog& log, std::atomic<bool>& approve) : log_(log), approve_(approve) {}
+  RecordingMonitor(CallLog& log, MonitorScript& script, Callbacks callbacks)
+      : log_(log), approve_(script.approve), script_(script), callbacks_(std::move(callbacks)) {}
+  // As the real clients do, a destroyed client reports the end of its stream.
+  ~RecordingMonitor() override {
+    if (callbacks_.on_closed) callbacks_.on_closed(absl::CancelledError("client destroyed"));
+  }
   absl::StatusOr<api::DownscaleResult> RequestDownscale(const api::Resources& target,
                                                         absl::Duration) override {
     log_.Add("monitor downscale " + Text(target));
+    if (absl::Notification* hold = script_.hold_downscale.load()) hold->WaitForNotification();
     api::DownscaleResult r;
     r.set_ok(approve_);
     r.set_status(approve_ ? "enough headroom" : "would leave too little headroom");
@@ -136,12 +153,17 @@ class RecordingMonitor : public rpc::monitor::MonitorClient {
     log_.Add("monitor upscale " + Text(granted));
     return absl::OkStatus();
   }
-  absl::Status HealthCheck(absl::Duration) override { return absl::OkStatus(); }
+  absl::Status HealthCheck(absl::Duration) override {
+    ++script_.health_checks;
+    return absl::OkStatus();
+  }
   bool connected() const override { return true; }
 
  private:
   CallLog& log_;
   std::atomic<bool>& approve_;
+  MonitorScript& script_;
+  const Callbacks callbacks_;
 };
 
 class RunnerTest : public ::testing::Test {
@@ -164,12 +186,17 @@ class RunnerTest : public ::testing::Test {
     o.state.compute_unit = kCu;
     o.bounds = {1, 4};
     if (with_monitor) o.monitor_address = "in-test";
+    o.monitor_retry = absl::Milliseconds(50);
+    o.monitor_health_interval = absl::Milliseconds(10);
     MonitorConnector connect =
         [this](const std::string&, rpc::monitor::MonitorClient::Callbacks callbacks,
                absl::Duration) -> absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>> {
+      // What a monitor sends the moment an agent connects arrives before Connect returns.
+      if (on_connect_) on_connect_(callbacks);
       absl::MutexLock lock(&mu_);
-      callbacks_ = std::move(callbacks);
-      return std::make_unique<RecordingMonitor>(log_, approve_);
+      callbacks_ = callbacks;
+      ++connects_;
+      return std::make_unique<RecordingMonitor>(log_, script_, std::move(callbacks));
     };
     runner_ = std::make_unique<Runner>(o, std::move(vm), scheduler_, connect, events_, metrics_,
                                        Clock::Real());
@@ -192,6 +219,9 @@ class RunnerTest : public ::testing::Test {
     m.set_load_avg_1m(load);
     m.set_load_avg_5m(load);
     m.set_memory_usage_bytes(memory_bytes);
+    SendMetrics(m);
+  }
+  void SendMetrics(const api::Metrics& m) {
     const absl::Time end = absl::Now() + absl::Seconds(10);
     while (absl::Now() < end) {
       {
@@ -206,11 +236,21 @@ class RunnerTest : public ::testing::Test {
     FAIL() << "the runner never connected to the monitor";
   }
 
-  bool HasEvent(api::EventKind kind) {
-    for (const Event& e : events_.Since(0)) {
-      if (e.kind == kind) return true;
-    }
-    return false;
+  bool HasEvent(api::EventKind kind) { return Count(kind) > 0; }
+  int Count(api::EventKind kind) {
+    int n = 0;
+    for (const Event& e : events_.Since(0)) n += e.kind == kind;
+    return n;
+  }
+  int Connects() {
+    absl::MutexLock lock(&mu_);
+    return connects_;
+  }
+  // Waits (up to 15 s) for `done`.
+  static bool Eventually(const std::function<bool()>& done) {
+    const absl::Time end = absl::Now() + absl::Seconds(15);
+    while (!done() && absl::Now() < end) absl::SleepFor(absl::Milliseconds(5));
+    return done();
   }
 
   Resources Reserved(const std::string& vm) {
@@ -230,7 +270,10 @@ class RunnerTest : public ::testing::Test {
   ledger::Ledger ledger_;
   scheduler::RequestHandler handler_;
   RecordingScheduler scheduler_{handler_, log_};
-  std::atomic<bool> approve_{true};
+  MonitorScript script_;
+  std::atomic<bool>& approve_ = script_.approve;
+  std::function<void(const rpc::monitor::MonitorClient::Callbacks&)> on_connect_;
+  int connects_ ABSL_GUARDED_BY(mu_) = 0;
   EventLog events_;
   Metrics metrics_;
   absl::Mutex mu_;
@@ -352,6 +395,69 @@ TEST_F(RunnerTest, AVmThatGoesAwayIsNoticedWithoutAResize) {
   EXPECT_TRUE(absl::StrContains(runner_->failure(), "QMP connection closed")) << runner_->failure();
   EXPECT_FALSE(runner_->Status().observed.has_value());
   EXPECT_FALSE(log_.Any("vm ")) << log_.Dump();
+}
+
+TEST_F(RunnerTest, MetricsThatAreNotFiniteAreRefused) {
+  Start(/*node_cus=*/8);
+  api::Metrics nan;
+  nan.set_load_avg_1m(std::nan(""));
+  nan.set_load_avg_5m(1);
+  nan.set_memory_usage_bytes(kGiB / 4);
+  SendMetrics(nan);
+  ASSERT_TRUE(Eventually([&] { return HasEvent(api::EVENT_KIND_METRICS_REFUSED); }));
+  EXPECT_FALSE(runner_->Status().metrics.has_value());
+  // Fresh, valid metrics are taken.
+  SendMetrics(/*load=*/2.5, /*memory_bytes=*/kGiB / 4);
+  EXPECT_GE(log_.Await("vm " + Cus(3).ToString()), 0) << log_.Dump();
+  ASSERT_TRUE(runner_->Status().metrics.has_value());
+  EXPECT_EQ(runner_->Status().metrics->load_avg_1m(), 2.5);
+}
+
+// The monitor asks for memory the moment the agent connects (its usage is past the threshold
+// already): the request is not lost to the connection being set up.
+TEST_F(RunnerTest, AnUpscaleRequestThatComesWithTheConnectionIsKept) {
+  on_connect_ = [](const rpc::monitor::MonitorClient::Callbacks& callbacks) {
+    api::UpscaleRequest r;
+    r.set_usage_bytes(kGiB);
+    r.set_threshold_bytes(kGiB / 2);
+    callbacks.on_upscale_request(r);
+  };
+  Start(/*node_cus=*/8);
+  EXPECT_GE(log_.Await("vm " + Cus(2).ToString()), 0) << log_.Dump();
+  EXPECT_EQ(runner_->Status().upscale_requests, 1);
+}
+
+// A call in flight keeps the old monitor client alive past a reconnection; when the call ends
+// and the client goes, the end of its stream must not end the new connection.
+TEST_F(RunnerTest, AnOldMonitorClientEndingLateLeavesTheNewConnectionAlone) {
+  Start(/*node_cus=*/8);
+  SendMetrics(/*load=*/2.5, /*memory_bytes=*/kGiB / 4);
+  ASSERT_GE(log_.Await("monitor upscale " + Cus(3).ToString()), 0) << log_.Dump();
+  absl::Notification release;
+  script_.hold_downscale = &release;
+  SendMetrics(/*load=*/0, /*memory_bytes=*/kGiB / 4);
+  ASSERT_GE(log_.Await("monitor downscale " + Cus(2).ToString()), 0) << log_.Dump();
+  // The first stream ends while its downscale request is still out; the runner reconnects.
+  rpc::monitor::MonitorClient::Callbacks first;
+  {
+    absl::MutexLock lock(&mu_);
+    first = callbacks_;
+  }
+  first.on_closed(absl::UnavailableError("stream reset"));
+  ASSERT_TRUE(Eventually([&] { return Connects() == 2; }));
+  ASSERT_TRUE(Eventually([&] { return Count(api::EVENT_KIND_MONITOR_CONNECTED) == 2; }));
+  script_.hold_downscale = nullptr;
+  release.Notify();  // the old call ends; the old client goes
+  ASSERT_TRUE(Eventually([&] {
+    return HasEvent(api::EVENT_KIND_DOWNSCALE_APPROVED) ||
+           HasEvent(api::EVENT_KIND_DOWNSCALE_REQUEST_FAILED);
+  }));
+  // The new connection keeps answering health checks: it was not torn down.
+  const int checks = script_.health_checks;
+  ASSERT_TRUE(Eventually([&] { return script_.health_checks >= checks + 5; }));
+  EXPECT_EQ(Count(api::EVENT_KIND_MONITOR_DISCONNECTED), 1);
+  EXPECT_EQ(Connects(), 2);
+  EXPECT_TRUE(runner_->Status().monitor_connected);
 }
 
 }  // namespace

@@ -15,8 +15,12 @@ using neonvm::hotplug::VmSize;
 class QmpVmDriver final : public VmDriver {
  public:
   QmpVmDriver(std::shared_ptr<neonvm::qmp::QmpClient> qmp, const neonvm::launcher::VmSpec& spec,
-              const core::Resources& compute_unit)
-      : qmp_(std::move(qmp)), spec_(spec), compute_unit_(compute_unit), resizer_(*qmp_, spec_) {}
+              const core::Resources& compute_unit, int64_t granted_milli_cpu)
+      : qmp_(std::move(qmp)),
+        spec_(spec),
+        compute_unit_(compute_unit),
+        resizer_(*qmp_, spec_),
+        asked_milli_cpu_(granted_milli_cpu) {}
 
   absl::StatusOr<core::Resources> Current() override {
     ASSIGN_OR_RETURN(VmSize size, resizer_.Current());
@@ -57,8 +61,8 @@ class QmpVmDriver final : public VmDriver {
   const core::Resources compute_unit_;
   neonvm::hotplug::VmResizer resizer_;
   absl::Mutex mu_;
-  // The milli-CPU of the last resize asked for (0: none yet).
-  int64_t asked_milli_cpu_ ABSL_GUARDED_BY(mu_) = 0;
+  // The milli-CPU of the last resize asked for, or granted before this driver (0: not known).
+  int64_t asked_milli_cpu_ ABSL_GUARDED_BY(mu_);
 };
 
 // The migration source over the driver's QMP connection, which it keeps open.
@@ -69,6 +73,7 @@ class SharedQmpSource final : public neonvm::migration::Source {
 
   std::string name() const override { return source_->name(); }
   absl::StatusOr<std::string> RunState(absl::Duration t) override { return source_->RunState(t); }
+  absl::StatusOr<bool> KvmEnabled(absl::Duration t) override { return source_->KvmEnabled(t); }
   absl::StatusOr<neonvm::migration::Devices> CaptureDevices(absl::Duration t) override {
     return source_->CaptureDevices(t);
   }
@@ -115,14 +120,14 @@ class QemuIncomingVm final : public IncomingVm {
 
 class QemuVmDriverFactory final : public VmDriverFactory {
  public:
-  absl::StatusOr<OpenedVm> Open(const api::VmConfig& vm,
-                                const core::Resources& compute_unit) override {
+  absl::StatusOr<OpenedVm> Open(const api::VmConfig& vm, const core::Resources& compute_unit,
+                                int64_t granted_milli_cpu) override {
     const neonvm::launcher::VmSpec spec = SpecFromProto(vm.spec());
     RETURN_IF_ERROR(neonvm::launcher::Validate(spec));
     ASSIGN_OR_RETURN(std::shared_ptr<neonvm::qmp::QmpClient> qmp,
                      neonvm::qmp::QmpClient::Connect(vm.qmp()));
     OpenedVm opened;
-    opened.driver = std::make_unique<QmpVmDriver>(qmp, spec, compute_unit);
+    opened.driver = std::make_unique<QmpVmDriver>(qmp, spec, compute_unit, granted_milli_cpu);
     opened.migration = std::make_unique<SharedQmpSource>(qmp, spec);
     return opened;
   }

@@ -65,10 +65,14 @@ struct OpenedVm {
 class VmDriverFactory {
  public:
   virtual ~VmDriverFactory() = default;
-  // Opens the VM of `vm` (its QMP address and launch spec). `compute_unit` lets the driver report
-  // milli-CPU that whole vCPUs do not show. Unavailable when the VM cannot be reached.
+  // Opens the VM of `vm` (its QMP address and launch spec). `compute_unit` and
+  // `granted_milli_cpu` (the VM's permit in the ledger; 0: not known) let the driver report
+  // milli-CPU that whole vCPUs do not show: a VM granted 1250m runs 2 vCPUs, and must be read
+  // back as 1250m, not 2000m, when its runner restarts. Unavailable when the VM cannot be
+  // reached.
   virtual absl::StatusOr<OpenedVm> Open(const api::VmConfig& vm,
-                                        const core::Resources& compute_unit) = 0;
+                                        const core::Resources& compute_unit,
+                                        int64_t granted_milli_cpu) = 0;
   // Starts an incoming VM for `request` (the VM's config and the source's devices) and makes it
   // listen for the migration.
   virtual absl::StatusOr<std::unique_ptr<IncomingVm>> StartIncoming(
@@ -78,9 +82,9 @@ class VmDriverFactory {
 // QEMU: Open connects to the VM's QMP socket; StartIncoming starts QEMU from the request's spec
 // (neonvm/migration StartIncoming and Listen). vCPUs are whole: a target of 1500 milli-CPU plugs
 // 2 vCPUs (like the reference, which gives the guest ceil(use) vCPUs); memory must be a whole
-// number of the spec's slots. The size reported keeps the milli-CPU asked for while the plugged
-// vCPUs match it; at start, a VM whose memory is k compute units and whose vCPUs match k compute
-// units reports k compute units.
+// number of the spec's slots. The size reported keeps the milli-CPU asked for (at start: granted)
+// while the plugged vCPUs match it; else a VM whose memory is k compute units and whose vCPUs
+// match k compute units reports k compute units.
 std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory();
 
 neonvm::launcher::VmSpec SpecFromProto(const api::VmLaunchSpec& spec);

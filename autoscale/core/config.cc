@@ -44,14 +44,18 @@ absl::Status ValidateScalingConfig(const ScalingConfig& c) {
   if (auto s = CheckFraction("lfcToMemoryRatio", c.lfc_to_memory_ratio, 1, true); !s.ok()) {
     return s;
   }
-  if (c.lfc_window_size_minutes < 2) {
-    return OutOfRange("scaling config", "lfcWindowSizeMinutes", ">= 2",
+  // Each of the two is bounded by the 60 windows before they are added: their sum then cannot
+  // overflow (2147483647 + 2 did, and passed).
+  if (c.lfc_window_size_minutes < 2 || c.lfc_window_size_minutes > 60) {
+    return OutOfRange("scaling config", "lfcWindowSizeMinutes", "in [2, 60]",
                       absl::StrCat(c.lfc_window_size_minutes));
   }
-  if (c.lfc_min_wait_before_downscale_minutes < c.lfc_window_size_minutes) {
-    return OutOfRange("scaling config", "lfcMinWaitBeforeDownscaleMinutes",
-                      absl::StrCat(">= lfcWindowSizeMinutes (", c.lfc_window_size_minutes, ")"),
-                      absl::StrCat(c.lfc_min_wait_before_downscale_minutes));
+  if (c.lfc_min_wait_before_downscale_minutes < c.lfc_window_size_minutes ||
+      c.lfc_min_wait_before_downscale_minutes > 60) {
+    return OutOfRange(
+        "scaling config", "lfcMinWaitBeforeDownscaleMinutes",
+        absl::StrCat("in [lfcWindowSizeMinutes (", c.lfc_window_size_minutes, "), 60]"),
+        absl::StrCat(c.lfc_min_wait_before_downscale_minutes));
   }
   // The LFC goal needs minWait + windowSize - 1 windows, and there are 60 (1..60 minutes).
   if (c.lfc_min_wait_before_downscale_minutes + c.lfc_window_size_minutes - 1 > 60) {
@@ -64,7 +68,13 @@ absl::Status ValidateScalingConfig(const ScalingConfig& c) {
   }
   for (auto [field, v] : {std::pair{"cpuStableZoneRatio", c.cpu_stable_zone_ratio},
                           std::pair{"cpuMixedZoneRatio", c.cpu_mixed_zone_ratio}}) {
-    if (!std::isfinite(v) || v < 0) return OutOfRange("scaling config", field, ">= 0", Str(v));
+    if (!std::isfinite(v) || v < 0 || v > 100) {
+      return OutOfRange("scaling config", field, "in [0, 100]", Str(v));
+    }
+  }
+  if (c.max_downscale_step_cu > kMaxCu) {
+    return OutOfRange("scaling config", "maxDownscaleStepCu", absl::StrCat("<= ", kMaxCu),
+                      absl::StrCat(c.max_downscale_step_cu));
   }
   if (c.downscale_stabilization_window < absl::ZeroDuration() ||
       c.downscale_stabilization_window > absl::Hours(24)) {

@@ -37,8 +37,17 @@ struct ScalingConfig {
   uint32_t max_downscale_step_cu = 0;
 };
 
-// Checks ranges; the error names the field and the value.
+// Checks ranges; the error names the field and the value. Every numeric field has an upper bound,
+// and the checks themselves cannot overflow.
 absl::Status ValidateScalingConfig(const ScalingConfig& config);
+
+// Upper bounds of what a config may say: far above any real VM, and low enough that a compute
+// unit times a count of them (kMaxCu) fits int64 (2^40 bytes * 2^20 = 2^60).
+inline constexpr int64_t kMaxComputeUnitMilliCpu = 1'000'000;            // 1000 CPUs
+inline constexpr int64_t kMaxComputeUnitMemoryBytes = int64_t{1} << 40;  // 1 TiB
+inline constexpr uint32_t kMaxCu = 1 << 20;
+// The longest an agent timing may be.
+inline constexpr absl::Duration kMaxTiming = absl::Hours(24);
 
 // The agent's timers (neon-autoscaling.md section 2.4), reference defaults.
 struct Timings {

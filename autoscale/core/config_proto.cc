@@ -1,9 +1,11 @@
 #include "autoscale/core/config_proto.h"
 
+#include <cmath>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "autoscale/base/proto_duration.h"
+#include "autoscale/base/status_macros.h"
 
 namespace autoscale::core {
 namespace {
@@ -20,6 +22,10 @@ absl::Status ApplyDuration(const google::protobuf::Duration& d, const char* fiel
     return OutOfRange("agent timings", field, "> 0", absl::StrCat(d.seconds(), "s"));
   }
   absl::Duration value = FromProto(d);
+  if (value > kMaxTiming) {
+    return OutOfRange("agent timings", field, absl::StrCat("<= ", absl::FormatDuration(kMaxTiming)),
+                      absl::FormatDuration(value));
+  }
   if (value == absl::ZeroDuration()) return absl::OkStatus();  // unset: keep the default
   out = value;
   return absl::OkStatus();
@@ -93,12 +99,14 @@ absl::StatusOr<Timings> ResolveTimings(const api::AgentTimings& p) {
 }
 
 absl::StatusOr<Resources> ComputeUnitFromProto(const api::ComputeUnit& cu, const char* field) {
-  if (cu.milli_cpu() <= 0) {
-    return OutOfRange("compute unit", absl::StrCat(field, ".milliCpu"), "> 0",
+  if (cu.milli_cpu() <= 0 || cu.milli_cpu() > kMaxComputeUnitMilliCpu) {
+    return OutOfRange("compute unit", absl::StrCat(field, ".milliCpu"),
+                      absl::StrCat("in [1, ", kMaxComputeUnitMilliCpu, "]"),
                       absl::StrCat(cu.milli_cpu()));
   }
-  if (cu.memory_bytes() <= 0) {
-    return OutOfRange("compute unit", absl::StrCat(field, ".memoryBytes"), "> 0",
+  if (cu.memory_bytes() <= 0 || cu.memory_bytes() > kMaxComputeUnitMemoryBytes) {
+    return OutOfRange("compute unit", absl::StrCat(field, ".memoryBytes"),
+                      absl::StrCat("in [1, ", kMaxComputeUnitMemoryBytes, "]"),
                       absl::StrCat(cu.memory_bytes()));
   }
   return Resources{cu.milli_cpu(), cu.memory_bytes()};
@@ -108,9 +116,10 @@ absl::StatusOr<Bounds> BoundsFromProto(const api::Bounds& b, const char* field) 
   if (b.min_cu() < 1) {
     return OutOfRange("bounds", absl::StrCat(field, ".minCu"), ">= 1", absl::StrCat(b.min_cu()));
   }
-  if (b.max_cu() < b.min_cu()) {
+  if (b.max_cu() < b.min_cu() || b.max_cu() > kMaxCu) {
     return OutOfRange("bounds", absl::StrCat(field, ".maxCu"),
-                      absl::StrCat(">= minCu (", b.min_cu(), ")"), absl::StrCat(b.max_cu()));
+                      absl::StrCat("in [minCu (", b.min_cu(), "), ", kMaxCu, "]"),
+                      absl::StrCat(b.max_cu()));
   }
   return Bounds{b.min_cu(), b.max_cu()};
 }
@@ -132,6 +141,44 @@ api::Resources ToProto(const Resources& r) {
   p.set_milli_cpu(r.milli_cpu);
   p.set_memory_bytes(r.memory_bytes);
   return p;
+}
+
+namespace {
+
+absl::Status FiniteNonNegative(const char* field, double v) {
+  if (std::isfinite(v) && v >= 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("metrics: ", field, " must be a finite number >= 0, got ", v));
+}
+
+}  // namespace
+
+absl::StatusOr<SystemMetrics> SystemMetricsFromProto(const api::Metrics& m) {
+  RETURN_IF_ERROR(FiniteNonNegative("loadAvg1m", m.load_avg_1m()));
+  RETURN_IF_ERROR(FiniteNonNegative("loadAvg5m", m.load_avg_5m()));
+  RETURN_IF_ERROR(FiniteNonNegative("memoryUsageBytes", m.memory_usage_bytes()));
+  RETURN_IF_ERROR(FiniteNonNegative("memoryCachedBytes", m.memory_cached_bytes()));
+  return SystemMetrics{m.load_avg_1m(), m.load_avg_5m(),
+                       static_cast<double>(m.memory_usage_bytes()),
+                       static_cast<double>(m.memory_cached_bytes())};
+}
+
+absl::StatusOr<LfcMetrics> LfcMetricsFromProto(const api::Metrics& m) {
+  if (m.lfc_working_set_pages_size() > 60) {
+    return absl::InvalidArgumentError(absl::StrCat("metrics: lfcWorkingSetPages has ",
+                                                   m.lfc_working_set_pages_size(),
+                                                   " windows; at most 60 (1 to 60 minutes)"));
+  }
+  LfcMetrics lfc;
+  for (int i = 0; i < m.lfc_working_set_pages_size(); ++i) {
+    const double v = m.lfc_working_set_pages(i);
+    if (!std::isfinite(v) || v < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("metrics: lfcWorkingSetPages[", i,
+                                                     "] must be a finite number >= 0, got ", v));
+    }
+    lfc.working_set_pages.push_back(v);
+  }
+  return lfc;
 }
 
 }  // namespace autoscale::core

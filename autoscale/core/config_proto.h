@@ -13,6 +13,7 @@
 #include "autoscale/api/config.pb.h"
 #include "autoscale/api/resources.pb.h"
 #include "autoscale/core/config.h"
+#include "autoscale/core/goal.h"
 #include "autoscale/core/resources.h"
 
 namespace autoscale::core {
@@ -34,5 +35,12 @@ absl::StatusOr<Bounds> BoundsFromProto(const api::Bounds& bounds, const char* fi
 absl::StatusOr<Resources> ResourcesFromProto(const api::Resources& r, const char* field);
 
 api::Resources ToProto(const Resources& r);
+
+// A VM's metrics as the goal computation takes them, refused at the edge when a value is not a
+// finite number >= 0 (a NaN from a guest would make every goal NaN), or when there are more than
+// 60 LFC windows. Errors name the field ("metrics: loadAvg1m must be ...").
+absl::StatusOr<SystemMetrics> SystemMetricsFromProto(const api::Metrics& m);
+// The LFC windows of `m` (possibly none).
+absl::StatusOr<LfcMetrics> LfcMetricsFromProto(const api::Metrics& m);
 
 }  // namespace autoscale::core

@@ -1,5 +1,7 @@
 #include "autoscale/core/config.h"
 
+#include <cstdint>
+#include <limits>
 #include <string>
 
 #include "autoscale/core/config_proto.h"
@@ -65,6 +67,20 @@ TEST(ScalingConfig, ValidationNamesTheField) {
        [](api::ScalingConfig& c) { c.set_lfc_min_wait_before_downscale_minutes(4); }},
       {"lfcMinWaitBeforeDownscaleMinutes",
        [](api::ScalingConfig& c) { c.set_lfc_min_wait_before_downscale_minutes(59); }},
+      // minWait + window - 1 overflowed int and passed the "<= 60 windows" check.
+      {"lfcMinWaitBeforeDownscaleMinutes",
+       [](api::ScalingConfig& c) {
+         c.set_lfc_min_wait_before_downscale_minutes(2147483647);
+         c.set_lfc_window_size_minutes(2);
+       }},
+      {"lfcWindowSizeMinutes",
+       [](api::ScalingConfig& c) {
+         c.set_lfc_window_size_minutes(2147483647);
+         c.set_lfc_min_wait_before_downscale_minutes(2147483647);
+       }},
+      {"cpuStableZoneRatio", [](api::ScalingConfig& c) { c.set_cpu_stable_zone_ratio(1e300); }},
+      {"maxDownscaleStepCu",
+       [](api::ScalingConfig& c) { c.set_max_downscale_step_cu(4000000000); }},
       {"cpuStableZoneRatio", [](api::ScalingConfig& c) { c.set_cpu_stable_zone_ratio(-1); }},
       {"cpuMixedZoneRatio",
        [](api::ScalingConfig& c) { c.set_cpu_mixed_zone_ratio(std::nan("")); }},
@@ -98,6 +114,11 @@ TEST(Timings, DefaultsAndOverrides) {
   auto b = ResolveTimings(bad);
   ASSERT_FALSE(b.ok());
   EXPECT_THAT(std::string(b.status().message()), HasSubstr("vmRequestTimeout"));
+  api::AgentTimings huge;
+  huge.mutable_scheduler_request_timeout()->set_seconds(int64_t{1} << 40);
+  b = ResolveTimings(huge);
+  ASSERT_FALSE(b.ok());
+  EXPECT_THAT(std::string(b.status().message()), HasSubstr("schedulerRequestTimeout"));
 }
 
 TEST(Conversions, ComputeUnitBoundsAndResources) {
@@ -107,6 +128,13 @@ TEST(Conversions, ComputeUnitBoundsAndResources) {
               HasSubstr("computeUnit.memoryBytes"));
   cu.set_memory_bytes(1 << 30);
   EXPECT_EQ(*ComputeUnitFromProto(cu), (Resources{250, 1 << 30}));
+  cu.set_memory_bytes(int64_t{1} << 50);  // beyond the upper bound: cu * maxCu could overflow
+  EXPECT_THAT(std::string(ComputeUnitFromProto(cu).status().message()),
+              HasSubstr("computeUnit.memoryBytes"));
+  cu.set_memory_bytes(1 << 30);
+  cu.set_milli_cpu(int64_t{1} << 40);
+  EXPECT_THAT(std::string(ComputeUnitFromProto(cu).status().message()),
+              HasSubstr("computeUnit.milliCpu"));
 
   api::Bounds b;
   b.set_min_cu(3);
@@ -116,6 +144,8 @@ TEST(Conversions, ComputeUnitBoundsAndResources) {
   EXPECT_THAT(std::string(BoundsFromProto(b).status().message()), HasSubstr("bounds.minCu"));
   b.set_min_cu(1);
   EXPECT_EQ(*BoundsFromProto(b), (Bounds{1, 2}));
+  b.set_max_cu(kMaxCu + 1);
+  EXPECT_THAT(std::string(BoundsFromProto(b).status().message()), HasSubstr("bounds.maxCu"));
 
   api::Resources r;
   r.set_memory_bytes(-1);
@@ -134,6 +164,11 @@ TEST(Resources, Arithmetic) {
   EXPECT_FALSE(a.FitsIn(b));
   EXPECT_TRUE((Resources{250, 4096}).FitsIn(a));
   EXPECT_EQ((b * 4).ToString(), "1000m/32KiB");
+  // A product past int64 saturates instead of wrapping to a negative size.
+  const Resources huge = Resources{kMaxComputeUnitMilliCpu, kMaxComputeUnitMemoryBytes} *
+                         int64_t{std::numeric_limits<uint32_t>::max()};
+  EXPECT_EQ(huge.milli_cpu, int64_t{kMaxComputeUnitMilliCpu} * 4294967295);
+  EXPECT_EQ(huge.memory_bytes, std::numeric_limits<int64_t>::max());
   EXPECT_EQ((Resources{250, int64_t{5} << 30}).ToString(), "250m/5GiB");
   EXPECT_EQ(WholeComputeUnits(Resources{1000, int64_t{3} << 30}, Resources{250, 1 << 30}), 3);
 }

@@ -113,13 +113,17 @@ Goal ComputeGoal(const ScalingConfig& c, const Resources& cu, const SystemMetric
   std::optional<double> wss_bytes;
   if (lfc != nullptr) {
     const std::vector<double>& wss = lfc->working_set_pages;
-    const int offset = c.lfc_min_wait_before_downscale_minutes - 1;
-    const int window = c.lfc_window_size_minutes;
-    if (static_cast<int>(wss.size()) >= offset + window) {
+    // In int64, and checked as EstimateTrueWorkingSetSize requires: a config that was not
+    // validated must not overflow the span it asks for, nor read before the series.
+    const int64_t offset = int64_t{c.lfc_min_wait_before_downscale_minutes} - 1;
+    const int64_t window = c.lfc_window_size_minutes;
+    if (window >= 2 && offset >= window - 1 &&
+        static_cast<int64_t>(wss.size()) >= offset + window) {
       double estimate =
           c.lfc_use_largest_window
               ? wss.back()
-              : EstimateTrueWorkingSetSize(wss, kMaxAllowedIncreaseFactor, offset, window);
+              : EstimateTrueWorkingSetSize(wss, kMaxAllowedIncreaseFactor, static_cast<int>(offset),
+                                           static_cast<int>(window));
       // Project the growth seen up to the estimate, starting at the minimum wait.
       size_t end = offset;
       while (end < wss.size() && wss[end] <= estimate) ++end;

@@ -13,6 +13,21 @@
 
 namespace autoscale::core {
 
+namespace {
+
+int64_t SaturatingMul(int64_t a, int64_t b) {
+  int64_t out = 0;
+  if (!__builtin_mul_overflow(a, b, &out)) return out;
+  return (a < 0) != (b < 0) ? std::numeric_limits<int64_t>::min()
+                            : std::numeric_limits<int64_t>::max();
+}
+
+}  // namespace
+
+Resources Resources::operator*(int64_t n) const {
+  return {SaturatingMul(milli_cpu, n), SaturatingMul(memory_bytes, n)};
+}
+
 std::string Resources::ToString() const {
   std::string mem;
   int64_t m = memory_bytes;

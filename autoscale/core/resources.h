@@ -28,7 +28,9 @@ struct Resources {
   Resources operator-(const Resources& o) const {
     return {milli_cpu - o.milli_cpu, memory_bytes - o.memory_bytes};
   }
-  Resources operator*(int64_t n) const { return {milli_cpu * n, memory_bytes * n}; }
+  // Saturates at the int64 limits instead of overflowing (a compute unit times a goal computed
+  // from a guest's metrics); the bounds then clamp it.
+  Resources operator*(int64_t n) const;
 
   // True if some field of *this is greater (less) than the same field of `o`.
   bool AnyGreaterThan(const Resources& o) const {

@@ -239,7 +239,11 @@ absl::StatusOr<Permit> Ledger::AnswerRequest(const PermitRequest& r, uint64_t* w
   // Heard only once the answer stands (a refused one leaves the adoption for the next).
   node->MarkHeard(vm);
   *wait_seq = vm.last_seq;
-  return Permit{.resources = vm.permit, .migration = vm.migration};
+  // A migrating VM keeps its reservation, but is answered no more than it asked for: an agent
+  // refuses a permit above its request (core::State), and with it the migration order the answer
+  // carries. What it is told is within what stays reserved, so nothing is overcommitted.
+  const Resources answer = vm.migration ? Resources::Min(vm.permit, r.resources) : vm.permit;
+  return Permit{.resources = answer, .migration = vm.migration};
 }
 
 absl::StatusOr<Permit> Ledger::Request(const PermitRequest& request) {

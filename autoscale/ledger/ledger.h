@@ -191,7 +191,8 @@ struct PermitRequest {
 };
 
 struct Permit {
-  // The VM may use up to this.
+  // The VM may use up to this. Never more than the request asked for: a migrating VM keeps a
+  // larger reservation until its migration ends, but is told at most what it asked.
   Resources resources{};
   // Set while the scheduler moves the VM: the agent stops resizing it.
   std::optional<MigrationOrder> migration{};

@@ -301,6 +301,16 @@ TEST_F(MigrationTest, OldestMigratableVmMovesUntilUnderTheWatermark) {
   ASSERT_TRUE(p->migration.has_value());
   EXPECT_EQ(p->migration->id, o.id);
   EXPECT_TRUE(ledger_->CheckInvariants().ok());
+  // Asking for less than its reservation, it is answered no more than it asked (an agent refuses
+  // a permit above its request, and the order with it); the reservation stays.
+  p = Ask("src", "old", kCu * 1);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->resources, kCu * 1);
+  ASSERT_TRUE(p->migration.has_value());
+  EXPECT_EQ(p->migration->id, o.id);
+  EXPECT_EQ(ledger_->GetNode("src")->migrating, kCu * 2);
+  EXPECT_EQ(ledger_->GetNode("dst")->reserved, kCu * 2);
+  EXPECT_TRUE(ledger_->CheckInvariants().ok());
 
   ASSERT_TRUE(ledger_->EndMigration(o.id, "old", /*succeeded=*/true).ok());
   EXPECT_EQ(ledger_->GetNode("src")->reserved, kCu * 8);

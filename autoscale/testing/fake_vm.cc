@@ -1,5 +1,6 @@
 #include "autoscale/testing/fake_vm.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -35,6 +36,21 @@ int FakeVm::resizes() const {
   return resizes_;
 }
 
+int FakeVm::postcopy_switches() const {
+  absl::MutexLock lock(&hv_.mu_);
+  return postcopy_switches_;
+}
+
+int FakeVm::cancels() const {
+  absl::MutexLock lock(&hv_.mu_);
+  return cancels_;
+}
+
+std::string FakeVm::migration_status() const {
+  absl::MutexLock lock(&hv_.mu_);
+  return migration_status_;
+}
+
 void FakeVm::SetReachable(bool reachable) {
   absl::MutexLock lock(&hv_.mu_);
   if (reachable_ && !reachable) ++epoch_;
@@ -50,6 +66,7 @@ void FakeVm::Kill() {
   absl::MutexLock lock(&hv_.mu_);
   run_state_ = "shutdown";
   ++epoch_;
+  hv_.Track();
 }
 
 // A connection to a FakeVm: it fails like a lost QMP connection once the VM was unreachable or
@@ -103,14 +120,21 @@ class FakeSource final : public neonvm::migration::Source, private FakeConnectio
     if (absl::Status s = Check(); !s.ok()) return s;
     return vm_.run_state_;
   }
+  absl::StatusOr<bool> KvmEnabled(absl::Duration) override {
+    absl::MutexLock lock(mu());
+    if (absl::Status s = Check(); !s.ok()) return s;
+    return vm_.hv_.script_.kvm;
+  }
   absl::StatusOr<Devices> CaptureDevices(absl::Duration) override {
     absl::MutexLock lock(mu());
     if (absl::Status s = Check(); !s.ok()) return s;
     return Devices{};
   }
-  absl::Status Configure(const MigrationOptions&, absl::Duration) override {
+  absl::Status Configure(const MigrationOptions& options, absl::Duration) override {
     absl::MutexLock lock(mu());
-    return Check();
+    if (absl::Status s = Check(); !s.ok()) return s;
+    vm_.postcopy_allowed_ = options.allow_postcopy;
+    return absl::OkStatus();
   }
   absl::Status Start(const std::string& uri, absl::Duration) override {
     absl::MutexLock lock(mu());
@@ -119,19 +143,31 @@ class FakeSource final : public neonvm::migration::Source, private FakeConnectio
     for (const auto& vm : vm_.hv_.vms_) {
       if (vm->uri_ == uri && vm->run_state_ == "inmigrate") target = vm.get();
     }
+    const std::string& now = vm_.migration_status_;
+    if (now == "setup" || now == "active" || now == "postcopy-active" || now == "postcopy-paused") {
+      return absl::FailedPreconditionError("GenericError: There's a migration process in progress");
+    }
     if (target == nullptr) {
       return absl::FailedPreconditionError(absl::StrCat("GenericError: nothing listens at ", uri));
     }
     vm_.target_ = target;
     vm_.migration_status_ = "setup";
     vm_.polls_ = 0;
-    vm_.postcopy_ = false;
+    vm_.postcopy_polls_ = 0;
+    vm_.query_timeouts_ = 0;
+    vm_.ran_ = vm_.run_state_ == "running";
     return absl::OkStatus();
   }
   absl::StatusOr<Progress> Query(absl::Duration) override {
     absl::MutexLock lock(mu());
     if (absl::Status s = Check(); !s.ok()) return s;
     Advance();
+    vm_.hv_.Track();
+    if (vm_.query_timeouts_ > 0) {
+      --vm_.query_timeouts_;
+      return absl::DeadlineExceededError("qmp query-migrate on " + vm_.qmp_address_ +
+                                         ": timed out (fake)");
+    }
     Progress p;
     p.status = vm_.migration_status_;
     p.passes = vm_.polls_;
@@ -144,52 +180,99 @@ class FakeSource final : public neonvm::migration::Source, private FakeConnectio
   absl::Status StartPostcopy(absl::Duration) override {
     absl::MutexLock lock(mu());
     if (absl::Status s = Check(); !s.ok()) return s;
-    vm_.postcopy_ = true;
+    if (!vm_.postcopy_allowed_ || vm_.migration_status_ != "active") {
+      return absl::FailedPreconditionError("GenericError: postcopy not possible now");
+    }
+    ++vm_.postcopy_switches_;
+    // The switch: the source pauses for good, the target runs the VM (pages follow on demand).
+    vm_.migration_status_ = "postcopy-active";
+    vm_.run_state_ = "finish-migrate";
+    vm_.target_->size_ = vm_.size_;
+    vm_.target_->run_state_ = vm_.ran_ ? "running" : "paused";
+    vm_.query_timeouts_ = vm_.hv_.script_.query_timeouts_in_postcopy;
+    vm_.hv_.Track();
     return absl::OkStatus();
   }
   absl::Status Cancel(absl::Duration) override {
     absl::MutexLock lock(mu());
     if (absl::Status s = Check(); !s.ok()) return s;
-    if (vm_.migration_status_ == "setup" || vm_.migration_status_ == "active") {
-      vm_.migration_status_ = "cancelled";
+    ++vm_.cancels_;
+    const std::string& status = vm_.migration_status_;
+    if (status != "setup" && status != "active") return absl::OkStatus();  // too late: ignored
+    if (vm_.hv_.script_.cancel_loses_race) {
+      Complete();
+      vm_.hv_.Track();
+      return absl::OkStatus();
     }
+    vm_.migration_status_ = "cancelled";
     return absl::OkStatus();
   }
   absl::Status Resume(absl::Duration) override {
     absl::MutexLock lock(mu());
     if (absl::Status s = Check(); !s.ok()) return s;
     vm_.run_state_ = "running";
+    vm_.hv_.Track();
     return absl::OkStatus();
   }
   absl::Status Quit(absl::Duration) override {
     absl::MutexLock lock(mu());
     if (absl::Status s = Check(); !s.ok()) return s;
     vm_.run_state_ = "shutdown";
+    vm_.hv_.Track();
     return absl::OkStatus();
   }
 
  private:
+  void Complete() {
+    vm_.migration_status_ = "completed";
+    FakeVm& target = *vm_.target_;
+    if (vm_.postcopy_polls_ == 0) {  // precopy: the target starts now
+      target.size_ = vm_.size_;
+      target.run_state_ = vm_.ran_ ? "running" : "paused";
+    }
+    vm_.run_state_ = "postmigrate";
+    // As QEMU: the target reports its incoming migration completed from then on.
+    target.migration_status_ = "completed";
+    if (vm_.hv_.script_.kill_target_at_completion) {
+      target.run_state_ = "shutdown";
+      ++target.epoch_;
+    }
+    vm_.query_timeouts_ = vm_.hv_.script_.query_timeouts_at_completion;
+  }
+
   // One poll's worth of progress.
   void Advance() {
     const MigrationScript& script = vm_.hv_.script_;
     std::string& status = vm_.migration_status_;
-    if (status != "setup" && status != "active") return;
+    const bool postcopy = status == "postcopy-active" || status == "postcopy-paused";
+    if (status != "setup" && status != "active" && !postcopy) return;
     ++vm_.polls_;
+    FakeVm& target = *vm_.target_;
+    if (script.kill_target_at_poll > 0 && vm_.polls_ == script.kill_target_at_poll) {
+      target.run_state_ = "shutdown";
+      ++target.epoch_;
+    }
+    if (target.run_state_ == "shutdown") {
+      if (postcopy) {
+        status = "postcopy-paused";  // waits for a recovery that cannot come
+      } else {
+        status = "failed";  // the source runs on (it never paused)
+      }
+      return;
+    }
     if (script.fail_at_poll > 0 && vm_.polls_ >= script.fail_at_poll) {
-      status = "failed";
+      status = postcopy ? "postcopy-paused" : "failed";
       return;
     }
     if (status == "setup") {
       status = "active";
       return;
     }
-    if (vm_.polls_ <= script.active_polls) return;
-    // Completed: the target has the state and runs the VM as the source ran it.
-    status = "completed";
-    FakeVm& target = *vm_.target_;
-    target.size_ = vm_.size_;
-    target.run_state_ = vm_.run_state_ == "running" ? "running" : "paused";
-    vm_.run_state_ = "postmigrate";
+    if (postcopy) {
+      if (++vm_.postcopy_polls_ > script.postcopy_polls) Complete();
+      return;
+    }
+    if (vm_.polls_ > script.active_polls) Complete();
   }
 };
 
@@ -207,15 +290,16 @@ class FakeIncoming final : public agent::IncomingVm {
     if (!vm_.hv_.mu_.AwaitWithTimeout(absl::Condition(&arrived), timeout)) {
       return absl::DeadlineExceededError("the fake incoming VM " + vm_.name_ + " never arrived");
     }
-    if (expect_running && vm_.run_state_ != "running") {
-      return absl::InternalError(absl::StrCat("the fake incoming VM ", vm_.name_, " is ",
-                                              vm_.run_state_, " instead of running"));
+    if (vm_.run_state_ == "running" || (!expect_running && vm_.run_state_ == "paused")) {
+      return absl::OkStatus();
     }
-    return absl::OkStatus();
+    return absl::InternalError(
+        absl::StrCat("the fake incoming VM ", vm_.name_, " is ", vm_.run_state_));
   }
   absl::Status Stop() override {
     absl::MutexLock lock(&vm_.hv_.mu_);
     vm_.run_state_ = "shutdown";
+    vm_.hv_.Track();
     return absl::OkStatus();
   }
   std::string qmp_address() const override { return vm_.qmp_address_; }
@@ -256,11 +340,28 @@ FakeVm* FakeHypervisor::Running(const std::string& name) {
   return nullptr;
 }
 
-int FakeHypervisor::RunningCopies(const std::string& name) const {
-  absl::MutexLock lock(&mu_);
+int FakeHypervisor::CopiesLocked(const std::string& name) const {
   int n = 0;
   for (const auto& vm : vms_) n += vm->name_ == name && Runs(vm->run_state_);
   return n;
+}
+
+int FakeHypervisor::RunningCopies(const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  return CopiesLocked(name);
+}
+
+int FakeHypervisor::MaxRunningCopies(const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = max_copies_.find(name);
+  return it == max_copies_.end() ? CopiesLocked(name) : it->second;
+}
+
+void FakeHypervisor::Track() {
+  for (const auto& vm : vms_) {
+    int& max = max_copies_[vm->name_];
+    max = std::max(max, CopiesLocked(vm->name_));
+  }
 }
 
 void FakeHypervisor::SetMigrationScript(const MigrationScript& script) {
@@ -268,11 +369,12 @@ void FakeHypervisor::SetMigrationScript(const MigrationScript& script) {
   script_ = script;
 }
 
-absl::StatusOr<agent::OpenedVm> FakeVmDriverFactory::Open(const api::VmConfig& vm,
-                                                          const Resources&) {
+absl::StatusOr<agent::OpenedVm> FakeVmDriverFactory::Open(const api::VmConfig& vm, const Resources&,
+                                                          int64_t granted_milli_cpu) {
   {
     absl::MutexLock lock(&mu_);
     ++opens_;
+    granted_[vm.qmp()] = granted_milli_cpu;
   }
   absl::MutexLock lock(&hv_.mu_);
   for (const auto& fake : hv_.vms_) {
@@ -305,6 +407,12 @@ absl::StatusOr<std::unique_ptr<agent::IncomingVm>> FakeVmDriverFactory::StartInc
 int FakeVmDriverFactory::opens() const {
   absl::MutexLock lock(&mu_);
   return opens_;
+}
+
+int64_t FakeVmDriverFactory::granted_milli_cpu(const std::string& qmp_address) const {
+  absl::MutexLock lock(&mu_);
+  auto it = granted_.find(qmp_address);
+  return it == granted_.end() ? -1 : it->second;
 }
 
 void FakeVmDriverFactory::FailIncoming(absl::Status error) {

@@ -44,8 +44,12 @@ class FakeVm {
   // QEMU's run state: "running", "paused", "inmigrate", "postmigrate", or "shutdown" (quit or
   // stopped: gone).
   std::string run_state() const;
-  // How many resizes it was asked for.
+  // How many resizes it was asked for; the postcopy switches and cancels its migrations saw.
   int resizes() const;
+  int postcopy_switches() const;
+  int cancels() const;
+  // QEMU's query-migrate status of its outgoing migration ("none" before any).
+  std::string migration_status() const;
 
   // While false, every call on it fails as on a lost QMP connection (Unavailable), and opening
   // it fails.
@@ -81,22 +85,42 @@ class FakeVm {
   int epoch_ = 0;
   absl::Status resize_error_;
   int resizes_ = 0;
+  int postcopy_switches_ = 0;
+  int cancels_ = 0;
   std::string uri_;  // incoming: where it listens
-  // Outgoing migration, when one runs: its target and how far it got.
+  // Outgoing migration, when one runs: its target, how far it got, how it was started.
   FakeVm* target_ = nullptr;
   std::string migration_status_ = "none";
   int polls_ = 0;
-  bool postcopy_ = false;
+  int postcopy_polls_ = 0;
+  int query_timeouts_ = 0;
+  bool ran_ = false;  // the source ran when the migration started
+  bool postcopy_allowed_ = false;
 };
 
-// How fake migrations go.
+// How fake migrations go, as QEMU 10 goes: the source runs during precopy (and runs again on its
+// own when precopy fails), pauses for good at the switch to postcopy or at completion, and the
+// target runs from the switch (postcopy) or from completion on, as the source ran.
 struct MigrationScript {
-  // Polls in "active" before "completed" (each counts as a pass over memory).
+  // Polls in "active" before "completed" (each counts as a pass over memory), and polls in
+  // "postcopy-active" before "completed" once switched.
   int active_polls = 3;
+  int postcopy_polls = 2;
   // Fail (QEMU reports "failed") at this poll instead of going on; 0: never.
   int fail_at_poll = 0;
+  // The target's QEMU dies at this poll (0: never): precopy then fails, postcopy pauses.
+  int kill_target_at_poll = 0;
+  // This many queries right after completion, or right after the switch to postcopy, time out
+  // (QMP answers delayed past their timeout); the migration goes on meanwhile.
+  int query_timeouts_at_completion = 0;
+  int query_timeouts_in_postcopy = 0;
+  // A cancel arrives as the migration completes, and loses: it completes.
+  bool cancel_loses_race = false;
+  // The target's QEMU dies right after a precopy completes (before anyone asks it).
+  bool kill_target_at_completion = false;
+  // The VMs run under KVM (false: TCG).
+  bool kvm = false;
 };
-
 class FakeHypervisor {
  public:
   FakeHypervisor() = default;
@@ -113,6 +137,8 @@ class FakeHypervisor {
   // How many VMs named `name` run ("running" or "paused": not gone, not waiting for a
   // migration, not left behind by one).
   int RunningCopies(const std::string& name) const;
+  // The most copies of `name` that ever ran at once (checked after every change of run state).
+  int MaxRunningCopies(const std::string& name) const;
 
   void SetMigrationScript(const MigrationScript& script);
 
@@ -125,10 +151,14 @@ class FakeHypervisor {
   friend class FakeVmDriverFactory;
   FakeVm& AddLocked(const std::string& name, const std::string& qmp_address, core::Resources size,
                     const std::string& run_state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int CopiesLocked(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records the running copies after a change.
+  void Track() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<FakeVm>> vms_ ABSL_GUARDED_BY(mu_);
   MigrationScript script_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> max_copies_ ABSL_GUARDED_BY(mu_);
   int next_incoming_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
@@ -137,13 +167,15 @@ class FakeVmDriverFactory final : public agent::VmDriverFactory {
  public:
   FakeVmDriverFactory(FakeHypervisor& hv, std::string node) : hv_(hv), node_(std::move(node)) {}
 
-  absl::StatusOr<agent::OpenedVm> Open(const api::VmConfig& vm,
-                                       const core::Resources& compute_unit) override;
+  absl::StatusOr<agent::OpenedVm> Open(const api::VmConfig& vm, const core::Resources& compute_unit,
+                                       int64_t granted_milli_cpu) override;
   absl::StatusOr<std::unique_ptr<agent::IncomingVm>> StartIncoming(
       const api::PrepareIncomingRequest& request) override;
 
-  // How many times Open was called (runner starts and restarts).
+  // How many times Open was called (runner starts and restarts), and the granted milli-CPU the
+  // last Open of `vm` (its QMP address) was given.
   int opens() const;
+  int64_t granted_milli_cpu(const std::string& qmp_address) const;
   // StartIncoming fails with `error` (OK: it works again).
   void FailIncoming(absl::Status error);
 
@@ -152,6 +184,7 @@ class FakeVmDriverFactory final : public agent::VmDriverFactory {
   const std::string node_;
   mutable absl::Mutex mu_;
   int opens_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, int64_t> granted_ ABSL_GUARDED_BY(mu_);
   absl::Status incoming_error_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -18,40 +18,6 @@ namespace {
 
 using core::Resources;
 
-absl::Status NotFiniteNonNegative(const char* field, double v) {
-  if (std::isfinite(v) && v >= 0) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat("metrics: ", field, " must be a finite number >= 0, got ", v));
-}
-
-absl::StatusOr<core::SystemMetrics> SystemFromProto(const api::Metrics& m) {
-  RETURN_IF_ERROR(NotFiniteNonNegative("loadAvg1m", m.load_avg_1m()));
-  RETURN_IF_ERROR(NotFiniteNonNegative("loadAvg5m", m.load_avg_5m()));
-  RETURN_IF_ERROR(NotFiniteNonNegative("memoryUsageBytes", m.memory_usage_bytes()));
-  RETURN_IF_ERROR(NotFiniteNonNegative("memoryCachedBytes", m.memory_cached_bytes()));
-  return core::SystemMetrics{m.load_avg_1m(), m.load_avg_5m(),
-                             static_cast<double>(m.memory_usage_bytes()),
-                             static_cast<double>(m.memory_cached_bytes())};
-}
-
-absl::StatusOr<core::LfcMetrics> LfcFromProto(const api::Metrics& m) {
-  if (m.lfc_working_set_pages_size() > 60) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics: lfcWorkingSetPages has ",
-                                                   m.lfc_working_set_pages_size(),
-                                                   " windows; at most 60 (1 to 60 minutes)"));
-  }
-  core::LfcMetrics lfc;
-  for (int i = 0; i < m.lfc_working_set_pages_size(); ++i) {
-    double v = m.lfc_working_set_pages(i);
-    if (!std::isfinite(v) || v < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("metrics: lfcWorkingSetPages[", i,
-                                                     "] must be a finite number >= 0, got ", v));
-    }
-    lfc.working_set_pages.push_back(v);
-  }
-  return lfc;
-}
-
 using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
 
 void Optional(Writer& w, const char* key, const std::optional<double>& v) {
@@ -78,10 +44,10 @@ absl::StatusOr<std::string> RunGoal(std::string_view json_input) {
   core::State state(core::StateConfig{cu, scaling, core::Timings{}}, current, bounds);
   const absl::Time now = absl::UnixEpoch();
   if (in.has_metrics()) {
-    ASSIGN_OR_RETURN(core::SystemMetrics system, SystemFromProto(in.metrics()));
+    ASSIGN_OR_RETURN(core::SystemMetrics system, core::SystemMetricsFromProto(in.metrics()));
     state.UpdateSystemMetrics(now, system);
     if (in.metrics().lfc_working_set_pages_size() > 0) {
-      ASSIGN_OR_RETURN(core::LfcMetrics lfc, LfcFromProto(in.metrics()));
+      ASSIGN_OR_RETURN(core::LfcMetrics lfc, core::LfcMetricsFromProto(in.metrics()));
       state.UpdateLfcMetrics(now, lfc);
     }
   }

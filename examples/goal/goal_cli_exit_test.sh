@@ -15,4 +15,8 @@ grep -q "JSON syntax error" err.txt || fail "bad JSON message: $(cat err.txt)"
 "$bin" < $data/bad_range.json 2>err.txt >/dev/null; rc=$?
 [ $rc -eq 2 ] || fail "out-of-range exited $rc, want 2"
 grep -q "loadAverageFractionTarget" err.txt || fail "out-of-range message: $(cat err.txt)"
+# Once overflowed validation (minWait + window - 1) and then ComputeGoal; now refused, naming it.
+"$bin" < $data/overflow.json 2>err.txt >/dev/null; rc=$?
+[ $rc -eq 2 ] || fail "overflowing config exited $rc, want 2"
+grep -q "lfcMinWaitBeforeDownscaleMinutes" err.txt || fail "overflow message: $(cat err.txt)"
 echo PASS

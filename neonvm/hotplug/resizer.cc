@@ -308,9 +308,21 @@ absl::Status VmResizer::ResizeMemory(int64_t target, absl::Time deadline) {
     ASSIGN_OR_RETURN(int64_t plugged, PluggedMemory());
     if (plugged == requested) return absl::OkStatus();
     if (absl::Now() >= deadline) {
+      // Take the request back to what is plugged. Left standing, the guest would go on plugging
+      // (or unplugging) after the caller was told this size: the ledger would book less than the
+      // VM holds, and another VM could be given the difference. Whatever the guest plugs between
+      // the read and this write it unplugs again; the caller reads the size afterwards
+      // (Current), and the larger value it may see then is what it must book until it settles.
+      RETURN_IF_ERROR(
+          qmp_.Execute("qom-set",
+                       absl::StrCat(R"({"path":")", path,
+                                    R"(","property":"requested-size","value":)", plugged, "}"))
+              .status());
       return absl::DeadlineExceededError(absl::StrCat(
           "virtio-mem ", launcher::kVirtioMemId, " has ", Bytes(plugged), " plugged of ",
-          Bytes(requested), " requested when the time ran out (does the guest load virtio_mem?)"));
+          Bytes(requested),
+          " requested when the time ran out (does the guest load virtio_mem?); the request is "
+          "taken back to what is plugged"));
     }
     absl::SleepFor(options_.poll_interval);
   }

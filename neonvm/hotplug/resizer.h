@@ -71,7 +71,8 @@ class VmResizer {
   //   - InvalidArgument: `target` is outside the spec's bounds or not a whole number of slots
   //     (nothing is changed);
   //   - DeadlineExceeded: the guest did not finish within the timeout (the message says how far
-  //     it got; Current() gives the exact size);
+  //     it got; Current() gives the exact size). Memory's request is then taken back to what was
+  //     plugged, so the guest stops changing it: book what Current() reports after the error;
   //   - FailedPrecondition: QEMU or the guest refused (e.g. CPU removal without a guest OS, or a
   //     guest that cannot eject a CPU);
   //   - Unavailable: the QMP connection is lost.

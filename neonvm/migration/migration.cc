@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "autoscale/base/status_macros.h"
 #include "glog/logging.h"
+#include "neonvm/migration/outgoing.h"
 #include "neonvm/qmp/qmp_client.h"
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
@@ -72,12 +73,6 @@ std::string Capabilities(std::initializer_list<std::pair<const char*, bool>> cap
   return out + "]}";
 }
 
-absl::Status PostcopyLost(const absl::Status& why) {
-  return absl::Status(why.code(), absl::StrCat(why.message(),
-                                               "; the failure came after the switch to "
-                                               "postcopy, so the source cannot resume"));
-}
-
 absl::Status Replay(const Devices& devices, Vm& target) {
   for (const std::string& args : devices.cpu_device_add_args) {
     RETURN_IF_ERROR(target.qmp().Execute("device_add", args).status());
@@ -93,30 +88,6 @@ absl::Status Replay(const Devices& devices, Vm& target) {
   return absl::OkStatus();
 }
 
-// Makes sure a source whose migration failed runs again (QEMU restarts a source whose precopy
-// failed; make sure of it).
-void ResumeSource(Source& source) {
-  absl::StatusOr<std::string> state = source.RunState(absl::Seconds(10));
-  if (!state.ok()) return;
-  if (*state == "postmigrate" || *state == "paused" || *state == "finish-migrate") {
-    absl::Status resumed = source.Resume(absl::Seconds(10));
-    if (!resumed.ok()) LOG(WARNING) << resumed;
-  }
-}
-
-// Ends a failed migration: the target goes, the source runs as before.
-absl::Status Abandon(Vm& source, Vm& target, bool source_was_running, bool postcopy,
-                     const absl::Status& why) {
-  absl::Status stopped = target.Stop(absl::Seconds(2));
-  if (!stopped.ok()) LOG(WARNING) << stopped;
-  if (postcopy) return PostcopyLost(why);
-  if (source_was_running && source.Running()) {
-    std::unique_ptr<Source> s = NewQmpSource(source.qmp(), source.spec());
-    ResumeSource(*s);
-  }
-  return why;
-}
-
 class QmpSource final : public Source {
  public:
   QmpSource(qmp::QmpClient& qmp, const launcher::VmSpec& spec) : qmp_(qmp), spec_(spec) {}
@@ -129,6 +100,14 @@ class QmpSource final : public Source {
     ASSIGN_OR_RETURN(std::string reply, qmp_.Execute("query-status", {}, timeout));
     ASSIGN_OR_RETURN(rapidjson::Document doc, ParseReply(reply, "query-status"));
     return StringMember(doc, "status");
+  }
+
+  absl::StatusOr<bool> KvmEnabled(absl::Duration timeout) override {
+    ASSIGN_OR_RETURN(std::string reply, qmp_.Execute("query-kvm", {}, timeout));
+    ASSIGN_OR_RETURN(rapidjson::Document doc, ParseReply(reply, "query-kvm"));
+    const Value& enabled = Member(doc, "enabled");
+    if (!enabled.IsBool()) return absl::InternalError("query-kvm: no \"enabled\": " + reply);
+    return enabled.GetBool();
   }
 
   absl::StatusOr<Devices> CaptureDevices(absl::Duration) override {
@@ -256,73 +235,20 @@ std::unique_ptr<Source> NewQmpSource(qmp::QmpClient& qmp, const launcher::VmSpec
   return std::make_unique<QmpSource>(qmp, spec);
 }
 
-absl::StatusOr<MigrationStats> Send(Source& source, const std::string& uri,
-                                    const MigrationOptions& options) {
-  const absl::Time deadline = absl::Now() + options.timeout;
-  const std::string where = absl::StrCat("migrating ", source.name(), " to ", uri);
-  const bool postcopy_allowed = options.allow_postcopy;
-  bool postcopy = false;
-  auto fail = [&](const absl::Status& s) {
-    absl::Status why = Annotate(s, where);
-    if (postcopy) return PostcopyLost(why);
-    ResumeSource(source);
-    return why;
-  };
-  auto left = [&] { return std::max(deadline - absl::Now(), absl::Seconds(1)); };
-
-  absl::Status s = source.Configure(options, left());
-  if (s.ok()) s = source.Start(uri, left());
-  if (!s.ok()) return fail(s);
-
-  Progress info;
-  while (true) {
-    absl::StatusOr<Progress> reply = source.Query(absl::Seconds(10));
-    if (!reply.ok()) return fail(reply.status());
-    info = *std::move(reply);
-    if (info.status == "completed") break;
-    if (info.status == "failed" || info.status == "cancelled") {
-      return fail(absl::AbortedError(absl::StrCat("QEMU reports the migration ", info.status,
-                                                  info.error.empty() ? "" : ": ", info.error)));
-    }
-    if (absl::Now() >= deadline) {
-      // Cancel and wait (briefly) for QEMU to let go of the source: until the migration is over,
-      // QEMU refuses device changes.
-      source.Cancel(absl::Seconds(10)).IgnoreError();
-      for (absl::Time until = absl::Now() + absl::Seconds(5); absl::Now() < until;) {
-        absl::StatusOr<Progress> r = source.Query(absl::Seconds(10));
-        if (!r.ok()) break;
-        if (r->status != "cancelling" && r->status != "active" && r->status != "setup") break;
-        absl::SleepFor(options.poll_interval);
-      }
-      return fail(absl::DeadlineExceededError(
-          absl::StrCat("not finished after ", absl::FormatDuration(options.timeout), " (",
-                       info.status, ", ", info.remaining_bytes, " bytes left); cancelled")));
-    }
-    if (postcopy_allowed && !postcopy && info.status == "active" &&
-        info.passes >= options.postcopy_after_passes) {
-      absl::Status switched = source.StartPostcopy(left());
-      if (!switched.ok()) return fail(switched);
-      postcopy = true;
-      VLOG(1) << where << ": switched to postcopy";
-    }
-    absl::SleepFor(options.poll_interval);
-  }
-  MigrationStats stats = info.stats;
-  stats.postcopy = postcopy;
-  return stats;
-}
-
 absl::Status AwaitIncoming(Vm& target, bool expect_running, absl::Duration timeout) {
   // The source has sent everything; the target is running once it has loaded it.
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
     ASSIGN_OR_RETURN(std::string state, RunStatus(target));
     if (state != "inmigrate") {
-      if (expect_running && state != "running") {
-        return absl::InternalError(absl::StrCat("the migration target of VM ", target.name(),
-                                                " ended in state ", state, " instead of running"));
+      // Arrived: running, or paused if the source was.
+      // A source never started (-S) hands its "prelaunch" over.
+      if (state == "running" || (!expect_running && (state == "paused" || state == "prelaunch"))) {
+        return absl::OkStatus();
       }
-      return absl::OkStatus();
+      return absl::InternalError(absl::StrCat("the migration target of VM ", target.name(),
+                                              " ended in state ", state, " instead of ",
+                                              expect_running ? "running" : "running or paused"));
     }
     if (absl::Now() >= deadline) {
       return absl::DeadlineExceededError(
@@ -333,27 +259,32 @@ absl::Status AwaitIncoming(Vm& target, bool expect_running, absl::Duration timeo
 }
 
 absl::StatusOr<MigrationStats> Migrate(Vm& source, Vm& target, const MigrationOptions& options) {
-  const absl::Time deadline = absl::Now() + options.timeout;
   const std::string where = absl::StrCat("migrating VM ", source.name(), " (QEMU ", source.pid(),
                                          " to ", target.pid(), ")");
-  ASSIGN_OR_RETURN(std::string source_state, RunStatus(source));
-  const bool was_running = source_state == "running";
   absl::StatusOr<std::string> uri = Listen(target, options.allow_postcopy);
-  if (!uri.ok()) return Abandon(source, target, was_running, false, Annotate(uri.status(), where));
-  std::unique_ptr<Source> sender = NewQmpSource(source.qmp(), source.spec());
-  absl::StatusOr<MigrationStats> stats = Send(*sender, *uri, options);
-  if (!stats.ok()) {
-    // Send resumed the source already (unless postcopy lost it); the target goes.
+  if (!uri.ok()) {
     absl::Status stopped = target.Stop(absl::Seconds(2));
     if (!stopped.ok()) LOG(WARNING) << stopped;
-    return stats.status();
+    return Annotate(uri.status(), where);
   }
-  absl::Status started =
-      AwaitIncoming(target, was_running, std::max(deadline - absl::Now(), absl::Seconds(1)));
-  if (!started.ok()) return Abandon(source, target, was_running, stats->postcopy, started);
-  absl::Status stopped = source.Stop();
+  std::unique_ptr<Source> sender = NewQmpSource(source.qmp(), source.spec());
+  LocalTarget local(target, *uri, std::max(options.timeout, absl::Seconds(1)));
+  MigrationResult r = RunMigration(*sender, local, options);
+  switch (r.outcome) {
+    case Outcome::kMigrated:
+      break;
+    case Outcome::kStayed:
+      return r.error;
+    case Outcome::kLost:
+      return absl::Status(r.error.code(), absl::StrCat(r.error.message(),
+                                                       "; the VM is lost: the failure came after "
+                                                       "the point of no return"));
+    case Outcome::kInterrupted:
+      return absl::CancelledError(where + ": interrupted");
+  }
+  absl::Status stopped = source.Stop();  // it quit: reap it
   if (!stopped.ok()) LOG(WARNING) << where << ": stopping the source: " << stopped;
-  return stats;
+  return r.stats;
 }
 
 absl::StatusOr<Migrated> LiveMigrate(Vm& source, const MigrationOptions& options) {

@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "neonvm/launcher/vm.h"
+#include "neonvm/migration/outgoing.h"
 #include "neonvm/migration/source.h"
 #include "neonvm/qmp/qmp_client.h"
 
@@ -45,20 +46,15 @@ absl::StatusOr<std::unique_ptr<launcher::Vm>> StartTarget(launcher::Vm& source);
 // Makes `target` (from StartIncoming) accept the migration; returns the URI the source sends to.
 absl::StatusOr<std::string> Listen(launcher::Vm& target, bool allow_postcopy);
 
-// Sends the VM behind `source` to `uri` and follows the progress until QEMU reports completion.
-// On success the source is paused for good ("quit" it); on failure it runs again (unless a
-// switch to postcopy lost it), and the target should be stopped by whoever owns it.
-absl::StatusOr<MigrationStats> Send(Source& source, const std::string& uri,
-                                    const MigrationOptions& options = {});
-
-// Waits until `target` has loaded the state and left "inmigrate"; with `expect_running`, it must
-// then run.
+// Waits until `target` has loaded the state and left "inmigrate" to run (or, without
+// `expect_running`, to stay paused as the source was).
 absl::Status AwaitIncoming(launcher::Vm& target, bool expect_running, absl::Duration timeout);
 
-// Migrates `source` into `target` (from StartTarget). On success `source` has been stopped and
-// reaped, and `target` runs (or stays paused, if `source` was paused). On failure (QEMU reports
-// it, or the timeout passes and the migration is cancelled) `target` is stopped and `source`
-// keeps running; the error says what happened.
+// Migrates `source` into `target` (from StartTarget) through RunMigration (outgoing.h). On
+// success `source` has been stopped and reaped, and `target` runs (or stays paused, if `source`
+// was paused). On a failure before the point of no return (QEMU reports it, or the timeout
+// passes and the migration is cancelled) `target` is stopped and `source` keeps running (if it
+// ran); after it, the VM is lost and the error says so.
 absl::StatusOr<MigrationStats> Migrate(launcher::Vm& source, launcher::Vm& target,
                                        const MigrationOptions& options = {});
 

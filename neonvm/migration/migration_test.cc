@@ -155,13 +155,13 @@ TEST(Migration, ThroughTheAgentSocketWithTheTargetStartedApart) {
   ASSERT_TRUE(target.ok()) << target.status();
   auto uri = Listen(**target, /*allow_postcopy=*/false);
   ASSERT_TRUE(uri.ok()) << uri.status();
-  auto stats = Send(*sender, *uri);
-  ASSERT_TRUE(stats.ok()) << stats.status();
-  ASSERT_TRUE(AwaitIncoming(**target, /*expect_running=*/true, absl::Seconds(10)).ok());
+  LocalTarget local(**target, *uri);
+  MigrationResult r = RunMigration(*sender, local, MigrationOptions{});
+  ASSERT_EQ(r.outcome, Outcome::kMigrated) << r.error;
+  EXPECT_TRUE(r.source_was_running);
   EXPECT_TRUE(absl::StrContains(Status(**target), R"("status":"running")")) << Status(**target);
   EXPECT_EQ(hotplug::VmResizer((*target)->qmp(), (*target)->spec(), NoGuest()).Current()->cpus, 2);
-  // The source's owner sees it exit once the agent quits it.
-  (void)sender->Quit(absl::Seconds(10));
+  // The source's owner sees it exit once the migration quits it.
   for (int i = 0; i < 100 && source->Running(); ++i) absl::SleepFor(absl::Milliseconds(20));
   EXPECT_FALSE(source->Running());
 }

@@ -6,7 +6,7 @@
 //   std::unique_ptr<Source> source = NewQmpSource(vm->qmp(), vm->spec());
 //   ASSIGN_OR_RETURN(Devices devices, source->CaptureDevices());   // for the target
 //   ... start the target, make it listen ...
-//   ASSIGN_OR_RETURN(MigrationStats stats, Send(*source, uri, options));
+//   MigrationResult r = RunMigration(*source, target, options);  // outgoing.h
 //
 // Every call is bounded by its timeout and names the VM in its errors.
 #pragma once
@@ -88,6 +88,8 @@ class Source {
   virtual std::string name() const = 0;
   // QEMU's run state (query-status): "running", "paused", "postmigrate", "finish-migrate", ...
   virtual absl::StatusOr<std::string> RunState(absl::Duration timeout) = 0;
+  // Whether the VM runs under KVM (query-kvm); false: TCG.
+  virtual absl::StatusOr<bool> KvmEnabled(absl::Duration timeout) = 0;
   // The devices a target must replay.
   virtual absl::StatusOr<Devices> CaptureDevices(absl::Duration timeout) = 0;
   // Capabilities and parameters for a migration with `options` (migrate-set-capabilities,

@@ -31,11 +31,15 @@ absl::string_view AbslView(std::string_view s) { return {s.data(), s.size()}; }
 
 std::string ErrnoText(int err) { return std::strerror(err); }
 
-// Milliseconds left until `deadline`, for poll(): at least 0, rounded up.
+// Milliseconds left until `deadline`, for poll(): at least 0, rounded up, -1 (no limit) for an
+// infinite deadline. Long waits are cut to 2^30 ms; callers loop until their deadline.
 int PollMillis(absl::Time deadline) {
-  absl::Duration left = deadline - absl::Now();
+  if (deadline == absl::InfiniteFuture()) return -1;
+  const absl::Duration left = deadline - absl::Now();
   if (left <= absl::ZeroDuration()) return 0;
-  return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1, 1 << 30));
+  constexpr int kMaxMillis = 1 << 30;
+  if (left >= absl::Milliseconds(kMaxMillis)) return kMaxMillis;
+  return static_cast<int>(absl::ToInt64Milliseconds(left) + 1);
 }
 
 // Waits until `fd` is connected (non-blocking connect in progress) or the deadline passes.
@@ -258,6 +262,8 @@ absl::StatusOr<std::string> QmpClient::Execute(std::string_view command, std::st
   if (!args->empty()) absl::StrAppend(&line, ",\"arguments\":", *args);
   absl::StrAppend(&line, ",\"id\":", id, "}\n");
 
+  // WriteLine sends nothing once the deadline has passed: QEMU must not carry out a command
+  // whose caller is told it timed out.
   absl::Status written = WriteLine(line, deadline);
   absl::MutexLock lock(&mu_);
   if (written.ok()) AwaitReply(pending, deadline);
@@ -276,7 +282,25 @@ absl::StatusOr<std::string> QmpClient::Execute(std::string_view command, std::st
 }
 
 absl::Status QmpClient::WriteLine(const std::string& line, absl::Time deadline) {
-  absl::MutexLock lock(&write_mu_);
+  // Another caller may be writing (and waiting for the socket, up to its own deadline): wait for
+  // it only until ours.
+  {
+    absl::MutexLock lock(&write_mu_);
+    auto free = [this]() ABSL_SHARED_LOCKS_REQUIRED(write_mu_) { return !writing_; };
+    if (!write_mu_.AwaitWithDeadline(absl::Condition(&free), deadline)) {
+      return absl::DeadlineExceededError(
+          "timed out waiting to send (another command is being sent)");
+    }
+    writing_ = true;
+  }
+  struct Done {
+    QmpClient& client;
+    ~Done() {
+      absl::MutexLock lock(&client.write_mu_);
+      client.writing_ = false;
+    }
+  } done{*this};
+  if (absl::Now() >= deadline) return absl::DeadlineExceededError("timed out before sending");
   size_t sent = 0;
   while (sent < line.size()) {
     ssize_t n = send(fd_, line.data() + sent, line.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);

@@ -159,8 +159,10 @@ class QmpClient {
   // The background reader is polling the socket (or about to).
   bool background_polling_ ABSL_GUARDED_BY(mu_) = false;
 
-  // Serializes writes, so the lines of concurrent commands never interleave.
+  // Serializes writes, so the lines of concurrent commands never interleave: one caller at a
+  // time writes (`writing_`); the others wait for it, each until its own deadline.
   absl::Mutex write_mu_;
+  bool writing_ ABSL_GUARDED_BY(write_mu_) = false;
 
   // Protects the subscribers; held while handlers run, so a Subscription's destructor returns
   // only when its handlers are no longer running.

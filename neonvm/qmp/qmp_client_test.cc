@@ -339,6 +339,77 @@ TEST(QmpClient, TimesOutAndDropsTheLateReply) {
   EXPECT_EQ(*next, "\"fresh\"");
 }
 
+// A command whose caller has no time left is not sent at all: QEMU must not carry out a
+// device_add whose caller was already told it timed out.
+TEST(QmpClient, SendsNothingWhenNoTimeIsLeft) {
+  std::string first;
+  ScriptedServer server([&](Peer& p) {
+    p.Handshake();
+    first = p.ReadLine();
+    p.Reply(first, "{}");
+    p.ReadLine();
+  });
+  auto client = QmpClient::Connect(server.address(), Fast());
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto late =
+      (*client)->Execute("device_add", R"({"driver":"x","id":"cpu3"})", absl::ZeroDuration());
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kDeadlineExceeded) << late.status();
+  auto next = (*client)->Execute("query-status");
+  ASSERT_TRUE(next.ok()) << next.status();
+  client->reset();
+  // The first command QEMU saw is the second one.
+  EXPECT_TRUE(absl::StrContains(first, "query-status")) << first;
+}
+
+// A caller waiting for another caller's write keeps its own deadline: it is not held until the
+// other's (longer) deadline passes.
+TEST(QmpClient, AWriterWaitingBehindAnotherKeepsItsOwnDeadline) {
+  absl::Notification release;
+  ScriptedServer server([&](Peer& p) {
+    p.Handshake();
+    release.WaitForNotification();  // reads nothing meanwhile: the client's writes block
+  });
+  auto client = QmpClient::Connect(server.address(), Fast());
+  ASSERT_TRUE(client.ok()) << client.status();
+  // Far more than a socket buffer holds.
+  const std::string big = absl::StrCat(R"({"blob":")", std::string(2 << 20, 'x'), R"("})");
+  absl::Notification big_done;
+  std::thread blocked([&] {
+    (void)(*client)->Execute("big", big, absl::Seconds(60));
+    big_done.Notify();
+  });
+  absl::SleepFor(absl::Seconds(1));  // let it take the write lock (ordering, not an assertion)
+  absl::Notification small_done;
+  absl::StatusOr<std::string> small;
+  std::thread waiting([&] {
+    small = (*client)->Execute("small", {}, absl::Milliseconds(100));
+    small_done.Notify();
+  });
+  // The small command ends on its own deadline, while the big one still waits for its.
+  EXPECT_TRUE(small_done.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  EXPECT_FALSE(big_done.HasBeenNotified());
+  release.Notify();  // the peer hangs up: the big command fails
+  blocked.join();
+  waiting.join();
+  EXPECT_EQ(small.status().code(), absl::StatusCode::kDeadlineExceeded) << small.status();
+}
+
+// An infinite timeout waits for the reply (the poll timeout derived from it must not overflow).
+TEST(QmpClient, AnInfiniteTimeoutWaitsForTheReply) {
+  ScriptedServer server([&](Peer& p) {
+    p.Handshake();
+    std::string line = p.ReadLine();
+    absl::SleepFor(absl::Milliseconds(50));
+    p.Reply(line, "\"slow\"");
+    p.ReadLine();
+  });
+  auto client = QmpClient::Connect(server.address(), Fast());
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto r = (*client)->Execute("slow", {}, absl::InfiniteDuration());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, "\"slow\"");
+}
+
 TEST(QmpClient, ConnectionLossFailsEveryPendingCommandAtOnce) {
   constexpr int kPending = 4;
   ScriptedServer server([&](Peer& p) {
