@@ -100,8 +100,10 @@ int Run() {
     return 2;
   }
   std::unique_ptr<agent::VmDriverFactory> vms = agent::NewQemuVmDriverFactory();
+  agent::AgentOptions options;
+  options.address = *advertise;
   agent::Agent node_agent(
-      {.address = *advertise}, **scheduler, *vms, &rpc::monitor::ConnectGrpc,
+      options, **scheduler, *vms, &rpc::monitor::ConnectGrpc,
       [](const std::string& address) { return rpc::agent_peer::NewGrpcClient(address); });
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
       rpc::agent_peer::StartGrpcServer(node_agent, listen);
