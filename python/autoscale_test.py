@@ -61,7 +61,7 @@ def test_compute_goal_lfc_part():
 def test_invalid_config_raises_the_library_message():
     config = autoscale.ScalingConfig()
     config.lfc_window_size_minutes = 1
-    with pytest.raises(ValueError, match=r"^scaling config: lfcWindowSizeMinutes must be >= 2, got 1$"):
+    with pytest.raises(ValueError, match=r"^scaling config: lfcWindowSizeMinutes must be in \[2, 60\], got 1$"):
         autoscale.compute_goal(config, autoscale.SystemMetrics())
     with pytest.raises(ValueError, match="lfcWindowSizeMinutes"):
         config.validate()

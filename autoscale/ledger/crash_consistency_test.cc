@@ -348,7 +348,8 @@ class CrashRun {
     Answer(ledger_->Request(r), {&m}, {}, [&](const Permit& p) {
       m.exists = true;
       m.node = r.node;
-      m.permit = p.resources;
+      // A migrating VM keeps its reservation; it is answered no more than it asked for.
+      m.permit = p.migration ? v->permit : p.resources;
     });
   }
 
