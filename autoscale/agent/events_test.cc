@@ -1,9 +1,13 @@
 #include "autoscale/agent/events.h"
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
 #include "autoscale/api/agent_status.pb.h"
+#include "glog/logging.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::agent {
@@ -24,6 +28,39 @@ TEST(EventsTest, FailuresAreWarningsOrErrorsAndNothingElseIs) {
         absl::StrContains(name, "RESTARTING") || absl::StrContains(name, "LOST");
     EXPECT_EQ(SeverityOf(kind) != Severity::kInfo, failure) << name;
   }
+}
+
+// Captures the severity of each message glog is given while it is installed.
+class SeveritySink : public google::LogSink {
+ public:
+  SeveritySink() { google::AddLogSink(this); }
+  ~SeveritySink() override { google::RemoveLogSink(this); }
+  void send(google::LogSeverity severity, const char*, const char*, int,
+            const google::LogMessageTime&, const char* message, size_t length) override {
+    absl::MutexLock lock(&mu_);
+    seen_.emplace_back(severity, std::string(message, length));
+  }
+  std::vector<std::pair<google::LogSeverity, std::string>> seen() {
+    absl::MutexLock lock(&mu_);
+    return seen_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::pair<google::LogSeverity, std::string>> seen_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST(EventsTest, EachEventIsLoggedAtItsSeverity) {
+  SeveritySink sink;
+  EventLog log;
+  log.Add(absl::UnixEpoch(), "vm1", api::EVENT_KIND_RESIZED, "resized");
+  log.Add(absl::UnixEpoch(), "vm1", api::EVENT_KIND_RESIZE_FAILED, "resize failed");
+  log.Add(absl::UnixEpoch(), "vm1", api::EVENT_KIND_MIGRATION_FAILED, "migration failed");
+  const auto seen = sink.seen();
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[0], std::make_pair(google::GLOG_INFO, std::string("vm1: resized")));
+  EXPECT_EQ(seen[1], std::make_pair(google::GLOG_WARNING, std::string("vm1: resize failed")));
+  EXPECT_EQ(seen[2], std::make_pair(google::GLOG_ERROR, std::string("vm1: migration failed")));
 }
 
 TEST(EventsTest, TheLogKeepsTheLatestEventsInOrder) {

@@ -60,7 +60,8 @@ TEST(VmGuest, ForwardedPortReachesTheGuestAndTheGuestReachesNothing) {
   }
   EXPECT_EQ(got, "hello-from-guest\n");
 
-  // Every QEMU thread runs under the seccomp filter (Seccomp: 2 is "filter" in proc(5)).
+  // QEMU runs under its seccomp filter (Seccomp: 2 is "filter" in proc(5); QEMU installs it with
+  // SECCOMP_FILTER_FLAG_TSYNC, for all its threads).
   std::ifstream status(absl::StrCat("/proc/", booted->vm->pid(), "/status"));
   std::string line, seccomp;
   while (std::getline(status, line)) {
