@@ -48,21 +48,49 @@ class JsonLogSink : public google::LogSink {
   }
 
  private:
+  // JSON string contents: quotes, backslashes and control bytes escaped; valid UTF-8 kept; any
+  // other byte (a message may quote a peer's or a file's bytes) escaped as the code point of its
+  // value, so every line stays valid JSON.
   static std::string Escaped(absl::string_view s) {
     std::string out;
-    for (const char c : s) {
+    for (size_t i = 0; i < s.size();) {
+      const unsigned char c = static_cast<unsigned char>(s[i]);
       if (c == '"' || c == '\\') {
         out += '\\';
-        out += c;
-      } else if (static_cast<unsigned char>(c) < 0x20) {
-        char u[8];
-        std::snprintf(u, sizeof(u), "\\u%04x", c);
-        out += u;
-      } else {
-        out += c;
+        out += static_cast<char>(c);
+        ++i;
+        continue;
       }
+      const size_t n = Utf8Length(s.substr(i));
+      if (c >= 0x20 && n > 0) {
+        out.append(s.data() + i, n);
+        i += n;
+        continue;
+      }
+      char u[8];
+      std::snprintf(u, sizeof(u), "\\u%04x", c);
+      out += u;
+      ++i;
     }
     return out;
+  }
+
+  // The length of the valid UTF-8 sequence `s` starts with (1 for ASCII), or 0.
+  static size_t Utf8Length(absl::string_view s) {
+    const unsigned char c = static_cast<unsigned char>(s[0]);
+    if (c < 0x80) return 1;
+    size_t n = 0;
+    if (c >= 0xC2 && c <= 0xDF)
+      n = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+      n = 3;
+    else if (c >= 0xF0 && c <= 0xF4)
+      n = 4;
+    if (n == 0 || s.size() < n) return 0;
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(s[k]) & 0xC0) != 0x80) return 0;
+    }
+    return n;
   }
 };
 

@@ -12,8 +12,8 @@ lines=$(printf '%s\n' "$out" | wc -l)
 printf '%s\n' "$out" | python3 -c '
 import json, sys
 want = [("info", "plain info"), ("warning", "a \"quoted\" word,\ta tab and a back\\slash"),
-        ("error", "an error"), ("info", "verbose two")]
-got = [json.loads(line) for line in sys.stdin]
+        ("error", "an error from caf\u00e9 with a stray \u00ff byte"), ("info", "verbose two")]
+got = [json.loads(line) for line in sys.stdin.buffer.read().decode("utf-8").splitlines()]
 assert [(g["level"], g["msg"]) for g in got] == want, got
 for g in got:
     assert g["caller"].startswith("init_test_helper.cc:"), g
