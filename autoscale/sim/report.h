@@ -7,7 +7,8 @@
 //   RETURN_IF_ERROR(WriteTextFile("vms.csv", VmCsv(a)));
 //   RETURN_IF_ERROR(WriteTextFile("series.csv", SeriesCsv(a)));   // fleet and nodes over time
 //   RETURN_IF_ERROR(WriteTextFile("summary.json", SummaryJson({{"default", s}})));
-//   RETURN_IF_ERROR(WriteTextFile("report.html", HtmlReport({{.label = "default", .results = &a}})));
+//   RETURN_IF_ERROR(WriteTextFile("report.html", HtmlReport({{.label = "default", .results =
+//   &a}})));
 //
 // Several runs (for example scaling configs on the same workloads and seed) go side by side: one
 // summary column per run, their fleet totals and reaction times in the same plots.

@@ -3,7 +3,8 @@
 //
 //   ASSIGN_OR_RETURN(GuestImage image, FindGuestImage());      // NotFound: run the build script
 //   ASSIGN_OR_RETURN(image, AddFiles(image, {{"/path/to/monitor", "/usr/bin/monitor"}},
-//                                    "exec /usr/bin/monitor --listen=0.0.0.0:10301\n", dir + "/initrd"));
+//                                    "exec /usr/bin/monitor --listen=0.0.0.0:10301\n", dir +
+//                                    "/initrd"));
 //   spec.kernel = image.kernel;  spec.initrd = image.initrd;  spec.kernel_cmdline = image.cmdline;
 //
 // The guest's init loads the virtio modules (virtio-mem, virtio-net), brings hot-added CPUs
