@@ -267,4 +267,17 @@ void Election::Run() {
   watch.reset();
 }
 
+absl::StatusOr<std::string> LeaderOf(ledger::etcd::EtcdClient& etcd, const std::string& prefix) {
+  const std::string p = ledger::etcd::Keys(prefix).ElectionPrefix();
+  etcdserverpb::RangeRequest r;
+  r.set_key(p);
+  r.set_range_end(ledger::etcd::PrefixEnd(p));
+  r.set_sort_order(etcdserverpb::RangeRequest::ASCEND);
+  r.set_sort_target(etcdserverpb::RangeRequest::CREATE);
+  r.set_limit(1);
+  absl::StatusOr<etcdserverpb::RangeResponse> q = etcd.Range(r);
+  if (!q.ok()) return q.status();
+  return q->kvs_size() == 0 ? std::string() : q->kvs(0).value();
+}
+
 }  // namespace autoscale::scheduler

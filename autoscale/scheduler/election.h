@@ -112,4 +112,8 @@ class Election {
   std::thread observer_;
 };
 
+// The address of the group's leader as etcd holds it now (the oldest candidate's value under
+// `prefix`'s election keys); "" while there is none. For tools and tests outside the group.
+absl::StatusOr<std::string> LeaderOf(ledger::etcd::EtcdClient& etcd, const std::string& prefix);
+
 }  // namespace autoscale::scheduler

@@ -25,6 +25,7 @@
 #include "autoscale/ledger/etcd/client.h"
 #include "autoscale/ledger/etcd/layout.h"
 #include "autoscale/rpc/scheduler/grpc_client.h"
+#include "autoscale/scheduler/election.h"
 #include "autoscale/testing/daemon.h"
 #include "autoscale/testing/etcd_cluster.h"
 #include "autoscale/testing/temp_dir.h"
@@ -203,17 +204,9 @@ class AgentFailoverTest : public ::testing::Test {
   }
 
   int Leader() {
-    const std::string p = ledger::etcd::Keys(kPrefix).ElectionPrefix();
-    etcdserverpb::RangeRequest r;
-    r.set_key(p);
-    r.set_range_end(ledger::etcd::PrefixEnd(p));
-    r.set_sort_order(etcdserverpb::RangeRequest::ASCEND);
-    r.set_sort_target(etcdserverpb::RangeRequest::CREATE);
-    r.set_limit(1);
-    absl::StatusOr<etcdserverpb::RangeResponse> q = etcd_->Range(r);
-    if (!q.ok() || q->kvs_size() == 0) return -1;
+    absl::StatusOr<std::string> leader = scheduler::LeaderOf(*etcd_, kPrefix);
     for (int i = 0; i < 2; ++i) {
-      if (q->kvs(0).value() == addresses_[i]) return i;
+      if (leader.ok() && *leader == addresses_[i]) return i;
     }
     return -1;
   }
