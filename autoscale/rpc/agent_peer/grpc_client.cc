@@ -6,7 +6,7 @@
 #include "autoscale/api/agent.grpc.pb.h"
 #include "autoscale/rpc/agent_peer/internal/protocol.h"
 #include "autoscale/rpc/grpc_status.h"
-#include "autoscale/rpc/internal/credentials.h"
+#include "autoscale/rpc/credentials.h"
 #include "grpcpp/grpcpp.h"
 
 namespace autoscale::rpc::agent_peer {
@@ -18,7 +18,7 @@ class GrpcClient final : public MigrationPeer {
       : address_(std::move(address)),
         timeout_(timeout),
         stub_(api::Agent::NewStub(
-            grpc::CreateChannel(address_, rpc::internal::ChannelCredentials(security)))) {}
+            grpc::CreateChannel(address_, rpc::ChannelCredentials(security)))) {}
 
   absl::StatusOr<api::PrepareIncomingResponse> PrepareIncoming(
       const api::PrepareIncomingRequest& request) override {

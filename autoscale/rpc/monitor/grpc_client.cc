@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "autoscale/api/monitor.grpc.pb.h"
-#include "autoscale/rpc/internal/credentials.h"
+#include "autoscale/rpc/credentials.h"
 #include "autoscale/rpc/monitor/internal/protocol.h"
 #include "grpcpp/grpcpp.h"
 
@@ -27,7 +27,7 @@ class GrpcClient final : public MonitorClient {
   }
 
   absl::Status Start(absl::Duration timeout, const Security& security) {
-    auto channel = grpc::CreateChannel(address_, rpc::internal::ChannelCredentials(security));
+    auto channel = grpc::CreateChannel(address_, rpc::ChannelCredentials(security));
     if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout))) {
       return absl::UnavailableError(
           absl::StrCat(who_, ": not reachable within ", absl::FormatDuration(timeout)));

@@ -13,7 +13,7 @@
 #include "absl/time/clock.h"
 #include "autoscale/api/scheduler.grpc.pb.h"
 #include "autoscale/rpc/grpc_status.h"
-#include "autoscale/rpc/internal/credentials.h"
+#include "autoscale/rpc/credentials.h"
 #include "grpcpp/grpcpp.h"
 
 namespace autoscale::rpc::scheduler {
@@ -36,7 +36,7 @@ class GrpcClient final : public SchedulerService {
 
   GrpcClient(const std::vector<std::string>& addresses, absl::Duration timeout,
              const Security& security)
-      : timeout_(timeout), credentials_(rpc::internal::ChannelCredentials(security)) {
+      : timeout_(timeout), credentials_(rpc::ChannelCredentials(security)) {
     absl::MutexLock l(&mu_);
     for (const std::string& a : addresses) Add(a);
   }

@@ -5,7 +5,7 @@
 
 #include "autoscale/api/scheduler.grpc.pb.h"
 #include "autoscale/rpc/grpc_status.h"
-#include "autoscale/rpc/internal/credentials.h"
+#include "autoscale/rpc/credentials.h"
 #include "autoscale/rpc/internal/grpc_server.h"
 #include "grpcpp/grpcpp.h"
 
@@ -118,7 +118,7 @@ class Service final : public api::Scheduler::CallbackService {
   }
 
   std::shared_ptr<SchedulerService> For(grpc::CallbackServerContext* context) {
-    return service_for_(rpc::internal::PeerIdentity(*context));
+    return service_for_(rpc::PeerIdentity(*context));
   }
 
   const ServiceFor service_for_;

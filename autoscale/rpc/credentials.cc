@@ -1,11 +1,11 @@
-#include "autoscale/rpc/internal/credentials.h"
+#include "autoscale/rpc/credentials.h"
 
 #include "grpc/grpc_security_constants.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_certificate_verifier.h"
 #include "grpcpp/security/tls_credentials_options.h"
 
-namespace autoscale::rpc::internal {
+namespace autoscale::rpc {
 namespace {
 
 std::shared_ptr<grpc::experimental::CertificateProviderInterface> Provider(
@@ -50,4 +50,4 @@ std::string PeerIdentity(const grpc::ServerContextBase& context) {
   return "";
 }
 
-}  // namespace autoscale::rpc::internal
+}  // namespace autoscale::rpc

@@ -1,4 +1,5 @@
-// gRPC credentials for an rpc::Security (tls.h), and the caller's identity on the server side.
+// gRPC credentials for an rpc::Security (tls.h), and the caller's identity on the server side:
+// for the transports here, and for tools and tests that make their own gRPC channels.
 #pragma once
 
 #include <memory>
@@ -9,7 +10,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_context.h"
 
-namespace autoscale::rpc::internal {
+namespace autoscale::rpc {
 
 // Mutual TLS: the server requires a client certificate and verifies it against the CA.
 std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const Security& security);
@@ -21,4 +22,4 @@ std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const Security& sec
 // or a certificate without one).
 std::string PeerIdentity(const grpc::ServerContextBase& context);
 
-}  // namespace autoscale::rpc::internal
+}  // namespace autoscale::rpc
