@@ -1,5 +1,7 @@
 #include "autoscale/rpc/tls.h"
 
+#include <sys/stat.h>
+
 #include <fstream>
 #include <utility>
 
@@ -15,6 +17,13 @@ absl::Status CheckReadable(const std::string& path, const char* what) {
   std::string first;
   if (!in || !std::getline(in, first)) {
     return absl::InvalidArgumentError(absl::StrCat("TLS: cannot read the ", what, " file ", path));
+  }
+  // gRPC's file watcher reads a modification time of 0 as an error and never loads the file.
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || st.st_mtime == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("TLS: the ", what, " file ", path,
+                     " has modification time 0 (touch it): gRPC cannot watch it"));
   }
   if (first.rfind("-----BEGIN ", 0) != 0) {
     return absl::InvalidArgumentError(

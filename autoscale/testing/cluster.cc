@@ -443,7 +443,15 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
                    " --lfc_resizer=file:/run/lfc_size --metrics_interval=1s --v=1"
                    " >>/var/log/monitor.log 2>&1\n"),
       /*executable=*/true));
+  // The guest's clock starts wherever its RTC says; certificates are checked against it, so set
+  // it to now (the certificates were issued before).
   const std::string boot = absl::StrCat(
+      "date -u -s '", absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::Now(), absl::UTCTimeZone()),
+      "' >/dev/null\n",
+      // The initramfs gives its files modification time 0, which gRPC's certificate watcher
+      // takes for an error.
+      ca_ != nullptr ? "touch /etc/autoscale/tls.pem /etc/autoscale/tls.key /etc/autoscale/ca.pem\n"
+                     : "",
       "mount -t tmpfs cgroups /sys/fs/cgroup\n"
       "mkdir -p /sys/fs/cgroup/memory\n"
       "mount -t cgroup -o memory memory /sys/fs/cgroup/memory\n"
