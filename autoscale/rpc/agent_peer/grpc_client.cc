@@ -5,8 +5,8 @@
 #include "absl/strings/str_cat.h"
 #include "autoscale/api/agent.grpc.pb.h"
 #include "autoscale/rpc/agent_peer/internal/protocol.h"
-#include "autoscale/rpc/grpc_status.h"
 #include "autoscale/rpc/credentials.h"
+#include "autoscale/rpc/grpc_status.h"
 #include "grpcpp/grpcpp.h"
 
 namespace autoscale::rpc::agent_peer {
@@ -17,8 +17,9 @@ class GrpcClient final : public MigrationPeer {
   GrpcClient(std::string address, absl::Duration timeout, const Security& security)
       : address_(std::move(address)),
         timeout_(timeout),
-        stub_(api::Agent::NewStub(
-            grpc::CreateChannel(address_, rpc::ChannelCredentials(security)))) {}
+        stub_(
+            api::Agent::NewStub(grpc::CreateChannel(address_, rpc::ChannelCredentials(security)))) {
+  }
 
   absl::StatusOr<api::PrepareIncomingResponse> PrepareIncoming(
       const api::PrepareIncomingRequest& request) override {

@@ -12,8 +12,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "autoscale/api/scheduler.grpc.pb.h"
-#include "autoscale/rpc/grpc_status.h"
 #include "autoscale/rpc/credentials.h"
+#include "autoscale/rpc/grpc_status.h"
 #include "grpcpp/grpcpp.h"
 
 namespace autoscale::rpc::scheduler {

@@ -4,8 +4,8 @@
 #include <utility>
 
 #include "autoscale/api/scheduler.grpc.pb.h"
-#include "autoscale/rpc/grpc_status.h"
 #include "autoscale/rpc/credentials.h"
+#include "autoscale/rpc/grpc_status.h"
 #include "autoscale/rpc/internal/grpc_server.h"
 #include "grpcpp/grpcpp.h"
 
