@@ -185,6 +185,9 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const SpawnOpt
     // Whatever else this process has open (sockets, other children's pipes) must not leak into
     // the program. Marked close-on-exec rather than closed, so the error pipe works until exec.
     syscall(SYS_close_range, 3, ~0U, kCloseRangeCloexec);
+    for (int fd : options.inherit_fds) {
+      if (fcntl(fd, F_SETFD, 0) != 0) fail(Step::kRedirect);
+    }
     // The spawner thread blocks every signal, and this process may have handlers or ignore
     // some (SIGPIPE): the program starts with the defaults.
     struct sigaction default_action = {};
