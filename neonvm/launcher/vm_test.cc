@@ -60,6 +60,7 @@ TEST(QemuCommandLine, DescribesTheSpec) {
   EXPECT_TRUE(Contains(a, {"-accel", "tcg"}));
   EXPECT_TRUE(Contains(a, {"-no-reboot"}));
   EXPECT_TRUE(Contains(a, {"-cpu", "qemu64"}));
+  EXPECT_TRUE(Contains(a, {"-device", "virtio-rng-pci"}));
   EXPECT_TRUE(Contains(
       a, {"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"}));
   // Under TCG: room for 255 vCPU creations, the guest told about 4.
