@@ -1,6 +1,8 @@
 // The PostgreSQL guest (neonvm/guest/build --postgres) boots under QEMU with its data disk, and a
 // client on the host gets `select 1` through libpq over the forwarded port on 127.0.0.1. Prints
-// the boot-to-ready time (QEMU start to the first answered query); it is not asserted.
+// the boot-to-ready time (QEMU start to the first answered query); it is not asserted. As root,
+// the same guest also has a tap on a host's bridge (testing::HostsNetwork) with the address
+// given on its kernel command line, and psql in the client namespace reaches it there.
 #include <libpq-fe.h>
 
 #include <cstdio>
@@ -11,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "autoscale/testing/hosts_network.h"
 #include "autoscale/testing/skip.h"
 #include "autoscale/testing/temp_dir.h"
 #include "autoscale/testing/vm.h"
@@ -40,9 +43,27 @@ TEST(PostgresGuest, BootsAndAnswersOverTheForwardedPort) {
   testing::TempDir dir;
   absl::StatusOr<launcher::VmSpec> spec = testing::PostgresGuestSpec("pg-guest", dir.path());
   ASSERT_TRUE(spec.ok()) << spec.status();
+  std::unique_ptr<testing::HostsNetwork> net;
+  const std::string guest_ip = "10.77.0.50";
+  if (std::string missing = testing::HostsNetworkMissing(); missing.empty()) {
+    absl::StatusOr<std::unique_ptr<testing::HostsNetwork>> made = testing::HostsNetwork::Create();
+    ASSERT_TRUE(made.ok()) << made.status();
+    net = std::move(*made);
+    spec->taps = {{.bridge = net->host(0).bridge}};
+    spec->kernel_args = {
+        absl::StrCat("autoscale.ip=", guest_ip, "/", testing::HostsNetwork::kPrefixLength)};
+  } else {
+    std::printf("not checking the tap network: %s\n", missing.c_str());
+  }
 
   const absl::Time start = absl::Now();
-  auto vm = launcher::Vm::Start(*spec);
+  absl::StatusOr<std::unique_ptr<launcher::Vm>> vm;
+  if (net != nullptr) {
+    // Host A's thread makes the tap there, on host A's bridge.
+    ASSERT_TRUE(net->RunIn(net->host(0).netns, [&] { vm = launcher::Vm::Start(*spec); }).ok());
+  } else {
+    vm = launcher::Vm::Start(*spec);
+  }
   ASSERT_TRUE(vm.ok()) << vm.status();
   auto console = GuestConsole::Connect((*vm)->serial_path());
   ASSERT_TRUE(console.ok()) << console.status();
@@ -83,6 +104,18 @@ TEST(PostgresGuest, BootsAndAnswersOverTheForwardedPort) {
   auto mounts = console->get()->Run("grep ' /pgdisk ' /proc/mounts");
   ASSERT_TRUE(mounts.ok()) << mounts.status();
   EXPECT_TRUE(absl::StartsWith(*mounts, "/dev/vda /pgdisk ext4")) << *mounts;
+
+  if (net != nullptr) {
+    // From the client's namespace, across the fabric and host A's bridge, to the guest's own
+    // address: no NAT, no forwarded port.
+    auto psql = net->Exec(net->client_netns(),
+                          {"/usr/lib/postgresql/15/bin/psql", "-h", guest_ip, "-U", "postgres",
+                           "-Atc", "select count(*) from t"},
+                          absl::Seconds(20));
+    ASSERT_TRUE(psql.ok()) << psql.status() << "; boot log: "
+                           << console->get()->Run("cat /var/log/boot.log").value_or("?");
+    EXPECT_EQ(*psql, "1000\n");
+  }
   EXPECT_TRUE((*vm)->Stop().ok());
 }
 
