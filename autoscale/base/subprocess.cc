@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -99,7 +100,7 @@ void DieWithParent(pid_t parent) {
 }
 
 // What a child that failed before its program ran reports through the error pipe.
-enum class Step : int { kProcessGroup, kRedirect, kUser, kExec };
+enum class Step : int { kProcessGroup, kRedirect, kUser, kNetns, kExec };
 struct ChildError {
   Step step;
   int error;
@@ -113,6 +114,8 @@ std::string StepText(Step step) {
       return "redirecting stdin, stdout and stderr";
     case Step::kUser:
       return "switching user";
+    case Step::kNetns:
+      return "entering the network namespace";
     case Step::kExec:
       return "exec";
   }
@@ -174,6 +177,7 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const SpawnOpt
       _exit(127);
     };
     if (options.new_process_group && setpgid(0, 0) != 0) fail(Step::kProcessGroup);
+    if (options.netns_fd >= 0 && setns(options.netns_fd, CLONE_NEWNET) != 0) fail(Step::kNetns);
     if (dup2(null_fd, 0) < 0) fail(Step::kRedirect);
     if (out_fd >= 0 && (dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0)) fail(Step::kRedirect);
     if (options.user.has_value() && (setgroups(0, nullptr) != 0 || setgid(options.user->gid) != 0 ||

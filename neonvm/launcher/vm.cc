@@ -4,6 +4,7 @@
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
 #include <net/if.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -17,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <thread>
 
 #include "absl/random/random.h"
 #include "absl/strings/match.h"
@@ -464,10 +466,32 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
     for (int fd : tap_fds) close(fd);
     tap_fds.clear();
   };
+  int netns_fd = -1;
+  if (!options.netns.empty()) {
+    netns_fd = open(options.netns.c_str(), O_RDONLY | O_CLOEXEC);
+    if (netns_fd < 0) {
+      int err = errno;
+      close(log_fd);
+      cleanup_dir();
+      return absl::ErrnoToStatus(err, absl::StrCat("VM ", spec.name, ": open ", options.netns));
+    }
+  }
+  auto open_tap = [&](const TapInterface& t) -> absl::StatusOr<OpenedTap> {
+    if (netns_fd < 0) return OpenTap(t.bridge, t.tap);
+    // setns changes only the calling thread's namespace: a thread of its own makes the tap there.
+    absl::StatusOr<OpenedTap> tap = absl::InternalError("not run");
+    std::thread([&] {
+      tap = setns(netns_fd, CLONE_NEWNET) == 0
+                ? OpenTap(t.bridge, t.tap)
+                : absl::ErrnoToStatus(errno, absl::StrCat("setns ", options.netns));
+    }).join();
+    return tap;
+  };
   for (size_t i = 0; i < spec.taps.size(); ++i) {
-    absl::StatusOr<OpenedTap> tap = OpenTap(spec.taps[i].bridge, spec.taps[i].tap);
+    absl::StatusOr<OpenedTap> tap = open_tap(spec.taps[i]);
     if (!tap.ok()) {
       close_taps();
+      if (netns_fd >= 0) close(netns_fd);
       close(log_fd);
       cleanup_dir();
       return Annotate(tap.status(), absl::StrCat("VM ", spec.name, ": taps[", i, "]"));
@@ -479,8 +503,10 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
   SpawnOptions spawn;
   spawn.output_fd = log_fd;
   spawn.inherit_fds = tap_fds;
+  spawn.netns_fd = netns_fd;
   absl::StatusOr<std::unique_ptr<Subprocess>> qemu = Subprocess::Start(argv, spawn);
   close(log_fd);
+  if (netns_fd >= 0) close(netns_fd);
   close_taps();
   if (!qemu.ok()) {
     cleanup_dir();

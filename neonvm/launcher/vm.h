@@ -200,6 +200,9 @@ struct StartOptions {
   // socket paths must stay under 108 bytes), removed when the Vm is destroyed.
   std::string runtime_dir;
   qmp::QmpClientOptions qmp;
+  // A network namespace (/run/netns/NAME) for QEMU and the VM's taps: a "host" of
+  // testing::HostsNetwork. Empty: this thread's.
+  std::string netns;
 };
 
 // A running QEMU process and its QMP connection. Thread-safe.
