@@ -28,6 +28,7 @@ lfc_metrics_interval" ;;
     demo) echo "duration dir verbose" ;;
     autoscale-goal) echo "v log_format" ;;
     memstep) echo "prefill-kib timeout-ms" ;;
+    vmctl) echo "spec runtime_dir resume timeout" ;;
     *) echo "UNKNOWN" ;;
   esac
 }
