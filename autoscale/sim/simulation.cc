@@ -39,6 +39,7 @@ void Prefetch(const void* p, size_t bytes) {
 Simulation::Simulation(const SimConfig& config)
     : config_(config),
       start_(kManualClockEpoch),
+      start_unix_ns_(absl::ToUnixNanos(start_)),
       step_ns_(absl::ToInt64Nanoseconds(config.step)),
       steps_(config.duration / config.step),
       metrics_every_(config.metrics_interval / config.step),

@@ -379,10 +379,13 @@ class Simulation {
   void SampleNodes(int64_t t);
   // Whole steps in `d` (rounded up; at least 1, at most the run).
   int64_t StepsIn(absl::Duration d) const;
-  absl::Time At(int64_t t) const { return start_ + absl::Nanoseconds(t); }
+  // start_ + t ns, without absl's out-of-line Duration addition (called at every node's steps and
+  // events): the same normalized Time.
+  absl::Time At(int64_t t) const { return absl::FromUnixNanos(start_unix_ns_ + t); }
 
   const SimConfig config_;
   const absl::Time start_;
+  const int64_t start_unix_ns_;
   const int64_t step_ns_;
   const int64_t steps_;
   const int64_t metrics_every_;
