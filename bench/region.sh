@@ -7,11 +7,16 @@
 # "step" (--step_every_vm) asks every agent at every metrics arrival: the baseline, with the same
 # results.
 #
+# DURATION (default 24h) shortens the simulated time; SIMULATE names another binary (a copy of
+# the previous commit's, for a before/after comparison on the same machine state).
+#
 #   bazel build -c opt //examples/simulate
 #   bench/region.sh 1000:skip 1000:step 10000:skip 10000:step 100000:skip
+#   DURATION=2h SIMULATE=/tmp/simulate.before bench/region.sh 100000:skip
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=bazel-bin/examples/simulate/simulate
+bin=${SIMULATE:-bazel-bin/examples/simulate/simulate}
+duration=${DURATION:-24h}
 [ -x "$bin" ] || { echo "build it first: bazel build -c opt //examples/simulate" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -22,7 +27,7 @@ for run in "$@"; do
   load0=$(cut -d' ' -f1 /proc/loadavg)
   extra=()
   [ "$mode" = step ] && extra=(--step_every_vm)
-  /usr/bin/time -v -o "$tmp/time" "$bin" --vms="$vms" --nodes=4000 --duration=24h --step=5s \
+  /usr/bin/time -v -o "$tmp/time" "$bin" --vms="$vms" --nodes=4000 --duration="$duration" --step=5s \
     --placement=spread --threads=0 --html= --csv= --progress=never \
     --summary_json="$tmp/s.json" "${extra[@]}" >"$tmp/out" 2>&1 ||
     { cat "$tmp/out" "$tmp/time" >&2; exit 1; }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "autoscale/base/status_macros.h"
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/sim/internal/fleet.h"
 #include "autoscale/sim/internal/share.h"
@@ -51,8 +52,8 @@ void Simulation::CheckReaction(Vm& vm, absl::Time now) {
   }
 }
 
-void Simulation::SampleNodes(int64_t t) {
-  NodeSample s;
+void Simulation::StartNodeSample(int64_t t) {
+  NodeSample& s = node_series_.emplace_back();
   s.time = absl::Nanoseconds(t);
   const size_t n = shards_.size();
   s.reserved.resize(n);
@@ -60,24 +61,30 @@ void Simulation::SampleNodes(int64_t t) {
   s.demand.resize(n);
   s.used.resize(n);
   s.shortage.resize(n);
-  for (const ledger::NodeInfo& node : ledger_->ListNodes())
-    s.reserved[shard_by_node_.at(node.name)] = node.reserved;
-  // In memory order: a large fleet does not fit in the cache.
-  for (const Vm& vm : storage_) {
-    s.allocated[vm.shard] = s.allocated[vm.shard] + vm.have;
-    const Demand& want = vm.demand;
-    DemandTotal& d = s.demand[vm.shard];
+}
+
+absl::Status Simulation::SampleNode(const Shard& shard, NodeSample& s) const {
+  // Only this node's own steps change its ledger entry and its VMs between steps, so its part of
+  // the sample is the same whichever thread takes it, and when. Its VMs in the order of the
+  // storage, as a walk over the whole fleet would add them.
+  const uint32_t i = shard.index;
+  ASSIGN_OR_RETURN(const ledger::NodeInfo node, ledger_->GetNode(shard.node));
+  s.reserved[i] = node.reserved;
+  for (const Vm* vm : shard.vms) {
+    s.allocated[i] = s.allocated[i] + vm->have;
+    const Demand& want = vm->demand;
+    DemandTotal& d = s.demand[i];
     d.milli_cpu += static_cast<double>(want.milli_cpu);
     d.memory_bytes += static_cast<double>(want.memory_bytes);
-    const core::Resources got = core::Resources::Min({want.milli_cpu, want.memory_bytes}, vm.have);
-    DemandTotal& u = s.used[vm.shard];
+    const core::Resources got = core::Resources::Min({want.milli_cpu, want.memory_bytes}, vm->have);
+    DemandTotal& u = s.used[i];
     u.milli_cpu += static_cast<double>(got.milli_cpu);
     u.memory_bytes += static_cast<double>(got.memory_bytes);
-    DemandTotal& lack = s.shortage[vm.shard];
+    DemandTotal& lack = s.shortage[i];
     lack.milli_cpu += static_cast<double>(want.milli_cpu - got.milli_cpu);
     lack.memory_bytes += static_cast<double>(want.memory_bytes - got.memory_bytes);
   }
-  node_series_.push_back(std::move(s));
+  return absl::OkStatus();
 }
 
 Results Simulation::TakeResults() {

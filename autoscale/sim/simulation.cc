@@ -39,6 +39,7 @@ void Prefetch(const void* p, size_t bytes) {
 Simulation::Simulation(const SimConfig& config)
     : config_(config),
       start_(kManualClockEpoch),
+      start_unix_ns_(absl::ToUnixNanos(start_)),
       step_ns_(absl::ToInt64Nanoseconds(config.step)),
       steps_(config.duration / config.step),
       metrics_every_(config.metrics_interval / config.step),
@@ -210,9 +211,15 @@ absl::Status Simulation::StepTo(int64_t last, const std::function<void(double)>&
     const size_t chunks = std::min(shards_.size(), 8 * pool_->threads());
     pool_->For(chunks, [&](size_t c) {
       for (size_t s = c * shards_.size() / chunks; s < (c + 1) * shards_.size() / chunks; ++s) {
-        RunShard(*shards_[s], first, end);
+        Shard& shard = *shards_[s];
+        if (sample_pending_) shard.error.Update(SampleNode(shard, node_series_.back()));
+        RunShard(shard, first, end);
       }
     });
+    if (sample_pending_) {
+      sample_pending_ = false;
+      for (const auto& s : shards_) RETURN_IF_ERROR(s->error);
+    }
     next_step_ = end;
     if (progress) progress(static_cast<double>(next_step_) / static_cast<double>(steps_));
   }
@@ -293,7 +300,8 @@ absl::Status Simulation::Serial(int64_t step) {
   }
 
   if (step >= next_node_sample_) {
-    SampleNodes(t);
+    StartNodeSample(t);
+    sample_pending_ = true;
     next_node_sample_ = step + node_sample_every_;
   }
   if (config_.check_invariants) {

@@ -376,13 +376,19 @@ class Simulation {
   int64_t Latency(Vm& vm, absl::Duration d);
   void MoveVm(Vm& vm, uint32_t to);
   absl::Status CheckConservation(int64_t t) const;
-  void SampleNodes(int64_t t);
+  // A node sample at `t`: Serial makes it, and each node fills in its part at the start of the
+  // run of steps that follows (in parallel: a region has thousands of nodes).
+  void StartNodeSample(int64_t t);
+  absl::Status SampleNode(const Shard& shard, NodeSample& sample) const;
   // Whole steps in `d` (rounded up; at least 1, at most the run).
   int64_t StepsIn(absl::Duration d) const;
-  absl::Time At(int64_t t) const { return start_ + absl::Nanoseconds(t); }
+  // start_ + t ns, without absl's out-of-line Duration addition (called at every node's steps and
+  // events): the same normalized Time.
+  absl::Time At(int64_t t) const { return absl::FromUnixNanos(start_unix_ns_ + t); }
 
   const SimConfig config_;
   const absl::Time start_;
+  const int64_t start_unix_ns_;
   const int64_t step_ns_;
   const int64_t steps_;
   const int64_t metrics_every_;
@@ -404,6 +410,7 @@ class Simulation {
   int64_t next_step_ = 0;
   int64_t next_migration_check_ = 0;
   int64_t next_node_sample_ = 0;
+  bool sample_pending_ = false;  // node_series_.back() waits for the nodes' parts
   int64_t node_sample_every_ = 1;
   int64_t series_every_ = 1;
 };

@@ -9,6 +9,7 @@
 #include "autoscale/core/executor.h"
 #include "autoscale/core/goal.h"
 #include "autoscale/ledger/ledger.h"
+#include "autoscale/sim/internal/fast_math.h"
 #include "autoscale/sim/internal/fleet.h"
 #include "autoscale/sim/internal/share.h"
 #include "autoscale/sim/simulation.h"
@@ -368,7 +369,7 @@ void Simulation::Drive(Shard& shard, Vm& vm, int64_t t, absl::Time now) {
   const std::optional<absl::Duration> wait = core::StartAll(
       vm.state, now, [&](const core::Operation& op) { Carry(shard, vm, op, t, now); });
   if (wait) {
-    const int64_t at = t + std::max<int64_t>(1, DelayNs(absl::ToDoubleNanoseconds(*wait)));
+    const int64_t at = t + std::max<int64_t>(1, DelayNs(ToNanoseconds(*wait)));
     if (at != vm.wake_at) {
       vm.wake_at = at;
       Schedule(shard, vm, kWake, at);
@@ -449,7 +450,7 @@ void Simulation::Schedule(Shard& shard, Vm& vm, int kind, int64_t t) {
 }
 
 int64_t Simulation::Latency(Vm& vm, absl::Duration d) {
-  const double ns = absl::ToDoubleNanoseconds(d);
+  const double ns = ToNanoseconds(d);
   const double j = config_.latencies.jitter;
   return DelayNs(j > 0 ? ns * vm.rng.Uniform(1 - j, 1 + j) : ns);
 }

@@ -131,10 +131,13 @@ TEST(FastMathTest, AgreesWithTheLibrary) {
     if (i % 3 == 0) ns = ns / 1'000'000'000 * 1'000'000'000 + (i % 7) * 5'000'000;
     const absl::Duration d = absl::Nanoseconds(ns);
     ASSERT_EQ(ToSeconds(d), absl::ToDoubleSeconds(d)) << ns;
+    ASSERT_EQ(ToNanoseconds(d), absl::ToDoubleNanoseconds(d)) << ns;
+    ASSERT_EQ(ToNanoseconds(-d), absl::ToDoubleNanoseconds(-d)) << ns;
   }
   for (absl::Duration d : {absl::ZeroDuration(), absl::Nanoseconds(1) / 4, absl::Seconds(-5),
                            absl::InfiniteDuration(), absl::Hours(24 * 3650)}) {
     EXPECT_EQ(ToSeconds(d), absl::ToDoubleSeconds(d)) << d;
+    EXPECT_EQ(ToNanoseconds(d), absl::ToDoubleNanoseconds(d)) << d;
   }
   std::vector<double> xs = {
       0.0,    0.49999999999999994, 0.5,   1.5,  2.5,  4503599627370495.5,

@@ -23,6 +23,16 @@ inline double ToSeconds(absl::Duration d) {
   return absl::ToDoubleSeconds(d);
 }
 
+// absl::ToDoubleNanoseconds(d). absl divides the tick count (a quarter of a nanosecond) by 4;
+// for whole nanoseconds below 2^51 both are exact, so the quotient is the count itself.
+inline double ToNanoseconds(absl::Duration d) {
+  const int64_t ns = absl::ToInt64Nanoseconds(d);
+  if (ns >= 0 && ns < (int64_t{1} << 51) && absl::Nanoseconds(ns) == d) {
+    return static_cast<double>(ns);
+  }
+  return absl::ToDoubleNanoseconds(d);
+}
+
 // std::llround(x) (halves away from zero).
 inline int64_t RoundToInt(double x) {
   if (x >= 0 && x < 0x1p52) {

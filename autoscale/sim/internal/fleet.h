@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "autoscale/core/executor.h"
 #include "autoscale/core/goal.h"
 #include "autoscale/core/resources.h"
@@ -174,6 +175,8 @@ struct Simulation::Shard {
   uint64_t seq = 0;
   int64_t vm_steps = 0;
   int64_t agent_asks = 0;
+  // The first error of its part of a node sample (none expected: its node is registered).
+  absl::Status error;
 };
 
 struct Simulation::Migration {
