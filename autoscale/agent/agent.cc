@@ -649,6 +649,8 @@ absl::Status Agent::TakeOver(uint64_t order, Incoming in) {
   const std::string name = in.config.name();
   api::VmConfig config = in.config;
   config.set_qmp(in.vm->qmp_address());
+  // The source's group stays with the source; the VM's quota is now its target QEMU's.
+  config.set_host_cgroup(in.vm->host_cgroup());
   config.set_monitor_address("");
   if (config.monitor_guest_port() > 0) {
     absl::StatusOr<std::string> monitor = in.vm->MonitorAddress(config.monitor_guest_port());
