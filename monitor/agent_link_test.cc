@@ -157,6 +157,33 @@ TEST_F(AgentLinkTest, DownscaleRefusedAndApprovedAgainstRealUsage) {
   EXPECT_EQ(runner_->monitor().memory_bytes(), 512 * kMiB);
 }
 
+// Postgres's shared_buffers and /dev/shm are shared memory (shmem), which the kernel cannot
+// reclaim without swap: it must count as used, or the monitor asks for memory late and approves
+// downscales that leave Postgres no room.
+TEST_F(AgentLinkTest, SharedMemoryCountsForUpscaleAndDownscale) {
+  Received received;
+  auto client = ConnectClient(received);
+  ASSERT_NE(client, nullptr);
+  ASSERT_TRUE(cgroup_->AllocateShared(360 * kMiB).ok());
+  ASSERT_TRUE(received.AwaitUpscale(absl::Seconds(5))) << "360 MiB of shmem is past 350 MiB";
+  {
+    absl::MutexLock l(&received.mu);
+    EXPECT_GE(received.upscales[0].usage_bytes(), 350 * kMiB);
+  }
+  // Until the average of the samples has the shared memory in it (polled: no fixed sleep).
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (runner_->monitor().average_usage_bytes().value_or(0) < 300 * kMiB &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  // At 448 MiB the threshold is 296 MiB: 360 MiB in use does not fit.
+  auto refused = client->RequestDownscale(Memory(448 * kMiB), absl::Seconds(2));
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_FALSE(refused->ok());
+  EXPECT_THAT(refused->status(), HasSubstr("would exceed the threshold"));
+  EXPECT_EQ(runner_->monitor().memory_bytes(), 512 * kMiB);
+}
+
 TEST_F(AgentLinkTest, BadMessagesGetErrorsAndTheStreamStays) {
   Received received;
   auto client = ConnectClient(received);
