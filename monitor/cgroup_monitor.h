@@ -24,9 +24,9 @@
 namespace autoscale::monitor {
 
 enum class WatchMode {
-  kAuto,  // the v1 threshold on a v1 group, memory.high events on a v2 group
+  kAuto,  // the v1 threshold on a v1 group, memory.events on a v2 group
   kV1,    // cgroup v1 usage threshold (eventfd)
-  kV2,    // cgroup v2 memory.high + memory.events
+  kV2,    // cgroup v2 memory.events: the operator's memory.high/max (never written)
   kPsi,   // a PSI trigger on `psi_file`
   kNone,  // sampling only (like the reference)
 };

@@ -38,9 +38,11 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:10301",
 ABSL_FLAG(std::string, cgroup, "",
           "The memory cgroup to watch: a directory under the cgroup mount. Empty: this process's "
           "own memory cgroup (v1, or v2 if it has the memory controller).");
-ABSL_FLAG(std::string, watch, "auto",
-          "How the kernel reports threshold crossings: auto, v1 (usage threshold eventfd), v2 "
-          "(memory.high events), psi (a pressure trigger) or none (sampling only).");
+ABSL_FLAG(
+    std::string, watch, "auto",
+    "How the kernel reports threshold crossings: auto, v1 (usage threshold eventfd), v2 "
+    "(memory.events of the operator's memory.high; never written), psi (a pressure trigger) or "
+    "none (sampling only).");
 ABSL_FLAG(std::string, psi_file, "",
           "For --watch=psi: the memory.pressure file (default: the "
           "cgroup's; /proc/pressure/memory for the whole VM).");
