@@ -106,6 +106,8 @@ std::unique_ptr<rpc::monitor::AgentSession> AgentLink::Connect(
     LOG(INFO) << "monitor: a new agent connected (" << peer << "); ending the previous stream";
     agent_->Close();
   }
+  // Postgres may have restarted (or its setting been reset) since the LFC was last sized.
+  monitor_.ResizeLfcSoon();
   auto session = std::make_unique<Session>(*this, agent);
   current_ = session.get();
   agent_ = std::move(agent);

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "lfc/resizer.h"
 #include "monitor/cgroup/event_loop.h"
 #include "monitor/cgroup/watchers.h"
@@ -68,6 +69,10 @@ class CgroupMonitor {
   std::unique_ptr<Monitor> monitor_;
   std::unique_ptr<cgroup::MemoryWatcher> watcher_;
   std::thread thread_;
+  // Retries LFC sizing (Monitor::RetryLfc) every kLfcRetryTick until stop_.
+  static constexpr absl::Duration kLfcRetryTick = absl::Milliseconds(250);
+  absl::Notification stop_;
+  std::thread lfc_thread_;
 };
 
 }  // namespace autoscale::monitor
