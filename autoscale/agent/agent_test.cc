@@ -558,6 +558,8 @@ TEST_F(MigrationTest, AVmMigratesOutAndIn) {
   EXPECT_EQ(node("a").factory.host_cgroup("fake:vm1"), "/neonvm/vm1.source");
   EXPECT_EQ(node("b").factory.host_cgroup(running->qmp_address()),
             testing::FakeHostCgroup(running->qmp_address()));
+  const api::AgentStatus b_status = b_->Status();
+  EXPECT_EQ(Vm(b_status, "vm1")->host_cgroup(), testing::FakeHostCgroup(running->qmp_address()));
   // b's agent reaches the VM's monitor (it moved with the VM) and scales it: a load of 2.5
   // wants 3 CU, its maximum. (b's first requests came before the scheduler moved the VM, and
   // are retried after 3 s.)
