@@ -19,7 +19,7 @@ balance_interval recovery_grace ready_file migration_timeout disk_reserve" ;;
 min_cu max_cu watermark" ;;
     ledgerctl) echo "data_dir at" ;;
     monitor) echo "listen cgroup watch memory_bytes lfc_resizer postgres_conninfo config \
-threshold_fraction sample_interval metrics_interval http_host http_port" ;;
+threshold_fraction sample_interval metrics_interval lfc_windows_file http_host http_port" ;;
     simulate) echo "vms nodes node_cpus node_memory_gib duration step workload trace config \
 compare_config seed threads summary_json series_csv series_interval step_every_vm placement \
 lfc_metrics_interval" ;;

@@ -11,9 +11,11 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
@@ -69,6 +71,10 @@ ABSL_FLAG(std::string, postgres_conninfo, "",
 ABSL_FLAG(std::string, postgres_setting, "neon.file_cache_size_limit",
           "For --lfc_resizer=postgres: the setting that holds the cache size in MB.");
 ABSL_FLAG(int64_t, lfc_max_bytes, 0, "Upper bound on the LFC size (0: none).");
+ABSL_FLAG(std::string, lfc_windows_file, "",
+          "A file the operator's LFC estimator rewrites: up to 60 working-set sizes in pages "
+          "(window i: the last i+1 minutes), sent to the agent with each metrics push for the "
+          "core's LFC goal. Empty: no windows (the LFC goal stays inert).");
 ABSL_FLAG(std::string, http_host, "127.0.0.1",
           "Address of the HTTP server (/metrics, /healthz, /readyz); in a guest, 0.0.0.0 so a "
           "host forward reaches it.");
@@ -177,7 +183,16 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(options.cgroup_dir, CgroupDir());
   ASSIGN_OR_RETURN(options.watch, monitor::ParseWatchMode(absl::GetFlag(FLAGS_watch)));
   options.psi_file = absl::GetFlag(FLAGS_psi_file);
-  monitor::MetricsReader metrics;
+  std::function<std::vector<double>()> lfc_windows;
+  if (std::string file = absl::GetFlag(FLAGS_lfc_windows_file); !file.empty()) {
+    lfc_windows = [file] {
+      absl::StatusOr<std::vector<double>> w = monitor::ReadLfcWindowsFile(file);
+      if (w.ok()) return *std::move(w);
+      LOG_EVERY_N(WARNING, 30) << "monitor: " << w.status();
+      return std::vector<double>();
+    };
+  }
+  monitor::MetricsReader metrics("/proc", std::move(lfc_windows));
   ASSIGN_OR_RETURN(monitor::MemInfo mem, metrics.ReadMemInfo());
   options.memory_bytes = absl::GetFlag(FLAGS_memory_bytes);
   if (options.memory_bytes <= 0) options.memory_bytes = mem.total_bytes;
