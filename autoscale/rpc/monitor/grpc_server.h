@@ -13,14 +13,16 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "autoscale/rpc/monitor/monitor.h"
 #include "autoscale/rpc/server.h"
 
 namespace autoscale::rpc::monitor {
 
 // Listens on `address` ("host:port", port 0 picks a free one, or "unix:/path"). `service` must
-// outlive the server.
-absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(MonitorService& service,
-                                                        const std::string& address);
+// outlive the server. A connection whose agent sends no hello within `hello_timeout` is ended.
+absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(
+    MonitorService& service, const std::string& address,
+    absl::Duration hello_timeout = absl::Seconds(10));
 
 }  // namespace autoscale::rpc::monitor
