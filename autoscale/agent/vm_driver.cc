@@ -40,10 +40,15 @@ class QmpVmDriver final : public VmDriver {
   // vCPUs match its grant, the quota is brought to the grant (a VM started with 1 vCPU for a
   // 250m permit would otherwise use a whole CPU until its first resize).
   absl::Status ApplyGrantedQuota() {
-    if (cgroup_ == nullptr || asked_milli_cpu_ <= 0) return absl::OkStatus();
+    int64_t granted;
+    {
+      absl::MutexLock lock(&mu_);
+      granted = asked_milli_cpu_;
+    }
+    if (cgroup_ == nullptr || granted <= 0) return absl::OkStatus();
     ASSIGN_OR_RETURN(VmSize size, resizer_.Current());
-    if (CpusFor(asked_milli_cpu_) != size.cpus) return absl::OkStatus();
-    return cgroup_->SetCpuLimit(static_cast<int>(asked_milli_cpu_));
+    if (CpusFor(granted) != size.cpus) return absl::OkStatus();
+    return cgroup_->SetCpuLimit(static_cast<int>(granted));
   }
 
   absl::StatusOr<core::Resources> Current() override {
