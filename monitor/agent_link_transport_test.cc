@@ -277,8 +277,8 @@ TEST(MonitorGrpcServer, APeerThatSendsNoHelloIsCutOff) {
   Monitor monitor(MonitorOptions{}, clock, resizer, {});
   MetricsReader metrics;
   AgentLink link(monitor, metrics, {});
-  absl::StatusOr<std::unique_ptr<rpc::Server>> server =
-      rpc::monitor::StartGrpcServer(link, "127.0.0.1:0", absl::Milliseconds(200));
+  absl::StatusOr<std::unique_ptr<rpc::Server>> server = rpc::monitor::StartGrpcServer(
+      link, "127.0.0.1:0", rpc::Security::Plaintext(), absl::Milliseconds(200));
   ASSERT_TRUE(server.ok()) << server.status();
   auto stub = api::Monitor::NewStub(
       grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));

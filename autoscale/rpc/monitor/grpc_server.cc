@@ -119,9 +119,12 @@ class Service final : public api::Monitor::Service {
 
 absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(MonitorService& service,
                                                         const std::string& address,
+                                                        const Security& security,
                                                         absl::Duration hello_timeout) {
+  // One agent per VM: a few streams are enough, and messages are small.
   return rpc::internal::StartGrpcServer("monitor", address,
-                                        std::make_unique<Service>(service, hello_timeout));
+                                        std::make_unique<Service>(service, hello_timeout), security,
+                                        {.max_message_bytes = 4 << 10, .max_streams = 4});
 }
 
 }  // namespace autoscale::rpc::monitor

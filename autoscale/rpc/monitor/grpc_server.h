@@ -16,13 +16,16 @@
 #include "absl/time/time.h"
 #include "autoscale/rpc/monitor/monitor.h"
 #include "autoscale/rpc/server.h"
+#include "autoscale/rpc/tls.h"
 
 namespace autoscale::rpc::monitor {
 
 // Listens on `address` ("host:port", port 0 picks a free one, or "unix:/path"). `service` must
-// outlive the server. A connection whose agent sends no hello within `hello_timeout` is ended.
+// outlive the server. `security`: see tls.h (tests pass none: plaintext). A connection whose
+// agent sends no hello within `hello_timeout` is ended.
 absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(
     MonitorService& service, const std::string& address,
+    const Security& security = Security::Plaintext(),
     absl::Duration hello_timeout = absl::Seconds(10));
 
 }  // namespace autoscale::rpc::monitor
