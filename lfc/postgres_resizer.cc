@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
@@ -140,14 +141,34 @@ absl::StatusOr<std::string> Execute(PGconn* conn, const std::string& sql, std::s
   return value;
 }
 
+// A size setting's value in MiB, as current_setting() shows it: "512" (a setting without a unit,
+// such as a placeholder, is taken as MB) or "512MB", "1GB", "8192kB", "1TB".
+absl::StatusOr<uint64_t> ParseMiB(absl::string_view text, absl::string_view setting) {
+  size_t digits = 0;
+  while (digits < text.size() && absl::ascii_isdigit(text[digits])) ++digits;
+  uint64_t n = 0;
+  absl::string_view unit = text.substr(digits);
+  if (digits == 0 || digits > 15 || !absl::SimpleAtoi(text.substr(0, digits), &n)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(setting, " is \"", text, "\", not a size in MB"));
+  }
+  if (unit.empty() || unit == "MB") return n;
+  if (unit == "kB") return n / 1024;
+  if (unit == "GB") return n << 10;
+  if (unit == "TB") return n << 20;
+  return absl::FailedPreconditionError(
+      absl::StrCat(setting, " is \"", text, "\", not a size in MB"));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<PostgresResizer>> PostgresResizer::Create(
     PostgresResizerOptions options) {
-  if (!IsSettingName(options.setting)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("lfc postgres resizer: setting \"", options.setting,
-                     "\" is not a setting name (an identifier, optionally prefix.name)"));
+  if (!IsSettingName(options.setting) ||
+      (!options.max_setting.empty() && !IsSettingName(options.max_setting))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "lfc postgres resizer: setting \"", options.setting, "\" or \"", options.max_setting,
+        "\" is not a setting name (an identifier, optionally prefix.name)"));
   }
   if (options.timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
@@ -168,7 +189,7 @@ absl::StatusOr<std::unique_ptr<PostgresResizer>> PostgresResizer::Create(
 
 absl::Status PostgresResizer::SetSizeBytes(uint64_t bytes) {
   const Deadline deadline{absl::Now() + options_.timeout, options_.timeout};
-  const uint64_t mib = bytes >> 20;
+  uint64_t mib = bytes >> 20;
   const char* keys[] = {"dbname", nullptr};
   const char* values[] = {options_.conninfo.c_str(), nullptr};
   Conn conn(PQconnectStartParams(keys, values, /*expand_dbname=*/1));
@@ -186,6 +207,21 @@ absl::Status PostgresResizer::SetSizeBytes(uint64_t bytes) {
         absl::StrCat(context, ": connect: ", OneLine(PQerrorMessage(conn.get()))));
   }
   RETURN_IF_ERROR(Annotate(Connect(conn.get(), deadline), context));
+  if (!options_.max_setting.empty()) {
+    // NULL (read as "") when the server does not have the setting: no cap then.
+    absl::StatusOr<std::string> max = Execute(
+        conn.get(), absl::StrCat("SELECT current_setting('", options_.max_setting, "', true)"),
+        "reading " + options_.max_setting, deadline);
+    if (!max.ok()) return Annotate(max.status(), context);
+    if (!max->empty()) {
+      absl::StatusOr<uint64_t> max_mib = ParseMiB(*max, options_.max_setting);
+      if (!max_mib.ok()) return Annotate(max_mib.status(), context);
+      if (mib > *max_mib) {
+        mib = *max_mib;
+        absl::StrAppend(&context, ", capped at ", mib, " MiB by ", options_.max_setting);
+      }
+    }
+  }
   RETURN_IF_ERROR(Annotate(
       Execute(conn.get(), absl::StrCat("ALTER SYSTEM SET ", options_.setting, " = '", mib, "'"),
               "ALTER SYSTEM", deadline)

@@ -32,6 +32,9 @@ struct PostgresResizerOptions {
   std::string conninfo;
   // The setting that holds the cache size in MB: an identifier, optionally dotted.
   std::string setting = "neon.file_cache_size_limit";
+  // The setting that bounds it (Neon's check hook rejects a larger size, and the ALTER SYSTEM
+  // fails): sizes are capped at its value when the server has it. Empty: no cap.
+  std::string max_setting = "neon.max_file_cache_size";
   // Bounds one SetSizeBytes call. A host name is resolved before this timer starts.
   absl::Duration timeout = absl::Seconds(10);
 };
@@ -42,7 +45,8 @@ class PostgresResizer final : public LfcResizer {
   // Does not connect.
   static absl::StatusOr<std::unique_ptr<PostgresResizer>> Create(PostgresResizerOptions options);
 
-  // Sets the setting to bytes / MiB (rounded down) and reloads the configuration. Errors name the
+  // Sets the setting to bytes / MiB (rounded down), at most max_setting's value, and reloads the
+  // configuration. A max_setting value that is not a size is an error. Errors name the
   // size, setting and server (user@host:port) and carry the server's message. Codes:
   // Unavailable (cannot connect, connection lost, login refused), PermissionDenied (the user may
   // not change the setting), DeadlineExceeded (timeout; the change may or may not have been

@@ -50,7 +50,9 @@ class PostgresResizerTest : public ::testing::Test {
     PostgresTestServer::Options options;
     // Vanilla PostgreSQL knows the setting once postgresql.conf mentions it (Neon's extension
     // defines it); "lfc.size_mb" shows that the setting is configurable.
-    options.config_lines = {"neon.file_cache_size_limit = 0", "lfc.size_mb = 0"};
+    // neon.max_file_cache_size bounds neon.file_cache_size_limit, as Neon's extension does.
+    options.config_lines = {"neon.file_cache_size_limit = 0", "lfc.size_mb = 0",
+                            "neon.max_file_cache_size = 1024", "lfc.max_size = 'lots'"};
     absl::StatusOr<std::unique_ptr<PostgresTestServer>> started =
         PostgresTestServer::Start(options);
     if (started.ok()) {
@@ -95,10 +97,12 @@ TEST_F(PostgresResizerTest, ResizeSetsTheSettingOnTheServer) {
   // Whole MiB, rounded down.
   ASSERT_TRUE((*resizer)->SetSizeBytes(512 * kMiB + 12345).ok());
   EXPECT_EQ(WaitForSetting("neon.file_cache_size_limit", "512"), "512");
-  // What the monitor does after an upscale to 4 GiB.
-  absl::Status status = (*resizer)->SetSizeBytes(CacheSizeBytes(uint64_t{4} << 30));
+  // What the monitor does after an upscale to 1 GiB (below neon.max_file_cache_size).
+  const std::string one_gib = std::to_string(CacheSizeBytes(uint64_t{1} << 30) >> 20);
+  ASSERT_LT(std::stoi(one_gib), 1024);
+  absl::Status status = (*resizer)->SetSizeBytes(CacheSizeBytes(uint64_t{1} << 30));
   ASSERT_TRUE(status.ok()) << status;
-  EXPECT_EQ(WaitForSetting("neon.file_cache_size_limit", "3072"), "3072");
+  EXPECT_EQ(WaitForSetting("neon.file_cache_size_limit", one_gib), one_gib);
   ASSERT_TRUE((*resizer)->SetSizeBytes(0).ok());
   EXPECT_EQ(WaitForSetting("neon.file_cache_size_limit", "0"), "0");
   // It was written by ALTER SYSTEM, so it survives a restart.
@@ -114,6 +118,37 @@ TEST_F(PostgresResizerTest, TheSettingIsConfigurable) {
   ASSERT_TRUE(resizer.ok()) << resizer.status();
   ASSERT_TRUE((*resizer)->SetSizeBytes(64 * kMiB).ok());
   EXPECT_EQ(WaitForSetting("lfc.size_mb", "64"), "64");
+}
+
+// Neon rejects a size above neon.max_file_cache_size, and a failed shrink would block every
+// downscale: the size is capped at it.
+TEST_F(PostgresResizerTest, CapsTheSizeAtTheMaximumSetting) {
+  absl::StatusOr<std::unique_ptr<PostgresResizer>> resizer =
+      Resizer(server_->ConnInfo(), "neon.file_cache_size_limit");
+  ASSERT_TRUE(resizer.ok()) << resizer.status();
+  // An upscale to 4 GiB would want more than 1024 MiB.
+  ASSERT_GT(CacheSizeBytes(uint64_t{4} << 30) >> 20, 1024u);
+  absl::Status status = (*resizer)->SetSizeBytes(CacheSizeBytes(uint64_t{4} << 30));
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(WaitForSetting("neon.file_cache_size_limit", "1024"), "1024");
+  ASSERT_TRUE((*resizer)->SetSizeBytes(256 * kMiB).ok());
+  EXPECT_EQ(WaitForSetting("neon.file_cache_size_limit", "256"), "256");
+
+  // A maximum that is not a size is an error naming it; one the server lacks is no cap.
+  PostgresResizerOptions options;
+  options.conninfo = server_->ConnInfo();
+  options.setting = "lfc.size_mb";
+  options.max_setting = "lfc.max_size";
+  auto bad = PostgresResizer::Create(options);
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  status = (*bad)->SetSizeBytes(64 * kMiB);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("lfc.max_size is \"lots\""));
+  options.max_setting = "lfc.not_declared";
+  auto uncapped = PostgresResizer::Create(options);
+  ASSERT_TRUE(uncapped.ok()) << uncapped.status();
+  ASSERT_TRUE((*uncapped)->SetSizeBytes(2048 * kMiB).ok());
+  EXPECT_EQ(WaitForSetting("lfc.size_mb", "2048"), "2048");
 }
 
 TEST_F(PostgresResizerTest, UnknownSettingIsAClearError) {

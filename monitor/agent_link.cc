@@ -1,5 +1,6 @@
 #include "monitor/agent_link.h"
 
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -9,18 +10,28 @@
 
 namespace autoscale::monitor {
 
-// One agent's session: answers its requests with the Monitor and pushes metrics to it from its
-// own thread until it ends.
+// One agent's session: answers its requests with the Monitor, and sends it metrics and upscale
+// requests from its own thread until it ends (a write to a slow agent blocks that thread only,
+// never the monitor's event loop, which queues upscale requests here).
 class AgentLink::Session final : public rpc::monitor::AgentSession {
  public:
   Session(AgentLink& link, std::shared_ptr<rpc::monitor::AgentStream> agent)
       : link_(link), agent_(std::move(agent)) {
-    metrics_thread_ = std::thread([this] { PushMetrics(); });
+    sender_ = std::thread([this] { Send(); });
   }
   ~Session() override {
-    stop_.Notify();
-    metrics_thread_.join();
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    sender_.join();
     link_.Ended(this);
+  }
+
+  // Queued for the sender thread; a newer request replaces one not sent yet.
+  void QueueUpscale(api::UpscaleRequest request) {
+    absl::MutexLock lock(&mu_);
+    upscale_ = std::move(request);
   }
 
   absl::StatusOr<api::DownscaleResult> RequestDownscale(
@@ -53,21 +64,38 @@ class AgentLink::Session final : public rpc::monitor::AgentSession {
   }
 
  private:
-  void PushMetrics() {
-    do {
+  void Send() {
+    absl::Time next_metrics = absl::Now();
+    while (true) {
+      std::optional<api::UpscaleRequest> upscale;
+      {
+        absl::MutexLock lock(&mu_);
+        auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stop_ || upscale_.has_value();
+        };
+        mu_.AwaitWithDeadline(absl::Condition(&ready), next_metrics);
+        if (stop_) return;
+        upscale.swap(upscale_);
+      }
+      if (upscale) agent_->SendUpscaleRequest(*upscale);
+      if (absl::Now() < next_metrics) continue;
+      next_metrics = absl::Now() + link_.options_.metrics_interval;
       absl::StatusOr<api::Metrics> m = link_.metrics_.Read();
       if (!m.ok()) {
         LOG_EVERY_N(WARNING, 30) << "monitor: reading metrics: " << m.status();
         continue;
       }
       agent_->SendMetrics(*m);
-    } while (!stop_.WaitForNotificationWithTimeout(link_.options_.metrics_interval));
+    }
   }
 
   AgentLink& link_;
   const std::shared_ptr<rpc::monitor::AgentStream> agent_;
-  absl::Notification stop_;
-  std::thread metrics_thread_;
+  // Guards what the sender thread is to do.
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<api::UpscaleRequest> upscale_ ABSL_GUARDED_BY(mu_);
+  std::thread sender_;
 };
 
 AgentLink::AgentLink(Monitor& monitor, const MetricsReader& metrics, AgentLinkOptions options)
@@ -86,16 +114,13 @@ void AgentLink::Disconnect() {
 }
 
 bool AgentLink::SendUpscaleRequest(int64_t usage_bytes, int64_t threshold_bytes) {
-  std::shared_ptr<rpc::monitor::AgentStream> agent;
-  {
-    absl::MutexLock lock(&mu_);
-    agent = agent_;
-  }
-  if (!agent) return false;
   api::UpscaleRequest r;
   r.set_usage_bytes(usage_bytes);
   r.set_threshold_bytes(threshold_bytes);
-  return agent->SendUpscaleRequest(r);
+  absl::MutexLock lock(&mu_);
+  if (current_ == nullptr) return false;
+  current_->QueueUpscale(std::move(r));
+  return true;
 }
 
 std::unique_ptr<rpc::monitor::AgentSession> AgentLink::Connect(
@@ -106,6 +131,8 @@ std::unique_ptr<rpc::monitor::AgentSession> AgentLink::Connect(
     LOG(INFO) << "monitor: a new agent connected (" << peer << "); ending the previous stream";
     agent_->Close();
   }
+  // Postgres may have restarted (or its setting been reset) since the LFC was last sized.
+  monitor_.ResizeLfcSoon();
   auto session = std::make_unique<Session>(*this, agent);
   current_ = session.get();
   agent_ = std::move(agent);

@@ -38,7 +38,9 @@ class AgentLink final : public rpc::monitor::MonitorService {
   AgentLink(Monitor& monitor, const MetricsReader& metrics, AgentLinkOptions options);
   ~AgentLink() override;
 
-  // Sends an upscale request to the connected agent. False if no agent is connected.
+  // Queues an upscale request for the connected agent's session, which sends it from its own
+  // thread: this never blocks on the network (it is called on the monitor's event loop). False
+  // if no agent is connected.
   bool SendUpscaleRequest(int64_t usage_bytes, int64_t threshold_bytes);
   // Ends the current agent's session (before shutting the server down).
   void Disconnect();
@@ -57,7 +59,7 @@ class AgentLink final : public rpc::monitor::MonitorService {
   const AgentLinkOptions options_;
   // Guards which session is the current one.
   mutable absl::Mutex mu_;
-  const Session* current_ ABSL_GUARDED_BY(mu_) = nullptr;
+  Session* current_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::shared_ptr<rpc::monitor::AgentStream> agent_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -6,8 +6,11 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "autoscale/base/clock.h"
 #include "autoscale/base/units.h"
 #include "autoscale/rpc/monitor/grpc_client.h"
 #include "autoscale/rpc/monitor/grpc_server.h"
@@ -157,6 +160,33 @@ TEST_F(AgentLinkTest, DownscaleRefusedAndApprovedAgainstRealUsage) {
   EXPECT_EQ(runner_->monitor().memory_bytes(), 512 * kMiB);
 }
 
+// Postgres's shared_buffers and /dev/shm are shared memory (shmem), which the kernel cannot
+// reclaim without swap: it must count as used, or the monitor asks for memory late and approves
+// downscales that leave Postgres no room.
+TEST_F(AgentLinkTest, SharedMemoryCountsForUpscaleAndDownscale) {
+  Received received;
+  auto client = ConnectClient(received);
+  ASSERT_NE(client, nullptr);
+  ASSERT_TRUE(cgroup_->AllocateShared(360 * kMiB).ok());
+  ASSERT_TRUE(received.AwaitUpscale(absl::Seconds(5))) << "360 MiB of shmem is past 350 MiB";
+  {
+    absl::MutexLock l(&received.mu);
+    EXPECT_GE(received.upscales[0].usage_bytes(), 350 * kMiB);
+  }
+  // Until the average of the samples has the shared memory in it (polled: no fixed sleep).
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (runner_->monitor().average_usage_bytes().value_or(0) < 300 * kMiB &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  // At 448 MiB the threshold is 296 MiB: 360 MiB in use does not fit.
+  auto refused = client->RequestDownscale(Memory(448 * kMiB), absl::Seconds(2));
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_FALSE(refused->ok());
+  EXPECT_THAT(refused->status(), HasSubstr("would exceed the threshold"));
+  EXPECT_EQ(runner_->monitor().memory_bytes(), 512 * kMiB);
+}
+
 TEST_F(AgentLinkTest, BadMessagesGetErrorsAndTheStreamStays) {
   Received received;
   auto client = ConnectClient(received);
@@ -195,6 +225,59 @@ TEST_F(AgentLinkTest, VanishedCgroupIsAnErrorAndTheMonitorKeepsRunning) {
   EXPECT_EQ(d.status().code(), absl::StatusCode::kInternal);
   EXPECT_THAT(std::string(d.status().message()), HasSubstr("no memory sample"));
   EXPECT_TRUE(client->HealthCheck(absl::Seconds(2)).ok());
+}
+
+// An agent whose stream is stuck in a write (a slow or stalled peer).
+class StuckAgent final : public rpc::monitor::AgentStream {
+ public:
+  bool SendMetrics(const api::Metrics&) override { return true; }
+  bool SendUpscaleRequest(const api::UpscaleRequest& r) override {
+    release_.WaitForNotification();
+    absl::MutexLock l(&mu_);
+    sent_.push_back(r.usage_bytes());
+    return true;
+  }
+  void Close() override {}
+  void Release() { release_.Notify(); }
+  // What was sent, once `last` was (or after 10 s).
+  std::vector<int64_t> SentUpTo(int64_t last) {
+    absl::MutexLock l(&mu_);
+    auto have = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !sent_.empty() && sent_.back() == last;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&have), absl::Seconds(10));
+    return sent_;
+  }
+
+ private:
+  absl::Notification release_;
+  absl::Mutex mu_;
+  std::vector<int64_t> sent_ ABSL_GUARDED_BY(mu_);
+};
+
+// Upscale requests come from the monitor's event loop: queuing one must not wait for the agent
+// (with a blocking write, this test would never get past the first request).
+TEST(AgentLinkSend, AnUpscaleRequestNeverWaitsForTheAgent) {
+  ManualClock clock;
+  lfc::NoopResizer resizer;
+  Monitor monitor(MonitorOptions{}, clock, resizer, {});
+  MetricsReader metrics;
+  AgentLink link(monitor, metrics, {});
+  EXPECT_FALSE(link.SendUpscaleRequest(1, 1)) << "no agent connected";
+  auto agent = std::make_shared<StuckAgent>();
+  std::unique_ptr<rpc::monitor::AgentSession> session = link.Connect(agent, "stuck");
+  EXPECT_TRUE(link.SendUpscaleRequest(100, 50));
+  EXPECT_TRUE(link.SendUpscaleRequest(200, 50));
+  EXPECT_TRUE(link.SendUpscaleRequest(300, 50));
+  agent->Release();
+  // The newest request is sent once the stream moves again; one not yet sent was replaced by it
+  // (the first may have been in flight already).
+  std::vector<int64_t> sent = agent->SentUpTo(300);
+  ASSERT_FALSE(sent.empty());
+  EXPECT_EQ(sent.back(), 300);
+  EXPECT_LE(sent.size(), 2u);
+  session.reset();
+  EXPECT_FALSE(link.SendUpscaleRequest(1, 1)) << "the session ended";
 }
 
 TEST(MonitorClient, UnreachableMonitorIsAClearError) {

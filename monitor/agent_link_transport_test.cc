@@ -5,6 +5,7 @@
 // errors with the same code and (the in-process client names the gRPC address) the same text.
 #include <sys/stat.h>
 
+#include <chrono>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "autoscale/api/monitor.grpc.pb.h"
 #include "autoscale/base/clock.h"
 #include "autoscale/base/units.h"
 #include "autoscale/rpc/monitor/grpc_client.h"
@@ -19,6 +21,7 @@
 #include "autoscale/rpc/monitor/in_process.h"
 #include "autoscale/rpc/server.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "lfc/resizer.h"
 #include "monitor/agent_link.h"
@@ -264,6 +267,30 @@ TEST_F(AgentLinkTransportTest, SameAnswersErrorsAndMessages) {
   }
 
   EXPECT_EQ(errors_, 3) << "errors compared (of " << calls_ << " calls)";
+}
+
+// A peer that opens the stream and never says hello is cut off after the hello timeout instead
+// of holding a server thread for good.
+TEST(MonitorGrpcServer, APeerThatSendsNoHelloIsCutOff) {
+  ManualClock clock;
+  lfc::NoopResizer resizer;
+  Monitor monitor(MonitorOptions{}, clock, resizer, {});
+  MetricsReader metrics;
+  AgentLink link(monitor, metrics, {});
+  absl::StatusOr<std::unique_ptr<rpc::Server>> server = rpc::monitor::StartGrpcServer(
+      link, "127.0.0.1:0", rpc::Security::Plaintext(), absl::Milliseconds(200));
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = api::Monitor::NewStub(
+      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  auto stream = stub->Connect(&context);
+  api::MonitorMessage message;
+  EXPECT_FALSE(stream->Read(&message));
+  const grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
+  EXPECT_FALSE(link.connected());
+  (*server)->Shutdown(absl::Seconds(2));
 }
 
 }  // namespace

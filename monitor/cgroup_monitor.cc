@@ -88,6 +88,15 @@ absl::StatusOr<std::unique_ptr<CgroupMonitor>> CgroupMonitor::Start(
   cgroup_monitor->sample_interval_ = options.monitor.sample_interval;
   cgroup_monitor->ScheduleSample(absl::ZeroDuration());
   cgroup_monitor->thread_ = std::thread([r] { r->loop_->Run(); });
+  // LFC sizing talks to Postgres, which may be slow or not up yet: its retries have their own
+  // thread, never the event loop's.
+  cgroup_monitor->lfc_thread_ = std::thread([r] {
+    while (!r->stop_.WaitForNotificationWithTimeout(kLfcRetryTick)) {
+      absl::Status s = r->monitor_->RetryLfc();
+      // Failures back off to one a minute, so each is logged.
+      if (!s.ok()) LOG(WARNING) << "monitor: sizing the LFC (will retry): " << s;
+    }
+  });
   LOG(INFO) << "monitor: watching " << cgroup_monitor->Describe() << ", memory "
             << options.memory_bytes / (1 << 20) << " MiB (kernel overhead "
             << options.monitor.kernel_overhead_bytes / (1 << 20) << " MiB), threshold "
@@ -104,6 +113,8 @@ void CgroupMonitor::ScheduleSample(absl::Duration delay) {
 }
 
 CgroupMonitor::~CgroupMonitor() {
+  stop_.Notify();
+  if (lfc_thread_.joinable()) lfc_thread_.join();
   loop_->Stop();
   if (thread_.joinable()) thread_.join();
   watcher_.reset();

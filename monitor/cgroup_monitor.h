@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "lfc/resizer.h"
 #include "monitor/cgroup/event_loop.h"
 #include "monitor/cgroup/watchers.h"
@@ -24,9 +25,9 @@
 namespace autoscale::monitor {
 
 enum class WatchMode {
-  kAuto,  // the v1 threshold on a v1 group, memory.high events on a v2 group
+  kAuto,  // the v1 threshold on a v1 group, memory.events on a v2 group
   kV1,    // cgroup v1 usage threshold (eventfd)
-  kV2,    // cgroup v2 memory.high + memory.events
+  kV2,    // cgroup v2 memory.events: the operator's memory.high/max (never written)
   kPsi,   // a PSI trigger on `psi_file`
   kNone,  // sampling only (like the reference)
 };
@@ -68,6 +69,10 @@ class CgroupMonitor {
   std::unique_ptr<Monitor> monitor_;
   std::unique_ptr<cgroup::MemoryWatcher> watcher_;
   std::thread thread_;
+  // Retries LFC sizing (Monitor::RetryLfc) every kLfcRetryTick until stop_.
+  static constexpr absl::Duration kLfcRetryTick = absl::Milliseconds(250);
+  absl::Notification stop_;
+  std::thread lfc_thread_;
 };
 
 }  // namespace autoscale::monitor

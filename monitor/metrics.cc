@@ -12,6 +12,8 @@ namespace autoscale::monitor {
 namespace {
 
 constexpr int64_t kKernelAllowance = int64_t{100} << 20;
+// The core's LFC goal reads one window per minute of the last hour.
+constexpr size_t kLfcWindows = 60;
 
 }  // namespace
 
@@ -73,6 +75,26 @@ absl::StatusOr<api::Metrics> MetricsReader::Read() const {
     for (double w : lfc_windows_()) m.add_lfc_working_set_pages(w);
   }
   return m;
+}
+
+absl::StatusOr<std::vector<double>> ReadLfcWindowsFile(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  std::vector<double> windows;
+  for (absl::string_view token :
+       absl::StrSplit(text, absl::ByAnyChar(" \t\n"), absl::SkipEmpty())) {
+    double v;
+    if (!absl::SimpleAtod(token, &v) || !std::isfinite(v) || v < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": LFC window ", windows.size() + 1,
+                                                     " is \"", token.substr(0, 32),
+                                                     "\", not a number of pages"));
+    }
+    if (windows.size() == kLfcWindows) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": more than ", kLfcWindows, " LFC windows"));
+    }
+    windows.push_back(v);
+  }
+  return windows;
 }
 
 }  // namespace autoscale::monitor

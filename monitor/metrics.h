@@ -25,6 +25,11 @@ struct MemInfo {
 // Parses /proc/meminfo text; `source` names it in errors.
 absl::StatusOr<MemInfo> ParseMemInfo(std::string_view text, std::string_view source);
 
+// The LFC working-set windows an operator's source wrote to `path`: up to 60 non-negative
+// numbers (pages; window i is the working set of the last i+1 minutes), separated by white
+// space, as the core's LFC goal reads them. Errors name the file and the bad token.
+absl::StatusOr<std::vector<double>> ReadLfcWindowsFile(const std::string& path);
+
 class MetricsReader {
  public:
   // `proc` is the procfs root ("/proc", or a fixture directory in tests). `lfc_windows`, if set,

@@ -25,6 +25,27 @@ const char kMemInfo[] =
     "MemTotal:        4000000 kB\nMemFree:  100 kB\nMemAvailable:    3000000 kB\n"
     "Buffers:  10 kB\nCached:           500000 kB\n";
 
+TEST(ReadLfcWindowsFile, ReadsTheOperatorsWindowsAndRejectsGarbage) {
+  const std::string file = std::string(getenv("TEST_TMPDIR")) + "/lfc-windows";
+  std::ofstream(file, std::ios::trunc) << "10 20.5\n30\n";
+  auto w = ReadLfcWindowsFile(file);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(*w, (std::vector<double>{10, 20.5, 30}));
+
+  std::ofstream(file, std::ios::trunc) << "10 lots";
+  absl::Status bad = ReadLfcWindowsFile(file).status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("LFC window 2 is \"lots\""));
+  EXPECT_THAT(std::string(bad.message()), HasSubstr(file));
+  std::ofstream(file, std::ios::trunc) << "-1";
+  EXPECT_FALSE(ReadLfcWindowsFile(file).ok());
+  std::string many;
+  for (int i = 0; i < 61; ++i) many += "1 ";
+  std::ofstream(file, std::ios::trunc) << many;
+  EXPECT_THAT(std::string(ReadLfcWindowsFile(file).status().message()), HasSubstr("more than 60"));
+  EXPECT_FALSE(ReadLfcWindowsFile(file + "-missing").ok());
+}
+
 TEST(MetricsReader, ReadsLoadAndMemory) {
   MetricsReader reader(Proc("ok", "1.50 0.75 0.20 2/300 4000\n", kMemInfo), [] {
     return std::vector<double>{1, 2, 3};

@@ -47,11 +47,55 @@ absl::Status Monitor::Arm(bool force) {
 }
 
 absl::Status Monitor::Start(int64_t memory_bytes) {
+  absl::MutexLock resize(&resize_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    memory_bytes_ = memory_bytes;  // what a retry sizes for
+  }
+  // Not fatal: Postgres is usually not up yet; RetryLfc tries again with back-off.
+  absl::Status lfc = SizeLfc(memory_bytes);
+  if (!lfc.ok()) LOG(WARNING) << "monitor: sizing the LFC at start (will retry): " << lfc;
   absl::MutexLock lock(&mu_);
-  absl::Status lfc = resizer_.SetSizeBytes(lfc::CacheSizeBytes(memory_bytes, options_.lfc));
-  // Not fatal: the cache keeps its size until the next resize.
-  if (!lfc.ok()) LOG(WARNING) << "monitor: sizing the LFC at start: " << lfc;
   return ApplyThreshold(memory_bytes);
+}
+
+absl::Status Monitor::SizeLfc(int64_t memory_bytes) {
+  absl::Status s = resizer_.SetSizeBytes(lfc::CacheSizeBytes(memory_bytes, options_.lfc));
+  absl::MutexLock lock(&mu_);
+  if (s.ok()) {
+    lfc_pending_ = false;
+    lfc_backoff_ = kLfcFirstRetry;
+  } else {
+    lfc_pending_ = true;
+    next_lfc_try_ = clock_.Now() + lfc_backoff_;
+    lfc_backoff_ = std::min(2 * lfc_backoff_, kLfcMaxRetry);
+  }
+  return s;
+}
+
+absl::Status Monitor::RetryLfc() {
+  absl::MutexLock resize(&resize_mu_);
+  int64_t memory;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!lfc_pending_ || clock_.Now() < next_lfc_try_) return absl::OkStatus();
+    memory = memory_bytes_;
+  }
+  absl::Status s = SizeLfc(memory);
+  if (s.ok()) LOG(INFO) << "monitor: sized the LFC for " << MiB(memory);
+  return s;
+}
+
+void Monitor::ResizeLfcSoon() {
+  absl::MutexLock lock(&mu_);
+  lfc_pending_ = true;
+  next_lfc_try_ = clock_.Now();
+  lfc_backoff_ = kLfcFirstRetry;
+}
+
+bool Monitor::lfc_pending() const {
+  absl::MutexLock lock(&mu_);
+  return lfc_pending_;
 }
 
 std::optional<int64_t> Monitor::Average() const {
@@ -154,7 +198,8 @@ void Monitor::OnMemoryEvent(const cgroup::MemoryEvent& event) {
 }
 
 absl::StatusOr<Monitor::DownscaleDecision> Monitor::TryDownscale(int64_t target) {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock resize(&resize_mu_);
+  absl::ReleasableMutexLock lock(&mu_);
   const int64_t new_threshold = ThresholdBytes(target, options_);
   const absl::Time now = clock_.Now();
   if (samples_.empty() || now - samples_.back().at > options_.max_sample_age) {
@@ -173,11 +218,14 @@ absl::StatusOr<Monitor::DownscaleDecision> Monitor::TryDownscale(int64_t target)
                             MiB(options_.downscale_headroom_bytes), " would exceed the threshold ",
                             MiB(new_threshold), " at ", MiB(target))};
   }
-  // The LFC shrinks first: once we approve, the memory may be gone.
-  absl::Status lfc = resizer_.SetSizeBytes(lfc::CacheSizeBytes(target, options_.lfc));
+  // The LFC shrinks first: once we approve, the memory may be gone. Without mu_, so samples
+  // (the event loop) never wait on Postgres.
+  lock.Release();
+  absl::Status lfc = SizeLfc(target);
   if (!lfc.ok()) {
     return Annotate(lfc, absl::StrCat("downscale to ", MiB(target), ": shrinking the LFC first"));
   }
+  absl::MutexLock relock(&mu_);
   absl::Status armed = ApplyThreshold(target);
   if (!armed.ok()) LOG(WARNING) << "monitor: " << armed;
   return DownscaleDecision{true, absl::StrCat("approved: usage ", MiB(average), ", threshold ",
@@ -185,10 +233,14 @@ absl::StatusOr<Monitor::DownscaleDecision> Monitor::TryDownscale(int64_t target)
 }
 
 absl::Status Monitor::NotifyUpscale(int64_t granted) {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock resize(&resize_mu_);
   // The memory is there already: raise the threshold first, then let the LFC use it.
-  absl::Status armed = ApplyThreshold(granted);
-  absl::Status lfc = resizer_.SetSizeBytes(lfc::CacheSizeBytes(granted, options_.lfc));
+  absl::Status armed;
+  {
+    absl::MutexLock lock(&mu_);
+    armed = ApplyThreshold(granted);
+  }
+  absl::Status lfc = SizeLfc(granted);
   RETURN_IF_ERROR(armed);
   return Annotate(lfc, absl::StrCat("upscale to ", MiB(granted), ": growing the LFC"));
 }

@@ -67,6 +67,16 @@ class Monitor {
   // The VM now has `granted_memory_bytes`: raise the threshold, grow the LFC.
   absl::Status NotifyUpscale(int64_t granted_memory_bytes);
 
+  // Sets the LFC's size again if a sizing failed (Postgres was not up) and its back-off (1 s,
+  // doubling to 1 min) has passed, or ResizeLfcSoon asked; otherwise does nothing. Call it
+  // regularly from a thread that may block on Postgres (not the event loop).
+  absl::Status RetryLfc();
+  // The next RetryLfc sizes the LFC whatever happened before (an agent connected: Postgres may
+  // have been restarted, or the setting reset).
+  void ResizeLfcSoon();
+  // Whether the LFC's size is still to be set.
+  bool lfc_pending() const;
+
   int64_t memory_bytes() const;
   int64_t threshold_bytes() const;
   // The level of the group's total charge the watcher is armed at.
@@ -93,9 +103,24 @@ class Monitor {
   lfc::LfcResizer& resizer_;
   const Hooks hooks_;
 
-  // Guards the VM's size, the threshold, the samples and the rate limit; held across LFC resizes
-  // so a downscale check and an upscale notification never interleave.
+  // The LFC retry's first back-off, doubled after each failure up to the second.
+  static constexpr absl::Duration kLfcFirstRetry = absl::Seconds(1);
+  static constexpr absl::Duration kLfcMaxRetry = absl::Minutes(1);
+  // Sets the LFC's size for `memory_bytes` and records whether it must be retried.
+  absl::Status SizeLfc(int64_t memory_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(resize_mu_)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // One LFC resize at a time: a downscale check, an upscale notification and a retry never
+  // interleave. Taken before mu_, which is never held across a resize (Postgres I/O, up to the
+  // resizer's timeout), so samples on the event loop never wait on Postgres.
+  absl::Mutex resize_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  // Guards the VM's size, the threshold, the samples, the rate limit and the LFC retry state.
   mutable absl::Mutex mu_;
+  // The LFC's size must be set again (a sizing failed, or an agent connected), from
+  // next_lfc_try_ on.
+  bool lfc_pending_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time next_lfc_try_ ABSL_GUARDED_BY(mu_);
+  absl::Duration lfc_backoff_ ABSL_GUARDED_BY(mu_) = kLfcFirstRetry;
   int64_t memory_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t threshold_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   struct UsageSample {

@@ -1,5 +1,6 @@
 #include "monitor/monitor.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -315,6 +316,43 @@ TEST_F(MonitorTest, LfcFailureAtStartIsNotFatal) {
   lfc_error_ = absl::UnavailableError("postgres is down");
   EXPECT_TRUE(monitor_.Start(kGiB).ok());
   EXPECT_EQ(monitor_.threshold_bytes(), ThresholdBytes(kGiB, MonitorOptions{}));
+}
+
+// Postgres is usually not up when the monitor starts: the sizing is retried, with back-off,
+// until it answers, and again whenever an agent connects.
+TEST_F(MonitorTest, LfcSizingIsRetriedWithBackOffUntilPostgresAnswers) {
+  lfc_error_ = absl::UnavailableError("postgres is not up");
+  ASSERT_TRUE(monitor_.Start(kGiB).ok());
+  EXPECT_TRUE(monitor_.lfc_pending());
+  auto lfc_calls = [this] {
+    return std::count_if(calls_.begin(), calls_.end(),
+                         [](const std::string& c) { return c.rfind("lfc ", 0) == 0; });
+  };
+  ASSERT_EQ(lfc_calls(), 1);
+  EXPECT_TRUE(monitor_.RetryLfc().ok()) << "not due: nothing tried";
+  EXPECT_EQ(lfc_calls(), 1);
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_FALSE(monitor_.RetryLfc().ok());
+  EXPECT_EQ(lfc_calls(), 2);
+  clock_.Advance(absl::Seconds(1));  // the back-off doubled to 2 s
+  EXPECT_TRUE(monitor_.RetryLfc().ok());
+  EXPECT_EQ(lfc_calls(), 2);
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_FALSE(monitor_.RetryLfc().ok());
+  EXPECT_EQ(lfc_calls(), 3);
+  lfc_error_ = absl::OkStatus();  // Postgres is up
+  clock_.Advance(absl::Seconds(4));
+  EXPECT_TRUE(monitor_.RetryLfc().ok());
+  EXPECT_EQ(lfc_calls(), 4);
+  EXPECT_EQ(calls_.back(), "lfc " + std::to_string(lfc::CacheSizeBytes(kGiB) / kMiB));
+  EXPECT_FALSE(monitor_.lfc_pending());
+  clock_.Advance(absl::Minutes(5));
+  EXPECT_TRUE(monitor_.RetryLfc().ok());
+  EXPECT_EQ(lfc_calls(), 4) << "sized: no more calls";
+  // An agent connects: sized again at once.
+  monitor_.ResizeLfcSoon();
+  EXPECT_TRUE(monitor_.RetryLfc().ok());
+  EXPECT_EQ(lfc_calls(), 5);
 }
 
 TEST_F(MonitorTest, UnreadableStatsAreSkipped) {

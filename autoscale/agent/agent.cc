@@ -191,9 +191,11 @@ absl::Status Agent::ApplyConfig(const api::AgentConfig& config) {
       // config still sets the bounds and scaling.
       next.set_qmp(m.config.qmp());
       next.set_monitor_address(m.config.monitor_address());
+      next.set_host_cgroup(m.config.host_cgroup());
     }
-    const bool same_place =
-        m.config.qmp() == next.qmp() && m.config.monitor_address() == next.monitor_address();
+    const bool same_place = m.config.qmp() == next.qmp() &&
+                            m.config.monitor_address() == next.monitor_address() &&
+                            m.config.host_cgroup() == next.host_cgroup();
     m.config = std::move(next);
     if (m.pending == Managed::Pending::kRemove) m.pending = Managed::Pending::kNone;  // back
     if (!m.runner) continue;
@@ -649,6 +651,8 @@ absl::Status Agent::TakeOver(uint64_t order, Incoming in) {
   const std::string name = in.config.name();
   api::VmConfig config = in.config;
   config.set_qmp(in.vm->qmp_address());
+  // The source's group stays with the source; the VM's quota is now its target QEMU's.
+  config.set_host_cgroup(in.vm->host_cgroup());
   config.set_monitor_address("");
   if (config.monitor_guest_port() > 0) {
     absl::StatusOr<std::string> monitor = in.vm->MonitorAddress(config.monitor_guest_port());
@@ -702,11 +706,13 @@ api::AgentStatus Agent::Status(uint64_t since) const {
   api::AgentStatus status;
   std::map<std::string, std::string> serial;  // the consoles of the QEMUs this agent owns
   std::map<std::string, std::string> errors;  // why a VM has no runner
+  std::map<std::string, std::string> cgroups;
   {
     absl::MutexLock lock(&mu_);
     status.set_node(config_.node());
     for (const auto& [name, m] : vms_) {
       if (m.owned) serial[name] = m.owned->serial_path();
+      cgroups[name] = m.config.host_cgroup();
       if (!m.runner) errors[name] = m.last_error;
     }
   }
@@ -715,6 +721,7 @@ api::AgentStatus Agent::Status(uint64_t since) const {
     v.set_vm(s.vm);
     if (auto it = serial.find(s.vm); it != serial.end()) v.set_serial(it->second);
     if (auto it = errors.find(s.vm); it != errors.end()) v.set_error(it->second);
+    if (auto it = cgroups.find(s.vm); it != cgroups.end()) v.set_host_cgroup(it->second);
     *v.mutable_current() = core::ToProto(s.current);
     if (s.observed) *v.mutable_observed() = core::ToProto(*s.observed);
     if (s.permit) *v.mutable_permit() = core::ToProto(*s.permit);

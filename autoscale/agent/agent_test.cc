@@ -473,6 +473,7 @@ class MigrationTest : public AgentTest {
   }
   api::AgentConfig ConfigA(int vm1_min) {
     api::VmConfig vm1 = VmConfig("vm1", {static_cast<uint32_t>(vm1_min), 3});
+    vm1.set_host_cgroup("/neonvm/vm1.source");
     if (allow_postcopy_) vm1.set_allow_postcopy(*allow_postcopy_);
     return Config("a", {vm1, VmConfig("vm2", {1, 1})});
   }
@@ -553,6 +554,12 @@ TEST_F(MigrationTest, AVmMigratesOutAndIn) {
   EXPECT_EQ(vm1_->run_state(), "shutdown") << "the source quit";
   EXPECT_EQ(vm1_->postcopy_switches(), 0) << "KVM: precopy, as configured";
   EXPECT_EQ(Permit("vm1"), Cus(2));
+  // a drove the quota of the source's group; b drives the target's own.
+  EXPECT_EQ(node("a").factory.host_cgroup("fake:vm1"), "/neonvm/vm1.source");
+  EXPECT_EQ(node("b").factory.host_cgroup(running->qmp_address()),
+            testing::FakeHostCgroup(running->qmp_address()));
+  const api::AgentStatus b_status = b_->Status();
+  EXPECT_EQ(Vm(b_status, "vm1")->host_cgroup(), testing::FakeHostCgroup(running->qmp_address()));
   // b's agent reaches the VM's monitor (it moved with the VM) and scales it: a load of 2.5
   // wants 3 CU, its maximum. (b's first requests came before the scheduler moved the VM, and
   // are retried after 3 s.)

@@ -1,5 +1,7 @@
 #include "autoscale/agent/vm_driver.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "autoscale/base/status_macros.h"
@@ -12,15 +14,42 @@ namespace {
 
 using neonvm::hotplug::VmSize;
 
+// The resizer's options for a VM whose QEMU runs in `cgroup` (null: none): every resize sets
+// the quota to the milli-CPU asked for.
+neonvm::hotplug::VmResizerOptions ResizerOptions(neonvm::launcher::HostCgroup* cgroup) {
+  neonvm::hotplug::VmResizerOptions options;
+  if (cgroup != nullptr) {
+    options.set_cpu_limit = [cgroup](int milli) { return cgroup->SetCpuLimit(milli); };
+  }
+  return options;
+}
+
 class QmpVmDriver final : public VmDriver {
  public:
   QmpVmDriver(std::shared_ptr<neonvm::qmp::QmpClient> qmp, const neonvm::launcher::VmSpec& spec,
+              std::unique_ptr<neonvm::launcher::HostCgroup> cgroup,
               const core::Resources& compute_unit, int64_t granted_milli_cpu)
       : qmp_(std::move(qmp)),
         spec_(spec),
+        cgroup_(std::move(cgroup)),
         compute_unit_(compute_unit),
-        resizer_(*qmp_, spec_),
+        resizer_(*qmp_, spec_, ResizerOptions(cgroup_.get())),
         asked_milli_cpu_(granted_milli_cpu) {}
+
+  // A VM the agent has not resized yet still has the quota it was started with: when its
+  // vCPUs match its grant, the quota is brought to the grant (a VM started with 1 vCPU for a
+  // 250m permit would otherwise use a whole CPU until its first resize).
+  absl::Status ApplyGrantedQuota() {
+    int64_t granted;
+    {
+      absl::MutexLock lock(&mu_);
+      granted = asked_milli_cpu_;
+    }
+    if (cgroup_ == nullptr || granted <= 0) return absl::OkStatus();
+    ASSIGN_OR_RETURN(VmSize size, resizer_.Current());
+    if (CpusFor(granted) != size.cpus) return absl::OkStatus();
+    return cgroup_->SetCpuLimit(static_cast<int>(granted));
+  }
 
   absl::StatusOr<core::Resources> Current() override {
     ASSIGN_OR_RETURN(VmSize size, resizer_.Current());
@@ -33,8 +62,11 @@ class QmpVmDriver final : public VmDriver {
       absl::MutexLock lock(&mu_);
       asked_milli_cpu_ = target.milli_cpu;
     }
+    // With a host cgroup the resizer keeps QEMU's quota at target.milli_cpu, ordered with the
+    // vCPU changes so that the VM never has more than the larger of the two sizes.
     absl::StatusOr<VmSize> reached =
-        resizer_.Resize({.cpus = CpusFor(target.milli_cpu), .memory_bytes = target.memory_bytes});
+        resizer_.Resize({.cpus = CpusFor(target.milli_cpu), .memory_bytes = target.memory_bytes},
+                        static_cast<int>(target.milli_cpu));
     if (!reached.ok()) return reached.status();
     absl::MutexLock lock(&mu_);
     return FromSize(*reached);
@@ -58,6 +90,8 @@ class QmpVmDriver final : public VmDriver {
 
   const std::shared_ptr<neonvm::qmp::QmpClient> qmp_;
   const neonvm::launcher::VmSpec spec_;
+  // QEMU's host cgroup (opened, owned by the process that started QEMU); null: no quota.
+  const std::unique_ptr<neonvm::launcher::HostCgroup> cgroup_;
   const core::Resources compute_unit_;
   neonvm::hotplug::VmResizer resizer_;
   absl::Mutex mu_;
@@ -112,6 +146,9 @@ class QemuIncomingVm final : public IncomingVm {
     return absl::StrCat("127.0.0.1:", port);
   }
   std::string serial_path() const override { return vm_->serial_path(); }
+  std::string host_cgroup() const override {
+    return vm_->cgroup() != nullptr ? vm_->cgroup()->path() : "";
+  }
 
  private:
   const std::unique_ptr<neonvm::launcher::Vm> vm_;
@@ -120,14 +157,28 @@ class QemuIncomingVm final : public IncomingVm {
 
 class QemuVmDriverFactory final : public VmDriverFactory {
  public:
+  explicit QemuVmDriverFactory(neonvm::launcher::HostCgroupSpec incoming_cgroup)
+      : incoming_cgroup_(std::move(incoming_cgroup)) {}
+
   absl::StatusOr<OpenedVm> Open(const api::VmConfig& vm, const core::Resources& compute_unit,
                                 int64_t granted_milli_cpu) override {
     const neonvm::launcher::VmSpec spec = SpecFromProto(vm.spec());
     RETURN_IF_ERROR(neonvm::launcher::Validate(spec));
+    std::unique_ptr<neonvm::launcher::HostCgroup> cgroup;
+    if (!vm.host_cgroup().empty()) {
+      absl::StatusOr<std::unique_ptr<neonvm::launcher::HostCgroup>> opened =
+          neonvm::launcher::HostCgroup::Open(vm.host_cgroup());
+      if (!opened.ok()) return Annotate(opened.status(), "VM " + vm.name());
+      cgroup = *std::move(opened);
+    }
     ASSIGN_OR_RETURN(std::shared_ptr<neonvm::qmp::QmpClient> qmp,
                      neonvm::qmp::QmpClient::Connect(vm.qmp()));
+    auto driver = std::make_unique<QmpVmDriver>(qmp, spec, std::move(cgroup), compute_unit,
+                                                granted_milli_cpu);
+    RETURN_IF_ERROR(Annotate(driver->ApplyGrantedQuota(),
+                             absl::StrCat("VM ", vm.name(), ": setting its granted CPU quota")));
     OpenedVm opened;
-    opened.driver = std::make_unique<QmpVmDriver>(qmp, spec, compute_unit, granted_milli_cpu);
+    opened.driver = std::move(driver);
     opened.migration = std::make_unique<SharedQmpSource>(qmp, spec);
     return opened;
   }
@@ -135,8 +186,8 @@ class QemuVmDriverFactory final : public VmDriverFactory {
   absl::StatusOr<std::unique_ptr<IncomingVm>> StartIncoming(
       const api::PrepareIncomingRequest& request) override {
     const api::VmConfig& config = request.vm();
-    neonvm::launcher::VmSpec spec = SpecFromProto(config.spec());
-    RETURN_IF_ERROR(Annotate(neonvm::launcher::Validate(spec), "incoming VM " + config.name()));
+    RETURN_IF_ERROR(Annotate(neonvm::launcher::Validate(IncomingSpec(request, incoming_cgroup_)),
+                             "incoming VM " + config.name()));
     neonvm::migration::Devices devices;
     for (const std::string& args : request.cpu_device_add_args()) {
       devices.cpu_device_add_args.push_back(args);
@@ -144,19 +195,35 @@ class QemuVmDriverFactory final : public VmDriverFactory {
     if (request.has_virtio_mem()) {
       devices.virtio_mem_requested_bytes = request.virtio_mem_requested_bytes();
     }
-    ASSIGN_OR_RETURN(std::unique_ptr<neonvm::launcher::Vm> vm,
-                     neonvm::migration::StartIncoming(spec, devices));
+    ASSIGN_OR_RETURN(
+        std::unique_ptr<neonvm::launcher::Vm> vm,
+        neonvm::migration::StartIncoming(IncomingSpec(request, incoming_cgroup_), devices));
     ASSIGN_OR_RETURN(std::string uri, neonvm::migration::Listen(*vm, config.allow_postcopy()));
     return std::make_unique<QemuIncomingVm>(std::move(vm), std::move(uri));
   }
+
+ private:
+  const neonvm::launcher::HostCgroupSpec incoming_cgroup_;
 };
 
 }  // namespace
 
 int CpusFor(int64_t milli_cpu) { return static_cast<int>((milli_cpu + 999) / 1000); }
 
-std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory() {
-  return std::make_unique<QemuVmDriverFactory>();
+std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory(
+    neonvm::launcher::HostCgroupSpec incoming_cgroup) {
+  return std::make_unique<QemuVmDriverFactory>(std::move(incoming_cgroup));
+}
+
+neonvm::launcher::VmSpec IncomingSpec(const api::PrepareIncomingRequest& request,
+                                      const neonvm::launcher::HostCgroupSpec& cgroup) {
+  neonvm::launcher::VmSpec spec = SpecFromProto(request.vm().spec());
+  spec.cgroup = cgroup;
+  // The source's milli-CPU now: the target's quota from its first instruction. Validate refuses
+  // one beyond cpus_max.
+  spec.cpu_milli = static_cast<int>(
+      std::clamp<int64_t>(request.current().milli_cpu(), 0, int64_t{spec.cpus_max} * 1000 + 1));
+  return spec;
 }
 
 neonvm::launcher::VmSpec SpecFromProto(const api::VmLaunchSpec& p) {

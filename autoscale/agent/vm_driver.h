@@ -53,6 +53,8 @@ class IncomingVm {
   virtual std::string qmp_address() const = 0;
   virtual absl::StatusOr<std::string> MonitorAddress(int guest_port) const = 0;
   virtual std::string serial_path() const = 0;
+  // Its QEMU's host cgroup (VmConfig.host_cgroup); empty: none.
+  virtual std::string host_cgroup() const = 0;
 };
 
 // A configured VM opened by the agent: the driver its runner resizes it with, and its source
@@ -85,7 +87,19 @@ class VmDriverFactory {
 // number of the spec's slots. The size reported keeps the milli-CPU asked for (at start: granted)
 // while the plugged vCPUs match it; else a VM whose memory is k compute units and whose vCPUs
 // match k compute units reports k compute units.
-std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory();
+//
+// CPU quota: a VM whose config names its host cgroup (VmConfig.host_cgroup) has its QEMU's quota
+// set to the milli-CPU of every resize (ordered with the vCPU changes by the resizer), and on
+// Open to the granted milli-CPU when its vCPUs match it. Incoming VMs run in a host cgroup of
+// `incoming_cgroup` (their own, made before QEMU starts) with the source's current milli-CPU as
+// quota.
+std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory(
+    neonvm::launcher::HostCgroupSpec incoming_cgroup = {});
+
+// The launch spec of the migration target for `request`: the VM's spec, in a host cgroup of
+// `cgroup`, with the quota the source has now (request.current).
+neonvm::launcher::VmSpec IncomingSpec(const api::PrepareIncomingRequest& request,
+                                      const neonvm::launcher::HostCgroupSpec& cgroup);
 
 neonvm::launcher::VmSpec SpecFromProto(const api::VmLaunchSpec& spec);
 api::VmLaunchSpec SpecToProto(const neonvm::launcher::VmSpec& spec);

@@ -1,9 +1,12 @@
 // The QEMU VM driver against real QEMU without a guest: the milli-CPU it reports for a VM whose
-// partial vCPU was granted before its runner (re)started.
+// partial vCPU was granted before its runner (re)started, and the host cgroup's CPU quota it
+// keeps at the milli-CPU granted and resized to.
 #include "autoscale/agent/vm_driver.h"
 
+#include <filesystem>
 #include <memory>
 
+#include "absl/strings/match.h"
 #include "autoscale/base/units.h"
 #include "autoscale/testing/skip.h"
 #include "autoscale/testing/vm.h"
@@ -81,6 +84,64 @@ TEST(QemuVmDriver, AGrantedPartialVcpuSurvivesReopening) {
   opened = factory->Open(config, cu, /*granted_milli_cpu=*/2500);
   ASSERT_TRUE(opened.ok()) << opened.status();
   EXPECT_EQ(opened->driver->Current()->milli_cpu, 2000);
+}
+
+TEST(QemuVmDriver, KeepsTheHostCgroupQuotaAtTheMilliCpu) {
+  AUTOSCALE_REQUIRE_QEMU();
+  auto vm = neonvm::launcher::Vm::Start(testing::NoGuestSpec("quota"));
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  if ((*vm)->cgroup() == nullptr) GTEST_SKIP() << "no writable host cgroups (needs root)";
+  neonvm::launcher::HostCgroup& cgroup = *(*vm)->cgroup();
+  // Started with 1 vCPU's quota; 2 vCPUs plugged (no guest to acknowledge them).
+  neonvm::hotplug::VmResizerOptions no_guest;
+  no_guest.guest_acknowledges_cpus = false;
+  neonvm::hotplug::VmResizer resizer((*vm)->qmp(), (*vm)->spec(), no_guest);
+  ASSERT_TRUE(resizer.Resize({2, 256 * kMiB}).ok());
+  ASSERT_EQ(*cgroup.CpuQuota(), 100000);
+
+  api::VmConfig config;
+  config.set_name("quota");
+  config.set_qmp("unix:" + (*vm)->agent_qmp_path());
+  config.set_host_cgroup(cgroup.path());
+  *config.mutable_spec() = SpecToProto((*vm)->spec());
+  std::unique_ptr<VmDriverFactory> factory = NewQemuVmDriverFactory();
+  absl::StatusOr<OpenedVm> opened =
+      factory->Open(config, {.milli_cpu = 250, .memory_bytes = 256 * kMiB}, 1250);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  // Opening brings the quota to the grant its 2 vCPUs run.
+  EXPECT_EQ(*cgroup.CpuQuota(), 125000);
+  // Each resize sets it (within 2 vCPUs: nothing to plug, which needs no guest).
+  ASSERT_TRUE(opened->driver->Resize({1500, 256 * kMiB}).ok());
+  EXPECT_EQ(*cgroup.CpuQuota(), 150000);
+  ASSERT_TRUE(opened->driver->Resize({1250, 256 * kMiB}).ok());
+  EXPECT_EQ(*cgroup.CpuQuota(), 125000);
+  opened->driver.reset();
+  opened->migration.reset();
+  EXPECT_TRUE(std::filesystem::is_directory(cgroup.cpu_dir())) << "the driver removed the group";
+
+  // A group that is not there is an error naming the VM, not a VM without a quota.
+  config.set_host_cgroup(cgroup.path() + "-gone");
+  absl::Status gone = factory->Open(config, {250, 256 * kMiB}, 0).status();
+  EXPECT_EQ(gone.code(), absl::StatusCode::kNotFound) << gone;
+  EXPECT_TRUE(absl::StrContains(gone.message(), "VM quota")) << gone;
+  EXPECT_TRUE(absl::StrContains(gone.message(), "-gone")) << gone;
+}
+
+TEST(IncomingSpec, RunsInTheAgentsGroupWithTheSourcesQuota) {
+  api::PrepareIncomingRequest request;
+  *request.mutable_vm()->mutable_spec() = SpecToProto(testing::NoGuestSpec("in"));
+  request.mutable_current()->set_milli_cpu(2500);
+  neonvm::launcher::HostCgroupSpec cgroup;
+  cgroup.parent = "/node-vms";
+  cgroup.memory_overhead_bytes = 64 * kMiB;
+  neonvm::launcher::VmSpec spec = IncomingSpec(request, cgroup);
+  EXPECT_EQ(spec.cpu_milli, 2500);
+  EXPECT_EQ(spec.cgroup.parent, "/node-vms");
+  EXPECT_EQ(spec.cgroup.memory_overhead_bytes, 64 * kMiB);
+  EXPECT_TRUE(neonvm::launcher::Validate(spec).ok());
+  // A source that claims more than the spec allows is refused, not capped silently.
+  request.mutable_current()->set_milli_cpu(int64_t{1} << 40);
+  EXPECT_FALSE(neonvm::launcher::Validate(IncomingSpec(request, cgroup)).ok());
 }
 
 }  // namespace

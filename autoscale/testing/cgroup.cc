@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,8 +20,10 @@ namespace autoscale::testing {
 namespace {
 
 // The child: runs commands from `in` (bytes to allocate; -1 frees all; -2 reads `thrash_file`
-// ten times; -3 touches a 2 MiB huge page and answers the CLOCK_MONOTONIC time before; 0 exits) and
-// answers one byte on `out`. Only async-signal-safe calls: the parent may have threads.
+// ten times; -3 touches a 2 MiB huge page and answers the CLOCK_MONOTONIC time before; -4 and a
+// size: that much shared memory (a memfd, what /dev/shm and Postgres's shared_buffers are);
+// 0 exits) and answers one byte on `out`. Only async-signal-safe calls: the parent may have
+// threads.
 [[noreturn]] void ChildMain(int in, int out, const char* thrash_file) {
   void* blocks[4096];
   size_t sizes[4096];
@@ -48,7 +51,20 @@ namespace {
       if (write(out, &ns, sizeof(ns)) != sizeof(ns)) _exit(4);
       continue;
     }
-    if (cmd == -2) {
+    if (cmd == -4) {
+      int64_t bytes;
+      if (read(in, &bytes, sizeof(bytes)) != sizeof(bytes) || bytes <= 0) _exit(6);
+      int fd = static_cast<int>(syscall(SYS_memfd_create, "test-shmem", 0));
+      if (fd < 0 || ftruncate(fd, bytes) != 0) _exit(7);
+      void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (p == MAP_FAILED) _exit(3);
+      close(fd);  // the mapping keeps the memory; munmap frees it
+      for (int64_t off = 0; off < bytes; off += 4096) static_cast<char*>(p)[off] = 1;
+      if (n < 4096) {
+        blocks[n] = p;
+        sizes[n++] = bytes;
+      }
+    } else if (cmd == -2) {
       static char buf[1 << 16];
       for (int round = 0; round < 10; ++round) {
         int fd = open(thrash_file, O_RDONLY);
@@ -155,6 +171,19 @@ absl::Status TestCgroup::Command(int64_t command) {
 }
 
 absl::Status TestCgroup::Allocate(int64_t bytes) { return Command(bytes); }
+
+absl::Status TestCgroup::AllocateShared(int64_t bytes) {
+  if (bytes <= 0) return absl::InvalidArgumentError("AllocateShared: bytes must be positive");
+  const int64_t command[2] = {-4, bytes};
+  if (write(to_child_, command, sizeof(command)) != sizeof(command)) {
+    return absl::ErrnoToStatus(errno, "command to the test cgroup's child");
+  }
+  char ok;
+  if (read(from_child_, &ok, 1) != 1) {
+    return absl::InternalError("the test cgroup's child died allocating shared memory");
+  }
+  return absl::OkStatus();
+}
 absl::Status TestCgroup::FreeAll() { return Command(-1); }
 absl::Status TestCgroup::Thrash() { return Command(-2); }
 

@@ -42,6 +42,9 @@ class TestCgroup {
 
   // The child allocates and touches `bytes` more memory (anonymous), then answers.
   absl::Status Allocate(int64_t bytes);
+  // The child maps and touches `bytes` more shared memory (a memfd: shmem, as /dev/shm and
+  // Postgres's shared_buffers), charged to the group.
+  absl::Status AllocateShared(int64_t bytes);
   // The child frees everything it allocated.
   absl::Status FreeAll();
   // The child reads the thrash file ten times (page cache churn under a memory limit).

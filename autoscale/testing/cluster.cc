@@ -488,6 +488,9 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
   api::VmConfig vm;
   vm.set_name(o.name);
   vm.set_qmp("unix:" + g->vm->agent_qmp_path());
+  // The guest booted with its vCPUs' whole quota (a fraction of a CPU would slow the boot under
+  // TCG several times over); the agent brings it to the VM's permit when it opens the VM.
+  if (g->vm->cgroup() != nullptr) vm.set_host_cgroup(g->vm->cgroup()->path());
   vm.set_monitor_address(absl::StrCat("127.0.0.1:", port));
   vm.mutable_bounds()->set_min_cu(o.bounds.min_cu);
   vm.mutable_bounds()->set_max_cu(o.bounds.max_cu);

@@ -15,6 +15,8 @@ using neonvm::migration::Progress;
 
 std::string FakeMonitorAddress(const std::string& vm) { return "fake-monitor:" + vm; }
 
+std::string FakeHostCgroup(const std::string& qmp_address) { return "/fake-cgroup/" + qmp_address; }
+
 namespace {
 
 bool Runs(const std::string& state) { return state == "running" || state == "paused"; }
@@ -307,6 +309,7 @@ class FakeIncoming final : public agent::IncomingVm {
     return FakeMonitorAddress(vm_.name_);
   }
   std::string serial_path() const override { return "fake-serial:" + vm_.qmp_address_; }
+  std::string host_cgroup() const override { return FakeHostCgroup(vm_.qmp_address_); }
 
  private:
   FakeVm& vm_;
@@ -375,6 +378,7 @@ absl::StatusOr<agent::OpenedVm> FakeVmDriverFactory::Open(const api::VmConfig& v
     absl::MutexLock lock(&mu_);
     ++opens_;
     granted_[vm.qmp()] = granted_milli_cpu;
+    host_cgroups_[vm.qmp()] = vm.host_cgroup();
   }
   absl::MutexLock lock(&hv_.mu_);
   for (const auto& fake : hv_.vms_) {
@@ -413,6 +417,12 @@ int64_t FakeVmDriverFactory::granted_milli_cpu(const std::string& qmp_address) c
   absl::MutexLock lock(&mu_);
   auto it = granted_.find(qmp_address);
   return it == granted_.end() ? -1 : it->second;
+}
+
+std::string FakeVmDriverFactory::host_cgroup(const std::string& qmp_address) const {
+  absl::MutexLock lock(&mu_);
+  auto it = host_cgroups_.find(qmp_address);
+  return it == host_cgroups_.end() ? "" : it->second;
 }
 
 void FakeVmDriverFactory::FailIncoming(absl::Status error) {

@@ -176,6 +176,8 @@ class FakeVmDriverFactory final : public agent::VmDriverFactory {
   // last Open of `vm` (its QMP address) was given.
   int opens() const;
   int64_t granted_milli_cpu(const std::string& qmp_address) const;
+  // The host cgroup (VmConfig.host_cgroup) the last Open of `qmp_address` was given.
+  std::string host_cgroup(const std::string& qmp_address) const;
   // StartIncoming fails with `error` (OK: it works again).
   void FailIncoming(absl::Status error);
 
@@ -185,11 +187,14 @@ class FakeVmDriverFactory final : public agent::VmDriverFactory {
   mutable absl::Mutex mu_;
   int opens_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, int64_t> granted_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> host_cgroups_ ABSL_GUARDED_BY(mu_);
   absl::Status incoming_error_ ABSL_GUARDED_BY(mu_);
 };
 
 // The monitor address FakeVmDriverFactory gives a migrated-in VM: "fake-monitor:<vm>" (the
 // monitor runs inside the VM, so it moves with it).
 std::string FakeMonitorAddress(const std::string& vm);
+// The host cgroup a migrated-in fake VM's QEMU runs in (IncomingVm::host_cgroup).
+std::string FakeHostCgroup(const std::string& qmp_address);
 
 }  // namespace autoscale::testing

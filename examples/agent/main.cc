@@ -25,12 +25,14 @@
 #include "autoscale/base/http_server.h"
 #include "autoscale/base/init.h"
 #include "autoscale/base/sd_notify.h"
+#include "autoscale/base/units.h"
 #include "autoscale/rpc/agent_peer/grpc_client.h"
 #include "autoscale/rpc/agent_peer/grpc_server.h"
 #include "autoscale/rpc/monitor/grpc_client.h"
 #include "autoscale/rpc/scheduler/grpc_client.h"
 #include "autoscale/rpc/tls_flags.h"
 #include "glog/logging.h"
+#include "neonvm/launcher/vm.h"
 
 ABSL_FLAG(std::string, config, "",
           "The agent's config file (an AgentConfig, .json or .textproto).");
@@ -45,6 +47,12 @@ ABSL_FLAG(int, http_port, 9101, "Port of the HTTP server; 0 picks a free one, -1
 ABSL_FLAG(absl::Duration, scheduler_timeout, absl::Seconds(2), "Timeout of a scheduler call.");
 ABSL_FLAG(bool, check_config, false,
           "Only check --config: print 'config OK' and exit 0, or the error and exit 2.");
+ABSL_FLAG(std::string, vm_cgroup_parent, "/neonvm",
+          "The host cgroup under which migrated-in VMs' QEMU processes get a group of their own "
+          "(CPU quota = the VM's milli-CPU, memory cap); \"\" runs them without one.");
+ABSL_FLAG(int64_t, vm_memory_overhead_mib, 512,
+          "A migrated-in VM's host cgroup memory cap is its largest memory plus this, for QEMU "
+          "itself.");
 ABSL_FLAG(std::string, ready_file, "",
           "Once serving, write {\"listen\": ADDRESS, \"httpPort\": PORT} here (for scripts).");
 
@@ -110,7 +118,19 @@ int Run() {
     LOG(ERROR) << advertise.status();
     return 2;
   }
-  std::unique_ptr<agent::VmDriverFactory> vms = agent::NewQemuVmDriverFactory();
+  neonvm::launcher::HostCgroupSpec incoming_cgroup;
+  incoming_cgroup.parent = absl::GetFlag(FLAGS_vm_cgroup_parent);
+  if (incoming_cgroup.parent.empty()) {
+    incoming_cgroup.mode = neonvm::launcher::HostCgroupSpec::Mode::kOff;
+  }
+  incoming_cgroup.memory_overhead_bytes = absl::GetFlag(FLAGS_vm_memory_overhead_mib) * kMiB;
+  if (incoming_cgroup.mode != neonvm::launcher::HostCgroupSpec::Mode::kOff &&
+      (incoming_cgroup.parent[0] != '/' || incoming_cgroup.memory_overhead_bytes < 0)) {
+    LOG(ERROR) << "--vm_cgroup_parent must start with '/' and --vm_memory_overhead_mib must not "
+                  "be negative";
+    return 2;
+  }
+  std::unique_ptr<agent::VmDriverFactory> vms = agent::NewQemuVmDriverFactory(incoming_cgroup);
   agent::AgentOptions options;
   options.address = *advertise;
   agent::Agent node_agent(

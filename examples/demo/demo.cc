@@ -1,6 +1,7 @@
 // The demo: the whole system scaling real VMs on one machine. A scheduler, two agents standing for
 // nodes a and b, and two booted test guests running the monitor and a load generator. A live
-// table (VMs, nodes and the ledger) and the agents' event log show, in order:
+// table (VMs with their permit and QEMU's host cgroup CPU quota and use, nodes with the summed
+// CPU use of their VMs' cgroups, and the ledger) and the agents' event log show, in order:
 //
 //   1. scale-up on memory pressure      vm2's load ramps up; its monitor asks for memory
 //   2. scale-down when the load drops   the monitor approves each step after shrinking the LFC
@@ -138,11 +139,46 @@ class Dashboard {
   }
 
  private:
+  // What a VM's host cgroup says: its CPU quota, and the CPU its QEMU used since the last poll,
+  // in milli-CPU ("-" without a group).
+  struct CgroupCpu {
+    std::string quota = "-";
+    std::string used = "-";
+    int64_t used_milli = 0;
+  };
+  CgroupCpu ReadCgroup(const std::string& path, absl::Time now) {
+    CgroupCpu out;
+    if (path.empty()) return out;
+    CgroupSeen& seen = cgroups_[path];
+    if (seen.cgroup == nullptr) {
+      absl::StatusOr<std::unique_ptr<neonvm::launcher::HostCgroup>> opened =
+          neonvm::launcher::HostCgroup::Open(path);
+      if (!opened.ok()) return out;
+      seen.cgroup = *std::move(opened);
+    }
+    if (absl::StatusOr<int64_t> q = seen.cgroup->CpuQuota(); q.ok()) {
+      out.quota = *q < 0 ? "none" : absl::StrCat(*q * 1000 / neonvm::launcher::kCpuPeriodUs, "m");
+    }
+    absl::StatusOr<int64_t> ns = seen.cgroup->CpuUsageNs();
+    if (!ns.ok()) return out;
+    if (seen.at != absl::InfinitePast() && now > seen.at) {
+      out.used_milli = static_cast<int64_t>(static_cast<double>(*ns - seen.ns) * 1000 /
+                                            absl::ToDoubleNanoseconds(now - seen.at));
+      out.used = absl::StrCat(out.used_milli, "m");
+    }
+    seen.ns = *ns;
+    seen.at = now;
+    return out;
+  }
+
   void Poll() {
+    const absl::Time polled = absl::Now();
     std::vector<std::string> rows;
-    rows.push_back(absl::StrFormat("%-6s %-4s %5s %9s %4s  %-18s %-18s %-18s %s", "VM", "NODE",
-                                   "LOAD", "MEM USED", "GOAL", "PERMIT", "AGENT: VM HAS",
-                                   "QEMU REPORTS", "STATE"));
+    rows.push_back(absl::StrFormat("%-6s %-4s %5s %9s %4s  %-18s %-6s %-6s %-18s %-18s %s", "VM",
+                                   "NODE", "LOAD", "MEM USED", "GOAL", "PERMIT", "QUOTA", "CPU",
+                                   "AGENT: VM HAS", "QEMU REPORTS", "STATE"));
+    // Each node's VMs' QEMU CPU use as their host cgroups account it.
+    std::map<std::string, int64_t> node_cpu_used;
     std::vector<LoggedEvent> fresh;
     for (const NodeOptions& n : cluster_.options().nodes) {
       uint64_t& since = since_[n.name];
@@ -154,12 +190,14 @@ class Dashboard {
       for (const api::VmStatus& vm : s->vms()) {
         std::string state = vm.monitor_connected() ? "monitor connected" : "no monitor";
         if (vm.migrating()) state = "MIGRATING";
-        rows.push_back(
-            absl::StrFormat("%-6s %-4s %5s %9s %4d  %-18s %-18s %-18s %s", vm.vm(), n.name,
-                            vm.has_load_avg_1m() ? absl::StrFormat("%.2f", vm.load_avg_1m()) : "-",
-                            vm.has_memory_usage_bytes() ? Mib(vm.memory_usage_bytes()) : "-",
-                            vm.goal_cu(), Res(vm.has_permit(), vm.permit()), Res(vm.current()),
-                            Res(vm.has_observed(), vm.observed()), state));
+        const CgroupCpu cpu = ReadCgroup(vm.host_cgroup(), polled);
+        node_cpu_used[n.name] += cpu.used_milli;
+        rows.push_back(absl::StrFormat(
+            "%-6s %-4s %5s %9s %4d  %-18s %-6s %-6s %-18s %-18s %s", vm.vm(), n.name,
+            vm.has_load_avg_1m() ? absl::StrFormat("%.2f", vm.load_avg_1m()) : "-",
+            vm.has_memory_usage_bytes() ? Mib(vm.memory_usage_bytes()) : "-", vm.goal_cu(),
+            Res(vm.has_permit(), vm.permit()), cpu.quota, cpu.used, Res(vm.current()),
+            Res(vm.has_observed(), vm.observed()), state));
       }
       for (const api::AgentEvent& e : s->events()) {
         since = std::max<uint64_t>(since, e.seq());
@@ -171,21 +209,24 @@ class Dashboard {
     if (absl::StatusOr<api::ListVmsResponse> vms = cluster_.SchedulerVms(); vms.ok()) {
       for (const api::VmState& v : vms->vms()) {
         if (cluster_.guest(v.vm()) != nullptr) continue;
-        rows.push_back(absl::StrFormat("%-6s %-4s %5s %9s %4s  %-18s %-18s %-18s %s", v.vm(),
-                                       v.node(), "-", "-", "-", Res(v.permit()), "-", "-",
-                                       "reserved in the ledger only (no guest)"));
+        rows.push_back(absl::StrFormat("%-6s %-4s %5s %9s %4s  %-18s %-6s %-6s %-18s %-18s %s",
+                                       v.vm(), v.node(), "-", "-", "-", Res(v.permit()), "-", "-",
+                                       "-", "-", "reserved in the ledger only (no guest)"));
       }
     }
     if (absl::StatusOr<api::ListNodesResponse> ns = cluster_.SchedulerNodes(); ns.ok()) {
-      nodes.push_back(absl::StrFormat("%-4s  %-18s %-18s %-18s %s", "NODE", "RESERVED", "TOTAL",
-                                      "WATERMARK", ""));
+      // CPU USED: the sum of the node's QEMU cgroups' CPU use; a node whose ledger is full uses
+      // at most its total, because each QEMU's quota is its permit.
+      nodes.push_back(absl::StrFormat("%-4s  %-18s %-18s %-18s %-9s %s", "NODE", "RESERVED",
+                                      "TOTAL", "WATERMARK", "CPU USED", ""));
       for (const api::NodeState& n : ns->nodes()) {
         const bool above =
             n.reserved().milli_cpu() - n.migrating().milli_cpu() > n.watermark().milli_cpu() ||
             n.reserved().memory_bytes() - n.migrating().memory_bytes() >
                 n.watermark().memory_bytes();
-        nodes.push_back(absl::StrFormat("%-4s  %-18s %-18s %-18s %s", n.node(), Res(n.reserved()),
-                                        Res(n.total()), Res(n.watermark()),
+        nodes.push_back(absl::StrFormat("%-4s  %-18s %-18s %-18s %-9s %s", n.node(),
+                                        Res(n.reserved()), Res(n.total()), Res(n.watermark()),
+                                        absl::StrCat(node_cpu_used[n.node()], "m"),
                                         above ? "ABOVE WATERMARK" : ""));
       }
     }
@@ -234,6 +275,13 @@ class Dashboard {
     return line.substr(0, 160);
   }
 
+  struct CgroupSeen {
+    std::unique_ptr<neonvm::launcher::HostCgroup> cgroup;
+    int64_t ns = 0;
+    absl::Time at = absl::InfinitePast();
+  };
+  // By path; only the dashboard's thread uses it.
+  std::map<std::string, CgroupSeen> cgroups_;
   Cluster& cluster_;
   const absl::Time start_;
   const bool tty_;

@@ -12,9 +12,11 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
@@ -40,9 +42,11 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:10301",
 ABSL_FLAG(std::string, cgroup, "",
           "The memory cgroup to watch: a directory under the cgroup mount. Empty: this process's "
           "own memory cgroup (v1, or v2 if it has the memory controller).");
-ABSL_FLAG(std::string, watch, "auto",
-          "How the kernel reports threshold crossings: auto, v1 (usage threshold eventfd), v2 "
-          "(memory.high events), psi (a pressure trigger) or none (sampling only).");
+ABSL_FLAG(
+    std::string, watch, "auto",
+    "How the kernel reports threshold crossings: auto, v1 (usage threshold eventfd), v2 "
+    "(memory.events of the operator's memory.high; never written), psi (a pressure trigger) or "
+    "none (sampling only).");
 ABSL_FLAG(std::string, psi_file, "",
           "For --watch=psi: the memory.pressure file (default: the "
           "cgroup's; /proc/pressure/memory for the whole VM).");
@@ -69,6 +73,10 @@ ABSL_FLAG(std::string, postgres_conninfo, "",
 ABSL_FLAG(std::string, postgres_setting, "neon.file_cache_size_limit",
           "For --lfc_resizer=postgres: the setting that holds the cache size in MB.");
 ABSL_FLAG(int64_t, lfc_max_bytes, 0, "Upper bound on the LFC size (0: none).");
+ABSL_FLAG(std::string, lfc_windows_file, "",
+          "A file the operator's LFC estimator rewrites: up to 60 working-set sizes in pages "
+          "(window i: the last i+1 minutes), sent to the agent with each metrics push for the "
+          "core's LFC goal. Empty: no windows (the LFC goal stays inert).");
 ABSL_FLAG(std::string, http_host, "127.0.0.1",
           "Address of the HTTP server (/metrics, /healthz, /readyz); in a guest, 0.0.0.0 so a "
           "host forward reaches it.");
@@ -177,7 +185,16 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(options.cgroup_dir, CgroupDir());
   ASSIGN_OR_RETURN(options.watch, monitor::ParseWatchMode(absl::GetFlag(FLAGS_watch)));
   options.psi_file = absl::GetFlag(FLAGS_psi_file);
-  monitor::MetricsReader metrics;
+  std::function<std::vector<double>()> lfc_windows;
+  if (std::string file = absl::GetFlag(FLAGS_lfc_windows_file); !file.empty()) {
+    lfc_windows = [file] {
+      absl::StatusOr<std::vector<double>> w = monitor::ReadLfcWindowsFile(file);
+      if (w.ok()) return *std::move(w);
+      LOG_EVERY_N(WARNING, 30) << "monitor: " << w.status();
+      return std::vector<double>();
+    };
+  }
+  monitor::MetricsReader metrics("/proc", std::move(lfc_windows));
   ASSIGN_OR_RETURN(monitor::MemInfo mem, metrics.ReadMemInfo());
   options.memory_bytes = absl::GetFlag(FLAGS_memory_bytes);
   if (options.memory_bytes <= 0) options.memory_bytes = mem.total_bytes;

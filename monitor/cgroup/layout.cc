@@ -109,13 +109,26 @@ absl::StatusOr<std::string> OwnCgroup(std::string_view controller, const std::st
 }
 
 absl::StatusOr<MemoryStat> ParseMemoryStat(std::string_view text, std::string_view source) {
-  // Anon: v2 "anon" or v1 "rss" are counted when pages are mapped; active_anon + inactive_anon
-  // (what the reference reads) count pages on the LRU lists, which the kernel fills in per-CPU
-  // batches, so they lag behind a burst of allocation (by up to ~15 huge pages). Use the former
-  // where present. v1 also has hierarchical totals (total_*); prefer them.
-  enum { kAnon, kRss, kCache, kFile, kActiveAnon, kInactiveAnon, kActiveFile, kInactiveFile, kN };
-  const char* keys[kN] = {"anon",        "rss",           "cache",       "file",
-                          "active_anon", "inactive_anon", "active_file", "inactive_file"};
+  // Anon: v2 "anon" or v1 "rss" are counted when pages are mapped, but leave out shared memory
+  // (shmem: Postgres's shared_buffers, /dev/shm), which is no more reclaimable than anon without
+  // swap; it is added from "shmem". active_anon + inactive_anon (what the reference reads)
+  // include shmem, but count pages on the LRU lists, which the kernel fills in per-CPU batches,
+  // so they lag behind a burst of allocation (by up to ~15 huge pages): they are used only when
+  // a kernel has no shmem key. v1 also has hierarchical totals (total_*); prefer them.
+  enum {
+    kAnon,
+    kRss,
+    kCache,
+    kFile,
+    kActiveAnon,
+    kInactiveAnon,
+    kActiveFile,
+    kInactiveFile,
+    kShmem,
+    kN
+  };
+  const char* keys[kN] = {"anon",          "rss",         "cache",         "file", "active_anon",
+                          "inactive_anon", "active_file", "inactive_file", "shmem"};
   int64_t v[2][kN];  // [plain/total][key]; -1: absent
   for (auto& row : v) std::fill(std::begin(row), std::end(row), -1);
   int line_no = 0;
@@ -133,21 +146,31 @@ absl::StatusOr<MemoryStat> ParseMemoryStat(std::string_view text, std::string_vi
       v[total][k] = n;
     }
   }
-  auto pick = [&](int a, int b, int c1, int c2) -> int64_t {
-    for (int t : {1, 0}) {
-      if (v[t][a] >= 0) return v[t][a];
-      if (v[t][b] >= 0) return v[t][b];
-      if (v[t][c1] >= 0 && v[t][c2] >= 0) return v[t][c1] + v[t][c2];
-    }
-    return -1;
-  };
+  // The same row (totals, else plain) for every key, so that shmem is not added to another
+  // level's anon.
+  int t = v[1][kAnon] >= 0 || v[1][kRss] >= 0 || v[1][kActiveAnon] >= 0 ? 1 : 0;
+  const int64_t* r = v[t];
   MemoryStat s;
-  s.anon_bytes = pick(kAnon, kRss, kActiveAnon, kInactiveAnon);
-  if (s.anon_bytes < 0) {
+  const int64_t mapped_anon = r[kAnon] >= 0 ? r[kAnon] : r[kRss];
+  const int64_t lru_anon =
+      r[kActiveAnon] >= 0 && r[kInactiveAnon] >= 0 ? r[kActiveAnon] + r[kInactiveAnon] : -1;
+  if (mapped_anon >= 0 && r[kShmem] >= 0) {
+    s.anon_bytes = mapped_anon + r[kShmem];
+  } else if (lru_anon >= 0) {
+    s.anon_bytes = lru_anon;
+  } else if (mapped_anon >= 0) {
+    s.anon_bytes = mapped_anon;  // a kernel without shmem accounting: nothing better
+  } else {
     return absl::InvalidArgumentError(
         absl::StrCat(View(source), ": no anon, rss or active_anon/inactive_anon in memory.stat"));
   }
-  s.file_bytes = std::max<int64_t>(0, pick(kFile, kCache, kActiveFile, kInactiveFile));
+  // Page cache that can be dropped: v2 "file" and v1 "cache" include shmem, which cannot.
+  const int64_t cache = r[kFile] >= 0 ? r[kFile] : r[kCache];
+  int64_t file = cache >= 0 ? cache - std::max<int64_t>(0, r[kShmem]) : 0;
+  if (cache < 0 && r[kActiveFile] >= 0 && r[kInactiveFile] >= 0) {
+    file = r[kActiveFile] + r[kInactiveFile];
+  }
+  s.file_bytes = std::max<int64_t>(0, file);
   return s;
 }
 

@@ -61,23 +61,36 @@ TEST(OwnCgroup, FindsControllerAndV2) {
   EXPECT_THAT(std::string(OwnCgroup("memory", bad).status().message()), HasSubstr("malformed"));
 }
 
-TEST(ParseMemoryStat, V1PrefersHierarchicalRssAndCache) {
+// Shared memory (shmem: shared_buffers, /dev/shm) counts as anon, not as page cache.
+TEST(ParseMemoryStat, V1PrefersHierarchicalRssAndCacheAndCountsShmem) {
   auto s = ParseMemoryStat(
-      "cache 10\nrss 20\nactive_anon 1\ninactive_anon 2\nactive_file 3\ninactive_file 4\n"
-      "total_cache 1000\ntotal_rss 2000\ntotal_active_anon 100\ntotal_inactive_anon 200\n"
-      "total_active_file 300\ntotal_inactive_file 400\n",
+      "cache 10\nrss 20\nshmem 5\nactive_anon 1\ninactive_anon 2\nactive_file 3\n"
+      "inactive_file 4\ntotal_cache 1000\ntotal_rss 2000\ntotal_shmem 500\n"
+      "total_active_anon 100\ntotal_inactive_anon 200\ntotal_active_file 300\n"
+      "total_inactive_file 400\n",
       "memory.stat");
   ASSERT_TRUE(s.ok()) << s.status();
-  EXPECT_EQ(s->anon_bytes, 2000);
-  EXPECT_EQ(s->file_bytes, 1000);
+  EXPECT_EQ(s->anon_bytes, 2500);
+  EXPECT_EQ(s->file_bytes, 500);
   EXPECT_EQ(s->usage_bytes, -1);
 }
 
-TEST(ParseMemoryStat, V2Keys) {
-  auto s = ParseMemoryStat("anon 5\nfile 9\nactive_anon 4096\ninactive_anon 8192\n", "m");
+TEST(ParseMemoryStat, V2KeysWithShmem) {
+  auto s = ParseMemoryStat("anon 5\nfile 9\nshmem 3\nactive_anon 4096\ninactive_anon 8192\n", "m");
   ASSERT_TRUE(s.ok()) << s.status();
-  EXPECT_EQ(s->anon_bytes, 5);
-  EXPECT_EQ(s->file_bytes, 9);
+  EXPECT_EQ(s->anon_bytes, 8);
+  EXPECT_EQ(s->file_bytes, 6);
+}
+
+// A kernel without the shmem key: the LRU counters, which include shmem, else rss alone.
+TEST(ParseMemoryStat, WithoutShmemTheLruCountersWhichIncludeIt) {
+  auto s = ParseMemoryStat("rss 20\ncache 10\nactive_anon 7\ninactive_anon 30\n", "m");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->anon_bytes, 37);
+  EXPECT_EQ(s->file_bytes, 10);
+  s = ParseMemoryStat("rss 20\ncache 10\n", "m");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->anon_bytes, 20);
 }
 
 TEST(ParseMemoryStat, FallsBackToTheLruCounters) {

@@ -138,12 +138,15 @@ class V2HighWatcher final : public MemoryWatcher {
     close(inotify_fd_);
   }
 
-  absl::Status SetThreshold(int64_t threshold) override {
-    return Annotate(WriteFile(dir_ + "/memory.high", absl::StrCat(threshold)),
-                    "cgroup v2 memory.high");
-  }
+  // memory.high is never written: past it the kernel reclaims and throttles the group (Postgres
+  // and its LFC page cache), so a monitor that set it to its threshold would throttle the VM at
+  // 85 % of its memory, and leave it so if it crashed. The threshold is checked by sampling; this
+  // watcher only reports the operator's own memory.high and memory.max being reached.
+  absl::Status SetThreshold(int64_t) override { return absl::OkStatus(); }
 
-  std::string Describe() const override { return "cgroup v2 memory.high events on " + dir_; }
+  std::string Describe() const override {
+    return "cgroup v2 memory.events (the operator's memory.high/max) on " + dir_;
+  }
 
   void OnReady() {
     char buf[4096];

@@ -5,9 +5,10 @@
 //   cgroup v1  NewV1ThresholdWatcher: a usage threshold on memory.usage_in_bytes through
 //              cgroup.event_control and an eventfd (fires within a millisecond of the crossing,
 //              in both directions).
-//   cgroup v2  NewV2HighWatcher: memory.high set to the threshold and the `high` counter of
-//              memory.events, watched with inotify (the kernel raises a file-modified event).
-//              Note that past memory.high the kernel reclaims and throttles the group.
+//   cgroup v2  NewV2HighWatcher: the `high` counter of memory.events, watched with inotify (the
+//              kernel raises a file-modified event), for the memory.high the operator set. It
+//              never writes memory.high (past it the kernel throttles the group): SetThreshold
+//              is accepted and ignored, and the threshold is checked by sampling.
 //   PSI        NewPsiWatcher: a trigger on a memory.pressure file (a cgroup2 group's, or
 //              /proc/pressure/memory); fires when stall time passes a limit within a window.
 //

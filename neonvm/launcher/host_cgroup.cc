@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -73,22 +74,43 @@ struct CgroupDeleter {
   void operator()(struct cgroup* cg) const { cgroup_free(&cg); }
 };
 
-}  // namespace
+// Where the controllers' hierarchies are mounted.
+struct Mounts {
+  bool v2 = false;
+  std::string cpu;
+  std::string cpuacct;
+  std::string memory;
+};
 
-absl::StatusOr<std::unique_ptr<HostCgroup>> HostCgroup::Create(const std::string& path) {
-  if (path.empty() || path[0] != '/' || path == "/") {
+absl::StatusOr<Mounts> FindMounts() {
+  int ret = cgroup_init();
+  if (ret != 0) return CgroupError(ret, "init");
+  Mounts m;
+  ASSIGN_OR_RETURN(m.cpu, MountPoint("cpu"));
+  ASSIGN_OR_RETURN(m.memory, MountPoint("memory"));
+  m.v2 = access((m.cpu + "/cgroup.controllers").c_str(), F_OK) == 0;
+  m.cpuacct = m.cpu;
+  if (!m.v2) {
+    ASSIGN_OR_RETURN(m.cpuacct, MountPoint("cpuacct"));
+  }
+  return m;
+}
+
+absl::Status CheckPath(const std::string& path) {
+  if (path.empty() || path[0] != '/' || path == "/" || absl::StrContains(path, "..")) {
     return absl::InvalidArgumentError(
         absl::StrCat("host cgroup path \"", path, "\" must start with '/' and name a group"));
   }
-  int ret = cgroup_init();
-  if (ret != 0) return CgroupError(ret, "init");
-  ASSIGN_OR_RETURN(std::string cpu_mount, MountPoint("cpu"));
-  ASSIGN_OR_RETURN(std::string memory_mount, MountPoint("memory"));
-  bool v2 = access((cpu_mount + "/cgroup.controllers").c_str(), F_OK) == 0;
-  std::string cpuacct_mount = cpu_mount;
-  if (!v2) {
-    ASSIGN_OR_RETURN(cpuacct_mount, MountPoint("cpuacct"));
-  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HostCgroup>> HostCgroup::Create(const std::string& path) {
+  RETURN_IF_ERROR(CheckPath(path));
+  ASSIGN_OR_RETURN(Mounts mounts, FindMounts());
+  const bool v2 = mounts.v2;
+  const std::string& cpu_mount = mounts.cpu;
 
   std::unique_ptr<struct cgroup, CgroupDeleter> cg(cgroup_new_cgroup(path.c_str()));
   if (!cg) return absl::InternalError(absl::StrCat("libcgroup: no handle for ", path));
@@ -115,15 +137,31 @@ absl::StatusOr<std::unique_ptr<HostCgroup>> HostCgroup::Create(const std::string
     RETURN_IF_ERROR(WriteFile(dir + "/cgroup.subtree_control", "+cpu +memory"));
   }
   // Creates the group (and missing parents) in every controller's hierarchy.
-  ret = cgroup_create_cgroup(cg.get(), /*ignore_ownership=*/0);
+  int ret = cgroup_create_cgroup(cg.get(), /*ignore_ownership=*/0);
   if (ret != 0) {
     return CgroupError(ret, absl::StrCat("creating ", path, " (cgroups need root)"));
   }
-  return std::unique_ptr<HostCgroup>(
-      new HostCgroup(path, v2, cpu_mount + path, cpuacct_mount + path, memory_mount + path));
+  return std::unique_ptr<HostCgroup>(new HostCgroup(
+      path, v2, cpu_mount + path, mounts.cpuacct + path, mounts.memory + path, /*owned=*/true));
+}
+
+absl::StatusOr<std::unique_ptr<HostCgroup>> HostCgroup::Open(const std::string& path) {
+  RETURN_IF_ERROR(CheckPath(path));
+  ASSIGN_OR_RETURN(Mounts mounts, FindMounts());
+  std::unique_ptr<HostCgroup> cg(new HostCgroup(path, mounts.v2, mounts.cpu + path,
+                                                mounts.cpuacct + path, mounts.memory + path,
+                                                /*owned=*/false));
+  for (const std::string& dir : cg->Dirs()) {
+    struct stat st;
+    if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return absl::NotFoundError(absl::StrCat("host cgroup ", path, ": no directory ", dir));
+    }
+  }
+  return cg;
 }
 
 HostCgroup::~HostCgroup() {
+  if (!owned_) return;
   absl::Status s = Remove();
   if (!s.ok()) LOG(WARNING) << s;
 }

@@ -42,7 +42,11 @@ class HostCgroup {
   // "/neonvm/vm-1.42.0"). Fails, naming what is missing, when the controllers are not mounted
   // or the group cannot be created (not root).
   static absl::StatusOr<std::unique_ptr<HostCgroup>> Create(const std::string& path);
-  // Removes the group if Remove has not (logging what fails).
+  // The existing group `path`, made by another process (the one that started QEMU): its quota
+  // and accounting, without owning it (destroying the handle leaves the group). NotFound when
+  // it does not exist.
+  static absl::StatusOr<std::unique_ptr<HostCgroup>> Open(const std::string& path);
+  // Removes the group if it made it and Remove has not (logging what fails).
   ~HostCgroup();
   HostCgroup(const HostCgroup&) = delete;
   HostCgroup& operator=(const HostCgroup&) = delete;
@@ -80,12 +84,13 @@ class HostCgroup {
 
  private:
   HostCgroup(std::string path, bool v2, std::string cpu_dir, std::string cpuacct_dir,
-             std::string memory_dir)
+             std::string memory_dir, bool owned)
       : path_(std::move(path)),
         v2_(v2),
         cpu_dir_(std::move(cpu_dir)),
         cpuacct_dir_(std::move(cpuacct_dir)),
-        memory_dir_(std::move(memory_dir)) {}
+        memory_dir_(std::move(memory_dir)),
+        owned_(owned) {}
   std::vector<std::string> Dirs() const;
 
   const std::string path_;
@@ -93,6 +98,8 @@ class HostCgroup {
   const std::string cpu_dir_;
   const std::string cpuacct_dir_;
   const std::string memory_dir_;
+  // Made by Create (removed when destroyed), not Open.
+  const bool owned_;
   bool removed_ = false;
 };
 

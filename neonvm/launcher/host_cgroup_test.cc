@@ -113,9 +113,28 @@ TEST_F(HostCgroupTest, TheDestructorRemovesTheGroup) {
   EXPECT_FALSE(std::filesystem::exists(dir));
 }
 
+// The agent sets the quota of a group the process that started QEMU made: through Open, which
+// must leave the group to its owner.
+TEST_F(HostCgroupTest, OpensAnExistingGroupWithoutOwningIt) {
+  auto made = HostCgroup::Create(Path("c"));
+  ASSERT_TRUE(made.ok()) << made.status();
+  {
+    auto opened = HostCgroup::Open(Path("c"));
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    ASSERT_TRUE((*opened)->SetCpuLimit(750).ok());
+    EXPECT_EQ(*(*made)->CpuQuota(), 75000);
+    EXPECT_EQ((*opened)->memory_dir(), (*made)->memory_dir());
+  }
+  EXPECT_TRUE(std::filesystem::is_directory((*made)->cpu_dir())) << "Open's handle removed it";
+  absl::Status missing = HostCgroup::Open(Path("none")).status();
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(absl::StrContains(missing.message(), Path("none"))) << missing;
+}
+
 TEST_F(HostCgroupTest, RefusesAPathThatIsNotAbsolute) {
   EXPECT_EQ(HostCgroup::Create("neonvm/x").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(HostCgroup::Create("/").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(HostCgroup::Open("/neonvm/../etc").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(HostCgroupTest, RemovesOnlyEmptyGroupsLeftBehind) {

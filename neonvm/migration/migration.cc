@@ -218,7 +218,11 @@ absl::StatusOr<std::unique_ptr<Vm>> StartIncoming(launcher::VmSpec spec, const D
 
 absl::StatusOr<std::unique_ptr<Vm>> StartTarget(Vm& source, const launcher::StartOptions& options) {
   ASSIGN_OR_RETURN(Devices devices, CaptureDevices(source.qmp(), source.spec()));
-  return StartIncoming(source.spec(), devices, options);
+  launcher::VmSpec spec = source.spec();
+  // The target's quota is the source's as it is now (resizes changed it since the start), so
+  // the VM gets no more CPU on arrival than its permit.
+  if (source.cpu_milli() > 0) spec.cpu_milli = source.cpu_milli();
+  return StartIncoming(std::move(spec), devices, options);
 }
 
 absl::StatusOr<std::string> Listen(Vm& target, bool allow_postcopy,

@@ -36,11 +36,13 @@ absl::StatusOr<Devices> CaptureDevices(qmp::QmpClient& source, const launcher::V
 
 // Starts QEMU from `spec` as an incoming VM (-incoming defer) with `devices` replayed. It may run
 // in another process than the source (the target node's agent): only the spec and the devices
-// travel.
+// travel. Its host cgroup (spec.cgroup) is made before QEMU starts, with the quota
+// spec.cpu_milli: set it to the source's current milli-CPU.
 absl::StatusOr<std::unique_ptr<launcher::Vm>> StartIncoming(
     launcher::VmSpec spec, const Devices& devices, const launcher::StartOptions& options = {});
 
-// StartIncoming for `source`, in this process (`options.netns`: on another "host").
+// StartIncoming for `source`, in this process (`options.netns`: on another "host"), with the
+// source's current CPU quota.
 absl::StatusOr<std::unique_ptr<launcher::Vm>> StartTarget(
     launcher::Vm& source, const launcher::StartOptions& options = {});
 

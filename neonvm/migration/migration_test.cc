@@ -1,6 +1,7 @@
 // Live migration without a guest: a paused VM with hot-plugged CPUs and a virtio-mem request
 // arrives with both, a running VM arrives running, an unreachable target and a migration that
-// runs out of time fail with the source still running.
+// runs out of time fail with the source still running; the target starts with the source's CPU
+// quota.
 #include "neonvm/migration/migration.h"
 
 #include <memory>
@@ -42,6 +43,10 @@ TEST(Migration, PausedVmArrivesWithItsHotPluggedCpusAndMemory) {
   ASSERT_NE(source, nullptr);
   hotplug::VmResizer resizer(source->qmp(), source->spec(), NoGuest());
   ASSERT_TRUE(resizer.Resize({3, 256 * kMiB}).ok());
+  // A quota below the vCPUs' (a permit of 2.5 CPUs on 3 vCPUs), where cgroups are writable.
+  if (source->cgroup() != nullptr) {
+    ASSERT_TRUE(source->SetCpuLimit(2500).ok());
+  }
   // No guest plugs memory, but the request itself must travel.
   ASSERT_TRUE(source->qmp()
                   .Execute("qom-set", R"({"path":"/machine/peripheral/vm0",
@@ -51,6 +56,12 @@ TEST(Migration, PausedVmArrivesWithItsHotPluggedCpusAndMemory) {
   auto migrated = LiveMigrate(*source);
   ASSERT_TRUE(migrated.ok()) << migrated.status();
   Vm& target = *migrated->vm;
+  if (source->cgroup() != nullptr) {
+    // The target ran in its own group with the source's quota from its start.
+    ASSERT_NE(target.cgroup(), nullptr);
+    EXPECT_EQ(target.cpu_milli(), 2500);
+    EXPECT_EQ(*target.cgroup()->CpuQuota(), 250000);
+  }
   EXPECT_FALSE(source->Running());
   EXPECT_EQ(source->ExitDescription(), "exited with status 0");
   // Paused before, paused after.

@@ -1,9 +1,13 @@
 #include "autoscale/rpc/monitor/grpc_server.h"
 
+#include <thread>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "autoscale/api/monitor.grpc.pb.h"
 #include "autoscale/rpc/internal/grpc_server.h"
 #include "autoscale/rpc/monitor/internal/protocol.h"
@@ -64,13 +68,29 @@ class GrpcAgentStream final : public AgentStream {
 
 class Service final : public api::Monitor::Service {
  public:
-  explicit Service(MonitorService& monitor) : monitor_(monitor) {}
+  Service(MonitorService& monitor, absl::Duration hello_timeout)
+      : monitor_(monitor), hello_timeout_(hello_timeout) {}
 
   grpc::Status Connect(grpc::ServerContext* context, Stream* stream) override {
     auto agent = std::make_shared<GrpcAgentStream>(context, stream);
-    // The handshake: a Hello with a version range that includes ours.
+    // The handshake: a Hello with a version range that includes ours, within hello_timeout_: a
+    // peer that connects and says nothing would otherwise hold a server thread for good.
     api::AgentMessage hello;
-    if (!stream->Read(&hello)) return grpc::Status::CANCELLED;
+    bool greeted;
+    {
+      absl::Notification read;
+      std::thread watchdog([&] {
+        if (!read.WaitForNotificationWithTimeout(hello_timeout_)) context->TryCancel();
+      });
+      greeted = stream->Read(&hello);
+      read.Notify();
+      watchdog.join();
+    }
+    if (!greeted || context->IsCancelled()) {
+      return grpc::Status(grpc::StatusCode::CANCELLED,
+                          absl::StrCat("no hello from ", context->peer(), " within ",
+                                       absl::FormatDuration(hello_timeout_)));
+    }
     if (absl::Status s = internal::CheckHello(hello); !s.ok()) {
       agent->Write(
           internal::ErrorReply(hello.id(), api::Error::INVALID_MESSAGE, std::string(s.message())));
@@ -92,16 +112,19 @@ class Service final : public api::Monitor::Service {
 
  private:
   MonitorService& monitor_;
+  const absl::Duration hello_timeout_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(MonitorService& service,
                                                         const std::string& address,
-                                                        const Security& security) {
+                                                        const Security& security,
+                                                        absl::Duration hello_timeout) {
   // One agent per VM: a few streams are enough, and messages are small.
-  return rpc::internal::StartGrpcServer("monitor", address, std::make_unique<Service>(service),
-                                        security, {.max_message_bytes = 4 << 10, .max_streams = 4});
+  return rpc::internal::StartGrpcServer("monitor", address,
+                                        std::make_unique<Service>(service, hello_timeout), security,
+                                        {.max_message_bytes = 4 << 10, .max_streams = 4});
 }
 
 }  // namespace autoscale::rpc::monitor

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "autoscale/rpc/monitor/monitor.h"
 #include "autoscale/rpc/server.h"
 #include "autoscale/rpc/tls.h"
@@ -20,9 +21,11 @@
 namespace autoscale::rpc::monitor {
 
 // Listens on `address` ("host:port", port 0 picks a free one, or "unix:/path"). `service` must
-// outlive the server. `security`: see tls.h (tests pass none: plaintext).
+// outlive the server. `security`: see tls.h (tests pass none: plaintext). A connection whose
+// agent sends no hello within `hello_timeout` is ended.
 absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(
     MonitorService& service, const std::string& address,
-    const Security& security = Security::Plaintext());
+    const Security& security = Security::Plaintext(),
+    absl::Duration hello_timeout = absl::Seconds(10));
 
 }  // namespace autoscale::rpc::monitor
