@@ -281,11 +281,12 @@ void Runner::VmExecutor() {
 }
 
 void Runner::MonitorExecutor() {
-  const absl::Duration timeout = options_.state.timings.monitor_response_timeout;
+  absl::Duration timeout;
   core::Operation op;
   std::shared_ptr<rpc::monitor::MonitorClient> monitor;
-  auto connected = [this, &monitor]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  auto connected = [this, &monitor, &timeout]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     monitor = monitor_;
+    timeout = state_->config().timings.monitor_response_timeout;  // a reload may change it
     return monitor != nullptr;
   };
   while (NextOperation(monitor_work_, op, connected)) {
@@ -405,7 +406,12 @@ void Runner::MonitorConnection() {
           mu_.AwaitWithTimeout(absl::Condition(&done), options_.monitor_health_interval);
           if (stopping_ || monitor_closed_) break;
         }
-        if (monitor->HealthCheck(options_.state.timings.monitor_response_timeout).ok()) {
+        absl::Duration timeout;
+        {
+          absl::MutexLock lock(&mu_);
+          timeout = state_->config().timings.monitor_response_timeout;
+        }
+        if (monitor->HealthCheck(timeout).ok()) {
           last_healthy = clock_.Now();
         } else if (clock_.Now() - last_healthy > options_.monitor_unhealthy_after) {
           Event(api::EVENT_KIND_MONITOR_UNHEALTHY, "monitor health checks failing; reconnecting");
@@ -451,7 +457,8 @@ RunnerStatus Runner::Status() const {
   return s;
 }
 
-void Runner::Update(core::Bounds bounds, const core::ScalingConfig& scaling) {
+void Runner::Update(core::Bounds bounds, const core::ScalingConfig& scaling,
+                    const core::Timings& timings) {
   absl::MutexLock lock(&mu_);
   if (state_->bounds() != bounds) {
     state_->UpdateBounds(bounds);
@@ -459,6 +466,7 @@ void Runner::Update(core::Bounds bounds, const core::ScalingConfig& scaling) {
           absl::StrCat("bounds now ", bounds.min_cu, "..", bounds.max_cu, " CU"));
   }
   state_->UpdateScalingConfig(scaling);
+  state_->UpdateTimings(timings);
 }
 
 absl::Status Runner::BeginMigration(absl::Duration timeout) {

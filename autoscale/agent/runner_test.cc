@@ -351,9 +351,9 @@ TEST_F(RunnerTest, ADeniedDownscaleKeepsTheSize) {
 
 TEST_F(RunnerTest, WithoutAMonitorTheVmNeverShrinks) {
   Start(/*node_cus=*/8, /*with_monitor=*/false);
-  runner_->Update({3, 4}, core::ScalingConfig());
+  runner_->Update({3, 4}, core::ScalingConfig(), core::Timings());
   ASSERT_GE(log_.Await("vm " + Cus(3).ToString()), 0) << log_.Dump();
-  runner_->Update({1, 4}, core::ScalingConfig());
+  runner_->Update({1, 4}, core::ScalingConfig(), core::Timings());
   absl::SleepFor(absl::Seconds(2));
   EXPECT_FALSE(log_.Any("vm " + Cus(1).ToString())) << log_.Dump();
   EXPECT_FALSE(log_.Any("vm " + Cus(2).ToString())) << log_.Dump();
@@ -362,7 +362,7 @@ TEST_F(RunnerTest, WithoutAMonitorTheVmNeverShrinks) {
 TEST_F(RunnerTest, NoResizeDuringAMigration) {
   Start(/*node_cus=*/8, /*with_monitor=*/false);
   ASSERT_TRUE(runner_->BeginMigration(absl::Seconds(1)).ok());
-  runner_->Update({2, 4}, core::ScalingConfig());
+  runner_->Update({2, 4}, core::ScalingConfig(), core::Timings());
   absl::SleepFor(absl::Seconds(1.5));
   EXPECT_FALSE(log_.Any("vm ")) << log_.Dump();
   EXPECT_TRUE(runner_->Status().migrating);
@@ -373,7 +373,7 @@ TEST_F(RunnerTest, NoResizeDuringAMigration) {
 TEST_F(RunnerTest, AnUnreachableVmMarksTheRunnerFailed) {
   Start(/*node_cus=*/8, /*with_monitor=*/false);
   vm_->Fail(absl::UnavailableError("QMP connection closed"));
-  runner_->Update({2, 4}, core::ScalingConfig());
+  runner_->Update({2, 4}, core::ScalingConfig(), core::Timings());
   ASSERT_GE(log_.Await("vm " + Cus(2).ToString()), 0) << log_.Dump();
   const absl::Time end = absl::Now() + absl::Seconds(5);
   while (runner_->failure().empty() && absl::Now() < end) absl::SleepFor(absl::Milliseconds(10));

@@ -342,6 +342,11 @@ void State::UpdateScalingConfig(const ScalingConfig& scaling) {
   DesiredChanged();
 }
 
+void State::UpdateTimings(const Timings& timings) {
+  config_.timings = timings;
+  Changed();  // the waits the next advice names change; the desired size does not
+}
+
 void State::SetMigrating(bool migrating) {
   migrating_ = migrating;
   DesiredChanged();

@@ -124,6 +124,8 @@ class State {
   // --- VM and inputs ---
   void UpdateBounds(Bounds bounds);
   void UpdateScalingConfig(const ScalingConfig& scaling);
+  // New timers (the agent's config changed): the waits still to come follow them.
+  void UpdateTimings(const Timings& timings);
   // While migrating, the VM is not resized (its desired size is its current size).
   void SetMigrating(bool migrating);
   void UpdateSystemMetrics(absl::Time now, const SystemMetrics& metrics);
