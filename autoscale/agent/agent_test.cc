@@ -440,6 +440,25 @@ TEST_F(AgentTest, AReloadsTimingsReachRunningRunnersAndItsComputeUnitIsRefused) 
   EXPECT_TRUE(Managed(agent, "vm1"));
 }
 
+// Bounds the VM's QEMU cannot take (more vCPUs or memory than it was started with) are refused
+// with the VM and the field named; before, the scheduler granted them and every resize failed.
+TEST_F(AgentTest, BoundsBeyondTheVmsSpecAreRefused) {
+  api::AgentConfig config = Config("a", {VmConfig("vm1", {1, 8})});
+  ASSERT_TRUE(ValidateAgentConfig(config).ok()) << ValidateAgentConfig(config);
+
+  config.mutable_vms(0)->mutable_bounds()->set_max_cu(9);  // 9 CU: 9 vCPUs of 8
+  absl::Status s = ValidateAgentConfig(config);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "vms[0].bounds.maxCu: VM vm1")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "spec.cpusMax")) << s;
+
+  config.mutable_vms(0)->mutable_spec()->set_cpus_max(16);  // 9 GiB of 8
+  s = ValidateAgentConfig(config);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "vms[0].bounds.maxCu: VM vm1")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "spec.memorySlotsMax")) << s;
+}
+
 TEST_F(AgentTest, ARunnerWhoseVmCannotBeReachedIsRestarted) {
   RegisterNode("a", 8);
   FakeVm& vm1 = AddVm("vm1", "a", {1, 4});
