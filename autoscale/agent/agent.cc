@@ -276,7 +276,8 @@ absl::Status Agent::StartRunner(const api::VmConfig& vm, std::unique_ptr<Runner>
   o.max_sleep = options_.runner_max_sleep;
   o.probe_interval = options_.runner_max_sleep;
   o.on_migration_order = [this](const api::MigrationOrder& order) { OnMigrationOrder(order); };
-  ASSIGN_OR_RETURN(OpenedVm opened, vms_factory_.Open(vm, cu, GrantedMilliCpu(o.node, vm.name())));
+  ASSIGN_OR_RETURN(OpenedVm opened, vms_factory_.Open(vm, cu, GrantedMilliCpu(o.node, vm.name()),
+                                                      o.state.timings.vm_request_timeout));
   auto started = std::make_unique<Runner>(std::move(o), std::move(opened.driver), scheduler_,
                                           connect_monitor_, events_, metrics_, clock_);
   RETURN_IF_ERROR(started->Start());

@@ -119,6 +119,10 @@ class Runner {
  private:
   void Loop();
   void SchedulerExecutor();
+  // The scheduler's answer to `request`, waited for up to the timings' scheduler request
+  // timeout (clock time): DEADLINE_EXCEEDED after it, CANCELLED if the runner stops first.
+  absl::StatusOr<api::PermitResponse> AskScheduler(const api::PermitRequest& request)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void VmExecutor();
   void ProbeVm() ABSL_LOCKS_EXCLUDED(mu_);
   void MonitorExecutor();

@@ -28,13 +28,18 @@ class QmpVmDriver final : public VmDriver {
     return FromSize(size);
   }
 
-  absl::StatusOr<core::Resources> Resize(const core::Resources& target) override {
+  absl::StatusOr<core::Resources> Resize(const core::Resources& target,
+                                         absl::Duration timeout) override {
     {
       absl::MutexLock lock(&mu_);
       asked_milli_cpu_ = target.milli_cpu;
     }
+    // The timeout may change between resizes (a config reload): a resizer per resize.
+    neonvm::hotplug::VmResizerOptions options;
+    options.timeout = timeout;
+    neonvm::hotplug::VmResizer resizer(*qmp_, spec_, options);
     absl::StatusOr<VmSize> reached =
-        resizer_.Resize({.cpus = CpusFor(target.milli_cpu), .memory_bytes = target.memory_bytes});
+        resizer.Resize({.cpus = CpusFor(target.milli_cpu), .memory_bytes = target.memory_bytes});
     if (!reached.ok()) return reached.status();
     absl::MutexLock lock(&mu_);
     return FromSize(*reached);
@@ -121,11 +126,15 @@ class QemuIncomingVm final : public IncomingVm {
 class QemuVmDriverFactory final : public VmDriverFactory {
  public:
   absl::StatusOr<OpenedVm> Open(const api::VmConfig& vm, const core::Resources& compute_unit,
-                                int64_t granted_milli_cpu) override {
+                                int64_t granted_milli_cpu,
+                                absl::Duration request_timeout) override {
     const neonvm::launcher::VmSpec spec = SpecFromProto(vm.spec());
     RETURN_IF_ERROR(neonvm::launcher::Validate(spec));
+    neonvm::qmp::QmpClientOptions qmp_options;
+    qmp_options.connect_timeout = request_timeout;
+    qmp_options.command_timeout = request_timeout;
     ASSIGN_OR_RETURN(std::shared_ptr<neonvm::qmp::QmpClient> qmp,
-                     neonvm::qmp::QmpClient::Connect(vm.qmp()));
+                     neonvm::qmp::QmpClient::Connect(vm.qmp(), qmp_options));
     OpenedVm opened;
     opened.driver = std::make_unique<QmpVmDriver>(qmp, spec, compute_unit, granted_milli_cpu);
     opened.migration = std::make_unique<SharedQmpSource>(qmp, spec);
