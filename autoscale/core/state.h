@@ -143,6 +143,8 @@ class State {
   // asked, or one below what the VM uses is refused (recorded as a failed request) and the
   // error says why.
   absl::Status SchedulerRequestSucceeded(absl::Time now, Resources permit);
+  // A failed request may still have been taken: the permit becomes the lower of it and what was
+  // asked.
   void SchedulerRequestFailed(absl::Time now);
 
   // --- VM resize ---
