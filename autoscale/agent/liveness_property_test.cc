@@ -2,14 +2,17 @@
 // process): several VMs on one node, each driven as its runner drives it (core/executor.h: the
 // runner's executors in one thread, so the test holds the clock and never sleeps), first under
 // random failures of the scheduler (refused, or granted with the answer lost), the VM (failing
-// with or without moving part of the way) and the monitor (failing, denying), then with the
-// failures stopped. Seeded, so a failure replays (the seed is in the message).
+// with or without moving part of the way) and the monitor (failing, denying) and random bounds
+// changes (a config reload: the runner takes them at once, the scheduler when the agent reaches
+// it), then with the failures stopped. Seeded, so a failure replays (the seed is in the message).
 //
 // Checked after every step (safety): no VM uses more than the ledger holds for it, and the
 // ledger's invariants hold (nothing booked past the node). Checked at the end (liveness): once
 // failures stop, every VM reaches the size its runner wants (the node has room for all) and the
 // ledger holds exactly that: nothing granted in a lost answer stays booked, nothing is missing.
+#include <iterator>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -67,6 +70,7 @@ class Liveness {
     failures_ = true;
     for (int i = 0; i < failing_steps; ++i) {
       if (Chance(0.1)) SendRandomMetrics();
+      if (Chance(0.05)) ChangeRandomBounds();
       Step(absl::StrCat("failing step ", i));
       if (::testing::Test::HasFailure()) return;
     }
@@ -92,6 +96,9 @@ class Liveness {
   struct Vm {
     std::optional<core::State> state;
     Resources size;  // what the VM has
+    // Bounds from a config change the scheduler has not taken yet (the agent sends them again
+    // until it does).
+    std::optional<core::Bounds> bounds_to_send;
     std::vector<std::string> trace;
   };
 
@@ -117,6 +124,30 @@ class Liveness {
                                            .memory_usage_bytes = Uniform(0, 6) * 0.5 * kGiB,
                                            .memory_cached_bytes = 0});
     }
+  }
+
+  // A config reload changes a VM's bounds: the runner takes them at once, the scheduler when it
+  // is reached.
+  void ChangeRandomBounds() {
+    auto it = vms_.begin();
+    std::advance(it, Uniform(0, kVms - 1));
+    const uint32_t min_cu = Uniform(1, 2);
+    const core::Bounds bounds{min_cu, static_cast<uint32_t>(Uniform(min_cu, kMaxCu))};
+    it->second.state->UpdateBounds(bounds);
+    it->second.bounds_to_send = bounds;
+  }
+
+  void SendBounds(const std::string& name, Vm& vm) {
+    if (!vm.bounds_to_send || Fails()) return;
+    api::UpdateVmBoundsRequest r;
+    r.set_protocol_version(api::PROTOCOL_VERSION_1);
+    r.set_vm(name);
+    r.set_node("n1");
+    r.mutable_bounds()->set_min_cu(vm.bounds_to_send->min_cu);
+    r.mutable_bounds()->set_max_cu(vm.bounds_to_send->max_cu);
+    absl::StatusOr<api::UpdateVmBoundsResponse> sent = handler_.UpdateVmBounds(r);
+    EXPECT_TRUE(sent.ok()) << sent.status();
+    vm.bounds_to_send.reset();
   }
 
   Resources Permit(const std::string& vm) {
@@ -168,6 +199,7 @@ class Liveness {
 
   void Step(const std::string& context) {
     for (auto& [name, vm] : vms_) {
+      SendBounds(name, vm);
       std::vector<core::Operation> ops;
       core::StartAll(*vm.state, now_, [&](const core::Operation& op) { ops.push_back(op); });
       for (const core::Operation& op : ops) {
