@@ -13,7 +13,7 @@ want_flags() {
   case $1 in
     agent) echo "config check_config listen advertise_address http_host http_port scheduler_timeout ready_file v log_format" ;;
     scheduler) echo "store data_dir etcd_prefix etcd_ca etcd_cert etcd_key etcd_timeout lease_ttl \
-advertise etcd_compact listen metrics_port watermark compute_unit migration_policy \
+advertise etcd_refuse_after etcd_compact listen metrics_port watermark compute_unit migration_policy \
 balance_interval recovery_grace ready_file migration_timeout disk_reserve" ;;
     schedctl) echo "server timeout node vm total compute_unit resources last_permit order o force \
 min_cu max_cu watermark" ;;

@@ -1,7 +1,11 @@
 #include "autoscale/base/init.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <optional>
 #include <string>
@@ -45,6 +49,12 @@ class JsonLogSink : public google::LogSink {
                                    "\",\"caller\":\"", Escaped(base_filename), ":", line,
                                    "\",\"msg\":\"", Escaped({message, length}), "\"}\n");
     std::fwrite(out.data(), 1, out.size(), stderr);
+    // glog would next write "*** Check failure stack trace: ***" and the trace as plain text;
+    // aborting here hands the report to the failure signal handler, whose writer is JSON too.
+    if (severity == google::GLOG_FATAL) {
+      std::fflush(stderr);
+      std::abort();
+    }
   }
 
  private:
@@ -94,6 +104,74 @@ class JsonLogSink : public google::LogSink {
   }
 };
 
+// --log_format=json: the failure signal handler's report (signal, PC, stack frames; a line per
+// call) as JSON lines. It runs in a signal handler: no allocation, no locks, no stdio.
+void JsonFailureWriter(const char* data, size_t size) {
+  static char out[2048];
+  size_t n = 0;
+  // Whole pieces or nothing (an escape is never cut), keeping room for the closing "}\n.
+  auto put = [&](const char* s, size_t len) {
+    if (n + len > sizeof(out) - 3) return;
+    std::memcpy(out + n, s, len);
+    n += len;
+  };
+  auto put_str = [&](const char* s) { put(s, std::strlen(s)); };
+  auto put_num = [&](int64_t v, int width) {
+    char digits[24];
+    int k = 0;
+    do {
+      digits[k++] = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v > 0 || k < width);
+    while (k > 0) put(&digits[--k], 1);
+  };
+  // The UTC date of the current second (days to civil date: Howard Hinnant's algorithm).
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  const int64_t days = now.tv_sec / 86400, secs = now.tv_sec % 86400;
+  const int64_t z = days + 719468, era = z / 146097, doe = z - era * 146097;
+  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+  const int64_t day = doy - (153 * mp + 2) / 5 + 1, month = mp < 10 ? mp + 3 : mp - 9;
+  put_str("{\"ts\":\"");
+  put_num(yoe + era * 400 + (month <= 2), 4);
+  put_str("-");
+  put_num(month, 2);
+  put_str("-");
+  put_num(day, 2);
+  put_str("T");
+  put_num(secs / 3600, 2);
+  put_str(":");
+  put_num(secs / 60 % 60, 2);
+  put_str(":");
+  put_num(secs % 60, 2);
+  put_str(".");
+  put_num(now.tv_nsec / 1000, 6);
+  put_str("Z\",\"level\":\"fatal\",\"caller\":\"failure_signal_handler\",\"msg\":\"");
+  for (size_t i = 0; i < size; ++i) {
+    const unsigned char c = static_cast<unsigned char>(data[i]);
+    if (c == '\n' && i + 1 == size) break;
+    if (c == '"' || c == '\\') {
+      put("\\", 1);
+      put(&data[i], 1);
+    } else if (c < 0x20 || c >= 0x80) {  // the handler writes ASCII; anything else escaped
+      static constexpr char kHex[] = "0123456789abcdef";
+      const char u[6] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 15]};
+      put(u, 6);
+    } else {
+      put(&data[i], 1);
+    }
+  }
+  out[n++] = '"';
+  out[n++] = '}';
+  out[n++] = '\n';
+  for (size_t done = 0; done < n;) {
+    const ssize_t w = ::write(STDERR_FILENO, out + done, n - done);
+    if (w <= 0) return;
+    done += static_cast<size_t>(w);
+  }
+}
+
 // Whether a flag defined in `file` is this project's. Bazel compiles our sources with paths
 // relative to the workspace ("examples/agent/main.cc"); the system libraries' flags carry other
 // paths (Debian's Abseil: "./absl/flags/parse.cc").
@@ -142,6 +220,7 @@ std::vector<char*> InitProgram(int argc, char** argv, const char* usage) {
     }
     static JsonLogSink* const sink = new JsonLogSink;
     google::AddLogSink(sink);
+    google::InstallFailureWriter(&JsonFailureWriter);
   } else {
     FLAGS_logtostderr = true;
   }

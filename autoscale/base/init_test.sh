@@ -1,6 +1,6 @@
 #!/bin/sh
 # InitProgram's logging flags: --v and GLOG_v, --log_format=json (each line one JSON object with
-# the severity as its level), a bad --log_format refused.
+# the severity as its level, a crash report too), a bad --log_format refused.
 set -u
 helper=$1
 failures=0
@@ -19,6 +19,18 @@ for g in got:
     assert g["caller"].startswith("init_test_helper.cc:"), g
     assert g["ts"].endswith("Z") and "T" in g["ts"], g
 ' || fail "json: lines are not the expected objects: $out"
+
+# A failed CHECK: its message, the signal and the stack trace, every line JSON.
+out=$("$helper" --log_format=json crash 2>&1 >/dev/null)
+rc=$?
+[ $rc -ne 0 ] || fail "json crash: exit code 0"
+printf '%s\n' "$out" | python3 -c '
+import json, sys
+got = [json.loads(line) for line in sys.stdin.buffer.read().decode("utf-8").splitlines()]
+assert got[0]["level"] == "fatal" and "asked to \"crash\"" in got[0]["msg"], got[0]
+assert any("SIGABRT" in g["msg"] for g in got), got
+assert len(got) > 3 and all(g["level"] == "fatal" for g in got), got
+' || fail "json crash: not every line a JSON object with the check and the signal: $out"
 
 out=$("$helper" 2>&1 >/dev/null)
 case $out in *"verbose two"*) fail "text: VLOG(2) written at verbosity 0" ;; esac

@@ -168,7 +168,8 @@ absl::Status HaScheduler::Takeover() {
                    ledger::etcd::EtcdStore::Open({.client = etcd_,
                                                   .prefix = options_.prefix,
                                                   .fence = election_->fence(),
-                                                  .compact = options_.compact},
+                                                  .compact = options_.compact,
+                                                  .refuse_after = options_.refuse_after},
                                                  std::move(warm)));
   ledger::etcd::EtcdStore* raw = store.get();
   ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> scheduler,

@@ -54,6 +54,9 @@ struct HaSchedulerOptions {
   absl::Duration lease_ttl = absl::Seconds(2);
   // Compact etcd's history after snapshots (ledger::etcd::EtcdStoreOptions::compact).
   bool compact = true;
+  // How long failing ledger writes are retried quietly before changes are refused
+  // (ledger::etcd::EtcdStoreOptions::refuse_after).
+  absl::Duration refuse_after = absl::Seconds(2);
 };
 
 class HaScheduler {

@@ -1,7 +1,7 @@
 // Chaos test of an active/standby scheduler group on etcd, with real processes: a 3-member etcd
 // cluster on loopback, two scheduler daemons (--store=etcd:...), and clients acting as agents
-// that send requests as fast as they are answered, through the scheduler client given both
-// addresses (it follows the leader a standby names). Then, under that load:
+// (testing::PermitAgents) that send requests as fast as they are answered, through the scheduler
+// client given both addresses (it follows the leader a standby names). Then, under that load:
 //   - the active scheduler is killed (SIGKILL) again and again, and restarted as the standby;
 //   - the raft leader of etcd is killed and restarted;
 //   - the active scheduler is frozen (SIGSTOP) past its lease, then resumed: it must neither
@@ -21,20 +21,14 @@
 #include <signal.h>
 
 #include <algorithm>
-#include <array>
-#include <atomic>
-#include <chrono>
-#include <map>
 #include <memory>
 #include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "autoscale/api/scheduler.grpc.pb.h"
 #include "autoscale/base/units.h"
@@ -45,6 +39,7 @@
 #include "autoscale/scheduler/election.h"
 #include "autoscale/testing/daemon.h"
 #include "autoscale/testing/etcd_cluster.h"
+#include "autoscale/testing/permit_agents.h"
 #include "autoscale/testing/temp_dir.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
@@ -55,36 +50,8 @@ namespace {
 
 std::string g_scheduler;  // the daemon binary (argv[1])
 
-constexpr int kNodes = 3, kClients = 6, kVmsPerClient = 3, kMaxCu = 8, kKills = 5;
+constexpr int kNodes = 3, kKills = 5;
 constexpr char kPrefix[] = "/chaos";
-
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-api::Resources Cus(int64_t cpu_cu, int64_t mem_cu) {
-  api::Resources r;
-  r.set_milli_cpu(250 * cpu_cu);
-  r.set_memory_bytes(kGiB * mem_cu);
-  return r;
-}
-
-// What one agent knows about one VM, per resource in CUs: its acknowledged permit, what the VM
-// may be using, and the targets of requests sent since the last answer (unknown outcome).
-struct VmView {
-  std::string node;
-  int64_t acked[2] = {1, 1};
-  int64_t usage[2] = {1, 1};
-  std::vector<std::array<int64_t, 2>> pending;
-};
-
-// An answered request: when it was sent and when its answer came.
-struct Answer {
-  int64_t sent_ns;
-  int64_t received_ns;
-};
 
 class HaFailoverTest : public ::testing::Test {
  protected:
@@ -127,52 +94,6 @@ class HaFailoverTest : public ::testing::Test {
 
   std::unique_ptr<rpc::scheduler::SchedulerService> Client() {
     return *rpc::scheduler::NewGrpcClient(addresses_[0] + "," + addresses_[1], absl::Seconds(2));
-  }
-
-  // The ledger's state against the clients' views. `exact`: no request may be in doubt.
-  void Check(bool exact) {
-    std::unique_ptr<rpc::scheduler::SchedulerService> s = Client();
-    absl::StatusOr<api::ListNodesResponse> nodes;
-    absl::StatusOr<api::ListVmsResponse> vms;
-    absl::StatusOr<api::StatusResponse> status;
-    // The new leader may still be taking over.
-    for (absl::Time end = absl::Now() + absl::Seconds(15); absl::Now() < end;) {
-      nodes = s->ListNodes({});
-      vms = s->ListVms({});
-      status = s->GetStatus({});
-      if (nodes.ok() && vms.ok() && status.ok()) break;
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    ASSERT_TRUE(nodes.ok() && vms.ok() && status.ok())
-        << nodes.status() << vms.status() << status.status();
-    EXPECT_EQ(status->adopted_permits(), 0u) << "an acknowledged permit was lost";
-    ASSERT_EQ(nodes->nodes_size(), kNodes);
-    for (const api::NodeState& n : nodes->nodes()) {
-      EXPECT_LE(n.reserved().milli_cpu(), n.total().milli_cpu()) << n.node();
-      EXPECT_LE(n.reserved().memory_bytes(), n.total().memory_bytes()) << n.node();
-    }
-    ASSERT_EQ(vms->vms_size(), kClients * kVmsPerClient);
-    absl::MutexLock l(&mu_);
-    for (const api::VmState& v : vms->vms()) {
-      const VmView& view = views_.at(v.vm());
-      const int64_t ledger[2] = {v.permit().milli_cpu() / 250, v.permit().memory_bytes() / kGiB};
-      for (int k = 0; k < 2; ++k) {
-        const char* what = k == 0 ? " cpu" : " memory";
-        EXPECT_GE(ledger[k], view.usage[k]) << v.vm() << what << ": the VM may use more";
-        if (view.pending.empty() || exact) {
-          EXPECT_TRUE(view.pending.empty() || !exact);
-          EXPECT_EQ(ledger[k], view.acked[k]) << v.vm() << what << ": acknowledged permit lost";
-        } else {
-          int64_t lo = view.acked[k], hi = view.acked[k];
-          for (const auto& t : view.pending) {
-            lo = std::min(lo, t[k]);
-            hi = std::max(hi, t[k]);
-          }
-          EXPECT_GE(ledger[k], lo) << v.vm() << what;
-          EXPECT_LE(ledger[k], hi) << v.vm() << what << ": more than anyone asked for";
-        }
-      }
-    }
   }
 
   // Reads etcd's whole history of the ledger's keys and checks that every accepted write came
@@ -264,148 +185,18 @@ class HaFailoverTest : public ::testing::Test {
     }
   }
 
-  // One agent: requests for its VMs, one at a time, as fast as they are answered.
-  void Agent(int c, std::atomic<bool>& stop) {
-    std::unique_ptr<rpc::scheduler::SchedulerService> scheduler = Client();
-    std::mt19937_64 rng(c);
-    for (int i = 0; !stop.load(); ++i) {
-      {
-        absl::MutexLock l(&mu_);
-        ++parked_;
-        mu_.Await(absl::Condition(
-            +[](bool* p) { return !*p; }, &paused_));
-        --parked_;
-      }
-      const std::string vm = absl::StrCat("vm", c, "-", i % kVmsPerClient);
-      const int64_t target[2] = {1 + static_cast<int64_t>(rng() % kMaxCu),
-                                 1 + static_cast<int64_t>(rng() % kMaxCu)};
-      api::PermitRequest r;
-      {
-        absl::MutexLock l(&mu_);
-        VmView& view = views_.at(vm);
-        // The last permit only while no request is in doubt: a shrink that landed but whose
-        // answer was lost leaves the agent's last permit above the ledger's, which the ledger
-        // would adopt (safely). Sent only when certain, any adoption is a lost acknowledged permit.
-        if (view.pending.empty()) *r.mutable_last_permit() = Cus(view.acked[0], view.acked[1]);
-        // The VM shrinks before it reports; it grows only into a permit.
-        for (int k = 0; k < 2; ++k) view.usage[k] = std::min(view.usage[k], target[k]);
-        view.pending.push_back({target[0], target[1]});
-        r.set_node(view.node);
-      }
-      r.set_vm(vm);
-      r.mutable_compute_unit()->set_milli_cpu(250);
-      r.mutable_compute_unit()->set_memory_bytes(kGiB);
-      *r.mutable_resources() = Cus(target[0], target[1]);
-      const int64_t sent = NowNs();
-      absl::StatusOr<api::PermitResponse> resp = scheduler->Request(r);
-      const int64_t received = NowNs();
-      if (!resp.ok()) {
-        if (!absl::IsUnavailable(resp.status()) && !absl::IsDeadlineExceeded(resp.status())) {
-          ADD_FAILURE() << vm << ": " << resp.status();
-        }
-        ++failed_;
-        absl::SleepFor(absl::Milliseconds(5));
-        continue;
-      }
-      absl::MutexLock l(&mu_);
-      VmView& view = views_.at(vm);
-      const int64_t got[2] = {resp->permit().milli_cpu() / 250,
-                              resp->permit().memory_bytes() / kGiB};
-      for (int k = 0; k < 2; ++k) {
-        view.acked[k] = got[k];
-        view.usage[k] = got[k];
-      }
-      view.pending.clear();
-      answers_.push_back({sent, received});
-    }
-  }
-
-  void Pause(bool paused) {
-    absl::MutexLock l(&mu_);
-    paused_ = paused;
-    if (paused) {
-      mu_.Await(absl::Condition(
-          +[](HaFailoverTest* t) ABSL_NO_THREAD_SAFETY_ANALYSIS { return t->parked_ == kClients; },
-          this));
-    }
-  }
-
-  // From the last answer to a request sent before `t` to the first answer to one sent after it;
-  // waits (up to 20 s) for that first answer.
-  absl::Duration Failover(int64_t t) {
-    for (absl::Time end = absl::Now() + absl::Seconds(20); absl::Now() < end;) {
-      {
-        absl::MutexLock l(&mu_);
-        int64_t last_old = 0, first_new = 0;
-        for (const Answer& a : answers_) {
-          if (a.sent_ns < t) last_old = std::max(last_old, a.received_ns);
-          if (a.sent_ns >= t && (first_new == 0 || a.received_ns < first_new)) {
-            first_new = a.received_ns;
-          }
-        }
-        if (first_new != 0) return absl::Nanoseconds(first_new - last_old);
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return absl::InfiniteDuration();
-  }
-
-  // The longest time without an answer since `t`.
-  absl::Duration LongestGap(int64_t t) {
-    absl::MutexLock l(&mu_);
-    std::vector<int64_t> times;
-    for (const Answer& a : answers_) {
-      if (a.received_ns >= t) times.push_back(a.received_ns);
-    }
-    std::sort(times.begin(), times.end());
-    int64_t gap = times.empty() ? 0 : times.front() - t;
-    for (size_t i = 1; i < times.size(); ++i) gap = std::max(gap, times[i] - times[i - 1]);
-    return absl::Nanoseconds(gap);
-  }
-
   testing::TempDir dir_{"hachaos"};
   std::unique_ptr<testing::EtcdCluster> etcd_cluster_;
   std::shared_ptr<ledger::etcd::EtcdClient> etcd_;
   std::string addresses_[2];
   std::unique_ptr<testing::Daemon> daemons_[2];
-  absl::Mutex mu_;
-  std::map<std::string, VmView> views_ ABSL_GUARDED_BY(mu_);
-  std::vector<Answer> answers_ ABSL_GUARDED_BY(mu_);
-  bool paused_ ABSL_GUARDED_BY(mu_) = false;
-  int parked_ ABSL_GUARDED_BY(mu_) = 0;
-  std::atomic<int64_t> failed_{0};
+  testing::PermitAgents agents_{{.nodes = kNodes}};
 };
 
 TEST_F(HaFailoverTest, KillsFreezesAndEtcdFailuresLoseNothing) {
   std::unique_ptr<rpc::scheduler::SchedulerService> admin = Client();
-  for (int n = 0; n < kNodes; ++n) {
-    api::RegisterNodeRequest r;
-    r.set_node(absl::StrCat("node", n));
-    *r.mutable_total() = Cus(16, 16);  // 6 VMs of up to 8 CU each: they compete
-    absl::StatusOr<api::RegisterNodeResponse> done;
-    for (absl::Time end = absl::Now() + absl::Seconds(15); absl::Now() < end;) {
-      done = admin->RegisterNode(r);  // until a leader serves
-      if (done.ok()) break;
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    ASSERT_TRUE(done.ok()) << done.status();
-  }
-  for (int c = 0; c < kClients; ++c) {
-    for (int i = 0; i < kVmsPerClient; ++i) {
-      api::PlaceVmRequest r;
-      r.set_vm(absl::StrCat("vm", c, "-", i));
-      r.mutable_bounds()->set_min_cu(1);
-      r.mutable_bounds()->set_max_cu(kMaxCu);
-      absl::StatusOr<api::PlaceVmResponse> p = admin->PlaceVm(r);
-      ASSERT_TRUE(p.ok()) << p.status();
-      absl::MutexLock l(&mu_);
-      views_[r.vm()].node = p->node();
-    }
-  }
-
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> clients;
-  for (int c = 0; c < kClients; ++c) clients.emplace_back([&, c] { Agent(c, stop); });
+  ASSERT_TRUE(agents_.Setup(*admin).ok());
+  agents_.Start([&] { return Client(); });
   std::mt19937_64 rng(7);
   std::vector<absl::Duration> failovers;
 
@@ -418,17 +209,17 @@ TEST_F(HaFailoverTest, KillsFreezesAndEtcdFailuresLoseNothing) {
     if (status.ok()) {
       EXPECT_EQ(status->adopted_permits(), 0u);
     }
-    const int64_t t = NowNs();
+    const int64_t t = testing::PermitAgents::NowNs();
     daemons_[leader]->Kill();
-    const absl::Duration failover = Failover(t);
+    const absl::Duration failover = agents_.Failover(t);
     ASSERT_NE(failover, absl::InfiniteDuration()) << "no scheduler answered after the kill";
     failovers.push_back(failover);
     std::cout << "kill " << kill + 1 << " of scheduler " << leader << ": failover "
               << absl::FormatDuration(failover) << "\n";
     ASSERT_NO_FATAL_FAILURE(StartScheduler(leader));
-    Pause(true);
-    ASSERT_NO_FATAL_FAILURE(Check(/*exact=*/false));
-    Pause(false);
+    agents_.Pause(true);
+    ASSERT_NO_FATAL_FAILURE(agents_.Check(*admin, /*exact=*/false));
+    agents_.Pause(false);
   }
 
   // 2. etcd's raft leader dies and comes back; the schedulers ride it out (the same scheduler
@@ -436,27 +227,27 @@ TEST_F(HaFailoverTest, KillsFreezesAndEtcdFailuresLoseNothing) {
   absl::SleepFor(absl::Seconds(1));
   absl::StatusOr<int> etcd_leader = etcd_cluster_->Leader();
   ASSERT_TRUE(etcd_leader.ok()) << etcd_leader.status();
-  const int64_t etcd_kill = NowNs();
+  const int64_t etcd_kill = testing::PermitAgents::NowNs();
   LOG(INFO) << "killing etcd member " << *etcd_leader << ", the raft leader";
   etcd_cluster_->Kill(*etcd_leader);
   absl::SleepFor(absl::Seconds(3));
   LOG(INFO) << "restarting etcd member " << *etcd_leader;
   ASSERT_TRUE(etcd_cluster_->Restart(*etcd_leader).ok()) << etcd_cluster_->LogTail(*etcd_leader);
-  const absl::Duration back = Failover(NowNs());
+  const absl::Duration back = agents_.Failover(testing::PermitAgents::NowNs());
   ASSERT_NE(back, absl::InfiniteDuration()) << "nothing answered after etcd's member came back";
   std::cout << "etcd leader (member " << *etcd_leader << ") killed for 3 s: answers stopped for "
-            << absl::FormatDuration(LongestGap(etcd_kill)) << " at most\n";
-  Pause(true);
-  ASSERT_NO_FATAL_FAILURE(Check(/*exact=*/false));
-  Pause(false);
+            << absl::FormatDuration(agents_.LongestGap(etcd_kill)) << " at most\n";
+  agents_.Pause(true);
+  ASSERT_NO_FATAL_FAILURE(agents_.Check(*admin, /*exact=*/false));
+  agents_.Pause(false);
 
   // 3. The active scheduler freezes past its lease (as if cut off), then runs again.
   absl::SleepFor(absl::Seconds(1));
   const int frozen = Leader();
   ASSERT_GE(frozen, 0);
-  const int64_t t_freeze = NowNs();
+  const int64_t t_freeze = testing::PermitAgents::NowNs();
   ASSERT_EQ(::kill(daemons_[frozen]->pid(), SIGSTOP), 0);
-  const absl::Duration takeover = Failover(t_freeze);
+  const absl::Duration takeover = agents_.Failover(t_freeze);
   ASSERT_NE(takeover, absl::InfiniteDuration()) << "the standby never took over";
   std::cout << "freeze of scheduler " << frozen << ": the standby answered after "
             << absl::FormatDuration(takeover) << "\n";
@@ -474,7 +265,8 @@ TEST_F(HaFailoverTest, KillsFreezesAndEtcdFailuresLoseNothing) {
     r.set_vm("vm0-0");
     r.mutable_compute_unit()->set_milli_cpu(250);
     r.mutable_compute_unit()->set_memory_bytes(kGiB);
-    *r.mutable_resources() = Cus(kMaxCu, kMaxCu);
+    r.mutable_resources()->set_milli_cpu(2000);
+    r.mutable_resources()->set_memory_bytes(8 * kGiB);
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
     api::PermitResponse resp;
@@ -494,38 +286,25 @@ TEST_F(HaFailoverTest, KillsFreezesAndEtcdFailuresLoseNothing) {
                     ? "a write it sent on waking was refused by etcd (fenced)"
                     : "no write was pending when it learned its lease was gone")
             << "\n";
-  Pause(true);
-  ASSERT_NO_FATAL_FAILURE(Check(/*exact=*/false));
-  Pause(false);
+  agents_.Pause(true);
+  ASSERT_NO_FATAL_FAILURE(agents_.Check(*admin, /*exact=*/false));
+  agents_.Pause(false);
 
   // Every VM answered once more, then the clients stop; an exact comparison.
   absl::SleepFor(absl::Seconds(1));
-  Pause(true);
-  stop = true;
-  Pause(false);
-  for (auto& t : clients) t.join();
-  {
-    absl::MutexLock l(&mu_);
-    for (auto& [name, view] : views_) {
-      if (!view.pending.empty()) ADD_FAILURE() << name << " was never answered after a failure";
-    }
-  }
-  ASSERT_NO_FATAL_FAILURE(Check(/*exact=*/true));
+  agents_.Stop();
+  ASSERT_NO_FATAL_FAILURE(agents_.Check(*admin, /*exact=*/true));
   int64_t writes = 0, terms = 0;
   ASSERT_NO_FATAL_FAILURE(AuditWrites(&writes, &terms));
   EXPECT_GE(terms, kKills + 2) << "each kill and the freeze start a new term";
   for (auto& d : daemons_) EXPECT_EQ(d->Stop(SIGTERM, absl::Seconds(30)), 0) << d->LogTail();
 
   std::sort(failovers.begin(), failovers.end());
-  int64_t answered;
-  {
-    absl::MutexLock l(&mu_);
-    answered = answers_.size();
-  }
+  const int64_t answered = agents_.answered();
   std::cout << "ha failover test: " << kKills << " kills, failover median "
             << absl::FormatDuration(failovers[failovers.size() / 2]) << ", max "
             << absl::FormatDuration(failovers.back()) << "; " << answered << " answered requests, "
-            << failed_.load() << " failed during failures; " << writes << " writes in etcd over "
+            << agents_.failed() << " failed during failures; " << writes << " writes in etcd over "
             << terms << " terms, none by a scheduler that did not lead\n";
   EXPECT_GT(answered, 1000) << "too little load to mean anything";
   if (HasFailure()) {

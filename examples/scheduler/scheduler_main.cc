@@ -67,6 +67,9 @@ ABSL_FLAG(absl::Duration, lease_ttl, absl::Seconds(2),
 ABSL_FLAG(std::string, advertise, "",
           "etcd: where clients reach this scheduler (standbys send them here while it leads); "
           "default: --listen, unless that is a wildcard host or port 0");
+ABSL_FLAG(absl::Duration, etcd_refuse_after, absl::Seconds(2),
+          "etcd: ledger writes failing this long (no quorum, not only a leader election) make "
+          "the scheduler refuse changes until a write lands; shorter failures only delay answers");
 ABSL_FLAG(bool, etcd_compact, true, "etcd: compact etcd's history after each ledger snapshot");
 ABSL_FLAG(std::string, listen, "127.0.0.1:10299",
           "gRPC address: host:port (port 0 picks one) or unix:/path");
@@ -166,6 +169,9 @@ absl::Status ValidateEtcdFlags() {
   if (timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         absl::StrCat("--etcd_timeout must be > 0, got ", absl::FormatDuration(timeout)));
+  }
+  if (absl::GetFlag(FLAGS_etcd_refuse_after) < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--etcd_refuse_after must be >= 0");
   }
   const bool ca = !absl::GetFlag(FLAGS_etcd_ca).empty();
   const bool cert = !absl::GetFlag(FLAGS_etcd_cert).empty();
@@ -284,7 +290,8 @@ int Run() {
                             .prefix = absl::GetFlag(FLAGS_etcd_prefix),
                             .advertise = *advertise,
                             .lease_ttl = absl::GetFlag(FLAGS_lease_ttl),
-                            .compact = absl::GetFlag(FLAGS_etcd_compact)});
+                            .compact = absl::GetFlag(FLAGS_etcd_compact),
+                            .refuse_after = absl::GetFlag(FLAGS_etcd_refuse_after)});
     if (!ha.ok()) {
       LOG(ERROR) << "joining the scheduler group on etcd: " << ha.status();
       return 2;

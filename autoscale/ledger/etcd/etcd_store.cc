@@ -40,6 +40,9 @@ absl::StatusOr<std::unique_ptr<EtcdStore>> EtcdStore::Open(EtcdStoreOptions opti
   if (options.max_batch_bytes == 0 || options.snapshot_chunk_bytes == 0) {
     return absl::InvalidArgumentError("etcd ledger store: batch and chunk sizes must be > 0");
   }
+  if (options.refuse_after < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("etcd ledger store: refuse_after must be >= 0");
+  }
   return std::unique_ptr<EtcdStore>(new EtcdStore(std::move(options), std::move(warm)));
 }
 
@@ -173,10 +176,10 @@ void EtcdStore::Fail(absl::Status why) {
   durable_cv_.SignalAll();
 }
 
-void EtcdStore::Retrying(const absl::Status& why) {
+void EtcdStore::Retrying(const absl::Status& why, bool refuse) {
   absl::MutexLock l(&mu_);
   ++write_errors_;
-  if (!error_.ok()) return;
+  if (!error_.ok() || !refuse) return;
   if (retry_error_.ok()) {
     LOG(ERROR) << "the ledger in etcd cannot be written: " << why
                << "; changes are refused until a retry lands";
@@ -237,6 +240,7 @@ absl::Status EtcdStore::WriteBatch(const Batch& batch) {
   t.add_failure()->mutable_request_range()->set_key(key);
 
   absl::Duration backoff = absl::Milliseconds(50);
+  const absl::Time start = absl::Now();
   for (int attempt = 1;; ++attempt) {
     if (closed_) return absl::UnavailableError("etcd ledger store closed");
     absl::StatusOr<TxnResponse> r = FencedTxn(t);
@@ -259,7 +263,7 @@ absl::Status EtcdStore::WriteBatch(const Batch& batch) {
     }
     LOG_IF(WARNING, attempt == 1 || attempt % 10 == 0)
         << "ledger batch " << key << ": attempt " << attempt << " failed, retrying: " << r.status();
-    Retrying(r.status());
+    Retrying(r.status(), absl::Now() - start >= options_.refuse_after);
     absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, absl::Seconds(1));
   }

@@ -15,8 +15,9 @@
 // becomes durable and every waiter is told (stopped() says why).
 //
 // etcd out of reach (no quorum, no member answering): the store keeps every record not yet
-// durable, in order, and sends the batch again with back-off until it lands (store.h's contract);
-// meanwhile WhenDurable answers UNAVAILABLE at once, Writable refuses every change and Stats says
+// durable, in order, and sends the batch again with back-off until it lands (store.h's contract).
+// For `refuse_after` (an etcd leader election, a member restarting) that only delays answers;
+// after it, WhenDurable answers UNAVAILABLE at once, Writable refuses every change and Stats says
 // why, and once a retry lands all of it clears. A retried batch is safe: its key must not exist
 // yet, and a key that holds the same batch means the earlier attempt landed. A store never runs
 // short of space here, so Writable does not tell growth apart.
@@ -43,6 +44,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "autoscale/ledger/etcd/client.h"
 #include "autoscale/ledger/etcd/layout.h"
 #include "autoscale/ledger/store.h"
@@ -66,6 +68,10 @@ struct EtcdStoreOptions {
   size_t snapshot_chunk_bytes = size_t{1} << 20;
   // After each snapshot, compact etcd's history up to the previous snapshot.
   bool compact = true;
+  // A batch that keeps failing with transient errors is retried quietly this long (an etcd
+  // leader election, a member restarting) before changes are refused and waiters told
+  // UNAVAILABLE; the retries go on after that.
+  absl::Duration refuse_after = absl::Seconds(2);
 };
 
 class EtcdStore final : public LedgerStore {
@@ -118,8 +124,9 @@ class EtcdStore final : public LedgerStore {
   absl::Status Deposed() const;
   // Records the store's failure and answers every waiter with it.
   void Fail(absl::Status why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // An attempt to write a batch failed and will be retried (the writer): answers every waiter.
-  void Retrying(const absl::Status& why);
+  // An attempt to write a batch failed and will be retried (the writer). With `refuse`, changes
+  // are refused until a write lands and every waiter is answered with `why`.
+  void Retrying(const absl::Status& why, bool refuse);
   void SetHealthy() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     healthy_.store(error_.ok() && retry_error_.ok(), std::memory_order_release);
   }
