@@ -313,8 +313,11 @@ void Agent::Supervise() {
         it = vms_.erase(it);
         continue;
       }
+      // Sent once the runner holds a permit: its first request reports the VM's size as it is,
+      // which a raised minimum would make the scheduler refuse, again and again.
       if (absl::StatusOr<core::Bounds> b = core::BoundsFromProto(m.config.bounds());
-          b.ok() && m.bounds_sent != *b && now >= m.bounds_retry_at) {
+          b.ok() && m.bounds_sent != *b && now >= m.bounds_retry_at && m.runner &&
+          m.runner->Status().permit) {
         bounds_to_send.emplace_back(it->first, *b);
         m.bounds_retry_at = absl::InfiniteFuture();  // claimed by this round
       }

@@ -12,12 +12,12 @@
 // Configs come from code (Start, UpdateConfig); a file is one source of them (ConfigFileWatcher).
 // On a new config, new VMs get a runner, removed ones lose theirs, and changed bounds, scaling
 // configs and timings apply to the running runners at once. What the scheduler must know follows
-// the config: a VM's bounds (UpdateVmBounds, at its runner's start and whenever they change) and
-// the node's total and watermark (the node is registered again); a call the scheduler does not
-// take is retried after `restart_min`. The compute unit cannot change while VMs are managed: the
-// scheduler books each VM in whole units of the one it was placed with. A runner whose VM cannot
-// be reached is restarted after a back-off of `restart_min` to `restart_max` without disturbing
-// the others.
+// the config: a VM's bounds (UpdateVmBounds, once its runner holds a permit and whenever they
+// change) and the node's total and watermark (the node is registered again); a call the scheduler
+// does not take is retried after `restart_min`. The compute unit cannot change while VMs are
+// managed: the scheduler books each VM in whole units of the one it was placed with. A runner whose
+// VM cannot be reached is restarted after a back-off of `restart_min` to `restart_max` without
+// disturbing the others.
 //
 // Migrations: the scheduler's orders (on a permit, or polled) make the source agent stop
 // resizing the VM, ask the target node's agent to start an incoming VM (PrepareIncoming), and run
