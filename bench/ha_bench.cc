@@ -318,8 +318,8 @@ void BM_Failover(benchmark::State& state) {
   }
   std::vector<std::unique_ptr<testing::Daemon>> d(daemons);
   auto start = [&](int i) {
-    std::vector<std::string> argv = {binary, "--listen=" + addresses[i], "--metrics_port=-1",
-                                     "--recovery_grace=1s"};
+    std::vector<std::string> argv = {binary, "--listen=" + addresses[i], "--insecure",
+                                     "--metrics_port=-1", "--recovery_grace=1s"};
     if (ha) {
       argv.push_back("--store=etcd:" + etcd->Endpoints());
       argv.push_back("--etcd_prefix=/bench");

@@ -34,8 +34,11 @@
 #include "autoscale/core/config_proto.h"
 #include "autoscale/ledger/file_store.h"
 #include "autoscale/ledger/ledger.h"
+#include "autoscale/rpc/credentials.h"
 #include "autoscale/rpc/scheduler/grpc_server.h"
+#include "autoscale/rpc/tls.h"
 #include "autoscale/scheduler/request_handler.h"
+#include "autoscale/testing/test_ca.h"
 #include "benchmark/benchmark.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
@@ -202,13 +205,24 @@ BENCHMARK(BM_GlobalMutexMap)->Threads(1)->Threads(2)->UseRealTime();
 void BM_Grpc(benchmark::State& state) {
   FLAGS_minloglevel = 1;
   const bool sync = state.range(0) != 0;
+  // Mutual TLS (a CA made with openssl for this run) against plaintext, in the same run.
+  const bool tls = state.range(1) != 0;
   constexpr int kNodes = 64, kInFlight = 1024, kChannels = 4, kPerIteration = 40000;
   const std::string dir = absl::StrCat("/tmp/ledger_bench.", getpid());
   std::filesystem::remove_all(dir);
   std::unique_ptr<Ledger> ledger = *Ledger::Open({}, *FileStore::Open({.dir = dir, .sync = sync}));
   Populate(*ledger, kNodes);
   scheduler::RequestHandler handler(*ledger, kCu);
-  std::unique_ptr<rpc::Server> server = *rpc::scheduler::StartGrpcServer(handler, "127.0.0.1:0");
+  rpc::Security server_security = rpc::Security::Plaintext();
+  rpc::Security client_security = rpc::Security::Plaintext();
+  std::unique_ptr<testing::TestCa> ca;
+  if (tls) {
+    ca = std::make_unique<testing::TestCa>(*testing::TestCa::Create(dir + ".pki"));
+    server_security = *rpc::Security::MutualTls(*ca->Issue("scheduler", "spiffe://b/scheduler"));
+    client_security = *rpc::Security::MutualTls(*ca->Issue("node", "spiffe://b/node/n0"));
+  }
+  std::unique_ptr<rpc::Server> server =
+      *rpc::scheduler::StartGrpcServer(handler, "127.0.0.1:0", server_security);
   std::vector<std::unique_ptr<api::Scheduler::Stub>> stubs;
   for (int c = 0; c < kChannels; ++c) {
     grpc::ChannelArguments args;
@@ -217,8 +231,8 @@ void BM_Grpc(benchmark::State& state) {
     // beyond what the calls need.
     args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
     args.SetInt(GRPC_ARG_MINIMAL_STACK, 1);
-    stubs.push_back(api::Scheduler::NewStub(
-        grpc::CreateCustomChannel(server->address(), grpc::InsecureChannelCredentials(), args)));
+    stubs.push_back(api::Scheduler::NewStub(grpc::CreateCustomChannel(
+        server->address(), rpc::ChannelCredentials(client_security), args)));
   }
   std::vector<api::PermitRequest> requests;
   for (const PermitRequest& r : Cycle([] {
@@ -287,9 +301,16 @@ void BM_Grpc(benchmark::State& state) {
   server.reset();
   ledger.reset();
   std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(dir + ".pki");
 }
-BENCHMARK(BM_Grpc)->ArgName("fsync")->Arg(1)->Arg(0)->Iterations(3)->UseRealTime()->Unit(
-    benchmark::kMillisecond);
+BENCHMARK(BM_Grpc)
+    ->ArgNames({"fsync", "tls"})
+    ->Args({1, 0})
+    ->Args({1, 1})
+    ->Args({0, 0})
+    ->Iterations(3)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace autoscale::ledger

@@ -167,7 +167,7 @@ void BM_IdleCpu(benchmark::State& state) {
   const bool polling = state.range(0) == 1;
   const std::string bin = "examples/monitor/monitor";
   for (auto _ : state) {
-    std::vector<std::string> argv = {bin, "--listen=127.0.0.1:0", "--http_port=-1",
+    std::vector<std::string> argv = {bin, "--listen=127.0.0.1:0", "--insecure", "--http_port=-1",
                                      "--memory_bytes=1073741824"};
     if (polling) {
       argv.push_back("--watch=none");

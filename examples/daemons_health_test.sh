@@ -49,7 +49,7 @@ s.settimeout(30)
 open(sys.argv[2], "w").write(s.recv(100).decode())' "$tmp/notify.sock" "$tmp/notify.got" &
 pids+=($!)
 for _ in $(seq 100); do [ -S "$tmp/notify.sock" ] && break; sleep 0.05; done
-NOTIFY_SOCKET=$tmp/notify.sock "$scheduler" --data_dir="$tmp/data" --listen=127.0.0.1:0 --metrics_port=0 \
+NOTIFY_SOCKET=$tmp/notify.sock "$scheduler" --data_dir="$tmp/data" --listen=127.0.0.1:0 --metrics_port=0 --insecure \
   --ready_file="$tmp/scheduler.ready" >"$tmp/scheduler.log" 2>&1 &
 pids+=($!)
 await "$tmp/scheduler.ready"
@@ -67,12 +67,12 @@ cat >"$tmp/agent.json" <<JSON
  "computeUnit": {"milliCpu": "250", "memoryBytes": "1073741824"}, "vms": []}
 JSON
 # An agent listening on every interface must be told the address its peers dial.
-"$agent" --config="$tmp/agent.json" --listen=0.0.0.0:0 --http_port=-1 >"$tmp/wildcard.out" 2>&1
+"$agent" --config="$tmp/agent.json" --listen=0.0.0.0:0 --http_port=-1 --insecure >"$tmp/wildcard.out" 2>&1
 rc=$?
 [ $rc -eq 2 ] || fail "agent --listen=0.0.0.0 without --advertise_address: exit $rc, want 2"
 grep -q "peers cannot dial an unspecified address" "$tmp/wildcard.out" ||
   fail "agent --listen=0.0.0.0: $(cat "$tmp/wildcard.out")"
-"$agent" --config="$tmp/agent.json" --listen="$agent_listen" --http_port=0 \
+"$agent" --config="$tmp/agent.json" --listen="$agent_listen" --http_port=0 --insecure \
   --ready_file="$tmp/agent.ready" >"$tmp/agent.log" 2>&1 &
 pids+=($!)
 await "$tmp/agent.ready"
@@ -81,7 +81,7 @@ check_http agent "$agent_http" autoscaling_agent_migrations_total
 check_grpc agent "$agent_listen"
 
 monitor_listen=127.0.0.1:$(free_port)
-"$monitor" --listen="$monitor_listen" --http_port=0 --memory_bytes=1073741824 --watch=none \
+"$monitor" --listen="$monitor_listen" --http_port=0 --insecure --memory_bytes=1073741824 --watch=none \
   >"$tmp/monitor.log" 2>&1 &
 pids+=($!)
 await "$tmp/monitor.log" "monitor: http://127.0.0.1:"

@@ -11,21 +11,24 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 # The flags each binary's --help must list (its main ones, as the README documents them).
 want_flags() {
   case $1 in
-    agent) echo "config check_config listen advertise_address http_host http_port scheduler_timeout ready_file v log_format" ;;
+    agent) echo "config check_config listen advertise_address http_host http_port scheduler_timeout ready_file v log_format tls_cert tls_key tls_ca insecure" ;;
     scheduler) echo "store data_dir etcd_prefix etcd_ca etcd_cert etcd_key etcd_timeout lease_ttl \
 advertise etcd_refuse_after etcd_compact listen metrics_port watermark compute_unit migration_policy \
-balance_interval recovery_grace ready_file migration_timeout disk_reserve" ;;
+balance_interval recovery_grace ready_file migration_timeout disk_reserve tls_cert tls_key tls_ca \
+insecure" ;;
     schedctl) echo "server timeout node vm total compute_unit resources last_permit order o force \
-min_cu max_cu watermark" ;;
+min_cu max_cu watermark tls_cert tls_key tls_ca insecure" ;;
     ledgerctl) echo "data_dir at" ;;
     monitor) echo "listen cgroup watch memory_bytes lfc_resizer postgres_conninfo config \
-threshold_fraction sample_interval metrics_interval http_host http_port" ;;
+threshold_fraction sample_interval metrics_interval http_host http_port tls_cert tls_key tls_ca \
+insecure" ;;
     simulate) echo "vms nodes node_cpus node_memory_gib duration step workload trace config \
 compare_config seed threads summary_json series_csv series_interval step_every_vm placement \
 lfc_metrics_interval" ;;
     demo) echo "duration dir verbose" ;;
     autoscale-goal) echo "v log_format" ;;
     memstep) echo "prefill-kib timeout-ms" ;;
+    vmctl) echo "spec runtime_dir resume timeout" ;;
     *) echo "UNKNOWN" ;;
   esac
 }

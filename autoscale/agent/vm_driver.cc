@@ -183,6 +183,19 @@ neonvm::launcher::VmSpec SpecFromProto(const api::VmLaunchSpec& p) {
   s.initrd = p.initrd();
   s.kernel_cmdline = p.kernel_cmdline();
   for (int port : p.forwarded_guest_ports()) s.host_forwards.push_back({.guest_port = port});
+  s.cpu_model = p.cpu_model();
+  s.kernel_args.assign(p.kernel_args().begin(), p.kernel_args().end());
+  for (const api::VmLaunchSpec::Disk& d : p.disks()) {
+    neonvm::launcher::Disk disk;
+    disk.path = d.path();
+    if (!d.format().empty()) disk.format = d.format();
+    disk.read_only = d.read_only();
+    if (!d.cache().empty()) disk.cache = d.cache();
+    s.disks.push_back(disk);
+  }
+  for (const api::VmLaunchSpec::Tap& t : p.taps()) {
+    s.taps.push_back({.bridge = t.bridge(), .tap = t.tap(), .mac = t.mac()});
+  }
   return s;
 }
 
@@ -201,6 +214,21 @@ api::VmLaunchSpec SpecToProto(const neonvm::launcher::VmSpec& s) {
   p.set_initrd(s.initrd);
   p.set_kernel_cmdline(s.kernel_cmdline);
   for (const auto& f : s.host_forwards) p.add_forwarded_guest_ports(f.guest_port);
+  p.set_cpu_model(s.cpu_model);
+  for (const std::string& arg : s.kernel_args) p.add_kernel_args(arg);
+  for (const neonvm::launcher::Disk& d : s.disks) {
+    api::VmLaunchSpec::Disk* disk = p.add_disks();
+    disk->set_path(d.path);
+    disk->set_format(d.format);
+    disk->set_read_only(d.read_only);
+    disk->set_cache(d.cache);
+  }
+  for (const neonvm::launcher::TapInterface& t : s.taps) {
+    api::VmLaunchSpec::Tap* tap = p.add_taps();
+    tap->set_bridge(t.bridge);
+    tap->set_tap(t.tap);
+    tap->set_mac(t.mac);
+  }
   return p;
 }
 

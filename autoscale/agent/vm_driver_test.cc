@@ -23,6 +23,36 @@
 namespace autoscale::agent {
 namespace {
 
+// A migration target is started from the source's spec as a proto: disks, taps, the CPU model
+// and kernel args must survive the trip, or the target would lack the source's devices.
+TEST(SpecProto, RoundTripsDisksTapsCpuModelAndKernelArgs) {
+  neonvm::launcher::VmSpec spec = testing::NoGuestSpec("pg");
+  spec.cpu_model = "max";
+  spec.kernel = "/k";
+  spec.kernel_args = {"autoscale.ip=10.77.0.50/24"};
+  spec.disks = {{.path = "/d/pg.img", .format = "qcow2", .read_only = true, .cache = "writeback"}};
+  spec.taps = {{.bridge = "br0", .tap = "tapvm", .mac = "52:54:00:77:00:50"}};
+  neonvm::launcher::VmSpec back = SpecFromProto(SpecToProto(spec));
+  EXPECT_EQ(back.cpu_model, "max");
+  EXPECT_EQ(back.kernel_args, spec.kernel_args);
+  ASSERT_EQ(back.disks.size(), 1u);
+  EXPECT_EQ(back.disks[0].path, "/d/pg.img");
+  EXPECT_EQ(back.disks[0].format, "qcow2");
+  EXPECT_TRUE(back.disks[0].read_only);
+  EXPECT_EQ(back.disks[0].cache, "writeback");
+  ASSERT_EQ(back.taps.size(), 1u);
+  EXPECT_EQ(back.taps[0].bridge, "br0");
+  EXPECT_EQ(back.taps[0].tap, "tapvm");
+  EXPECT_EQ(back.taps[0].mac, "52:54:00:77:00:50");
+
+  // Empty proto fields take the launcher's defaults.
+  api::VmLaunchSpec p;
+  p.add_disks()->set_path("/d/x.img");
+  back = SpecFromProto(p);
+  EXPECT_EQ(back.disks[0].format, "raw");
+  EXPECT_EQ(back.disks[0].cache, "none");
+}
+
 TEST(QemuVmDriver, AGrantedPartialVcpuSurvivesReopening) {
   AUTOSCALE_REQUIRE_QEMU();
   auto vm = neonvm::launcher::Vm::Start(testing::NoGuestSpec("driver"));

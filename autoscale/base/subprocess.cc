@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -99,7 +100,7 @@ void DieWithParent(pid_t parent) {
 }
 
 // What a child that failed before its program ran reports through the error pipe.
-enum class Step : int { kProcessGroup, kRedirect, kUser, kExec };
+enum class Step : int { kProcessGroup, kRedirect, kUser, kNetns, kExec };
 struct ChildError {
   Step step;
   int error;
@@ -113,6 +114,8 @@ std::string StepText(Step step) {
       return "redirecting stdin, stdout and stderr";
     case Step::kUser:
       return "switching user";
+    case Step::kNetns:
+      return "entering the network namespace";
     case Step::kExec:
       return "exec";
   }
@@ -174,6 +177,7 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const SpawnOpt
       _exit(127);
     };
     if (options.new_process_group && setpgid(0, 0) != 0) fail(Step::kProcessGroup);
+    if (options.netns_fd >= 0 && setns(options.netns_fd, CLONE_NEWNET) != 0) fail(Step::kNetns);
     if (dup2(null_fd, 0) < 0) fail(Step::kRedirect);
     if (out_fd >= 0 && (dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0)) fail(Step::kRedirect);
     if (options.user.has_value() && (setgroups(0, nullptr) != 0 || setgid(options.user->gid) != 0 ||
@@ -185,6 +189,9 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const SpawnOpt
     // Whatever else this process has open (sockets, other children's pipes) must not leak into
     // the program. Marked close-on-exec rather than closed, so the error pipe works until exec.
     syscall(SYS_close_range, 3, ~0U, kCloseRangeCloexec);
+    for (int fd : options.inherit_fds) {
+      if (fcntl(fd, F_SETFD, 0) != 0) fail(Step::kRedirect);
+    }
     // The spawner thread blocks every signal, and this process may have handlers or ignore
     // some (SIGPIPE): the program starts with the defaults.
     struct sigaction default_action = {};

@@ -48,6 +48,11 @@ struct SpawnOptions {
     gid_t gid;
   };
   std::optional<User> user;
+  // Descriptors (>= 3) the program inherits under the same numbers, such as a tap device QEMU is
+  // told about by number; every other descriptor above stderr is closed.
+  std::vector<int> inherit_fds;
+  // The network namespace the program runs in (an open /run/netns/NAME); -1: this process's.
+  int netns_fd = -1;
 };
 
 // Starts `argv[0]` (a path, or a name looked up in PATH) with `argv`. The child's stdin is

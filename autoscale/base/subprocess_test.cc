@@ -130,6 +130,24 @@ TEST(Spawn, LeaksNoDescriptor) {
   close(fds[1]);
 }
 
+TEST(Spawn, PassesTheDescriptorsItIsTold) {
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  SpawnOptions options;
+  options.inherit_fds = {fds[1]};
+  auto p = Subprocess::Start(
+      {"/bin/sh", "-c",
+       absl::StrCat("echo through >&", fds[1], "; test ! -e /proc/self/fd/", fds[0])},
+      options);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(ExitCode(*(*p)->Wait(absl::Seconds(10))), 0) << "the child saw the read end";
+  close(fds[1]);
+  char buf[16] = {0};
+  EXPECT_EQ(read(fds[0], buf, sizeof(buf) - 1), 8);
+  EXPECT_STREQ(buf, "through\n");
+  close(fds[0]);
+}
+
 TEST(Spawn, StartsWithDefaultSignalHandling) {
   // This process ignores SIGTERM and this thread blocks it; the child must do neither.
   struct sigaction ignore = {}, old_action;

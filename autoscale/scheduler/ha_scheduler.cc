@@ -56,6 +56,14 @@ HaScheduler::Active* HaScheduler::Enter() {
   return a;
 }
 
+absl::StatusOr<ledger::VmInfo> HaScheduler::GetVm(const std::string& vm) {
+  Active* a = Enter();
+  if (a == nullptr) return NotLeader();
+  absl::StatusOr<ledger::VmInfo> info = a->scheduler->ledger().GetVm(vm);
+  Exit();
+  return info;
+}
+
 absl::Status HaScheduler::NotLeader() const {
   const std::string& me = options_.advertise;
   std::string leader;

@@ -81,6 +81,8 @@ class HaScheduler {
   absl::Status Stop();
 
   bool leading() const { return active_.load() != nullptr; }
+  // The leader's view of a VM (Authz's lookup); on a standby UNAVAILABLE naming the leader.
+  absl::StatusOr<ledger::VmInfo> GetVm(const std::string& vm);
   // The leader's address as last seen ("" while none is known); this one's when leading.
   std::string leader() const;
   const std::string& advertise() const { return options_.advertise; }

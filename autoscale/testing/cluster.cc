@@ -23,6 +23,7 @@
 #include "autoscale/base/status_macros.h"
 #include "autoscale/core/config.h"
 #include "autoscale/core/config_proto.h"
+#include "autoscale/rpc/credentials.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
 #include "httplib.h"
@@ -34,6 +35,8 @@ namespace {
 
 constexpr int kMonitorPort = 10301;
 constexpr char kWorkCgroup[] = "/sys/fs/cgroup/memory/work";
+// The identities of the cluster's certificates: spiffe://autoscale.test/node/a, ...
+constexpr char kTrustDomain[] = "spiffe://autoscale.test";
 
 bool Exists(const std::string& path) { return access(path.c_str(), X_OK) == 0; }
 
@@ -54,8 +57,9 @@ absl::Status WriteText(const std::string& path, const std::string& text, bool ex
   return absl::OkStatus();
 }
 
-std::unique_ptr<api::Scheduler::Stub> SchedulerStub(const std::string& address) {
-  return api::Scheduler::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+std::unique_ptr<api::Scheduler::Stub> SchedulerStub(const std::string& address,
+                                                    const rpc::Security& security) {
+  return api::Scheduler::NewStub(grpc::CreateChannel(address, rpc::ChannelCredentials(security)));
 }
 
 void Deadline(grpc::ClientContext& context, absl::Duration d) {
@@ -211,6 +215,15 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(ClusterOptions options) 
     c->dir_ = c->options_.dir;
     std::filesystem::create_directories(c->dir_);
   }
+  if (c->options_.tls) {
+    ASSIGN_OR_RETURN(TestCa ca, TestCa::Create(c->dir_ + "/pki", "autoscale-cluster-ca"));
+    c->ca_ = std::make_unique<TestCa>(std::move(ca));
+    ASSIGN_OR_RETURN(rpc::TlsFiles admin,
+                     c->ca_->Issue("admin", absl::StrCat(kTrustDomain, "/admin")));
+    ASSIGN_OR_RETURN(c->admin_, rpc::Security::MutualTls(admin));
+    LOG(INFO) << "cluster: mutual TLS between all daemons, with a throwaway CA in " << c->dir_
+              << "/pki";
+  }
   RETURN_IF_ERROR(c->StartScheduler());
   for (const NodeOptions& n : c->options_.nodes) {
     c->node_vms_[n.name];
@@ -233,16 +246,34 @@ Cluster::~Cluster() {
   }
 }
 
+absl::StatusOr<std::vector<std::string>> Cluster::SecurityFlags(const std::string& file,
+                                                                const std::string& uri) {
+  if (ca_ == nullptr) return std::vector<std::string>{"--insecure"};
+  rpc::TlsFiles files{.cert = absl::StrCat(ca_->dir(), "/", file, ".pem"),
+                      .key = absl::StrCat(ca_->dir(), "/", file, ".key"),
+                      .ca = ca_->ca_file()};
+  if (!std::filesystem::exists(files.cert)) {
+    ASSIGN_OR_RETURN(files, ca_->Issue(file, uri));
+  }
+  return std::vector<std::string>{"--tls_cert=" + files.cert, "--tls_key=" + files.key,
+                                  "--tls_ca=" + files.ca};
+}
+
 absl::Status Cluster::StartScheduler() {
+  std::vector<std::string> argv = {
+      options_.bin.scheduler,
+      "--data_dir=" + dir_ + "/ledger",
+      "--listen=" + scheduler_address(),
+      "--metrics_port=0",
+      "--metrics_host=127.0.0.1",
+      "--compute_unit=" + ResourcesFlag(options_.compute_unit),
+      absl::StrCat("--balance_interval=", absl::FormatDuration(options_.balance_interval)),
+      "--recovery_grace=10s"};
+  ASSIGN_OR_RETURN(std::vector<std::string> security,
+                   SecurityFlags("scheduler", absl::StrCat(kTrustDomain, "/scheduler")));
+  argv.insert(argv.end(), security.begin(), security.end());
   absl::StatusOr<std::unique_ptr<Daemon>> scheduler = Daemon::Start(
-      {.argv = {options_.bin.scheduler, "--data_dir=" + dir_ + "/ledger",
-                "--listen=" + scheduler_address(), "--metrics_port=0", "--metrics_host=127.0.0.1",
-                "--compute_unit=" + ResourcesFlag(options_.compute_unit),
-                absl::StrCat("--balance_interval=",
-                             absl::FormatDuration(options_.balance_interval)),
-                "--recovery_grace=10s"},
-       .log = dir_ + "/scheduler.log",
-       .ready_file = dir_ + "/scheduler.ready"});
+      {.argv = argv, .log = dir_ + "/scheduler.log", .ready_file = dir_ + "/scheduler.ready"});
   if (!scheduler.ok()) return Annotate(scheduler.status(), "starting the scheduler");
   scheduler_ = std::move(*scheduler);
   return absl::OkStatus();
@@ -281,13 +312,16 @@ absl::Status Cluster::WriteAgentConfig(const std::string& node) {
 absl::Status Cluster::StartAgent(const std::string& node) {
   const std::string socket = AgentAddress(node).substr(5);
   std::remove(socket.c_str());
-  ASSIGN_OR_RETURN(
-      agents_[node],
-      Daemon::Start(
-          {.argv = {options_.bin.agent, absl::StrCat("--config=", dir_, "/agent-", node, ".json"),
-                    "--listen=" + AgentAddress(node), "--http_port=0"},
-           .log = absl::StrCat(dir_, "/agent-", node, ".log"),
-           .ready_file = absl::StrCat(dir_, "/agent-", node, ".ready")}));
+  std::vector<std::string> argv = {options_.bin.agent,
+                                   absl::StrCat("--config=", dir_, "/agent-", node, ".json"),
+                                   "--listen=" + AgentAddress(node), "--http_port=0"};
+  ASSIGN_OR_RETURN(std::vector<std::string> security,
+                   SecurityFlags("node-" + node, absl::StrCat(kTrustDomain, "/node/", node)));
+  argv.insert(argv.end(), security.begin(), security.end());
+  ASSIGN_OR_RETURN(agents_[node],
+                   Daemon::Start({.argv = argv,
+                                  .log = absl::StrCat(dir_, "/agent-", node, ".log"),
+                                  .ready_file = absl::StrCat(dir_, "/agent-", node, ".ready")}));
   const std::string& text = agents_[node]->ready();
   rapidjson::Document doc;
   doc.Parse(text.c_str());
@@ -327,7 +361,7 @@ absl::StatusOr<api::AgentStatus> Cluster::AgentStatus(const std::string& node, u
 }
 
 absl::StatusOr<api::ListVmsResponse> Cluster::SchedulerVms() {
-  auto stub = SchedulerStub(scheduler_address());
+  auto stub = SchedulerStub(scheduler_address(), admin_);
   grpc::ClientContext context;
   Deadline(context, absl::Seconds(5));
   api::ListRequest req;
@@ -338,7 +372,7 @@ absl::StatusOr<api::ListVmsResponse> Cluster::SchedulerVms() {
 }
 
 absl::StatusOr<api::ListNodesResponse> Cluster::SchedulerNodes() {
-  auto stub = SchedulerStub(scheduler_address());
+  auto stub = SchedulerStub(scheduler_address(), admin_);
   grpc::ClientContext context;
   Deadline(context, absl::Seconds(5));
   api::ListRequest req;
@@ -350,7 +384,7 @@ absl::StatusOr<api::ListNodesResponse> Cluster::SchedulerNodes() {
 
 absl::StatusOr<std::string> Cluster::Reserve(const GuestOptions& o) {
   const core::Resources& cu = options_.compute_unit;
-  auto stub = SchedulerStub(scheduler_address());
+  auto stub = SchedulerStub(scheduler_address(), admin_);
   api::PlaceVmRequest place;
   place.set_protocol_version(api::PROTOCOL_VERSION_1);
   place.set_vm(o.name);
@@ -385,25 +419,45 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
   std::filesystem::create_directories(gdir);
   const int slots_per_cu = static_cast<int>(cu.memory_bytes / o.memory_slot_bytes);
   const int64_t start_memory = cu.memory_bytes * o.start_cu;
+  // The monitor's certificate (spiffe://.../vm/<name>) goes into the guest's initramfs.
+  std::vector<neonvm::guest::GuestFile> files = {{options_.bin.monitor, "/usr/bin/monitor"},
+                                                 {options_.bin.loadgen, "/usr/bin/loadgen"},
+                                                 {options_.bin.memstep, "/usr/bin/memstep"},
+                                                 {gdir + "/run-monitor", "/usr/bin/run-monitor"}};
   RETURN_IF_ERROR(
-      WriteText(gdir + "/run-monitor",
-                absl::StrCat("#!/bin/sh\nexec /usr/bin/monitor --listen=0.0.0.0:", kMonitorPort,
-                             " --cgroup=", kWorkCgroup, " --memory_bytes=", start_memory,
-                             " --lfc_resizer=file:/run/lfc_size --metrics_interval=1s --v=1"
-                             " >>/var/log/monitor.log 2>&1\n"),
-                /*executable=*/true));
+      SecurityFlags("vm-" + o.name, absl::StrCat(kTrustDomain, "/vm/", o.name)).status());
+  std::string monitor_security = "--insecure";
+  if (ca_ != nullptr) {
+    const std::string base = absl::StrCat(ca_->dir(), "/vm-", o.name);
+    files.push_back({base + ".pem", "/etc/autoscale/tls.pem"});
+    files.push_back({base + ".key", "/etc/autoscale/tls.key"});
+    files.push_back({ca_->ca_file(), "/etc/autoscale/ca.pem"});
+    monitor_security =
+        "--tls_cert=/etc/autoscale/tls.pem --tls_key=/etc/autoscale/tls.key "
+        "--tls_ca=/etc/autoscale/ca.pem";
+  }
+  RETURN_IF_ERROR(WriteText(
+      gdir + "/run-monitor",
+      absl::StrCat("#!/bin/sh\nexec /usr/bin/monitor --listen=0.0.0.0:", kMonitorPort, " ",
+                   monitor_security, " --cgroup=", kWorkCgroup, " --memory_bytes=", start_memory,
+                   " --lfc_resizer=file:/run/lfc_size --metrics_interval=1s --v=1"
+                   " >>/var/log/monitor.log 2>&1\n"),
+      /*executable=*/true));
+  // The guest's clock starts wherever its RTC says; certificates are checked against it, so set
+  // it to now (the certificates were issued before).
   const std::string boot = absl::StrCat(
+      "date -u -s '", absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::Now(), absl::UTCTimeZone()),
+      "' >/dev/null\n",
+      // The initramfs gives its files modification time 0, which gRPC's certificate watcher
+      // takes for an error.
+      ca_ != nullptr ? "touch /etc/autoscale/tls.pem /etc/autoscale/tls.key /etc/autoscale/ca.pem\n"
+                     : "",
       "mount -t tmpfs cgroups /sys/fs/cgroup\n"
       "mkdir -p /sys/fs/cgroup/memory\n"
       "mount -t cgroup -o memory memory /sys/fs/cgroup/memory\n"
       "mkdir -p ",
       kWorkCgroup, "\n/usr/bin/run-monitor &\n");
-  ASSIGN_OR_RETURN(image, neonvm::guest::AddFiles(image,
-                                                  {{options_.bin.monitor, "/usr/bin/monitor"},
-                                                   {options_.bin.loadgen, "/usr/bin/loadgen"},
-                                                   {options_.bin.memstep, "/usr/bin/memstep"},
-                                                   {gdir + "/run-monitor", "/usr/bin/run-monitor"}},
-                                                  boot, gdir + "/initrd"));
+  ASSIGN_OR_RETURN(image, neonvm::guest::AddFiles(image, files, boot, gdir + "/initrd"));
   neonvm::launcher::VmSpec spec;
   spec.name = o.name;
   spec.cpus_min = agent::CpusFor(cu.milli_cpu * o.bounds.min_cu);

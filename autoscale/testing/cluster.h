@@ -25,7 +25,9 @@
 #include "autoscale/api/config.pb.h"
 #include "autoscale/api/scheduler.pb.h"
 #include "autoscale/core/resources.h"
+#include "autoscale/rpc/tls.h"
 #include "autoscale/testing/daemon.h"
+#include "autoscale/testing/test_ca.h"
 #include "neonvm/guest/console.h"
 #include "neonvm/launcher/vm.h"
 
@@ -60,6 +62,10 @@ struct ClusterOptions {
   std::string dir;
   // Echo the daemons' logs to stderr (for debugging).
   bool verbose = false;
+  // Mutual TLS on every link (a throwaway CA made with openssl under dir/pki: the scheduler,
+  // each node's agent, each VM's monitor and the cluster's own admin calls have certificates);
+  // false: every daemon runs --insecure.
+  bool tls = true;
 };
 
 struct GuestOptions {
@@ -154,16 +160,26 @@ class Cluster {
   const std::string& dir() const { return dir_; }
   const ClusterOptions& options() const { return options_; }
   std::string scheduler_address() const { return "unix:" + dir_ + "/scheduler.sock"; }
+  // What a client of the scheduler with admin rights uses (mutual TLS, or plaintext).
+  const rpc::Security& admin_security() const { return admin_; }
 
  private:
   explicit Cluster(ClusterOptions options) : options_(std::move(options)) {}
   absl::Status WriteAgentConfig(const std::string& node);
+  // The TLS flags of a daemon with the certificate `file` for `uri` (made on first use), or
+  // --insecure.
+  absl::StatusOr<std::vector<std::string>> SecurityFlags(const std::string& file,
+                                                         const std::string& uri);
+
   std::string AgentAddress(const std::string& node) const;
 
   ClusterOptions options_;
   std::string dir_;
   bool own_dir_ = false;
   std::unique_ptr<Daemon> scheduler_;
+  // With TLS: the CA, and the admin certificate the cluster's own scheduler calls use.
+  std::unique_ptr<TestCa> ca_;
+  rpc::Security admin_ = rpc::Security::Plaintext();
   std::map<std::string, std::unique_ptr<Daemon>> agents_;
   std::map<std::string, int> agent_http_ports_;
   // Each node's VMs as its agent config lists them.

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "autoscale/base/status_macros.h"
+#include "autoscale/base/subprocess.h"
 #include "autoscale/testing/runfiles.h"
 
 namespace autoscale::testing {
@@ -9,6 +10,12 @@ namespace autoscale::testing {
 std::string GuestMissing() {
   if (std::string why = QemuMissing(); !why.empty()) return why;
   absl::StatusOr<neonvm::guest::GuestImage> image = neonvm::guest::FindGuestImage();
+  return image.ok() ? "" : std::string(image.status().message());
+}
+
+std::string PostgresGuestMissing() {
+  if (std::string why = QemuMissing(); !why.empty()) return why;
+  absl::StatusOr<neonvm::guest::PostgresGuestImage> image = neonvm::guest::FindPostgresGuestImage();
   return image.ok() ? "" : std::string(image.status().message());
 }
 
@@ -32,6 +39,29 @@ absl::StatusOr<neonvm::launcher::VmSpec> GuestSpec(std::string name) {
   spec.initrd = image.initrd;
   spec.kernel_cmdline = image.cmdline;
   spec.host_forwards = {{.guest_port = 7000}};
+  return spec;
+}
+
+absl::StatusOr<neonvm::launcher::VmSpec> PostgresGuestSpec(std::string name,
+                                                           const std::string& dir) {
+  ASSIGN_OR_RETURN(neonvm::guest::PostgresGuestImage pg, neonvm::guest::FindPostgresGuestImage());
+  // The image is mostly holes: a sparse copy writes what PostgreSQL's files hold.
+  const std::string disk = dir + "/pg.img";
+  ASSIGN_OR_RETURN(std::unique_ptr<Subprocess> cp,
+                   Subprocess::Start({"cp", "--sparse=always", pg.disk, disk}));
+  ASSIGN_OR_RETURN(int status, cp->Wait(absl::Seconds(60)));
+  if (status != 0) {
+    return absl::InternalError(
+        absl::StrCat("cp ", pg.disk, " ", disk, ": ", DescribeWaitStatus(status)));
+  }
+  neonvm::launcher::VmSpec spec = NoGuestSpec(std::move(name));
+  spec.memory_slots_use = spec.memory_slots_min = 2;
+  spec.kernel = pg.image.kernel;
+  spec.initrd = pg.image.initrd;
+  spec.kernel_cmdline = pg.image.cmdline;
+  // writeback: a test's directory may be on a file system without O_DIRECT (tmpfs).
+  spec.disks = {{.path = disk, .cache = "writeback"}};
+  spec.host_forwards = {{.guest_port = neonvm::guest::kPostgresPort}};
   return spec;
 }
 

@@ -26,12 +26,23 @@ std::string GuestMissing();
 
 #define AUTOSCALE_REQUIRE_GUEST() AUTOSCALE_REQUIRE(::autoscale::testing::GuestMissing())
 
+// Empty when QEMU and the PostgreSQL guest (neonvm/guest/build --postgres) are there.
+std::string PostgresGuestMissing();
+
+#define AUTOSCALE_REQUIRE_POSTGRES_GUEST() \
+  AUTOSCALE_REQUIRE(::autoscale::testing::PostgresGuestMissing())
+
 // A VM without a guest OS: 1 of up to 4 CPUs, 1 of up to 4 slots of 256 MiB.
 neonvm::launcher::VmSpec NoGuestSpec(std::string name);
 
 // The same shape with the test guest's kernel, initramfs and command line, and the guest's port
 // 7000 forwarded.
 absl::StatusOr<neonvm::launcher::VmSpec> GuestSpec(std::string name);
+
+// The PostgreSQL guest: NoGuestSpec's CPUs, 512 MiB at start (2 slots), its own copy of the
+// data disk in `dir` (sparse), and the guest's PostgreSQL port forwarded to 127.0.0.1.
+absl::StatusOr<neonvm::launcher::VmSpec> PostgresGuestSpec(std::string name,
+                                                           const std::string& dir);
 
 // The test guest with the load generator at /usr/bin/loadgen, its initramfs written to `dir`.
 absl::StatusOr<neonvm::guest::GuestImage> GuestWithLoadgen(const std::string& dir);

@@ -4,6 +4,11 @@
 // out the scheduler's live migrations with the target node's agent.
 //
 //   agent --config=/etc/autoscale/agent.json --listen=127.0.0.1:10400 --http_port=9101
+//         --tls_cert=node-a.pem --tls_key=node-a.key --tls_ca=ca.pem   (or --insecure)
+//
+// With TLS every link (the scheduler, other agents, the monitors) is mutual TLS with this
+// node's certificate (spiffe://<td>/node/<name>), so the monitors need certificates of the same
+// CA too.
 //
 // HTTP: /metrics (Prometheus), /healthz, /readyz and /status (JSON: the VMs and the event log;
 // ?since=N for the events after N).
@@ -24,6 +29,7 @@
 #include "autoscale/rpc/agent_peer/grpc_server.h"
 #include "autoscale/rpc/monitor/grpc_client.h"
 #include "autoscale/rpc/scheduler/grpc_client.h"
+#include "autoscale/rpc/tls_flags.h"
 #include "glog/logging.h"
 
 ABSL_FLAG(std::string, config, "",
@@ -78,9 +84,14 @@ int Run() {
     LOG(ERROR) << config.status();
     return 2;
   }
+  absl::StatusOr<rpc::Security> security = rpc::SecurityFromTlsFlags("agent");
+  if (!security.ok()) {
+    LOG(ERROR) << security.status();
+    return 2;
+  }
   absl::StatusOr<std::unique_ptr<rpc::scheduler::SchedulerService>> scheduler =
       rpc::scheduler::NewGrpcClient(config->scheduler_address(),
-                                    absl::GetFlag(FLAGS_scheduler_timeout));
+                                    absl::GetFlag(FLAGS_scheduler_timeout), *security);
   if (!scheduler.ok()) {
     LOG(ERROR) << scheduler.status();
     return 2;
@@ -103,10 +114,16 @@ int Run() {
   agent::AgentOptions options;
   options.address = *advertise;
   agent::Agent node_agent(
-      options, **scheduler, *vms, &rpc::monitor::ConnectGrpc,
-      [](const std::string& address) { return rpc::agent_peer::NewGrpcClient(address); });
+      options, **scheduler, *vms,
+      [&](const std::string& address, rpc::monitor::MonitorClient::Callbacks callbacks,
+          absl::Duration timeout) {
+        return rpc::monitor::ConnectGrpc(address, std::move(callbacks), timeout, *security);
+      },
+      [&](const std::string& address) {
+        return rpc::agent_peer::NewGrpcClient(address, absl::Seconds(60), *security);
+      });
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
-      rpc::agent_peer::StartGrpcServer(node_agent, listen);
+      rpc::agent_peer::StartGrpcServer(node_agent, listen, *security);
   if (!server.ok()) {
     LOG(ERROR) << server.status();
     return 1;

@@ -409,6 +409,10 @@ int Main() {
     return 1;
   }
   Cluster& c = **cluster;
+  std::printf(
+      "mutual TLS between all daemons (scheduler, agents, monitors), with a throwaway CA "
+      "in %s/pki\n",
+      c.dir().c_str());
   for (const char* node : {"a", "b"}) {
     std::printf("  agent of node %s: http://127.0.0.1:%d/status (and /metrics)\n", node,
                 c.AgentHttpPort(node));

@@ -47,7 +47,8 @@ TEST(EndToEnd, DrainMovesEveryMigratableVmAndTheEmptyNodeIsRemoved) {
   });
   ASSERT_TRUE(ready.ok()) << ready.status();
 
-  auto scheduler = rpc::scheduler::NewGrpcClient(c.scheduler_address(), absl::Seconds(10));
+  auto scheduler =
+      rpc::scheduler::NewGrpcClient(c.scheduler_address(), absl::Seconds(10), c.admin_security());
   ASSERT_TRUE(scheduler.ok()) << scheduler.status();
   api::DrainNodeRequest drain;
   drain.set_node("a");

@@ -21,14 +21,14 @@ expect() {  # text pattern
 
 start() {
   rm -f "$tmp/ready"
-  "$scheduler" --data_dir="$tmp/data" --listen="unix:$tmp/s.sock" --metrics_port=-1 \
+  "$scheduler" --data_dir="$tmp/data" --listen="unix:$tmp/s.sock" --metrics_port=-1 --insecure \
     --ready_file="$tmp/ready" --recovery_grace=1s --snapshot_every=1000000 2>"$tmp/log" &
   pid=$!
   for _ in $(seq 100); do [ -f "$tmp/ready" ] && return 0; sleep 0.1; done
   cat "$tmp/log"
   fail "the scheduler did not start"
 }
-ctl() { "$schedctl" --server="unix:$tmp/s.sock" "$@"; }
+ctl() { "$schedctl" --server="unix:$tmp/s.sock" --insecure "$@"; }
 
 start
 ctl register --node=n1 --total=16000m/64GiB >/dev/null
@@ -52,7 +52,7 @@ printf "$(printf '\\%03o' $(((byte + 1) % 256)))" | dd of="$log" bs=1 seek="$off
 
 # The start refuses, naming the damage and what to do.
 set +e
-timeout 30 "$scheduler" --data_dir="$tmp/data" --listen="unix:$tmp/s.sock" --metrics_port=-1 \
+timeout 30 "$scheduler" --data_dir="$tmp/data" --listen="unix:$tmp/s.sock" --metrics_port=-1 --insecure \
   2>"$tmp/refused"
 rc=$?
 set -e

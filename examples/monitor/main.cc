@@ -3,6 +3,7 @@
 // metrics to the agent over gRPC (autoscale/api/monitor.proto).
 //
 //   monitor --listen=0.0.0.0:10301 --cgroup=/sys/fs/cgroup/memory/postgres
+//           --tls_cert=vm.pem --tls_key=vm.key --tls_ca=ca.pem   (or --insecure)
 //           --lfc_resizer=postgres --postgres_conninfo='host=/run/postgresql dbname=postgres'
 #include <pthread.h>
 #include <signal.h>
@@ -25,6 +26,7 @@
 #include "autoscale/base/sd_notify.h"
 #include "autoscale/base/status_macros.h"
 #include "autoscale/rpc/monitor/grpc_server.h"
+#include "autoscale/rpc/tls_flags.h"
 #include "glog/logging.h"
 #include "lfc/postgres_resizer.h"
 #include "lfc/resizer.h"
@@ -198,8 +200,10 @@ absl::Status Run() {
                                 {.metrics_interval = absl::GetFlag(FLAGS_metrics_interval)});
   link = &agent_link;
 
-  ASSIGN_OR_RETURN(std::unique_ptr<rpc::Server> server,
-                   rpc::monitor::StartGrpcServer(agent_link, absl::GetFlag(FLAGS_listen)));
+  ASSIGN_OR_RETURN(rpc::Security security, rpc::SecurityFromTlsFlags("monitor"));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<rpc::Server> server,
+      rpc::monitor::StartGrpcServer(agent_link, absl::GetFlag(FLAGS_listen), security));
   std::unique_ptr<HttpServer> http;
   if (absl::GetFlag(FLAGS_http_port) >= 0) {
     HttpServer::Options o;

@@ -7,18 +7,18 @@ trap 'kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 pid=
 fail() { echo "FAIL: $*"; [ -f "$tmp/log" ] && cat "$tmp/log"; exit 1; }
 
-"$bin" --watch=sideways --memory_bytes=1073741824 >"$tmp/log" 2>&1 && fail "bad --watch accepted"
+"$bin" --insecure --watch=sideways --memory_bytes=1073741824 >"$tmp/log" 2>&1 && fail "bad --watch accepted"
 grep -q "unknown watch mode 'sideways'" "$tmp/log" || fail "bad --watch message"
 
-"$bin" --cgroup=/sys/fs/cgroup/memory/no-such-group --memory_bytes=1073741824 >"$tmp/log" 2>&1 &&
+"$bin" --insecure --cgroup=/sys/fs/cgroup/memory/no-such-group --memory_bytes=1073741824 >"$tmp/log" 2>&1 &&
   fail "missing cgroup accepted"
 grep -q "no-such-group" "$tmp/log" || fail "missing cgroup message does not name it"
 
-"$bin" --lfc_resizer=magic --memory_bytes=1073741824 >"$tmp/log" 2>&1 && fail "bad resizer accepted"
+"$bin" --insecure --lfc_resizer=magic --memory_bytes=1073741824 >"$tmp/log" 2>&1 && fail "bad resizer accepted"
 grep -q "lfc_resizer must be none, postgres or file:PATH" "$tmp/log" || fail "bad resizer message"
 
 # Its own memory cgroup (v1 here), sampling and the v1 watcher, on a unix socket.
-"$bin" --listen="unix:$tmp/monitor.sock" --http_port=0 --memory_bytes=1073741824 \
+"$bin" --insecure --listen="unix:$tmp/monitor.sock" --http_port=0 --memory_bytes=1073741824 \
   --lfc_resizer="file:$tmp/lfc" >"$tmp/log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
@@ -41,7 +41,7 @@ grep -q "shutting down" "$tmp/log" || fail "no shutdown line"
 # runs on some thread in the middle of a lock). SIGTERM goes out as soon as a thread's mask shows
 # the block (bit 15 of SigBlk; while the main thread waits in sigwait, its own mask does not),
 # which is often before the daemon is up: a signal during the start is neither lost nor fatal.
-"$bin" --listen="unix:$tmp/monitor2.sock" --http_port=0 --memory_bytes=1073741824 >"$tmp/log" 2>&1 &
+"$bin" --insecure --listen="unix:$tmp/monitor2.sock" --http_port=0 --memory_bytes=1073741824 >"$tmp/log" 2>&1 &
 pid=$!
 blocked=
 for _ in $(seq 500); do

@@ -196,7 +196,7 @@ class AgentFailoverTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<testing::Daemon>> d = testing::Daemon::Start(
         {.argv = {g_scheduler, "--store=etcd:" + etcd_cluster_->Endpoints(),
                   absl::StrCat("--etcd_prefix=", kPrefix), "--listen=" + addresses_[i],
-                  "--metrics_port=-1", "--lease_ttl=2s", "--recovery_grace=2s"},
+                  "--insecure", "--metrics_port=-1", "--lease_ttl=2s", "--recovery_grace=2s"},
          .log = absl::StrCat(dir_.path(), "/scheduler", i, ".log"),
          .ready_file = absl::StrCat(dir_.path(), "/scheduler", i, ".ready")});
     ASSERT_TRUE(d.ok()) << d.status();

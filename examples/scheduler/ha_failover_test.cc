@@ -73,7 +73,7 @@ class HaFailoverTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<testing::Daemon>> d = testing::Daemon::Start(
         {.argv = {g_scheduler, "--store=etcd:" + etcd_cluster_->Endpoints(),
                   absl::StrCat("--etcd_prefix=", kPrefix), "--listen=" + addresses_[i],
-                  "--metrics_port=-1", "--lease_ttl=2s", "--recovery_grace=3s",
+                  "--insecure", "--metrics_port=-1", "--lease_ttl=2s", "--recovery_grace=3s",
                   "--balance_interval=200ms", "--snapshot_every=3000",
                   // The audit below reads etcd's whole history.
                   "--etcd_compact=false"},

@@ -27,6 +27,7 @@
 #include "autoscale/core/config_proto.h"
 #include "autoscale/core/resources.h"
 #include "autoscale/rpc/scheduler/grpc_client.h"
+#include "autoscale/rpc/tls_flags.h"
 #include "examples/scheduler/schedctl.pb.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:10299",
@@ -370,9 +371,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    // An admin certificate (spiffe://<td>/admin) for the admin calls; --insecure for a plaintext
+    // scheduler.
+    absl::StatusOr<autoscale::rpc::Security> security =
+        autoscale::rpc::SecurityFromTlsFlags("schedctl");
+    if (!security.ok()) throw autoscale::scheduler::Usage{security.status().ToString()};
     absl::StatusOr<std::unique_ptr<autoscale::rpc::scheduler::SchedulerService>> scheduler =
         autoscale::rpc::scheduler::NewGrpcClient(absl::GetFlag(FLAGS_server),
-                                                 absl::GetFlag(FLAGS_timeout));
+                                                 absl::GetFlag(FLAGS_timeout), *security);
     if (!scheduler.ok()) throw autoscale::scheduler::Usage{scheduler.status().ToString()};
     autoscale::scheduler::Ctl ctl(*std::move(scheduler));
     return ctl.Run(args[1]);

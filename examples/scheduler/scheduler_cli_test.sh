@@ -16,7 +16,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 start() {
   rm -f "$tmp/ready"
-  "$scheduler" --data_dir="$tmp/data" --listen="unix:$tmp/s.sock" --metrics_port=0 \
+  "$scheduler" --data_dir="$tmp/data" --listen="unix:$tmp/s.sock" --metrics_port=0 --insecure \
     --metrics_host=127.0.0.1 --ready_file="$tmp/ready" --recovery_grace="${1:-1s}" 2>>"$tmp/log" &
   pid=$!
   for _ in $(seq 100); do [ -f "$tmp/ready" ] && break; sleep 0.1; done
@@ -27,7 +27,7 @@ stop() {
   wait "$pid" || fail "the scheduler exited with $? on SIGTERM"
   pid=
 }
-ctl() { "$schedctl" --server="unix:$tmp/s.sock" "$@"; }
+ctl() { "$schedctl" --server="unix:$tmp/s.sock" --insecure "$@"; }
 expect() {  # text pattern
   grep -q -- "$2" <<<"$1" || fail "expected $2 in: $1"
 }
@@ -37,7 +37,8 @@ expect() {  # text pattern
 bad_flags() {  # pattern flags...
   local want=$1 rc=0
   shift
-  "$scheduler" --listen="unix:$tmp/bad.sock" --metrics_port=-1 "$@" 2>"$tmp/err" || rc=$?
+  "$scheduler" --listen="unix:$tmp/bad.sock" --metrics_port=-1 "${INSECURE---insecure}" "$@" \
+    2>"$tmp/err" || rc=$?
   [ "$rc" = 2 ] || fail "scheduler $* exited with $rc, not 2: $(cat "$tmp/err")"
   expect "$(cat "$tmp/err")" "$want"
 }
@@ -51,6 +52,13 @@ bad_flags 'give both --etcd_cert and --etcd_key' --store=etcd:127.0.0.1:1 --etcd
 bad_flags 'need --etcd_ca' --store=etcd:127.0.0.1:1 --etcd_cert=c.pem --etcd_key=k.pem
 bad_flags 'give --advertise' --store=etcd:127.0.0.1:1 --listen=0.0.0.0:10299
 bad_flags '--disk_reserve must be >= 0' --store="file:$tmp/bad" --disk_reserve=-1
+# Plaintext must be asked for; TLS needs its three files.
+INSECURE=--v=0 bad_flags 'or --insecure for plaintext' --store="file:$tmp/bad"
+INSECURE=--v=0 bad_flags 'needs all of --tls_cert, --tls_key and --tls_ca' --store="file:$tmp/bad" \
+  --tls_cert="$tmp/c.pem"
+bad_flags 'exclude each other' --store="file:$tmp/bad" --tls_cert="$tmp/c.pem"
+INSECURE=--v=0 bad_flags 'cannot read the certificate file' --store="file:$tmp/bad" \
+  --tls_cert="$tmp/none.pem" --tls_key="$tmp/none.key" --tls_ca="$tmp/ca.pem"
 
 start
 expect "$(ctl register --node=n1 --total=4000m/16GiB --agent_address=n1:7000)" '"node":"n1"'

@@ -38,8 +38,8 @@ class CrashTest : public ::testing::Test {
     ++starts_;
     absl::StatusOr<std::unique_ptr<testing::Daemon>> daemon = testing::Daemon::Start(
         {.argv = {g_scheduler, "--data_dir=" + dir_.path() + "/data", "--listen=" + address(),
-                  "--metrics_port=-1", "--recovery_grace=3s", "--balance_interval=200ms",
-                  "--snapshot_every=3000"},
+                  "--insecure", "--metrics_port=-1", "--recovery_grace=3s",
+                  "--balance_interval=200ms", "--snapshot_every=3000"},
          .log = dir_.path() + "/scheduler.log",
          .ready_file = dir_.path() + "/scheduler.ready"});
     ASSERT_TRUE(daemon.ok()) << daemon.status();

@@ -58,8 +58,8 @@ class FullDiskTest : public ::testing::Test {
   void Start() {
     absl::StatusOr<std::unique_ptr<testing::Daemon>> daemon = testing::Daemon::Start(
         {.argv = {g_scheduler, "--data_dir=" + mnt_ + "/data", "--listen=" + address(),
-                  "--metrics_port=-1", "--recovery_grace=1s", "--balance_interval=100ms",
-                  "--snapshot_every=1000000", "--disk_reserve=524288"},
+                  "--insecure", "--metrics_port=-1", "--recovery_grace=1s",
+                  "--balance_interval=100ms", "--snapshot_every=1000000", "--disk_reserve=524288"},
          .log = dir_.path() + "/scheduler.log",
          .ready_file = dir_.path() + "/scheduler.ready"});
     ASSERT_TRUE(daemon.ok()) << daemon.status();

@@ -2,8 +2,14 @@
 // over gRPC, with Prometheus metrics. Flags and wiring only.
 //
 //   scheduler --store=file:/var/lib/scheduler --listen=0.0.0.0:10299 --metrics_port=9100
+//             --tls_cert=sched.pem --tls_key=sched.key --tls_ca=ca.pem
 //   scheduler --store=etcd:10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --etcd_prefix=/autoscale
-//             --listen=0.0.0.0:10299 --advertise=10.0.0.5:10299
+//             --listen=0.0.0.0:10299 --advertise=10.0.0.5:10299 --tls_cert=... (or --insecure)
+//
+// With --tls_cert, --tls_key and --tls_ca every gRPC caller must present a certificate of that
+// CA, and is authorized by its identity (scheduler::Authz: an agent acts on its own node only;
+// placement, release, node lifecycle and whole reads need admin). --insecure serves plaintext to
+// anyone, for local development.
 //
 // It answers agents' requests, places VMs, checks nodes against their watermark every
 // --balance_interval (the source nodes' agents pick the orders up), ends migration orders not
@@ -44,6 +50,8 @@
 #include "autoscale/ledger/migration_policy.h"
 #include "autoscale/rpc/scheduler/grpc_server.h"
 #include "autoscale/rpc/server.h"
+#include "autoscale/rpc/tls_flags.h"
+#include "autoscale/scheduler/authz.h"
 #include "autoscale/scheduler/ha_scheduler.h"
 #include "autoscale/scheduler/scheduler.h"
 #include "glog/logging.h"
@@ -238,6 +246,11 @@ int Run() {
     return 2;
   }
   const std::string listen = absl::GetFlag(FLAGS_listen);
+  absl::StatusOr<rpc::Security> security = rpc::SecurityFromTlsFlags("scheduler");
+  if (!security.ok()) {
+    LOG(ERROR) << security.status();
+    return 2;
+  }
 
   // Signals are taken by sigtimedwait below; every thread started from here on blocks them.
   sigset_t signals;
@@ -300,9 +313,17 @@ int Run() {
   }
   rpc::scheduler::SchedulerService& service = single ? single->service() : member->service();
 
+  // With TLS every call is authorized by its caller's identity; plaintext callers are anonymous
+  // and get everything (what --insecure gives up).
+  Authz authz(service, [&](const std::string& vm) -> absl::StatusOr<ledger::VmInfo> {
+    return single ? single->ledger().GetVm(vm) : member->GetVm(vm);
+  });
   RemoveStaleSocket(listen);
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
-      rpc::scheduler::StartGrpcServer(service, listen);
+      security->tls()
+          ? rpc::scheduler::StartGrpcServer(
+                [&](const std::string& identity) { return authz.For(identity); }, listen, *security)
+          : rpc::scheduler::StartGrpcServer(service, listen, *security);
   if (!server.ok()) {
     LOG(ERROR) << server.status();
     return 1;
@@ -315,7 +336,9 @@ int Run() {
     o.what = "scheduler";
     o.host = absl::GetFlag(FLAGS_metrics_host);
     o.port = absl::GetFlag(FLAGS_metrics_port);
-    o.metrics = [&] { return single ? single->MetricsText() : member->MetricsText(); };
+    o.metrics = [&] {
+      return (single ? single->MetricsText() : member->MetricsText()) + authz.MetricsText();
+    };
     if (member) {
       // Ready while leading: a standby only sends clients on, so balancers should skip it.
       o.ready = [&]() -> absl::Status {
@@ -377,6 +400,7 @@ int Run() {
 int main(int argc, char** argv) {
   autoscale::InitProgram(argc, argv,
                          "Usage: scheduler --store=file:DIR|etcd:HOST:PORT,... "
+                         "--tls_cert=PEM --tls_key=PEM --tls_ca=PEM|--insecure "
                          "[--listen=HOST:PORT|unix:PATH] [--metrics_port=N] [--watermark=F] "
                          "[--compute_unit=250m/1GiB]");
   return autoscale::scheduler::Run();

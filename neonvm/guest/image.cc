@@ -88,6 +88,21 @@ std::string GuestDir() {
   return home + "/.cache/autoscale-guest";
 }
 
+absl::StatusOr<PostgresGuestImage> FindPostgresGuestImage() {
+  std::string dir = GuestDir();
+  PostgresGuestImage pg{{dir + "/vmlinuz", dir + "/postgres/initrd", ""}, dir + "/postgres/pg.img"};
+  for (const std::string& f : {pg.image.kernel, pg.image.initrd, pg.disk, dir + "/cmdline"}) {
+    if (access(f.c_str(), R_OK) != 0) {
+      return absl::NotFoundError(absl::StrCat("PostgreSQL guest not built: ", f,
+                                              " is missing (run neonvm/guest/build --postgres, or "
+                                              "set AUTOSCALE_GUEST_DIR to where it is)"));
+    }
+  }
+  ASSIGN_OR_RETURN(GuestImage base, FindGuestImage());
+  pg.image.cmdline = base.cmdline;
+  return pg;
+}
+
 absl::StatusOr<GuestImage> FindGuestImage() {
   std::string dir = GuestDir();
   GuestImage image{dir + "/vmlinuz", dir + "/initrd.gz", ""};

@@ -38,6 +38,21 @@ std::string GuestDir();
 // it, when it is not there.
 absl::StatusOr<GuestImage> FindGuestImage();
 
+// The PostgreSQL guest of `neonvm/guest/build --postgres`: the kernel, an initramfs whose boot
+// script mounts the data disk and starts PostgreSQL 15 on port 5432 (see the build script), and
+// the disk image every VM copies (it writes to its disk).
+struct PostgresGuestImage {
+  GuestImage image;
+  std::string disk;  // pg.img, raw ext4
+};
+
+// The PostgreSQL port in the guest.
+inline constexpr int kPostgresPort = 5432;
+
+// The built PostgreSQL guest in GuestDir(); NotFound, naming the missing file and the command
+// that builds it, when it is not there.
+absl::StatusOr<PostgresGuestImage> FindPostgresGuestImage();
+
 // A file to put into the guest.
 struct GuestFile {
   std::string host_path;

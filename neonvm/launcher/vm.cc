@@ -1,7 +1,13 @@
 #include "neonvm/launcher/vm.h"
 
 #include <fcntl.h>
+#include <linux/if_tun.h>
+#include <linux/sockios.h>
+#include <net/if.h>
+#include <sched.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,13 +18,17 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <thread>
 
 #include "absl/random/random.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "autoscale/base/status_macros.h"
 #include "autoscale/base/units.h"
 #include "glog/logging.h"
@@ -46,6 +56,35 @@ std::map<int, int> ParseHostForwards(const std::string& text) {
   return ports;
 }
 
+// Names of network devices, bridges and CPU models: letters, digits, '-', '_' and '.'.
+bool IsPlainName(const std::string& name) {
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  });
+}
+
+bool IsInterfaceName(const std::string& name) {
+  return !name.empty() && name.size() < IFNAMSIZ && IsPlainName(name);
+}
+
+// "52:54:00:12:34:56" with a unicast first octet.
+bool IsUnicastMac(const std::string& mac) {
+  std::vector<std::string> octets = absl::StrSplit(mac, ':');
+  if (octets.size() != 6) return false;
+  for (const std::string& o : octets) {
+    if (o.size() != 2 || !std::isxdigit(static_cast<unsigned char>(o[0])) ||
+        !std::isxdigit(static_cast<unsigned char>(o[1]))) {
+      return false;
+    }
+  }
+  return (std::stoi(octets[0], nullptr, 16) & 1) == 0;
+}
+
+// A value inside a QEMU option list ("file=<value>,format=raw"): commas are doubled.
+std::string OptionValue(const std::string& value) {
+  return absl::StrReplaceAll(value, {{",", ",,"}});
+}
+
 // The CPU quota a VM starts with.
 int StartMilli(const VmSpec& spec) {
   return spec.cpu_milli != 0 ? spec.cpu_milli : spec.cpus_use * 1000;
@@ -54,6 +93,28 @@ int StartMilli(const VmSpec& spec) {
 }  // namespace
 
 bool KvmUsable() { return access("/dev/kvm", R_OK | W_OK) == 0; }
+
+std::string ResolvedAccel(const VmSpec& spec) {
+  if (!spec.accel.empty()) return spec.accel;
+  return KvmUsable() ? "kvm" : "tcg";
+}
+
+std::string ResolvedCpuModel(const VmSpec& spec) {
+  if (!spec.cpu_model.empty()) return spec.cpu_model;
+  // TCG emulates "host" poorly and "max" was not faster than qemu64 there.
+  return ResolvedAccel(spec) == "kvm" ? "host" : "qemu64";
+}
+
+std::string TapMac(const VmSpec& spec, size_t index) {
+  if (!spec.taps[index].mac.empty()) return spec.taps[index].mac;
+  // FNV-1a of "<name>/<index>": stable across hosts, so a migration target gets the same MAC.
+  uint32_t h = 2166136261u;
+  for (char c : absl::StrCat(spec.name, "/", index)) {
+    h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+  }
+  // 52:54:00 is QEMU's locally administered prefix.
+  return absl::StrFormat("52:54:00:%02x:%02x:%02x", (h >> 16) & 0xff, (h >> 8) & 0xff, h & 0xff);
+}
 
 absl::Status Validate(const VmSpec& s) {
   auto bad = [&s](auto&&... what) {
@@ -67,6 +128,12 @@ absl::Status Validate(const VmSpec& s) {
   if (s.qemu.empty()) return bad("qemu is empty");
   if (!s.accel.empty() && s.accel != "kvm" && s.accel != "tcg") {
     return bad("accel must be kvm, tcg or empty, not ", s.accel);
+  }
+  if (!IsPlainName(s.cpu_model)) {
+    return bad("cpu_model \"", s.cpu_model, "\" must be letters, digits, '-', '_' or '.'");
+  }
+  if (s.cpu_model == "host" && ResolvedAccel(s) != "kvm") {
+    return bad("cpu_model host needs accel kvm, not ", ResolvedAccel(s));
   }
   if (s.cpus_min < 1 || s.cpus_max > kMaxCpus || s.cpus_min > s.cpus_max) {
     return bad("cpus_min ", s.cpus_min, " and cpus_max ", s.cpus_max,
@@ -106,8 +173,46 @@ absl::Status Validate(const VmSpec& s) {
     return bad("memory_slots_use ", s.memory_slots_use, " is outside ", s.memory_slots_min, "..",
                s.memory_slots_max);
   }
-  if (s.kernel.empty() && (!s.initrd.empty() || !s.kernel_cmdline.empty())) {
-    return bad("initrd and kernel_cmdline need a kernel");
+  if (s.kernel.empty() &&
+      (!s.initrd.empty() || !s.kernel_cmdline.empty() || !s.kernel_args.empty())) {
+    return bad("initrd, kernel_cmdline and kernel_args need a kernel");
+  }
+  for (size_t i = 0; i < s.kernel_args.size(); ++i) {
+    const std::string& arg = s.kernel_args[i];
+    if (arg.empty() || std::any_of(arg.begin(), arg.end(), [](char c) {
+          return std::isspace(static_cast<unsigned char>(c)) || c == '\0';
+        })) {
+      return bad("kernel_args[", i, "] \"", arg, "\" must be one word");
+    }
+  }
+  static const std::set<std::string> kFormats = {"raw", "qcow2"};
+  static const std::set<std::string> kCaches = {"none", "writeback", "writethrough", "directsync",
+                                                "unsafe"};
+  for (size_t i = 0; i < s.disks.size(); ++i) {
+    const Disk& d = s.disks[i];
+    if (d.path.empty()) return bad("disks[", i, "].path is empty");
+    if (!kFormats.count(d.format)) {
+      return bad("disks[", i, "].format must be raw or qcow2, not \"", d.format, "\"");
+    }
+    if (!kCaches.count(d.cache)) {
+      return bad("disks[", i,
+                 "].cache must be none, writeback, writethrough, directsync or unsafe, not \"",
+                 d.cache, "\"");
+    }
+  }
+  std::set<std::string> tap_names;
+  for (size_t i = 0; i < s.taps.size(); ++i) {
+    const TapInterface& t = s.taps[i];
+    if (!IsInterfaceName(t.bridge)) {
+      return bad("taps[", i, "].bridge \"", t.bridge, "\" is not an interface name (1 to ",
+                 IFNAMSIZ - 1, " letters, digits, '-', '_' or '.')");
+    }
+    if (!t.tap.empty() && (!IsInterfaceName(t.tap) || !tap_names.insert(t.tap).second)) {
+      return bad("taps[", i, "].tap \"", t.tap, "\" is not an interface name or is used twice");
+    }
+    if (!t.mac.empty() && !IsUnicastMac(t.mac)) {
+      return bad("taps[", i, "].mac \"", t.mac, "\" is not a unicast MAC address");
+    }
   }
   std::set<int> guest_ports;
   for (const HostForward& f : s.host_forwards) {
@@ -121,8 +226,11 @@ absl::Status Validate(const VmSpec& s) {
   return absl::OkStatus();
 }
 
-std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir) {
-  std::string accel = s.accel.empty() ? (KvmUsable() ? "kvm" : "tcg") : s.accel;
+std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir,
+                                         const std::vector<int>& tap_fds) {
+  CHECK_EQ(tap_fds.size(), s.taps.size()) << "one open tap per TapInterface";
+  std::string accel = ResolvedAccel(s);
+  std::string cpu_model = ResolvedCpuModel(s);
   // Under TCG, QEMU 10 never frees the translation context of an unplugged vCPU and aborts once
   // it has created `maxcpus` vCPUs in its life. Declaring the most possible CPUs x86 allows
   // without x2apic makes that budget kMaxCpus vCPU creations per QEMU process; the guest is
@@ -143,6 +251,8 @@ std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir
       "none",
       // A guest panic (panic=-1 in the guest) or reboot ends QEMU instead of looping.
       "-no-reboot",
+      "-cpu",
+      cpu_model,
       "-smp",
       absl::StrCat("cpus=", s.cpus_min, ",maxcpus=", max_cpus, ",sockets=1,cores=", max_cpus,
                    ",threads=1"),
@@ -151,9 +261,10 @@ std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir
     a.insert(a.end(), {"-sandbox",
                        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"});
   }
-  // CPUs above the minimum are devices with an id, so they can be unplugged later.
+  // CPUs above the minimum are devices with an id, so they can be unplugged later. Their type is
+  // the model's, as query-hotpluggable-cpus reports it to the resizer.
   for (int core = s.cpus_min; core < s.cpus_use; ++core) {
-    a.insert(a.end(), {"-device", absl::StrCat("qemu64-x86_64-cpu,id=cpu", core,
+    a.insert(a.end(), {"-device", absl::StrCat(cpu_model, "-x86_64-cpu,id=cpu", core,
                                                ",socket-id=0,core-id=", core, ",thread-id=0")});
   }
   int64_t base = s.memory_slots_min * s.memory_slot_bytes;
@@ -172,6 +283,9 @@ std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir
   } else {
     a.insert(a.end(), {"-m", absl::StrCat("size=", base, "b")});
   }
+  // Entropy for the guest from the host: without it the guest's random pool is ready ~2 s after
+  // boot under TCG (qemu64 has no RDRAND), and whatever needs it (PostgreSQL) waits.
+  a.insert(a.end(), {"-device", "virtio-rng-pci"});
   if (!s.host_forwards.empty()) {
     std::string netdev = "user,id=net0,restrict=on";
     for (const HostForward& f : s.host_forwards) {
@@ -179,10 +293,25 @@ std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir
     }
     a.insert(a.end(), {"-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,romfile="});
   }
+  for (size_t i = 0; i < s.taps.size(); ++i) {
+    // vhost needs /dev/vhost-net, which hosts may lack; QEMU's own backend always works.
+    a.insert(a.end(),
+             {"-netdev", absl::StrCat("tap,id=tap", i, ",fd=", tap_fds[i], ",vhost=off"), "-device",
+              absl::StrCat("virtio-net-pci,netdev=tap", i, ",mac=", TapMac(s, i), ",romfile=")});
+  }
+  for (size_t i = 0; i < s.disks.size(); ++i) {
+    const Disk& d = s.disks[i];
+    a.insert(a.end(), {"-drive",
+                       absl::StrCat("file=", OptionValue(d.path), ",if=none,id=disk", i,
+                                    ",format=", d.format, ",cache=", d.cache,
+                                    d.read_only ? ",readonly=on" : ""),
+                       "-device", absl::StrCat("virtio-blk-pci,drive=disk", i, ",id=vd", i)});
+  }
   if (!s.kernel.empty()) {
     a.insert(a.end(), {"-kernel", s.kernel});
     if (!s.initrd.empty()) a.insert(a.end(), {"-initrd", s.initrd});
-    std::string cmdline = s.kernel_cmdline;
+    std::string cmdline = absl::StrJoin({s.kernel_cmdline, absl::StrJoin(s.kernel_args, " ")}, " ");
+    cmdline = std::string(absl::StripAsciiWhitespace(cmdline));
     if (max_cpus != s.cpus_max) {
       absl::StrAppend(&cmdline, cmdline.empty() ? "" : " ", "possible_cpus=", s.cpus_max);
     }
@@ -203,6 +332,54 @@ std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir
   }
   a.insert(a.end(), s.extra_args.begin(), s.extra_args.end());
   return a;
+}
+
+absl::StatusOr<OpenedTap> OpenTap(const std::string& bridge, const std::string& name) {
+  auto fail = [&](const std::string& what, int err) {
+    return absl::ErrnoToStatus(
+        err, absl::StrCat("tap \"", name, "\" on bridge \"", bridge, "\": ", what));
+  };
+  if (!IsInterfaceName(bridge) || (!name.empty() && !IsInterfaceName(name))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tap \"", name, "\" on bridge \"", bridge, "\": not interface names"));
+  }
+  int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return fail("open /dev/net/tun", errno);
+  ifreq ifr{};
+  // IFF_TUN_EXCL: a name already in use is an error, not a second queue of someone's tap.
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_TUN_EXCL;
+  strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+  if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
+    int err = errno;
+    close(fd);
+    return fail("TUNSETIFF (creating the tap needs CAP_NET_ADMIN and a free name)", err);
+  }
+  OpenedTap tap{fd, ifr.ifr_name};
+  int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) {
+    int err = errno;
+    close(fd);
+    return fail("socket", err);
+  }
+  auto close_both = [&](const std::string& what, int err) {
+    close(sock);
+    close(fd);
+    return fail(what, err);
+  };
+  ifreq br{};
+  strncpy(br.ifr_name, bridge.c_str(), IFNAMSIZ - 1);
+  br.ifr_ifindex = static_cast<int>(if_nametoindex(tap.name.c_str()));
+  if (br.ifr_ifindex == 0) return close_both("if_nametoindex of the new tap", errno);
+  if (ioctl(sock, SIOCBRADDIF, &br) != 0) {
+    return close_both("attaching to the bridge (does it exist in this network namespace?)", errno);
+  }
+  ifreq up{};
+  strncpy(up.ifr_name, tap.name.c_str(), IFNAMSIZ - 1);
+  if (ioctl(sock, SIOCGIFFLAGS, &up) != 0) return close_both("SIOCGIFFLAGS", errno);
+  up.ifr_flags |= IFF_UP;
+  if (ioctl(sock, SIOCSIFFLAGS, &up) != 0) return close_both("bringing it up", errno);
+  close(sock);
+  return tap;
 }
 
 absl::StatusOr<std::unique_ptr<HostCgroup>> Vm::MakeCgroup(const VmSpec& spec) {
@@ -254,6 +431,20 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
                                                    " is too long for unix socket paths"));
   }
 
+  // QEMU would say the same, less clearly, after the cgroup and the taps exist.
+  for (size_t i = 0; i < spec.disks.size(); ++i) {
+    const Disk& d = spec.disks[i];
+    if (access(d.path.c_str(), d.read_only ? R_OK : R_OK | W_OK) != 0) {
+      int err = errno;
+      cleanup_dir();
+      return absl::FailedPreconditionError(absl::StrCat(
+          "VM ", spec.name, ": disks[", i, "] ", d.path, ": ", ErrnoText(err),
+          spec.incoming ? " (a migration target opens the source's disk images: the hosts must "
+                          "share the storage under them)"
+                        : ""));
+    }
+  }
+
   std::string log = dir + "/qemu.log";
   int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (log_fd < 0) {
@@ -267,11 +458,56 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
     cleanup_dir();
     return cgroup.status();
   }
-  std::vector<std::string> argv = QemuCommandLine(spec, dir);
+  // QEMU gets the taps as descriptors; once it has them, this process's copies go, and each
+  // tap lives exactly as long as QEMU.
+  std::vector<int> tap_fds;
+  std::vector<std::string> tap_names;
+  auto close_taps = [&] {
+    for (int fd : tap_fds) close(fd);
+    tap_fds.clear();
+  };
+  int netns_fd = -1;
+  if (!options.netns.empty()) {
+    netns_fd = open(options.netns.c_str(), O_RDONLY | O_CLOEXEC);
+    if (netns_fd < 0) {
+      int err = errno;
+      close(log_fd);
+      cleanup_dir();
+      return absl::ErrnoToStatus(err, absl::StrCat("VM ", spec.name, ": open ", options.netns));
+    }
+  }
+  auto open_tap = [&](const TapInterface& t) -> absl::StatusOr<OpenedTap> {
+    if (netns_fd < 0) return OpenTap(t.bridge, t.tap);
+    // setns changes only the calling thread's namespace: a thread of its own makes the tap there.
+    absl::StatusOr<OpenedTap> tap = absl::InternalError("not run");
+    std::thread([&] {
+      tap = setns(netns_fd, CLONE_NEWNET) == 0
+                ? OpenTap(t.bridge, t.tap)
+                : absl::ErrnoToStatus(errno, absl::StrCat("setns ", options.netns));
+    }).join();
+    return tap;
+  };
+  for (size_t i = 0; i < spec.taps.size(); ++i) {
+    absl::StatusOr<OpenedTap> tap = open_tap(spec.taps[i]);
+    if (!tap.ok()) {
+      close_taps();
+      if (netns_fd >= 0) close(netns_fd);
+      close(log_fd);
+      cleanup_dir();
+      return Annotate(tap.status(), absl::StrCat("VM ", spec.name, ": taps[", i, "]"));
+    }
+    tap_fds.push_back(tap->fd);
+    tap_names.push_back(tap->name);
+  }
+  std::vector<std::string> argv = QemuCommandLine(spec, dir, tap_fds);
   SpawnOptions spawn;
   spawn.output_fd = log_fd;
+  spawn.inherit_fds = tap_fds;
+  spawn.netns_fd = netns_fd;
   absl::StatusOr<std::unique_ptr<Subprocess>> qemu = Subprocess::Start(argv, spawn);
   close(log_fd);
+  if (netns_fd >= 0) close(netns_fd);
+  close_taps();
   if (!qemu.ok()) {
     cleanup_dir();
     return Annotate(qemu.status(), absl::StrCat("starting VM ", spec.name));
@@ -283,6 +519,7 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
   // and removes.
   pid_t pid = (*qemu)->pid();
   std::unique_ptr<Vm> vm(new Vm(spec, dir, own_dir, std::move(*qemu), std::move(*cgroup)));
+  vm->tap_names_ = std::move(tap_names);
   if (vm->cgroup_ != nullptr) {
     vm->cpu_milli_ = StartMilli(spec);
     // QEMU has just exec'd: it has at most a thread or two and no guest memory yet, and

@@ -58,6 +58,32 @@ struct HostForward {
   int host_port = 0;
 };
 
+// A virtio-blk disk: an image file on the host. A migration target opens the same path, so a VM
+// with disks migrates only between hosts that share the storage under it.
+struct Disk {
+  // The image; it must exist when the VM starts.
+  std::string path{};
+  // "raw" or "qcow2".
+  std::string format = "raw";
+  bool read_only = false;
+  // QEMU's cache mode: "none" (O_DIRECT: the host page cache holds nothing a migration target
+  // would miss), "writeback", "writethrough", "directsync" or "unsafe".
+  std::string cache = "none";
+};
+
+// A network interface on a tap device that joins a bridge the operator made (Vm::Start creates
+// the tap, attaches it and hands QEMU the descriptor; the tap goes away with QEMU). Needs
+// CAP_NET_ADMIN.
+struct TapInterface {
+  // The bridge; it must exist in the network namespace the VM starts in.
+  std::string bridge{};
+  // The tap's name; empty: the kernel picks one (tapN). A name must not be in use.
+  std::string tap{};
+  // The guest's MAC address ("52:54:00:12:34:56"); empty: one derived from the VM's name and the
+  // interface's index, the same on a migration target, so the guest keeps its address.
+  std::string mac{};
+};
+
 // The host cgroup QEMU runs in (see host_cgroup.h).
 struct HostCgroupSpec {
   enum class Mode {
@@ -89,6 +115,10 @@ struct VmSpec {
   // process that cannot exec, spawn or raise its privileges. Hotplug and migration work under it.
   bool sandbox = true;
 
+  // QEMU's -cpu model, which hot-plugged CPUs use too; empty: "host" under KVM, "qemu64" under
+  // TCG ("host" needs KVM). Source and target of a migration must use the same model.
+  std::string cpu_model;
+
   // Whole vCPUs: the bounds and how many the VM starts with.
   int cpus_min = 1;
   int cpus_max = 1;
@@ -111,9 +141,18 @@ struct VmSpec {
   std::string kernel;
   std::string initrd;
   std::string kernel_cmdline;
+  // Appended to kernel_cmdline, one word each (no whitespace): what an operator adds to an
+  // image's command line (the guest's address, say).
+  std::vector<std::string> kernel_args;
 
-  // Forwarded ports; empty: no network device at all.
+  // virtio-blk disks, in order (the guest sees vda, vdb, ...).
+  std::vector<Disk> disks;
+
+  // Forwarded ports on QEMU's user-mode network (no privileges needed); empty: no user-mode
+  // network device.
   std::vector<HostForward> host_forwards;
+  // Tap interfaces, after the user-mode one if there is one.
+  std::vector<TapInterface> taps;
 
   // Start as a migration target (-incoming defer) instead of paused.
   bool incoming = false;
@@ -131,9 +170,28 @@ absl::Status Validate(const VmSpec& spec);
 // VmSpec::accel picks.
 bool KvmUsable();
 
+// The accelerator `spec` runs with ("kvm" or "tcg") and its CPU model.
+std::string ResolvedAccel(const VmSpec& spec);
+std::string ResolvedCpuModel(const VmSpec& spec);
+
+// The MAC address of `spec.taps[index]` (its own, or the derived one).
+std::string TapMac(const VmSpec& spec, size_t index);
+
 // The QEMU command line for `spec` (argv, program first), with its sockets and log in
-// `runtime_dir`. `spec` must be valid.
-std::vector<std::string> QemuCommandLine(const VmSpec& spec, const std::string& runtime_dir);
+// `runtime_dir`; `tap_fds[i]` is the open tap of `spec.taps[i]` (Vm::Start makes them). `spec`
+// must be valid.
+std::vector<std::string> QemuCommandLine(const VmSpec& spec, const std::string& runtime_dir,
+                                         const std::vector<int>& tap_fds = {});
+
+// A tap device attached to a bridge and up, open for QEMU (OpenTap).
+struct OpenedTap {
+  int fd = -1;
+  std::string name;
+};
+
+// Creates tap `name` (empty: the kernel names it) with virtio-net headers, attaches it to
+// `bridge` and brings it up. The tap lives as long as a descriptor of it is open.
+absl::StatusOr<OpenedTap> OpenTap(const std::string& bridge, const std::string& name);
 
 struct StartOptions {
   // Bounds starting QEMU and connecting to QMP.
@@ -142,6 +200,9 @@ struct StartOptions {
   // socket paths must stay under 108 bytes), removed when the Vm is destroyed.
   std::string runtime_dir;
   qmp::QmpClientOptions qmp;
+  // A network namespace (/run/netns/NAME) for QEMU and the VM's taps: a "host" of
+  // testing::HostsNetwork. Empty: this thread's.
+  std::string netns;
 };
 
 // A running QEMU process and its QMP connection. Thread-safe.
@@ -170,6 +231,8 @@ class Vm {
   std::string agent_qmp_path() const;
   // QEMU's stdout and stderr.
   std::string log_path() const;
+  // The names of the tap devices of spec().taps, in order.
+  const std::vector<std::string>& tap_names() const { return tap_names_; }
 
   // Starts the guest's CPUs (QMP cont).
   absl::Status Resume();
@@ -218,7 +281,8 @@ class Vm {
   const std::unique_ptr<HostCgroup> cgroup_;
   std::atomic<int> cpu_milli_{0};
   std::unique_ptr<qmp::QmpClient> qmp_;
-  std::map<int, int> host_ports_;  // guest port -> host port; set by Start.
+  std::map<int, int> host_ports_;       // guest port -> host port; set by Start.
+  std::vector<std::string> tap_names_;  // set by Start
 };
 
 }  // namespace autoscale::neonvm::launcher

@@ -59,6 +59,8 @@ TEST(QemuCommandLine, DescribesTheSpec) {
   EXPECT_TRUE(Contains(a, {"-machine", "q35"}));
   EXPECT_TRUE(Contains(a, {"-accel", "tcg"}));
   EXPECT_TRUE(Contains(a, {"-no-reboot"}));
+  EXPECT_TRUE(Contains(a, {"-cpu", "qemu64"}));
+  EXPECT_TRUE(Contains(a, {"-device", "virtio-rng-pci"}));
   EXPECT_TRUE(Contains(
       a, {"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"}));
   // Under TCG: room for 255 vCPU creations, the guest told about 4.
@@ -104,6 +106,70 @@ TEST(QemuCommandLine, DescribesTheSpec) {
   EXPECT_TRUE(Contains(a, {"-append", "console=ttyS0 quiet"}));
 }
 
+TEST(QemuCommandLine, DisksTapsCpuModelAndKernelArgs) {
+  VmSpec spec;
+  spec.name = "pg1";
+  spec.accel = "tcg";
+  spec.cpu_model = "Skylake-Client";
+  spec.cpus_max = 2;
+  spec.cpus_use = 2;
+  spec.kernel = "/k/vmlinuz";
+  spec.kernel_cmdline = "console=ttyS0";
+  spec.kernel_args = {"autoscale.ip=10.77.0.50/24", "quiet"};
+  spec.disks = {
+      {.path = "/img/pg,1.img"},
+      {.path = "/img/base.qcow2", .format = "qcow2", .read_only = true, .cache = "writeback"}};
+  spec.taps = {{.bridge = "br0", .tap = "tapvm", .mac = "52:54:00:77:00:50"}, {.bridge = "br1"}};
+  std::vector<std::string> a = QemuCommandLine(spec, "/tmp/d", {7, 9});
+
+  EXPECT_TRUE(Contains(a, {"-cpu", "Skylake-Client"}));
+  // The cold-plugged CPU has the model's type, as hot-plugged ones do.
+  EXPECT_TRUE(Contains(
+      a, {"-device", "Skylake-Client-x86_64-cpu,id=cpu1,socket-id=0,core-id=1,thread-id=0"}));
+  EXPECT_TRUE(
+      Contains(a, {"-append", "console=ttyS0 autoscale.ip=10.77.0.50/24 quiet possible_cpus=2"}));
+  // A comma in a path is doubled, so QEMU does not read it as the next option.
+  EXPECT_TRUE(Contains(a, {"-drive", "file=/img/pg,,1.img,if=none,id=disk0,format=raw,cache=none",
+                           "-device", "virtio-blk-pci,drive=disk0,id=vd0"}));
+  EXPECT_TRUE(Contains(
+      a,
+      {"-drive", "file=/img/base.qcow2,if=none,id=disk1,format=qcow2,cache=writeback,readonly=on",
+       "-device", "virtio-blk-pci,drive=disk1,id=vd1"}));
+  EXPECT_TRUE(Contains(a, {"-netdev", "tap,id=tap0,fd=7,vhost=off", "-device",
+                           "virtio-net-pci,netdev=tap0,mac=52:54:00:77:00:50,romfile="}));
+  EXPECT_TRUE(Contains(a, {"-netdev", "tap,id=tap1,fd=9,vhost=off"}));
+  // No user-mode network without forwards.
+  EXPECT_FALSE(absl::StrContains(absl::StrJoin(a, " "), "user,id=net0"));
+
+  // The derived MAC is stable (a migration target derives the same) and differs per interface.
+  std::string mac = TapMac(spec, 1);
+  EXPECT_TRUE(absl::StartsWith(mac, "52:54:00:")) << mac;
+  EXPECT_EQ(mac.size(), 17u);
+  EXPECT_EQ(mac, TapMac(spec, 1));
+  EXPECT_TRUE(
+      Contains(a, {"-device", absl::StrCat("virtio-net-pci,netdev=tap1,mac=", mac, ",romfile=")}));
+  VmSpec other = spec;
+  other.name = "pg2";
+  EXPECT_NE(TapMac(other, 1), mac);
+
+  // Kernel args alone make the whole command line.
+  spec.kernel_cmdline.clear();
+  spec.cpus_max = 255;
+  a = QemuCommandLine(spec, "/tmp/d", {7, 9});
+  EXPECT_TRUE(Contains(a, {"-append", "autoscale.ip=10.77.0.50/24 quiet"}));
+}
+
+TEST(QemuCommandLine, CpuModelFollowsTheAccelerator) {
+  VmSpec spec;
+  spec.accel = "tcg";
+  EXPECT_EQ(ResolvedCpuModel(spec), "qemu64");
+  spec.accel = "kvm";
+  EXPECT_EQ(ResolvedCpuModel(spec), "host");
+  EXPECT_TRUE(Contains(QemuCommandLine(spec, "/tmp/d"), {"-cpu", "host"}));
+  spec.cpu_model = "max";
+  EXPECT_EQ(ResolvedCpuModel(spec), "max");
+}
+
 TEST(QemuCommandLine, FixedMemoryHasNoVirtioMemAndNoNetworkWithoutForwards) {
   VmSpec spec;
   spec.memory_slot_bytes = 512 * kMiB;
@@ -140,6 +206,27 @@ TEST(Validate, AcceptsTheDefaultsAndRefusesBadSpecs) {
       {"cgroup.parent", [](VmSpec& s) { s.cgroup.parent = "neonvm"; }},
       {"cgroup.memory_overhead_bytes", [](VmSpec& s) { s.cgroup.memory_overhead_bytes = -1; }},
       {"ports out of range", [](VmSpec& s) { s.host_forwards = {{.guest_port = 70000}}; }},
+      {"cpu_model", [](VmSpec& s) { s.cpu_model = "qemu64,+x2apic"; }},
+      {"cpu_model host needs accel kvm", [](VmSpec& s) { s.accel = "tcg", s.cpu_model = "host"; }},
+      {"kernel_args need a kernel", [](VmSpec& s) { s.kernel_args = {"quiet"}; }},
+      {"kernel_args[1]",
+       [](VmSpec& s) {
+         s.kernel = "/k", s.kernel_args = {"quiet", "a b"};
+       }},
+      {"disks[0].path", [](VmSpec& s) { s.disks = {{}}; }},
+      {"disks[1].format",
+       [](VmSpec& s) {
+         s.disks = {{.path = "/a"}, {.path = "/b", .format = "vmdk"}};
+       }},
+      {"disks[0].cache", [](VmSpec& s) { s.disks = {{.path = "/a", .cache = "fast"}}; }},
+      {"taps[0].bridge", [](VmSpec& s) { s.taps = {{}}; }},
+      {"taps[0].bridge", [](VmSpec& s) { s.taps = {{.bridge = "a-bridge-name-too-long"}}; }},
+      {"taps[1].tap",
+       [](VmSpec& s) {
+         s.taps = {{.bridge = "br0", .tap = "t"}, {.bridge = "br0", .tap = "t"}};
+       }},
+      {"taps[0].mac", [](VmSpec& s) { s.taps = {{.bridge = "br0", .mac = "52:54:00:00:00"}}; }},
+      {"taps[0].mac", [](VmSpec& s) { s.taps = {{.bridge = "br0", .mac = "01:00:5e:00:00:01"}}; }},
       {"forwarded twice",
        [](VmSpec& s) {
          s.host_forwards = {{.guest_port = 22}, {.guest_port = 22}};
@@ -187,6 +274,53 @@ TEST(Vm, StartsPausedWithTheSpecsCpusAndMemoryAndStopsThroughQuit) {
   EXPECT_TRUE((*vm)->Stop().ok());   // stopping twice is fine
   vm->reset();
   EXPECT_FALSE(std::filesystem::exists(dir));
+}
+
+// One QEMU, no guest: the disks and the CPU model as QEMU itself reports them.
+TEST(Vm, AttachesDisksAndUsesTheCpuModelForHotpluggableCpus) {
+  AUTOSCALE_REQUIRE_QEMU();
+  testing::TempDir dir;
+  std::string data = dir.path() + "/data.img", base = dir.path() + "/base.img";
+  for (const std::string& path : {data, base}) {
+    std::ofstream(path).close();
+    std::filesystem::resize_file(path, 4 * kMiB);
+  }
+  VmSpec spec = NoGuestSpec("disks");
+  spec.cpu_model = "max";
+  spec.cpus_use = 2;
+  // writeback: the test's directory may be on a file system without O_DIRECT (tmpfs).
+  spec.disks = {{.path = data, .cache = "writeback"},
+                {.path = base, .read_only = true, .cache = "writeback"}};
+  auto vm = Vm::Start(spec);
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  auto block = (*vm)->qmp().Execute("query-block");
+  ASSERT_TRUE(block.ok()) << block.status();
+  EXPECT_TRUE(absl::StrContains(*block, R"("device":"disk0")")) << *block;
+  EXPECT_TRUE(absl::StrContains(*block, absl::StrCat(R"("file":")", data, "\""))) << *block;
+  EXPECT_TRUE(absl::StrContains(*block, absl::StrCat(R"("file":")", base, "\""))) << *block;
+  size_t disk1 = block->find(R"("device":"disk1")");
+  ASSERT_NE(disk1, std::string::npos) << *block;
+  EXPECT_NE(block->find(R"("ro":true)"), std::string::npos) << *block;
+  EXPECT_EQ(block->find(R"("ro":true)"), block->rfind(R"("ro":true)")) << "only disk1 is read-only";
+  auto cpus = (*vm)->qmp().Execute("query-hotpluggable-cpus");
+  ASSERT_TRUE(cpus.ok()) << cpus.status();
+  EXPECT_TRUE(absl::StrContains(*cpus, R"("type":"max-x86_64-cpu")")) << *cpus;
+  EXPECT_FALSE(absl::StrContains(*cpus, "qemu64")) << *cpus;
+  EXPECT_TRUE((*vm)->Stop().ok());
+}
+
+TEST(Vm, AMissingDiskIsNamedAndATargetSaysStorageMustBeShared) {
+  VmSpec spec = NoGuestSpec("nodisk");
+  spec.disks = {{.path = "/nonexistent/pg.img"}};
+  auto vm = Vm::Start(spec);
+  EXPECT_EQ(vm.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(vm.status().message(), "disks[0] /nonexistent/pg.img"))
+      << vm.status();
+  EXPECT_FALSE(absl::StrContains(vm.status().message(), "share")) << vm.status();
+  spec.incoming = true;
+  vm = Vm::Start(spec);
+  EXPECT_TRUE(absl::StrContains(vm.status().message(), "hosts must share the storage"))
+      << vm.status();
 }
 
 TEST(Vm, ForwardsAHostPortOnLoopback) {

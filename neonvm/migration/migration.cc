@@ -201,34 +201,61 @@ absl::StatusOr<Devices> CaptureDevices(qmp::QmpClient& source, const launcher::V
   return devices;
 }
 
-absl::StatusOr<std::unique_ptr<Vm>> StartIncoming(launcher::VmSpec spec, const Devices& devices) {
+absl::StatusOr<std::unique_ptr<Vm>> StartIncoming(launcher::VmSpec spec, const Devices& devices,
+                                                  const launcher::StartOptions& options) {
   spec.incoming = true;
   // What the source has now is replayed below, not taken from its original spec.
   spec.cpus_use = spec.cpus_min;
   spec.memory_slots_use = spec.memory_slots_min;
   // Both may run on one host at once, so the target cannot have the source's host ports.
   for (launcher::HostForward& f : spec.host_forwards) f.host_port = 0;
-  ASSIGN_OR_RETURN(std::unique_ptr<Vm> target, Vm::Start(spec));
+  ASSIGN_OR_RETURN(std::unique_ptr<Vm> target, Vm::Start(spec, options));
   RETURN_IF_ERROR(Annotate(
       Replay(devices, *target),
       absl::StrCat("replaying the devices of VM ", spec.name, " on its migration target")));
   return target;
 }
 
-absl::StatusOr<std::unique_ptr<Vm>> StartTarget(Vm& source) {
+absl::StatusOr<std::unique_ptr<Vm>> StartTarget(Vm& source, const launcher::StartOptions& options) {
   ASSIGN_OR_RETURN(Devices devices, CaptureDevices(source.qmp(), source.spec()));
-  return StartIncoming(source.spec(), devices);
+  return StartIncoming(source.spec(), devices, options);
 }
 
-absl::StatusOr<std::string> Listen(Vm& target, bool allow_postcopy) {
-  const std::string uri = absl::StrCat("unix:", target.runtime_dir(), "/migration.sock");
+absl::StatusOr<std::string> Listen(Vm& target, bool allow_postcopy,
+                                   const std::string& tcp_address) {
+  const std::string uri = tcp_address.empty()
+                              ? absl::StrCat("unix:", target.runtime_dir(), "/migration.sock")
+                              : absl::StrCat("tcp:", tcp_address, ":0");
   RETURN_IF_ERROR(target.qmp()
                       .Execute("migrate-set-capabilities",
                                Capabilities({{"events", true}, {"postcopy-ram", allow_postcopy}}))
                       .status());
   RETURN_IF_ERROR(
       target.qmp().Execute("migrate-incoming", absl::StrCat(R"({"uri":")", uri, R"("})")).status());
-  return uri;
+  if (tcp_address.empty()) return uri;
+  // Port 0: QEMU picked one; query-migrate names it ("socket-address": [{"port": "NNNN", ...}]).
+  ASSIGN_OR_RETURN(std::string reply, target.qmp().Execute("query-migrate"));
+  ASSIGN_OR_RETURN(rapidjson::Document doc, ParseReply(reply, "query-migrate"));
+  const Value& addresses = Member(doc, "socket-address");
+  if (!addresses.IsArray() || addresses.Empty() || !addresses[0].IsObject()) {
+    return absl::InternalError(
+        absl::StrCat("VM ", target.name(), ": query-migrate names no listening address: ", reply));
+  }
+  std::string port = StringMember(addresses[0], "port");
+  int port_number = 0;
+  if (!absl::SimpleAtoi(port, &port_number) || port_number <= 0 || port_number > 65535) {
+    return absl::InternalError(
+        absl::StrCat("VM ", target.name(), ": query-migrate: bad listening port in: ", reply));
+  }
+  return absl::StrCat("tcp:", tcp_address, ":", port_number);
+}
+
+absl::Status AnnounceSelf(Vm& vm) {
+  // QEMU 10's defaults for a migration's announcement.
+  return Annotate(vm.qmp()
+                      .Execute("announce-self", R"({"initial":50,"max":550,"rounds":5,"step":100})")
+                      .status(),
+                  absl::StrCat("VM ", vm.name(), ": announce-self"));
 }
 
 std::unique_ptr<Source> NewQmpSource(qmp::QmpClient& qmp, const launcher::VmSpec& spec) {
@@ -261,7 +288,7 @@ absl::Status AwaitIncoming(Vm& target, bool expect_running, absl::Duration timeo
 absl::StatusOr<MigrationStats> Migrate(Vm& source, Vm& target, const MigrationOptions& options) {
   const std::string where = absl::StrCat("migrating VM ", source.name(), " (QEMU ", source.pid(),
                                          " to ", target.pid(), ")");
-  absl::StatusOr<std::string> uri = Listen(target, options.allow_postcopy);
+  absl::StatusOr<std::string> uri = Listen(target, options.allow_postcopy, options.listen_address);
   if (!uri.ok()) {
     absl::Status stopped = target.Stop(absl::Seconds(2));
     if (!stopped.ok()) LOG(WARNING) << stopped;
@@ -284,6 +311,12 @@ absl::StatusOr<MigrationStats> Migrate(Vm& source, Vm& target, const MigrationOp
   }
   absl::Status stopped = source.Stop();  // it quit: reap it
   if (!stopped.ok()) LOG(WARNING) << where << ": stopping the source: " << stopped;
+  // The segment must learn the VM's new place at once, or its peers' frames go to the old host
+  // until the bridges forget it (minutes).
+  if (!target.spec().taps.empty()) {
+    absl::Status announced = AnnounceSelf(target);
+    if (!announced.ok()) LOG(WARNING) << where << ": " << announced;
+  }
   return r.stats;
 }
 

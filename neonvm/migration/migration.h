@@ -37,14 +37,17 @@ absl::StatusOr<Devices> CaptureDevices(qmp::QmpClient& source, const launcher::V
 // Starts QEMU from `spec` as an incoming VM (-incoming defer) with `devices` replayed. It may run
 // in another process than the source (the target node's agent): only the spec and the devices
 // travel.
-absl::StatusOr<std::unique_ptr<launcher::Vm>> StartIncoming(launcher::VmSpec spec,
-                                                            const Devices& devices);
+absl::StatusOr<std::unique_ptr<launcher::Vm>> StartIncoming(
+    launcher::VmSpec spec, const Devices& devices, const launcher::StartOptions& options = {});
 
-// StartIncoming for `source`, in this process.
-absl::StatusOr<std::unique_ptr<launcher::Vm>> StartTarget(launcher::Vm& source);
+// StartIncoming for `source`, in this process (`options.netns`: on another "host").
+absl::StatusOr<std::unique_ptr<launcher::Vm>> StartTarget(
+    launcher::Vm& source, const launcher::StartOptions& options = {});
 
-// Makes `target` (from StartIncoming) accept the migration; returns the URI the source sends to.
-absl::StatusOr<std::string> Listen(launcher::Vm& target, bool allow_postcopy);
+// Makes `target` (from StartIncoming) accept the migration; returns the URI the source sends to:
+// a unix socket, or with `tcp_address` "tcp:<address>:<port>" on a port QEMU picked.
+absl::StatusOr<std::string> Listen(launcher::Vm& target, bool allow_postcopy,
+                                   const std::string& tcp_address = "");
 
 // Waits until `target` has loaded the state and left "inmigrate" to run (or, without
 // `expect_running`, to stay paused as the source was).
@@ -65,5 +68,10 @@ struct Migrated {
 
 // StartTarget and Migrate.
 absl::StatusOr<Migrated> LiveMigrate(launcher::Vm& source, const MigrationOptions& options = {});
+
+// Has `vm` announce its network interfaces (RARP and the guest's gratuitous ARP, five rounds over
+// ~1.5 s), so the bridges of a segment learn where its MAC is now. QEMU does this after an
+// incoming migration too, unless told not to; the call makes it explicit and repeatable.
+absl::Status AnnounceSelf(launcher::Vm& vm);
 
 }  // namespace autoscale::neonvm::migration

@@ -43,6 +43,9 @@ struct MigrationOptions {
   absl::Duration timeout = absl::Seconds(60);
   // How often progress is polled (query-migrate).
   absl::Duration poll_interval = absl::Milliseconds(10);
+  // Migrate over TCP to the target listening on this address of its host (a free port), instead
+  // of a unix socket: for a target on another host. Empty: a unix socket (same host).
+  std::string listen_address;
 };
 
 // What QEMU reports about a completed migration.

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "autoscale/api/agent.grpc.pb.h"
 #include "autoscale/rpc/agent_peer/internal/protocol.h"
+#include "autoscale/rpc/credentials.h"
 #include "autoscale/rpc/grpc_status.h"
 #include "grpcpp/grpcpp.h"
 
@@ -13,11 +14,12 @@ namespace {
 
 class GrpcClient final : public MigrationPeer {
  public:
-  GrpcClient(std::string address, absl::Duration timeout)
+  GrpcClient(std::string address, absl::Duration timeout, const Security& security)
       : address_(std::move(address)),
         timeout_(timeout),
-        stub_(api::Agent::NewStub(
-            grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()))) {}
+        stub_(
+            api::Agent::NewStub(grpc::CreateChannel(address_, rpc::ChannelCredentials(security)))) {
+  }
 
   absl::StatusOr<api::PrepareIncomingResponse> PrepareIncoming(
       const api::PrepareIncomingRequest& request) override {
@@ -51,9 +53,10 @@ class GrpcClient final : public MigrationPeer {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MigrationPeer>> NewGrpcClient(const std::string& address,
-                                                             absl::Duration timeout) {
+                                                             absl::Duration timeout,
+                                                             const Security& security) {
   if (address.empty()) return absl::InvalidArgumentError("agent address is empty");
-  return std::make_unique<GrpcClient>(address, timeout);
+  return std::make_unique<GrpcClient>(address, timeout, security);
 }
 
 }  // namespace autoscale::rpc::agent_peer

@@ -9,12 +9,15 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "autoscale/rpc/agent_peer/agent_peer.h"
+#include "autoscale/rpc/tls.h"
 
 namespace autoscale::rpc::agent_peer {
 
 // The agent at `address` ("host:port" or "unix:/path"). Each call is bounded by `timeout`
-// (starting a QEMU and waiting for a migrated VM to run take seconds).
+// (starting a QEMU and waiting for a migrated VM to run take seconds). `security`: see tls.h
+// (tests pass none: plaintext).
 absl::StatusOr<std::unique_ptr<MigrationPeer>> NewGrpcClient(
-    const std::string& address, absl::Duration timeout = absl::Seconds(60));
+    const std::string& address, absl::Duration timeout = absl::Seconds(60),
+    const Security& security = Security::Plaintext());
 
 }  // namespace autoscale::rpc::agent_peer

@@ -42,8 +42,10 @@ class Service final : public api::Agent::Service {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(MigrationPeer& peer,
-                                                        const std::string& address) {
-  return rpc::internal::StartGrpcServer("agent", address, std::make_unique<Service>(peer));
+                                                        const std::string& address,
+                                                        const Security& security) {
+  return rpc::internal::StartGrpcServer("agent", address, std::make_unique<Service>(peer), security,
+                                        {.max_message_bytes = kMaxMessageBytes});
 }
 
 }  // namespace autoscale::rpc::agent_peer

@@ -12,12 +12,16 @@
 #include "absl/status/statusor.h"
 #include "autoscale/rpc/agent_peer/agent_peer.h"
 #include "autoscale/rpc/server.h"
+#include "autoscale/rpc/tls.h"
 
 namespace autoscale::rpc::agent_peer {
 
 // Listens on `address` ("host:port", port 0 picks a free one, or "unix:/path"). `peer` must
 // outlive the server.
-absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(MigrationPeer& peer,
-                                                        const std::string& address);
+// `security`: see tls.h (tests pass none: plaintext). Requests are limited to kMaxMessageBytes.
+absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(
+    MigrationPeer& peer, const std::string& address,
+    const Security& security = Security::Plaintext());
+inline constexpr int kMaxMessageBytes = 64 << 10;
 
 }  // namespace autoscale::rpc::agent_peer

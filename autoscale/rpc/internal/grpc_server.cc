@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "autoscale/rpc/credentials.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -45,14 +46,17 @@ class GrpcServer final : public Server {
 
 absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(std::string_view what,
                                                         const std::string& address,
-                                                        std::unique_ptr<grpc::Service> service) {
+                                                        std::unique_ptr<grpc::Service> service,
+                                                        const Security& security, Limits limits) {
   const absl::string_view name(what.data(), what.size());
   // The standard health service (grpc.health.v1.Health) on every server: "" and each service
   // answer SERVING while the server runs.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(address, ServerCredentials(security), &port);
+  builder.SetMaxReceiveMessageSize(limits.max_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, limits.max_streams);
   builder.RegisterService(service.get());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   const bool unix = absl::StartsWith(address, "unix:");
@@ -69,7 +73,8 @@ absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(std::string_view what,
   } else {
     port = 0;
   }
-  LOG(INFO) << name << " listening on " << dial;
+  LOG(INFO) << name << " listening on " << dial
+            << (security.tls() ? " (mutual TLS)" : " (plaintext, unauthenticated)");
   return std::make_unique<GrpcServer>(std::move(service), std::move(server), std::move(dial), port);
 }
 

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "autoscale/api/monitor.grpc.pb.h"
+#include "autoscale/rpc/credentials.h"
 #include "autoscale/rpc/monitor/internal/protocol.h"
 #include "grpcpp/grpcpp.h"
 
@@ -25,8 +26,8 @@ class GrpcClient final : public MonitorClient {
     if (reader_.joinable()) reader_.join();
   }
 
-  absl::Status Start(absl::Duration timeout) {
-    auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+  absl::Status Start(absl::Duration timeout, const Security& security) {
+    auto channel = grpc::CreateChannel(address_, rpc::ChannelCredentials(security));
     if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout))) {
       return absl::UnavailableError(
           absl::StrCat(who_, ": not reachable within ", absl::FormatDuration(timeout)));
@@ -161,9 +162,10 @@ class GrpcClient final : public MonitorClient {
 
 absl::StatusOr<std::unique_ptr<MonitorClient>> ConnectGrpc(const std::string& address,
                                                            MonitorClient::Callbacks callbacks,
-                                                           absl::Duration timeout) {
+                                                           absl::Duration timeout,
+                                                           const Security& security) {
   auto client = std::make_unique<GrpcClient>(address, std::move(callbacks));
-  absl::Status s = client->Start(timeout);
+  absl::Status s = client->Start(timeout, security);
   if (!s.ok()) return s;
   return client;
 }

@@ -11,13 +11,15 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "autoscale/rpc/monitor/monitor.h"
+#include "autoscale/rpc/tls.h"
 
 namespace autoscale::rpc::monitor {
 
 // Connects ("host:port" or "unix:/path") and negotiates the protocol version, within `timeout`.
 // An unreachable monitor is UNAVAILABLE; errors start with "monitor at <address>".
-absl::StatusOr<std::unique_ptr<MonitorClient>> ConnectGrpc(const std::string& address,
-                                                           MonitorClient::Callbacks callbacks,
-                                                           absl::Duration timeout);
+// `security`: see tls.h (tests pass none: plaintext).
+absl::StatusOr<std::unique_ptr<MonitorClient>> ConnectGrpc(
+    const std::string& address, MonitorClient::Callbacks callbacks, absl::Duration timeout,
+    const Security& security = Security::Plaintext());
 
 }  // namespace autoscale::rpc::monitor

@@ -97,8 +97,11 @@ class Service final : public api::Monitor::Service {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(MonitorService& service,
-                                                        const std::string& address) {
-  return rpc::internal::StartGrpcServer("monitor", address, std::make_unique<Service>(service));
+                                                        const std::string& address,
+                                                        const Security& security) {
+  // One agent per VM: a few streams are enough, and messages are small.
+  return rpc::internal::StartGrpcServer("monitor", address, std::make_unique<Service>(service),
+                                        security, {.max_message_bytes = 4 << 10, .max_streams = 4});
 }
 
 }  // namespace autoscale::rpc::monitor

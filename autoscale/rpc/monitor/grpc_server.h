@@ -15,12 +15,14 @@
 #include "absl/status/statusor.h"
 #include "autoscale/rpc/monitor/monitor.h"
 #include "autoscale/rpc/server.h"
+#include "autoscale/rpc/tls.h"
 
 namespace autoscale::rpc::monitor {
 
 // Listens on `address` ("host:port", port 0 picks a free one, or "unix:/path"). `service` must
-// outlive the server.
-absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(MonitorService& service,
-                                                        const std::string& address);
+// outlive the server. `security`: see tls.h (tests pass none: plaintext).
+absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(
+    MonitorService& service, const std::string& address,
+    const Security& security = Security::Plaintext());
 
 }  // namespace autoscale::rpc::monitor

@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "autoscale/api/scheduler.grpc.pb.h"
+#include "autoscale/rpc/credentials.h"
 #include "autoscale/rpc/grpc_status.h"
 #include "grpcpp/grpcpp.h"
 
@@ -33,8 +34,9 @@ class GrpcClient final : public SchedulerService {
     return args;
   }
 
-  GrpcClient(const std::vector<std::string>& addresses, absl::Duration timeout)
-      : timeout_(timeout) {
+  GrpcClient(const std::vector<std::string>& addresses, absl::Duration timeout,
+             const Security& security)
+      : timeout_(timeout), credentials_(rpc::ChannelCredentials(security)) {
     absl::MutexLock l(&mu_);
     for (const std::string& a : addresses) Add(a);
   }
@@ -103,9 +105,9 @@ class GrpcClient final : public SchedulerService {
       if (targets_[i]->address == address) return static_cast<int>(i);
     }
     if (targets_.size() >= kMaxAddresses) return -1;
-    targets_.push_back(std::make_unique<Target>(
-        Target{address, api::Scheduler::NewStub(grpc::CreateCustomChannel(
-                            address, grpc::InsecureChannelCredentials(), ChannelArgs()))}));
+    targets_.push_back(std::make_unique<Target>(Target{
+        address,
+        api::Scheduler::NewStub(grpc::CreateCustomChannel(address, credentials_, ChannelArgs()))}));
     return static_cast<int>(targets_.size() - 1);
   }
 
@@ -178,6 +180,7 @@ class GrpcClient final : public SchedulerService {
   }
 
   const absl::Duration timeout_;
+  const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   absl::Mutex mu_;
   // Grows only (leaders named by standbys), so a Target* stays valid.
   std::vector<std::unique_ptr<Target>> targets_ ABSL_GUARDED_BY(mu_);
@@ -188,7 +191,8 @@ class GrpcClient final : public SchedulerService {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SchedulerService>> NewGrpcClient(const std::string& addresses,
-                                                                absl::Duration timeout) {
+                                                                absl::Duration timeout,
+                                                                const Security& security) {
   std::vector<std::string> list;
   for (absl::string_view a : absl::StrSplit(addresses, ',')) {
     a = absl::StripAsciiWhitespace(a);
@@ -198,7 +202,7 @@ absl::StatusOr<std::unique_ptr<SchedulerService>> NewGrpcClient(const std::strin
     }
     list.emplace_back(a);
   }
-  return std::make_unique<GrpcClient>(list, timeout);
+  return std::make_unique<GrpcClient>(list, timeout, security);
 }
 
 }  // namespace autoscale::rpc::scheduler

@@ -23,12 +23,14 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "autoscale/rpc/scheduler/scheduler.h"
+#include "autoscale/rpc/tls.h"
 
 namespace autoscale::rpc::scheduler {
 
 // `addresses`: "host:port" or "unix:/path", several separated by commas. Each call waits at most
-// `timeout` in all.
+// `timeout` in all. `security`: see tls.h (tests pass none: plaintext).
 absl::StatusOr<std::unique_ptr<SchedulerService>> NewGrpcClient(
-    const std::string& addresses, absl::Duration timeout = absl::Seconds(2));
+    const std::string& addresses, absl::Duration timeout = absl::Seconds(2),
+    const Security& security = Security::Plaintext());
 
 }  // namespace autoscale::rpc::scheduler

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "autoscale/api/scheduler.grpc.pb.h"
+#include "autoscale/rpc/credentials.h"
 #include "autoscale/rpc/grpc_status.h"
 #include "autoscale/rpc/internal/grpc_server.h"
 #include "grpcpp/grpcpp.h"
@@ -29,82 +30,84 @@ grpc::Status Reply(grpc::CallbackServerContext* context, absl::StatusOr<T> resul
 // structural calls (placement, registration, migrations) answer before returning.
 class Service final : public api::Scheduler::CallbackService {
  public:
-  explicit Service(SchedulerService& service) : service_(service) {}
+  explicit Service(ServiceFor service_for) : service_for_(std::move(service_for)) {}
 
   grpc::ServerUnaryReactor* Request(grpc::CallbackServerContext* context,
                                     const api::PermitRequest* request,
                                     api::PermitResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    service_.RequestAsync(*request,
-                          [context, reactor, response](absl::StatusOr<api::PermitResponse> r) {
-                            reactor->Finish(Reply(context, std::move(r), response));
-                          });
+    std::shared_ptr<SchedulerService> service = For(context);
+    // `service` lives until the answer: an authorizing wrapper may be made for this call only.
+    service->RequestAsync(
+        *request, [context, reactor, response, service](absl::StatusOr<api::PermitResponse> r) {
+          reactor->Finish(Reply(context, std::move(r), response));
+        });
     return reactor;
   }
   grpc::ServerUnaryReactor* RegisterNode(grpc::CallbackServerContext* context,
                                          const api::RegisterNodeRequest* request,
                                          api::RegisterNodeResponse* response) override {
-    return Done(context, Reply(context, service_.RegisterNode(*request), response));
+    return Done(context, Reply(context, For(context)->RegisterNode(*request), response));
   }
   grpc::ServerUnaryReactor* PlaceVm(grpc::CallbackServerContext* context,
                                     const api::PlaceVmRequest* request,
                                     api::PlaceVmResponse* response) override {
-    return Done(context, Reply(context, service_.PlaceVm(*request), response));
+    return Done(context, Reply(context, For(context)->PlaceVm(*request), response));
   }
   grpc::ServerUnaryReactor* ReleaseVm(grpc::CallbackServerContext* context,
                                       const api::ReleaseVmRequest* request,
                                       api::ReleaseVmResponse* response) override {
-    return Done(context, Reply(context, service_.ReleaseVm(*request), response));
+    return Done(context, Reply(context, For(context)->ReleaseVm(*request), response));
   }
   grpc::ServerUnaryReactor* GetMigrationOrders(grpc::CallbackServerContext* context,
                                                const api::MigrationOrdersRequest* request,
                                                api::MigrationOrdersResponse* response) override {
-    return Done(context, Reply(context, service_.GetMigrationOrders(*request), response));
+    return Done(context, Reply(context, For(context)->GetMigrationOrders(*request), response));
   }
   grpc::ServerUnaryReactor* ReportMigration(grpc::CallbackServerContext* context,
                                             const api::MigrationResult* request,
                                             api::MigrationResultResponse* response) override {
-    return Done(context, Reply(context, service_.ReportMigration(*request), response));
+    return Done(context, Reply(context, For(context)->ReportMigration(*request), response));
   }
   grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* context,
                                       const api::ListRequest* request,
                                       api::ListNodesResponse* response) override {
-    return Done(context, Reply(context, service_.ListNodes(*request), response));
+    return Done(context, Reply(context, For(context)->ListNodes(*request), response));
   }
   grpc::ServerUnaryReactor* ListVms(grpc::CallbackServerContext* context,
                                     const api::ListRequest* request,
                                     api::ListVmsResponse* response) override {
-    return Done(context, Reply(context, service_.ListVms(*request), response));
+    return Done(context, Reply(context, For(context)->ListVms(*request), response));
   }
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
                                       const api::StatusRequest* request,
                                       api::StatusResponse* response) override {
-    return Done(context, Reply(context, service_.GetStatus(*request), response));
+    return Done(context, Reply(context, For(context)->GetStatus(*request), response));
   }
   grpc::ServerUnaryReactor* UpdateNode(grpc::CallbackServerContext* context,
                                        const api::UpdateNodeRequest* request,
                                        api::UpdateNodeResponse* response) override {
-    return Done(context, Reply(context, service_.UpdateNode(*request), response));
+    return Done(context, Reply(context, For(context)->UpdateNode(*request), response));
   }
   grpc::ServerUnaryReactor* CordonNode(grpc::CallbackServerContext* context,
                                        const api::CordonNodeRequest* request,
                                        api::CordonNodeResponse* response) override {
-    return Done(context, Reply(context, service_.CordonNode(*request), response));
+    return Done(context, Reply(context, For(context)->CordonNode(*request), response));
   }
   grpc::ServerUnaryReactor* DrainNode(grpc::CallbackServerContext* context,
                                       const api::DrainNodeRequest* request,
                                       api::DrainNodeResponse* response) override {
-    return Done(context, Reply(context, service_.DrainNode(*request), response));
+    return Done(context, Reply(context, For(context)->DrainNode(*request), response));
   }
   grpc::ServerUnaryReactor* RemoveNode(grpc::CallbackServerContext* context,
                                        const api::RemoveNodeRequest* request,
                                        api::RemoveNodeResponse* response) override {
-    return Done(context, Reply(context, service_.RemoveNode(*request), response));
+    return Done(context, Reply(context, For(context)->RemoveNode(*request), response));
   }
   grpc::ServerUnaryReactor* UpdateVmBounds(grpc::CallbackServerContext* context,
                                            const api::UpdateVmBoundsRequest* request,
                                            api::UpdateVmBoundsResponse* response) override {
-    return Done(context, Reply(context, service_.UpdateVmBounds(*request), response));
+    return Done(context, Reply(context, For(context)->UpdateVmBounds(*request), response));
   }
 
  private:
@@ -114,14 +117,32 @@ class Service final : public api::Scheduler::CallbackService {
     return reactor;
   }
 
-  SchedulerService& service_;
+  std::shared_ptr<SchedulerService> For(grpc::CallbackServerContext* context) {
+    return service_for_(rpc::PeerIdentity(*context));
+  }
+
+  const ServiceFor service_for_;
 };
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(ServiceFor service_for,
+                                                        const std::string& address,
+                                                        const Security& security) {
+  return internal::StartGrpcServer("scheduler", address,
+                                   std::make_unique<Service>(std::move(service_for)), security,
+                                   {.max_message_bytes = kMaxMessageBytes, .max_streams = 256});
+}
+
 absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(SchedulerService& service,
-                                                        const std::string& address) {
-  return internal::StartGrpcServer("scheduler", address, std::make_unique<Service>(service));
+                                                        const std::string& address,
+                                                        const Security& security) {
+  // Shares nothing: `service` outlives the server.
+  return StartGrpcServer(
+      [&service](const std::string&) {
+        return std::shared_ptr<SchedulerService>(std::shared_ptr<void>(), &service);
+      },
+      address, security);
 }
 
 }  // namespace autoscale::rpc::scheduler

@@ -1,0 +1,25 @@
+// gRPC credentials for an rpc::Security (tls.h), and the caller's identity on the server side:
+// for the transports here, and for tools and tests that make their own gRPC channels.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "autoscale/rpc/tls.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_context.h"
+
+namespace autoscale::rpc {
+
+// Mutual TLS: the server requires a client certificate and verifies it against the CA.
+std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const Security& security);
+// Mutual TLS: the client presents its certificate and verifies the server's chain against the CA.
+// Host names are not checked: identities are URI SANs, and daemons are dialed by address.
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const Security& security);
+
+// The first URI SAN of the peer's verified certificate ("spiffe://td/node/a"), or "" (plaintext,
+// or a certificate without one).
+std::string PeerIdentity(const grpc::ServerContextBase& context);
+
+}  // namespace autoscale::rpc

@@ -1,0 +1,18 @@
+// The flags every daemon and schedctl take for their gRPC links: --tls_cert, --tls_key,
+// --tls_ca (mutual TLS), or --insecure (plaintext, asked for explicitly). See tls.h.
+//
+//   absl::StatusOr<rpc::Security> security = rpc::SecurityFromTlsFlags("agent");
+//   if (!security.ok()) { LOG(ERROR) << security.status(); return 2; }
+#pragma once
+
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "autoscale/rpc/tls.h"
+
+namespace autoscale::rpc {
+
+// SecurityFromFlags (tls.h) over this program's flags.
+absl::StatusOr<Security> SecurityFromTlsFlags(std::string_view program);
+
+}  // namespace autoscale::rpc

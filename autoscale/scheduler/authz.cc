@@ -1,0 +1,247 @@
+#include "autoscale/scheduler/authz.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "autoscale/base/prometheus.h"
+#include "glog/logging.h"
+
+namespace autoscale::scheduler {
+
+Identity ParseIdentity(const std::string& uri) {
+  Identity id;
+  id.uri = uri;
+  absl::string_view rest = uri;
+  if (!absl::ConsumePrefix(&rest, "spiffe://")) return id;
+  const size_t slash = rest.find('/');
+  if (slash == 0 || slash == absl::string_view::npos) return id;  // no trust domain, or no path
+  const std::vector<absl::string_view> path = absl::StrSplit(rest.substr(slash + 1), '/');
+  if (path.size() == 1 && path[0] == "admin") {
+    id.role = Identity::Role::kAdmin;
+  } else if (path.size() == 1 && path[0] == "scheduler") {
+    id.role = Identity::Role::kScheduler;
+  } else if (path.size() == 2 && !path[1].empty() && (path[0] == "node" || path[0] == "vm")) {
+    id.role = path[0] == "node" ? Identity::Role::kNode : Identity::Role::kVm;
+    id.name = std::string(path[1]);
+  }
+  return id;
+}
+
+namespace {
+
+bool IsAdmin(const Identity& who) { return who.role == Identity::Role::kAdmin; }
+bool IsNode(const Identity& who, const std::string& node) {
+  return who.role == Identity::Role::kNode && who.name == node;
+}
+
+}  // namespace
+
+// Each call: the rate limit, the check, then the inner service.
+class Authz::Checked final : public rpc::scheduler::SchedulerService {
+ public:
+  Checked(Authz& authz, Identity who) : authz_(authz), who_(std::move(who)) {}
+
+  absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& r) override {
+    if (absl::Status s = CheckRequest(r); !s.ok()) return s;
+    return authz_.inner_.Request(r);
+  }
+  void RequestAsync(const api::PermitRequest& r,
+                    std::function<void(absl::StatusOr<api::PermitResponse>)> done) override {
+    if (absl::Status s = CheckRequest(r); !s.ok()) return done(s);
+    authz_.inner_.RequestAsync(r, std::move(done));
+  }
+  absl::StatusOr<api::RegisterNodeResponse> RegisterNode(
+      const api::RegisterNodeRequest& r) override {
+    if (absl::Status s = OwnNode("RegisterNode", r.node(), "register node"); !s.ok()) return s;
+    return authz_.inner_.RegisterNode(r);
+  }
+  absl::StatusOr<api::MigrationOrdersResponse> GetMigrationOrders(
+      const api::MigrationOrdersRequest& r) override {
+    if (absl::Status s = OwnNode("GetMigrationOrders", r.node(), "read the orders of node");
+        !s.ok()) {
+      return s;
+    }
+    return authz_.inner_.GetMigrationOrders(r);
+  }
+  absl::StatusOr<api::MigrationResultResponse> ReportMigration(
+      const api::MigrationResult& r) override {
+    if (absl::Status s = authz_.Take(who_, "ReportMigration"); !s.ok()) return s;
+    if (!IsAdmin(who_)) {
+      const std::string action =
+          absl::StrCat("report the result of migration order ", r.order_id(), " of VM ", r.vm());
+      if (who_.role != Identity::Role::kNode) return authz_.Deny(who_, "ReportMigration", action);
+      absl::StatusOr<ledger::VmInfo> vm = authz_.lookup_(r.vm());
+      if (!vm.ok() && vm.status().code() == absl::StatusCode::kUnavailable) return vm.status();
+      // Only the order's source ends it: it alone knows whether the VM left.
+      if (!vm.ok() || !vm->migration.has_value() || vm->migration->id != r.order_id() ||
+          vm->migration->source_node != who_.name) {
+        return authz_.Deny(
+            who_, "ReportMigration",
+            absl::StrCat(action, " (not an order with node ", who_.name, " as its source)"));
+      }
+    }
+    return authz_.inner_.ReportMigration(r);
+  }
+  absl::StatusOr<api::PlaceVmResponse> PlaceVm(const api::PlaceVmRequest& r) override {
+    if (absl::Status s = AdminOnly("PlaceVm", absl::StrCat("place VM ", r.vm())); !s.ok()) {
+      return s;
+    }
+    return authz_.inner_.PlaceVm(r);
+  }
+  absl::StatusOr<api::ReleaseVmResponse> ReleaseVm(const api::ReleaseVmRequest& r) override {
+    if (absl::Status s = AdminOnly("ReleaseVm", absl::StrCat("release VM ", r.vm())); !s.ok()) {
+      return s;
+    }
+    return authz_.inner_.ReleaseVm(r);
+  }
+  absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest& r) override {
+    if (absl::Status s = Read("ListNodes", r.node(), "list nodes"); !s.ok()) return s;
+    return authz_.inner_.ListNodes(r);
+  }
+  absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest& r) override {
+    if (absl::Status s = Read("ListVms", r.node(), "list the VMs"); !s.ok()) return s;
+    return authz_.inner_.ListVms(r);
+  }
+  absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& r) override {
+    if (absl::Status s = AdminOnly("GetStatus", "read the scheduler's status"); !s.ok()) return s;
+    return authz_.inner_.GetStatus(r);
+  }
+  absl::StatusOr<api::UpdateNodeResponse> UpdateNode(const api::UpdateNodeRequest& r) override {
+    if (absl::Status s = OwnNode("UpdateNode", r.node(), "update node"); !s.ok()) return s;
+    return authz_.inner_.UpdateNode(r);
+  }
+  absl::StatusOr<api::CordonNodeResponse> CordonNode(const api::CordonNodeRequest& r) override {
+    if (absl::Status s = AdminOnly("CordonNode", absl::StrCat("cordon node ", r.node())); !s.ok()) {
+      return s;
+    }
+    return authz_.inner_.CordonNode(r);
+  }
+  absl::StatusOr<api::DrainNodeResponse> DrainNode(const api::DrainNodeRequest& r) override {
+    if (absl::Status s = AdminOnly("DrainNode", absl::StrCat("drain node ", r.node())); !s.ok()) {
+      return s;
+    }
+    return authz_.inner_.DrainNode(r);
+  }
+  absl::StatusOr<api::RemoveNodeResponse> RemoveNode(const api::RemoveNodeRequest& r) override {
+    if (absl::Status s = AdminOnly("RemoveNode", absl::StrCat("remove node ", r.node())); !s.ok()) {
+      return s;
+    }
+    return authz_.inner_.RemoveNode(r);
+  }
+  absl::StatusOr<api::UpdateVmBoundsResponse> UpdateVmBounds(
+      const api::UpdateVmBoundsRequest& r) override {
+    if (absl::Status s = OwnNode("UpdateVmBounds", r.node(),
+                                 absl::StrCat("update the bounds of VM ", r.vm(), " on node"));
+        !s.ok()) {
+      return s;
+    }
+    if (!IsAdmin(who_)) {
+      // The node named must be the VM's: the agent's word is not enough.
+      absl::StatusOr<ledger::VmInfo> vm = authz_.lookup_(r.vm());
+      if (!vm.ok() && vm.status().code() == absl::StatusCode::kUnavailable) return vm.status();
+      if (vm.ok() && vm->node != who_.name) {
+        return authz_.Deny(who_, "UpdateVmBounds",
+                           absl::StrCat("update the bounds of VM ", r.vm(), " on node ", vm->node));
+      }
+    }
+    return authz_.inner_.UpdateVmBounds(r);
+  }
+
+ private:
+  absl::Status CheckRequest(const api::PermitRequest& r) {
+    return OwnNode("Request", r.node(),
+                   absl::StrCat("request resources for VM ", r.vm(), " on node"));
+  }
+  absl::Status AdminOnly(const char* method, const std::string& action) {
+    if (absl::Status s = authz_.Take(who_, method); !s.ok()) return s;
+    if (IsAdmin(who_)) return absl::OkStatus();
+    return authz_.Deny(who_, method, action);
+  }
+  // Admin, or the agent of `node`.
+  absl::Status OwnNode(const char* method, const std::string& node, const std::string& action) {
+    if (absl::Status s = authz_.Take(who_, method); !s.ok()) return s;
+    if (IsAdmin(who_) || IsNode(who_, node)) return absl::OkStatus();
+    return authz_.Deny(who_, method, absl::StrCat(action, " ", node));
+  }
+  // Admin, or an agent reading its own node (the list's node filter).
+  absl::Status Read(const char* method, const std::string& node, const std::string& action) {
+    if (absl::Status s = authz_.Take(who_, method); !s.ok()) return s;
+    if (IsAdmin(who_) || (!node.empty() && IsNode(who_, node))) return absl::OkStatus();
+    return authz_.Deny(who_, method,
+                       node.empty() ? absl::StrCat(action, " of every node")
+                                    : absl::StrCat(action, " of node ", node));
+  }
+
+  Authz& authz_;
+  const Identity who_;
+};
+
+Authz::Authz(rpc::scheduler::SchedulerService& inner, VmLookup lookup, Options options)
+    : inner_(inner),
+      lookup_(std::move(lookup)),
+      options_(options),
+      clock_(options.clock != nullptr ? *options.clock : Clock::Real()) {}
+
+std::shared_ptr<rpc::scheduler::SchedulerService> Authz::For(const std::string& identity) {
+  return std::make_shared<Checked>(*this, ParseIdentity(identity));
+}
+
+absl::Status Authz::Deny(const Identity& who, const char* method, const std::string& action) {
+  {
+    absl::MutexLock l(&mu_);
+    ++denials_[method];
+  }
+  const std::string message =
+      absl::StrCat(who.uri.empty() ? "a caller without an identity" : who.uri, " may not ", action);
+  LOG(WARNING) << "denied: " << message;
+  return absl::PermissionDeniedError(message);
+}
+
+absl::Status Authz::Take(const Identity& who, const char* method) {
+  const absl::Time now = clock_.Now();
+  absl::MutexLock l(&mu_);
+  auto [it, added] = buckets_.try_emplace(who.uri, Bucket{options_.burst, now});
+  Bucket& b = it->second;
+  b.tokens =
+      std::min(options_.burst,
+               b.tokens + absl::ToDoubleSeconds(std::max(now - b.last, absl::ZeroDuration())) *
+                              options_.rate);
+  b.last = now;
+  if (b.tokens < 1) {
+    ++rate_limited_;
+    return absl::ResourceExhaustedError(
+        absl::StrCat(who.uri.empty() ? "a caller without an identity" : who.uri, " ", method,
+                     ": over its rate limit of ", options_.rate, " calls per second"));
+  }
+  b.tokens -= 1;
+  return absl::OkStatus();
+}
+
+std::map<std::string, uint64_t> Authz::Denials() const {
+  absl::MutexLock l(&mu_);
+  return denials_;
+}
+
+uint64_t Authz::RateLimited() const {
+  absl::MutexLock l(&mu_);
+  return rate_limited_;
+}
+
+std::string Authz::MetricsText() const {
+  Metrics m;
+  constexpr char kDenied[] = "autoscaling_scheduler_authz_denials_total";
+  constexpr char kLimited[] = "autoscaling_scheduler_rate_limited_total";
+  m.Describe(kDenied, Metrics::kCounter, "Calls refused PERMISSION_DENIED, by method.");
+  m.Describe(kLimited, Metrics::kCounter, "Calls refused by the per-identity rate limit.");
+  absl::MutexLock l(&mu_);
+  for (const auto& [method, count] : denials_) {
+    m.Set(kDenied, {{"method", method}}, static_cast<double>(count));
+  }
+  m.Set(kLimited, {}, static_cast<double>(rate_limited_));
+  return m.Render();
+}
+
+}  // namespace autoscale::scheduler

@@ -1,0 +1,100 @@
+// Authz: who may do what on the scheduler, given the caller's identity as the transport
+// authenticated it (the first URI SAN of its certificate; rpc::scheduler::ServiceFor). The
+// trust model (README "Security"):
+//   - spiffe://<td>/node/<name>, a node's agent: registers and updates only its own node, asks
+//     and reports for its own node's VMs (the ledger refuses a VM that is not on the node named),
+//     reads its own node's orders and VMs, and reports a migration only as the order's source;
+//   - spiffe://<td>/admin: everything (placement, release, node lifecycle, every read);
+//   - anyone else (the scheduler's own identity, a VM's, a certificate without a URI SAN):
+//     nothing.
+// A denial is PERMISSION_DENIED naming the identity and what it tried, counted by method. Each
+// identity also gets a token bucket (`Options`): a misbehaving agent is answered
+// RESOURCE_EXHAUSTED and cannot starve the others. The trust domain is the CA's: any is
+// accepted.
+//
+//   Authz authz(scheduler->service(), [&](const std::string& vm) {
+//     return scheduler->ledger().GetVm(vm); });
+//   rpc::scheduler::StartGrpcServer([&](const std::string& id) { return authz.For(id); },
+//                                   listen, security);
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "autoscale/base/clock.h"
+#include "autoscale/ledger/ledger.h"
+#include "autoscale/rpc/scheduler/scheduler.h"
+
+namespace autoscale::scheduler {
+
+struct Identity {
+  enum class Role { kNone, kNode, kScheduler, kAdmin, kVm };
+  Role role = Role::kNone;
+  // The node's or the VM's name.
+  std::string name{};
+  // As the certificate says it ("" for none).
+  std::string uri{};
+};
+
+// "spiffe://<td>/node/<name>" and the others above; anything else is Role::kNone.
+Identity ParseIdentity(const std::string& uri);
+
+class Authz {
+ public:
+  // Where a VM is and where it migrates (the scheduler's ledger); on a standby, the error the
+  // caller should see (UNAVAILABLE naming the leader).
+  using VmLookup = std::function<absl::StatusOr<ledger::VmInfo>(const std::string& vm)>;
+  struct Options {
+    // Calls per second each identity may make on average, and in a burst.
+    double rate = 1000;
+    double burst = 2000;
+    Clock* clock = nullptr;  // null: the real one
+  };
+
+  // `inner` answers what is allowed; it and the lookup must outlive this.
+  Authz(rpc::scheduler::SchedulerService& inner, VmLookup lookup, Options options);
+  Authz(rpc::scheduler::SchedulerService& inner, VmLookup lookup)
+      : Authz(inner, std::move(lookup), Options{}) {}
+
+  // The service as `identity` (a URI, "" for none) may use it: each call checked, then answered
+  // by the inner service.
+  std::shared_ptr<rpc::scheduler::SchedulerService> For(const std::string& identity);
+
+  // Denials so far, by method; and calls refused by the rate limit.
+  std::map<std::string, uint64_t> Denials() const;
+  uint64_t RateLimited() const;
+  // The Prometheus lines of the two (metrics.h's format).
+  std::string MetricsText() const;
+
+ private:
+  class Checked;
+
+  // OK, or PERMISSION_DENIED naming `who` and `action` (counted).
+  absl::Status Deny(const Identity& who, const char* method, const std::string& action);
+  // A token for `who`, or RESOURCE_EXHAUSTED.
+  absl::Status Take(const Identity& who, const char* method);
+
+  rpc::scheduler::SchedulerService& inner_;
+  const VmLookup lookup_;
+  const Options options_;
+  Clock& clock_;
+
+  struct Bucket {
+    double tokens = 0;
+    absl::Time last{};
+  };
+  mutable absl::Mutex mu_;
+  std::map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> denials_ ABSL_GUARDED_BY(mu_);
+  uint64_t rate_limited_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace autoscale::scheduler

@@ -1,0 +1,352 @@
+// The attacks of issue 14 against a scheduler served over real mutual TLS: a CA made with
+// openssl at test time issues certificates for node a, node b, admin, a VM and the scheduler,
+// plus an expired one, one from a foreign CA and one without an identity.
+#include "autoscale/scheduler/authz.h"
+
+#include <stdio.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "autoscale/base/clock.h"
+#include "autoscale/base/units.h"
+#include "autoscale/ledger/ledger.h"
+#include "autoscale/ledger/memory_store.h"
+#include "autoscale/rpc/scheduler/grpc_client.h"
+#include "autoscale/rpc/scheduler/grpc_server.h"
+#include "autoscale/rpc/server.h"
+#include "autoscale/rpc/tls.h"
+#include "autoscale/scheduler/request_handler.h"
+#include "autoscale/testing/temp_dir.h"
+#include "autoscale/testing/test_ca.h"
+#include "gtest/gtest.h"
+
+namespace autoscale::scheduler {
+namespace {
+
+using ::autoscale::testing::TestCa;
+using Service = rpc::scheduler::SchedulerService;
+
+constexpr char kNodeA[] = "spiffe://test/node/a";
+constexpr char kNodeB[] = "spiffe://test/node/b";
+constexpr char kAdmin[] = "spiffe://test/admin";
+
+api::PermitRequest Ask(const std::string& node, const std::string& vm, int64_t cus) {
+  api::PermitRequest r;
+  r.set_node(node);
+  r.set_vm(vm);
+  r.mutable_compute_unit()->set_milli_cpu(250);
+  r.mutable_compute_unit()->set_memory_bytes(kGiB);
+  r.mutable_resources()->set_milli_cpu(250 * cus);
+  r.mutable_resources()->set_memory_bytes(kGiB * cus);
+  return r;
+}
+
+template <typename T>
+void ExpectDenied(const absl::StatusOr<T>& result, const std::string& who,
+                  const std::string& what) {
+  ASSERT_EQ(result.status().code(), absl::StatusCode::kPermissionDenied) << result.status();
+  EXPECT_NE(result.status().message().find(who), std::string::npos) << result.status();
+  EXPECT_NE(result.status().message().find(what), std::string::npos) << result.status();
+}
+
+// Atomically puts `from`'s three files at `to`'s paths (a rotation as a deployment does it).
+void Install(const rpc::TlsFiles& from, const rpc::TlsFiles& to) {
+  for (auto [src, dst] : {std::pair{from.ca, to.ca}, {from.key, to.key}, {from.cert, to.cert}}) {
+    const std::string tmp = dst + ".tmp";
+    ASSERT_EQ(system(absl::StrCat("cp ", src, " ", tmp).c_str()), 0);
+    ASSERT_EQ(rename(tmp.c_str(), dst.c_str()), 0);
+  }
+}
+
+class AuthzTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    AUTOSCALE_REQUIRE_OPENSSL();
+    absl::StatusOr<TestCa> ca = TestCa::Create(dir_.path() + "/ca");
+    ASSERT_TRUE(ca.ok()) << ca.status();
+    ca_ = std::make_unique<TestCa>(*std::move(ca));
+
+    ledger_ = *ledger::Ledger::Open({}, std::make_unique<ledger::MemoryStore>());
+    for (const char* node : {"a", "b"}) {
+      ASSERT_TRUE(
+          ledger_
+              ->RegisterNode(
+                  {.name = node, .total = {8000, 32 * kGiB}, .agent_address = "127.0.0.1:1"})
+              .ok());
+    }
+    for (const auto& [vm, node] : {std::pair{"va", "a"}, {"vb", "b"}}) {
+      ASSERT_TRUE(ledger_
+                      ->PlaceVm({.name = vm,
+                                 .bounds = {1, 8},
+                                 .compute_unit = {250, kGiB},
+                                 .initial = {250, kGiB},
+                                 .migratable = true},
+                                node)
+                      .ok());
+    }
+    handler_ = std::make_unique<RequestHandler>(*ledger_, core::Resources{250, kGiB});
+    authz_ = std::make_unique<Authz>(*handler_,
+                                     [this](const std::string& vm) { return ledger_->GetVm(vm); });
+
+    absl::StatusOr<rpc::TlsFiles> server = ca_->Issue("scheduler", "spiffe://test/scheduler");
+    ASSERT_TRUE(server.ok()) << server.status();
+    // The scheduler's own copies, which a rotation replaces.
+    const std::string mine = dir_.path() + "/scheduler-";
+    server_files_ = {.cert = mine + "cert.pem", .key = mine + "key.pem", .ca = mine + "ca.pem"};
+    Install(*server, server_files_);
+    absl::StatusOr<rpc::Security> security =
+        rpc::Security::MutualTls(server_files_, absl::Seconds(1));
+    ASSERT_TRUE(security.ok()) << security.status();
+    absl::StatusOr<std::unique_ptr<rpc::Server>> started = rpc::scheduler::StartGrpcServer(
+        [this](const std::string& id) { return authz_->For(id); }, "127.0.0.1:0", *security);
+    ASSERT_TRUE(started.ok()) << started.status();
+    server_ = *std::move(started);
+  }
+
+  // A client with a certificate for `uri` from this test's CA.
+  std::unique_ptr<Service> Client(const std::string& file, const std::string& uri,
+                                  testing::IssueOptions options = {}) {
+    absl::StatusOr<rpc::TlsFiles> files = ca_->Issue(file, uri, options);
+    EXPECT_TRUE(files.ok()) << files.status();
+    return ClientWith(*files);
+  }
+  std::unique_ptr<Service> ClientWith(const rpc::TlsFiles& files) {
+    absl::StatusOr<rpc::Security> security = rpc::Security::MutualTls(files);
+    EXPECT_TRUE(security.ok()) << security.status();
+    return *rpc::scheduler::NewGrpcClient(server_->address(), absl::Seconds(5), *security);
+  }
+
+  testing::TempDir dir_{"authz"};
+  std::unique_ptr<TestCa> ca_;
+  std::unique_ptr<ledger::Ledger> ledger_;
+  std::unique_ptr<RequestHandler> handler_;
+  std::unique_ptr<Authz> authz_;
+  rpc::TlsFiles server_files_;
+  std::unique_ptr<rpc::Server> server_;
+};
+
+TEST_F(AuthzTest, PlaintextClientIsRefused) {
+  std::unique_ptr<Service> plain =
+      *rpc::scheduler::NewGrpcClient(server_->address(), absl::Seconds(2));
+  EXPECT_EQ(plain->Request(Ask("a", "va", 2)).status().code(), absl::StatusCode::kUnavailable);
+  api::RegisterNodeRequest r;
+  r.set_node("evil");
+  EXPECT_FALSE(plain->RegisterNode(r).ok());
+  EXPECT_FALSE(ledger_->GetNode("evil").ok());
+  EXPECT_EQ(ledger_->GetVm("va")->permit.milli_cpu, 250);
+}
+
+TEST_F(AuthzTest, NodeAgentActsOnlyOnItsOwnNode) {
+  std::unique_ptr<Service> a = Client("node-a", kNodeA);
+  std::unique_ptr<Service> b = Client("node-b", kNodeB);
+  // Its own VM: granted.
+  absl::StatusOr<api::PermitResponse> own = a->Request(Ask("a", "va", 2));
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_EQ(own->permit().milli_cpu(), 500);
+
+  // Node b asks for node a's VM, under a's name or under its own.
+  ExpectDenied(b->Request(Ask("a", "va", 8)), kNodeB, "request resources for VM va on node a");
+  EXPECT_EQ(b->Request(Ask("b", "va", 8)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ledger_->GetVm("va")->permit.milli_cpu, 500);
+  // ... reads node a's VMs and orders, or everything.
+  api::ListRequest list;
+  list.set_node("a");
+  ExpectDenied(b->ListVms(list), kNodeB, "list the VMs of node a");
+  ExpectDenied(b->ListVms(api::ListRequest()), kNodeB, "every node");
+  ExpectDenied(b->ListNodes(api::ListRequest()), kNodeB, "list nodes of every node");
+  api::MigrationOrdersRequest orders;
+  orders.set_node("a");
+  ExpectDenied(b->GetMigrationOrders(orders), kNodeB, "read the orders of node a");
+  // ... changes node a's bounds, naming node a or (falsely) itself.
+  api::UpdateVmBoundsRequest bounds;
+  bounds.set_vm("va");
+  bounds.set_node("a");
+  ExpectDenied(b->UpdateVmBounds(bounds), kNodeB, "VM va on node a");
+  bounds.set_node("b");
+  ExpectDenied(b->UpdateVmBounds(bounds), kNodeB, "VM va on node a");
+  api::UpdateNodeRequest update;
+  update.set_node("a");
+  ExpectDenied(b->UpdateNode(update), kNodeB, "update node a");
+  // Its own reads are fine.
+  list.set_node("b");
+  absl::StatusOr<api::ListVmsResponse> vms = b->ListVms(list);
+  ASSERT_TRUE(vms.ok()) << vms.status();
+  ASSERT_EQ(vms->vms_size(), 1);
+  EXPECT_EQ(vms->vms(0).vm(), "vb");
+
+  EXPECT_EQ(authz_->Denials()["Request"], 1);
+  EXPECT_EQ(authz_->Denials()["UpdateVmBounds"], 2);
+  EXPECT_NE(
+      authz_->MetricsText().find("autoscaling_scheduler_authz_denials_total{method=\"ListVms\"} 2"),
+      std::string::npos)
+      << authz_->MetricsText();
+}
+
+TEST_F(AuthzTest, OnlyAdminPlacesReleasesAndManagesNodes) {
+  std::unique_ptr<Service> b = Client("node-b", kNodeB);
+  std::unique_ptr<Service> vm = Client("vm-va", "spiffe://test/vm/va");
+  std::unique_ptr<Service> nobody = Client("nobody", "");
+  std::unique_ptr<Service> admin = Client("admin", kAdmin);
+
+  api::RegisterNodeRequest reg;
+  reg.set_node("a");
+  reg.mutable_total()->set_milli_cpu(1000000);
+  reg.mutable_total()->set_memory_bytes(1024 * kGiB);
+  reg.set_agent_address("10.6.6.6:10400");
+  ExpectDenied(b->RegisterNode(reg), kNodeB, "register node a");
+  ExpectDenied(vm->RegisterNode(reg), "spiffe://test/vm/va", "register node a");
+  ExpectDenied(nobody->RegisterNode(reg), "a caller without an identity", "register node a");
+  EXPECT_EQ(ledger_->GetNode("a")->agent_address, "127.0.0.1:1");
+  EXPECT_EQ(ledger_->GetNode("a")->total.milli_cpu, 8000);
+
+  api::PlaceVmRequest place;
+  place.set_vm("new");
+  ExpectDenied(b->PlaceVm(place), kNodeB, "place VM new");
+  api::ReleaseVmRequest release;
+  release.set_vm("va");
+  ExpectDenied(b->ReleaseVm(release), kNodeB, "release VM va");
+  EXPECT_TRUE(ledger_->GetVm("va").ok());
+  api::CordonNodeRequest cordon;
+  cordon.set_node("a");
+  ExpectDenied(b->CordonNode(cordon), kNodeB, "cordon node a");
+  api::DrainNodeRequest drain;
+  drain.set_node("a");
+  ExpectDenied(b->DrainNode(drain), kNodeB, "drain node a");
+  api::RemoveNodeRequest remove;
+  remove.set_node("a");
+  ExpectDenied(b->RemoveNode(remove), kNodeB, "remove node a");
+  ExpectDenied(b->GetStatus(api::StatusRequest()), kNodeB, "status");
+  EXPECT_TRUE(ledger_->GetNode("a").ok());
+
+  // The admin may, and a node re-registers itself.
+  absl::StatusOr<api::ReleaseVmResponse> released = admin->ReleaseVm(release);
+  EXPECT_TRUE(released.ok()) << released.status();
+  EXPECT_FALSE(ledger_->GetVm("va").ok());
+  EXPECT_TRUE(admin->ListNodes(api::ListRequest()).ok());
+  reg.set_node("b");
+  reg.set_agent_address("127.0.0.1:2");
+  absl::StatusOr<api::RegisterNodeResponse> own = b->RegisterNode(reg);
+  EXPECT_TRUE(own.ok()) << own.status();
+}
+
+TEST_F(AuthzTest, MigrationResultOnlyFromTheOrdersSource) {
+  absl::StatusOr<ledger::DrainProgress> drain = ledger_->DrainNode("a");
+  ASSERT_TRUE(drain.ok()) << drain.status();
+  ASSERT_EQ(drain->migrating.size(), 1);
+  const ledger::MigrationOrder order = drain->migrating[0];
+  ASSERT_EQ(order.source_node, "a");
+  ASSERT_EQ(order.target_node, "b");
+
+  api::MigrationResult result;
+  result.set_order_id(order.id);
+  result.set_vm("va");
+  result.set_succeeded(true);
+  // The target (or anyone else) cannot end it; nor can a guessed order id.
+  std::unique_ptr<Service> b = Client("node-b", kNodeB);
+  ExpectDenied(b->ReportMigration(result), kNodeB,
+               absl::StrCat("migration order ", order.id, " of VM va"));
+  std::unique_ptr<Service> a = Client("node-a", kNodeA);
+  api::MigrationResult guessed = result;
+  guessed.set_order_id(order.id + 1);
+  ExpectDenied(a->ReportMigration(guessed), kNodeA, "not an order with node a as its source");
+  EXPECT_EQ(ledger_->GetVm("va")->node, "a");
+
+  absl::StatusOr<api::MigrationResultResponse> ok = a->ReportMigration(result);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ledger_->GetVm("va")->node, "b");
+}
+
+TEST_F(AuthzTest, ExpiredForeignAndMissingCertificatesAreRefused) {
+  std::unique_ptr<Service> expired = Client("old-admin", kAdmin, {.expired = true});
+  EXPECT_EQ(expired->ListNodes(api::ListRequest()).status().code(), absl::StatusCode::kUnavailable);
+
+  absl::StatusOr<TestCa> other = TestCa::Create(dir_.path() + "/other");
+  ASSERT_TRUE(other.ok()) << other.status();
+  absl::StatusOr<rpc::TlsFiles> forged = other->Issue("admin", kAdmin);
+  ASSERT_TRUE(forged.ok()) << forged.status();
+  // Signed by another CA, trusting ours: the scheduler refuses it.
+  std::unique_ptr<Service> foreign =
+      ClientWith({.cert = forged->cert, .key = forged->key, .ca = ca_->ca_file()});
+  EXPECT_EQ(foreign->ListNodes(api::ListRequest()).status().code(), absl::StatusCode::kUnavailable);
+  // Trusting only the other CA: the client refuses the scheduler.
+  std::unique_ptr<Service> distrustful = ClientWith(*forged);
+  EXPECT_EQ(distrustful->ListNodes(api::ListRequest()).status().code(),
+            absl::StatusCode::kUnavailable);
+  // Nothing was answered to any of them.
+  EXPECT_TRUE(authz_->Denials().empty());
+}
+
+TEST_F(AuthzTest, CertificatesRotateWithoutRestart) {
+  std::unique_ptr<Service> before = Client("admin", kAdmin);
+  ASSERT_TRUE(before->ListNodes(api::ListRequest()).ok());
+
+  // A new CA: the scheduler's files are replaced by ones it signed.
+  absl::StatusOr<TestCa> next = TestCa::Create(dir_.path() + "/next");
+  ASSERT_TRUE(next.ok()) << next.status();
+  absl::StatusOr<rpc::TlsFiles> server = next->Issue("scheduler", "spiffe://test/scheduler");
+  ASSERT_TRUE(server.ok()) << server.status();
+  absl::StatusOr<rpc::TlsFiles> admin = next->Issue("admin", kAdmin);
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  Install(*server, server_files_);
+
+  // Within a few refresh intervals (1 s) a new client of the new CA gets in, without a restart.
+  absl::Status last;
+  for (int i = 0; i < 100; ++i) {
+    last = ClientWith(*admin)->ListNodes(api::ListRequest()).status();
+    if (last.ok()) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_TRUE(last.ok()) << last;
+  // And the old CA's certificates are no longer accepted on new connections.
+  EXPECT_EQ(Client("admin2", kAdmin)->ListNodes(api::ListRequest()).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+TEST_F(AuthzTest, OversizedRequestsAreRefusedUnread) {
+  std::unique_ptr<Service> a = Client("node-a", kNodeA);
+  api::PermitRequest huge = Ask("a", std::string(rpc::scheduler::kMaxMessageBytes, 'x'), 1);
+  EXPECT_EQ(a->Request(huge).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(a->Request(Ask("a", "va", 1)).ok());
+}
+
+TEST(IdentityTest, ParsesSpiffeIds) {
+  EXPECT_EQ(ParseIdentity("spiffe://td/node/a").role, Identity::Role::kNode);
+  EXPECT_EQ(ParseIdentity("spiffe://td/node/a").name, "a");
+  EXPECT_EQ(ParseIdentity("spiffe://td/vm/v1").role, Identity::Role::kVm);
+  EXPECT_EQ(ParseIdentity("spiffe://td/admin").role, Identity::Role::kAdmin);
+  EXPECT_EQ(ParseIdentity("spiffe://td/scheduler").role, Identity::Role::kScheduler);
+  for (const char* bad : {"", "spiffe://td", "spiffe:///admin", "https://td/admin",
+                          "spiffe://td/node/", "spiffe://td/node/a/b", "spiffe://td/admin/x"}) {
+    EXPECT_EQ(ParseIdentity(bad).role, Identity::Role::kNone) << bad;
+  }
+}
+
+// The rate limit in process, on a manual clock: one identity's burst does not touch another's.
+TEST(RateLimitTest, PerIdentityTokenBucket) {
+  auto ledger = *ledger::Ledger::Open({}, std::make_unique<ledger::MemoryStore>());
+  ASSERT_TRUE(ledger->RegisterNode({.name = "a", .total = {8000, 32 * kGiB}}).ok());
+  ASSERT_TRUE(ledger->RegisterNode({.name = "b", .total = {8000, 32 * kGiB}}).ok());
+  RequestHandler handler(*ledger, core::Resources{250, kGiB});
+  ManualClock clock;
+  Authz authz(handler, [&](const std::string& vm) { return ledger->GetVm(vm); },
+              {.rate = 1, .burst = 2, .clock = &clock});
+  api::MigrationOrdersRequest a = rpc::scheduler::WithVersion(api::MigrationOrdersRequest());
+  a.set_node("a");
+  api::MigrationOrdersRequest b = a;
+  b.set_node("b");
+  std::shared_ptr<Service> node_a = authz.For(kNodeA);
+  EXPECT_TRUE(node_a->GetMigrationOrders(a).ok());
+  EXPECT_TRUE(node_a->GetMigrationOrders(a).ok());
+  absl::StatusOr<api::MigrationOrdersResponse> limited = node_a->GetMigrationOrders(a);
+  EXPECT_EQ(limited.status().code(), absl::StatusCode::kResourceExhausted) << limited.status();
+  EXPECT_NE(limited.status().message().find(kNodeA), std::string::npos) << limited.status();
+  EXPECT_TRUE(authz.For(kNodeB)->GetMigrationOrders(b).ok());
+  EXPECT_EQ(authz.RateLimited(), 1);
+  clock.Advance(absl::Seconds(1));
+  EXPECT_TRUE(authz.For(kNodeA)->GetMigrationOrders(a).ok());
+}
+
+}  // namespace
+}  // namespace autoscale::scheduler

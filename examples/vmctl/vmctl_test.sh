@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# vmctl with real QEMU (no guest OS): check accepts a spec and names the bad field of a broken
+# one; start runs the VM with its data disk; inspect reads its state, vCPUs, memory and disk
+# through QMP; stop quits it, start exits 0, and QEMU is gone.
+set -euo pipefail
+vmctl=$(realpath "$1")
+if ! command -v qemu-system-x86_64 >/dev/null; then
+  echo "SKIP: qemu-system-x86_64 is missing"
+  exit 0
+fi
+tmp=$(mktemp -d /tmp/vmctl.XXXXXX)  # short: unix socket paths live under it
+pid=
+cleanup() {
+  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+expect() {  # text pattern
+  grep -q -- "$2" <<<"$1" || fail "expected $2 in: $1"
+}
+
+truncate -s 8M "$tmp/data.img"
+cat >"$tmp/vm.json" <<JSON
+{"name": "vmctl-test", "accel": "tcg", "cpusMin": 1, "cpusMax": 2, "cpusUse": 1,
+ "memorySlotBytes": "268435456", "memorySlotsMin": 1, "memorySlotsMax": 2, "memorySlotsUse": 1,
+ "disks": [{"path": "$tmp/data.img", "cache": "writeback"}]}
+JSON
+expect "$("$vmctl" --spec="$tmp/vm.json" check)" "VM vmctl-test: spec OK"
+
+sed 's/"writeback"/"fast"/' "$tmp/vm.json" >"$tmp/bad.json"
+rc=0
+out=$("$vmctl" --spec="$tmp/bad.json" check 2>&1) || rc=$?
+[ "$rc" = 1 ] || fail "check of a bad spec exited $rc: $out"
+expect "$out" "bad.json"
+expect "$out" "disks\[0\].cache must be none, writeback"
+
+rc=0
+out=$("$vmctl" inspect 2>&1) || rc=$?
+[ "$rc" = 2 ] || fail "inspect without --runtime_dir exited $rc: $out"
+
+"$vmctl" --spec="$tmp/vm.json" --runtime_dir="$tmp/run" start >"$tmp/start.out" 2>&1 &
+pid=$!
+for _ in $(seq 200); do [ -f "$tmp/run/vmctl.pid" ] && break; sleep 0.05; done
+[ -f "$tmp/run/vmctl.pid" ] || fail "start did not come up: $(cat "$tmp/start.out")"
+expect "$(cat "$tmp/start.out")" "VM vmctl-test: QEMU pid [0-9]*, running"
+qemu=$(sed -n 's/.*QEMU pid \([0-9]*\),.*/\1/p' "$tmp/start.out")
+kill -0 "$qemu" || fail "QEMU $qemu is not running"
+
+out=$("$vmctl" --runtime_dir="$tmp/run" inspect)
+expect "$out" "status: running"
+expect "$out" "vcpus: 1"
+expect "$out" "memory: 256 MiB base, 0 MiB plugged"
+expect "$out" "disk: disk0 $tmp/data.img read-write"
+
+expect "$("$vmctl" --runtime_dir="$tmp/run" stop)" "stopped"
+rc=0
+wait "$pid" || rc=$?
+pid=
+[ "$rc" = 0 ] || fail "start exited $rc: $(cat "$tmp/start.out")"
+expect "$(cat "$tmp/start.out")" "stopped (Terminated)"
+! kill -0 "$qemu" 2>/dev/null || fail "QEMU $qemu outlived stop"
+[ ! -e "$tmp/run/vmctl.pid" ] || fail "the pid file is left behind"
+
+rc=0
+out=$("$vmctl" --runtime_dir="$tmp/run" stop 2>&1) || rc=$?
+[ "$rc" = 1 ] || fail "a second stop exited $rc"
+expect "$out" "no vmctl start runs this directory"
+echo PASS
