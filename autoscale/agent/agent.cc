@@ -66,9 +66,9 @@ absl::Status Agent::Start(const api::AgentConfig& config) {
     started_ = true;
     RETURN_IF_ERROR(ApplyConfig(config));
   }
-  const bool registered = RegisterNode();
+  (void)RegisterNode();  // if not taken now, the supervisor retries
   // The runners start in the supervisor's first round.
-  supervisor_ = std::thread([this, registered] { SupervisorLoop(registered); });
+  supervisor_ = std::thread([this] { SupervisorLoop(); });
   return absl::OkStatus();
 }
 
@@ -98,7 +98,10 @@ bool Agent::RegisterNode() {
   }
   r.set_agent_address(options_.address);
   absl::StatusOr<api::RegisterNodeResponse> registered = scheduler_.RegisterNode(r);
-  if (!registered.ok()) {
+  if (registered.ok()) {
+    absl::MutexLock lock(&mu_);
+    registered_.emplace(r.total(), r.watermark());
+  } else {
     // The runners' requests fail until the node is known; the supervisor retries.
     Event("", api::EVENT_KIND_NODE_REGISTRATION_FAILED,
           absl::StrCat("registering node ", r.node(),
@@ -111,13 +114,25 @@ bool Agent::RegisterNode() {
   return true;
 }
 
-void Agent::SupervisorLoop(bool registered) {
+bool Agent::NodeRegistered() const {
+  return registered_ && registered_->second == config_.watermark() &&
+         registered_->first.milli_cpu() == config_.node_total().milli_cpu() &&
+         registered_->first.memory_bytes() == config_.node_total().memory_bytes();
+}
+
+void Agent::SupervisorLoop() {
   absl::Time next_orders = absl::InfinitePast();
   absl::Time next_registration = absl::InfinitePast();
   while (true) {
     const absl::Time now = clock_.Now();
-    if (!registered && now >= next_registration) {
-      registered = RegisterNode();
+    bool registered;
+    {
+      absl::MutexLock lock(&mu_);
+      registered = NodeRegistered();
+    }
+    // Not registered yet, or the config's total or watermark changed since: (again) as the
+    // config has it. Only a refusal waits for the back-off.
+    if (!registered && now >= next_registration && !RegisterNode()) {
       next_registration = now + options_.restart_min;
     }
     Supervise();
@@ -173,6 +188,14 @@ absl::Status Agent::ApplyConfig(const api::AgentConfig& config) {
     return absl::InvalidArgumentError(
         absl::StrCat("node cannot change (was ", config_.node(), ", now ", config.node(), ")"));
   }
+  if (!vms_.empty() && cu != compute_unit_) {
+    // The scheduler books each VM in whole units of the compute unit it was placed with, and
+    // refuses requests in another: runners on a new one could never be granted anything.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "computeUnit: cannot change from ", compute_unit_.ToString(), " to ", cu.ToString(),
+        " while the agent manages VMs (the scheduler books each VM in the compute unit it was "
+        "placed with)"));
+  }
   compute_unit_ = cu;
   config_ = config;
   std::set<std::string> listed;
@@ -203,14 +226,20 @@ absl::Status Agent::ApplyConfig(const api::AgentConfig& config) {
       m.pending = Managed::Pending::kRestart;  // the supervisor restarts it at the new addresses
       continue;
     }
-    ASSIGN_OR_RETURN(core::Bounds bounds, core::BoundsFromProto(vm.bounds()));
-    ASSIGN_OR_RETURN(core::ScalingConfig scaling,
-                     core::ResolveScalingConfig(config.scaling(), vm.scaling()));
-    m.runner->Update(bounds, scaling);
+    RETURN_IF_ERROR(UpdateRunner(m));
   }
   for (auto& [name, m] : vms_) {
     if (!m.owned && !listed.contains(name)) m.pending = Managed::Pending::kRemove;
   }
+  return absl::OkStatus();
+}
+
+absl::Status Agent::UpdateRunner(Managed& m) {
+  ASSIGN_OR_RETURN(core::Bounds bounds, core::BoundsFromProto(m.config.bounds()));
+  ASSIGN_OR_RETURN(core::ScalingConfig scaling,
+                   core::ResolveScalingConfig(config_.scaling(), m.config.scaling()));
+  ASSIGN_OR_RETURN(core::Timings timings, core::ResolveTimings(config_.timings()));
+  m.runner->Update(bounds, scaling, timings);
   return absl::OkStatus();
 }
 
@@ -249,7 +278,8 @@ absl::Status Agent::StartRunner(const api::VmConfig& vm, std::unique_ptr<Runner>
   o.max_sleep = options_.runner_max_sleep;
   o.probe_interval = options_.runner_max_sleep;
   o.on_migration_order = [this](const api::MigrationOrder& order) { OnMigrationOrder(order); };
-  ASSIGN_OR_RETURN(OpenedVm opened, vms_factory_.Open(vm, cu, GrantedMilliCpu(o.node, vm.name())));
+  ASSIGN_OR_RETURN(OpenedVm opened, vms_factory_.Open(vm, cu, GrantedMilliCpu(o.node, vm.name()),
+                                                      o.state.timings.vm_request_timeout));
   auto started = std::make_unique<Runner>(std::move(o), std::move(opened.driver), scheduler_,
                                           connect_monitor_, events_, metrics_, clock_);
   RETURN_IF_ERROR(started->Start());
@@ -263,6 +293,7 @@ void Agent::Supervise() {
   // call back into the agent.
   std::vector<std::unique_ptr<Runner>> to_stop;
   std::vector<api::VmConfig> to_start;
+  std::vector<std::pair<std::string, core::Bounds>> bounds_to_send;
   std::vector<std::thread> ended;
   const absl::Time now = clock_.Now();
   {
@@ -283,6 +314,14 @@ void Agent::Supervise() {
               "no longer in the config: not managed any more");
         it = vms_.erase(it);
         continue;
+      }
+      // Sent once the runner holds a permit: its first request reports the VM's size as it is,
+      // which a raised minimum would make the scheduler refuse, again and again.
+      if (absl::StatusOr<core::Bounds> b = core::BoundsFromProto(m.config.bounds());
+          b.ok() && m.bounds_sent != *b && now >= m.bounds_retry_at && m.runner &&
+          m.runner->Status().permit) {
+        bounds_to_send.emplace_back(it->first, *b);
+        m.bounds_retry_at = absl::InfiniteFuture();  // claimed by this round
       }
       if (m.runner) {
         std::string failure = m.runner->failure();
@@ -312,6 +351,7 @@ void Agent::Supervise() {
   }
   for (std::thread& t : ended) t.join();  // their migrations have ended
   to_stop.clear();                        // Runner destructors stop and join
+  SendBounds(bounds_to_send);
   for (const api::VmConfig& vm : to_start) {
     std::unique_ptr<Runner> runner;
     std::unique_ptr<neonvm::migration::Source> migration;
@@ -324,6 +364,8 @@ void Agent::Supervise() {
       m.runner = std::move(runner);
       m.migration = std::move(migration);
       m.last_error.clear();
+      // A config applied while it started (without a runner to update) applies now.
+      (void)UpdateRunner(m);  // the config was checked when applied
       continue;
     }
     const std::string error(started.message());
@@ -332,6 +374,46 @@ void Agent::Supervise() {
     }
     m.last_error = error;
     m.restart_at = now + options_.restart_min;
+  }
+}
+
+void Agent::SendBounds(const std::vector<std::pair<std::string, core::Bounds>>& vms) {
+  std::string node;
+  {
+    absl::MutexLock lock(&mu_);
+    node = config_.node();
+  }
+  for (const auto& [name, bounds] : vms) {
+    api::UpdateVmBoundsRequest r;
+    r.set_vm(name);
+    r.set_node(node);
+    r.mutable_bounds()->set_min_cu(bounds.min_cu);
+    r.mutable_bounds()->set_max_cu(bounds.max_cu);
+    const absl::Status sent = scheduler_.UpdateVmBounds(r).status();
+    absl::MutexLock lock(&mu_);
+    auto it = vms_.find(name);
+    if (it == vms_.end()) continue;
+    Managed& m = it->second;
+    if (sent.ok()) {
+      if (m.bounds_sent) {  // a change (the first send only tells the scheduler what it had)
+        Event(
+            name, api::EVENT_KIND_VM_CONFIG_CHANGED,
+            absl::StrCat("the scheduler takes bounds ", bounds.min_cu, "..", bounds.max_cu, " CU"));
+      }
+      m.bounds_sent = bounds;
+      m.bounds_error.clear();
+      m.bounds_retry_at = absl::InfinitePast();
+      continue;
+    }
+    // Requests outside the scheduler's bounds are refused meanwhile; the runner retries them.
+    m.bounds_retry_at = clock_.Now() + options_.restart_min;
+    const std::string error(sent.message());
+    if (error != m.bounds_error) {
+      Event(name, api::EVENT_KIND_BOUNDS_REFUSED,
+            absl::StrCat("the scheduler did not take bounds ", bounds.min_cu, "..", bounds.max_cu,
+                         " CU (retried): ", error));
+    }
+    m.bounds_error = error;
   }
 }
 

@@ -10,9 +10,14 @@
 //   agent.Stop();
 //
 // Configs come from code (Start, UpdateConfig); a file is one source of them (ConfigFileWatcher).
-// On a new config, new VMs get a runner, removed ones lose theirs, and changed bounds or scaling
-// configs apply at once. A runner whose VM cannot be reached is restarted after a back-off of
-// `restart_min` to `restart_max` without disturbing the others.
+// On a new config, new VMs get a runner, removed ones lose theirs, and changed bounds, scaling
+// configs and timings apply to the running runners at once. What the scheduler must know follows
+// the config: a VM's bounds (UpdateVmBounds, once its runner holds a permit and whenever they
+// change) and the node's total and watermark (the node is registered again); a call the scheduler
+// does not take is retried after `restart_min`. The compute unit cannot change while VMs are
+// managed: the scheduler books each VM in whole units of the one it was placed with. A runner whose
+// VM cannot be reached is restarted after a back-off of `restart_min` to `restart_max` without
+// disturbing the others.
 //
 // Migrations: the scheduler's orders (on a permit, or polled) make the source agent stop
 // resizing the VM, ask the target node's agent to start an incoming VM (PrepareIncoming), and run
@@ -32,9 +37,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -132,6 +139,11 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
     bool migrating = false;
     // Lost in a migration: not managed any more (its source QEMU is left paused).
     bool lost = false;
+    // The bounds the scheduler last took for the VM (none yet: they are sent), when to try
+    // again after it refused them, and why it did.
+    std::optional<core::Bounds> bounds_sent;
+    absl::Time bounds_retry_at = absl::InfinitePast();
+    std::string bounds_error;
   };
   struct Incoming {
     api::VmConfig config;
@@ -149,9 +161,16 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   absl::Status StartRunner(const api::VmConfig& vm, std::unique_ptr<Runner>& runner,
                            std::unique_ptr<neonvm::migration::Source>& migration);
   absl::Status ApplyConfig(const api::AgentConfig& config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SupervisorLoop(bool registered);
+  // Gives m's runner its bounds, scaling config and timings from the config.
+  absl::Status UpdateRunner(Managed& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SupervisorLoop();
+  // Registers the node (again) with the config's total and watermark; whether it was taken.
   bool RegisterNode();
+  // Whether the scheduler holds the node as the config has it.
+  bool NodeRegistered() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Supervise();
+  // Sends the bounds of `vms` (claimed by Supervise) to the scheduler.
+  void SendBounds(const std::vector<std::pair<std::string, core::Bounds>>& vms);
   void OnMigrationOrder(const api::MigrationOrder& order);
   void Migrate(api::MigrationOrder order);
   // The milli-CPU the ledger grants `vm` on `node` (0: not known): a restarted runner reads its
@@ -184,6 +203,8 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   mutable absl::Mutex mu_;
   api::AgentConfig config_ ABSL_GUARDED_BY(mu_);
   core::Resources compute_unit_ ABSL_GUARDED_BY(mu_);
+  // The node as the scheduler last took it (RegisterNode): total and watermark.
+  std::optional<std::pair<api::Resources, double>> registered_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Managed> vms_ ABSL_GUARDED_BY(mu_);
   // VMs that migrated away (still in the config, no longer here).
   std::set<std::string> departed_ ABSL_GUARDED_BY(mu_);

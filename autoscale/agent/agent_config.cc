@@ -88,6 +88,22 @@ absl::Status ValidateAgentConfig(const api::AgentConfig& c) {
           absl::StrCat(field, ".spec.memorySlotBytes: the compute unit's memory (", cu.memory_bytes,
                        ") must be a whole number of slots (", spec.memory_slot_bytes, ")"));
     }
+    // The VM cannot grow past what its QEMU was started with: a larger maximum would be granted
+    // by the scheduler and then fail every resize.
+    const int64_t max_cu = vm.bounds().max_cu();  // at most core::kMaxCu: the products fit
+    if (max_cu * cu.milli_cpu > int64_t{spec.cpus_max} * 1000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".bounds.maxCu: VM ", vm.name(), " may grow to ", max_cu, " CU (",
+                       max_cu * cu.milli_cpu, "m) but its QEMU takes at most ", spec.cpus_max,
+                       " vCPUs (spec.cpusMax)"));
+    }
+    const int64_t max_memory = int64_t{spec.memory_slots_max} * spec.memory_slot_bytes;
+    if (max_cu * cu.memory_bytes > max_memory) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".bounds.maxCu: VM ", vm.name(), " may grow to ", max_cu, " CU (",
+                       max_cu * cu.memory_bytes, " bytes of memory) but its QEMU takes at most ",
+                       max_memory, " (spec.memorySlotsMax x spec.memorySlotBytes)"));
+    }
   }
   return absl::OkStatus();
 }

@@ -6,6 +6,7 @@
 // agents in this process. Waits are bounded and poll for a condition; nothing asserts a time.
 #include "autoscale/agent/agent.h"
 
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
@@ -368,6 +369,96 @@ TEST_F(AgentTest, AConfigReloadAddsRemovesAndChangesVms) {
   EXPECT_FALSE(agent.UpdateConfig(renamed).ok()) << "the node cannot change";
 }
 
+// The scheduler learns what the config says: a VM's bounds when its runner starts and when they
+// change (before, growth past the placed maximum was refused and retried forever), and the node's
+// total and watermark when they change.
+TEST_F(AgentTest, BoundsAndTheNodeInTheConfigReachTheScheduler) {
+  RegisterNode("a", 8);
+  FakeVm& vm1 = AddVm("vm1", "a", {1, 4});
+  Agent& agent = StartAgent("a", Config("a", {VmConfig("vm1", {1, 5})}));
+  auto ledger_bounds = [&](core::Bounds want) {
+    absl::StatusOr<api::VmState> v = Ledger("vm1");
+    return v.ok() && v->bounds().min_cu() == want.min_cu && v->bounds().max_cu() == want.max_cu;
+  };
+  ASSERT_TRUE(Eventually([&] { return ledger_bounds({1, 5}); })) << Log(agent);
+
+  api::AgentConfig bigger = Config("a", {VmConfig("vm1", {1, 6})});
+  *bigger.mutable_node_total() = core::ToProto(Cus(12));
+  bigger.set_watermark(0.5);
+  ASSERT_TRUE(agent.UpdateConfig(bigger).ok());
+  ASSERT_TRUE(Eventually([&] { return ledger_bounds({1, 6}); })) << Log(agent);
+  ASSERT_TRUE(Eventually([&] {
+    absl::StatusOr<api::ListNodesResponse> nodes = client_->ListNodes(api::ListRequest());
+    return nodes.ok() && nodes->nodes_size() == 1 &&
+           nodes->nodes(0).total().milli_cpu() == Cus(12).milli_cpu &&
+           nodes->nodes(0).watermark_fraction() == 0.5;
+  })) << Log(agent);
+  EXPECT_TRUE(Has(agent, "vm1", api::EVENT_KIND_VM_CONFIG_CHANGED));
+
+  // The VM grows to the new maximum under a load of 8 (9 CU at 0.9 of a vCPU per CU). A request
+  // made before the scheduler had the bounds is retried after its back-off (clock time).
+  ASSERT_TRUE(SendMetrics("vm1", Load(8)));
+  ASSERT_TRUE(Eventually([&] {
+    clock_.Advance(absl::Milliseconds(100));
+    return vm1.size() == Cus(6);
+  })) << Log(agent);
+  EXPECT_EQ(Permit("vm1"), Cus(6));
+}
+
+// A reload's timings apply to the runners already running; its compute unit cannot change while
+// VMs are managed (the scheduler books each VM in the one it was placed with).
+TEST_F(AgentTest, AReloadsTimingsReachRunningRunnersAndItsComputeUnitIsRefused) {
+  RegisterNode("a", 8);
+  AddVm("vm1", "a", {1, 4});
+  api::AgentConfig lazy = Config("a", {VmConfig("vm1", {1, 4})});
+  lazy.mutable_timings()->mutable_scheduler_request_at_least_every()->set_seconds(600);
+  Agent& agent = StartAgent("a", lazy);
+  auto requests = [&] {
+    const std::string line = "autoscaling_agent_scheduler_requests_total{result=\"ok\"} ";
+    const std::string text = agent.MetricsText();
+    const size_t at = text.find(line);
+    return at == std::string::npos ? 0 : std::atoi(text.c_str() + at + line.size());
+  };
+  ASSERT_TRUE(Eventually([&] { return requests() >= 1; })) << Log(agent);
+
+  api::AgentConfig eager = lazy;
+  eager.mutable_timings()->mutable_scheduler_request_at_least_every()->set_seconds(1);
+  ASSERT_TRUE(agent.UpdateConfig(eager).ok());
+  // Within a minute of clock time (far less than the old 10 minutes) it asks again, twice.
+  const int before = requests();
+  const absl::Time until = clock_.Now() + absl::Minutes(1);
+  ASSERT_TRUE(Eventually([&] {
+    if (clock_.Now() < until) clock_.Advance(absl::Milliseconds(250));
+    return requests() >= before + 2;
+  })) << Log(agent);
+
+  api::AgentConfig other_cu = eager;
+  other_cu.mutable_compute_unit()->set_milli_cpu(2 * kCu.milli_cpu);
+  absl::Status refused = agent.UpdateConfig(other_cu);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "computeUnit")) << refused;
+  EXPECT_TRUE(Managed(agent, "vm1"));
+}
+
+// Bounds the VM's QEMU cannot take (more vCPUs or memory than it was started with) are refused
+// with the VM and the field named; before, the scheduler granted them and every resize failed.
+TEST_F(AgentTest, BoundsBeyondTheVmsSpecAreRefused) {
+  api::AgentConfig config = Config("a", {VmConfig("vm1", {1, 8})});
+  ASSERT_TRUE(ValidateAgentConfig(config).ok()) << ValidateAgentConfig(config);
+
+  config.mutable_vms(0)->mutable_bounds()->set_max_cu(9);  // 9 CU: 9 vCPUs of 8
+  absl::Status s = ValidateAgentConfig(config);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "vms[0].bounds.maxCu: VM vm1")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "spec.cpusMax")) << s;
+
+  config.mutable_vms(0)->mutable_spec()->set_cpus_max(16);  // 9 GiB of 8
+  s = ValidateAgentConfig(config);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "vms[0].bounds.maxCu: VM vm1")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "spec.memorySlotsMax")) << s;
+}
+
 TEST_F(AgentTest, ARunnerWhoseVmCannotBeReachedIsRestarted) {
   RegisterNode("a", 8);
   FakeVm& vm1 = AddVm("vm1", "a", {1, 4});
@@ -481,7 +572,12 @@ class MigrationTest : public AgentTest {
   // Raises vm1's minimum to 2 CU and lets the agent poll for orders once it has grown.
   void Overfill() {
     ASSERT_TRUE(a_->UpdateConfig(ConfigA(2)).ok());
-    ASSERT_TRUE(Eventually([&] { return Permit("vm1") == Cus(2); })) << Log(*a_);
+    // A request made before the scheduler took the new minimum is refused and retried after
+    // its back-off (clock time).
+    ASSERT_TRUE(Eventually([&] {
+      clock_.Advance(absl::Milliseconds(50));
+      return Permit("vm1") == Cus(2);
+    })) << Log(*a_);
     clock_.Advance(absl::Seconds(1));  // the next poll for migration orders
   }
 

@@ -14,6 +14,7 @@ Severity SeverityOf(api::EventKind kind) {
     case api::EVENT_KIND_RUNNER_START_FAILED:
       return Severity::kError;
     case api::EVENT_KIND_NODE_REGISTRATION_FAILED:
+    case api::EVENT_KIND_BOUNDS_REFUSED:
     case api::EVENT_KIND_CONFIG_REJECTED:
     case api::EVENT_KIND_RUNNER_RESTARTING:
     case api::EVENT_KIND_SCHEDULER_REQUEST_FAILED:

@@ -166,7 +166,7 @@ void Runner::SchedulerExecutor() {
           static_cast<int64_t>(op.metrics->memory_usage_bytes));
     }
     const absl::Time start = clock_.Now();
-    absl::StatusOr<api::PermitResponse> response = scheduler_.Request(request);
+    absl::StatusOr<api::PermitResponse> response = AskScheduler(request);
     metrics_.Observe("autoscaling_agent_scheduler_latency_seconds", {},
                      absl::ToDoubleSeconds(clock_.Now() - start), Metrics::kLatencyBuckets);
     std::optional<api::MigrationOrder> order;
@@ -216,6 +216,46 @@ void Runner::SchedulerExecutor() {
   }
 }
 
+absl::StatusOr<api::PermitResponse> Runner::AskScheduler(const api::PermitRequest& request) {
+  // The answer may come after the wait gave up (or after the runner is gone): it lands here,
+  // shared, and is dropped. The scheduler may then hold a larger permit than this runner knows
+  // of; that only over-reserves, until the next request says what the VM has.
+  struct Answer {
+    absl::Mutex mu;
+    std::optional<absl::StatusOr<api::PermitResponse>> value ABSL_GUARDED_BY(mu);
+  };
+  auto answer = std::make_shared<Answer>();
+  absl::Duration timeout;
+  {
+    absl::MutexLock lock(&mu_);
+    timeout = state_->config().timings.scheduler_request_timeout;
+  }
+  const absl::Time deadline = clock_.Now() + timeout;
+  scheduler_.RequestAsync(request, [answer](absl::StatusOr<api::PermitResponse> r) {
+    absl::MutexLock lock(&answer->mu);
+    answer->value = std::move(r);
+  });
+  while (true) {
+    // Clock time bounds the wait; real-time slices of it let a test's clock and Stop be seen.
+    const absl::Duration slice =
+        std::max(std::min(deadline - clock_.Now(), options_.max_sleep), absl::Milliseconds(1));
+    {
+      absl::MutexLock lock(&answer->mu);
+      auto answered = [&answer]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(answer->mu) {
+        return answer->value.has_value();
+      };
+      answer->mu.AwaitWithTimeout(absl::Condition(&answered), slice);
+      if (answer->value) return *std::move(answer->value);
+    }
+    if (clock_.Now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("no answer within ", absl::FormatDuration(timeout)));
+    }
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::CancelledError("the runner stops");
+  }
+}
+
 void Runner::ProbeVm() {
   absl::StatusOr<Resources> now = driver_->Current();
   absl::MutexLock lock(&mu_);
@@ -233,6 +273,7 @@ void Runner::VmExecutor() {
   while (true) {
     core::Operation op;
     bool work = false;
+    absl::Duration timeout;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -243,6 +284,7 @@ void Runner::VmExecutor() {
       if (work) {
         op = *std::exchange(vm_work_, std::nullopt);
         if (!core::Start(*state_, clock_.Now(), op)) continue;  // stale advice
+        timeout = state_->config().timings.vm_request_timeout;
       }
     }
     if (!work) {  // idle: look at the VM
@@ -250,7 +292,7 @@ void Runner::VmExecutor() {
       continue;
     }
     const absl::Time start = clock_.Now();
-    absl::StatusOr<Resources> reached = driver_->Resize(op.target);
+    absl::StatusOr<Resources> reached = driver_->Resize(op.target, timeout);
     const absl::Duration took = clock_.Now() - start;
     metrics_.Observe("autoscaling_agent_vm_resize_latency_seconds", {}, absl::ToDoubleSeconds(took),
                      Metrics::kLatencyBuckets);
@@ -281,11 +323,12 @@ void Runner::VmExecutor() {
 }
 
 void Runner::MonitorExecutor() {
-  const absl::Duration timeout = options_.state.timings.monitor_response_timeout;
+  absl::Duration timeout;
   core::Operation op;
   std::shared_ptr<rpc::monitor::MonitorClient> monitor;
-  auto connected = [this, &monitor]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  auto connected = [this, &monitor, &timeout]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     monitor = monitor_;
+    timeout = state_->config().timings.monitor_response_timeout;  // a reload may change it
     return monitor != nullptr;
   };
   while (NextOperation(monitor_work_, op, connected)) {
@@ -405,7 +448,12 @@ void Runner::MonitorConnection() {
           mu_.AwaitWithTimeout(absl::Condition(&done), options_.monitor_health_interval);
           if (stopping_ || monitor_closed_) break;
         }
-        if (monitor->HealthCheck(options_.state.timings.monitor_response_timeout).ok()) {
+        absl::Duration timeout;
+        {
+          absl::MutexLock lock(&mu_);
+          timeout = state_->config().timings.monitor_response_timeout;
+        }
+        if (monitor->HealthCheck(timeout).ok()) {
           last_healthy = clock_.Now();
         } else if (clock_.Now() - last_healthy > options_.monitor_unhealthy_after) {
           Event(api::EVENT_KIND_MONITOR_UNHEALTHY, "monitor health checks failing; reconnecting");
@@ -451,7 +499,8 @@ RunnerStatus Runner::Status() const {
   return s;
 }
 
-void Runner::Update(core::Bounds bounds, const core::ScalingConfig& scaling) {
+void Runner::Update(core::Bounds bounds, const core::ScalingConfig& scaling,
+                    const core::Timings& timings) {
   absl::MutexLock lock(&mu_);
   if (state_->bounds() != bounds) {
     state_->UpdateBounds(bounds);
@@ -459,6 +508,7 @@ void Runner::Update(core::Bounds bounds, const core::ScalingConfig& scaling) {
           absl::StrCat("bounds now ", bounds.min_cu, "..", bounds.max_cu, " CU"));
   }
   state_->UpdateScalingConfig(scaling);
+  state_->UpdateTimings(timings);
 }
 
 absl::Status Runner::BeginMigration(absl::Duration timeout) {

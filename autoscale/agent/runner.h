@@ -49,6 +49,7 @@ using MonitorConnector = std::function<absl::StatusOr<std::unique_ptr<rpc::monit
 struct RunnerOptions {
   std::string node;
   std::string vm;
+  // The compute unit, scaling config and timers; Update changes the last two.
   core::StateConfig state;
   core::Bounds bounds;
   // The monitor's address ("host:port"); empty: the VM has none.
@@ -102,8 +103,10 @@ class Runner {
   RunnerStatus Status() const;
   const std::string& vm() const { return options_.vm; }
 
-  // New bounds or scaling config (the agent's config file changed).
-  void Update(core::Bounds bounds, const core::ScalingConfig& scaling);
+  // New bounds, scaling config or timers (the agent's config changed). The compute unit cannot
+  // change: the scheduler books the VM in whole units of the one it was placed with.
+  void Update(core::Bounds bounds, const core::ScalingConfig& scaling,
+              const core::Timings& timings);
 
   // Stops resizing for a migration and waits (up to `timeout`) for a resize in flight to end.
   absl::Status BeginMigration(absl::Duration timeout);
@@ -116,6 +119,10 @@ class Runner {
  private:
   void Loop();
   void SchedulerExecutor();
+  // The scheduler's answer to `request`, waited for up to the timings' scheduler request
+  // timeout (clock time): DEADLINE_EXCEEDED after it, CANCELLED if the runner stops first.
+  absl::StatusOr<api::PermitResponse> AskScheduler(const api::PermitRequest& request)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void VmExecutor();
   void ProbeVm() ABSL_LOCKS_EXCLUDED(mu_);
   void MonitorExecutor();

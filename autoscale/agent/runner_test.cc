@@ -88,7 +88,7 @@ class RecordingVm : public VmDriver {
     if (!fail_.ok()) return fail_;
     return at_;
   }
-  absl::StatusOr<Resources> Resize(const Resources& target) override {
+  absl::StatusOr<Resources> Resize(const Resources& target, absl::Duration) override {
     log_.Add("vm " + target.ToString());
     absl::MutexLock lock(&mu_);
     if (!fail_.ok()) return fail_;
@@ -116,12 +116,45 @@ class RecordingScheduler : public rpc::scheduler::InProcessClient {
   absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& r) override {
     log_.Add("scheduler " + Text(r.resources()));
     if (down_) return absl::UnavailableError("connection refused");
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](bool* silent) { return !*silent; }, &silent_));
     return InProcessClient::Request(r);
+  }
+  void RequestAsync(const api::PermitRequest& r,
+                    std::function<void(absl::StatusOr<api::PermitResponse>)> done) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (silent_) {
+        log_.Add("scheduler " + Text(r.resources()) + " (unanswered)");
+        unanswered_.push_back(std::move(done));
+        return;
+      }
+    }
+    done(Request(r));
+  }
+  // While silent the scheduler takes requests and never answers them (until Answer).
+  void SetSilent(bool silent) {
+    absl::MutexLock lock(&mu_);
+    silent_ = silent;
+  }
+  // Answers the requests taken while silent, late, with `answer`.
+  void AnswerLate(const absl::Status& answer) {
+    std::vector<std::function<void(absl::StatusOr<api::PermitResponse>)>> dones;
+    {
+      absl::MutexLock lock(&mu_);
+      dones.swap(unanswered_);
+    }
+    for (auto& done : dones) done(answer);
   }
   std::atomic<bool> down_{false};
 
  private:
   CallLog& log_;
+  absl::Mutex mu_;
+  bool silent_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::function<void(absl::StatusOr<api::PermitResponse>)>> unanswered_
+      ABSL_GUARDED_BY(mu_);
 };
 
 // What the test's monitors share: whether they approve downscales, the health checks they
@@ -184,6 +217,7 @@ class RunnerTest : public ::testing::Test {
     o.node = "n1";
     o.vm = "vm1";
     o.state.compute_unit = kCu;
+    o.state.timings = timings_;
     o.bounds = {1, 4};
     if (with_monitor) o.monitor_address = "in-test";
     o.monitor_retry = absl::Milliseconds(50);
@@ -263,6 +297,7 @@ class RunnerTest : public ::testing::Test {
   }
 
   void TearDown() override {
+    scheduler_.SetSilent(false);  // a request blocked in it ends
     if (runner_) runner_->Stop();
   }
 
@@ -279,8 +314,39 @@ class RunnerTest : public ::testing::Test {
   absl::Mutex mu_;
   rpc::monitor::MonitorClient::Callbacks callbacks_ ABSL_GUARDED_BY(mu_);
   RecordingVm* vm_ = nullptr;
+  core::Timings timings_;
   std::unique_ptr<Runner> runner_;
 };
+
+// A scheduler that takes a request and never answers it: the request fails after the configured
+// timeout (schedulerRequestTimeout; before, the executor waited forever), the runner retries,
+// and once the scheduler answers again the VM grows. The late answers are dropped.
+TEST_F(RunnerTest, ASchedulerThatNeverAnswersTimesOutAndTheRunnerRecovers) {
+  timings_.scheduler_request_timeout = absl::Milliseconds(50);
+  timings_.scheduler_retry_failed_request = absl::Milliseconds(50);
+  Start(8);
+  ASSERT_TRUE(
+      Eventually([&] { return Reserved("vm1") == Cus(1) && HasEvent(api::EVENT_KIND_PERMIT); }));
+  scheduler_.SetSilent(true);
+  SendMetrics(2.7, kGiB / 4);  // 3 CU
+  ASSERT_GE(log_.Await("scheduler " + Cus(3).ToString() + " (unanswered)"), 0) << log_.Dump();
+  ASSERT_TRUE(Eventually([&] {
+    for (const Event& e : events_.Since(0)) {
+      if (e.kind == api::EVENT_KIND_SCHEDULER_REQUEST_FAILED &&
+          absl::StrContains(e.text, "no answer within 50ms")) {
+        return true;
+      }
+    }
+    return false;
+  })) << log_.Dump();
+  EXPECT_EQ(vm_->Current()->memory_bytes, kGiB) << "no growth without a permit";
+
+  scheduler_.SetSilent(false);
+  ASSERT_GE(log_.Await("vm " + Cus(3).ToString()), 0) << log_.Dump();
+  EXPECT_EQ(Reserved("vm1"), Cus(3));
+  scheduler_.AnswerLate(absl::UnavailableError("late"));
+  EXPECT_EQ(runner_->Status().permit, Cus(3)) << "a late answer changes nothing";
+}
 
 TEST_F(RunnerTest, GrowsSchedulerVmMonitorAndShrinksMonitorVmScheduler) {
   Start(/*node_cus=*/8);
@@ -351,9 +417,9 @@ TEST_F(RunnerTest, ADeniedDownscaleKeepsTheSize) {
 
 TEST_F(RunnerTest, WithoutAMonitorTheVmNeverShrinks) {
   Start(/*node_cus=*/8, /*with_monitor=*/false);
-  runner_->Update({3, 4}, core::ScalingConfig());
+  runner_->Update({3, 4}, core::ScalingConfig(), core::Timings());
   ASSERT_GE(log_.Await("vm " + Cus(3).ToString()), 0) << log_.Dump();
-  runner_->Update({1, 4}, core::ScalingConfig());
+  runner_->Update({1, 4}, core::ScalingConfig(), core::Timings());
   absl::SleepFor(absl::Seconds(2));
   EXPECT_FALSE(log_.Any("vm " + Cus(1).ToString())) << log_.Dump();
   EXPECT_FALSE(log_.Any("vm " + Cus(2).ToString())) << log_.Dump();
@@ -362,7 +428,7 @@ TEST_F(RunnerTest, WithoutAMonitorTheVmNeverShrinks) {
 TEST_F(RunnerTest, NoResizeDuringAMigration) {
   Start(/*node_cus=*/8, /*with_monitor=*/false);
   ASSERT_TRUE(runner_->BeginMigration(absl::Seconds(1)).ok());
-  runner_->Update({2, 4}, core::ScalingConfig());
+  runner_->Update({2, 4}, core::ScalingConfig(), core::Timings());
   absl::SleepFor(absl::Seconds(1.5));
   EXPECT_FALSE(log_.Any("vm ")) << log_.Dump();
   EXPECT_TRUE(runner_->Status().migrating);
@@ -373,7 +439,7 @@ TEST_F(RunnerTest, NoResizeDuringAMigration) {
 TEST_F(RunnerTest, AnUnreachableVmMarksTheRunnerFailed) {
   Start(/*node_cus=*/8, /*with_monitor=*/false);
   vm_->Fail(absl::UnavailableError("QMP connection closed"));
-  runner_->Update({2, 4}, core::ScalingConfig());
+  runner_->Update({2, 4}, core::ScalingConfig(), core::Timings());
   ASSERT_GE(log_.Await("vm " + Cus(2).ToString()), 0) << log_.Dump();
   const absl::Time end = absl::Now() + absl::Seconds(5);
   while (runner_->failure().empty() && absl::Now() < end) absl::SleepFor(absl::Milliseconds(10));

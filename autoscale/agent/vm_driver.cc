@@ -57,16 +57,21 @@ class QmpVmDriver final : public VmDriver {
     return FromSize(size);
   }
 
-  absl::StatusOr<core::Resources> Resize(const core::Resources& target) override {
+  absl::StatusOr<core::Resources> Resize(const core::Resources& target,
+                                         absl::Duration timeout) override {
     {
       absl::MutexLock lock(&mu_);
       asked_milli_cpu_ = target.milli_cpu;
     }
-    // With a host cgroup the resizer keeps QEMU's quota at target.milli_cpu, ordered with the
-    // vCPU changes so that the VM never has more than the larger of the two sizes.
+    // The timeout may change between resizes (a config reload): a resizer per resize. With a
+    // host cgroup it keeps QEMU's quota at target.milli_cpu, ordered with the vCPU changes so
+    // that the VM never has more than the larger of the two sizes.
+    neonvm::hotplug::VmResizerOptions options = ResizerOptions(cgroup_.get());
+    options.timeout = timeout;
+    neonvm::hotplug::VmResizer resizer(*qmp_, spec_, std::move(options));
     absl::StatusOr<VmSize> reached =
-        resizer_.Resize({.cpus = CpusFor(target.milli_cpu), .memory_bytes = target.memory_bytes},
-                        static_cast<int>(target.milli_cpu));
+        resizer.Resize({.cpus = CpusFor(target.milli_cpu), .memory_bytes = target.memory_bytes},
+                       static_cast<int>(target.milli_cpu));
     if (!reached.ok()) return reached.status();
     absl::MutexLock lock(&mu_);
     return FromSize(*reached);
@@ -161,7 +166,8 @@ class QemuVmDriverFactory final : public VmDriverFactory {
       : incoming_cgroup_(std::move(incoming_cgroup)) {}
 
   absl::StatusOr<OpenedVm> Open(const api::VmConfig& vm, const core::Resources& compute_unit,
-                                int64_t granted_milli_cpu) override {
+                                int64_t granted_milli_cpu,
+                                absl::Duration request_timeout) override {
     const neonvm::launcher::VmSpec spec = SpecFromProto(vm.spec());
     RETURN_IF_ERROR(neonvm::launcher::Validate(spec));
     std::unique_ptr<neonvm::launcher::HostCgroup> cgroup;
@@ -171,8 +177,11 @@ class QemuVmDriverFactory final : public VmDriverFactory {
       if (!opened.ok()) return Annotate(opened.status(), "VM " + vm.name());
       cgroup = *std::move(opened);
     }
+    neonvm::qmp::QmpClientOptions qmp_options;
+    qmp_options.connect_timeout = request_timeout;
+    qmp_options.command_timeout = request_timeout;
     ASSIGN_OR_RETURN(std::shared_ptr<neonvm::qmp::QmpClient> qmp,
-                     neonvm::qmp::QmpClient::Connect(vm.qmp()));
+                     neonvm::qmp::QmpClient::Connect(vm.qmp(), qmp_options));
     auto driver = std::make_unique<QmpVmDriver>(qmp, spec, std::move(cgroup), compute_unit,
                                                 granted_milli_cpu);
     RETURN_IF_ERROR(Annotate(driver->ApplyGrantedQuota(),

@@ -8,8 +8,9 @@
 //   - VmDriverFactory: makes the first two for a configured VM, and starts incoming VMs.
 //
 //   std::unique_ptr<VmDriverFactory> factory = NewQemuVmDriverFactory();
-//   ASSIGN_OR_RETURN(OpenedVm vm, factory->Open(vm_config, compute_unit));
-//   ASSIGN_OR_RETURN(core::Resources reached, vm.driver->Resize({1500, 3 << 30}));
+//   ASSIGN_OR_RETURN(OpenedVm vm, factory->Open(vm_config, compute_unit, 0, absl::Seconds(10)));
+//   ASSIGN_OR_RETURN(core::Resources reached,
+//                    vm.driver->Resize({1500, 3 << 30}, absl::Seconds(10)));
 #pragma once
 
 #include <memory>
@@ -31,9 +32,11 @@ class VmDriver {
   virtual ~VmDriver() = default;
   // The VM's size now. Unavailable when the VM cannot be reached (its runner is restarted).
   virtual absl::StatusOr<core::Resources> Current() = 0;
-  // Brings the VM to `target` and returns the size reached. On error the VM may have moved part
-  // of the way; Current() says where it is.
-  virtual absl::StatusOr<core::Resources> Resize(const core::Resources& target) = 0;
+  // Brings the VM to `target` within `timeout` and returns the size reached. On error
+  // (DEADLINE_EXCEEDED after the timeout) the VM may have moved part of the way; Current() says
+  // where it is.
+  virtual absl::StatusOr<core::Resources> Resize(const core::Resources& target,
+                                                 absl::Duration timeout) = 0;
 };
 
 // A VM started on this node as the target of a live migration: waiting for the migration stream
@@ -70,11 +73,13 @@ class VmDriverFactory {
   // Opens the VM of `vm` (its QMP address and launch spec). `compute_unit` and
   // `granted_milli_cpu` (the VM's permit in the ledger; 0: not known) let the driver report
   // milli-CPU that whole vCPUs do not show: a VM granted 1250m runs 2 vCPUs, and must be read
-  // back as 1250m, not 2000m, when its runner restarts. Unavailable when the VM cannot be
+  // back as 1250m, not 2000m, when its runner restarts. Each request to the VM (a QMP command)
+  // gets `request_timeout` (the timings' vmRequestTimeout). Unavailable when the VM cannot be
   // reached.
   virtual absl::StatusOr<OpenedVm> Open(const api::VmConfig& vm,
                                         const core::Resources& compute_unit,
-                                        int64_t granted_milli_cpu) = 0;
+                                        int64_t granted_milli_cpu,
+                                        absl::Duration request_timeout) = 0;
   // Starts an incoming VM for `request` (the VM's config and the source's devices) and makes it
   // listen for the migration.
   virtual absl::StatusOr<std::unique_ptr<IncomingVm>> StartIncoming(

@@ -342,6 +342,11 @@ void State::UpdateScalingConfig(const ScalingConfig& scaling) {
   DesiredChanged();
 }
 
+void State::UpdateTimings(const Timings& timings) {
+  config_.timings = timings;
+  Changed();  // the waits the next advice names change; the desired size does not
+}
+
 void State::SetMigrating(bool migrating) {
   migrating_ = migrating;
   DesiredChanged();
@@ -421,6 +426,12 @@ absl::Status State::SchedulerRequestSucceeded(absl::Time now, Resources permit) 
 void State::SchedulerRequestFailed(absl::Time now) {
   scheduler_.ongoing = false;
   scheduler_.last_failure = now;
+  // The scheduler may have taken the request and lost only its answer: a report of a decrease
+  // may have lowered the permit there. Until an answer says otherwise, the permit is the lower
+  // of the two (growing back to the old one unasked could take what the scheduler gave away).
+  if (scheduler_.permit && scheduler_.last_request) {
+    scheduler_.permit = Resources::Min(*scheduler_.permit, scheduler_.last_request->resources);
+  }
   Changed();
 }
 

@@ -124,6 +124,8 @@ class State {
   // --- VM and inputs ---
   void UpdateBounds(Bounds bounds);
   void UpdateScalingConfig(const ScalingConfig& scaling);
+  // New timers (the agent's config changed): the waits still to come follow them.
+  void UpdateTimings(const Timings& timings);
   // While migrating, the VM is not resized (its desired size is its current size).
   void SetMigrating(bool migrating);
   void UpdateSystemMetrics(absl::Time now, const SystemMetrics& metrics);
@@ -141,6 +143,8 @@ class State {
   // asked, or one below what the VM uses is refused (recorded as a failed request) and the
   // error says why.
   absl::Status SchedulerRequestSucceeded(absl::Time now, Resources permit);
+  // A failed request may still have been taken: the permit becomes the lower of it and what was
+  // asked.
   void SchedulerRequestFailed(absl::Time now);
 
   // --- VM resize ---

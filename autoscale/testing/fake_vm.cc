@@ -101,7 +101,7 @@ class FakeDriver final : public agent::VmDriver, private FakeConnection {
     if (absl::Status s = Check(); !s.ok()) return s;
     return vm_.size_;
   }
-  absl::StatusOr<Resources> Resize(const Resources& target) override {
+  absl::StatusOr<Resources> Resize(const Resources& target, absl::Duration) override {
     absl::MutexLock lock(mu());
     ++vm_.resizes_;
     if (absl::Status s = Check(); !s.ok()) return s;
@@ -373,7 +373,8 @@ void FakeHypervisor::SetMigrationScript(const MigrationScript& script) {
 }
 
 absl::StatusOr<agent::OpenedVm> FakeVmDriverFactory::Open(const api::VmConfig& vm, const Resources&,
-                                                          int64_t granted_milli_cpu) {
+                                                          int64_t granted_milli_cpu,
+                                                          absl::Duration) {
   {
     absl::MutexLock lock(&mu_);
     ++opens_;

@@ -168,7 +168,8 @@ class FakeVmDriverFactory final : public agent::VmDriverFactory {
   FakeVmDriverFactory(FakeHypervisor& hv, std::string node) : hv_(hv), node_(std::move(node)) {}
 
   absl::StatusOr<agent::OpenedVm> Open(const api::VmConfig& vm, const core::Resources& compute_unit,
-                                       int64_t granted_milli_cpu) override;
+                                       int64_t granted_milli_cpu,
+                                       absl::Duration request_timeout) override;
   absl::StatusOr<std::unique_ptr<agent::IncomingVm>> StartIncoming(
       const api::PrepareIncomingRequest& request) override;
 

@@ -92,7 +92,7 @@ class RecordingVm : public agent::VmDriver {
     absl::MutexLock lock(&mu_);
     return at_;
   }
-  absl::StatusOr<Resources> Resize(const Resources& target) override {
+  absl::StatusOr<Resources> Resize(const Resources& target, absl::Duration) override {
     log_.Add("vm " + target.ToString());
     absl::MutexLock lock(&mu_);
     at_ = target;

@@ -1,6 +1,7 @@
 // Faults in the middle of a live migration of the booted test guest, with real QEMUs: the target
 // killed before and after the switch to postcopy, the source killed mid-migration, query-migrate
-// answers arriving after their timeout at completion, and a cancel racing completion. Each checks
+// answers arriving after their timeout at completion, a cancel racing completion, and a target
+// that dies when asked to take over (FinishIncoming failing). Each checks
 // that at most one copy of the VM runs at any check and that, whenever the VM survives, exactly
 // one copy runs and the guest's memory is intact: a 32 MiB file in the guest's tmpfs keeps its
 // md5, and the load generator, writing 64 MiB pass after pass throughout, verifies every word it
@@ -282,6 +283,34 @@ TEST_F(MigrationFaultTest, ACancelRacingCompletionLeavesOneCopy) {
     EXPECT_FALSE(target_->Running()) << "the target's copy is stopped";
     ExpectOnlyCopyIntact(*source_, /*load_running=*/false);
   }
+}
+
+// The target agent's FinishIncoming fails for real: the target QEMU dies as it is asked to take
+// over a completed precopy (an idle guest). The source's copy is complete, paused in postmigrate:
+// it runs the VM again (not quit), so exactly one copy runs, with the guest's data intact.
+TEST_F(MigrationFaultTest, ATargetThatDiesAtFinishIncomingLeavesTheVmOnTheSource) {
+  class DyingTarget final : public Target {
+   public:
+    DyingTarget(Vm& vm, std::string uri) : vm_(vm), local_(vm, std::move(uri)) {}
+    const std::string& uri() const override { return local_.uri(); }
+    absl::Status Abandon(const std::string& why) override { return local_.Abandon(why); }
+    absl::Status Commit(bool) override {
+      vm_.Kill();
+      return absl::FailedPreconditionError("the target QEMU died taking over (injected)");
+    }
+
+   private:
+    Vm& vm_;
+    LocalTarget local_;
+  };
+  absl::StatusOr<std::string> uri = Listen(*target_, /*postcopy=*/false);
+  ASSERT_TRUE(uri.ok()) << uri.status();
+  DyingTarget dying(*target_, *uri);
+  MigrationResult r = RunMigration(*source_wrapper_, dying, MigrationOptions{}, RetryOptions{});
+  EXPECT_EQ(r.outcome, Outcome::kStayed) << r.error;
+  EXPECT_EQ(source_wrapper_->resumes, 1) << "the completed source runs the VM again";
+  for (int i = 0; i < 100 && target_->Running(); ++i) absl::SleepFor(absl::Milliseconds(20));
+  ExpectOnlyCopyIntact(*source_, /*load_running=*/false);
 }
 
 }  // namespace
