@@ -73,9 +73,9 @@ Fixture* Setup() {
     return f;
   }
   f->guest = *guest;
-  absl::StatusOr<api::AgentStatus> ready =
-      AwaitStatus(*f->cluster, "a", absl::Seconds(60), [](const api::AgentStatus& s) {
-        const api::VmStatus* vm = VmStatus(s, "vm1");
+  absl::StatusOr<api::v1::AgentStatus> ready =
+      AwaitStatus(*f->cluster, "a", absl::Seconds(60), [](const api::v1::AgentStatus& s) {
+        const api::v1::VmStatus* vm = VmStatus(s, "vm1");
         return vm != nullptr && vm->monitor_connected() && vm->has_load_avg_1m();
       });
   if (!ready.ok()) {
@@ -96,8 +96,8 @@ Fixture& Get() {
 }
 
 // How long the first resize among `s`'s events took, if there is one.
-std::optional<absl::Duration> ResizeTime(const api::AgentStatus& s) {
-  for (const api::AgentEvent& e : testing::Events(s, "vm1", api::EVENT_KIND_RESIZED)) {
+std::optional<absl::Duration> ResizeTime(const api::v1::AgentStatus& s) {
+  for (const api::v1::AgentEvent& e : testing::Events(s, "vm1", api::v1::EVENT_KIND_RESIZED)) {
     if (e.has_duration()) return FromProto(e.duration());
   }
   return std::nullopt;
@@ -131,8 +131,8 @@ void BM_ThresholdCrossingToMemoryOnline(benchmark::State& state) {
       state.SkipWithError(online.ToString().c_str());
       return;
     }
-    absl::StatusOr<api::AgentStatus> before = AwaitStatus(
-        *f.cluster, "a", absl::Seconds(5), [](const api::AgentStatus&) { return true; });
+    absl::StatusOr<api::v1::AgentStatus> before = AwaitStatus(
+        *f.cluster, "a", absl::Seconds(5), [](const api::v1::AgentStatus&) { return true; });
     if (!before.ok()) {
       state.SkipWithError(before.status().ToString().c_str());
       return;
@@ -148,15 +148,15 @@ void BM_ThresholdCrossingToMemoryOnline(benchmark::State& state) {
     f.mem_total += kCuMemory;
     // The same step as the agent timed it; then wait until the monitor knows the new size, so
     // the next repetition's threshold is the new one.
-    absl::StatusOr<api::AgentStatus> after =
-        AwaitStatus(*f.cluster, "a", absl::Seconds(20), [&](const api::AgentStatus& s) {
-          return HasEvent(s, "vm1", api::EVENT_KIND_MONITOR_NOTIFIED, since);
+    absl::StatusOr<api::v1::AgentStatus> after =
+        AwaitStatus(*f.cluster, "a", absl::Seconds(20), [&](const api::v1::AgentStatus& s) {
+          return HasEvent(s, "vm1", api::v1::EVENT_KIND_MONITOR_NOTIFIED, since);
         });
     if (!after.ok()) {
       state.SkipWithError(after.status().ToString().c_str());
       return;
     }
-    absl::StatusOr<api::AgentStatus> events = f.cluster->AgentStatus("a", since);
+    absl::StatusOr<api::v1::AgentStatus> events = f.cluster->AgentStatus("a", since);
     std::optional<absl::Duration> resize = events.ok() ? ResizeTime(*events) : std::nullopt;
     state.counters["vm_resize_ms"] = resize ? absl::ToDoubleMilliseconds(*resize) : -1;
     absl::SleepFor(absl::Milliseconds(500));

@@ -65,8 +65,8 @@ const int64_t kSizes[] = {2, 3, 4, 3};
 std::string NodeName(int n) { return absl::StrCat("node-", n); }
 std::string VmName(int n, int v) { return absl::StrCat("vm-", n, "-", v); }
 
-api::Resources Cus(int64_t n) {
-  api::Resources r;
+api::v1::Resources Cus(int64_t n) {
+  api::v1::Resources r;
   r.set_milli_cpu(250 * n);
   r.set_memory_bytes(kGiB * n);
   return r;
@@ -80,15 +80,15 @@ void SetLoadAverage(benchmark::State& state) {
 // Nodes with room for every VM at its largest size, and their VMs at 3 CU.
 absl::Status Populate(rpc::scheduler::SchedulerService& s, int nodes) {
   for (int n = 0; n < nodes; ++n) {
-    api::RegisterNodeRequest node;
-    node.set_protocol_version(api::PROTOCOL_VERSION_1);  // in process: no client sets it
+    api::v1::RegisterNodeRequest node;
+    node.set_protocol_version(api::v1::PROTOCOL_VERSION_1);  // in process: no client sets it
     node.set_node(NodeName(n));
     *node.mutable_total() = Cus(kVmsPerNode * 4);
     node.set_watermark(1);
     if (absl::Status st = s.RegisterNode(node).status(); !st.ok()) return st;
     for (int v = 0; v < kVmsPerNode; ++v) {
-      api::PlaceVmRequest place;
-      place.set_protocol_version(api::PROTOCOL_VERSION_1);
+      api::v1::PlaceVmRequest place;
+      place.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
       place.set_vm(VmName(n, v));
       place.set_node(NodeName(n));
       place.mutable_bounds()->set_min_cu(1);
@@ -100,9 +100,9 @@ absl::Status Populate(rpc::scheduler::SchedulerService& s, int nodes) {
   return absl::OkStatus();
 }
 
-api::PermitRequest Request(int n, int v, int64_t size) {
-  api::PermitRequest r;
-  r.set_protocol_version(api::PROTOCOL_VERSION_1);
+api::v1::PermitRequest Request(int n, int v, int64_t size) {
+  api::v1::PermitRequest r;
+  r.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
   r.set_node(NodeName(n));
   r.set_vm(VmName(n, v));
   r.mutable_compute_unit()->set_milli_cpu(250);
@@ -118,16 +118,16 @@ api::PermitRequest Request(int n, int v, int64_t size) {
 // number that failed.
 int64_t Drive(const std::string& address, int64_t total, int in_flight) {
   constexpr int kChannels = 4;
-  std::vector<std::unique_ptr<api::Scheduler::Stub>> stubs;
+  std::vector<std::unique_ptr<api::v1::Scheduler::Stub>> stubs;
   for (int c = 0; c < kChannels; ++c) {
     grpc::ChannelArguments args;
     args.SetInt("autoscale.bench.channel", c);  // distinct connections
     args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
     args.SetInt(GRPC_ARG_MINIMAL_STACK, 1);
-    stubs.push_back(api::Scheduler::NewStub(
+    stubs.push_back(api::v1::Scheduler::NewStub(
         grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
   }
-  std::vector<api::PermitRequest> requests;
+  std::vector<api::v1::PermitRequest> requests;
   for (int64_t size : kSizes) {
     for (int n = 0; n < kNodes; ++n) {
       for (int v = 0; v < kVmsPerNode; ++v) requests.push_back(Request(n, v, size));
@@ -135,7 +135,7 @@ int64_t Drive(const std::string& address, int64_t total, int in_flight) {
   }
   struct Call {
     grpc::ClientContext context;
-    api::PermitResponse response;
+    api::v1::PermitResponse response;
   };
   std::atomic<int64_t> next{0}, done{0}, failed{0};
   std::vector<int64_t> slot_next(in_flight);

@@ -223,7 +223,7 @@ void BM_Grpc(benchmark::State& state) {
   }
   std::unique_ptr<rpc::Server> server =
       *rpc::scheduler::StartGrpcServer(handler, "127.0.0.1:0", server_security);
-  std::vector<std::unique_ptr<api::Scheduler::Stub>> stubs;
+  std::vector<std::unique_ptr<api::v1::Scheduler::Stub>> stubs;
   for (int c = 0; c < kChannels; ++c) {
     grpc::ChannelArguments args;
     args.SetInt("autoscale.bench.channel", c);  // distinct channels, distinct connections
@@ -231,17 +231,17 @@ void BM_Grpc(benchmark::State& state) {
     // beyond what the calls need.
     args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
     args.SetInt(GRPC_ARG_MINIMAL_STACK, 1);
-    stubs.push_back(api::Scheduler::NewStub(grpc::CreateCustomChannel(
+    stubs.push_back(api::v1::Scheduler::NewStub(grpc::CreateCustomChannel(
         server->address(), rpc::ChannelCredentials(client_security), args)));
   }
-  std::vector<api::PermitRequest> requests;
+  std::vector<api::v1::PermitRequest> requests;
   for (const PermitRequest& r : Cycle([] {
          std::vector<int> all;
          for (int n = 0; n < kNodes; ++n) all.push_back(n);
          return all;
        }())) {
-    api::PermitRequest a;
-    a.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::PermitRequest a;
+    a.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     a.set_node(r.node);
     a.set_vm(r.vm);
     a.mutable_compute_unit()->set_milli_cpu(kCu.milli_cpu);
@@ -252,7 +252,7 @@ void BM_Grpc(benchmark::State& state) {
 
   struct Call {
     grpc::ClientContext context;
-    api::PermitResponse response;
+    api::v1::PermitResponse response;
   };
   std::atomic<int64_t> next{0}, done{0}, failed{0};
   const int64_t limit = kPerIteration;
@@ -267,7 +267,7 @@ void BM_Grpc(benchmark::State& state) {
     if (n >= limit) return;
     auto* call = new Call;
     const int64_t index = slot + (slot_next[slot]++ * kInFlight);
-    const api::PermitRequest& req = requests[index % requests.size()];
+    const api::v1::PermitRequest& req = requests[index % requests.size()];
     stubs[slot % kChannels]->async()->Request(&call->context, &req, &call->response,
                                               [&, call, slot](grpc::Status s) {
                                                 delete call;

@@ -88,7 +88,7 @@ void BM_UpscaleReaction(benchmark::State& state) {
   auto client = rpc::monitor::ConnectGrpc((*server)->address(),
                                           {.on_metrics = nullptr,
                                            .on_upscale_request =
-                                               [&](const api::UpscaleRequest&) {
+                                               [&](const api::v1::UpscaleRequest&) {
                                                  int64_t now = MonotonicNs();
                                                  absl::MutexLock l(&mu);
                                                  if (received_ns == 0) received_ns = now;

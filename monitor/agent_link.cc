@@ -29,13 +29,13 @@ class AgentLink::Session final : public rpc::monitor::AgentSession {
   }
 
   // Queued for the sender thread; a newer request replaces one not sent yet.
-  void QueueUpscale(api::UpscaleRequest request) {
+  void QueueUpscale(api::v1::UpscaleRequest request) {
     absl::MutexLock lock(&mu_);
     upscale_ = std::move(request);
   }
 
-  absl::StatusOr<api::DownscaleResult> RequestDownscale(
-      const api::DownscaleRequest& request) override {
+  absl::StatusOr<api::v1::DownscaleResult> RequestDownscale(
+      const api::v1::DownscaleRequest& request) override {
     const int64_t target = request.target().memory_bytes();
     if (target <= 0) {
       return absl::InvalidArgumentError(
@@ -46,13 +46,13 @@ class AgentLink::Session final : public rpc::monitor::AgentSession {
     if (!d.ok()) return absl::InternalError(d.status().message());
     LOG(INFO) << "monitor: downscale to " << target / (1 << 20) << " MiB "
               << (d->ok ? "approved" : "denied") << ": " << d->status;
-    api::DownscaleResult result;
+    api::v1::DownscaleResult result;
     result.set_ok(d->ok);
     result.set_status(d->status);
     return result;
   }
 
-  absl::Status NotifyUpscale(const api::UpscaleNotification& notification) override {
+  absl::Status NotifyUpscale(const api::v1::UpscaleNotification& notification) override {
     const int64_t granted = notification.granted().memory_bytes();
     if (granted <= 0) {
       return absl::InvalidArgumentError(absl::StrCat("granted memory must be > 0, got ", granted));
@@ -67,7 +67,7 @@ class AgentLink::Session final : public rpc::monitor::AgentSession {
   void Send() {
     absl::Time next_metrics = absl::Now();
     while (true) {
-      std::optional<api::UpscaleRequest> upscale;
+      std::optional<api::v1::UpscaleRequest> upscale;
       {
         absl::MutexLock lock(&mu_);
         auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -80,7 +80,7 @@ class AgentLink::Session final : public rpc::monitor::AgentSession {
       if (upscale) agent_->SendUpscaleRequest(*upscale);
       if (absl::Now() < next_metrics) continue;
       next_metrics = absl::Now() + link_.options_.metrics_interval;
-      absl::StatusOr<api::Metrics> m = link_.metrics_.Read();
+      absl::StatusOr<api::v1::Metrics> m = link_.metrics_.Read();
       if (!m.ok()) {
         LOG_EVERY_N(WARNING, 30) << "monitor: reading metrics: " << m.status();
         continue;
@@ -94,7 +94,7 @@ class AgentLink::Session final : public rpc::monitor::AgentSession {
   // Guards what the sender thread is to do.
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::optional<api::UpscaleRequest> upscale_ ABSL_GUARDED_BY(mu_);
+  std::optional<api::v1::UpscaleRequest> upscale_ ABSL_GUARDED_BY(mu_);
   std::thread sender_;
 };
 
@@ -114,7 +114,7 @@ void AgentLink::Disconnect() {
 }
 
 bool AgentLink::SendUpscaleRequest(int64_t usage_bytes, int64_t threshold_bytes) {
-  api::UpscaleRequest r;
+  api::v1::UpscaleRequest r;
   r.set_usage_bytes(usage_bytes);
   r.set_threshold_bytes(threshold_bytes);
   absl::MutexLock lock(&mu_);

@@ -31,18 +31,18 @@ using ::testing::HasSubstr;
 struct Received {
   absl::Mutex mu;
   int metrics ABSL_GUARDED_BY(mu) = 0;
-  std::vector<api::UpscaleRequest> upscales ABSL_GUARDED_BY(mu);
+  std::vector<api::v1::UpscaleRequest> upscales ABSL_GUARDED_BY(mu);
   std::optional<absl::Status> closed ABSL_GUARDED_BY(mu);
 
   MonitorClient::Callbacks Callbacks() {
     return {
         .on_metrics =
-            [this](const api::Metrics&) {
+            [this](const api::v1::Metrics&) {
               absl::MutexLock l(&mu);
               ++metrics;
             },
         .on_upscale_request =
-            [this](const api::UpscaleRequest& r) {
+            [this](const api::v1::UpscaleRequest& r) {
               absl::MutexLock l(&mu);
               upscales.push_back(r);
             },
@@ -106,8 +106,8 @@ class AgentLinkTest : public ::testing::Test {
     return client.ok() ? *std::move(client) : nullptr;
   }
 
-  api::Resources Memory(int64_t bytes) {
-    api::Resources r;
+  api::v1::Resources Memory(int64_t bytes) {
+    api::v1::Resources r;
     r.set_milli_cpu(1000);
     r.set_memory_bytes(bytes);
     return r;
@@ -230,8 +230,8 @@ TEST_F(AgentLinkTest, VanishedCgroupIsAnErrorAndTheMonitorKeepsRunning) {
 // An agent whose stream is stuck in a write (a slow or stalled peer).
 class StuckAgent final : public rpc::monitor::AgentStream {
  public:
-  bool SendMetrics(const api::Metrics&) override { return true; }
-  bool SendUpscaleRequest(const api::UpscaleRequest& r) override {
+  bool SendMetrics(const api::v1::Metrics&) override { return true; }
+  bool SendUpscaleRequest(const api::v1::UpscaleRequest& r) override {
     release_.WaitForNotification();
     absl::MutexLock l(&mu_);
     sent_.push_back(r.usage_bytes());

@@ -32,8 +32,8 @@ namespace {
 using ::google::protobuf::util::MessageDifferencer;
 using rpc::monitor::MonitorClient;
 
-api::Resources Memory(int64_t bytes) {
-  api::Resources r;
+api::v1::Resources Memory(int64_t bytes) {
+  api::v1::Resources r;
   r.set_milli_cpu(1000);
   r.set_memory_bytes(bytes);
   return r;
@@ -54,12 +54,12 @@ class Received {
  public:
   MonitorClient::Callbacks Callbacks() {
     return {.on_metrics =
-                [this](const api::Metrics& m) {
+                [this](const api::v1::Metrics& m) {
                   absl::MutexLock l(&mu_);
                   metrics_.push_back(m);
                 },
             .on_upscale_request =
-                [this](const api::UpscaleRequest& r) {
+                [this](const api::v1::UpscaleRequest& r) {
                   absl::MutexLock l(&mu_);
                   upscales_.push_back(r);
                 },
@@ -70,13 +70,13 @@ class Received {
                 }};
   }
   // Waits (up to 10 s) for the first metrics message.
-  std::optional<api::Metrics> FirstMetrics() {
+  std::optional<api::v1::Metrics> FirstMetrics() {
     absl::MutexLock l(&mu_);
     auto have = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !metrics_.empty(); };
     if (!mu_.AwaitWithTimeout(absl::Condition(&have), absl::Seconds(10))) return std::nullopt;
     return metrics_.front();
   }
-  std::optional<api::UpscaleRequest> FirstUpscale() {
+  std::optional<api::v1::UpscaleRequest> FirstUpscale() {
     absl::MutexLock l(&mu_);
     auto have = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !upscales_.empty(); };
     if (!mu_.AwaitWithTimeout(absl::Condition(&have), absl::Seconds(10))) return std::nullopt;
@@ -91,8 +91,8 @@ class Received {
 
  private:
   absl::Mutex mu_;
-  std::vector<api::Metrics> metrics_ ABSL_GUARDED_BY(mu_);
-  std::vector<api::UpscaleRequest> upscales_ ABSL_GUARDED_BY(mu_);
+  std::vector<api::v1::Metrics> metrics_ ABSL_GUARDED_BY(mu_);
+  std::vector<api::v1::UpscaleRequest> upscales_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Status> closed_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -207,8 +207,8 @@ TEST_F(AgentLinkTransportTest, SameAnswersErrorsAndMessages) {
   EXPECT_TRUE(c->local->connected());
 
   // The metrics pushed at once on connecting.
-  std::optional<api::Metrics> remote_metrics = c->remote_received.FirstMetrics();
-  std::optional<api::Metrics> local_metrics = c->local_received.FirstMetrics();
+  std::optional<api::v1::Metrics> remote_metrics = c->remote_received.FirstMetrics();
+  std::optional<api::v1::Metrics> local_metrics = c->local_received.FirstMetrics();
   ASSERT_TRUE(remote_metrics && local_metrics);
   EXPECT_TRUE(MessageDifferencer::Equals(*remote_metrics, *local_metrics));
   EXPECT_EQ(remote_metrics->memory_usage_bytes(), 400000 * 1024LL + 100 * kMiB);
@@ -232,8 +232,8 @@ TEST_F(AgentLinkTransportTest, SameAnswersErrorsAndMessages) {
   Both([](Side& s) {
     for (int i = 0; i < 5; ++i) s.SampleAt(900 * kMiB);
   });
-  std::optional<api::UpscaleRequest> remote_up = c->remote_received.FirstUpscale();
-  std::optional<api::UpscaleRequest> local_up = c->local_received.FirstUpscale();
+  std::optional<api::v1::UpscaleRequest> remote_up = c->remote_received.FirstUpscale();
+  std::optional<api::v1::UpscaleRequest> local_up = c->local_received.FirstUpscale();
   ASSERT_TRUE(remote_up && local_up);
   EXPECT_TRUE(MessageDifferencer::Equals(*remote_up, *local_up))
       << remote_up->ShortDebugString() << " vs " << local_up->ShortDebugString();
@@ -280,12 +280,12 @@ TEST(MonitorGrpcServer, APeerThatSendsNoHelloIsCutOff) {
   absl::StatusOr<std::unique_ptr<rpc::Server>> server = rpc::monitor::StartGrpcServer(
       link, "127.0.0.1:0", rpc::Security::Plaintext(), absl::Milliseconds(200));
   ASSERT_TRUE(server.ok()) << server.status();
-  auto stub = api::Monitor::NewStub(
+  auto stub = api::v1::Monitor::NewStub(
       grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
   auto stream = stub->Connect(&context);
-  api::MonitorMessage message;
+  api::v1::MonitorMessage message;
   EXPECT_FALSE(stream->Read(&message));
   const grpc::Status status = stream->Finish();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();

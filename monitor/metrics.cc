@@ -56,7 +56,7 @@ absl::StatusOr<MemInfo> MetricsReader::ReadMemInfo() const {
   return ParseMemInfo(text, path);
 }
 
-absl::StatusOr<api::Metrics> MetricsReader::Read() const {
+absl::StatusOr<api::v1::Metrics> MetricsReader::Read() const {
   const std::string loadavg = proc_ + "/loadavg";
   ASSIGN_OR_RETURN(std::string text, ReadFile(loadavg));
   std::vector<absl::string_view> f = absl::StrSplit(text, ' ', absl::SkipEmpty());
@@ -66,7 +66,7 @@ absl::StatusOr<api::Metrics> MetricsReader::Read() const {
     return absl::InvalidArgumentError(absl::StrCat(loadavg, ": malformed: '", text, "'"));
   }
   ASSIGN_OR_RETURN(MemInfo mem, ReadMemInfo());
-  api::Metrics m;
+  api::v1::Metrics m;
   m.set_load_avg_1m(load1);
   m.set_load_avg_5m(load5);
   m.set_memory_usage_bytes(mem.total_bytes - mem.available_bytes + kKernelAllowance);

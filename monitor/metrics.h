@@ -37,7 +37,7 @@ class MetricsReader {
   explicit MetricsReader(std::string proc = "/proc",
                          std::function<std::vector<double>()> lfc_windows = nullptr);
 
-  absl::StatusOr<api::Metrics> Read() const;
+  absl::StatusOr<api::v1::Metrics> Read() const;
   absl::StatusOr<MemInfo> ReadMemInfo() const;
 
  private:

@@ -365,7 +365,7 @@ TEST_F(MonitorTest, UnreadableStatsAreSkipped) {
 }
 
 TEST(MonitorOptions, FromProtoValidates) {
-  api::MonitorConfig c;
+  api::v1::MonitorConfig c;
   c.set_threshold_fraction(1.5);
   EXPECT_THAT(std::string(OptionsFromProto(c).status().message()), HasSubstr("thresholdFraction"));
   c.set_threshold_fraction(0.9);

@@ -17,7 +17,7 @@ absl::Status Invalid(const char* field, const std::string& rule, const std::stri
 
 }  // namespace
 
-absl::StatusOr<MonitorOptions> OptionsFromProto(const api::MonitorConfig& c) {
+absl::StatusOr<MonitorOptions> OptionsFromProto(const api::v1::MonitorConfig& c) {
   MonitorOptions o;
   if (c.threshold_fraction() != 0) {
     if (!(c.threshold_fraction() > 0 && c.threshold_fraction() <= 1)) {

@@ -45,7 +45,7 @@ struct MonitorOptions {
 };
 
 // Defaults overridden by the fields set in `config`, validated (errors name the field).
-absl::StatusOr<MonitorOptions> OptionsFromProto(const api::MonitorConfig& config);
+absl::StatusOr<MonitorOptions> OptionsFromProto(const api::v1::MonitorConfig& config);
 
 // The threshold for a VM with `memory_bytes`: (memory - kernel overhead - system reserve) times
 // the fraction; 0 if nothing is left.

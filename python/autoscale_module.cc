@@ -131,7 +131,7 @@ struct PyResults {
 
 // Reference JSON (the files of examples/simulate --config) to a validated ScalingConfig.
 core::ScalingConfig ScalingConfigFromJson(const std::string& text) {
-  api::ScalingConfig proto;
+  api::v1::ScalingConfig proto;
   Check(ParseJsonProto(text, proto, "scaling config JSON"));
   return Value(core::ResolveScalingConfig(proto));
 }

@@ -58,7 +58,7 @@ Agent::Agent(AgentOptions options, rpc::scheduler::SchedulerService& scheduler,
 
 Agent::~Agent() { Stop(); }
 
-absl::Status Agent::Start(const api::AgentConfig& config) {
+absl::Status Agent::Start(const api::v1::AgentConfig& config) {
   RETURN_IF_ERROR(ValidateAgentConfig(config));
   {
     absl::MutexLock lock(&mu_);
@@ -72,7 +72,7 @@ absl::Status Agent::Start(const api::AgentConfig& config) {
   return absl::OkStatus();
 }
 
-absl::Status Agent::UpdateConfig(const api::AgentConfig& config) {
+absl::Status Agent::UpdateConfig(const api::v1::AgentConfig& config) {
   absl::Status s = ValidateAgentConfig(config);
   absl::MutexLock lock(&mu_);
   if (s.ok() && (!started_ || stopping_)) {
@@ -80,16 +80,17 @@ absl::Status Agent::UpdateConfig(const api::AgentConfig& config) {
   }
   if (s.ok()) s = ApplyConfig(config);
   if (!s.ok()) {
-    Event("", api::EVENT_KIND_CONFIG_REJECTED, absl::StrCat("config not applied: ", s.message()));
+    Event("", api::v1::EVENT_KIND_CONFIG_REJECTED,
+          absl::StrCat("config not applied: ", s.message()));
     return s;
   }
-  Event("", api::EVENT_KIND_CONFIG_APPLIED,
+  Event("", api::v1::EVENT_KIND_CONFIG_APPLIED,
         absl::StrCat("config applied: ", config.vms_size(), " VMs"));
   return absl::OkStatus();
 }
 
 bool Agent::RegisterNode() {
-  api::RegisterNodeRequest r;
+  api::v1::RegisterNodeRequest r;
   {
     absl::MutexLock lock(&mu_);
     r.set_node(config_.node());
@@ -97,18 +98,18 @@ bool Agent::RegisterNode() {
     r.set_watermark(config_.watermark());
   }
   r.set_agent_address(options_.address);
-  absl::StatusOr<api::RegisterNodeResponse> registered = scheduler_.RegisterNode(r);
+  absl::StatusOr<api::v1::RegisterNodeResponse> registered = scheduler_.RegisterNode(r);
   if (registered.ok()) {
     absl::MutexLock lock(&mu_);
     registered_.emplace(r.total(), r.watermark());
   } else {
     // The runners' requests fail until the node is known; the supervisor retries.
-    Event("", api::EVENT_KIND_NODE_REGISTRATION_FAILED,
+    Event("", api::v1::EVENT_KIND_NODE_REGISTRATION_FAILED,
           absl::StrCat("registering node ", r.node(),
                        " with the scheduler: ", registered.status().message()));
     return false;
   }
-  Event("", api::EVENT_KIND_NODE_REGISTERED,
+  Event("", api::v1::EVENT_KIND_NODE_REGISTERED,
         absl::StrCat("node ", r.node(), " registered with the scheduler (", r.total().milli_cpu(),
                      "m, ", r.total().memory_bytes() >> 20, " MiB)"));
   return true;
@@ -138,14 +139,15 @@ void Agent::SupervisorLoop() {
     Supervise();
     if (now >= next_orders) {
       next_orders = now + options_.migration_poll_interval;
-      api::MigrationOrdersRequest request;
+      api::v1::MigrationOrdersRequest request;
       {
         absl::MutexLock lock(&mu_);
         request.set_node(config_.node());
       }
-      absl::StatusOr<api::MigrationOrdersResponse> orders = scheduler_.GetMigrationOrders(request);
+      absl::StatusOr<api::v1::MigrationOrdersResponse> orders =
+          scheduler_.GetMigrationOrders(request);
       if (orders.ok()) {
-        for (const api::MigrationOrder& order : orders->orders()) OnMigrationOrder(order);
+        for (const api::v1::MigrationOrder& order : orders->orders()) OnMigrationOrder(order);
       }
     }
     absl::MutexLock lock(&mu_);
@@ -182,7 +184,7 @@ void Agent::Stop() {
   }
 }
 
-absl::Status Agent::ApplyConfig(const api::AgentConfig& config) {
+absl::Status Agent::ApplyConfig(const api::v1::AgentConfig& config) {
   ASSIGN_OR_RETURN(Resources cu, core::ComputeUnitFromProto(config.compute_unit()));
   if (!config_.node().empty() && config.node() != config_.node()) {
     return absl::InvalidArgumentError(
@@ -199,7 +201,7 @@ absl::Status Agent::ApplyConfig(const api::AgentConfig& config) {
   compute_unit_ = cu;
   config_ = config;
   std::set<std::string> listed;
-  for (const api::VmConfig& vm : config.vms()) {
+  for (const api::v1::VmConfig& vm : config.vms()) {
     if (departed_.contains(vm.name())) continue;
     listed.insert(vm.name());
     auto it = vms_.find(vm.name());
@@ -208,7 +210,7 @@ absl::Status Agent::ApplyConfig(const api::AgentConfig& config) {
       continue;
     }
     Managed& m = it->second;
-    api::VmConfig next = vm;
+    api::v1::VmConfig next = vm;
     if (m.owned) {
       // Came in by migration: this agent started its QEMU, so the addresses are its own; the
       // config still sets the bounds and scaling.
@@ -244,21 +246,21 @@ absl::Status Agent::UpdateRunner(Managed& m) {
 }
 
 int64_t Agent::GrantedMilliCpu(const std::string& node, const std::string& vm) {
-  api::ListRequest list;
+  api::v1::ListRequest list;
   list.set_node(node);
-  absl::StatusOr<api::ListVmsResponse> vms = scheduler_.ListVms(list);
+  absl::StatusOr<api::v1::ListVmsResponse> vms = scheduler_.ListVms(list);
   if (!vms.ok()) {
     // The driver then reads it from whole vCPUs (or compute units), as precisely as they tell.
     LOG(WARNING) << "VM " << vm << ": its permit is not known (" << vms.status() << ")";
     return 0;
   }
-  for (const api::VmState& v : vms->vms()) {
+  for (const api::v1::VmState& v : vms->vms()) {
     if (v.vm() == vm) return v.permit().milli_cpu();
   }
   return 0;
 }
 
-absl::Status Agent::StartRunner(const api::VmConfig& vm, std::unique_ptr<Runner>& runner,
+absl::Status Agent::StartRunner(const api::v1::VmConfig& vm, std::unique_ptr<Runner>& runner,
                                 std::unique_ptr<neonvm::migration::Source>& migration) {
   RunnerOptions o;
   Resources cu;
@@ -277,7 +279,7 @@ absl::Status Agent::StartRunner(const api::VmConfig& vm, std::unique_ptr<Runner>
   o.monitor_health_interval = options_.monitor_health_interval;
   o.max_sleep = options_.runner_max_sleep;
   o.probe_interval = options_.runner_max_sleep;
-  o.on_migration_order = [this](const api::MigrationOrder& order) { OnMigrationOrder(order); };
+  o.on_migration_order = [this](const api::v1::MigrationOrder& order) { OnMigrationOrder(order); };
   ASSIGN_OR_RETURN(OpenedVm opened, vms_factory_.Open(vm, cu, GrantedMilliCpu(o.node, vm.name()),
                                                       o.state.timings.vm_request_timeout));
   auto started = std::make_unique<Runner>(std::move(o), std::move(opened.driver), scheduler_,
@@ -292,7 +294,7 @@ void Agent::Supervise() {
   // Runners to stop (failed, removed, or moved): stopped outside the lock, because their threads
   // call back into the agent.
   std::vector<std::unique_ptr<Runner>> to_stop;
-  std::vector<api::VmConfig> to_start;
+  std::vector<api::v1::VmConfig> to_start;
   std::vector<std::pair<std::string, core::Bounds>> bounds_to_send;
   std::vector<std::thread> ended;
   const absl::Time now = clock_.Now();
@@ -310,7 +312,7 @@ void Agent::Supervise() {
       if (m.pending == Managed::Pending::kRemove) {
         if (m.runner) to_stop.push_back(std::move(m.runner));
         metrics_.Forget({"vm", it->first});
-        Event(it->first, api::EVENT_KIND_VM_REMOVED,
+        Event(it->first, api::v1::EVENT_KIND_VM_REMOVED,
               "no longer in the config: not managed any more");
         it = vms_.erase(it);
         continue;
@@ -332,7 +334,7 @@ void Agent::Supervise() {
               options_.restart_min +
               absl::Milliseconds(std::uniform_int_distribution<int64_t>(
                   0, absl::ToInt64Milliseconds(options_.restart_max - options_.restart_min))(rng));
-          Event(it->first, api::EVENT_KIND_RUNNER_RESTARTING,
+          Event(it->first, api::v1::EVENT_KIND_RUNNER_RESTARTING,
                 absl::StrCat("runner stopped (", failure, "); restarting in ",
                              absl::FormatDuration(wait)));
           metrics_.Add("autoscaling_agent_runner_restarts_total", {{"vm", it->first}});
@@ -352,7 +354,7 @@ void Agent::Supervise() {
   for (std::thread& t : ended) t.join();  // their migrations have ended
   to_stop.clear();                        // Runner destructors stop and join
   SendBounds(bounds_to_send);
-  for (const api::VmConfig& vm : to_start) {
+  for (const api::v1::VmConfig& vm : to_start) {
     std::unique_ptr<Runner> runner;
     std::unique_ptr<neonvm::migration::Source> migration;
     absl::Status started = StartRunner(vm, runner, migration);
@@ -370,7 +372,7 @@ void Agent::Supervise() {
     }
     const std::string error(started.message());
     if (error != m.last_error) {
-      Event(vm.name(), api::EVENT_KIND_RUNNER_START_FAILED, "cannot start: " + error);
+      Event(vm.name(), api::v1::EVENT_KIND_RUNNER_START_FAILED, "cannot start: " + error);
     }
     m.last_error = error;
     m.restart_at = now + options_.restart_min;
@@ -384,7 +386,7 @@ void Agent::SendBounds(const std::vector<std::pair<std::string, core::Bounds>>& 
     node = config_.node();
   }
   for (const auto& [name, bounds] : vms) {
-    api::UpdateVmBoundsRequest r;
+    api::v1::UpdateVmBoundsRequest r;
     r.set_vm(name);
     r.set_node(node);
     r.mutable_bounds()->set_min_cu(bounds.min_cu);
@@ -397,7 +399,7 @@ void Agent::SendBounds(const std::vector<std::pair<std::string, core::Bounds>>& 
     if (sent.ok()) {
       if (m.bounds_sent) {  // a change (the first send only tells the scheduler what it had)
         Event(
-            name, api::EVENT_KIND_VM_CONFIG_CHANGED,
+            name, api::v1::EVENT_KIND_VM_CONFIG_CHANGED,
             absl::StrCat("the scheduler takes bounds ", bounds.min_cu, "..", bounds.max_cu, " CU"));
       }
       m.bounds_sent = bounds;
@@ -409,7 +411,7 @@ void Agent::SendBounds(const std::vector<std::pair<std::string, core::Bounds>>& 
     m.bounds_retry_at = clock_.Now() + options_.restart_min;
     const std::string error(sent.message());
     if (error != m.bounds_error) {
-      Event(name, api::EVENT_KIND_BOUNDS_REFUSED,
+      Event(name, api::v1::EVENT_KIND_BOUNDS_REFUSED,
             absl::StrCat("the scheduler did not take bounds ", bounds.min_cu, "..", bounds.max_cu,
                          " CU (retried): ", error));
     }
@@ -417,7 +419,7 @@ void Agent::SendBounds(const std::vector<std::pair<std::string, core::Bounds>>& 
   }
 }
 
-void Agent::OnMigrationOrder(const api::MigrationOrder& order) {
+void Agent::OnMigrationOrder(const api::v1::MigrationOrder& order) {
   absl::MutexLock lock(&mu_);
   if (stopping_ || migrating_.contains(order.id())) return;
   if (order.source_node() != config_.node()) return;
@@ -433,7 +435,7 @@ size_t Agent::migration_threads() const {
   return migrations_.size() + ended_.size();
 }
 
-void Agent::Report(const api::MigrationResult& result) {
+void Agent::Report(const api::v1::MigrationResult& result) {
   absl::Duration wait = absl::Milliseconds(100);
   while (true) {
     absl::Status s = scheduler_.ReportMigration(result).status();
@@ -444,7 +446,7 @@ void Agent::Report(const api::MigrationResult& result) {
         code == absl::StatusCode::kAborted || code == absl::StatusCode::kResourceExhausted ||
         code == absl::StatusCode::kUnknown || code == absl::StatusCode::kInternal;
     if (!transient || stopping()) {
-      Event(result.vm(), api::EVENT_KIND_MIGRATION_REPORT_FAILED,
+      Event(result.vm(), api::v1::EVENT_KIND_MIGRATION_REPORT_FAILED,
             absl::StrCat("reporting the migration (order ", result.order_id(), "): ", s.message()));
       return;
     }
@@ -458,7 +460,7 @@ namespace {
 // The target agent, as the migration's state machine asks it (FinishIncoming).
 class PeerTarget final : public neonvm::migration::Target {
  public:
-  PeerTarget(rpc::agent_peer::MigrationPeer& peer, const api::MigrationOrder& order,
+  PeerTarget(rpc::agent_peer::MigrationPeer& peer, const api::v1::MigrationOrder& order,
              std::string uri)
       : peer_(peer), order_(order), uri_(std::move(uri)) {}
 
@@ -472,8 +474,9 @@ class PeerTarget final : public neonvm::migration::Target {
   }
 
  private:
-  api::FinishIncomingRequest Request(bool succeeded, const std::string& why, bool running) const {
-    api::FinishIncomingRequest r;
+  api::v1::FinishIncomingRequest Request(bool succeeded, const std::string& why,
+                                         bool running) const {
+    api::v1::FinishIncomingRequest r;
     r.set_order_id(order_.id());
     r.set_vm(order_.vm());
     r.set_succeeded(succeeded);
@@ -483,18 +486,18 @@ class PeerTarget final : public neonvm::migration::Target {
   }
 
   rpc::agent_peer::MigrationPeer& peer_;
-  const api::MigrationOrder order_;
+  const api::v1::MigrationOrder order_;
   const std::string uri_;
 };
 
 }  // namespace
 
-void Agent::Migrate(api::MigrationOrder order) {
+void Agent::Migrate(api::v1::MigrationOrder order) {
   const std::string& name = order.vm();
   Runner* runner = nullptr;
   neonvm::migration::Source* source = nullptr;
-  api::VmConfig config;
-  api::MigrationSettings settings;
+  api::v1::VmConfig config;
+  api::v1::MigrationSettings settings;
   {
     absl::MutexLock lock(&mu_);
     settings = config_.migration();
@@ -523,7 +526,7 @@ void Agent::Migrate(api::MigrationOrder order) {
     }
   };
   auto report = [&](bool succeeded, const std::string& error) {
-    api::MigrationResult r;
+    api::v1::MigrationResult r;
     r.set_order_id(order.id());
     r.set_vm(name);
     r.set_succeeded(succeeded);
@@ -532,7 +535,7 @@ void Agent::Migrate(api::MigrationOrder order) {
   };
   // Failing before anything reached the target: the VM stays, resizing resumes.
   auto refuse = [&](const absl::Status& why) {
-    Event(name, api::EVENT_KIND_MIGRATION_FAILED,
+    Event(name, api::v1::EVENT_KIND_MIGRATION_FAILED,
           absl::StrCat("migration to node ", order.target_node(), " not started: ", why.message()));
     metrics_.Add("autoscaling_agent_migrations_total",
                  {{"direction", "out"}, {"result", "failed"}});
@@ -543,7 +546,7 @@ void Agent::Migrate(api::MigrationOrder order) {
   if (runner == nullptr || source == nullptr) {
     return refuse(absl::NotFoundError("the VM is not managed here"));
   }
-  Event(name, api::EVENT_KIND_MIGRATION_STARTED,
+  Event(name, api::v1::EVENT_KIND_MIGRATION_STARTED,
         absl::StrCat("migrating to node ", order.target_node(), " (order ", order.id(), ")"));
   absl::StatusOr<bool> kvm = source->KvmEnabled(absl::Seconds(10));
   if (!kvm.ok()) return refuse(kvm.status());
@@ -567,7 +570,7 @@ void Agent::Migrate(api::MigrationOrder order) {
   if (!progress.ok() || !neonvm::migration::MigrationStarted(progress->status, *run_state)) {
     absl::StatusOr<neonvm::migration::Devices> devices = source->CaptureDevices(absl::Seconds(10));
     if (!devices.ok()) return refuse(devices.status());
-    api::PrepareIncomingRequest prepare;
+    api::v1::PrepareIncomingRequest prepare;
     prepare.set_order_id(order.id());
     *prepare.mutable_vm() = config;
     prepare.mutable_vm()->set_allow_postcopy(options.allow_postcopy);
@@ -579,7 +582,7 @@ void Agent::Migrate(api::MigrationOrder order) {
       prepare.set_virtio_mem_requested_bytes(*devices->virtio_mem_requested_bytes);
     }
     *prepare.mutable_current() = core::ToProto(runner->Status().current);
-    absl::StatusOr<api::PrepareIncomingResponse> target = peer->PrepareIncoming(prepare);
+    absl::StatusOr<api::v1::PrepareIncomingResponse> target = peer->PrepareIncoming(prepare);
     if (!target.ok()) {
       // It may have started one whose answer was lost: it goes.
       (void)PeerTarget(*peer, order, "").Abandon(std::string(target.status().message()));
@@ -609,7 +612,7 @@ void Agent::Migrate(api::MigrationOrder order) {
       gone_source.reset();
       metrics_.Forget({"vm", name});
       metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "out"}, {"result", "ok"}});
-      Event(name, api::EVENT_KIND_MIGRATED_OUT,
+      Event(name, api::v1::EVENT_KIND_MIGRATED_OUT,
             absl::StrFormat("migrated to node %s in %s (downtime %s, %d MiB sent%s)%s",
                             order.target_node(), absl::FormatDuration(r.stats.total_time),
                             absl::FormatDuration(r.stats.downtime), r.stats.transferred_bytes >> 20,
@@ -619,7 +622,7 @@ void Agent::Migrate(api::MigrationOrder order) {
       return;
     }
     case neonvm::migration::Outcome::kStayed:
-      Event(name, api::EVENT_KIND_MIGRATION_FAILED,
+      Event(name, api::v1::EVENT_KIND_MIGRATION_FAILED,
             absl::StrCat("migration failed; the VM stays here: ", r.error.message()));
       metrics_.Add("autoscaling_agent_migrations_total",
                    {{"direction", "out"}, {"result", "failed"}});
@@ -628,7 +631,7 @@ void Agent::Migrate(api::MigrationOrder order) {
       end(false);
       return;
     case neonvm::migration::Outcome::kLost: {
-      Event(name, api::EVENT_KIND_VM_LOST,
+      Event(name, api::v1::EVENT_KIND_VM_LOST,
             absl::StrCat("lost in its migration to node ", order.target_node(),
                          " (the failure came after the point of no return; the source QEMU is "
                          "left paused): ",
@@ -656,21 +659,21 @@ void Agent::Migrate(api::MigrationOrder order) {
   }
 }
 
-absl::StatusOr<api::PrepareIncomingResponse> Agent::PrepareIncoming(
-    const api::PrepareIncomingRequest& request) {
-  const api::VmConfig& config = request.vm();
+absl::StatusOr<api::v1::PrepareIncomingResponse> Agent::PrepareIncoming(
+    const api::v1::PrepareIncomingRequest& request) {
+  const api::v1::VmConfig& config = request.vm();
   if (config.name().empty()) return absl::InvalidArgumentError("incoming VM without a name");
   ASSIGN_OR_RETURN(std::unique_ptr<IncomingVm> vm, vms_factory_.StartIncoming(request));
-  api::PrepareIncomingResponse response;
+  api::v1::PrepareIncomingResponse response;
   response.set_uri(vm->uri());
-  Event(config.name(), api::EVENT_KIND_INCOMING_PREPARED,
+  Event(config.name(), api::v1::EVENT_KIND_INCOMING_PREPARED,
         absl::StrCat("incoming migration prepared (order ", request.order_id(), ")"));
   absl::MutexLock lock(&mu_);
   incoming_[request.order_id()] = Incoming{config, std::move(vm)};
   return response;
 }
 
-absl::Status Agent::FinishIncoming(const api::FinishIncomingRequest& request) {
+absl::Status Agent::FinishIncoming(const api::v1::FinishIncomingRequest& request) {
   const uint64_t id = request.order_id();
   Incoming in;
   {
@@ -709,7 +712,7 @@ absl::Status Agent::FinishIncoming(const api::FinishIncomingRequest& request) {
   if (!request.succeeded()) {
     (void)vm->Stop();
     finish({false, "abandoned by the source: " + request.error()});
-    Event(name, api::EVENT_KIND_INCOMING_ABANDONED,
+    Event(name, api::v1::EVENT_KIND_INCOMING_ABANDONED,
           absl::StrCat("incoming migration abandoned: ", request.error()));
     metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "in"}, {"result", "failed"}});
     return absl::OkStatus();
@@ -721,7 +724,7 @@ absl::Status Agent::FinishIncoming(const api::FinishIncomingRequest& request) {
     const std::string why =
         absl::StrCat("the VM did not arrive here (", s.message(), "); its copy here is stopped");
     finish({false, why});
-    Event(name, api::EVENT_KIND_INCOMING_ABANDONED, why);
+    Event(name, api::v1::EVENT_KIND_INCOMING_ABANDONED, why);
     metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "in"}, {"result", "failed"}});
     return absl::FailedPreconditionError(why);
   }
@@ -731,7 +734,7 @@ absl::Status Agent::FinishIncoming(const api::FinishIncomingRequest& request) {
 
 absl::Status Agent::TakeOver(uint64_t order, Incoming in) {
   const std::string name = in.config.name();
-  api::VmConfig config = in.config;
+  api::v1::VmConfig config = in.config;
   config.set_qmp(in.vm->qmp_address());
   // The source's group stays with the source; the VM's quota is now its target QEMU's.
   config.set_host_cgroup(in.vm->host_cgroup());
@@ -760,10 +763,10 @@ absl::Status Agent::TakeOver(uint64_t order, Incoming in) {
     }
   }
   metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "in"}, {"result", "ok"}});
-  Event(name, api::EVENT_KIND_MIGRATED_IN,
+  Event(name, api::v1::EVENT_KIND_MIGRATED_IN,
         absl::StrCat("migrated in (order ", order, "): this node manages the VM now"));
   if (!started.ok()) {
-    Event(name, api::EVENT_KIND_RUNNER_START_FAILED,
+    Event(name, api::v1::EVENT_KIND_RUNNER_START_FAILED,
           std::string("cannot start: ") + std::string(started.message()));
   }
   return absl::OkStatus();
@@ -784,8 +787,8 @@ std::vector<RunnerStatus> Agent::Statuses() const {
   return out;
 }
 
-api::AgentStatus Agent::Status(uint64_t since) const {
-  api::AgentStatus status;
+api::v1::AgentStatus Agent::Status(uint64_t since) const {
+  api::v1::AgentStatus status;
   std::map<std::string, std::string> serial;  // the consoles of the QEMUs this agent owns
   std::map<std::string, std::string> errors;  // why a VM has no runner
   std::map<std::string, std::string> cgroups;
@@ -799,7 +802,7 @@ api::AgentStatus Agent::Status(uint64_t since) const {
     }
   }
   for (const RunnerStatus& s : Statuses()) {
-    api::VmStatus& v = *status.add_vms();
+    api::v1::VmStatus& v = *status.add_vms();
     v.set_vm(s.vm);
     if (auto it = serial.find(s.vm); it != serial.end()) v.set_serial(it->second);
     if (auto it = errors.find(s.vm); it != errors.end()) v.set_error(it->second);
@@ -858,9 +861,9 @@ void ConfigFileWatcher::CheckNow() {
     if (!text.ok() || *text == last_text_) return;
     last_text_ = *text;
   }
-  absl::StatusOr<api::AgentConfig> config = LoadAgentConfig(path_);
+  absl::StatusOr<api::v1::AgentConfig> config = LoadAgentConfig(path_);
   if (!config.ok()) {
-    agent_.events().Add(absl::Now(), "", api::EVENT_KIND_CONFIG_REJECTED,
+    agent_.events().Add(absl::Now(), "", api::v1::EVENT_KIND_CONFIG_REJECTED,
                         absl::StrCat("config not applied: ", config.status().message()));
     return;
   }

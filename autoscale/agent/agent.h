@@ -98,15 +98,15 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   // Checks and applies `config`, registers the node with the scheduler, starts the runners and
   // the supervisor thread. A VM that cannot be reached now is retried in the background; a node
   // the scheduler cannot register now is registered again until it is.
-  absl::Status Start(const api::AgentConfig& config);
+  absl::Status Start(const api::v1::AgentConfig& config);
   // A new config (from code, or ConfigFileWatcher): checked (an error leaves the old one in
   // place, and says why in the event log too), then applied. The node's name cannot change.
-  absl::Status UpdateConfig(const api::AgentConfig& config);
+  absl::Status UpdateConfig(const api::v1::AgentConfig& config);
   // Stops the runners and waits for migrations in progress. Idempotent.
   void Stop();
 
   // The status document: the node, its VMs, and the events after `since`.
-  api::AgentStatus Status(uint64_t since = 0) const;
+  api::v1::AgentStatus Status(uint64_t since = 0) const;
   // The same in the proto3 JSON form (what the /status page serves).
   std::string StatusJson(uint64_t since = 0) const;
   std::string MetricsText() const { return metrics_.Render(); }
@@ -114,17 +114,17 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   std::vector<RunnerStatus> Statuses() const;
 
   // MigrationPeer: this agent as a migration target. FinishIncoming answers as
-  // api::FinishIncomingRequest says, the same when asked again.
-  absl::StatusOr<api::PrepareIncomingResponse> PrepareIncoming(
-      const api::PrepareIncomingRequest& request) override;
-  absl::Status FinishIncoming(const api::FinishIncomingRequest& request) override;
+  // api::v1::FinishIncomingRequest says, the same when asked again.
+  absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncoming(
+      const api::v1::PrepareIncomingRequest& request) override;
+  absl::Status FinishIncoming(const api::v1::FinishIncomingRequest& request) override;
 
   // Migration threads not joined yet (those running and those just ended).
   size_t migration_threads() const;
 
  private:
   struct Managed {
-    api::VmConfig config;
+    api::v1::VmConfig config;
     std::unique_ptr<Runner> runner;  // null while (re)starting
     // The VM as a migration source: opened with the runner's driver.
     std::unique_ptr<neonvm::migration::Source> migration;
@@ -146,7 +146,7 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
     std::string bounds_error;
   };
   struct Incoming {
-    api::VmConfig config;
+    api::v1::VmConfig config;
     std::unique_ptr<IncomingVm> vm;
     // A FinishIncoming for it is being answered.
     bool finishing = false;
@@ -158,9 +158,9 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   };
 
   // A runner for `vm` (and its migration source), started.
-  absl::Status StartRunner(const api::VmConfig& vm, std::unique_ptr<Runner>& runner,
+  absl::Status StartRunner(const api::v1::VmConfig& vm, std::unique_ptr<Runner>& runner,
                            std::unique_ptr<neonvm::migration::Source>& migration);
-  absl::Status ApplyConfig(const api::AgentConfig& config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ApplyConfig(const api::v1::AgentConfig& config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Gives m's runner its bounds, scaling config and timings from the config.
   absl::Status UpdateRunner(Managed& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SupervisorLoop();
@@ -171,21 +171,21 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   void Supervise();
   // Sends the bounds of `vms` (claimed by Supervise) to the scheduler.
   void SendBounds(const std::vector<std::pair<std::string, core::Bounds>>& vms);
-  void OnMigrationOrder(const api::MigrationOrder& order);
-  void Migrate(api::MigrationOrder order);
+  void OnMigrationOrder(const api::v1::MigrationOrder& order);
+  void Migrate(api::v1::MigrationOrder order);
   // The milli-CPU the ledger grants `vm` on `node` (0: not known): a restarted runner reads its
   // VM's partial vCPU as granted, not as a whole one.
   int64_t GrantedMilliCpu(const std::string& node, const std::string& vm);
   // Reports a migration's end to the scheduler, again until it is taken (or refused for good, or
   // the agent stops).
-  void Report(const api::MigrationResult& result);
+  void Report(const api::v1::MigrationResult& result);
   // The incoming VM of `order` runs here now: this agent manages it.
   absl::Status TakeOver(uint64_t order, Incoming in);
   bool stopping() const {
     absl::MutexLock lock(&mu_);
     return stopping_;
   }
-  void Event(const std::string& vm, api::EventKind kind, const std::string& text,
+  void Event(const std::string& vm, api::v1::EventKind kind, const std::string& text,
              std::optional<absl::Duration> duration = std::nullopt) {
     events_.Add(clock_.Now(), vm, kind, text, duration);
   }
@@ -201,10 +201,10 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
 
   // Guards the config, the VMs and the migrations in progress.
   mutable absl::Mutex mu_;
-  api::AgentConfig config_ ABSL_GUARDED_BY(mu_);
+  api::v1::AgentConfig config_ ABSL_GUARDED_BY(mu_);
   core::Resources compute_unit_ ABSL_GUARDED_BY(mu_);
   // The node as the scheduler last took it (RegisterNode): total and watermark.
-  std::optional<std::pair<api::Resources, double>> registered_ ABSL_GUARDED_BY(mu_);
+  std::optional<std::pair<api::v1::Resources, double>> registered_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Managed> vms_ ABSL_GUARDED_BY(mu_);
   // VMs that migrated away (still in the config, no longer here).
   std::set<std::string> departed_ ABSL_GUARDED_BY(mu_);

@@ -13,7 +13,7 @@
 namespace autoscale::agent {
 
 absl::StatusOr<neonvm::migration::MigrationOptions> MigrationOptionsFromProto(
-    const api::MigrationSettings& s) {
+    const api::v1::MigrationSettings& s) {
   neonvm::migration::MigrationOptions o;
   o.auto_converge = s.auto_converge();
   const absl::Duration downtime = FromProto(s.downtime_limit());
@@ -43,7 +43,7 @@ absl::StatusOr<neonvm::migration::MigrationOptions> MigrationOptionsFromProto(
 }
 
 absl::StatusOr<neonvm::migration::MigrationOptions> MigrationOptionsFor(
-    const api::MigrationSettings& settings, const api::VmConfig& vm, bool kvm) {
+    const api::v1::MigrationSettings& settings, const api::v1::VmConfig& vm, bool kvm) {
   ASSIGN_OR_RETURN(neonvm::migration::MigrationOptions o, MigrationOptionsFromProto(settings));
   if (kvm) {
     o.allow_postcopy = vm.has_allow_postcopy() && vm.allow_postcopy();
@@ -60,7 +60,7 @@ absl::StatusOr<neonvm::migration::MigrationOptions> MigrationOptionsFor(
   return o;
 }
 
-absl::Status ValidateAgentConfig(const api::AgentConfig& c) {
+absl::Status ValidateAgentConfig(const api::v1::AgentConfig& c) {
   if (c.node().empty()) return absl::InvalidArgumentError("node: required");
   if (c.scheduler_address().empty()) {
     return absl::InvalidArgumentError("schedulerAddress: required");
@@ -71,7 +71,7 @@ absl::Status ValidateAgentConfig(const api::AgentConfig& c) {
   RETURN_IF_ERROR(MigrationOptionsFromProto(c.migration()).status());
   std::set<std::string> names;
   for (int i = 0; i < c.vms_size(); ++i) {
-    const api::VmConfig& vm = c.vms(i);
+    const api::v1::VmConfig& vm = c.vms(i);
     const std::string field = absl::StrCat("vms[", i, "]");
     if (vm.name().empty()) return absl::InvalidArgumentError(field + ".name: required");
     if (!names.insert(vm.name()).second) {
@@ -108,8 +108,8 @@ absl::Status ValidateAgentConfig(const api::AgentConfig& c) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<api::AgentConfig> LoadAgentConfig(const std::string& path) {
-  api::AgentConfig c;
+absl::StatusOr<api::v1::AgentConfig> LoadAgentConfig(const std::string& path) {
+  api::v1::AgentConfig c;
   RETURN_IF_ERROR(ReadProtoFile(path, c));
   RETURN_IF_ERROR(Annotate(ValidateAgentConfig(c), path));
   return c;

@@ -21,12 +21,12 @@ namespace {
 
 using autoscale::core::Resources;
 
-void Exercise(const autoscale::api::AgentConfig& c) {
+void Exercise(const autoscale::api::v1::AgentConfig& c) {
   if (!autoscale::agent::ValidateAgentConfig(c).ok()) return;
   absl::StatusOr<Resources> cu = autoscale::core::ComputeUnitFromProto(c.compute_unit());
   absl::StatusOr<autoscale::core::Timings> timings = autoscale::core::ResolveTimings(c.timings());
   if (!cu.ok() || !timings.ok()) __builtin_trap();  // validated above
-  for (const autoscale::api::VmConfig& vm : c.vms()) {
+  for (const autoscale::api::v1::VmConfig& vm : c.vms()) {
     auto scaling = autoscale::core::ResolveScalingConfig(c.scaling(), vm.scaling());
     auto bounds = autoscale::core::BoundsFromProto(vm.bounds());
     if (!scaling.ok() || !bounds.ok()) __builtin_trap();
@@ -52,7 +52,7 @@ void Exercise(const autoscale::api::AgentConfig& c) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  autoscale::api::AgentConfig c;
+  autoscale::api::v1::AgentConfig c;
   if (!autoscale::ParseJsonProto(std::string_view(reinterpret_cast<const char*>(data), size), c,
                                  "config")
            .ok()) {

@@ -66,7 +66,7 @@ class ScriptedMonitor final : public rpc::monitor::MonitorService {
   }
 
   // Sends `m` to the connected agent; false if none is.
-  bool SendMetrics(const api::Metrics& m) {
+  bool SendMetrics(const api::v1::Metrics& m) {
     absl::MutexLock lock(&mu_);
     return agent_ != nullptr && agent_->SendMetrics(m);
   }
@@ -80,13 +80,14 @@ class ScriptedMonitor final : public rpc::monitor::MonitorService {
   class Session final : public rpc::monitor::AgentSession {
    public:
     explicit Session(ScriptedMonitor& m) : m_(m) {}
-    absl::StatusOr<api::DownscaleResult> RequestDownscale(const api::DownscaleRequest&) override {
-      api::DownscaleResult r;
+    absl::StatusOr<api::v1::DownscaleResult> RequestDownscale(
+        const api::v1::DownscaleRequest&) override {
+      api::v1::DownscaleResult r;
       r.set_ok(m_.approve.load());
       r.set_status(r.ok() ? "enough headroom" : "too little headroom");
       return r;
     }
-    absl::Status NotifyUpscale(const api::UpscaleNotification&) override {
+    absl::Status NotifyUpscale(const api::v1::UpscaleNotification&) override {
       return absl::OkStatus();
     }
 
@@ -99,8 +100,8 @@ class ScriptedMonitor final : public rpc::monitor::MonitorService {
   int connections_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-api::Metrics Load(double load) {
-  api::Metrics m;
+api::v1::Metrics Load(double load) {
+  api::v1::Metrics m;
   m.set_load_avg_1m(load);
   m.set_load_avg_5m(load);
   m.set_memory_usage_bytes(kGiB / 4);
@@ -127,7 +128,7 @@ class AgentTest : public ::testing::Test {
   // Registers `node` with the scheduler (total `cus` CU; watermark as a fraction, 0: default),
   // as its agent will (Config gives the agent the same).
   void RegisterNode(const std::string& node, int cus, double watermark = 0) {
-    api::RegisterNodeRequest r;
+    api::v1::RegisterNodeRequest r;
     r.set_node(node);
     *r.mutable_total() = core::ToProto(Cus(cus));
     r.set_watermark(watermark);
@@ -139,20 +140,20 @@ class AgentTest : public ::testing::Test {
   // Places `vm` on `node` at its minimum in the ledger and starts its fake VM there.
   FakeVm& AddVm(const std::string& vm, const std::string& node, core::Bounds bounds,
                 bool migratable = false, const std::string& run_state = "running") {
-    api::PlaceVmRequest place;
+    api::v1::PlaceVmRequest place;
     place.set_vm(vm);
     place.mutable_bounds()->set_min_cu(bounds.min_cu);
     place.mutable_bounds()->set_max_cu(bounds.max_cu);
     place.set_node(node);
     place.set_migratable(migratable);
-    absl::StatusOr<api::PlaceVmResponse> p = client_->PlaceVm(place);
+    absl::StatusOr<api::v1::PlaceVmResponse> p = client_->PlaceVm(place);
     EXPECT_TRUE(p.ok()) << p.status();
     monitors_[testing::FakeMonitorAddress(vm)] = std::make_unique<ScriptedMonitor>();
     return hv_.AddVm(vm, "fake:" + vm, Cus(bounds.min_cu), run_state);
   }
 
-  static api::VmConfig VmConfig(const std::string& vm, core::Bounds bounds) {
-    api::VmConfig c;
+  static api::v1::VmConfig VmConfig(const std::string& vm, core::Bounds bounds) {
+    api::v1::VmConfig c;
     c.set_name(vm);
     c.set_qmp("fake:" + vm);
     c.set_monitor_address(testing::FakeMonitorAddress(vm));
@@ -160,7 +161,7 @@ class AgentTest : public ::testing::Test {
     c.mutable_bounds()->set_min_cu(bounds.min_cu);
     c.mutable_bounds()->set_max_cu(bounds.max_cu);
     c.set_migratable(true);
-    api::VmLaunchSpec& spec = *c.mutable_spec();
+    api::v1::VmLaunchSpec& spec = *c.mutable_spec();
     spec.set_name(vm);
     spec.set_cpus_min(1);
     spec.set_cpus_max(8);
@@ -172,8 +173,8 @@ class AgentTest : public ::testing::Test {
     return c;
   }
 
-  api::AgentConfig Config(const std::string& node, std::vector<api::VmConfig> vms) {
-    api::AgentConfig c;
+  api::v1::AgentConfig Config(const std::string& node, std::vector<api::v1::VmConfig> vms) {
+    api::v1::AgentConfig c;
     c.set_node(node);
     if (auto it = registered_.find(node); it != registered_.end()) {
       *c.mutable_node_total() = it->second.total();
@@ -182,7 +183,7 @@ class AgentTest : public ::testing::Test {
     c.set_scheduler_address("in-process");
     c.mutable_compute_unit()->set_milli_cpu(kCu.milli_cpu);
     c.mutable_compute_unit()->set_memory_bytes(kCu.memory_bytes);
-    for (api::VmConfig& vm : vms) *c.add_vms() = std::move(vm);
+    for (api::v1::VmConfig& vm : vms) *c.add_vms() = std::move(vm);
     return c;
   }
 
@@ -196,11 +197,11 @@ class AgentTest : public ::testing::Test {
   class FaultyPeer final : public rpc::agent_peer::MigrationPeer {
    public:
     FaultyPeer(rpc::agent_peer::MigrationPeer& peer, AgentTest& test) : peer_(peer), test_(test) {}
-    absl::StatusOr<api::PrepareIncomingResponse> PrepareIncoming(
-        const api::PrepareIncomingRequest& r) override {
+    absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncoming(
+        const api::v1::PrepareIncomingRequest& r) override {
       return peer_.PrepareIncoming(r);
     }
-    absl::Status FinishIncoming(const api::FinishIncomingRequest& r) override {
+    absl::Status FinishIncoming(const api::v1::FinishIncomingRequest& r) override {
       if (test_.finish_failures_ > 0) {
         --test_.finish_failures_;
         return absl::UnavailableError("connection reset (injected)");
@@ -214,7 +215,7 @@ class AgentTest : public ::testing::Test {
   };
 
   // Starts the agent of `node` with `config` (replacing one that ran there).
-  Agent& StartAgent(const std::string& node, const api::AgentConfig& config) {
+  Agent& StartAgent(const std::string& node, const api::v1::AgentConfig& config) {
     if (auto it = nodes_.find(node); it != nodes_.end()) {
       it->second->agent->Stop();
       retired_.push_back(std::move(it->second));
@@ -259,24 +260,24 @@ class AgentTest : public ::testing::Test {
   Node& node(const std::string& name) { return *nodes_.at(name); }
 
   // The events of `kind` for `vm` in `agent`'s log.
-  static int Count(Agent& agent, const std::string& vm, api::EventKind kind) {
+  static int Count(Agent& agent, const std::string& vm, api::v1::EventKind kind) {
     int n = 0;
     for (const Event& e : agent.events().Since(0)) n += e.vm == vm && e.kind == kind;
     return n;
   }
-  static bool Has(Agent& agent, const std::string& vm, api::EventKind kind) {
+  static bool Has(Agent& agent, const std::string& vm, api::v1::EventKind kind) {
     return Count(agent, vm, kind) > 0;
   }
   static std::string Log(Agent& agent) {
     std::string out;
     for (const Event& e : agent.events().Since(0)) {
-      absl::StrAppend(&out, "\n  ", e.vm, " ", api::EventKind_Name(e.kind), ": ", e.text);
+      absl::StrAppend(&out, "\n  ", e.vm, " ", api::v1::EventKind_Name(e.kind), ": ", e.text);
     }
     return out;
   }
 
-  static const api::VmStatus* Vm(const api::AgentStatus& s, const std::string& vm) {
-    for (const api::VmStatus& v : s.vms()) {
+  static const api::v1::VmStatus* Vm(const api::v1::AgentStatus& s, const std::string& vm) {
+    for (const api::v1::VmStatus& v : s.vms()) {
       if (v.vm() == vm) return &v;
     }
     return nullptr;
@@ -289,20 +290,20 @@ class AgentTest : public ::testing::Test {
     return false;
   }
 
-  absl::StatusOr<api::VmState> Ledger(const std::string& vm) {
-    ASSIGN_OR_RETURN(api::ListVmsResponse vms, client_->ListVms(api::ListRequest()));
-    for (const api::VmState& v : vms.vms()) {
+  absl::StatusOr<api::v1::VmState> Ledger(const std::string& vm) {
+    ASSIGN_OR_RETURN(api::v1::ListVmsResponse vms, client_->ListVms(api::v1::ListRequest()));
+    for (const api::v1::VmState& v : vms.vms()) {
       if (v.vm() == vm) return v;
     }
     return absl::NotFoundError(vm + " is not in the ledger");
   }
   Resources Permit(const std::string& vm) {
-    absl::StatusOr<api::VmState> v = Ledger(vm);
+    absl::StatusOr<api::v1::VmState> v = Ledger(vm);
     return v.ok() ? Resources{v->permit().milli_cpu(), v->permit().memory_bytes()} : Resources{};
   }
 
   // Sends `m` from vm's monitor once an agent is connected to it.
-  bool SendMetrics(const std::string& vm, const api::Metrics& m) {
+  bool SendMetrics(const std::string& vm, const api::v1::Metrics& m) {
     ScriptedMonitor& monitor = *monitors_.at(testing::FakeMonitorAddress(vm));
     return Eventually([&] { return monitor.SendMetrics(m); });
   }
@@ -314,7 +315,7 @@ class AgentTest : public ::testing::Test {
   std::map<std::string, std::unique_ptr<ScriptedMonitor>> monitors_;
   std::map<std::string, std::unique_ptr<Node>> nodes_;
   std::vector<std::unique_ptr<Node>> retired_;  // stopped agents (their VMs' fakes may refer)
-  std::map<std::string, api::RegisterNodeRequest> registered_;
+  std::map<std::string, api::v1::RegisterNodeRequest> registered_;
   absl::Duration migration_timeout_ = absl::Seconds(120);
   // FinishIncoming calls that fail (as a lost connection) before they reach the target.
   std::atomic<int> finish_failures_{0};
@@ -332,15 +333,15 @@ TEST_F(AgentTest, AConfigReloadAddsRemovesAndChangesVms) {
   ASSERT_TRUE(
       agent.UpdateConfig(Config("a", {VmConfig("vm1", {1, 4}), VmConfig("vm2", {1, 4})})).ok());
   ASSERT_TRUE(Eventually([&] { return Managed(agent, "vm2"); })) << Log(agent);
-  EXPECT_TRUE(Has(agent, "", api::EVENT_KIND_CONFIG_APPLIED));
+  EXPECT_TRUE(Has(agent, "", api::v1::EVENT_KIND_CONFIG_APPLIED));
 
   // vm1 leaves the config; vm2's minimum rises to 2 CU: the scheduler is asked, the VM grows.
   ASSERT_TRUE(agent.UpdateConfig(Config("a", {VmConfig("vm2", {2, 4})})).ok());
-  ASSERT_TRUE(Eventually([&] { return Has(agent, "vm1", api::EVENT_KIND_VM_REMOVED); }))
+  ASSERT_TRUE(Eventually([&] { return Has(agent, "vm1", api::v1::EVENT_KIND_VM_REMOVED); }))
       << Log(agent);
   ASSERT_TRUE(Eventually([&] { return vm2.size() == Cus(2); })) << Log(agent);
   EXPECT_EQ(Permit("vm2"), Cus(2));
-  EXPECT_TRUE(Has(agent, "vm2", api::EVENT_KIND_VM_CONFIG_CHANGED));
+  EXPECT_TRUE(Has(agent, "vm2", api::v1::EVENT_KIND_VM_CONFIG_CHANGED));
   EXPECT_EQ(Vm(agent.Status(), "vm1"), nullptr) << "vm1 is no longer managed";
   EXPECT_FALSE(Managed(agent, "vm1"));
 
@@ -348,24 +349,24 @@ TEST_F(AgentTest, AConfigReloadAddsRemovesAndChangesVms) {
   // vCPU per CU) and 4 CU (the maximum) at 0.3.
   ASSERT_TRUE(SendMetrics("vm2", Load(1.8)));
   ASSERT_TRUE(Eventually([&] {
-    const api::AgentStatus s = agent.Status();
-    const api::VmStatus* v = Vm(s, "vm2");
+    const api::v1::AgentStatus s = agent.Status();
+    const api::v1::VmStatus* v = Vm(s, "vm2");
     return v != nullptr && v->has_load_avg_1m();
   }));
   EXPECT_EQ(vm2.size(), Cus(2));
-  api::AgentConfig eager = Config("a", {VmConfig("vm2", {2, 4})});
+  api::v1::AgentConfig eager = Config("a", {VmConfig("vm2", {2, 4})});
   eager.mutable_scaling()->set_load_average_fraction_target(0.3);
   ASSERT_TRUE(agent.UpdateConfig(eager).ok());
   ASSERT_TRUE(Eventually([&] { return vm2.size() == Cus(4); })) << Log(agent);
   EXPECT_EQ(Permit("vm2"), Cus(4));
 
   // A config that does not check out changes nothing, and says why.
-  api::AgentConfig twice = Config("a", {VmConfig("vm2", {2, 4}), VmConfig("vm2", {1, 1})});
+  api::v1::AgentConfig twice = Config("a", {VmConfig("vm2", {2, 4}), VmConfig("vm2", {1, 1})});
   absl::Status refused = agent.UpdateConfig(twice);
   EXPECT_TRUE(absl::StrContains(refused.message(), "vms[1].name")) << refused;
-  EXPECT_TRUE(Has(agent, "", api::EVENT_KIND_CONFIG_REJECTED));
+  EXPECT_TRUE(Has(agent, "", api::v1::EVENT_KIND_CONFIG_REJECTED));
   EXPECT_TRUE(Managed(agent, "vm2"));
-  api::AgentConfig renamed = Config("b", {});
+  api::v1::AgentConfig renamed = Config("b", {});
   EXPECT_FALSE(agent.UpdateConfig(renamed).ok()) << "the node cannot change";
 }
 
@@ -377,23 +378,23 @@ TEST_F(AgentTest, BoundsAndTheNodeInTheConfigReachTheScheduler) {
   FakeVm& vm1 = AddVm("vm1", "a", {1, 4});
   Agent& agent = StartAgent("a", Config("a", {VmConfig("vm1", {1, 5})}));
   auto ledger_bounds = [&](core::Bounds want) {
-    absl::StatusOr<api::VmState> v = Ledger("vm1");
+    absl::StatusOr<api::v1::VmState> v = Ledger("vm1");
     return v.ok() && v->bounds().min_cu() == want.min_cu && v->bounds().max_cu() == want.max_cu;
   };
   ASSERT_TRUE(Eventually([&] { return ledger_bounds({1, 5}); })) << Log(agent);
 
-  api::AgentConfig bigger = Config("a", {VmConfig("vm1", {1, 6})});
+  api::v1::AgentConfig bigger = Config("a", {VmConfig("vm1", {1, 6})});
   *bigger.mutable_node_total() = core::ToProto(Cus(12));
   bigger.set_watermark(0.5);
   ASSERT_TRUE(agent.UpdateConfig(bigger).ok());
   ASSERT_TRUE(Eventually([&] { return ledger_bounds({1, 6}); })) << Log(agent);
   ASSERT_TRUE(Eventually([&] {
-    absl::StatusOr<api::ListNodesResponse> nodes = client_->ListNodes(api::ListRequest());
+    absl::StatusOr<api::v1::ListNodesResponse> nodes = client_->ListNodes(api::v1::ListRequest());
     return nodes.ok() && nodes->nodes_size() == 1 &&
            nodes->nodes(0).total().milli_cpu() == Cus(12).milli_cpu &&
            nodes->nodes(0).watermark_fraction() == 0.5;
   })) << Log(agent);
-  EXPECT_TRUE(Has(agent, "vm1", api::EVENT_KIND_VM_CONFIG_CHANGED));
+  EXPECT_TRUE(Has(agent, "vm1", api::v1::EVENT_KIND_VM_CONFIG_CHANGED));
 
   // The VM grows to the new maximum under a load of 8 (9 CU at 0.9 of a vCPU per CU). A request
   // made before the scheduler had the bounds is retried after its back-off (clock time).
@@ -410,7 +411,7 @@ TEST_F(AgentTest, BoundsAndTheNodeInTheConfigReachTheScheduler) {
 TEST_F(AgentTest, AReloadsTimingsReachRunningRunnersAndItsComputeUnitIsRefused) {
   RegisterNode("a", 8);
   AddVm("vm1", "a", {1, 4});
-  api::AgentConfig lazy = Config("a", {VmConfig("vm1", {1, 4})});
+  api::v1::AgentConfig lazy = Config("a", {VmConfig("vm1", {1, 4})});
   lazy.mutable_timings()->mutable_scheduler_request_at_least_every()->set_seconds(600);
   Agent& agent = StartAgent("a", lazy);
   auto requests = [&] {
@@ -421,7 +422,7 @@ TEST_F(AgentTest, AReloadsTimingsReachRunningRunnersAndItsComputeUnitIsRefused) 
   };
   ASSERT_TRUE(Eventually([&] { return requests() >= 1; })) << Log(agent);
 
-  api::AgentConfig eager = lazy;
+  api::v1::AgentConfig eager = lazy;
   eager.mutable_timings()->mutable_scheduler_request_at_least_every()->set_seconds(1);
   ASSERT_TRUE(agent.UpdateConfig(eager).ok());
   // Within a minute of clock time (far less than the old 10 minutes) it asks again, twice.
@@ -432,7 +433,7 @@ TEST_F(AgentTest, AReloadsTimingsReachRunningRunnersAndItsComputeUnitIsRefused) 
     return requests() >= before + 2;
   })) << Log(agent);
 
-  api::AgentConfig other_cu = eager;
+  api::v1::AgentConfig other_cu = eager;
   other_cu.mutable_compute_unit()->set_milli_cpu(2 * kCu.milli_cpu);
   absl::Status refused = agent.UpdateConfig(other_cu);
   EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
@@ -443,7 +444,7 @@ TEST_F(AgentTest, AReloadsTimingsReachRunningRunnersAndItsComputeUnitIsRefused) 
 // Bounds the VM's QEMU cannot take (more vCPUs or memory than it was started with) are refused
 // with the VM and the field named; before, the scheduler granted them and every resize failed.
 TEST_F(AgentTest, BoundsBeyondTheVmsSpecAreRefused) {
-  api::AgentConfig config = Config("a", {VmConfig("vm1", {1, 8})});
+  api::v1::AgentConfig config = Config("a", {VmConfig("vm1", {1, 8})});
   ASSERT_TRUE(ValidateAgentConfig(config).ok()) << ValidateAgentConfig(config);
 
   config.mutable_vms(0)->mutable_bounds()->set_max_cu(9);  // 9 CU: 9 vCPUs of 8
@@ -470,7 +471,7 @@ TEST_F(AgentTest, ARunnerWhoseVmCannotBeReachedIsRestarted) {
 
   // The VM's QMP connection is lost: its runner notices (probing the idle VM) and is stopped.
   vm1.SetReachable(false);
-  ASSERT_TRUE(Eventually([&] { return Has(agent, "vm1", api::EVENT_KIND_RUNNER_RESTARTING); }))
+  ASSERT_TRUE(Eventually([&] { return Has(agent, "vm1", api::v1::EVENT_KIND_RUNNER_RESTARTING); }))
       << Log(agent);
   EXPECT_FALSE(Managed(agent, "vm1"));
   // Nothing is retried before the back-off (clock time) has passed.
@@ -479,11 +480,11 @@ TEST_F(AgentTest, ARunnerWhoseVmCannotBeReachedIsRestarted) {
   vm1.SetReachable(true);
   clock_.Advance(absl::Seconds(10));  // restart_max
   ASSERT_TRUE(Eventually([&] { return Managed(agent, "vm1"); })) << Log(agent);
-  EXPECT_EQ(Count(agent, "vm1", api::EVENT_KIND_RUNNER_STARTED), 2);
+  EXPECT_EQ(Count(agent, "vm1", api::v1::EVENT_KIND_RUNNER_STARTED), 2);
   EXPECT_EQ(node("a").factory.opens(), opens + 1);
   // The other VM's runner was never disturbed.
-  EXPECT_EQ(Count(agent, "vm2", api::EVENT_KIND_RUNNER_STARTED), 1);
-  EXPECT_FALSE(Has(agent, "vm2", api::EVENT_KIND_RUNNER_RESTARTING));
+  EXPECT_EQ(Count(agent, "vm2", api::v1::EVENT_KIND_RUNNER_STARTED), 1);
+  EXPECT_FALSE(Has(agent, "vm2", api::v1::EVENT_KIND_RUNNER_RESTARTING));
 
   // The restarted runner resizes the VM again.
   ASSERT_TRUE(
@@ -503,12 +504,13 @@ TEST_F(AgentTest, ARestartedRunnerIsOpenedWithTheMilliCpuItsVmIsGranted) {
   ASSERT_TRUE(Eventually([&] { return vm1.size() == Cus(3); })) << Log(agent);
 
   vm1.SetReachable(false);
-  ASSERT_TRUE(Eventually([&] { return Has(agent, "vm1", api::EVENT_KIND_RUNNER_RESTARTING); }))
+  ASSERT_TRUE(Eventually([&] { return Has(agent, "vm1", api::v1::EVENT_KIND_RUNNER_RESTARTING); }))
       << Log(agent);
   vm1.SetReachable(true);
   clock_.Advance(absl::Seconds(10));  // restart_max
-  ASSERT_TRUE(Eventually([&] { return Count(agent, "vm1", api::EVENT_KIND_RUNNER_STARTED) == 2; }))
-      << Log(agent);
+  ASSERT_TRUE(Eventually([&] {
+    return Count(agent, "vm1", api::v1::EVENT_KIND_RUNNER_STARTED) == 2;
+  })) << Log(agent);
   EXPECT_EQ(node("a").factory.granted_milli_cpu("fake:vm1"), Cus(3).milli_cpu);
 }
 
@@ -521,13 +523,14 @@ TEST_F(AgentTest, ALostVmIsRetriedAndReportedWithoutDisturbingTheOthers) {
       << Log(agent);
 
   vm1.Kill();  // its QEMU is gone for good
-  ASSERT_TRUE(Eventually([&] { return Has(agent, "vm1", api::EVENT_KIND_RUNNER_RESTARTING); }))
+  ASSERT_TRUE(Eventually([&] { return Has(agent, "vm1", api::v1::EVENT_KIND_RUNNER_RESTARTING); }))
       << Log(agent);
   clock_.Advance(absl::Seconds(10));
-  ASSERT_TRUE(Eventually([&] { return Has(agent, "vm1", api::EVENT_KIND_RUNNER_START_FAILED); }))
-      << Log(agent);
-  const api::AgentStatus status = agent.Status();
-  const api::VmStatus* lost = Vm(status, "vm1");
+  ASSERT_TRUE(Eventually([&] {
+    return Has(agent, "vm1", api::v1::EVENT_KIND_RUNNER_START_FAILED);
+  })) << Log(agent);
+  const api::v1::AgentStatus status = agent.Status();
+  const api::v1::VmStatus* lost = Vm(status, "vm1");
   ASSERT_NE(lost, nullptr) << "a lost VM stays on the status page";
   EXPECT_TRUE(absl::StrContains(lost->error(), "no fake VM there")) << lost->error();
 
@@ -535,7 +538,7 @@ TEST_F(AgentTest, ALostVmIsRetriedAndReportedWithoutDisturbingTheOthers) {
   const int opens = node("a").factory.opens();
   clock_.Advance(absl::Seconds(5));
   ASSERT_TRUE(Eventually([&] { return node("a").factory.opens() > opens; }));
-  EXPECT_EQ(Count(agent, "vm1", api::EVENT_KIND_RUNNER_START_FAILED), 1) << Log(agent);
+  EXPECT_EQ(Count(agent, "vm1", api::v1::EVENT_KIND_RUNNER_START_FAILED), 1) << Log(agent);
   // Its permit stays booked: the agent cannot know the VM will not come back.
   EXPECT_EQ(Permit("vm1"), Cus(1));
 
@@ -562,8 +565,8 @@ class MigrationTest : public AgentTest {
     b_ = &StartAgent("b", Config("b", {}));
     ASSERT_TRUE(Eventually([&] { return Managed(*a_, "vm1") && Managed(*a_, "vm2"); })) << Log(*a_);
   }
-  api::AgentConfig ConfigA(int vm1_min) {
-    api::VmConfig vm1 = VmConfig("vm1", {static_cast<uint32_t>(vm1_min), 3});
+  api::v1::AgentConfig ConfigA(int vm1_min) {
+    api::v1::VmConfig vm1 = VmConfig("vm1", {static_cast<uint32_t>(vm1_min), 3});
     vm1.set_host_cgroup("/neonvm/vm1.source");
     if (allow_postcopy_) vm1.set_allow_postcopy(*allow_postcopy_);
     return Config("a", {vm1, VmConfig("vm2", {1, 1})});
@@ -583,7 +586,7 @@ class MigrationTest : public AgentTest {
 
   // The migration has ended, as the scheduler saw it.
   bool Settled() {
-    absl::StatusOr<api::VmState> v = Ledger("vm1");
+    absl::StatusOr<api::v1::VmState> v = Ledger("vm1");
     return v.ok() && !v->migrating();
   }
 
@@ -592,7 +595,7 @@ class MigrationTest : public AgentTest {
   void ExpectLedger(const std::string& node) {
     EXPECT_TRUE(scheduler_->ledger().CheckInvariants().ok())
         << scheduler_->ledger().CheckInvariants();
-    absl::StatusOr<api::VmState> vm1 = Ledger("vm1");
+    absl::StatusOr<api::v1::VmState> vm1 = Ledger("vm1");
     ASSERT_TRUE(vm1.ok()) << vm1.status();
     EXPECT_FALSE(vm1->migrating());
     EXPECT_EQ(vm1->node(), node);
@@ -611,7 +614,7 @@ class MigrationTest : public AgentTest {
   }
 
   void ExpectMigratedToB() {
-    ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::EVENT_KIND_MIGRATED_OUT); }))
+    ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::v1::EVENT_KIND_MIGRATED_OUT); }))
         << "a:" << Log(*a_) << "\nb:" << Log(*b_);
     ASSERT_TRUE(Eventually([&] { return Managed(*b_, "vm1"); })) << Log(*b_);
     ASSERT_TRUE(Eventually([&] { return Settled(); }));
@@ -621,11 +624,11 @@ class MigrationTest : public AgentTest {
   }
 
   void ExpectStayedOnA() {
-    ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::EVENT_KIND_MIGRATION_FAILED); }))
+    ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::v1::EVENT_KIND_MIGRATION_FAILED); }))
         << "a:" << Log(*a_) << "\nb:" << Log(*b_);
     ASSERT_TRUE(Eventually([&] { return Settled(); }));
     ExpectLedger("a");
-    EXPECT_FALSE(Has(*b_, "vm1", api::EVENT_KIND_MIGRATED_IN));
+    EXPECT_FALSE(Has(*b_, "vm1", api::v1::EVENT_KIND_MIGRATED_IN));
     // a manages it again: resizing resumes.
     ASSERT_TRUE(Eventually([&] {
       for (const RunnerStatus& s : a_->Statuses()) {
@@ -654,14 +657,14 @@ TEST_F(MigrationTest, AVmMigratesOutAndIn) {
   EXPECT_EQ(node("a").factory.host_cgroup("fake:vm1"), "/neonvm/vm1.source");
   EXPECT_EQ(node("b").factory.host_cgroup(running->qmp_address()),
             testing::FakeHostCgroup(running->qmp_address()));
-  const api::AgentStatus b_status = b_->Status();
+  const api::v1::AgentStatus b_status = b_->Status();
   EXPECT_EQ(Vm(b_status, "vm1")->host_cgroup(), testing::FakeHostCgroup(running->qmp_address()));
   // b's agent reaches the VM's monitor (it moved with the VM) and scales it: a load of 2.5
   // wants 3 CU, its maximum. (b's first requests came before the scheduler moved the VM, and
   // are retried after 3 s.)
   ASSERT_TRUE(Eventually([&] {
-    const api::AgentStatus s = b_->Status();
-    const api::VmStatus* v = Vm(s, "vm1");
+    const api::v1::AgentStatus s = b_->Status();
+    const api::v1::VmStatus* v = Vm(s, "vm1");
     return v != nullptr && v->monitor_connected();
   })) << Log(*b_);
   EXPECT_EQ(monitors_.at(testing::FakeMonitorAddress("vm1"))->connections(), 2);
@@ -687,7 +690,7 @@ TEST_F(MigrationTest, UnderTcgAVmThatForbidsPostcopyIsNotMigrated) {
   ExpectStayedOnA();
   ExpectOneCopyOn("a");
   EXPECT_EQ(vm1_->migration_status(), "none") << "nothing was sent";
-  EXPECT_FALSE(Has(*b_, "vm1", api::EVENT_KIND_INCOMING_PREPARED));
+  EXPECT_FALSE(Has(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_PREPARED));
 }
 
 TEST_F(MigrationTest, AFailedMigrationLeavesTheVmWhereItWas) {
@@ -696,7 +699,7 @@ TEST_F(MigrationTest, AFailedMigrationLeavesTheVmWhereItWas) {
   ExpectStayedOnA();
   ExpectOneCopyOn("a");
   EXPECT_EQ(vm1_->run_state(), "running");
-  ASSERT_TRUE(Eventually([&] { return Has(*b_, "vm1", api::EVENT_KIND_INCOMING_ABANDONED); }));
+  ASSERT_TRUE(Eventually([&] { return Has(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_ABANDONED); }));
 }
 
 // The target dies before the switch (precopy): the source runs on.
@@ -713,13 +716,13 @@ TEST_F(MigrationTest, TargetKilledAfterTheSwitchToPostcopyLosesTheVmAndSaysSo) {
   allow_postcopy_ = true;
   StartBoth({.active_polls = 10, .postcopy_polls = 5, .kill_target_at_poll = 7, .kvm = false});
   Overfill();
-  ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::EVENT_KIND_VM_LOST); })) << Log(*a_);
+  ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::v1::EVENT_KIND_VM_LOST); })) << Log(*a_);
   ASSERT_TRUE(Eventually([&] { return Settled(); }));
   EXPECT_EQ(hv_.RunningCopies("vm1"), 0);
   EXPECT_EQ(hv_.MaxRunningCopies("vm1"), 1);
   EXPECT_EQ(vm1_->run_state(), "finish-migrate") << "the source stays paused";
   EXPECT_FALSE(Managed(*a_, "vm1"));
-  const api::AgentStatus status = a_->Status();
+  const api::v1::AgentStatus status = a_->Status();
   ASSERT_NE(Vm(status, "vm1"), nullptr);
   EXPECT_TRUE(absl::StrContains(Vm(status, "vm1")->error(), "lost")) << Vm(status, "vm1")->error();
   // The ledger keeps booking it where it was (nothing is released that may still be in use).
@@ -804,7 +807,7 @@ TEST_F(MigrationTest, ARestartedSourceAgentTakesTheMigrationUp) {
   a_ = &StartAgent("a", ConfigA(2));  // the old agent stops: its migration is interrupted
   hv_.SetMigrationScript({.active_polls = 3, .kvm = true});
   ExpectMigratedToB();
-  EXPECT_EQ(Count(*b_, "vm1", api::EVENT_KIND_INCOMING_PREPARED), 1) << "one target only";
+  EXPECT_EQ(Count(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_PREPARED), 1) << "one target only";
 }
 
 // Each migration's thread is joined when it ends, not when the agent stops.
@@ -813,7 +816,7 @@ TEST_F(MigrationTest, MigrationThreadsAreJoinedWhenTheirMigrationEnds) {
   Overfill();
   for (int i = 1; i <= 3; ++i) {
     ASSERT_TRUE(Eventually([&] {
-      return Count(*a_, "vm1", api::EVENT_KIND_MIGRATION_FAILED) == i;
+      return Count(*a_, "vm1", api::v1::EVENT_KIND_MIGRATION_FAILED) == i;
     })) << Log(*a_);
     ASSERT_TRUE(Eventually([&] { return Settled(); }));
     clock_.Advance(absl::Seconds(1));  // the next order

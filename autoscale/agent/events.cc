@@ -5,33 +5,33 @@
 
 namespace autoscale::agent {
 
-Severity SeverityOf(api::EventKind kind) {
+Severity SeverityOf(api::v1::EventKind kind) {
   switch (kind) {
-    case api::EVENT_KIND_MIGRATION_FAILED:
-    case api::EVENT_KIND_VM_LOST:
-    case api::EVENT_KIND_MIGRATION_REPORT_FAILED:
-    case api::EVENT_KIND_INCOMING_ABANDONED:
-    case api::EVENT_KIND_RUNNER_START_FAILED:
+    case api::v1::EVENT_KIND_MIGRATION_FAILED:
+    case api::v1::EVENT_KIND_VM_LOST:
+    case api::v1::EVENT_KIND_MIGRATION_REPORT_FAILED:
+    case api::v1::EVENT_KIND_INCOMING_ABANDONED:
+    case api::v1::EVENT_KIND_RUNNER_START_FAILED:
       return Severity::kError;
-    case api::EVENT_KIND_NODE_REGISTRATION_FAILED:
-    case api::EVENT_KIND_BOUNDS_REFUSED:
-    case api::EVENT_KIND_CONFIG_REJECTED:
-    case api::EVENT_KIND_RUNNER_RESTARTING:
-    case api::EVENT_KIND_SCHEDULER_REQUEST_FAILED:
-    case api::EVENT_KIND_PERMIT_REFUSED:
-    case api::EVENT_KIND_RESIZE_FAILED:
-    case api::EVENT_KIND_MONITOR_UNREACHABLE:
-    case api::EVENT_KIND_MONITOR_UNHEALTHY:
-    case api::EVENT_KIND_MONITOR_NOTIFY_FAILED:
-    case api::EVENT_KIND_DOWNSCALE_REQUEST_FAILED:
-    case api::EVENT_KIND_METRICS_REFUSED:
+    case api::v1::EVENT_KIND_NODE_REGISTRATION_FAILED:
+    case api::v1::EVENT_KIND_BOUNDS_REFUSED:
+    case api::v1::EVENT_KIND_CONFIG_REJECTED:
+    case api::v1::EVENT_KIND_RUNNER_RESTARTING:
+    case api::v1::EVENT_KIND_SCHEDULER_REQUEST_FAILED:
+    case api::v1::EVENT_KIND_PERMIT_REFUSED:
+    case api::v1::EVENT_KIND_RESIZE_FAILED:
+    case api::v1::EVENT_KIND_MONITOR_UNREACHABLE:
+    case api::v1::EVENT_KIND_MONITOR_UNHEALTHY:
+    case api::v1::EVENT_KIND_MONITOR_NOTIFY_FAILED:
+    case api::v1::EVENT_KIND_DOWNSCALE_REQUEST_FAILED:
+    case api::v1::EVENT_KIND_METRICS_REFUSED:
       return Severity::kWarning;
     default:
       return Severity::kInfo;
   }
 }
 
-void EventLog::Add(absl::Time at, std::string vm, api::EventKind kind, std::string text,
+void EventLog::Add(absl::Time at, std::string vm, api::v1::EventKind kind, std::string text,
                    std::optional<absl::Duration> duration) {
   const char* const who = vm.empty() ? "-" : vm.c_str();
   switch (SeverityOf(kind)) {
@@ -59,8 +59,8 @@ std::vector<Event> EventLog::Since(uint64_t after) const {
   return out;
 }
 
-api::AgentEvent ToProto(const Event& e) {
-  api::AgentEvent p;
+api::v1::AgentEvent ToProto(const Event& e) {
+  api::v1::AgentEvent p;
   p.set_seq(e.seq);
   p.set_at_unix_ms(absl::ToUnixMillis(e.at));
   p.set_vm(e.vm);

@@ -16,11 +16,11 @@ namespace {
 // Every kind whose name says something went wrong is logged as a warning or an error, and no
 // other kind is: a new kind cannot be added without its severity.
 TEST(EventsTest, FailuresAreWarningsOrErrorsAndNothingElseIs) {
-  const google::protobuf::EnumDescriptor* kinds = api::EventKind_descriptor();
+  const google::protobuf::EnumDescriptor* kinds = api::v1::EventKind_descriptor();
   ASSERT_GT(kinds->value_count(), 10);
   for (int i = 0; i < kinds->value_count(); ++i) {
     const std::string name = kinds->value(i)->name();
-    const auto kind = static_cast<api::EventKind>(kinds->value(i)->number());
+    const auto kind = static_cast<api::v1::EventKind>(kinds->value(i)->number());
     const bool failure =
         absl::StrContains(name, "FAILED") || absl::StrContains(name, "REFUSED") ||
         absl::StrContains(name, "REJECTED") || absl::StrContains(name, "UNREACHABLE") ||
@@ -53,9 +53,9 @@ class SeveritySink : public google::LogSink {
 TEST(EventsTest, EachEventIsLoggedAtItsSeverity) {
   SeveritySink sink;
   EventLog log;
-  log.Add(absl::UnixEpoch(), "vm1", api::EVENT_KIND_RESIZED, "resized");
-  log.Add(absl::UnixEpoch(), "vm1", api::EVENT_KIND_RESIZE_FAILED, "resize failed");
-  log.Add(absl::UnixEpoch(), "vm1", api::EVENT_KIND_MIGRATION_FAILED, "migration failed");
+  log.Add(absl::UnixEpoch(), "vm1", api::v1::EVENT_KIND_RESIZED, "resized");
+  log.Add(absl::UnixEpoch(), "vm1", api::v1::EVENT_KIND_RESIZE_FAILED, "resize failed");
+  log.Add(absl::UnixEpoch(), "vm1", api::v1::EVENT_KIND_MIGRATION_FAILED, "migration failed");
   const auto seen = sink.seen();
   ASSERT_EQ(seen.size(), 3u);
   EXPECT_EQ(seen[0], std::make_pair(google::GLOG_INFO, std::string("vm1: resized")));
@@ -65,9 +65,9 @@ TEST(EventsTest, EachEventIsLoggedAtItsSeverity) {
 
 TEST(EventsTest, TheLogKeepsTheLatestEventsInOrder) {
   EventLog log(/*capacity=*/2);
-  log.Add(absl::UnixEpoch(), "vm1", api::EVENT_KIND_RESIZED, "one");
-  log.Add(absl::UnixEpoch(), "vm1", api::EVENT_KIND_RESIZE_FAILED, "two");
-  log.Add(absl::UnixEpoch(), "", api::EVENT_KIND_NODE_REGISTERED, "three");
+  log.Add(absl::UnixEpoch(), "vm1", api::v1::EVENT_KIND_RESIZED, "one");
+  log.Add(absl::UnixEpoch(), "vm1", api::v1::EVENT_KIND_RESIZE_FAILED, "two");
+  log.Add(absl::UnixEpoch(), "", api::v1::EVENT_KIND_NODE_REGISTERED, "three");
   const std::vector<Event> all = log.Since(0);
   ASSERT_EQ(all.size(), 2u);
   EXPECT_EQ(all[0].text, "two");

@@ -41,16 +41,16 @@ class Liveness {
  public:
   explicit Liveness(uint64_t seed)
       : rng_(seed), ledger_({.placement = {.randomize = false}}), handler_(ledger_, kCu) {
-    api::RegisterNodeRequest node;
-    node.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::RegisterNodeRequest node;
+    node.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     node.set_node("n1");
     *node.mutable_total() = core::ToProto(kCu * (kVms * kMaxCu));  // room for every maximum
     EXPECT_TRUE(handler_.RegisterNode(node).ok());
     for (int i = 0; i < kVms; ++i) {
       const std::string name = absl::StrCat("vm", i);
       const core::Bounds bounds{static_cast<uint32_t>(Uniform(1, 2)), kMaxCu};
-      api::PlaceVmRequest place;
-      place.set_protocol_version(api::PROTOCOL_VERSION_1);
+      api::v1::PlaceVmRequest place;
+      place.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
       place.set_vm(name);
       place.set_node("n1");
       place.mutable_bounds()->set_min_cu(bounds.min_cu);
@@ -139,26 +139,26 @@ class Liveness {
 
   void SendBounds(const std::string& name, Vm& vm) {
     if (!vm.bounds_to_send || Fails()) return;
-    api::UpdateVmBoundsRequest r;
-    r.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::UpdateVmBoundsRequest r;
+    r.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     r.set_vm(name);
     r.set_node("n1");
     r.mutable_bounds()->set_min_cu(vm.bounds_to_send->min_cu);
     r.mutable_bounds()->set_max_cu(vm.bounds_to_send->max_cu);
-    absl::StatusOr<api::UpdateVmBoundsResponse> sent = handler_.UpdateVmBounds(r);
+    absl::StatusOr<api::v1::UpdateVmBoundsResponse> sent = handler_.UpdateVmBounds(r);
     EXPECT_TRUE(sent.ok()) << sent.status();
     vm.bounds_to_send.reset();
   }
 
   Resources Permit(const std::string& vm) {
-    absl::StatusOr<api::ListVmsResponse> list = handler_.ListVms([] {
-      api::ListRequest r;
-      r.set_protocol_version(api::PROTOCOL_VERSION_1);
+    absl::StatusOr<api::v1::ListVmsResponse> list = handler_.ListVms([] {
+      api::v1::ListRequest r;
+      r.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
       return r;
     }());
     EXPECT_TRUE(list.ok()) << list.status();
     if (!list.ok()) return {};
-    for (const api::VmState& v : list->vms()) {
+    for (const api::v1::VmState& v : list->vms()) {
       if (v.vm() == vm) return {v.permit().milli_cpu(), v.permit().memory_bytes()};
     }
     return {};
@@ -166,15 +166,15 @@ class Liveness {
 
   OperationResult AskScheduler(const std::string& name, const core::Operation& op) {
     if (Fails() && Chance(0.5)) return OperationResult::Failed();  // never reached it
-    api::PermitRequest r;
-    r.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::PermitRequest r;
+    r.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     r.set_node("n1");
     r.set_vm(name);
     r.mutable_compute_unit()->set_milli_cpu(kCu.milli_cpu);
     r.mutable_compute_unit()->set_memory_bytes(kCu.memory_bytes);
     *r.mutable_resources() = core::ToProto(op.target);
     if (op.last_permit) *r.mutable_last_permit() = core::ToProto(*op.last_permit);
-    absl::StatusOr<api::PermitResponse> answer = handler_.Request(r);
+    absl::StatusOr<api::v1::PermitResponse> answer = handler_.Request(r);
     if (!answer.ok() || Fails()) return OperationResult::Failed();  // the answer is lost
     return OperationResult::Permit({answer->permit().milli_cpu(), answer->permit().memory_bytes()});
   }

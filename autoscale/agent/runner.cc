@@ -42,7 +42,7 @@ absl::Status Runner::Start() {
     absl::MutexLock lock(&mu_);
     state_.emplace(options_.state, *current, options_.bounds);
   }
-  Event(api::EVENT_KIND_RUNNER_STARTED,
+  Event(api::v1::EVENT_KIND_RUNNER_STARTED,
         absl::StrCat("managing the VM at ", current->ToString(), ", bounds ",
                      options_.bounds.min_cu, "..", options_.bounds.max_cu, " CU"));
   threads_.emplace_back([this] { Loop(); });
@@ -72,7 +72,7 @@ bool Runner::ChangedSince(uint64_t generation) const {
   return stopping_ || state_->generation() != generation;
 }
 
-void Runner::Event(api::EventKind kind, const std::string& text,
+void Runner::Event(api::v1::EventKind kind, const std::string& text,
                    std::optional<absl::Duration> duration) {
   events_.Add(clock_.Now(), options_.vm, kind, text, duration);
 }
@@ -152,7 +152,7 @@ void Runner::SchedulerExecutor() {
   const Resources& cu = options_.state.compute_unit;
   core::Operation op;
   while (NextOperation(scheduler_work_, op)) {
-    api::PermitRequest request;
+    api::v1::PermitRequest request;
     request.set_node(options_.node);
     request.set_vm(options_.vm);
     request.mutable_compute_unit()->set_milli_cpu(cu.milli_cpu);
@@ -166,17 +166,17 @@ void Runner::SchedulerExecutor() {
           static_cast<int64_t>(op.metrics->memory_usage_bytes));
     }
     const absl::Time start = clock_.Now();
-    absl::StatusOr<api::PermitResponse> response = AskScheduler(request);
+    absl::StatusOr<api::v1::PermitResponse> response = AskScheduler(request);
     metrics_.Observe("autoscaling_agent_scheduler_latency_seconds", {},
                      absl::ToDoubleSeconds(clock_.Now() - start), Metrics::kLatencyBuckets);
-    std::optional<api::MigrationOrder> order;
+    std::optional<api::v1::MigrationOrder> order;
     {
       absl::MutexLock lock(&mu_);
       const absl::Time now = clock_.Now();
       if (!response.ok()) {
         (void)core::Finish(*state_, now, op.kind, core::OperationResult::Failed());
         metrics_.Add("autoscaling_agent_scheduler_requests_total", {{"result", "failed"}});
-        Event(api::EVENT_KIND_SCHEDULER_REQUEST_FAILED,
+        Event(api::v1::EVENT_KIND_SCHEDULER_REQUEST_FAILED,
               absl::StrCat("scheduler request for ", op.target.ToString(),
                            " failed: ", response.status().message()));
         continue;
@@ -187,26 +187,27 @@ void Runner::SchedulerExecutor() {
           core::Finish(*state_, now, op.kind, core::OperationResult::Permit(permit));
       if (!valid.ok()) {
         metrics_.Add("autoscaling_agent_scheduler_requests_total", {{"result", "invalid"}});
-        Event(api::EVENT_KIND_PERMIT_REFUSED, absl::StrCat("scheduler: ", valid.message()));
+        Event(api::v1::EVENT_KIND_PERMIT_REFUSED, absl::StrCat("scheduler: ", valid.message()));
         continue;
       }
       metrics_.Add("autoscaling_agent_scheduler_requests_total", {{"result", "ok"}});
       switch (core::ClassifyGrant(op.current, op.target, permit)) {
         case core::Grant::kPartial:
           metrics_.Add("autoscaling_agent_scaling_partial_approvals_total", Vm());
-          Event(api::EVENT_KIND_PARTIAL_GRANT,
+          Event(api::v1::EVENT_KIND_PARTIAL_GRANT,
                 absl::StrCat("scheduler granted ", permit.ToString(), " of ", op.target.ToString(),
                              " (partial grant)"));
           break;
         case core::Grant::kDenied:
           metrics_.Add("autoscaling_agent_scaling_full_denials_total", Vm());
-          Event(api::EVENT_KIND_DENIED, absl::StrCat("scheduler granted ", permit.ToString(),
-                                                     " of ", op.target.ToString(), " (node full)"));
+          Event(api::v1::EVENT_KIND_DENIED,
+                absl::StrCat("scheduler granted ", permit.ToString(), " of ", op.target.ToString(),
+                             " (node full)"));
           break;
         case core::Grant::kFull:
         case core::Grant::kNoGrowth:
           if (!before || permit != *before) {
-            Event(api::EVENT_KIND_PERMIT, absl::StrCat("scheduler permit ", permit.ToString()));
+            Event(api::v1::EVENT_KIND_PERMIT, absl::StrCat("scheduler permit ", permit.ToString()));
           }
           break;
       }
@@ -216,13 +217,14 @@ void Runner::SchedulerExecutor() {
   }
 }
 
-absl::StatusOr<api::PermitResponse> Runner::AskScheduler(const api::PermitRequest& request) {
+absl::StatusOr<api::v1::PermitResponse> Runner::AskScheduler(
+    const api::v1::PermitRequest& request) {
   // The answer may come after the wait gave up (or after the runner is gone): it lands here,
   // shared, and is dropped. The scheduler may then hold a larger permit than this runner knows
   // of; that only over-reserves, until the next request says what the VM has.
   struct Answer {
     absl::Mutex mu;
-    std::optional<absl::StatusOr<api::PermitResponse>> value ABSL_GUARDED_BY(mu);
+    std::optional<absl::StatusOr<api::v1::PermitResponse>> value ABSL_GUARDED_BY(mu);
   };
   auto answer = std::make_shared<Answer>();
   absl::Duration timeout;
@@ -231,7 +233,7 @@ absl::StatusOr<api::PermitResponse> Runner::AskScheduler(const api::PermitReques
     timeout = state_->config().timings.scheduler_request_timeout;
   }
   const absl::Time deadline = clock_.Now() + timeout;
-  scheduler_.RequestAsync(request, [answer](absl::StatusOr<api::PermitResponse> r) {
+  scheduler_.RequestAsync(request, [answer](absl::StatusOr<api::v1::PermitResponse> r) {
     absl::MutexLock lock(&answer->mu);
     answer->value = std::move(r);
   });
@@ -306,7 +308,7 @@ void Runner::VmExecutor() {
       observed_ = *reached;
       (void)core::Finish(*state_, clock_.Now(), op.kind, core::OperationResult::Resized(*reached));
       metrics_.Add("autoscaling_agent_vm_resizes_total", {{"vm", options_.vm}, {"result", "ok"}});
-      Event(api::EVENT_KIND_RESIZED,
+      Event(api::v1::EVENT_KIND_RESIZED,
             absl::StrCat("VM resized ", op.current.ToString(), " -> ", reached->ToString(), " in ",
                          absl::FormatDuration(took)),
             took);
@@ -314,8 +316,8 @@ void Runner::VmExecutor() {
     }
     (void)core::Finish(*state_, clock_.Now(), op.kind, core::OperationResult::Failed(now_at));
     metrics_.Add("autoscaling_agent_vm_resizes_total", {{"vm", options_.vm}, {"result", "failed"}});
-    Event(api::EVENT_KIND_RESIZE_FAILED, absl::StrCat("VM resize to ", op.target.ToString(),
-                                                      " failed: ", reached.status().message()));
+    Event(api::v1::EVENT_KIND_RESIZE_FAILED, absl::StrCat("VM resize to ", op.target.ToString(),
+                                                          " failed: ", reached.status().message()));
     if (reached.status().code() == absl::StatusCode::kUnavailable) {
       failure_ = absl::StrCat("the VM cannot be reached: ", reached.status().message());
     }
@@ -332,36 +334,36 @@ void Runner::MonitorExecutor() {
     return monitor != nullptr;
   };
   while (NextOperation(monitor_work_, op, connected)) {
-    const api::Resources target = core::ToProto(op.target);
+    const api::v1::Resources target = core::ToProto(op.target);
     if (op.kind == core::OperationKind::kMonitorUpscale) {
       absl::Status s = monitor->NotifyUpscale(target, timeout);
       monitor.reset();
       absl::MutexLock lock(&mu_);
       if (s.ok()) {
         (void)core::Finish(*state_, clock_.Now(), op.kind, core::OperationResult::Done());
-        Event(api::EVENT_KIND_MONITOR_NOTIFIED,
+        Event(api::v1::EVENT_KIND_MONITOR_NOTIFIED,
               absl::StrCat("monitor told of ", op.target.ToString()));
       } else {
         (void)core::Finish(*state_, clock_.Now(), op.kind, core::OperationResult::Failed());
-        Event(api::EVENT_KIND_MONITOR_NOTIFY_FAILED,
+        Event(api::v1::EVENT_KIND_MONITOR_NOTIFY_FAILED,
               absl::StrCat("upscale notification failed: ", s.message()));
       }
       continue;
     }
-    absl::StatusOr<api::DownscaleResult> result = monitor->RequestDownscale(target, timeout);
+    absl::StatusOr<api::v1::DownscaleResult> result = monitor->RequestDownscale(target, timeout);
     monitor.reset();
     absl::MutexLock lock(&mu_);
     if (!result.ok()) {
       (void)core::Finish(*state_, clock_.Now(), op.kind, core::OperationResult::Failed());
-      Event(api::EVENT_KIND_DOWNSCALE_REQUEST_FAILED,
+      Event(api::v1::EVENT_KIND_DOWNSCALE_REQUEST_FAILED,
             absl::StrCat("downscale request failed: ", result.status().message()));
     } else if (result->ok()) {
       (void)core::Finish(*state_, clock_.Now(), op.kind, core::OperationResult::Done());
-      Event(api::EVENT_KIND_DOWNSCALE_APPROVED,
+      Event(api::v1::EVENT_KIND_DOWNSCALE_APPROVED,
             absl::StrCat("monitor approved ", op.target.ToString(), ": ", result->status()));
     } else {
       (void)core::Finish(*state_, clock_.Now(), op.kind, core::OperationResult::Denied());
-      Event(api::EVENT_KIND_DOWNSCALE_DENIED,
+      Event(api::v1::EVENT_KIND_DOWNSCALE_DENIED,
             absl::StrCat("monitor denied ", op.target.ToString(), ": ", result->status()));
     }
   }
@@ -373,14 +375,14 @@ rpc::monitor::MonitorClient::Callbacks Runner::MonitorCallbacks(uint64_t generat
   // that held it during a call) is not taken for the current connection's.
   return {
       .on_metrics =
-          [this, generation](const api::Metrics& m) {
+          [this, generation](const api::v1::Metrics& m) {
             absl::MutexLock lock(&mu_);
             if (generation != monitor_generation_) return;
             absl::StatusOr<core::SystemMetrics> system = core::SystemMetricsFromProto(m);
             absl::StatusOr<core::LfcMetrics> lfc = core::LfcMetricsFromProto(m);
             if (!system.ok() || !lfc.ok()) {
               // Refused at the edge: a NaN would make every goal (and the status page) NaN.
-              Event(api::EVENT_KIND_METRICS_REFUSED,
+              Event(api::v1::EVENT_KIND_METRICS_REFUSED,
                     absl::StrCat("metrics refused: ",
                                  (system.ok() ? lfc.status() : system.status()).message()));
               return;
@@ -391,7 +393,7 @@ rpc::monitor::MonitorClient::Callbacks Runner::MonitorCallbacks(uint64_t generat
             last_metrics_ = m;
           },
       .on_upscale_request =
-          [this, generation](const api::UpscaleRequest& r) {
+          [this, generation](const api::v1::UpscaleRequest& r) {
             absl::MutexLock lock(&mu_);
             if (generation != monitor_generation_) return;
             if (connected_generation_ == generation) {
@@ -402,7 +404,7 @@ rpc::monitor::MonitorClient::Callbacks Runner::MonitorCallbacks(uint64_t generat
               early_upscale_ = clock_.Now();
             }
             ++upscale_requests_;
-            Event(api::EVENT_KIND_UPSCALE_REQUESTED,
+            Event(api::v1::EVENT_KIND_UPSCALE_REQUESTED,
                   absl::StrCat("monitor asks for memory: usage ", r.usage_bytes() >> 20,
                                " MiB passed the threshold ", r.threshold_bytes() >> 20, " MiB"));
           },
@@ -437,7 +439,8 @@ void Runner::MonitorConnection() {
         state_->MonitorConnected(clock_.Now());
         if (early_upscale_) state_->MonitorUpscaleRequested(*std::exchange(early_upscale_, {}));
       }
-      Event(api::EVENT_KIND_MONITOR_CONNECTED, "monitor connected at " + options_.monitor_address);
+      Event(api::v1::EVENT_KIND_MONITOR_CONNECTED,
+            "monitor connected at " + options_.monitor_address);
       absl::Time last_healthy = clock_.Now();
       while (true) {
         {
@@ -456,7 +459,8 @@ void Runner::MonitorConnection() {
         if (monitor->HealthCheck(timeout).ok()) {
           last_healthy = clock_.Now();
         } else if (clock_.Now() - last_healthy > options_.monitor_unhealthy_after) {
-          Event(api::EVENT_KIND_MONITOR_UNHEALTHY, "monitor health checks failing; reconnecting");
+          Event(api::v1::EVENT_KIND_MONITOR_UNHEALTHY,
+                "monitor health checks failing; reconnecting");
           break;
         }
       }
@@ -469,10 +473,10 @@ void Runner::MonitorConnection() {
         state_->MarkMetricsStale();
       }
       monitor.reset();  // outside the lock: joins its reader thread
-      Event(api::EVENT_KIND_MONITOR_DISCONNECTED,
+      Event(api::v1::EVENT_KIND_MONITOR_DISCONNECTED,
             "monitor disconnected; no downscale until it is back");
     } else if (!reported_failure) {
-      Event(api::EVENT_KIND_MONITOR_UNREACHABLE,
+      Event(api::v1::EVENT_KIND_MONITOR_UNREACHABLE,
             absl::StrCat("cannot reach the monitor: ", client.status().message()));
       reported_failure = true;
     }
@@ -504,7 +508,7 @@ void Runner::Update(core::Bounds bounds, const core::ScalingConfig& scaling,
   absl::MutexLock lock(&mu_);
   if (state_->bounds() != bounds) {
     state_->UpdateBounds(bounds);
-    Event(api::EVENT_KIND_VM_CONFIG_CHANGED,
+    Event(api::v1::EVENT_KIND_VM_CONFIG_CHANGED,
           absl::StrCat("bounds now ", bounds.min_cu, "..", bounds.max_cu, " CU"));
   }
   state_->UpdateScalingConfig(scaling);

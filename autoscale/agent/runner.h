@@ -66,7 +66,7 @@ struct RunnerOptions {
   absl::Duration max_sleep = absl::Seconds(1);
   absl::Duration probe_interval = absl::Seconds(1);
   // Called (outside the runner's lock) when a permit carries a migration order for this VM.
-  std::function<void(const api::MigrationOrder&)> on_migration_order;
+  std::function<void(const api::v1::MigrationOrder&)> on_migration_order;
 };
 
 // A snapshot for the status page, the metrics and the demo's table.
@@ -81,7 +81,7 @@ struct RunnerStatus {
   bool monitor_connected = false;
   bool migrating = false;
   bool metrics_stale = false;
-  std::optional<api::Metrics> metrics;
+  std::optional<api::v1::Metrics> metrics;
   int64_t upscale_requests = 0;
 };
 
@@ -121,7 +121,7 @@ class Runner {
   void SchedulerExecutor();
   // The scheduler's answer to `request`, waited for up to the timings' scheduler request
   // timeout (clock time): DEADLINE_EXCEEDED after it, CANCELLED if the runner stops first.
-  absl::StatusOr<api::PermitResponse> AskScheduler(const api::PermitRequest& request)
+  absl::StatusOr<api::v1::PermitResponse> AskScheduler(const api::v1::PermitRequest& request)
       ABSL_LOCKS_EXCLUDED(mu_);
   void VmExecutor();
   void ProbeVm() ABSL_LOCKS_EXCLUDED(mu_);
@@ -130,7 +130,7 @@ class Runner {
   rpc::monitor::MonitorClient::Callbacks MonitorCallbacks(uint64_t generation);
   // Whether to wake: the state changed since `generation`, or the runner stops.
   bool ChangedSince(uint64_t generation) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Event(api::EventKind kind, const std::string& text,
+  void Event(api::v1::EventKind kind, const std::string& text,
              std::optional<absl::Duration> duration = std::nullopt);
   // Waits for the next operation in `slot` and starts it; false when the runner stops. `usable`
   // says whether the executor can carry the operation out now (the monitor executor: a monitor
@@ -165,7 +165,7 @@ class Runner {
   bool monitor_closed_ ABSL_GUARDED_BY(mu_) = false;
   // An upscale request that came with the connection, before the state knew of it.
   std::optional<absl::Time> early_upscale_ ABSL_GUARDED_BY(mu_);
-  std::optional<api::Metrics> last_metrics_ ABSL_GUARDED_BY(mu_);
+  std::optional<api::v1::Metrics> last_metrics_ ABSL_GUARDED_BY(mu_);
   std::optional<core::Resources> observed_ ABSL_GUARDED_BY(mu_);
   int64_t upscale_requests_ ABSL_GUARDED_BY(mu_) = 0;
   std::string failure_ ABSL_GUARDED_BY(mu_);

@@ -30,7 +30,7 @@ constexpr Resources kCu{1000, kGiB};
 
 Resources Cus(int n) { return kCu * n; }
 
-std::string Text(const api::Resources& r) {
+std::string Text(const api::v1::Resources& r) {
   return Resources{r.milli_cpu(), r.memory_bytes()}.ToString();
 }
 
@@ -113,7 +113,7 @@ class RecordingScheduler : public rpc::scheduler::InProcessClient {
  public:
   RecordingScheduler(rpc::scheduler::SchedulerService& real, CallLog& log)
       : InProcessClient(real), log_(log) {}
-  absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& r) override {
+  absl::StatusOr<api::v1::PermitResponse> Request(const api::v1::PermitRequest& r) override {
     log_.Add("scheduler " + Text(r.resources()));
     if (down_) return absl::UnavailableError("connection refused");
     absl::MutexLock lock(&mu_);
@@ -121,8 +121,8 @@ class RecordingScheduler : public rpc::scheduler::InProcessClient {
         +[](bool* silent) { return !*silent; }, &silent_));
     return InProcessClient::Request(r);
   }
-  void RequestAsync(const api::PermitRequest& r,
-                    std::function<void(absl::StatusOr<api::PermitResponse>)> done) override {
+  void RequestAsync(const api::v1::PermitRequest& r,
+                    std::function<void(absl::StatusOr<api::v1::PermitResponse>)> done) override {
     {
       absl::MutexLock lock(&mu_);
       if (silent_) {
@@ -140,7 +140,7 @@ class RecordingScheduler : public rpc::scheduler::InProcessClient {
   }
   // Answers the requests taken while silent, late, with `answer`.
   void AnswerLate(const absl::Status& answer) {
-    std::vector<std::function<void(absl::StatusOr<api::PermitResponse>)>> dones;
+    std::vector<std::function<void(absl::StatusOr<api::v1::PermitResponse>)>> dones;
     {
       absl::MutexLock lock(&mu_);
       dones.swap(unanswered_);
@@ -153,7 +153,7 @@ class RecordingScheduler : public rpc::scheduler::InProcessClient {
   CallLog& log_;
   absl::Mutex mu_;
   bool silent_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::function<void(absl::StatusOr<api::PermitResponse>)>> unanswered_
+  std::vector<std::function<void(absl::StatusOr<api::v1::PermitResponse>)>> unanswered_
       ABSL_GUARDED_BY(mu_);
 };
 
@@ -173,16 +173,16 @@ class RecordingMonitor : public rpc::monitor::MonitorClient {
   ~RecordingMonitor() override {
     if (callbacks_.on_closed) callbacks_.on_closed(absl::CancelledError("client destroyed"));
   }
-  absl::StatusOr<api::DownscaleResult> RequestDownscale(const api::Resources& target,
-                                                        absl::Duration) override {
+  absl::StatusOr<api::v1::DownscaleResult> RequestDownscale(const api::v1::Resources& target,
+                                                            absl::Duration) override {
     log_.Add("monitor downscale " + Text(target));
     if (absl::Notification* hold = script_.hold_downscale.load()) hold->WaitForNotification();
-    api::DownscaleResult r;
+    api::v1::DownscaleResult r;
     r.set_ok(approve_);
     r.set_status(approve_ ? "enough headroom" : "would leave too little headroom");
     return r;
   }
-  absl::Status NotifyUpscale(const api::Resources& granted, absl::Duration) override {
+  absl::Status NotifyUpscale(const api::v1::Resources& granted, absl::Duration) override {
     log_.Add("monitor upscale " + Text(granted));
     return absl::OkStatus();
   }
@@ -205,7 +205,7 @@ class RunnerTest : public ::testing::Test {
 
   // A node of `node_cus` CUs with vm1 placed at 1 CU, bounds 1..4, and a runner for it.
   void Start(int node_cus, bool with_monitor = true) {
-    api::RegisterNodeRequest node;
+    api::v1::RegisterNodeRequest node;
     node.set_node("n1");
     *node.mutable_total() = core::ToProto(Cus(node_cus));
     node.set_agent_address("n1:7000");
@@ -238,24 +238,24 @@ class RunnerTest : public ::testing::Test {
   }
 
   void Place(const std::string& vm, core::Bounds bounds) {
-    api::PlaceVmRequest place;
+    api::v1::PlaceVmRequest place;
     place.set_vm(vm);
     place.mutable_bounds()->set_min_cu(bounds.min_cu);
     place.mutable_bounds()->set_max_cu(bounds.max_cu);
     place.set_node("n1");
-    absl::StatusOr<api::PlaceVmResponse> p = scheduler_.PlaceVm(place);
+    absl::StatusOr<api::v1::PlaceVmResponse> p = scheduler_.PlaceVm(place);
     ASSERT_TRUE(p.ok()) << p.status();
   }
 
   // Metrics from the monitor's stream: a load average and the memory used.
   void SendMetrics(double load, int64_t memory_bytes) {
-    api::Metrics m;
+    api::v1::Metrics m;
     m.set_load_avg_1m(load);
     m.set_load_avg_5m(load);
     m.set_memory_usage_bytes(memory_bytes);
     SendMetrics(m);
   }
-  void SendMetrics(const api::Metrics& m) {
+  void SendMetrics(const api::v1::Metrics& m) {
     const absl::Time end = absl::Now() + absl::Seconds(10);
     while (absl::Now() < end) {
       {
@@ -270,8 +270,8 @@ class RunnerTest : public ::testing::Test {
     FAIL() << "the runner never connected to the monitor";
   }
 
-  bool HasEvent(api::EventKind kind) { return Count(kind) > 0; }
-  int Count(api::EventKind kind) {
+  bool HasEvent(api::v1::EventKind kind) { return Count(kind) > 0; }
+  int Count(api::v1::EventKind kind) {
     int n = 0;
     for (const Event& e : events_.Since(0)) n += e.kind == kind;
     return n;
@@ -288,9 +288,9 @@ class RunnerTest : public ::testing::Test {
   }
 
   Resources Reserved(const std::string& vm) {
-    absl::StatusOr<api::ListVmsResponse> vms = scheduler_.ListVms(api::ListRequest());
+    absl::StatusOr<api::v1::ListVmsResponse> vms = scheduler_.ListVms(api::v1::ListRequest());
     if (!vms.ok()) return {};
-    for (const api::VmState& v : vms->vms()) {
+    for (const api::v1::VmState& v : vms->vms()) {
       if (v.vm() == vm) return {v.permit().milli_cpu(), v.permit().memory_bytes()};
     }
     return {};
@@ -325,14 +325,14 @@ TEST_F(RunnerTest, ASchedulerThatNeverAnswersTimesOutAndTheRunnerRecovers) {
   timings_.scheduler_request_timeout = absl::Milliseconds(50);
   timings_.scheduler_retry_failed_request = absl::Milliseconds(50);
   Start(8);
-  ASSERT_TRUE(
-      Eventually([&] { return Reserved("vm1") == Cus(1) && HasEvent(api::EVENT_KIND_PERMIT); }));
+  ASSERT_TRUE(Eventually(
+      [&] { return Reserved("vm1") == Cus(1) && HasEvent(api::v1::EVENT_KIND_PERMIT); }));
   scheduler_.SetSilent(true);
   SendMetrics(2.7, kGiB / 4);  // 3 CU
   ASSERT_GE(log_.Await("scheduler " + Cus(3).ToString() + " (unanswered)"), 0) << log_.Dump();
   ASSERT_TRUE(Eventually([&] {
     for (const Event& e : events_.Since(0)) {
-      if (e.kind == api::EVENT_KIND_SCHEDULER_REQUEST_FAILED &&
+      if (e.kind == api::v1::EVENT_KIND_SCHEDULER_REQUEST_FAILED &&
           absl::StrContains(e.text, "no answer within 50ms")) {
         return true;
       }
@@ -368,7 +368,7 @@ TEST_F(RunnerTest, GrowsSchedulerVmMonitorAndShrinksMonitorVmScheduler) {
   ASSERT_GE(released, 0) << log_.Dump();
   EXPECT_LT(approved, shrunk) << log_.Dump();
   EXPECT_LT(shrunk, released) << log_.Dump();
-  EXPECT_TRUE(HasEvent(api::EVENT_KIND_DOWNSCALE_APPROVED));
+  EXPECT_TRUE(HasEvent(api::v1::EVENT_KIND_DOWNSCALE_APPROVED));
   const absl::Time end = absl::Now() + absl::Seconds(5);
   while (Reserved("vm1") != Cus(1) && absl::Now() < end) absl::SleepFor(absl::Milliseconds(10));
   EXPECT_EQ(Reserved("vm1"), Cus(1)) << "the node's reservation follows the shrink";
@@ -381,7 +381,7 @@ TEST_F(RunnerTest, APartialGrantGrowsTheVmOnlyToThePermit) {
   ASSERT_GE(log_.Await("vm " + Cus(2).ToString()), 0) << log_.Dump();
   absl::SleepFor(absl::Seconds(1));
   EXPECT_FALSE(log_.Any("vm " + Cus(3).ToString())) << log_.Dump();
-  EXPECT_TRUE(HasEvent(api::EVENT_KIND_PARTIAL_GRANT));
+  EXPECT_TRUE(HasEvent(api::v1::EVENT_KIND_PARTIAL_GRANT));
   EXPECT_EQ(Reserved("vm1"), Cus(2));
   EXPECT_EQ(runner_->Status().current, Cus(2));
 }
@@ -394,7 +394,7 @@ TEST_F(RunnerTest, NoGrowthWhileTheSchedulerIsDownThenGrowth) {
   const int first = log_.Await("scheduler " + Cus(1).ToString());
   ASSERT_GE(log_.Await("scheduler " + Cus(1).ToString(), first), 0) << log_.Dump();
   EXPECT_FALSE(log_.Any("vm ")) << "no resize without a permit:" << log_.Dump();
-  EXPECT_TRUE(HasEvent(api::EVENT_KIND_SCHEDULER_REQUEST_FAILED));
+  EXPECT_TRUE(HasEvent(api::v1::EVENT_KIND_SCHEDULER_REQUEST_FAILED));
   scheduler_.down_ = false;
   EXPECT_GE(log_.Await("scheduler " + Cus(3).ToString()), 0) << log_.Dump();
   EXPECT_GE(log_.Await("vm " + Cus(3).ToString()), 0) << log_.Dump();
@@ -411,7 +411,7 @@ TEST_F(RunnerTest, ADeniedDownscaleKeepsTheSize) {
   absl::SleepFor(absl::Seconds(1));
   EXPECT_FALSE(log_.Any("vm " + Cus(2).ToString())) << log_.Dump();
   EXPECT_FALSE(log_.Any("vm " + Cus(1).ToString())) << log_.Dump();
-  EXPECT_TRUE(HasEvent(api::EVENT_KIND_DOWNSCALE_DENIED));
+  EXPECT_TRUE(HasEvent(api::v1::EVENT_KIND_DOWNSCALE_DENIED));
   EXPECT_EQ(runner_->Status().current, Cus(3));
 }
 
@@ -444,7 +444,7 @@ TEST_F(RunnerTest, AnUnreachableVmMarksTheRunnerFailed) {
   const absl::Time end = absl::Now() + absl::Seconds(5);
   while (runner_->failure().empty() && absl::Now() < end) absl::SleepFor(absl::Milliseconds(10));
   EXPECT_TRUE(absl::StrContains(runner_->failure(), "QMP connection closed")) << runner_->failure();
-  EXPECT_TRUE(HasEvent(api::EVENT_KIND_RESIZE_FAILED));
+  EXPECT_TRUE(HasEvent(api::v1::EVENT_KIND_RESIZE_FAILED));
 }
 
 TEST_F(RunnerTest, AVmThatGoesAwayIsNoticedWithoutAResize) {
@@ -465,12 +465,12 @@ TEST_F(RunnerTest, AVmThatGoesAwayIsNoticedWithoutAResize) {
 
 TEST_F(RunnerTest, MetricsThatAreNotFiniteAreRefused) {
   Start(/*node_cus=*/8);
-  api::Metrics nan;
+  api::v1::Metrics nan;
   nan.set_load_avg_1m(std::nan(""));
   nan.set_load_avg_5m(1);
   nan.set_memory_usage_bytes(kGiB / 4);
   SendMetrics(nan);
-  ASSERT_TRUE(Eventually([&] { return HasEvent(api::EVENT_KIND_METRICS_REFUSED); }));
+  ASSERT_TRUE(Eventually([&] { return HasEvent(api::v1::EVENT_KIND_METRICS_REFUSED); }));
   EXPECT_FALSE(runner_->Status().metrics.has_value());
   // Fresh, valid metrics are taken.
   SendMetrics(/*load=*/2.5, /*memory_bytes=*/kGiB / 4);
@@ -483,7 +483,7 @@ TEST_F(RunnerTest, MetricsThatAreNotFiniteAreRefused) {
 // already): the request is not lost to the connection being set up.
 TEST_F(RunnerTest, AnUpscaleRequestThatComesWithTheConnectionIsKept) {
   on_connect_ = [](const rpc::monitor::MonitorClient::Callbacks& callbacks) {
-    api::UpscaleRequest r;
+    api::v1::UpscaleRequest r;
     r.set_usage_bytes(kGiB);
     r.set_threshold_bytes(kGiB / 2);
     callbacks.on_upscale_request(r);
@@ -511,17 +511,17 @@ TEST_F(RunnerTest, AnOldMonitorClientEndingLateLeavesTheNewConnectionAlone) {
   }
   first.on_closed(absl::UnavailableError("stream reset"));
   ASSERT_TRUE(Eventually([&] { return Connects() == 2; }));
-  ASSERT_TRUE(Eventually([&] { return Count(api::EVENT_KIND_MONITOR_CONNECTED) == 2; }));
+  ASSERT_TRUE(Eventually([&] { return Count(api::v1::EVENT_KIND_MONITOR_CONNECTED) == 2; }));
   script_.hold_downscale = nullptr;
   release.Notify();  // the old call ends; the old client goes
   ASSERT_TRUE(Eventually([&] {
-    return HasEvent(api::EVENT_KIND_DOWNSCALE_APPROVED) ||
-           HasEvent(api::EVENT_KIND_DOWNSCALE_REQUEST_FAILED);
+    return HasEvent(api::v1::EVENT_KIND_DOWNSCALE_APPROVED) ||
+           HasEvent(api::v1::EVENT_KIND_DOWNSCALE_REQUEST_FAILED);
   }));
   // The new connection keeps answering health checks: it was not torn down.
   const int checks = script_.health_checks;
   ASSERT_TRUE(Eventually([&] { return script_.health_checks >= checks + 5; }));
-  EXPECT_EQ(Count(api::EVENT_KIND_MONITOR_DISCONNECTED), 1);
+  EXPECT_EQ(Count(api::v1::EVENT_KIND_MONITOR_DISCONNECTED), 1);
   EXPECT_EQ(Connects(), 2);
   EXPECT_TRUE(runner_->Status().monitor_connected);
 }

@@ -165,7 +165,7 @@ class QemuVmDriverFactory final : public VmDriverFactory {
   explicit QemuVmDriverFactory(neonvm::launcher::HostCgroupSpec incoming_cgroup)
       : incoming_cgroup_(std::move(incoming_cgroup)) {}
 
-  absl::StatusOr<OpenedVm> Open(const api::VmConfig& vm, const core::Resources& compute_unit,
+  absl::StatusOr<OpenedVm> Open(const api::v1::VmConfig& vm, const core::Resources& compute_unit,
                                 int64_t granted_milli_cpu,
                                 absl::Duration request_timeout) override {
     const neonvm::launcher::VmSpec spec = SpecFromProto(vm.spec());
@@ -193,8 +193,8 @@ class QemuVmDriverFactory final : public VmDriverFactory {
   }
 
   absl::StatusOr<std::unique_ptr<IncomingVm>> StartIncoming(
-      const api::PrepareIncomingRequest& request) override {
-    const api::VmConfig& config = request.vm();
+      const api::v1::PrepareIncomingRequest& request) override {
+    const api::v1::VmConfig& config = request.vm();
     RETURN_IF_ERROR(Annotate(neonvm::launcher::Validate(IncomingSpec(request, incoming_cgroup_)),
                              "incoming VM " + config.name()));
     neonvm::migration::Devices devices;
@@ -224,7 +224,7 @@ std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory(
   return std::make_unique<QemuVmDriverFactory>(std::move(incoming_cgroup));
 }
 
-neonvm::launcher::VmSpec IncomingSpec(const api::PrepareIncomingRequest& request,
+neonvm::launcher::VmSpec IncomingSpec(const api::v1::PrepareIncomingRequest& request,
                                       const neonvm::launcher::HostCgroupSpec& cgroup) {
   neonvm::launcher::VmSpec spec = SpecFromProto(request.vm().spec());
   spec.cgroup = cgroup;
@@ -235,7 +235,7 @@ neonvm::launcher::VmSpec IncomingSpec(const api::PrepareIncomingRequest& request
   return spec;
 }
 
-neonvm::launcher::VmSpec SpecFromProto(const api::VmLaunchSpec& p) {
+neonvm::launcher::VmSpec SpecFromProto(const api::v1::VmLaunchSpec& p) {
   neonvm::launcher::VmSpec s;
   if (!p.name().empty()) s.name = p.name();
   s.accel = p.accel();
@@ -252,7 +252,7 @@ neonvm::launcher::VmSpec SpecFromProto(const api::VmLaunchSpec& p) {
   for (int port : p.forwarded_guest_ports()) s.host_forwards.push_back({.guest_port = port});
   s.cpu_model = p.cpu_model();
   s.kernel_args.assign(p.kernel_args().begin(), p.kernel_args().end());
-  for (const api::VmLaunchSpec::Disk& d : p.disks()) {
+  for (const api::v1::VmLaunchSpec::Disk& d : p.disks()) {
     neonvm::launcher::Disk disk;
     disk.path = d.path();
     if (!d.format().empty()) disk.format = d.format();
@@ -260,14 +260,14 @@ neonvm::launcher::VmSpec SpecFromProto(const api::VmLaunchSpec& p) {
     if (!d.cache().empty()) disk.cache = d.cache();
     s.disks.push_back(disk);
   }
-  for (const api::VmLaunchSpec::Tap& t : p.taps()) {
+  for (const api::v1::VmLaunchSpec::Tap& t : p.taps()) {
     s.taps.push_back({.bridge = t.bridge(), .tap = t.tap(), .mac = t.mac()});
   }
   return s;
 }
 
-api::VmLaunchSpec SpecToProto(const neonvm::launcher::VmSpec& s) {
-  api::VmLaunchSpec p;
+api::v1::VmLaunchSpec SpecToProto(const neonvm::launcher::VmSpec& s) {
+  api::v1::VmLaunchSpec p;
   p.set_name(s.name);
   p.set_accel(s.accel);
   p.set_cpus_min(s.cpus_min);
@@ -284,14 +284,14 @@ api::VmLaunchSpec SpecToProto(const neonvm::launcher::VmSpec& s) {
   p.set_cpu_model(s.cpu_model);
   for (const std::string& arg : s.kernel_args) p.add_kernel_args(arg);
   for (const neonvm::launcher::Disk& d : s.disks) {
-    api::VmLaunchSpec::Disk* disk = p.add_disks();
+    api::v1::VmLaunchSpec::Disk* disk = p.add_disks();
     disk->set_path(d.path);
     disk->set_format(d.format);
     disk->set_read_only(d.read_only);
     disk->set_cache(d.cache);
   }
   for (const neonvm::launcher::TapInterface& t : s.taps) {
-    api::VmLaunchSpec::Tap* tap = p.add_taps();
+    api::v1::VmLaunchSpec::Tap* tap = p.add_taps();
     tap->set_bridge(t.bridge);
     tap->set_tap(t.tap);
     tap->set_mac(t.mac);

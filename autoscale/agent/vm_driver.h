@@ -76,14 +76,14 @@ class VmDriverFactory {
   // back as 1250m, not 2000m, when its runner restarts. Each request to the VM (a QMP command)
   // gets `request_timeout` (the timings' vmRequestTimeout). Unavailable when the VM cannot be
   // reached.
-  virtual absl::StatusOr<OpenedVm> Open(const api::VmConfig& vm,
+  virtual absl::StatusOr<OpenedVm> Open(const api::v1::VmConfig& vm,
                                         const core::Resources& compute_unit,
                                         int64_t granted_milli_cpu,
                                         absl::Duration request_timeout) = 0;
   // Starts an incoming VM for `request` (the VM's config and the source's devices) and makes it
   // listen for the migration.
   virtual absl::StatusOr<std::unique_ptr<IncomingVm>> StartIncoming(
-      const api::PrepareIncomingRequest& request) = 0;
+      const api::v1::PrepareIncomingRequest& request) = 0;
 };
 
 // QEMU: Open connects to the VM's QMP socket; StartIncoming starts QEMU from the request's spec
@@ -103,11 +103,11 @@ std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory(
 
 // The launch spec of the migration target for `request`: the VM's spec, in a host cgroup of
 // `cgroup`, with the quota the source has now (request.current).
-neonvm::launcher::VmSpec IncomingSpec(const api::PrepareIncomingRequest& request,
+neonvm::launcher::VmSpec IncomingSpec(const api::v1::PrepareIncomingRequest& request,
                                       const neonvm::launcher::HostCgroupSpec& cgroup);
 
-neonvm::launcher::VmSpec SpecFromProto(const api::VmLaunchSpec& spec);
-api::VmLaunchSpec SpecToProto(const neonvm::launcher::VmSpec& spec);
+neonvm::launcher::VmSpec SpecFromProto(const api::v1::VmLaunchSpec& spec);
+api::v1::VmLaunchSpec SpecToProto(const neonvm::launcher::VmSpec& spec);
 
 // Whole vCPUs for `milli_cpu` (rounded up).
 int CpusFor(int64_t milli_cpu);

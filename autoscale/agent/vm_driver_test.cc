@@ -48,7 +48,7 @@ TEST(SpecProto, RoundTripsDisksTapsCpuModelAndKernelArgs) {
   EXPECT_EQ(back.taps[0].mac, "52:54:00:77:00:50");
 
   // Empty proto fields take the launcher's defaults.
-  api::VmLaunchSpec p;
+  api::v1::VmLaunchSpec p;
   p.add_disks()->set_path("/d/x.img");
   back = SpecFromProto(p);
   EXPECT_EQ(back.disks[0].format, "raw");
@@ -65,7 +65,7 @@ TEST(QemuVmDriver, AGrantedPartialVcpuSurvivesReopening) {
   neonvm::hotplug::VmResizer resizer((*vm)->qmp(), (*vm)->spec(), no_guest);
   ASSERT_TRUE(resizer.Resize({2, 256 * kMiB}).ok());
 
-  api::VmConfig config;
+  api::v1::VmConfig config;
   config.set_name("driver");
   config.set_qmp("unix:" + (*vm)->agent_qmp_path());
   *config.mutable_spec() = SpecToProto((*vm)->spec());
@@ -109,7 +109,7 @@ TEST(QemuVmDriver, KeepsTheHostCgroupQuotaAtTheMilliCpu) {
   ASSERT_TRUE(resizer.Resize({2, 256 * kMiB}).ok());
   ASSERT_EQ(*cgroup.CpuQuota(), 100000);
 
-  api::VmConfig config;
+  api::v1::VmConfig config;
   config.set_name("quota");
   config.set_qmp("unix:" + (*vm)->agent_qmp_path());
   config.set_host_cgroup(cgroup.path());
@@ -138,7 +138,7 @@ TEST(QemuVmDriver, KeepsTheHostCgroupQuotaAtTheMilliCpu) {
 }
 
 TEST(IncomingSpec, RunsInTheAgentsGroupWithTheSourcesQuota) {
-  api::PrepareIncomingRequest request;
+  api::v1::PrepareIncomingRequest request;
   *request.mutable_vm()->mutable_spec() = SpecToProto(testing::NoGuestSpec("in"));
   request.mutable_current()->set_milli_cpu(2500);
   neonvm::launcher::HostCgroupSpec cgroup;
@@ -210,10 +210,10 @@ class SilentQmp {
 // for the client's default, whatever the config said.
 TEST(QemuVmDriver, AVmThatNeverAnswersTimesOutAtTheRequestTimeout) {
   SilentQmp qmp;
-  api::VmConfig config;
+  api::v1::VmConfig config;
   config.set_name("silent");
   config.set_qmp(qmp.address());
-  api::VmLaunchSpec& spec = *config.mutable_spec();
+  api::v1::VmLaunchSpec& spec = *config.mutable_spec();
   spec.set_name("silent");
   spec.set_cpus_min(1);
   spec.set_cpus_max(2);

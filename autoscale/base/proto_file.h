@@ -1,7 +1,7 @@
 // Reading protobuf messages (configuration, test inputs) from JSON or text-format files, with
 // errors that name the file, the position or the field, and what is wrong:
 //
-//   api::ScalingConfig config;
+//   api::v1::ScalingConfig config;
 //   absl::Status s = ReadProtoFile("/etc/autoscale/agent.json", config);
 //   // s: INVALID_ARGUMENT "/etc/autoscale/agent.json: field scaling.loadAverageFractionTarget:
 //   //    invalid value "x" for type TYPE_DOUBLE"

@@ -17,7 +17,7 @@ std::string TestData(const std::string& name) { return "autoscale/base/testdata/
 std::string Message(const absl::Status& s) { return std::string(s.message()); }
 
 TEST(ReadProtoFile, ReadsJson) {
-  api::AgentConfig config;
+  api::v1::AgentConfig config;
   ASSERT_TRUE(ReadProtoFile(TestData("agent_ok.json"), config).ok());
   EXPECT_EQ(config.node(), "node-a");
   EXPECT_EQ(config.compute_unit().memory_bytes(), 1073741824);
@@ -30,14 +30,14 @@ TEST(ReadProtoFile, ReadsJson) {
 }
 
 TEST(ReadProtoFile, ReadsTextFormat) {
-  api::AgentConfig config;
+  api::v1::AgentConfig config;
   ASSERT_TRUE(ReadProtoFile(TestData("agent_ok.textproto"), config).ok());
   EXPECT_EQ(config.node(), "node-b");
   EXPECT_EQ(config.vms(0).bounds().min_cu(), 2u);
 }
 
 TEST(ReadProtoFile, WrongTypeNamesFileAndField) {
-  api::AgentConfig config;
+  api::v1::AgentConfig config;
   absl::Status s = ReadProtoFile(TestData("agent_bad_type.json"), config);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Message(s),
@@ -47,7 +47,7 @@ TEST(ReadProtoFile, WrongTypeNamesFileAndField) {
 }
 
 TEST(ReadProtoFile, UnknownFieldNamesFileAndField) {
-  api::AgentConfig config;
+  api::v1::AgentConfig config;
   absl::Status s = ReadProtoFile(TestData("agent_unknown_field.json"), config);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Message(s),
@@ -56,21 +56,21 @@ TEST(ReadProtoFile, UnknownFieldNamesFileAndField) {
 }
 
 TEST(ReadProtoFile, SyntaxErrorGivesLineAndColumn) {
-  api::AgentConfig config;
+  api::v1::AgentConfig config;
   absl::Status s = ReadProtoFile(TestData("agent_syntax.json"), config);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Message(s), AllOf(HasSubstr("agent_syntax.json:3:"), HasSubstr("JSON syntax error")));
 }
 
 TEST(ReadProtoFile, TextFormatErrorNamesFileLineAndField) {
-  api::AgentConfig config;
+  api::v1::AgentConfig config;
   absl::Status s = ReadProtoFile(TestData("agent_bad.textproto"), config);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Message(s), AllOf(HasSubstr("agent_bad.textproto:4:"), HasSubstr("memory_byte")));
 }
 
 TEST(ReadProtoFile, MissingFileAndUnknownExtension) {
-  api::AgentConfig config;
+  api::v1::AgentConfig config;
   absl::Status missing = ReadProtoFile(TestData("nope.json"), config);
   EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(Message(missing), HasSubstr("nope.json"));
@@ -79,7 +79,7 @@ TEST(ReadProtoFile, MissingFileAndUnknownExtension) {
 }
 
 TEST(ParseJsonProto, RejectsNonObjectsAndTrailingGarbage) {
-  api::Bounds bounds;
+  api::v1::Bounds bounds;
   EXPECT_THAT(Message(ParseJsonProto("[1, 2]", bounds, "stdin")),
               AllOf(HasSubstr("stdin"), HasSubstr("expected a JSON object")));
   EXPECT_THAT(Message(ParseJsonProto("{} {}", bounds, "stdin")), HasSubstr("stdin:1:"));
@@ -88,11 +88,11 @@ TEST(ParseJsonProto, RejectsNonObjectsAndTrailingGarbage) {
 }
 
 TEST(ToJson, RoundTrips) {
-  api::Bounds bounds;
+  api::v1::Bounds bounds;
   bounds.set_min_cu(1);
   bounds.set_max_cu(9);
   std::string json = ToJson(bounds);
-  api::Bounds back;
+  api::v1::Bounds back;
   ASSERT_TRUE(ParseJsonProto(json, back, "roundtrip").ok()) << json;
   EXPECT_EQ(back.max_cu(), 9u);
 }

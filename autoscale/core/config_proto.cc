@@ -31,7 +31,7 @@ absl::Status ApplyDuration(const google::protobuf::Duration& d, const char* fiel
   return absl::OkStatus();
 }
 
-void Apply(const api::ScalingConfig& p, ScalingConfig& c) {
+void Apply(const api::v1::ScalingConfig& p, ScalingConfig& c) {
   if (p.has_load_average_fraction_target()) {
     c.load_average_fraction_target = p.load_average_fraction_target();
   }
@@ -58,8 +58,8 @@ void Apply(const api::ScalingConfig& p, ScalingConfig& c) {
 
 }  // namespace
 
-absl::StatusOr<ScalingConfig> ResolveScalingConfig(const api::ScalingConfig& defaults,
-                                                   const api::ScalingConfig& overrides) {
+absl::StatusOr<ScalingConfig> ResolveScalingConfig(const api::v1::ScalingConfig& defaults,
+                                                   const api::v1::ScalingConfig& overrides) {
   ScalingConfig config;
   Apply(defaults, config);
   Apply(overrides, config);
@@ -67,7 +67,7 @@ absl::StatusOr<ScalingConfig> ResolveScalingConfig(const api::ScalingConfig& def
   return config;
 }
 
-absl::StatusOr<Timings> ResolveTimings(const api::AgentTimings& p) {
+absl::StatusOr<Timings> ResolveTimings(const api::v1::AgentTimings& p) {
   Timings t;
   struct Field {
     const char* name;
@@ -98,7 +98,7 @@ absl::StatusOr<Timings> ResolveTimings(const api::AgentTimings& p) {
   return t;
 }
 
-absl::StatusOr<Resources> ComputeUnitFromProto(const api::ComputeUnit& cu, const char* field) {
+absl::StatusOr<Resources> ComputeUnitFromProto(const api::v1::ComputeUnit& cu, const char* field) {
   if (cu.milli_cpu() <= 0 || cu.milli_cpu() > kMaxComputeUnitMilliCpu) {
     return OutOfRange("compute unit", absl::StrCat(field, ".milliCpu"),
                       absl::StrCat("in [1, ", kMaxComputeUnitMilliCpu, "]"),
@@ -112,7 +112,7 @@ absl::StatusOr<Resources> ComputeUnitFromProto(const api::ComputeUnit& cu, const
   return Resources{cu.milli_cpu(), cu.memory_bytes()};
 }
 
-absl::StatusOr<Bounds> BoundsFromProto(const api::Bounds& b, const char* field) {
+absl::StatusOr<Bounds> BoundsFromProto(const api::v1::Bounds& b, const char* field) {
   if (b.min_cu() < 1) {
     return OutOfRange("bounds", absl::StrCat(field, ".minCu"), ">= 1", absl::StrCat(b.min_cu()));
   }
@@ -124,7 +124,7 @@ absl::StatusOr<Bounds> BoundsFromProto(const api::Bounds& b, const char* field) 
   return Bounds{b.min_cu(), b.max_cu()};
 }
 
-absl::StatusOr<Resources> ResourcesFromProto(const api::Resources& r, const char* field) {
+absl::StatusOr<Resources> ResourcesFromProto(const api::v1::Resources& r, const char* field) {
   if (r.milli_cpu() < 0) {
     return OutOfRange("resources", absl::StrCat(field, ".milliCpu"), ">= 0",
                       absl::StrCat(r.milli_cpu()));
@@ -136,8 +136,8 @@ absl::StatusOr<Resources> ResourcesFromProto(const api::Resources& r, const char
   return Resources{r.milli_cpu(), r.memory_bytes()};
 }
 
-api::Resources ToProto(const Resources& r) {
-  api::Resources p;
+api::v1::Resources ToProto(const Resources& r) {
+  api::v1::Resources p;
   p.set_milli_cpu(r.milli_cpu);
   p.set_memory_bytes(r.memory_bytes);
   return p;
@@ -153,7 +153,7 @@ absl::Status FiniteNonNegative(const char* field, double v) {
 
 }  // namespace
 
-absl::StatusOr<SystemMetrics> SystemMetricsFromProto(const api::Metrics& m) {
+absl::StatusOr<SystemMetrics> SystemMetricsFromProto(const api::v1::Metrics& m) {
   RETURN_IF_ERROR(FiniteNonNegative("loadAvg1m", m.load_avg_1m()));
   RETURN_IF_ERROR(FiniteNonNegative("loadAvg5m", m.load_avg_5m()));
   RETURN_IF_ERROR(FiniteNonNegative("memoryUsageBytes", m.memory_usage_bytes()));
@@ -163,7 +163,7 @@ absl::StatusOr<SystemMetrics> SystemMetricsFromProto(const api::Metrics& m) {
                        static_cast<double>(m.memory_cached_bytes())};
 }
 
-absl::StatusOr<LfcMetrics> LfcMetricsFromProto(const api::Metrics& m) {
+absl::StatusOr<LfcMetrics> LfcMetricsFromProto(const api::v1::Metrics& m) {
   if (m.lfc_working_set_pages_size() > 60) {
     return absl::InvalidArgumentError(absl::StrCat("metrics: lfcWorkingSetPages has ",
                                                    m.lfc_working_set_pages_size(),

@@ -14,7 +14,7 @@ namespace {
 using ::testing::HasSubstr;
 
 TEST(ScalingConfig, DefaultsAreTheReferences) {
-  auto c = ResolveScalingConfig(api::ScalingConfig{});
+  auto c = ResolveScalingConfig(api::v1::ScalingConfig{});
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_DOUBLE_EQ(c->load_average_fraction_target, 0.9);
   EXPECT_DOUBLE_EQ(c->memory_usage_fraction_target, 0.75);
@@ -31,10 +31,10 @@ TEST(ScalingConfig, DefaultsAreTheReferences) {
 }
 
 TEST(ScalingConfig, OverridesApplyFieldByField) {
-  api::ScalingConfig defaults;
+  api::v1::ScalingConfig defaults;
   defaults.set_load_average_fraction_target(0.8);
   defaults.set_enable_lfc_metrics(true);
-  api::ScalingConfig vm;
+  api::v1::ScalingConfig vm;
   vm.set_load_average_fraction_target(0.5);
   vm.set_enable_lfc_metrics(false);  // an explicit false overrides a true default
   vm.mutable_downscale_stabilization_window()->set_seconds(300);
@@ -48,49 +48,51 @@ TEST(ScalingConfig, OverridesApplyFieldByField) {
 
 struct BadCase {
   const char* field;
-  void (*set)(api::ScalingConfig&);
+  void (*set)(api::v1::ScalingConfig&);
 };
 
 TEST(ScalingConfig, ValidationNamesTheField) {
   const BadCase cases[] = {
       {"loadAverageFractionTarget",
-       [](api::ScalingConfig& c) { c.set_load_average_fraction_target(2); }},
+       [](api::v1::ScalingConfig& c) { c.set_load_average_fraction_target(2); }},
       {"loadAverageFractionTarget",
-       [](api::ScalingConfig& c) { c.set_load_average_fraction_target(0); }},
+       [](api::v1::ScalingConfig& c) { c.set_load_average_fraction_target(0); }},
       {"memoryUsageFractionTarget",
-       [](api::ScalingConfig& c) { c.set_memory_usage_fraction_target(1); }},
+       [](api::v1::ScalingConfig& c) { c.set_memory_usage_fraction_target(1); }},
       {"memoryTotalFractionTarget",
-       [](api::ScalingConfig& c) { c.set_memory_total_fraction_target(-0.1); }},
-      {"lfcToMemoryRatio", [](api::ScalingConfig& c) { c.set_lfc_to_memory_ratio(1.5); }},
-      {"lfcWindowSizeMinutes", [](api::ScalingConfig& c) { c.set_lfc_window_size_minutes(1); }},
+       [](api::v1::ScalingConfig& c) { c.set_memory_total_fraction_target(-0.1); }},
+      {"lfcToMemoryRatio", [](api::v1::ScalingConfig& c) { c.set_lfc_to_memory_ratio(1.5); }},
+      {"lfcWindowSizeMinutes", [](api::v1::ScalingConfig& c) { c.set_lfc_window_size_minutes(1); }},
       {"lfcMinWaitBeforeDownscaleMinutes",
-       [](api::ScalingConfig& c) { c.set_lfc_min_wait_before_downscale_minutes(4); }},
+       [](api::v1::ScalingConfig& c) { c.set_lfc_min_wait_before_downscale_minutes(4); }},
       {"lfcMinWaitBeforeDownscaleMinutes",
-       [](api::ScalingConfig& c) { c.set_lfc_min_wait_before_downscale_minutes(59); }},
+       [](api::v1::ScalingConfig& c) { c.set_lfc_min_wait_before_downscale_minutes(59); }},
       // minWait + window - 1 overflowed int and passed the "<= 60 windows" check.
       {"lfcMinWaitBeforeDownscaleMinutes",
-       [](api::ScalingConfig& c) {
+       [](api::v1::ScalingConfig& c) {
          c.set_lfc_min_wait_before_downscale_minutes(2147483647);
          c.set_lfc_window_size_minutes(2);
        }},
       {"lfcWindowSizeMinutes",
-       [](api::ScalingConfig& c) {
+       [](api::v1::ScalingConfig& c) {
          c.set_lfc_window_size_minutes(2147483647);
          c.set_lfc_min_wait_before_downscale_minutes(2147483647);
        }},
-      {"cpuStableZoneRatio", [](api::ScalingConfig& c) { c.set_cpu_stable_zone_ratio(1e300); }},
+      {"cpuStableZoneRatio", [](api::v1::ScalingConfig& c) { c.set_cpu_stable_zone_ratio(1e300); }},
       {"maxDownscaleStepCu",
-       [](api::ScalingConfig& c) { c.set_max_downscale_step_cu(4000000000); }},
-      {"cpuStableZoneRatio", [](api::ScalingConfig& c) { c.set_cpu_stable_zone_ratio(-1); }},
+       [](api::v1::ScalingConfig& c) { c.set_max_downscale_step_cu(4000000000); }},
+      {"cpuStableZoneRatio", [](api::v1::ScalingConfig& c) { c.set_cpu_stable_zone_ratio(-1); }},
       {"cpuMixedZoneRatio",
-       [](api::ScalingConfig& c) { c.set_cpu_mixed_zone_ratio(std::nan("")); }},
+       [](api::v1::ScalingConfig& c) { c.set_cpu_mixed_zone_ratio(std::nan("")); }},
       {"downscaleStabilizationWindow",
-       [](api::ScalingConfig& c) { c.mutable_downscale_stabilization_window()->set_seconds(-1); }},
+       [](api::v1::ScalingConfig& c) {
+         c.mutable_downscale_stabilization_window()->set_seconds(-1);
+       }},
   };
   for (const BadCase& bad : cases) {
-    api::ScalingConfig p;
+    api::v1::ScalingConfig p;
     bad.set(p);
-    auto c = ResolveScalingConfig(api::ScalingConfig{}, p);
+    auto c = ResolveScalingConfig(api::v1::ScalingConfig{}, p);
     ASSERT_FALSE(c.ok()) << bad.field;
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(std::string(c.status().message()), HasSubstr(bad.field));
@@ -98,7 +100,7 @@ TEST(ScalingConfig, ValidationNamesTheField) {
 }
 
 TEST(Timings, DefaultsAndOverrides) {
-  api::AgentTimings p;
+  api::v1::AgentTimings p;
   p.mutable_scheduler_retry_denied_upscale()->set_seconds(7);
   p.mutable_monitor_response_timeout()->set_nanos(500'000'000);
   auto t = ResolveTimings(p);
@@ -109,12 +111,12 @@ TEST(Timings, DefaultsAndOverrides) {
   EXPECT_EQ(t->monitor_requested_upscale_valid, absl::Seconds(10));
   EXPECT_EQ(t->vm_retry_failed_request, absl::Seconds(5));
 
-  api::AgentTimings bad;
+  api::v1::AgentTimings bad;
   bad.mutable_vm_request_timeout()->set_seconds(-3);
   auto b = ResolveTimings(bad);
   ASSERT_FALSE(b.ok());
   EXPECT_THAT(std::string(b.status().message()), HasSubstr("vmRequestTimeout"));
-  api::AgentTimings huge;
+  api::v1::AgentTimings huge;
   huge.mutable_scheduler_request_timeout()->set_seconds(int64_t{1} << 40);
   b = ResolveTimings(huge);
   ASSERT_FALSE(b.ok());
@@ -122,7 +124,7 @@ TEST(Timings, DefaultsAndOverrides) {
 }
 
 TEST(Conversions, ComputeUnitBoundsAndResources) {
-  api::ComputeUnit cu;
+  api::v1::ComputeUnit cu;
   cu.set_milli_cpu(250);
   EXPECT_THAT(std::string(ComputeUnitFromProto(cu).status().message()),
               HasSubstr("computeUnit.memoryBytes"));
@@ -136,7 +138,7 @@ TEST(Conversions, ComputeUnitBoundsAndResources) {
   EXPECT_THAT(std::string(ComputeUnitFromProto(cu).status().message()),
               HasSubstr("computeUnit.milliCpu"));
 
-  api::Bounds b;
+  api::v1::Bounds b;
   b.set_min_cu(3);
   b.set_max_cu(2);
   EXPECT_THAT(std::string(BoundsFromProto(b).status().message()), HasSubstr("bounds.maxCu"));
@@ -147,7 +149,7 @@ TEST(Conversions, ComputeUnitBoundsAndResources) {
   b.set_max_cu(kMaxCu + 1);
   EXPECT_THAT(std::string(BoundsFromProto(b).status().message()), HasSubstr("bounds.maxCu"));
 
-  api::Resources r;
+  api::v1::Resources r;
   r.set_memory_bytes(-1);
   EXPECT_THAT(std::string(ResourcesFromProto(r, "using").status().message()),
               HasSubstr("using.memoryBytes"));

@@ -40,7 +40,7 @@
 namespace autoscale::core {
 
 // Ask the scheduler for a permit of `target` (an increase) or report it (a decrease or no
-// change). The same request as api::PermitRequest on the wire and ledger::PermitRequest in the
+// change). The same request as api::v1::PermitRequest on the wire and ledger::PermitRequest in the
 // ledger.
 struct PermitRequest {
   std::optional<Resources> last_permit;  // absent on the first request

@@ -44,30 +44,30 @@ class Authz::Checked final : public rpc::scheduler::SchedulerService {
  public:
   Checked(Authz& authz, Identity who) : authz_(authz), who_(std::move(who)) {}
 
-  absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& r) override {
+  absl::StatusOr<api::v1::PermitResponse> Request(const api::v1::PermitRequest& r) override {
     if (absl::Status s = CheckRequest(r); !s.ok()) return s;
     return authz_.inner_.Request(r);
   }
-  void RequestAsync(const api::PermitRequest& r,
-                    std::function<void(absl::StatusOr<api::PermitResponse>)> done) override {
+  void RequestAsync(const api::v1::PermitRequest& r,
+                    std::function<void(absl::StatusOr<api::v1::PermitResponse>)> done) override {
     if (absl::Status s = CheckRequest(r); !s.ok()) return done(s);
     authz_.inner_.RequestAsync(r, std::move(done));
   }
-  absl::StatusOr<api::RegisterNodeResponse> RegisterNode(
-      const api::RegisterNodeRequest& r) override {
+  absl::StatusOr<api::v1::RegisterNodeResponse> RegisterNode(
+      const api::v1::RegisterNodeRequest& r) override {
     if (absl::Status s = OwnNode("RegisterNode", r.node(), "register node"); !s.ok()) return s;
     return authz_.inner_.RegisterNode(r);
   }
-  absl::StatusOr<api::MigrationOrdersResponse> GetMigrationOrders(
-      const api::MigrationOrdersRequest& r) override {
+  absl::StatusOr<api::v1::MigrationOrdersResponse> GetMigrationOrders(
+      const api::v1::MigrationOrdersRequest& r) override {
     if (absl::Status s = OwnNode("GetMigrationOrders", r.node(), "read the orders of node");
         !s.ok()) {
       return s;
     }
     return authz_.inner_.GetMigrationOrders(r);
   }
-  absl::StatusOr<api::MigrationResultResponse> ReportMigration(
-      const api::MigrationResult& r) override {
+  absl::StatusOr<api::v1::MigrationResultResponse> ReportMigration(
+      const api::v1::MigrationResult& r) override {
     if (absl::Status s = authz_.Take(who_, "ReportMigration"); !s.ok()) return s;
     if (!IsAdmin(who_)) {
       const std::string action =
@@ -85,54 +85,59 @@ class Authz::Checked final : public rpc::scheduler::SchedulerService {
     }
     return authz_.inner_.ReportMigration(r);
   }
-  absl::StatusOr<api::PlaceVmResponse> PlaceVm(const api::PlaceVmRequest& r) override {
+  absl::StatusOr<api::v1::PlaceVmResponse> PlaceVm(const api::v1::PlaceVmRequest& r) override {
     if (absl::Status s = AdminOnly("PlaceVm", absl::StrCat("place VM ", r.vm())); !s.ok()) {
       return s;
     }
     return authz_.inner_.PlaceVm(r);
   }
-  absl::StatusOr<api::ReleaseVmResponse> ReleaseVm(const api::ReleaseVmRequest& r) override {
+  absl::StatusOr<api::v1::ReleaseVmResponse> ReleaseVm(
+      const api::v1::ReleaseVmRequest& r) override {
     if (absl::Status s = AdminOnly("ReleaseVm", absl::StrCat("release VM ", r.vm())); !s.ok()) {
       return s;
     }
     return authz_.inner_.ReleaseVm(r);
   }
-  absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest& r) override {
+  absl::StatusOr<api::v1::ListNodesResponse> ListNodes(const api::v1::ListRequest& r) override {
     if (absl::Status s = Read("ListNodes", r.node(), "list nodes"); !s.ok()) return s;
     return authz_.inner_.ListNodes(r);
   }
-  absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest& r) override {
+  absl::StatusOr<api::v1::ListVmsResponse> ListVms(const api::v1::ListRequest& r) override {
     if (absl::Status s = Read("ListVms", r.node(), "list the VMs"); !s.ok()) return s;
     return authz_.inner_.ListVms(r);
   }
-  absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& r) override {
+  absl::StatusOr<api::v1::StatusResponse> GetStatus(const api::v1::StatusRequest& r) override {
     if (absl::Status s = AdminOnly("GetStatus", "read the scheduler's status"); !s.ok()) return s;
     return authz_.inner_.GetStatus(r);
   }
-  absl::StatusOr<api::UpdateNodeResponse> UpdateNode(const api::UpdateNodeRequest& r) override {
+  absl::StatusOr<api::v1::UpdateNodeResponse> UpdateNode(
+      const api::v1::UpdateNodeRequest& r) override {
     if (absl::Status s = OwnNode("UpdateNode", r.node(), "update node"); !s.ok()) return s;
     return authz_.inner_.UpdateNode(r);
   }
-  absl::StatusOr<api::CordonNodeResponse> CordonNode(const api::CordonNodeRequest& r) override {
+  absl::StatusOr<api::v1::CordonNodeResponse> CordonNode(
+      const api::v1::CordonNodeRequest& r) override {
     if (absl::Status s = AdminOnly("CordonNode", absl::StrCat("cordon node ", r.node())); !s.ok()) {
       return s;
     }
     return authz_.inner_.CordonNode(r);
   }
-  absl::StatusOr<api::DrainNodeResponse> DrainNode(const api::DrainNodeRequest& r) override {
+  absl::StatusOr<api::v1::DrainNodeResponse> DrainNode(
+      const api::v1::DrainNodeRequest& r) override {
     if (absl::Status s = AdminOnly("DrainNode", absl::StrCat("drain node ", r.node())); !s.ok()) {
       return s;
     }
     return authz_.inner_.DrainNode(r);
   }
-  absl::StatusOr<api::RemoveNodeResponse> RemoveNode(const api::RemoveNodeRequest& r) override {
+  absl::StatusOr<api::v1::RemoveNodeResponse> RemoveNode(
+      const api::v1::RemoveNodeRequest& r) override {
     if (absl::Status s = AdminOnly("RemoveNode", absl::StrCat("remove node ", r.node())); !s.ok()) {
       return s;
     }
     return authz_.inner_.RemoveNode(r);
   }
-  absl::StatusOr<api::UpdateVmBoundsResponse> UpdateVmBounds(
-      const api::UpdateVmBoundsRequest& r) override {
+  absl::StatusOr<api::v1::UpdateVmBoundsResponse> UpdateVmBounds(
+      const api::v1::UpdateVmBoundsRequest& r) override {
     if (absl::Status s = OwnNode("UpdateVmBounds", r.node(),
                                  absl::StrCat("update the bounds of VM ", r.vm(), " on node"));
         !s.ok()) {
@@ -151,7 +156,7 @@ class Authz::Checked final : public rpc::scheduler::SchedulerService {
   }
 
  private:
-  absl::Status CheckRequest(const api::PermitRequest& r) {
+  absl::Status CheckRequest(const api::v1::PermitRequest& r) {
     return OwnNode("Request", r.node(),
                    absl::StrCat("request resources for VM ", r.vm(), " on node"));
   }

@@ -32,8 +32,8 @@ constexpr char kNodeA[] = "spiffe://test/node/a";
 constexpr char kNodeB[] = "spiffe://test/node/b";
 constexpr char kAdmin[] = "spiffe://test/admin";
 
-api::PermitRequest Ask(const std::string& node, const std::string& vm, int64_t cus) {
-  api::PermitRequest r;
+api::v1::PermitRequest Ask(const std::string& node, const std::string& vm, int64_t cus) {
+  api::v1::PermitRequest r;
   r.set_node(node);
   r.set_vm(vm);
   r.mutable_compute_unit()->set_milli_cpu(250);
@@ -131,7 +131,7 @@ TEST_F(AuthzTest, PlaintextClientIsRefused) {
   std::unique_ptr<Service> plain =
       *rpc::scheduler::NewGrpcClient(server_->address(), absl::Seconds(2));
   EXPECT_EQ(plain->Request(Ask("a", "va", 2)).status().code(), absl::StatusCode::kUnavailable);
-  api::RegisterNodeRequest r;
+  api::v1::RegisterNodeRequest r;
   r.set_node("evil");
   EXPECT_FALSE(plain->RegisterNode(r).ok());
   EXPECT_FALSE(ledger_->GetNode("evil").ok());
@@ -142,7 +142,7 @@ TEST_F(AuthzTest, NodeAgentActsOnlyOnItsOwnNode) {
   std::unique_ptr<Service> a = Client("node-a", kNodeA);
   std::unique_ptr<Service> b = Client("node-b", kNodeB);
   // Its own VM: granted.
-  absl::StatusOr<api::PermitResponse> own = a->Request(Ask("a", "va", 2));
+  absl::StatusOr<api::v1::PermitResponse> own = a->Request(Ask("a", "va", 2));
   ASSERT_TRUE(own.ok()) << own.status();
   EXPECT_EQ(own->permit().milli_cpu(), 500);
 
@@ -151,27 +151,27 @@ TEST_F(AuthzTest, NodeAgentActsOnlyOnItsOwnNode) {
   EXPECT_EQ(b->Request(Ask("b", "va", 8)).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(ledger_->GetVm("va")->permit.milli_cpu, 500);
   // ... reads node a's VMs and orders, or everything.
-  api::ListRequest list;
+  api::v1::ListRequest list;
   list.set_node("a");
   ExpectDenied(b->ListVms(list), kNodeB, "list the VMs of node a");
-  ExpectDenied(b->ListVms(api::ListRequest()), kNodeB, "every node");
-  ExpectDenied(b->ListNodes(api::ListRequest()), kNodeB, "list nodes of every node");
-  api::MigrationOrdersRequest orders;
+  ExpectDenied(b->ListVms(api::v1::ListRequest()), kNodeB, "every node");
+  ExpectDenied(b->ListNodes(api::v1::ListRequest()), kNodeB, "list nodes of every node");
+  api::v1::MigrationOrdersRequest orders;
   orders.set_node("a");
   ExpectDenied(b->GetMigrationOrders(orders), kNodeB, "read the orders of node a");
   // ... changes node a's bounds, naming node a or (falsely) itself.
-  api::UpdateVmBoundsRequest bounds;
+  api::v1::UpdateVmBoundsRequest bounds;
   bounds.set_vm("va");
   bounds.set_node("a");
   ExpectDenied(b->UpdateVmBounds(bounds), kNodeB, "VM va on node a");
   bounds.set_node("b");
   ExpectDenied(b->UpdateVmBounds(bounds), kNodeB, "VM va on node a");
-  api::UpdateNodeRequest update;
+  api::v1::UpdateNodeRequest update;
   update.set_node("a");
   ExpectDenied(b->UpdateNode(update), kNodeB, "update node a");
   // Its own reads are fine.
   list.set_node("b");
-  absl::StatusOr<api::ListVmsResponse> vms = b->ListVms(list);
+  absl::StatusOr<api::v1::ListVmsResponse> vms = b->ListVms(list);
   ASSERT_TRUE(vms.ok()) << vms.status();
   ASSERT_EQ(vms->vms_size(), 1);
   EXPECT_EQ(vms->vms(0).vm(), "vb");
@@ -190,7 +190,7 @@ TEST_F(AuthzTest, OnlyAdminPlacesReleasesAndManagesNodes) {
   std::unique_ptr<Service> nobody = Client("nobody", "");
   std::unique_ptr<Service> admin = Client("admin", kAdmin);
 
-  api::RegisterNodeRequest reg;
+  api::v1::RegisterNodeRequest reg;
   reg.set_node("a");
   reg.mutable_total()->set_milli_cpu(1000000);
   reg.mutable_total()->set_memory_bytes(1024 * kGiB);
@@ -201,33 +201,33 @@ TEST_F(AuthzTest, OnlyAdminPlacesReleasesAndManagesNodes) {
   EXPECT_EQ(ledger_->GetNode("a")->agent_address, "127.0.0.1:1");
   EXPECT_EQ(ledger_->GetNode("a")->total.milli_cpu, 8000);
 
-  api::PlaceVmRequest place;
+  api::v1::PlaceVmRequest place;
   place.set_vm("new");
   ExpectDenied(b->PlaceVm(place), kNodeB, "place VM new");
-  api::ReleaseVmRequest release;
+  api::v1::ReleaseVmRequest release;
   release.set_vm("va");
   ExpectDenied(b->ReleaseVm(release), kNodeB, "release VM va");
   EXPECT_TRUE(ledger_->GetVm("va").ok());
-  api::CordonNodeRequest cordon;
+  api::v1::CordonNodeRequest cordon;
   cordon.set_node("a");
   ExpectDenied(b->CordonNode(cordon), kNodeB, "cordon node a");
-  api::DrainNodeRequest drain;
+  api::v1::DrainNodeRequest drain;
   drain.set_node("a");
   ExpectDenied(b->DrainNode(drain), kNodeB, "drain node a");
-  api::RemoveNodeRequest remove;
+  api::v1::RemoveNodeRequest remove;
   remove.set_node("a");
   ExpectDenied(b->RemoveNode(remove), kNodeB, "remove node a");
-  ExpectDenied(b->GetStatus(api::StatusRequest()), kNodeB, "status");
+  ExpectDenied(b->GetStatus(api::v1::StatusRequest()), kNodeB, "status");
   EXPECT_TRUE(ledger_->GetNode("a").ok());
 
   // The admin may, and a node re-registers itself.
-  absl::StatusOr<api::ReleaseVmResponse> released = admin->ReleaseVm(release);
+  absl::StatusOr<api::v1::ReleaseVmResponse> released = admin->ReleaseVm(release);
   EXPECT_TRUE(released.ok()) << released.status();
   EXPECT_FALSE(ledger_->GetVm("va").ok());
-  EXPECT_TRUE(admin->ListNodes(api::ListRequest()).ok());
+  EXPECT_TRUE(admin->ListNodes(api::v1::ListRequest()).ok());
   reg.set_node("b");
   reg.set_agent_address("127.0.0.1:2");
-  absl::StatusOr<api::RegisterNodeResponse> own = b->RegisterNode(reg);
+  absl::StatusOr<api::v1::RegisterNodeResponse> own = b->RegisterNode(reg);
   EXPECT_TRUE(own.ok()) << own.status();
 }
 
@@ -239,7 +239,7 @@ TEST_F(AuthzTest, MigrationResultOnlyFromTheOrdersSource) {
   ASSERT_EQ(order.source_node, "a");
   ASSERT_EQ(order.target_node, "b");
 
-  api::MigrationResult result;
+  api::v1::MigrationResult result;
   result.set_order_id(order.id);
   result.set_vm("va");
   result.set_succeeded(true);
@@ -248,19 +248,20 @@ TEST_F(AuthzTest, MigrationResultOnlyFromTheOrdersSource) {
   ExpectDenied(b->ReportMigration(result), kNodeB,
                absl::StrCat("migration order ", order.id, " of VM va"));
   std::unique_ptr<Service> a = Client("node-a", kNodeA);
-  api::MigrationResult guessed = result;
+  api::v1::MigrationResult guessed = result;
   guessed.set_order_id(order.id + 1);
   ExpectDenied(a->ReportMigration(guessed), kNodeA, "not an order with node a as its source");
   EXPECT_EQ(ledger_->GetVm("va")->node, "a");
 
-  absl::StatusOr<api::MigrationResultResponse> ok = a->ReportMigration(result);
+  absl::StatusOr<api::v1::MigrationResultResponse> ok = a->ReportMigration(result);
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ledger_->GetVm("va")->node, "b");
 }
 
 TEST_F(AuthzTest, ExpiredForeignAndMissingCertificatesAreRefused) {
   std::unique_ptr<Service> expired = Client("old-admin", kAdmin, {.expired = true});
-  EXPECT_EQ(expired->ListNodes(api::ListRequest()).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(expired->ListNodes(api::v1::ListRequest()).status().code(),
+            absl::StatusCode::kUnavailable);
 
   absl::StatusOr<TestCa> other = TestCa::Create(dir_.path() + "/other");
   ASSERT_TRUE(other.ok()) << other.status();
@@ -269,10 +270,11 @@ TEST_F(AuthzTest, ExpiredForeignAndMissingCertificatesAreRefused) {
   // Signed by another CA, trusting ours: the scheduler refuses it.
   std::unique_ptr<Service> foreign =
       ClientWith({.cert = forged->cert, .key = forged->key, .ca = ca_->ca_file()});
-  EXPECT_EQ(foreign->ListNodes(api::ListRequest()).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(foreign->ListNodes(api::v1::ListRequest()).status().code(),
+            absl::StatusCode::kUnavailable);
   // Trusting only the other CA: the client refuses the scheduler.
   std::unique_ptr<Service> distrustful = ClientWith(*forged);
-  EXPECT_EQ(distrustful->ListNodes(api::ListRequest()).status().code(),
+  EXPECT_EQ(distrustful->ListNodes(api::v1::ListRequest()).status().code(),
             absl::StatusCode::kUnavailable);
   // Nothing was answered to any of them.
   EXPECT_TRUE(authz_->Denials().empty());
@@ -280,7 +282,7 @@ TEST_F(AuthzTest, ExpiredForeignAndMissingCertificatesAreRefused) {
 
 TEST_F(AuthzTest, CertificatesRotateWithoutRestart) {
   std::unique_ptr<Service> before = Client("admin", kAdmin);
-  ASSERT_TRUE(before->ListNodes(api::ListRequest()).ok());
+  ASSERT_TRUE(before->ListNodes(api::v1::ListRequest()).ok());
 
   // A new CA: the scheduler's files are replaced by ones it signed.
   absl::StatusOr<TestCa> next = TestCa::Create(dir_.path() + "/next");
@@ -294,19 +296,19 @@ TEST_F(AuthzTest, CertificatesRotateWithoutRestart) {
   // Within a few refresh intervals (1 s) a new client of the new CA gets in, without a restart.
   absl::Status last;
   for (int i = 0; i < 100; ++i) {
-    last = ClientWith(*admin)->ListNodes(api::ListRequest()).status();
+    last = ClientWith(*admin)->ListNodes(api::v1::ListRequest()).status();
     if (last.ok()) break;
     absl::SleepFor(absl::Milliseconds(100));
   }
   EXPECT_TRUE(last.ok()) << last;
   // And the old CA's certificates are no longer accepted on new connections.
-  EXPECT_EQ(Client("admin2", kAdmin)->ListNodes(api::ListRequest()).status().code(),
+  EXPECT_EQ(Client("admin2", kAdmin)->ListNodes(api::v1::ListRequest()).status().code(),
             absl::StatusCode::kUnavailable);
 }
 
 TEST_F(AuthzTest, OversizedRequestsAreRefusedUnread) {
   std::unique_ptr<Service> a = Client("node-a", kNodeA);
-  api::PermitRequest huge = Ask("a", std::string(rpc::scheduler::kMaxMessageBytes, 'x'), 1);
+  api::v1::PermitRequest huge = Ask("a", std::string(rpc::scheduler::kMaxMessageBytes, 'x'), 1);
   EXPECT_EQ(a->Request(huge).status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_TRUE(a->Request(Ask("a", "va", 1)).ok());
 }
@@ -332,14 +334,15 @@ TEST(RateLimitTest, PerIdentityTokenBucket) {
   ManualClock clock;
   Authz authz(handler, [&](const std::string& vm) { return ledger->GetVm(vm); },
               {.rate = 1, .burst = 2, .clock = &clock});
-  api::MigrationOrdersRequest a = rpc::scheduler::WithVersion(api::MigrationOrdersRequest());
+  api::v1::MigrationOrdersRequest a =
+      rpc::scheduler::WithVersion(api::v1::MigrationOrdersRequest());
   a.set_node("a");
-  api::MigrationOrdersRequest b = a;
+  api::v1::MigrationOrdersRequest b = a;
   b.set_node("b");
   std::shared_ptr<Service> node_a = authz.For(kNodeA);
   EXPECT_TRUE(node_a->GetMigrationOrders(a).ok());
   EXPECT_TRUE(node_a->GetMigrationOrders(a).ok());
-  absl::StatusOr<api::MigrationOrdersResponse> limited = node_a->GetMigrationOrders(a);
+  absl::StatusOr<api::v1::MigrationOrdersResponse> limited = node_a->GetMigrationOrders(a);
   EXPECT_EQ(limited.status().code(), absl::StatusCode::kResourceExhausted) << limited.status();
   EXPECT_NE(limited.status().message().find(kNodeA), std::string::npos) << limited.status();
   EXPECT_TRUE(authz.For(kNodeB)->GetMigrationOrders(b).ok());

@@ -20,8 +20,8 @@
 namespace autoscale::scheduler {
 namespace {
 
-api::PermitRequest Ask(const std::string& vm, int64_t cus) {
-  api::PermitRequest r;
+api::v1::PermitRequest Ask(const std::string& vm, int64_t cus) {
+  api::v1::PermitRequest r;
   r.set_node("n1");
   r.set_vm(vm);
   r.mutable_compute_unit()->set_milli_cpu(250);
@@ -60,7 +60,7 @@ TEST_F(GrpcTest, DurableRequestsOverLoopback) {
   EXPECT_GT((*server)->port(), 0);
   std::unique_ptr<rpc::scheduler::SchedulerService> client =
       *rpc::scheduler::NewGrpcClient((*server)->address());
-  absl::StatusOr<api::PermitResponse> p = client->Request(Ask("vm0", 4));
+  absl::StatusOr<api::v1::PermitResponse> p = client->Request(Ask("vm0", 4));
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->permit().memory_bytes(), 4 * kGiB);
   // The grant was logged and synced before the answer.
@@ -69,13 +69,13 @@ TEST_F(GrpcTest, DurableRequestsOverLoopback) {
   // The scheduler's status codes come through.
   EXPECT_EQ(client->Request(Ask("ghost", 1)).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(client->Request(Ask("vm0", 9)).status().code(), absl::StatusCode::kInvalidArgument);
-  api::PermitRequest old = Ask("vm0", 1);
-  old.set_protocol_version(static_cast<api::ProtocolVersion>(7));
-  absl::StatusOr<api::PermitResponse> refused = client->Request(old);
+  api::v1::PermitRequest old = Ask("vm0", 1);
+  old.set_protocol_version(static_cast<api::v1::ProtocolVersion>(7));
+  absl::StatusOr<api::v1::PermitResponse> refused = client->Request(old);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(refused.status().message().find((*server)->address()), std::string::npos)
       << refused.status();
-  api::MigrationOrdersRequest orders;
+  api::v1::MigrationOrdersRequest orders;
   orders.set_node("n1");
   EXPECT_TRUE(client->GetMigrationOrders(orders).ok());
   (*server)->Shutdown(absl::Seconds(1));
@@ -114,7 +114,7 @@ TEST_F(GrpcTest, UnixSocket) {
     EXPECT_EQ(server->address(), address);
     std::unique_ptr<rpc::scheduler::SchedulerService> client =
         *rpc::scheduler::NewGrpcClient(address);
-    absl::StatusOr<api::PermitResponse> p = client->Request(Ask("vm1", 2));
+    absl::StatusOr<api::v1::PermitResponse> p = client->Request(Ask("vm1", 2));
     ASSERT_TRUE(p.ok()) << p.status();
     EXPECT_EQ(p->permit().milli_cpu(), 500);
   }
@@ -124,7 +124,7 @@ TEST_F(GrpcTest, UnixSocket) {
 TEST(GrpcClientTest, UnreachableSchedulerIsUnavailable) {
   std::unique_ptr<rpc::scheduler::SchedulerService> client =
       *rpc::scheduler::NewGrpcClient("unix:/nonexistent/scheduler.sock", absl::Milliseconds(300));
-  absl::StatusOr<api::PermitResponse> p = client->Request(Ask("vm", 1));
+  absl::StatusOr<api::v1::PermitResponse> p = client->Request(Ask("vm", 1));
   EXPECT_TRUE(p.status().code() == absl::StatusCode::kUnavailable ||
               p.status().code() == absl::StatusCode::kDeadlineExceeded)
       << p.status();

@@ -262,12 +262,14 @@ absl::StatusOr<T> HaScheduler::Router::Call(F f) {
   return r;
 }
 
-absl::StatusOr<api::PermitResponse> HaScheduler::Router::Request(const api::PermitRequest& r) {
-  return Call<api::PermitResponse>([&](auto& s) { return s.Request(r); });
+absl::StatusOr<api::v1::PermitResponse> HaScheduler::Router::Request(
+    const api::v1::PermitRequest& r) {
+  return Call<api::v1::PermitResponse>([&](auto& s) { return s.Request(r); });
 }
 
 void HaScheduler::Router::RequestAsync(
-    const api::PermitRequest& r, std::function<void(absl::StatusOr<api::PermitResponse>)> done) {
+    const api::v1::PermitRequest& r,
+    std::function<void(absl::StatusOr<api::v1::PermitResponse>)> done) {
   Active* a = ha_.Enter();
   if (a == nullptr) {
     done(ha_.NotLeader());
@@ -279,65 +281,69 @@ void HaScheduler::Router::RequestAsync(
   ha_.Exit();
 }
 
-absl::StatusOr<api::RegisterNodeResponse> HaScheduler::Router::RegisterNode(
-    const api::RegisterNodeRequest& r) {
-  return Call<api::RegisterNodeResponse>([&](auto& s) { return s.RegisterNode(r); });
+absl::StatusOr<api::v1::RegisterNodeResponse> HaScheduler::Router::RegisterNode(
+    const api::v1::RegisterNodeRequest& r) {
+  return Call<api::v1::RegisterNodeResponse>([&](auto& s) { return s.RegisterNode(r); });
 }
 
-absl::StatusOr<api::MigrationOrdersResponse> HaScheduler::Router::GetMigrationOrders(
-    const api::MigrationOrdersRequest& r) {
-  return Call<api::MigrationOrdersResponse>([&](auto& s) { return s.GetMigrationOrders(r); });
+absl::StatusOr<api::v1::MigrationOrdersResponse> HaScheduler::Router::GetMigrationOrders(
+    const api::v1::MigrationOrdersRequest& r) {
+  return Call<api::v1::MigrationOrdersResponse>([&](auto& s) { return s.GetMigrationOrders(r); });
 }
 
-absl::StatusOr<api::MigrationResultResponse> HaScheduler::Router::ReportMigration(
-    const api::MigrationResult& r) {
-  return Call<api::MigrationResultResponse>([&](auto& s) { return s.ReportMigration(r); });
+absl::StatusOr<api::v1::MigrationResultResponse> HaScheduler::Router::ReportMigration(
+    const api::v1::MigrationResult& r) {
+  return Call<api::v1::MigrationResultResponse>([&](auto& s) { return s.ReportMigration(r); });
 }
 
-absl::StatusOr<api::PlaceVmResponse> HaScheduler::Router::PlaceVm(const api::PlaceVmRequest& r) {
-  return Call<api::PlaceVmResponse>([&](auto& s) { return s.PlaceVm(r); });
+absl::StatusOr<api::v1::PlaceVmResponse> HaScheduler::Router::PlaceVm(
+    const api::v1::PlaceVmRequest& r) {
+  return Call<api::v1::PlaceVmResponse>([&](auto& s) { return s.PlaceVm(r); });
 }
 
-absl::StatusOr<api::ReleaseVmResponse> HaScheduler::Router::ReleaseVm(
-    const api::ReleaseVmRequest& r) {
-  return Call<api::ReleaseVmResponse>([&](auto& s) { return s.ReleaseVm(r); });
+absl::StatusOr<api::v1::ReleaseVmResponse> HaScheduler::Router::ReleaseVm(
+    const api::v1::ReleaseVmRequest& r) {
+  return Call<api::v1::ReleaseVmResponse>([&](auto& s) { return s.ReleaseVm(r); });
 }
 
-absl::StatusOr<api::ListNodesResponse> HaScheduler::Router::ListNodes(const api::ListRequest& r) {
-  return Call<api::ListNodesResponse>([&](auto& s) { return s.ListNodes(r); });
+absl::StatusOr<api::v1::ListNodesResponse> HaScheduler::Router::ListNodes(
+    const api::v1::ListRequest& r) {
+  return Call<api::v1::ListNodesResponse>([&](auto& s) { return s.ListNodes(r); });
 }
 
-absl::StatusOr<api::ListVmsResponse> HaScheduler::Router::ListVms(const api::ListRequest& r) {
-  return Call<api::ListVmsResponse>([&](auto& s) { return s.ListVms(r); });
+absl::StatusOr<api::v1::ListVmsResponse> HaScheduler::Router::ListVms(
+    const api::v1::ListRequest& r) {
+  return Call<api::v1::ListVmsResponse>([&](auto& s) { return s.ListVms(r); });
 }
 
-absl::StatusOr<api::StatusResponse> HaScheduler::Router::GetStatus(const api::StatusRequest& r) {
-  return Call<api::StatusResponse>([&](auto& s) { return s.GetStatus(r); });
+absl::StatusOr<api::v1::StatusResponse> HaScheduler::Router::GetStatus(
+    const api::v1::StatusRequest& r) {
+  return Call<api::v1::StatusResponse>([&](auto& s) { return s.GetStatus(r); });
 }
 
-absl::StatusOr<api::UpdateNodeResponse> HaScheduler::Router::UpdateNode(
-    const api::UpdateNodeRequest& r) {
-  return Call<api::UpdateNodeResponse>([&](auto& s) { return s.UpdateNode(r); });
+absl::StatusOr<api::v1::UpdateNodeResponse> HaScheduler::Router::UpdateNode(
+    const api::v1::UpdateNodeRequest& r) {
+  return Call<api::v1::UpdateNodeResponse>([&](auto& s) { return s.UpdateNode(r); });
 }
 
-absl::StatusOr<api::CordonNodeResponse> HaScheduler::Router::CordonNode(
-    const api::CordonNodeRequest& r) {
-  return Call<api::CordonNodeResponse>([&](auto& s) { return s.CordonNode(r); });
+absl::StatusOr<api::v1::CordonNodeResponse> HaScheduler::Router::CordonNode(
+    const api::v1::CordonNodeRequest& r) {
+  return Call<api::v1::CordonNodeResponse>([&](auto& s) { return s.CordonNode(r); });
 }
 
-absl::StatusOr<api::DrainNodeResponse> HaScheduler::Router::DrainNode(
-    const api::DrainNodeRequest& r) {
-  return Call<api::DrainNodeResponse>([&](auto& s) { return s.DrainNode(r); });
+absl::StatusOr<api::v1::DrainNodeResponse> HaScheduler::Router::DrainNode(
+    const api::v1::DrainNodeRequest& r) {
+  return Call<api::v1::DrainNodeResponse>([&](auto& s) { return s.DrainNode(r); });
 }
 
-absl::StatusOr<api::RemoveNodeResponse> HaScheduler::Router::RemoveNode(
-    const api::RemoveNodeRequest& r) {
-  return Call<api::RemoveNodeResponse>([&](auto& s) { return s.RemoveNode(r); });
+absl::StatusOr<api::v1::RemoveNodeResponse> HaScheduler::Router::RemoveNode(
+    const api::v1::RemoveNodeRequest& r) {
+  return Call<api::v1::RemoveNodeResponse>([&](auto& s) { return s.RemoveNode(r); });
 }
 
-absl::StatusOr<api::UpdateVmBoundsResponse> HaScheduler::Router::UpdateVmBounds(
-    const api::UpdateVmBoundsRequest& r) {
-  return Call<api::UpdateVmBoundsResponse>([&](auto& s) { return s.UpdateVmBounds(r); });
+absl::StatusOr<api::v1::UpdateVmBoundsResponse> HaScheduler::Router::UpdateVmBounds(
+    const api::v1::UpdateVmBoundsRequest& r) {
+  return Call<api::v1::UpdateVmBoundsResponse>([&](auto& s) { return s.UpdateVmBounds(r); });
 }
 
 }  // namespace autoscale::scheduler

@@ -110,26 +110,31 @@ class HaScheduler {
   class Router final : public rpc::scheduler::SchedulerService {
    public:
     explicit Router(HaScheduler& ha) : ha_(ha) {}
-    absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& r) override;
-    void RequestAsync(const api::PermitRequest& r,
-                      std::function<void(absl::StatusOr<api::PermitResponse>)> done) override;
-    absl::StatusOr<api::RegisterNodeResponse> RegisterNode(
-        const api::RegisterNodeRequest& r) override;
-    absl::StatusOr<api::MigrationOrdersResponse> GetMigrationOrders(
-        const api::MigrationOrdersRequest& r) override;
-    absl::StatusOr<api::MigrationResultResponse> ReportMigration(
-        const api::MigrationResult& r) override;
-    absl::StatusOr<api::PlaceVmResponse> PlaceVm(const api::PlaceVmRequest& r) override;
-    absl::StatusOr<api::ReleaseVmResponse> ReleaseVm(const api::ReleaseVmRequest& r) override;
-    absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest& r) override;
-    absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest& r) override;
-    absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& r) override;
-    absl::StatusOr<api::UpdateNodeResponse> UpdateNode(const api::UpdateNodeRequest& r) override;
-    absl::StatusOr<api::CordonNodeResponse> CordonNode(const api::CordonNodeRequest& r) override;
-    absl::StatusOr<api::DrainNodeResponse> DrainNode(const api::DrainNodeRequest& r) override;
-    absl::StatusOr<api::RemoveNodeResponse> RemoveNode(const api::RemoveNodeRequest& r) override;
-    absl::StatusOr<api::UpdateVmBoundsResponse> UpdateVmBounds(
-        const api::UpdateVmBoundsRequest& r) override;
+    absl::StatusOr<api::v1::PermitResponse> Request(const api::v1::PermitRequest& r) override;
+    void RequestAsync(const api::v1::PermitRequest& r,
+                      std::function<void(absl::StatusOr<api::v1::PermitResponse>)> done) override;
+    absl::StatusOr<api::v1::RegisterNodeResponse> RegisterNode(
+        const api::v1::RegisterNodeRequest& r) override;
+    absl::StatusOr<api::v1::MigrationOrdersResponse> GetMigrationOrders(
+        const api::v1::MigrationOrdersRequest& r) override;
+    absl::StatusOr<api::v1::MigrationResultResponse> ReportMigration(
+        const api::v1::MigrationResult& r) override;
+    absl::StatusOr<api::v1::PlaceVmResponse> PlaceVm(const api::v1::PlaceVmRequest& r) override;
+    absl::StatusOr<api::v1::ReleaseVmResponse> ReleaseVm(
+        const api::v1::ReleaseVmRequest& r) override;
+    absl::StatusOr<api::v1::ListNodesResponse> ListNodes(const api::v1::ListRequest& r) override;
+    absl::StatusOr<api::v1::ListVmsResponse> ListVms(const api::v1::ListRequest& r) override;
+    absl::StatusOr<api::v1::StatusResponse> GetStatus(const api::v1::StatusRequest& r) override;
+    absl::StatusOr<api::v1::UpdateNodeResponse> UpdateNode(
+        const api::v1::UpdateNodeRequest& r) override;
+    absl::StatusOr<api::v1::CordonNodeResponse> CordonNode(
+        const api::v1::CordonNodeRequest& r) override;
+    absl::StatusOr<api::v1::DrainNodeResponse> DrainNode(
+        const api::v1::DrainNodeRequest& r) override;
+    absl::StatusOr<api::v1::RemoveNodeResponse> RemoveNode(
+        const api::v1::RemoveNodeRequest& r) override;
+    absl::StatusOr<api::v1::UpdateVmBoundsResponse> UpdateVmBounds(
+        const api::v1::UpdateVmBoundsRequest& r) override;
 
    private:
     template <typename T, typename F>

@@ -194,25 +194,25 @@ class HaSchedulerTest : public HaTest {
   }
 
   static void Populate(rpc::scheduler::SchedulerService& s, int vms) {
-    api::RegisterNodeRequest node;
+    api::v1::RegisterNodeRequest node;
     node.set_node("n1");
     node.mutable_total()->set_milli_cpu(16000);
     node.mutable_total()->set_memory_bytes(64 * kGiB);
-    absl::StatusOr<api::RegisterNodeResponse> registered = s.RegisterNode(node);
+    absl::StatusOr<api::v1::RegisterNodeResponse> registered = s.RegisterNode(node);
     ASSERT_TRUE(registered.ok()) << registered.status();
     for (int i = 0; i < vms; ++i) {
-      api::PlaceVmRequest place;
+      api::v1::PlaceVmRequest place;
       place.set_vm(absl::StrCat("vm", i));
       place.mutable_bounds()->set_min_cu(1);
       place.mutable_bounds()->set_max_cu(4);
-      absl::StatusOr<api::PlaceVmResponse> p = s.PlaceVm(place);
+      absl::StatusOr<api::v1::PlaceVmResponse> p = s.PlaceVm(place);
       ASSERT_TRUE(p.ok()) << p.status();
     }
   }
 
-  static absl::StatusOr<api::PermitResponse> Grow(rpc::scheduler::SchedulerService& s,
-                                                  const std::string& vm, int cus) {
-    api::PermitRequest r;
+  static absl::StatusOr<api::v1::PermitResponse> Grow(rpc::scheduler::SchedulerService& s,
+                                                      const std::string& vm, int cus) {
+    api::v1::PermitRequest r;
     r.set_node("n1");
     r.set_vm(vm);
     r.mutable_compute_unit()->set_milli_cpu(250);
@@ -240,7 +240,7 @@ TEST_F(HaSchedulerTest, OneLeadsAndTheOtherSendsClientsToIt) {
   Member& leader = *Leader();
   Member& standby = &leader == &a ? b : a;
   ASSERT_TRUE(Eventually([&] { return standby.ha->leader() == leader.address; }));
-  absl::StatusOr<api::StatusResponse> refused = standby.ha->service().GetStatus({});
+  absl::StatusOr<api::v1::StatusResponse> refused = standby.ha->service().GetStatus({});
   ASSERT_FALSE(refused.ok());
   EXPECT_TRUE(absl::IsUnavailable(refused.status())) << refused.status();
   EXPECT_EQ(rpc::scheduler::LeaderOf(refused.status()), leader.address);
@@ -250,18 +250,18 @@ TEST_F(HaSchedulerTest, OneLeadsAndTheOtherSendsClientsToIt) {
   std::unique_ptr<rpc::scheduler::SchedulerService> client =
       *rpc::scheduler::NewGrpcClient(both, absl::Seconds(3));
   ASSERT_NO_FATAL_FAILURE(Populate(*client, 3));
-  absl::StatusOr<api::PermitResponse> permit = Grow(*client, "vm0", 3);
+  absl::StatusOr<api::v1::PermitResponse> permit = Grow(*client, "vm0", 3);
   ASSERT_TRUE(permit.ok()) << permit.status();
   EXPECT_EQ(permit->permit().milli_cpu(), 750);
   // The node lifecycle calls are routed too: the standby names the leader, which serves them.
-  api::CordonNodeRequest cordon;
-  cordon.set_protocol_version(api::PROTOCOL_VERSION_1);
+  api::v1::CordonNodeRequest cordon;
+  cordon.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
   cordon.set_node("n1");
   cordon.set_cordon(true);
-  absl::StatusOr<api::CordonNodeResponse> not_here = standby.ha->service().CordonNode(cordon);
+  absl::StatusOr<api::v1::CordonNodeResponse> not_here = standby.ha->service().CordonNode(cordon);
   ASSERT_FALSE(not_here.ok());
   EXPECT_EQ(rpc::scheduler::LeaderOf(not_here.status()), leader.address) << not_here.status();
-  absl::StatusOr<api::CordonNodeResponse> cordoned = client->CordonNode(cordon);
+  absl::StatusOr<api::v1::CordonNodeResponse> cordoned = client->CordonNode(cordon);
   ASSERT_TRUE(cordoned.ok()) << cordoned.status();
   EXPECT_TRUE(cordoned->node().cordoned());
   EXPECT_NE(standby.ha->MetricsText().find("autoscaling_scheduler_leading 0"), std::string::npos);
@@ -275,7 +275,7 @@ TEST_F(HaSchedulerTest, TheStandbyTakesOverWithTheLedgerAsItWas) {
   std::unique_ptr<rpc::scheduler::SchedulerService> client = Client();
   ASSERT_NO_FATAL_FAILURE(Populate(*client, 10));
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(Grow(*client, absl::StrCat("vm", i), 1 + i % 4).ok());
-  absl::StatusOr<api::ListVmsResponse> before = client->ListVms({});
+  absl::StatusOr<api::v1::ListVmsResponse> before = client->ListVms({});
   ASSERT_TRUE(before.ok());
 
   Member* old_leader = Leader();
@@ -284,7 +284,7 @@ TEST_F(HaSchedulerTest, TheStandbyTakesOverWithTheLedgerAsItWas) {
   Member* new_leader = Leader();
   ASSERT_NE(new_leader, old_leader);
   EXPECT_EQ(new_leader->ha->counters().takeovers, 1);
-  absl::StatusOr<api::ListVmsResponse> after = client->ListVms({});
+  absl::StatusOr<api::v1::ListVmsResponse> after = client->ListVms({});
   ASSERT_TRUE(after.ok()) << after.status();
   ASSERT_EQ(after->vms_size(), before->vms_size());
   for (int i = 0; i < after->vms_size(); ++i) {
@@ -292,7 +292,7 @@ TEST_F(HaSchedulerTest, TheStandbyTakesOverWithTheLedgerAsItWas) {
     EXPECT_EQ(after->vms(i).permit().milli_cpu(), before->vms(i).permit().milli_cpu());
   }
   // And it grants.
-  absl::StatusOr<api::PermitResponse> permit = Grow(*client, "vm0", 2);
+  absl::StatusOr<api::v1::PermitResponse> permit = Grow(*client, "vm0", 2);
   ASSERT_TRUE(permit.ok()) << permit.status();
 }
 
@@ -313,7 +313,7 @@ TEST_F(HaSchedulerTest, ALeaderWhoseLeaseIsGoneStepsDownAndNeverWritesAgain) {
     return l != nullptr && l != old_leader;
   }));
   // It answers nothing: every call goes to the new leader.
-  absl::StatusOr<api::PermitResponse> refused = Grow(old_leader->ha->service(), "vm1", 2);
+  absl::StatusOr<api::v1::PermitResponse> refused = Grow(old_leader->ha->service(), "vm1", 2);
   EXPECT_TRUE(absl::IsUnavailable(refused.status())) << refused.status();
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(Grow(*client, absl::StrCat("vm", i), 2).ok());
   EXPECT_TRUE(Eventually([&] { return old_leader->ha->counters().step_downs >= 1; }));

@@ -21,7 +21,7 @@ TEST(RenderMetricsTest, NamesLikeTheReference) {
                             .initial = {500, 2 * kGiB}})
                   .ok());
   RequestHandler handler(ledger, {250, kGiB});
-  api::ListRequest list;
+  api::v1::ListRequest list;
   (void)handler.ListNodes(list);  // refused: no protocol version
   const std::string page = RenderMetrics(ledger, handler);
   for (const char* line : {
@@ -48,7 +48,7 @@ TEST(RenderMetricsTest, StoreSeriesAndTypes) {
       *ledger::Ledger::Open({}, std::make_unique<ledger::MemoryStore>());
   ASSERT_TRUE(ledger->RegisterNode({.name = "n1", .total = {4000, 16 * kGiB}}).ok());
   RequestHandler handler(*ledger, {250, kGiB});
-  api::PlaceVmRequest place = rpc::scheduler::WithVersion(api::PlaceVmRequest());
+  api::v1::PlaceVmRequest place = rpc::scheduler::WithVersion(api::v1::PlaceVmRequest());
   place.set_vm("vm");
   place.mutable_bounds()->set_min_cu(2);
   place.mutable_bounds()->set_max_cu(4);

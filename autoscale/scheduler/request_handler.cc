@@ -18,11 +18,11 @@ constexpr const char* kMethodNames[] = {
     "ReportMigration", "ListNodes",    "ListVms",    "GetStatus",     "UpdateNode",
     "CordonNode",      "DrainNode",    "RemoveNode", "UpdateVmBounds"};
 
-absl::Status CheckVersion(api::ProtocolVersion v, std::string_view call) {
-  if (v == api::PROTOCOL_VERSION_1) return absl::OkStatus();
+absl::Status CheckVersion(api::v1::ProtocolVersion v, std::string_view call) {
+  if (v == api::v1::PROTOCOL_VERSION_1) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
       absl::string_view(call.data(), call.size()), ": protocol version ", static_cast<int>(v),
-      " is not supported; this scheduler speaks ", static_cast<int>(api::PROTOCOL_VERSION_1)));
+      " is not supported; this scheduler speaks ", static_cast<int>(api::v1::PROTOCOL_VERSION_1)));
 }
 
 // A name for an error message: a peer's too-long one is cut short (it is refused anyway).
@@ -54,8 +54,8 @@ absl::Status Required(const std::string& value, const char* field, std::string_v
 
 }  // namespace
 
-api::NodeState ToProto(const ledger::NodeInfo& n) {
-  api::NodeState p;
+api::v1::NodeState ToProto(const ledger::NodeInfo& n) {
+  api::v1::NodeState p;
   p.set_node(n.name);
   *p.mutable_total() = core::ToProto(n.total);
   *p.mutable_reserved() = core::ToProto(n.reserved);
@@ -72,8 +72,8 @@ api::NodeState ToProto(const ledger::NodeInfo& n) {
   return p;
 }
 
-api::MigrationOrder ToProto(const ledger::MigrationOrder& o) {
-  api::MigrationOrder p;
+api::v1::MigrationOrder ToProto(const ledger::MigrationOrder& o) {
+  api::v1::MigrationOrder p;
   p.set_id(o.id);
   p.set_vm(o.vm);
   p.set_source_node(o.source_node);
@@ -83,8 +83,8 @@ api::MigrationOrder ToProto(const ledger::MigrationOrder& o) {
   return p;
 }
 
-api::VmState ToProto(const ledger::VmInfo& v) {
-  api::VmState p;
+api::v1::VmState ToProto(const ledger::VmInfo& v) {
+  api::v1::VmState p;
   p.set_vm(v.name);
   p.set_node(v.node);
   p.mutable_bounds()->set_min_cu(v.bounds.min_cu);
@@ -126,7 +126,7 @@ std::vector<RequestHandler::CallCount> RequestHandler::Counts() const {
 
 namespace {
 
-absl::StatusOr<ledger::PermitRequest> ResizeFromProto(const api::PermitRequest& r) {
+absl::StatusOr<ledger::PermitRequest> ResizeFromProto(const api::v1::PermitRequest& r) {
   const std::string call = absl::StrCat("PermitRequest ", Shown(r.vm()), " on ", Shown(r.node()));
   RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
   RETURN_IF_ERROR(Required(r.node(), "node", call));
@@ -147,9 +147,9 @@ absl::StatusOr<ledger::PermitRequest> ResizeFromProto(const api::PermitRequest& 
   return out;
 }
 
-api::PermitResponse PermitToProto(const ledger::Permit& p) {
-  api::PermitResponse out;
-  out.set_protocol_version(api::PROTOCOL_VERSION_1);
+api::v1::PermitResponse PermitToProto(const ledger::Permit& p) {
+  api::v1::PermitResponse out;
+  out.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
   *out.mutable_permit() = core::ToProto(p.resources);
   if (p.migration) *out.mutable_migration() = ToProto(*p.migration);
   return out;
@@ -157,33 +157,35 @@ api::PermitResponse PermitToProto(const ledger::Permit& p) {
 
 }  // namespace
 
-void RequestHandler::RequestAsync(const api::PermitRequest& request,
-                                  std::function<void(absl::StatusOr<api::PermitResponse>)> done) {
+void RequestHandler::RequestAsync(
+    const api::v1::PermitRequest& request,
+    std::function<void(absl::StatusOr<api::v1::PermitResponse>)> done) {
   absl::StatusOr<ledger::PermitRequest> resize = ResizeFromProto(request);
   if (!resize.ok()) {
-    done(Count<api::PermitResponse>(kRequest, resize.status()));
+    done(Count<api::v1::PermitResponse>(kRequest, resize.status()));
     return;
   }
   ledger_.RequestAsync(*resize, [this, done = std::move(done)](absl::StatusOr<ledger::Permit> p) {
     if (!p.ok()) {
-      done(Count<api::PermitResponse>(kRequest, p.status()));
+      done(Count<api::v1::PermitResponse>(kRequest, p.status()));
     } else {
-      done(Count<api::PermitResponse>(kRequest, PermitToProto(*p)));
+      done(Count<api::v1::PermitResponse>(kRequest, PermitToProto(*p)));
     }
   });
 }
 
-absl::StatusOr<api::PermitResponse> RequestHandler::Request(const api::PermitRequest& request) {
+absl::StatusOr<api::v1::PermitResponse> RequestHandler::Request(
+    const api::v1::PermitRequest& request) {
   absl::StatusOr<ledger::PermitRequest> resize = ResizeFromProto(request);
-  if (!resize.ok()) return Count<api::PermitResponse>(kRequest, resize.status());
+  if (!resize.ok()) return Count<api::v1::PermitResponse>(kRequest, resize.status());
   absl::StatusOr<ledger::Permit> p = ledger_.Request(*resize);
-  if (!p.ok()) return Count<api::PermitResponse>(kRequest, p.status());
-  return Count<api::PermitResponse>(kRequest, PermitToProto(*p));
+  if (!p.ok()) return Count<api::v1::PermitResponse>(kRequest, p.status());
+  return Count<api::v1::PermitResponse>(kRequest, PermitToProto(*p));
 }
 
-absl::StatusOr<api::RegisterNodeResponse> RequestHandler::RegisterNode(
-    const api::RegisterNodeRequest& r) {
-  auto run = [&]() -> absl::StatusOr<api::RegisterNodeResponse> {
+absl::StatusOr<api::v1::RegisterNodeResponse> RequestHandler::RegisterNode(
+    const api::v1::RegisterNodeRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::v1::RegisterNodeResponse> {
     const std::string call = absl::StrCat("RegisterNodeRequest ", Shown(r.node()));
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
     RETURN_IF_ERROR(Required(r.node(), "node", call));
@@ -195,16 +197,16 @@ absl::StatusOr<api::RegisterNodeResponse> RequestHandler::RegisterNode(
                                            .total = *total,
                                            .watermark = r.watermark(),
                                            .agent_address = r.agent_address()}));
-    api::RegisterNodeResponse out;
-    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::RegisterNodeResponse out;
+    out.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     *out.mutable_node() = ToProto(info);
     return out;
   };
   return Count(kRegisterNode, run());
 }
 
-absl::StatusOr<api::PlaceVmResponse> RequestHandler::PlaceVm(const api::PlaceVmRequest& r) {
-  auto run = [&]() -> absl::StatusOr<api::PlaceVmResponse> {
+absl::StatusOr<api::v1::PlaceVmResponse> RequestHandler::PlaceVm(const api::v1::PlaceVmRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::v1::PlaceVmResponse> {
     const std::string call = absl::StrCat("PlaceVmRequest ", Shown(r.vm()));
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
     RETURN_IF_ERROR(Required(r.vm(), "vm", call));
@@ -232,8 +234,8 @@ absl::StatusOr<api::PlaceVmResponse> RequestHandler::PlaceVm(const api::PlaceVmR
                        r.memory_overcommit_milli() == 0 ? 1000 : r.memory_overcommit_milli()},
         .migratable = r.migratable()};
     ASSIGN_OR_RETURN(ledger::Placement p, ledger_.PlaceVm(spec, r.node()));
-    api::PlaceVmResponse out;
-    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::PlaceVmResponse out;
+    out.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     out.set_node(p.node);
     *out.mutable_permit() = core::ToProto(p.permit);
     return out;
@@ -241,78 +243,80 @@ absl::StatusOr<api::PlaceVmResponse> RequestHandler::PlaceVm(const api::PlaceVmR
   return Count(kPlaceVm, run());
 }
 
-absl::StatusOr<api::ReleaseVmResponse> RequestHandler::ReleaseVm(const api::ReleaseVmRequest& r) {
-  auto run = [&]() -> absl::StatusOr<api::ReleaseVmResponse> {
+absl::StatusOr<api::v1::ReleaseVmResponse> RequestHandler::ReleaseVm(
+    const api::v1::ReleaseVmRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::v1::ReleaseVmResponse> {
     const std::string call = absl::StrCat("ReleaseVmRequest ", Shown(r.vm()));
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
     RETURN_IF_ERROR(Required(r.vm(), "vm", call));
     RETURN_IF_ERROR(ledger_.ReleaseVm(r.vm()));
-    api::ReleaseVmResponse out;
-    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::ReleaseVmResponse out;
+    out.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     return out;
   };
   return Count(kReleaseVm, run());
 }
 
-absl::StatusOr<api::MigrationOrdersResponse> RequestHandler::GetMigrationOrders(
-    const api::MigrationOrdersRequest& r) {
-  auto run = [&]() -> absl::StatusOr<api::MigrationOrdersResponse> {
+absl::StatusOr<api::v1::MigrationOrdersResponse> RequestHandler::GetMigrationOrders(
+    const api::v1::MigrationOrdersRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::v1::MigrationOrdersResponse> {
     const std::string call = absl::StrCat("MigrationOrdersRequest ", Shown(r.node()));
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
     RETURN_IF_ERROR(Required(r.node(), "node", call));
     ASSIGN_OR_RETURN(std::vector<ledger::MigrationOrder> orders, ledger_.MigrationOrders(r.node()));
-    api::MigrationOrdersResponse out;
-    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::MigrationOrdersResponse out;
+    out.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     for (const ledger::MigrationOrder& o : orders) *out.add_orders() = ToProto(o);
     return out;
   };
   return Count(kGetMigrationOrders, run());
 }
 
-absl::StatusOr<api::MigrationResultResponse> RequestHandler::ReportMigration(
-    const api::MigrationResult& r) {
-  auto run = [&]() -> absl::StatusOr<api::MigrationResultResponse> {
+absl::StatusOr<api::v1::MigrationResultResponse> RequestHandler::ReportMigration(
+    const api::v1::MigrationResult& r) {
+  auto run = [&]() -> absl::StatusOr<api::v1::MigrationResultResponse> {
     const std::string call = absl::StrCat("MigrationResult ", r.order_id(), " of ", Shown(r.vm()));
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
     RETURN_IF_ERROR(Required(r.vm(), "vm", call));
     if (!r.succeeded()) LOG(WARNING) << call << " failed: " << r.error();
     RETURN_IF_ERROR(ledger_.EndMigration(r.order_id(), r.vm(), r.succeeded()));
-    api::MigrationResultResponse out;
-    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::MigrationResultResponse out;
+    out.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     return out;
   };
   return Count(kReportMigration, run());
 }
 
-absl::StatusOr<api::ListNodesResponse> RequestHandler::ListNodes(const api::ListRequest& r) {
-  auto run = [&]() -> absl::StatusOr<api::ListNodesResponse> {
+absl::StatusOr<api::v1::ListNodesResponse> RequestHandler::ListNodes(
+    const api::v1::ListRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::v1::ListNodesResponse> {
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), "ListNodes"));
     RETURN_IF_ERROR(CheckName(r.node(), "node", "ListNodes", /*may_be_empty=*/true));
-    api::ListNodesResponse out;
-    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::ListNodesResponse out;
+    out.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     for (const ledger::NodeInfo& n : ledger_.ListNodes(r.node())) *out.add_nodes() = ToProto(n);
     return out;
   };
   return Count(kListNodes, run());
 }
 
-absl::StatusOr<api::ListVmsResponse> RequestHandler::ListVms(const api::ListRequest& r) {
-  auto run = [&]() -> absl::StatusOr<api::ListVmsResponse> {
+absl::StatusOr<api::v1::ListVmsResponse> RequestHandler::ListVms(const api::v1::ListRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::v1::ListVmsResponse> {
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), "ListVms"));
     RETURN_IF_ERROR(CheckName(r.node(), "node", "ListVms", /*may_be_empty=*/true));
-    api::ListVmsResponse out;
-    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::ListVmsResponse out;
+    out.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     for (const ledger::VmInfo& v : ledger_.ListVms(r.node())) *out.add_vms() = ToProto(v);
     return out;
   };
   return Count(kListVms, run());
 }
 
-absl::StatusOr<api::StatusResponse> RequestHandler::GetStatus(const api::StatusRequest& r) {
-  auto run = [&]() -> absl::StatusOr<api::StatusResponse> {
+absl::StatusOr<api::v1::StatusResponse> RequestHandler::GetStatus(const api::v1::StatusRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::v1::StatusResponse> {
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), "GetStatus"));
-    api::StatusResponse out;
-    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::StatusResponse out;
+    out.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     const ledger::RecoveryInfo& info = ledger_.recovery();
     out.set_snapshot_file(info.snapshot_file);
     out.set_records_replayed(info.records_replayed);
@@ -335,9 +339,9 @@ absl::StatusOr<api::StatusResponse> RequestHandler::GetStatus(const api::StatusR
   return Count(kGetStatus, run());
 }
 
-absl::StatusOr<api::UpdateNodeResponse> RequestHandler::UpdateNode(
-    const api::UpdateNodeRequest& r) {
-  auto run = [&]() -> absl::StatusOr<api::UpdateNodeResponse> {
+absl::StatusOr<api::v1::UpdateNodeResponse> RequestHandler::UpdateNode(
+    const api::v1::UpdateNodeRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::v1::UpdateNodeResponse> {
     const std::string call = absl::StrCat("UpdateNodeRequest ", Shown(r.node()));
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
     RETURN_IF_ERROR(Required(r.node(), "node", call));
@@ -350,37 +354,38 @@ absl::StatusOr<api::UpdateNodeResponse> RequestHandler::UpdateNode(
     std::optional<double> watermark;
     if (r.watermark() != 0) watermark = r.watermark();
     ASSIGN_OR_RETURN(ledger::NodeInfo info, ledger_.UpdateNode(r.node(), total, watermark));
-    api::UpdateNodeResponse out;
-    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::UpdateNodeResponse out;
+    out.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     *out.mutable_node() = ToProto(info);
     return out;
   };
   return Count(kUpdateNode, run());
 }
 
-absl::StatusOr<api::CordonNodeResponse> RequestHandler::CordonNode(
-    const api::CordonNodeRequest& r) {
-  auto run = [&]() -> absl::StatusOr<api::CordonNodeResponse> {
+absl::StatusOr<api::v1::CordonNodeResponse> RequestHandler::CordonNode(
+    const api::v1::CordonNodeRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::v1::CordonNodeResponse> {
     const std::string call = absl::StrCat("CordonNodeRequest ", Shown(r.node()));
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
     RETURN_IF_ERROR(Required(r.node(), "node", call));
     ASSIGN_OR_RETURN(ledger::NodeInfo info, ledger_.CordonNode(r.node(), r.cordon()));
-    api::CordonNodeResponse out;
-    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::CordonNodeResponse out;
+    out.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     *out.mutable_node() = ToProto(info);
     return out;
   };
   return Count(kCordonNode, run());
 }
 
-absl::StatusOr<api::DrainNodeResponse> RequestHandler::DrainNode(const api::DrainNodeRequest& r) {
-  auto run = [&]() -> absl::StatusOr<api::DrainNodeResponse> {
+absl::StatusOr<api::v1::DrainNodeResponse> RequestHandler::DrainNode(
+    const api::v1::DrainNodeRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::v1::DrainNodeResponse> {
     const std::string call = absl::StrCat("DrainNodeRequest ", Shown(r.node()));
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
     RETURN_IF_ERROR(Required(r.node(), "node", call));
     ASSIGN_OR_RETURN(ledger::DrainProgress p, ledger_.DrainNode(r.node()));
-    api::DrainNodeResponse out;
-    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::DrainNodeResponse out;
+    out.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     *out.mutable_node() = ToProto(p.node);
     for (const ledger::MigrationOrder& o : p.migrating) *out.add_migrating() = ToProto(o);
     for (const std::string& vm : p.waiting) out.add_waiting(vm);
@@ -391,15 +396,15 @@ absl::StatusOr<api::DrainNodeResponse> RequestHandler::DrainNode(const api::Drai
   return Count(kDrainNode, run());
 }
 
-absl::StatusOr<api::RemoveNodeResponse> RequestHandler::RemoveNode(
-    const api::RemoveNodeRequest& r) {
-  auto run = [&]() -> absl::StatusOr<api::RemoveNodeResponse> {
+absl::StatusOr<api::v1::RemoveNodeResponse> RequestHandler::RemoveNode(
+    const api::v1::RemoveNodeRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::v1::RemoveNodeResponse> {
     const std::string call = absl::StrCat("RemoveNodeRequest ", Shown(r.node()));
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
     RETURN_IF_ERROR(Required(r.node(), "node", call));
     ASSIGN_OR_RETURN(ledger::RemovedNode removed, ledger_.RemoveNode(r.node(), r.force()));
-    api::RemoveNodeResponse out;
-    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::RemoveNodeResponse out;
+    out.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     for (const ledger::VmInfo& v : removed.dropped_vms) *out.add_dropped_vms() = ToProto(v);
     for (const ledger::MigrationOrder& o : removed.cancelled_migrations) {
       *out.add_cancelled_migrations() = ToProto(o);
@@ -409,9 +414,9 @@ absl::StatusOr<api::RemoveNodeResponse> RequestHandler::RemoveNode(
   return Count(kRemoveNode, run());
 }
 
-absl::StatusOr<api::UpdateVmBoundsResponse> RequestHandler::UpdateVmBounds(
-    const api::UpdateVmBoundsRequest& r) {
-  auto run = [&]() -> absl::StatusOr<api::UpdateVmBoundsResponse> {
+absl::StatusOr<api::v1::UpdateVmBoundsResponse> RequestHandler::UpdateVmBounds(
+    const api::v1::UpdateVmBoundsRequest& r) {
+  auto run = [&]() -> absl::StatusOr<api::v1::UpdateVmBoundsResponse> {
     const std::string call = absl::StrCat("UpdateVmBoundsRequest ", Shown(r.vm()));
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
     RETURN_IF_ERROR(Required(r.vm(), "vm", call));
@@ -419,8 +424,8 @@ absl::StatusOr<api::UpdateVmBoundsResponse> RequestHandler::UpdateVmBounds(
     absl::StatusOr<core::Bounds> bounds = core::BoundsFromProto(r.bounds());
     if (!bounds.ok()) return Annotate(bounds.status(), call);
     ASSIGN_OR_RETURN(ledger::VmInfo vm, ledger_.UpdateVmBounds(r.vm(), *bounds, r.node()));
-    api::UpdateVmBoundsResponse out;
-    out.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::UpdateVmBoundsResponse out;
+    out.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     *out.mutable_vm() = ToProto(vm);
     return out;
   };

@@ -12,7 +12,7 @@
 // by the caller of these methods.
 //
 //   RequestHandler handler(ledger, /*default_compute_unit=*/{250, 1 << 30});
-//   absl::StatusOr<api::PermitResponse> permit = handler.Request(request);
+//   absl::StatusOr<api::v1::PermitResponse> permit = handler.Request(request);
 //   ASSIGN_OR_RETURN(auto server, rpc::scheduler::StartGrpcServer(handler, "127.0.0.1:10299"));
 #pragma once
 
@@ -36,31 +36,34 @@ class RequestHandler final : public rpc::scheduler::SchedulerService {
   // `default_compute_unit` is used for placements that name none.
   RequestHandler(ledger::Ledger& ledger, core::Resources default_compute_unit);
 
-  absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& request) override;
+  absl::StatusOr<api::v1::PermitResponse> Request(const api::v1::PermitRequest& request) override;
   // Answers once the permit is durable: `done` may run before this returns or later on the
   // ledger store's thread.
-  void RequestAsync(const api::PermitRequest& request,
-                    std::function<void(absl::StatusOr<api::PermitResponse>)> done) override;
-  absl::StatusOr<api::RegisterNodeResponse> RegisterNode(
-      const api::RegisterNodeRequest& request) override;
-  absl::StatusOr<api::MigrationOrdersResponse> GetMigrationOrders(
-      const api::MigrationOrdersRequest& request) override;
-  absl::StatusOr<api::MigrationResultResponse> ReportMigration(
-      const api::MigrationResult& request) override;
-  absl::StatusOr<api::PlaceVmResponse> PlaceVm(const api::PlaceVmRequest& request) override;
-  absl::StatusOr<api::ReleaseVmResponse> ReleaseVm(const api::ReleaseVmRequest& request) override;
-  absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest& request) override;
-  absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest& request) override;
-  absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& request) override;
-  absl::StatusOr<api::UpdateNodeResponse> UpdateNode(
-      const api::UpdateNodeRequest& request) override;
-  absl::StatusOr<api::CordonNodeResponse> CordonNode(
-      const api::CordonNodeRequest& request) override;
-  absl::StatusOr<api::DrainNodeResponse> DrainNode(const api::DrainNodeRequest& request) override;
-  absl::StatusOr<api::RemoveNodeResponse> RemoveNode(
-      const api::RemoveNodeRequest& request) override;
-  absl::StatusOr<api::UpdateVmBoundsResponse> UpdateVmBounds(
-      const api::UpdateVmBoundsRequest& request) override;
+  void RequestAsync(const api::v1::PermitRequest& request,
+                    std::function<void(absl::StatusOr<api::v1::PermitResponse>)> done) override;
+  absl::StatusOr<api::v1::RegisterNodeResponse> RegisterNode(
+      const api::v1::RegisterNodeRequest& request) override;
+  absl::StatusOr<api::v1::MigrationOrdersResponse> GetMigrationOrders(
+      const api::v1::MigrationOrdersRequest& request) override;
+  absl::StatusOr<api::v1::MigrationResultResponse> ReportMigration(
+      const api::v1::MigrationResult& request) override;
+  absl::StatusOr<api::v1::PlaceVmResponse> PlaceVm(const api::v1::PlaceVmRequest& request) override;
+  absl::StatusOr<api::v1::ReleaseVmResponse> ReleaseVm(
+      const api::v1::ReleaseVmRequest& request) override;
+  absl::StatusOr<api::v1::ListNodesResponse> ListNodes(
+      const api::v1::ListRequest& request) override;
+  absl::StatusOr<api::v1::ListVmsResponse> ListVms(const api::v1::ListRequest& request) override;
+  absl::StatusOr<api::v1::StatusResponse> GetStatus(const api::v1::StatusRequest& request) override;
+  absl::StatusOr<api::v1::UpdateNodeResponse> UpdateNode(
+      const api::v1::UpdateNodeRequest& request) override;
+  absl::StatusOr<api::v1::CordonNodeResponse> CordonNode(
+      const api::v1::CordonNodeRequest& request) override;
+  absl::StatusOr<api::v1::DrainNodeResponse> DrainNode(
+      const api::v1::DrainNodeRequest& request) override;
+  absl::StatusOr<api::v1::RemoveNodeResponse> RemoveNode(
+      const api::v1::RemoveNodeRequest& request) override;
+  absl::StatusOr<api::v1::UpdateVmBoundsResponse> UpdateVmBounds(
+      const api::v1::UpdateVmBoundsRequest& request) override;
 
   // Calls answered so far, by method and status code (for metrics); zero counts left out.
   struct CallCount {
@@ -99,8 +102,8 @@ class RequestHandler final : public rpc::scheduler::SchedulerService {
 };
 
 // Conversions between the ledger's types and the protocol's.
-api::NodeState ToProto(const ledger::NodeInfo& node);
-api::VmState ToProto(const ledger::VmInfo& vm);
-api::MigrationOrder ToProto(const ledger::MigrationOrder& order);
+api::v1::NodeState ToProto(const ledger::NodeInfo& node);
+api::v1::VmState ToProto(const ledger::VmInfo& vm);
+api::v1::MigrationOrder ToProto(const ledger::MigrationOrder& order);
 
 }  // namespace autoscale::scheduler

@@ -41,14 +41,14 @@ class Input {
   const uint8_t* end_;
 };
 
-api::ProtocolVersion Version(Input& in) {
+api::v1::ProtocolVersion Version(Input& in) {
   const uint8_t b = in.Byte();
-  return static_cast<api::ProtocolVersion>(b % 8 == 0 ? b / 8 : 1);
+  return static_cast<api::v1::ProtocolVersion>(b % 8 == 0 ? b / 8 : 1);
 }
 
 // An amount near whole CUs: mostly valid, sometimes off by a little, sometimes negative.
-api::Resources Amount(Input& in) {
-  api::Resources r;
+api::v1::Resources Amount(Input& in) {
+  api::v1::Resources r;
   const int64_t cpu = in.Signed(), mem = in.Signed(), odd = in.Byte();
   r.set_milli_cpu(cpu * 250 + (odd % 5 == 0 ? odd : 0));
   r.set_memory_bytes(mem * kGiB + (odd % 7 == 0 ? odd : 0));
@@ -78,12 +78,12 @@ void Setup(ledger::Ledger& ledger) {
 void Step(scheduler::RequestHandler& h, Input& in) {
   switch (in.Byte() % 13) {
     case 0: {
-      api::PermitRequest r;
+      api::v1::PermitRequest r;
       if (r.ParseFromString(in.Bytes(in.Byte()))) (void)h.Request(r);
       break;
     }
     case 1: {
-      api::PermitRequest r;
+      api::v1::PermitRequest r;
       r.set_protocol_version(Version(in));
       r.set_node(in.Pick(kNodes));
       r.set_vm(in.Pick(kVms));
@@ -96,7 +96,7 @@ void Step(scheduler::RequestHandler& h, Input& in) {
       break;
     }
     case 2: {
-      api::PlaceVmRequest r;
+      api::v1::PlaceVmRequest r;
       r.set_protocol_version(Version(in));
       r.set_vm(in.Pick(kVms));
       r.mutable_bounds()->set_min_cu(in.Byte() % 4);
@@ -110,21 +110,21 @@ void Step(scheduler::RequestHandler& h, Input& in) {
       break;
     }
     case 3: {
-      api::ReleaseVmRequest r;
+      api::v1::ReleaseVmRequest r;
       r.set_protocol_version(Version(in));
       r.set_vm(in.Pick(kVms));
       (void)h.ReleaseVm(r);
       break;
     }
     case 4: {
-      api::MigrationOrdersRequest r;
+      api::v1::MigrationOrdersRequest r;
       r.set_protocol_version(Version(in));
       r.set_node(in.Pick(kNodes));
       (void)h.GetMigrationOrders(r);
       break;
     }
     case 5: {
-      api::MigrationResult r;
+      api::v1::MigrationResult r;
       r.set_protocol_version(Version(in));
       r.set_order_id(in.Byte() % 8);
       r.set_vm(in.Pick(kVms));
@@ -133,7 +133,7 @@ void Step(scheduler::RequestHandler& h, Input& in) {
       break;
     }
     case 6: {
-      api::RegisterNodeRequest r;
+      api::v1::RegisterNodeRequest r;
       r.set_protocol_version(Version(in));
       r.set_node(in.Pick(kNodes));
       *r.mutable_total() = Amount(in);
@@ -142,7 +142,7 @@ void Step(scheduler::RequestHandler& h, Input& in) {
       break;
     }
     case 7: {
-      api::UpdateNodeRequest r;
+      api::v1::UpdateNodeRequest r;
       r.set_protocol_version(Version(in));
       r.set_node(in.Pick(kNodes));
       if (in.Byte() % 2) *r.mutable_total() = Amount(in);
@@ -151,7 +151,7 @@ void Step(scheduler::RequestHandler& h, Input& in) {
       break;
     }
     case 8: {
-      api::CordonNodeRequest r;
+      api::v1::CordonNodeRequest r;
       r.set_protocol_version(Version(in));
       r.set_node(in.Pick(kNodes));
       r.set_cordon(in.Byte() % 2);
@@ -159,14 +159,14 @@ void Step(scheduler::RequestHandler& h, Input& in) {
       break;
     }
     case 9: {
-      api::DrainNodeRequest r;
+      api::v1::DrainNodeRequest r;
       r.set_protocol_version(Version(in));
       r.set_node(in.Pick(kNodes));
       (void)h.DrainNode(r);
       break;
     }
     case 10: {
-      api::RemoveNodeRequest r;
+      api::v1::RemoveNodeRequest r;
       r.set_protocol_version(Version(in));
       r.set_node(in.Pick(kNodes));
       r.set_force(in.Byte() % 2);
@@ -174,7 +174,7 @@ void Step(scheduler::RequestHandler& h, Input& in) {
       break;
     }
     case 11: {
-      api::UpdateVmBoundsRequest r;
+      api::v1::UpdateVmBoundsRequest r;
       r.set_protocol_version(Version(in));
       r.set_vm(in.Pick(kVms));
       if (in.Byte() % 2) r.set_node(in.Pick(kNodes));
@@ -184,7 +184,7 @@ void Step(scheduler::RequestHandler& h, Input& in) {
       break;
     }
     default: {
-      api::PlaceVmRequest r;
+      api::v1::PlaceVmRequest r;
       if (r.ParseFromString(in.Bytes(in.Byte()))) (void)h.PlaceVm(r);
       break;
     }

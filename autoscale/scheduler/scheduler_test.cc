@@ -14,8 +14,8 @@
 namespace autoscale::scheduler {
 namespace {
 
-api::Resources R(int64_t cpu, int64_t mem) {
-  api::Resources r;
+api::v1::Resources R(int64_t cpu, int64_t mem) {
+  api::v1::Resources r;
   r.set_milli_cpu(cpu);
   r.set_memory_bytes(mem);
   return r;
@@ -65,52 +65,52 @@ TEST(SchedulerTest, AnswersInProcessBalancesAndRecovers) {
   rpc::scheduler::InProcessClient client(scheduler.service());
 
   for (const char* node : {"n1", "n2"}) {
-    api::RegisterNodeRequest r;
+    api::v1::RegisterNodeRequest r;
     r.set_node(node);
     *r.mutable_total() = R(4000, 16 * kGiB);  // watermark 0.5 (the default): 8 CU
     r.set_agent_address(std::string(node) + ":7000");
     ASSERT_TRUE(client.RegisterNode(r).ok());
   }
   for (const char* vm : {"a", "b"}) {
-    api::PlaceVmRequest place;
+    api::v1::PlaceVmRequest place;
     place.set_vm(vm);
     place.set_node("n1");
     place.set_migratable(true);
     place.mutable_bounds()->set_min_cu(1);
     place.mutable_bounds()->set_max_cu(8);
     *place.mutable_initial() = R(1000, 4 * kGiB);
-    absl::StatusOr<api::PlaceVmResponse> p = client.PlaceVm(place);
+    absl::StatusOr<api::v1::PlaceVmResponse> p = client.PlaceVm(place);
     ASSERT_TRUE(p.ok()) << p.status();
     EXPECT_EQ(p->permit().memory_bytes(), 4 * kGiB);
   }
   // b grows to 5 CU: n1 holds 9 CU, above its watermark of 8.
-  api::PermitRequest grow;
+  api::v1::PermitRequest grow;
   grow.set_node("n1");
   grow.set_vm("b");
   grow.mutable_compute_unit()->set_milli_cpu(250);
   grow.mutable_compute_unit()->set_memory_bytes(kGiB);
   *grow.mutable_resources() = R(1250, 5 * kGiB);
-  absl::StatusOr<api::PermitResponse> permit = client.Request(grow);
+  absl::StatusOr<api::v1::PermitResponse> permit = client.Request(grow);
   ASSERT_TRUE(permit.ok()) << permit.status();
   EXPECT_EQ(permit->permit().memory_bytes(), 5 * kGiB);
   EXPECT_FALSE(permit->has_migration());
 
   auto migrating = [&client] {
-    const absl::StatusOr<api::ListVmsResponse> vms = client.ListVms(api::ListRequest());
+    const absl::StatusOr<api::v1::ListVmsResponse> vms = client.ListVms(api::v1::ListRequest());
     if (!vms.ok()) {
       ADD_FAILURE() << vms.status();
       return -1;
     }
     int n = 0;
-    for (const api::VmState& v : vms->vms()) n += v.migrating();
+    for (const api::v1::VmState& v : vms->vms()) n += v.migrating();
     return n;
   };
   EXPECT_EQ(migrating(), 0);
   scheduler.Tick();
   EXPECT_EQ(migrating(), 1) << "the round ordered a migration off n1";
-  api::MigrationOrdersRequest orders_of_n1;
+  api::v1::MigrationOrdersRequest orders_of_n1;
   orders_of_n1.set_node("n1");
-  absl::StatusOr<api::MigrationOrdersResponse> orders = client.GetMigrationOrders(orders_of_n1);
+  absl::StatusOr<api::v1::MigrationOrdersResponse> orders = client.GetMigrationOrders(orders_of_n1);
   ASSERT_TRUE(orders.ok()) << orders.status();
   ASSERT_EQ(orders->orders_size(), 1);
   EXPECT_EQ(orders->orders(0).target_node(), "n2");
@@ -132,8 +132,8 @@ TEST(SchedulerTest, AnswersInProcessBalancesAndRecovers) {
       Scheduler::Open({}, std::make_unique<ledger::MemoryStore>(log->Contents()));
   ASSERT_TRUE(again.ok()) << again.status();
   rpc::scheduler::InProcessClient client2((*again)->service());
-  absl::StatusOr<api::ListVmsResponse> vms = client2.ListVms(api::ListRequest());
-  absl::StatusOr<api::ListVmsResponse> before = client.ListVms(api::ListRequest());
+  absl::StatusOr<api::v1::ListVmsResponse> vms = client2.ListVms(api::v1::ListRequest());
+  absl::StatusOr<api::v1::ListVmsResponse> before = client.ListVms(api::v1::ListRequest());
   ASSERT_TRUE(vms.ok() && before.ok());
   EXPECT_EQ(vms->SerializeAsString(), before->SerializeAsString());
   EXPECT_EQ(vms->vms(1).permit().memory_bytes(), 5 * kGiB);

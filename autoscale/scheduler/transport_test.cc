@@ -23,8 +23,8 @@ namespace {
 
 using rpc::scheduler::SchedulerService;
 
-api::Resources R(int64_t cpu, int64_t mem) {
-  api::Resources r;
+api::v1::Resources R(int64_t cpu, int64_t mem) {
+  api::v1::Resources r;
   r.set_milli_cpu(cpu);
   r.set_memory_bytes(mem);
   return r;
@@ -83,13 +83,13 @@ class TransportTest : public ::testing::Test {
 TEST_F(TransportTest, SameAnswersAndErrors) {
   // Nodes: two good ones (the default watermark 0.9, then n1 at 0.5), and refused ones.
   for (const char* node : {"n1", "n2"}) {
-    api::RegisterNodeRequest r;
+    api::v1::RegisterNodeRequest r;
     r.set_node(node);
     *r.mutable_total() = R(4000, 16 * kGiB);
     r.set_agent_address(std::string(node) + ":7000");
     EXPECT_TRUE(Same(std::string("register ") + node, &SchedulerService::RegisterNode, r));
   }
-  api::RegisterNodeRequest r;
+  api::v1::RegisterNodeRequest r;
   r.set_node("n1");
   *r.mutable_total() = R(4000, 16 * kGiB);
   r.set_watermark(0.5);
@@ -103,7 +103,7 @@ TEST_F(TransportTest, SameAnswersAndErrors) {
   // Placements.
   for (const char* vm : {"a", "b"}) {
     clock_.Advance(absl::Seconds(1));
-    api::PlaceVmRequest p;
+    api::v1::PlaceVmRequest p;
     p.set_vm(vm);
     p.set_node("n1");
     p.set_migratable(true);
@@ -112,7 +112,7 @@ TEST_F(TransportTest, SameAnswersAndErrors) {
     *p.mutable_initial() = R(1000, 4 * kGiB);
     EXPECT_TRUE(Same(std::string("place ") + vm, &SchedulerService::PlaceVm, p));
   }
-  api::PlaceVmRequest p;
+  api::v1::PlaceVmRequest p;
   p.set_vm("c");
   p.mutable_bounds()->set_min_cu(3);
   p.mutable_bounds()->set_max_cu(2);
@@ -125,7 +125,7 @@ TEST_F(TransportTest, SameAnswersAndErrors) {
   EXPECT_FALSE(Same("place a again elsewhere", &SchedulerService::PlaceVm, p));
 
   // Requests: a grant, a report, and refusals.
-  api::PermitRequest q;
+  api::v1::PermitRequest q;
   q.set_node("n1");
   q.set_vm("b");
   q.mutable_compute_unit()->set_milli_cpu(250);
@@ -142,18 +142,19 @@ TEST_F(TransportTest, SameAnswersAndErrors) {
   *q.mutable_resources() = R(250, kGiB);
   EXPECT_FALSE(Same("an unknown VM", &SchedulerService::Request, q));
   q.set_vm("b");
-  q.set_protocol_version(static_cast<api::ProtocolVersion>(7));
+  q.set_protocol_version(static_cast<api::v1::ProtocolVersion>(7));
   EXPECT_FALSE(Same("protocol version 7", &SchedulerService::Request, q));
 
   // RequestAsync: the gRPC client answers through the default (it waits), the in-process one
   // through the handler's.
-  q.set_protocol_version(api::PROTOCOL_VERSION_UNSPECIFIED);
+  q.set_protocol_version(api::v1::PROTOCOL_VERSION_UNSPECIFIED);
   q.set_vm("a");
   q.clear_last_permit();
   *q.mutable_resources() = R(750, 3 * kGiB);
-  absl::StatusOr<api::PermitResponse> remote, local;
-  grpc_client_->RequestAsync(q, [&](absl::StatusOr<api::PermitResponse> p) { remote = p; });
-  in_process_client_->RequestAsync(q, [&](absl::StatusOr<api::PermitResponse> p) { local = p; });
+  absl::StatusOr<api::v1::PermitResponse> remote, local;
+  grpc_client_->RequestAsync(q, [&](absl::StatusOr<api::v1::PermitResponse> p) { remote = p; });
+  in_process_client_->RequestAsync(q,
+                                   [&](absl::StatusOr<api::v1::PermitResponse> p) { local = p; });
   ASSERT_TRUE(remote.ok() && local.ok()) << remote.status() << " " << local.status();
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*remote, *local));
   EXPECT_EQ(remote->permit().memory_bytes(), 3 * kGiB);
@@ -162,16 +163,17 @@ TEST_F(TransportTest, SameAnswersAndErrors) {
   *q.mutable_resources() = R(1000, 4 * kGiB);
   *q.mutable_last_permit() = R(750, 3 * kGiB);
   EXPECT_TRUE(Same("grow a", &SchedulerService::Request, q));
-  api::MigrationOrdersRequest o;
+  api::v1::MigrationOrdersRequest o;
   o.set_node("n1");
   EXPECT_TRUE(Same("orders of n1", &SchedulerService::GetMigrationOrders, o));
-  absl::StatusOr<api::MigrationOrdersResponse> orders = in_process_client_->GetMigrationOrders(o);
+  absl::StatusOr<api::v1::MigrationOrdersResponse> orders =
+      in_process_client_->GetMigrationOrders(o);
   ASSERT_TRUE(orders.ok());
   ASSERT_EQ(orders->orders_size(), 1);
   o.clear_node();
   EXPECT_FALSE(Same("orders of no node", &SchedulerService::GetMigrationOrders, o));
-  EXPECT_TRUE(Same("list VMs while migrating", &SchedulerService::ListVms, api::ListRequest()));
-  api::MigrationResult done;
+  EXPECT_TRUE(Same("list VMs while migrating", &SchedulerService::ListVms, api::v1::ListRequest()));
+  api::v1::MigrationResult done;
   done.set_order_id(orders->orders(0).id());
   done.set_vm(orders->orders(0).vm());
   done.set_succeeded(true);
@@ -179,50 +181,50 @@ TEST_F(TransportTest, SameAnswersAndErrors) {
   EXPECT_FALSE(Same("migration done twice", &SchedulerService::ReportMigration, done));
 
   // Reads and releases.
-  api::ListRequest list;
+  api::v1::ListRequest list;
   EXPECT_TRUE(Same("list nodes", &SchedulerService::ListNodes, list));
   list.set_node("n2");
   EXPECT_TRUE(Same("list n2's VMs", &SchedulerService::ListVms, list));
-  list.set_protocol_version(static_cast<api::ProtocolVersion>(2));
+  list.set_protocol_version(static_cast<api::v1::ProtocolVersion>(2));
   EXPECT_FALSE(Same("list with protocol version 2", &SchedulerService::ListNodes, list));
-  EXPECT_TRUE(Same("status", &SchedulerService::GetStatus, api::StatusRequest()));
-  api::ReleaseVmRequest release;
+  EXPECT_TRUE(Same("status", &SchedulerService::GetStatus, api::v1::StatusRequest()));
+  api::v1::ReleaseVmRequest release;
   release.set_vm("a");
   EXPECT_TRUE(Same("release a", &SchedulerService::ReleaseVm, release));
   EXPECT_FALSE(Same("release a again", &SchedulerService::ReleaseVm, release));
   release.clear_vm();
   EXPECT_FALSE(Same("release no VM", &SchedulerService::ReleaseVm, release));
-  EXPECT_TRUE(Same("list VMs at the end", &SchedulerService::ListVms, api::ListRequest()));
+  EXPECT_TRUE(Same("list VMs at the end", &SchedulerService::ListVms, api::v1::ListRequest()));
 
   // Node lifecycle and bounds.
-  api::UpdateVmBoundsRequest bounds;
+  api::v1::UpdateVmBoundsRequest bounds;
   bounds.set_vm("b");
   bounds.mutable_bounds()->set_min_cu(1);
   bounds.mutable_bounds()->set_max_cu(12);
   EXPECT_TRUE(Same("b's new bounds", &SchedulerService::UpdateVmBounds, bounds));
   bounds.set_node("n2");
   EXPECT_FALSE(Same("b's bounds on the wrong node", &SchedulerService::UpdateVmBounds, bounds));
-  api::UpdateNodeRequest update;
+  api::v1::UpdateNodeRequest update;
   update.set_node("n2");
   *update.mutable_total() = R(1000, 4 * kGiB);
   EXPECT_TRUE(Same("n2 over capacity", &SchedulerService::UpdateNode, update));
   update.set_watermark(2);
   EXPECT_FALSE(Same("a watermark of 2", &SchedulerService::UpdateNode, update));
-  api::CordonNodeRequest cordon;
+  api::v1::CordonNodeRequest cordon;
   cordon.set_node("n1");
   cordon.set_cordon(true);
   EXPECT_TRUE(Same("cordon n1", &SchedulerService::CordonNode, cordon));
   cordon.set_node("ghost");
   EXPECT_FALSE(Same("cordon a ghost", &SchedulerService::CordonNode, cordon));
-  api::DrainNodeRequest drain;
+  api::v1::DrainNodeRequest drain;
   drain.set_node("n2");
   EXPECT_TRUE(Same("drain n2", &SchedulerService::DrainNode, drain));
-  api::RemoveNodeRequest remove;
+  api::v1::RemoveNodeRequest remove;
   remove.set_node("n1");
   EXPECT_FALSE(Same("remove n1 with b on it", &SchedulerService::RemoveNode, remove));
   remove.set_force(true);
   EXPECT_TRUE(Same("remove n1 by force", &SchedulerService::RemoveNode, remove));
-  EXPECT_TRUE(Same("list nodes at the end", &SchedulerService::ListNodes, api::ListRequest()));
+  EXPECT_TRUE(Same("list nodes at the end", &SchedulerService::ListNodes, api::v1::ListRequest()));
 
   EXPECT_GE(errors_, 18) << "refusals compared (out of " << calls_ << " calls)";
 }

@@ -57,9 +57,10 @@ absl::Status WriteText(const std::string& path, const std::string& text, bool ex
   return absl::OkStatus();
 }
 
-std::unique_ptr<api::Scheduler::Stub> SchedulerStub(const std::string& address,
-                                                    const rpc::Security& security) {
-  return api::Scheduler::NewStub(grpc::CreateChannel(address, rpc::ChannelCredentials(security)));
+std::unique_ptr<api::v1::Scheduler::Stub> SchedulerStub(const std::string& address,
+                                                        const rpc::Security& security) {
+  return api::v1::Scheduler::NewStub(
+      grpc::CreateChannel(address, rpc::ChannelCredentials(security)));
 }
 
 void Deadline(grpc::ClientContext& context, absl::Duration d) {
@@ -294,7 +295,7 @@ absl::Status Cluster::WriteAgentConfig(const std::string& node) {
     if (o.name == node) n = &o;
   }
   if (n == nullptr) return absl::NotFoundError("no node " + node);
-  api::AgentConfig c;
+  api::v1::AgentConfig c;
   c.set_node(node);
   c.set_scheduler_address(scheduler_address());
   c.mutable_compute_unit()->set_milli_cpu(options_.compute_unit.milli_cpu);
@@ -305,7 +306,7 @@ absl::Status Cluster::WriteAgentConfig(const std::string& node) {
   // Under TCG, precopy of a guest that keeps writing can lose writes: switch to postcopy at once
   // (every VM allows it) and leave auto-converge off.
   c.mutable_migration()->set_postcopy_after_passes(1);
-  for (const api::VmConfig& vm : node_vms_[node]) *c.add_vms() = vm;
+  for (const api::v1::VmConfig& vm : node_vms_[node]) *c.add_vms() = vm;
   return WriteText(absl::StrCat(dir_, "/agent-", node, ".json"), ToJson(c) + "\n");
 }
 
@@ -345,7 +346,7 @@ int Cluster::AgentHttpPort(const std::string& node) const {
   return it == agent_http_ports_.end() ? -1 : it->second;
 }
 
-absl::StatusOr<api::AgentStatus> Cluster::AgentStatus(const std::string& node, uint64_t since) {
+absl::StatusOr<api::v1::AgentStatus> Cluster::AgentStatus(const std::string& node, uint64_t since) {
   const int port = AgentHttpPort(node);
   if (port <= 0) return absl::NotFoundError("no agent for node " + node);
   httplib::Client http("127.0.0.1", port);
@@ -355,29 +356,29 @@ absl::StatusOr<api::AgentStatus> Cluster::AgentStatus(const std::string& node, u
   if (!res || res->status != 200) {
     return absl::UnavailableError(absl::StrCat("agent of node ", node, ": no status"));
   }
-  api::AgentStatus status;
+  api::v1::AgentStatus status;
   RETURN_IF_ERROR(ParseJsonProto(res->body, status, absl::StrCat("agent status of node ", node)));
   return status;
 }
 
-absl::StatusOr<api::ListVmsResponse> Cluster::SchedulerVms() {
+absl::StatusOr<api::v1::ListVmsResponse> Cluster::SchedulerVms() {
   auto stub = SchedulerStub(scheduler_address(), admin_);
   grpc::ClientContext context;
   Deadline(context, absl::Seconds(5));
-  api::ListRequest req;
-  req.set_protocol_version(api::PROTOCOL_VERSION_1);
-  api::ListVmsResponse resp;
+  api::v1::ListRequest req;
+  req.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
+  api::v1::ListVmsResponse resp;
   RETURN_IF_ERROR(FromGrpc(stub->ListVms(&context, req, &resp), "scheduler ListVms"));
   return resp;
 }
 
-absl::StatusOr<api::ListNodesResponse> Cluster::SchedulerNodes() {
+absl::StatusOr<api::v1::ListNodesResponse> Cluster::SchedulerNodes() {
   auto stub = SchedulerStub(scheduler_address(), admin_);
   grpc::ClientContext context;
   Deadline(context, absl::Seconds(5));
-  api::ListRequest req;
-  req.set_protocol_version(api::PROTOCOL_VERSION_1);
-  api::ListNodesResponse resp;
+  api::v1::ListRequest req;
+  req.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
+  api::v1::ListNodesResponse resp;
   RETURN_IF_ERROR(FromGrpc(stub->ListNodes(&context, req, &resp), "scheduler ListNodes"));
   return resp;
 }
@@ -385,8 +386,8 @@ absl::StatusOr<api::ListNodesResponse> Cluster::SchedulerNodes() {
 absl::StatusOr<std::string> Cluster::Reserve(const GuestOptions& o) {
   const core::Resources& cu = options_.compute_unit;
   auto stub = SchedulerStub(scheduler_address(), admin_);
-  api::PlaceVmRequest place;
-  place.set_protocol_version(api::PROTOCOL_VERSION_1);
+  api::v1::PlaceVmRequest place;
+  place.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
   place.set_vm(o.name);
   place.mutable_bounds()->set_min_cu(o.bounds.min_cu);
   place.mutable_bounds()->set_max_cu(o.bounds.max_cu);
@@ -395,7 +396,7 @@ absl::StatusOr<std::string> Cluster::Reserve(const GuestOptions& o) {
   *place.mutable_initial() = core::ToProto(cu * o.start_cu);
   place.set_migratable(o.migratable);
   place.set_node(o.node);
-  api::PlaceVmResponse placed;
+  api::v1::PlaceVmResponse placed;
   {
     grpc::ClientContext context;
     Deadline(context, absl::Seconds(10));
@@ -485,7 +486,7 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
                            "booting " + o.name));
   ASSIGN_OR_RETURN(int port, g->vm->HostPort(kMonitorPort));
 
-  api::VmConfig vm;
+  api::v1::VmConfig vm;
   vm.set_name(o.name);
   vm.set_qmp("unix:" + g->vm->agent_qmp_path());
   // The guest booted with its vCPUs' whole quota (a fraction of a CPU would slow the boot under
@@ -513,7 +514,7 @@ Guest* Cluster::guest(const std::string& name) {
 
 absl::Status Cluster::SetBounds(const std::string& vm, core::Bounds bounds) {
   for (auto& [node, vms] : node_vms_) {
-    for (api::VmConfig& c : vms) {
+    for (api::v1::VmConfig& c : vms) {
       if (c.name() != vm) continue;
       c.mutable_bounds()->set_min_cu(bounds.min_cu);
       c.mutable_bounds()->set_max_cu(bounds.max_cu);
@@ -527,9 +528,9 @@ absl::Status Cluster::ReattachGuest(const std::string& vm) {
   Guest* g = guest(vm);
   if (g == nullptr) return absl::NotFoundError("no guest " + vm);
   for (const NodeOptions& n : options_.nodes) {
-    absl::StatusOr<api::AgentStatus> status = AgentStatus(n.name);
+    absl::StatusOr<api::v1::AgentStatus> status = AgentStatus(n.name);
     if (!status.ok()) continue;
-    for (const api::VmStatus& v : status->vms()) {
+    for (const api::v1::VmStatus& v : status->vms()) {
       if (v.vm() != vm || v.serial().empty()) continue;
       g->console.reset();
       g->vm.reset();  // the source QEMU has exited: reap it

@@ -56,7 +56,7 @@ struct ClusterOptions {
   core::Resources compute_unit{1000, int64_t{512} << 20};
   std::vector<NodeOptions> nodes;
   // Defaults for every VM's scaling.
-  api::ScalingConfig scaling;
+  api::v1::ScalingConfig scaling;
   absl::Duration balance_interval = absl::Seconds(1);
   // Where everything goes; empty: a new directory under /tmp, removed at the end.
   std::string dir;
@@ -143,9 +143,9 @@ class Cluster {
   // The port of a node's agent HTTP server (/status, /metrics) on 127.0.0.1.
   int AgentHttpPort(const std::string& node) const;
   // A node's agent /status (events after `since`), parsed.
-  absl::StatusOr<api::AgentStatus> AgentStatus(const std::string& node, uint64_t since = 0);
-  absl::StatusOr<api::ListVmsResponse> SchedulerVms();
-  absl::StatusOr<api::ListNodesResponse> SchedulerNodes();
+  absl::StatusOr<api::v1::AgentStatus> AgentStatus(const std::string& node, uint64_t since = 0);
+  absl::StatusOr<api::v1::ListVmsResponse> SchedulerVms();
+  absl::StatusOr<api::v1::ListNodesResponse> SchedulerNodes();
 
   absl::Status KillScheduler();
   absl::Status StartScheduler();
@@ -183,7 +183,7 @@ class Cluster {
   std::map<std::string, std::unique_ptr<Daemon>> agents_;
   std::map<std::string, int> agent_http_ports_;
   // Each node's VMs as its agent config lists them.
-  std::map<std::string, std::vector<api::VmConfig>> node_vms_;
+  std::map<std::string, std::vector<api::v1::VmConfig>> node_vms_;
   std::map<std::string, std::unique_ptr<Guest>> guests_;
 };
 

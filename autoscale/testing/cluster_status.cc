@@ -18,20 +18,20 @@ std::string ClusterMissing() {
   return "";
 }
 
-const api::VmStatus* VmStatus(const api::AgentStatus& status, const std::string& vm) {
-  for (const api::VmStatus& v : status.vms()) {
+const api::v1::VmStatus* VmStatus(const api::v1::AgentStatus& status, const std::string& vm) {
+  for (const api::v1::VmStatus& v : status.vms()) {
     if (v.vm() == vm) return &v;
   }
   return nullptr;
 }
 
-absl::StatusOr<api::AgentStatus> AwaitStatus(
+absl::StatusOr<api::v1::AgentStatus> AwaitStatus(
     Cluster& cluster, const std::string& node, absl::Duration timeout,
-    const std::function<bool(const api::AgentStatus&)>& done) {
+    const std::function<bool(const api::v1::AgentStatus&)>& done) {
   const absl::Time deadline = absl::Now() + timeout;
   std::string last = "(none)";
   while (true) {
-    absl::StatusOr<api::AgentStatus> status = cluster.AgentStatus(node);
+    absl::StatusOr<api::v1::AgentStatus> status = cluster.AgentStatus(node);
     if (status.ok()) {
       last = ToJson(*status);
       if (done(*status)) return status;
@@ -45,28 +45,28 @@ absl::StatusOr<api::AgentStatus> AwaitStatus(
   }
 }
 
-int64_t CurrentMemory(const api::AgentStatus& status, const std::string& vm) {
-  const api::VmStatus* v = VmStatus(status, vm);
+int64_t CurrentMemory(const api::v1::AgentStatus& status, const std::string& vm) {
+  const api::v1::VmStatus* v = VmStatus(status, vm);
   return v == nullptr ? -1 : v->current().memory_bytes();
 }
 
-std::vector<api::AgentEvent> Events(const api::AgentStatus& status, const std::string& vm,
-                                    api::EventKind kind, uint64_t since) {
-  std::vector<api::AgentEvent> out;
-  for (const api::AgentEvent& e : status.events()) {
+std::vector<api::v1::AgentEvent> Events(const api::v1::AgentStatus& status, const std::string& vm,
+                                        api::v1::EventKind kind, uint64_t since) {
+  std::vector<api::v1::AgentEvent> out;
+  for (const api::v1::AgentEvent& e : status.events()) {
     if (e.seq() > since && e.vm() == vm && e.kind() == kind) out.push_back(e);
   }
   return out;
 }
 
-bool HasEvent(const api::AgentStatus& status, const std::string& vm, api::EventKind kind,
+bool HasEvent(const api::v1::AgentStatus& status, const std::string& vm, api::v1::EventKind kind,
               uint64_t since) {
   return !Events(status, vm, kind, since).empty();
 }
 
-uint64_t LastEvent(const api::AgentStatus& status) {
+uint64_t LastEvent(const api::v1::AgentStatus& status) {
   uint64_t seq = 0;
-  for (const api::AgentEvent& e : status.events()) seq = std::max(seq, e.seq());
+  for (const api::v1::AgentEvent& e : status.events()) seq = std::max(seq, e.seq());
   return seq;
 }
 

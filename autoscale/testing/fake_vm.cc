@@ -372,7 +372,8 @@ void FakeHypervisor::SetMigrationScript(const MigrationScript& script) {
   script_ = script;
 }
 
-absl::StatusOr<agent::OpenedVm> FakeVmDriverFactory::Open(const api::VmConfig& vm, const Resources&,
+absl::StatusOr<agent::OpenedVm> FakeVmDriverFactory::Open(const api::v1::VmConfig& vm,
+                                                          const Resources&,
                                                           int64_t granted_milli_cpu,
                                                           absl::Duration) {
   {
@@ -394,7 +395,7 @@ absl::StatusOr<agent::OpenedVm> FakeVmDriverFactory::Open(const api::VmConfig& v
 }
 
 absl::StatusOr<std::unique_ptr<agent::IncomingVm>> FakeVmDriverFactory::StartIncoming(
-    const api::PrepareIncomingRequest& request) {
+    const api::v1::PrepareIncomingRequest& request) {
   {
     absl::MutexLock lock(&mu_);
     if (!incoming_error_.ok()) return incoming_error_;

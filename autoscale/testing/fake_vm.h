@@ -167,11 +167,12 @@ class FakeVmDriverFactory final : public agent::VmDriverFactory {
  public:
   FakeVmDriverFactory(FakeHypervisor& hv, std::string node) : hv_(hv), node_(std::move(node)) {}
 
-  absl::StatusOr<agent::OpenedVm> Open(const api::VmConfig& vm, const core::Resources& compute_unit,
+  absl::StatusOr<agent::OpenedVm> Open(const api::v1::VmConfig& vm,
+                                       const core::Resources& compute_unit,
                                        int64_t granted_milli_cpu,
                                        absl::Duration request_timeout) override;
   absl::StatusOr<std::unique_ptr<agent::IncomingVm>> StartIncoming(
-      const api::PrepareIncomingRequest& request) override;
+      const api::v1::PrepareIncomingRequest& request) override;
 
   // How many times Open was called (runner starts and restarts), and the granted milli-CPU the
   // last Open of `vm` (its QMP address) was given.

@@ -16,8 +16,8 @@ namespace {
 
 constexpr int64_t kCuMilliCpu = 250;
 
-api::Resources Cus(int64_t cpu_cu, int64_t mem_cu) {
-  api::Resources r;
+api::v1::Resources Cus(int64_t cpu_cu, int64_t mem_cu) {
+  api::v1::Resources r;
   r.set_milli_cpu(kCuMilliCpu * cpu_cu);
   r.set_memory_bytes(kGiB * mem_cu);
   return r;
@@ -52,19 +52,20 @@ int64_t PermitAgents::NowNs() {
 
 absl::Status PermitAgents::Setup(rpc::scheduler::SchedulerService& admin) {
   for (int n = 0; n < options_.nodes; ++n) {
-    api::RegisterNodeRequest r;
+    api::v1::RegisterNodeRequest r;
     r.set_node(absl::StrCat("node", n));
     *r.mutable_total() = Cus(16, 16);  // several VMs of up to max_cu each: they compete
-    absl::StatusOr<api::RegisterNodeResponse> done = Retried([&] { return admin.RegisterNode(r); });
+    absl::StatusOr<api::v1::RegisterNodeResponse> done =
+        Retried([&] { return admin.RegisterNode(r); });
     if (!done.ok()) return done.status();
   }
   for (int c = 0; c < options_.clients; ++c) {
     for (int i = 0; i < options_.vms_per_client; ++i) {
-      api::PlaceVmRequest r;
+      api::v1::PlaceVmRequest r;
       r.set_vm(absl::StrCat("vm", c, "-", i));
       r.mutable_bounds()->set_min_cu(1);
       r.mutable_bounds()->set_max_cu(options_.max_cu);
-      absl::StatusOr<api::PlaceVmResponse> p = admin.PlaceVm(r);
+      absl::StatusOr<api::v1::PlaceVmResponse> p = admin.PlaceVm(r);
       if (!p.ok()) return p.status();
       absl::MutexLock l(&mu_);
       views_[r.vm()].node = p->node();
@@ -94,7 +95,7 @@ void PermitAgents::Client(int c, std::unique_ptr<rpc::scheduler::SchedulerServic
     const std::string vm = absl::StrCat("vm", c, "-", i % options_.vms_per_client);
     const std::array<int64_t, 2> target = {1 + static_cast<int64_t>(rng() % options_.max_cu),
                                            1 + static_cast<int64_t>(rng() % options_.max_cu)};
-    api::PermitRequest r;
+    api::v1::PermitRequest r;
     {
       absl::MutexLock l(&mu_);
       VmView& view = views_.at(vm);
@@ -108,7 +109,7 @@ void PermitAgents::Client(int c, std::unique_ptr<rpc::scheduler::SchedulerServic
     r.mutable_compute_unit()->set_memory_bytes(kGiB);
     *r.mutable_resources() = Cus(target[0], target[1]);
     const int64_t sent = NowNs();
-    absl::StatusOr<api::PermitResponse> resp = scheduler->Request(r);
+    absl::StatusOr<api::v1::PermitResponse> resp = scheduler->Request(r);
     const int64_t received = NowNs();
     if (!resp.ok()) {
       if (!absl::IsUnavailable(resp.status()) && !absl::IsDeadlineExceeded(resp.status())) {
@@ -153,9 +154,9 @@ void PermitAgents::Stop() {
 }
 
 void PermitAgents::Check(rpc::scheduler::SchedulerService& scheduler, bool exact) {
-  absl::StatusOr<api::ListNodesResponse> nodes;
-  absl::StatusOr<api::ListVmsResponse> vms;
-  absl::StatusOr<api::StatusResponse> status;
+  absl::StatusOr<api::v1::ListNodesResponse> nodes;
+  absl::StatusOr<api::v1::ListVmsResponse> vms;
+  absl::StatusOr<api::v1::StatusResponse> status;
   for (absl::Time end = absl::Now() + absl::Seconds(15); absl::Now() < end;) {
     nodes = scheduler.ListNodes({});
     vms = scheduler.ListVms({});
@@ -167,13 +168,13 @@ void PermitAgents::Check(rpc::scheduler::SchedulerService& scheduler, bool exact
       << nodes.status() << vms.status() << status.status();
   EXPECT_EQ(status->adopted_permits(), 0u) << "an acknowledged permit was lost";
   ASSERT_EQ(nodes->nodes_size(), options_.nodes);
-  for (const api::NodeState& n : nodes->nodes()) {
+  for (const api::v1::NodeState& n : nodes->nodes()) {
     EXPECT_LE(n.reserved().milli_cpu(), n.total().milli_cpu()) << n.node();
     EXPECT_LE(n.reserved().memory_bytes(), n.total().memory_bytes()) << n.node();
   }
   ASSERT_EQ(vms->vms_size(), options_.clients * options_.vms_per_client);
   absl::MutexLock l(&mu_);
-  for (const api::VmState& v : vms->vms()) {
+  for (const api::v1::VmState& v : vms->vms()) {
     const VmView& view = views_.at(v.vm());
     const int64_t ledger[2] = {v.permit().milli_cpu() / kCuMilliCpu,
                                v.permit().memory_bytes() / kGiB};

@@ -80,7 +80,7 @@ int Run() {
     LOG(ERROR) << "--config is required";
     return 2;
   }
-  absl::StatusOr<api::AgentConfig> config = agent::LoadAgentConfig(config_path);
+  absl::StatusOr<api::v1::AgentConfig> config = agent::LoadAgentConfig(config_path);
   if (absl::GetFlag(FLAGS_check_config)) {
     if (!config.ok())
       std::fprintf(stderr, "%s\n", config.status().ToString().c_str());

@@ -42,15 +42,15 @@ int main() {
   Check(std::string(Version()) == AUTOSCALE_PACKAGE_VERSION, "base",
         std::string("Version() ") + Version() + ", package " + AUTOSCALE_PACKAGE_VERSION);
 
-  api::ScalingConfig proto;
+  api::v1::ScalingConfig proto;
   proto.set_load_average_fraction_target(0.5);
   std::string wire = proto.SerializeAsString();
-  api::ScalingConfig parsed;
+  api::v1::ScalingConfig parsed;
   Check(parsed.ParseFromString(wire) && parsed.load_average_fraction_target() == 0.5, "api",
         "ScalingConfig round trip");
 
   auto channel = grpc::CreateChannel("unix:/nonexistent", grpc::InsecureChannelCredentials());
-  Check(api::Scheduler::NewStub(channel) != nullptr, "api_grpc", "Scheduler stub");
+  Check(api::v1::Scheduler::NewStub(channel) != nullptr, "api_grpc", "Scheduler stub");
 
   absl::StatusOr<core::ScalingConfig> config = core::ResolveScalingConfig(proto);
   Check(config.ok() && config->load_average_fraction_target == 0.5, "core_proto",
@@ -70,7 +70,7 @@ int main() {
   Check(stat.ok() && stat->anon_bytes == 4096 && stat->file_bytes == 8192, "monitor",
         stat.status().ToString());
 
-  auto options = monitor::OptionsFromProto(api::MonitorConfig{});
+  auto options = monitor::OptionsFromProto(api::v1::MonitorConfig{});
   Check(options.ok() && monitor::ThresholdBytes(4 * kGiB, *options) > 0, "monitor_options",
         options.status().ToString());
 

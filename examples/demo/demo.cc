@@ -70,16 +70,16 @@ bool Interrupted() { return g_interrupted.load(); }
 
 std::string Mib(int64_t bytes) { return absl::StrCat(bytes / kMiB, " MiB"); }
 
-std::string Res(const api::Resources& r) {
+std::string Res(const api::v1::Resources& r) {
   return absl::StrFormat("%.1f CPU %5d MiB", r.milli_cpu() / 1000.0, r.memory_bytes() / kMiB);
 }
 
 // "-" when the status has no such resources.
-std::string Res(bool has, const api::Resources& r) { return has ? Res(r) : "-"; }
+std::string Res(bool has, const api::v1::Resources& r) { return has ? Res(r) : "-"; }
 
 // "partial_grant" for EVENT_KIND_PARTIAL_GRANT.
-std::string KindName(api::EventKind kind) {
-  std::string name = api::EventKind_Name(kind);
+std::string KindName(api::v1::EventKind kind) {
+  std::string name = api::v1::EventKind_Name(kind);
   if (absl::StartsWith(name, "EVENT_KIND_")) name = name.substr(11);
   return absl::AsciiStrToLower(name);
 }
@@ -87,7 +87,7 @@ std::string KindName(api::EventKind kind) {
 struct LoggedEvent {
   int64_t at_ms;
   std::string node, vm;
-  api::EventKind kind;
+  api::v1::EventKind kind;
   std::string text;
   int repeats = 1;
 };
@@ -114,7 +114,7 @@ class Dashboard {
   }
 
   // Whether the log has an event of `kind` for `vm`; its text.
-  std::optional<std::string> FindEvent(const std::string& vm, api::EventKind kind) {
+  std::optional<std::string> FindEvent(const std::string& vm, api::v1::EventKind kind) {
     absl::MutexLock lock(&mu_);
     for (const LoggedEvent& e : all_) {
       if (e.vm == vm && e.kind == kind) return e.text;
@@ -122,7 +122,7 @@ class Dashboard {
     return std::nullopt;
   }
   // Waits up to `timeout` for such an event (the dashboard polls the agents every second).
-  std::optional<std::string> AwaitEvent(const std::string& vm, api::EventKind kind,
+  std::optional<std::string> AwaitEvent(const std::string& vm, api::v1::EventKind kind,
                                         absl::Duration timeout = absl::Seconds(5)) {
     const absl::Time end = absl::Now() + timeout;
     while (true) {
@@ -131,7 +131,7 @@ class Dashboard {
       absl::SleepFor(absl::Milliseconds(200));
     }
   }
-  int CountEvents(const std::string& vm, api::EventKind kind) {
+  int CountEvents(const std::string& vm, api::v1::EventKind kind) {
     absl::MutexLock lock(&mu_);
     int n = 0;
     for (const LoggedEvent& e : all_) n += (e.vm == vm && e.kind == kind) ? e.repeats : 0;
@@ -182,12 +182,12 @@ class Dashboard {
     std::vector<LoggedEvent> fresh;
     for (const NodeOptions& n : cluster_.options().nodes) {
       uint64_t& since = since_[n.name];
-      absl::StatusOr<api::AgentStatus> s = cluster_.AgentStatus(n.name, since);
+      absl::StatusOr<api::v1::AgentStatus> s = cluster_.AgentStatus(n.name, since);
       if (!s.ok()) {
         rows.push_back(absl::StrFormat("%-6s %-4s (agent not answering)", "-", n.name));
         continue;
       }
-      for (const api::VmStatus& vm : s->vms()) {
+      for (const api::v1::VmStatus& vm : s->vms()) {
         std::string state = vm.monitor_connected() ? "monitor connected" : "no monitor";
         if (vm.migrating()) state = "MIGRATING";
         const CgroupCpu cpu = ReadCgroup(vm.host_cgroup(), polled);
@@ -199,27 +199,27 @@ class Dashboard {
             Res(vm.has_permit(), vm.permit()), cpu.quota, cpu.used, Res(vm.current()),
             Res(vm.has_observed(), vm.observed()), state));
       }
-      for (const api::AgentEvent& e : s->events()) {
+      for (const api::v1::AgentEvent& e : s->events()) {
         since = std::max<uint64_t>(since, e.seq());
         fresh.push_back({e.at_unix_ms(), n.name, e.vm(), e.kind(), e.text()});
       }
     }
     // The ledger: reservation-only VMs and each node against its watermark.
     std::vector<std::string> nodes;
-    if (absl::StatusOr<api::ListVmsResponse> vms = cluster_.SchedulerVms(); vms.ok()) {
-      for (const api::VmState& v : vms->vms()) {
+    if (absl::StatusOr<api::v1::ListVmsResponse> vms = cluster_.SchedulerVms(); vms.ok()) {
+      for (const api::v1::VmState& v : vms->vms()) {
         if (cluster_.guest(v.vm()) != nullptr) continue;
         rows.push_back(absl::StrFormat("%-6s %-4s %5s %9s %4s  %-18s %-6s %-6s %-18s %-18s %s",
                                        v.vm(), v.node(), "-", "-", "-", Res(v.permit()), "-", "-",
                                        "-", "-", "reserved in the ledger only (no guest)"));
       }
     }
-    if (absl::StatusOr<api::ListNodesResponse> ns = cluster_.SchedulerNodes(); ns.ok()) {
+    if (absl::StatusOr<api::v1::ListNodesResponse> ns = cluster_.SchedulerNodes(); ns.ok()) {
       // CPU USED: the sum of the node's QEMU cgroups' CPU use; a node whose ledger is full uses
       // at most its total, because each QEMU's quota is its permit.
       nodes.push_back(absl::StrFormat("%-4s  %-18s %-18s %-18s %-9s %s", "NODE", "RESERVED",
                                       "TOTAL", "WATERMARK", "CPU USED", ""));
-      for (const api::NodeState& n : ns->nodes()) {
+      for (const api::v1::NodeState& n : ns->nodes()) {
         const bool above =
             n.reserved().milli_cpu() - n.migrating().milli_cpu() > n.watermark().milli_cpu() ||
             n.reserved().memory_bytes() - n.migrating().memory_bytes() >
@@ -306,21 +306,21 @@ class Demo {
 
   // Waits up to `timeout` (and the demo's deadline) for `done` on the VM's entry on `node`.
   bool WaitVm(const std::string& node, const std::string& vm, absl::Duration timeout,
-              const std::function<bool(const api::VmStatus&)>& done) {
+              const std::function<bool(const api::v1::VmStatus&)>& done) {
     const absl::Time end = std::min(absl::Now() + timeout, deadline_);
     while (!Interrupted() && absl::Now() < end) {
-      if (absl::StatusOr<api::AgentStatus> s = c_.AgentStatus(node); s.ok()) {
-        if (const api::VmStatus* v = VmStatus(*s, vm); v != nullptr && done(*v)) return true;
+      if (absl::StatusOr<api::v1::AgentStatus> s = c_.AgentStatus(node); s.ok()) {
+        if (const api::v1::VmStatus* v = VmStatus(*s, vm); v != nullptr && done(*v)) return true;
       }
       absl::SleepFor(absl::Milliseconds(250));
     }
     return false;
   }
-  static std::function<bool(const api::VmStatus&)> MemoryAtLeast(int64_t bytes) {
-    return [bytes](const api::VmStatus& v) { return v.current().memory_bytes() >= bytes; };
+  static std::function<bool(const api::v1::VmStatus&)> MemoryAtLeast(int64_t bytes) {
+    return [bytes](const api::v1::VmStatus& v) { return v.current().memory_bytes() >= bytes; };
   }
-  static std::function<bool(const api::VmStatus&)> MemoryAtMost(int64_t bytes) {
-    return [bytes](const api::VmStatus& v) {
+  static std::function<bool(const api::v1::VmStatus&)> MemoryAtMost(int64_t bytes) {
+    return [bytes](const api::v1::VmStatus& v) {
       const int64_t m = v.current().memory_bytes();
       return m > 0 && m <= bytes;
     };
@@ -351,10 +351,10 @@ class Demo {
     }
     if (grown) {
       steps[0].seen = true;
-      dash_.AwaitEvent("vm2", api::EVENT_KIND_MONITOR_NOTIFIED);
-      steps[0].detail =
-          absl::StrFormat("vm2 grew 1 -> 3 CU in %.1f s; upscale requests from its monitor: %d",
-                          Since(t), dash_.CountEvents("vm2", api::EVENT_KIND_UPSCALE_REQUESTED));
+      dash_.AwaitEvent("vm2", api::v1::EVENT_KIND_MONITOR_NOTIFIED);
+      steps[0].detail = absl::StrFormat(
+          "vm2 grew 1 -> 3 CU in %.1f s; upscale requests from its monitor: %d", Since(t),
+          dash_.CountEvents("vm2", api::v1::EVENT_KIND_UPSCALE_REQUESTED));
     }
     if (Interrupted()) return steps;
 
@@ -365,11 +365,11 @@ class Demo {
     t = absl::Now();
     (void)vm2->StopLoad();
     if (WaitVm("b", "vm2", absl::Seconds(60), MemoryAtMost(kCu.memory_bytes))) {
-      steps[1].seen = dash_.AwaitEvent("vm2", api::EVENT_KIND_DOWNSCALE_APPROVED).has_value();
-      steps[1].detail =
-          absl::StrFormat("vm2 shrank to 1 CU in %.1f s; monitor approvals: %d; its LFC %s -> %s",
-                          Since(t), dash_.CountEvents("vm2", api::EVENT_KIND_DOWNSCALE_APPROVED),
-                          Mib(lfc_before), Mib(vm2->LfcBytes().value_or(-1)));
+      steps[1].seen = dash_.AwaitEvent("vm2", api::v1::EVENT_KIND_DOWNSCALE_APPROVED).has_value();
+      steps[1].detail = absl::StrFormat(
+          "vm2 shrank to 1 CU in %.1f s; monitor approvals: %d; its LFC %s -> %s", Since(t),
+          dash_.CountEvents("vm2", api::v1::EVENT_KIND_DOWNSCALE_APPROVED), Mib(lfc_before),
+          Mib(vm2->LfcBytes().value_or(-1)));
     }
     if (Interrupted()) return steps;
 
@@ -379,11 +379,11 @@ class Demo {
     dash_.SetScene("3/5 migration: vm1 grows node a past its watermark");
     t = absl::Now();
     Load(vm1, 300, 1);
-    if (WaitVm("b", "vm1", absl::Seconds(90), [](const api::VmStatus&) { return true; })) {
+    if (WaitVm("b", "vm1", absl::Seconds(90), [](const api::v1::VmStatus&) { return true; })) {
       if (absl::Status s = c_.ReattachGuest("vm1"); !s.ok()) {
         std::fprintf(stderr, "demo: %s\n", s.ToString().c_str());
       }
-      std::optional<std::string> moved = dash_.AwaitEvent("vm1", api::EVENT_KIND_MIGRATED_OUT);
+      std::optional<std::string> moved = dash_.AwaitEvent("vm1", api::v1::EVENT_KIND_MIGRATED_OUT);
       steps[2].seen = moved.has_value();
       steps[2].detail = absl::StrFormat("%.1f s after the load started: %s", Since(t),
                                         moved.value_or("(no event)"));
@@ -395,7 +395,8 @@ class Demo {
     dash_.SetScene("4/5 partial grant: vm1's load grows on node b, which has no CPU left");
     Load(vm1, 350, 0);
     if (WaitVm("b", "vm1", absl::Seconds(40), MemoryAtLeast(3 * kCu.memory_bytes))) {
-      std::optional<std::string> partial = dash_.AwaitEvent("vm1", api::EVENT_KIND_PARTIAL_GRANT);
+      std::optional<std::string> partial =
+          dash_.AwaitEvent("vm1", api::v1::EVENT_KIND_PARTIAL_GRANT);
       steps[3].seen = partial.has_value();
       steps[3].detail = partial.value_or("(no partial grant event)");
     }
@@ -485,7 +486,7 @@ int Main() {
   dash.SetScene("0/5 waiting for the monitors in the guests");
   for (const auto& [vm, node] : {std::pair{"vm1", "a"}, std::pair{"vm2", "b"}}) {
     demo.WaitVm(node, vm, absl::Seconds(60),
-                [](const api::VmStatus& v) { return v.monitor_connected(); });
+                [](const api::v1::VmStatus& v) { return v.monitor_connected(); });
   }
   std::vector<Step> steps = demo.Run(*vm1, *vm2);
   dash.Stop();

@@ -41,8 +41,8 @@ TEST(EndToEnd, DrainMovesEveryMigratableVmAndTheEmptyNodeIsRemoved) {
   ASSERT_TRUE(c.Reserve({.name = "vm2", .node = "a", .bounds = {1, 1}}).ok());
   ASSERT_TRUE(
       c.Reserve({.name = "pinned", .node = "a", .bounds = {1, 1}, .migratable = false}).ok());
-  auto ready = AwaitStatus(c, "a", absl::Seconds(90), [](const api::AgentStatus& s) {
-    const api::VmStatus* vm = VmStatus(s, "vm1");
+  auto ready = AwaitStatus(c, "a", absl::Seconds(90), [](const api::v1::AgentStatus& s) {
+    const api::v1::VmStatus* vm = VmStatus(s, "vm1");
     return vm != nullptr && vm->monitor_connected();
   });
   ASSERT_TRUE(ready.ok()) << ready.status();
@@ -50,14 +50,14 @@ TEST(EndToEnd, DrainMovesEveryMigratableVmAndTheEmptyNodeIsRemoved) {
   auto scheduler =
       rpc::scheduler::NewGrpcClient(c.scheduler_address(), absl::Seconds(10), c.admin_security());
   ASSERT_TRUE(scheduler.ok()) << scheduler.status();
-  api::DrainNodeRequest drain;
+  api::v1::DrainNodeRequest drain;
   drain.set_node("a");
-  absl::StatusOr<api::DrainNodeResponse> progress = (*scheduler)->DrainNode(drain);
+  absl::StatusOr<api::v1::DrainNodeResponse> progress = (*scheduler)->DrainNode(drain);
   ASSERT_TRUE(progress.ok()) << progress.status();
   EXPECT_TRUE(progress->node().cordoned());
   EXPECT_TRUE(progress->node().draining());
-  std::map<std::string, api::MigrationOrder> orders;
-  for (const api::MigrationOrder& o : progress->migrating()) orders[o.vm()] = o;
+  std::map<std::string, api::v1::MigrationOrder> orders;
+  for (const api::v1::MigrationOrder& o : progress->migrating()) orders[o.vm()] = o;
   ASSERT_EQ(orders.size(), 2u) << progress->ShortDebugString();
   EXPECT_EQ(orders["vm1"].target_node(), "b");
   EXPECT_EQ(orders["vm2"].target_node(), "b");
@@ -66,16 +66,17 @@ TEST(EndToEnd, DrainMovesEveryMigratableVmAndTheEmptyNodeIsRemoved) {
   EXPECT_FALSE(progress->done());
 
   // vm2's agent (this test) reports its move; a's agent live-migrates vm1.
-  api::MigrationResult moved;
+  api::v1::MigrationResult moved;
   moved.set_order_id(orders["vm2"].id());
   moved.set_vm("vm2");
   moved.set_succeeded(true);
   ASSERT_TRUE((*scheduler)->ReportMigration(moved).ok());
-  auto arrived = AwaitStatus(c, "b", absl::Seconds(180), [](const api::AgentStatus& s) {
-    return VmStatus(s, "vm1") != nullptr && HasEvent(s, "vm1", api::EVENT_KIND_MIGRATED_IN);
+  auto arrived = AwaitStatus(c, "b", absl::Seconds(180), [](const api::v1::AgentStatus& s) {
+    return VmStatus(s, "vm1") != nullptr && HasEvent(s, "vm1", api::v1::EVENT_KIND_MIGRATED_IN);
   });
-  ASSERT_TRUE(arrived.ok()) << "vm1 did not arrive on node b: " << arrived.status() << "\nnode a: "
-                            << c.AgentStatus("a").value_or(api::AgentStatus()).ShortDebugString();
+  ASSERT_TRUE(arrived.ok())
+      << "vm1 did not arrive on node b: " << arrived.status()
+      << "\nnode a: " << c.AgentStatus("a").value_or(api::v1::AgentStatus()).ShortDebugString();
 
   // Only the VM that is not migratable is left; the node cannot go while it is there.
   progress = (*scheduler)->DrainNode(drain);
@@ -84,18 +85,18 @@ TEST(EndToEnd, DrainMovesEveryMigratableVmAndTheEmptyNodeIsRemoved) {
   EXPECT_EQ(progress->waiting_size(), 0);
   ASSERT_EQ(progress->staying_size(), 1);
   EXPECT_FALSE(progress->done());
-  api::RemoveNodeRequest remove;
+  api::v1::RemoveNodeRequest remove;
   remove.set_node("a");
   EXPECT_EQ((*scheduler)->RemoveNode(remove).status().code(),
             absl::StatusCode::kFailedPrecondition);
-  api::ReleaseVmRequest release;
+  api::v1::ReleaseVmRequest release;
   release.set_vm("pinned");
   ASSERT_TRUE((*scheduler)->ReleaseVm(release).ok());
   progress = (*scheduler)->DrainNode(drain);
   ASSERT_TRUE(progress.ok()) << progress.status();
   EXPECT_TRUE(progress->done());
 
-  absl::StatusOr<api::RemoveNodeResponse> removed = (*scheduler)->RemoveNode(remove);
+  absl::StatusOr<api::v1::RemoveNodeResponse> removed = (*scheduler)->RemoveNode(remove);
   ASSERT_TRUE(removed.ok()) << removed.status();
   EXPECT_EQ(removed->dropped_vms_size(), 0);
   auto nodes = c.SchedulerNodes();
@@ -105,7 +106,7 @@ TEST(EndToEnd, DrainMovesEveryMigratableVmAndTheEmptyNodeIsRemoved) {
   EXPECT_EQ(nodes->nodes(0).vm_count(), 2u);
   auto vms = c.SchedulerVms();
   ASSERT_TRUE(vms.ok()) << vms.status();
-  for (const api::VmState& v : vms->vms()) {
+  for (const api::v1::VmState& v : vms->vms()) {
     EXPECT_EQ(v.node(), "b") << v.vm();
     EXPECT_FALSE(v.migrating()) << v.vm();
   }

@@ -20,17 +20,17 @@ using ::autoscale::testing::VmStatus;
 
 constexpr int64_t kCu = 512 * kMiB;
 
-using ::autoscale::api::AgentStatus;
+using ::autoscale::api::v1::AgentStatus;
 
 int64_t Memory(const AgentStatus& s) { return testing::CurrentMemory(s, "vm1"); }
 
 // vm1's permit and desired memory; -1 without a permit or without vm1.
 int64_t PermitMemory(const AgentStatus& s) {
-  const api::VmStatus* vm = VmStatus(s, "vm1");
+  const api::v1::VmStatus* vm = VmStatus(s, "vm1");
   return vm != nullptr && vm->has_permit() ? vm->permit().memory_bytes() : -1;
 }
 int64_t DesiredMemory(const AgentStatus& s) {
-  const api::VmStatus* vm = VmStatus(s, "vm1");
+  const api::v1::VmStatus* vm = VmStatus(s, "vm1");
   return vm != nullptr ? vm->desired().memory_bytes() : -1;
 }
 
@@ -57,7 +57,7 @@ TEST(EndToEnd, SchedulerMonitorAndAgentFailures) {
   auto guest = c.AddGuest({.name = "vm1", .node = "a", .bounds = {1, 3}});
   ASSERT_TRUE(guest.ok()) << guest.status();
   auto ready = AwaitStatus(c, "a", absl::Seconds(60), [](const AgentStatus& s) {
-    const api::VmStatus* vm = VmStatus(s, "vm1");
+    const api::v1::VmStatus* vm = VmStatus(s, "vm1");
     return vm != nullptr && vm->monitor_connected() && vm->has_load_avg_1m();
   });
   ASSERT_TRUE(ready.ok()) << ready.status();
@@ -76,13 +76,13 @@ TEST(EndToEnd, SchedulerMonitorAndAgentFailures) {
                              [](const AgentStatus& s) { return Memory(s) == 2 * kCu; });
   ASSERT_TRUE(resumed.ok()) << "scaling did not resume after the scheduler's restart: "
                             << resumed.status();
-  EXPECT_TRUE(HasEvent(*resumed, "vm1", api::EVENT_KIND_SCHEDULER_REQUEST_FAILED));
+  EXPECT_TRUE(HasEvent(*resumed, "vm1", api::v1::EVENT_KIND_SCHEDULER_REQUEST_FAILED));
 
   // --- The monitor is killed: lowering the bounds asks for a downscale, which does not happen;
   // raising them still grows the VM.
   ASSERT_TRUE((*guest)->KillMonitor().ok());
   auto gone = AwaitStatus(c, "a", absl::Seconds(60), [](const AgentStatus& s) {
-    const api::VmStatus* vm = VmStatus(s, "vm1");
+    const api::v1::VmStatus* vm = VmStatus(s, "vm1");
     return vm != nullptr && !vm->monitor_connected();
   });
   ASSERT_TRUE(gone.ok()) << gone.status();
@@ -107,7 +107,7 @@ TEST(EndToEnd, SchedulerMonitorAndAgentFailures) {
   });
   ASSERT_TRUE(back.ok()) << back.status();
   HoldsFor(c, absl::Seconds(6), "no downscale on missing metrics", [](const AgentStatus& s) {
-    const api::VmStatus* vm = VmStatus(s, "vm1");
+    const api::v1::VmStatus* vm = VmStatus(s, "vm1");
     return Memory(s) == 3 * kCu && DesiredMemory(s) == 3 * kCu &&
            vm->decided_by() == "currentUsage";
   });

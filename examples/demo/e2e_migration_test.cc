@@ -14,7 +14,7 @@
 namespace autoscale::demo {
 namespace {
 
-using ::autoscale::api::AgentStatus;
+using ::autoscale::api::v1::AgentStatus;
 using ::autoscale::testing::AwaitStatus;
 using ::autoscale::testing::Cluster;
 using ::autoscale::testing::ClusterOptions;
@@ -42,7 +42,7 @@ TEST(EndToEnd, AVmAboveTheWatermarkMigratesWithItsMemoryIntact) {
   auto vm2 = c.Reserve({.name = "vm2", .node = "a", .bounds = {1, 1}, .migratable = false});
   ASSERT_TRUE(vm2.ok()) << vm2.status();
   auto ready = AwaitStatus(c, "a", absl::Seconds(90), [](const AgentStatus& s) {
-    const api::VmStatus* vm = VmStatus(s, "vm1");
+    const api::v1::VmStatus* vm = VmStatus(s, "vm1");
     return vm != nullptr && vm->monitor_connected();
   });
   ASSERT_TRUE(ready.ok()) << ready.status();
@@ -51,20 +51,20 @@ TEST(EndToEnd, AVmAboveTheWatermarkMigratesWithItsMemoryIntact) {
 
   ASSERT_TRUE(c.SetBounds("vm1", {2, 3}).ok());
   auto moved = AwaitStatus(c, "b", absl::Seconds(180), [](const AgentStatus& s) {
-    return VmStatus(s, "vm1") != nullptr && HasEvent(s, "vm1", api::EVENT_KIND_MIGRATED_IN);
+    return VmStatus(s, "vm1") != nullptr && HasEvent(s, "vm1", api::v1::EVENT_KIND_MIGRATED_IN);
   });
   auto source = c.AgentStatus("a");
   ASSERT_TRUE(moved.ok()) << "vm1 did not arrive on node b: " << moved.status() << "\nnode a: "
                           << (source.ok() ? source->DebugString() : source.status().ToString());
   ASSERT_TRUE(source.ok()) << source.status();
   EXPECT_EQ(VmStatus(*source, "vm1"), nullptr) << "node a no longer manages vm1";
-  EXPECT_TRUE(HasEvent(*source, "vm1", api::EVENT_KIND_MIGRATED_OUT)) << source->DebugString();
+  EXPECT_TRUE(HasEvent(*source, "vm1", api::v1::EVENT_KIND_MIGRATED_OUT)) << source->DebugString();
 
   // The ledger moved the reservation: vm1 on b at 2 CU, node a back under its watermark.
   auto vms = c.SchedulerVms();
   ASSERT_TRUE(vms.ok()) << vms.status();
   std::set<std::string> found;
-  for (const api::VmState& v : vms->vms()) {
+  for (const api::v1::VmState& v : vms->vms()) {
     found.insert(v.vm());
     EXPECT_FALSE(v.migrating()) << v.vm();
     if (v.vm() == "vm1") {
@@ -77,7 +77,7 @@ TEST(EndToEnd, AVmAboveTheWatermarkMigratesWithItsMemoryIntact) {
   EXPECT_EQ(found, (std::set<std::string>{"vm1", "vm2"}));
   auto nodes = c.SchedulerNodes();
   ASSERT_TRUE(nodes.ok()) << nodes.status();
-  for (const api::NodeState& n : nodes->nodes()) {
+  for (const api::v1::NodeState& n : nodes->nodes()) {
     if (n.node() == "a") {
       EXPECT_LE(n.reserved().memory_bytes(), n.watermark().memory_bytes());
     }

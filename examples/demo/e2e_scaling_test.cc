@@ -12,7 +12,7 @@
 namespace autoscale::demo {
 namespace {
 
-using ::autoscale::api::AgentStatus;
+using ::autoscale::api::v1::AgentStatus;
 using ::autoscale::testing::AwaitStatus;
 using ::autoscale::testing::Cluster;
 using ::autoscale::testing::ClusterOptions;
@@ -39,7 +39,7 @@ TEST(EndToEnd, MemoryPressureGrowsTheVmAndAnIdleVmShrinksLfcFirst) {
 
   // The agent took the VM over and its monitor streams metrics.
   auto ready = AwaitStatus(c, "a", absl::Seconds(60), [](const AgentStatus& s) {
-    const api::VmStatus* vm = VmStatus(s, "vm1");
+    const api::v1::VmStatus* vm = VmStatus(s, "vm1");
     return vm != nullptr && vm->monitor_connected() && vm->has_load_avg_1m();
   });
   if (!ready.ok()) {
@@ -61,11 +61,12 @@ TEST(EndToEnd, MemoryPressureGrowsTheVmAndAnIdleVmShrinksLfcFirst) {
   EXPECT_GE(*after, *before + 512 * kMiB) << "one more CU of memory is online";
   auto grown = AwaitStatus(c, "a", absl::Seconds(30), [](const AgentStatus& s) {
     return testing::CurrentMemory(s, "vm1") >= 1024 * kMiB &&
-           HasEvent(s, "vm1", api::EVENT_KIND_UPSCALE_REQUESTED) &&
-           HasEvent(s, "vm1", api::EVENT_KIND_MONITOR_NOTIFIED);
+           HasEvent(s, "vm1", api::v1::EVENT_KIND_UPSCALE_REQUESTED) &&
+           HasEvent(s, "vm1", api::v1::EVENT_KIND_MONITOR_NOTIFIED);
   });
   ASSERT_TRUE(grown.ok()) << grown.status();
-  EXPECT_TRUE(HasEvent(*grown, "vm1", api::EVENT_KIND_PERMIT)) << "the scheduler was asked first";
+  EXPECT_TRUE(HasEvent(*grown, "vm1", api::v1::EVENT_KIND_PERMIT))
+      << "the scheduler was asked first";
   const int64_t lfc_big = *g.LfcBytes();
 
   // The load is gone: the monitor approves a downscale, shrinking the LFC first, and the VM
@@ -74,7 +75,7 @@ TEST(EndToEnd, MemoryPressureGrowsTheVmAndAnIdleVmShrinksLfcFirst) {
     return testing::CurrentMemory(s, "vm1") == 512 * kMiB;
   });
   ASSERT_TRUE(shrunk.ok()) << shrunk.status();
-  EXPECT_TRUE(HasEvent(*shrunk, "vm1", api::EVENT_KIND_DOWNSCALE_APPROVED));
+  EXPECT_TRUE(HasEvent(*shrunk, "vm1", api::v1::EVENT_KIND_DOWNSCALE_APPROVED));
   auto lfc_small = g.LfcBytes();
   ASSERT_TRUE(lfc_small.ok());
   EXPECT_LT(*lfc_small, lfc_big) << "the LFC follows the memory down";

@@ -38,14 +38,15 @@ TEST(EndToEndTls, DaemonsTalkMutualTlsAndRefuseStrangers) {
   ASSERT_TRUE(c.admin_security().tls());
 
   // Both agents registered with the scheduler over mutual TLS, as their own nodes.
-  absl::StatusOr<api::ListNodesResponse> nodes = c.SchedulerNodes();
+  absl::StatusOr<api::v1::ListNodesResponse> nodes = c.SchedulerNodes();
   ASSERT_TRUE(nodes.ok()) << nodes.status();
   ASSERT_EQ(nodes->nodes_size(), 2);
 
   // A plaintext scheduler client is refused, and so is one of another CA.
   std::unique_ptr<rpc::scheduler::SchedulerService> plain =
       *rpc::scheduler::NewGrpcClient(c.scheduler_address(), absl::Seconds(5));
-  EXPECT_EQ(plain->ListNodes(api::ListRequest()).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(plain->ListNodes(api::v1::ListRequest()).status().code(),
+            absl::StatusCode::kUnavailable);
   absl::StatusOr<testing::TestCa> other = testing::TestCa::Create(c.dir() + "/other-ca");
   ASSERT_TRUE(other.ok()) << other.status();
   absl::StatusOr<rpc::TlsFiles> forged = other->Issue("admin", "spiffe://autoscale.test/admin");
@@ -53,7 +54,7 @@ TEST(EndToEndTls, DaemonsTalkMutualTlsAndRefuseStrangers) {
   forged->ca = c.dir() + "/pki/ca.pem";
   std::unique_ptr<rpc::scheduler::SchedulerService> stranger = *rpc::scheduler::NewGrpcClient(
       c.scheduler_address(), absl::Seconds(5), *rpc::Security::MutualTls(*forged));
-  EXPECT_EQ(stranger->ListNodes(api::ListRequest()).status().code(),
+  EXPECT_EQ(stranger->ListNodes(api::v1::ListRequest()).status().code(),
             absl::StatusCode::kUnavailable);
 
   // Node b's own certificate: it may not re-register node a (say, to redirect a migration
@@ -65,30 +66,30 @@ TEST(EndToEndTls, DaemonsTalkMutualTlsAndRefuseStrangers) {
   ASSERT_TRUE(node_b.ok()) << node_b.status();
   std::unique_ptr<rpc::scheduler::SchedulerService> b =
       *rpc::scheduler::NewGrpcClient(c.scheduler_address(), absl::Seconds(5), *node_b);
-  api::RegisterNodeRequest reg;
+  api::v1::RegisterNodeRequest reg;
   reg.set_node("a");
   reg.mutable_total()->set_milli_cpu(1000000);
   reg.mutable_total()->set_memory_bytes(1024 * kGiB);
   reg.set_agent_address("127.0.0.1:9");
-  absl::StatusOr<api::RegisterNodeResponse> hijack = b->RegisterNode(reg);
+  absl::StatusOr<api::v1::RegisterNodeResponse> hijack = b->RegisterNode(reg);
   EXPECT_EQ(hijack.status().code(), absl::StatusCode::kPermissionDenied) << hijack.status();
   EXPECT_NE(
       hijack.status().message().find("spiffe://autoscale.test/node/b may not register node a"),
       std::string::npos)
       << hijack.status();
-  api::PlaceVmRequest place;
+  api::v1::PlaceVmRequest place;
   place.set_vm("x");
   EXPECT_EQ(b->PlaceVm(place).status().code(), absl::StatusCode::kPermissionDenied);
   nodes = c.SchedulerNodes();
   ASSERT_TRUE(nodes.ok()) << nodes.status();
-  for (const api::NodeState& n : nodes->nodes()) {
+  for (const api::v1::NodeState& n : nodes->nodes()) {
     EXPECT_NE(n.agent_address(), "127.0.0.1:9") << n.node();
   }
 
   // The agents' migration endpoint refuses a plaintext peer before anything starts.
   std::unique_ptr<rpc::agent_peer::MigrationPeer> peer = *rpc::agent_peer::NewGrpcClient(
       absl::StrCat("unix:", c.dir(), "/agent-a.sock"), absl::Seconds(5));
-  api::PrepareIncomingRequest incoming;
+  api::v1::PrepareIncomingRequest incoming;
   incoming.set_order_id(1);
   incoming.mutable_vm()->set_name("evil");
   EXPECT_EQ(peer->PrepareIncoming(incoming).status().code(), absl::StatusCode::kUnavailable);

@@ -167,7 +167,7 @@ absl::StatusOr<std::unique_ptr<lfc::LfcResizer>> MakeResizer() {
 }
 
 absl::Status Run() {
-  api::MonitorConfig config;
+  api::v1::MonitorConfig config;
   if (!absl::GetFlag(FLAGS_config).empty()) {
     RETURN_IF_ERROR(ReadProtoFile(absl::GetFlag(FLAGS_config), config));
   }

@@ -41,7 +41,7 @@ constexpr Resources kCu{1000, kGiB};
 constexpr char kPrefix[] = "/agents";
 
 Resources Cus(int n) { return kCu * n; }
-std::string Text(const api::Resources& r) {
+std::string Text(const api::v1::Resources& r) {
   return Resources{r.milli_cpu(), r.memory_bytes()}.ToString();
 }
 
@@ -110,39 +110,40 @@ class RecordingScheduler : public rpc::scheduler::SchedulerService {
  public:
   RecordingScheduler(std::unique_ptr<SchedulerService> real, CallLog& log)
       : real_(std::move(real)), log_(log) {}
-  absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& r) override {
+  absl::StatusOr<api::v1::PermitResponse> Request(const api::v1::PermitRequest& r) override {
     log_.Add("scheduler " + Text(r.resources()));
-    absl::StatusOr<api::PermitResponse> answer = real_->Request(r);
+    absl::StatusOr<api::v1::PermitResponse> answer = real_->Request(r);
     log_.Add(answer.ok() ? "scheduler ok " + Text(answer->permit())
                          : absl::StrCat("scheduler failed ",
                                         absl::StatusCodeToString(answer.status().code())));
     return answer;
   }
-  absl::StatusOr<api::RegisterNodeResponse> RegisterNode(
-      const api::RegisterNodeRequest& r) override {
+  absl::StatusOr<api::v1::RegisterNodeResponse> RegisterNode(
+      const api::v1::RegisterNodeRequest& r) override {
     return real_->RegisterNode(r);
   }
-  absl::StatusOr<api::MigrationOrdersResponse> GetMigrationOrders(
-      const api::MigrationOrdersRequest& r) override {
+  absl::StatusOr<api::v1::MigrationOrdersResponse> GetMigrationOrders(
+      const api::v1::MigrationOrdersRequest& r) override {
     return real_->GetMigrationOrders(r);
   }
-  absl::StatusOr<api::MigrationResultResponse> ReportMigration(
-      const api::MigrationResult& r) override {
+  absl::StatusOr<api::v1::MigrationResultResponse> ReportMigration(
+      const api::v1::MigrationResult& r) override {
     return real_->ReportMigration(r);
   }
-  absl::StatusOr<api::PlaceVmResponse> PlaceVm(const api::PlaceVmRequest& r) override {
+  absl::StatusOr<api::v1::PlaceVmResponse> PlaceVm(const api::v1::PlaceVmRequest& r) override {
     return real_->PlaceVm(r);
   }
-  absl::StatusOr<api::ReleaseVmResponse> ReleaseVm(const api::ReleaseVmRequest& r) override {
+  absl::StatusOr<api::v1::ReleaseVmResponse> ReleaseVm(
+      const api::v1::ReleaseVmRequest& r) override {
     return real_->ReleaseVm(r);
   }
-  absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest& r) override {
+  absl::StatusOr<api::v1::ListNodesResponse> ListNodes(const api::v1::ListRequest& r) override {
     return real_->ListNodes(r);
   }
-  absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest& r) override {
+  absl::StatusOr<api::v1::ListVmsResponse> ListVms(const api::v1::ListRequest& r) override {
     return real_->ListVms(r);
   }
-  absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& r) override {
+  absl::StatusOr<api::v1::StatusResponse> GetStatus(const api::v1::StatusRequest& r) override {
     return real_->GetStatus(r);
   }
 
@@ -155,14 +156,14 @@ class RecordingScheduler : public rpc::scheduler::SchedulerService {
 class ApprovingMonitor : public rpc::monitor::MonitorClient {
  public:
   explicit ApprovingMonitor(CallLog& log) : log_(log) {}
-  absl::StatusOr<api::DownscaleResult> RequestDownscale(const api::Resources& target,
-                                                        absl::Duration) override {
+  absl::StatusOr<api::v1::DownscaleResult> RequestDownscale(const api::v1::Resources& target,
+                                                            absl::Duration) override {
     log_.Add("monitor downscale " + Text(target));
-    api::DownscaleResult r;
+    api::v1::DownscaleResult r;
     r.set_ok(true);
     return r;
   }
-  absl::Status NotifyUpscale(const api::Resources& granted, absl::Duration) override {
+  absl::Status NotifyUpscale(const api::v1::Resources& granted, absl::Duration) override {
     log_.Add("monitor upscale " + Text(granted));
     return absl::OkStatus();
   }
@@ -219,7 +220,7 @@ class AgentFailoverTest : public ::testing::Test {
   Resources Permit() {
     std::unique_ptr<rpc::scheduler::SchedulerService> s = Client();
     for (const absl::Time end = absl::Now() + absl::Seconds(15); absl::Now() < end;) {
-      absl::StatusOr<api::ListVmsResponse> vms = s->ListVms({});
+      absl::StatusOr<api::v1::ListVmsResponse> vms = s->ListVms({});
       if (vms.ok() && vms->vms_size() == 1) {
         return {vms->vms(0).permit().milli_cpu(), vms->vms(0).permit().memory_bytes()};
       }
@@ -229,7 +230,7 @@ class AgentFailoverTest : public ::testing::Test {
   }
 
   void SendMetrics(double load) {
-    api::Metrics m;
+    api::v1::Metrics m;
     m.set_load_avg_1m(load);
     m.set_load_avg_5m(load);
     m.set_memory_usage_bytes(kGiB / 4);
@@ -278,17 +279,17 @@ class AgentFailoverTest : public ::testing::Test {
 
 TEST_F(AgentFailoverTest, NoGrowthBeyondTheLastPermitAndShrinksReportedToTheNewLeader) {
   std::unique_ptr<rpc::scheduler::SchedulerService> admin = Client();
-  api::RegisterNodeRequest node;
+  api::v1::RegisterNodeRequest node;
   node.set_node("n1");
   *node.mutable_total() = core::ToProto(Cus(8));
-  absl::StatusOr<api::RegisterNodeResponse> registered;
+  absl::StatusOr<api::v1::RegisterNodeResponse> registered;
   for (absl::Time end = absl::Now() + absl::Seconds(15); absl::Now() < end;) {
     registered = admin->RegisterNode(node);  // until a leader serves
     if (registered.ok()) break;
     absl::SleepFor(absl::Milliseconds(50));
   }
   ASSERT_TRUE(registered.ok()) << registered.status();
-  api::PlaceVmRequest place;
+  api::v1::PlaceVmRequest place;
   place.set_vm("vm1");
   place.set_node("n1");
   place.mutable_bounds()->set_min_cu(1);

@@ -205,7 +205,7 @@ TEST_F(HaFailoverTest, KillsFreezesAndEtcdFailuresLoseNothing) {
     absl::SleepFor(absl::Milliseconds(1000 + rng() % 800));
     const int leader = Leader();
     ASSERT_GE(leader, 0) << "no scheduler leads";
-    absl::StatusOr<api::StatusResponse> status = admin->GetStatus({});
+    absl::StatusOr<api::v1::StatusResponse> status = admin->GetStatus({});
     if (status.ok()) {
       EXPECT_EQ(status->adopted_permits(), 0u);
     }
@@ -255,12 +255,12 @@ TEST_F(HaFailoverTest, KillsFreezesAndEtcdFailuresLoseNothing) {
   absl::SleepFor(absl::Seconds(1));  // well past its 2 s lease
   ASSERT_EQ(::kill(daemons_[frozen]->pid(), SIGCONT), 0);
   // Straight to it: whatever it still believes, it answers nothing.
-  auto stub = api::Scheduler::NewStub(
+  auto stub = api::v1::Scheduler::NewStub(
       grpc::CreateChannel(addresses_[frozen], grpc::InsecureChannelCredentials()));
   int probes = 0;
   for (absl::Time end = absl::Now() + absl::Seconds(1); absl::Now() < end; ++probes) {
-    api::PermitRequest r;
-    r.set_protocol_version(api::PROTOCOL_VERSION_1);
+    api::v1::PermitRequest r;
+    r.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
     r.set_node("node0");
     r.set_vm("vm0-0");
     r.mutable_compute_unit()->set_milli_cpu(250);
@@ -269,7 +269,7 @@ TEST_F(HaFailoverTest, KillsFreezesAndEtcdFailuresLoseNothing) {
     r.mutable_resources()->set_memory_bytes(8 * kGiB);
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
-    api::PermitResponse resp;
+    api::v1::PermitResponse resp;
     const grpc::Status s = stub->Request(&context, r, &resp);
     EXPECT_FALSE(s.ok()) << "the resumed ex-leader answered a request";
     EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();

@@ -69,15 +69,15 @@ struct Usage {
   std::string message;
 };
 
-api::Resources ResourcesFlag(const std::string& value, const char* flag) {
+api::v1::Resources ResourcesFlag(const std::string& value, const char* flag) {
   absl::StatusOr<core::Resources> r = core::ParseResources(value, flag);
   if (!r.ok()) throw Usage{r.status().ToString()};
   return core::ToProto(*r);
 }
 
-api::ComputeUnit ComputeUnitFlag() {
-  const api::Resources r = ResourcesFlag(absl::GetFlag(FLAGS_compute_unit), "--compute_unit");
-  api::ComputeUnit cu;
+api::v1::ComputeUnit ComputeUnitFlag() {
+  const api::v1::Resources r = ResourcesFlag(absl::GetFlag(FLAGS_compute_unit), "--compute_unit");
+  api::v1::ComputeUnit cu;
   cu.set_milli_cpu(r.milli_cpu());
   cu.set_memory_bytes(r.memory_bytes());
   return cu;
@@ -114,11 +114,11 @@ class Table {
   std::vector<std::vector<std::string>> rows_;
 };
 
-std::string Amount(const api::Resources& r) {
+std::string Amount(const api::v1::Resources& r) {
   return core::Resources{r.milli_cpu(), r.memory_bytes()}.ToString();
 }
 
-std::string NodeState(const api::NodeState& n) {
+std::string NodeState(const api::v1::NodeState& n) {
   std::vector<std::string> s;
   if (n.draining()) {
     s.push_back("draining");
@@ -136,27 +136,27 @@ std::string Age(int64_t started_unix_micros) {
       absl::Trunc(absl::Now() - absl::FromUnixMicros(started_unix_micros), absl::Seconds(1)));
 }
 
-void PrintNodes(const google::protobuf::RepeatedPtrField<api::NodeState>& nodes) {
+void PrintNodes(const google::protobuf::RepeatedPtrField<api::v1::NodeState>& nodes) {
   Table t({"NODE", "STATE", "TOTAL", "RESERVED", "WATERMARK", "MIGRATING", "VMS", "AGENT"});
-  for (const api::NodeState& n : nodes) {
+  for (const api::v1::NodeState& n : nodes) {
     t.Add({n.node(), NodeState(n), Amount(n.total()), Amount(n.reserved()), Amount(n.watermark()),
            Amount(n.migrating()), std::to_string(n.vm_count()), n.agent_address()});
   }
   t.Print(std::cout);
 }
 
-void PrintOrders(const google::protobuf::RepeatedPtrField<api::MigrationOrder>& orders) {
+void PrintOrders(const google::protobuf::RepeatedPtrField<api::v1::MigrationOrder>& orders) {
   Table t({"ORDER", "VM", "FROM", "TO", "TARGET AGENT", "AGE"});
-  for (const api::MigrationOrder& o : orders) {
+  for (const api::v1::MigrationOrder& o : orders) {
     t.Add({std::to_string(o.id()), o.vm(), o.source_node(), o.target_node(),
            o.target_agent_address(), Age(o.started_unix_micros())});
   }
   t.Print(std::cout);
 }
 
-void PrintVms(const google::protobuf::RepeatedPtrField<api::VmState>& vms) {
+void PrintVms(const google::protobuf::RepeatedPtrField<api::v1::VmState>& vms) {
   Table t({"VM", "NODE", "BOUNDS", "PERMIT", "REQUESTED", "MIGRATABLE", "MIGRATING"});
-  for (const api::VmState& v : vms) {
+  for (const api::v1::VmState& v : vms) {
     t.Add({v.vm(), v.node(), absl::StrCat(v.bounds().min_cu(), "..", v.bounds().max_cu(), " CU"),
            Amount(v.permit()), Amount(v.requested()), v.migratable() ? "yes" : "no",
            v.migrating() ? absl::StrCat("to ", v.migration().target_node(), " (order ",
@@ -167,16 +167,16 @@ void PrintVms(const google::protobuf::RepeatedPtrField<api::VmState>& vms) {
 }
 
 // The printers for -o table, by response type.
-void PrintTable(const api::ListNodesResponse& r) { PrintNodes(r.nodes()); }
-void PrintTable(const api::ListVmsResponse& r) { PrintVms(r.vms()); }
-void PrintTable(const api::MigrationOrdersResponse& r) { PrintOrders(r.orders()); }
-void PrintTable(const api::DrainNodeResponse& r) {
-  google::protobuf::RepeatedPtrField<api::NodeState> node;
+void PrintTable(const api::v1::ListNodesResponse& r) { PrintNodes(r.nodes()); }
+void PrintTable(const api::v1::ListVmsResponse& r) { PrintVms(r.vms()); }
+void PrintTable(const api::v1::MigrationOrdersResponse& r) { PrintOrders(r.orders()); }
+void PrintTable(const api::v1::DrainNodeResponse& r) {
+  google::protobuf::RepeatedPtrField<api::v1::NodeState> node;
   *node.Add() = r.node();
   PrintNodes(node);
   std::cout << "\n";
   Table t({"VM", "DRAIN"});
-  for (const api::MigrationOrder& o : r.migrating()) {
+  for (const api::v1::MigrationOrder& o : r.migrating()) {
     t.Add({o.vm(), absl::StrCat("migrating to ", o.target_node(), " (order ", o.id(), ", ",
                                 Age(o.started_unix_micros()), ")")});
   }
@@ -185,7 +185,7 @@ void PrintTable(const api::DrainNodeResponse& r) {
   t.Print(std::cout);
   std::cout << (r.done() ? "\ndone: no VM left" : "\nnot done") << "\n";
 }
-void PrintTable(const api::RemoveNodeResponse& r) {
+void PrintTable(const api::v1::RemoveNodeResponse& r) {
   PrintVms(r.dropped_vms());
   if (r.cancelled_migrations_size() > 0) {
     std::cout << "\n";
@@ -219,15 +219,15 @@ class Ctl {
 
   // Runs `command`; prints its JSON. Returns the exit code.
   int Run(const std::string& command) {
-    api::ListRequest list;
+    api::v1::ListRequest list;
     list.set_node(absl::GetFlag(FLAGS_node));
     if (command == "nodes") return Call(&Service::ListNodes, list);
     if (command == "vms") return Call(&Service::ListVms, list);
     if (command == "permits") {
-      api::ListVmsResponse vms;
+      api::v1::ListVmsResponse vms;
       if (int rc = Call(&Service::ListVms, list, &vms); rc != 0) return rc;
       PermitList out;
-      for (const api::VmState& v : vms.vms()) {
+      for (const api::v1::VmState& v : vms.vms()) {
         PermitList::Permit* p = out.add_permits();
         p->set_vm(v.vm());
         p->set_node(v.node());
@@ -239,11 +239,11 @@ class Ctl {
       return 0;
     }
     if (command == "status") {
-      api::StatusRequest r;
+      api::v1::StatusRequest r;
       return Call(&Service::GetStatus, r);
     }
     if (command == "register") {
-      api::RegisterNodeRequest r;
+      api::v1::RegisterNodeRequest r;
       r.set_node(Need(FLAGS_node, "node"));
       *r.mutable_total() = ResourcesFlag(Need(FLAGS_total, "total"), "--total");
       r.set_watermark(absl::GetFlag(FLAGS_watermark));
@@ -251,7 +251,7 @@ class Ctl {
       return Call(&Service::RegisterNode, r);
     }
     if (command == "place") {
-      api::PlaceVmRequest r;
+      api::v1::PlaceVmRequest r;
       r.set_vm(Need(FLAGS_vm, "vm"));
       r.mutable_bounds()->set_min_cu(absl::GetFlag(FLAGS_min_cu));
       r.mutable_bounds()->set_max_cu(absl::GetFlag(FLAGS_max_cu));
@@ -266,7 +266,7 @@ class Ctl {
       return Call(&Service::PlaceVm, r);
     }
     if (command == "request") {
-      api::PermitRequest r;
+      api::v1::PermitRequest r;
       r.set_node(Need(FLAGS_node, "node"));
       r.set_vm(Need(FLAGS_vm, "vm"));
       Need(FLAGS_compute_unit, "compute_unit");
@@ -278,17 +278,17 @@ class Ctl {
       return Call(&Service::Request, r);
     }
     if (command == "release") {
-      api::ReleaseVmRequest r;
+      api::v1::ReleaseVmRequest r;
       r.set_vm(Need(FLAGS_vm, "vm"));
       return Call(&Service::ReleaseVm, r);
     }
     if (command == "orders") {
-      api::MigrationOrdersRequest r;
+      api::v1::MigrationOrdersRequest r;
       r.set_node(Need(FLAGS_node, "node"));
       return Call(&Service::GetMigrationOrders, r);
     }
     if (command == "report") {
-      api::MigrationResult r;
+      api::v1::MigrationResult r;
       r.set_order_id(absl::GetFlag(FLAGS_order));
       r.set_vm(Need(FLAGS_vm, "vm"));
       r.set_succeeded(!absl::GetFlag(FLAGS_failed));
@@ -296,24 +296,24 @@ class Ctl {
       return Call(&Service::ReportMigration, r);
     }
     if (command == "cordon" || command == "uncordon") {
-      api::CordonNodeRequest r;
+      api::v1::CordonNodeRequest r;
       r.set_node(Need(FLAGS_node, "node"));
       r.set_cordon(command == "cordon");
       return Call(&Service::CordonNode, r);
     }
     if (command == "drain") {
-      api::DrainNodeRequest r;
+      api::v1::DrainNodeRequest r;
       r.set_node(Need(FLAGS_node, "node"));
       return Call(&Service::DrainNode, r);
     }
     if (command == "remove") {
-      api::RemoveNodeRequest r;
+      api::v1::RemoveNodeRequest r;
       r.set_node(Need(FLAGS_node, "node"));
       r.set_force(absl::GetFlag(FLAGS_force));
       return Call(&Service::RemoveNode, r);
     }
     if (command == "update-node") {
-      api::UpdateNodeRequest r;
+      api::v1::UpdateNodeRequest r;
       r.set_node(Need(FLAGS_node, "node"));
       if (!absl::GetFlag(FLAGS_total).empty()) {
         *r.mutable_total() = ResourcesFlag(absl::GetFlag(FLAGS_total), "--total");
@@ -324,7 +324,7 @@ class Ctl {
       return Call(&Service::UpdateNode, r);
     }
     if (command == "bounds") {
-      api::UpdateVmBoundsRequest r;
+      api::v1::UpdateVmBoundsRequest r;
       r.set_vm(Need(FLAGS_vm, "vm"));
       r.set_node(absl::GetFlag(FLAGS_node));
       r.mutable_bounds()->set_min_cu(absl::GetFlag(FLAGS_min_cu));

@@ -46,8 +46,8 @@ class Tmpfs {
   const std::string path_;
 };
 
-api::Resources Cus(int64_t n) {
-  api::Resources r;
+api::v1::Resources Cus(int64_t n) {
+  api::v1::Resources r;
   r.set_milli_cpu(kCuCpu * n);
   r.set_memory_bytes(kCuMem * n);
   return r;
@@ -68,8 +68,8 @@ class FullDiskTest : public ::testing::Test {
   }
   std::string address() const { return "unix:" + dir_.path() + "/s.sock"; }
 
-  absl::StatusOr<api::PermitResponse> Ask(int64_t cus) {
-    api::PermitRequest r;
+  absl::StatusOr<api::v1::PermitResponse> Ask(int64_t cus) {
+    api::v1::PermitRequest r;
     r.set_node("n");
     r.set_vm("vm");
     r.mutable_compute_unit()->set_milli_cpu(kCuCpu);
@@ -77,7 +77,7 @@ class FullDiskTest : public ::testing::Test {
     *r.mutable_resources() = Cus(cus);
     return client_->Request(r);
   }
-  api::StatusResponse Status() { return *client_->GetStatus(api::StatusRequest()); }
+  api::v1::StatusResponse Status() { return *client_->GetStatus(api::v1::StatusRequest()); }
 
   // Fills the file system with a file of zeros until it is full.
   void Fill() {
@@ -103,11 +103,11 @@ TEST_F(FullDiskTest, GrowthStopsWhileTheDiskIsFullAndResumesWithoutARestart) {
   tmpfs_ = std::make_unique<Tmpfs>(mnt_);
   ASSERT_NO_FATAL_FAILURE(Start());
 
-  api::RegisterNodeRequest node;
+  api::v1::RegisterNodeRequest node;
   node.set_node("n");
   *node.mutable_total() = Cus(64);
   ASSERT_TRUE(client_->RegisterNode(node).ok());
-  api::PlaceVmRequest place;
+  api::v1::PlaceVmRequest place;
   place.set_vm("vm");
   place.set_node("n");
   place.mutable_bounds()->set_min_cu(1);
@@ -121,7 +121,7 @@ TEST_F(FullDiskTest, GrowthStopsWhileTheDiskIsFullAndResumesWithoutARestart) {
   absl::Status refused;
   int64_t size = 2;
   for (int i = 0; i < 500 && refused.ok(); ++i) {
-    absl::StatusOr<api::PermitResponse> p = Ask(size % 2 == 0 ? size + 1 : size - 1);
+    absl::StatusOr<api::v1::PermitResponse> p = Ask(size % 2 == 0 ? size + 1 : size - 1);
     if (p.ok()) {
       size = p->permit().milli_cpu() / kCuCpu;
     } else {
@@ -137,10 +137,10 @@ TEST_F(FullDiskTest, GrowthStopsWhileTheDiskIsFullAndResumesWithoutARestart) {
   EXPECT_TRUE(Status().low_space());
   EXPECT_TRUE(Status().store_error().empty()) << Status().store_error();
   // Decreases are still recorded, and reads answered.
-  absl::StatusOr<api::PermitResponse> down = Ask(1);
+  absl::StatusOr<api::v1::PermitResponse> down = Ask(1);
   ASSERT_TRUE(down.ok()) << down.status();
   EXPECT_EQ(down->permit().milli_cpu(), kCuCpu);
-  absl::StatusOr<api::ListNodesResponse> nodes = client_->ListNodes(api::ListRequest());
+  absl::StatusOr<api::v1::ListNodesResponse> nodes = client_->ListNodes(api::v1::ListRequest());
   ASSERT_TRUE(nodes.ok()) << nodes.status();
   EXPECT_EQ(nodes->nodes(0).reserved().milli_cpu(), kCuCpu);
   EXPECT_TRUE(daemon_->Running()) << "the daemon stays up";
@@ -148,7 +148,7 @@ TEST_F(FullDiskTest, GrowthStopsWhileTheDiskIsFullAndResumesWithoutARestart) {
   // A restart on the full disk: it starts (no crash loop), with the decrease kept.
   EXPECT_EQ(daemon_->Stop(), 0) << daemon_->LogTail();
   ASSERT_NO_FATAL_FAILURE(Start());
-  absl::StatusOr<api::ListVmsResponse> vms = client_->ListVms(api::ListRequest());
+  absl::StatusOr<api::v1::ListVmsResponse> vms = client_->ListVms(api::v1::ListRequest());
   ASSERT_TRUE(vms.ok()) << vms.status();
   EXPECT_EQ(vms->vms(0).permit().milli_cpu(), kCuCpu) << "the decrease was durable";
   EXPECT_TRUE(Status().low_space());
@@ -157,7 +157,7 @@ TEST_F(FullDiskTest, GrowthStopsWhileTheDiskIsFullAndResumesWithoutARestart) {
 
   // Room again: the reserve is allocated anew (checked every 5 s) and growth is granted.
   ASSERT_EQ(::unlink((mnt_ + "/filler").c_str()), 0);
-  absl::StatusOr<api::PermitResponse> grown;
+  absl::StatusOr<api::v1::PermitResponse> grown;
   for (int i = 0; i < 300; ++i) {
     grown = Ask(3);
     if (grown.ok()) break;

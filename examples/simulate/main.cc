@@ -176,7 +176,7 @@ absl::StatusOr<int64_t> Scaled(const char* flag, double value, double unit, int6
 }
 
 absl::StatusOr<core::ScalingConfig> LoadScaling(const std::string& path) {
-  api::ScalingConfig proto;
+  api::v1::ScalingConfig proto;
   if (!path.empty()) RETURN_IF_ERROR(ReadProtoFile(OutputPath(path), proto));
   absl::StatusOr<core::ScalingConfig> config = core::ResolveScalingConfig(proto);
   if (!config.ok()) return Annotate(config.status(), path);

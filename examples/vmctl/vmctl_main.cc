@@ -58,7 +58,7 @@ std::string PidFile(const std::string& dir) { return dir + "/vmctl.pid"; }
 absl::StatusOr<VmSpec> LoadSpec() {
   const std::string path = absl::GetFlag(FLAGS_spec);
   if (path.empty()) return absl::InvalidArgumentError("--spec is required");
-  autoscale::api::VmLaunchSpec proto;
+  autoscale::api::v1::VmLaunchSpec proto;
   RETURN_IF_ERROR(autoscale::ReadProtoFile(path, proto));
   VmSpec spec = autoscale::agent::SpecFromProto(proto);
   RETURN_IF_ERROR(autoscale::Annotate(autoscale::neonvm::launcher::Validate(spec), path));

@@ -111,7 +111,7 @@ MigrationRecord MigrationRecordOf(const MigrationOrder& o) {
 }
 
 // An amount read from the log, checked like CheckAmount.
-absl::StatusOr<Resources> AmountFromProto(const api::Resources& p, absl::string_view what) {
+absl::StatusOr<Resources> AmountFromProto(const api::v1::Resources& p, absl::string_view what) {
   Resources r{p.milli_cpu(), p.memory_bytes()};
   if (absl::Status s = CheckAmount(r, what); !s.ok()) return Corrupt(s.message());
   return r;

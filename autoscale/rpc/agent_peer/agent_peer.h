@@ -8,7 +8,7 @@
 // StartGrpcServer (grpc_server.h) serves any MigrationPeer over gRPC.
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<MigrationPeer> target, NewGrpcClient("10.0.0.7:10400"));
-//   ASSIGN_OR_RETURN(api::PrepareIncomingResponse r, target->PrepareIncoming(prepare));
+//   ASSIGN_OR_RETURN(api::v1::PrepareIncomingResponse r, target->PrepareIncoming(prepare));
 //   ... send the VM to r.uri() ...
 //   RETURN_IF_ERROR(target->FinishIncoming(finish));
 #pragma once
@@ -23,11 +23,11 @@ class MigrationPeer {
  public:
   virtual ~MigrationPeer() = default;
   // Starts an incoming VM for the request and returns where to send it.
-  virtual absl::StatusOr<api::PrepareIncomingResponse> PrepareIncoming(
-      const api::PrepareIncomingRequest& request) = 0;
+  virtual absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncoming(
+      const api::v1::PrepareIncomingRequest& request) = 0;
   // How the migration ended: on success the target takes the VM over, otherwise it stops the
   // incoming VM. (The answer carries nothing but the protocol version.)
-  virtual absl::Status FinishIncoming(const api::FinishIncomingRequest& request) = 0;
+  virtual absl::Status FinishIncoming(const api::v1::FinishIncomingRequest& request) = 0;
 };
 
 }  // namespace autoscale::rpc::agent_peer

@@ -17,13 +17,12 @@ class GrpcClient final : public MigrationPeer {
   GrpcClient(std::string address, absl::Duration timeout, const Security& security)
       : address_(std::move(address)),
         timeout_(timeout),
-        stub_(
-            api::Agent::NewStub(grpc::CreateChannel(address_, rpc::ChannelCredentials(security)))) {
-  }
+        stub_(api::v1::Agent::NewStub(
+            grpc::CreateChannel(address_, rpc::ChannelCredentials(security)))) {}
 
-  absl::StatusOr<api::PrepareIncomingResponse> PrepareIncoming(
-      const api::PrepareIncomingRequest& request) override {
-    api::PrepareIncomingResponse response;
+  absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncoming(
+      const api::v1::PrepareIncomingRequest& request) override {
+    api::v1::PrepareIncomingResponse response;
     grpc::ClientContext context;
     SetDeadline(context);
     grpc::Status s = stub_->PrepareIncoming(&context, internal::Versioned(request), &response);
@@ -31,8 +30,8 @@ class GrpcClient final : public MigrationPeer {
     return response;
   }
 
-  absl::Status FinishIncoming(const api::FinishIncomingRequest& request) override {
-    api::FinishIncomingResponse response;
+  absl::Status FinishIncoming(const api::v1::FinishIncomingRequest& request) override {
+    api::v1::FinishIncomingResponse response;
     grpc::ClientContext context;
     SetDeadline(context);
     return FromGrpc(stub_->FinishIncoming(&context, internal::Versioned(request), &response),
@@ -47,7 +46,7 @@ class GrpcClient final : public MigrationPeer {
 
   const std::string address_;
   const absl::Duration timeout_;
-  std::unique_ptr<api::Agent::Stub> stub_;
+  std::unique_ptr<api::v1::Agent::Stub> stub_;
 };
 
 }  // namespace

@@ -11,27 +11,27 @@
 namespace autoscale::rpc::agent_peer {
 namespace {
 
-class Service final : public api::Agent::Service {
+class Service final : public api::v1::Agent::Service {
  public:
   explicit Service(MigrationPeer& local) : local_(local) {}
 
-  grpc::Status PrepareIncoming(grpc::ServerContext*, const api::PrepareIncomingRequest* request,
-                               api::PrepareIncomingResponse* response) override {
+  grpc::Status PrepareIncoming(grpc::ServerContext*, const api::v1::PrepareIncomingRequest* request,
+                               api::v1::PrepareIncomingResponse* response) override {
     if (absl::Status v = internal::CheckVersion(request->protocol_version()); !v.ok()) {
       return ToGrpc(v);
     }
-    absl::StatusOr<api::PrepareIncomingResponse> r = local_.PrepareIncoming(*request);
+    absl::StatusOr<api::v1::PrepareIncomingResponse> r = local_.PrepareIncoming(*request);
     if (!r.ok()) return ToGrpc(r.status());
     *response = internal::Versioned(*std::move(r));
     return grpc::Status::OK;
   }
 
-  grpc::Status FinishIncoming(grpc::ServerContext*, const api::FinishIncomingRequest* request,
-                              api::FinishIncomingResponse* response) override {
+  grpc::Status FinishIncoming(grpc::ServerContext*, const api::v1::FinishIncomingRequest* request,
+                              api::v1::FinishIncomingResponse* response) override {
     if (absl::Status v = internal::CheckVersion(request->protocol_version()); !v.ok()) {
       return ToGrpc(v);
     }
-    *response = internal::Versioned(api::FinishIncomingResponse());
+    *response = internal::Versioned(api::v1::FinishIncomingResponse());
     return ToGrpc(local_.FinishIncoming(*request));
   }
 

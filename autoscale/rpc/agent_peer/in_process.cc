@@ -7,16 +7,16 @@
 
 namespace autoscale::rpc::agent_peer {
 
-absl::StatusOr<api::PrepareIncomingResponse> InProcessClient::PrepareIncoming(
-    const api::PrepareIncomingRequest& request) {
-  const api::PrepareIncomingRequest sent = internal::Versioned(request);
+absl::StatusOr<api::v1::PrepareIncomingResponse> InProcessClient::PrepareIncoming(
+    const api::v1::PrepareIncomingRequest& request) {
+  const api::v1::PrepareIncomingRequest sent = internal::Versioned(request);
   RETURN_IF_ERROR(internal::CheckVersion(sent.protocol_version()));
-  ASSIGN_OR_RETURN(api::PrepareIncomingResponse response, target_.PrepareIncoming(sent));
+  ASSIGN_OR_RETURN(api::v1::PrepareIncomingResponse response, target_.PrepareIncoming(sent));
   return internal::Versioned(std::move(response));
 }
 
-absl::Status InProcessClient::FinishIncoming(const api::FinishIncomingRequest& request) {
-  const api::FinishIncomingRequest sent = internal::Versioned(request);
+absl::Status InProcessClient::FinishIncoming(const api::v1::FinishIncomingRequest& request) {
+  const api::v1::FinishIncomingRequest sent = internal::Versioned(request);
   RETURN_IF_ERROR(internal::CheckVersion(sent.protocol_version()));
   return target_.FinishIncoming(sent);
 }

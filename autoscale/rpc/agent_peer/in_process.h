@@ -3,7 +3,7 @@
 // it, and the answers and errors are the target's. transport_test holds it to the gRPC client.
 //
 //   rpc::agent_peer::InProcessClient target(target_agent);
-//   ASSIGN_OR_RETURN(api::PrepareIncomingResponse r, target.PrepareIncoming(prepare));
+//   ASSIGN_OR_RETURN(api::v1::PrepareIncomingResponse r, target.PrepareIncoming(prepare));
 #pragma once
 
 #include "autoscale/rpc/agent_peer/agent_peer.h"
@@ -15,9 +15,9 @@ class InProcessClient final : public MigrationPeer {
   // `target` must outlive the client.
   explicit InProcessClient(MigrationPeer& target) : target_(target) {}
 
-  absl::StatusOr<api::PrepareIncomingResponse> PrepareIncoming(
-      const api::PrepareIncomingRequest& request) override;
-  absl::Status FinishIncoming(const api::FinishIncomingRequest& request) override;
+  absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncoming(
+      const api::v1::PrepareIncomingRequest& request) override;
+  absl::Status FinishIncoming(const api::v1::FinishIncomingRequest& request) override;
 
  private:
   MigrationPeer& target_;

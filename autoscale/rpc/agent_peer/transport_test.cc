@@ -25,8 +25,8 @@ using ::google::protobuf::util::MessageDifferencer;
 // "broken" fails as a QEMU that cannot start would. Records what it was asked.
 class ScriptedTarget final : public MigrationPeer {
  public:
-  absl::StatusOr<api::PrepareIncomingResponse> PrepareIncoming(
-      const api::PrepareIncomingRequest& request) override {
+  absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncoming(
+      const api::v1::PrepareIncomingRequest& request) override {
     Record(request.ShortDebugString());
     if (request.vm().name() == "broken") {
       return absl::InternalError("starting the incoming QEMU: exited with status 1");
@@ -34,11 +34,11 @@ class ScriptedTarget final : public MigrationPeer {
     if (request.order_id() != 7) {
       return absl::NotFoundError(absl::StrCat("no migration order ", request.order_id()));
     }
-    api::PrepareIncomingResponse r;
+    api::v1::PrepareIncomingResponse r;
     r.set_uri("tcp:127.0.0.1:49152");
     return r;
   }
-  absl::Status FinishIncoming(const api::FinishIncomingRequest& request) override {
+  absl::Status FinishIncoming(const api::v1::FinishIncomingRequest& request) override {
     Record(request.ShortDebugString());
     if (request.order_id() != 7) {
       return absl::FailedPreconditionError(
@@ -78,26 +78,26 @@ TEST(AgentPeerTransportTest, SameRequestsAnswersAndErrors) {
   int errors = 0;
   for (const auto& [order, vm] :
        std::vector<std::pair<uint64_t, std::string>>{{7, "vm1"}, {8, "vm1"}, {7, "broken"}}) {
-    api::PrepareIncomingRequest prepare;
+    api::v1::PrepareIncomingRequest prepare;
     prepare.set_order_id(order);
     prepare.mutable_vm()->set_name(vm);
     prepare.add_cpu_device_add_args("{\"driver\":\"host-x86_64-cpu\",\"id\":\"cpu-1\"}");
     prepare.set_virtio_mem_requested_bytes(int64_t{1} << 30);
     prepare.set_has_virtio_mem(true);
     const std::string what = absl::StrCat("prepare order ", order, " of ", vm);
-    absl::StatusOr<api::PrepareIncomingResponse> r = remote->PrepareIncoming(prepare);
-    absl::StatusOr<api::PrepareIncomingResponse> l = local.PrepareIncoming(prepare);
+    absl::StatusOr<api::v1::PrepareIncomingResponse> r = remote->PrepareIncoming(prepare);
+    absl::StatusOr<api::v1::PrepareIncomingResponse> l = local.PrepareIncoming(prepare);
     same_status(what, r.status(), l.status());
     if (r.ok() && l.ok()) {
       EXPECT_TRUE(MessageDifferencer::Equals(*r, *l))
           << what << ": " << r->ShortDebugString() << " vs " << l->ShortDebugString();
-      EXPECT_EQ(r->protocol_version(), api::PROTOCOL_VERSION_1);
+      EXPECT_EQ(r->protocol_version(), api::v1::PROTOCOL_VERSION_1);
     } else {
       ++errors;
     }
   }
   for (uint64_t order : {7, 9}) {
-    api::FinishIncomingRequest finish;
+    api::v1::FinishIncomingRequest finish;
     finish.set_order_id(order);
     finish.set_vm("vm1");
     finish.set_succeeded(order == 7);
@@ -121,7 +121,7 @@ TEST(AgentPeerTransportTest, SameRequestsAnswersAndErrors) {
 TEST(AgentPeerTransportTest, UnreachableAgentIsAClearError) {
   std::unique_ptr<MigrationPeer> peer =
       *NewGrpcClient("unix:/nonexistent/agent.sock", absl::Milliseconds(300));
-  const absl::Status s = peer->FinishIncoming(api::FinishIncomingRequest());
+  const absl::Status s = peer->FinishIncoming(api::v1::FinishIncomingRequest());
   EXPECT_TRUE(s.code() == absl::StatusCode::kUnavailable ||
               s.code() == absl::StatusCode::kDeadlineExceeded)
       << s;

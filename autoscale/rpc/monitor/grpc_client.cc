@@ -32,30 +32,31 @@ class GrpcClient final : public MonitorClient {
       return absl::UnavailableError(
           absl::StrCat(who_, ": not reachable within ", absl::FormatDuration(timeout)));
     }
-    stub_ = api::Monitor::NewStub(channel);
+    stub_ = api::v1::Monitor::NewStub(channel);
     stream_ = stub_->Connect(&context_);
     reader_ = std::thread([this] { ReadLoop(); });
-    absl::StatusOr<api::MonitorMessage> reply = Call(internal::Hello(), timeout);
+    absl::StatusOr<api::v1::MonitorMessage> reply = Call(internal::Hello(), timeout);
     if (!reply.ok()) return reply.status();
     return internal::HelloAnswer(*reply, who_);
   }
 
-  absl::StatusOr<api::DownscaleResult> RequestDownscale(const api::Resources& target,
-                                                        absl::Duration timeout) override {
-    absl::StatusOr<api::MonitorMessage> reply = Call(internal::DownscaleRequest(target), timeout);
+  absl::StatusOr<api::v1::DownscaleResult> RequestDownscale(const api::v1::Resources& target,
+                                                            absl::Duration timeout) override {
+    absl::StatusOr<api::v1::MonitorMessage> reply =
+        Call(internal::DownscaleRequest(target), timeout);
     if (!reply.ok()) return reply.status();
     return internal::DownscaleResult(*reply, who_);
   }
 
-  absl::Status NotifyUpscale(const api::Resources& granted, absl::Duration timeout) override {
-    absl::StatusOr<api::MonitorMessage> reply =
+  absl::Status NotifyUpscale(const api::v1::Resources& granted, absl::Duration timeout) override {
+    absl::StatusOr<api::v1::MonitorMessage> reply =
         Call(internal::UpscaleNotification(granted), timeout);
     if (!reply.ok()) return reply.status();
     return internal::UpscaleConfirmation(*reply, who_);
   }
 
   absl::Status HealthCheck(absl::Duration timeout) override {
-    absl::StatusOr<api::MonitorMessage> reply = Call(internal::HealthCheck(), timeout);
+    absl::StatusOr<api::v1::MonitorMessage> reply = Call(internal::HealthCheck(), timeout);
     if (!reply.ok()) return reply.status();
     return internal::HealthCheckReply(*reply, who_);
   }
@@ -68,11 +69,11 @@ class GrpcClient final : public MonitorClient {
  private:
   struct Pending {
     bool done = false;
-    absl::StatusOr<api::MonitorMessage> reply;
+    absl::StatusOr<api::v1::MonitorMessage> reply;
   };
 
   // Sends `m` with a fresh even id and waits for the reply with that id (which may be an Error).
-  absl::StatusOr<api::MonitorMessage> Call(api::AgentMessage m, absl::Duration timeout) {
+  absl::StatusOr<api::v1::MonitorMessage> Call(api::v1::AgentMessage m, absl::Duration timeout) {
     uint64_t id;
     {
       absl::MutexLock lock(&mu_);
@@ -109,7 +110,7 @@ class GrpcClient final : public MonitorClient {
   }
 
   void ReadLoop() {
-    api::MonitorMessage m;
+    api::v1::MonitorMessage m;
     while (stream_->Read(&m)) {
       if (m.id() % 2 == 0) {  // a reply to one of our calls
         absl::MutexLock lock(&mu_);
@@ -145,8 +146,8 @@ class GrpcClient final : public MonitorClient {
   const std::string who_;
   const Callbacks callbacks_;
   grpc::ClientContext context_;
-  std::unique_ptr<api::Monitor::Stub> stub_;
-  std::unique_ptr<grpc::ClientReaderWriter<api::AgentMessage, api::MonitorMessage>> stream_;
+  std::unique_ptr<api::v1::Monitor::Stub> stub_;
+  std::unique_ptr<grpc::ClientReaderWriter<api::v1::AgentMessage, api::v1::MonitorMessage>> stream_;
   std::thread reader_;
   // Serializes writes to the stream.
   absl::Mutex write_mu_;

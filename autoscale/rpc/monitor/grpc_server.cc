@@ -17,7 +17,7 @@
 namespace autoscale::rpc::monitor {
 namespace {
 
-using Stream = grpc::ServerReaderWriter<api::MonitorMessage, api::AgentMessage>;
+using Stream = grpc::ServerReaderWriter<api::v1::MonitorMessage, api::v1::AgentMessage>;
 
 // One agent's stream, for the replies and for what the monitor sends on its own.
 class GrpcAgentStream final : public AgentStream {
@@ -25,13 +25,13 @@ class GrpcAgentStream final : public AgentStream {
   GrpcAgentStream(grpc::ServerContext* context, Stream* stream)
       : context_(context), stream_(stream) {}
 
-  bool SendMetrics(const api::Metrics& metrics) override {
-    api::MonitorMessage m;
+  bool SendMetrics(const api::v1::Metrics& metrics) override {
+    api::v1::MonitorMessage m;
     *m.mutable_metrics() = metrics;
     return Write(std::move(m), /*own_id=*/true);
   }
-  bool SendUpscaleRequest(const api::UpscaleRequest& request) override {
-    api::MonitorMessage m;
+  bool SendUpscaleRequest(const api::v1::UpscaleRequest& request) override {
+    api::v1::MonitorMessage m;
     *m.mutable_upscale_request() = request;
     return Write(std::move(m), /*own_id=*/true);
   }
@@ -41,7 +41,7 @@ class GrpcAgentStream final : public AgentStream {
   }
 
   // Writes `m` (with a fresh odd id when `own_id`); false once the stream is closed.
-  bool Write(api::MonitorMessage m, bool own_id = false) {
+  bool Write(api::v1::MonitorMessage m, bool own_id = false) {
     absl::MutexLock lock(&mu_);
     if (!open_) return false;
     if (own_id) {
@@ -66,7 +66,7 @@ class GrpcAgentStream final : public AgentStream {
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
-class Service final : public api::Monitor::Service {
+class Service final : public api::v1::Monitor::Service {
  public:
   Service(MonitorService& monitor, absl::Duration hello_timeout)
       : monitor_(monitor), hello_timeout_(hello_timeout) {}
@@ -75,7 +75,7 @@ class Service final : public api::Monitor::Service {
     auto agent = std::make_shared<GrpcAgentStream>(context, stream);
     // The handshake: a Hello with a version range that includes ours, within hello_timeout_: a
     // peer that connects and says nothing would otherwise hold a server thread for good.
-    api::AgentMessage hello;
+    api::v1::AgentMessage hello;
     bool greeted;
     {
       absl::Notification read;
@@ -92,8 +92,8 @@ class Service final : public api::Monitor::Service {
                                        absl::FormatDuration(hello_timeout_)));
     }
     if (absl::Status s = internal::CheckHello(hello); !s.ok()) {
-      agent->Write(
-          internal::ErrorReply(hello.id(), api::Error::INVALID_MESSAGE, std::string(s.message())));
+      agent->Write(internal::ErrorReply(hello.id(), api::v1::Error::INVALID_MESSAGE,
+                                        std::string(s.message())));
       agent->Shut();
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, std::string(s.message()));
     }
@@ -101,7 +101,7 @@ class Service final : public api::Monitor::Service {
     std::unique_ptr<AgentSession> session = monitor_.Connect(agent, context->peer());
     LOG(INFO) << "monitor: agent connected from " << context->peer();
 
-    api::AgentMessage message;
+    api::v1::AgentMessage message;
     while (stream->Read(&message)) agent->Write(internal::Answer(*session, message));
 
     agent->Shut();

@@ -20,10 +20,10 @@ namespace {
 // than the client lives, so it is shared.
 class Mailbox final : public AgentStream {
  public:
-  using Item = std::variant<api::Metrics, api::UpscaleRequest>;
+  using Item = std::variant<api::v1::Metrics, api::v1::UpscaleRequest>;
 
-  bool SendMetrics(const api::Metrics& metrics) override { return Put(metrics); }
-  bool SendUpscaleRequest(const api::UpscaleRequest& request) override { return Put(request); }
+  bool SendMetrics(const api::v1::Metrics& metrics) override { return Put(metrics); }
+  bool SendUpscaleRequest(const api::v1::UpscaleRequest& request) override { return Put(request); }
   void Close() override { CloseWith("the monitor ended the stream"); }
 
   void CloseWith(const std::string& why) {
@@ -77,11 +77,11 @@ class InProcessClient final : public MonitorClient {
 
   absl::Status Start(MonitorService& monitor) {
     // The handshake as the gRPC server makes it (a client of this build always passes).
-    const api::AgentMessage hello = internal::Hello();
-    api::MonitorMessage reply = internal::HelloReply(hello.id());
+    const api::v1::AgentMessage hello = internal::Hello();
+    api::v1::MonitorMessage reply = internal::HelloReply(hello.id());
     if (absl::Status s = internal::CheckHello(hello); !s.ok()) {
-      reply =
-          internal::ErrorReply(hello.id(), api::Error::INVALID_MESSAGE, std::string(s.message()));
+      reply = internal::ErrorReply(hello.id(), api::v1::Error::INVALID_MESSAGE,
+                                   std::string(s.message()));
     }
     RETURN_IF_ERROR(internal::HelloAnswer(reply, who_));
     std::unique_ptr<AgentSession> session = monitor.Connect(mailbox_, "in-process");
@@ -93,19 +93,19 @@ class InProcessClient final : public MonitorClient {
     return absl::OkStatus();
   }
 
-  absl::StatusOr<api::DownscaleResult> RequestDownscale(const api::Resources& target,
-                                                        absl::Duration) override {
-    absl::StatusOr<api::MonitorMessage> reply = Call(internal::DownscaleRequest(target));
+  absl::StatusOr<api::v1::DownscaleResult> RequestDownscale(const api::v1::Resources& target,
+                                                            absl::Duration) override {
+    absl::StatusOr<api::v1::MonitorMessage> reply = Call(internal::DownscaleRequest(target));
     if (!reply.ok()) return reply.status();
     return internal::DownscaleResult(*reply, who_);
   }
-  absl::Status NotifyUpscale(const api::Resources& granted, absl::Duration) override {
-    absl::StatusOr<api::MonitorMessage> reply = Call(internal::UpscaleNotification(granted));
+  absl::Status NotifyUpscale(const api::v1::Resources& granted, absl::Duration) override {
+    absl::StatusOr<api::v1::MonitorMessage> reply = Call(internal::UpscaleNotification(granted));
     if (!reply.ok()) return reply.status();
     return internal::UpscaleConfirmation(*reply, who_);
   }
   absl::Status HealthCheck(absl::Duration) override {
-    absl::StatusOr<api::MonitorMessage> reply = Call(internal::HealthCheck());
+    absl::StatusOr<api::v1::MonitorMessage> reply = Call(internal::HealthCheck());
     if (!reply.ok()) return reply.status();
     return internal::HealthCheckReply(*reply, who_);
   }
@@ -113,7 +113,7 @@ class InProcessClient final : public MonitorClient {
 
  private:
   // The session's answer to `request`, or UNAVAILABLE once the session ended.
-  absl::StatusOr<api::MonitorMessage> Call(api::AgentMessage request) {
+  absl::StatusOr<api::v1::MonitorMessage> Call(api::v1::AgentMessage request) {
     absl::MutexLock lock(&session_mu_);
     if (session_ == nullptr || !mailbox_->open()) {
       return absl::UnavailableError(absl::StrCat(who_, ": stream closed: ", mailbox_->reason()));
@@ -127,10 +127,10 @@ class InProcessClient final : public MonitorClient {
   // of it (outside any lock of the monitor's) and says so.
   void Deliver() {
     while (std::optional<Mailbox::Item> item = mailbox_->Take()) {
-      if (const auto* m = std::get_if<api::Metrics>(&*item)) {
+      if (const auto* m = std::get_if<api::v1::Metrics>(&*item)) {
         if (callbacks_.on_metrics) callbacks_.on_metrics(*m);
       } else if (callbacks_.on_upscale_request) {
-        callbacks_.on_upscale_request(std::get<api::UpscaleRequest>(*item));
+        callbacks_.on_upscale_request(std::get<api::v1::UpscaleRequest>(*item));
       }
     }
     {

@@ -7,12 +7,13 @@
 // InProcessConnector (in_process.h) to a MonitorService in this process.
 //
 //   MonitorClient::Callbacks callbacks{
-//       .on_metrics = [&](const api::Metrics& m) { ... },
-//       .on_upscale_request = [&](const api::UpscaleRequest& r) { ... },
+//       .on_metrics = [&](const api::v1::Metrics& m) { ... },
+//       .on_upscale_request = [&](const api::v1::UpscaleRequest& r) { ... },
 //       .on_closed = [&](const absl::Status& why) { ... },
 //   };
 //   ASSIGN_OR_RETURN(auto client, ConnectGrpc("127.0.0.1:10301", callbacks, absl::Seconds(4)));
-//   ASSIGN_OR_RETURN(api::DownscaleResult r, client->RequestDownscale(target, absl::Seconds(5)));
+//   ASSIGN_OR_RETURN(api::v1::DownscaleResult r, client->RequestDownscale(target,
+//   absl::Seconds(5)));
 //
 // The monitor's: MonitorService, what a monitor implements (monitor::AgentLink). The transport
 // (StartGrpcServer in grpc_server.h, or the in-process connector) negotiates the version,
@@ -37,8 +38,8 @@ class MonitorClient {
   // Callbacks run on the client's own thread; they must not call back into the client's
   // blocking calls.
   struct Callbacks {
-    std::function<void(const api::Metrics&)> on_metrics;
-    std::function<void(const api::UpscaleRequest&)> on_upscale_request;
+    std::function<void(const api::v1::Metrics&)> on_metrics;
+    std::function<void(const api::v1::UpscaleRequest&)> on_upscale_request;
     // The stream ended (the monitor went away, replaced us, or the client was destroyed).
     std::function<void(const absl::Status&)> on_closed;
   };
@@ -47,10 +48,10 @@ class MonitorClient {
 
   // Asks whether the VM may shrink to `target`. An error (timeout, closed stream, the monitor's
   // Error) means the request failed; a result with ok=false is a denial.
-  virtual absl::StatusOr<api::DownscaleResult> RequestDownscale(const api::Resources& target,
-                                                                absl::Duration timeout) = 0;
+  virtual absl::StatusOr<api::v1::DownscaleResult> RequestDownscale(
+      const api::v1::Resources& target, absl::Duration timeout) = 0;
   // Tells the monitor the VM now has `granted`; OK once it confirmed.
-  virtual absl::Status NotifyUpscale(const api::Resources& granted, absl::Duration timeout) = 0;
+  virtual absl::Status NotifyUpscale(const api::v1::Resources& granted, absl::Duration timeout) = 0;
   virtual absl::Status HealthCheck(absl::Duration timeout) = 0;
   // False once the stream ended.
   virtual bool connected() const = 0;
@@ -61,8 +62,8 @@ class MonitorClient {
 class AgentStream {
  public:
   virtual ~AgentStream() = default;
-  virtual bool SendMetrics(const api::Metrics& metrics) = 0;
-  virtual bool SendUpscaleRequest(const api::UpscaleRequest& request) = 0;
+  virtual bool SendMetrics(const api::v1::Metrics& metrics) = 0;
+  virtual bool SendUpscaleRequest(const api::v1::UpscaleRequest& request) = 0;
   // Ends the session: the agent sees its stream close (another agent took its place, say).
   virtual void Close() = 0;
 };
@@ -75,9 +76,9 @@ class AgentSession {
   virtual ~AgentSession() = default;
   // INVALID_ARGUMENT: the request is malformed (the agent gets an INVALID_MESSAGE error); any
   // other error: the monitor could not answer (INTERNAL).
-  virtual absl::StatusOr<api::DownscaleResult> RequestDownscale(
-      const api::DownscaleRequest& request) = 0;
-  virtual absl::Status NotifyUpscale(const api::UpscaleNotification& notification) = 0;
+  virtual absl::StatusOr<api::v1::DownscaleResult> RequestDownscale(
+      const api::v1::DownscaleRequest& request) = 0;
+  virtual absl::Status NotifyUpscale(const api::v1::UpscaleNotification& notification) = 0;
 };
 
 class MonitorService {

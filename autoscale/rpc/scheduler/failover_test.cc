@@ -27,11 +27,11 @@ class Fake final : public SchedulerService {
   std::string leader;
   std::atomic<int> calls{0};
 
-  absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest&) override {
+  absl::StatusOr<api::v1::StatusResponse> GetStatus(const api::v1::StatusRequest&) override {
     ++calls;
     switch (role_) {
       case kLeader: {
-        api::StatusResponse r;
+        api::v1::StatusResponse r;
         r.set_records_appended(id_);
         return r;
       }
@@ -43,30 +43,31 @@ class Fake final : public SchedulerService {
     }
     return absl::InternalError("unreachable");
   }
-  absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest&) override {
+  absl::StatusOr<api::v1::PermitResponse> Request(const api::v1::PermitRequest&) override {
     return absl::UnimplementedError("");
   }
-  absl::StatusOr<api::RegisterNodeResponse> RegisterNode(const api::RegisterNodeRequest&) override {
+  absl::StatusOr<api::v1::RegisterNodeResponse> RegisterNode(
+      const api::v1::RegisterNodeRequest&) override {
     return absl::UnimplementedError("");
   }
-  absl::StatusOr<api::MigrationOrdersResponse> GetMigrationOrders(
-      const api::MigrationOrdersRequest&) override {
+  absl::StatusOr<api::v1::MigrationOrdersResponse> GetMigrationOrders(
+      const api::v1::MigrationOrdersRequest&) override {
     return absl::UnimplementedError("");
   }
-  absl::StatusOr<api::MigrationResultResponse> ReportMigration(
-      const api::MigrationResult&) override {
+  absl::StatusOr<api::v1::MigrationResultResponse> ReportMigration(
+      const api::v1::MigrationResult&) override {
     return absl::UnimplementedError("");
   }
-  absl::StatusOr<api::PlaceVmResponse> PlaceVm(const api::PlaceVmRequest&) override {
+  absl::StatusOr<api::v1::PlaceVmResponse> PlaceVm(const api::v1::PlaceVmRequest&) override {
     return absl::UnimplementedError("");
   }
-  absl::StatusOr<api::ReleaseVmResponse> ReleaseVm(const api::ReleaseVmRequest&) override {
+  absl::StatusOr<api::v1::ReleaseVmResponse> ReleaseVm(const api::v1::ReleaseVmRequest&) override {
     return absl::UnimplementedError("");
   }
-  absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest&) override {
+  absl::StatusOr<api::v1::ListNodesResponse> ListNodes(const api::v1::ListRequest&) override {
     return absl::UnimplementedError("");
   }
-  absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest&) override {
+  absl::StatusOr<api::v1::ListVmsResponse> ListVms(const api::v1::ListRequest&) override {
     return absl::UnimplementedError("");
   }
 
@@ -97,7 +98,7 @@ TEST(Failover, AStandbySendsTheCallToTheLeaderAndTheClientStaysThere) {
   Served leader(Fake::kLeader, 7), standby(Fake::kStandby, 0);
   standby.fake.leader = leader.address();
   std::unique_ptr<SchedulerService> client = Client(standby.address() + "," + leader.address());
-  absl::StatusOr<api::StatusResponse> s = client->GetStatus({});
+  absl::StatusOr<api::v1::StatusResponse> s = client->GetStatus({});
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->records_appended(), 7u);
   ASSERT_TRUE(client->GetStatus({}).ok());
@@ -109,7 +110,7 @@ TEST(Failover, ALeaderNotInTheListIsFoundThroughAStandby) {
   Served leader(Fake::kLeader, 9), standby(Fake::kStandby, 0);
   standby.fake.leader = leader.address();
   std::unique_ptr<SchedulerService> client = Client(standby.address());
-  absl::StatusOr<api::StatusResponse> s = client->GetStatus({});
+  absl::StatusOr<api::v1::StatusResponse> s = client->GetStatus({});
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->records_appended(), 9u);
 }
@@ -122,7 +123,7 @@ TEST(Failover, ADeadSchedulerIsPassedBy) {
     dead = gone.address();
   }
   std::unique_ptr<SchedulerService> client = Client(dead + "," + leader.address());
-  absl::StatusOr<api::StatusResponse> s = client->GetStatus({});
+  absl::StatusOr<api::v1::StatusResponse> s = client->GetStatus({});
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->records_appended(), 3u);
 }
@@ -130,7 +131,7 @@ TEST(Failover, ADeadSchedulerIsPassedBy) {
 TEST(Failover, WithoutALeaderTheCallFailsUnavailableNamingWhatWasTried) {
   Served a(Fake::kStandby, 0), b(Fake::kStandby, 0);
   std::unique_ptr<SchedulerService> client = Client(a.address() + "," + b.address());
-  absl::StatusOr<api::StatusResponse> s = client->GetStatus({});
+  absl::StatusOr<api::v1::StatusResponse> s = client->GetStatus({});
   ASSERT_FALSE(s.ok());
   EXPECT_TRUE(absl::IsUnavailable(s.status())) << s.status();
   EXPECT_NE(s.status().message().find("a standby"), absl::string_view::npos) << s.status();
@@ -141,12 +142,12 @@ TEST(Failover, WithoutALeaderTheCallFailsUnavailableNamingWhatWasTried) {
 TEST(Failover, AStandbyNamesTheLeaderInTheTrailingMetadata) {
   Served standby(Fake::kStandby, 0);
   standby.fake.leader = "10.1.2.3:10299";
-  auto stub = api::Scheduler::NewStub(
+  auto stub = api::v1::Scheduler::NewStub(
       grpc::CreateChannel(standby.address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
-  api::StatusRequest request;
-  request.set_protocol_version(api::PROTOCOL_VERSION_1);
-  api::StatusResponse response;
+  api::v1::StatusRequest request;
+  request.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
+  api::v1::StatusResponse response;
   const grpc::Status s = stub->GetStatus(&context, request, &response);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
   const auto& trailers = context.GetServerTrailingMetadata();
@@ -161,7 +162,7 @@ TEST(Failover, ACallThatTimedOutIsNotSentAgainButTheNextOneMovesOn) {
   Served slow(Fake::kSlow, 0), leader(Fake::kLeader, 5);
   std::unique_ptr<SchedulerService> client =
       Client(slow.address() + "," + leader.address(), absl::Milliseconds(500));
-  absl::StatusOr<api::StatusResponse> s = client->GetStatus({});
+  absl::StatusOr<api::v1::StatusResponse> s = client->GetStatus({});
   ASSERT_FALSE(s.ok());
   EXPECT_TRUE(absl::IsDeadlineExceeded(s.status())) << s.status();
   EXPECT_EQ(leader.fake.calls.load(), 0) << "a call that may have been acted on was sent again";
@@ -177,7 +178,7 @@ TEST(Failover, AStandbyIsNotFollowedBackToALeaderThatJustTimedOut) {
   std::unique_ptr<SchedulerService> client =
       Client(frozen.address() + "," + standby.address(), absl::Milliseconds(500));
   EXPECT_TRUE(absl::IsDeadlineExceeded(client->GetStatus({}).status()));
-  absl::StatusOr<api::StatusResponse> s = client->GetStatus({});
+  absl::StatusOr<api::v1::StatusResponse> s = client->GetStatus({});
   ASSERT_FALSE(s.ok());
   EXPECT_TRUE(absl::IsUnavailable(s.status())) << "not the standby's answer: " << s.status();
   EXPECT_EQ(frozen.fake.calls.load(), 1) << "it was called again while still silent";

@@ -41,60 +41,65 @@ class GrpcClient final : public SchedulerService {
     for (const std::string& a : addresses) Add(a);
   }
 
-  absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& request) override {
-    return Call("Request", &api::Scheduler::Stub::Request, request);
+  absl::StatusOr<api::v1::PermitResponse> Request(const api::v1::PermitRequest& request) override {
+    return Call("Request", &api::v1::Scheduler::Stub::Request, request);
   }
-  absl::StatusOr<api::RegisterNodeResponse> RegisterNode(
-      const api::RegisterNodeRequest& request) override {
-    return Call("RegisterNode", &api::Scheduler::Stub::RegisterNode, request);
+  absl::StatusOr<api::v1::RegisterNodeResponse> RegisterNode(
+      const api::v1::RegisterNodeRequest& request) override {
+    return Call("RegisterNode", &api::v1::Scheduler::Stub::RegisterNode, request);
   }
-  absl::StatusOr<api::MigrationOrdersResponse> GetMigrationOrders(
-      const api::MigrationOrdersRequest& request) override {
-    return Call("GetMigrationOrders", &api::Scheduler::Stub::GetMigrationOrders, request);
+  absl::StatusOr<api::v1::MigrationOrdersResponse> GetMigrationOrders(
+      const api::v1::MigrationOrdersRequest& request) override {
+    return Call("GetMigrationOrders", &api::v1::Scheduler::Stub::GetMigrationOrders, request);
   }
-  absl::StatusOr<api::MigrationResultResponse> ReportMigration(
-      const api::MigrationResult& request) override {
-    return Call("ReportMigration", &api::Scheduler::Stub::ReportMigration, request);
+  absl::StatusOr<api::v1::MigrationResultResponse> ReportMigration(
+      const api::v1::MigrationResult& request) override {
+    return Call("ReportMigration", &api::v1::Scheduler::Stub::ReportMigration, request);
   }
-  absl::StatusOr<api::PlaceVmResponse> PlaceVm(const api::PlaceVmRequest& request) override {
-    return Call("PlaceVm", &api::Scheduler::Stub::PlaceVm, request);
+  absl::StatusOr<api::v1::PlaceVmResponse> PlaceVm(
+      const api::v1::PlaceVmRequest& request) override {
+    return Call("PlaceVm", &api::v1::Scheduler::Stub::PlaceVm, request);
   }
-  absl::StatusOr<api::ReleaseVmResponse> ReleaseVm(const api::ReleaseVmRequest& request) override {
-    return Call("ReleaseVm", &api::Scheduler::Stub::ReleaseVm, request);
+  absl::StatusOr<api::v1::ReleaseVmResponse> ReleaseVm(
+      const api::v1::ReleaseVmRequest& request) override {
+    return Call("ReleaseVm", &api::v1::Scheduler::Stub::ReleaseVm, request);
   }
-  absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest& request) override {
-    return Call("ListNodes", &api::Scheduler::Stub::ListNodes, request);
+  absl::StatusOr<api::v1::ListNodesResponse> ListNodes(
+      const api::v1::ListRequest& request) override {
+    return Call("ListNodes", &api::v1::Scheduler::Stub::ListNodes, request);
   }
-  absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest& request) override {
-    return Call("ListVms", &api::Scheduler::Stub::ListVms, request);
+  absl::StatusOr<api::v1::ListVmsResponse> ListVms(const api::v1::ListRequest& request) override {
+    return Call("ListVms", &api::v1::Scheduler::Stub::ListVms, request);
   }
-  absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& request) override {
-    return Call("GetStatus", &api::Scheduler::Stub::GetStatus, request);
+  absl::StatusOr<api::v1::StatusResponse> GetStatus(
+      const api::v1::StatusRequest& request) override {
+    return Call("GetStatus", &api::v1::Scheduler::Stub::GetStatus, request);
   }
-  absl::StatusOr<api::UpdateNodeResponse> UpdateNode(
-      const api::UpdateNodeRequest& request) override {
-    return Call("UpdateNode", &api::Scheduler::Stub::UpdateNode, request);
+  absl::StatusOr<api::v1::UpdateNodeResponse> UpdateNode(
+      const api::v1::UpdateNodeRequest& request) override {
+    return Call("UpdateNode", &api::v1::Scheduler::Stub::UpdateNode, request);
   }
-  absl::StatusOr<api::CordonNodeResponse> CordonNode(
-      const api::CordonNodeRequest& request) override {
-    return Call("CordonNode", &api::Scheduler::Stub::CordonNode, request);
+  absl::StatusOr<api::v1::CordonNodeResponse> CordonNode(
+      const api::v1::CordonNodeRequest& request) override {
+    return Call("CordonNode", &api::v1::Scheduler::Stub::CordonNode, request);
   }
-  absl::StatusOr<api::DrainNodeResponse> DrainNode(const api::DrainNodeRequest& request) override {
-    return Call("DrainNode", &api::Scheduler::Stub::DrainNode, request);
+  absl::StatusOr<api::v1::DrainNodeResponse> DrainNode(
+      const api::v1::DrainNodeRequest& request) override {
+    return Call("DrainNode", &api::v1::Scheduler::Stub::DrainNode, request);
   }
-  absl::StatusOr<api::RemoveNodeResponse> RemoveNode(
-      const api::RemoveNodeRequest& request) override {
-    return Call("RemoveNode", &api::Scheduler::Stub::RemoveNode, request);
+  absl::StatusOr<api::v1::RemoveNodeResponse> RemoveNode(
+      const api::v1::RemoveNodeRequest& request) override {
+    return Call("RemoveNode", &api::v1::Scheduler::Stub::RemoveNode, request);
   }
-  absl::StatusOr<api::UpdateVmBoundsResponse> UpdateVmBounds(
-      const api::UpdateVmBoundsRequest& request) override {
-    return Call("UpdateVmBounds", &api::Scheduler::Stub::UpdateVmBounds, request);
+  absl::StatusOr<api::v1::UpdateVmBoundsResponse> UpdateVmBounds(
+      const api::v1::UpdateVmBoundsRequest& request) override {
+    return Call("UpdateVmBounds", &api::v1::Scheduler::Stub::UpdateVmBounds, request);
   }
 
  private:
   struct Target {
     std::string address;
-    std::unique_ptr<api::Scheduler::Stub> stub;
+    std::unique_ptr<api::v1::Scheduler::Stub> stub;
     // Until then it is passed by: a call to it timed out.
     absl::Time silent_until ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   };
@@ -105,16 +110,16 @@ class GrpcClient final : public SchedulerService {
       if (targets_[i]->address == address) return static_cast<int>(i);
     }
     if (targets_.size() >= kMaxAddresses) return -1;
-    targets_.push_back(std::make_unique<Target>(Target{
-        address,
-        api::Scheduler::NewStub(grpc::CreateCustomChannel(address, credentials_, ChannelArgs()))}));
+    targets_.push_back(std::make_unique<Target>(
+        Target{address, api::v1::Scheduler::NewStub(
+                            grpc::CreateCustomChannel(address, credentials_, ChannelArgs()))}));
     return static_cast<int>(targets_.size() - 1);
   }
 
   template <typename Req, typename Resp>
   absl::StatusOr<Resp> Call(const char* method,
-                            grpc::Status (api::Scheduler::Stub::*rpc)(grpc::ClientContext*,
-                                                                      const Req&, Resp*),
+                            grpc::Status (api::v1::Scheduler::Stub::*rpc)(grpc::ClientContext*,
+                                                                          const Req&, Resp*),
                             const Req& request) {
     const auto deadline = std::chrono::system_clock::now() +
                           std::chrono::microseconds(absl::ToInt64Microseconds(timeout_));

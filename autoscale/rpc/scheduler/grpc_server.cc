@@ -28,85 +28,85 @@ grpc::Status Reply(grpc::CallbackServerContext* context, absl::StatusOr<T> resul
 // Every method uses the callback API, so the server needs no thread pool of its own: agent
 // requests finish when their permit is durable (from the log's writer thread); the rare
 // structural calls (placement, registration, migrations) answer before returning.
-class Service final : public api::Scheduler::CallbackService {
+class Service final : public api::v1::Scheduler::CallbackService {
  public:
   explicit Service(ServiceFor service_for) : service_for_(std::move(service_for)) {}
 
   grpc::ServerUnaryReactor* Request(grpc::CallbackServerContext* context,
-                                    const api::PermitRequest* request,
-                                    api::PermitResponse* response) override {
+                                    const api::v1::PermitRequest* request,
+                                    api::v1::PermitResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     std::shared_ptr<SchedulerService> service = For(context);
     // `service` lives until the answer: an authorizing wrapper may be made for this call only.
     service->RequestAsync(
-        *request, [context, reactor, response, service](absl::StatusOr<api::PermitResponse> r) {
+        *request, [context, reactor, response, service](absl::StatusOr<api::v1::PermitResponse> r) {
           reactor->Finish(Reply(context, std::move(r), response));
         });
     return reactor;
   }
   grpc::ServerUnaryReactor* RegisterNode(grpc::CallbackServerContext* context,
-                                         const api::RegisterNodeRequest* request,
-                                         api::RegisterNodeResponse* response) override {
+                                         const api::v1::RegisterNodeRequest* request,
+                                         api::v1::RegisterNodeResponse* response) override {
     return Done(context, Reply(context, For(context)->RegisterNode(*request), response));
   }
   grpc::ServerUnaryReactor* PlaceVm(grpc::CallbackServerContext* context,
-                                    const api::PlaceVmRequest* request,
-                                    api::PlaceVmResponse* response) override {
+                                    const api::v1::PlaceVmRequest* request,
+                                    api::v1::PlaceVmResponse* response) override {
     return Done(context, Reply(context, For(context)->PlaceVm(*request), response));
   }
   grpc::ServerUnaryReactor* ReleaseVm(grpc::CallbackServerContext* context,
-                                      const api::ReleaseVmRequest* request,
-                                      api::ReleaseVmResponse* response) override {
+                                      const api::v1::ReleaseVmRequest* request,
+                                      api::v1::ReleaseVmResponse* response) override {
     return Done(context, Reply(context, For(context)->ReleaseVm(*request), response));
   }
-  grpc::ServerUnaryReactor* GetMigrationOrders(grpc::CallbackServerContext* context,
-                                               const api::MigrationOrdersRequest* request,
-                                               api::MigrationOrdersResponse* response) override {
+  grpc::ServerUnaryReactor* GetMigrationOrders(
+      grpc::CallbackServerContext* context, const api::v1::MigrationOrdersRequest* request,
+      api::v1::MigrationOrdersResponse* response) override {
     return Done(context, Reply(context, For(context)->GetMigrationOrders(*request), response));
   }
   grpc::ServerUnaryReactor* ReportMigration(grpc::CallbackServerContext* context,
-                                            const api::MigrationResult* request,
-                                            api::MigrationResultResponse* response) override {
+                                            const api::v1::MigrationResult* request,
+                                            api::v1::MigrationResultResponse* response) override {
     return Done(context, Reply(context, For(context)->ReportMigration(*request), response));
   }
   grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* context,
-                                      const api::ListRequest* request,
-                                      api::ListNodesResponse* response) override {
+                                      const api::v1::ListRequest* request,
+                                      api::v1::ListNodesResponse* response) override {
     return Done(context, Reply(context, For(context)->ListNodes(*request), response));
   }
   grpc::ServerUnaryReactor* ListVms(grpc::CallbackServerContext* context,
-                                    const api::ListRequest* request,
-                                    api::ListVmsResponse* response) override {
+                                    const api::v1::ListRequest* request,
+                                    api::v1::ListVmsResponse* response) override {
     return Done(context, Reply(context, For(context)->ListVms(*request), response));
   }
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
-                                      const api::StatusRequest* request,
-                                      api::StatusResponse* response) override {
+                                      const api::v1::StatusRequest* request,
+                                      api::v1::StatusResponse* response) override {
     return Done(context, Reply(context, For(context)->GetStatus(*request), response));
   }
   grpc::ServerUnaryReactor* UpdateNode(grpc::CallbackServerContext* context,
-                                       const api::UpdateNodeRequest* request,
-                                       api::UpdateNodeResponse* response) override {
+                                       const api::v1::UpdateNodeRequest* request,
+                                       api::v1::UpdateNodeResponse* response) override {
     return Done(context, Reply(context, For(context)->UpdateNode(*request), response));
   }
   grpc::ServerUnaryReactor* CordonNode(grpc::CallbackServerContext* context,
-                                       const api::CordonNodeRequest* request,
-                                       api::CordonNodeResponse* response) override {
+                                       const api::v1::CordonNodeRequest* request,
+                                       api::v1::CordonNodeResponse* response) override {
     return Done(context, Reply(context, For(context)->CordonNode(*request), response));
   }
   grpc::ServerUnaryReactor* DrainNode(grpc::CallbackServerContext* context,
-                                      const api::DrainNodeRequest* request,
-                                      api::DrainNodeResponse* response) override {
+                                      const api::v1::DrainNodeRequest* request,
+                                      api::v1::DrainNodeResponse* response) override {
     return Done(context, Reply(context, For(context)->DrainNode(*request), response));
   }
   grpc::ServerUnaryReactor* RemoveNode(grpc::CallbackServerContext* context,
-                                       const api::RemoveNodeRequest* request,
-                                       api::RemoveNodeResponse* response) override {
+                                       const api::v1::RemoveNodeRequest* request,
+                                       api::v1::RemoveNodeResponse* response) override {
     return Done(context, Reply(context, For(context)->RemoveNode(*request), response));
   }
   grpc::ServerUnaryReactor* UpdateVmBounds(grpc::CallbackServerContext* context,
-                                           const api::UpdateVmBoundsRequest* request,
-                                           api::UpdateVmBoundsResponse* response) override {
+                                           const api::v1::UpdateVmBoundsRequest* request,
+                                           api::v1::UpdateVmBoundsResponse* response) override {
     return Done(context, Reply(context, For(context)->UpdateVmBounds(*request), response));
   }
 

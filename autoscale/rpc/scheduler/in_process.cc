@@ -4,73 +4,79 @@
 
 namespace autoscale::rpc::scheduler {
 
-absl::StatusOr<api::PermitResponse> InProcessClient::Request(const api::PermitRequest& request) {
+absl::StatusOr<api::v1::PermitResponse> InProcessClient::Request(
+    const api::v1::PermitRequest& request) {
   return server_.Request(WithVersion(request));
 }
 
-void InProcessClient::RequestAsync(const api::PermitRequest& request,
-                                   std::function<void(absl::StatusOr<api::PermitResponse>)> done) {
+void InProcessClient::RequestAsync(
+    const api::v1::PermitRequest& request,
+    std::function<void(absl::StatusOr<api::v1::PermitResponse>)> done) {
   server_.RequestAsync(WithVersion(request), std::move(done));
 }
 
-absl::StatusOr<api::RegisterNodeResponse> InProcessClient::RegisterNode(
-    const api::RegisterNodeRequest& request) {
+absl::StatusOr<api::v1::RegisterNodeResponse> InProcessClient::RegisterNode(
+    const api::v1::RegisterNodeRequest& request) {
   return server_.RegisterNode(WithVersion(request));
 }
 
-absl::StatusOr<api::MigrationOrdersResponse> InProcessClient::GetMigrationOrders(
-    const api::MigrationOrdersRequest& request) {
+absl::StatusOr<api::v1::MigrationOrdersResponse> InProcessClient::GetMigrationOrders(
+    const api::v1::MigrationOrdersRequest& request) {
   return server_.GetMigrationOrders(WithVersion(request));
 }
 
-absl::StatusOr<api::MigrationResultResponse> InProcessClient::ReportMigration(
-    const api::MigrationResult& request) {
+absl::StatusOr<api::v1::MigrationResultResponse> InProcessClient::ReportMigration(
+    const api::v1::MigrationResult& request) {
   return server_.ReportMigration(WithVersion(request));
 }
 
-absl::StatusOr<api::PlaceVmResponse> InProcessClient::PlaceVm(const api::PlaceVmRequest& request) {
+absl::StatusOr<api::v1::PlaceVmResponse> InProcessClient::PlaceVm(
+    const api::v1::PlaceVmRequest& request) {
   return server_.PlaceVm(WithVersion(request));
 }
 
-absl::StatusOr<api::ReleaseVmResponse> InProcessClient::ReleaseVm(
-    const api::ReleaseVmRequest& request) {
+absl::StatusOr<api::v1::ReleaseVmResponse> InProcessClient::ReleaseVm(
+    const api::v1::ReleaseVmRequest& request) {
   return server_.ReleaseVm(WithVersion(request));
 }
 
-absl::StatusOr<api::ListNodesResponse> InProcessClient::ListNodes(const api::ListRequest& request) {
+absl::StatusOr<api::v1::ListNodesResponse> InProcessClient::ListNodes(
+    const api::v1::ListRequest& request) {
   return server_.ListNodes(WithVersion(request));
 }
 
-absl::StatusOr<api::ListVmsResponse> InProcessClient::ListVms(const api::ListRequest& request) {
+absl::StatusOr<api::v1::ListVmsResponse> InProcessClient::ListVms(
+    const api::v1::ListRequest& request) {
   return server_.ListVms(WithVersion(request));
 }
 
-absl::StatusOr<api::StatusResponse> InProcessClient::GetStatus(const api::StatusRequest& request) {
+absl::StatusOr<api::v1::StatusResponse> InProcessClient::GetStatus(
+    const api::v1::StatusRequest& request) {
   return server_.GetStatus(WithVersion(request));
 }
 
-absl::StatusOr<api::UpdateNodeResponse> InProcessClient::UpdateNode(
-    const api::UpdateNodeRequest& request) {
+absl::StatusOr<api::v1::UpdateNodeResponse> InProcessClient::UpdateNode(
+    const api::v1::UpdateNodeRequest& request) {
   return server_.UpdateNode(WithVersion(request));
 }
 
-absl::StatusOr<api::CordonNodeResponse> InProcessClient::CordonNode(
-    const api::CordonNodeRequest& request) {
+absl::StatusOr<api::v1::CordonNodeResponse> InProcessClient::CordonNode(
+    const api::v1::CordonNodeRequest& request) {
   return server_.CordonNode(WithVersion(request));
 }
 
-absl::StatusOr<api::DrainNodeResponse> InProcessClient::DrainNode(
-    const api::DrainNodeRequest& request) {
+absl::StatusOr<api::v1::DrainNodeResponse> InProcessClient::DrainNode(
+    const api::v1::DrainNodeRequest& request) {
   return server_.DrainNode(WithVersion(request));
 }
 
-absl::StatusOr<api::RemoveNodeResponse> InProcessClient::RemoveNode(
-    const api::RemoveNodeRequest& request) {
+absl::StatusOr<api::v1::RemoveNodeResponse> InProcessClient::RemoveNode(
+    const api::v1::RemoveNodeRequest& request) {
   return server_.RemoveNode(WithVersion(request));
 }
 
-absl::StatusOr<api::UpdateVmBoundsResponse> InProcessClient::UpdateVmBounds(
-    const api::UpdateVmBoundsRequest& request) {
+absl::StatusOr<api::v1::UpdateVmBoundsResponse> InProcessClient::UpdateVmBounds(
+    const api::v1::UpdateVmBoundsRequest& request) {
   return server_.UpdateVmBounds(WithVersion(request));
 }
 

@@ -19,29 +19,32 @@ class InProcessClient : public SchedulerService {
   // `server` must outlive the client.
   explicit InProcessClient(SchedulerService& server) : server_(server) {}
 
-  absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& request) override;
-  void RequestAsync(const api::PermitRequest& request,
-                    std::function<void(absl::StatusOr<api::PermitResponse>)> done) override;
-  absl::StatusOr<api::RegisterNodeResponse> RegisterNode(
-      const api::RegisterNodeRequest& request) override;
-  absl::StatusOr<api::MigrationOrdersResponse> GetMigrationOrders(
-      const api::MigrationOrdersRequest& request) override;
-  absl::StatusOr<api::MigrationResultResponse> ReportMigration(
-      const api::MigrationResult& request) override;
-  absl::StatusOr<api::PlaceVmResponse> PlaceVm(const api::PlaceVmRequest& request) override;
-  absl::StatusOr<api::ReleaseVmResponse> ReleaseVm(const api::ReleaseVmRequest& request) override;
-  absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest& request) override;
-  absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest& request) override;
-  absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& request) override;
-  absl::StatusOr<api::UpdateNodeResponse> UpdateNode(
-      const api::UpdateNodeRequest& request) override;
-  absl::StatusOr<api::CordonNodeResponse> CordonNode(
-      const api::CordonNodeRequest& request) override;
-  absl::StatusOr<api::DrainNodeResponse> DrainNode(const api::DrainNodeRequest& request) override;
-  absl::StatusOr<api::RemoveNodeResponse> RemoveNode(
-      const api::RemoveNodeRequest& request) override;
-  absl::StatusOr<api::UpdateVmBoundsResponse> UpdateVmBounds(
-      const api::UpdateVmBoundsRequest& request) override;
+  absl::StatusOr<api::v1::PermitResponse> Request(const api::v1::PermitRequest& request) override;
+  void RequestAsync(const api::v1::PermitRequest& request,
+                    std::function<void(absl::StatusOr<api::v1::PermitResponse>)> done) override;
+  absl::StatusOr<api::v1::RegisterNodeResponse> RegisterNode(
+      const api::v1::RegisterNodeRequest& request) override;
+  absl::StatusOr<api::v1::MigrationOrdersResponse> GetMigrationOrders(
+      const api::v1::MigrationOrdersRequest& request) override;
+  absl::StatusOr<api::v1::MigrationResultResponse> ReportMigration(
+      const api::v1::MigrationResult& request) override;
+  absl::StatusOr<api::v1::PlaceVmResponse> PlaceVm(const api::v1::PlaceVmRequest& request) override;
+  absl::StatusOr<api::v1::ReleaseVmResponse> ReleaseVm(
+      const api::v1::ReleaseVmRequest& request) override;
+  absl::StatusOr<api::v1::ListNodesResponse> ListNodes(
+      const api::v1::ListRequest& request) override;
+  absl::StatusOr<api::v1::ListVmsResponse> ListVms(const api::v1::ListRequest& request) override;
+  absl::StatusOr<api::v1::StatusResponse> GetStatus(const api::v1::StatusRequest& request) override;
+  absl::StatusOr<api::v1::UpdateNodeResponse> UpdateNode(
+      const api::v1::UpdateNodeRequest& request) override;
+  absl::StatusOr<api::v1::CordonNodeResponse> CordonNode(
+      const api::v1::CordonNodeRequest& request) override;
+  absl::StatusOr<api::v1::DrainNodeResponse> DrainNode(
+      const api::v1::DrainNodeRequest& request) override;
+  absl::StatusOr<api::v1::RemoveNodeResponse> RemoveNode(
+      const api::v1::RemoveNodeRequest& request) override;
+  absl::StatusOr<api::v1::UpdateVmBoundsResponse> UpdateVmBounds(
+      const api::v1::UpdateVmBoundsRequest& request) override;
 
  private:
   SchedulerService& server_;

@@ -11,8 +11,8 @@
 // admin calls below them.
 //
 //   std::unique_ptr<SchedulerService> scheduler = *NewGrpcClient("unix:/run/sched.sock");
-//   api::PermitRequest req;   // node, vm, compute unit, resources, last permit
-//   absl::StatusOr<api::PermitResponse> permit = scheduler->Request(req);
+//   api::v1::PermitRequest req;   // node, vm, compute unit, resources, last permit
+//   absl::StatusOr<api::v1::PermitResponse> permit = scheduler->Request(req);
 //   if (permit.ok() && permit->has_migration()) ...  // stop resizing; the order is for us
 //
 // Every request carries a protocol version; the clients send one left unspecified as
@@ -37,48 +37,55 @@ class SchedulerService {
   virtual ~SchedulerService() = default;
 
   // Asks for (grow) or reports (shrink, unchanged) a VM's resources; returns its permit.
-  virtual absl::StatusOr<api::PermitResponse> Request(const api::PermitRequest& request) = 0;
+  virtual absl::StatusOr<api::v1::PermitResponse> Request(
+      const api::v1::PermitRequest& request) = 0;
   // The same, answering through `done`: maybe before returning, maybe later from another
   // thread once the permit is durable, so a server holds no thread per waiting request. By
   // default it calls Request.
-  virtual void RequestAsync(const api::PermitRequest& request,
-                            std::function<void(absl::StatusOr<api::PermitResponse>)> done) {
+  virtual void RequestAsync(const api::v1::PermitRequest& request,
+                            std::function<void(absl::StatusOr<api::v1::PermitResponse>)> done) {
     done(Request(request));
   }
   // Registers (or updates) a node.
-  virtual absl::StatusOr<api::RegisterNodeResponse> RegisterNode(
-      const api::RegisterNodeRequest& request) = 0;
+  virtual absl::StatusOr<api::v1::RegisterNodeResponse> RegisterNode(
+      const api::v1::RegisterNodeRequest& request) = 0;
   // The migrations a node's agent must carry out as the source.
-  virtual absl::StatusOr<api::MigrationOrdersResponse> GetMigrationOrders(
-      const api::MigrationOrdersRequest& request) = 0;
+  virtual absl::StatusOr<api::v1::MigrationOrdersResponse> GetMigrationOrders(
+      const api::v1::MigrationOrdersRequest& request) = 0;
   // How a migration ended.
-  virtual absl::StatusOr<api::MigrationResultResponse> ReportMigration(
-      const api::MigrationResult& request) = 0;
+  virtual absl::StatusOr<api::v1::MigrationResultResponse> ReportMigration(
+      const api::v1::MigrationResult& request) = 0;
 
   // Admin calls: placing and releasing VMs, and reads.
-  virtual absl::StatusOr<api::PlaceVmResponse> PlaceVm(const api::PlaceVmRequest& request) = 0;
-  virtual absl::StatusOr<api::ReleaseVmResponse> ReleaseVm(
-      const api::ReleaseVmRequest& request) = 0;
-  virtual absl::StatusOr<api::ListNodesResponse> ListNodes(const api::ListRequest& request) = 0;
-  virtual absl::StatusOr<api::ListVmsResponse> ListVms(const api::ListRequest& request) = 0;
-  virtual absl::StatusOr<api::StatusResponse> GetStatus(const api::StatusRequest& request) = 0;
+  virtual absl::StatusOr<api::v1::PlaceVmResponse> PlaceVm(
+      const api::v1::PlaceVmRequest& request) = 0;
+  virtual absl::StatusOr<api::v1::ReleaseVmResponse> ReleaseVm(
+      const api::v1::ReleaseVmRequest& request) = 0;
+  virtual absl::StatusOr<api::v1::ListNodesResponse> ListNodes(
+      const api::v1::ListRequest& request) = 0;
+  virtual absl::StatusOr<api::v1::ListVmsResponse> ListVms(const api::v1::ListRequest& request) = 0;
+  virtual absl::StatusOr<api::v1::StatusResponse> GetStatus(
+      const api::v1::StatusRequest& request) = 0;
 
   // Node lifecycle and bounds (admin; an agent updates its own node and VMs when its
   // configuration changes). A service that does not offer them answers UNIMPLEMENTED.
-  virtual absl::StatusOr<api::UpdateNodeResponse> UpdateNode(const api::UpdateNodeRequest&) {
+  virtual absl::StatusOr<api::v1::UpdateNodeResponse> UpdateNode(
+      const api::v1::UpdateNodeRequest&) {
     return absl::UnimplementedError("UpdateNode");
   }
-  virtual absl::StatusOr<api::CordonNodeResponse> CordonNode(const api::CordonNodeRequest&) {
+  virtual absl::StatusOr<api::v1::CordonNodeResponse> CordonNode(
+      const api::v1::CordonNodeRequest&) {
     return absl::UnimplementedError("CordonNode");
   }
-  virtual absl::StatusOr<api::DrainNodeResponse> DrainNode(const api::DrainNodeRequest&) {
+  virtual absl::StatusOr<api::v1::DrainNodeResponse> DrainNode(const api::v1::DrainNodeRequest&) {
     return absl::UnimplementedError("DrainNode");
   }
-  virtual absl::StatusOr<api::RemoveNodeResponse> RemoveNode(const api::RemoveNodeRequest&) {
+  virtual absl::StatusOr<api::v1::RemoveNodeResponse> RemoveNode(
+      const api::v1::RemoveNodeRequest&) {
     return absl::UnimplementedError("RemoveNode");
   }
-  virtual absl::StatusOr<api::UpdateVmBoundsResponse> UpdateVmBounds(
-      const api::UpdateVmBoundsRequest&) {
+  virtual absl::StatusOr<api::v1::UpdateVmBoundsResponse> UpdateVmBounds(
+      const api::v1::UpdateVmBoundsRequest&) {
     return absl::UnimplementedError("UpdateVmBounds");
   }
 };
@@ -94,8 +101,8 @@ inline constexpr char kLeaderMetadata[] = "autoscale-leader";
 // Sets PROTOCOL_VERSION_1 on a message whose version is unspecified.
 template <typename M>
 M WithVersion(M m) {
-  if (m.protocol_version() == api::PROTOCOL_VERSION_UNSPECIFIED) {
-    m.set_protocol_version(api::PROTOCOL_VERSION_1);
+  if (m.protocol_version() == api::v1::PROTOCOL_VERSION_UNSPECIFIED) {
+    m.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
   }
   return m;
 }

@@ -10,11 +10,11 @@ namespace autoscale::rpc::agent_peer::internal {
 // Sets PROTOCOL_VERSION_1 on a request or an answer.
 template <typename M>
 M Versioned(M m) {
-  m.set_protocol_version(api::PROTOCOL_VERSION_1);
+  m.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
   return m;
 }
 
 // FAILED_PRECONDITION unless `v` is PROTOCOL_VERSION_1.
-absl::Status CheckVersion(api::ProtocolVersion v);
+absl::Status CheckVersion(api::v1::ProtocolVersion v);
 
 }  // namespace autoscale::rpc::agent_peer::internal

@@ -7,15 +7,15 @@
 namespace autoscale::rpc::monitor::internal {
 namespace {
 
-constexpr api::ProtocolVersion kVersion = api::PROTOCOL_VERSION_1;
+constexpr api::v1::ProtocolVersion kVersion = api::v1::PROTOCOL_VERSION_1;
 
 absl::string_view View(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 // The reply's Error as a status, or OK.
-absl::Status ErrorOf(const api::MonitorMessage& reply, std::string_view who) {
+absl::Status ErrorOf(const api::v1::MonitorMessage& reply, std::string_view who) {
   if (!reply.has_error()) return absl::OkStatus();
   const std::string message = absl::StrCat(View(who), ": ", reply.error().message());
-  if (reply.error().kind() == api::Error::INVALID_MESSAGE) {
+  if (reply.error().kind() == api::v1::Error::INVALID_MESSAGE) {
     return absl::InvalidArgumentError(message);
   }
   return absl::InternalError(message);
@@ -27,14 +27,14 @@ absl::Status Unexpected(std::string_view who, const char* request) {
 
 }  // namespace
 
-api::AgentMessage Hello() {
-  api::AgentMessage m;
+api::v1::AgentMessage Hello() {
+  api::v1::AgentMessage m;
   m.mutable_hello()->set_min_version(kVersion);
   m.mutable_hello()->set_max_version(kVersion);
   return m;
 }
 
-absl::Status CheckHello(const api::AgentMessage& first) {
+absl::Status CheckHello(const api::v1::AgentMessage& first) {
   if (!first.has_hello()) {
     return absl::FailedPreconditionError("expected a Hello as the first message");
   }
@@ -46,55 +46,57 @@ absl::Status CheckHello(const api::AgentMessage& first) {
   return absl::OkStatus();
 }
 
-api::MonitorMessage HelloReply(uint64_t id) {
-  api::MonitorMessage m;
+api::v1::MonitorMessage HelloReply(uint64_t id) {
+  api::v1::MonitorMessage m;
   m.set_id(id);
   m.mutable_hello_reply()->set_version(kVersion);
   return m;
 }
 
-api::MonitorMessage ErrorReply(uint64_t id, api::Error::Kind kind, const std::string& message) {
-  api::MonitorMessage m;
+api::v1::MonitorMessage ErrorReply(uint64_t id, api::v1::Error::Kind kind,
+                                   const std::string& message) {
+  api::v1::MonitorMessage m;
   m.set_id(id);
   m.mutable_error()->set_kind(kind);
   m.mutable_error()->set_message(message);
   return m;
 }
 
-api::MonitorMessage ErrorReply(uint64_t id, const absl::Status& error) {
+api::v1::MonitorMessage ErrorReply(uint64_t id, const absl::Status& error) {
   return ErrorReply(id,
-                    error.code() == absl::StatusCode::kInvalidArgument ? api::Error::INVALID_MESSAGE
-                                                                       : api::Error::INTERNAL,
+                    error.code() == absl::StatusCode::kInvalidArgument
+                        ? api::v1::Error::INVALID_MESSAGE
+                        : api::v1::Error::INTERNAL,
                     std::string(error.message()));
 }
 
-api::MonitorMessage NotARequest(const api::AgentMessage& message) {
+api::v1::MonitorMessage NotARequest(const api::v1::AgentMessage& message) {
   if (message.has_hello()) {
-    return ErrorReply(message.id(), api::Error::INVALID_MESSAGE, "Hello sent twice");
+    return ErrorReply(message.id(), api::v1::Error::INVALID_MESSAGE, "Hello sent twice");
   }
-  return ErrorReply(message.id(), api::Error::INVALID_MESSAGE,
+  return ErrorReply(message.id(), api::v1::Error::INVALID_MESSAGE,
                     "message without a kind (newer agent?)");
 }
 
-api::AgentMessage DownscaleRequest(const api::Resources& target) {
-  api::AgentMessage m;
+api::v1::AgentMessage DownscaleRequest(const api::v1::Resources& target) {
+  api::v1::AgentMessage m;
   *m.mutable_downscale_request()->mutable_target() = target;
   return m;
 }
 
-api::AgentMessage UpscaleNotification(const api::Resources& granted) {
-  api::AgentMessage m;
+api::v1::AgentMessage UpscaleNotification(const api::v1::Resources& granted) {
+  api::v1::AgentMessage m;
   *m.mutable_upscale_notification()->mutable_granted() = granted;
   return m;
 }
 
-api::AgentMessage HealthCheck() {
-  api::AgentMessage m;
+api::v1::AgentMessage HealthCheck() {
+  api::v1::AgentMessage m;
   m.mutable_health_check();
   return m;
 }
 
-absl::Status HelloAnswer(const api::MonitorMessage& reply, std::string_view who) {
+absl::Status HelloAnswer(const api::v1::MonitorMessage& reply, std::string_view who) {
   if (absl::Status e = ErrorOf(reply, who); !e.ok()) return e;
   if (!reply.has_hello_reply()) {
     return absl::FailedPreconditionError(absl::StrCat(View(who), ": unexpected answer to Hello"));
@@ -102,20 +104,20 @@ absl::Status HelloAnswer(const api::MonitorMessage& reply, std::string_view who)
   return absl::OkStatus();
 }
 
-absl::StatusOr<api::DownscaleResult> DownscaleResult(const api::MonitorMessage& reply,
-                                                     std::string_view who) {
+absl::StatusOr<api::v1::DownscaleResult> DownscaleResult(const api::v1::MonitorMessage& reply,
+                                                         std::string_view who) {
   if (absl::Status e = ErrorOf(reply, who); !e.ok()) return e;
   if (!reply.has_downscale_result()) return Unexpected(who, "DownscaleRequest");
   return reply.downscale_result();
 }
 
-absl::Status UpscaleConfirmation(const api::MonitorMessage& reply, std::string_view who) {
+absl::Status UpscaleConfirmation(const api::v1::MonitorMessage& reply, std::string_view who) {
   if (absl::Status e = ErrorOf(reply, who); !e.ok()) return e;
   if (!reply.has_upscale_confirmation()) return Unexpected(who, "UpscaleNotification");
   return absl::OkStatus();
 }
 
-absl::Status HealthCheckReply(const api::MonitorMessage& reply, std::string_view who) {
+absl::Status HealthCheckReply(const api::v1::MonitorMessage& reply, std::string_view who) {
   if (absl::Status e = ErrorOf(reply, who); !e.ok()) return e;
   if (!reply.has_health_check()) return Unexpected(who, "HealthCheck");
   return absl::OkStatus();
