@@ -77,15 +77,16 @@ void Runner::Event(api::v1::EventKind kind, const std::string& text,
   events_.Add(clock_.Now(), options_.vm, kind, text, duration);
 }
 
-bool Runner::NextOperation(std::optional<core::Operation>& slot, core::Operation& op,
+bool Runner::NextOperation(std::optional<core::Operation> Runner::*slot, core::Operation& op,
                            const std::function<bool()>& usable) {
   absl::MutexLock lock(&mu_);
+  std::optional<core::Operation>& work = this->*slot;
   while (true) {
-    auto ready = [this, &slot]()
-                     ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || slot.has_value(); };
+    auto ready = [this, &work]()
+                     ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || work.has_value(); };
     mu_.Await(absl::Condition(&ready));
     if (stopping_) return false;
-    op = *std::exchange(slot, std::nullopt);
+    op = *std::exchange(work, std::nullopt);
     if (usable && !usable()) continue;
     if (core::Start(*state_, clock_.Now(), op)) return true;
     // Stale: the state changed since the advice; the loop advises afresh.
@@ -151,7 +152,7 @@ void Runner::PublishMetrics() {
 void Runner::SchedulerExecutor() {
   const Resources& cu = options_.state.compute_unit;
   core::Operation op;
-  while (NextOperation(scheduler_work_, op)) {
+  while (NextOperation(&Runner::scheduler_work_, op)) {
     api::v1::PermitRequest request;
     request.set_node(options_.node);
     request.set_vm(options_.vm);
@@ -333,7 +334,7 @@ void Runner::MonitorExecutor() {
     timeout = state_->config().timings.monitor_response_timeout;  // a reload may change it
     return monitor != nullptr;
   };
-  while (NextOperation(monitor_work_, op, connected)) {
+  while (NextOperation(&Runner::monitor_work_, op, connected)) {
     const api::v1::Resources target = core::ToProto(op.target);
     if (op.kind == core::OperationKind::kMonitorUpscale) {
       absl::Status s = monitor->NotifyUpscale(target, timeout);

@@ -132,10 +132,11 @@ class Runner {
   bool ChangedSince(uint64_t generation) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Event(api::v1::EventKind kind, const std::string& text,
              std::optional<absl::Duration> duration = std::nullopt);
-  // Waits for the next operation in `slot` and starts it; false when the runner stops. `usable`
-  // says whether the executor can carry the operation out now (the monitor executor: a monitor
-  // is connected); advice it cannot use is dropped, and the loop advises again.
-  bool NextOperation(std::optional<core::Operation>& slot, core::Operation& op,
+  // Waits for the next operation in `slot` (a member guarded by mu_, named so that it is only
+  // touched under the lock) and starts it; false when the runner stops. `usable` says whether
+  // the executor can carry the operation out now (the monitor executor: a monitor is connected);
+  // advice it cannot use is dropped, and the loop advises again.
+  bool NextOperation(std::optional<core::Operation> Runner::*slot, core::Operation& op,
                      const std::function<bool()>& usable = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
   void PublishMetrics() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Metrics::Labels Vm() const { return {{"vm", options_.vm}}; }

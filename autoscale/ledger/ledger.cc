@@ -440,7 +440,12 @@ absl::StatusOr<std::vector<MigrationOrder>> Ledger::MigrationOrders(const std::s
     uint64_t wait = 0;
     {
       absl::MutexLock rl(&registry_mu_);
-      if (!node->removed) RETURN_IF_ERROR(DrainStep(node, &wait).status());
+      bool removed;
+      {
+        absl::MutexLock l(&node->mu);  // removal holds the registry and the node's lock
+        removed = node->removed;
+      }
+      if (!removed) RETURN_IF_ERROR(DrainStep(node, &wait).status());
     }
     RETURN_IF_ERROR(WaitDurable(wait));
   } else if (above) {

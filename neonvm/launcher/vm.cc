@@ -347,7 +347,8 @@ absl::StatusOr<OpenedTap> OpenTap(const std::string& bridge, const std::string& 
   if (fd < 0) return fail("open /dev/net/tun", errno);
   ifreq ifr{};
   // IFF_TUN_EXCL: a name already in use is an error, not a second queue of someone's tap.
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_TUN_EXCL;
+  // ifr_flags is a short; IFF_TUN_EXCL is its top bit.
+  ifr.ifr_flags = static_cast<short>(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_TUN_EXCL);
   strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
   if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
     int err = errno;
