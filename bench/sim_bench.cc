@@ -38,15 +38,9 @@ void Quiet() {
   FLAGS_minloglevel = google::GLOG_ERROR;
 }
 
-void BM_Simulate(benchmark::State& state) {
-  Quiet();
-  SimConfig config;
-  config.duration = absl::Hours(1);
-  config.step = absl::Seconds(5);
-  config.nodes = kNodes;
-  config.node_capacity = {48000, 192 * kGiB};
-  config.threads = static_cast<int>(state.range(0));
-  config.failures = {.scheduler = 0.001, .vm_resize = 0.001, .monitor = 0.001, .migration = 0.01};
+// Runs `config` on kVms VMs of the default mix once per iteration; only Run() is timed.
+// Returns the VM-steps simulated.
+int64_t RunSimulations(benchmark::State& state, const SimConfig& config) {
   int64_t steps = 0;
   for (auto _ : state) {
     state.PauseTiming();
@@ -63,6 +57,19 @@ void BM_Simulate(benchmark::State& state) {
     sim->reset();
     state.ResumeTiming();
   }
+  return steps;
+}
+
+void BM_Simulate(benchmark::State& state) {
+  Quiet();
+  SimConfig config;
+  config.duration = absl::Hours(1);
+  config.step = absl::Seconds(5);
+  config.nodes = kNodes;
+  config.node_capacity = {48000, 192 * kGiB};
+  config.threads = static_cast<int>(state.range(0));
+  config.failures = {.scheduler = 0.001, .vm_resize = 0.001, .monitor = 0.001, .migration = 0.01};
+  const int64_t steps = RunSimulations(state, config);
   state.SetItemsProcessed(steps);
   // (Days simulated) / (time taken), inverted: the time one day of the target takes.
   state.counters["s_per_24h"] =
@@ -93,22 +100,7 @@ void BM_Region(benchmark::State& state) {
   config.step_every_vm = state.range(0) != 0;
   config.threads = static_cast<int>(state.range(1));
   config.failures = {.scheduler = 0.001, .vm_resize = 0.001, .monitor = 0.001, .migration = 0.01};
-  int64_t steps = 0;
-  for (auto _ : state) {
-    state.PauseTiming();
-    std::vector<SimVm> vms;
-    for (auto& w : MakeWorkloads(DefaultWorkloadMix(), kVms, config.seed)) {
-      vms.push_back({absl::StrCat("vm-", vms.size()), std::move(w)});
-    }
-    absl::StatusOr<std::unique_ptr<Simulation>> sim = Simulation::Create(config, std::move(vms));
-    CHECK(sim.ok()) << sim.status();
-    state.ResumeTiming();
-    CHECK((*sim)->Run().ok());
-    state.PauseTiming();
-    steps += (*sim)->TakeResults().vm_steps;
-    sim->reset();
-    state.ResumeTiming();
-  }
+  const int64_t steps = RunSimulations(state, config);
   state.SetItemsProcessed(steps);
   // The CPU seconds one VM-step costs (all threads; "452n" is 452 ns): the load-independent
   // figure on a shared machine.
