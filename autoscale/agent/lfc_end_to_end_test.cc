@@ -23,6 +23,7 @@
 #include "autoscale/rpc/monitor/in_process.h"
 #include "autoscale/rpc/scheduler/in_process.h"
 #include "autoscale/scheduler/scheduler.h"
+#include "autoscale/testing/eventually.h"
 #include "autoscale/testing/fake_vm.h"
 #include "autoscale/testing/postgres_test_server.h"
 #include "autoscale/testing/temp_dir.h"
@@ -37,20 +38,11 @@ namespace autoscale::agent {
 namespace {
 
 using core::Resources;
+using testing::Eventually;
 using testing::PostgresTestServer;
 using testing::QueryOne;
 
 constexpr Resources kCu{1000, kGiB};
-
-// Waits (up to 30 s of real time) for `done`; whether it came.
-bool Eventually(const std::function<bool()>& done) {
-  const absl::Time end = absl::Now() + absl::Seconds(30);
-  while (absl::Now() < end) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return done();
-}
 
 TEST(LfcEndToEnd, TheWorkingSetGrowsTheVmAndPostgresCache) {
   AUTOSCALE_REQUIRE_POSTGRES();
