@@ -22,10 +22,10 @@
 #include "autoscale/api/scheduler.grpc.pb.h"
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/status_macros.h"
-#include "autoscale/base/subprocess.h"
 #include "autoscale/core/config.h"
 #include "autoscale/core/config_proto.h"
 #include "autoscale/rpc/credentials.h"
+#include "autoscale/testing/vm.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
 #include "httplib.h"
@@ -453,19 +453,13 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
   const std::string gdir = absl::StrCat(dir_, "/", o.name);
   std::filesystem::create_directories(gdir);
   neonvm::guest::GuestImage image;
-  std::string disk;
+  std::vector<neonvm::launcher::Disk> disks;
   if (o.postgres) {
-    ASSIGN_OR_RETURN(neonvm::guest::PostgresGuestImage pg, neonvm::guest::FindPostgresGuestImage());
-    image = pg.image;
-    // Its own copy of the data disk; the image is mostly holes.
-    disk = gdir + "/pg.img";
-    ASSIGN_OR_RETURN(std::unique_ptr<Subprocess> cp,
-                     Subprocess::Start({"cp", "--sparse=always", pg.disk, disk}));
-    ASSIGN_OR_RETURN(int status, cp->Wait(absl::Seconds(60)));
-    if (status != 0) {
-      return absl::InternalError(
-          absl::StrCat("cp ", pg.disk, " ", disk, ": ", DescribeWaitStatus(status)));
-    }
+    // Its own copy of the data disk, in the cluster's directory; both hosts are this machine, so
+    // a migration target opens the same file (shared storage).
+    ASSIGN_OR_RETURN(neonvm::launcher::VmSpec pg, PostgresGuestSpec(o.name, gdir));
+    image = {pg.kernel, pg.initrd, pg.kernel_cmdline};
+    disks = pg.disks;
   } else {
     ASSIGN_OR_RETURN(image, neonvm::guest::FindGuestImage());
   }
@@ -530,9 +524,7 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
   spec.initrd = image.initrd;
   spec.kernel_cmdline = image.cmdline;
   spec.host_forwards = {{.guest_port = kMonitorPort}};
-  // writeback: the cluster's directory may be on a file system without O_DIRECT (tmpfs). Both
-  // hosts are this machine, so a migration target opens the same file (shared storage).
-  if (!disk.empty()) spec.disks = {{.path = disk, .cache = "writeback"}};
+  spec.disks = disks;
   if (!o.address.empty()) {
     const HostsNetwork::Host* host = NodeHost(node);
     if (host == nullptr) return absl::InternalError(o.name + ": node " + node + " has no host");
