@@ -15,7 +15,13 @@ ABSL_FLAG(bool, insecure, false,
           "plaintext gRPC without authentication, for local development only (instead of "
           "--tls_cert, --tls_key and --tls_ca)");
 
+ABSL_FLAG(std::string, trust_domain, "",
+          "mutual TLS: the trust domain of the identities this program accepts "
+          "(spiffe://<trust-domain>/...); a peer of another is refused. Empty: any the CA signs");
+
 namespace autoscale::rpc {
+
+std::string TrustDomainFromFlags() { return absl::GetFlag(FLAGS_trust_domain); }
 
 absl::StatusOr<Security> SecurityFromTlsFlags(std::string_view program) {
   return SecurityFromFlags({.cert = absl::GetFlag(FLAGS_tls_cert),

@@ -31,21 +31,13 @@
 #include "absl/time/time.h"
 #include "autoscale/base/clock.h"
 #include "autoscale/ledger/ledger.h"
+#include "autoscale/rpc/identity.h"
 #include "autoscale/rpc/scheduler/scheduler.h"
 
 namespace autoscale::scheduler {
 
-struct Identity {
-  enum class Role { kNone, kNode, kScheduler, kAdmin, kVm };
-  Role role = Role::kNone;
-  // The node's or the VM's name.
-  std::string name{};
-  // As the certificate says it ("" for none).
-  std::string uri{};
-};
-
-// "spiffe://<td>/node/<name>" and the others above; anything else is Role::kNone.
-Identity ParseIdentity(const std::string& uri);
+using rpc::Identity;
+using rpc::ParseIdentity;
 
 class Authz {
  public:

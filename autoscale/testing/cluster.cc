@@ -37,6 +37,8 @@ constexpr int kMonitorPort = 10301;
 constexpr char kWorkCgroup[] = "/sys/fs/cgroup/memory/work";
 // The identities of the cluster's certificates: spiffe://autoscale.test/node/a, ...
 constexpr char kTrustDomain[] = "spiffe://autoscale.test";
+// Every daemon accepts only identities of it (--trust_domain).
+constexpr char kTrustDomainFlag[] = "--trust_domain=autoscale.test";
 
 bool Exists(const std::string& path) { return access(path.c_str(), X_OK) == 0; }
 
@@ -257,7 +259,7 @@ absl::StatusOr<std::vector<std::string>> Cluster::SecurityFlags(const std::strin
     ASSIGN_OR_RETURN(files, ca_->Issue(file, uri));
   }
   return std::vector<std::string>{"--tls_cert=" + files.cert, "--tls_key=" + files.key,
-                                  "--tls_ca=" + files.ca};
+                                  "--tls_ca=" + files.ca, kTrustDomainFlag};
 }
 
 absl::Status Cluster::StartScheduler() {
@@ -435,7 +437,8 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
     files.push_back({ca_->ca_file(), "/etc/autoscale/ca.pem"});
     monitor_security =
         "--tls_cert=/etc/autoscale/tls.pem --tls_key=/etc/autoscale/tls.key "
-        "--tls_ca=/etc/autoscale/ca.pem";
+        "--tls_ca=/etc/autoscale/ca.pem " +
+        std::string(kTrustDomainFlag);
   }
   RETURN_IF_ERROR(WriteText(
       gdir + "/run-monitor",

@@ -3,7 +3,8 @@
 // metrics to the agent over gRPC (autoscale/api/monitor.proto).
 //
 //   monitor --listen=0.0.0.0:10301 --cgroup=/sys/fs/cgroup/memory/postgres
-//           --tls_cert=vm.pem --tls_key=vm.key --tls_ca=ca.pem   (or --insecure)
+//           --tls_cert=vm.pem --tls_key=vm.key --tls_ca=ca.pem --trust_domain=prod
+//           (or --insecure)
 //           --lfc_resizer=postgres --postgres_conninfo='host=/run/postgresql dbname=postgres'
 #include <pthread.h>
 #include <signal.h>
@@ -213,11 +214,15 @@ absl::Status Run() {
           LOG(WARNING) << "monitor: no agent connected to send the upscale request to";
         }
       }));
+  ASSIGN_OR_RETURN(rpc::Security security, rpc::SecurityFromTlsFlags("monitor"));
+  // With mutual TLS only a node's agent may be the VM's agent (AgentLink): not the guest's own
+  // processes, nor another certificate of the CA (a VM's monitor, the admin).
   monitor::AgentLink agent_link(cgroup_monitor->monitor(), metrics,
-                                {.metrics_interval = absl::GetFlag(FLAGS_metrics_interval)});
+                                {.metrics_interval = absl::GetFlag(FLAGS_metrics_interval),
+                                 .require_agent_identity = security.tls(),
+                                 .trust_domain = rpc::TrustDomainFromFlags()});
   link = &agent_link;
 
-  ASSIGN_OR_RETURN(rpc::Security security, rpc::SecurityFromTlsFlags("monitor"));
   ASSIGN_OR_RETURN(
       std::unique_ptr<rpc::Server> server,
       rpc::monitor::StartGrpcServer(agent_link, absl::GetFlag(FLAGS_listen), security));
