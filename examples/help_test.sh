@@ -15,7 +15,7 @@ want_flags() {
     scheduler) echo "store data_dir etcd_prefix etcd_ca etcd_cert etcd_key etcd_timeout lease_ttl \
 advertise etcd_refuse_after etcd_compact listen metrics_port watermark compute_unit migration_policy \
 balance_interval recovery_grace ready_file migration_timeout disk_reserve tls_cert tls_key tls_ca \
-insecure trust_domain" ;;
+insecure trust_domain max_node_total" ;;
     schedctl) echo "server timeout node vm total compute_unit resources last_permit order o force \
 min_cu max_cu watermark tls_cert tls_key tls_ca insecure" ;;
     ledgerctl) echo "data_dir at" ;;
