@@ -48,6 +48,11 @@ ABSL_FLAG(
     "How the kernel reports threshold crossings: auto, v1 (usage threshold eventfd), v2 "
     "(memory.events of the operator's memory.high; never written), psi (a pressure trigger) or "
     "none (sampling only).");
+ABSL_FLAG(std::string, memory_high, "max",
+          "On a cgroup v2 group: the memory.high the operator wants on it, set at start if the "
+          "group has another (monitor 0.1.0 set it to its threshold and a crashed one left it): "
+          "max (no throttle, as Neon), a size in bytes, or keep (leave whatever is there). The "
+          "monitor never changes it otherwise.");
 ABSL_FLAG(std::string, psi_file, "",
           "For --watch=psi: the memory.pressure file (default: the "
           "cgroup's; /proc/pressure/memory for the whole VM).");
@@ -186,6 +191,7 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(options.cgroup_dir, CgroupDir());
   ASSIGN_OR_RETURN(options.watch, monitor::ParseWatchMode(absl::GetFlag(FLAGS_watch)));
   options.psi_file = absl::GetFlag(FLAGS_psi_file);
+  options.memory_high = absl::GetFlag(FLAGS_memory_high);
   std::function<std::vector<double>()> lfc_windows;
   if (std::string file = absl::GetFlag(FLAGS_lfc_windows_file); !file.empty()) {
     lfc_windows = [file] {
