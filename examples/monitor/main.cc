@@ -83,6 +83,10 @@ ABSL_FLAG(std::string, lfc_windows_file, "",
           "A file the operator's LFC estimator rewrites: up to 60 working-set sizes in pages "
           "(window i: the last i+1 minutes), sent to the agent with each metrics push for the "
           "core's LFC goal. Empty: no windows (the LFC goal stays inert).");
+ABSL_FLAG(std::string, lfc_windows_function, "",
+          "Instead of --lfc_windows_file: the working-set windows from Postgres "
+          "(--postgres_conninfo), this function of a duration in seconds called for 60, 120, ..., "
+          "3600, as Neon's neon.approximate_working_set_size_seconds. Empty: not asked.");
 ABSL_FLAG(std::string, http_host, "127.0.0.1",
           "Address of the HTTP server (/metrics, /healthz, /readyz); in a guest, 0.0.0.0 so a "
           "host forward reaches it.");
@@ -193,7 +197,25 @@ absl::Status Run() {
   options.psi_file = absl::GetFlag(FLAGS_psi_file);
   options.memory_high = absl::GetFlag(FLAGS_memory_high);
   std::function<std::vector<double>()> lfc_windows;
-  if (std::string file = absl::GetFlag(FLAGS_lfc_windows_file); !file.empty()) {
+  const std::string windows_function = absl::GetFlag(FLAGS_lfc_windows_function);
+  if (!windows_function.empty() && !absl::GetFlag(FLAGS_lfc_windows_file).empty()) {
+    return absl::InvalidArgumentError(
+        "--lfc_windows_file and --lfc_windows_function are two sources of the same windows: give "
+        "one");
+  }
+  if (!windows_function.empty()) {
+    // Called from the agent session's sender thread, never the event loop. A failure sends no
+    // windows, and the agent goes on with the last ones it had.
+    lfc::PostgresWorkingSetOptions o{.conninfo = absl::GetFlag(FLAGS_postgres_conninfo),
+                                     .function = windows_function};
+    RETURN_IF_ERROR(lfc::CheckPostgresWorkingSetOptions(o));
+    lfc_windows = [o] {
+      absl::StatusOr<std::vector<double>> w = lfc::ReadPostgresWorkingSet(o);
+      if (w.ok()) return *std::move(w);
+      LOG_EVERY_N(WARNING, 30) << "monitor: " << w.status();
+      return std::vector<double>();
+    };
+  } else if (std::string file = absl::GetFlag(FLAGS_lfc_windows_file); !file.empty()) {
     lfc_windows = [file] {
       absl::StatusOr<std::vector<double>> w = monitor::ReadLfcWindowsFile(file);
       if (w.ok()) return *std::move(w);
