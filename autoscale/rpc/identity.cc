@@ -1,8 +1,16 @@
 #include "autoscale/rpc/identity.h"
 
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <cerrno>
+#include <cstdio>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 
@@ -30,6 +38,29 @@ Identity ParseIdentity(const std::string& uri) {
 
 std::string Describe(const Identity& who) {
   return who.uri.empty() ? "a caller without an identity" : who.uri;
+}
+
+absl::StatusOr<std::string> CertificateIdentity(const std::string& pem_file) {
+  FILE* f = fopen(pem_file.c_str(), "re");
+  if (f == nullptr) return absl::ErrnoToStatus(errno, absl::StrCat("open ", pem_file));
+  X509* cert = PEM_read_X509(f, nullptr, nullptr, nullptr);
+  fclose(f);
+  if (cert == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(pem_file, ": no PEM certificate in it"));
+  }
+  std::string uri;
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, i);
+    if (name->type != GEN_URI) continue;
+    const ASN1_IA5STRING* s = name->d.uniformResourceIdentifier;
+    uri.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)), ASN1_STRING_length(s));
+    break;
+  }
+  GENERAL_NAMES_free(names);
+  X509_free(cert);
+  return uri;
 }
 
 }  // namespace autoscale::rpc

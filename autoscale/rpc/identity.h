@@ -9,6 +9,8 @@
 
 #include <string>
 
+#include "absl/status/statusor.h"
+
 namespace autoscale::rpc {
 
 struct Identity {
@@ -27,5 +29,9 @@ Identity ParseIdentity(const std::string& uri);
 
 // How errors and logs name `who`: its URI, or "a caller without an identity".
 std::string Describe(const Identity& who);
+
+// The first URI SAN of the (first) certificate in a PEM file: a daemon's own identity. "" when it
+// has none. Errors name the file.
+absl::StatusOr<std::string> CertificateIdentity(const std::string& pem_file);
 
 }  // namespace autoscale::rpc

@@ -17,8 +17,10 @@ namespace autoscale::rpc {
 // SecurityFromFlags (tls.h) over this program's flags.
 absl::StatusOr<Security> SecurityFromTlsFlags(std::string_view program);
 
-// --trust_domain: the trust domain whose identities the program accepts ("prod" for
-// spiffe://prod/...), "" for any the CA signs. The scheduler and the monitor check it.
-std::string TrustDomainFromFlags();
+// The trust domain whose identities the program accepts ("prod" for spiffe://prod/...):
+// --trust_domain if given, else with TLS its own certificate's (`security`'s --tls_cert, read
+// now), else "" (plaintext, or a certificate without a SPIFFE ID: any). The scheduler and the
+// monitor check it.
+absl::StatusOr<std::string> TrustDomainFromFlags(const Security& security);
 
 }  // namespace autoscale::rpc

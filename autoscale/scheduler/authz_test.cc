@@ -13,6 +13,7 @@
 #include "autoscale/base/units.h"
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/ledger/memory_store.h"
+#include "autoscale/rpc/identity.h"
 #include "autoscale/rpc/scheduler/grpc_client.h"
 #include "autoscale/rpc/scheduler/grpc_server.h"
 #include "autoscale/rpc/server.h"
@@ -317,9 +318,29 @@ TEST_F(AuthzTest, OversizedRequestsAreRefusedUnread) {
   EXPECT_TRUE(a->Request(Ask("a", "va", 1)).ok());
 }
 
+// A daemon's own identity, read from its certificate (the default --trust_domain comes from it).
+TEST_F(AuthzTest, CertificateIdentityReadsTheFirstUriSan) {
+  absl::StatusOr<rpc::TlsFiles> a = ca_->Issue("own-a", kNodeA);
+  ASSERT_TRUE(a.ok()) << a.status();
+  absl::StatusOr<std::string> id = rpc::CertificateIdentity(a->cert);
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(*id, kNodeA);
+  EXPECT_EQ(ParseIdentity(*id).trust_domain, "test");
+  absl::StatusOr<rpc::TlsFiles> none = ca_->Issue("own-none", "");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(rpc::CertificateIdentity(none->cert).value_or("error"), "");
+  // Not a certificate (its key), and no file: errors naming the file.
+  absl::StatusOr<std::string> key = rpc::CertificateIdentity(a->key);
+  EXPECT_FALSE(key.ok());
+  EXPECT_NE(key.status().message().find(a->key), std::string::npos) << key.status();
+  EXPECT_FALSE(rpc::CertificateIdentity(dir_.path() + "/missing.pem").ok());
+}
+
 TEST(IdentityTest, ParsesSpiffeIds) {
   EXPECT_EQ(ParseIdentity("spiffe://td/node/a").role, Identity::Role::kNode);
   EXPECT_EQ(ParseIdentity("spiffe://td/node/a").name, "a");
+  EXPECT_EQ(ParseIdentity("spiffe://td/node/a").trust_domain, "td");
+  EXPECT_EQ(ParseIdentity("https://td/admin").trust_domain, "");
   EXPECT_EQ(ParseIdentity("spiffe://td/vm/v1").role, Identity::Role::kVm);
   EXPECT_EQ(ParseIdentity("spiffe://td/admin").role, Identity::Role::kAdmin);
   EXPECT_EQ(ParseIdentity("spiffe://td/scheduler").role, Identity::Role::kScheduler);

@@ -36,9 +36,8 @@ namespace {
 constexpr int kMonitorPort = 10301;
 constexpr char kWorkCgroup[] = "/sys/fs/cgroup/memory/work";
 // The identities of the cluster's certificates: spiffe://autoscale.test/node/a, ...
+// Every daemon accepts only identities of it: the default --trust_domain, its own certificate's.
 constexpr char kTrustDomain[] = "spiffe://autoscale.test";
-// Every daemon accepts only identities of it (--trust_domain).
-constexpr char kTrustDomainFlag[] = "--trust_domain=autoscale.test";
 
 bool Exists(const std::string& path) { return access(path.c_str(), X_OK) == 0; }
 
@@ -259,7 +258,14 @@ absl::StatusOr<std::vector<std::string>> Cluster::SecurityFlags(const std::strin
     ASSIGN_OR_RETURN(files, ca_->Issue(file, uri));
   }
   return std::vector<std::string>{"--tls_cert=" + files.cert, "--tls_key=" + files.key,
-                                  "--tls_ca=" + files.ca, kTrustDomainFlag};
+                                  "--tls_ca=" + files.ca};
+}
+
+absl::StatusOr<rpc::Security> Cluster::ClientSecurity(const std::string& file,
+                                                      const std::string& uri) {
+  if (ca_ == nullptr) return absl::FailedPreconditionError("the cluster runs without TLS");
+  ASSIGN_OR_RETURN(rpc::TlsFiles files, ca_->Issue(file, uri));
+  return rpc::Security::MutualTls(files);
 }
 
 absl::Status Cluster::StartScheduler() {
@@ -437,8 +443,7 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
     files.push_back({ca_->ca_file(), "/etc/autoscale/ca.pem"});
     monitor_security =
         "--tls_cert=/etc/autoscale/tls.pem --tls_key=/etc/autoscale/tls.key "
-        "--tls_ca=/etc/autoscale/ca.pem " +
-        std::string(kTrustDomainFlag);
+        "--tls_ca=/etc/autoscale/ca.pem";
   }
   RETURN_IF_ERROR(WriteText(
       gdir + "/run-monitor",

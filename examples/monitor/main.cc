@@ -243,12 +243,13 @@ absl::Status Run() {
         }
       }));
   ASSIGN_OR_RETURN(rpc::Security security, rpc::SecurityFromTlsFlags("monitor"));
+  ASSIGN_OR_RETURN(std::string trust_domain, rpc::TrustDomainFromFlags(security));
   // With mutual TLS only a node's agent may be the VM's agent (AgentLink): not the guest's own
   // processes, nor another certificate of the CA (a VM's monitor, the admin).
   monitor::AgentLink agent_link(cgroup_monitor->monitor(), metrics,
                                 {.metrics_interval = absl::GetFlag(FLAGS_metrics_interval),
                                  .require_agent_identity = security.tls(),
-                                 .trust_domain = rpc::TrustDomainFromFlags()});
+                                 .trust_domain = trust_domain});
   link = &agent_link;
 
   ASSIGN_OR_RETURN(

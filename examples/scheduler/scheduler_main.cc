@@ -265,6 +265,11 @@ int Run() {
     LOG(ERROR) << security.status();
     return 2;
   }
+  absl::StatusOr<std::string> trust_domain = rpc::TrustDomainFromFlags(*security);
+  if (!trust_domain.ok()) {
+    LOG(ERROR) << trust_domain.status();
+    return 2;
+  }
 
   // Signals are taken by sigtimedwait below; every thread started from here on blocks them.
   sigset_t signals;
@@ -333,7 +338,7 @@ int Run() {
               [&](const std::string& vm) -> absl::StatusOr<ledger::VmInfo> {
                 return single ? single->ledger().GetVm(vm) : member->GetVm(vm);
               },
-              {.trust_domain = rpc::TrustDomainFromFlags(), .max_node_total = max_node_total});
+              {.trust_domain = *trust_domain, .max_node_total = max_node_total});
   RemoveStaleSocket(listen);
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
       security->tls()
