@@ -209,6 +209,42 @@ TEST_F(PostgresResizerTest, HungServerTimesOutAndLaterCallsWork) {
   EXPECT_EQ(WaitForSetting("neon.file_cache_size_limit", "256"), "256");
 }
 
+// The working-set windows (the monitor's --lfc_windows_function) from a function standing for
+// Neon's (vanilla PostgreSQL has no LFC): called for 60, 120, ... 3600 s, a NULL reads as 0.
+TEST_F(PostgresResizerTest, ReadsTheWorkingSetWindowsFromAFunction) {
+  ASSERT_TRUE(
+      QueryOne(server_->ConnInfo(),
+               "CREATE SCHEMA IF NOT EXISTS ws; CREATE FUNCTION ws.pages(integer) RETURNS "
+               "bigint LANGUAGE sql AS 'SELECT CASE WHEN $1 = 3600 THEN NULL ELSE $1 * 10 END'")
+          .ok());
+  absl::StatusOr<std::vector<double>> windows =
+      ReadPostgresWorkingSet({.conninfo = server_->ConnInfo(), .function = "ws.pages"});
+  ASSERT_TRUE(windows.ok()) << windows.status();
+  ASSERT_EQ(windows->size(), 60u);
+  for (int i = 0; i < 59; ++i) EXPECT_EQ((*windows)[i], (i + 1) * 600) << "window " << i + 1;
+  EXPECT_EQ(windows->back(), 0);
+}
+
+// The working-set windows (the monitor's --lfc_windows_function): a missing function, one that
+// answers a negative size, and a malformed name are clear errors naming the function.
+TEST_F(PostgresResizerTest, WorkingSetErrorsNameTheFunction) {
+  absl::StatusOr<std::vector<double>> missing =
+      ReadPostgresWorkingSet({.conninfo = server_->ConnInfo(), .function = "neon.no_such"});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kFailedPrecondition) << missing.status();
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("neon.no_such"));
+  ASSERT_TRUE(QueryOne(server_->ConnInfo(),
+                       "CREATE FUNCTION ws_negative(integer) RETURNS integer LANGUAGE sql AS "
+                       "'SELECT CASE WHEN $1 < 600 THEN 5 ELSE -1 END'")
+                  .ok());
+  absl::StatusOr<std::vector<double>> negative =
+      ReadPostgresWorkingSet({.conninfo = server_->ConnInfo(), .function = "ws_negative"});
+  EXPECT_EQ(negative.status().code(), absl::StatusCode::kFailedPrecondition) << negative.status();
+  EXPECT_THAT(std::string(negative.status().message()), HasSubstr("window 10 is \"-1\""));
+  absl::StatusOr<std::vector<double>> bad =
+      ReadPostgresWorkingSet({.conninfo = server_->ConnInfo(), .function = "x(1); DROP"});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+}
+
 TEST(PostgresResizerCreateTest, RejectsBadOptions) {
   for (const char* bad : {"", "neon.", ".x", "a.b.c", "1abc", "neon.x; DROP TABLE t", "x y"}) {
     absl::StatusOr<std::unique_ptr<PostgresResizer>> resizer = Resizer("", bad);
