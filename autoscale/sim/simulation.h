@@ -349,6 +349,10 @@ class Simulation {
 
   // Between steps: migrations, node samples, invariants.
   absl::Status Serial(int64_t step);
+  // The migrations that end by `step` (between steps, before it): the ledger, the VMs' nodes.
+  absl::Status EndMigrations(int64_t step);
+  // The step before which a migration ends.
+  int64_t EndStep(const Migration& m) const;
   // The steps [first, end) of one node.
   void RunShard(Shard& shard, int64_t first, int64_t end);
   void StepVm(Shard& shard, Vm& vm, int64_t step, int64_t t, absl::Time now);
