@@ -21,7 +21,9 @@
 // VM's requests to the ledger touch only its own node's entries; nodes meet only in placement and
 // migrations, which happen between steps. So the nodes' steps run on several threads and the
 // results do not depend on how the threads were scheduled: a run is a function of its config,
-// its workloads and its seed.
+// its workloads and its seed. Between two migration checks (or node samples) a node runs all its
+// steps at once, one pass over its VMs (a large fleet does not fit in the cache); the two nodes
+// of a migration that ends meanwhile step one step at a time around its end.
 //
 //   SimConfig config;                    // 20 nodes of 48 vCPU / 192 GiB, 6 h, 5 s steps
 //   std::vector<SimVm> vms;
