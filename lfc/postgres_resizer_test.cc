@@ -212,11 +212,11 @@ TEST_F(PostgresResizerTest, HungServerTimesOutAndLaterCallsWork) {
 // The working-set windows (the monitor's --lfc_windows_function) from a function standing for
 // Neon's (vanilla PostgreSQL has no LFC): called for 60, 120, ... 3600 s, a NULL reads as 0.
 TEST_F(PostgresResizerTest, ReadsTheWorkingSetWindowsFromAFunction) {
-  ASSERT_TRUE(
+  ASSERT_EQ(
       QueryOne(server_->ConnInfo(),
                "CREATE SCHEMA IF NOT EXISTS ws; CREATE FUNCTION ws.pages(integer) RETURNS "
-               "bigint LANGUAGE sql AS 'SELECT CASE WHEN $1 = 3600 THEN NULL ELSE $1 * 10 END'")
-          .ok());
+               "bigint LANGUAGE sql AS 'SELECT CASE WHEN $1 = 3600 THEN NULL ELSE $1 * 10 END'"),
+      "");
   absl::StatusOr<std::vector<double>> windows =
       ReadPostgresWorkingSet({.conninfo = server_->ConnInfo(), .function = "ws.pages"});
   ASSERT_TRUE(windows.ok()) << windows.status();
@@ -232,10 +232,10 @@ TEST_F(PostgresResizerTest, WorkingSetErrorsNameTheFunction) {
       ReadPostgresWorkingSet({.conninfo = server_->ConnInfo(), .function = "neon.no_such"});
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kFailedPrecondition) << missing.status();
   EXPECT_THAT(std::string(missing.status().message()), HasSubstr("neon.no_such"));
-  ASSERT_TRUE(QueryOne(server_->ConnInfo(),
-                       "CREATE FUNCTION ws_negative(integer) RETURNS integer LANGUAGE sql AS "
-                       "'SELECT CASE WHEN $1 < 600 THEN 5 ELSE -1 END'")
-                  .ok());
+  ASSERT_EQ(QueryOne(server_->ConnInfo(),
+                     "CREATE FUNCTION ws_negative(integer) RETURNS integer LANGUAGE sql AS "
+                     "'SELECT CASE WHEN $1 < 600 THEN 5 ELSE -1 END'"),
+            "");
   absl::StatusOr<std::vector<double>> negative =
       ReadPostgresWorkingSet({.conninfo = server_->ConnInfo(), .function = "ws_negative"});
   EXPECT_EQ(negative.status().code(), absl::StatusCode::kFailedPrecondition) << negative.status();
