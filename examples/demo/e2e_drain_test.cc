@@ -77,6 +77,12 @@ TEST(EndToEnd, DrainMovesEveryMigratableVmAndTheEmptyNodeIsRemoved) {
   ASSERT_TRUE(arrived.ok())
       << "vm1 did not arrive on node b: " << arrived.status()
       << "\nnode a: " << c.AgentStatus("a").value_or(api::v1::AgentStatus()).ShortDebugString();
+  // The source reports the move to the scheduler before it logs it, and after the target logs
+  // the arrival.
+  auto left = AwaitStatus(c, "a", absl::Seconds(30), [](const api::v1::AgentStatus& s) {
+    return HasEvent(s, "vm1", api::v1::EVENT_KIND_MIGRATED_OUT);
+  });
+  ASSERT_TRUE(left.ok()) << "node a did not report vm1's move: " << left.status();
 
   // Only the VM that is not migratable is left; the node cannot go while it is there.
   progress = (*scheduler)->DrainNode(drain);
