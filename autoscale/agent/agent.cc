@@ -18,6 +18,9 @@ namespace {
 
 using core::Resources;
 
+// The longest VM name an incoming migration may give (the ledger's longest name).
+constexpr size_t kMaxVmNameBytes = 253;
+
 }  // namespace
 
 Agent::Agent(AgentOptions options, rpc::scheduler::SchedulerService& scheduler,
@@ -659,17 +662,134 @@ void Agent::Migrate(api::v1::MigrationOrder order) {
   }
 }
 
+absl::StatusOr<api::v1::PrepareIncomingRequest> Agent::CheckIncoming(
+    const api::v1::PrepareIncomingRequest& request) {
+  const std::string& name = request.vm().name();
+  const uint64_t id = request.order_id();
+  if (name.empty()) return absl::InvalidArgumentError("incoming VM without a name");
+  if (name.size() > kMaxVmNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("incoming VM name of ", name.size(),
+                                                   " bytes (at most ", kMaxVmNameBytes, ")"));
+  }
+  const std::string what = absl::StrCat("incoming migration of VM ", name, " (order ", id, ")");
+  std::string node;
+  api::v1::VmConfig trusted;
+  {
+    absl::MutexLock lock(&mu_);
+    node = config_.node();
+    const api::v1::VmConfig* found = nullptr;
+    for (const auto* list : {&config_.incoming_vms(), &config_.vms()}) {
+      for (const api::v1::VmConfig& vm : *list) {
+        if (found == nullptr && vm.name() == name) found = &vm;
+      }
+    }
+    if (found == nullptr) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          what, ": VM ", name, " is not one node ", node, " may receive (not in its incomingVms)"));
+    }
+    trusted = *found;
+    if (preparing_.contains(id) || incoming_.contains(id) || finished_incoming_.contains(id)) {
+      return absl::AlreadyExistsError(
+          absl::StrCat(what, ": this order has had its target here already"));
+    }
+  }
+  // The scheduler alone orders migrations: only one it ordered to this node is taken.
+  api::v1::MigrationOrdersRequest ask;
+  ask.set_node(node);
+  ask.set_as_target(true);
+  absl::StatusOr<api::v1::MigrationOrdersResponse> orders = scheduler_.GetMigrationOrders(ask);
+  if (!orders.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        what, ": cannot check the order with the scheduler: ", orders.status().message()));
+  }
+  bool ordered = false;
+  for (const api::v1::MigrationOrder& o : orders->orders()) {
+    ordered |= o.id() == id && o.vm() == name && o.target_node() == node;
+  }
+  if (!ordered) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        what, ": the scheduler has no such order moving VM ", name, " to node ", node));
+  }
+
+  // The QEMU is started from this node's own config; the source gives only sizes, checked here
+  // against the VM's bounds and spec (the CPU slots themselves against the QEMU's own, when
+  // they are plugged: neonvm/migration StartIncoming).
+  api::v1::PrepareIncomingRequest out;
+  out.set_order_id(id);
+  trusted.clear_qmp();
+  trusted.clear_monitor_address();
+  trusted.clear_host_cgroup();
+  // Which migration mode the source chose (its KVM decides): a mode, not a path or a device.
+  trusted.set_allow_postcopy(request.vm().allow_postcopy());
+  *out.mutable_vm() = trusted;
+  const neonvm::launcher::VmSpec spec = SpecFromProto(trusted.spec());
+  Resources cu;
+  {
+    absl::MutexLock lock(&mu_);
+    cu = compute_unit_;
+  }
+  const int64_t max_cu = trusted.bounds().max_cu();
+  const Resources current{request.current().milli_cpu(), request.current().memory_bytes()};
+  if (current.milli_cpu <= 0 || current.memory_bytes <= 0 ||
+      current.milli_cpu > max_cu * cu.milli_cpu ||
+      current.memory_bytes > max_cu * cu.memory_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": its size ", current.ToString(),
+                                                   " is not within its bounds here (at most ",
+                                                   max_cu, " CU of ", cu.ToString(), ")"));
+  }
+  *out.mutable_current() = request.current();
+  const int hotpluggable = spec.cpus_max - spec.cpus_min;
+  if (request.cpu_device_add_args_size() > hotpluggable) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", request.cpu_device_add_args_size(),
+                                                   " hot-plugged vCPUs, its spec here takes ",
+                                                   hotpluggable));
+  }
+  for (const std::string& args : request.cpu_device_add_args()) out.add_cpu_device_add_args(args);
+  if (request.has_virtio_mem()) {
+    const int64_t most =
+        int64_t{spec.memory_slots_max - spec.memory_slots_min} * spec.memory_slot_bytes;
+    const int64_t bytes = request.virtio_mem_requested_bytes();
+    if (most == 0 || bytes < 0 || bytes > most || bytes % spec.memory_slot_bytes != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": virtio-mem size ", bytes, " is not a whole number of ",
+                       spec.memory_slot_bytes, "-byte slots up to ", most, " (its spec here)"));
+    }
+    out.set_has_virtio_mem(true);
+    out.set_virtio_mem_requested_bytes(bytes);
+  }
+  return out;
+}
+
 absl::StatusOr<api::v1::PrepareIncomingResponse> Agent::PrepareIncoming(
     const api::v1::PrepareIncomingRequest& request) {
-  const api::v1::VmConfig& config = request.vm();
-  if (config.name().empty()) return absl::InvalidArgumentError("incoming VM without a name");
-  ASSIGN_OR_RETURN(std::unique_ptr<IncomingVm> vm, vms_factory_.StartIncoming(request));
-  api::v1::PrepareIncomingResponse response;
-  response.set_uri(vm->uri());
-  Event(config.name(), api::v1::EVENT_KIND_INCOMING_PREPARED,
-        absl::StrCat("incoming migration prepared (order ", request.order_id(), ")"));
+  const uint64_t id = request.order_id();
+  // A name too long for the log is not one this node knows anyway.
+  const std::string name = request.vm().name().substr(0, kMaxVmNameBytes);
+  absl::StatusOr<api::v1::PrepareIncomingRequest> checked = CheckIncoming(request);
+  if (!checked.ok()) {
+    Event(name, api::v1::EVENT_KIND_INCOMING_REFUSED, std::string(checked.status().message()));
+    metrics_.Add("autoscaling_agent_migrations_total",
+                 {{"direction", "in"}, {"result", "refused"}});
+    return checked.status();
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    // Checked above without the lock held across the scheduler's answer: the first call wins.
+    if (!preparing_.insert(id).second || incoming_.contains(id) ||
+        finished_incoming_.contains(id)) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("order ", id, ": its target here is being prepared already"));
+    }
+  }
+  absl::StatusOr<std::unique_ptr<IncomingVm>> vm = vms_factory_.StartIncoming(*checked);
   absl::MutexLock lock(&mu_);
-  incoming_[request.order_id()] = Incoming{config, std::move(vm)};
+  preparing_.erase(id);
+  if (!vm.ok()) return vm.status();
+  api::v1::PrepareIncomingResponse response;
+  response.set_uri((*vm)->uri());
+  incoming_[id] = Incoming{checked->vm(), *std::move(vm)};
+  Event(name, api::v1::EVENT_KIND_INCOMING_PREPARED,
+        absl::StrCat("incoming migration prepared (order ", id, ")"));
   return response;
 }
 

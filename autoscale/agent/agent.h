@@ -113,7 +113,10 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   EventLog& events() { return events_; }
   std::vector<RunnerStatus> Statuses() const;
 
-  // MigrationPeer: this agent as a migration target. FinishIncoming answers as
+  // MigrationPeer: this agent as a migration target. PrepareIncoming starts a QEMU only for an
+  // order the scheduler issued to this node, of a VM its config lists (incomingVms, or vms), from
+  // that config: the source's spec is not used, its sizes are checked (CheckIncoming). A refused
+  // one starts nothing and is logged (EVENT_KIND_INCOMING_REFUSED). FinishIncoming answers as
   // api::v1::FinishIncomingRequest says, the same when asked again.
   absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncoming(
       const api::v1::PrepareIncomingRequest& request) override;
@@ -176,6 +179,13 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   // The milli-CPU the ledger grants `vm` on `node` (0: not known): a restarted runner reads its
   // VM's partial vCPU as granted, not as a whole one.
   int64_t GrantedMilliCpu(const std::string& node, const std::string& vm);
+  // An incoming migration as this node accepts it: for an order the scheduler issued to this node,
+  // of a VM its config lists, built from that config (never from the source's spec) with the
+  // source's sizes within the VM's bounds and spec. Errors: PERMISSION_DENIED (no such order, a
+  // VM not configured here), INVALID_ARGUMENT (sizes), UNAVAILABLE (the scheduler cannot be
+  // asked).
+  absl::StatusOr<api::v1::PrepareIncomingRequest> CheckIncoming(
+      const api::v1::PrepareIncomingRequest& request);
   // Reports a migration's end to the scheduler, again until it is taken (or refused for good, or
   // the agent stops).
   void Report(const api::v1::MigrationResult& result);
@@ -212,6 +222,8 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   std::set<uint64_t> migrating_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Incoming> incoming_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Finished> finished_incoming_ ABSL_GUARDED_BY(mu_);
+  // Incoming migrations whose QEMU is being started.
+  std::set<uint64_t> preparing_ ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // The threads of migrations away, by order; a thread that ends moves itself to `ended_`, which

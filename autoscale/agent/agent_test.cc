@@ -199,7 +199,9 @@ class AgentTest : public ::testing::Test {
     FaultyPeer(rpc::agent_peer::MigrationPeer& peer, AgentTest& test) : peer_(peer), test_(test) {}
     absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncoming(
         const api::v1::PrepareIncomingRequest& r) override {
-      return peer_.PrepareIncoming(r);
+      api::v1::PrepareIncomingRequest sent = r;
+      if (test_.tamper_) test_.tamper_(sent);
+      return peer_.PrepareIncoming(sent);
     }
     absl::Status FinishIncoming(const api::v1::FinishIncomingRequest& r) override {
       if (test_.finish_failures_ > 0) {
@@ -319,6 +321,8 @@ class AgentTest : public ::testing::Test {
   absl::Duration migration_timeout_ = absl::Seconds(120);
   // FinishIncoming calls that fail (as a lost connection) before they reach the target.
   std::atomic<int> finish_failures_{0};
+  // Changes what a source sends to PrepareIncoming (a source that is not what it should be).
+  std::function<void(api::v1::PrepareIncomingRequest&)> tamper_;
 };
 
 TEST_F(AgentTest, AConfigReloadAddsRemovesAndChangesVms) {
@@ -562,7 +566,7 @@ class MigrationTest : public AgentTest {
     vm1_ = &AddVm("vm1", "a", {1, 3}, /*migratable=*/true, run_state);
     AddVm("vm2", "a", {1, 1});
     a_ = &StartAgent("a", ConfigA(1));
-    b_ = &StartAgent("b", Config("b", {}));
+    b_ = &StartAgent("b", ConfigB());
     ASSERT_TRUE(Eventually([&] { return Managed(*a_, "vm1") && Managed(*a_, "vm2"); })) << Log(*a_);
   }
   api::v1::AgentConfig ConfigA(int vm1_min) {
@@ -570,6 +574,15 @@ class MigrationTest : public AgentTest {
     vm1.set_host_cgroup("/neonvm/vm1.source");
     if (allow_postcopy_) vm1.set_allow_postcopy(*allow_postcopy_);
     return Config("a", {vm1, VmConfig("vm2", {1, 1})});
+  }
+  // Node b may receive vm1: its own description of it, without a QMP address.
+  api::v1::AgentConfig ConfigB() {
+    api::v1::AgentConfig c = Config("b", {});
+    api::v1::VmConfig vm1 = VmConfig("vm1", {1, 3});
+    vm1.clear_qmp();
+    vm1.mutable_spec()->set_kernel("/b/vmlinuz");
+    *c.add_incoming_vms() = vm1;
+    return c;
   }
 
   // Raises vm1's minimum to 2 CU and lets the agent poll for orders once it has grown.
@@ -808,6 +821,89 @@ TEST_F(MigrationTest, ARestartedSourceAgentTakesTheMigrationUp) {
   hv_.SetMigrationScript({.active_polls = 3, .kvm = true});
   ExpectMigratedToB();
   EXPECT_EQ(Count(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_PREPARED), 1) << "one target only";
+}
+
+// The attacks on a target agent (issue 14): an incoming migration the scheduler did not order to
+// this node starts no QEMU; neither does one of a VM this node is not configured for, or one
+// whose sizes its config does not allow; an order already prepared is not prepared again.
+TEST_F(MigrationTest, AnIncomingMigrationWithoutItsOrderStartsNoQemu) {
+  StartBoth({.active_polls = 1000000, .kvm = true});
+  api::v1::PrepareIncomingRequest forged;
+  forged.set_order_id(77);
+  *forged.mutable_vm() = VmConfig("vm1", {1, 3});
+  forged.mutable_vm()->mutable_spec()->set_kernel("/attacker/bzImage");
+  *forged.mutable_current() = core::ToProto(Cus(1));
+  absl::StatusOr<api::v1::PrepareIncomingResponse> r = b_->PrepareIncoming(forged);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "no such order")) << r.status();
+  // A VM node b is not configured for.
+  forged.mutable_vm()->set_name("vm9");
+  r = b_->PrepareIncoming(forged);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "not in its incomingVms")) << r.status();
+  EXPECT_TRUE(node("b").factory.incoming_requests().empty()) << "a QEMU was started";
+  EXPECT_TRUE(Has(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_REFUSED)) << Log(*b_);
+
+  // Once the scheduler ordered vm1 to b, the order's real target is prepared (by a); the same
+  // order again, or with sizes beyond vm1's bounds, is not.
+  Overfill();
+  ASSERT_TRUE(Eventually([&] { return vm1_->migration_status() == "active"; })) << Log(*a_);
+  ASSERT_EQ(node("b").factory.incoming_requests().size(), 1u);
+  absl::StatusOr<api::v1::VmState> state = Ledger("vm1");
+  ASSERT_TRUE(state.ok() && state->has_migration()) << state.status();
+  forged.set_order_id(state->migration().id());
+  forged.mutable_vm()->set_name("vm1");
+  r = b_->PrepareIncoming(forged);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists) << r.status();
+  EXPECT_EQ(node("b").factory.incoming_requests().size(), 1u);
+}
+
+TEST_F(MigrationTest, SizesBeyondTheVmsBoundsAreRefused) {
+  StartBoth({.active_polls = 1000000, .kvm = true});
+  // b's description of vm1 allows at most 1 CU: the 2 CU vm1 has when it is ordered away is
+  // more than b takes.
+  api::v1::AgentConfig b = ConfigB();
+  b.mutable_incoming_vms(0)->mutable_bounds()->set_max_cu(1);
+  ASSERT_TRUE(b_->UpdateConfig(b).ok());
+  Overfill();
+  ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::v1::EVENT_KIND_MIGRATION_FAILED); }))
+      << Log(*a_);
+  EXPECT_TRUE(Has(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_REFUSED)) << Log(*b_);
+  EXPECT_TRUE(node("b").factory.incoming_requests().empty());
+  EXPECT_EQ(hv_.RunningCopies("vm1"), 1);
+}
+
+// A source sends a spec with paths and arguments of its choosing; the target starts the VM from
+// its own description of it, with only the source's sizes.
+TEST_F(MigrationTest, TheTargetStartsTheVmFromItsOwnConfigNotTheSources) {
+  tamper_ = [](api::v1::PrepareIncomingRequest& r) {
+    api::v1::VmLaunchSpec& spec = *r.mutable_vm()->mutable_spec();
+    spec.set_kernel("/attacker/vmlinuz");
+    spec.add_kernel_args("init=/bin/sh");
+    spec.add_disks()->set_path("/etc/shadow");
+    spec.set_cpu_model("host,+evil");
+    r.mutable_vm()->set_qmp("unix:/attacker.sock");
+    r.mutable_vm()->set_host_cgroup("/");
+    r.mutable_vm()->mutable_bounds()->set_max_cu(1000);
+  };
+  StartBoth({.kvm = true});
+  Overfill();
+  ExpectMigratedToB();
+  const std::vector<api::v1::PrepareIncomingRequest> started =
+      node("b").factory.incoming_requests();
+  ASSERT_EQ(started.size(), 1u);
+  const api::v1::VmLaunchSpec& spec = started[0].vm().spec();
+  EXPECT_EQ(spec.kernel(), "/b/vmlinuz");
+  EXPECT_TRUE(spec.kernel_args().empty());
+  EXPECT_TRUE(spec.disks().empty());
+  EXPECT_EQ(spec.cpu_model(), "");
+  EXPECT_EQ(started[0].vm().qmp(), "") << "the target starts its own QEMU";
+  EXPECT_EQ(started[0].vm().host_cgroup(), "");
+  EXPECT_EQ(started[0].vm().bounds().max_cu(), 3u);
+  EXPECT_EQ(started[0].current().memory_bytes(), Cus(2).memory_bytes) << "the source's size";
+  // And b manages it within its own bounds for it.
+  const api::v1::AgentStatus status = b_->Status();
+  ASSERT_NE(Vm(status, "vm1"), nullptr);
 }
 
 // Each migration's thread is joined when it ends, not when the agent stops.

@@ -1,8 +1,12 @@
 #include "neonvm/migration/migration.h"
 
+#include <map>
+#include <set>
 #include <string>
 #include <utility>
+#include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -73,8 +77,89 @@ std::string Capabilities(std::initializer_list<std::pair<const char*, bool>> cap
   return out + "]}";
 }
 
-absl::Status Replay(const Devices& devices, Vm& target) {
-  for (const std::string& args : devices.cpu_device_add_args) {
+// A hot-plugged vCPU as a source describes it: the slot (its numeric props), the device's id,
+// the CPU type. Only these keys are taken.
+struct CpuRequest {
+  std::string driver;
+  std::string id;
+  std::map<std::string, int64_t> props;
+};
+
+bool IsCpuProp(const std::string& key) {
+  static const std::set<std::string> kProps = {"node-id",   "drawer-id", "book-id",
+                                               "socket-id", "die-id",    "cluster-id",
+                                               "module-id", "core-id",   "thread-id"};
+  return kProps.contains(key);
+}
+
+// A device id QEMU takes that can hold nothing else: "cpu3".
+bool IsDeviceId(const std::string& id) {
+  if (id.empty() || id.size() > 64 || !absl::ascii_isalpha(id[0])) return false;
+  for (char c : id) {
+    if (!absl::ascii_isalnum(c) && c != '_' && c != '-' && c != '.') return false;
+  }
+  return true;
+}
+
+absl::StatusOr<CpuRequest> ParseCpuRequest(const std::string& args) {
+  rapidjson::Document doc;
+  doc.Parse(args.data(), args.size());
+  if (doc.HasParseError() || !doc.IsObject()) {
+    return absl::InvalidArgumentError("a hot-plugged vCPU is not a JSON object");
+  }
+  CpuRequest r;
+  for (auto it = doc.MemberBegin(); it != doc.MemberEnd(); ++it) {
+    const std::string key = it->name.GetString();
+    if (key == "driver" && it->value.IsString()) {
+      r.driver = it->value.GetString();
+    } else if (key == "id" && it->value.IsString() && IsDeviceId(it->value.GetString())) {
+      r.id = it->value.GetString();
+    } else if (IsCpuProp(key) && it->value.IsInt64()) {
+      r.props[key] = it->value.GetInt64();
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a hot-plugged vCPU has a field \"", key.substr(0, 32),
+                       "\" that is not a CPU slot's (driver, id, *-id numbers)"));
+    }
+  }
+  if (r.id.empty() || r.props.empty()) {
+    return absl::InvalidArgumentError("a hot-plugged vCPU without an id or a slot");
+  }
+  return r;
+}
+
+// The device_add arguments for `r` in the QEMU whose query-hotpluggable-cpus answer is `slots`:
+// a free slot with exactly r's props, and that slot's own CPU type.
+absl::StatusOr<std::string> ArgsForSlot(const CpuRequest& r, const std::string& slots) {
+  ASSIGN_OR_RETURN(rapidjson::Document doc, ParseReply(slots, "query-hotpluggable-cpus"));
+  if (!doc.IsArray()) return absl::InternalError("query-hotpluggable-cpus: not an array");
+  std::string wanted;
+  for (const auto& [key, value] : r.props) absl::StrAppend(&wanted, " ", key, "=", value);
+  for (const Value& slot : doc.GetArray()) {
+    const Value& props = Member(slot, "props");
+    if (!props.IsObject() || !StringMember(slot, "qom-path").empty()) continue;
+    std::map<std::string, int64_t> have;
+    for (auto it = props.MemberBegin(); it != props.MemberEnd(); ++it) {
+      if (it->value.IsInt64()) have[it->name.GetString()] = it->value.GetInt64();
+    }
+    if (have != r.props) continue;
+    const std::string type = StringMember(slot, "type");
+    if (r.driver != type) {
+      return absl::InvalidArgumentError(absl::StrCat("the hot-plugged vCPU at", wanted, " is a ",
+                                                     r.driver.substr(0, 64), ", the target's a ",
+                                                     type));
+    }
+    return absl::StrCat(R"({"driver":)", qmp::JsonQuote(type), R"(,"id":)", qmp::JsonQuote(r.id),
+                        ",", Compact(props).substr(1));
+  }
+  return absl::InvalidArgumentError(absl::StrCat("the target has no free vCPU slot at", wanted));
+}
+
+// Plugs the source's vCPUs into slots the target itself offers, and sets its virtio-mem size.
+absl::Status Replay(const std::vector<CpuRequest>& cpus, const Devices& devices, Vm& target) {
+  for (const CpuRequest& cpu : cpus) {
+    ASSIGN_OR_RETURN(std::string slots, target.qmp().Execute("query-hotpluggable-cpus"));
+    ASSIGN_OR_RETURN(std::string args, ArgsForSlot(cpu, slots));
     RETURN_IF_ERROR(target.qmp().Execute("device_add", args).status());
   }
   if (devices.virtio_mem_requested_bytes) {
@@ -204,6 +289,23 @@ absl::StatusOr<Devices> CaptureDevices(qmp::QmpClient& source, const launcher::V
 absl::StatusOr<std::unique_ptr<Vm>> StartIncoming(launcher::VmSpec spec, const Devices& devices,
                                                   const launcher::StartOptions& options) {
   spec.incoming = true;
+  // The devices may come from another node's agent: checked before any QEMU starts, and each
+  // vCPU plugged only into a slot the target's QEMU offers (Replay).
+  std::vector<CpuRequest> cpus;
+  for (const std::string& args : devices.cpu_device_add_args) {
+    absl::StatusOr<CpuRequest> cpu = ParseCpuRequest(args);
+    if (!cpu.ok()) return Annotate(cpu.status(), "VM " + spec.name);
+    cpus.push_back(*std::move(cpu));
+  }
+  if (devices.virtio_mem_requested_bytes) {
+    const int64_t bytes = *devices.virtio_mem_requested_bytes;
+    const int64_t most =
+        int64_t{spec.memory_slots_max - spec.memory_slots_min} * spec.memory_slot_bytes;
+    if (bytes < 0 || bytes > most) {
+      return absl::InvalidArgumentError(absl::StrCat("VM ", spec.name, ": virtio-mem size ", bytes,
+                                                     " is beyond its spec (0 to ", most, ")"));
+    }
+  }
   // What the source has now is replayed below, not taken from its original spec.
   spec.cpus_use = spec.cpus_min;
   spec.memory_slots_use = spec.memory_slots_min;
@@ -211,7 +313,7 @@ absl::StatusOr<std::unique_ptr<Vm>> StartIncoming(launcher::VmSpec spec, const D
   for (launcher::HostForward& f : spec.host_forwards) f.host_port = 0;
   ASSIGN_OR_RETURN(std::unique_ptr<Vm> target, Vm::Start(spec, options));
   RETURN_IF_ERROR(Annotate(
-      Replay(devices, *target),
+      Replay(cpus, devices, *target),
       absl::StrCat("replaying the devices of VM ", spec.name, " on its migration target")));
   return target;
 }
