@@ -1,5 +1,6 @@
 #include "neonvm/migration/migration.h"
 
+#include <filesystem>
 #include <map>
 #include <set>
 #include <string>
@@ -173,6 +174,36 @@ absl::Status Replay(const std::vector<CpuRequest>& cpus, const Devices& devices,
   return absl::OkStatus();
 }
 
+constexpr char kTlsClientId[] = "autoscale-migration-tls-client";
+constexpr char kTlsServerId[] = "autoscale-migration-tls-server";
+constexpr char kTlsAuthzId[] = "autoscale-migration-authz";
+
+// Whether QEMU has the user-created object `id`.
+absl::StatusOr<bool> HasObject(qmp::QmpClient& qmp, const std::string& id, absl::Duration timeout) {
+  ASSIGN_OR_RETURN(std::string reply, qmp.Execute("qom-list", R"({"path":"/objects"})", timeout));
+  ASSIGN_OR_RETURN(rapidjson::Document doc, ParseReply(reply, "qom-list"));
+  if (!doc.IsArray()) return absl::InternalError("qom-list /objects: not an array");
+  for (const Value& entry : doc.GetArray()) {
+    if (StringMember(entry, "name") == id) return true;
+  }
+  return false;
+}
+
+// A tls-creds-x509 object `id` for `endpoint` from the files in `dir`, unless QEMU has it already
+// (a source migrated before; the files are read when it is made).
+absl::Status AddTlsCreds(qmp::QmpClient& qmp, const char* id, const std::string& dir,
+                         const char* endpoint, absl::Duration timeout) {
+  ASSIGN_OR_RETURN(bool has, HasObject(qmp, id, timeout));
+  if (has) return absl::OkStatus();
+  return Annotate(qmp.Execute("object-add",
+                              absl::StrCat(R"({"qom-type":"tls-creds-x509","id":")", id,
+                                           R"(","dir":)", qmp::JsonQuote(dir), R"(,"endpoint":")",
+                                           endpoint, R"(","verify-peer":true})"),
+                              timeout)
+                      .status(),
+                  absl::StrCat("QEMU's migration TLS credentials from ", dir));
+}
+
 class QmpSource final : public Source {
  public:
   QmpSource(qmp::QmpClient& qmp, const launcher::VmSpec& spec) : qmp_(qmp), spec_(spec) {}
@@ -206,11 +237,18 @@ class QmpSource final : public Source {
                                                {"postcopy-ram", options.allow_postcopy}}),
                                  timeout)
                         .status());
+    std::string tls = R"(,"tls-creds":"","tls-hostname":"")";
+    if (!options.tls_dir.empty()) {
+      RETURN_IF_ERROR(AddTlsCreds(qmp_, kTlsClientId, options.tls_dir, "client", timeout));
+      tls = absl::StrCat(R"(,"tls-creds":")", kTlsClientId, R"(","tls-hostname":)",
+                         qmp::JsonQuote(options.tls_hostname));
+    }
+    // Parameters stay with the QEMU process: each migration sets all of them.
     return qmp_
         .Execute(
             "migrate-set-parameters",
             absl::StrCat(R"({"downtime-limit":)", absl::ToInt64Milliseconds(options.downtime_limit),
-                         R"(,"max-bandwidth":)", options.max_bandwidth_bytes_per_second, "}"),
+                         R"(,"max-bandwidth":)", options.max_bandwidth_bytes_per_second, tls, "}"),
             timeout)
         .status();
   }
@@ -327,8 +365,8 @@ absl::StatusOr<std::unique_ptr<Vm>> StartTarget(Vm& source, const launcher::Star
   return StartIncoming(std::move(spec), devices, options);
 }
 
-absl::StatusOr<std::string> Listen(Vm& target, bool allow_postcopy,
-                                   const std::string& tcp_address) {
+absl::StatusOr<std::string> Listen(Vm& target, bool allow_postcopy, const std::string& tcp_address,
+                                   const IncomingTls& tls) {
   const std::string uri = tcp_address.empty()
                               ? absl::StrCat("unix:", target.runtime_dir(), "/migration.sock")
                               : absl::StrCat("tcp:", tcp_address, ":0");
@@ -336,6 +374,27 @@ absl::StatusOr<std::string> Listen(Vm& target, bool allow_postcopy,
                       .Execute("migrate-set-capabilities",
                                Capabilities({{"events", true}, {"postcopy-ram", allow_postcopy}}))
                       .status());
+  if (!tls.dir.empty()) {
+    const absl::Duration timeout = absl::Seconds(10);
+    RETURN_IF_ERROR(AddTlsCreds(target.qmp(), kTlsServerId, tls.dir, "server", timeout));
+    std::string authz;
+    if (!tls.source_dn.empty()) {
+      // QEMU checks the client certificate's distinguished name against this list.
+      RETURN_IF_ERROR(
+          target.qmp()
+              .Execute("object-add",
+                       absl::StrCat(R"({"qom-type":"authz-simple","id":")", kTlsAuthzId,
+                                    R"(","identity":)", qmp::JsonQuote(tls.source_dn), "}"),
+                       timeout)
+              .status());
+      authz = absl::StrCat(R"(,"tls-authz":")", kTlsAuthzId, R"(")");
+    }
+    RETURN_IF_ERROR(
+        target.qmp()
+            .Execute("migrate-set-parameters",
+                     absl::StrCat(R"({"tls-creds":")", kTlsServerId, R"(")", authz, "}"), timeout)
+            .status());
+  }
   RETURN_IF_ERROR(
       target.qmp().Execute("migrate-incoming", absl::StrCat(R"({"uri":")", uri, R"("})")).status());
   if (tcp_address.empty()) return uri;
@@ -354,6 +413,31 @@ absl::StatusOr<std::string> Listen(Vm& target, bool allow_postcopy,
         absl::StrCat("VM ", target.name(), ": query-migrate: bad listening port in: ", reply));
   }
   return absl::StrCat("tcp:", tcp_address, ":", port_number);
+}
+
+absl::Status MakeTlsDir(const std::string& dir, const std::string& cert, const std::string& key,
+                        const std::string& ca) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("making ", dir, ": ", ec.message()));
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all, ec);
+  if (ec) return absl::InternalError(absl::StrCat("chmod 0700 ", dir, ": ", ec.message()));
+  const std::pair<const char*, const std::string*> links[] = {{"ca-cert.pem", &ca},
+                                                              {"server-cert.pem", &cert},
+                                                              {"server-key.pem", &key},
+                                                              {"client-cert.pem", &cert},
+                                                              {"client-key.pem", &key}};
+  for (const auto& [name, target] : links) {
+    const std::filesystem::path link = std::filesystem::path(dir) / name;
+    const std::filesystem::path to = std::filesystem::absolute(*target, ec);
+    if (ec || !std::filesystem::exists(to)) {
+      return absl::NotFoundError(absl::StrCat("migration TLS: no file ", *target));
+    }
+    std::filesystem::remove(link, ec);
+    std::filesystem::create_symlink(to, link, ec);
+    if (ec) return absl::InternalError(absl::StrCat("linking ", link.string(), ": ", ec.message()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status AnnounceSelf(Vm& vm) {
