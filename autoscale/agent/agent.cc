@@ -558,6 +558,11 @@ void Agent::Migrate(api::v1::MigrationOrder order) {
   if (!options_or.ok()) return refuse(options_or.status());
   neonvm::migration::MigrationOptions options = *options_or;
   options.timeout = options_.migration_timeout;
+  if (!options_.migration_tls_dir.empty()) {
+    // The stream goes only to a QEMU holding the ordered target node's certificate.
+    options.tls_dir = options_.migration_tls_dir;
+    options.tls_hostname = absl::StrCat("node-", order.target_node());
+  }
   if (absl::Status s = runner->BeginMigration(absl::Seconds(30)); !s.ok()) return refuse(s);
   absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> connected =
       connect_peer_(order.target_agent_address());
@@ -662,7 +667,7 @@ void Agent::Migrate(api::v1::MigrationOrder order) {
   }
 }
 
-absl::StatusOr<api::v1::PrepareIncomingRequest> Agent::CheckIncoming(
+absl::StatusOr<Agent::CheckedIncoming> Agent::CheckIncoming(
     const api::v1::PrepareIncomingRequest& request) {
   const std::string& name = request.vm().name();
   const uint64_t id = request.order_id();
@@ -702,11 +707,11 @@ absl::StatusOr<api::v1::PrepareIncomingRequest> Agent::CheckIncoming(
     return absl::UnavailableError(absl::StrCat(
         what, ": cannot check the order with the scheduler: ", orders.status().message()));
   }
-  bool ordered = false;
+  const api::v1::MigrationOrder* order = nullptr;
   for (const api::v1::MigrationOrder& o : orders->orders()) {
-    ordered |= o.id() == id && o.vm() == name && o.target_node() == node;
+    if (o.id() == id && o.vm() == name && o.target_node() == node) order = &o;
   }
-  if (!ordered) {
+  if (order == nullptr) {
     return absl::PermissionDeniedError(absl::StrCat(
         what, ": the scheduler has no such order moving VM ", name, " to node ", node));
   }
@@ -714,7 +719,9 @@ absl::StatusOr<api::v1::PrepareIncomingRequest> Agent::CheckIncoming(
   // The QEMU is started from this node's own config; the source gives only sizes, checked here
   // against the VM's bounds and spec (the CPU slots themselves against the QEMU's own, when
   // they are plugged: neonvm/migration StartIncoming).
-  api::v1::PrepareIncomingRequest out;
+  CheckedIncoming checked;
+  checked.source_node = order->source_node();
+  api::v1::PrepareIncomingRequest& out = checked.request;
   out.set_order_id(id);
   trusted.clear_qmp();
   trusted.clear_monitor_address();
@@ -757,7 +764,7 @@ absl::StatusOr<api::v1::PrepareIncomingRequest> Agent::CheckIncoming(
     out.set_has_virtio_mem(true);
     out.set_virtio_mem_requested_bytes(bytes);
   }
-  return out;
+  return checked;
 }
 
 absl::StatusOr<api::v1::PrepareIncomingResponse> Agent::PrepareIncoming(
@@ -765,7 +772,7 @@ absl::StatusOr<api::v1::PrepareIncomingResponse> Agent::PrepareIncoming(
   const uint64_t id = request.order_id();
   // A name too long for the log is not one this node knows anyway.
   const std::string name = request.vm().name().substr(0, kMaxVmNameBytes);
-  absl::StatusOr<api::v1::PrepareIncomingRequest> checked = CheckIncoming(request);
+  absl::StatusOr<CheckedIncoming> checked = CheckIncoming(request);
   if (!checked.ok()) {
     Event(name, api::v1::EVENT_KIND_INCOMING_REFUSED, std::string(checked.status().message()));
     metrics_.Add("autoscaling_agent_migrations_total",
@@ -781,13 +788,14 @@ absl::StatusOr<api::v1::PrepareIncomingResponse> Agent::PrepareIncoming(
           absl::StrCat("order ", id, ": its target here is being prepared already"));
     }
   }
-  absl::StatusOr<std::unique_ptr<IncomingVm>> vm = vms_factory_.StartIncoming(*checked);
+  absl::StatusOr<std::unique_ptr<IncomingVm>> vm =
+      vms_factory_.StartIncoming(checked->request, checked->source_node);
   absl::MutexLock lock(&mu_);
   preparing_.erase(id);
   if (!vm.ok()) return vm.status();
   api::v1::PrepareIncomingResponse response;
   response.set_uri((*vm)->uri());
-  incoming_[id] = Incoming{checked->vm(), *std::move(vm)};
+  incoming_[id] = Incoming{checked->request.vm(), *std::move(vm)};
   Event(name, api::v1::EVENT_KIND_INCOMING_PREPARED,
         absl::StrCat("incoming migration prepared (order ", id, ")"));
   return response;

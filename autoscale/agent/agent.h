@@ -82,6 +82,10 @@ struct AgentOptions {
   neonvm::migration::RetryOptions migration_retry;
   // Bounds the target's wait for the migrated VM to arrive and run.
   absl::Duration incoming_timeout = absl::Seconds(60);
+  // QEMU's TLS on the streams of migrations away (neonvm::migration::MakeTlsDir of this node's
+  // certificate); empty: plaintext. The target's certificate must carry the name
+  // "node-<target>" (its CN, or a DNS SAN).
+  std::string migration_tls_dir;
   // Overrides for runners (tests shorten the monitor's retry and the loops' sleeps).
   absl::Duration monitor_retry = absl::Seconds(5);
   absl::Duration monitor_health_interval = absl::Seconds(5);
@@ -184,8 +188,11 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   // source's sizes within the VM's bounds and spec. Errors: PERMISSION_DENIED (no such order, a
   // VM not configured here), INVALID_ARGUMENT (sizes), UNAVAILABLE (the scheduler cannot be
   // asked).
-  absl::StatusOr<api::v1::PrepareIncomingRequest> CheckIncoming(
-      const api::v1::PrepareIncomingRequest& request);
+  struct CheckedIncoming {
+    api::v1::PrepareIncomingRequest request;
+    std::string source_node;  // the order's
+  };
+  absl::StatusOr<CheckedIncoming> CheckIncoming(const api::v1::PrepareIncomingRequest& request);
   // Reports a migration's end to the scheduler, again until it is taken (or refused for good, or
   // the agent stops).
   void Report(const api::v1::MigrationResult& result);

@@ -395,7 +395,7 @@ absl::StatusOr<agent::OpenedVm> FakeVmDriverFactory::Open(const api::v1::VmConfi
 }
 
 absl::StatusOr<std::unique_ptr<agent::IncomingVm>> FakeVmDriverFactory::StartIncoming(
-    const api::v1::PrepareIncomingRequest& request) {
+    const api::v1::PrepareIncomingRequest& request, const std::string&) {
   {
     absl::MutexLock lock(&mu_);
     incoming_requests_.push_back(request);

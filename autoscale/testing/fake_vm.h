@@ -172,7 +172,7 @@ class FakeVmDriverFactory final : public agent::VmDriverFactory {
                                        int64_t granted_milli_cpu,
                                        absl::Duration request_timeout) override;
   absl::StatusOr<std::unique_ptr<agent::IncomingVm>> StartIncoming(
-      const api::v1::PrepareIncomingRequest& request) override;
+      const api::v1::PrepareIncomingRequest& request, const std::string& source_node) override;
 
   // How many times Open was called (runner starts and restarts), and the granted milli-CPU the
   // last Open of `vm` (its QMP address) was given.
