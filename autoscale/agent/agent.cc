@@ -4,6 +4,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "autoscale/base/proto_file.h"
@@ -668,7 +669,7 @@ void Agent::Migrate(api::v1::MigrationOrder order) {
 }
 
 absl::StatusOr<Agent::CheckedIncoming> Agent::CheckIncoming(
-    const api::v1::PrepareIncomingRequest& request) {
+    const std::optional<std::string>& caller, const api::v1::PrepareIncomingRequest& request) {
   const std::string& name = request.vm().name();
   const uint64_t id = request.order_id();
   if (name.empty()) return absl::InvalidArgumentError("incoming VM without a name");
@@ -693,10 +694,6 @@ absl::StatusOr<Agent::CheckedIncoming> Agent::CheckIncoming(
           what, ": VM ", name, " is not one node ", node, " may receive (not in its incomingVms)"));
     }
     trusted = *found;
-    if (preparing_.contains(id) || incoming_.contains(id) || finished_incoming_.contains(id)) {
-      return absl::AlreadyExistsError(
-          absl::StrCat(what, ": this order has had its target here already"));
-    }
   }
   // The scheduler alone orders migrations: only one it ordered to this node is taken.
   api::v1::MigrationOrdersRequest ask;
@@ -714,6 +711,12 @@ absl::StatusOr<Agent::CheckedIncoming> Agent::CheckIncoming(
   if (order == nullptr) {
     return absl::PermissionDeniedError(absl::StrCat(
         what, ": the scheduler has no such order moving VM ", name, " to node ", node));
+  }
+  if (caller && *caller != order->source_node()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(what, ": asked by ",
+                     caller->empty() ? "a caller without a node identity" : "node " + *caller,
+                     ", not by the order's source node ", order->source_node()));
   }
 
   // The QEMU is started from this node's own config; the source gives only sizes, checked here
@@ -769,10 +772,57 @@ absl::StatusOr<Agent::CheckedIncoming> Agent::CheckIncoming(
 
 absl::StatusOr<api::v1::PrepareIncomingResponse> Agent::PrepareIncoming(
     const api::v1::PrepareIncomingRequest& request) {
+  return PrepareIncomingFrom(std::nullopt, request);
+}
+
+absl::Status Agent::FinishIncoming(const api::v1::FinishIncomingRequest& request) {
+  return FinishIncomingFrom(std::nullopt, request);
+}
+
+namespace {
+
+// The node of a SPIFFE identity "spiffe://<td>/node/<name>", or "".
+std::string NodeOf(const std::string& identity) {
+  constexpr absl::string_view kScheme = "spiffe://";
+  if (!absl::StartsWith(identity, kScheme)) return "";
+  const size_t slash = identity.find('/', kScheme.size());
+  if (slash == std::string::npos) return "";
+  const absl::string_view path = absl::string_view(identity).substr(slash);
+  if (!absl::StartsWith(path, "/node/")) return "";
+  const absl::string_view name = path.substr(6);
+  return name.empty() || absl::StrContains(name, '/') ? "" : std::string(name);
+}
+
+}  // namespace
+
+class Agent::Caller final : public rpc::agent_peer::MigrationPeer {
+ public:
+  Caller(Agent& agent, std::optional<std::string> node) : agent_(agent), node_(std::move(node)) {}
+  absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncoming(
+      const api::v1::PrepareIncomingRequest& request) override {
+    return agent_.PrepareIncomingFrom(node_, request);
+  }
+  absl::Status FinishIncoming(const api::v1::FinishIncomingRequest& request) override {
+    return agent_.FinishIncomingFrom(node_, request);
+  }
+
+ private:
+  Agent& agent_;
+  const std::optional<std::string> node_;
+};
+
+std::shared_ptr<rpc::agent_peer::MigrationPeer> Agent::ForCaller(const std::string& identity) {
+  std::optional<std::string> node;
+  if (options_.require_peer_identity) node = NodeOf(identity);
+  return std::make_shared<Caller>(*this, std::move(node));
+}
+
+absl::StatusOr<api::v1::PrepareIncomingResponse> Agent::PrepareIncomingFrom(
+    const std::optional<std::string>& caller, const api::v1::PrepareIncomingRequest& request) {
   const uint64_t id = request.order_id();
   // A name too long for the log is not one this node knows anyway.
   const std::string name = request.vm().name().substr(0, kMaxVmNameBytes);
-  absl::StatusOr<CheckedIncoming> checked = CheckIncoming(request);
+  absl::StatusOr<CheckedIncoming> checked = CheckIncoming(caller, request);
   if (!checked.ok()) {
     Event(name, api::v1::EVENT_KIND_INCOMING_REFUSED, std::string(checked.status().message()));
     metrics_.Add("autoscaling_agent_migrations_total",
@@ -781,11 +831,11 @@ absl::StatusOr<api::v1::PrepareIncomingResponse> Agent::PrepareIncoming(
   }
   {
     absl::MutexLock lock(&mu_);
-    // Checked above without the lock held across the scheduler's answer: the first call wins.
-    if (!preparing_.insert(id).second || incoming_.contains(id) ||
-        finished_incoming_.contains(id)) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("order ", id, ": its target here is being prepared already"));
+    // A target is single-use: one per order, the first call's.
+    if (incoming_.contains(id) || finished_incoming_.contains(id) ||
+        !preparing_.insert(id).second) {
+      return absl::AlreadyExistsError(absl::StrCat("incoming migration of VM ", name, " (order ",
+                                                   id, "): this order has had its target here"));
     }
   }
   absl::StatusOr<std::unique_ptr<IncomingVm>> vm =
@@ -795,18 +845,27 @@ absl::StatusOr<api::v1::PrepareIncomingResponse> Agent::PrepareIncoming(
   if (!vm.ok()) return vm.status();
   api::v1::PrepareIncomingResponse response;
   response.set_uri((*vm)->uri());
-  incoming_[id] = Incoming{checked->request.vm(), *std::move(vm)};
+  incoming_[id] = Incoming{checked->request.vm(), checked->source_node, *std::move(vm)};
   Event(name, api::v1::EVENT_KIND_INCOMING_PREPARED,
         absl::StrCat("incoming migration prepared (order ", id, ")"));
   return response;
 }
 
-absl::Status Agent::FinishIncoming(const api::v1::FinishIncomingRequest& request) {
+absl::Status Agent::FinishIncomingFrom(const std::optional<std::string>& caller,
+                                       const api::v1::FinishIncomingRequest& request) {
   const uint64_t id = request.order_id();
   Incoming in;
   {
     absl::MutexLock lock(&mu_);
+    auto not_source = [&](const std::string& source) -> absl::Status {
+      if (!caller || *caller == source) return absl::OkStatus();
+      return absl::PermissionDeniedError(
+          absl::StrCat("order ", id, ": finished by ",
+                       caller->empty() ? "a caller without a node identity" : "node " + *caller,
+                       ", not by its source node ", source));
+    };
     if (auto f = finished_incoming_.find(id); f != finished_incoming_.end()) {
+      RETURN_IF_ERROR(not_source(f->second.source_node));
       // Asked again (the answer was lost): the same answer.
       if (request.succeeded() == f->second.taken_over) return absl::OkStatus();
       return absl::FailedPreconditionError(
@@ -817,11 +876,13 @@ absl::Status Agent::FinishIncoming(const api::v1::FinishIncomingRequest& request
     if (it == incoming_.end()) {
       return absl::NotFoundError(absl::StrCat("no incoming migration ", id));
     }
+    RETURN_IF_ERROR(not_source(it->second.source_node));
     if (it->second.finishing) {
       return absl::UnavailableError(absl::StrCat("order ", id, ": still being finished"));
     }
     it->second.finishing = true;
     in.config = it->second.config;
+    in.source_node = it->second.source_node;
   }
   const std::string name = in.config.name();
   auto finish = [&](Finished f) -> std::unique_ptr<IncomingVm> {
@@ -839,7 +900,7 @@ absl::Status Agent::FinishIncoming(const api::v1::FinishIncomingRequest& request
   }
   if (!request.succeeded()) {
     (void)vm->Stop();
-    finish({false, "abandoned by the source: " + request.error()});
+    finish({false, "abandoned by the source: " + request.error(), in.source_node});
     Event(name, api::v1::EVENT_KIND_INCOMING_ABANDONED,
           absl::StrCat("incoming migration abandoned: ", request.error()));
     metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "in"}, {"result", "failed"}});
@@ -851,12 +912,12 @@ absl::Status Agent::FinishIncoming(const api::v1::FinishIncomingRequest& request
     (void)vm->Stop();
     const std::string why =
         absl::StrCat("the VM did not arrive here (", s.message(), "); its copy here is stopped");
-    finish({false, why});
+    finish({false, why, in.source_node});
     Event(name, api::v1::EVENT_KIND_INCOMING_ABANDONED, why);
     metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "in"}, {"result", "failed"}});
     return absl::FailedPreconditionError(why);
   }
-  in.vm = finish({true, ""});
+  in.vm = finish({true, "", in.source_node});
   return TakeOver(id, std::move(in));
 }
 

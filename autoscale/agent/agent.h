@@ -86,6 +86,9 @@ struct AgentOptions {
   // certificate); empty: plaintext. The target's certificate must carry the name
   // "node-<target>" (its CN, or a DNS SAN).
   std::string migration_tls_dir;
+  // Calls through ForCaller must come from the order's source node: its identity
+  // (spiffe://<td>/node/<source>) as the transport authenticated it. Set with TLS.
+  bool require_peer_identity = false;
   // Overrides for runners (tests shorten the monitor's retry and the loops' sleeps).
   absl::Duration monitor_retry = absl::Seconds(5);
   absl::Duration monitor_health_interval = absl::Seconds(5);
@@ -125,6 +128,11 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncoming(
       const api::v1::PrepareIncomingRequest& request) override;
   absl::Status FinishIncoming(const api::v1::FinishIncomingRequest& request) override;
+  // This agent as a migration target for the caller of `identity` (rpc::agent_peer::PeerFor):
+  // with require_peer_identity, a call for an order whose source is another node than the
+  // identity's is PERMISSION_DENIED (a node cannot prepare, finish or abandon another's
+  // migration). The agent must outlive what it returns.
+  std::shared_ptr<rpc::agent_peer::MigrationPeer> ForCaller(const std::string& identity);
 
   // Migration threads not joined yet (those running and those just ended).
   size_t migration_threads() const;
@@ -154,6 +162,7 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   };
   struct Incoming {
     api::v1::VmConfig config;
+    std::string source_node;  // the order's
     std::unique_ptr<IncomingVm> vm;
     // A FinishIncoming for it is being answered.
     bool finishing = false;
@@ -162,7 +171,15 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   struct Finished {
     bool taken_over = false;
     std::string why;
+    std::string source_node;
   };
+  class Caller;
+  // PrepareIncoming and FinishIncoming for a caller of the node `caller` (nullopt: a caller in
+  // this process, not checked).
+  absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncomingFrom(
+      const std::optional<std::string>& caller, const api::v1::PrepareIncomingRequest& request);
+  absl::Status FinishIncomingFrom(const std::optional<std::string>& caller,
+                                  const api::v1::FinishIncomingRequest& request);
 
   // A runner for `vm` (and its migration source), started.
   absl::Status StartRunner(const api::v1::VmConfig& vm, std::unique_ptr<Runner>& runner,
@@ -186,13 +203,14 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   // An incoming migration as this node accepts it: for an order the scheduler issued to this node,
   // of a VM its config lists, built from that config (never from the source's spec) with the
   // source's sizes within the VM's bounds and spec. Errors: PERMISSION_DENIED (no such order, a
-  // VM not configured here), INVALID_ARGUMENT (sizes), UNAVAILABLE (the scheduler cannot be
-  // asked).
+  // VM not configured here, a `caller` that is not the order's source node), INVALID_ARGUMENT
+  // (sizes), UNAVAILABLE (the scheduler cannot be asked).
   struct CheckedIncoming {
     api::v1::PrepareIncomingRequest request;
     std::string source_node;  // the order's
   };
-  absl::StatusOr<CheckedIncoming> CheckIncoming(const api::v1::PrepareIncomingRequest& request);
+  absl::StatusOr<CheckedIncoming> CheckIncoming(const std::optional<std::string>& caller,
+                                                const api::v1::PrepareIncomingRequest& request);
   // Reports a migration's end to the scheduler, again until it is taken (or refused for good, or
   // the agent stops).
   void Report(const api::v1::MigrationResult& result);

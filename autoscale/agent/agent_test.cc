@@ -196,7 +196,8 @@ class AgentTest : public ::testing::Test {
   // A target agent as the source reaches it, with faults the test injects into FinishIncoming.
   class FaultyPeer final : public rpc::agent_peer::MigrationPeer {
    public:
-    FaultyPeer(rpc::agent_peer::MigrationPeer& peer, AgentTest& test) : peer_(peer), test_(test) {}
+    FaultyPeer(std::shared_ptr<rpc::agent_peer::MigrationPeer> peer, AgentTest& test)
+        : target_(std::move(peer)), peer_(*target_), test_(test) {}
     absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncoming(
         const api::v1::PrepareIncomingRequest& r) override {
       api::v1::PrepareIncomingRequest sent = r;
@@ -212,6 +213,7 @@ class AgentTest : public ::testing::Test {
     }
 
    private:
+    const std::shared_ptr<rpc::agent_peer::MigrationPeer> target_;
     rpc::agent_peer::InProcessClient peer_;
     AgentTest& test_;
   };
@@ -230,6 +232,8 @@ class AgentTest : public ::testing::Test {
     o.runner_max_sleep = absl::Milliseconds(10);
     o.monitor_retry = absl::Milliseconds(20);
     o.migration_timeout = migration_timeout_;
+    // Agents reach each other as the gRPC server hands them over: as their caller's node.
+    o.require_peer_identity = true;
     o.migration_retry = {.min = absl::Milliseconds(1),
                          .max = absl::Milliseconds(10),
                          .abandon_give_up = absl::Milliseconds(200)};
@@ -243,11 +247,12 @@ class AgentTest : public ::testing::Test {
           return rpc::monitor::InProcessConnector(*it->second)
               .Connect(address, std::move(callbacks), timeout);
         },
-        [this](const std::string& address)
+        [this, node](const std::string& address)
             -> absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> {
           for (auto& [name, other] : nodes_) {
-            if (name + ":agent" == address)
-              return std::make_unique<FaultyPeer>(*other->agent, *this);
+            if (name + ":agent" == address) {
+              return std::make_unique<FaultyPeer>(other->agent->ForCaller(Identity(node)), *this);
+            }
           }
           return absl::UnavailableError("no agent at " + address);
         },
@@ -260,6 +265,9 @@ class AgentTest : public ::testing::Test {
   }
 
   Node& node(const std::string& name) { return *nodes_.at(name); }
+  static std::string Identity(const std::string& node) {
+    return "spiffe://autoscale.test/node/" + node;
+  }
 
   // The events of `kind` for `vm` in `agent`'s log.
   static int Count(Agent& agent, const std::string& vm, api::v1::EventKind kind) {
@@ -853,9 +861,21 @@ TEST_F(MigrationTest, AnIncomingMigrationWithoutItsOrderStartsNoQemu) {
   ASSERT_TRUE(state.ok() && state->has_migration()) << state.status();
   forged.set_order_id(state->migration().id());
   forged.mutable_vm()->set_name("vm1");
-  r = b_->PrepareIncoming(forged);
+  r = b_->ForCaller(Identity("a"))->PrepareIncoming(forged);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists) << r.status();
+  // Another node (c) may neither prepare this order nor finish or abandon it; nor may a
+  // certificate without a node identity.
+  for (const std::string& who : {Identity("c"), std::string("spiffe://autoscale.test/admin")}) {
+    r = b_->ForCaller(who)->PrepareIncoming(forged);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << who << ": " << r.status();
+    api::v1::FinishIncomingRequest finish;
+    finish.set_order_id(forged.order_id());
+    finish.set_vm("vm1");
+    absl::Status abandoned = b_->ForCaller(who)->FinishIncoming(finish);
+    EXPECT_EQ(abandoned.code(), absl::StatusCode::kPermissionDenied) << who << ": " << abandoned;
+  }
   EXPECT_EQ(node("b").factory.incoming_requests().size(), 1u);
+  EXPECT_EQ(Count(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_ABANDONED), 0) << Log(*b_);
 }
 
 TEST_F(MigrationTest, SizesBeyondTheVmsBoundsAreRefused) {

@@ -167,6 +167,8 @@ int Run() {
   agent::AgentOptions options;
   options.address = *advertise;
   options.migration_tls_dir = migration_tls_dir;
+  // With TLS, another agent may act only on migrations whose source its certificate names.
+  options.require_peer_identity = security->tls();
   agent::Agent node_agent(
       options, **scheduler, *vms,
       [&](const std::string& address, rpc::monitor::MonitorClient::Callbacks callbacks,
@@ -176,8 +178,9 @@ int Run() {
       [&](const std::string& address) {
         return rpc::agent_peer::NewGrpcClient(address, absl::Seconds(60), *security);
       });
-  absl::StatusOr<std::unique_ptr<rpc::Server>> server =
-      rpc::agent_peer::StartGrpcServer(node_agent, listen, *security);
+  absl::StatusOr<std::unique_ptr<rpc::Server>> server = rpc::agent_peer::StartGrpcServer(
+      [&](const std::string& identity) { return node_agent.ForCaller(identity); }, listen,
+      *security);
   if (!server.ok()) {
     LOG(ERROR) << server.status();
     return 1;
