@@ -472,6 +472,24 @@ TEST_F(AgentTest, BoundsBeyondTheVmsSpecAreRefused) {
   EXPECT_TRUE(absl::StrContains(s.message(), "spec.memorySlotsMax")) << s;
 }
 
+// VMs a node may receive are checked as its own are, without a QMP address (its agent starts
+// their QEMU).
+TEST_F(AgentTest, IncomingVmsAreCheckedAsTheVmsAre) {
+  api::v1::AgentConfig config = Config("a", {});
+  api::v1::VmConfig incoming = VmConfig("vm1", {1, 8});
+  incoming.clear_qmp();
+  *config.add_incoming_vms() = incoming;
+  ASSERT_TRUE(ValidateAgentConfig(config).ok()) << ValidateAgentConfig(config);
+  config.mutable_incoming_vms(0)->mutable_bounds()->set_max_cu(9);
+  absl::Status s = ValidateAgentConfig(config);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "incomingVms[0].bounds.maxCu: VM vm1")) << s;
+  config.mutable_incoming_vms(0)->mutable_bounds()->set_max_cu(8);
+  *config.add_incoming_vms() = incoming;
+  s = ValidateAgentConfig(config);
+  EXPECT_TRUE(absl::StrContains(s.message(), "incomingVms[1].name: 'vm1' appears twice")) << s;
+}
+
 TEST_F(AgentTest, ARunnerWhoseVmCannotBeReachedIsRestarted) {
   RegisterNode("a", 8);
   FakeVm& vm1 = AddVm("vm1", "a", {1, 4});
