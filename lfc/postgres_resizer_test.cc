@@ -1,6 +1,5 @@
 #include "lfc/postgres_resizer.h"
 
-#include <libpq-fe.h>
 #include <signal.h>
 
 #include <cstdlib>
@@ -20,20 +19,8 @@ namespace autoscale::lfc {
 namespace {
 
 using ::autoscale::testing::PostgresTestServer;
+using ::autoscale::testing::QueryOne;
 using ::testing::HasSubstr;
-
-// Runs one statement on a new connection; the first column of the first row, or "".
-absl::StatusOr<std::string> Query(const std::string& conninfo, const std::string& sql) {
-  std::unique_ptr<PGconn, decltype(&PQfinish)> conn(PQconnectdb(conninfo.c_str()), &PQfinish);
-  if (PQstatus(conn.get()) != CONNECTION_OK) {
-    return absl::UnavailableError(PQerrorMessage(conn.get()));
-  }
-  std::unique_ptr<PGresult, decltype(&PQclear)> result(PQexec(conn.get(), sql.c_str()), &PQclear);
-  const ExecStatusType status = PQresultStatus(result.get());
-  if (status == PGRES_COMMAND_OK) return std::string();
-  if (status != PGRES_TUPLES_OK) return absl::InternalError(PQresultErrorMessage(result.get()));
-  return std::string(PQgetvalue(result.get(), 0, 0));
-}
 
 absl::StatusOr<std::unique_ptr<PostgresResizer>> Resizer(
     std::string conninfo, std::string setting, absl::Duration timeout = absl::Seconds(10)) {
@@ -78,7 +65,7 @@ class PostgresResizerTest : public ::testing::Test {
     const absl::Time deadline = absl::Now() + absl::Seconds(10);
     std::string last;
     do {
-      absl::StatusOr<std::string> value = Query(server_->ConnInfo(), "SHOW " + setting);
+      absl::StatusOr<std::string> value = QueryOne(server_->ConnInfo(), "SHOW " + setting);
       last = value.ok() ? *value : value.status().ToString();
       if (last == want) break;
       absl::SleepFor(absl::Milliseconds(20));
@@ -106,9 +93,9 @@ TEST_F(PostgresResizerTest, ResizeSetsTheSettingOnTheServer) {
   ASSERT_TRUE((*resizer)->SetSizeBytes(0).ok());
   EXPECT_EQ(WaitForSetting("neon.file_cache_size_limit", "0"), "0");
   // It was written by ALTER SYSTEM, so it survives a restart.
-  EXPECT_EQ(*Query(server_->ConnInfo(),
-                   "SELECT setting FROM pg_file_settings WHERE name = "
-                   "'neon.file_cache_size_limit' AND sourcefile LIKE '%postgresql.auto.conf'"),
+  EXPECT_EQ(*QueryOne(server_->ConnInfo(),
+                      "SELECT setting FROM pg_file_settings WHERE name = "
+                      "'neon.file_cache_size_limit' AND sourcefile LIKE '%postgresql.auto.conf'"),
             "0");
 }
 
@@ -164,9 +151,9 @@ TEST_F(PostgresResizerTest, UnknownSettingIsAClearError) {
 }
 
 TEST_F(PostgresResizerTest, NonSuperuserIsRefused) {
-  ASSERT_TRUE(Query(server_->ConnInfo(), "DROP ROLE IF EXISTS lfc_app").ok());
-  ASSERT_TRUE(Query(server_->ConnInfo(), "CREATE ROLE lfc_app LOGIN").ok());
-  const std::string before = *Query(server_->ConnInfo(), "SHOW neon.file_cache_size_limit");
+  ASSERT_TRUE(QueryOne(server_->ConnInfo(), "DROP ROLE IF EXISTS lfc_app").ok());
+  ASSERT_TRUE(QueryOne(server_->ConnInfo(), "CREATE ROLE lfc_app LOGIN").ok());
+  const std::string before = *QueryOne(server_->ConnInfo(), "SHOW neon.file_cache_size_limit");
   absl::StatusOr<std::unique_ptr<PostgresResizer>> resizer =
       Resizer(server_->ConnInfo("lfc_app"), "neon.file_cache_size_limit");
   ASSERT_TRUE(resizer.ok()) << resizer.status();
@@ -175,7 +162,7 @@ TEST_F(PostgresResizerTest, NonSuperuserIsRefused) {
   EXPECT_THAT(std::string(status.message()),
               HasSubstr("permission denied to set parameter \"neon.file_cache_size_limit\""));
   EXPECT_THAT(std::string(status.message()), HasSubstr("on lfc_app@127.0.0.1:"));
-  EXPECT_EQ(*Query(server_->ConnInfo(), "SHOW neon.file_cache_size_limit"), before);
+  EXPECT_EQ(*QueryOne(server_->ConnInfo(), "SHOW neon.file_cache_size_limit"), before);
 }
 
 TEST_F(PostgresResizerTest, UnknownRoleIsRefused) {

@@ -7,6 +7,7 @@
 #include "absl/strings/str_split.h"
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/status_macros.h"
+#include "glog/logging.h"
 
 namespace autoscale::monitor {
 namespace {
@@ -95,6 +96,15 @@ absl::StatusOr<std::vector<double>> ReadLfcWindowsFile(const std::string& path) 
     windows.push_back(v);
   }
   return windows;
+}
+
+std::function<std::vector<double>()> LfcWindowsFromFile(std::string path) {
+  return [path = std::move(path)] {
+    absl::StatusOr<std::vector<double>> windows = ReadLfcWindowsFile(path);
+    if (windows.ok()) return *std::move(windows);
+    LOG_EVERY_N(WARNING, 30) << "monitor: " << windows.status();
+    return std::vector<double>();
+  };
 }
 
 }  // namespace autoscale::monitor

@@ -29,6 +29,10 @@ absl::StatusOr<MemInfo> ParseMemInfo(std::string_view text, std::string_view sou
 // numbers (pages; window i is the working set of the last i+1 minutes), separated by white
 // space, as the core's LFC goal reads them. Errors name the file and the bad token.
 absl::StatusOr<std::vector<double>> ReadLfcWindowsFile(const std::string& path);
+// A MetricsReader windows source that reads `path` (ReadLfcWindowsFile) on every call. A missing
+// or malformed file gives no windows, so the agent's LFC goal waits, and is logged (every 30th
+// time): the operator's source may not have written it yet.
+std::function<std::vector<double>()> LfcWindowsFromFile(std::string path);
 
 class MetricsReader {
  public:

@@ -26,6 +26,7 @@
 #include "autoscale/rpc/monitor/in_process.h"
 #include "autoscale/rpc/scheduler/in_process.h"
 #include "autoscale/scheduler/scheduler.h"
+#include "autoscale/testing/eventually.h"
 #include "autoscale/testing/fake_vm.h"
 #include "gtest/gtest.h"
 
@@ -33,6 +34,7 @@ namespace autoscale::agent {
 namespace {
 
 using core::Resources;
+using testing::Eventually;
 using testing::FakeHypervisor;
 using testing::FakeVm;
 using testing::FakeVmDriverFactory;
@@ -40,17 +42,6 @@ using testing::FakeVmDriverFactory;
 constexpr Resources kCu{1000, kGiB};
 
 Resources Cus(int n) { return kCu * n; }
-
-// Waits (up to 20 s of real time) for `done`; whether it came. The agent's threads run on their
-// own; the test only waits for what it expects, never for a time.
-bool Eventually(const std::function<bool()>& done) {
-  const absl::Time end = absl::Now() + absl::Seconds(20);
-  while (absl::Now() < end) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return done();
-}
 
 // A monitor the test drives: it approves downscales (or not), and sends metrics to whichever
 // agent is connected. One per VM, reached at testing::FakeMonitorAddress(vm) wherever the VM runs.

@@ -19,12 +19,14 @@
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/rpc/scheduler/in_process.h"
 #include "autoscale/scheduler/request_handler.h"
+#include "autoscale/testing/eventually.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::agent {
 namespace {
 
 using core::Resources;
+using testing::Eventually;
 
 constexpr Resources kCu{1000, kGiB};
 
@@ -279,12 +281,6 @@ class RunnerTest : public ::testing::Test {
   int Connects() {
     absl::MutexLock lock(&mu_);
     return connects_;
-  }
-  // Waits (up to 15 s) for `done`.
-  static bool Eventually(const std::function<bool()>& done) {
-    const absl::Time end = absl::Now() + absl::Seconds(15);
-    while (!done() && absl::Now() < end) absl::SleepFor(absl::Milliseconds(5));
-    return done();
   }
 
   Resources Reserved(const std::string& vm) {

@@ -19,12 +19,14 @@
 #include "autoscale/ledger/fault_injection_file_system.h"
 #include "autoscale/ledger/internal/log_format.h"
 #include "autoscale/ledger/ledger.h"
+#include "autoscale/testing/eventually.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::ledger {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::Eventually;
 const Resources kCu{250, kGiB};
 
 std::string NewDir(const std::string& name) {
@@ -336,16 +338,6 @@ class FileStoreFaultTest : public ::testing::Test {
     std::vector<std::string> out;
     for (const LedgerRecord& r : scan.records) out.push_back(r.vm_released());
     return out;
-  }
-
-  // Waits (a bounded poll: the writer retries on its own) until `done` holds.
-  template <typename F>
-  bool Eventually(F done) {
-    for (int i = 0; i < 2000; ++i) {
-      if (done()) return true;
-      absl::SleepFor(absl::Milliseconds(5));
-    }
-    return done();
   }
 
   FaultInjectionFileSystem fs_{11};

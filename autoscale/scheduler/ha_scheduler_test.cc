@@ -24,6 +24,7 @@
 #include "autoscale/rpc/server.h"
 #include "autoscale/scheduler/election.h"
 #include "autoscale/testing/etcd_cluster.h"
+#include "autoscale/testing/eventually.h"
 #include "autoscale/testing/temp_dir.h"
 #include "gtest/gtest.h"
 
@@ -32,15 +33,7 @@ namespace {
 
 using ledger::etcd::EtcdClient;
 
-// Polls `done` every 10 ms for up to `timeout`.
-template <typename F>
-bool Eventually(F done, absl::Duration timeout = absl::Seconds(15)) {
-  for (const absl::Time end = absl::Now() + timeout; absl::Now() < end;) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return done();
-}
+using testing::Eventually;
 
 class HaTest : public ::testing::Test {
  protected:

@@ -1,8 +1,6 @@
 #include "autoscale/testing/etcd_cluster.h"
 
-#include <netinet/in.h>
 #include <stdio.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -16,28 +14,11 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "autoscale/base/status_macros.h"
+#include "autoscale/testing/free_port.h"
 #include "glog/logging.h"
 
 namespace autoscale::testing {
 namespace {
-
-// A port nobody listens on now (the kernel's choice for port 0). Another process may take it
-// before etcd binds it: Start then tries again with new ports.
-absl::StatusOr<int> FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::UnavailableError("socket for a free port");
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    ::close(fd);
-    return absl::UnavailableError("binding 127.0.0.1:0 for a free port");
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 std::string ReadTail(const std::string& path, size_t bytes) {
   std::ifstream in(path);

@@ -1,11 +1,8 @@
 #include "autoscale/testing/postgres_test_server.h"
 
-#include <arpa/inet.h>
 #include <libpq-fe.h>
-#include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "autoscale/base/status_macros.h"
+#include "autoscale/testing/free_port.h"
 #include "glog/logging.h"
 
 namespace autoscale::testing {
@@ -57,21 +55,6 @@ absl::StatusOr<std::unique_ptr<Subprocess>> StartProgram(
   options.new_process_group = true;
   options.user = user;
   return Subprocess::Start(argv, options);
-}
-
-absl::StatusOr<int> FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::ErrnoToStatus(errno, "socket");
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
-                  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
-  const int error = errno;
-  close(fd);
-  if (!ok) return absl::ErrnoToStatus(error, "bind 127.0.0.1:0 to find a free port");
-  return ntohs(address.sin_port);
 }
 
 }  // namespace
@@ -169,6 +152,21 @@ std::string PostgresTestServer::ConnInfo(std::string_view user) const {
 std::string PostgresTestServer::SocketConnInfo(std::string_view user) const {
   return absl::StrCat("host=", dir(), " port=", port_, " dbname=postgres connect_timeout=10 user=",
                       absl::string_view(user.data(), user.size()));
+}
+
+absl::StatusOr<std::string> QueryOne(const std::string& conninfo, const std::string& sql) {
+  std::unique_ptr<PGconn, decltype(&PQfinish)> conn(PQconnectdb(conninfo.c_str()), &PQfinish);
+  if (PQstatus(conn.get()) != CONNECTION_OK) {
+    return absl::UnavailableError(absl::StrCat("connect: ", PQerrorMessage(conn.get())));
+  }
+  std::unique_ptr<PGresult, decltype(&PQclear)> result(PQexec(conn.get(), sql.c_str()), &PQclear);
+  const ExecStatusType status = PQresultStatus(result.get());
+  if (status == PGRES_COMMAND_OK) return std::string();
+  if (status != PGRES_TUPLES_OK) {
+    return absl::InternalError(absl::StrCat(sql, ": ", PQresultErrorMessage(result.get())));
+  }
+  if (PQntuples(result.get()) < 1) return std::string();
+  return std::string(PQgetvalue(result.get(), 0, 0));
 }
 
 }  // namespace autoscale::testing

@@ -31,6 +31,10 @@ namespace autoscale::testing {
 // Empty when initdb and postgres are in `bin_dir`; otherwise what is missing.
 std::string PostgresMissing(const std::string& bin_dir = "/usr/lib/postgresql/15/bin");
 
+// Runs one statement on a new connection to `conninfo`: the first column of its first row ("" for
+// a statement that returns no rows). Errors carry the server's message.
+absl::StatusOr<std::string> QueryOne(const std::string& conninfo, const std::string& sql);
+
 class PostgresTestServer {
  public:
   struct Options {

@@ -7,28 +7,9 @@ set -euo pipefail
 scheduler=$(realpath "$1")
 schedctl=$(realpath "$2")
 ledgerctl=$(realpath "$3")
-tmp=$(mktemp -d /tmp/ledgerctl.XXXXXX)
-pid=
-cleanup() {
-  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-expect() {  # text pattern
-  grep -q -- "$2" <<<"$1" || fail "expected $2 in: $1"
-}
-
-start() {
-  rm -f "$tmp/ready"
-  "$scheduler" --data_dir="$tmp/data" --listen="unix:$tmp/s.sock" --metrics_port=-1 --insecure \
-    --ready_file="$tmp/ready" --recovery_grace=1s --snapshot_every=1000000 2>"$tmp/log" &
-  pid=$!
-  for _ in $(seq 100); do [ -f "$tmp/ready" ] && return 0; sleep 0.1; done
-  cat "$tmp/log"
-  fail "the scheduler did not start"
-}
-ctl() { "$schedctl" --server="unix:$tmp/s.sock" --insecure "$@"; }
+# shellcheck source=examples/test_lib.sh
+source "$TEST_SRCDIR/autoscale/examples/test_lib.sh" ledgerctl
+start() { start_scheduler --metrics_port=-1 --recovery_grace=1s --snapshot_every=1000000; }
 
 start
 ctl register --node=n1 --total=16000m/64GiB >/dev/null

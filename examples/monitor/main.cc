@@ -187,12 +187,7 @@ absl::Status Run() {
   options.psi_file = absl::GetFlag(FLAGS_psi_file);
   std::function<std::vector<double>()> lfc_windows;
   if (std::string file = absl::GetFlag(FLAGS_lfc_windows_file); !file.empty()) {
-    lfc_windows = [file] {
-      absl::StatusOr<std::vector<double>> w = monitor::ReadLfcWindowsFile(file);
-      if (w.ok()) return *std::move(w);
-      LOG_EVERY_N(WARNING, 30) << "monitor: " << w.status();
-      return std::vector<double>();
-    };
+    lfc_windows = monitor::LfcWindowsFromFile(std::move(file));
   }
   monitor::MetricsReader metrics("/proc", std::move(lfc_windows));
   ASSIGN_OR_RETURN(monitor::MemInfo mem, metrics.ReadMemInfo());

@@ -5,31 +5,13 @@
 set -euo pipefail
 scheduler=$(realpath "$1")
 schedctl=$(realpath "$2")
-tmp=$(mktemp -d /tmp/schedcli.XXXXXX)
-pid=
-cleanup() {
-  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-start() {
-  rm -f "$tmp/ready"
-  "$scheduler" --data_dir="$tmp/data" --listen="unix:$tmp/s.sock" --metrics_port=0 --insecure \
-    --metrics_host=127.0.0.1 --ready_file="$tmp/ready" --recovery_grace="${1:-1s}" 2>>"$tmp/log" &
-  pid=$!
-  for _ in $(seq 100); do [ -f "$tmp/ready" ] && break; sleep 0.1; done
-  [ -f "$tmp/ready" ] || { cat "$tmp/log"; fail "the scheduler did not start"; }
-}
+# shellcheck source=examples/test_lib.sh
+source "$TEST_SRCDIR/autoscale/examples/test_lib.sh" schedcli
+start() { start_scheduler --metrics_port=0 --metrics_host=127.0.0.1 --recovery_grace="${1:-1s}"; }
 stop() {
   kill -TERM "$pid"
   wait "$pid" || fail "the scheduler exited with $? on SIGTERM"
   pid=
-}
-ctl() { "$schedctl" --server="unix:$tmp/s.sock" --insecure "$@"; }
-expect() {  # text pattern
-  grep -q -- "$2" <<<"$1" || fail "expected $2 in: $1"
 }
 
 # Bad store flags: exit code 2 and a message naming the flag, before anything is opened or

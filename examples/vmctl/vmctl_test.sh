@@ -8,17 +8,8 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
   echo "SKIP: qemu-system-x86_64 is missing"
   exit 0
 fi
-tmp=$(mktemp -d /tmp/vmctl.XXXXXX)  # short: unix socket paths live under it
-pid=
-cleanup() {
-  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-expect() {  # text pattern
-  grep -q -- "$2" <<<"$1" || fail "expected $2 in: $1"
-}
+# shellcheck source=examples/test_lib.sh
+source "$TEST_SRCDIR/autoscale/examples/test_lib.sh" vmctl
 
 truncate -s 8M "$tmp/data.img"
 cat >"$tmp/vm.json" <<JSON
