@@ -622,10 +622,11 @@ void Agent::Migrate(api::v1::MigrationOrder order) {
       metrics_.Forget({"vm", name});
       metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "out"}, {"result", "ok"}});
       Event(name, api::v1::EVENT_KIND_MIGRATED_OUT,
-            absl::StrFormat("migrated to node %s in %s (downtime %s, %d MiB sent%s)%s",
+            absl::StrFormat("migrated to node %s in %s (downtime %s, %d MiB sent%s%s)%s",
                             order.target_node(), absl::FormatDuration(r.stats.total_time),
                             absl::FormatDuration(r.stats.downtime), r.stats.transferred_bytes >> 20,
                             r.stats.postcopy ? ", postcopy" : "",
+                            options.tls_dir.empty() ? "" : ", over TLS",
                             r.error.ok() ? "" : absl::StrCat("; ", r.error.message())),
             r.stats.total_time);
       return;
