@@ -751,7 +751,8 @@ TEST_F(MigrationTest, TargetKilledAfterTheSwitchToPostcopyLosesTheVmAndSaysSo) {
   EXPECT_EQ(hv_.RunningCopies("vm1"), 0);
   EXPECT_EQ(hv_.MaxRunningCopies("vm1"), 1);
   EXPECT_EQ(vm1_->run_state(), "finish-migrate") << "the source stays paused";
-  EXPECT_FALSE(Managed(*a_, "vm1"));
+  // The result is reported before the agent lets the VM go: wait for that too.
+  EXPECT_TRUE(Eventually([&] { return !Managed(*a_, "vm1"); })) << Log(*a_);
   const api::v1::AgentStatus status = a_->Status();
   ASSERT_NE(Vm(status, "vm1"), nullptr);
   EXPECT_TRUE(absl::StrContains(Vm(status, "vm1")->error(), "lost")) << Vm(status, "vm1")->error();
