@@ -25,7 +25,7 @@ insecure" ;;
     simulate) echo "vms nodes node_cpus node_memory_gib duration step workload trace config \
 compare_config seed threads summary_json series_csv series_interval step_every_vm placement \
 lfc_metrics_interval" ;;
-    demo) echo "duration dir verbose" ;;
+    demo) echo "duration dir postgres verbose" ;;
     autoscale-goal) echo "v log_format" ;;
     memstep) echo "prefill-kib timeout-ms" ;;
     vmctl) echo "spec runtime_dir resume timeout" ;;

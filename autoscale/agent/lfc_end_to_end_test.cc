@@ -43,6 +43,8 @@ using testing::PostgresTestServer;
 using testing::QueryOne;
 
 constexpr Resources kCu{1000, kGiB};
+// Generous: the test starts PostgreSQL, and CI machines are busy.
+constexpr absl::Duration kWait = absl::Seconds(60);
 
 TEST(LfcEndToEnd, TheWorkingSetGrowsTheVmAndPostgresCache) {
   AUTOSCALE_REQUIRE_POSTGRES();
@@ -136,27 +138,33 @@ TEST(LfcEndToEnd, TheWorkingSetGrowsTheVmAndPostgresCache) {
   ASSERT_TRUE(agent.Start(config).ok());
 
   // The LFC part of the goal decides: 3 CU, granted, and the VM has them.
-  auto lfc_goal = [&]() -> std::optional<core::Desired> {
-    for (const RunnerStatus& s : agent.Statuses()) {
-      if (s.vm == "vm1" && s.desired.decided_by == core::Signal::kLfc) return s.desired;
-    }
-    return std::nullopt;
-  };
-  ASSERT_TRUE(Eventually([&] { return lfc_goal().has_value(); })) << agent.StatusJson(0);
-  EXPECT_EQ(lfc_goal()->goal_cu, 3u);
-  EXPECT_TRUE(Eventually([&] { return fake.size() == kCu * 3; })) << agent.StatusJson(0);
+  std::optional<core::Desired> lfc_goal;
+  ASSERT_TRUE(Eventually(
+      [&] {
+        for (const RunnerStatus& s : agent.Statuses()) {
+          if (s.vm == "vm1" && s.desired.decided_by == core::Signal::kLfc) lfc_goal = s.desired;
+        }
+        return lfc_goal.has_value();
+      },
+      kWait))
+      << agent.StatusJson(0);
+  EXPECT_EQ(lfc_goal->goal_cu, 3u);
+  EXPECT_TRUE(Eventually([&] { return fake.size() == kCu * 3; }, kWait)) << agent.StatusJson(0);
 
   // Told of the upscale, the monitor grew PostgreSQL's cache (in MB) from what 1 GiB of memory
   // gives to what 3 GiB give.
   const std::string want = std::to_string(lfc::CacheSizeBytes(3 * kGiB) / kMiB);
   ASSERT_NE(want, std::to_string(lfc::CacheSizeBytes(kGiB) / kMiB));
   std::string seen;
-  EXPECT_TRUE(Eventually([&] {
-    absl::StatusOr<std::string> v = QueryOne((*pg)->ConnInfo(), "SHOW neon.file_cache_size_limit");
-    seen = v.ok() ? *v : v.status().ToString();
-    return seen == want;
-  })) << "neon.file_cache_size_limit is "
-      << seen << ", want " << want;
+  EXPECT_TRUE(Eventually(
+      [&] {
+        absl::StatusOr<std::string> v =
+            QueryOne((*pg)->ConnInfo(), "SHOW neon.file_cache_size_limit");
+        seen = v.ok() ? *v : v.status().ToString();
+        return seen == want;
+      },
+      kWait))
+      << "neon.file_cache_size_limit is " << seen << ", want " << want;
   agent.Stop();
 }
 

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -24,6 +25,7 @@
 #include "autoscale/core/config.h"
 #include "autoscale/core/config_proto.h"
 #include "autoscale/rpc/credentials.h"
+#include "autoscale/testing/vm.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
 #include "httplib.h"
@@ -225,6 +227,9 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(ClusterOptions options) 
     LOG(INFO) << "cluster: mutual TLS between all daemons, with a throwaway CA in " << c->dir_
               << "/pki";
   }
+  if (c->options_.hosts != nullptr && c->options_.nodes.size() > 2) {
+    return absl::InvalidArgumentError("a HostsNetwork has two hosts: at most two nodes");
+  }
   RETURN_IF_ERROR(c->StartScheduler());
   for (const NodeOptions& n : c->options_.nodes) {
     c->node_vms_[n.name];
@@ -285,6 +290,19 @@ absl::Status Cluster::KillScheduler() {
   return absl::OkStatus();
 }
 
+const HostsNetwork::Host* Cluster::NodeHost(const std::string& node) const {
+  if (options_.hosts == nullptr) return nullptr;
+  for (size_t i = 0; i < options_.nodes.size(); ++i) {
+    if (options_.nodes[i].name == node) return &options_.hosts->host(static_cast<int>(i));
+  }
+  return nullptr;
+}
+
+std::string Cluster::NodeNetns(const std::string& node) const {
+  const HostsNetwork::Host* host = NodeHost(node);
+  return host == nullptr ? "" : "/run/netns/" + host->netns;
+}
+
 std::string Cluster::AgentAddress(const std::string& node) const {
   return absl::StrCat("unix:", dir_, "/agent-", node, ".sock");
 }
@@ -339,7 +357,10 @@ absl::Status Cluster::StartAgent(const std::string& node) {
   ASSIGN_OR_RETURN(agents_[node],
                    Daemon::Start({.argv = argv,
                                   .log = absl::StrCat(dir_, "/agent-", node, ".log"),
-                                  .ready_file = absl::StrCat(dir_, "/agent-", node, ".ready")}));
+                                  .ready_file = absl::StrCat(dir_, "/agent-", node, ".ready"),
+                                  // Its HTTP server's 127.0.0.1 and the QEMU ports it forwards
+                                  // are that namespace's too.
+                                  .netns = NodeNetns(node)}));
   const std::string& text = agents_[node]->ready();
   rapidjson::Document doc;
   doc.Parse(text.c_str());
@@ -366,15 +387,25 @@ int Cluster::AgentHttpPort(const std::string& node) const {
 absl::StatusOr<api::v1::AgentStatus> Cluster::AgentStatus(const std::string& node, uint64_t since) {
   const int port = AgentHttpPort(node);
   if (port <= 0) return absl::NotFoundError("no agent for node " + node);
-  httplib::Client http("127.0.0.1", port);
-  http.set_connection_timeout(2);
-  http.set_read_timeout(5);
-  auto res = http.Get(absl::StrCat("/status?since=", since).c_str());
-  if (!res || res->status != 200) {
+  // The agent's 127.0.0.1 is its host's: with hosts, the request is made from there.
+  std::optional<std::string> body;
+  auto get = [&] {
+    httplib::Client http("127.0.0.1", port);
+    http.set_connection_timeout(2);
+    http.set_read_timeout(5);
+    auto res = http.Get(absl::StrCat("/status?since=", since).c_str());
+    if (res && res->status == 200) body = res->body;
+  };
+  if (NodeHost(node) != nullptr) {
+    RETURN_IF_ERROR(options_.hosts->RunIn(NodeHost(node)->netns, get));
+  } else {
+    get();
+  }
+  if (!body.has_value()) {
     return absl::UnavailableError(absl::StrCat("agent of node ", node, ": no status"));
   }
   api::v1::AgentStatus status;
-  RETURN_IF_ERROR(ParseJsonProto(res->body, status, absl::StrCat("agent status of node ", node)));
+  RETURN_IF_ERROR(ParseJsonProto(*body, status, absl::StrCat("agent status of node ", node)));
   return status;
 }
 
@@ -430,11 +461,25 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
   }
   ASSIGN_OR_RETURN(const std::string node, Reserve(o));
 
-  // Its guest: the test image with the monitor and the load tools, and a boot script that
-  // mounts the v1 memory controller and starts the monitor on the work cgroup.
-  ASSIGN_OR_RETURN(neonvm::guest::GuestImage image, neonvm::guest::FindGuestImage());
+  // Its guest: the test image (or the PostgreSQL guest) with the monitor and the load tools,
+  // and a boot script that mounts the v1 memory controller and starts the monitor on the work
+  // cgroup.
+  if (!o.address.empty() && options_.hosts == nullptr) {
+    return absl::InvalidArgumentError(o.name + ": a guest address needs ClusterOptions::hosts");
+  }
   const std::string gdir = absl::StrCat(dir_, "/", o.name);
   std::filesystem::create_directories(gdir);
+  neonvm::guest::GuestImage image;
+  std::vector<neonvm::launcher::Disk> disks;
+  if (o.postgres) {
+    // Its own copy of the data disk, in the cluster's directory; both hosts are this machine, so
+    // a migration target opens the same file (shared storage).
+    ASSIGN_OR_RETURN(neonvm::launcher::VmSpec pg, PostgresGuestSpec(o.name, gdir));
+    image = {pg.kernel, pg.initrd, pg.kernel_cmdline};
+    disks = pg.disks;
+  } else {
+    ASSIGN_OR_RETURN(image, neonvm::guest::FindGuestImage());
+  }
   const int slots_per_cu = static_cast<int>(cu.memory_bytes / o.memory_slot_bytes);
   const int64_t start_memory = cu.memory_bytes * o.start_cu;
   // The monitor's certificate (spiffe://.../vm/<name>) goes into the guest's initramfs.
@@ -475,7 +520,14 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
       "mount -t cgroup -o memory memory /sys/fs/cgroup/memory\n"
       "mkdir -p ",
       kWorkCgroup, "\n/usr/bin/run-monitor &\n");
-  ASSIGN_OR_RETURN(image, neonvm::guest::AddFiles(image, files, boot, gdir + "/initrd"));
+  if (o.postgres) {
+    // The PostgreSQL guest has a boot script of its own; it runs this one once PostgreSQL is up.
+    RETURN_IF_ERROR(WriteText(gdir + "/boot.local.sh", "#!/bin/sh\n" + boot, true));
+    files.push_back({gdir + "/boot.local.sh", "/etc/boot.local.sh"});
+    ASSIGN_OR_RETURN(image, neonvm::guest::AddFiles(image, files, "", gdir + "/initrd"));
+  } else {
+    ASSIGN_OR_RETURN(image, neonvm::guest::AddFiles(image, files, boot, gdir + "/initrd"));
+  }
   neonvm::launcher::VmSpec spec;
   spec.name = o.name;
   spec.cpus_min = agent::CpusFor(cu.milli_cpu * o.bounds.min_cu);
@@ -489,18 +541,30 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
   spec.initrd = image.initrd;
   spec.kernel_cmdline = image.cmdline;
   spec.host_forwards = {{.guest_port = kMonitorPort}};
+  spec.disks = disks;
+  if (!o.address.empty()) {
+    const HostsNetwork::Host* host = NodeHost(node);
+    if (host == nullptr) return absl::InternalError(o.name + ": node " + node + " has no host");
+    // The same bridge name on every host, so a migration target joins its own host's.
+    spec.taps = {{.bridge = host->bridge}};
+    spec.kernel_args = {absl::StrCat("autoscale.ip=", o.address, "/", HostsNetwork::kPrefixLength)};
+  }
 
   auto g = std::make_unique<Guest>();
   g->name_ = o.name;
   neonvm::launcher::StartOptions start;
   start.runtime_dir = gdir + "/qemu";  // QEMU's sockets and log stay with the cluster
+  start.netns = NodeNetns(node);       // on its node's host, where its agent reaches its ports
   std::filesystem::create_directories(start.runtime_dir);
+  const absl::Time boot_start = absl::Now();
   ASSIGN_OR_RETURN(g->vm, neonvm::launcher::Vm::Start(spec, start));
   g->serial_path = g->vm->serial_path();
   ASSIGN_OR_RETURN(g->console, neonvm::guest::GuestConsole::Connect(g->serial_path));
   RETURN_IF_ERROR(g->vm->Resume());
   RETURN_IF_ERROR(Annotate(g->console->WaitFor(neonvm::guest::kReadyMarker, absl::Seconds(120)),
                            "booting " + o.name));
+  if (o.postgres) RETURN_IF_ERROR(AwaitPostgres(*g, absl::Seconds(120)));
+  g->boot_time_ = absl::Now() - boot_start;
   ASSIGN_OR_RETURN(int port, g->vm->HostPort(kMonitorPort));
 
   api::v1::VmConfig vm;
@@ -522,6 +586,24 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
   Guest* out = g.get();
   guests_[o.name] = std::move(g);
   return out;
+}
+
+absl::Status Cluster::AwaitPostgres(Guest& g, absl::Duration timeout) {
+  // The guest's boot script says when pg_ctl saw PostgreSQL accept connections, or that it
+  // did not start.
+  const absl::Time deadline = absl::Now() + timeout;
+  std::string log;
+  while (absl::Now() < deadline) {
+    ASSIGN_OR_RETURN(log, g.Run("cat /var/log/boot.log 2>/dev/null; true"));
+    if (absl::StrContains(log, "postgres is up")) return absl::OkStatus();
+    if (absl::StrContains(log, "did not start") || absl::StrContains(log, "boot: no ") ||
+        absl::StrContains(log, "boot: cannot")) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  return absl::UnavailableError(
+      absl::StrCat(g.name(), ": PostgreSQL did not come up; the guest's boot log:\n", log));
 }
 
 Guest* Cluster::guest(const std::string& name) {

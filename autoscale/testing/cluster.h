@@ -27,6 +27,7 @@
 #include "autoscale/core/resources.h"
 #include "autoscale/rpc/tls.h"
 #include "autoscale/testing/daemon.h"
+#include "autoscale/testing/hosts_network.h"
 #include "autoscale/testing/test_ca.h"
 #include "neonvm/guest/console.h"
 #include "neonvm/launcher/vm.h"
@@ -66,6 +67,11 @@ struct ClusterOptions {
   // each node's agent, each VM's monitor and the cluster's own admin calls have certificates);
   // false: every daemon runs --insecure.
   bool tls = true;
+  // Node i (in `nodes` order) is host(i) of this network: its agent, and so the QEMUs the agent
+  // starts as migration targets, run in that host's namespace, as does each guest placed there;
+  // a guest with an `address` has a tap on the host's bridge. Null: everything runs in this
+  // process's namespace. Not owned; outlives the cluster.
+  HostsNetwork* hosts = nullptr;
 };
 
 struct GuestOptions {
@@ -76,6 +82,12 @@ struct GuestOptions {
   int start_cu = 1;
   bool migratable = true;
   int64_t memory_slot_bytes = int64_t{256} << 20;
+  // The PostgreSQL guest (neonvm/guest/build --postgres, its own copy of the data disk) instead
+  // of the test guest; PostgreSQL starts in the background after the guest is ready.
+  bool postgres = false;
+  // With ClusterOptions::hosts: the guest's own address on the segment (on a tap; the
+  // PostgreSQL guest takes it from its kernel command line), kept wherever it migrates.
+  std::string address{};
 };
 
 class Cluster;
@@ -111,6 +123,9 @@ class Guest {
   absl::StatusOr<std::string> MeasureReaction(absl::Duration timeout = absl::Seconds(20));
   absl::Status KillMonitor();
   absl::Status StartMonitor();
+  // From QEMU's start to the guest's shell (the PostgreSQL guest: to PostgreSQL accepting
+  // connections).
+  absl::Duration boot_time() const { return boot_time_; }
   // The LFC size the monitor last set (its file resizer), in bytes.
   absl::StatusOr<int64_t> LfcBytes();
   // The monitor's log.
@@ -123,6 +138,7 @@ class Guest {
   std::unique_ptr<neonvm::guest::GuestConsole> console;
   std::string serial_path;
   int loads_started_ = 0;
+  absl::Duration boot_time_;
 };
 
 class Cluster {
@@ -159,6 +175,8 @@ class Cluster {
 
   const std::string& dir() const { return dir_; }
   const ClusterOptions& options() const { return options_; }
+  // The network namespace (/run/netns/NAME) of a node's host; empty without hosts.
+  std::string NodeNetns(const std::string& node) const;
   std::string scheduler_address() const { return "unix:" + dir_ + "/scheduler.sock"; }
   // What a client of the scheduler with admin rights uses (mutual TLS, or plaintext).
   const rpc::Security& admin_security() const { return admin_; }
@@ -174,6 +192,9 @@ class Cluster {
                                                          const std::string& uri);
 
   std::string AgentAddress(const std::string& node) const;
+  // The host of a node (ClusterOptions::hosts), or null.
+  const HostsNetwork::Host* NodeHost(const std::string& node) const;
+  absl::Status AwaitPostgres(Guest& g, absl::Duration timeout);
 
   ClusterOptions options_;
   std::string dir_;

@@ -1,5 +1,9 @@
 #include "autoscale/testing/daemon.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <fstream>
 #include <optional>
@@ -28,7 +32,14 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(Options options) {
   argv.push_back("--ready_file=" + options.ready_file);
   SpawnOptions spawn;
   spawn.output_file = options.log;
+  int netns_fd = -1;
+  if (!options.netns.empty()) {
+    netns_fd = open(options.netns.c_str(), O_RDONLY | O_CLOEXEC);
+    if (netns_fd < 0) return absl::ErrnoToStatus(errno, "open " + options.netns);
+    spawn.netns_fd = netns_fd;
+  }
   absl::StatusOr<std::unique_ptr<Subprocess>> process = Subprocess::Start(argv, spawn);
+  if (netns_fd >= 0) close(netns_fd);
   if (!process.ok()) return process.status();
   std::unique_ptr<Daemon> daemon(new Daemon(std::move(options), std::move(*process)));
   const Options& o = daemon->options_;

@@ -35,6 +35,9 @@ class Daemon {
     // Removed before the start; the daemon writes it once it serves.
     std::string ready_file;
     absl::Duration start_timeout = absl::Seconds(20);
+    // A network namespace (/run/netns/NAME) to run it in, such as a host of HostsNetwork; empty:
+    // this process's.
+    std::string netns{};
   };
 
   // Returns once the daemon has written its ready file. An error if it exits before (with the

@@ -9,6 +9,15 @@
 //   4. partial grant on a full node     node b has memory but no CPU left for vm1
 //   5. scale-down after the migration   vm1's load stops; its memory was intact after the move
 //
+// With --postgres, the story of a database compute instead: the PostgreSQL guest on host A (network
+// namespaces made by the demo, the guest with its own address on a tap), pgbench from a client
+// namespace, and the table gains pgbench's TPS and latency:
+//
+//   1. scale-up under pgbench            the load average calls for 2 CU: a vCPU is hot-plugged
+//   2. live migration to host B          the grant puts node a above its watermark
+//   3. pgbench through it all            every client on its first connection, no failure
+//   4. scale-down when pgbench stops     the load average decays
+//
 // It ends with a summary (exit 0 when every step was seen): each step gives up at --duration,
 // though a guest boot or a load generator's check under way is let finish. It stops every
 // process it started and removes its files, also on Ctrl-C (after the action under way; a second
@@ -37,10 +46,17 @@
 #include "autoscale/base/units.h"
 #include "autoscale/testing/cluster.h"
 #include "autoscale/testing/cluster_status.h"
+#include "autoscale/testing/hosts_network.h"
+#include "autoscale/testing/pgbench.h"
+#include "autoscale/testing/vm.h"
 #include "neonvm/launcher/vm.h"
 
-ABSL_FLAG(absl::Duration, duration, absl::Seconds(170),
-          "How long the whole demo may take, boot and summary included.");
+ABSL_FLAG(absl::Duration, duration, absl::ZeroDuration(),
+          "How long the whole demo may take, boot and summary included; 0: 170s (240s with "
+          "--postgres).");
+ABSL_FLAG(bool, postgres, false,
+          "The PostgreSQL story: pgbench against a PostgreSQL guest that scales up, migrates to "
+          "another host (network namespaces) and scales down.");
 ABSL_FLAG(std::string, dir, "",
           "Keep the cluster's files (configs, logs, QEMU sockets) in this directory; default: a "
           "temporary one, removed at the end.");
@@ -106,6 +122,12 @@ class Dashboard {
     Poll();
   }
   void Stop() { stop_ = true; }
+  // Adds pgbench's last second (TPS, latency) to the rows of `vm`; null: no such columns.
+  void ShowPgbench(testing::Pgbench* bench, const std::string& vm) {
+    absl::MutexLock lock(&mu_);
+    bench_ = bench;
+    bench_vm_ = vm;
+  }
 
   void SetScene(const std::string& scene) {
     absl::MutexLock lock(&mu_);
@@ -173,10 +195,31 @@ class Dashboard {
 
   void Poll() {
     const absl::Time polled = absl::Now();
+    testing::Pgbench* bench;
+    std::string bench_vm;
+    {
+      absl::MutexLock lock(&mu_);
+      bench = bench_;
+      bench_vm = bench_vm_;
+    }
+    // pgbench's last progress line: "TPS LAT" columns for its VM.
+    std::string bench_cols = "-";
+    if (bench != nullptr) {
+      std::vector<testing::PgbenchProgress> p = bench->Progress();
+      if (!p.empty()) {
+        bench_cols = absl::StrFormat("%5.1f %7.1f", p.back().tps, p.back().latency_ms);
+      }
+    }
+    auto with_bench = [&](std::string row, const std::string& cols) {
+      if (bench == nullptr) return row;
+      return absl::StrFormat("%-13s %s", cols, row);
+    };
     std::vector<std::string> rows;
-    rows.push_back(absl::StrFormat("%-6s %-4s %5s %9s %4s  %-18s %-6s %-6s %-18s %-18s %s", "VM",
+    rows.push_back(
+        with_bench(absl::StrFormat("%-6s %-4s %5s %9s %4s  %-18s %-6s %-6s %-18s %-18s %s", "VM",
                                    "NODE", "LOAD", "MEM USED", "GOAL", "PERMIT", "QUOTA", "CPU",
-                                   "AGENT: VM HAS", "QEMU REPORTS", "STATE"));
+                                   "AGENT: VM HAS", "QEMU REPORTS", "STATE"),
+                   "  TPS  LAT ms"));
     // Each node's VMs' QEMU CPU use as their host cgroups account it.
     std::map<std::string, int64_t> node_cpu_used;
     std::vector<LoggedEvent> fresh;
@@ -192,12 +235,14 @@ class Dashboard {
         if (vm.migrating()) state = "MIGRATING";
         const CgroupCpu cpu = ReadCgroup(vm.host_cgroup(), polled);
         node_cpu_used[n.name] += cpu.used_milli;
-        rows.push_back(absl::StrFormat(
-            "%-6s %-4s %5s %9s %4d  %-18s %-6s %-6s %-18s %-18s %s", vm.vm(), n.name,
-            vm.has_load_avg_1m() ? absl::StrFormat("%.2f", vm.load_avg_1m()) : "-",
-            vm.has_memory_usage_bytes() ? Mib(vm.memory_usage_bytes()) : "-", vm.goal_cu(),
-            Res(vm.has_permit(), vm.permit()), cpu.quota, cpu.used, Res(vm.current()),
-            Res(vm.has_observed(), vm.observed()), state));
+        rows.push_back(with_bench(
+            absl::StrFormat("%-6s %-4s %5s %9s %4d  %-18s %-6s %-6s %-18s %-18s %s", vm.vm(),
+                            n.name,
+                            vm.has_load_avg_1m() ? absl::StrFormat("%.2f", vm.load_avg_1m()) : "-",
+                            vm.has_memory_usage_bytes() ? Mib(vm.memory_usage_bytes()) : "-",
+                            vm.goal_cu(), Res(vm.has_permit(), vm.permit()), cpu.quota, cpu.used,
+                            Res(vm.current()), Res(vm.has_observed(), vm.observed()), state),
+            vm.vm() == bench_vm ? bench_cols : "-"));
       }
       for (const api::v1::AgentEvent& e : s->events()) {
         since = std::max<uint64_t>(since, e.seq());
@@ -209,9 +254,11 @@ class Dashboard {
     if (absl::StatusOr<api::v1::ListVmsResponse> vms = cluster_.SchedulerVms(); vms.ok()) {
       for (const api::v1::VmState& v : vms->vms()) {
         if (cluster_.guest(v.vm()) != nullptr) continue;
-        rows.push_back(absl::StrFormat("%-6s %-4s %5s %9s %4s  %-18s %-6s %-6s %-18s %-18s %s",
+        rows.push_back(
+            with_bench(absl::StrFormat("%-6s %-4s %5s %9s %4s  %-18s %-6s %-6s %-18s %-18s %s",
                                        v.vm(), v.node(), "-", "-", "-", Res(v.permit()), "-", "-",
-                                       "-", "-", "reserved in the ledger only (no guest)"));
+                                       "-", "-", "reserved in the ledger only (no guest)"),
+                       "-"));
       }
     }
     if (absl::StatusOr<api::v1::ListNodesResponse> ns = cluster_.SchedulerNodes(); ns.ok()) {
@@ -290,6 +337,8 @@ class Dashboard {
   absl::Time last_table_ = absl::InfinitePast();
   absl::Mutex mu_;
   std::string scene_ ABSL_GUARDED_BY(mu_);
+  testing::Pgbench* bench_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::string bench_vm_ ABSL_GUARDED_BY(mu_);
   std::deque<LoggedEvent> all_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -426,6 +475,183 @@ class Demo {
   const absl::Time deadline_;
 };
 
+// Prints the summary; 0 when every step was seen.
+int Summary(const std::vector<Step>& steps, absl::Time start, const std::string& dir) {
+  std::printf("\nsummary (%.0f s)\n", absl::ToDoubleSeconds(absl::Now() - start));
+  int seen = 0;
+  for (const Step& s : steps) {
+    if (s.name.empty()) continue;
+    seen += s.seen;
+    std::printf("  [%s] %-46s %s\n", s.seen ? "ok" : "--", s.name.c_str(), s.detail.c_str());
+  }
+  std::printf("%d of %d steps seen%s; the cluster's files: %s\n", seen,
+              static_cast<int>(steps.size()), Interrupted() ? " (interrupted)" : "",
+              dir.empty() ? "removed" : dir.c_str());
+  std::fflush(stdout);
+  return seen == static_cast<int>(steps.size()) ? 0 : 1;
+}
+
+constexpr char kPgVm[] = "pg";
+constexpr char kPgAddress[] = "10.77.0.50";
+
+// The VM's entry on whichever node has it.
+const api::v1::VmStatus* FindVm(Cluster& c, const std::string& vm, api::v1::AgentStatus& buf) {
+  for (const NodeOptions& n : c.options().nodes) {
+    absl::StatusOr<api::v1::AgentStatus> s = c.AgentStatus(n.name);
+    if (!s.ok()) continue;
+    buf = *std::move(s);
+    if (const api::v1::VmStatus* v = VmStatus(buf, vm)) return v;
+  }
+  return nullptr;
+}
+
+// The PostgreSQL story (--postgres).
+int PostgresMain(absl::Time start, absl::Time deadline) {
+  for (const std::string& why : {testing::PostgresGuestMissing(), testing::HostsNetworkMissing(),
+                                 testing::PgbenchMissing()}) {
+    if (!why.empty()) {
+      std::fprintf(stderr,
+                   "demo: cannot run the PostgreSQL story here: %s\n"
+                   "It needs root (network namespaces), pgbench, and the PostgreSQL guest: "
+                   "neonvm/guest/build --postgres.\n",
+                   why.c_str());
+      return 2;
+    }
+  }
+  std::printf("making two hosts and a client (network namespaces on one L2 segment)...\n");
+  absl::StatusOr<std::unique_ptr<testing::HostsNetwork>> net = testing::HostsNetwork::Create();
+  if (!net.ok()) {
+    std::fprintf(stderr, "demo: %s\n", net.status().ToString().c_str());
+    return 1;
+  }
+  ClusterOptions options;
+  options.bin = *FindBinaries();
+  options.compute_unit = kCu;
+  options.dir = absl::GetFlag(FLAGS_dir);
+  options.verbose = absl::GetFlag(FLAGS_verbose);
+  options.hosts = net->get();
+  // Node a migrates above 2 CU: the VM at 1 CU and a reserved 1-CU VM fit, the VM at 2 CU does
+  // not. Node b has room.
+  options.nodes = {{.name = "a", .total = kCu * 4, .watermark = 0.5},
+                   {.name = "b", .total = kCu * 4, .watermark = 1.0}};
+  std::printf("starting the scheduler and the agents of nodes a and b (on hosts %s and %s)...\n",
+              (*net)->host(0).address.c_str(), (*net)->host(1).address.c_str());
+  absl::StatusOr<std::unique_ptr<Cluster>> cluster = Cluster::Start(options);
+  if (!cluster.ok()) {
+    std::fprintf(stderr, "demo: %s\n", cluster.status().ToString().c_str());
+    return 1;
+  }
+  Cluster& c = **cluster;
+  std::printf("booting the PostgreSQL guest %s on node a at %s (QEMU, %s)...\n", kPgVm, kPgAddress,
+              neonvm::launcher::KvmUsable() ? "KVM" : "TCG: no usable /dev/kvm, emulated");
+  absl::StatusOr<std::string> other =
+      c.Reserve({.name = "other", .node = "a", .bounds = {1, 1}, .migratable = false});
+  absl::StatusOr<Guest*> pg = c.AddGuest(
+      {.name = kPgVm, .node = "a", .bounds = {1, 2}, .postgres = true, .address = kPgAddress});
+  for (const absl::Status& s : {other.status(), pg.status()}) {
+    if (!s.ok()) {
+      std::fprintf(stderr, "demo: %s\n", s.ToString().c_str());
+      return 1;
+    }
+  }
+  std::printf("PostgreSQL accepting connections %.1f s after QEMU started\n",
+              absl::ToDoubleSeconds((*pg)->boot_time()));
+
+  Dashboard dash(c, start);
+  std::thread screen([&dash] { dash.Run(); });
+  Demo demo(c, dash, deadline);
+  std::vector<Step> steps(4);
+  steps[0].name = "scale-up under pgbench";
+  steps[1].name = "live migration to host B";
+  steps[2].name = "pgbench through it all";
+  steps[3].name = "scale-down when pgbench stops";
+  auto finish = [&] {
+    dash.ShowPgbench(nullptr, "");
+    dash.Stop();
+    screen.join();
+    return Summary(steps, start, options.dir);
+  };
+
+  dash.SetScene("0/4 waiting for the monitor; pgbench -i from the client namespace");
+  demo.WaitVm("a", kPgVm, absl::Seconds(60),
+              [](const api::v1::VmStatus& v) { return v.monitor_connected(); });
+  testing::PgbenchOptions bench_options{
+      .host = kPgAddress, .netns = "/run/netns/" + (*net)->client_netns(), .dir = c.dir()};
+  // At most until the demo's deadline; ended (as -T would) after the migration.
+  bench_options.duration = std::max(absl::Seconds(10), deadline - absl::Now() - absl::Seconds(60));
+  if (absl::Status s = testing::PgbenchInit(bench_options, absl::Seconds(60)); !s.ok()) {
+    std::fprintf(stderr, "demo: %s\n", s.ToString().c_str());
+    return finish();
+  }
+  absl::StatusOr<std::unique_ptr<testing::Pgbench>> bench = testing::Pgbench::Start(bench_options);
+  if (!bench.ok()) {
+    std::fprintf(stderr, "demo: %s\n", bench.status().ToString().c_str());
+    return finish();
+  }
+  dash.ShowPgbench(bench->get(), kPgVm);
+
+  // 1. The load average rises until the goal is 2 CU.
+  dash.SetScene(absl::StrCat("1/4 scale-up: pgbench -c 4 from the client against ", kPgAddress));
+  const absl::Time t = absl::Now();
+  while (!Interrupted() && absl::Now() < deadline && (*bench)->Running()) {
+    api::v1::AgentStatus buf;
+    const api::v1::VmStatus* v = FindVm(c, kPgVm, buf);
+    if (v != nullptr && v->current().milli_cpu() >= 2000) {
+      steps[0].seen = true;
+      steps[0].detail = absl::StrFormat("%.1f s into pgbench, at a load average of %.2f",
+                                        demo.Since(t), v->load_avg_1m());
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(250));
+  }
+
+  // 2. Node a is above its watermark now: the agents move the VM to host B.
+  dash.SetScene("2/4 migration: node a is above its watermark; pgbench keeps running");
+  if (steps[0].seen) {
+    std::optional<std::string> moved =
+        dash.AwaitEvent(kPgVm, api::v1::EVENT_KIND_MIGRATED_OUT,
+                        std::min(absl::Seconds(90), deadline - absl::Now()));
+    if (moved.has_value()) {
+      steps[1].seen = true;
+      steps[1].detail = *moved;
+      (void)c.ReattachGuest(kPgVm);
+      // Some load on host B, at 2 CU.
+      dash.SetScene("2/4 migration done: pgbench goes on against the VM on host B");
+      for (const absl::Time end = absl::Now() + absl::Seconds(8);
+           absl::Now() < end && !Interrupted();) {
+        absl::SleepFor(absl::Milliseconds(200));
+      }
+    }
+  }
+
+  // 3. pgbench ends: its totals and the longest gap between transactions.
+  (*bench)->Finish();
+  absl::StatusOr<testing::PgbenchResult> result = (*bench)->Wait(absl::Seconds(30));
+  dash.ShowPgbench(nullptr, "");
+  if (!result.ok()) {
+    steps[2].detail = result.status().ToString();
+  } else {
+    steps[2].seen = result->exit_code == 0 && result->failed == 0 && result->aborted_clients == 0 &&
+                    result->transactions > 0 && steps[1].seen;
+    steps[2].detail = absl::StrFormat(
+        "%d transactions, %d failed transactions, %d clients aborted; longest gap between "
+        "transactions %.0f ms",
+        result->transactions, result->failed, result->aborted_clients,
+        absl::ToDoubleMilliseconds(result->longest_gap));
+  }
+
+  // 4. The load average decays: 1 CU again on node b.
+  dash.SetScene("4/4 scale-down: pgbench stopped; the load average decays");
+  const absl::Time stopped = absl::Now();
+  if (demo.WaitVm("b", kPgVm, absl::Seconds(120),
+                  [](const api::v1::VmStatus& v) { return v.current().milli_cpu() == 1000; })) {
+    steps[3].seen = true;
+    steps[3].detail =
+        absl::StrFormat("1 CU on node b %.1f s after pgbench stopped", demo.Since(stopped));
+  }
+  return finish();
+}
+
 int Main() {
   struct sigaction sa = {};
   sa.sa_handler = OnSignal;
@@ -440,8 +666,12 @@ int Main() {
                  why.c_str());
     return 2;
   }
+  const bool postgres = absl::GetFlag(FLAGS_postgres);
+  absl::Duration duration = absl::GetFlag(FLAGS_duration);
+  if (duration <= absl::ZeroDuration()) duration = absl::Seconds(postgres ? 240 : 170);
   const absl::Time start = absl::Now();
-  const absl::Time deadline = start + absl::GetFlag(FLAGS_duration) - absl::Seconds(5);
+  const absl::Time deadline = start + duration - absl::Seconds(5);
+  if (postgres) return PostgresMain(start, deadline);
 
   ClusterOptions options;
   options.bin = *FindBinaries();
@@ -492,18 +722,7 @@ int Main() {
   dash.Stop();
   screen.join();
 
-  std::printf("\nsummary (%.0f s)\n", absl::ToDoubleSeconds(absl::Now() - start));
-  int seen = 0;
-  for (const Step& s : steps) {
-    if (s.name.empty()) continue;
-    seen += s.seen;
-    std::printf("  [%s] %-46s %s\n", s.seen ? "ok" : "--", s.name.c_str(), s.detail.c_str());
-  }
-  std::printf("%d of 5 steps seen%s; the cluster's files: %s\n", seen,
-              Interrupted() ? " (interrupted)" : "",
-              options.dir.empty() ? "removed" : options.dir.c_str());
-  std::fflush(stdout);
-  return seen == 5 ? 0 : 1;
+  return Summary(steps, start, options.dir);
 }
 
 }  // namespace
@@ -511,7 +730,8 @@ int Main() {
 
 int main(int argc, char** argv) {
   autoscale::InitProgram(argc, argv,
-                         "demo [--duration=170s] [--dir=DIR] [--verbose]: the whole autoscaling "
-                         "system on this machine, with two QEMU guests");
+                         "demo [--postgres] [--duration=170s] [--dir=DIR] [--verbose]: the whole "
+                         "autoscaling system on this machine, with two QEMU guests (or the "
+                         "PostgreSQL story)");
   return autoscale::demo::Main();
 }
