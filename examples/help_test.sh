@@ -15,13 +15,13 @@ want_flags() {
     scheduler) echo "store data_dir etcd_prefix etcd_ca etcd_cert etcd_key etcd_timeout lease_ttl \
 advertise etcd_refuse_after etcd_compact listen metrics_port watermark compute_unit migration_policy \
 balance_interval recovery_grace ready_file migration_timeout disk_reserve tls_cert tls_key tls_ca \
-insecure" ;;
+insecure trust_domain max_node_total" ;;
     schedctl) echo "server timeout node vm total compute_unit resources last_permit order o force \
 min_cu max_cu watermark tls_cert tls_key tls_ca insecure" ;;
     ledgerctl) echo "data_dir at" ;;
     monitor) echo "listen cgroup watch memory_bytes lfc_resizer postgres_conninfo config \
 threshold_fraction sample_interval metrics_interval lfc_windows_file http_host http_port tls_cert tls_key tls_ca \
-insecure" ;;
+insecure trust_domain memory_high lfc_windows_function" ;;
     simulate) echo "vms nodes node_cpus node_memory_gib duration step workload trace config \
 compare_config seed threads summary_json series_csv series_interval step_every_vm placement \
 lfc_metrics_interval" ;;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <string_view>
 
@@ -12,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "autoscale/base/status_macros.h"
 
@@ -235,6 +237,65 @@ absl::Status PostgresResizer::SetSizeBytes(uint64_t bytes) {
         absl::StrCat(context, ": pg_reload_conf() returned ", *reloaded, ", not true"));
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckPostgresWorkingSetOptions(const PostgresWorkingSetOptions& options) {
+  const std::string context = absl::StrCat("lfc working set from ", options.function, "()");
+  if (!IsSettingName(options.function)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(context, ": not a function name (an identifier, optionally schema.name)"));
+  }
+  if (options.timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(context, ": timeout must be positive, got ",
+                                                   absl::FormatDuration(options.timeout)));
+  }
+  char* error = nullptr;
+  PQconninfoOption* parsed = PQconninfoParse(options.conninfo.c_str(), &error);
+  if (parsed == nullptr) {
+    const std::string message = error != nullptr ? OneLine(error) : "out of memory";
+    PQfreemem(error);
+    return absl::InvalidArgumentError(absl::StrCat(context, ": bad connection string: ", message));
+  }
+  PQconninfoFree(parsed);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<double>> ReadPostgresWorkingSet(
+    const PostgresWorkingSetOptions& options) {
+  RETURN_IF_ERROR(CheckPostgresWorkingSetOptions(options));
+  std::string context = absl::StrCat("lfc working set from ", options.function, "()");
+  const Deadline deadline{absl::Now() + options.timeout, options.timeout};
+  const char* keys[] = {"dbname", nullptr};
+  const char* values[] = {options.conninfo.c_str(), nullptr};
+  Conn conn(PQconnectStartParams(keys, values, /*expand_dbname=*/1));
+  if (conn == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat(context, ": libpq is out of memory"));
+  }
+  absl::StrAppend(&context, " on ", PQuser(conn.get()) ? PQuser(conn.get()) : "", "@",
+                  PQhost(conn.get()) ? PQhost(conn.get()) : "", ":",
+                  PQport(conn.get()) ? PQport(conn.get()) : "");
+  if (PQstatus(conn.get()) == CONNECTION_BAD) {
+    return absl::UnavailableError(
+        absl::StrCat(context, ": connect: ", OneLine(PQerrorMessage(conn.get()))));
+  }
+  RETURN_IF_ERROR(Annotate(Connect(conn.get(), deadline), context));
+  // One row: the 60 windows, comma-separated, shortest first.
+  absl::StatusOr<std::string> row =
+      Execute(conn.get(),
+              absl::StrCat("SELECT string_agg(coalesce(", options.function,
+                           "(m * 60), 0)::text, ',' ORDER BY m) FROM generate_series(1, 60) AS m"),
+              "SELECT", deadline);
+  if (!row.ok()) return Annotate(row.status(), context);
+  std::vector<double> windows;
+  for (absl::string_view v : absl::StrSplit(*row, ',')) {
+    double pages;
+    if (!absl::SimpleAtod(v, &pages) || !std::isfinite(pages) || pages < 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          context, ": window ", windows.size() + 1, " is \"", v, "\", not a number of pages >= 0"));
+    }
+    windows.push_back(pages);
+  }
+  return windows;
 }
 
 }  // namespace autoscale::lfc

@@ -20,6 +20,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -58,5 +59,28 @@ class PostgresResizer final : public LfcResizer {
 
   const PostgresResizerOptions options_;
 };
+
+// The LFC's working-set windows as Neon's compute reports them: `function`(60 * i) for i = 1..60,
+// the distinct pages (8 KiB) touched in the last i minutes, Neon's
+// neon.approximate_working_set_size_seconds. The monitor sends them to the agent for the core's
+// LFC goal (--lfc_windows_function). A NULL (no estimate yet) reads as 0.
+struct PostgresWorkingSetOptions {
+  // A libpq connection string or URI. Credentials in it never appear in error messages.
+  std::string conninfo;
+  // A function of one integer (seconds) returning a number of pages: an identifier, optionally
+  // schema.name.
+  std::string function = "neon.approximate_working_set_size_seconds";
+  // Bounds one call, connecting included.
+  absl::Duration timeout = absl::Seconds(2);
+};
+
+// One query on a connection of its own (made each call: a restarted server does not matter, and
+// any thread may call; the monitor calls it from an agent session's sender thread, never from its
+// event loop). Errors name the function and the server (user@host:port) and carry the server's
+// message; codes as PostgresResizer's. InvalidArgument for a malformed option (nothing is sent).
+absl::StatusOr<std::vector<double>> ReadPostgresWorkingSet(
+    const PostgresWorkingSetOptions& options);
+// The checks ReadPostgresWorkingSet makes before it connects (a daemon makes them at start).
+absl::Status CheckPostgresWorkingSetOptions(const PostgresWorkingSetOptions& options);
 
 }  // namespace autoscale::lfc

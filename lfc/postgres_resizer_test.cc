@@ -65,8 +65,7 @@ class PostgresResizerTest : public ::testing::Test {
     const absl::Time deadline = absl::Now() + absl::Seconds(10);
     std::string last;
     do {
-      absl::StatusOr<std::string> value = QueryOne(server_->ConnInfo(), "SHOW " + setting);
-      last = value.ok() ? *value : value.status().ToString();
+      last = QueryOne(server_->ConnInfo(), "SHOW " + setting);
       if (last == want) break;
       absl::SleepFor(absl::Milliseconds(20));
     } while (absl::Now() < deadline);
@@ -93,9 +92,9 @@ TEST_F(PostgresResizerTest, ResizeSetsTheSettingOnTheServer) {
   ASSERT_TRUE((*resizer)->SetSizeBytes(0).ok());
   EXPECT_EQ(WaitForSetting("neon.file_cache_size_limit", "0"), "0");
   // It was written by ALTER SYSTEM, so it survives a restart.
-  EXPECT_EQ(*QueryOne(server_->ConnInfo(),
-                      "SELECT setting FROM pg_file_settings WHERE name = "
-                      "'neon.file_cache_size_limit' AND sourcefile LIKE '%postgresql.auto.conf'"),
+  EXPECT_EQ(QueryOne(server_->ConnInfo(),
+                     "SELECT setting FROM pg_file_settings WHERE name = "
+                     "'neon.file_cache_size_limit' AND sourcefile LIKE '%postgresql.auto.conf'"),
             "0");
 }
 
@@ -151,9 +150,9 @@ TEST_F(PostgresResizerTest, UnknownSettingIsAClearError) {
 }
 
 TEST_F(PostgresResizerTest, NonSuperuserIsRefused) {
-  ASSERT_TRUE(QueryOne(server_->ConnInfo(), "DROP ROLE IF EXISTS lfc_app").ok());
-  ASSERT_TRUE(QueryOne(server_->ConnInfo(), "CREATE ROLE lfc_app LOGIN").ok());
-  const std::string before = *QueryOne(server_->ConnInfo(), "SHOW neon.file_cache_size_limit");
+  ASSERT_EQ(QueryOne(server_->ConnInfo(), "DROP ROLE IF EXISTS lfc_app"), "");
+  ASSERT_EQ(QueryOne(server_->ConnInfo(), "CREATE ROLE lfc_app LOGIN"), "");
+  const std::string before = QueryOne(server_->ConnInfo(), "SHOW neon.file_cache_size_limit");
   absl::StatusOr<std::unique_ptr<PostgresResizer>> resizer =
       Resizer(server_->ConnInfo("lfc_app"), "neon.file_cache_size_limit");
   ASSERT_TRUE(resizer.ok()) << resizer.status();
@@ -162,7 +161,7 @@ TEST_F(PostgresResizerTest, NonSuperuserIsRefused) {
   EXPECT_THAT(std::string(status.message()),
               HasSubstr("permission denied to set parameter \"neon.file_cache_size_limit\""));
   EXPECT_THAT(std::string(status.message()), HasSubstr("on lfc_app@127.0.0.1:"));
-  EXPECT_EQ(*QueryOne(server_->ConnInfo(), "SHOW neon.file_cache_size_limit"), before);
+  EXPECT_EQ(QueryOne(server_->ConnInfo(), "SHOW neon.file_cache_size_limit"), before);
 }
 
 TEST_F(PostgresResizerTest, UnknownRoleIsRefused) {
@@ -208,6 +207,42 @@ TEST_F(PostgresResizerTest, HungServerTimesOutAndLaterCallsWork) {
   const absl::Status status = (*resizer)->SetSizeBytes(256 * kMiB);
   EXPECT_TRUE(status.ok()) << status;
   EXPECT_EQ(WaitForSetting("neon.file_cache_size_limit", "256"), "256");
+}
+
+// The working-set windows (the monitor's --lfc_windows_function) from a function standing for
+// Neon's (vanilla PostgreSQL has no LFC): called for 60, 120, ... 3600 s, a NULL reads as 0.
+TEST_F(PostgresResizerTest, ReadsTheWorkingSetWindowsFromAFunction) {
+  ASSERT_TRUE(
+      QueryOne(server_->ConnInfo(),
+               "CREATE SCHEMA IF NOT EXISTS ws; CREATE FUNCTION ws.pages(integer) RETURNS "
+               "bigint LANGUAGE sql AS 'SELECT CASE WHEN $1 = 3600 THEN NULL ELSE $1 * 10 END'")
+          .ok());
+  absl::StatusOr<std::vector<double>> windows =
+      ReadPostgresWorkingSet({.conninfo = server_->ConnInfo(), .function = "ws.pages"});
+  ASSERT_TRUE(windows.ok()) << windows.status();
+  ASSERT_EQ(windows->size(), 60u);
+  for (int i = 0; i < 59; ++i) EXPECT_EQ((*windows)[i], (i + 1) * 600) << "window " << i + 1;
+  EXPECT_EQ(windows->back(), 0);
+}
+
+// The working-set windows (the monitor's --lfc_windows_function): a missing function, one that
+// answers a negative size, and a malformed name are clear errors naming the function.
+TEST_F(PostgresResizerTest, WorkingSetErrorsNameTheFunction) {
+  absl::StatusOr<std::vector<double>> missing =
+      ReadPostgresWorkingSet({.conninfo = server_->ConnInfo(), .function = "neon.no_such"});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kFailedPrecondition) << missing.status();
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("neon.no_such"));
+  ASSERT_TRUE(QueryOne(server_->ConnInfo(),
+                       "CREATE FUNCTION ws_negative(integer) RETURNS integer LANGUAGE sql AS "
+                       "'SELECT CASE WHEN $1 < 600 THEN 5 ELSE -1 END'")
+                  .ok());
+  absl::StatusOr<std::vector<double>> negative =
+      ReadPostgresWorkingSet({.conninfo = server_->ConnInfo(), .function = "ws_negative"});
+  EXPECT_EQ(negative.status().code(), absl::StatusCode::kFailedPrecondition) << negative.status();
+  EXPECT_THAT(std::string(negative.status().message()), HasSubstr("window 10 is \"-1\""));
+  absl::StatusOr<std::vector<double>> bad =
+      ReadPostgresWorkingSet({.conninfo = server_->ConnInfo(), .function = "x(1); DROP"});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
 }
 
 TEST(PostgresResizerCreateTest, RejectsBadOptions) {

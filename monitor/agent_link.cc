@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "autoscale/rpc/identity.h"
 #include "glog/logging.h"
 
 namespace autoscale::monitor {
@@ -123,10 +124,24 @@ bool AgentLink::SendUpscaleRequest(int64_t usage_bytes, int64_t threshold_bytes)
   return true;
 }
 
+absl::Status AgentLink::Admit(const std::string& identity) {
+  if (!options_.require_agent_identity) return absl::OkStatus();
+  const rpc::Identity who = rpc::ParseIdentity(identity);
+  if (who.role == rpc::Identity::Role::kNode &&
+      (options_.trust_domain.empty() || who.trust_domain == options_.trust_domain)) {
+    return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError(
+      absl::StrCat(rpc::Describe(who), " may not be this VM's agent (only spiffe://",
+                   options_.trust_domain.empty() ? "<trust-domain>" : options_.trust_domain,
+                   "/node/<name> may)"));
+}
+
 std::unique_ptr<rpc::monitor::AgentSession> AgentLink::Connect(
     std::shared_ptr<rpc::monitor::AgentStream> agent, const std::string& peer) {
   absl::MutexLock lock(&mu_);
-  // One agent at a time: the newest wins.
+  // One agent at a time: the newest admitted wins (an agent that restarted, or the migration
+  // target's).
   if (agent_) {
     LOG(INFO) << "monitor: a new agent connected (" << peer << "); ending the previous stream";
     agent_->Close();

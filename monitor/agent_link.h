@@ -3,7 +3,12 @@
 // the agent every `metrics_interval`, and upscale requests sent the moment the monitor asks.
 // Any transport serves it (rpc::monitor::StartGrpcServer, rpc::monitor::InProcessConnector).
 //
-// One agent at a time: a new connection ends the previous one (as in the reference).
+// One agent at a time: a new connection that is admitted ends the previous one (as in the
+// reference: an agent that restarted, or the target's agent after a migration, takes over). Who
+// is admitted (AgentLinkOptions::require_agent_identity): with mutual TLS, only a node's agent of
+// the trust domain (spiffe://<td>/node/<name>); another certificate the CA signed (a VM's, the
+// admin's) is refused with PERMISSION_DENIED and the live agent keeps its session. A guest's own
+// processes have no node certificate, and a host user who reaches the forwarded port has none.
 //
 //   AgentLink link(runner->monitor(), metrics_reader, {});
 //   ASSIGN_OR_RETURN(auto server, rpc::monitor::StartGrpcServer(link, "127.0.0.1:10301"));
@@ -29,6 +34,11 @@ namespace autoscale::monitor {
 struct AgentLinkOptions {
   // How often metrics are pushed to the connected agent.
   absl::Duration metrics_interval = absl::Seconds(1);
+  // Admit only agents whose certificate names a node's agent: spiffe://<trust_domain>/node/<name>
+  // (any trust domain the CA signs when `trust_domain` is empty). For a monitor serving mutual
+  // TLS; off, whoever connects is admitted (plaintext, local development).
+  bool require_agent_identity = false;
+  std::string trust_domain{};
 };
 
 class AgentLink final : public rpc::monitor::MonitorService {
@@ -46,6 +56,7 @@ class AgentLink final : public rpc::monitor::MonitorService {
   void Disconnect();
   bool connected() const;
 
+  absl::Status Admit(const std::string& identity) override;
   std::unique_ptr<rpc::monitor::AgentSession> Connect(
       std::shared_ptr<rpc::monitor::AgentStream> agent, const std::string& peer) override;
 

@@ -20,6 +20,8 @@
 #include "autoscale/rpc/monitor/grpc_server.h"
 #include "autoscale/rpc/monitor/in_process.h"
 #include "autoscale/rpc/server.h"
+#include "autoscale/testing/temp_dir.h"
+#include "autoscale/testing/test_ca.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -98,7 +100,8 @@ class Received {
 
 // One monitor with its agent link; its memory usage is what the test sets.
 struct Side {
-  explicit Side(const std::string& proc)
+  explicit Side(const std::string& proc,
+                AgentLinkOptions options = {.metrics_interval = absl::Hours(1)})
       : metrics(proc),
         monitor(MonitorOptions{}, clock, resizer,
                 Monitor::Hooks{
@@ -109,7 +112,7 @@ struct Side {
                           link.SendUpscaleRequest(usage, threshold);
                         },
                 }),
-        link(monitor, metrics, {.metrics_interval = absl::Hours(1)}) {}
+        link(monitor, metrics, options) {}
 
   void SampleAt(int64_t anon_bytes) {
     stat = {.anon_bytes = anon_bytes};
@@ -291,6 +294,102 @@ TEST(MonitorGrpcServer, APeerThatSendsNoHelloIsCutOff) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
   EXPECT_FALSE(link.connected());
   (*server)->Shutdown(absl::Seconds(2));
+}
+
+// Issue 14's monitor link, attacked: with mutual TLS the monitor admits only a node's agent of
+// its trust domain. A plaintext client, a certificate of another CA, and certificates of the
+// right CA that are not a node's agent (another VM's, the admin's, none, another trust domain)
+// are all refused, and none of them displaces the live agent, which still gets what the monitor
+// sends. Another node's agent (the migration target's) is admitted and takes over.
+TEST(MonitorLinkTls, OnlyANodesAgentIsAdmittedAndTheLiveOneStays) {
+  AUTOSCALE_REQUIRE_OPENSSL();
+  testing::TempDir dir("monlink");
+  absl::StatusOr<testing::TestCa> ca = testing::TestCa::Create(dir.path() + "/ca");
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  absl::StatusOr<testing::TestCa> other = testing::TestCa::Create(dir.path() + "/other", "other");
+  ASSERT_TRUE(other.ok()) << other.status();
+  auto issue = [](const testing::TestCa& by, const std::string& file, const std::string& uri) {
+    absl::StatusOr<rpc::TlsFiles> f = by.Issue(file, uri);
+    EXPECT_TRUE(f.ok()) << f.status();
+    absl::StatusOr<rpc::Security> s = rpc::Security::MutualTls(f.value_or(rpc::TlsFiles{}));
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.value_or(rpc::Security::Plaintext());
+  };
+  const rpc::Security vm = issue(*ca, "vm", "spiffe://prod/vm/v1");
+  const rpc::Security node_a = issue(*ca, "node-a", "spiffe://prod/node/a");
+  const rpc::Security node_b = issue(*ca, "node-b", "spiffe://prod/node/b");
+
+  Side side(
+      FixtureProc(),
+      {.metrics_interval = absl::Hours(1), .require_agent_identity = true, .trust_domain = "prod"});
+  ASSERT_TRUE(side.monitor.Start(1024 * kMiB).ok());
+  absl::StatusOr<std::unique_ptr<rpc::Server>> server =
+      rpc::monitor::StartGrpcServer(side.link, "127.0.0.1:0", vm);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string address = (*server)->address();
+
+  Received live;
+  absl::StatusOr<std::unique_ptr<MonitorClient>> a =
+      rpc::monitor::ConnectGrpc(address, live.Callbacks(), absl::Seconds(10), node_a);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(live.FirstMetrics().has_value());
+
+  // Refused by the TLS handshake: no client certificate, or one of another CA.
+  for (const rpc::Security& s :
+       {rpc::Security::Plaintext(), issue(*other, "a", "spiffe://prod/node/a")}) {
+    Received r;
+    absl::StatusOr<std::unique_ptr<MonitorClient>> c =
+        rpc::monitor::ConnectGrpc(address, r.Callbacks(), absl::Seconds(1), s);
+    EXPECT_FALSE(c.ok()) << "a client without a certificate of the CA was admitted";
+  }
+  // Refused by the monitor: the CA signed them, but they are not a node's agent of "prod".
+  const std::vector<std::pair<std::string, std::string>> impostors = {
+      {"vm-v2", "spiffe://prod/vm/v2"},  // another VM's monitor (or a guest holding its key)
+      {"admin", "spiffe://prod/admin"},
+      {"elsewhere", "spiffe://staging/node/a"},
+      {"none", ""},
+  };
+  for (const auto& [file, uri] : impostors) {
+    Received r;
+    absl::StatusOr<std::unique_ptr<MonitorClient>> c =
+        rpc::monitor::ConnectGrpc(address, r.Callbacks(), absl::Seconds(10), issue(*ca, file, uri));
+    ASSERT_FALSE(c.ok()) << uri << " was admitted";
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kPermissionDenied) << c.status();
+    EXPECT_NE(c.status().message().find(uri.empty() ? "a caller without an identity" : uri),
+              std::string::npos)
+        << c.status();
+  }
+  // The live agent kept its session: it answers, and the monitor's upscale request reaches it.
+  EXPECT_TRUE((*a)->connected());
+  EXPECT_TRUE((*a)->HealthCheck(absl::Seconds(5)).ok());
+  side.SampleAt(900 * kMiB);
+  std::optional<api::v1::UpscaleRequest> up = live.FirstUpscale();
+  ASSERT_TRUE(up.has_value()) << "the upscale request did not reach the live agent";
+  EXPECT_EQ(up->usage_bytes(), 900 * kMiB);
+
+  // Another node's agent (where the VM migrated to) authenticates: it takes over.
+  Received next;
+  absl::StatusOr<std::unique_ptr<MonitorClient>> b =
+      rpc::monitor::ConnectGrpc(address, next.Callbacks(), absl::Seconds(10), node_b);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_TRUE(live.Closed().has_value());
+  EXPECT_TRUE((*b)->HealthCheck(absl::Seconds(5)).ok());
+
+  side.link.Disconnect();
+  (*server)->Shutdown(absl::Seconds(2));
+}
+
+// The in-process connector has no certificates: a link that requires one refuses it the same way.
+TEST(MonitorLinkTls, InProcessIsRefusedWhenAnIdentityIsRequired) {
+  Side side(FixtureProc(), {.require_agent_identity = true});
+  ASSERT_TRUE(side.monitor.Start(1024 * kMiB).ok());
+  rpc::monitor::InProcessConnector connector(side.link);
+  Received r;
+  absl::StatusOr<std::unique_ptr<MonitorClient>> c =
+      connector.Connect("v1", r.Callbacks(), absl::Seconds(1));
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kPermissionDenied) << c.status();
+  EXPECT_FALSE(side.link.connected());
 }
 
 }  // namespace

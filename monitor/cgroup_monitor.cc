@@ -54,6 +54,20 @@ absl::StatusOr<std::unique_ptr<CgroupMonitor>> CgroupMonitor::Start(
           .request_upscale = std::move(request_upscale),
       });
 
+  // A v2 group (memory.high exists): repair what an older monitor may have left behind.
+  if (std::ifstream(options.cgroup_dir + "/memory.high").good()) {
+    ASSIGN_OR_RETURN(std::optional<std::string> found,
+                     cgroup::RepairMemoryHigh(options.cgroup_dir, options.memory_high));
+    if (found.has_value()) {
+      LOG(WARNING) << "monitor: memory.high of " << options.cgroup_dir << " was " << *found
+                   << ", not the operator's " << options.memory_high
+                   << " (left by monitor 0.1.0, which set it to its threshold?); set it to "
+                   << options.memory_high;
+    }
+  } else if (absl::Status s = cgroup::CheckMemoryHighSetting(options.memory_high); !s.ok()) {
+    return s;
+  }
+
   WatchMode mode = options.watch;
   if (mode == WatchMode::kAuto) {
     bool v1 = usage_file.ends_with("memory.usage_in_bytes");

@@ -43,6 +43,9 @@ struct CgroupMonitorOptions {
   MonitorOptions monitor;
   // The VM's memory at start.
   int64_t memory_bytes = 0;
+  // On a cgroup v2 group: the memory.high the operator wants (cgroup::RepairMemoryHigh), set at
+  // start if something else is there (a leftover of monitor 0.1.0). "keep": not checked.
+  std::string memory_high = "keep";
 };
 
 // A Monitor (monitor.h) fed by one cgroup: its loop thread, kernel watcher and sampling timer.

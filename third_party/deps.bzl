@@ -56,6 +56,9 @@ def autoscale_dependencies():
     _maybe(system_cc_library, "httplib", hdr_dirs = ["httplib.h"], modules = ["cpp-httplib"])
     _maybe(system_cc_library, "libpq", hdr_dirs = [], modules = ["libpq"])
 
+    # libcrypto (libssl-dev, which libgrpc-dev depends on): reading a certificate's URI SAN.
+    _maybe(system_cc_library, "openssl", hdr_dirs = ["openssl"], modules = ["libcrypto"])
+
     # The Python module (//python:autoscale): Debian's python3-dev headers (pkg-config python3:
     # no libraries, an extension resolves them in the interpreter) and the header-only pybind11.
     _maybe(system_cc_library, "python3", hdr_dirs = [], modules = ["python3"])

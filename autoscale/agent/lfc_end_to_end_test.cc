@@ -158,9 +158,7 @@ TEST(LfcEndToEnd, TheWorkingSetGrowsTheVmAndPostgresCache) {
   std::string seen;
   EXPECT_TRUE(Eventually(
       [&] {
-        absl::StatusOr<std::string> v =
-            QueryOne((*pg)->ConnInfo(), "SHOW neon.file_cache_size_limit");
-        seen = v.ok() ? *v : v.status().ToString();
+        seen = QueryOne((*pg)->ConnInfo(), "SHOW neon.file_cache_size_limit");
         return seen == want;
       },
       kWait))

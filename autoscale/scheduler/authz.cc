@@ -11,25 +11,6 @@
 
 namespace autoscale::scheduler {
 
-Identity ParseIdentity(const std::string& uri) {
-  Identity id;
-  id.uri = uri;
-  absl::string_view rest = uri;
-  if (!absl::ConsumePrefix(&rest, "spiffe://")) return id;
-  const size_t slash = rest.find('/');
-  if (slash == 0 || slash == absl::string_view::npos) return id;  // no trust domain, or no path
-  const std::vector<absl::string_view> path = absl::StrSplit(rest.substr(slash + 1), '/');
-  if (path.size() == 1 && path[0] == "admin") {
-    id.role = Identity::Role::kAdmin;
-  } else if (path.size() == 1 && path[0] == "scheduler") {
-    id.role = Identity::Role::kScheduler;
-  } else if (path.size() == 2 && !path[1].empty() && (path[0] == "node" || path[0] == "vm")) {
-    id.role = path[0] == "node" ? Identity::Role::kNode : Identity::Role::kVm;
-    id.name = std::string(path[1]);
-  }
-  return id;
-}
-
 namespace {
 
 bool IsAdmin(const Identity& who) { return who.role == Identity::Role::kAdmin; }
@@ -56,7 +37,16 @@ class Authz::Checked final : public rpc::scheduler::SchedulerService {
   absl::StatusOr<api::v1::RegisterNodeResponse> RegisterNode(
       const api::v1::RegisterNodeRequest& r) override {
     if (absl::Status s = OwnNode("RegisterNode", r.node(), "register node"); !s.ok()) return s;
-    return authz_.inner_.RegisterNode(r);
+    if (IsAdmin(who_)) return authz_.inner_.RegisterNode(r);
+    api::v1::RegisterNodeRequest bounded = r;
+    double watermark = r.watermark();
+    if (absl::Status s = authz_.NotRaised(who_, "RegisterNode", r.node(),
+                                          r.has_total() ? &r.total() : nullptr, watermark);
+        !s.ok()) {
+      return s;
+    }
+    bounded.set_watermark(watermark);
+    return authz_.inner_.RegisterNode(bounded);
   }
   absl::StatusOr<api::v1::MigrationOrdersResponse> GetMigrationOrders(
       const api::v1::MigrationOrdersRequest& r) override {
@@ -113,6 +103,14 @@ class Authz::Checked final : public rpc::scheduler::SchedulerService {
   absl::StatusOr<api::v1::UpdateNodeResponse> UpdateNode(
       const api::v1::UpdateNodeRequest& r) override {
     if (absl::Status s = OwnNode("UpdateNode", r.node(), "update node"); !s.ok()) return s;
+    if (!IsAdmin(who_)) {
+      double watermark = r.watermark();
+      if (absl::Status s = authz_.NotRaised(who_, "UpdateNode", r.node(),
+                                            r.has_total() ? &r.total() : nullptr, watermark);
+          !s.ok()) {
+        return s;
+      }
+    }
     return authz_.inner_.UpdateNode(r);
   }
   absl::StatusOr<api::v1::CordonNodeResponse> CordonNode(
@@ -199,13 +197,58 @@ absl::Status Authz::Deny(const Identity& who, const char* method, const std::str
     absl::MutexLock l(&mu_);
     ++denials_[method];
   }
-  const std::string message =
-      absl::StrCat(who.uri.empty() ? "a caller without an identity" : who.uri, " may not ", action);
+  const std::string message = absl::StrCat(rpc::Describe(who), " may not ", action);
   LOG(WARNING) << "denied: " << message;
   return absl::PermissionDeniedError(message);
 }
 
+absl::Status Authz::NotRaised(const Identity& who, const char* method, const std::string& node,
+                              const api::v1::Resources* total, double& watermark) {
+  api::v1::ListRequest list;
+  list.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
+  list.set_node(node);
+  absl::StatusOr<api::v1::ListNodesResponse> known = inner_.ListNodes(list);
+  if (!known.ok()) return known.status();  // a standby's UNAVAILABLE naming the leader, say
+  if (known->nodes().empty()) {
+    const core::Resources& cap = options_.max_node_total;
+    if (total == nullptr || cap.IsZero()) return absl::OkStatus();
+    if ((cap.milli_cpu > 0 && total->milli_cpu() > cap.milli_cpu) ||
+        (cap.memory_bytes > 0 && total->memory_bytes() > cap.memory_bytes)) {
+      return Deny(
+          who, method,
+          absl::StrCat("register node ", node, " with a total of ",
+                       core::Resources{total->milli_cpu(), total->memory_bytes()}.ToString(),
+                       " (the operator's cap for a new node is ", cap.ToString(), ")"));
+    }
+    return absl::OkStatus();
+  }
+  const api::v1::NodeState& now = known->nodes(0);
+  if (total != nullptr && (total->milli_cpu() > now.total().milli_cpu() ||
+                           total->memory_bytes() > now.total().memory_bytes())) {
+    return Deny(who, method,
+                absl::StrCat(
+                    "raise the total of node ", node, " from ",
+                    core::Resources{now.total().milli_cpu(), now.total().memory_bytes()}.ToString(),
+                    " to ", core::Resources{total->milli_cpu(), total->memory_bytes()}.ToString(),
+                    " (only the admin may)"));
+  }
+  if (watermark == 0) {
+    // RegisterNode's default would be the scheduler's, maybe above the one the admin set.
+    if (std::string_view(method) == "RegisterNode") watermark = now.watermark_fraction();
+  } else if (watermark > now.watermark_fraction()) {
+    return Deny(who, method,
+                absl::StrCat("raise the watermark of node ", node, " from ",
+                             now.watermark_fraction(), " to ", watermark, " (only the admin may)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Authz::Take(const Identity& who, const char* method) {
+  if (!options_.trust_domain.empty() && who.trust_domain != options_.trust_domain) {
+    return Deny(who, method,
+                absl::StrCat("call ", method, ": only identities of trust domain ",
+                             options_.trust_domain, " may"));
+  }
   const absl::Time now = clock_.Now();
   absl::MutexLock l(&mu_);
   auto [it, added] = buckets_.try_emplace(who.uri, Bucket{options_.burst, now});
@@ -217,9 +260,9 @@ absl::Status Authz::Take(const Identity& who, const char* method) {
   b.last = now;
   if (b.tokens < 1) {
     ++rate_limited_;
-    return absl::ResourceExhaustedError(
-        absl::StrCat(who.uri.empty() ? "a caller without an identity" : who.uri, " ", method,
-                     ": over its rate limit of ", options_.rate, " calls per second"));
+    return absl::ResourceExhaustedError(absl::StrCat(rpc::Describe(who), " ", method,
+                                                     ": over its rate limit of ", options_.rate,
+                                                     " calls per second"));
   }
   b.tokens -= 1;
   return absl::OkStatus();

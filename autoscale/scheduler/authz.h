@@ -7,10 +7,15 @@
 //   - spiffe://<td>/admin: everything (placement, release, node lifecycle, every read);
 //   - anyone else (the scheduler's own identity, a VM's, a certificate without a URI SAN):
 //     nothing.
+// A node's size is the operator's: once the scheduler knows a node, its agent may lower the node's
+// total and watermark but not raise them (only the admin may), and a node it does not know yet is
+// registered at most at `Options::max_node_total`; so a stolen node certificate cannot make its
+// node pull every placement and migration to itself.
+// Identities of another trust domain than `Options::trust_domain` are refused whatever they name.
 // A denial is PERMISSION_DENIED naming the identity and what it tried, counted by method. Each
 // identity also gets a token bucket (`Options`): a misbehaving agent is answered
-// RESOURCE_EXHAUSTED and cannot starve the others. The trust domain is the CA's: any is
-// accepted.
+// RESOURCE_EXHAUSTED and cannot starve the others. The admin has a bucket of its own like any
+// identity (it cannot starve the agents either; schedctl makes a call or a few).
 //
 //   Authz authz(scheduler->service(), [&](const std::string& vm) {
 //     return scheduler->ledger().GetVm(vm); });
@@ -30,22 +35,15 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "autoscale/base/clock.h"
+#include "autoscale/core/resources.h"
 #include "autoscale/ledger/ledger.h"
+#include "autoscale/rpc/identity.h"
 #include "autoscale/rpc/scheduler/scheduler.h"
 
 namespace autoscale::scheduler {
 
-struct Identity {
-  enum class Role { kNone, kNode, kScheduler, kAdmin, kVm };
-  Role role = Role::kNone;
-  // The node's or the VM's name.
-  std::string name{};
-  // As the certificate says it ("" for none).
-  std::string uri{};
-};
-
-// "spiffe://<td>/node/<name>" and the others above; anything else is Role::kNone.
-Identity ParseIdentity(const std::string& uri);
+using rpc::Identity;
+using rpc::ParseIdentity;
 
 class Authz {
  public:
@@ -57,6 +55,12 @@ class Authz {
     double rate = 1000;
     double burst = 2000;
     Clock* clock = nullptr;  // null: the real one
+    // Only identities of this trust domain ("prod" for spiffe://prod/...) may call; "": any the
+    // CA signs (the scheduler's --trust_domain).
+    std::string trust_domain{};
+    // The largest total a node's agent may register a node the scheduler does not know yet with
+    // (per resource; zero: no cap). The admin is not capped.
+    core::Resources max_node_total{};
   };
 
   // `inner` answers what is allowed; it and the lookup must outlive this.
@@ -79,8 +83,14 @@ class Authz {
 
   // OK, or PERMISSION_DENIED naming `who` and `action` (counted).
   absl::Status Deny(const Identity& who, const char* method, const std::string& action);
-  // A token for `who`, or RESOURCE_EXHAUSTED.
+  // Every call's first step: PERMISSION_DENIED for an identity of another trust domain, then a
+  // token for `who`, or RESOURCE_EXHAUSTED.
   absl::Status Take(const Identity& who, const char* method);
+  // For a node's agent registering or updating its own node: OK if `total` (null: unchanged) and
+  // `watermark` (0: unchanged for UpdateNode; RegisterNode's 0, the default, becomes the node's
+  // current one) raise nothing the operator set, and a new node stays within max_node_total.
+  absl::Status NotRaised(const Identity& who, const char* method, const std::string& node,
+                         const api::v1::Resources* total, double& watermark);
 
   rpc::scheduler::SchedulerService& inner_;
   const VmLookup lookup_;

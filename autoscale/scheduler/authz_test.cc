@@ -13,6 +13,7 @@
 #include "autoscale/base/units.h"
 #include "autoscale/ledger/ledger.h"
 #include "autoscale/ledger/memory_store.h"
+#include "autoscale/rpc/identity.h"
 #include "autoscale/rpc/scheduler/grpc_client.h"
 #include "autoscale/rpc/scheduler/grpc_server.h"
 #include "autoscale/rpc/server.h"
@@ -225,10 +226,14 @@ TEST_F(AuthzTest, OnlyAdminPlacesReleasesAndManagesNodes) {
   EXPECT_TRUE(released.ok()) << released.status();
   EXPECT_FALSE(ledger_->GetVm("va").ok());
   EXPECT_TRUE(admin->ListNodes(api::v1::ListRequest()).ok());
+  // at its own size (raising it is the admin's: AnAgentCannotRaiseItsNodesTotalOrWatermark).
   reg.set_node("b");
+  reg.mutable_total()->set_milli_cpu(8000);
+  reg.mutable_total()->set_memory_bytes(32 * kGiB);
   reg.set_agent_address("127.0.0.1:2");
   absl::StatusOr<api::v1::RegisterNodeResponse> own = b->RegisterNode(reg);
   EXPECT_TRUE(own.ok()) << own.status();
+  EXPECT_EQ(ledger_->GetNode("b")->agent_address, "127.0.0.1:2");
 }
 
 TEST_F(AuthzTest, MigrationResultOnlyFromTheOrdersSource) {
@@ -313,9 +318,29 @@ TEST_F(AuthzTest, OversizedRequestsAreRefusedUnread) {
   EXPECT_TRUE(a->Request(Ask("a", "va", 1)).ok());
 }
 
+// A daemon's own identity, read from its certificate (the default --trust_domain comes from it).
+TEST_F(AuthzTest, CertificateIdentityReadsTheFirstUriSan) {
+  absl::StatusOr<rpc::TlsFiles> a = ca_->Issue("own-a", kNodeA);
+  ASSERT_TRUE(a.ok()) << a.status();
+  absl::StatusOr<std::string> id = rpc::CertificateIdentity(a->cert);
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(*id, kNodeA);
+  EXPECT_EQ(ParseIdentity(*id).trust_domain, "test");
+  absl::StatusOr<rpc::TlsFiles> none = ca_->Issue("own-none", "");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(rpc::CertificateIdentity(none->cert).value_or("error"), "");
+  // Not a certificate (its key), and no file: errors naming the file.
+  absl::StatusOr<std::string> key = rpc::CertificateIdentity(a->key);
+  EXPECT_FALSE(key.ok());
+  EXPECT_NE(key.status().message().find(a->key), std::string::npos) << key.status();
+  EXPECT_FALSE(rpc::CertificateIdentity(dir_.path() + "/missing.pem").ok());
+}
+
 TEST(IdentityTest, ParsesSpiffeIds) {
   EXPECT_EQ(ParseIdentity("spiffe://td/node/a").role, Identity::Role::kNode);
   EXPECT_EQ(ParseIdentity("spiffe://td/node/a").name, "a");
+  EXPECT_EQ(ParseIdentity("spiffe://td/node/a").trust_domain, "td");
+  EXPECT_EQ(ParseIdentity("https://td/admin").trust_domain, "");
   EXPECT_EQ(ParseIdentity("spiffe://td/vm/v1").role, Identity::Role::kVm);
   EXPECT_EQ(ParseIdentity("spiffe://td/admin").role, Identity::Role::kAdmin);
   EXPECT_EQ(ParseIdentity("spiffe://td/scheduler").role, Identity::Role::kScheduler);
@@ -349,6 +374,117 @@ TEST(RateLimitTest, PerIdentityTokenBucket) {
   EXPECT_EQ(authz.RateLimited(), 1);
   clock.Advance(absl::Seconds(1));
   EXPECT_TRUE(authz.For(kNodeA)->GetMigrationOrders(a).ok());
+}
+
+api::v1::RegisterNodeRequest Register(const std::string& node, int64_t milli_cpu,
+                                      int64_t memory_bytes, double watermark = 0) {
+  api::v1::RegisterNodeRequest r = rpc::scheduler::WithVersion(api::v1::RegisterNodeRequest());
+  r.set_node(node);
+  r.mutable_total()->set_milli_cpu(milli_cpu);
+  r.mutable_total()->set_memory_bytes(memory_bytes);
+  r.set_watermark(watermark);
+  r.set_agent_address("127.0.0.1:1");
+  return r;
+}
+
+// A stolen node certificate re-registers its node with an enormous total (or a watermark of 1)
+// to pull every placement and migration to itself: refused, over real TLS. Lowering is the
+// agent's to do; raising again, or more than the node had, takes the admin.
+TEST_F(AuthzTest, AnAgentCannotRaiseItsNodesTotalOrWatermark) {
+  std::unique_ptr<Service> a = Client("node-a", kNodeA);
+  std::unique_ptr<Service> admin = Client("admin", kAdmin);
+  const double watermark = ledger_->GetNode("a")->watermark_fraction;
+  ASSERT_LT(watermark, 1);
+
+  ExpectDenied(a->RegisterNode(Register("a", 800000, 32 * kGiB)), kNodeA,
+               "raise the total of node a");
+  ExpectDenied(a->RegisterNode(Register("a", 8000, 4 * kTiB)), kNodeA, "raise the total of node a");
+  ExpectDenied(a->RegisterNode(Register("a", 8000, 32 * kGiB, 1.0)), kNodeA,
+               "raise the watermark of node a");
+  api::v1::UpdateNodeRequest update = rpc::scheduler::WithVersion(api::v1::UpdateNodeRequest());
+  update.set_node("a");
+  update.mutable_total()->set_milli_cpu(64000);
+  update.mutable_total()->set_memory_bytes(32 * kGiB);
+  ExpectDenied(a->UpdateNode(update), kNodeA, "raise the total of node a");
+  EXPECT_EQ(ledger_->GetNode("a")->total, (core::Resources{8000, 32 * kGiB}));
+
+  // The same size again (an agent restarting; the default watermark keeps the node's), or less.
+  absl::StatusOr<api::v1::RegisterNodeResponse> same =
+      a->RegisterNode(Register("a", 8000, 32 * kGiB));
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->node().watermark_fraction(), watermark);
+  ASSERT_TRUE(a->RegisterNode(Register("a", 4000, 16 * kGiB)).ok());
+  ExpectDenied(a->RegisterNode(Register("a", 8000, 32 * kGiB)), kNodeA,
+               "from 4000m/16GiB to 8000m/32GiB");
+  // The admin may.
+  absl::StatusOr<api::v1::RegisterNodeResponse> raised =
+      admin->RegisterNode(Register("a", 16000, 64 * kGiB, 0.95));
+  ASSERT_TRUE(raised.ok()) << raised.status();
+  EXPECT_EQ(ledger_->GetNode("a")->total, (core::Resources{16000, 64 * kGiB}));
+  EXPECT_EQ(authz_->Denials()["RegisterNode"], 4);
+}
+
+// A node the scheduler does not know yet: its agent registers it within the operator's cap.
+TEST(NodeCapTest, ANewNodeIsRegisteredWithinTheCap) {
+  auto ledger = *ledger::Ledger::Open({}, std::make_unique<ledger::MemoryStore>());
+  RequestHandler handler(*ledger, core::Resources{250, kGiB});
+  Authz authz(handler, [&](const std::string& vm) { return ledger->GetVm(vm); },
+              {.max_node_total = {16000, 64 * kGiB}});
+  std::shared_ptr<Service> c = authz.For("spiffe://test/node/c");
+  ExpectDenied(c->RegisterNode(Register("c", 1000000, 64 * kGiB)), "spiffe://test/node/c",
+               "the operator's cap for a new node is 16000m/64GiB");
+  EXPECT_FALSE(ledger->GetNode("c").ok());
+  ASSERT_TRUE(c->RegisterNode(Register("c", 16000, 64 * kGiB)).ok());
+  // The admin is not capped.
+  EXPECT_TRUE(authz.For(kAdmin)->RegisterNode(Register("d", 1000000, 4 * kTiB)).ok());
+}
+
+// Identities of another trust domain are refused whatever they name, admin included.
+TEST(TrustDomainTest, OtherTrustDomainsAreRefused) {
+  auto ledger = *ledger::Ledger::Open({}, std::make_unique<ledger::MemoryStore>());
+  ASSERT_TRUE(ledger->RegisterNode({.name = "a", .total = {8000, 32 * kGiB}}).ok());
+  RequestHandler handler(*ledger, core::Resources{250, kGiB});
+  Authz authz(handler, [&](const std::string& vm) { return ledger->GetVm(vm); },
+              {.trust_domain = "test"});
+  api::v1::PlaceVmRequest place = rpc::scheduler::WithVersion(api::v1::PlaceVmRequest());
+  place.set_vm("v");
+  place.mutable_bounds()->set_min_cu(1);
+  place.mutable_bounds()->set_max_cu(2);
+  ExpectDenied(authz.For("spiffe://staging/admin")->PlaceVm(place), "spiffe://staging/admin",
+               "only identities of trust domain test may");
+  api::v1::MigrationOrdersRequest orders =
+      rpc::scheduler::WithVersion(api::v1::MigrationOrdersRequest());
+  orders.set_node("a");
+  ExpectDenied(authz.For("spiffe://staging/node/a")->GetMigrationOrders(orders),
+               "spiffe://staging/node/a", "GetMigrationOrders");
+  ExpectDenied(authz.For("")->GetMigrationOrders(orders), "a caller without an identity",
+               "trust domain test");
+  EXPECT_TRUE(authz.For(kNodeA)->GetMigrationOrders(orders).ok());
+  EXPECT_TRUE(authz.For(kAdmin)->PlaceVm(place).ok());
+  EXPECT_EQ(authz.Denials()["GetMigrationOrders"], 2);
+}
+
+// The admin has a bucket of its own, like any identity: a runaway admin script is limited too,
+// and neither it nor an agent touches the other's.
+TEST(RateLimitTest, TheAdminIsLimitedOnItsOwn) {
+  auto ledger = *ledger::Ledger::Open({}, std::make_unique<ledger::MemoryStore>());
+  ASSERT_TRUE(ledger->RegisterNode({.name = "a", .total = {8000, 32 * kGiB}}).ok());
+  RequestHandler handler(*ledger, core::Resources{250, kGiB});
+  ManualClock clock;
+  Authz authz(handler, [&](const std::string& vm) { return ledger->GetVm(vm); },
+              {.rate = 1, .burst = 2, .clock = &clock});
+  const api::v1::ListRequest all = rpc::scheduler::WithVersion(api::v1::ListRequest());
+  std::shared_ptr<Service> admin = authz.For(kAdmin);
+  EXPECT_TRUE(admin->ListNodes(all).ok());
+  EXPECT_TRUE(admin->ListNodes(all).ok());
+  absl::StatusOr<api::v1::ListNodesResponse> limited = admin->ListNodes(all);
+  EXPECT_EQ(limited.status().code(), absl::StatusCode::kResourceExhausted) << limited.status();
+  EXPECT_NE(limited.status().message().find(kAdmin), std::string::npos) << limited.status();
+  api::v1::MigrationOrdersRequest orders =
+      rpc::scheduler::WithVersion(api::v1::MigrationOrdersRequest());
+  orders.set_node("a");
+  EXPECT_TRUE(authz.For(kNodeA)->GetMigrationOrders(orders).ok());
+  EXPECT_EQ(authz.RateLimited(), 1);
 }
 
 }  // namespace

@@ -196,27 +196,48 @@ size_t Simulation::vm_count() const { return vms_.size(); }
 absl::Status Simulation::StepTo(int64_t last, const std::function<void(double)>& progress) {
   const int64_t check_every = StepsIn(config_.migration_check_interval);
   const int64_t progress_every = std::max<int64_t>(1, steps_ / 400);
+  std::vector<Shard*> free, linked;
   while (next_step_ < last) {
     RETURN_IF_ERROR(Serial(next_step_));
     if (next_step_ >= next_migration_check_) next_migration_check_ = next_step_ + check_every;
     // Run the nodes on their own until something needs them all at once.
     int64_t end = std::min({last, next_migration_check_, next_node_sample_});
-    for (const Migration& m : migrations_) end = std::min(end, (m.end + step_ns_ - 1) / step_ns_);
     if (progress) end = std::min(end, (next_step_ / progress_every + 1) * progress_every);
     if (config_.check_invariants) end = next_step_ + 1;
     end = std::max(end, next_step_ + 1);
     const int64_t first = next_step_;
+    // A migration that ends within the run links its two nodes: they step one step at a time,
+    // each end between two of their steps, as Serial would. Every other node runs all the steps
+    // at once (a large fleet's VMs do not fit in the cache: one pass over a node's VMs for several
+    // steps instead of one pass over the whole fleet per step). Nodes meet only in migrations,
+    // so which nodes run first changes nothing.
+    std::vector<bool> is_linked(shards_.size(), false);
+    for (const Migration& m : migrations_) {
+      if (EndStep(m) < end) is_linked[vms_[m.vm]->shard] = is_linked[m.target] = true;
+    }
+    free.clear();
+    linked.clear();
+    for (const auto& s : shards_) (is_linked[s->index] ? linked : free).push_back(s.get());
     // Threads take runs of neighbouring nodes, a few per thread: fewer claims, and neighbouring
     // nodes (whose ledger entries may share cache lines) mostly on one thread.
-    const size_t chunks = std::min(shards_.size(), 8 * pool_->threads());
+    const bool sample = sample_pending_;
+    const size_t chunks = std::min(free.size(), 8 * pool_->threads());
     pool_->For(chunks, [&](size_t c) {
-      for (size_t s = c * shards_.size() / chunks; s < (c + 1) * shards_.size() / chunks; ++s) {
-        Shard& shard = *shards_[s];
-        if (sample_pending_) shard.error.Update(SampleNode(shard, node_series_.back()));
+      for (size_t i = c * free.size() / chunks; i < (c + 1) * free.size() / chunks; ++i) {
+        Shard& shard = *free[i];
+        if (sample) shard.error.Update(SampleNode(shard, node_series_.back()));
         RunShard(shard, first, end);
       }
     });
-    if (sample_pending_) {
+    for (int64_t k = first; k < end && !linked.empty(); ++k) {
+      if (k > first) RETURN_IF_ERROR(EndMigrations(k));
+      pool_->For(linked.size(), [&](size_t i) {
+        Shard& shard = *linked[i];
+        if (sample && k == first) shard.error.Update(SampleNode(shard, node_series_.back()));
+        RunShard(shard, k, k + 1);
+      });
+    }
+    if (sample) {
       sample_pending_ = false;
       for (const auto& s : shards_) RETURN_IF_ERROR(s->error);
     }
@@ -232,7 +253,9 @@ absl::Status Simulation::StepTo(int64_t last, const std::function<void(double)>&
   return absl::OkStatus();
 }
 
-absl::Status Simulation::Serial(int64_t step) {
+int64_t Simulation::EndStep(const Migration& m) const { return (m.end + step_ns_ - 1) / step_ns_; }
+
+absl::Status Simulation::EndMigrations(int64_t step) {
   const int64_t t = step * step_ns_;
   ledger_clock_.AdvanceTo(At(t));
 
@@ -260,6 +283,12 @@ absl::Status Simulation::Serial(int64_t step) {
     Emit(vm, t, VmEvent::Kind::kMigrationEnded, vm.state.current(), m.ok);
   }
   migrations_.erase(migrations_.begin(), migrations_.begin() + static_cast<ptrdiff_t>(ended));
+  return absl::OkStatus();
+}
+
+absl::Status Simulation::Serial(int64_t step) {
+  const int64_t t = step * step_ns_;
+  RETURN_IF_ERROR(EndMigrations(step));
 
   // New migration orders, node by node. Only a node above its watermark can have new ones (the
   // ledger orders migrations off a node when asked for that node's orders); the others' are

@@ -21,7 +21,9 @@
 // VM's requests to the ledger touch only its own node's entries; nodes meet only in placement and
 // migrations, which happen between steps. So the nodes' steps run on several threads and the
 // results do not depend on how the threads were scheduled: a run is a function of its config,
-// its workloads and its seed.
+// its workloads and its seed. Between two migration checks (or node samples) a node runs all its
+// steps at once, one pass over its VMs (a large fleet does not fit in the cache); the two nodes
+// of a migration that ends meanwhile step one step at a time around its end.
 //
 //   SimConfig config;                    // 20 nodes of 48 vCPU / 192 GiB, 6 h, 5 s steps
 //   std::vector<SimVm> vms;
@@ -349,6 +351,10 @@ class Simulation {
 
   // Between steps: migrations, node samples, invariants.
   absl::Status Serial(int64_t step);
+  // The migrations that end by `step` (between steps, before it): the ledger, the VMs' nodes.
+  absl::Status EndMigrations(int64_t step);
+  // The step before which a migration ends.
+  int64_t EndStep(const Migration& m) const;
   // The steps [first, end) of one node.
   void RunShard(Shard& shard, int64_t first, int64_t end);
   void StepVm(Shard& shard, Vm& vm, int64_t step, int64_t t, absl::Time now);

@@ -38,6 +38,7 @@ namespace {
 constexpr int kMonitorPort = 10301;
 constexpr char kWorkCgroup[] = "/sys/fs/cgroup/memory/work";
 // The identities of the cluster's certificates: spiffe://autoscale.test/node/a, ...
+// Every daemon accepts only identities of it: the default --trust_domain, its own certificate's.
 constexpr char kTrustDomain[] = "spiffe://autoscale.test";
 
 bool Exists(const std::string& path) { return access(path.c_str(), X_OK) == 0; }
@@ -263,6 +264,13 @@ absl::StatusOr<std::vector<std::string>> Cluster::SecurityFlags(const std::strin
   }
   return std::vector<std::string>{"--tls_cert=" + files.cert, "--tls_key=" + files.key,
                                   "--tls_ca=" + files.ca};
+}
+
+absl::StatusOr<rpc::Security> Cluster::ClientSecurity(const std::string& file,
+                                                      const std::string& uri) {
+  if (ca_ == nullptr) return absl::FailedPreconditionError("the cluster runs without TLS");
+  ASSIGN_OR_RETURN(rpc::TlsFiles files, ca_->Issue(file, uri));
+  return rpc::Security::MutualTls(files);
 }
 
 absl::Status Cluster::StartScheduler() {

@@ -180,6 +180,9 @@ class Cluster {
   std::string scheduler_address() const { return "unix:" + dir_ + "/scheduler.sock"; }
   // What a client of the scheduler with admin rights uses (mutual TLS, or plaintext).
   const rpc::Security& admin_security() const { return admin_; }
+  // A client's mutual TLS with a certificate of the cluster's CA for `uri` (written to the CA's
+  // directory as `file`): for tests that attack. FailedPrecondition without TLS.
+  absl::StatusOr<rpc::Security> ClientSecurity(const std::string& file, const std::string& uri);
 
  private:
   explicit Cluster(ClusterOptions options) : options_(std::move(options)) {}

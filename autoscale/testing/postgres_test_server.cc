@@ -154,19 +154,20 @@ std::string PostgresTestServer::SocketConnInfo(std::string_view user) const {
                       absl::string_view(user.data(), user.size()));
 }
 
-absl::StatusOr<std::string> QueryOne(const std::string& conninfo, const std::string& sql) {
+std::string QueryOne(PGconn* conn, const std::string& sql) {
+  std::unique_ptr<PGresult, decltype(&PQclear)> result(PQexec(conn, sql.c_str()), &PQclear);
+  const ExecStatusType status = PQresultStatus(result.get());
+  if (status == PGRES_COMMAND_OK) return "";
+  if (status != PGRES_TUPLES_OK) return absl::StrCat("error: ", sql, ": ", PQerrorMessage(conn));
+  return PQntuples(result.get()) < 1 ? "" : PQgetvalue(result.get(), 0, 0);
+}
+
+std::string QueryOne(const std::string& conninfo, const std::string& sql) {
   std::unique_ptr<PGconn, decltype(&PQfinish)> conn(PQconnectdb(conninfo.c_str()), &PQfinish);
   if (PQstatus(conn.get()) != CONNECTION_OK) {
-    return absl::UnavailableError(absl::StrCat("connect: ", PQerrorMessage(conn.get())));
+    return absl::StrCat("error: connect: ", PQerrorMessage(conn.get()));
   }
-  std::unique_ptr<PGresult, decltype(&PQclear)> result(PQexec(conn.get(), sql.c_str()), &PQclear);
-  const ExecStatusType status = PQresultStatus(result.get());
-  if (status == PGRES_COMMAND_OK) return std::string();
-  if (status != PGRES_TUPLES_OK) {
-    return absl::InternalError(absl::StrCat(sql, ": ", PQresultErrorMessage(result.get())));
-  }
-  if (PQntuples(result.get()) < 1) return std::string();
-  return std::string(PQgetvalue(result.get(), 0, 0));
+  return QueryOne(conn.get(), sql);
 }
 
 }  // namespace autoscale::testing

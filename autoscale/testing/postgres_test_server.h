@@ -11,6 +11,7 @@
 //   PGconn* c = PQconnectdb((*pg)->ConnInfo().c_str());
 #pragma once
 
+#include <libpq-fe.h>
 #include <sys/types.h>
 
 #include <memory>
@@ -31,9 +32,11 @@ namespace autoscale::testing {
 // Empty when initdb and postgres are in `bin_dir`; otherwise what is missing.
 std::string PostgresMissing(const std::string& bin_dir = "/usr/lib/postgresql/15/bin");
 
-// Runs one statement on a new connection to `conninfo`: the first column of its first row ("" for
-// a statement that returns no rows). Errors carry the server's message.
-absl::StatusOr<std::string> QueryOne(const std::string& conninfo, const std::string& sql);
+// Runs `sql` (one or more statements) on a new connection to `conninfo`, or on `conn`: the first
+// column of the last statement's first row; "" when it returns no rows; "error: " and libpq's
+// message when it fails (so a comparison with an expected value fails, and shows why).
+std::string QueryOne(const std::string& conninfo, const std::string& sql);
+std::string QueryOne(PGconn* conn, const std::string& sql);
 
 class PostgresTestServer {
  public:

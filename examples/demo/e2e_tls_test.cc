@@ -77,6 +77,25 @@ TEST(EndToEndTls, DaemonsTalkMutualTlsAndRefuseStrangers) {
       hijack.status().message().find("spiffe://autoscale.test/node/b may not register node a"),
       std::string::npos)
       << hijack.status();
+  // ... nor re-register its own node larger, to pull the placements to itself.
+  reg.set_node("b");
+  absl::StatusOr<api::v1::RegisterNodeResponse> bigger = b->RegisterNode(reg);
+  EXPECT_EQ(bigger.status().code(), absl::StatusCode::kPermissionDenied) << bigger.status();
+  EXPECT_NE(bigger.status().message().find("raise the total of node b"), std::string::npos)
+      << bigger.status();
+
+  // A certificate of the cluster's CA for another trust domain: refused, though an admin's (the
+  // scheduler takes its trust domain from its own certificate).
+  absl::StatusOr<rpc::Security> staging =
+      c.ClientSecurity("staging-admin", "spiffe://staging/admin");
+  ASSERT_TRUE(staging.ok()) << staging.status();
+  absl::StatusOr<api::v1::ListNodesResponse> foreign =
+      (*rpc::scheduler::NewGrpcClient(c.scheduler_address(), absl::Seconds(5), *staging))
+          ->ListNodes(rpc::scheduler::WithVersion(api::v1::ListRequest()));
+  EXPECT_EQ(foreign.status().code(), absl::StatusCode::kPermissionDenied) << foreign.status();
+  EXPECT_NE(foreign.status().message().find("spiffe://staging/admin"), std::string::npos)
+      << foreign.status();
+
   api::v1::PlaceVmRequest place;
   place.set_vm("x");
   EXPECT_EQ(b->PlaceVm(place).status().code(), absl::StatusCode::kPermissionDenied);

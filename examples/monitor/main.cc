@@ -3,7 +3,8 @@
 // metrics to the agent over gRPC (autoscale/api/monitor.proto).
 //
 //   monitor --listen=0.0.0.0:10301 --cgroup=/sys/fs/cgroup/memory/postgres
-//           --tls_cert=vm.pem --tls_key=vm.key --tls_ca=ca.pem   (or --insecure)
+//           --tls_cert=vm.pem --tls_key=vm.key --tls_ca=ca.pem --trust_domain=prod
+//           (or --insecure)
 //           --lfc_resizer=postgres --postgres_conninfo='host=/run/postgresql dbname=postgres'
 #include <pthread.h>
 #include <signal.h>
@@ -47,6 +48,11 @@ ABSL_FLAG(
     "How the kernel reports threshold crossings: auto, v1 (usage threshold eventfd), v2 "
     "(memory.events of the operator's memory.high; never written), psi (a pressure trigger) or "
     "none (sampling only).");
+ABSL_FLAG(std::string, memory_high, "max",
+          "On a cgroup v2 group: the memory.high the operator wants on it, set at start if the "
+          "group has another (monitor 0.1.0 set it to its threshold and a crashed one left it): "
+          "max (no throttle, as Neon), a size in bytes, or keep (leave whatever is there). The "
+          "monitor never changes it otherwise.");
 ABSL_FLAG(std::string, psi_file, "",
           "For --watch=psi: the memory.pressure file (default: the "
           "cgroup's; /proc/pressure/memory for the whole VM).");
@@ -77,6 +83,10 @@ ABSL_FLAG(std::string, lfc_windows_file, "",
           "A file the operator's LFC estimator rewrites: up to 60 working-set sizes in pages "
           "(window i: the last i+1 minutes), sent to the agent with each metrics push for the "
           "core's LFC goal. Empty: no windows (the LFC goal stays inert).");
+ABSL_FLAG(std::string, lfc_windows_function, "",
+          "Instead of --lfc_windows_file: the working-set windows from Postgres "
+          "(--postgres_conninfo), this function of a duration in seconds called for 60, 120, ..., "
+          "3600, as Neon's neon.approximate_working_set_size_seconds. Empty: not asked.");
 ABSL_FLAG(std::string, http_host, "127.0.0.1",
           "Address of the HTTP server (/metrics, /healthz, /readyz); in a guest, 0.0.0.0 so a "
           "host forward reaches it.");
@@ -185,8 +195,27 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(options.cgroup_dir, CgroupDir());
   ASSIGN_OR_RETURN(options.watch, monitor::ParseWatchMode(absl::GetFlag(FLAGS_watch)));
   options.psi_file = absl::GetFlag(FLAGS_psi_file);
+  options.memory_high = absl::GetFlag(FLAGS_memory_high);
   std::function<std::vector<double>()> lfc_windows;
-  if (std::string file = absl::GetFlag(FLAGS_lfc_windows_file); !file.empty()) {
+  const std::string windows_function = absl::GetFlag(FLAGS_lfc_windows_function);
+  if (!windows_function.empty() && !absl::GetFlag(FLAGS_lfc_windows_file).empty()) {
+    return absl::InvalidArgumentError(
+        "--lfc_windows_file and --lfc_windows_function are two sources of the same windows: give "
+        "one");
+  }
+  if (!windows_function.empty()) {
+    // Called from the agent session's sender thread, never the event loop. A failure sends no
+    // windows, and the agent goes on with the last ones it had.
+    lfc::PostgresWorkingSetOptions o{.conninfo = absl::GetFlag(FLAGS_postgres_conninfo),
+                                     .function = windows_function};
+    RETURN_IF_ERROR(lfc::CheckPostgresWorkingSetOptions(o));
+    lfc_windows = [o] {
+      absl::StatusOr<std::vector<double>> w = lfc::ReadPostgresWorkingSet(o);
+      if (w.ok()) return *std::move(w);
+      LOG_EVERY_N(WARNING, 30) << "monitor: " << w.status();
+      return std::vector<double>();
+    };
+  } else if (std::string file = absl::GetFlag(FLAGS_lfc_windows_file); !file.empty()) {
     lfc_windows = monitor::LfcWindowsFromFile(std::move(file));
   }
   monitor::MetricsReader metrics("/proc", std::move(lfc_windows));
@@ -208,11 +237,16 @@ absl::Status Run() {
           LOG(WARNING) << "monitor: no agent connected to send the upscale request to";
         }
       }));
+  ASSIGN_OR_RETURN(rpc::Security security, rpc::SecurityFromTlsFlags("monitor"));
+  ASSIGN_OR_RETURN(std::string trust_domain, rpc::TrustDomainFromFlags(security));
+  // With mutual TLS only a node's agent may be the VM's agent (AgentLink): not the guest's own
+  // processes, nor another certificate of the CA (a VM's monitor, the admin).
   monitor::AgentLink agent_link(cgroup_monitor->monitor(), metrics,
-                                {.metrics_interval = absl::GetFlag(FLAGS_metrics_interval)});
+                                {.metrics_interval = absl::GetFlag(FLAGS_metrics_interval),
+                                 .require_agent_identity = security.tls(),
+                                 .trust_domain = trust_domain});
   link = &agent_link;
 
-  ASSIGN_OR_RETURN(rpc::Security security, rpc::SecurityFromTlsFlags("monitor"));
   ASSIGN_OR_RETURN(
       std::unique_ptr<rpc::Server> server,
       rpc::monitor::StartGrpcServer(agent_link, absl::GetFlag(FLAGS_listen), security));

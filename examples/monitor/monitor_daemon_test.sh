@@ -37,6 +37,35 @@ kill -0 $pid 2>/dev/null && fail "still running 5s after SIGTERM"
 wait $pid || fail "exit status $? after SIGTERM"
 grep -q "shutting down" "$tmp/log" || fail "no shutdown line"
 
+# A cgroup v2 group (a directory with its files: this machine's cgroup2 has no memory controller)
+# whose memory.high monitor 0.1.0 set to its threshold and left behind: the daemon puts the
+# operator's value (--memory_high, default max) back at start, and with "keep" leaves it.
+v2=$tmp/v2
+mkdir -p "$v2"
+printf 'low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n' >"$v2/memory.events"
+echo 100000000 >"$v2/memory.current"
+printf 'anon 90000000\nfile 10000000\nshmem 0\n' >"$v2/memory.stat"
+for setting in keep max; do
+  echo 943718400 >"$v2/memory.high"
+  "$bin" --insecure --listen="unix:$tmp/v2-$setting.sock" --http_port=-1 --cgroup="$v2" --watch=v2 \
+    --memory_high=$setting --memory_bytes=1073741824 >"$tmp/log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do
+    grep -q "listening on" "$tmp/log" && break
+    kill -0 $pid 2>/dev/null || fail "the daemon exited on the v2 group ($setting)"
+    sleep 0.1
+  done
+  kill -TERM $pid
+  wait $pid || fail "exit status $? on the v2 group ($setting)"
+  want=943718400
+  [ $setting = max ] && want=max
+  [ "$(cat "$v2/memory.high")" = $want ] || fail "memory.high with --memory_high=$setting: $(cat "$v2/memory.high")"
+done
+grep -q "memory.high of $v2 was 943718400" "$tmp/log" || fail "the repair is not logged"
+"$bin" --insecure --cgroup="$v2" --memory_high=lots --memory_bytes=1073741824 >"$tmp/log" 2>&1 &&
+  fail "bad --memory_high accepted"
+grep -q "memory.high setting must be max, keep or a size" "$tmp/log" || fail "bad --memory_high message"
+
 # SIGTERM and SIGINT are blocked in every thread, from main on, and taken by sigwait (no handler
 # runs on some thread in the middle of a lock). SIGTERM goes out as soon as a thread's mask shows
 # the block (bit 15 of SigBlk; while the main thread waits in sigwait, its own mask does not),

@@ -91,6 +91,10 @@ ABSL_FLAG(double, watermark, 0.9,
           "Watermark of nodes that register without one: fraction of the total, (0, 1]");
 ABSL_FLAG(std::string, compute_unit, "250m/1GiB",
           "Compute unit of placements that name none (<milli-CPU>m/<memory>)");
+ABSL_FLAG(std::string, max_node_total, "",
+          "With TLS: the largest total a node's agent may register a node the scheduler does not "
+          "know yet with (<milli-CPU>m/<memory>; empty: no cap). A known node's agent can never "
+          "raise its total or watermark; the admin can");
 ABSL_FLAG(std::string, migration_policy, "oldest_first",
           "Which VMs leave a node above its watermark: oldest_first or fewest_bytes");
 ABSL_FLAG(absl::Duration, balance_interval, absl::Seconds(1),
@@ -226,6 +230,16 @@ int Run() {
     LOG(ERROR) << cu.status();
     return 2;
   }
+  core::Resources max_node_total;
+  if (!absl::GetFlag(FLAGS_max_node_total).empty()) {
+    absl::StatusOr<core::Resources> cap =
+        core::ParseResources(absl::GetFlag(FLAGS_max_node_total), "--max_node_total");
+    if (!cap.ok()) {
+      LOG(ERROR) << cap.status();
+      return 2;
+    }
+    max_node_total = *cap;
+  }
   std::shared_ptr<const ledger::MigrationPolicy> policy =
       ledger::NewMigrationPolicy(absl::GetFlag(FLAGS_migration_policy));
   if (policy == nullptr) {
@@ -249,6 +263,11 @@ int Run() {
   absl::StatusOr<rpc::Security> security = rpc::SecurityFromTlsFlags("scheduler");
   if (!security.ok()) {
     LOG(ERROR) << security.status();
+    return 2;
+  }
+  absl::StatusOr<std::string> trust_domain = rpc::TrustDomainFromFlags(*security);
+  if (!trust_domain.ok()) {
+    LOG(ERROR) << trust_domain.status();
     return 2;
   }
 
@@ -315,9 +334,11 @@ int Run() {
 
   // With TLS every call is authorized by its caller's identity; plaintext callers are anonymous
   // and get everything (what --insecure gives up).
-  Authz authz(service, [&](const std::string& vm) -> absl::StatusOr<ledger::VmInfo> {
-    return single ? single->ledger().GetVm(vm) : member->GetVm(vm);
-  });
+  Authz authz(service,
+              [&](const std::string& vm) -> absl::StatusOr<ledger::VmInfo> {
+                return single ? single->ledger().GetVm(vm) : member->GetVm(vm);
+              },
+              {.trust_domain = *trust_domain, .max_node_total = max_node_total});
   RemoveStaleSocket(listen);
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
       security->tls()

@@ -368,7 +368,10 @@ int Main() {
     absl::StatusOr<std::unique_ptr<Simulation>> sim = Simulation::Create(config, *std::move(vms));
     if (!sim.ok()) return fail(sim.status());
     ProgressBar bar(run.label, progress);
-    absl::Status s = (*sim)->Run([&](double done) { bar(done); });
+    // No progress callback when there is no bar: each callback ends the nodes' run of steps.
+    absl::Status s =
+        (*sim)->Run(progress ? std::function<void(double)>([&](double done) { bar(done); })
+                             : std::function<void(double)>());
     if (!s.ok()) return fail(s);
     run.results = (*sim)->TakeResults();
     run.wall = absl::Now() - start;

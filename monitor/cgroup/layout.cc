@@ -187,7 +187,9 @@ absl::StatusOr<int64_t> ReadInt64File(const std::string& path) {
 }
 
 absl::Status WriteFile(const std::string& path, std::string_view value) {
-  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  // O_TRUNC as a shell's `>` (cgroupfs ignores it): a test's regular-file fixture is replaced,
+  // not overwritten in part.
+  int fd = open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
   if (fd < 0) {
     return absl::ErrnoToStatus(errno, absl::StrCat("open ", path, " for writing"));
   }

@@ -221,6 +221,37 @@ absl::StatusOr<std::unique_ptr<MemoryWatcher>> NewV1ThresholdWatcher(EventLoop& 
   return std::make_unique<V1ThresholdWatcher>(loop, cgroup_dir, fd, std::move(callback));
 }
 
+absl::Status CheckMemoryHighSetting(const std::string& setting) {
+  int64_t bytes;
+  if (setting == "keep" || setting == "max" || (absl::SimpleAtoi(setting, &bytes) && bytes > 0)) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "memory.high setting must be max, keep or a size in bytes > 0, got '", setting, "'"));
+}
+
+absl::StatusOr<std::optional<std::string>> RepairMemoryHigh(const std::string& cgroup_dir,
+                                                            const std::string& setting) {
+  RETURN_IF_ERROR(CheckMemoryHighSetting(setting));
+  if (setting == "keep") return std::nullopt;
+  const std::string path = cgroup_dir + "/memory.high";
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  const std::string found(absl::StripAsciiWhitespace(text));
+  int64_t have = 0;
+  int64_t want = 0;
+  if (found == setting) return std::nullopt;
+  if (found != "max" && !absl::SimpleAtoi(found, &have)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not max nor a number: '", found, "'"));
+  }
+  if (setting != "max" && absl::SimpleAtoi(setting, &want) && found != "max") {
+    // The kernel keeps memory.high in whole pages and reads it back so.
+    const int64_t page = sysconf(_SC_PAGESIZE);
+    if (want / page * page == have) return std::nullopt;
+  }
+  RETURN_IF_ERROR(WriteFile(path, setting));
+  return found;
+}
+
 absl::StatusOr<std::unique_ptr<MemoryWatcher>> NewV2HighWatcher(EventLoop& loop,
                                                                 const std::string& cgroup_dir,
                                                                 MemoryEventCallback callback) {

@@ -21,7 +21,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -62,6 +64,20 @@ absl::StatusOr<std::unique_ptr<MemoryWatcher>> NewV1ThresholdWatcher(EventLoop& 
 absl::StatusOr<std::unique_ptr<MemoryWatcher>> NewV2HighWatcher(EventLoop& loop,
                                                                 const std::string& cgroup_dir,
                                                                 MemoryEventCallback callback);
+
+// memory.high of a cgroup v2 group as the operator declares it (the monitor's --memory_high):
+// "max" (no throttle: Neon runs Postgres so), a size in bytes, or "keep" (whatever is there). The
+// monitor never changes memory.high while it runs; but monitor 0.1.0 set it to its threshold (the
+// kernel then reclaims and throttles the group past 85 % of the VM's memory) and a crashed one
+// left it so. No record tells that value from an operator's, so the operator's is declared here
+// and anything else found at start is taken for such a leftover and repaired.
+absl::Status CheckMemoryHighSetting(const std::string& setting);
+
+// Sets `cgroup_dir`/memory.high to `setting` (CheckMemoryHighSetting) unless it is that already
+// (a size compares after the kernel's rounding down to whole pages) or `setting` is "keep".
+// Returns what was there when it changed it, nullopt when it did not. Errors name the file.
+absl::StatusOr<std::optional<std::string>> RepairMemoryHigh(const std::string& cgroup_dir,
+                                                            const std::string& setting);
 
 struct PsiTrigger {
   // "full" (all tasks stalled) or "some" (at least one).

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -155,6 +156,58 @@ TEST_F(V2Fixture, HighEventsAreReportedOncePerRise) {
   Put("memory.events", "low 1\nhigh 3\nmax 0\noom 0\noom_kill 0\n");
   ASSERT_TRUE((*loop)->RunOnce(absl::Milliseconds(100)).ok());
   EXPECT_EQ(events.size(), n);
+}
+
+// Monitor 0.1.0 set memory.high to its threshold and a crashed one left it: the next monitor
+// finds something other than what the operator declared and puts the operator's value back.
+TEST_F(V2Fixture, AMemoryHighLeftBehindIsRepairedToTheOperatorsValue) {
+  Put("memory.high", "943718400\n");  // 0.85 * 1 GiB + overhead, as 0.1.0 left it
+  absl::StatusOr<std::optional<std::string>> found = RepairMemoryHigh(dir_, "max");
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(found->value_or("nothing"), "943718400");
+  EXPECT_EQ(Get("memory.high"), "max");
+  // Already right: nothing is written (a write would move the file's old modification time).
+  const std::string file = dir_ + "/memory.high";
+  const struct timeval old[2] = {{1000, 0}, {1000, 0}};
+  ASSERT_EQ(utimes(file.c_str(), old), 0);
+  found = RepairMemoryHigh(dir_, "max");
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_FALSE(found->has_value());
+  struct stat st;
+  ASSERT_EQ(stat(file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtime, 1000);
+
+  // An operator's size: compared as the kernel reads it back (whole pages).
+  const int64_t page = sysconf(_SC_PAGESIZE);
+  Put("memory.high", absl::StrCat(2 * page, "\n"));
+  found = RepairMemoryHigh(dir_, absl::StrCat(2 * page + 100));
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_FALSE(found->has_value());
+  found = RepairMemoryHigh(dir_, absl::StrCat(8 * page));
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(found->value_or("nothing"), absl::StrCat(2 * page));
+  EXPECT_EQ(Get("memory.high"), absl::StrCat(8 * page));
+
+  // "keep": the operator manages it; nothing is read or written.
+  Put("memory.high", "12345\n");
+  found = RepairMemoryHigh(dir_, "keep");
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_FALSE(found->has_value());
+  EXPECT_EQ(Get("memory.high"), "12345\n");
+}
+
+TEST_F(V2Fixture, BadMemoryHighSettingsAndFilesAreErrors) {
+  for (const char* bad : {"", "0", "-5", "lots", "max "}) {
+    absl::StatusOr<std::optional<std::string>> r = RepairMemoryHigh(dir_, bad);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  Put("memory.high", "garbage\n");
+  absl::StatusOr<std::optional<std::string>> r = RepairMemoryHigh(dir_, "max");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_NE(r.status().message().find(dir_ + "/memory.high"), std::string::npos) << r.status();
+  EXPECT_EQ(Get("memory.high"), "garbage\n");
+  unlink((dir_ + "/memory.high").c_str());
+  EXPECT_FALSE(RepairMemoryHigh(dir_, "max").ok());
 }
 
 TEST_F(V2Fixture, MalformedEventsFileIsAnError) {

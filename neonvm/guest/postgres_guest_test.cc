@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "autoscale/testing/hosts_network.h"
+#include "autoscale/testing/postgres_test_server.h"
 #include "autoscale/testing/skip.h"
 #include "autoscale/testing/temp_dir.h"
 #include "autoscale/testing/vm.h"
@@ -25,18 +26,7 @@
 namespace autoscale::neonvm::guest {
 namespace {
 
-// The value of `query`'s first row and column, or an error text starting with "error: ".
-std::string QueryOne(const std::string& conninfo, const std::string& query) {
-  std::unique_ptr<PGconn, void (*)(PGconn*)> conn(PQconnectdb(conninfo.c_str()), PQfinish);
-  if (PQstatus(conn.get()) != CONNECTION_OK) {
-    return absl::StrCat("error: connect: ", PQerrorMessage(conn.get()));
-  }
-  std::unique_ptr<PGresult, void (*)(PGresult*)> res(PQexec(conn.get(), query.c_str()), PQclear);
-  if (PQresultStatus(res.get()) != PGRES_TUPLES_OK || PQntuples(res.get()) < 1) {
-    return absl::StrCat("error: ", query, ": ", PQerrorMessage(conn.get()));
-  }
-  return PQgetvalue(res.get(), 0, 0);
-}
+using ::autoscale::testing::QueryOne;
 
 TEST(PostgresGuest, BootsAndAnswersOverTheForwardedPort) {
   AUTOSCALE_REQUIRE_POSTGRES_GUEST();

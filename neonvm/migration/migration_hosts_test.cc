@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "autoscale/testing/hosts_network.h"
+#include "autoscale/testing/postgres_test_server.h"
 #include "autoscale/testing/skip.h"
 #include "autoscale/testing/temp_dir.h"
 #include "autoscale/testing/vm.h"
@@ -26,15 +27,9 @@
 namespace autoscale::neonvm::migration {
 namespace {
 
-using Conn = std::unique_ptr<PGconn, void (*)(PGconn*)>;
+using ::autoscale::testing::QueryOne;
 
-std::string QueryOne(PGconn* conn, const std::string& query) {
-  std::unique_ptr<PGresult, void (*)(PGresult*)> res(PQexec(conn, query.c_str()), PQclear);
-  if (PQresultStatus(res.get()) != PGRES_TUPLES_OK || PQntuples(res.get()) < 1) {
-    return absl::StrCat("error: ", query, ": ", PQerrorMessage(conn));
-  }
-  return PQgetvalue(res.get(), 0, 0);
-}
+using Conn = std::unique_ptr<PGconn, void (*)(PGconn*)>;
 
 // The inode of a network namespace, to tell which one a process is in.
 ino_t NetnsInode(const std::string& path) {

@@ -105,8 +105,11 @@ class GrpcClient final : public MonitorClient {
   }
 
   absl::Status Closed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return absl::UnavailableError(
-        absl::StrCat(who_, ": stream closed", close_reason_.empty() ? "" : ": ", close_reason_));
+    const std::string message =
+        absl::StrCat(who_, ": stream closed", close_reason_.empty() ? "" : ": ", close_reason_);
+    // A refusal stays one even when the stream's end is seen before the Error reply.
+    if (refused_) return absl::PermissionDeniedError(message);
+    return absl::UnavailableError(message);
   }
 
   void ReadLoop() {
@@ -133,6 +136,7 @@ class GrpcClient final : public MonitorClient {
       absl::MutexLock lock(&mu_);
       open_ = false;
       close_reason_ = std::string(why.message());
+      refused_ = status.error_code() == grpc::StatusCode::PERMISSION_DENIED;
       for (auto& [id, p] : pending_) {
         p->reply = Closed();
         p->done = true;
@@ -157,6 +161,8 @@ class GrpcClient final : public MonitorClient {
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 2;
   bool open_ ABSL_GUARDED_BY(mu_) = true;
   std::string close_reason_ ABSL_GUARDED_BY(mu_);
+  // The monitor refused this agent (Admit).
+  bool refused_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace

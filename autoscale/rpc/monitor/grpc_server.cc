@@ -9,6 +9,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "autoscale/api/monitor.grpc.pb.h"
+#include "autoscale/rpc/credentials.h"
 #include "autoscale/rpc/internal/grpc_server.h"
 #include "autoscale/rpc/monitor/internal/protocol.h"
 #include "glog/logging.h"
@@ -97,9 +98,19 @@ class Service final : public api::v1::Monitor::Service {
       agent->Shut();
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, std::string(s.message()));
     }
+    const std::string identity = PeerIdentity(*context);
+    if (absl::Status s = monitor_.Admit(identity); !s.ok()) {
+      LOG(WARNING) << "monitor: refused the agent at " << context->peer() << ": " << s;
+      agent->Write(internal::ErrorReply(hello.id(), api::v1::Error::PERMISSION_DENIED,
+                                        std::string(s.message())));
+      agent->Shut();
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, std::string(s.message()));
+    }
     agent->Write(internal::HelloReply(hello.id()));
-    std::unique_ptr<AgentSession> session = monitor_.Connect(agent, context->peer());
-    LOG(INFO) << "monitor: agent connected from " << context->peer();
+    const std::string peer =
+        identity.empty() ? context->peer() : absl::StrCat(identity, " at ", context->peer());
+    std::unique_ptr<AgentSession> session = monitor_.Connect(agent, peer);
+    LOG(INFO) << "monitor: agent connected: " << peer;
 
     api::v1::AgentMessage message;
     while (stream->Read(&message)) agent->Write(internal::Answer(*session, message));

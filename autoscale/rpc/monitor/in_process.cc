@@ -82,6 +82,9 @@ class InProcessClient final : public MonitorClient {
     if (absl::Status s = internal::CheckHello(hello); !s.ok()) {
       reply = internal::ErrorReply(hello.id(), api::v1::Error::INVALID_MESSAGE,
                                    std::string(s.message()));
+    } else if (absl::Status s = monitor.Admit(""); !s.ok()) {  // in process: no certificate
+      reply = internal::ErrorReply(hello.id(), api::v1::Error::PERMISSION_DENIED,
+                                   std::string(s.message()));
     }
     RETURN_IF_ERROR(internal::HelloAnswer(reply, who_));
     std::unique_ptr<AgentSession> session = monitor.Connect(mailbox_, "in-process");

@@ -18,8 +18,9 @@
 // The monitor's: MonitorService, what a monitor implements (monitor::AgentLink). The transport
 // (StartGrpcServer in grpc_server.h, or the in-process connector) negotiates the version,
 // numbers the messages, answers health checks and turns errors into the protocol's Error; it
-// calls Connect when an agent has connected, hands the returned AgentSession the agent's
-// requests, and gives the service an AgentStream for what the monitor sends on its own.
+// asks Admit whether the agent that connected may, calls Connect when it may, hands the returned
+// AgentSession the agent's requests, and gives the service an AgentStream for what the monitor
+// sends on its own.
 #pragma once
 
 #include <functional>
@@ -84,6 +85,13 @@ class AgentSession {
 class MonitorService {
  public:
   virtual ~MonitorService() = default;
+  // Whether the agent that just said hello may have a session: `identity` is the first URI SAN
+  // of its certificate ("" on a plaintext link). An error (PERMISSION_DENIED naming it) refuses
+  // it before Connect: the agent gets the error, and a live session is not disturbed.
+  virtual absl::Status Admit(const std::string& identity) {
+    (void)identity;
+    return absl::OkStatus();
+  }
   // An agent connected (`peer` names it in logs); `agent` reaches it while the session lasts.
   // Never null.
   virtual std::unique_ptr<AgentSession> Connect(std::shared_ptr<AgentStream> agent,

@@ -18,6 +18,9 @@ absl::Status ErrorOf(const api::v1::MonitorMessage& reply, std::string_view who)
   if (reply.error().kind() == api::v1::Error::INVALID_MESSAGE) {
     return absl::InvalidArgumentError(message);
   }
+  if (reply.error().kind() == api::v1::Error::PERMISSION_DENIED) {
+    return absl::PermissionDeniedError(message);
+  }
   return absl::InternalError(message);
 }
 
