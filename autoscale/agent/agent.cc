@@ -4,6 +4,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "autoscale/base/proto_file.h"
@@ -17,6 +18,9 @@ namespace autoscale::agent {
 namespace {
 
 using core::Resources;
+
+// The longest VM name an incoming migration may give (the ledger's longest name).
+constexpr size_t kMaxVmNameBytes = 253;
 
 }  // namespace
 
@@ -555,6 +559,11 @@ void Agent::Migrate(api::v1::MigrationOrder order) {
   if (!options_or.ok()) return refuse(options_or.status());
   neonvm::migration::MigrationOptions options = *options_or;
   options.timeout = options_.migration_timeout;
+  if (!options_.migration_tls_dir.empty()) {
+    // The stream goes only to a QEMU holding the ordered target node's certificate.
+    options.tls_dir = options_.migration_tls_dir;
+    options.tls_hostname = absl::StrCat("node-", order.target_node());
+  }
   if (absl::Status s = runner->BeginMigration(absl::Seconds(30)); !s.ok()) return refuse(s);
   absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> connected =
       connect_peer_(order.target_agent_address());
@@ -613,10 +622,11 @@ void Agent::Migrate(api::v1::MigrationOrder order) {
       metrics_.Forget({"vm", name});
       metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "out"}, {"result", "ok"}});
       Event(name, api::v1::EVENT_KIND_MIGRATED_OUT,
-            absl::StrFormat("migrated to node %s in %s (downtime %s, %d MiB sent%s)%s",
+            absl::StrFormat("migrated to node %s in %s (downtime %s, %d MiB sent%s%s)%s",
                             order.target_node(), absl::FormatDuration(r.stats.total_time),
                             absl::FormatDuration(r.stats.downtime), r.stats.transferred_bytes >> 20,
                             r.stats.postcopy ? ", postcopy" : "",
+                            options.tls_dir.empty() ? "" : ", over TLS",
                             r.error.ok() ? "" : absl::StrCat("; ", r.error.message())),
             r.stats.total_time);
       return;
@@ -659,26 +669,204 @@ void Agent::Migrate(api::v1::MigrationOrder order) {
   }
 }
 
+absl::StatusOr<Agent::CheckedIncoming> Agent::CheckIncoming(
+    const std::optional<std::string>& caller, const api::v1::PrepareIncomingRequest& request) {
+  const std::string& name = request.vm().name();
+  const uint64_t id = request.order_id();
+  if (name.empty()) return absl::InvalidArgumentError("incoming VM without a name");
+  if (name.size() > kMaxVmNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("incoming VM name of ", name.size(),
+                                                   " bytes (at most ", kMaxVmNameBytes, ")"));
+  }
+  const std::string what = absl::StrCat("incoming migration of VM ", name, " (order ", id, ")");
+  std::string node;
+  api::v1::VmConfig trusted;
+  {
+    absl::MutexLock lock(&mu_);
+    node = config_.node();
+    const api::v1::VmConfig* found = nullptr;
+    for (const auto* list : {&config_.incoming_vms(), &config_.vms()}) {
+      for (const api::v1::VmConfig& vm : *list) {
+        if (found == nullptr && vm.name() == name) found = &vm;
+      }
+    }
+    if (found == nullptr) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          what, ": VM ", name, " is not one node ", node, " may receive (not in its incomingVms)"));
+    }
+    trusted = *found;
+  }
+  // The scheduler alone orders migrations: only one it ordered to this node is taken.
+  api::v1::MigrationOrdersRequest ask;
+  ask.set_node(node);
+  ask.set_as_target(true);
+  absl::StatusOr<api::v1::MigrationOrdersResponse> orders = scheduler_.GetMigrationOrders(ask);
+  if (!orders.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        what, ": cannot check the order with the scheduler: ", orders.status().message()));
+  }
+  const api::v1::MigrationOrder* order = nullptr;
+  for (const api::v1::MigrationOrder& o : orders->orders()) {
+    if (o.id() == id && o.vm() == name && o.target_node() == node) order = &o;
+  }
+  if (order == nullptr) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        what, ": the scheduler has no such order moving VM ", name, " to node ", node));
+  }
+  if (caller && *caller != order->source_node()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(what, ": asked by ",
+                     caller->empty() ? "a caller without a node identity" : "node " + *caller,
+                     ", not by the order's source node ", order->source_node()));
+  }
+
+  // The QEMU is started from this node's own config; the source gives only sizes, checked here
+  // against the VM's bounds and spec (the CPU slots themselves against the QEMU's own, when
+  // they are plugged: neonvm/migration StartIncoming).
+  CheckedIncoming checked;
+  checked.source_node = order->source_node();
+  api::v1::PrepareIncomingRequest& out = checked.request;
+  out.set_order_id(id);
+  trusted.clear_qmp();
+  trusted.clear_monitor_address();
+  trusted.clear_host_cgroup();
+  // Which migration mode the source chose (its KVM decides): a mode, not a path or a device.
+  trusted.set_allow_postcopy(request.vm().allow_postcopy());
+  *out.mutable_vm() = trusted;
+  const neonvm::launcher::VmSpec spec = SpecFromProto(trusted.spec());
+  Resources cu;
+  {
+    absl::MutexLock lock(&mu_);
+    cu = compute_unit_;
+  }
+  const int64_t max_cu = trusted.bounds().max_cu();
+  const Resources current{request.current().milli_cpu(), request.current().memory_bytes()};
+  if (current.milli_cpu <= 0 || current.memory_bytes <= 0 ||
+      current.milli_cpu > max_cu * cu.milli_cpu ||
+      current.memory_bytes > max_cu * cu.memory_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": its size ", current.ToString(),
+                                                   " is not within its bounds here (at most ",
+                                                   max_cu, " CU of ", cu.ToString(), ")"));
+  }
+  *out.mutable_current() = request.current();
+  const int hotpluggable = spec.cpus_max - spec.cpus_min;
+  if (request.cpu_device_add_args_size() > hotpluggable) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", request.cpu_device_add_args_size(),
+                                                   " hot-plugged vCPUs, its spec here takes ",
+                                                   hotpluggable));
+  }
+  for (const std::string& args : request.cpu_device_add_args()) out.add_cpu_device_add_args(args);
+  if (request.has_virtio_mem()) {
+    const int64_t most =
+        int64_t{spec.memory_slots_max - spec.memory_slots_min} * spec.memory_slot_bytes;
+    const int64_t bytes = request.virtio_mem_requested_bytes();
+    if (most == 0 || bytes < 0 || bytes > most || bytes % spec.memory_slot_bytes != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": virtio-mem size ", bytes, " is not a whole number of ",
+                       spec.memory_slot_bytes, "-byte slots up to ", most, " (its spec here)"));
+    }
+    out.set_has_virtio_mem(true);
+    out.set_virtio_mem_requested_bytes(bytes);
+  }
+  return checked;
+}
+
 absl::StatusOr<api::v1::PrepareIncomingResponse> Agent::PrepareIncoming(
     const api::v1::PrepareIncomingRequest& request) {
-  const api::v1::VmConfig& config = request.vm();
-  if (config.name().empty()) return absl::InvalidArgumentError("incoming VM without a name");
-  ASSIGN_OR_RETURN(std::unique_ptr<IncomingVm> vm, vms_factory_.StartIncoming(request));
-  api::v1::PrepareIncomingResponse response;
-  response.set_uri(vm->uri());
-  Event(config.name(), api::v1::EVENT_KIND_INCOMING_PREPARED,
-        absl::StrCat("incoming migration prepared (order ", request.order_id(), ")"));
-  absl::MutexLock lock(&mu_);
-  incoming_[request.order_id()] = Incoming{config, std::move(vm)};
-  return response;
+  return PrepareIncomingFrom(std::nullopt, request);
 }
 
 absl::Status Agent::FinishIncoming(const api::v1::FinishIncomingRequest& request) {
+  return FinishIncomingFrom(std::nullopt, request);
+}
+
+namespace {
+
+// The node of a SPIFFE identity "spiffe://<td>/node/<name>", or "".
+std::string NodeOf(const std::string& identity) {
+  constexpr absl::string_view kScheme = "spiffe://";
+  if (!absl::StartsWith(identity, kScheme)) return "";
+  const size_t slash = identity.find('/', kScheme.size());
+  if (slash == std::string::npos) return "";
+  const absl::string_view path = absl::string_view(identity).substr(slash);
+  if (!absl::StartsWith(path, "/node/")) return "";
+  const absl::string_view name = path.substr(6);
+  return name.empty() || absl::StrContains(name, '/') ? "" : std::string(name);
+}
+
+}  // namespace
+
+class Agent::Caller final : public rpc::agent_peer::MigrationPeer {
+ public:
+  Caller(Agent& agent, std::optional<std::string> node) : agent_(agent), node_(std::move(node)) {}
+  absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncoming(
+      const api::v1::PrepareIncomingRequest& request) override {
+    return agent_.PrepareIncomingFrom(node_, request);
+  }
+  absl::Status FinishIncoming(const api::v1::FinishIncomingRequest& request) override {
+    return agent_.FinishIncomingFrom(node_, request);
+  }
+
+ private:
+  Agent& agent_;
+  const std::optional<std::string> node_;
+};
+
+std::shared_ptr<rpc::agent_peer::MigrationPeer> Agent::ForCaller(const std::string& identity) {
+  std::optional<std::string> node;
+  if (options_.require_peer_identity) node = NodeOf(identity);
+  return std::make_shared<Caller>(*this, std::move(node));
+}
+
+absl::StatusOr<api::v1::PrepareIncomingResponse> Agent::PrepareIncomingFrom(
+    const std::optional<std::string>& caller, const api::v1::PrepareIncomingRequest& request) {
+  const uint64_t id = request.order_id();
+  // A name too long for the log is not one this node knows anyway.
+  const std::string name = request.vm().name().substr(0, kMaxVmNameBytes);
+  absl::StatusOr<CheckedIncoming> checked = CheckIncoming(caller, request);
+  if (!checked.ok()) {
+    Event(name, api::v1::EVENT_KIND_INCOMING_REFUSED, std::string(checked.status().message()));
+    metrics_.Add("autoscaling_agent_migrations_total",
+                 {{"direction", "in"}, {"result", "refused"}});
+    return checked.status();
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    // A target is single-use: one per order, the first call's.
+    if (incoming_.contains(id) || finished_incoming_.contains(id) ||
+        !preparing_.insert(id).second) {
+      return absl::AlreadyExistsError(absl::StrCat("incoming migration of VM ", name, " (order ",
+                                                   id, "): this order has had its target here"));
+    }
+  }
+  absl::StatusOr<std::unique_ptr<IncomingVm>> vm =
+      vms_factory_.StartIncoming(checked->request, checked->source_node);
+  absl::MutexLock lock(&mu_);
+  preparing_.erase(id);
+  if (!vm.ok()) return vm.status();
+  api::v1::PrepareIncomingResponse response;
+  response.set_uri((*vm)->uri());
+  incoming_[id] = Incoming{checked->request.vm(), checked->source_node, *std::move(vm)};
+  Event(name, api::v1::EVENT_KIND_INCOMING_PREPARED,
+        absl::StrCat("incoming migration prepared (order ", id, ")"));
+  return response;
+}
+
+absl::Status Agent::FinishIncomingFrom(const std::optional<std::string>& caller,
+                                       const api::v1::FinishIncomingRequest& request) {
   const uint64_t id = request.order_id();
   Incoming in;
   {
     absl::MutexLock lock(&mu_);
+    auto not_source = [&](const std::string& source) -> absl::Status {
+      if (!caller || *caller == source) return absl::OkStatus();
+      return absl::PermissionDeniedError(
+          absl::StrCat("order ", id, ": finished by ",
+                       caller->empty() ? "a caller without a node identity" : "node " + *caller,
+                       ", not by its source node ", source));
+    };
     if (auto f = finished_incoming_.find(id); f != finished_incoming_.end()) {
+      RETURN_IF_ERROR(not_source(f->second.source_node));
       // Asked again (the answer was lost): the same answer.
       if (request.succeeded() == f->second.taken_over) return absl::OkStatus();
       return absl::FailedPreconditionError(
@@ -689,11 +877,13 @@ absl::Status Agent::FinishIncoming(const api::v1::FinishIncomingRequest& request
     if (it == incoming_.end()) {
       return absl::NotFoundError(absl::StrCat("no incoming migration ", id));
     }
+    RETURN_IF_ERROR(not_source(it->second.source_node));
     if (it->second.finishing) {
       return absl::UnavailableError(absl::StrCat("order ", id, ": still being finished"));
     }
     it->second.finishing = true;
     in.config = it->second.config;
+    in.source_node = it->second.source_node;
   }
   const std::string name = in.config.name();
   auto finish = [&](Finished f) -> std::unique_ptr<IncomingVm> {
@@ -711,7 +901,7 @@ absl::Status Agent::FinishIncoming(const api::v1::FinishIncomingRequest& request
   }
   if (!request.succeeded()) {
     (void)vm->Stop();
-    finish({false, "abandoned by the source: " + request.error()});
+    finish({false, "abandoned by the source: " + request.error(), in.source_node});
     Event(name, api::v1::EVENT_KIND_INCOMING_ABANDONED,
           absl::StrCat("incoming migration abandoned: ", request.error()));
     metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "in"}, {"result", "failed"}});
@@ -723,12 +913,12 @@ absl::Status Agent::FinishIncoming(const api::v1::FinishIncomingRequest& request
     (void)vm->Stop();
     const std::string why =
         absl::StrCat("the VM did not arrive here (", s.message(), "); its copy here is stopped");
-    finish({false, why});
+    finish({false, why, in.source_node});
     Event(name, api::v1::EVENT_KIND_INCOMING_ABANDONED, why);
     metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "in"}, {"result", "failed"}});
     return absl::FailedPreconditionError(why);
   }
-  in.vm = finish({true, ""});
+  in.vm = finish({true, "", in.source_node});
   return TakeOver(id, std::move(in));
 }
 

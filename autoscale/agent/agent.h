@@ -82,6 +82,13 @@ struct AgentOptions {
   neonvm::migration::RetryOptions migration_retry;
   // Bounds the target's wait for the migrated VM to arrive and run.
   absl::Duration incoming_timeout = absl::Seconds(60);
+  // QEMU's TLS on the streams of migrations away (neonvm::migration::MakeTlsDir of this node's
+  // certificate); empty: plaintext. The target's certificate must carry the name
+  // "node-<target>" (its CN, or a DNS SAN).
+  std::string migration_tls_dir;
+  // Calls through ForCaller must come from the order's source node: its identity
+  // (spiffe://<td>/node/<source>) as the transport authenticated it. Set with TLS.
+  bool require_peer_identity = false;
   // Overrides for runners (tests shorten the monitor's retry and the loops' sleeps).
   absl::Duration monitor_retry = absl::Seconds(5);
   absl::Duration monitor_health_interval = absl::Seconds(5);
@@ -113,11 +120,19 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   EventLog& events() { return events_; }
   std::vector<RunnerStatus> Statuses() const;
 
-  // MigrationPeer: this agent as a migration target. FinishIncoming answers as
+  // MigrationPeer: this agent as a migration target. PrepareIncoming starts a QEMU only for an
+  // order the scheduler issued to this node, of a VM its config lists (incomingVms, or vms), from
+  // that config: the source's spec is not used, its sizes are checked (CheckIncoming). A refused
+  // one starts nothing and is logged (EVENT_KIND_INCOMING_REFUSED). FinishIncoming answers as
   // api::v1::FinishIncomingRequest says, the same when asked again.
   absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncoming(
       const api::v1::PrepareIncomingRequest& request) override;
   absl::Status FinishIncoming(const api::v1::FinishIncomingRequest& request) override;
+  // This agent as a migration target for the caller of `identity` (rpc::agent_peer::PeerFor):
+  // with require_peer_identity, a call for an order whose source is another node than the
+  // identity's is PERMISSION_DENIED (a node cannot prepare, finish or abandon another's
+  // migration). The agent must outlive what it returns.
+  std::shared_ptr<rpc::agent_peer::MigrationPeer> ForCaller(const std::string& identity);
 
   // Migration threads not joined yet (those running and those just ended).
   size_t migration_threads() const;
@@ -147,6 +162,7 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   };
   struct Incoming {
     api::v1::VmConfig config;
+    std::string source_node;  // the order's
     std::unique_ptr<IncomingVm> vm;
     // A FinishIncoming for it is being answered.
     bool finishing = false;
@@ -155,7 +171,15 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   struct Finished {
     bool taken_over = false;
     std::string why;
+    std::string source_node;
   };
+  class Caller;
+  // PrepareIncoming and FinishIncoming for a caller of the node `caller` (nullopt: a caller in
+  // this process, not checked).
+  absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncomingFrom(
+      const std::optional<std::string>& caller, const api::v1::PrepareIncomingRequest& request);
+  absl::Status FinishIncomingFrom(const std::optional<std::string>& caller,
+                                  const api::v1::FinishIncomingRequest& request);
 
   // A runner for `vm` (and its migration source), started.
   absl::Status StartRunner(const api::v1::VmConfig& vm, std::unique_ptr<Runner>& runner,
@@ -176,6 +200,17 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   // The milli-CPU the ledger grants `vm` on `node` (0: not known): a restarted runner reads its
   // VM's partial vCPU as granted, not as a whole one.
   int64_t GrantedMilliCpu(const std::string& node, const std::string& vm);
+  // An incoming migration as this node accepts it: for an order the scheduler issued to this node,
+  // of a VM its config lists, built from that config (never from the source's spec) with the
+  // source's sizes within the VM's bounds and spec. Errors: PERMISSION_DENIED (no such order, a
+  // VM not configured here, a `caller` that is not the order's source node), INVALID_ARGUMENT
+  // (sizes), UNAVAILABLE (the scheduler cannot be asked).
+  struct CheckedIncoming {
+    api::v1::PrepareIncomingRequest request;
+    std::string source_node;  // the order's
+  };
+  absl::StatusOr<CheckedIncoming> CheckIncoming(const std::optional<std::string>& caller,
+                                                const api::v1::PrepareIncomingRequest& request);
   // Reports a migration's end to the scheduler, again until it is taken (or refused for good, or
   // the agent stops).
   void Report(const api::v1::MigrationResult& result);
@@ -212,6 +247,8 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   std::set<uint64_t> migrating_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Incoming> incoming_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Finished> finished_incoming_ ABSL_GUARDED_BY(mu_);
+  // Incoming migrations whose QEMU is being started.
+  std::set<uint64_t> preparing_ ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // The threads of migrations away, by order; a thread that ends moves itself to `ended_`, which

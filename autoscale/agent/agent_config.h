@@ -19,8 +19,8 @@ namespace autoscale::agent {
 // Checks a whole AgentConfig: the node, the scheduler's address, the compute unit, the scaling
 // configs and timings, the migration settings, and every VM (a unique name, a QMP address,
 // bounds within what its launch spec can take, a valid launch spec whose memory slots divide the
-// compute unit). Errors name the field and the VM ("vms[1].bounds.maxCu: VM db1 may grow to
-// ...").
+// compute unit); the incoming VMs the same, without a QMP address. Errors name the field and the
+// VM ("vms[1].bounds.maxCu: VM db1 may grow to ...").
 absl::Status ValidateAgentConfig(const api::v1::AgentConfig& config);
 
 // Reads and checks an AgentConfig file (.json or .textproto); errors name the file and the field.

@@ -187,10 +187,13 @@ class AgentTest : public ::testing::Test {
   // A target agent as the source reaches it, with faults the test injects into FinishIncoming.
   class FaultyPeer final : public rpc::agent_peer::MigrationPeer {
    public:
-    FaultyPeer(rpc::agent_peer::MigrationPeer& peer, AgentTest& test) : peer_(peer), test_(test) {}
+    FaultyPeer(std::shared_ptr<rpc::agent_peer::MigrationPeer> peer, AgentTest& test)
+        : target_(std::move(peer)), peer_(*target_), test_(test) {}
     absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncoming(
         const api::v1::PrepareIncomingRequest& r) override {
-      return peer_.PrepareIncoming(r);
+      api::v1::PrepareIncomingRequest sent = r;
+      if (test_.tamper_) test_.tamper_(sent);
+      return peer_.PrepareIncoming(sent);
     }
     absl::Status FinishIncoming(const api::v1::FinishIncomingRequest& r) override {
       if (test_.finish_failures_ > 0) {
@@ -201,6 +204,7 @@ class AgentTest : public ::testing::Test {
     }
 
    private:
+    const std::shared_ptr<rpc::agent_peer::MigrationPeer> target_;
     rpc::agent_peer::InProcessClient peer_;
     AgentTest& test_;
   };
@@ -219,6 +223,8 @@ class AgentTest : public ::testing::Test {
     o.runner_max_sleep = absl::Milliseconds(10);
     o.monitor_retry = absl::Milliseconds(20);
     o.migration_timeout = migration_timeout_;
+    // Agents reach each other as the gRPC server hands them over: as their caller's node.
+    o.require_peer_identity = true;
     o.migration_retry = {.min = absl::Milliseconds(1),
                          .max = absl::Milliseconds(10),
                          .abandon_give_up = absl::Milliseconds(200)};
@@ -232,11 +238,12 @@ class AgentTest : public ::testing::Test {
           return rpc::monitor::InProcessConnector(*it->second)
               .Connect(address, std::move(callbacks), timeout);
         },
-        [this](const std::string& address)
+        [this, node](const std::string& address)
             -> absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> {
           for (auto& [name, other] : nodes_) {
-            if (name + ":agent" == address)
-              return std::make_unique<FaultyPeer>(*other->agent, *this);
+            if (name + ":agent" == address) {
+              return std::make_unique<FaultyPeer>(other->agent->ForCaller(Identity(node)), *this);
+            }
           }
           return absl::UnavailableError("no agent at " + address);
         },
@@ -249,6 +256,9 @@ class AgentTest : public ::testing::Test {
   }
 
   Node& node(const std::string& name) { return *nodes_.at(name); }
+  static std::string Identity(const std::string& node) {
+    return "spiffe://autoscale.test/node/" + node;
+  }
 
   // The events of `kind` for `vm` in `agent`'s log.
   static int Count(Agent& agent, const std::string& vm, api::v1::EventKind kind) {
@@ -310,6 +320,8 @@ class AgentTest : public ::testing::Test {
   absl::Duration migration_timeout_ = absl::Seconds(120);
   // FinishIncoming calls that fail (as a lost connection) before they reach the target.
   std::atomic<int> finish_failures_{0};
+  // Changes what a source sends to PrepareIncoming (a source that is not what it should be).
+  std::function<void(api::v1::PrepareIncomingRequest&)> tamper_;
 };
 
 TEST_F(AgentTest, AConfigReloadAddsRemovesAndChangesVms) {
@@ -451,6 +463,24 @@ TEST_F(AgentTest, BoundsBeyondTheVmsSpecAreRefused) {
   EXPECT_TRUE(absl::StrContains(s.message(), "spec.memorySlotsMax")) << s;
 }
 
+// VMs a node may receive are checked as its own are, without a QMP address (its agent starts
+// their QEMU).
+TEST_F(AgentTest, IncomingVmsAreCheckedAsTheVmsAre) {
+  api::v1::AgentConfig config = Config("a", {});
+  api::v1::VmConfig incoming = VmConfig("vm1", {1, 8});
+  incoming.clear_qmp();
+  *config.add_incoming_vms() = incoming;
+  ASSERT_TRUE(ValidateAgentConfig(config).ok()) << ValidateAgentConfig(config);
+  config.mutable_incoming_vms(0)->mutable_bounds()->set_max_cu(9);
+  absl::Status s = ValidateAgentConfig(config);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "incomingVms[0].bounds.maxCu: VM vm1")) << s;
+  config.mutable_incoming_vms(0)->mutable_bounds()->set_max_cu(8);
+  *config.add_incoming_vms() = incoming;
+  s = ValidateAgentConfig(config);
+  EXPECT_TRUE(absl::StrContains(s.message(), "incomingVms[1].name: 'vm1' appears twice")) << s;
+}
+
 TEST_F(AgentTest, ARunnerWhoseVmCannotBeReachedIsRestarted) {
   RegisterNode("a", 8);
   FakeVm& vm1 = AddVm("vm1", "a", {1, 4});
@@ -553,7 +583,7 @@ class MigrationTest : public AgentTest {
     vm1_ = &AddVm("vm1", "a", {1, 3}, /*migratable=*/true, run_state);
     AddVm("vm2", "a", {1, 1});
     a_ = &StartAgent("a", ConfigA(1));
-    b_ = &StartAgent("b", Config("b", {}));
+    b_ = &StartAgent("b", ConfigB());
     ASSERT_TRUE(Eventually([&] { return Managed(*a_, "vm1") && Managed(*a_, "vm2"); })) << Log(*a_);
   }
   api::v1::AgentConfig ConfigA(int vm1_min) {
@@ -561,6 +591,15 @@ class MigrationTest : public AgentTest {
     vm1.set_host_cgroup("/neonvm/vm1.source");
     if (allow_postcopy_) vm1.set_allow_postcopy(*allow_postcopy_);
     return Config("a", {vm1, VmConfig("vm2", {1, 1})});
+  }
+  // Node b may receive vm1: its own description of it, without a QMP address.
+  api::v1::AgentConfig ConfigB() {
+    api::v1::AgentConfig c = Config("b", {});
+    api::v1::VmConfig vm1 = VmConfig("vm1", {1, 3});
+    vm1.clear_qmp();
+    vm1.mutable_spec()->set_kernel("/b/vmlinuz");
+    *c.add_incoming_vms() = vm1;
+    return c;
   }
 
   // Raises vm1's minimum to 2 CU and lets the agent poll for orders once it has grown.
@@ -712,7 +751,8 @@ TEST_F(MigrationTest, TargetKilledAfterTheSwitchToPostcopyLosesTheVmAndSaysSo) {
   EXPECT_EQ(hv_.RunningCopies("vm1"), 0);
   EXPECT_EQ(hv_.MaxRunningCopies("vm1"), 1);
   EXPECT_EQ(vm1_->run_state(), "finish-migrate") << "the source stays paused";
-  EXPECT_FALSE(Managed(*a_, "vm1"));
+  // The result is reported before the agent lets the VM go: wait for that too.
+  EXPECT_TRUE(Eventually([&] { return !Managed(*a_, "vm1"); })) << Log(*a_);
   const api::v1::AgentStatus status = a_->Status();
   ASSERT_NE(Vm(status, "vm1"), nullptr);
   EXPECT_TRUE(absl::StrContains(Vm(status, "vm1")->error(), "lost")) << Vm(status, "vm1")->error();
@@ -799,6 +839,101 @@ TEST_F(MigrationTest, ARestartedSourceAgentTakesTheMigrationUp) {
   hv_.SetMigrationScript({.active_polls = 3, .kvm = true});
   ExpectMigratedToB();
   EXPECT_EQ(Count(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_PREPARED), 1) << "one target only";
+}
+
+// The attacks on a target agent (issue 14): an incoming migration the scheduler did not order to
+// this node starts no QEMU; neither does one of a VM this node is not configured for, or one
+// whose sizes its config does not allow; an order already prepared is not prepared again.
+TEST_F(MigrationTest, AnIncomingMigrationWithoutItsOrderStartsNoQemu) {
+  StartBoth({.active_polls = 1000000, .kvm = true});
+  api::v1::PrepareIncomingRequest forged;
+  forged.set_order_id(77);
+  *forged.mutable_vm() = VmConfig("vm1", {1, 3});
+  forged.mutable_vm()->mutable_spec()->set_kernel("/attacker/bzImage");
+  *forged.mutable_current() = core::ToProto(Cus(1));
+  absl::StatusOr<api::v1::PrepareIncomingResponse> r = b_->PrepareIncoming(forged);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "no such order")) << r.status();
+  // A VM node b is not configured for.
+  forged.mutable_vm()->set_name("vm9");
+  r = b_->PrepareIncoming(forged);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "not in its incomingVms")) << r.status();
+  EXPECT_TRUE(node("b").factory.incoming_requests().empty()) << "a QEMU was started";
+  EXPECT_TRUE(Has(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_REFUSED)) << Log(*b_);
+
+  // Once the scheduler ordered vm1 to b, the order's real target is prepared (by a); the same
+  // order again, or with sizes beyond vm1's bounds, is not.
+  Overfill();
+  ASSERT_TRUE(Eventually([&] { return vm1_->migration_status() == "active"; })) << Log(*a_);
+  ASSERT_EQ(node("b").factory.incoming_requests().size(), 1u);
+  absl::StatusOr<api::v1::VmState> state = Ledger("vm1");
+  ASSERT_TRUE(state.ok() && state->has_migration()) << state.status();
+  forged.set_order_id(state->migration().id());
+  forged.mutable_vm()->set_name("vm1");
+  r = b_->ForCaller(Identity("a"))->PrepareIncoming(forged);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists) << r.status();
+  // Another node (c) may neither prepare this order nor finish or abandon it; nor may a
+  // certificate without a node identity.
+  for (const std::string& who : {Identity("c"), std::string("spiffe://autoscale.test/admin")}) {
+    r = b_->ForCaller(who)->PrepareIncoming(forged);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << who << ": " << r.status();
+    api::v1::FinishIncomingRequest finish;
+    finish.set_order_id(forged.order_id());
+    finish.set_vm("vm1");
+    absl::Status abandoned = b_->ForCaller(who)->FinishIncoming(finish);
+    EXPECT_EQ(abandoned.code(), absl::StatusCode::kPermissionDenied) << who << ": " << abandoned;
+  }
+  EXPECT_EQ(node("b").factory.incoming_requests().size(), 1u);
+  EXPECT_EQ(Count(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_ABANDONED), 0) << Log(*b_);
+}
+
+TEST_F(MigrationTest, SizesBeyondTheVmsBoundsAreRefused) {
+  StartBoth({.active_polls = 1000000, .kvm = true});
+  // b's description of vm1 allows at most 1 CU: the 2 CU vm1 has when it is ordered away is
+  // more than b takes.
+  api::v1::AgentConfig b = ConfigB();
+  b.mutable_incoming_vms(0)->mutable_bounds()->set_max_cu(1);
+  ASSERT_TRUE(b_->UpdateConfig(b).ok());
+  Overfill();
+  ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::v1::EVENT_KIND_MIGRATION_FAILED); }))
+      << Log(*a_);
+  EXPECT_TRUE(Has(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_REFUSED)) << Log(*b_);
+  EXPECT_TRUE(node("b").factory.incoming_requests().empty());
+  EXPECT_EQ(hv_.RunningCopies("vm1"), 1);
+}
+
+// A source sends a spec with paths and arguments of its choosing; the target starts the VM from
+// its own description of it, with only the source's sizes.
+TEST_F(MigrationTest, TheTargetStartsTheVmFromItsOwnConfigNotTheSources) {
+  tamper_ = [](api::v1::PrepareIncomingRequest& r) {
+    api::v1::VmLaunchSpec& spec = *r.mutable_vm()->mutable_spec();
+    spec.set_kernel("/attacker/vmlinuz");
+    spec.add_kernel_args("init=/bin/sh");
+    spec.add_disks()->set_path("/etc/shadow");
+    spec.set_cpu_model("host,+evil");
+    r.mutable_vm()->set_qmp("unix:/attacker.sock");
+    r.mutable_vm()->set_host_cgroup("/");
+    r.mutable_vm()->mutable_bounds()->set_max_cu(1000);
+  };
+  StartBoth({.kvm = true});
+  Overfill();
+  ExpectMigratedToB();
+  const std::vector<api::v1::PrepareIncomingRequest> started =
+      node("b").factory.incoming_requests();
+  ASSERT_EQ(started.size(), 1u);
+  const api::v1::VmLaunchSpec& spec = started[0].vm().spec();
+  EXPECT_EQ(spec.kernel(), "/b/vmlinuz");
+  EXPECT_TRUE(spec.kernel_args().empty());
+  EXPECT_TRUE(spec.disks().empty());
+  EXPECT_EQ(spec.cpu_model(), "");
+  EXPECT_EQ(started[0].vm().qmp(), "") << "the target starts its own QEMU";
+  EXPECT_EQ(started[0].vm().host_cgroup(), "");
+  EXPECT_EQ(started[0].vm().bounds().max_cu(), 3u);
+  EXPECT_EQ(started[0].current().memory_bytes(), Cus(2).memory_bytes) << "the source's size";
+  // And b manages it within its own bounds for it.
+  const api::v1::AgentStatus status = b_->Status();
+  ASSERT_NE(Vm(status, "vm1"), nullptr);
 }
 
 // Each migration's thread is joined when it ends, not when the agent stops.

@@ -25,6 +25,7 @@ Severity SeverityOf(api::v1::EventKind kind) {
     case api::v1::EVENT_KIND_MONITOR_NOTIFY_FAILED:
     case api::v1::EVENT_KIND_DOWNSCALE_REQUEST_FAILED:
     case api::v1::EVENT_KIND_METRICS_REFUSED:
+    case api::v1::EVENT_KIND_INCOMING_REFUSED:
       return Severity::kWarning;
     default:
       return Severity::kInfo;

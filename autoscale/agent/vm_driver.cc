@@ -162,8 +162,8 @@ class QemuIncomingVm final : public IncomingVm {
 
 class QemuVmDriverFactory final : public VmDriverFactory {
  public:
-  explicit QemuVmDriverFactory(neonvm::launcher::HostCgroupSpec incoming_cgroup)
-      : incoming_cgroup_(std::move(incoming_cgroup)) {}
+  QemuVmDriverFactory(neonvm::launcher::HostCgroupSpec incoming_cgroup, std::string tls_dir)
+      : incoming_cgroup_(std::move(incoming_cgroup)), tls_dir_(std::move(tls_dir)) {}
 
   absl::StatusOr<OpenedVm> Open(const api::v1::VmConfig& vm, const core::Resources& compute_unit,
                                 int64_t granted_milli_cpu,
@@ -193,7 +193,7 @@ class QemuVmDriverFactory final : public VmDriverFactory {
   }
 
   absl::StatusOr<std::unique_ptr<IncomingVm>> StartIncoming(
-      const api::v1::PrepareIncomingRequest& request) override {
+      const api::v1::PrepareIncomingRequest& request, const std::string& source_node) override {
     const api::v1::VmConfig& config = request.vm();
     RETURN_IF_ERROR(Annotate(neonvm::launcher::Validate(IncomingSpec(request, incoming_cgroup_)),
                              "incoming VM " + config.name()));
@@ -207,12 +207,19 @@ class QemuVmDriverFactory final : public VmDriverFactory {
     ASSIGN_OR_RETURN(
         std::unique_ptr<neonvm::launcher::Vm> vm,
         neonvm::migration::StartIncoming(IncomingSpec(request, incoming_cgroup_), devices));
-    ASSIGN_OR_RETURN(std::string uri, neonvm::migration::Listen(*vm, config.allow_postcopy()));
+    neonvm::migration::IncomingTls tls;
+    if (!tls_dir_.empty()) {
+      tls.dir = tls_dir_;
+      tls.source_dn = absl::StrCat("CN=node-", source_node);
+    }
+    ASSIGN_OR_RETURN(std::string uri,
+                     neonvm::migration::Listen(*vm, config.allow_postcopy(), "", tls));
     return std::make_unique<QemuIncomingVm>(std::move(vm), std::move(uri));
   }
 
  private:
   const neonvm::launcher::HostCgroupSpec incoming_cgroup_;
+  const std::string tls_dir_;
 };
 
 }  // namespace
@@ -220,8 +227,9 @@ class QemuVmDriverFactory final : public VmDriverFactory {
 int CpusFor(int64_t milli_cpu) { return static_cast<int>((milli_cpu + 999) / 1000); }
 
 std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory(
-    neonvm::launcher::HostCgroupSpec incoming_cgroup) {
-  return std::make_unique<QemuVmDriverFactory>(std::move(incoming_cgroup));
+    neonvm::launcher::HostCgroupSpec incoming_cgroup, std::string migration_tls_dir) {
+  return std::make_unique<QemuVmDriverFactory>(std::move(incoming_cgroup),
+                                               std::move(migration_tls_dir));
 }
 
 neonvm::launcher::VmSpec IncomingSpec(const api::v1::PrepareIncomingRequest& request,

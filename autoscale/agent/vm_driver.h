@@ -80,10 +80,10 @@ class VmDriverFactory {
                                         const core::Resources& compute_unit,
                                         int64_t granted_milli_cpu,
                                         absl::Duration request_timeout) = 0;
-  // Starts an incoming VM for `request` (the VM's config and the source's devices) and makes it
-  // listen for the migration.
+  // Starts an incoming VM for `request` (the VM's config as this node has it, and the source's
+  // devices) and makes it listen for the migration from node `source_node` (the order's).
   virtual absl::StatusOr<std::unique_ptr<IncomingVm>> StartIncoming(
-      const api::v1::PrepareIncomingRequest& request) = 0;
+      const api::v1::PrepareIncomingRequest& request, const std::string& source_node) = 0;
 };
 
 // QEMU: Open connects to the VM's QMP socket; StartIncoming starts QEMU from the request's spec
@@ -98,8 +98,12 @@ class VmDriverFactory {
 // Open to the granted milli-CPU when its vCPUs match it. Incoming VMs run in a host cgroup of
 // `incoming_cgroup` (their own, made before QEMU starts) with the source's current milli-CPU as
 // quota.
+//
+// TLS: with `migration_tls_dir` (neonvm::migration::MakeTlsDir of this node's certificate) an
+// incoming VM takes only a TLS stream from the QEMU of the order's source node, whose
+// certificate's distinguished name must be "CN=node-<source>" (the README's recipe).
 std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory(
-    neonvm::launcher::HostCgroupSpec incoming_cgroup = {});
+    neonvm::launcher::HostCgroupSpec incoming_cgroup = {}, std::string migration_tls_dir = "");
 
 // The launch spec of the migration target for `request`: the VM's spec, in a host cgroup of
 // `cgroup`, with the quota the source has now (request.current).

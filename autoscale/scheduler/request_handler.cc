@@ -263,9 +263,19 @@ absl::StatusOr<api::v1::MigrationOrdersResponse> RequestHandler::GetMigrationOrd
     const std::string call = absl::StrCat("MigrationOrdersRequest ", Shown(r.node()));
     RETURN_IF_ERROR(CheckVersion(r.protocol_version(), call));
     RETURN_IF_ERROR(Required(r.node(), "node", call));
-    ASSIGN_OR_RETURN(std::vector<ledger::MigrationOrder> orders, ledger_.MigrationOrders(r.node()));
     api::v1::MigrationOrdersResponse out;
     out.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
+    if (r.as_target()) {
+      // A read: the orders in progress that move a VM to the node (its agent checks an incoming
+      // migration against them).
+      for (const ledger::VmInfo& v : ledger_.ListVms("")) {
+        if (v.migration && v.migration->target_node == r.node()) {
+          *out.add_orders() = ToProto(*v.migration);
+        }
+      }
+      return out;
+    }
+    ASSIGN_OR_RETURN(std::vector<ledger::MigrationOrder> orders, ledger_.MigrationOrders(r.node()));
     for (const ledger::MigrationOrder& o : orders) *out.add_orders() = ToProto(o);
     return out;
   };

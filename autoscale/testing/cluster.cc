@@ -333,7 +333,24 @@ absl::Status Cluster::WriteAgentConfig(const std::string& node) {
   // (every VM allows it) and leave auto-converge off.
   c.mutable_migration()->set_postcopy_after_passes(1);
   for (const api::v1::VmConfig& vm : node_vms_[node]) *c.add_vms() = vm;
+  // Every other node's VMs may migrate here: the agent starts their targets from this
+  // description only (as an orchestrator would hand it every node), never from the source's.
+  for (const auto& [other, vms] : node_vms_) {
+    if (other == node) continue;
+    for (const api::v1::VmConfig& vm : vms) {
+      api::v1::VmConfig& incoming = *c.add_incoming_vms();
+      incoming = vm;
+      incoming.clear_qmp();
+      incoming.clear_monitor_address();
+      incoming.clear_host_cgroup();
+    }
+  }
   return WriteText(absl::StrCat(dir_, "/agent-", node, ".json"), ToJson(c) + "\n");
+}
+
+absl::Status Cluster::WriteAgentConfigs() {
+  for (const NodeOptions& n : options_.nodes) RETURN_IF_ERROR(WriteAgentConfig(n.name));
+  return absl::OkStatus();
 }
 
 absl::Status Cluster::StartAgent(const std::string& node) {
@@ -573,7 +590,7 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
   // Under TCG, precopy can lose a write of a guest that keeps writing memory (neonvm/migration).
   vm.set_allow_postcopy(true);
   node_vms_[node].push_back(vm);
-  RETURN_IF_ERROR(WriteAgentConfig(node));
+  RETURN_IF_ERROR(WriteAgentConfigs());
   Guest* out = g.get();
   guests_[o.name] = std::move(g);
   return out;
@@ -608,7 +625,7 @@ absl::Status Cluster::SetBounds(const std::string& vm, core::Bounds bounds) {
       if (c.name() != vm) continue;
       c.mutable_bounds()->set_min_cu(bounds.min_cu);
       c.mutable_bounds()->set_max_cu(bounds.max_cu);
-      return WriteAgentConfig(node);
+      return WriteAgentConfigs();
     }
   }
   return absl::NotFoundError("no VM " + vm + " in any agent config");
@@ -633,8 +650,7 @@ absl::Status Cluster::ReattachGuest(const std::string& vm) {
           if (it->name() != vm) continue;
           node_vms_[n.name].push_back(*it);
           vms.erase(it);
-          RETURN_IF_ERROR(WriteAgentConfig(node));
-          return WriteAgentConfig(n.name);
+          return WriteAgentConfigs();
         }
       }
       return absl::OkStatus();

@@ -186,7 +186,9 @@ class Cluster {
 
  private:
   explicit Cluster(ClusterOptions options) : options_(std::move(options)) {}
+  // A node's agent config: its VMs, and every other node's as the VMs it may receive.
   absl::Status WriteAgentConfig(const std::string& node);
+  absl::Status WriteAgentConfigs();
   // The TLS flags of a daemon with the certificate `file` for `uri` (made on first use), or
   // --insecure.
   absl::StatusOr<std::vector<std::string>> SecurityFlags(const std::string& file,

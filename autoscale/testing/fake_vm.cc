@@ -395,9 +395,10 @@ absl::StatusOr<agent::OpenedVm> FakeVmDriverFactory::Open(const api::v1::VmConfi
 }
 
 absl::StatusOr<std::unique_ptr<agent::IncomingVm>> FakeVmDriverFactory::StartIncoming(
-    const api::v1::PrepareIncomingRequest& request) {
+    const api::v1::PrepareIncomingRequest& request, const std::string&) {
   {
     absl::MutexLock lock(&mu_);
+    incoming_requests_.push_back(request);
     if (!incoming_error_.ok()) return incoming_error_;
   }
   absl::MutexLock lock(&hv_.mu_);
@@ -408,6 +409,11 @@ absl::StatusOr<std::unique_ptr<agent::IncomingVm>> FakeVmDriverFactory::StartInc
                              "inmigrate");
   vm.uri_ = absl::StrCat("fake-migration:", n);
   return std::make_unique<FakeIncoming>(vm);
+}
+
+std::vector<api::v1::PrepareIncomingRequest> FakeVmDriverFactory::incoming_requests() const {
+  absl::MutexLock lock(&mu_);
+  return incoming_requests_;
 }
 
 int FakeVmDriverFactory::opens() const {

@@ -172,7 +172,7 @@ class FakeVmDriverFactory final : public agent::VmDriverFactory {
                                        int64_t granted_milli_cpu,
                                        absl::Duration request_timeout) override;
   absl::StatusOr<std::unique_ptr<agent::IncomingVm>> StartIncoming(
-      const api::v1::PrepareIncomingRequest& request) override;
+      const api::v1::PrepareIncomingRequest& request, const std::string& source_node) override;
 
   // How many times Open was called (runner starts and restarts), and the granted milli-CPU the
   // last Open of `vm` (its QMP address) was given.
@@ -182,6 +182,8 @@ class FakeVmDriverFactory final : public agent::VmDriverFactory {
   std::string host_cgroup(const std::string& qmp_address) const;
   // StartIncoming fails with `error` (OK: it works again).
   void FailIncoming(absl::Status error);
+  // The requests StartIncoming was given (the agent's, as it starts a target), in order.
+  std::vector<api::v1::PrepareIncomingRequest> incoming_requests() const;
 
  private:
   FakeHypervisor& hv_;
@@ -191,6 +193,7 @@ class FakeVmDriverFactory final : public agent::VmDriverFactory {
   std::map<std::string, int64_t> granted_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> host_cgroups_ ABSL_GUARDED_BY(mu_);
   absl::Status incoming_error_ ABSL_GUARDED_BY(mu_);
+  std::vector<api::v1::PrepareIncomingRequest> incoming_requests_ ABSL_GUARDED_BY(mu_);
 };
 
 // The monitor address FakeVmDriverFactory gives a migrated-in VM: "fake-monitor:<vm>" (the

@@ -8,12 +8,17 @@
 //
 // With TLS every link (the scheduler, other agents, the monitors) is mutual TLS with this
 // node's certificate (spiffe://<td>/node/<name>), so the monitors need certificates of the same
-// CA too.
+// CA too; so are the migration streams between the QEMUs (QEMU's TLS), where the certificates'
+// names are checked: "CN=node-<name>", as the README's recipe makes them.
 //
 // HTTP: /metrics (Prometheus), /healthz, /readyz and /status (JSON: the VMs and the event log;
 // ?since=N for the events after N).
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -33,6 +38,7 @@
 #include "autoscale/rpc/tls_flags.h"
 #include "glog/logging.h"
 #include "neonvm/launcher/vm.h"
+#include "neonvm/migration/migration.h"
 
 ABSL_FLAG(std::string, config, "",
           "The agent's config file (an AgentConfig, .json or .textproto).");
@@ -130,9 +136,39 @@ int Run() {
                   "be negative";
     return 2;
   }
-  std::unique_ptr<agent::VmDriverFactory> vms = agent::NewQemuVmDriverFactory(incoming_cgroup);
+  // With TLS, the migration streams too: QEMU reads this node's certificate from a directory of
+  // its own (links to the files, so rotations reach the next migration), removed at exit.
+  std::string migration_tls_dir;
+  if (security->tls()) {
+    char tmpl[] = "/tmp/autoscale-migration-tls.XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) {
+      LOG(ERROR) << "mkdtemp " << tmpl << ": " << std::strerror(errno);
+      return 1;
+    }
+    migration_tls_dir = tmpl;
+    const rpc::TlsFiles& f = security->files();
+    if (absl::Status s = neonvm::migration::MakeTlsDir(migration_tls_dir, f.cert, f.key, f.ca);
+        !s.ok()) {
+      LOG(ERROR) << s;
+      return 1;
+    }
+  } else {
+    LOG(WARNING) << "migration streams are plaintext (--insecure)";
+  }
+  struct RemoveDir {
+    const std::string& dir;
+    ~RemoveDir() {
+      std::error_code ec;
+      if (!dir.empty()) std::filesystem::remove_all(dir, ec);
+    }
+  } remove_tls_dir{migration_tls_dir};
+  std::unique_ptr<agent::VmDriverFactory> vms =
+      agent::NewQemuVmDriverFactory(incoming_cgroup, migration_tls_dir);
   agent::AgentOptions options;
   options.address = *advertise;
+  options.migration_tls_dir = migration_tls_dir;
+  // With TLS, another agent may act only on migrations whose source its certificate names.
+  options.require_peer_identity = security->tls();
   agent::Agent node_agent(
       options, **scheduler, *vms,
       [&](const std::string& address, rpc::monitor::MonitorClient::Callbacks callbacks,
@@ -142,8 +178,9 @@ int Run() {
       [&](const std::string& address) {
         return rpc::agent_peer::NewGrpcClient(address, absl::Seconds(60), *security);
       });
-  absl::StatusOr<std::unique_ptr<rpc::Server>> server =
-      rpc::agent_peer::StartGrpcServer(node_agent, listen, *security);
+  absl::StatusOr<std::unique_ptr<rpc::Server>> server = rpc::agent_peer::StartGrpcServer(
+      [&](const std::string& identity) { return node_agent.ForCaller(identity); }, listen,
+      *security);
   if (!server.ok()) {
     LOG(ERROR) << server.status();
     return 1;

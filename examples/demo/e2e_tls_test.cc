@@ -1,6 +1,6 @@
 // End to end with real daemons and mutual TLS, as the test cluster (and so the demo and the other
 // end-to-end tests) runs them: the agents registered over TLS, and each link refuses what the
-// issue's attacker would try. No guest is booted: the monitor link is covered by the other
+// issue's attacker would try, an incoming migration the scheduler did not order included. No guest is booted: the monitor link is covered by the other
 // end-to-end tests, which run with the same certificates.
 #include <memory>
 #include <string>
@@ -112,6 +112,22 @@ TEST(EndToEndTls, DaemonsTalkMutualTlsAndRefuseStrangers) {
   incoming.set_order_id(1);
   incoming.mutable_vm()->set_name("evil");
   EXPECT_EQ(peer->PrepareIncoming(incoming).status().code(), absl::StatusCode::kUnavailable);
+
+  // Node b's agent, authenticated, asks node a's to start an incoming VM the scheduler never
+  // ordered there (with a kernel of its choosing): refused after a's agent asked the scheduler,
+  // and nothing is started.
+  std::unique_ptr<rpc::agent_peer::MigrationPeer> b_peer = *rpc::agent_peer::NewGrpcClient(
+      absl::StrCat("unix:", c.dir(), "/agent-a.sock"), absl::Seconds(5), *node_b);
+  incoming.mutable_vm()->mutable_spec()->set_kernel("/tmp/evil-kernel");
+  absl::StatusOr<api::v1::PrepareIncomingResponse> forged_incoming =
+      b_peer->PrepareIncoming(incoming);
+  EXPECT_EQ(forged_incoming.status().code(), absl::StatusCode::kPermissionDenied)
+      << forged_incoming.status();
+  absl::StatusOr<api::v1::AgentStatus> a = c.AgentStatus("a");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(testing::HasEvent(*a, "evil", api::v1::EVENT_KIND_INCOMING_REFUSED))
+      << a->DebugString();
+  EXPECT_FALSE(testing::HasEvent(*a, "evil", api::v1::EVENT_KIND_INCOMING_PREPARED));
 }
 
 }  // namespace

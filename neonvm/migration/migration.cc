@@ -1,8 +1,13 @@
 #include "neonvm/migration/migration.h"
 
+#include <filesystem>
+#include <map>
+#include <set>
 #include <string>
 #include <utility>
+#include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -73,8 +78,89 @@ std::string Capabilities(std::initializer_list<std::pair<const char*, bool>> cap
   return out + "]}";
 }
 
-absl::Status Replay(const Devices& devices, Vm& target) {
-  for (const std::string& args : devices.cpu_device_add_args) {
+// A hot-plugged vCPU as a source describes it: the slot (its numeric props), the device's id,
+// the CPU type. Only these keys are taken.
+struct CpuRequest {
+  std::string driver;
+  std::string id;
+  std::map<std::string, int64_t> props;
+};
+
+bool IsCpuProp(const std::string& key) {
+  static const std::set<std::string> kProps = {"node-id",   "drawer-id", "book-id",
+                                               "socket-id", "die-id",    "cluster-id",
+                                               "module-id", "core-id",   "thread-id"};
+  return kProps.contains(key);
+}
+
+// A device id QEMU takes that can hold nothing else: "cpu3".
+bool IsDeviceId(const std::string& id) {
+  if (id.empty() || id.size() > 64 || !absl::ascii_isalpha(id[0])) return false;
+  for (char c : id) {
+    if (!absl::ascii_isalnum(c) && c != '_' && c != '-' && c != '.') return false;
+  }
+  return true;
+}
+
+absl::StatusOr<CpuRequest> ParseCpuRequest(const std::string& args) {
+  rapidjson::Document doc;
+  doc.Parse(args.data(), args.size());
+  if (doc.HasParseError() || !doc.IsObject()) {
+    return absl::InvalidArgumentError("a hot-plugged vCPU is not a JSON object");
+  }
+  CpuRequest r;
+  for (auto it = doc.MemberBegin(); it != doc.MemberEnd(); ++it) {
+    const std::string key = it->name.GetString();
+    if (key == "driver" && it->value.IsString()) {
+      r.driver = it->value.GetString();
+    } else if (key == "id" && it->value.IsString() && IsDeviceId(it->value.GetString())) {
+      r.id = it->value.GetString();
+    } else if (IsCpuProp(key) && it->value.IsInt64()) {
+      r.props[key] = it->value.GetInt64();
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a hot-plugged vCPU has a field \"", key.substr(0, 32),
+                       "\" that is not a CPU slot's (driver, id, *-id numbers)"));
+    }
+  }
+  if (r.id.empty() || r.props.empty()) {
+    return absl::InvalidArgumentError("a hot-plugged vCPU without an id or a slot");
+  }
+  return r;
+}
+
+// The device_add arguments for `r` in the QEMU whose query-hotpluggable-cpus answer is `slots`:
+// a free slot with exactly r's props, and that slot's own CPU type.
+absl::StatusOr<std::string> ArgsForSlot(const CpuRequest& r, const std::string& slots) {
+  ASSIGN_OR_RETURN(rapidjson::Document doc, ParseReply(slots, "query-hotpluggable-cpus"));
+  if (!doc.IsArray()) return absl::InternalError("query-hotpluggable-cpus: not an array");
+  std::string wanted;
+  for (const auto& [key, value] : r.props) absl::StrAppend(&wanted, " ", key, "=", value);
+  for (const Value& slot : doc.GetArray()) {
+    const Value& props = Member(slot, "props");
+    if (!props.IsObject() || !StringMember(slot, "qom-path").empty()) continue;
+    std::map<std::string, int64_t> have;
+    for (auto it = props.MemberBegin(); it != props.MemberEnd(); ++it) {
+      if (it->value.IsInt64()) have[it->name.GetString()] = it->value.GetInt64();
+    }
+    if (have != r.props) continue;
+    const std::string type = StringMember(slot, "type");
+    if (r.driver != type) {
+      return absl::InvalidArgumentError(absl::StrCat("the hot-plugged vCPU at", wanted, " is a ",
+                                                     r.driver.substr(0, 64), ", the target's a ",
+                                                     type));
+    }
+    return absl::StrCat(R"({"driver":)", qmp::JsonQuote(type), R"(,"id":)", qmp::JsonQuote(r.id),
+                        ",", Compact(props).substr(1));
+  }
+  return absl::InvalidArgumentError(absl::StrCat("the target has no free vCPU slot at", wanted));
+}
+
+// Plugs the source's vCPUs into slots the target itself offers, and sets its virtio-mem size.
+absl::Status Replay(const std::vector<CpuRequest>& cpus, const Devices& devices, Vm& target) {
+  for (const CpuRequest& cpu : cpus) {
+    ASSIGN_OR_RETURN(std::string slots, target.qmp().Execute("query-hotpluggable-cpus"));
+    ASSIGN_OR_RETURN(std::string args, ArgsForSlot(cpu, slots));
     RETURN_IF_ERROR(target.qmp().Execute("device_add", args).status());
   }
   if (devices.virtio_mem_requested_bytes) {
@@ -86,6 +172,36 @@ absl::Status Replay(const Devices& devices, Vm& target) {
             .status());
   }
   return absl::OkStatus();
+}
+
+constexpr char kTlsClientId[] = "autoscale-migration-tls-client";
+constexpr char kTlsServerId[] = "autoscale-migration-tls-server";
+constexpr char kTlsAuthzId[] = "autoscale-migration-authz";
+
+// Whether QEMU has the user-created object `id`.
+absl::StatusOr<bool> HasObject(qmp::QmpClient& qmp, const std::string& id, absl::Duration timeout) {
+  ASSIGN_OR_RETURN(std::string reply, qmp.Execute("qom-list", R"({"path":"/objects"})", timeout));
+  ASSIGN_OR_RETURN(rapidjson::Document doc, ParseReply(reply, "qom-list"));
+  if (!doc.IsArray()) return absl::InternalError("qom-list /objects: not an array");
+  for (const Value& entry : doc.GetArray()) {
+    if (StringMember(entry, "name") == id) return true;
+  }
+  return false;
+}
+
+// A tls-creds-x509 object `id` for `endpoint` from the files in `dir`, unless QEMU has it already
+// (a source migrated before; the files are read when it is made).
+absl::Status AddTlsCreds(qmp::QmpClient& qmp, const char* id, const std::string& dir,
+                         const char* endpoint, absl::Duration timeout) {
+  ASSIGN_OR_RETURN(bool has, HasObject(qmp, id, timeout));
+  if (has) return absl::OkStatus();
+  return Annotate(qmp.Execute("object-add",
+                              absl::StrCat(R"({"qom-type":"tls-creds-x509","id":")", id,
+                                           R"(","dir":)", qmp::JsonQuote(dir), R"(,"endpoint":")",
+                                           endpoint, R"(","verify-peer":true})"),
+                              timeout)
+                      .status(),
+                  absl::StrCat("QEMU's migration TLS credentials from ", dir));
 }
 
 class QmpSource final : public Source {
@@ -121,11 +237,18 @@ class QmpSource final : public Source {
                                                {"postcopy-ram", options.allow_postcopy}}),
                                  timeout)
                         .status());
+    std::string tls = R"(,"tls-creds":"","tls-hostname":"")";
+    if (!options.tls_dir.empty()) {
+      RETURN_IF_ERROR(AddTlsCreds(qmp_, kTlsClientId, options.tls_dir, "client", timeout));
+      tls = absl::StrCat(R"(,"tls-creds":")", kTlsClientId, R"(","tls-hostname":)",
+                         qmp::JsonQuote(options.tls_hostname));
+    }
+    // Parameters stay with the QEMU process: each migration sets all of them.
     return qmp_
         .Execute(
             "migrate-set-parameters",
             absl::StrCat(R"({"downtime-limit":)", absl::ToInt64Milliseconds(options.downtime_limit),
-                         R"(,"max-bandwidth":)", options.max_bandwidth_bytes_per_second, "}"),
+                         R"(,"max-bandwidth":)", options.max_bandwidth_bytes_per_second, tls, "}"),
             timeout)
         .status();
   }
@@ -204,6 +327,23 @@ absl::StatusOr<Devices> CaptureDevices(qmp::QmpClient& source, const launcher::V
 absl::StatusOr<std::unique_ptr<Vm>> StartIncoming(launcher::VmSpec spec, const Devices& devices,
                                                   const launcher::StartOptions& options) {
   spec.incoming = true;
+  // The devices may come from another node's agent: checked before any QEMU starts, and each
+  // vCPU plugged only into a slot the target's QEMU offers (Replay).
+  std::vector<CpuRequest> cpus;
+  for (const std::string& args : devices.cpu_device_add_args) {
+    absl::StatusOr<CpuRequest> cpu = ParseCpuRequest(args);
+    if (!cpu.ok()) return Annotate(cpu.status(), "VM " + spec.name);
+    cpus.push_back(*std::move(cpu));
+  }
+  if (devices.virtio_mem_requested_bytes) {
+    const int64_t bytes = *devices.virtio_mem_requested_bytes;
+    const int64_t most =
+        int64_t{spec.memory_slots_max - spec.memory_slots_min} * spec.memory_slot_bytes;
+    if (bytes < 0 || bytes > most) {
+      return absl::InvalidArgumentError(absl::StrCat("VM ", spec.name, ": virtio-mem size ", bytes,
+                                                     " is beyond its spec (0 to ", most, ")"));
+    }
+  }
   // What the source has now is replayed below, not taken from its original spec.
   spec.cpus_use = spec.cpus_min;
   spec.memory_slots_use = spec.memory_slots_min;
@@ -211,7 +351,7 @@ absl::StatusOr<std::unique_ptr<Vm>> StartIncoming(launcher::VmSpec spec, const D
   for (launcher::HostForward& f : spec.host_forwards) f.host_port = 0;
   ASSIGN_OR_RETURN(std::unique_ptr<Vm> target, Vm::Start(spec, options));
   RETURN_IF_ERROR(Annotate(
-      Replay(devices, *target),
+      Replay(cpus, devices, *target),
       absl::StrCat("replaying the devices of VM ", spec.name, " on its migration target")));
   return target;
 }
@@ -225,8 +365,8 @@ absl::StatusOr<std::unique_ptr<Vm>> StartTarget(Vm& source, const launcher::Star
   return StartIncoming(std::move(spec), devices, options);
 }
 
-absl::StatusOr<std::string> Listen(Vm& target, bool allow_postcopy,
-                                   const std::string& tcp_address) {
+absl::StatusOr<std::string> Listen(Vm& target, bool allow_postcopy, const std::string& tcp_address,
+                                   const IncomingTls& tls) {
   const std::string uri = tcp_address.empty()
                               ? absl::StrCat("unix:", target.runtime_dir(), "/migration.sock")
                               : absl::StrCat("tcp:", tcp_address, ":0");
@@ -234,6 +374,27 @@ absl::StatusOr<std::string> Listen(Vm& target, bool allow_postcopy,
                       .Execute("migrate-set-capabilities",
                                Capabilities({{"events", true}, {"postcopy-ram", allow_postcopy}}))
                       .status());
+  if (!tls.dir.empty()) {
+    const absl::Duration timeout = absl::Seconds(10);
+    RETURN_IF_ERROR(AddTlsCreds(target.qmp(), kTlsServerId, tls.dir, "server", timeout));
+    std::string authz;
+    if (!tls.source_dn.empty()) {
+      // QEMU checks the client certificate's distinguished name against this list.
+      RETURN_IF_ERROR(
+          target.qmp()
+              .Execute("object-add",
+                       absl::StrCat(R"({"qom-type":"authz-simple","id":")", kTlsAuthzId,
+                                    R"(","identity":)", qmp::JsonQuote(tls.source_dn), "}"),
+                       timeout)
+              .status());
+      authz = absl::StrCat(R"(,"tls-authz":")", kTlsAuthzId, R"(")");
+    }
+    RETURN_IF_ERROR(
+        target.qmp()
+            .Execute("migrate-set-parameters",
+                     absl::StrCat(R"({"tls-creds":")", kTlsServerId, R"(")", authz, "}"), timeout)
+            .status());
+  }
   RETURN_IF_ERROR(
       target.qmp().Execute("migrate-incoming", absl::StrCat(R"({"uri":")", uri, R"("})")).status());
   if (tcp_address.empty()) return uri;
@@ -252,6 +413,31 @@ absl::StatusOr<std::string> Listen(Vm& target, bool allow_postcopy,
         absl::StrCat("VM ", target.name(), ": query-migrate: bad listening port in: ", reply));
   }
   return absl::StrCat("tcp:", tcp_address, ":", port_number);
+}
+
+absl::Status MakeTlsDir(const std::string& dir, const std::string& cert, const std::string& key,
+                        const std::string& ca) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("making ", dir, ": ", ec.message()));
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all, ec);
+  if (ec) return absl::InternalError(absl::StrCat("chmod 0700 ", dir, ": ", ec.message()));
+  const std::pair<const char*, const std::string*> links[] = {{"ca-cert.pem", &ca},
+                                                              {"server-cert.pem", &cert},
+                                                              {"server-key.pem", &key},
+                                                              {"client-cert.pem", &cert},
+                                                              {"client-key.pem", &key}};
+  for (const auto& [name, target] : links) {
+    const std::filesystem::path link = std::filesystem::path(dir) / name;
+    const std::filesystem::path to = std::filesystem::absolute(*target, ec);
+    if (ec || !std::filesystem::exists(to)) {
+      return absl::NotFoundError(absl::StrCat("migration TLS: no file ", *target));
+    }
+    std::filesystem::remove(link, ec);
+    std::filesystem::create_symlink(to, link, ec);
+    if (ec) return absl::InternalError(absl::StrCat("linking ", link.string(), ": ", ec.message()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status AnnounceSelf(Vm& vm) {

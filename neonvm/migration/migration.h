@@ -46,10 +46,29 @@ absl::StatusOr<std::unique_ptr<launcher::Vm>> StartIncoming(
 absl::StatusOr<std::unique_ptr<launcher::Vm>> StartTarget(
     launcher::Vm& source, const launcher::StartOptions& options = {});
 
+// QEMU's TLS on the stream, the target's side.
+struct IncomingTls {
+  // Its tls-creds-x509 files (MakeTlsDir); empty: plaintext.
+  std::string dir;
+  // The distinguished name the source's certificate must have ("CN=node-a"); empty: any the CA
+  // signed.
+  std::string source_dn;
+};
+
 // Makes `target` (from StartIncoming) accept the migration; returns the URI the source sends to:
-// a unix socket, or with `tcp_address` "tcp:<address>:<port>" on a port QEMU picked.
+// a unix socket, or with `tcp_address` "tcp:<address>:<port>" on a port QEMU picked. With
+// `tls.dir` the stream must be TLS: the source presents a certificate of the CA (of
+// `tls.source_dn`).
 absl::StatusOr<std::string> Listen(launcher::Vm& target, bool allow_postcopy,
-                                   const std::string& tcp_address = "");
+                                   const std::string& tcp_address = "",
+                                   const IncomingTls& tls = {});
+
+// Makes `dir` (mode 0700) a directory of QEMU tls-creds-x509 files for a node whose certificate,
+// key and CA are `cert`, `key` and `ca` (PEM): links to them under QEMU's names, so that one
+// certificate serves both ends (it must allow serverAuth and clientAuth, or name no purpose) and
+// a rotated file is read by the next migration.
+absl::Status MakeTlsDir(const std::string& dir, const std::string& cert, const std::string& key,
+                        const std::string& ca);
 
 // Waits until `target` has loaded the state and left "inmigrate" to run (or, without
 // `expect_running`, to stay paused as the source was).

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_replace.h"
 #include "autoscale/base/units.h"
 #include "autoscale/testing/skip.h"
 #include "autoscale/testing/vm.h"
@@ -144,8 +145,9 @@ TEST(Migration, CancelsAtItsTimeoutAndKeepsTheSource) {
 }
 
 // The way two agents migrate: the source is reached through its second QMP socket (its owner
-// keeps the first), only the spec and the devices travel to the side that starts the target,
-// and the source is quit once the target runs.
+// keeps the first), only the spec and the devices travel to the side that starts the target
+// (which refuses devices that are not vCPU slots of its own), and the source is quit once the
+// target runs.
 TEST(Migration, ThroughTheAgentSocketWithTheTargetStartedApart) {
   AUTOSCALE_REQUIRE_QEMU();
   std::unique_ptr<Vm> source = StartVm("mig-split");
@@ -161,6 +163,28 @@ TEST(Migration, ThroughTheAgentSocketWithTheTargetStartedApart) {
   ASSERT_TRUE(devices.ok()) << devices.status();
   EXPECT_EQ(devices->cpu_device_add_args.size(), 1u);
   ASSERT_TRUE(devices->virtio_mem_requested_bytes.has_value());
+
+  // The devices may come from another node: a vCPU is plugged only into a slot the target's own
+  // QEMU offers, as its own CPU type, and nothing but the slot and a device id is taken (these
+  // are refused; the target QEMU started for the last two is stopped).
+  const std::string cpu = devices->cpu_device_add_args[0];
+  for (const std::string& forged :
+       {absl::StrReplaceAll(cpu, {{R"("id":)", R"("drive":"/etc/shadow","id":)"}}),
+        absl::StrReplaceAll(cpu, {{R"("driver":")", R"("driver":"virtio-blk-pci","x":")"}}),
+        absl::StrReplaceAll(cpu, {{R"("id":")", R"("id":"cpu1,romfile=/x)"}}),
+        absl::StrReplaceAll(cpu, {{R"("core-id":1)", R"("core-id":9999)"}}),
+        absl::StrReplaceAll(cpu, {{R"("driver":")", R"("driver":"x)"}})}) {
+    ASSERT_NE(forged, cpu);
+    Devices bad = *devices;
+    bad.cpu_device_add_args = {forged};
+    auto refused = StartIncoming(source->spec(), bad);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument)
+        << forged << ": " << refused.status();
+  }
+  Devices too_much = *devices;
+  too_much.virtio_mem_requested_bytes = 4 * kGiB;
+  EXPECT_EQ(StartIncoming(source->spec(), too_much).status().code(),
+            absl::StatusCode::kInvalidArgument);
 
   auto target = StartIncoming(source->spec(), *devices);
   ASSERT_TRUE(target.ok()) << target.status();

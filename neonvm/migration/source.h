@@ -46,6 +46,11 @@ struct MigrationOptions {
   // Migrate over TCP to the target listening on this address of its host (a free port), instead
   // of a unix socket: for a target on another host. Empty: a unix socket (same host).
   std::string listen_address;
+  // QEMU's TLS on the stream (the source's side): a directory of its tls-creds-x509 files
+  // (MakeTlsDir, migration.h), and the name the target's certificate must carry (its CN or a DNS
+  // SAN). Empty `tls_dir`: plaintext (and TLS left on from an earlier migration is turned off).
+  std::string tls_dir;
+  std::string tls_hostname;
 };
 
 // What QEMU reports about a completed migration.

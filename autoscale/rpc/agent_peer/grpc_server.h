@@ -6,6 +6,7 @@
 //                    rpc::agent_peer::StartGrpcServer(agent, "0.0.0.0:10400"));
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -16,9 +17,17 @@
 
 namespace autoscale::rpc::agent_peer {
 
-// Listens on `address` ("host:port", port 0 picks a free one, or "unix:/path"). `peer` must
-// outlive the server.
+// The target as one caller may use it, made for each call: `identity` is the first URI SAN of the
+// caller's verified certificate ("spiffe://td/node/a"), "" over plaintext. The transport only
+// authenticates; the agent decides (agent::Agent::ForCaller).
+using PeerFor = std::function<std::shared_ptr<MigrationPeer>(const std::string& identity)>;
+
+// Listens on `address` ("host:port", port 0 picks a free one, or "unix:/path").
 // `security`: see tls.h (tests pass none: plaintext). Requests are limited to kMaxMessageBytes.
+absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(PeerFor peer_for,
+                                                        const std::string& address,
+                                                        const Security& security);
+// Every caller gets `peer` (which must outlive the server) as it is.
 absl::StatusOr<std::unique_ptr<Server>> StartGrpcServer(
     MigrationPeer& peer, const std::string& address,
     const Security& security = Security::Plaintext());
