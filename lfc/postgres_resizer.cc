@@ -103,6 +103,28 @@ absl::Status Connect(PGconn* conn, const Deadline& deadline) {
   }
 }
 
+// Connects to `conninfo` within `deadline`. `context` (what the caller is doing) gains
+// " on user@host:port", never the credentials the connection string may hold; errors start with
+// it.
+absl::StatusOr<Conn> Open(const std::string& conninfo, const Deadline& deadline,
+                          std::string& context) {
+  const char* keys[] = {"dbname", nullptr};
+  const char* values[] = {conninfo.c_str(), nullptr};
+  Conn conn(PQconnectStartParams(keys, values, /*expand_dbname=*/1));
+  if (conn == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat(context, ": libpq is out of memory"));
+  }
+  absl::StrAppend(&context, " on ", PQuser(conn.get()) ? PQuser(conn.get()) : "", "@",
+                  PQhost(conn.get()) ? PQhost(conn.get()) : "", ":",
+                  PQport(conn.get()) ? PQport(conn.get()) : "");
+  if (PQstatus(conn.get()) == CONNECTION_BAD) {
+    return absl::UnavailableError(
+        absl::StrCat(context, ": connect: ", OneLine(PQerrorMessage(conn.get()))));
+  }
+  RETURN_IF_ERROR(Annotate(Connect(conn.get(), deadline), context));
+  return conn;
+}
+
 // Runs one statement. On success returns the first column of the first row ("" if none).
 absl::StatusOr<std::string> Execute(PGconn* conn, const std::string& sql, std::string_view label,
                                     const Deadline& deadline) {
@@ -192,23 +214,9 @@ absl::StatusOr<std::unique_ptr<PostgresResizer>> PostgresResizer::Create(
 absl::Status PostgresResizer::SetSizeBytes(uint64_t bytes) {
   const Deadline deadline{absl::Now() + options_.timeout, options_.timeout};
   uint64_t mib = bytes >> 20;
-  const char* keys[] = {"dbname", nullptr};
-  const char* values[] = {options_.conninfo.c_str(), nullptr};
-  Conn conn(PQconnectStartParams(keys, values, /*expand_dbname=*/1));
   std::string context =
       absl::StrCat("lfc postgres resize to ", mib, " MiB (", options_.setting, ")");
-  if (conn == nullptr) {
-    return absl::ResourceExhaustedError(absl::StrCat(context, ": libpq is out of memory"));
-  }
-  // Names the server without the credentials the connection string may hold.
-  absl::StrAppend(&context, " on ", PQuser(conn.get()) ? PQuser(conn.get()) : "", "@",
-                  PQhost(conn.get()) ? PQhost(conn.get()) : "", ":",
-                  PQport(conn.get()) ? PQport(conn.get()) : "");
-  if (PQstatus(conn.get()) == CONNECTION_BAD) {
-    return absl::UnavailableError(
-        absl::StrCat(context, ": connect: ", OneLine(PQerrorMessage(conn.get()))));
-  }
-  RETURN_IF_ERROR(Annotate(Connect(conn.get(), deadline), context));
+  ASSIGN_OR_RETURN(Conn conn, Open(options_.conninfo, deadline, context));
   if (!options_.max_setting.empty()) {
     // NULL (read as "") when the server does not have the setting: no cap then.
     absl::StatusOr<std::string> max = Execute(
@@ -265,20 +273,7 @@ absl::StatusOr<std::vector<double>> ReadPostgresWorkingSet(
   RETURN_IF_ERROR(CheckPostgresWorkingSetOptions(options));
   std::string context = absl::StrCat("lfc working set from ", options.function, "()");
   const Deadline deadline{absl::Now() + options.timeout, options.timeout};
-  const char* keys[] = {"dbname", nullptr};
-  const char* values[] = {options.conninfo.c_str(), nullptr};
-  Conn conn(PQconnectStartParams(keys, values, /*expand_dbname=*/1));
-  if (conn == nullptr) {
-    return absl::ResourceExhaustedError(absl::StrCat(context, ": libpq is out of memory"));
-  }
-  absl::StrAppend(&context, " on ", PQuser(conn.get()) ? PQuser(conn.get()) : "", "@",
-                  PQhost(conn.get()) ? PQhost(conn.get()) : "", ":",
-                  PQport(conn.get()) ? PQport(conn.get()) : "");
-  if (PQstatus(conn.get()) == CONNECTION_BAD) {
-    return absl::UnavailableError(
-        absl::StrCat(context, ": connect: ", OneLine(PQerrorMessage(conn.get()))));
-  }
-  RETURN_IF_ERROR(Annotate(Connect(conn.get(), deadline), context));
+  ASSIGN_OR_RETURN(Conn conn, Open(options.conninfo, deadline, context));
   // One row: the 60 windows, comma-separated, shortest first.
   absl::StatusOr<std::string> row =
       Execute(conn.get(),
