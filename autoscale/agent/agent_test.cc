@@ -144,24 +144,7 @@ class AgentTest : public ::testing::Test {
   }
 
   static api::v1::VmConfig VmConfig(const std::string& vm, core::Bounds bounds) {
-    api::v1::VmConfig c;
-    c.set_name(vm);
-    c.set_qmp("fake:" + vm);
-    c.set_monitor_address(testing::FakeMonitorAddress(vm));
-    c.set_monitor_guest_port(10301);
-    c.mutable_bounds()->set_min_cu(bounds.min_cu);
-    c.mutable_bounds()->set_max_cu(bounds.max_cu);
-    c.set_migratable(true);
-    api::v1::VmLaunchSpec& spec = *c.mutable_spec();
-    spec.set_name(vm);
-    spec.set_cpus_min(1);
-    spec.set_cpus_max(8);
-    spec.set_cpus_use(1);
-    spec.set_memory_slot_bytes(kGiB);
-    spec.set_memory_slots_min(1);
-    spec.set_memory_slots_max(8);
-    spec.set_memory_slots_use(1);
-    return c;
+    return testing::FakeVmConfig(vm, bounds);
   }
 
   api::v1::AgentConfig Config(const std::string& node, std::vector<api::v1::VmConfig> vms) {

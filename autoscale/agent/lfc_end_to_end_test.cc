@@ -100,21 +100,8 @@ TEST(LfcEndToEnd, TheWorkingSetGrowsTheVmAndPostgresCache) {
   config.mutable_compute_unit()->set_milli_cpu(kCu.milli_cpu);
   config.mutable_compute_unit()->set_memory_bytes(kCu.memory_bytes);
   api::v1::VmConfig& vm = *config.add_vms();
-  vm.set_name("vm1");
-  vm.set_qmp("fake:vm1");
-  vm.set_monitor_address("monitor:vm1");
-  vm.mutable_bounds()->set_min_cu(1);
-  vm.mutable_bounds()->set_max_cu(8);
+  vm = testing::FakeVmConfig("vm1", {1, 8});
   vm.mutable_scaling()->set_enable_lfc_metrics(true);
-  api::v1::VmLaunchSpec& spec = *vm.mutable_spec();
-  spec.set_name("vm1");
-  spec.set_cpus_min(1);
-  spec.set_cpus_max(8);
-  spec.set_cpus_use(1);
-  spec.set_memory_slot_bytes(kGiB);
-  spec.set_memory_slots_min(1);
-  spec.set_memory_slots_max(8);
-  spec.set_memory_slots_use(1);
 
   testing::FakeHypervisor hv;
   testing::FakeVm& fake = hv.AddVm("vm1", "fake:vm1", kCu, "running");
@@ -127,7 +114,8 @@ TEST(LfcEndToEnd, TheWorkingSetGrowsTheVmAndPostgresCache) {
       options, scheduler, vms,
       [&](const std::string& address, rpc::monitor::MonitorClient::Callbacks callbacks,
           absl::Duration timeout) -> absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>> {
-        if (address != "monitor:vm1") return absl::UnavailableError("no monitor at " + address);
+        if (address != vm.monitor_address())
+          return absl::UnavailableError("no monitor at " + address);
         return rpc::monitor::InProcessConnector(link).Connect(address, std::move(callbacks),
                                                               timeout);
       },

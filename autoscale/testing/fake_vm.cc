@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "autoscale/base/units.h"
 
 namespace autoscale::testing {
 
@@ -14,6 +15,27 @@ using neonvm::migration::MigrationOptions;
 using neonvm::migration::Progress;
 
 std::string FakeMonitorAddress(const std::string& vm) { return "fake-monitor:" + vm; }
+
+api::v1::VmConfig FakeVmConfig(const std::string& vm, core::Bounds bounds) {
+  api::v1::VmConfig c;
+  c.set_name(vm);
+  c.set_qmp("fake:" + vm);
+  c.set_monitor_address(FakeMonitorAddress(vm));
+  c.set_monitor_guest_port(10301);
+  c.mutable_bounds()->set_min_cu(bounds.min_cu);
+  c.mutable_bounds()->set_max_cu(bounds.max_cu);
+  c.set_migratable(true);
+  api::v1::VmLaunchSpec& spec = *c.mutable_spec();
+  spec.set_name(vm);
+  spec.set_cpus_min(1);
+  spec.set_cpus_max(8);
+  spec.set_cpus_use(1);
+  spec.set_memory_slot_bytes(kGiB);
+  spec.set_memory_slots_min(1);
+  spec.set_memory_slots_max(8);
+  spec.set_memory_slots_use(1);
+  return c;
+}
 
 std::string FakeHostCgroup(const std::string& qmp_address) { return "/fake-cgroup/" + qmp_address; }
 

@@ -199,6 +199,10 @@ class FakeVmDriverFactory final : public agent::VmDriverFactory {
 // The monitor address FakeVmDriverFactory gives a migrated-in VM: "fake-monitor:<vm>" (the
 // monitor runs inside the VM, so it moves with it).
 std::string FakeMonitorAddress(const std::string& vm);
+// An agent's config of a fake VM: QMP at "fake:<vm>", its monitor at FakeMonitorAddress(vm),
+// migratable, with `bounds` (CU) and a launch spec of 1 to 8 vCPUs and 1 to 8 memory slots of
+// 1 GiB.
+api::v1::VmConfig FakeVmConfig(const std::string& vm, core::Bounds bounds);
 // The host cgroup a migrated-in fake VM's QEMU runs in (IncomingVm::host_cgroup).
 std::string FakeHostCgroup(const std::string& qmp_address);
 
