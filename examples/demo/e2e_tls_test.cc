@@ -1,7 +1,8 @@
 // End to end with real daemons and mutual TLS, as the test cluster (and so the demo and the other
 // end-to-end tests) runs them: the agents registered over TLS, and each link refuses what the
-// issue's attacker would try, an incoming migration the scheduler did not order included. No guest is booted: the monitor link is covered by the other
-// end-to-end tests, which run with the same certificates.
+// issue's attacker would try, an incoming migration the scheduler did not order included. No guest
+// is booted: the monitor link is covered by the other end-to-end tests, which run with the same
+// certificates.
 #include <memory>
 #include <string>
 
