@@ -1,16 +1,20 @@
 #include "neonvm/migration/migration.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "autoscale/base/status_macros.h"
 #include "glog/logging.h"
 #include "neonvm/migration/outgoing.h"
@@ -254,6 +258,7 @@ class QmpSource final : public Source {
   }
 
   absl::Status Start(const std::string& uri, absl::Duration timeout) override {
+    RETURN_IF_ERROR(CheckTargetUri(uri));
     return qmp_.Execute("migrate", absl::StrCat(R"({"uri":)", qmp::JsonQuote(uri), "}"), timeout)
         .status();
   }
@@ -446,6 +451,41 @@ absl::Status AnnounceSelf(Vm& vm) {
                       .Execute("announce-self", R"({"initial":50,"max":550,"rounds":5,"step":100})")
                       .status(),
                   absl::StrCat("VM ", vm.name(), ": announce-self"));
+}
+
+absl::Status CheckTargetUri(std::string_view target_uri) {
+  absl::string_view uri(target_uri.data(), target_uri.size());
+  auto refused = [&] {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "migration target address \"",
+        absl::CEscape(absl::string_view(target_uri.data(), target_uri.size()).substr(0, 200)),
+        "\" is not unix:/PATH or tcp:HOST:PORT; refusing to send the VM there"));
+  };
+  // Characters QEMU's address parsers give no meaning to (no ',' options, no spaces).
+  auto plain = [](absl::string_view s, absl::string_view extra) {
+    return !s.empty() && std::all_of(s.begin(), s.end(), [&](char c) {
+      return absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
+             extra.find(c) != absl::string_view::npos;
+    });
+  };
+  if (absl::ConsumePrefix(&uri, "unix:")) {
+    return uri.size() > 1 && uri[0] == '/' && plain(uri, "/._-") ? absl::OkStatus() : refused();
+  }
+  if (absl::ConsumePrefix(&uri, "tcp:")) {
+    const size_t colon = uri.rfind(':');
+    if (colon == absl::string_view::npos) return refused();
+    absl::string_view host = uri.substr(0, colon);
+    int port = 0;
+    if (!absl::SimpleAtoi(uri.substr(colon + 1), &port) || port <= 0 || port > 65535) {
+      return refused();
+    }
+    if (absl::ConsumePrefix(&host, "[")) {
+      if (!absl::ConsumeSuffix(&host, "]")) return refused();
+      return plain(host, ":.") ? absl::OkStatus() : refused();
+    }
+    return plain(host, ".-") ? absl::OkStatus() : refused();
+  }
+  return refused();
 }
 
 std::unique_ptr<Source> NewQmpSource(qmp::QmpClient& qmp, const launcher::VmSpec& spec) {

@@ -63,6 +63,12 @@ absl::StatusOr<std::string> Listen(launcher::Vm& target, bool allow_postcopy,
                                    const std::string& tcp_address = "",
                                    const IncomingTls& tls = {});
 
+// OK when `uri` is a migration address of the kind Listen gives: "unix:" and an absolute path,
+// or "tcp:HOST:PORT". QEMU's migrate also takes "exec:" (a shell command run on the source host),
+// "file:", "fd:" and more; the address comes from the target's agent, a peer, so a source never
+// sends to anything else. InvalidArgument naming the address otherwise.
+absl::Status CheckTargetUri(std::string_view uri);
+
 // Makes `dir` (mode 0700) a directory of QEMU tls-creds-x509 files for a node whose certificate,
 // key and CA are `cert`, `key` and `ca` (PEM): links to them under QEMU's names, so that one
 // certificate serves both ends (it must allow serverAuth and clientAuth, or name no purpose) and

@@ -4,6 +4,7 @@
 // quota.
 #include "neonvm/migration/migration.h"
 
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -14,6 +15,7 @@
 #include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 #include "neonvm/hotplug/resizer.h"
+#include "neonvm/migration/source.h"
 #include "neonvm/qmp/qmp_client.h"
 
 namespace autoscale::neonvm::migration {
@@ -119,6 +121,35 @@ TEST(Migration, UnreachableTargetLeavesTheSourceRunning) {
       << stats.status();
   EXPECT_TRUE(source->Running());
   EXPECT_TRUE(absl::StrContains(Status(*source), R"("status":"running")")) << Status(*source);
+}
+
+TEST(MigrationUri, OnlyTheAddressesATargetGives) {
+  for (const char* ok : {"unix:/tmp/neonvm-ab12/migration.sock", "tcp:10.77.0.2:4444",
+                         "tcp:node-b.example:49152", "tcp:[fd00::2]:4444"}) {
+    EXPECT_TRUE(CheckTargetUri(ok).ok()) << ok;
+  }
+  for (const char* bad :
+       {"exec:touch /tmp/x", "file:/etc/passwd", "fd:3", "rdma:10.0.0.1:4444",
+        "unix:", "unix:x.sock", "unix:/a,b", "tcp:10.77.0.2", "tcp:10.77.0.2:0",
+        "tcp:10.77.0.2:99999", "tcp:h st:1", "tcp:[fd00::2:4444", "tcp:h:1,ipv4=on", ""}) {
+    absl::Status s = CheckTargetUri(bad);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_TRUE(absl::StrContains(s.message(), "is not unix:/PATH or tcp:HOST:PORT")) << s;
+  }
+}
+
+// A target agent answering with QEMU's "exec:" would have the source host run its command.
+TEST(Migration, ASourceRefusesAnAddressNoTargetGives) {
+  AUTOSCALE_REQUIRE_QEMU();
+  std::unique_ptr<Vm> vm = StartVm("mig-exec");
+  ASSERT_NE(vm, nullptr);
+  const std::string marker = std::string(getenv("TEST_TMPDIR")) + "/exec-ran";
+  std::unique_ptr<Source> source = NewQmpSource(vm->qmp(), vm->spec());
+  absl::Status s = source->Start("exec:touch " + marker, absl::Seconds(10));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  // Refused before QEMU is asked, so nothing can have run.
+  EXPECT_FALSE(std::filesystem::exists(marker));
+  EXPECT_TRUE(vm->Running());
 }
 
 TEST(Migration, CancelsAtItsTimeoutAndKeepsTheSource) {
