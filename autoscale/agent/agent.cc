@@ -696,6 +696,12 @@ absl::StatusOr<Agent::CheckedIncoming> Agent::CheckIncoming(
     }
     trusted = *found;
   }
+  // Before the scheduler is asked: a caller that no node's certificate names (a VM's monitor,
+  // the admin) must not make this agent spend its own scheduler budget.
+  if (caller && caller->empty()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(what, ": asked by a caller without a node identity"));
+  }
   // The scheduler alone orders migrations: only one it ordered to this node is taken.
   api::v1::MigrationOrdersRequest ask;
   ask.set_node(node);

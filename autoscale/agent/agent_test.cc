@@ -867,6 +867,13 @@ TEST_F(MigrationTest, AnIncomingMigrationWithoutItsOrderStartsNoQemu) {
     absl::Status abandoned = b_->ForCaller(who)->FinishIncoming(finish);
     EXPECT_EQ(abandoned.code(), absl::StatusCode::kPermissionDenied) << who << ": " << abandoned;
   }
+  // A caller without a node identity is refused before the scheduler is asked (asking spends
+  // this agent's own budget there): for an order that does not exist, that is what it hears.
+  api::v1::PrepareIncomingRequest unknown = forged;
+  unknown.set_order_id(forged.order_id() + 1000);
+  r = b_->ForCaller("spiffe://autoscale.test/admin")->PrepareIncoming(unknown);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "without a node identity")) << r.status();
   EXPECT_EQ(node("b").factory.incoming_requests().size(), 1u);
   EXPECT_EQ(Count(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_ABANDONED), 0) << Log(*b_);
 }
