@@ -840,7 +840,7 @@ absl::StatusOr<api::v1::PrepareIncomingResponse> Agent::PrepareIncomingFrom(
     absl::MutexLock lock(&mu_);
     // A target is single-use: one per order, the first call's.
     if (incoming_.contains(id) || finished_incoming_.contains(id) ||
-        !preparing_.insert(id).second) {
+        !preparing_.emplace(id, checked->source_node).second) {
       return absl::AlreadyExistsError(absl::StrCat("incoming migration of VM ", name, " (order ",
                                                    id, "): this order has had its target here"));
     }
@@ -850,6 +850,13 @@ absl::StatusOr<api::v1::PrepareIncomingResponse> Agent::PrepareIncomingFrom(
   absl::MutexLock lock(&mu_);
   preparing_.erase(id);
   if (!vm.ok()) return vm.status();
+  if (auto f = finished_incoming_.find(id); f != finished_incoming_.end()) {
+    // Its source gave up (its call timed out) while the QEMU started: that QEMU goes now (the
+    // IncomingVm stops it), or it would run here with no reservation behind it.
+    return absl::AbortedError(
+        absl::StrCat("incoming migration of VM ", name, " (order ", id,
+                     "): abandoned by its source while it started: ", f->second.why));
+  }
   api::v1::PrepareIncomingResponse response;
   response.set_uri((*vm)->uri());
   incoming_[id] = Incoming{checked->request.vm(), checked->source_node, *std::move(vm)};
@@ -878,6 +885,18 @@ absl::Status Agent::FinishIncomingFrom(const std::optional<std::string>& caller,
       return absl::FailedPreconditionError(
           f->second.taken_over ? absl::StrCat("order ", id, ": the VM runs here already")
                                : absl::StrCat("order ", id, ": ", f->second.why));
+    }
+    if (auto p = preparing_.find(id); p != preparing_.end()) {
+      RETURN_IF_ERROR(not_source(p->second));
+      if (request.succeeded()) {
+        return absl::UnavailableError(absl::StrCat("order ", id, ": still being prepared"));
+      }
+      // Abandoned before its QEMU is up: PrepareIncomingFrom stops it when it is.
+      finished_incoming_[id] =
+          Finished{.taken_over = false,
+                   .why = request.error().empty() ? "abandoned" : request.error(),
+                   .source_node = p->second};
+      return absl::OkStatus();
     }
     auto it = incoming_.find(id);
     if (it == incoming_.end()) {

@@ -247,8 +247,8 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   std::set<uint64_t> migrating_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Incoming> incoming_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Finished> finished_incoming_ ABSL_GUARDED_BY(mu_);
-  // Incoming migrations whose QEMU is being started.
-  std::set<uint64_t> preparing_ ABSL_GUARDED_BY(mu_);
+  // Incoming migrations whose QEMU is being started, with their source node.
+  std::map<uint64_t, std::string> preparing_ ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // The threads of migrations away, by order; a thread that ends moves itself to `ended_`, which

@@ -878,6 +878,41 @@ TEST_F(MigrationTest, AnIncomingMigrationWithoutItsOrderStartsNoQemu) {
   EXPECT_EQ(Count(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_ABANDONED), 0) << Log(*b_);
 }
 
+// The source's PrepareIncoming call times out and it abandons the order while the target's QEMU
+// is still starting: the target stops that QEMU once it is up, rather than keep it running with
+// no reservation behind it.
+TEST_F(MigrationTest, AnOrderAbandonedWhileItsTargetStartsLeavesNoQemu) {
+  StartBoth({.active_polls = 1000000, .kvm = true});
+  std::atomic<bool> first{true};
+  absl::Mutex mu;
+  std::optional<absl::Status> abandoned;
+  node("b").factory.OnStartIncoming([&](const api::v1::PrepareIncomingRequest& r) {
+    if (!first.exchange(false)) return;
+    api::v1::FinishIncomingRequest abandon;
+    abandon.set_order_id(r.order_id());
+    abandon.set_vm(r.vm().name());
+    abandon.set_error("PrepareIncoming timed out (injected)");
+    absl::Status s = b_->ForCaller(Identity("a"))->FinishIncoming(abandon);
+    absl::MutexLock lock(&mu);
+    abandoned = s;
+  });
+  Overfill();
+  ASSERT_TRUE(Eventually([&] {
+    absl::MutexLock lock(&mu);
+    return abandoned.has_value();
+  })) << Log(*a_);
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_TRUE(abandoned->ok()) << *abandoned;
+  }
+  // The first target QEMU b started is gone, and vm1 never ran twice.
+  ASSERT_TRUE(Eventually([&] {
+    FakeVm* target = hv_.Find("fake:b/vm1/1");  // the first incoming VM
+    return target != nullptr && target->run_state() == "shutdown";
+  })) << Log(*b_);
+  EXPECT_LE(hv_.MaxRunningCopies("vm1"), 1);
+}
+
 TEST_F(MigrationTest, SizesBeyondTheVmsBoundsAreRefused) {
   StartBoth({.active_polls = 1000000, .kvm = true});
   // b's description of vm1 allows at most 1 CU: the 2 CU vm1 has when it is ordered away is

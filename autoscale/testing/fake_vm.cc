@@ -418,6 +418,12 @@ absl::StatusOr<agent::OpenedVm> FakeVmDriverFactory::Open(const api::v1::VmConfi
 
 absl::StatusOr<std::unique_ptr<agent::IncomingVm>> FakeVmDriverFactory::StartIncoming(
     const api::v1::PrepareIncomingRequest& request, const std::string&) {
+  std::function<void(const api::v1::PrepareIncomingRequest&)> hook;
+  {
+    absl::MutexLock lock(&mu_);
+    hook = incoming_hook_;
+  }
+  if (hook) hook(request);
   {
     absl::MutexLock lock(&mu_);
     incoming_requests_.push_back(request);
@@ -431,6 +437,12 @@ absl::StatusOr<std::unique_ptr<agent::IncomingVm>> FakeVmDriverFactory::StartInc
                              "inmigrate");
   vm.uri_ = absl::StrCat("fake-migration:", n);
   return std::make_unique<FakeIncoming>(vm);
+}
+
+void FakeVmDriverFactory::OnStartIncoming(
+    std::function<void(const api::v1::PrepareIncomingRequest&)> hook) {
+  absl::MutexLock lock(&mu_);
+  incoming_hook_ = std::move(hook);
 }
 
 std::vector<api::v1::PrepareIncomingRequest> FakeVmDriverFactory::incoming_requests() const {

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -182,6 +183,9 @@ class FakeVmDriverFactory final : public agent::VmDriverFactory {
   std::string host_cgroup(const std::string& qmp_address) const;
   // StartIncoming fails with `error` (OK: it works again).
   void FailIncoming(absl::Status error);
+  // Runs `hook` with the request at the start of every StartIncoming, without the factory's
+  // lock: a test acts while the agent waits for a target's QEMU to start.
+  void OnStartIncoming(std::function<void(const api::v1::PrepareIncomingRequest&)> hook);
   // The requests StartIncoming was given (the agent's, as it starts a target), in order.
   std::vector<api::v1::PrepareIncomingRequest> incoming_requests() const;
 
@@ -193,6 +197,7 @@ class FakeVmDriverFactory final : public agent::VmDriverFactory {
   std::map<std::string, int64_t> granted_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> host_cgroups_ ABSL_GUARDED_BY(mu_);
   absl::Status incoming_error_ ABSL_GUARDED_BY(mu_);
+  std::function<void(const api::v1::PrepareIncomingRequest&)> incoming_hook_ ABSL_GUARDED_BY(mu_);
   std::vector<api::v1::PrepareIncomingRequest> incoming_requests_ ABSL_GUARDED_BY(mu_);
 };
 
