@@ -184,6 +184,24 @@ absl::StatusOr<uint64_t> ParseMiB(absl::string_view text, absl::string_view sett
       absl::StrCat(setting, " is \"", text, "\", not a size in MB"));
 }
 
+// A positive timeout and a connection string libpq can parse; errors start with `context`.
+absl::Status CheckConnection(const std::string& conninfo, absl::Duration timeout,
+                             absl::string_view context) {
+  if (timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(context, ": timeout must be positive, got ", absl::FormatDuration(timeout)));
+  }
+  char* error = nullptr;
+  PQconninfoOption* parsed = PQconninfoParse(conninfo.c_str(), &error);
+  if (parsed == nullptr) {
+    const std::string message = error != nullptr ? OneLine(error) : "out of memory";
+    PQfreemem(error);
+    return absl::InvalidArgumentError(absl::StrCat(context, ": bad connection string: ", message));
+  }
+  PQconninfoFree(parsed);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<PostgresResizer>> PostgresResizer::Create(
@@ -194,20 +212,7 @@ absl::StatusOr<std::unique_ptr<PostgresResizer>> PostgresResizer::Create(
         "lfc postgres resizer: setting \"", options.setting, "\" or \"", options.max_setting,
         "\" is not a setting name (an identifier, optionally prefix.name)"));
   }
-  if (options.timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("lfc postgres resizer: timeout must be positive, got ",
-                     absl::FormatDuration(options.timeout)));
-  }
-  char* error = nullptr;
-  PQconninfoOption* parsed = PQconninfoParse(options.conninfo.c_str(), &error);
-  if (parsed == nullptr) {
-    const std::string message = error != nullptr ? OneLine(error) : "out of memory";
-    PQfreemem(error);
-    return absl::InvalidArgumentError(
-        absl::StrCat("lfc postgres resizer: bad connection string: ", message));
-  }
-  PQconninfoFree(parsed);
+  RETURN_IF_ERROR(CheckConnection(options.conninfo, options.timeout, "lfc postgres resizer"));
   return std::unique_ptr<PostgresResizer>(new PostgresResizer(std::move(options)));
 }
 
@@ -253,19 +258,7 @@ absl::Status CheckPostgresWorkingSetOptions(const PostgresWorkingSetOptions& opt
     return absl::InvalidArgumentError(
         absl::StrCat(context, ": not a function name (an identifier, optionally schema.name)"));
   }
-  if (options.timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(absl::StrCat(context, ": timeout must be positive, got ",
-                                                   absl::FormatDuration(options.timeout)));
-  }
-  char* error = nullptr;
-  PQconninfoOption* parsed = PQconninfoParse(options.conninfo.c_str(), &error);
-  if (parsed == nullptr) {
-    const std::string message = error != nullptr ? OneLine(error) : "out of memory";
-    PQfreemem(error);
-    return absl::InvalidArgumentError(absl::StrCat(context, ": bad connection string: ", message));
-  }
-  PQconninfoFree(parsed);
-  return absl::OkStatus();
+  return CheckConnection(options.conninfo, options.timeout, context);
 }
 
 absl::StatusOr<std::vector<double>> ReadPostgresWorkingSet(
