@@ -6,6 +6,14 @@ tmp=$(mktemp -d /tmp/monitor-test.XXXXXX)
 trap 'kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 pid=
 fail() { echo "FAIL: $*"; [ -f "$tmp/log" ] && cat "$tmp/log"; exit 1; }
+# Waits (up to 10 s) for the daemon $pid to log that it listens; fails if it exits first.
+await_listening() {  # what, for the failure message
+  for _ in $(seq 100); do
+    grep -q "listening on" "$tmp/log" && return 0
+    kill -0 $pid 2>/dev/null || fail "the daemon exited$1"
+    sleep 0.1
+  done
+}
 
 "$bin" --insecure --watch=sideways --memory_bytes=1073741824 >"$tmp/log" 2>&1 && fail "bad --watch accepted"
 grep -q "unknown watch mode 'sideways'" "$tmp/log" || fail "bad --watch message"
@@ -21,11 +29,7 @@ grep -q "lfc_resizer must be none, postgres or file:PATH" "$tmp/log" || fail "ba
 "$bin" --insecure --listen="unix:$tmp/monitor.sock" --http_port=0 --memory_bytes=1073741824 \
   --lfc_resizer="file:$tmp/lfc" >"$tmp/log" 2>&1 &
 pid=$!
-for _ in $(seq 100); do
-  grep -q "listening on" "$tmp/log" && break
-  kill -0 $pid 2>/dev/null || fail "the daemon exited"
-  sleep 0.1
-done
+await_listening ""
 grep -q "listening on unix:" "$tmp/log" || fail "no 'listening' line"
 grep -q "watching cgroup v1 usage threshold" "$tmp/log" || echo "note: not on cgroup v1: $(grep watching "$tmp/log")"
 [ -S "$tmp/monitor.sock" ] || fail "no socket"
@@ -50,11 +54,7 @@ for setting in keep max; do
   "$bin" --insecure --listen="unix:$tmp/v2-$setting.sock" --http_port=-1 --cgroup="$v2" --watch=v2 \
     --memory_high=$setting --memory_bytes=1073741824 >"$tmp/log" 2>&1 &
   pid=$!
-  for _ in $(seq 100); do
-    grep -q "listening on" "$tmp/log" && break
-    kill -0 $pid 2>/dev/null || fail "the daemon exited on the v2 group ($setting)"
-    sleep 0.1
-  done
+  await_listening " on the v2 group ($setting)"
   kill -TERM $pid
   wait $pid || fail "exit status $? on the v2 group ($setting)"
   want=943718400
