@@ -719,11 +719,10 @@ absl::StatusOr<Agent::CheckedIncoming> Agent::CheckIncoming(
     return absl::PermissionDeniedError(absl::StrCat(
         what, ": the scheduler has no such order moving VM ", name, " to node ", node));
   }
-  if (caller && *caller != order->source_node()) {
-    return absl::PermissionDeniedError(
-        absl::StrCat(what, ": asked by ",
-                     caller->empty() ? "a caller without a node identity" : "node " + *caller,
-                     ", not by the order's source node ", order->source_node()));
+  if (caller && *caller != order->source_node()) {  // an empty one was refused above
+    return absl::PermissionDeniedError(absl::StrCat(what, ": asked by node ", *caller,
+                                                    ", not by the order's source node ",
+                                                    order->source_node()));
   }
 
   // The QEMU is started from this node's own config; the source gives only sizes, checked here
