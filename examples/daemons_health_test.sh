@@ -72,10 +72,20 @@ rc=$?
 [ $rc -eq 2 ] || fail "agent --listen=0.0.0.0 without --advertise_address: exit $rc, want 2"
 grep -q "peers cannot dial an unspecified address" "$tmp/wildcard.out" ||
   fail "agent --listen=0.0.0.0: $(cat "$tmp/wildcard.out")"
+# Its migration targets listen where the source's QEMU can dial: one address, not a wildcard.
+"$agent" --config="$tmp/agent.json" --listen="$agent_listen" --migration_address=0.0.0.0 \
+  --http_port=-1 --insecure >"$tmp/wildcard.out" 2>&1
+rc=$?
+[ $rc -eq 2 ] || fail "agent --migration_address=0.0.0.0: exit $rc, want 2"
+grep -q "not one address of this node" "$tmp/wildcard.out" ||
+  fail "agent --migration_address=0.0.0.0: $(cat "$tmp/wildcard.out")"
 "$agent" --config="$tmp/agent.json" --listen="$agent_listen" --http_port=0 --insecure \
   --ready_file="$tmp/agent.ready" >"$tmp/agent.log" 2>&1 &
 pids+=($!)
 await "$tmp/agent.ready"
+# By default on the host of the address its peers dial, over TCP.
+grep -q "take their streams on tcp:127.0.0.1" "$tmp/agent.log" ||
+  fail "agent's migration streams: $(cat "$tmp/agent.log")"
 agent_http=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["httpPort"])' "$tmp/agent.ready")
 check_http agent "$agent_http" autoscaling_agent_migrations_total
 check_grpc agent "$agent_listen"

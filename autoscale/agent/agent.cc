@@ -622,8 +622,9 @@ void Agent::Migrate(api::v1::MigrationOrder order) {
       metrics_.Forget({"vm", name});
       metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "out"}, {"result", "ok"}});
       Event(name, api::v1::EVENT_KIND_MIGRATED_OUT,
-            absl::StrFormat("migrated to node %s in %s (downtime %s, %d MiB sent%s%s)%s",
-                            order.target_node(), absl::FormatDuration(r.stats.total_time),
+            absl::StrFormat("migrated to node %s%s in %s (downtime %s, %d MiB sent%s%s)%s",
+                            order.target_node(), uri.empty() ? "" : absl::StrCat(" at ", uri),
+                            absl::FormatDuration(r.stats.total_time),
                             absl::FormatDuration(r.stats.downtime), r.stats.transferred_bytes >> 20,
                             r.stats.postcopy ? ", postcopy" : "",
                             options.tls_dir.empty() ? "" : ", over TLS",

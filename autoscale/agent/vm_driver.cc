@@ -162,8 +162,11 @@ class QemuIncomingVm final : public IncomingVm {
 
 class QemuVmDriverFactory final : public VmDriverFactory {
  public:
-  QemuVmDriverFactory(neonvm::launcher::HostCgroupSpec incoming_cgroup, std::string tls_dir)
-      : incoming_cgroup_(std::move(incoming_cgroup)), tls_dir_(std::move(tls_dir)) {}
+  QemuVmDriverFactory(neonvm::launcher::HostCgroupSpec incoming_cgroup, std::string tls_dir,
+                      std::string migration_address)
+      : incoming_cgroup_(std::move(incoming_cgroup)),
+        tls_dir_(std::move(tls_dir)),
+        migration_address_(std::move(migration_address)) {}
 
   absl::StatusOr<OpenedVm> Open(const api::v1::VmConfig& vm, const core::Resources& compute_unit,
                                 int64_t granted_milli_cpu,
@@ -212,14 +215,15 @@ class QemuVmDriverFactory final : public VmDriverFactory {
       tls.dir = tls_dir_;
       tls.source_dn = absl::StrCat("CN=node-", source_node);
     }
-    ASSIGN_OR_RETURN(std::string uri,
-                     neonvm::migration::Listen(*vm, config.allow_postcopy(), "", tls));
+    ASSIGN_OR_RETURN(std::string uri, neonvm::migration::Listen(*vm, config.allow_postcopy(),
+                                                                migration_address_, tls));
     return std::make_unique<QemuIncomingVm>(std::move(vm), std::move(uri));
   }
 
  private:
   const neonvm::launcher::HostCgroupSpec incoming_cgroup_;
   const std::string tls_dir_;
+  const std::string migration_address_;
 };
 
 }  // namespace
@@ -227,9 +231,10 @@ class QemuVmDriverFactory final : public VmDriverFactory {
 int CpusFor(int64_t milli_cpu) { return static_cast<int>((milli_cpu + 999) / 1000); }
 
 std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory(
-    neonvm::launcher::HostCgroupSpec incoming_cgroup, std::string migration_tls_dir) {
-  return std::make_unique<QemuVmDriverFactory>(std::move(incoming_cgroup),
-                                               std::move(migration_tls_dir));
+    neonvm::launcher::HostCgroupSpec incoming_cgroup, std::string migration_tls_dir,
+    std::string migration_address) {
+  return std::make_unique<QemuVmDriverFactory>(
+      std::move(incoming_cgroup), std::move(migration_tls_dir), std::move(migration_address));
 }
 
 neonvm::launcher::VmSpec IncomingSpec(const api::v1::PrepareIncomingRequest& request,

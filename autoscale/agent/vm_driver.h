@@ -102,8 +102,14 @@ class VmDriverFactory {
 // TLS: with `migration_tls_dir` (neonvm::migration::MakeTlsDir of this node's certificate) an
 // incoming VM takes only a TLS stream from the QEMU of the order's source node, whose
 // certificate's distinguished name must be "CN=node-<source>" (the README's recipe).
+//
+// Where: an incoming VM listens on `migration_address` (a host or an IP address of this node,
+// "[...]" around IPv6), on a port its QEMU picks ("tcp:10.0.0.7:41234"), so that the stream from
+// another host reaches it; empty: on a unix socket in its runtime directory (source and target
+// on one machine).
 std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory(
-    neonvm::launcher::HostCgroupSpec incoming_cgroup = {}, std::string migration_tls_dir = "");
+    neonvm::launcher::HostCgroupSpec incoming_cgroup = {}, std::string migration_tls_dir = "",
+    std::string migration_address = "");
 
 // The launch spec of the migration target for `request`: the VM's spec, in a host cgroup of
 // `cgroup`, with the quota the source has now (request.current).

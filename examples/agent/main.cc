@@ -48,6 +48,10 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:10400",
 ABSL_FLAG(std::string, advertise_address, "",
           "The host:port other agents dial for migrations to this node, registered with the "
           "scheduler (default: --listen, which must then name an address).");
+ABSL_FLAG(std::string, migration_address, "",
+          "The address of this node on which migrated-in VMs listen for their migration stream "
+          "(TCP, on a port QEMU picks; IPv6 in brackets). Default: the host of "
+          "--advertise_address; with a unix: address, a unix socket (every node on one machine).");
 ABSL_FLAG(std::string, http_host, "127.0.0.1", "Address of the HTTP server (/metrics, /status).");
 ABSL_FLAG(int, http_port, 9101, "Port of the HTTP server; 0 picks a free one, -1 turns it off.");
 ABSL_FLAG(absl::Duration, scheduler_timeout, absl::Seconds(2), "Timeout of a scheduler call.");
@@ -78,6 +82,22 @@ absl::StatusOr<std::string> AdvertiseAddress(const std::string& listen,
         "the address other nodes reach this one at"));
   }
   return address;
+}
+
+// Where migrated-in VMs listen: `flag`, or the host other agents dial this one at; "" (a unix
+// socket) when that is a unix socket, as only agents of this machine can reach it.
+absl::StatusOr<std::string> MigrationAddress(const std::string& advertise,
+                                             const std::string& flag) {
+  if (flag.empty() && advertise.rfind("unix:", 0) == 0) return std::string();
+  const std::string host = flag.empty() ? advertise.substr(0, advertise.rfind(':')) : flag;
+  // The source's QEMU dials the URI the target's QEMU reports: it must name one address.
+  if (host == "0.0.0.0" || host == "[::]" || host == "[::0]" ||
+      !neonvm::migration::CheckTargetUri(absl::StrCat("tcp:", host, ":1")).ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "migration address \"", host, "\"", flag.empty() ? " (from --advertise_address)" : "",
+        ": not one address of this node; pass --migration_address=HOST"));
+  }
+  return host;
 }
 
 int Run() {
@@ -124,6 +144,14 @@ int Run() {
     LOG(ERROR) << advertise.status();
     return 2;
   }
+  absl::StatusOr<std::string> migration_address =
+      MigrationAddress(*advertise, absl::GetFlag(FLAGS_migration_address));
+  if (!migration_address.ok()) {
+    LOG(ERROR) << migration_address.status();
+    return 2;
+  }
+  LOG(INFO) << "migrated-in VMs take their streams on "
+            << (migration_address->empty() ? "unix sockets" : "tcp:" + *migration_address);
   neonvm::launcher::HostCgroupSpec incoming_cgroup;
   incoming_cgroup.parent = absl::GetFlag(FLAGS_vm_cgroup_parent);
   if (incoming_cgroup.parent.empty()) {
@@ -163,7 +191,7 @@ int Run() {
     }
   } remove_tls_dir{migration_tls_dir};
   std::unique_ptr<agent::VmDriverFactory> vms =
-      agent::NewQemuVmDriverFactory(incoming_cgroup, migration_tls_dir);
+      agent::NewQemuVmDriverFactory(incoming_cgroup, migration_tls_dir, *migration_address);
   agent::AgentOptions options;
   options.address = *advertise;
   options.migration_tls_dir = migration_tls_dir;
