@@ -359,6 +359,11 @@ absl::Status Cluster::StartAgent(const std::string& node) {
   std::vector<std::string> argv = {options_.bin.agent,
                                    absl::StrCat("--config=", dir_, "/agent-", node, ".json"),
                                    "--listen=" + AgentAddress(node), "--http_port=0"};
+  // On a host of its own, the migrated-in VMs listen on the host's address: the stream crosses
+  // from one host's namespace to the other's over TCP, as between machines.
+  if (const HostsNetwork::Host* host = NodeHost(node)) {
+    argv.push_back("--migration_address=" + host->address);
+  }
   ASSIGN_OR_RETURN(std::vector<std::string> security,
                    SecurityFlags("node-" + node, absl::StrCat(kTrustDomain, "/node/", node)));
   argv.insert(argv.end(), security.begin(), security.end());

@@ -69,8 +69,10 @@ struct ClusterOptions {
   bool tls = true;
   // Node i (in `nodes` order) is host(i) of this network: its agent, and so the QEMUs the agent
   // starts as migration targets, run in that host's namespace, as does each guest placed there;
-  // a guest with an `address` has a tap on the host's bridge. Null: everything runs in this
-  // process's namespace. Not owned; outlives the cluster.
+  // a guest with an `address` has a tap on the host's bridge. The targets listen on their host's
+  // address (the agent's --migration_address), so a migration stream goes over TCP from one
+  // host to the other. Null: everything runs in this process's namespace (streams over unix
+  // sockets). Not owned; outlives the cluster.
   HostsNetwork* hosts = nullptr;
 };
 
@@ -130,6 +132,9 @@ class Guest {
   absl::StatusOr<int64_t> LfcBytes();
   // The monitor's log.
   absl::StatusOr<std::string> MonitorLog();
+  // The QMP connection of the QEMU the cluster started for it, for watching its events (a
+  // migration's phases, with QEMU's timestamps); null once it has migrated and been reattached.
+  neonvm::qmp::QmpClient* qmp() { return vm ? &vm->qmp() : nullptr; }
 
  private:
   friend class Cluster;
