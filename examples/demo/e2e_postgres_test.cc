@@ -1,21 +1,30 @@
 // End to end, the story of a database compute: pgbench runs from a client namespace against the
 // PostgreSQL guest on host A (its own address on a tap, testing::HostsNetwork); its load drives a
 // CPU scale-up (vCPUs hot-plugged, the QEMU cgroup's quota raised); the larger VM puts node A
-// above its watermark, and the agents live-migrate it to host B while pgbench runs; pgbench ends
+// above its watermark, and the agents live-migrate it to host B (the stream over TCP, from host
+// A's namespace to the address host B's agent listens on, with QEMU's TLS) while pgbench runs;
+// pgbench ends
 // and the VM scales down on B. pgbench must finish with every client (it never reconnects: a
 // broken connection aborts the client) and no failed transaction, the VM keep its address, and
 // the ledger agree with the agents at the end.
 //
 // It prints what a client saw (the figures of bench/RESULTS.md): the guest's boot-to-ready, TPS
 // before, during and after the scale-up and around the migration, and the longest gap between
-// two transactions. The same lines go to figures.txt in the test's undeclared outputs.
+// two transactions, and a timeline of the migration: the source QEMU's events (with QEMU's own
+// timestamps), its postcopy progress, the agents' steps and the longest gaps, which shows where
+// the stall falls. The same lines go to figures.txt in the test's undeclared outputs.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
@@ -30,6 +39,7 @@
 #include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
 #include "neonvm/launcher/host_cgroup.h"
+#include "neonvm/qmp/qmp_client.h"
 
 namespace autoscale::demo {
 namespace {
@@ -69,6 +79,15 @@ double MeanTps(const std::vector<PgbenchProgress>& p, absl::Time from, absl::Tim
     }
   }
   return n == 0 ? -1 : sum / n;
+}
+
+// The first integer member `key` of a QMP reply's JSON text; -1 when there is none.
+int64_t JsonInt(const std::string& json, const std::string& key) {
+  const size_t at = json.find(absl::StrCat("\"", key, "\":"));
+  if (at == std::string::npos) return -1;
+  const size_t from = at + key.size() + 3;
+  int64_t n = -1;
+  return absl::SimpleAtoi(json.substr(from, json.find_first_of(",}", from) - from), &n) ? n : -1;
 }
 
 absl::Time EventTime(const api::v1::AgentEvent& e) { return absl::FromUnixMillis(e.at_unix_ms()); }
@@ -120,6 +139,10 @@ TEST(EndToEnd, PgbenchRunsThroughScaleUpMigrationToAnotherHostAndScaleDown) {
   // How soon the load average calls for 2 CU depends on how busy this machine is (25 to 60 s).
   bench_options.duration = absl::Seconds(150);
   ASSERT_TRUE(testing::PgbenchInit(bench_options, absl::Seconds(60)).ok());
+  // The source QEMU's view of the migration, with its own timestamps: where the stall falls.
+  ASSERT_NE((*pg)->qmp(), nullptr);
+  auto source_events = std::make_unique<neonvm::qmp::EventQueue>(
+      *(*pg)->qmp(), std::vector<std::string>{"MIGRATION", "MIGRATION_PASS", "STOP", "RESUME"});
   auto bench = Pgbench::Start(bench_options);
   ASSERT_TRUE(bench.ok()) << bench.status();
 
@@ -127,6 +150,7 @@ TEST(EndToEnd, PgbenchRunsThroughScaleUpMigrationToAnotherHostAndScaleDown) {
   std::optional<absl::Time> permit_up, scaled_up, migration_started, migrated;
   int64_t quota_up = -1;
   std::string up_cgroup, migration_text;
+  std::vector<std::pair<absl::Time, std::string>> migrate_samples;
   while ((*bench)->Running()) {
     absl::StatusOr<AgentStatus> a = c.AgentStatus("a");
     if (a.ok()) {
@@ -154,12 +178,25 @@ TEST(EndToEnd, PgbenchRunsThroughScaleUpMigrationToAnotherHostAndScaleDown) {
         }
       }
     }
+    // The source's own count of pages the target asked for (postcopy faults) and of bytes
+    // sent, while it runs: how the guest on host B gets its memory during the stall.
+    if (migration_started && !migrated) {
+      absl::StatusOr<std::string> q =
+          (*pg)->qmp()->Execute("query-migrate", {}, absl::Milliseconds(500));
+      if (q.ok()) migrate_samples.push_back({absl::Now(), *q});
+    }
     if (migrated && absl::Now() > *migrated + kLoadOnB) (*bench)->Finish();
     absl::SleepFor(absl::Milliseconds(250));
   }
   auto result = (*bench)->Wait(absl::Seconds(10));
   ASSERT_TRUE(result.ok()) << result.status();
   const absl::Time bench_end = absl::Now();
+  std::vector<neonvm::qmp::QmpEvent> qemu_events;
+  for (absl::StatusOr<neonvm::qmp::QmpEvent> e = source_events->Next(absl::ZeroDuration()); e.ok();
+       e = source_events->Next(absl::ZeroDuration())) {
+    qemu_events.push_back(*e);
+  }
+  source_events.reset();
 
   // Every client ran to the end on its first connection, and no transaction failed.
   EXPECT_EQ(result->exit_code, 0) << result->output;
@@ -178,6 +215,11 @@ TEST(EndToEnd, PgbenchRunsThroughScaleUpMigrationToAnotherHostAndScaleDown) {
   EXPECT_GT(*permit_up, (*bench)->started());
   EXPECT_LE(*permit_up, *migration_started);
   EXPECT_LT(*migrated, result->ends.back()) << "transactions after the migration";
+  // The stream went over TCP to host B's address, where the target agent's QEMU listened: the
+  // source agent names the URI its QEMU was given.
+  EXPECT_TRUE(
+      absl::StrContains(migration_text, absl::StrCat(" at tcp:", (*net)->host(1).address, ":")))
+      << migration_text;
 
   // The guest on host B has the hot-plugged vCPU online, and its QEMU the quota of 2 CU.
   ASSERT_TRUE(c.ReattachGuest(kVm).ok());
@@ -268,6 +310,51 @@ TEST(EndToEnd, PgbenchRunsThroughScaleUpMigrationToAnotherHostAndScaleDown) {
       MeanTps(p, *migrated + absl::Seconds(1), bench_end),
       absl::ToDoubleMilliseconds(result->longest_gap),
       absl::ToDoubleSeconds(result->longest_gap_end - start));
+  // Where the stall falls: the source QEMU's migration events, the agents' steps and the
+  // longest gaps between transactions, in seconds since pgbench started.
+  std::vector<std::pair<absl::Time, std::string>> timeline;
+  for (const neonvm::qmp::QmpEvent& e : qemu_events) {
+    timeline.push_back({e.timestamp, absl::StrCat("source QEMU ", e.name, " ", e.data)});
+  }
+  for (const char* node : {"a", "b"}) {
+    absl::StatusOr<AgentStatus> st = c.AgentStatus(node);
+    if (!st.ok()) continue;
+    for (const api::v1::AgentEvent& e : st->events()) {
+      if (e.vm() != kVm || EventTime(e) < start) continue;
+      timeline.push_back(
+          {EventTime(e),
+           absl::StrCat("agent ", node, " ", api::v1::EventKind_Name(e.kind()), ": ", e.text())});
+    }
+  }
+  // The source in postcopy, about once a second: the pages the target asked for (its guest's
+  // faults on memory not yet there) and the bytes sent.
+  absl::Time printed = absl::InfinitePast();
+  for (const auto& [at, reply] : migrate_samples) {
+    if (!absl::StrContains(reply, "\"postcopy-active\"") || at - printed < absl::Seconds(1)) {
+      continue;
+    }
+    printed = at;
+    timeline.push_back({at, absl::StrFormat("source in postcopy: %d pages asked for, %d MiB sent",
+                                            JsonInt(reply, "postcopy-requests"),
+                                            JsonInt(reply, "transferred") >> 20)});
+  }
+  std::vector<std::pair<absl::Duration, absl::Time>> gaps;  // length, end
+  for (size_t i = 1; i < result->ends.size(); ++i) {
+    gaps.push_back({result->ends[i] - result->ends[i - 1], result->ends[i]});
+  }
+  std::sort(gaps.rbegin(), gaps.rend());
+  for (size_t i = 0; i < gaps.size() && i < 5; ++i) {
+    timeline.push_back({gaps[i].second - gaps[i].first,
+                        absl::StrFormat("gap of %.0f ms begins (no transaction ends until +%.3f)",
+                                        absl::ToDoubleMilliseconds(gaps[i].first),
+                                        absl::ToDoubleSeconds(gaps[i].second - start))});
+  }
+  std::sort(timeline.begin(), timeline.end());
+  absl::StrAppendFormat(&figures, "timeline (+0 = pgbench's start, %.3f s since the epoch):\n",
+                        absl::ToDoubleSeconds(start - absl::UnixEpoch()));
+  for (const auto& [at, what] : timeline) {
+    absl::StrAppendFormat(&figures, "  +%8.3f  %s\n", absl::ToDoubleSeconds(at - start), what);
+  }
   std::printf("%s", figures.c_str());
   if (const char* out = std::getenv("TEST_UNDECLARED_OUTPUTS_DIR")) {
     std::ofstream(std::string(out) + "/figures.txt") << figures;
