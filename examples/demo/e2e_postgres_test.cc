@@ -3,10 +3,9 @@
 // CPU scale-up (vCPUs hot-plugged, the QEMU cgroup's quota raised); the larger VM puts node A
 // above its watermark, and the agents live-migrate it to host B (the stream over TCP, from host
 // A's namespace to the address host B's agent listens on, with QEMU's TLS) while pgbench runs;
-// pgbench ends
-// and the VM scales down on B. pgbench must finish with every client (it never reconnects: a
-// broken connection aborts the client) and no failed transaction, the VM keep its address, and
-// the ledger agree with the agents at the end.
+// pgbench ends and the VM scales down on B. pgbench must finish with every client (it never
+// reconnects: a broken connection aborts the client) and no failed transaction, the VM keep its
+// address, and the ledger agree with the agents at the end.
 //
 // It prints what a client saw (the figures of bench/RESULTS.md): the guest's boot-to-ready, TPS
 // before, during and after the scale-up and around the migration, and the longest gap between
