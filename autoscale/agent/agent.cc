@@ -11,6 +11,7 @@
 #include "autoscale/base/status_macros.h"
 #include "autoscale/core/config.h"
 #include "autoscale/core/config_proto.h"
+#include "autoscale/rpc/identity.h"
 #include "glog/logging.h"
 #include "neonvm/migration/migration.h"
 
@@ -566,7 +567,7 @@ void Agent::Migrate(api::v1::MigrationOrder order) {
   }
   if (absl::Status s = runner->BeginMigration(absl::Seconds(30)); !s.ok()) return refuse(s);
   absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> connected =
-      connect_peer_(order.target_agent_address());
+      connect_peer_(order.target_agent_address(), order.target_node());
   if (!connected.ok()) return refuse(connected.status());
   std::unique_ptr<rpc::agent_peer::MigrationPeer> peer = *std::move(connected);
 
@@ -785,22 +786,6 @@ absl::Status Agent::FinishIncoming(const api::v1::FinishIncomingRequest& request
   return FinishIncomingFrom(std::nullopt, request);
 }
 
-namespace {
-
-// The node of a SPIFFE identity "spiffe://<td>/node/<name>", or "".
-std::string NodeOf(const std::string& identity) {
-  constexpr absl::string_view kScheme = "spiffe://";
-  if (!absl::StartsWith(identity, kScheme)) return "";
-  const size_t slash = identity.find('/', kScheme.size());
-  if (slash == std::string::npos) return "";
-  const absl::string_view path = absl::string_view(identity).substr(slash);
-  if (!absl::StartsWith(path, "/node/")) return "";
-  const absl::string_view name = path.substr(6);
-  return name.empty() || absl::StrContains(name, '/') ? "" : std::string(name);
-}
-
-}  // namespace
-
 class Agent::Caller final : public rpc::agent_peer::MigrationPeer {
  public:
   Caller(Agent& agent, std::optional<std::string> node) : agent_(agent), node_(std::move(node)) {}
@@ -819,7 +804,14 @@ class Agent::Caller final : public rpc::agent_peer::MigrationPeer {
 
 std::shared_ptr<rpc::agent_peer::MigrationPeer> Agent::ForCaller(const std::string& identity) {
   std::optional<std::string> node;
-  if (options_.require_peer_identity) node = NodeOf(identity);
+  if (options_.require_peer_identity) {
+    // A node's agent of this trust domain, or nobody ("": refused as a source).
+    const rpc::Identity who = rpc::ParseIdentity(identity);
+    const bool trusted =
+        who.role == rpc::Identity::Role::kNode &&
+        (options_.trust_domain.empty() || who.trust_domain == options_.trust_domain);
+    node = trusted ? who.name : "";
+  }
   return std::make_shared<Caller>(*this, std::move(node));
 }
 

@@ -63,9 +63,11 @@
 
 namespace autoscale::agent {
 
-// Connects to another node's agent (rpc::agent_peer::NewGrpcClient, or a test's own).
+// Connects to node `node`'s agent at `address` (rpc::agent_peer::NewGrpcClient, or a test's own).
+// With TLS, the connection must reach that node's agent and no other (the source hands the
+// target its VM).
 using PeerConnector = std::function<absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>>(
-    const std::string& address)>;
+    const std::string& address, const std::string& node)>;
 
 struct AgentOptions {
   // Where this agent serves incoming migrations ("host:port"), told to the scheduler.
@@ -89,6 +91,8 @@ struct AgentOptions {
   // Calls through ForCaller must come from the order's source node: its identity
   // (spiffe://<td>/node/<source>) as the transport authenticated it. Set with TLS.
   bool require_peer_identity = false;
+  // With require_peer_identity, the trust domain that identity must be of ("": any).
+  std::string trust_domain;
   // Overrides for runners (tests shorten the monitor's retry and the loops' sleeps).
   absl::Duration monitor_retry = absl::Seconds(5);
   absl::Duration monitor_health_interval = absl::Seconds(5);

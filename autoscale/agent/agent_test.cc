@@ -208,6 +208,7 @@ class AgentTest : public ::testing::Test {
     o.migration_timeout = migration_timeout_;
     // Agents reach each other as the gRPC server hands them over: as their caller's node.
     o.require_peer_identity = true;
+    o.trust_domain = "autoscale.test";
     o.migration_retry = {.min = absl::Milliseconds(1),
                          .max = absl::Milliseconds(10),
                          .abandon_give_up = absl::Milliseconds(200)};
@@ -221,14 +222,14 @@ class AgentTest : public ::testing::Test {
           return rpc::monitor::InProcessConnector(*it->second)
               .Connect(address, std::move(callbacks), timeout);
         },
-        [this, node](const std::string& address)
+        [this, node](const std::string& address, const std::string& target)
             -> absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> {
-          for (auto& [name, other] : nodes_) {
-            if (name + ":agent" == address) {
-              return std::make_unique<FaultyPeer>(other->agent->ForCaller(Identity(node)), *this);
-            }
+          // As the TLS client would: only node `target`'s agent answers.
+          auto it = nodes_.find(target);
+          if (it == nodes_.end() || target + ":agent" != address) {
+            return absl::UnavailableError("no agent of node " + target + " at " + address);
           }
-          return absl::UnavailableError("no agent at " + address);
+          return std::make_unique<FaultyPeer>(it->second->agent->ForCaller(Identity(node)), *this);
         },
         clock_);
     Agent& agent = *n->agent;
@@ -857,8 +858,9 @@ TEST_F(MigrationTest, AnIncomingMigrationWithoutItsOrderStartsNoQemu) {
   r = b_->ForCaller(Identity("a"))->PrepareIncoming(forged);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists) << r.status();
   // Another node (c) may neither prepare this order nor finish or abandon it; nor may a
-  // certificate without a node identity.
-  for (const std::string& who : {Identity("c"), std::string("spiffe://autoscale.test/admin")}) {
+  // certificate without a node identity, or node a of another trust domain.
+  for (const std::string& who : {Identity("c"), std::string("spiffe://autoscale.test/admin"),
+                                 std::string("spiffe://other.test/node/a")}) {
     r = b_->ForCaller(who)->PrepareIncoming(forged);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << who << ": " << r.status();
     api::v1::FinishIncomingRequest finish;

@@ -113,11 +113,15 @@ class AuthzTest : public ::testing::Test {
     EXPECT_TRUE(files.ok()) << files.status();
     return ClientWith(*files);
   }
-  std::unique_ptr<Service> ClientWith(const rpc::TlsFiles& files) {
+  // As the agent and schedctl connect: the server must be the scheduler (`server_identity`).
+  std::unique_ptr<Service> ClientWith(const rpc::TlsFiles& files,
+                                      const std::string& server_identity = kScheduler) {
     absl::StatusOr<rpc::Security> security = rpc::Security::MutualTls(files);
     EXPECT_TRUE(security.ok()) << security.status();
-    return *rpc::scheduler::NewGrpcClient(server_->address(), absl::Seconds(5), *security);
+    return *rpc::scheduler::NewGrpcClient(server_->address(), absl::Seconds(5), *security,
+                                          server_identity);
   }
+  static constexpr char kScheduler[] = "spiffe://test/scheduler";
 
   testing::TempDir dir_{"authz"};
   std::unique_ptr<TestCa> ca_;
@@ -127,6 +131,24 @@ class AuthzTest : public ::testing::Test {
   rpc::TlsFiles server_files_;
   std::unique_ptr<rpc::Server> server_;
 };
+
+// A client that expects the scheduler refuses a server whose certificate (from the same CA) names
+// another workload: a node's agent posing as the scheduler would otherwise hand out orders.
+TEST_F(AuthzTest, ClientRefusesAServerThatIsNotTheScheduler) {
+  absl::StatusOr<rpc::TlsFiles> files = ca_->Issue("admin", "spiffe://test/admin");
+  ASSERT_TRUE(files.ok()) << files.status();
+  std::unique_ptr<Service> fooled = ClientWith(*files, "spiffe://test/node/a");
+  api::v1::RegisterNodeRequest r;
+  r.set_node("c");
+  r.mutable_total()->set_milli_cpu(1000);
+  r.mutable_total()->set_memory_bytes(kGiB);
+  r.set_agent_address("127.0.0.1:2");
+  absl::StatusOr<api::v1::RegisterNodeResponse> refused = fooled->RegisterNode(r);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
+  EXPECT_FALSE(ledger_->GetNode("c").ok()) << "the request reached the server";
+  EXPECT_TRUE(ClientWith(*files)->RegisterNode(r).ok());
+  EXPECT_TRUE(ledger_->GetNode("c").ok());
+}
 
 TEST_F(AuthzTest, PlaintextClientIsRefused) {
   std::unique_ptr<Service> plain =
