@@ -114,9 +114,18 @@ bool Agent::RegisterNode() {
                        " with the scheduler: ", registered.status().message()));
     return false;
   }
+  // The scheduler may hold less than asked: the operator shrank the node.
+  const api::v1::Resources& held = registered->has_node() ? registered->node().total() : r.total();
   Event("", api::v1::EVENT_KIND_NODE_REGISTERED,
-        absl::StrCat("node ", r.node(), " registered with the scheduler (", r.total().milli_cpu(),
-                     "m, ", r.total().memory_bytes() >> 20, " MiB)"));
+        absl::StrCat("node ", r.node(), " registered with the scheduler (", held.milli_cpu(), "m, ",
+                     held.memory_bytes() >> 20, " MiB",
+                     held.milli_cpu() < r.total().milli_cpu() ||
+                             held.memory_bytes() < r.total().memory_bytes()
+                         ? absl::StrCat("; this config says ", r.total().milli_cpu(), "m, ",
+                                        r.total().memory_bytes() >> 20,
+                                        " MiB, but only the admin may raise it")
+                         : "",
+                     ")"));
   return true;
 }
 
