@@ -197,6 +197,12 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   // Whether the scheduler holds the node as the config has it.
   bool NodeRegistered() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Supervise();
+  // Stops the incoming QEMUs whose order the scheduler has ended (expired: their source died
+  // between PrepareIncoming and FinishIncoming) while their state never arrived.
+  void SweepIncoming();
+  // Ends incoming `id`, claimed (Incoming::finishing), as not taken over: its QEMU stops, and
+  // `why` is logged and is what its source hears if it asks again.
+  void DropIncoming(uint64_t id, const std::string& why);
   // Sends the bounds of `vms` (claimed by Supervise) to the scheduler.
   void SendBounds(const std::vector<std::pair<std::string, core::Bounds>>& vms);
   void OnMigrationOrder(const api::v1::MigrationOrder& order);

@@ -915,6 +915,32 @@ TEST_F(MigrationTest, AnOrderAbandonedWhileItsTargetStartsLeavesNoQemu) {
   EXPECT_LE(hv_.MaxRunningCopies("vm1"), 1);
 }
 
+// The source's agent dies between PrepareIncoming and FinishIncoming and does not come back; the
+// scheduler ends the order when it expires. The target's QEMU, still waiting for the VM's state,
+// goes then, rather than run until its agent stops; the source QEMU still has the VM.
+TEST_F(MigrationTest, ATargetWhoseOrderExpiredIsStopped) {
+  StartBoth({.active_polls = 1000000, .kvm = true});
+  Overfill();
+  ASSERT_TRUE(Eventually([&] { return vm1_->migration_status() == "active"; })) << Log(*a_);
+  a_->Stop();  // interrupted: nothing decided, and nobody finishes b's target
+  FakeVm* target = hv_.Find("fake:b/vm1/1");
+  ASSERT_NE(target, nullptr);
+  clock_.Advance(absl::Seconds(1));  // b's next polls
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(target->run_state(), "inmigrate") << "the order is still live: the target waits";
+
+  clock_.Advance(scheduler::MaintenanceOptions().migration_timeout);
+  scheduler_->Tick();  // expires the order (and, a still above its watermark, orders vm1 again)
+  ASSERT_TRUE(Eventually([&] {
+    clock_.Advance(absl::Seconds(1));
+    return target->run_state() == "shutdown";
+  })) << Log(*b_);
+  EXPECT_TRUE(Has(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_ABANDONED)) << Log(*b_);
+  EXPECT_EQ(hv_.RunningCopies("vm1"), 1);
+  EXPECT_EQ(Ledger("vm1")->node(), "a");
+  EXPECT_TRUE(scheduler_->ledger().CheckInvariants().ok());
+}
+
 TEST_F(MigrationTest, SizesBeyondTheVmsBoundsAreRefused) {
   StartBoth({.active_polls = 1000000, .kvm = true});
   // b's description of vm1 allows at most 1 CU: the 2 CU vm1 has when it is ordered away is
