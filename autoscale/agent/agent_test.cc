@@ -213,13 +213,13 @@ class AgentTest : public ::testing::Test {
                          .abandon_give_up = absl::Milliseconds(200)};
     n->agent = std::make_unique<Agent>(
         o, *client_, n->factory,
-        [this](const std::string& address, rpc::monitor::MonitorClient::Callbacks callbacks,
-               absl::Duration timeout)
+        [this](const std::string& address, const rpc::monitor::AgentBinding& binding,
+               rpc::monitor::MonitorClient::Callbacks callbacks, absl::Duration timeout)
             -> absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>> {
           auto it = monitors_.find(address);
           if (it == monitors_.end()) return absl::UnavailableError("no monitor at " + address);
           return rpc::monitor::InProcessConnector(*it->second)
-              .Connect(address, std::move(callbacks), timeout);
+              .Connect(address, binding, std::move(callbacks), timeout);
         },
         [this, node](const std::string& address)
             -> absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> {

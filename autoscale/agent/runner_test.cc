@@ -225,7 +225,8 @@ class RunnerTest : public ::testing::Test {
     o.monitor_retry = absl::Milliseconds(50);
     o.monitor_health_interval = absl::Milliseconds(10);
     MonitorConnector connect =
-        [this](const std::string&, rpc::monitor::MonitorClient::Callbacks callbacks,
+        [this](const std::string&, const rpc::monitor::AgentBinding&,
+               rpc::monitor::MonitorClient::Callbacks callbacks,
                absl::Duration) -> absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>> {
       // What a monitor sends the moment an agent connects arrives before Connect returns.
       if (on_connect_) on_connect_(callbacks);

@@ -171,9 +171,10 @@ int Run() {
   options.require_peer_identity = security->tls();
   agent::Agent node_agent(
       options, **scheduler, *vms,
-      [&](const std::string& address, rpc::monitor::MonitorClient::Callbacks callbacks,
-          absl::Duration timeout) {
-        return rpc::monitor::ConnectGrpc(address, std::move(callbacks), timeout, *security);
+      [&](const std::string& address, const rpc::monitor::AgentBinding& binding,
+          rpc::monitor::MonitorClient::Callbacks callbacks, absl::Duration timeout) {
+        return rpc::monitor::ConnectGrpc(address, binding, std::move(callbacks), timeout,
+                                         *security);
       },
       [&](const std::string& address) {
         return rpc::agent_peer::NewGrpcClient(address, absl::Seconds(60), *security);
