@@ -990,6 +990,19 @@ TEST_F(MigrationTest, SizesBeyondTheVmsBoundsAreRefused) {
   EXPECT_EQ(hv_.RunningCopies("vm1"), 1);
 }
 
+// An agent token is a token, not a payload: one far longer than any is refused, and starts
+// nothing.
+TEST_F(MigrationTest, AnOversizedAgentTokenIsRefused) {
+  tamper_ = [](api::v1::PrepareIncomingRequest& r) { r.set_agent_token(std::string(5000, 'x')); };
+  StartBoth({.kvm = true});
+  Overfill();
+  ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::v1::EVENT_KIND_MIGRATION_FAILED); }))
+      << Log(*a_);
+  EXPECT_TRUE(Has(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_REFUSED)) << Log(*b_);
+  EXPECT_TRUE(absl::StrContains(Log(*b_), "agent token of 5000 bytes")) << Log(*b_);
+  EXPECT_TRUE(node("b").factory.incoming_requests().empty());
+}
+
 // A source sends a spec with paths and arguments of its choosing; the target starts the VM from
 // its own description of it, with only the source's sizes.
 TEST_F(MigrationTest, TheTargetStartsTheVmFromItsOwnConfigNotTheSources) {
