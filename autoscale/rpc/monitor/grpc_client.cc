@@ -27,15 +27,17 @@ class GrpcClient final : public MonitorClient {
     if (reader_.joinable()) reader_.join();
   }
 
-  absl::Status Start(const AgentBinding& binding, absl::Duration timeout,
-                     const Security& security) {
+  absl::Status Start(const AgentBinding& binding, absl::Duration timeout, const Security& security,
+                     std::string trust_domain) {
     // Whom the monitor's certificate must name, known before anything is sent.
     std::string expected;
     if (security.tls() && !binding.vm.empty()) {
-      absl::StatusOr<std::string> own = rpc::CertificateIdentity(security.files().cert);
-      if (!own.ok()) return own.status();
-      expected =
-          absl::StrCat("spiffe://", rpc::ParseIdentity(*own).trust_domain, "/vm/", binding.vm);
+      if (trust_domain.empty()) {
+        absl::StatusOr<std::string> own = rpc::CertificateIdentity(security.files().cert);
+        if (!own.ok()) return own.status();
+        trust_domain = rpc::ParseIdentity(*own).trust_domain;
+      }
+      expected = rpc::SpiffeUri(trust_domain, "vm/" + binding.vm);
     }
     auto channel = grpc::CreateChannel(address_, rpc::ChannelCredentials(security));
     if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout))) {
@@ -197,13 +199,11 @@ class GrpcClient final : public MonitorClient {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<MonitorClient>> ConnectGrpc(const std::string& address,
-                                                           const AgentBinding& binding,
-                                                           MonitorClient::Callbacks callbacks,
-                                                           absl::Duration timeout,
-                                                           const Security& security) {
+absl::StatusOr<std::unique_ptr<MonitorClient>> ConnectGrpc(
+    const std::string& address, const AgentBinding& binding, MonitorClient::Callbacks callbacks,
+    absl::Duration timeout, const Security& security, const std::string& trust_domain) {
   auto client = std::make_unique<GrpcClient>(address, std::move(callbacks));
-  absl::Status s = client->Start(binding, timeout, security);
+  absl::Status s = client->Start(binding, timeout, security, trust_domain);
   if (!s.ok()) return s;
   return client;
 }

@@ -19,9 +19,13 @@ namespace autoscale::rpc::monitor {
 // Connects ("host:port" or "unix:/path") and negotiates the protocol version, within `timeout`.
 // An unreachable monitor is UNAVAILABLE; one whose certificate is not `binding.vm`'s monitor, or
 // that refuses this agent, PERMISSION_DENIED; errors start with "monitor at <address>".
-// `security`: see tls.h (tests pass none: plaintext).
+// `security`: see tls.h (tests pass none: plaintext). `trust_domain`: the agent's (the VM's
+// monitor is spiffe://<trust_domain>/vm/<vm>); empty: its own certificate's. The identity is
+// checked after the handshake, not in it (as rpc::ChannelCredentials' server identity would), so
+// that the error says which certificate was found there rather than "not reachable".
 absl::StatusOr<std::unique_ptr<MonitorClient>> ConnectGrpc(
     const std::string& address, const AgentBinding& binding, MonitorClient::Callbacks callbacks,
-    absl::Duration timeout, const Security& security = Security::Plaintext());
+    absl::Duration timeout, const Security& security = Security::Plaintext(),
+    const std::string& trust_domain = "");
 
 }  // namespace autoscale::rpc::monitor
