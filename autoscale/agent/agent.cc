@@ -60,6 +60,9 @@ Agent::Agent(AgentOptions options, rpc::scheduler::SchedulerService& scheduler,
                     "Runners restarted after a failure.");
   metrics_.Describe("autoscaling_agent_migrations_total", Metrics::kCounter,
                     "Live migrations by direction and result.");
+  metrics_.Describe("autoscaling_agent_monitor_refused_total", Metrics::kCounter,
+                    "Monitor connections refused: the monitor's certificate is not the VM's, or "
+                    "the monitor refused this agent (its agent token).");
 }
 
 Agent::~Agent() { Stop(); }
