@@ -119,7 +119,7 @@ TEST(LfcEndToEnd, TheWorkingSetGrowsTheVmAndPostgresCache) {
         return rpc::monitor::InProcessConnector(link).Connect(address, std::move(callbacks),
                                                               timeout);
       },
-      [](const std::string& address)
+      [](const std::string& address, const std::string& /*node*/)
           -> absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> {
         return absl::UnavailableError("no peers in this test: " + address);
       });
