@@ -120,8 +120,8 @@ TEST(LfcEndToEnd, TheWorkingSetGrowsTheVmAndPostgresCache) {
         return rpc::monitor::InProcessConnector(link).Connect(address, binding,
                                                               std::move(callbacks), timeout);
       },
-      [](const std::string& address,
-         const std::string&) -> absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> {
+      [](const std::string& address, const std::string& /*node*/)
+          -> absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> {
         return absl::UnavailableError("no peers in this test: " + address);
       });
   ASSERT_TRUE(agent.Start(config).ok());
