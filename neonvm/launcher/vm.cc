@@ -4,10 +4,12 @@
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
 #include <net/if.h>
+#include <pwd.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -90,7 +92,86 @@ int StartMilli(const VmSpec& spec) {
   return spec.cpu_milli != 0 ? spec.cpu_milli : spec.cpus_use * 1000;
 }
 
+// A user name: what QEMU's -run-with takes, without ',' or a leading '-'.
+bool IsUserName(const std::string& name) {
+  return !name.empty() && name.size() <= 32 && name[0] != '-' && IsPlainName(name);
+}
+
+// The entry of `user` in the user database.
+absl::StatusOr<RunAs> LookUpUser(const std::string& user) {
+  struct passwd pw;
+  struct passwd* found = nullptr;
+  std::vector<char> buffer(16384);
+  int err = getpwnam_r(user.c_str(), &pw, buffer.data(), buffer.size(), &found);
+  if (err != 0) {
+    return absl::ErrnoToStatus(err, absl::StrCat("looking up user \"", user, "\""));
+  }
+  if (found == nullptr) return absl::NotFoundError(absl::StrCat("no user \"", user, "\""));
+  return RunAs{user, pw.pw_uid, pw.pw_gid};
+}
+
+// Whether `id` has a mapping in this process's user namespace (`map`: /proc/self/uid_map or
+// gid_map, lines "inside outside count"). A process can switch only to mapped ids; the initial
+// namespace maps them all.
+bool IdMapped(const char* map, unsigned id) {
+  std::ifstream in(map);
+  if (!in) return true;  // no user namespaces
+  unsigned inside = 0, outside = 0, count = 0;
+  while (in >> inside >> outside >> count) {
+    if (id >= inside && id - inside < count) return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+absl::StatusOr<std::optional<RunAs>> QemuRunAs(const VmSpec& spec, uid_t euid) {
+  if (euid != 0) {
+    // Nothing to drop; a user other than this process's own cannot be had.
+    if (spec.user.empty() || spec.user == "root") return std::nullopt;
+    absl::StatusOr<RunAs> user = LookUpUser(spec.user);
+    if (user.ok() && user->uid == euid) return std::nullopt;
+    return absl::FailedPreconditionError(absl::StrCat(
+        "VM ", spec.name, ": QEMU is to run as user \"", spec.user,
+        "\", and only root can start it as another user (this process runs as uid ", euid, ")"));
+  }
+  if (spec.user == "root") {
+    static std::atomic<bool> logged{false};
+    if (!logged.exchange(true)) {
+      LOG(WARNING) << "VM " << spec.name
+                   << ": QEMU runs as root, as asked (user root): a guest that escapes the "
+                      "emulator gets root on this host";
+    }
+    return std::nullopt;
+  }
+  const std::string name = spec.user.empty() ? kQemuUser : spec.user;
+  absl::StatusOr<RunAs> user = LookUpUser(name);
+  if (!user.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "VM ", spec.name, ": QEMU is to drop root to user \"", name,
+        "\": ", user.status().message(),
+        ". Run scripts/setup (as root) to create it, name an existing user (VmSpec::user, "
+        "--qemu_user), or run QEMU as root on purpose with --qemu_user=root"));
+  }
+  if (user->uid == 0) return std::nullopt;  // another name for root: nothing to drop
+  if (!IdMapped("/proc/self/uid_map", user->uid) || !IdMapped("/proc/self/gid_map", user->gid)) {
+    // Root of a user namespace that does not map the user (Bazel's test sandbox, a container):
+    // no one to switch to. An explicit user is an error; the default is skipped, loudly.
+    if (!spec.user.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("VM ", spec.name, ": QEMU is to drop root to user \"", name, "\" (uid ",
+                       user->uid, "), which this process's user namespace does not map"));
+    }
+    static std::atomic<bool> logged{false};
+    if (!logged.exchange(true)) {
+      LOG(WARNING) << "user " << name << " (uid " << user->uid
+                   << ") is not mapped in this process's user namespace (a sandbox or a "
+                      "container): QEMU runs as this process's user";
+    }
+    return std::nullopt;
+  }
+  return *user;
+}
 
 bool KvmUsable() { return access("/dev/kvm", R_OK | W_OK) == 0; }
 
@@ -126,6 +207,10 @@ absl::Status Validate(const VmSpec& s) {
     return bad("name must be letters, digits, '-', '_' or '.'");
   }
   if (s.qemu.empty()) return bad("qemu is empty");
+  if (!s.user.empty() && !IsUserName(s.user)) {
+    return bad("user \"", s.user,
+               "\" must be 1 to 32 letters, digits, '-', '_' or '.', not starting with '-'");
+  }
   if (!s.accel.empty() && s.accel != "kvm" && s.accel != "tcg") {
     return bad("accel must be kvm, tcg or empty, not ", s.accel);
   }
@@ -227,7 +312,8 @@ absl::Status Validate(const VmSpec& s) {
 }
 
 std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir,
-                                         const std::vector<int>& tap_fds) {
+                                         const std::vector<int>& tap_fds,
+                                         const std::string& run_as) {
   CHECK_EQ(tap_fds.size(), s.taps.size()) << "one open tap per TapInterface";
   std::string accel = ResolvedAccel(s);
   std::string cpu_model = ResolvedCpuModel(s);
@@ -258,9 +344,14 @@ std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir
                    ",threads=1"),
   };
   if (s.sandbox) {
-    a.insert(a.end(), {"-sandbox",
-                       "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"});
+    // The filter is installed before the drop, and QEMU's own setgid/setuid would meet it:
+    // elevateprivileges=deny kills a dropping QEMU (SIGSYS). After the drop it has no privilege
+    // left to raise.
+    a.insert(a.end(), {"-sandbox", absl::StrCat("on,obsolete=deny,elevateprivileges=",
+                                                run_as.empty() ? "deny" : "allow",
+                                                ",spawn=deny,resourcecontrol=deny")});
   }
+  if (!run_as.empty()) a.insert(a.end(), {"-run-with", absl::StrCat("user=", run_as)});
   // CPUs above the minimum are devices with an id, so they can be unplugged later. Their type is
   // the model's, as query-hotpluggable-cpus reports it to the resizer.
   for (int core = s.cpus_min; core < s.cpus_use; ++core) {
@@ -412,6 +503,7 @@ absl::StatusOr<std::unique_ptr<HostCgroup>> Vm::MakeCgroup(const VmSpec& spec) {
 
 absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOptions& options) {
   RETURN_IF_ERROR(Validate(spec));
+  ASSIGN_OR_RETURN(std::optional<RunAs> run_as, QemuRunAs(spec));
   absl::Time deadline = absl::Now() + options.timeout;
 
   std::string dir = options.runtime_dir;
@@ -430,6 +522,15 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
     cleanup_dir();
     return absl::InvalidArgumentError(absl::StrCat("VM ", spec.name, ": runtime directory ", dir,
                                                    " is too long for unix socket paths"));
+  }
+  // QEMU's, and no one else's: after the drop it makes its migration socket there.
+  if ((run_as.has_value() && chown(dir.c_str(), run_as->uid, run_as->gid) != 0) ||
+      chmod(dir.c_str(), 0700) != 0) {
+    int err = errno;
+    cleanup_dir();
+    return absl::ErrnoToStatus(
+        err, absl::StrCat("VM ", spec.name, ": making runtime directory ", dir, " mode 0700",
+                          run_as.has_value() ? absl::StrCat(" of user ", run_as->user) : ""));
   }
 
   // QEMU would say the same, less clearly, after the cgroup and the taps exist.
@@ -500,7 +601,8 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
     tap_fds.push_back(tap->fd);
     tap_names.push_back(tap->name);
   }
-  std::vector<std::string> argv = QemuCommandLine(spec, dir, tap_fds);
+  std::vector<std::string> argv =
+      QemuCommandLine(spec, dir, tap_fds, run_as.has_value() ? run_as->user : "");
   SpawnOptions spawn;
   spawn.output_fd = log_fd;
   spawn.inherit_fds = tap_fds;
