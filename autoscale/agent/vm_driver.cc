@@ -162,8 +162,11 @@ class QemuIncomingVm final : public IncomingVm {
 
 class QemuVmDriverFactory final : public VmDriverFactory {
  public:
-  QemuVmDriverFactory(neonvm::launcher::HostCgroupSpec incoming_cgroup, std::string tls_dir)
-      : incoming_cgroup_(std::move(incoming_cgroup)), tls_dir_(std::move(tls_dir)) {}
+  QemuVmDriverFactory(neonvm::launcher::HostCgroupSpec incoming_cgroup, std::string tls_dir,
+                      std::string qemu_user)
+      : incoming_cgroup_(std::move(incoming_cgroup)),
+        tls_dir_(std::move(tls_dir)),
+        qemu_user_(std::move(qemu_user)) {}
 
   absl::StatusOr<OpenedVm> Open(const api::v1::VmConfig& vm, const core::Resources& compute_unit,
                                 int64_t granted_milli_cpu,
@@ -195,8 +198,9 @@ class QemuVmDriverFactory final : public VmDriverFactory {
   absl::StatusOr<std::unique_ptr<IncomingVm>> StartIncoming(
       const api::v1::PrepareIncomingRequest& request, const std::string& source_node) override {
     const api::v1::VmConfig& config = request.vm();
-    RETURN_IF_ERROR(Annotate(neonvm::launcher::Validate(IncomingSpec(request, incoming_cgroup_)),
-                             "incoming VM " + config.name()));
+    RETURN_IF_ERROR(
+        Annotate(neonvm::launcher::Validate(IncomingSpec(request, incoming_cgroup_, qemu_user_)),
+                 "incoming VM " + config.name()));
     neonvm::migration::Devices devices;
     for (const std::string& args : request.cpu_device_add_args()) {
       devices.cpu_device_add_args.push_back(args);
@@ -204,9 +208,9 @@ class QemuVmDriverFactory final : public VmDriverFactory {
     if (request.has_virtio_mem()) {
       devices.virtio_mem_requested_bytes = request.virtio_mem_requested_bytes();
     }
-    ASSIGN_OR_RETURN(
-        std::unique_ptr<neonvm::launcher::Vm> vm,
-        neonvm::migration::StartIncoming(IncomingSpec(request, incoming_cgroup_), devices));
+    ASSIGN_OR_RETURN(std::unique_ptr<neonvm::launcher::Vm> vm,
+                     neonvm::migration::StartIncoming(
+                         IncomingSpec(request, incoming_cgroup_, qemu_user_), devices));
     neonvm::migration::IncomingTls tls;
     if (!tls_dir_.empty()) {
       tls.dir = tls_dir_;
@@ -220,6 +224,7 @@ class QemuVmDriverFactory final : public VmDriverFactory {
  private:
   const neonvm::launcher::HostCgroupSpec incoming_cgroup_;
   const std::string tls_dir_;
+  const std::string qemu_user_;
 };
 
 }  // namespace
@@ -227,15 +232,18 @@ class QemuVmDriverFactory final : public VmDriverFactory {
 int CpusFor(int64_t milli_cpu) { return static_cast<int>((milli_cpu + 999) / 1000); }
 
 std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory(
-    neonvm::launcher::HostCgroupSpec incoming_cgroup, std::string migration_tls_dir) {
+    neonvm::launcher::HostCgroupSpec incoming_cgroup, std::string migration_tls_dir,
+    std::string qemu_user) {
   return std::make_unique<QemuVmDriverFactory>(std::move(incoming_cgroup),
-                                               std::move(migration_tls_dir));
+                                               std::move(migration_tls_dir), std::move(qemu_user));
 }
 
 neonvm::launcher::VmSpec IncomingSpec(const api::v1::PrepareIncomingRequest& request,
-                                      const neonvm::launcher::HostCgroupSpec& cgroup) {
+                                      const neonvm::launcher::HostCgroupSpec& cgroup,
+                                      const std::string& qemu_user) {
   neonvm::launcher::VmSpec spec = SpecFromProto(request.vm().spec());
   spec.cgroup = cgroup;
+  spec.user = qemu_user;
   // The source's milli-CPU now: the target's quota from its first instruction. Validate refuses
   // one beyond cpus_max.
   spec.cpu_milli = static_cast<int>(

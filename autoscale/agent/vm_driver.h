@@ -102,13 +102,18 @@ class VmDriverFactory {
 // TLS: with `migration_tls_dir` (neonvm::migration::MakeTlsDir of this node's certificate) an
 // incoming VM takes only a TLS stream from the QEMU of the order's source node, whose
 // certificate's distinguished name must be "CN=node-<source>" (the README's recipe).
+//
+// Incoming VMs' QEMUs run as `qemu_user` (neonvm::launcher::VmSpec::user: "" is the dedicated
+// user when this process is root), never as a peer says.
 std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory(
-    neonvm::launcher::HostCgroupSpec incoming_cgroup = {}, std::string migration_tls_dir = "");
+    neonvm::launcher::HostCgroupSpec incoming_cgroup = {}, std::string migration_tls_dir = "",
+    std::string qemu_user = "");
 
 // The launch spec of the migration target for `request`: the VM's spec, in a host cgroup of
-// `cgroup`, with the quota the source has now (request.current).
+// `cgroup`, with the quota the source has now (request.current), its QEMU run as `qemu_user`.
 neonvm::launcher::VmSpec IncomingSpec(const api::v1::PrepareIncomingRequest& request,
-                                      const neonvm::launcher::HostCgroupSpec& cgroup);
+                                      const neonvm::launcher::HostCgroupSpec& cgroup,
+                                      const std::string& qemu_user = "");
 
 neonvm::launcher::VmSpec SpecFromProto(const api::v1::VmLaunchSpec& spec);
 api::v1::VmLaunchSpec SpecToProto(const neonvm::launcher::VmSpec& spec);

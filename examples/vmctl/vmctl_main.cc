@@ -6,10 +6,13 @@
 //   vmctl --runtime_dir=/run/neonvm/pg inspect                  # state, vCPUs, memory, disks
 //   vmctl --runtime_dir=/run/neonvm/pg stop                     # quit QEMU, wait for the exit
 //
-// `start` stays in the foreground and owns QEMU (QEMU dies with it): SIGINT or SIGTERM stop the
-// VM through QMP quit. `inspect` talks to the VM's second QMP socket, the one an agent would use;
-// it fails while an agent holds it. Exit codes: 0 done, 1 an error, 2 a usage error.
+// `start` stays in the foreground and owns QEMU: SIGINT or SIGTERM stop the VM through QMP quit
+// (and QEMU dies with it, unless QEMU dropped root: --qemu_user, neonvm/launcher/vm.h). Run as
+// root, QEMU drops to --qemu_user and the runtime directory becomes that user's. `inspect` talks to
+// the VM's second QMP socket, the one an agent would use; it fails while an agent holds it. Exit
+// codes: 0 done, 1 an error, 2 a usage error.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -41,6 +44,9 @@ ABSL_FLAG(std::string, runtime_dir, "",
           "The VM's directory: QMP and serial sockets, QEMU's log, vmctl.pid (under 90 bytes: "
           "unix socket paths)");
 ABSL_FLAG(bool, resume, true, "start: run the guest at once (false: stay paused, QMP cont)");
+ABSL_FLAG(std::string, qemu_user, "",
+          "start: the user QEMU drops root to (\"\": autoscale-qemu, made by scripts/setup, "
+          "when vmctl runs as root; none otherwise); \"root\" keeps QEMU root (a warning)");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(20), "start: QEMU up; stop: QEMU gone");
 
 namespace {
@@ -61,6 +67,7 @@ absl::StatusOr<VmSpec> LoadSpec() {
   autoscale::api::v1::VmLaunchSpec proto;
   RETURN_IF_ERROR(autoscale::ReadProtoFile(path, proto));
   VmSpec spec = autoscale::agent::SpecFromProto(proto);
+  spec.user = absl::GetFlag(FLAGS_qemu_user);
   RETURN_IF_ERROR(autoscale::Annotate(autoscale::neonvm::launcher::Validate(spec), path));
   return spec;
 }
@@ -162,6 +169,15 @@ absl::Status Inspect(const std::string& dir) {
 }
 
 absl::Status Stop(const std::string& dir) {
+  // The directory is QEMU's user's (a QEMU that dropped root): only a pid file of our own user
+  // is start's, or this would signal whatever process a guest that escaped QEMU names.
+  struct stat pid_file;
+  if (stat(PidFile(dir).c_str(), &pid_file) == 0 && pid_file.st_uid != geteuid()) {
+    return absl::PermissionDeniedError(absl::StrCat(PidFile(dir), " belongs to uid ",
+                                                    pid_file.st_uid,
+                                                    ", not to this user: not "
+                                                    "written by vmctl start; not stopping"));
+  }
   std::ifstream in(PidFile(dir));
   std::string text;
   int pid = 0;
