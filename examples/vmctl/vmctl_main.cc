@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -154,6 +155,23 @@ absl::Status Inspect(const std::string& dir) {
     std::cout << "memory: " << (mem["base-memory"].GetUint64() >> 20) << " MiB base, "
               << (plugged >> 20) << " MiB plugged\n";
   }
+  // QEMU holds the images as descriptors (/dev/fdset/N) whose opaque string is the path.
+  std::map<std::string, std::string> images;
+  ASSIGN_OR_RETURN(rapidjson::Document fdsets, Query(*qmp, "query-fdsets"));
+  if (fdsets.IsArray()) {
+    for (const auto& set : fdsets.GetArray()) {
+      if (!set.IsObject() || !set.HasMember("fdset-id") || !set["fdset-id"].IsInt64() ||
+          !set.HasMember("fds") || !set["fds"].IsArray()) {
+        continue;
+      }
+      for (const auto& fd : set["fds"].GetArray()) {
+        if (fd.IsObject() && fd.HasMember("opaque") && fd["opaque"].IsString()) {
+          images[absl::StrCat("/dev/fdset/", set["fdset-id"].GetInt64())] =
+              fd["opaque"].GetString();
+        }
+      }
+    }
+  }
   ASSIGN_OR_RETURN(rapidjson::Document block, Query(*qmp, "query-block"));
   if (block.IsArray()) {
     for (const auto& d : block.GetArray()) {
@@ -161,8 +179,10 @@ absl::Status Inspect(const std::string& dir) {
       const auto& in = d["inserted"];
       if (!in.IsObject() || !in.HasMember("file") || !in["file"].IsString()) continue;
       bool ro = in.HasMember("ro") && in["ro"].IsBool() && in["ro"].GetBool();
-      std::cout << "disk: " << d["device"].GetString() << " " << in["file"].GetString()
-                << (ro ? " read-only" : " read-write") << "\n";
+      const std::string file = in["file"].GetString();
+      std::cout << "disk: " << d["device"].GetString() << " "
+                << (images.count(file) ? images[file] : file) << (ro ? " read-only" : " read-write")
+                << "\n";
     }
   }
   return absl::OkStatus();

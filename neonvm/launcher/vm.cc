@@ -311,10 +311,31 @@ absl::Status Validate(const VmSpec& s) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<int>> OpenDisk(const Disk& d) {
+  // QEMU's BDRV_O_NOCACHE; its fdsets hand out only a descriptor whose O_DIRECT matches.
+  const int direct = d.cache == "none" || d.cache == "directsync" ? O_DIRECT : 0;
+  std::vector<int> fds;
+  for (int mode : {O_RDWR, O_RDONLY}) {
+    if (mode == O_RDWR && d.read_only) continue;
+    int fd = open(d.path.c_str(), mode | direct | O_CLOEXEC);
+    if (fd < 0) {
+      const int err = errno;
+      for (int f : fds) close(f);
+      return absl::ErrnoToStatus(
+          err, absl::StrCat("opening ", d.path, mode == O_RDWR ? " read-write" : " read-only",
+                            direct ? " with O_DIRECT (cache " + d.cache + ")" : ""));
+    }
+    fds.push_back(fd);
+  }
+  return fds;
+}
+
 std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir,
                                          const std::vector<int>& tap_fds,
+                                         const std::vector<std::vector<int>>& disk_fds,
                                          const std::string& run_as) {
   CHECK_EQ(tap_fds.size(), s.taps.size()) << "one open tap per TapInterface";
+  CHECK_EQ(disk_fds.size(), s.disks.size()) << "one opened image per Disk";
   std::string accel = ResolvedAccel(s);
   std::string cpu_model = ResolvedCpuModel(s);
   // Under TCG, QEMU 10 never frees the translation context of an unplugged vCPU and aborts once
@@ -392,11 +413,16 @@ std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir
   }
   for (size_t i = 0; i < s.disks.size(); ++i) {
     const Disk& d = s.disks[i];
-    a.insert(a.end(), {"-drive",
-                       absl::StrCat("file=", OptionValue(d.path), ",if=none,id=disk", i,
-                                    ",format=", d.format, ",cache=", d.cache,
-                                    d.read_only ? ",readonly=on" : ""),
-                       "-device", absl::StrCat("virtio-blk-pci,drive=disk", i, ",id=vd", i)});
+    // The set's id is the disk's index + 1; its opaque string names the image (query-fdsets).
+    for (int fd : disk_fds[i]) {
+      a.insert(a.end(), {"-add-fd",
+                         absl::StrCat("fd=", fd, ",set=", i + 1, ",opaque=", OptionValue(d.path))});
+    }
+    a.insert(a.end(),
+             {"-drive",
+              absl::StrCat("file=/dev/fdset/", i + 1, ",if=none,id=disk", i, ",format=", d.format,
+                           ",cache=", d.cache, d.read_only ? ",readonly=on" : ""),
+              "-device", absl::StrCat("virtio-blk-pci,drive=disk", i, ",id=vd", i)});
   }
   if (!s.kernel.empty()) {
     a.insert(a.end(), {"-kernel", s.kernel});
@@ -547,9 +573,28 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
     }
   }
 
+  // Opened here, so that QEMU never opens an image by path (see OpenDisk).
+  std::vector<std::vector<int>> disk_fds;
+  std::vector<int> all_disk_fds;
+  auto close_disks = [&] {
+    for (int fd : all_disk_fds) close(fd);
+    all_disk_fds.clear();
+  };
+  for (size_t i = 0; i < spec.disks.size(); ++i) {
+    absl::StatusOr<std::vector<int>> fds = OpenDisk(spec.disks[i]);
+    if (!fds.ok()) {
+      close_disks();
+      cleanup_dir();
+      return Annotate(fds.status(), absl::StrCat("VM ", spec.name, ": disks[", i, "]"));
+    }
+    disk_fds.push_back(*fds);
+    all_disk_fds.insert(all_disk_fds.end(), fds->begin(), fds->end());
+  }
+
   std::string log = dir + "/qemu.log";
   int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (log_fd < 0) {
+    close_disks();
     cleanup_dir();
     return absl::InternalError(
         absl::StrCat("VM ", spec.name, ": open ", log, ": ", ErrnoText(errno)));
@@ -557,6 +602,7 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
   absl::StatusOr<std::unique_ptr<HostCgroup>> cgroup = MakeCgroup(spec);
   if (!cgroup.ok()) {
     close(log_fd);
+    close_disks();
     cleanup_dir();
     return cgroup.status();
   }
@@ -574,6 +620,7 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
     if (netns_fd < 0) {
       int err = errno;
       close(log_fd);
+      close_disks();
       cleanup_dir();
       return absl::ErrnoToStatus(err, absl::StrCat("VM ", spec.name, ": open ", options.netns));
     }
@@ -595,6 +642,7 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
       close_taps();
       if (netns_fd >= 0) close(netns_fd);
       close(log_fd);
+      close_disks();
       cleanup_dir();
       return Annotate(tap.status(), absl::StrCat("VM ", spec.name, ": taps[", i, "]"));
     }
@@ -602,15 +650,17 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
     tap_names.push_back(tap->name);
   }
   std::vector<std::string> argv =
-      QemuCommandLine(spec, dir, tap_fds, run_as.has_value() ? run_as->user : "");
+      QemuCommandLine(spec, dir, tap_fds, disk_fds, run_as.has_value() ? run_as->user : "");
   SpawnOptions spawn;
   spawn.output_fd = log_fd;
   spawn.inherit_fds = tap_fds;
+  spawn.inherit_fds.insert(spawn.inherit_fds.end(), all_disk_fds.begin(), all_disk_fds.end());
   spawn.netns_fd = netns_fd;
   absl::StatusOr<std::unique_ptr<Subprocess>> qemu = Subprocess::Start(argv, spawn);
   close(log_fd);
   if (netns_fd >= 0) close(netns_fd);
   close_taps();
+  close_disks();
   if (!qemu.ok()) {
     cleanup_dir();
     return Annotate(qemu.status(), absl::StrCat("starting VM ", spec.name));

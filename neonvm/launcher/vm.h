@@ -205,11 +205,19 @@ absl::StatusOr<std::optional<RunAs>> QemuRunAs(const VmSpec& spec, uid_t euid = 
 std::string TapMac(const VmSpec& spec, size_t index);
 
 // The QEMU command line for `spec` (argv, program first), with its sockets and log in
-// `runtime_dir`; `tap_fds[i]` is the open tap of `spec.taps[i]` (Vm::Start makes them); QEMU
-// drops root to `run_as` (QemuRunAs) when it is not empty. `spec` must be valid.
+// `runtime_dir`; `tap_fds[i]` is the open tap of `spec.taps[i]` (Vm::Start makes them);
+// `disk_fds[i]` are the open image of `spec.disks[i]` (OpenDisk); QEMU drops root to `run_as`
+// (QemuRunAs) when it is not empty. `spec` must be valid.
 std::vector<std::string> QemuCommandLine(const VmSpec& spec, const std::string& runtime_dir,
                                          const std::vector<int>& tap_fds = {},
+                                         const std::vector<std::vector<int>>& disk_fds = {},
                                          const std::string& run_as = "");
+
+// Opens the image of `disk` for QEMU (fdset `-add-fd`s, /dev/fdset/N): read-write (unless
+// read-only) and read-only, with O_DIRECT for the cache modes that use it. A QEMU that dropped
+// root opens an image again, by path, whenever its access changes (a migration's switchover makes
+// it read-only), which its user may not; from an fdset it takes these descriptors instead.
+absl::StatusOr<std::vector<int>> OpenDisk(const Disk& disk);
 
 // A tap device attached to a bridge and up, open for QEMU (OpenTap).
 struct OpenedTap {

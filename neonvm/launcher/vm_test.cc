@@ -97,7 +97,7 @@ TEST(QemuCommandLine, DescribesTheSpec) {
 
   // Dropping root: QEMU's own setgid/setuid must pass its filter.
   EXPECT_FALSE(absl::StrContains(absl::StrJoin(a, " "), "-run-with"));
-  a = QemuCommandLine(spec, "/tmp/neonvm-x", {}, "autoscale-qemu");
+  a = QemuCommandLine(spec, "/tmp/neonvm-x", {}, {}, "autoscale-qemu");
   EXPECT_TRUE(Contains(a, {"-run-with", "user=autoscale-qemu"}));
   EXPECT_TRUE(Contains(
       a, {"-sandbox", "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"}));
@@ -128,7 +128,7 @@ TEST(QemuCommandLine, DisksTapsCpuModelAndKernelArgs) {
       {.path = "/img/pg,1.img"},
       {.path = "/img/base.qcow2", .format = "qcow2", .read_only = true, .cache = "writeback"}};
   spec.taps = {{.bridge = "br0", .tap = "tapvm", .mac = "52:54:00:77:00:50"}, {.bridge = "br1"}};
-  std::vector<std::string> a = QemuCommandLine(spec, "/tmp/d", {7, 9});
+  std::vector<std::string> a = QemuCommandLine(spec, "/tmp/d", {7, 9}, {{11, 12}, {13}});
 
   EXPECT_TRUE(Contains(a, {"-cpu", "Skylake-Client"}));
   // The cold-plugged CPU has the model's type, as hot-plugged ones do.
@@ -136,13 +136,17 @@ TEST(QemuCommandLine, DisksTapsCpuModelAndKernelArgs) {
       a, {"-device", "Skylake-Client-x86_64-cpu,id=cpu1,socket-id=0,core-id=1,thread-id=0"}));
   EXPECT_TRUE(
       Contains(a, {"-append", "console=ttyS0 autoscale.ip=10.77.0.50/24 quiet possible_cpus=2"}));
-  // A comma in a path is doubled, so QEMU does not read it as the next option.
-  EXPECT_TRUE(Contains(a, {"-drive", "file=/img/pg,,1.img,if=none,id=disk0,format=raw,cache=none",
-                           "-device", "virtio-blk-pci,drive=disk0,id=vd0"}));
-  EXPECT_TRUE(Contains(
-      a,
-      {"-drive", "file=/img/base.qcow2,if=none,id=disk1,format=qcow2,cache=writeback,readonly=on",
-       "-device", "virtio-blk-pci,drive=disk1,id=vd1"}));
+  // Images as descriptors in fdsets, named by their paths; a comma in a path is doubled, so QEMU
+  // does not read it as the next option.
+  EXPECT_TRUE(Contains(a, {"-add-fd", "fd=11,set=1,opaque=/img/pg,,1.img", "-add-fd",
+                           "fd=12,set=1,opaque=/img/pg,,1.img", "-drive",
+                           "file=/dev/fdset/1,if=none,id=disk0,format=raw,cache=none", "-device",
+                           "virtio-blk-pci,drive=disk0,id=vd0"}));
+  EXPECT_TRUE(Contains(a, {"-add-fd", "fd=13,set=2,opaque=/img/base.qcow2", "-drive",
+                           "file=/dev/fdset/2,if=none,id=disk1,format=qcow2,cache=writeback,"
+                           "readonly=on",
+                           "-device", "virtio-blk-pci,drive=disk1,id=vd1"}));
+  EXPECT_FALSE(absl::StrContains(absl::StrJoin(a, " "), "file=/img"));
   EXPECT_TRUE(Contains(a, {"-netdev", "tap,id=tap0,fd=7,vhost=off", "-device",
                            "virtio-net-pci,netdev=tap0,mac=52:54:00:77:00:50,romfile="}));
   EXPECT_TRUE(Contains(a, {"-netdev", "tap,id=tap1,fd=9,vhost=off"}));
@@ -163,7 +167,7 @@ TEST(QemuCommandLine, DisksTapsCpuModelAndKernelArgs) {
   // Kernel args alone make the whole command line.
   spec.kernel_cmdline.clear();
   spec.cpus_max = 255;
-  a = QemuCommandLine(spec, "/tmp/d", {7, 9});
+  a = QemuCommandLine(spec, "/tmp/d", {7, 9}, {{11, 12}, {13}});
   EXPECT_TRUE(Contains(a, {"-append", "autoscale.ip=10.77.0.50/24 quiet"}));
 }
 
@@ -388,8 +392,14 @@ TEST(Vm, AttachesDisksAndUsesTheCpuModelForHotpluggableCpus) {
   auto block = (*vm)->qmp().Execute("query-block");
   ASSERT_TRUE(block.ok()) << block.status();
   EXPECT_TRUE(absl::StrContains(*block, R"("device":"disk0")")) << *block;
-  EXPECT_TRUE(absl::StrContains(*block, absl::StrCat(R"("file":")", data, "\""))) << *block;
-  EXPECT_TRUE(absl::StrContains(*block, absl::StrCat(R"("file":")", base, "\""))) << *block;
+  EXPECT_TRUE(absl::StrContains(*block, R"("file":"/dev/fdset/1")")) << *block;
+  EXPECT_TRUE(absl::StrContains(*block, R"("file":"/dev/fdset/2")")) << *block;
+  // The images QEMU holds, which it never opened itself: read-write and read-only for the data
+  // disk, read-only for the other.
+  auto fdsets = (*vm)->qmp().Execute("query-fdsets");
+  ASSERT_TRUE(fdsets.ok()) << fdsets.status();
+  EXPECT_TRUE(absl::StrContains(*fdsets, absl::StrCat(R"("opaque":")", data, "\""))) << *fdsets;
+  EXPECT_TRUE(absl::StrContains(*fdsets, absl::StrCat(R"("opaque":")", base, "\""))) << *fdsets;
   size_t disk1 = block->find(R"("device":"disk1")");
   ASSERT_NE(disk1, std::string::npos) << *block;
   EXPECT_NE(block->find(R"("ro":true)"), std::string::npos) << *block;
