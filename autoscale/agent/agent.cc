@@ -11,6 +11,7 @@
 #include "autoscale/base/status_macros.h"
 #include "autoscale/core/config.h"
 #include "autoscale/core/config_proto.h"
+#include "autoscale/rpc/identity.h"
 #include "glog/logging.h"
 #include "neonvm/migration/migration.h"
 
@@ -113,9 +114,18 @@ bool Agent::RegisterNode() {
                        " with the scheduler: ", registered.status().message()));
     return false;
   }
+  // The scheduler may hold less than asked: the operator shrank the node.
+  const api::v1::Resources& held = registered->has_node() ? registered->node().total() : r.total();
   Event("", api::v1::EVENT_KIND_NODE_REGISTERED,
-        absl::StrCat("node ", r.node(), " registered with the scheduler (", r.total().milli_cpu(),
-                     "m, ", r.total().memory_bytes() >> 20, " MiB)"));
+        absl::StrCat("node ", r.node(), " registered with the scheduler (", held.milli_cpu(), "m, ",
+                     held.memory_bytes() >> 20, " MiB",
+                     held.milli_cpu() < r.total().milli_cpu() ||
+                             held.memory_bytes() < r.total().memory_bytes()
+                         ? absl::StrCat("; this config says ", r.total().milli_cpu(), "m, ",
+                                        r.total().memory_bytes() >> 20,
+                                        " MiB, but only the admin may raise it")
+                         : "",
+                     ")"));
   return true;
 }
 
@@ -153,6 +163,7 @@ void Agent::SupervisorLoop() {
       if (orders.ok()) {
         for (const api::v1::MigrationOrder& order : orders->orders()) OnMigrationOrder(order);
       }
+      SweepIncoming();
     }
     absl::MutexLock lock(&mu_);
     auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
@@ -423,6 +434,45 @@ void Agent::SendBounds(const std::vector<std::pair<std::string, core::Bounds>>& 
   }
 }
 
+void Agent::SweepIncoming() {
+  std::vector<uint64_t> waiting;
+  api::v1::MigrationOrdersRequest ask;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, in] : incoming_) {
+      if (!in.finishing) waiting.push_back(id);
+    }
+    ask.set_node(config_.node());
+  }
+  if (waiting.empty()) return;
+  ask.set_as_target(true);
+  absl::StatusOr<api::v1::MigrationOrdersResponse> orders = scheduler_.GetMigrationOrders(ask);
+  if (!orders.ok()) return;  // asked again at the next poll
+  std::set<uint64_t> live;
+  for (const api::v1::MigrationOrder& o : orders->orders()) live.insert(o.id());
+  for (const uint64_t id : waiting) {
+    if (live.contains(id)) continue;
+    IncomingVm* vm;
+    {
+      // Claimed as the source's FinishIncoming claims it: neither ends it under the other.
+      absl::MutexLock lock(&mu_);
+      auto it = incoming_.find(id);
+      if (it == incoming_.end() || it->second.finishing) continue;
+      it->second.finishing = true;
+      vm = it->second.vm.get();
+    }
+    // A VM that has arrived here stays (its source may have handed it over and died before it
+    // said so): only a copy still waiting for its state is surely not the VM.
+    if (vm->AwaitArrival(/*expect_running=*/false, absl::ZeroDuration()).code() ==
+        absl::StatusCode::kDeadlineExceeded) {
+      DropIncoming(id, "the scheduler ended the order before its source finished it");
+      continue;
+    }
+    absl::MutexLock lock(&mu_);
+    incoming_.at(id).finishing = false;
+  }
+}
+
 void Agent::OnMigrationOrder(const api::v1::MigrationOrder& order) {
   absl::MutexLock lock(&mu_);
   if (stopping_ || migrating_.contains(order.id())) return;
@@ -566,7 +616,7 @@ void Agent::Migrate(api::v1::MigrationOrder order) {
   }
   if (absl::Status s = runner->BeginMigration(absl::Seconds(30)); !s.ok()) return refuse(s);
   absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> connected =
-      connect_peer_(order.target_agent_address());
+      connect_peer_(order.target_agent_address(), order.target_node());
   if (!connected.ok()) return refuse(connected.status());
   std::unique_ptr<rpc::agent_peer::MigrationPeer> peer = *std::move(connected);
 
@@ -785,22 +835,6 @@ absl::Status Agent::FinishIncoming(const api::v1::FinishIncomingRequest& request
   return FinishIncomingFrom(std::nullopt, request);
 }
 
-namespace {
-
-// The node of a SPIFFE identity "spiffe://<td>/node/<name>", or "".
-std::string NodeOf(const std::string& identity) {
-  constexpr absl::string_view kScheme = "spiffe://";
-  if (!absl::StartsWith(identity, kScheme)) return "";
-  const size_t slash = identity.find('/', kScheme.size());
-  if (slash == std::string::npos) return "";
-  const absl::string_view path = absl::string_view(identity).substr(slash);
-  if (!absl::StartsWith(path, "/node/")) return "";
-  const absl::string_view name = path.substr(6);
-  return name.empty() || absl::StrContains(name, '/') ? "" : std::string(name);
-}
-
-}  // namespace
-
 class Agent::Caller final : public rpc::agent_peer::MigrationPeer {
  public:
   Caller(Agent& agent, std::optional<std::string> node) : agent_(agent), node_(std::move(node)) {}
@@ -819,7 +853,14 @@ class Agent::Caller final : public rpc::agent_peer::MigrationPeer {
 
 std::shared_ptr<rpc::agent_peer::MigrationPeer> Agent::ForCaller(const std::string& identity) {
   std::optional<std::string> node;
-  if (options_.require_peer_identity) node = NodeOf(identity);
+  if (options_.require_peer_identity) {
+    // A node's agent of this trust domain, or nobody ("": refused as a source).
+    const rpc::Identity who = rpc::ParseIdentity(identity);
+    const bool trusted =
+        who.role == rpc::Identity::Role::kNode &&
+        (options_.trust_domain.empty() || who.trust_domain == options_.trust_domain);
+    node = trusted ? who.name : "";
+  }
   return std::make_shared<Caller>(*this, std::move(node));
 }
 
@@ -909,41 +950,55 @@ absl::Status Agent::FinishIncomingFrom(const std::optional<std::string>& caller,
     in.config = it->second.config;
     in.source_node = it->second.source_node;
   }
-  const std::string name = in.config.name();
-  auto finish = [&](Finished f) -> std::unique_ptr<IncomingVm> {
-    absl::MutexLock lock(&mu_);
-    auto it = incoming_.find(id);
-    std::unique_ptr<IncomingVm> vm = std::move(it->second.vm);
-    incoming_.erase(it);
-    finished_incoming_[id] = std::move(f);
-    return vm;
-  };
   IncomingVm* vm;
   {
     absl::MutexLock lock(&mu_);
     vm = incoming_.at(id).vm.get();
   }
   if (!request.succeeded()) {
-    (void)vm->Stop();
-    finish({false, "abandoned by the source: " + request.error(), in.source_node});
-    Event(name, api::v1::EVENT_KIND_INCOMING_ABANDONED,
-          absl::StrCat("incoming migration abandoned: ", request.error()));
-    metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "in"}, {"result", "failed"}});
+    DropIncoming(id, "abandoned by the source: " + request.error());
     return absl::OkStatus();
   }
   if (absl::Status s = vm->AwaitArrival(request.expect_running(), options_.incoming_timeout);
       !s.ok()) {
     // It does not run here: its copy goes, so the source may resume.
-    (void)vm->Stop();
     const std::string why =
         absl::StrCat("the VM did not arrive here (", s.message(), "); its copy here is stopped");
-    finish({false, why, in.source_node});
-    Event(name, api::v1::EVENT_KIND_INCOMING_ABANDONED, why);
-    metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "in"}, {"result", "failed"}});
+    DropIncoming(id, why);
     return absl::FailedPreconditionError(why);
   }
-  in.vm = finish({true, "", in.source_node});
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = incoming_.find(id);
+    in.vm = std::move(it->second.vm);
+    incoming_.erase(it);
+    finished_incoming_[id] = Finished{.taken_over = true, .why = "", .source_node = in.source_node};
+  }
   return TakeOver(id, std::move(in));
+}
+
+void Agent::DropIncoming(uint64_t id, const std::string& why) {
+  IncomingVm* vm;
+  std::string name;
+  std::string source;
+  {
+    absl::MutexLock lock(&mu_);
+    const Incoming& in = incoming_.at(id);
+    vm = in.vm.get();
+    name = in.config.name();
+    source = in.source_node;
+  }
+  (void)vm->Stop();
+  std::unique_ptr<IncomingVm> gone;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = incoming_.find(id);
+    gone = std::move(it->second.vm);
+    incoming_.erase(it);
+    finished_incoming_[id] = Finished{.taken_over = false, .why = why, .source_node = source};
+  }
+  Event(name, api::v1::EVENT_KIND_INCOMING_ABANDONED, why);
+  metrics_.Add("autoscaling_agent_migrations_total", {{"direction", "in"}, {"result", "failed"}});
 }
 
 absl::Status Agent::TakeOver(uint64_t order, Incoming in) {

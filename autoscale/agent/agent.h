@@ -63,9 +63,11 @@
 
 namespace autoscale::agent {
 
-// Connects to another node's agent (rpc::agent_peer::NewGrpcClient, or a test's own).
+// Connects to node `node`'s agent at `address` (rpc::agent_peer::NewGrpcClient, or a test's own).
+// With TLS, the connection must reach that node's agent and no other (the source hands the
+// target its VM).
 using PeerConnector = std::function<absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>>(
-    const std::string& address)>;
+    const std::string& address, const std::string& node)>;
 
 struct AgentOptions {
   // Where this agent serves incoming migrations ("host:port"), told to the scheduler.
@@ -89,6 +91,8 @@ struct AgentOptions {
   // Calls through ForCaller must come from the order's source node: its identity
   // (spiffe://<td>/node/<source>) as the transport authenticated it. Set with TLS.
   bool require_peer_identity = false;
+  // With require_peer_identity, the trust domain that identity must be of ("": any).
+  std::string trust_domain;
   // Overrides for runners (tests shorten the monitor's retry and the loops' sleeps).
   absl::Duration monitor_retry = absl::Seconds(5);
   absl::Duration monitor_health_interval = absl::Seconds(5);
@@ -193,6 +197,12 @@ class Agent final : public rpc::agent_peer::MigrationPeer {
   // Whether the scheduler holds the node as the config has it.
   bool NodeRegistered() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Supervise();
+  // Stops the incoming QEMUs whose order the scheduler has ended (expired: their source died
+  // between PrepareIncoming and FinishIncoming) while their state never arrived.
+  void SweepIncoming();
+  // Ends incoming `id`, claimed (Incoming::finishing), as not taken over: its QEMU stops, and
+  // `why` is logged and is what its source hears if it asks again.
+  void DropIncoming(uint64_t id, const std::string& why);
   // Sends the bounds of `vms` (claimed by Supervise) to the scheduler.
   void SendBounds(const std::vector<std::pair<std::string, core::Bounds>>& vms);
   void OnMigrationOrder(const api::v1::MigrationOrder& order);

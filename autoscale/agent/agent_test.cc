@@ -208,6 +208,7 @@ class AgentTest : public ::testing::Test {
     o.migration_timeout = migration_timeout_;
     // Agents reach each other as the gRPC server hands them over: as their caller's node.
     o.require_peer_identity = true;
+    o.trust_domain = "autoscale.test";
     o.migration_retry = {.min = absl::Milliseconds(1),
                          .max = absl::Milliseconds(10),
                          .abandon_give_up = absl::Milliseconds(200)};
@@ -221,14 +222,14 @@ class AgentTest : public ::testing::Test {
           return rpc::monitor::InProcessConnector(*it->second)
               .Connect(address, std::move(callbacks), timeout);
         },
-        [this, node](const std::string& address)
+        [this, node](const std::string& address, const std::string& target)
             -> absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> {
-          for (auto& [name, other] : nodes_) {
-            if (name + ":agent" == address) {
-              return std::make_unique<FaultyPeer>(other->agent->ForCaller(Identity(node)), *this);
-            }
+          // As the TLS client would: only node `target`'s agent answers.
+          auto it = nodes_.find(target);
+          if (it == nodes_.end() || target + ":agent" != address) {
+            return absl::UnavailableError("no agent of node " + target + " at " + address);
           }
-          return absl::UnavailableError("no agent at " + address);
+          return std::make_unique<FaultyPeer>(it->second->agent->ForCaller(Identity(node)), *this);
         },
         clock_);
     Agent& agent = *n->agent;
@@ -857,8 +858,9 @@ TEST_F(MigrationTest, AnIncomingMigrationWithoutItsOrderStartsNoQemu) {
   r = b_->ForCaller(Identity("a"))->PrepareIncoming(forged);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists) << r.status();
   // Another node (c) may neither prepare this order nor finish or abandon it; nor may a
-  // certificate without a node identity.
-  for (const std::string& who : {Identity("c"), std::string("spiffe://autoscale.test/admin")}) {
+  // certificate without a node identity, or node a of another trust domain.
+  for (const std::string& who : {Identity("c"), std::string("spiffe://autoscale.test/admin"),
+                                 std::string("spiffe://other.test/node/a")}) {
     r = b_->ForCaller(who)->PrepareIncoming(forged);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << who << ": " << r.status();
     api::v1::FinishIncomingRequest finish;
@@ -911,6 +913,32 @@ TEST_F(MigrationTest, AnOrderAbandonedWhileItsTargetStartsLeavesNoQemu) {
     return target != nullptr && target->run_state() == "shutdown";
   })) << Log(*b_);
   EXPECT_LE(hv_.MaxRunningCopies("vm1"), 1);
+}
+
+// The source's agent dies between PrepareIncoming and FinishIncoming and does not come back; the
+// scheduler ends the order when it expires. The target's QEMU, still waiting for the VM's state,
+// goes then, rather than run until its agent stops; the source QEMU still has the VM.
+TEST_F(MigrationTest, ATargetWhoseOrderExpiredIsStopped) {
+  StartBoth({.active_polls = 1000000, .kvm = true});
+  Overfill();
+  ASSERT_TRUE(Eventually([&] { return vm1_->migration_status() == "active"; })) << Log(*a_);
+  a_->Stop();  // interrupted: nothing decided, and nobody finishes b's target
+  FakeVm* target = hv_.Find("fake:b/vm1/1");
+  ASSERT_NE(target, nullptr);
+  clock_.Advance(absl::Seconds(1));  // b's next polls
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(target->run_state(), "inmigrate") << "the order is still live: the target waits";
+
+  clock_.Advance(scheduler::MaintenanceOptions().migration_timeout);
+  scheduler_->Tick();  // expires the order (and, a still above its watermark, orders vm1 again)
+  ASSERT_TRUE(Eventually([&] {
+    clock_.Advance(absl::Seconds(1));
+    return target->run_state() == "shutdown";
+  })) << Log(*b_);
+  EXPECT_TRUE(Has(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_ABANDONED)) << Log(*b_);
+  EXPECT_EQ(hv_.RunningCopies("vm1"), 1);
+  EXPECT_EQ(Ledger("vm1")->node(), "a");
+  EXPECT_TRUE(scheduler_->ledger().CheckInvariants().ok());
 }
 
 TEST_F(MigrationTest, SizesBeyondTheVmsBoundsAreRefused) {

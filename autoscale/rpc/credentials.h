@@ -15,8 +15,12 @@ namespace autoscale::rpc {
 // Mutual TLS: the server requires a client certificate and verifies it against the CA.
 std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const Security& security);
 // Mutual TLS: the client presents its certificate and verifies the server's chain against the CA.
-// Host names are not checked: identities are URI SANs, and daemons are dialed by address.
-std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const Security& security);
+// Host names are not checked: identities are URI SANs, and daemons are dialed by address. With
+// `server_identity` ("spiffe://prod/node/b"), the server's certificate must also name it as its
+// first URI SAN, or the handshake fails (logged with the identity it named) before any request
+// is sent: a valid certificate of another workload does not receive what is meant for this one.
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const Security& security,
+                                                             std::string server_identity = "");
 
 // The first URI SAN of the peer's verified certificate ("spiffe://td/node/a"), or "" (plaintext,
 // or a certificate without one).

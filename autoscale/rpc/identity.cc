@@ -36,6 +36,10 @@ Identity ParseIdentity(const std::string& uri) {
   return id;
 }
 
+std::string SpiffeUri(const std::string& trust_domain, const std::string& path) {
+  return absl::StrCat("spiffe://", trust_domain, "/", path);
+}
+
 std::string Describe(const Identity& who) {
   return who.uri.empty() ? "a caller without an identity" : who.uri;
 }

@@ -27,6 +27,10 @@ struct Identity {
 // The forms above; anything else is Role::kNone (with the trust domain when it has one).
 Identity ParseIdentity(const std::string& uri);
 
+// The URI of the identity at `path` in `trust_domain`: SpiffeUri("prod", "node/a") is
+// "spiffe://prod/node/a". What a client expects its server to be (ChannelCredentials).
+std::string SpiffeUri(const std::string& trust_domain, const std::string& path);
+
 // How errors and logs name `who`: its URI, or "a caller without an identity".
 std::string Describe(const Identity& who);
 

@@ -37,6 +37,11 @@ absl::StatusOr<std::string> TrustDomainFromFlags(const Security& security) {
   return me.trust_domain;
 }
 
+std::string ServerIdentity(const Security& security, const std::string& trust_domain,
+                           const std::string& path) {
+  return security.tls() && !trust_domain.empty() ? SpiffeUri(trust_domain, path) : "";
+}
+
 absl::StatusOr<Security> SecurityFromTlsFlags(std::string_view program) {
   return SecurityFromFlags({.cert = absl::GetFlag(FLAGS_tls_cert),
                             .key = absl::GetFlag(FLAGS_tls_key),

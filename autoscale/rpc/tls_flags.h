@@ -23,4 +23,11 @@ absl::StatusOr<Security> SecurityFromTlsFlags(std::string_view program);
 // monitor check it.
 absl::StatusOr<std::string> TrustDomainFromFlags(const Security& security);
 
+// What a server this program reaches with `security` must name (ChannelCredentials' server
+// identity): spiffe://<trust_domain>/<path> with TLS and a trust domain, else "" (any
+// certificate the CA signed). ServerIdentity(tls, "prod", "scheduler") is
+// "spiffe://prod/scheduler".
+std::string ServerIdentity(const Security& security, const std::string& trust_domain,
+                           const std::string& path);
+
 }  // namespace autoscale::rpc

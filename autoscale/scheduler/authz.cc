@@ -40,8 +40,9 @@ class Authz::Checked final : public rpc::scheduler::SchedulerService {
     if (IsAdmin(who_)) return authz_.inner_.RegisterNode(r);
     api::v1::RegisterNodeRequest bounded = r;
     double watermark = r.watermark();
-    if (absl::Status s = authz_.NotRaised(who_, "RegisterNode", r.node(),
-                                          r.has_total() ? &r.total() : nullptr, watermark);
+    if (absl::Status s =
+            authz_.NotRaised(who_, "RegisterNode", r.node(),
+                             r.has_total() ? bounded.mutable_total() : nullptr, watermark);
         !s.ok()) {
       return s;
     }
@@ -105,8 +106,9 @@ class Authz::Checked final : public rpc::scheduler::SchedulerService {
     if (absl::Status s = OwnNode("UpdateNode", r.node(), "update node"); !s.ok()) return s;
     if (!IsAdmin(who_)) {
       double watermark = r.watermark();
+      api::v1::Resources total = r.total();
       if (absl::Status s = authz_.NotRaised(who_, "UpdateNode", r.node(),
-                                            r.has_total() ? &r.total() : nullptr, watermark);
+                                            r.has_total() ? &total : nullptr, watermark);
           !s.ok()) {
         return s;
       }
@@ -203,7 +205,7 @@ absl::Status Authz::Deny(const Identity& who, const char* method, const std::str
 }
 
 absl::Status Authz::NotRaised(const Identity& who, const char* method, const std::string& node,
-                              const api::v1::Resources* total, double& watermark) {
+                              api::v1::Resources* total, double& watermark) {
   api::v1::ListRequest list;
   list.set_protocol_version(api::v1::PROTOCOL_VERSION_1);
   list.set_node(node);
@@ -223,6 +225,27 @@ absl::Status Authz::NotRaised(const Identity& who, const char* method, const std
     return absl::OkStatus();
   }
   const api::v1::NodeState& now = known->nodes(0);
+  if (std::string_view(method) == "RegisterNode") {
+    // An agent (re)starting says what its config says; what the operator lowered since stays
+    // lowered, and the rest of the registration (its address) is taken. Refusing it would leave
+    // the node's migrations going to an address the agent no longer serves.
+    const bool capped = total != nullptr && (total->milli_cpu() > now.total().milli_cpu() ||
+                                             total->memory_bytes() > now.total().memory_bytes());
+    if (capped) {
+      LOG(WARNING)
+          << rpc::Describe(who) << " registers node " << node << " with a total of "
+          << core::Resources{total->milli_cpu(), total->memory_bytes()}.ToString()
+          << "; it keeps no more than its current "
+          << core::Resources{now.total().milli_cpu(), now.total().memory_bytes()}.ToString()
+          << " (only the admin may raise it)";
+      total->set_milli_cpu(std::min(total->milli_cpu(), now.total().milli_cpu()));
+      total->set_memory_bytes(std::min(total->memory_bytes(), now.total().memory_bytes()));
+    }
+    if (watermark == 0 || watermark > now.watermark_fraction()) {
+      watermark = now.watermark_fraction();
+    }
+    return absl::OkStatus();
+  }
   if (total != nullptr && (total->milli_cpu() > now.total().milli_cpu() ||
                            total->memory_bytes() > now.total().memory_bytes())) {
     return Deny(who, method,
@@ -232,10 +255,7 @@ absl::Status Authz::NotRaised(const Identity& who, const char* method, const std
                     " to ", core::Resources{total->milli_cpu(), total->memory_bytes()}.ToString(),
                     " (only the admin may)"));
   }
-  if (watermark == 0) {
-    // RegisterNode's default would be the scheduler's, maybe above the one the admin set.
-    if (std::string_view(method) == "RegisterNode") watermark = now.watermark_fraction();
-  } else if (watermark > now.watermark_fraction()) {
+  if (watermark > now.watermark_fraction()) {
     return Deny(who, method,
                 absl::StrCat("raise the watermark of node ", node, " from ",
                              now.watermark_fraction(), " to ", watermark, " (only the admin may)"));

@@ -8,7 +8,8 @@
 //   - anyone else (the scheduler's own identity, a VM's, a certificate without a URI SAN):
 //     nothing.
 // A node's size is the operator's: once the scheduler knows a node, its agent may lower the node's
-// total and watermark but not raise them (only the admin may), and a node it does not know yet is
+// total and watermark but not raise them (only the admin may; a registration asking for more
+// keeps what the node has, and its address is taken), and a node it does not know yet is
 // registered at most at `Options::max_node_total`; so a stolen node certificate cannot make its
 // node pull every placement and migration to itself.
 // Identities of another trust domain than `Options::trust_domain` are refused whatever they name.
@@ -86,11 +87,13 @@ class Authz {
   // Every call's first step: PERMISSION_DENIED for an identity of another trust domain, then a
   // token for `who`, or RESOURCE_EXHAUSTED.
   absl::Status Take(const Identity& who, const char* method);
-  // For a node's agent registering or updating its own node: OK if `total` (null: unchanged) and
-  // `watermark` (0: unchanged for UpdateNode; RegisterNode's 0, the default, becomes the node's
-  // current one) raise nothing the operator set, and a new node stays within max_node_total.
+  // For a node's agent registering or updating its own node. A new node must stay within
+  // max_node_total. An UpdateNode that raises `total` (null: unchanged) or `watermark` (0:
+  // unchanged) is PERMISSION_DENIED. A RegisterNode of a known node is lowered to what the node
+  // has (each resource of `total`, and `watermark`, whose 0, the default, is the node's too):
+  // an agent restarting with its old config still registers its address.
   absl::Status NotRaised(const Identity& who, const char* method, const std::string& node,
-                         const api::v1::Resources* total, double& watermark);
+                         api::v1::Resources* total, double& watermark);
 
   rpc::scheduler::SchedulerService& inner_;
   const VmLookup lookup_;

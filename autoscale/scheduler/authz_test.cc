@@ -113,11 +113,15 @@ class AuthzTest : public ::testing::Test {
     EXPECT_TRUE(files.ok()) << files.status();
     return ClientWith(*files);
   }
-  std::unique_ptr<Service> ClientWith(const rpc::TlsFiles& files) {
+  // As the agent and schedctl connect: the server must be the scheduler (`server_identity`).
+  std::unique_ptr<Service> ClientWith(const rpc::TlsFiles& files,
+                                      const std::string& server_identity = kScheduler) {
     absl::StatusOr<rpc::Security> security = rpc::Security::MutualTls(files);
     EXPECT_TRUE(security.ok()) << security.status();
-    return *rpc::scheduler::NewGrpcClient(server_->address(), absl::Seconds(5), *security);
+    return *rpc::scheduler::NewGrpcClient(server_->address(), absl::Seconds(5), *security,
+                                          server_identity);
   }
+  static constexpr char kScheduler[] = "spiffe://test/scheduler";
 
   testing::TempDir dir_{"authz"};
   std::unique_ptr<TestCa> ca_;
@@ -127,6 +131,24 @@ class AuthzTest : public ::testing::Test {
   rpc::TlsFiles server_files_;
   std::unique_ptr<rpc::Server> server_;
 };
+
+// A client that expects the scheduler refuses a server whose certificate (from the same CA) names
+// another workload: a node's agent posing as the scheduler would otherwise hand out orders.
+TEST_F(AuthzTest, ClientRefusesAServerThatIsNotTheScheduler) {
+  absl::StatusOr<rpc::TlsFiles> files = ca_->Issue("admin", "spiffe://test/admin");
+  ASSERT_TRUE(files.ok()) << files.status();
+  std::unique_ptr<Service> fooled = ClientWith(*files, "spiffe://test/node/a");
+  api::v1::RegisterNodeRequest r;
+  r.set_node("c");
+  r.mutable_total()->set_milli_cpu(1000);
+  r.mutable_total()->set_memory_bytes(kGiB);
+  r.set_agent_address("127.0.0.1:2");
+  absl::StatusOr<api::v1::RegisterNodeResponse> refused = fooled->RegisterNode(r);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
+  EXPECT_FALSE(ledger_->GetNode("c").ok()) << "the request reached the server";
+  EXPECT_TRUE(ClientWith(*files)->RegisterNode(r).ok());
+  EXPECT_TRUE(ledger_->GetNode("c").ok());
+}
 
 TEST_F(AuthzTest, PlaintextClientIsRefused) {
   std::unique_ptr<Service> plain =
@@ -388,19 +410,30 @@ api::v1::RegisterNodeRequest Register(const std::string& node, int64_t milli_cpu
 }
 
 // A stolen node certificate re-registers its node with an enormous total (or a watermark of 1)
-// to pull every placement and migration to itself: refused, over real TLS. Lowering is the
-// agent's to do; raising again, or more than the node had, takes the admin.
+// to pull every placement and migration to itself: the node keeps its size, over real TLS.
+// Lowering is the agent's to do; raising again, or more than the node had, takes the admin. An
+// UpdateNode asking to raise is refused; a registration asking for more is lowered, so an agent
+// that restarts with its old config after the admin shrank its node still registers its address.
 TEST_F(AuthzTest, AnAgentCannotRaiseItsNodesTotalOrWatermark) {
   std::unique_ptr<Service> a = Client("node-a", kNodeA);
   std::unique_ptr<Service> admin = Client("admin", kAdmin);
   const double watermark = ledger_->GetNode("a")->watermark_fraction;
   ASSERT_LT(watermark, 1);
 
-  ExpectDenied(a->RegisterNode(Register("a", 800000, 32 * kGiB)), kNodeA,
-               "raise the total of node a");
-  ExpectDenied(a->RegisterNode(Register("a", 8000, 4 * kTiB)), kNodeA, "raise the total of node a");
-  ExpectDenied(a->RegisterNode(Register("a", 8000, 32 * kGiB, 1.0)), kNodeA,
-               "raise the watermark of node a");
+  auto kept = [&](absl::StatusOr<api::v1::RegisterNodeResponse> r, const std::string& address) {
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->node().total().milli_cpu(), 8000);
+    EXPECT_EQ(r->node().total().memory_bytes(), 32 * kGiB);
+    EXPECT_EQ(r->node().watermark_fraction(), watermark);
+    EXPECT_EQ(ledger_->GetNode("a")->total, (core::Resources{8000, 32 * kGiB}));
+    EXPECT_EQ(ledger_->GetNode("a")->watermark_fraction, watermark);
+    EXPECT_EQ(ledger_->GetNode("a")->agent_address, address);
+  };
+  api::v1::RegisterNodeRequest huge = Register("a", 800000, 32 * kGiB);
+  huge.set_agent_address("127.0.0.1:2");
+  kept(a->RegisterNode(huge), "127.0.0.1:2");
+  kept(a->RegisterNode(Register("a", 8000, 4 * kTiB)), "127.0.0.1:1");
+  kept(a->RegisterNode(Register("a", 8000, 32 * kGiB, 1.0)), "127.0.0.1:1");
   api::v1::UpdateNodeRequest update = rpc::scheduler::WithVersion(api::v1::UpdateNodeRequest());
   update.set_node("a");
   update.mutable_total()->set_milli_cpu(64000);
@@ -414,14 +447,19 @@ TEST_F(AuthzTest, AnAgentCannotRaiseItsNodesTotalOrWatermark) {
   ASSERT_TRUE(same.ok()) << same.status();
   EXPECT_EQ(same->node().watermark_fraction(), watermark);
   ASSERT_TRUE(a->RegisterNode(Register("a", 4000, 16 * kGiB)).ok());
-  ExpectDenied(a->RegisterNode(Register("a", 8000, 32 * kGiB)), kNodeA,
-               "from 4000m/16GiB to 8000m/32GiB");
+  api::v1::RegisterNodeRequest old_config = Register("a", 8000, 32 * kGiB);
+  old_config.set_agent_address("127.0.0.1:3");
+  ASSERT_TRUE(a->RegisterNode(old_config).ok());
+  EXPECT_EQ(ledger_->GetNode("a")->total, (core::Resources{4000, 16 * kGiB}));
+  EXPECT_EQ(ledger_->GetNode("a")->agent_address, "127.0.0.1:3");
+  ExpectDenied(a->UpdateNode(update), kNodeA, "from 4000m/16GiB to 64000m/32GiB");
   // The admin may.
   absl::StatusOr<api::v1::RegisterNodeResponse> raised =
       admin->RegisterNode(Register("a", 16000, 64 * kGiB, 0.95));
   ASSERT_TRUE(raised.ok()) << raised.status();
   EXPECT_EQ(ledger_->GetNode("a")->total, (core::Resources{16000, 64 * kGiB}));
-  EXPECT_EQ(authz_->Denials()["RegisterNode"], 4);
+  EXPECT_EQ(authz_->Denials()["RegisterNode"], 0);
+  EXPECT_EQ(authz_->Denials()["UpdateNode"], 2);
 }
 
 // A node the scheduler does not know yet: its agent registers it within the operator's cap.

@@ -107,9 +107,17 @@ int Run() {
     LOG(ERROR) << security.status();
     return 2;
   }
+  // With TLS, the servers this agent calls must prove who they are: the scheduler, and for a
+  // migration the order's target node (it receives the VM).
+  absl::StatusOr<std::string> trust_domain = rpc::TrustDomainFromFlags(*security);
+  if (!trust_domain.ok()) {
+    LOG(ERROR) << trust_domain.status();
+    return 2;
+  }
   absl::StatusOr<std::unique_ptr<rpc::scheduler::SchedulerService>> scheduler =
       rpc::scheduler::NewGrpcClient(config->scheduler_address(),
-                                    absl::GetFlag(FLAGS_scheduler_timeout), *security);
+                                    absl::GetFlag(FLAGS_scheduler_timeout), *security,
+                                    rpc::ServerIdentity(*security, *trust_domain, "scheduler"));
   if (!scheduler.ok()) {
     LOG(ERROR) << scheduler.status();
     return 2;
@@ -184,14 +192,17 @@ int Run() {
   options.migration_tls_dir = migration_tls_dir;
   // With TLS, another agent may act only on migrations whose source its certificate names.
   options.require_peer_identity = security->tls();
+  options.trust_domain = *trust_domain;
   agent::Agent node_agent(
       options, **scheduler, *vms,
       [&](const std::string& address, rpc::monitor::MonitorClient::Callbacks callbacks,
           absl::Duration timeout) {
         return rpc::monitor::ConnectGrpc(address, std::move(callbacks), timeout, *security);
       },
-      [&](const std::string& address) {
-        return rpc::agent_peer::NewGrpcClient(address, absl::Seconds(60), *security);
+      [&](const std::string& address, const std::string& node) {
+        return rpc::agent_peer::NewGrpcClient(
+            address, absl::Seconds(60), *security,
+            rpc::ServerIdentity(*security, *trust_domain, "node/" + node));
       });
   absl::StatusOr<std::unique_ptr<rpc::Server>> server = rpc::agent_peer::StartGrpcServer(
       [&](const std::string& identity) { return node_agent.ForCaller(identity); }, listen,

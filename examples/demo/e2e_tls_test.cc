@@ -78,12 +78,29 @@ TEST(EndToEndTls, DaemonsTalkMutualTlsAndRefuseStrangers) {
       hijack.status().message().find("spiffe://autoscale.test/node/b may not register node a"),
       std::string::npos)
       << hijack.status();
-  // ... nor re-register its own node larger, to pull the placements to itself.
+  // ... nor re-register its own node larger, to pull the placements to itself: node b keeps its
+  // size (its agent's registration is otherwise taken: keep its address).
   reg.set_node("b");
+  for (const api::v1::NodeState& n : nodes->nodes()) {
+    if (n.node() == "b") reg.set_agent_address(n.agent_address());
+  }
   absl::StatusOr<api::v1::RegisterNodeResponse> bigger = b->RegisterNode(reg);
-  EXPECT_EQ(bigger.status().code(), absl::StatusCode::kPermissionDenied) << bigger.status();
-  EXPECT_NE(bigger.status().message().find("raise the total of node b"), std::string::npos)
-      << bigger.status();
+  ASSERT_TRUE(bigger.ok()) << bigger.status();
+  EXPECT_EQ(bigger->node().total().milli_cpu(), 4000);
+  EXPECT_EQ(bigger->node().total().memory_bytes(), 4 * kGiB);
+  // A node the scheduler does not know: its agent registers it within the default cap (no
+  // --max_node_total was given).
+  absl::StatusOr<rpc::Security> node_c =
+      c.ClientSecurity("node-c", "spiffe://autoscale.test/node/c");
+  ASSERT_TRUE(node_c.ok()) << node_c.status();
+  reg.set_node("c");
+  reg.set_agent_address("127.0.0.1:9");
+  absl::StatusOr<api::v1::RegisterNodeResponse> huge =
+      (*rpc::scheduler::NewGrpcClient(c.scheduler_address(), absl::Seconds(5), *node_c))
+          ->RegisterNode(reg);
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kPermissionDenied) << huge.status();
+  EXPECT_NE(huge.status().message().find("the operator's cap for a new node"), std::string::npos)
+      << huge.status();
 
   // A certificate of the cluster's CA for another trust domain: refused, though an admin's (the
   // scheduler takes its trust domain from its own certificate).

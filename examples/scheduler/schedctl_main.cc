@@ -376,9 +376,12 @@ int main(int argc, char** argv) {
     absl::StatusOr<autoscale::rpc::Security> security =
         autoscale::rpc::SecurityFromTlsFlags("schedctl");
     if (!security.ok()) throw autoscale::scheduler::Usage{security.status().ToString()};
+    absl::StatusOr<std::string> trust_domain = autoscale::rpc::TrustDomainFromFlags(*security);
+    if (!trust_domain.ok()) throw autoscale::scheduler::Usage{trust_domain.status().ToString()};
     absl::StatusOr<std::unique_ptr<autoscale::rpc::scheduler::SchedulerService>> scheduler =
-        autoscale::rpc::scheduler::NewGrpcClient(absl::GetFlag(FLAGS_server),
-                                                 absl::GetFlag(FLAGS_timeout), *security);
+        autoscale::rpc::scheduler::NewGrpcClient(
+            absl::GetFlag(FLAGS_server), absl::GetFlag(FLAGS_timeout), *security,
+            autoscale::rpc::ServerIdentity(*security, *trust_domain, "scheduler"));
     if (!scheduler.ok()) throw autoscale::scheduler::Usage{scheduler.status().ToString()};
     autoscale::scheduler::Ctl ctl(*std::move(scheduler));
     return ctl.Run(args[1]);

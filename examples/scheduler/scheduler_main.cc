@@ -91,9 +91,10 @@ ABSL_FLAG(double, watermark, 0.9,
           "Watermark of nodes that register without one: fraction of the total, (0, 1]");
 ABSL_FLAG(std::string, compute_unit, "250m/1GiB",
           "Compute unit of placements that name none (<milli-CPU>m/<memory>)");
-ABSL_FLAG(std::string, max_node_total, "",
+ABSL_FLAG(std::string, max_node_total, "448000m/24TiB",
           "With TLS: the largest total a node's agent may register a node the scheduler does not "
-          "know yet with (<milli-CPU>m/<memory>; empty: no cap). A known node's agent can never "
+          "know yet with (<milli-CPU>m/<memory>; the default is the largest single machines "
+          "clouds sell; set your own hardware's; empty: no cap). A known node's agent can never "
           "raise its total or watermark; the admin can");
 ABSL_FLAG(std::string, migration_policy, "oldest_first",
           "Which VMs leave a node above its watermark: oldest_first or fewest_bytes");

@@ -14,11 +14,12 @@ namespace {
 
 class GrpcClient final : public MigrationPeer {
  public:
-  GrpcClient(std::string address, absl::Duration timeout, const Security& security)
+  GrpcClient(std::string address, absl::Duration timeout, const Security& security,
+             const std::string& server_identity)
       : address_(std::move(address)),
         timeout_(timeout),
         stub_(api::v1::Agent::NewStub(
-            grpc::CreateChannel(address_, rpc::ChannelCredentials(security)))) {}
+            grpc::CreateChannel(address_, rpc::ChannelCredentials(security, server_identity)))) {}
 
   absl::StatusOr<api::v1::PrepareIncomingResponse> PrepareIncoming(
       const api::v1::PrepareIncomingRequest& request) override {
@@ -53,9 +54,10 @@ class GrpcClient final : public MigrationPeer {
 
 absl::StatusOr<std::unique_ptr<MigrationPeer>> NewGrpcClient(const std::string& address,
                                                              absl::Duration timeout,
-                                                             const Security& security) {
+                                                             const Security& security,
+                                                             const std::string& server_identity) {
   if (address.empty()) return absl::InvalidArgumentError("agent address is empty");
-  return std::make_unique<GrpcClient>(address, timeout, security);
+  return std::make_unique<GrpcClient>(address, timeout, security, server_identity);
 }
 
 }  // namespace autoscale::rpc::agent_peer

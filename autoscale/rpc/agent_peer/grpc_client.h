@@ -15,9 +15,10 @@ namespace autoscale::rpc::agent_peer {
 
 // The agent at `address` ("host:port" or "unix:/path"). Each call is bounded by `timeout`
 // (starting a QEMU and waiting for a migrated VM to run take seconds). `security`: see tls.h
-// (tests pass none: plaintext).
+// (tests pass none: plaintext). `server_identity`: with TLS, what the agent's certificate must
+// name ("spiffe://prod/node/b", the order's target node; "": any that the CA signed).
 absl::StatusOr<std::unique_ptr<MigrationPeer>> NewGrpcClient(
     const std::string& address, absl::Duration timeout = absl::Seconds(60),
-    const Security& security = Security::Plaintext());
+    const Security& security = Security::Plaintext(), const std::string& server_identity = "");
 
 }  // namespace autoscale::rpc::agent_peer

@@ -13,6 +13,8 @@
 #include "autoscale/rpc/agent_peer/grpc_server.h"
 #include "autoscale/rpc/agent_peer/in_process.h"
 #include "autoscale/rpc/server.h"
+#include "autoscale/testing/temp_dir.h"
+#include "autoscale/testing/test_ca.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 
@@ -127,6 +129,42 @@ TEST(AgentPeerTransportTest, UnreachableAgentIsAClearError) {
       << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "agent.sock FinishIncoming")) << s;
   EXPECT_EQ(NewGrpcClient("").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A source hands its target the VM (and what the VM's monitor trusts): with TLS it talks only to
+// an agent whose certificate names the order's target node. Another node's valid certificate
+// (node c answering at b's address, after a forged RegisterNode say) gets no request at all.
+TEST(AgentPeerTransportTest, TlsClientReachesOnlyTheNodeItExpects) {
+  AUTOSCALE_REQUIRE_OPENSSL();
+  testing::TempDir dir("agent_peer_tls");
+  absl::StatusOr<testing::TestCa> ca = testing::TestCa::Create(dir.path() + "/ca");
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  auto security = [&](const std::string& file, const std::string& uri) {
+    absl::StatusOr<TlsFiles> files = ca->Issue(file, uri);
+    EXPECT_TRUE(files.ok()) << files.status();
+    return *Security::MutualTls(*files);
+  };
+  ScriptedTarget target;
+  absl::StatusOr<std::unique_ptr<Server>> server =
+      StartGrpcServer(target, "127.0.0.1:0", security("c", "spiffe://test/node/c"));
+  ASSERT_TRUE(server.ok()) << server.status();
+  const Security source = security("a", "spiffe://test/node/a");
+  api::v1::PrepareIncomingRequest prepare;
+  prepare.set_order_id(7);
+  prepare.mutable_vm()->set_name("vm1");
+
+  std::unique_ptr<MigrationPeer> to_b =
+      *NewGrpcClient((*server)->address(), absl::Seconds(5), source, "spiffe://test/node/b");
+  absl::StatusOr<api::v1::PrepareIncomingResponse> r = to_b->PrepareIncoming(prepare);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_TRUE(target.requests().empty()) << "node c was asked to take a VM meant for node b";
+
+  std::unique_ptr<MigrationPeer> to_c =
+      *NewGrpcClient((*server)->address(), absl::Seconds(5), source, "spiffe://test/node/c");
+  r = to_c->PrepareIncoming(prepare);
+  EXPECT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(target.requests().size(), 1u);
+  (*server)->Shutdown(absl::Seconds(1));
 }
 
 }  // namespace

@@ -35,8 +35,8 @@ class GrpcClient final : public SchedulerService {
   }
 
   GrpcClient(const std::vector<std::string>& addresses, absl::Duration timeout,
-             const Security& security)
-      : timeout_(timeout), credentials_(rpc::ChannelCredentials(security)) {
+             const Security& security, const std::string& server_identity)
+      : timeout_(timeout), credentials_(rpc::ChannelCredentials(security, server_identity)) {
     absl::MutexLock l(&mu_);
     for (const std::string& a : addresses) Add(a);
   }
@@ -195,9 +195,9 @@ class GrpcClient final : public SchedulerService {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<SchedulerService>> NewGrpcClient(const std::string& addresses,
-                                                                absl::Duration timeout,
-                                                                const Security& security) {
+absl::StatusOr<std::unique_ptr<SchedulerService>> NewGrpcClient(
+    const std::string& addresses, absl::Duration timeout, const Security& security,
+    const std::string& server_identity) {
   std::vector<std::string> list;
   for (absl::string_view a : absl::StrSplit(addresses, ',')) {
     a = absl::StripAsciiWhitespace(a);
@@ -207,7 +207,7 @@ absl::StatusOr<std::unique_ptr<SchedulerService>> NewGrpcClient(const std::strin
     }
     list.emplace_back(a);
   }
-  return std::make_unique<GrpcClient>(list, timeout, security);
+  return std::make_unique<GrpcClient>(list, timeout, security, server_identity);
 }
 
 }  // namespace autoscale::rpc::scheduler

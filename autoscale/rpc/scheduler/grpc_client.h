@@ -28,9 +28,11 @@
 namespace autoscale::rpc::scheduler {
 
 // `addresses`: "host:port" or "unix:/path", several separated by commas. Each call waits at most
-// `timeout` in all. `security`: see tls.h (tests pass none: plaintext).
+// `timeout` in all. `security`: see tls.h (tests pass none: plaintext). `server_identity`: with
+// TLS, what every scheduler's certificate must name ("spiffe://prod/scheduler"; "": any that the
+// CA signed; see ChannelCredentials).
 absl::StatusOr<std::unique_ptr<SchedulerService>> NewGrpcClient(
     const std::string& addresses, absl::Duration timeout = absl::Seconds(2),
-    const Security& security = Security::Plaintext());
+    const Security& security = Security::Plaintext(), const std::string& server_identity = "");
 
 }  // namespace autoscale::rpc::scheduler
