@@ -414,15 +414,19 @@ std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir
   for (size_t i = 0; i < s.disks.size(); ++i) {
     const Disk& d = s.disks[i];
     // The set's id is the disk's index + 1; its opaque string names the image (query-fdsets).
+    // No image locks (file.locking=off): QEMU takes them on a descriptor of the set and drops
+    // them by closing it, which frees nothing while the set holds the same open file, so a
+    // migration target could never lock an image its source had used. A migration's handover
+    // (the source inactivates its images before the target activates them) remains.
     for (int fd : disk_fds[i]) {
       a.insert(a.end(), {"-add-fd",
                          absl::StrCat("fd=", fd, ",set=", i + 1, ",opaque=", OptionValue(d.path))});
     }
-    a.insert(a.end(),
-             {"-drive",
-              absl::StrCat("file=/dev/fdset/", i + 1, ",if=none,id=disk", i, ",format=", d.format,
-                           ",cache=", d.cache, d.read_only ? ",readonly=on" : ""),
-              "-device", absl::StrCat("virtio-blk-pci,drive=disk", i, ",id=vd", i)});
+    a.insert(a.end(), {"-drive",
+                       absl::StrCat("file=/dev/fdset/", i + 1, ",file.locking=off,if=none,id=disk",
+                                    i, ",format=", d.format, ",cache=", d.cache,
+                                    d.read_only ? ",readonly=on" : ""),
+                       "-device", absl::StrCat("virtio-blk-pci,drive=disk", i, ",id=vd", i)});
   }
   if (!s.kernel.empty()) {
     a.insert(a.end(), {"-kernel", s.kernel});

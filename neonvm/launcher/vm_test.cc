@@ -138,13 +138,14 @@ TEST(QemuCommandLine, DisksTapsCpuModelAndKernelArgs) {
       Contains(a, {"-append", "console=ttyS0 autoscale.ip=10.77.0.50/24 quiet possible_cpus=2"}));
   // Images as descriptors in fdsets, named by their paths; a comma in a path is doubled, so QEMU
   // does not read it as the next option.
-  EXPECT_TRUE(Contains(a, {"-add-fd", "fd=11,set=1,opaque=/img/pg,,1.img", "-add-fd",
-                           "fd=12,set=1,opaque=/img/pg,,1.img", "-drive",
-                           "file=/dev/fdset/1,if=none,id=disk0,format=raw,cache=none", "-device",
-                           "virtio-blk-pci,drive=disk0,id=vd0"}));
+  EXPECT_TRUE(
+      Contains(a, {"-add-fd", "fd=11,set=1,opaque=/img/pg,,1.img", "-add-fd",
+                   "fd=12,set=1,opaque=/img/pg,,1.img", "-drive",
+                   "file=/dev/fdset/1,file.locking=off,if=none,id=disk0,format=raw,cache=none",
+                   "-device", "virtio-blk-pci,drive=disk0,id=vd0"}));
   EXPECT_TRUE(Contains(a, {"-add-fd", "fd=13,set=2,opaque=/img/base.qcow2", "-drive",
-                           "file=/dev/fdset/2,if=none,id=disk1,format=qcow2,cache=writeback,"
-                           "readonly=on",
+                           "file=/dev/fdset/2,file.locking=off,if=none,id=disk1,format=qcow2,"
+                           "cache=writeback,readonly=on",
                            "-device", "virtio-blk-pci,drive=disk1,id=vd1"}));
   EXPECT_FALSE(absl::StrContains(absl::StrJoin(a, " "), "file=/img"));
   EXPECT_TRUE(Contains(a, {"-netdev", "tap,id=tap0,fd=7,vhost=off", "-device",
