@@ -230,8 +230,8 @@ absl::Status CopyForQemu(const std::string& from, const std::string& to, uid_t u
 // they are now, replacing the one an earlier migration made: QEMU reads the files when the object
 // is made, so a certificate rotated since is used from the next migration on. QEMU reads them as
 // the user it runs as, who may not read the node's key (it dropped root): the files it needs are
-// copied into a directory of that user's (0700, the files 0400) in its runtime directory, and
-// removed once the object holds them.
+// copied into a new directory of that user's (0700, the files 0400; the user is the owner of
+// QEMU's runtime directory), and removed once the object holds them.
 absl::Status AddTlsCreds(qmp::QmpClient& qmp, const char* id, const std::string& dir,
                          const std::string& endpoint, absl::Duration timeout) {
   const std::string what = absl::StrCat("QEMU's migration TLS credentials from ", dir);
@@ -246,7 +246,9 @@ absl::Status AddTlsCreds(qmp::QmpClient& qmp, const char* id, const std::string&
   const std::string runtime = RuntimeDirOf(qmp.address());
   struct stat owner;
   if (!runtime.empty() && stat(runtime.c_str(), &owner) == 0) {
-    std::string tmpl = runtime + "/tls.XXXXXX";
+    // Under /tmp, which QEMU's user can always reach (the runtime directory's parents may be
+    // root's alone, as a test cluster's are).
+    std::string tmpl = "/tmp/neonvm-tls.XXXXXX";
     if (mkdtemp(tmpl.data()) == nullptr) {
       return absl::ErrnoToStatus(errno, absl::StrCat(what, ": mkdtemp ", tmpl));
     }

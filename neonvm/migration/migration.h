@@ -73,8 +73,8 @@ absl::Status CheckTargetUri(std::string_view uri);
 // key and CA are `cert`, `key` and `ca` (PEM): links to them under QEMU's names, so that one
 // certificate serves both ends (it must allow serverAuth and clientAuth, or name no purpose) and
 // a rotated file is read by the next migration. Each migration (Listen, and a source's Configure)
-// makes QEMU's credentials afresh from copies of these files that QEMU's user may read (in its
-// runtime directory, removed once loaded): the files themselves may stay root's.
+// makes QEMU's credentials afresh from copies of these files that QEMU's user may read (under
+// /tmp, removed once loaded): the files themselves may stay root's.
 absl::Status MakeTlsDir(const std::string& dir, const std::string& cert, const std::string& key,
                         const std::string& ca);
 
