@@ -85,7 +85,7 @@ void BM_UpscaleReaction(benchmark::State& state) {
 
   absl::Mutex mu;
   int64_t received_ns = 0;
-  auto client = rpc::monitor::ConnectGrpc((*server)->address(),
+  auto client = rpc::monitor::ConnectGrpc((*server)->address(), {},
                                           {.on_metrics = nullptr,
                                            .on_upscale_request =
                                                [&](const api::v1::UpscaleRequest&) {

@@ -21,7 +21,7 @@ min_cu max_cu watermark tls_cert tls_key tls_ca insecure" ;;
     ledgerctl) echo "data_dir at" ;;
     monitor) echo "listen cgroup watch memory_bytes lfc_resizer postgres_conninfo config \
 threshold_fraction sample_interval metrics_interval lfc_windows_file http_host http_port tls_cert tls_key tls_ca \
-insecure trust_domain memory_high lfc_windows_function" ;;
+insecure trust_domain memory_high lfc_windows_function agent_token_file" ;;
     simulate) echo "vms nodes node_cpus node_memory_gib duration step workload trace config \
 compare_config seed threads summary_json series_csv series_interval step_every_vm placement \
 lfc_metrics_interval" ;;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "autoscale/rpc/identity.h"
+#include "autoscale/rpc/monitor/agent_token.h"
 #include "glog/logging.h"
 
 namespace autoscale::monitor {
@@ -100,7 +101,14 @@ class AgentLink::Session final : public rpc::monitor::AgentSession {
 };
 
 AgentLink::AgentLink(Monitor& monitor, const MetricsReader& metrics, AgentLinkOptions options)
-    : monitor_(monitor), metrics_(metrics), options_(options) {}
+    : monitor_(monitor), metrics_(metrics), options_(std::move(options)) {
+  if (options_.agent_token.empty()) {
+    LOG(WARNING) << "monitor: no agent token: the link is not bound to this VM's agent (any "
+                 << (options_.require_agent_identity ? "node's agent of the trust domain"
+                                                     : "caller")
+                 << " may connect and replace the live one)";
+  }
+}
 
 AgentLink::~AgentLink() { Disconnect(); }
 
@@ -124,9 +132,15 @@ bool AgentLink::SendUpscaleRequest(int64_t usage_bytes, int64_t threshold_bytes)
   return true;
 }
 
-absl::Status AgentLink::Admit(const std::string& identity) {
-  if (!options_.require_agent_identity) return absl::OkStatus();
+absl::Status AgentLink::Admit(const std::string& identity, const std::string& token) {
   const rpc::Identity who = rpc::ParseIdentity(identity);
+  if (!options_.agent_token.empty() && !rpc::monitor::TokensEqual(token, options_.agent_token)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        rpc::Describe(who), token.empty() ? " sent no agent token" : " sent a wrong agent token",
+        ": only this VM's agent, which holds the token the VM got at boot, may "
+        "connect"));
+  }
+  if (!options_.require_agent_identity) return absl::OkStatus();
   if (who.role == rpc::Identity::Role::kNode &&
       (options_.trust_domain.empty() || who.trust_domain == options_.trust_domain)) {
     return absl::OkStatus();

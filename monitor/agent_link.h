@@ -5,10 +5,17 @@
 //
 // One agent at a time: a new connection that is admitted ends the previous one (as in the
 // reference: an agent that restarted, or the target's agent after a migration, takes over). Who
-// is admitted (AgentLinkOptions::require_agent_identity): with mutual TLS, only a node's agent of
-// the trust domain (spiffe://<td>/node/<name>); another certificate the CA signed (a VM's, the
-// admin's) is refused with PERMISSION_DENIED and the live agent keeps its session. A guest's own
-// processes have no node certificate, and a host user who reaches the forwarded port has none.
+// is admitted:
+//   - with the VM's agent token (AgentLinkOptions::agent_token, which the guest read from fw_cfg:
+//     rpc/monitor/agent_token.h), only an agent whose Hello carries it: the agent that launched
+//     the VM, or the migration target's, which received it with the VM. Compared in constant
+//     time. Without a token configured, the binding is not enforced (a warning says so, once).
+//   - with mutual TLS (require_agent_identity), only a node's agent of the trust domain
+//     (spiffe://<td>/node/<name>); another certificate the CA signed (a VM's, the admin's) is
+//     refused.
+// A refused agent gets PERMISSION_DENIED and the live agent keeps its session: a guest's own
+// processes and a host user who reaches the forwarded port hold neither the token (only root
+// reads the host's 0600 file; the guest's sysfs file is root's) nor a node certificate.
 //
 //   AgentLink link(runner->monitor(), metrics_reader, {});
 //   ASSIGN_OR_RETURN(auto server, rpc::monitor::StartGrpcServer(link, "127.0.0.1:10301"));
@@ -39,6 +46,8 @@ struct AgentLinkOptions {
   // TLS; off, whoever connects is admitted (plaintext, local development).
   bool require_agent_identity = false;
   std::string trust_domain{};
+  // The VM's agent token; empty: none (any agent the rule above admits is admitted).
+  std::string agent_token{};
 };
 
 class AgentLink final : public rpc::monitor::MonitorService {
@@ -56,7 +65,7 @@ class AgentLink final : public rpc::monitor::MonitorService {
   void Disconnect();
   bool connected() const;
 
-  absl::Status Admit(const std::string& identity) override;
+  absl::Status Admit(const std::string& identity, const std::string& token) override;
   std::unique_ptr<rpc::monitor::AgentSession> Connect(
       std::shared_ptr<rpc::monitor::AgentStream> agent, const std::string& peer) override;
 

@@ -101,7 +101,7 @@ class AgentLinkTest : public ::testing::Test {
   }
 
   std::unique_ptr<MonitorClient> ConnectClient(Received& received) {
-    auto client = rpc::monitor::ConnectGrpc(address_, received.Callbacks(), absl::Seconds(5));
+    auto client = rpc::monitor::ConnectGrpc(address_, {}, received.Callbacks(), absl::Seconds(5));
     EXPECT_TRUE(client.ok()) << client.status();
     return client.ok() ? *std::move(client) : nullptr;
   }
@@ -283,7 +283,7 @@ TEST(AgentLinkSend, AnUpscaleRequestNeverWaitsForTheAgent) {
 TEST(MonitorClient, UnreachableMonitorIsAClearError) {
   Received received;
   auto client =
-      rpc::monitor::ConnectGrpc("127.0.0.1:1", received.Callbacks(), absl::Milliseconds(300));
+      rpc::monitor::ConnectGrpc("127.0.0.1:1", {}, received.Callbacks(), absl::Milliseconds(300));
   ASSERT_FALSE(client.ok());
   EXPECT_EQ(client.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(client.status().message()), HasSubstr("127.0.0.1:1"));

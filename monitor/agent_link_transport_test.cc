@@ -158,9 +158,9 @@ class AgentLinkTransportTest : public ::testing::Test {
   std::unique_ptr<Clients> Connect() {
     auto c = std::make_unique<Clients>();
     absl::StatusOr<std::unique_ptr<MonitorClient>> remote = rpc::monitor::ConnectGrpc(
-        server_->address(), c->remote_received.Callbacks(), absl::Seconds(5));
-    absl::StatusOr<std::unique_ptr<MonitorClient>> local =
-        connector_->Connect(server_->address(), c->local_received.Callbacks(), absl::Seconds(5));
+        server_->address(), {}, c->remote_received.Callbacks(), absl::Seconds(5));
+    absl::StatusOr<std::unique_ptr<MonitorClient>> local = connector_->Connect(
+        server_->address(), {}, c->local_received.Callbacks(), absl::Seconds(5));
     EXPECT_TRUE(remote.ok()) << remote.status();
     EXPECT_TRUE(local.ok()) << local.status();
     if (!remote.ok() || !local.ok()) return nullptr;
@@ -330,7 +330,7 @@ TEST(MonitorLinkTls, OnlyANodesAgentIsAdmittedAndTheLiveOneStays) {
 
   Received live;
   absl::StatusOr<std::unique_ptr<MonitorClient>> a =
-      rpc::monitor::ConnectGrpc(address, live.Callbacks(), absl::Seconds(10), node_a);
+      rpc::monitor::ConnectGrpc(address, {.vm = "v1"}, live.Callbacks(), absl::Seconds(10), node_a);
   ASSERT_TRUE(a.ok()) << a.status();
   ASSERT_TRUE(live.FirstMetrics().has_value());
 
@@ -339,7 +339,7 @@ TEST(MonitorLinkTls, OnlyANodesAgentIsAdmittedAndTheLiveOneStays) {
        {rpc::Security::Plaintext(), issue(*other, "a", "spiffe://prod/node/a")}) {
     Received r;
     absl::StatusOr<std::unique_ptr<MonitorClient>> c =
-        rpc::monitor::ConnectGrpc(address, r.Callbacks(), absl::Seconds(1), s);
+        rpc::monitor::ConnectGrpc(address, {}, r.Callbacks(), absl::Seconds(1), s);
     EXPECT_FALSE(c.ok()) << "a client without a certificate of the CA was admitted";
   }
   // Refused by the monitor: the CA signed them, but they are not a node's agent of "prod".
@@ -351,13 +351,37 @@ TEST(MonitorLinkTls, OnlyANodesAgentIsAdmittedAndTheLiveOneStays) {
   };
   for (const auto& [file, uri] : impostors) {
     Received r;
-    absl::StatusOr<std::unique_ptr<MonitorClient>> c =
-        rpc::monitor::ConnectGrpc(address, r.Callbacks(), absl::Seconds(10), issue(*ca, file, uri));
+    absl::StatusOr<std::unique_ptr<MonitorClient>> c = rpc::monitor::ConnectGrpc(
+        address, {}, r.Callbacks(), absl::Seconds(10), issue(*ca, file, uri));
     ASSERT_FALSE(c.ok()) << uri << " was admitted";
     EXPECT_EQ(c.status().code(), absl::StatusCode::kPermissionDenied) << c.status();
     EXPECT_NE(c.status().message().find(uri.empty() ? "a caller without an identity" : uri),
               std::string::npos)
         << c.status();
+  }
+  // The agent's side: an agent of VM v2 that reached v1's monitor (a wrong address, or a monitor
+  // that is not its VM's) refuses it before sending its token, naming both identities.
+  {
+    Received r;
+    absl::StatusOr<std::unique_ptr<MonitorClient>> c = rpc::monitor::ConnectGrpc(
+        address, {.vm = "v2", .token = "v2's token"}, r.Callbacks(), absl::Seconds(10), node_a);
+    ASSERT_FALSE(c.ok()) << "the agent of v2 took v1's monitor";
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kPermissionDenied) << c.status();
+    EXPECT_NE(c.status().message().find("spiffe://prod/vm/v1"), std::string::npos) << c.status();
+    EXPECT_NE(c.status().message().find("spiffe://prod/vm/v2"), std::string::npos) << c.status();
+  }
+  // A node certificate where a monitor's should be: refused the same way.
+  {
+    absl::StatusOr<std::unique_ptr<rpc::Server>> impostor =
+        rpc::monitor::StartGrpcServer(side.link, "127.0.0.1:0", node_b);
+    ASSERT_TRUE(impostor.ok()) << impostor.status();
+    Received r;
+    absl::StatusOr<std::unique_ptr<MonitorClient>> c = rpc::monitor::ConnectGrpc(
+        (*impostor)->address(), {.vm = "v1"}, r.Callbacks(), absl::Seconds(10), node_a);
+    ASSERT_FALSE(c.ok()) << "a node's certificate passed for v1's monitor";
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kPermissionDenied) << c.status();
+    EXPECT_NE(c.status().message().find("spiffe://prod/node/b"), std::string::npos) << c.status();
+    (*impostor)->Shutdown(absl::Seconds(2));
   }
   // The live agent kept its session: it answers, and the monitor's upscale request reaches it.
   EXPECT_TRUE((*a)->connected());
@@ -370,7 +394,7 @@ TEST(MonitorLinkTls, OnlyANodesAgentIsAdmittedAndTheLiveOneStays) {
   // Another node's agent (where the VM migrated to) authenticates: it takes over.
   Received next;
   absl::StatusOr<std::unique_ptr<MonitorClient>> b =
-      rpc::monitor::ConnectGrpc(address, next.Callbacks(), absl::Seconds(10), node_b);
+      rpc::monitor::ConnectGrpc(address, {.vm = "v1"}, next.Callbacks(), absl::Seconds(10), node_b);
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_TRUE(live.Closed().has_value());
   EXPECT_TRUE((*b)->HealthCheck(absl::Seconds(5)).ok());
@@ -386,10 +410,83 @@ TEST(MonitorLinkTls, InProcessIsRefusedWhenAnIdentityIsRequired) {
   rpc::monitor::InProcessConnector connector(side.link);
   Received r;
   absl::StatusOr<std::unique_ptr<MonitorClient>> c =
-      connector.Connect("v1", r.Callbacks(), absl::Seconds(1));
+      connector.Connect("v1", {}, r.Callbacks(), absl::Seconds(1));
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), absl::StatusCode::kPermissionDenied) << c.status();
   EXPECT_FALSE(side.link.connected());
+}
+
+// The monitor bound to its VM's agent by the agent token: on both transports, only an agent that
+// sends the token is admitted; one without it or with another is refused (PERMISSION_DENIED,
+// saying which) and the live agent keeps its session; a second agent with the token (the
+// migration target's) takes over.
+TEST(MonitorLinkToken, OnlyTheTokenHolderIsAdmittedAndTheLiveOneStays) {
+  const std::string token = "0123456789abcdef0123456789abcdef";
+  Side over_grpc(FixtureProc(), {.metrics_interval = absl::Hours(1), .agent_token = token});
+  Side in_process(FixtureProc(), {.metrics_interval = absl::Hours(1), .agent_token = token});
+  for (Side* s : {&over_grpc, &in_process}) ASSERT_TRUE(s->monitor.Start(1024 * kMiB).ok());
+  absl::StatusOr<std::unique_ptr<rpc::Server>> server =
+      rpc::monitor::StartGrpcServer(over_grpc.link, "127.0.0.1:0");
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string address = (*server)->address();
+  rpc::monitor::InProcessConnector connector(in_process.link);
+  struct Transport {
+    const char* name;
+    Side& side;
+    std::function<absl::StatusOr<std::unique_ptr<MonitorClient>>(const std::string& token,
+                                                                 Received& r)>
+        connect;
+  };
+  std::vector<Transport> transports = {
+      {"gRPC", over_grpc,
+       [&](const std::string& t, Received& r) {
+         return rpc::monitor::ConnectGrpc(address, {.token = t}, r.Callbacks(), absl::Seconds(10));
+       }},
+      {"in process", in_process,
+       [&](const std::string& t, Received& r) {
+         return connector.Connect(address, {.token = t}, r.Callbacks(), absl::Seconds(10));
+       }},
+  };
+  for (Transport& t : transports) {
+    SCOPED_TRACE(t.name);
+    Received live;
+    absl::StatusOr<std::unique_ptr<MonitorClient>> agent = t.connect(token, live);
+    ASSERT_TRUE(agent.ok()) << agent.status();
+    ASSERT_TRUE(live.FirstMetrics().has_value());
+
+    std::string wrong = token;
+    wrong.back() = 'x';
+    const std::vector<std::pair<std::string, std::string>> refused = {
+        {"", "sent no agent token"},
+        {wrong, "sent a wrong agent token"},
+        {token.substr(1), "sent a wrong agent token"},
+    };
+    for (const auto& [sent, why] : refused) {
+      Received r;
+      absl::StatusOr<std::unique_ptr<MonitorClient>> c = t.connect(sent, r);
+      ASSERT_FALSE(c.ok()) << "token \"" << sent << "\" was admitted";
+      EXPECT_EQ(c.status().code(), absl::StatusCode::kPermissionDenied) << c.status();
+      EXPECT_NE(c.status().message().find(why), std::string::npos) << c.status();
+      EXPECT_EQ(c.status().message().find(token), std::string::npos)
+          << "the error shows the token: " << c.status();
+    }
+    // Not displaced: the live agent still answers, and the monitor's requests reach it.
+    EXPECT_TRUE((*agent)->connected());
+    EXPECT_TRUE((*agent)->HealthCheck(absl::Seconds(5)).ok());
+    t.side.SampleAt(900 * kMiB);
+    std::optional<api::v1::UpscaleRequest> up = live.FirstUpscale();
+    ASSERT_TRUE(up.has_value()) << "the upscale request did not reach the live agent";
+
+    // The token holder after a migration (or a restart) takes over.
+    Received next;
+    absl::StatusOr<std::unique_ptr<MonitorClient>> successor = t.connect(token, next);
+    ASSERT_TRUE(successor.ok()) << successor.status();
+    EXPECT_TRUE(live.Closed().has_value());
+    EXPECT_TRUE((*successor)->HealthCheck(absl::Seconds(5)).ok());
+    t.side.link.Disconnect();
+    ASSERT_TRUE(next.Closed().has_value());
+  }
+  (*server)->Shutdown(absl::Seconds(2));
 }
 
 }  // namespace

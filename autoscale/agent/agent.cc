@@ -12,6 +12,7 @@
 #include "autoscale/core/config.h"
 #include "autoscale/core/config_proto.h"
 #include "autoscale/rpc/identity.h"
+#include "autoscale/rpc/monitor/agent_token.h"
 #include "glog/logging.h"
 #include "neonvm/migration/migration.h"
 
@@ -59,6 +60,9 @@ Agent::Agent(AgentOptions options, rpc::scheduler::SchedulerService& scheduler,
                     "Runners restarted after a failure.");
   metrics_.Describe("autoscaling_agent_migrations_total", Metrics::kCounter,
                     "Live migrations by direction and result.");
+  metrics_.Describe("autoscaling_agent_monitor_refused_total", Metrics::kCounter,
+                    "Monitor connections refused: the monitor's certificate is not the VM's, or "
+                    "the monitor refused this agent (its agent token).");
 }
 
 Agent::~Agent() { Stop(); }
@@ -290,6 +294,12 @@ absl::Status Agent::StartRunner(const api::v1::VmConfig& vm, std::unique_ptr<Run
   o.state.compute_unit = cu;
   ASSIGN_OR_RETURN(o.bounds, core::BoundsFromProto(vm.bounds()));
   o.monitor_address = vm.monitor_address();
+  // Read at every start: an agent that restarted finds the token of a VM it did not launch.
+  if (!vm.agent_token_file().empty()) {
+    absl::StatusOr<std::string> token = rpc::monitor::ReadAgentToken(vm.agent_token_file());
+    if (!token.ok()) return Annotate(token.status(), absl::StrCat("VM ", vm.name()));
+    o.agent_token = *std::move(token);
+  }
   o.monitor_retry = options_.monitor_retry;
   o.monitor_health_interval = options_.monitor_health_interval;
   o.max_sleep = options_.runner_max_sleep;
@@ -633,6 +643,9 @@ void Agent::Migrate(api::v1::MigrationOrder order) {
     prepare.set_order_id(order.id());
     *prepare.mutable_vm() = config;
     prepare.mutable_vm()->set_allow_postcopy(options.allow_postcopy);
+    // The token itself goes (the target's QEMU hands the guest the same one), not this node's path.
+    prepare.mutable_vm()->clear_agent_token_file();
+    prepare.set_agent_token(runner->agent_token());
     for (const std::string& args : devices->cpu_device_add_args) {
       prepare.add_cpu_device_add_args(args);
     }
@@ -823,6 +836,14 @@ absl::StatusOr<Agent::CheckedIncoming> Agent::CheckIncoming(
     out.set_has_virtio_mem(true);
     out.set_virtio_mem_requested_bytes(bytes);
   }
+  // The VM's agent token: a value the target's QEMU gets in its own runtime directory (never a
+  // path), of a token's size.
+  if (request.agent_token().size() > rpc::monitor::kMaxAgentTokenBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": an agent token of ",
+                                                   request.agent_token().size(), " bytes (at most ",
+                                                   rpc::monitor::kMaxAgentTokenBytes, ")"));
+  }
+  out.set_agent_token(request.agent_token());
   return checked;
 }
 
@@ -1008,6 +1029,8 @@ absl::Status Agent::TakeOver(uint64_t order, Incoming in) {
   // The source's group stays with the source; the VM's quota is now its target QEMU's.
   config.set_host_cgroup(in.vm->host_cgroup());
   config.set_monitor_address("");
+  // The token the source sent, as this node's QEMU got it (its own runtime directory).
+  config.set_agent_token_file(in.vm->agent_token_file());
   if (config.monitor_guest_port() > 0) {
     absl::StatusOr<std::string> monitor = in.vm->MonitorAddress(config.monitor_guest_port());
     if (monitor.ok()) config.set_monitor_address(*monitor);

@@ -7,6 +7,7 @@
 #include "autoscale/agent/agent.h"
 
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -23,11 +24,13 @@
 #include "autoscale/core/config_proto.h"
 #include "autoscale/ledger/memory_store.h"
 #include "autoscale/rpc/agent_peer/in_process.h"
+#include "autoscale/rpc/monitor/agent_token.h"
 #include "autoscale/rpc/monitor/in_process.h"
 #include "autoscale/rpc/scheduler/in_process.h"
 #include "autoscale/scheduler/scheduler.h"
 #include "autoscale/testing/eventually.h"
 #include "autoscale/testing/fake_vm.h"
+#include "autoscale/testing/temp_dir.h"
 #include "gtest/gtest.h"
 
 namespace autoscale::agent {
@@ -47,6 +50,23 @@ Resources Cus(int n) { return kCu * n; }
 // agent is connected. One per VM, reached at testing::FakeMonitorAddress(vm) wherever the VM runs.
 class ScriptedMonitor final : public rpc::monitor::MonitorService {
  public:
+  // As monitor::AgentLink with an agent token: only an agent that presents `token` is admitted.
+  void RequireToken(std::string token) {
+    absl::MutexLock lock(&mu_);
+    required_token_ = std::move(token);
+  }
+  absl::Status Admit(const std::string&, const std::string& token) override {
+    absl::MutexLock lock(&mu_);
+    tokens_.push_back(token);
+    if (required_token_.empty() || token == required_token_) return absl::OkStatus();
+    return absl::PermissionDeniedError("wrong agent token");
+  }
+  // The tokens agents presented, in order.
+  std::vector<std::string> tokens() const {
+    absl::MutexLock lock(&mu_);
+    return tokens_;
+  }
+
   std::unique_ptr<rpc::monitor::AgentSession> Connect(
       std::shared_ptr<rpc::monitor::AgentStream> agent, const std::string&) override {
     absl::MutexLock lock(&mu_);
@@ -89,6 +109,8 @@ class ScriptedMonitor final : public rpc::monitor::MonitorService {
   mutable absl::Mutex mu_;
   std::shared_ptr<rpc::monitor::AgentStream> agent_ ABSL_GUARDED_BY(mu_);
   int connections_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string required_token_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> tokens_ ABSL_GUARDED_BY(mu_);
 };
 
 api::v1::Metrics Load(double load) {
@@ -214,13 +236,13 @@ class AgentTest : public ::testing::Test {
                          .abandon_give_up = absl::Milliseconds(200)};
     n->agent = std::make_unique<Agent>(
         o, *client_, n->factory,
-        [this](const std::string& address, rpc::monitor::MonitorClient::Callbacks callbacks,
-               absl::Duration timeout)
+        [this](const std::string& address, const rpc::monitor::AgentBinding& binding,
+               rpc::monitor::MonitorClient::Callbacks callbacks, absl::Duration timeout)
             -> absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>> {
           auto it = monitors_.find(address);
           if (it == monitors_.end()) return absl::UnavailableError("no monitor at " + address);
           return rpc::monitor::InProcessConnector(*it->second)
-              .Connect(address, std::move(callbacks), timeout);
+              .Connect(address, binding, std::move(callbacks), timeout);
         },
         [this, node](const std::string& address, const std::string& target)
             -> absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> {
@@ -497,6 +519,44 @@ TEST_F(AgentTest, ARunnerWhoseVmCannotBeReachedIsRestarted) {
   EXPECT_TRUE(Eventually([&] { return vm1.size() == Cus(2); })) << Log(agent);
 }
 
+// The VM's agent token (VmConfig.agentTokenFile, written by whoever launched the VM) is what the
+// agent presents to the VM's monitor, which admits no agent without it; an agent that restarts
+// reads it again. A VM whose token file is missing gets no runner, and its error names the file.
+TEST_F(AgentTest, TheVmsAgentTokenReachesItsMonitorAlsoAfterAnAgentRestart) {
+  RegisterNode("a", 8);
+  AddVm("vm1", "a", {1, 4});
+  AddVm("vm2", "a", {1, 4});
+  testing::TempDir dir("token");
+  const std::string token = rpc::monitor::NewAgentToken();
+  std::ofstream(dir.path() + "/vm1") << token;
+  monitors_.at(testing::FakeMonitorAddress("vm1"))->RequireToken(token);
+  api::v1::VmConfig vm1 = VmConfig("vm1", {1, 4});
+  vm1.set_agent_token_file(dir.path() + "/vm1");
+  api::v1::VmConfig vm2 = VmConfig("vm2", {1, 4});
+  vm2.set_agent_token_file(dir.path() + "/vm2");
+  const api::v1::AgentConfig config = Config("a", {vm1, vm2});
+  auto connected = [this](Agent& agent) {
+    const api::v1::AgentStatus s = agent.Status();
+    const api::v1::VmStatus* v = Vm(s, "vm1");
+    return v != nullptr && v->monitor_connected();
+  };
+  Agent* agent = &StartAgent("a", config);
+  ASSERT_TRUE(Eventually([&] { return connected(*agent); })) << Log(*agent);
+  ASSERT_TRUE(Eventually([&] {
+    return Has(*agent, "vm2", api::v1::EVENT_KIND_RUNNER_START_FAILED);
+  })) << Log(*agent);
+  const api::v1::AgentStatus status = agent->Status();
+  ASSERT_NE(Vm(status, "vm2"), nullptr);
+  EXPECT_TRUE(absl::StrContains(Vm(status, "vm2")->error(), dir.path() + "/vm2"))
+      << Vm(status, "vm2")->error();
+
+  agent = &StartAgent("a", config);  // a new agent process: nothing but the config carries over
+  ASSERT_TRUE(Eventually([&] { return connected(*agent); })) << Log(*agent);
+  ScriptedMonitor& monitor = *monitors_.at(testing::FakeMonitorAddress("vm1"));
+  EXPECT_EQ(monitor.connections(), 2);
+  for (const std::string& t : monitor.tokens()) EXPECT_EQ(t, token);
+}
+
 // A restarted runner opens its VM with the milli-CPU the ledger grants it: the QEMU driver reads a
 // partial vCPU (1250m runs 2 vCPUs) back from it instead of rounding up to whole vCPUs.
 TEST_F(AgentTest, ARestartedRunnerIsOpenedWithTheMilliCpuItsVmIsGranted) {
@@ -573,6 +633,7 @@ class MigrationTest : public AgentTest {
   api::v1::AgentConfig ConfigA(int vm1_min) {
     api::v1::VmConfig vm1 = VmConfig("vm1", {static_cast<uint32_t>(vm1_min), 3});
     vm1.set_host_cgroup("/neonvm/vm1.source");
+    vm1.set_agent_token_file(vm1_token_file_);
     if (allow_postcopy_) vm1.set_allow_postcopy(*allow_postcopy_);
     return Config("a", {vm1, VmConfig("vm2", {1, 1})});
   }
@@ -656,6 +717,7 @@ class MigrationTest : public AgentTest {
   Agent* a_ = nullptr;
   Agent* b_ = nullptr;
   std::optional<bool> allow_postcopy_;
+  std::string vm1_token_file_;
 };
 
 TEST_F(MigrationTest, AVmMigratesOutAndIn) {
@@ -956,6 +1018,19 @@ TEST_F(MigrationTest, SizesBeyondTheVmsBoundsAreRefused) {
   EXPECT_EQ(hv_.RunningCopies("vm1"), 1);
 }
 
+// An agent token is a token, not a payload: one far longer than any is refused, and starts
+// nothing.
+TEST_F(MigrationTest, AnOversizedAgentTokenIsRefused) {
+  tamper_ = [](api::v1::PrepareIncomingRequest& r) { r.set_agent_token(std::string(5000, 'x')); };
+  StartBoth({.kvm = true});
+  Overfill();
+  ASSERT_TRUE(Eventually([&] { return Has(*a_, "vm1", api::v1::EVENT_KIND_MIGRATION_FAILED); }))
+      << Log(*a_);
+  EXPECT_TRUE(Has(*b_, "vm1", api::v1::EVENT_KIND_INCOMING_REFUSED)) << Log(*b_);
+  EXPECT_TRUE(absl::StrContains(Log(*b_), "agent token of 5000 bytes")) << Log(*b_);
+  EXPECT_TRUE(node("b").factory.incoming_requests().empty());
+}
+
 // A source sends a spec with paths and arguments of its choosing; the target starts the VM from
 // its own description of it, with only the source's sizes.
 TEST_F(MigrationTest, TheTargetStartsTheVmFromItsOwnConfigNotTheSources) {
@@ -987,6 +1062,33 @@ TEST_F(MigrationTest, TheTargetStartsTheVmFromItsOwnConfigNotTheSources) {
   // And b manages it within its own bounds for it.
   const api::v1::AgentStatus status = b_->Status();
   ASSERT_NE(Vm(status, "vm1"), nullptr);
+}
+
+// The VM's agent token moves with it: the source sends the token itself (not its file's path),
+// the target hands it to its QEMU (as the source's had it) and presents it to the monitor, which
+// admits only the token's holder.
+TEST_F(MigrationTest, TheAgentTokenMovesWithTheVm) {
+  testing::TempDir dir("token");
+  const std::string token = rpc::monitor::NewAgentToken();
+  vm1_token_file_ = dir.path() + "/vm1";
+  std::ofstream(vm1_token_file_) << token;
+  StartBoth({.kvm = true});
+  ScriptedMonitor& monitor = *monitors_.at(testing::FakeMonitorAddress("vm1"));
+  monitor.RequireToken(token);
+  Overfill();
+  ExpectMigratedToB();
+  const std::vector<api::v1::PrepareIncomingRequest> started =
+      node("b").factory.incoming_requests();
+  ASSERT_EQ(started.size(), 1u);
+  EXPECT_EQ(started[0].agent_token(), token);
+  EXPECT_EQ(started[0].vm().agent_token_file(), "") << "a path from the source";
+  ASSERT_TRUE(Eventually([&] {
+    const api::v1::AgentStatus s = b_->Status();
+    const api::v1::VmStatus* v = Vm(s, "vm1");
+    return v != nullptr && v->monitor_connected();
+  })) << Log(*b_);
+  EXPECT_EQ(monitor.connections(), 2);
+  for (const std::string& t : monitor.tokens()) EXPECT_EQ(t, token);
 }
 
 // Each migration's thread is joined when it ends, not when the agent stops.

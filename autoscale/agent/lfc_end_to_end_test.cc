@@ -112,14 +112,15 @@ TEST(LfcEndToEnd, TheWorkingSetGrowsTheVmAndPostgresCache) {
   options.monitor_retry = absl::Milliseconds(20);
   Agent agent(
       options, scheduler, vms,
-      [&](const std::string& address, rpc::monitor::MonitorClient::Callbacks callbacks,
+      [&](const std::string& address, const rpc::monitor::AgentBinding& binding,
+          rpc::monitor::MonitorClient::Callbacks callbacks,
           absl::Duration timeout) -> absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>> {
         if (address != vm.monitor_address())
           return absl::UnavailableError("no monitor at " + address);
-        return rpc::monitor::InProcessConnector(link).Connect(address, std::move(callbacks),
-                                                              timeout);
+        return rpc::monitor::InProcessConnector(link).Connect(address, binding,
+                                                              std::move(callbacks), timeout);
       },
-      [](const std::string& address)
+      [](const std::string& address, const std::string& /*node*/)
           -> absl::StatusOr<std::unique_ptr<rpc::agent_peer::MigrationPeer>> {
         return absl::UnavailableError("no peers in this test: " + address);
       });

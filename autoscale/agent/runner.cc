@@ -429,7 +429,8 @@ void Runner::MonitorConnection() {
       early_upscale_.reset();
     }
     absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>> client = connect_monitor_(
-        options_.monitor_address, MonitorCallbacks(generation), options_.monitor_connect_timeout);
+        options_.monitor_address, {.vm = options_.vm, .token = options_.agent_token},
+        MonitorCallbacks(generation), options_.monitor_connect_timeout);
     if (client.ok()) {
       reported_failure = false;
       std::shared_ptr<rpc::monitor::MonitorClient> monitor = *std::move(client);
@@ -476,6 +477,16 @@ void Runner::MonitorConnection() {
       monitor.reset();  // outside the lock: joins its reader thread
       Event(api::v1::EVENT_KIND_MONITOR_DISCONNECTED,
             "monitor disconnected; no downscale until it is back");
+    } else if (client.status().code() == absl::StatusCode::kPermissionDenied) {
+      // Not this VM's monitor (its certificate names another), or it refused us (a wrong token):
+      // counted and logged at every attempt, an attack or a misconfiguration to look at.
+      metrics_.Add("autoscaling_agent_monitor_refused_total", {{"vm", options_.vm}});
+      LOG(WARNING) << "agent: VM " << options_.vm << ": " << client.status();
+      if (!reported_failure) {
+        Event(api::v1::EVENT_KIND_MONITOR_UNREACHABLE,
+              absl::StrCat("monitor link refused: ", client.status().message()));
+        reported_failure = true;
+      }
     } else if (!reported_failure) {
       Event(api::v1::EVENT_KIND_MONITOR_UNREACHABLE,
             absl::StrCat("cannot reach the monitor: ", client.status().message()));

@@ -43,8 +43,8 @@ namespace autoscale::agent {
 // Connects to a monitor (rpc::monitor::ConnectGrpc, an rpc::monitor::InProcessConnector, or a
 // test's own).
 using MonitorConnector = std::function<absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>>(
-    const std::string& address, rpc::monitor::MonitorClient::Callbacks callbacks,
-    absl::Duration timeout)>;
+    const std::string& address, const rpc::monitor::AgentBinding& binding,
+    rpc::monitor::MonitorClient::Callbacks callbacks, absl::Duration timeout)>;
 
 struct RunnerOptions {
   std::string node;
@@ -54,6 +54,9 @@ struct RunnerOptions {
   core::Bounds bounds;
   // The monitor's address ("host:port"); empty: the VM has none.
   std::string monitor_address;
+  // The VM's agent token (VmConfig.agent_token_file's contents), presented to the monitor; empty:
+  // none. The monitor's identity is checked against `vm` (rpc::monitor::AgentBinding).
+  std::string agent_token;
   absl::Duration monitor_health_interval = absl::Seconds(5);
   // Health checks failing for this long end the connection (it is made again).
   absl::Duration monitor_unhealthy_after = absl::Seconds(30);
@@ -102,6 +105,8 @@ class Runner {
 
   RunnerStatus Status() const;
   const std::string& vm() const { return options_.vm; }
+  // The VM's agent token ("" for none): it goes with the VM to a migration target.
+  const std::string& agent_token() const { return options_.agent_token; }
 
   // New bounds, scaling config or timers (the agent's config changed). The compute unit cannot
   // change: the scheduler books the VM in whole units of the one it was placed with.

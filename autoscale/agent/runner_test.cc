@@ -225,8 +225,13 @@ class RunnerTest : public ::testing::Test {
     o.monitor_retry = absl::Milliseconds(50);
     o.monitor_health_interval = absl::Milliseconds(10);
     MonitorConnector connect =
-        [this](const std::string&, rpc::monitor::MonitorClient::Callbacks callbacks,
+        [this](const std::string&, const rpc::monitor::AgentBinding&,
+               rpc::monitor::MonitorClient::Callbacks callbacks,
                absl::Duration) -> absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>> {
+      {
+        absl::MutexLock lock(&mu_);
+        if (!connect_error_.ok()) return connect_error_;
+      }
       // What a monitor sends the moment an agent connects arrives before Connect returns.
       if (on_connect_) on_connect_(callbacks);
       absl::MutexLock lock(&mu_);
@@ -305,6 +310,8 @@ class RunnerTest : public ::testing::Test {
   std::atomic<bool>& approve_ = script_.approve;
   std::function<void(const rpc::monitor::MonitorClient::Callbacks&)> on_connect_;
   int connects_ ABSL_GUARDED_BY(mu_) = 0;
+  // What connecting to the monitor fails with (OK: it connects).
+  absl::Status connect_error_ ABSL_GUARDED_BY(mu_);
   EventLog events_;
   Metrics metrics_;
   absl::Mutex mu_;
@@ -342,6 +349,23 @@ TEST_F(RunnerTest, ASchedulerThatNeverAnswersTimesOutAndTheRunnerRecovers) {
   EXPECT_EQ(Reserved("vm1"), Cus(3));
   scheduler_.AnswerLate(absl::UnavailableError("late"));
   EXPECT_EQ(runner_->Status().permit, Cus(3)) << "a late answer changes nothing";
+}
+
+// A monitor link refused (the monitor is not the VM's, or it refused this agent's token) is
+// counted at every attempt and logged, and said once in the event log while it lasts.
+TEST_F(RunnerTest, ARefusedMonitorLinkIsCountedAtEveryAttempt) {
+  {
+    absl::MutexLock lock(&mu_);
+    connect_error_ = absl::PermissionDeniedError(
+        "monitor at in-test: its certificate names spiffe://t/vm/vm2, not spiffe://t/vm/vm1");
+  }
+  Start(8);
+  ASSERT_TRUE(Eventually([&] {
+    return absl::StrContains(metrics_.Render(),
+                             "autoscaling_agent_monitor_refused_total{vm=\"vm1\"} 3");
+  })) << metrics_.Render();
+  EXPECT_EQ(Count(api::v1::EVENT_KIND_MONITOR_UNREACHABLE), 1);
+  EXPECT_FALSE(HasEvent(api::v1::EVENT_KIND_MONITOR_CONNECTED));
 }
 
 TEST_F(RunnerTest, GrowsSchedulerVmMonitorAndShrinksMonitorVmScheduler) {

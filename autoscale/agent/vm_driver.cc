@@ -154,6 +154,10 @@ class QemuIncomingVm final : public IncomingVm {
   std::string host_cgroup() const override {
     return vm_->cgroup() != nullptr ? vm_->cgroup()->path() : "";
   }
+  std::string agent_token_file() const override {
+    if (vm_->spec().agent_token.empty()) return "";
+    return absl::StrCat(vm_->runtime_dir(), "/", neonvm::launcher::kAgentTokenFile);
+  }
 
  private:
   const std::unique_ptr<neonvm::launcher::Vm> vm_;
@@ -244,6 +248,8 @@ neonvm::launcher::VmSpec IncomingSpec(const api::v1::PrepareIncomingRequest& req
   neonvm::launcher::VmSpec spec = SpecFromProto(request.vm().spec());
   spec.cgroup = cgroup;
   spec.user = qemu_user;
+  // The source's QEMU handed the guest this token through fw_cfg: the same device here.
+  spec.agent_token = request.agent_token();
   // The source's milli-CPU now: the target's quota from its first instruction. Validate refuses
   // one beyond cpus_max.
   spec.cpu_milli = static_cast<int>(

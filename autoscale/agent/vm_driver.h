@@ -58,6 +58,8 @@ class IncomingVm {
   virtual std::string serial_path() const = 0;
   // Its QEMU's host cgroup (VmConfig.host_cgroup); empty: none.
   virtual std::string host_cgroup() const = 0;
+  // The file its QEMU read the VM's agent token from (VmConfig.agent_token_file); empty: none.
+  virtual std::string agent_token_file() const { return ""; }
 };
 
 // A configured VM opened by the agent: the driver its runner resizes it with, and its source

@@ -150,6 +150,10 @@ TEST(IncomingSpec, RunsInTheAgentsGroupAsItsUserWithTheSourcesQuota) {
   EXPECT_EQ(spec.cgroup.parent, "/node-vms");
   EXPECT_EQ(spec.cgroup.memory_overhead_bytes, 64 * kMiB);
   EXPECT_TRUE(neonvm::launcher::Validate(spec).ok());
+  EXPECT_EQ(spec.agent_token, "") << "none sent, none handed to the guest";
+  // The source's agent token: the target's QEMU hands the guest the same one (fw_cfg).
+  request.set_agent_token("the-vm-token-0123456789");
+  EXPECT_EQ(IncomingSpec(request, cgroup).agent_token, "the-vm-token-0123456789");
   // A source that claims more than the spec allows is refused, not capped silently.
   request.mutable_current()->set_milli_cpu(int64_t{1} << 40);
   EXPECT_FALSE(neonvm::launcher::Validate(IncomingSpec(request, cgroup)).ok());

@@ -75,6 +75,7 @@ void Ledger::Apply(const change::NodeRemoved& c, Node& node) ABSL_NO_THREAD_SAFE
     vm_index_.erase(name);
   }
   node.vms.clear();
+  ++node.layout;
   node.reserved = node.committed = node.migrating = Resources{};
   node.unheard = 0;
   node.removed = true;

@@ -129,8 +129,20 @@ std::optional<StoreStats> Ledger::store_stats() const {
 
 // --- requests ---
 
-absl::StatusOr<Permit> Ledger::AnswerRequest(const PermitRequest& r, uint64_t* wait_seq) {
-  Node* node = FindNode(r.node);
+Ledger::Node* Ledger::RequestNode(const PermitRequest& r, const VmHandle* handle) const {
+  // A handle's node is the one of that name while no node was added or removed since.
+  if (handle != nullptr && handle->ledger_ == id_ && handle->node_ != nullptr &&
+      handle->registry_version_ == registry_version_.load(std::memory_order_acquire) &&
+      handle->node_->name == r.node) {
+    return handle->node_;
+  }
+  return FindNode(r.node);
+}
+
+absl::StatusOr<Permit> Ledger::AnswerRequest(const PermitRequest& r, uint64_t* wait_seq,
+                                             VmHandle* handle) {
+  const uint64_t version = registry_version_.load(std::memory_order_acquire);
+  Node* node = RequestNode(r, handle);
   if (node == nullptr) {
     return absl::NotFoundError(
         absl::StrCat("request for VM ", r.vm, ": node ", r.node, " is not registered"));
@@ -140,12 +152,31 @@ absl::StatusOr<Permit> Ledger::AnswerRequest(const PermitRequest& r, uint64_t* w
     return absl::NotFoundError(
         absl::StrCat("request for VM ", r.vm, ": node ", r.node, " was removed"));
   }
-  auto it = node->vms.find(r.vm);
-  if (it == node->vms.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("request for VM ", r.vm, ": no VM of that name on node ", r.node));
+  // The VM's entry: the handle's while the node's VMs did not change since (and it is that VM),
+  // else found by name (and the handle pointed there).
+  std::pair<const std::string, Vm>* entry = nullptr;
+  if (handle != nullptr && handle->node_ == node && handle->layout_ == node->layout &&
+      handle->entry_ != nullptr && handle->entry_->first == r.vm) {
+    entry = handle->entry_;
+  } else {
+    auto it = node->vms.find(r.vm);
+    if (it == node->vms.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("request for VM ", r.vm, ": no VM of that name on node ", r.node));
+    }
+    entry = &*it;
+    if (handle != nullptr) {
+      // The version read before the node was found: if a node was added or removed meanwhile,
+      // the handle is refreshed on its next use.
+      *handle = VmHandle();
+      handle->ledger_ = id_;
+      handle->registry_version_ = version;
+      handle->node_ = node;
+      handle->entry_ = entry;
+      handle->layout_ = node->layout;
+    }
   }
-  Vm& vm = it->second;
+  Vm& vm = entry->second;
   if (r.compute_unit != vm.cu) {
     return absl::InvalidArgumentError(absl::StrCat("request for VM ", r.vm, ": compute unit ",
                                                    r.compute_unit.ToString(), " is not the VM's ",
@@ -249,6 +280,13 @@ absl::StatusOr<Permit> Ledger::AnswerRequest(const PermitRequest& r, uint64_t* w
 absl::StatusOr<Permit> Ledger::Request(const PermitRequest& request) {
   uint64_t seq = 0;
   ASSIGN_OR_RETURN(Permit permit, AnswerRequest(request, &seq));
+  RETURN_IF_ERROR(WaitDurable(seq));
+  return permit;
+}
+
+absl::StatusOr<Permit> Ledger::Request(const PermitRequest& request, VmHandle& handle) {
+  uint64_t seq = 0;
+  ASSIGN_OR_RETURN(Permit permit, AnswerRequest(request, &seq, &handle));
   RETURN_IF_ERROR(WaitDurable(seq));
   return permit;
 }

@@ -46,6 +46,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -225,6 +226,28 @@ struct RemovedNode {
   std::vector<MigrationOrder> cancelled_migrations{};
 };
 
+class Ledger;
+
+// Where a VM's entry was last found, for a caller that makes many requests for the same VMs (a
+// simulation asks for 100,000 VMs every few steps): Request with a handle finds the VM without
+// hashing its node's and its own name while the VM stays where it was. It never changes an
+// answer: a handle that is empty, stale (the VM moved, its node gained or lost a VM or was
+// removed) or was taken for another VM or ledger is refreshed by the lookup by name. One handle
+// per VM, used by one thread at a time (the caller's, like the request).
+class VmHandle {
+ public:
+  VmHandle() = default;
+
+ private:
+  friend class Ledger;
+  // The ledger (Ledger::id_) and registry version (a node added or removed) it was taken at.
+  uint64_t ledger_ = 0;
+  uint64_t registry_version_ = 0;
+  internal::Node* node_ = nullptr;
+  std::pair<const std::string, internal::Vm>* entry_ = nullptr;
+  uint64_t layout_ = 0;
+};
+
 struct LedgerOptions {
   // Watermark of nodes registered without one.
   double default_watermark = 0.9;
@@ -284,6 +307,9 @@ class Ledger {
   // negative, not whole CUs, outside the VM's bounds or in another CU; NOT_FOUND for an unknown
   // node or a VM not on that node; UNAVAILABLE when the change cannot be made durable.
   absl::StatusOr<Permit> Request(const PermitRequest& request);
+  // The same answer, found through `handle` (VmHandle) when it still points at the VM, and
+  // leaving it pointing there.
+  absl::StatusOr<Permit> Request(const PermitRequest& request, VmHandle& handle);
   // The same, calling `done` once the answer is durable (maybe before returning, maybe later from
   // the store's thread). For servers that must not block a thread per request.
   void RequestAsync(const PermitRequest& request, std::function<void(absl::StatusOr<Permit>)> done);
@@ -346,7 +372,10 @@ class Ledger {
   // registered node; nodes live as long as the ledger.
   Node* FindNode(std::string_view name) const;
   // Decides and applies an answer; the sequence number to wait for goes to `wait_seq`.
-  absl::StatusOr<Permit> AnswerRequest(const PermitRequest& request, uint64_t* wait_seq);
+  absl::StatusOr<Permit> AnswerRequest(const PermitRequest& request, uint64_t* wait_seq,
+                                       VmHandle* handle = nullptr);
+  // The node of a request, through `handle` while it is current and names that node.
+  Node* RequestNode(const PermitRequest& request, const VmHandle* handle) const;
   absl::Status WaitDurable(uint64_t seq);
   // OK if the store takes a change now (`growth`: one that hands out more); else UNAVAILABLE.
   absl::Status Writable(bool growth, std::string_view what) const;

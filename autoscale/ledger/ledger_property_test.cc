@@ -171,6 +171,91 @@ TEST(LedgerPropertyTest, SequentialRandomOperationsKeepEveryRule) {
   EXPECT_GT(migrations, 100);
 }
 
+// A request through a VmHandle gets the answer a request by name gets, whatever happened since
+// the handle was taken: two ledgers go through the same random operations (placements,
+// releases, migrations, a node removed and registered again), one asked by name, the other
+// through handles that go stale, and now and then through another VM's handle.
+TEST(LedgerPropertyTest, HandlesGiveTheAnswersOfNames) {
+  std::mt19937_64 rng(5);
+  ManualClock clock;
+  Ledger by_name({.seed = 1, .clock = &clock});
+  Ledger by_handle({.seed = 1, .clock = &clock});
+  std::mt19937_64 node_rng(6), node_rng2(6);
+  AddNodes(by_name, node_rng, 5);
+  AddNodes(by_handle, node_rng2, 5);
+  std::map<std::string, VmHandle> handles;
+  std::vector<std::string> names;
+  int next_vm = 0, through_handle = 0, removed = 0;
+  for (int step = 0; step < 60000; ++step) {
+    clock.Advance(absl::Milliseconds(10));
+    const int op = Pick(rng, 0, 99);
+    if (op < 6 || names.size() < 10) {
+      const PlaceVmRequest vm = RandomVm(rng, absl::StrCat("vm", next_vm++));
+      absl::StatusOr<Placement> a = by_name.PlaceVm(vm), b = by_handle.PlaceVm(vm);
+      ASSERT_EQ(a.status(), b.status());
+      if (a.ok()) {
+        ASSERT_EQ(a->node, b->node);
+        names.push_back(vm.name);
+      }
+    } else if (op < 8) {
+      const size_t i = Pick(rng, 0, names.size() - 1);
+      ASSERT_TRUE(by_name.ReleaseVm(names[i]).ok());
+      ASSERT_TRUE(by_handle.ReleaseVm(names[i]).ok());
+      names.erase(names.begin() + i);
+    } else if (op < 12) {
+      const std::string node = absl::StrCat("node", Pick(rng, 0, 4));
+      absl::StatusOr<std::vector<MigrationOrder>> a = by_name.MigrationOrders(node);
+      absl::StatusOr<std::vector<MigrationOrder>> b = by_handle.MigrationOrders(node);
+      ASSERT_EQ(a.status(), b.status());
+      if (!a.ok()) continue;
+      ASSERT_EQ(*a, *b);
+      for (const MigrationOrder& o : *a) {
+        const bool ok = Pick(rng, 0, 2) != 0;
+        ASSERT_EQ(by_name.EndMigration(o.id, o.vm, ok), by_handle.EndMigration(o.id, o.vm, ok));
+      }
+    } else if (op == 12 && step % 7 == 0) {
+      // A node goes, its VMs with it, and comes back empty under the same name.
+      const std::string node = absl::StrCat("node", Pick(rng, 0, 4));
+      absl::StatusOr<RemovedNode> a = by_name.RemoveNode(node, /*force=*/true);
+      absl::StatusOr<RemovedNode> b = by_handle.RemoveNode(node, /*force=*/true);
+      ASSERT_EQ(a.status(), b.status());
+      for (const VmInfo& v : a->dropped_vms) {
+        names.erase(std::find(names.begin(), names.end(), v.name));
+      }
+      const NodeSpec spec{.name = node, .total = {8000, 32 * kGiB}};
+      ASSERT_EQ(by_name.RegisterNode(spec).status(), by_handle.RegisterNode(spec).status());
+      ++removed;
+    } else {
+      const std::string& name = names[Pick(rng, 0, names.size() - 1)];
+      const VmInfo before = *by_name.GetVm(name);
+      // Now and then the request names a node the VM is not on.
+      const std::string node =
+          Pick(rng, 0, 29) == 0 ? absl::StrCat("node", Pick(rng, 0, 4)) : before.node;
+      const PermitRequest request{.node = node,
+                                  .vm = name,
+                                  .compute_unit = before.compute_unit,
+                                  .resources = RandomSize(rng, before.compute_unit, before.bounds),
+                                  .last_permit = before.permit};
+      // Mostly the VM's own handle, sometimes another VM's.
+      VmHandle& handle =
+          handles[Pick(rng, 0, 19) == 0 ? names[Pick(rng, 0, names.size() - 1)] : name];
+      absl::StatusOr<Permit> a = by_name.Request(request);
+      absl::StatusOr<Permit> b = by_handle.Request(request, handle);
+      ASSERT_EQ(a.status(), b.status()) << name << " step " << step;
+      if (a.ok()) {
+        ASSERT_EQ(a->resources, b->resources) << name << " step " << step;
+        ASSERT_EQ(a->migration, b->migration) << name << " step " << step;
+      }
+      ++through_handle;
+    }
+  }
+  EXPECT_EQ(by_name.ListVms(), by_handle.ListVms());
+  EXPECT_EQ(by_name.ListNodes(), by_handle.ListNodes());
+  EXPECT_TRUE(by_handle.CheckInvariants().ok()) << by_handle.CheckInvariants();
+  EXPECT_GT(through_handle, 40000);
+  EXPECT_GT(removed, 10);
+}
+
 // Agents on several threads, each owning some VMs, on shared nodes; a migrator moves VMs; a
 // checker verifies the whole ledger all along. Returns the number of requests made.
 int64_t RunConcurrently(Ledger& ledger, int threads, int requests_per_thread, uint64_t seed,
@@ -218,13 +303,17 @@ int64_t RunConcurrently(Ledger& ledger, int threads, int requests_per_thread, ui
       // What this agent knows: each VM's node and permit (only this agent resizes them).
       std::map<std::string, std::pair<std::string, Resources>> known;
       for (const VmInfo& v : ledger.ListVms()) known[v.name] = {v.node, v.permit};
+      // Every other request goes through the VM's handle, while the migrator moves VMs.
+      std::map<std::string, VmHandle> handles;
       for (int i = 0; i < requests_per_thread; ++i) {
         if (middle && t == 0 && i == requests_per_thread / 2) middle();
         const PlaceVmRequest& s = vms[Pick(r, 0, vms.size() - 1)];
         auto& [node, have] = known[s.name];
         const Resources want = RandomSize(r, s.compute_unit, s.bounds);
-        absl::StatusOr<Permit> p = ledger.Request(
-            {.node = node, .vm = s.name, .compute_unit = s.compute_unit, .resources = want});
+        const PermitRequest request{
+            .node = node, .vm = s.name, .compute_unit = s.compute_unit, .resources = want};
+        absl::StatusOr<Permit> p =
+            i % 2 == 0 ? ledger.Request(request) : ledger.Request(request, handles[s.name]);
         ++requests;
         if (p.status().code() == absl::StatusCode::kNotFound) {
           // Migrated meanwhile: find its new node.

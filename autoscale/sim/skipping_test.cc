@@ -2,7 +2,9 @@
 // run as asking every VM's agent at every metrics arrival (SimConfig::step_every_vm), byte for
 // byte: every per-VM figure, every series, the summary, and every input and action of every VM
 // in order. On several seeds and workload mixes, with failures of every kind, migrations, the
-// stabilization window, the LFC goal, metrics slower than the steps, and two threads.
+// stabilization window, the LFC goal, metrics slower than the steps, and two threads; and the
+// same run on 1, 2 and 4 threads.
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -137,6 +139,15 @@ std::vector<Case> Cases() {
   slow.metrics_interval = absl::Seconds(10);
   slow.threads = 1;
   cases.push_back({"slow metrics", slow, "ramp:1,spike:1,diurnal:1", 20});
+
+  // More nodes than threads, so that every thread steps several (and nodes a migration links
+  // step one step at a time beside them).
+  SimConfig fleet = crowded;
+  fleet.nodes = 12;
+  fleet.node_capacity = {12000, 48 * kGiB};
+  fleet.node_series_interval = absl::Minutes(1);
+  fleet.duration = absl::Minutes(30);
+  cases.push_back({"fleet", fleet, "bursty:2,spike:1,diurnal:1,idle:1", 72});
   return cases;
 }
 
@@ -155,6 +166,40 @@ TEST(SkippingTest, GivesTheSameRunAsAskingEveryVm) {
           << skipping.asks << " asks against " << every.asks << ", " << every.metrics << " metrics";
     }
   }
+}
+
+// The nodes' steps run on a pool of threads (SimConfig::threads), the nodes split among them
+// anew at every run of steps: 1, 2 and 4 threads give the same run, byte for byte, with
+// skipping and with every VM asked.
+TEST(SkippingTest, ThreadsGiveTheSameRun) {
+  int compared = 0, ended = 0;
+  for (const Case& c : Cases()) {
+    for (uint64_t seed : {1, 2}) {
+      for (bool step_every_vm : {false, true}) {
+        if (step_every_vm && seed != 1) continue;
+        SCOPED_TRACE(absl::StrCat(c.name, ", seed ", seed, step_every_vm ? ", every VM" : ""));
+        SimConfig config = c.config;
+        config.seed = seed;
+        // Half an hour is enough for migrations to end in the middle of the nodes' runs.
+        config.duration = std::min(config.duration, absl::Minutes(30));
+        config.threads = 1;
+        const Outcome one = RunOnce(config, c.mix, c.vms, step_every_vm);
+        ASSERT_FALSE(one.text.empty());
+        if (one.text.find("migration_ended") != std::string::npos) ++ended;
+        for (int threads : {2, 4}) {
+          config.threads = threads;
+          const Outcome more = RunOnce(config, c.mix, c.vms, step_every_vm);
+          EXPECT_TRUE(more.text == one.text)
+              << threads << " threads: " << FirstDifference(more.text, one.text);
+          EXPECT_EQ(more.asks, one.asks) << threads << " threads";
+          ++compared;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(compared, 5 * 3 * 2);
+  // Migrations ended, linking their nodes, in most of the runs.
+  EXPECT_GT(ended, 5);
 }
 
 // Between migration checks each node runs its steps at once, except the nodes a migration that

@@ -25,6 +25,7 @@
 #include "autoscale/core/config.h"
 #include "autoscale/core/config_proto.h"
 #include "autoscale/rpc/credentials.h"
+#include "autoscale/rpc/monitor/agent_token.h"
 #include "autoscale/testing/vm.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
@@ -550,6 +551,9 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
   spec.kernel_cmdline = image.cmdline;
   spec.host_forwards = {{.guest_port = kMonitorPort}};
   spec.disks = disks;
+  // The VM's agent token, as a launcher makes one: the guest's monitor (through fw_cfg) admits
+  // only the agent that presents it (VmConfig.agentTokenFile below).
+  spec.agent_token = rpc::monitor::NewAgentToken();
   if (!o.address.empty()) {
     const HostsNetwork::Host* host = NodeHost(node);
     if (host == nullptr) return absl::InternalError(o.name + ": node " + node + " has no host");
@@ -582,6 +586,8 @@ absl::StatusOr<Guest*> Cluster::AddGuest(const GuestOptions& o) {
   // TCG several times over); the agent brings it to the VM's permit when it opens the VM.
   if (g->vm->cgroup() != nullptr) vm.set_host_cgroup(g->vm->cgroup()->path());
   vm.set_monitor_address(absl::StrCat("127.0.0.1:", port));
+  vm.set_agent_token_file(
+      absl::StrCat(g->vm->runtime_dir(), "/", neonvm::launcher::kAgentTokenFile));
   vm.mutable_bounds()->set_min_cu(o.bounds.min_cu);
   vm.mutable_bounds()->set_max_cu(o.bounds.max_cu);
   *vm.mutable_spec() = agent::SpecToProto(spec);

@@ -1,8 +1,12 @@
 #include "autoscale/testing/fake_vm.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "autoscale/base/units.h"
@@ -302,8 +306,22 @@ class FakeSource final : public neonvm::migration::Source, private FakeConnectio
 
 class FakeIncoming final : public agent::IncomingVm {
  public:
-  explicit FakeIncoming(FakeVm& vm) : vm_(vm) {}
-  ~FakeIncoming() override { (void)Stop(); }
+  // `token`: the agent token of the request, written where the QEMU launcher would put it (a
+  // file of the test's temporary directory, here).
+  FakeIncoming(FakeVm& vm, const std::string& token) : vm_(vm) {
+    if (token.empty()) return;
+    std::string name = vm_.qmp_address_;
+    for (char& c : name) {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c))) c = '_';
+    }
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    token_file_ = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/agent-token.", name);
+    std::ofstream(token_file_, std::ios::trunc) << token;
+  }
+  ~FakeIncoming() override {
+    (void)Stop();
+    if (!token_file_.empty()) std::remove(token_file_.c_str());
+  }
 
   const std::string& uri() const override { return vm_.uri_; }
   absl::Status AwaitArrival(bool expect_running, absl::Duration timeout) override {
@@ -332,9 +350,11 @@ class FakeIncoming final : public agent::IncomingVm {
   }
   std::string serial_path() const override { return "fake-serial:" + vm_.qmp_address_; }
   std::string host_cgroup() const override { return FakeHostCgroup(vm_.qmp_address_); }
+  std::string agent_token_file() const override { return token_file_; }
 
  private:
   FakeVm& vm_;
+  std::string token_file_;
 };
 
 FakeVm& FakeHypervisor::AddLocked(const std::string& name, const std::string& qmp_address,
@@ -436,7 +456,7 @@ absl::StatusOr<std::unique_ptr<agent::IncomingVm>> FakeVmDriverFactory::StartInc
                              absl::StrCat("fake:", node_, "/", request.vm().name(), "/", n), size,
                              "inmigrate");
   vm.uri_ = absl::StrCat("fake-migration:", n);
-  return std::make_unique<FakeIncoming>(vm);
+  return std::make_unique<FakeIncoming>(vm, request.agent_token());
 }
 
 void FakeVmDriverFactory::OnStartIncoming(

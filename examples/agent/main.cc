@@ -195,9 +195,10 @@ int Run() {
   options.trust_domain = *trust_domain;
   agent::Agent node_agent(
       options, **scheduler, *vms,
-      [&](const std::string& address, rpc::monitor::MonitorClient::Callbacks callbacks,
-          absl::Duration timeout) {
-        return rpc::monitor::ConnectGrpc(address, std::move(callbacks), timeout, *security);
+      [&](const std::string& address, const rpc::monitor::AgentBinding& binding,
+          rpc::monitor::MonitorClient::Callbacks callbacks, absl::Duration timeout) {
+        return rpc::monitor::ConnectGrpc(address, binding, std::move(callbacks), timeout, *security,
+                                         *trust_domain);
       },
       [&](const std::string& address, const std::string& node) {
         return rpc::agent_peer::NewGrpcClient(

@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
@@ -109,6 +110,12 @@ TEST(EndToEnd, PgbenchRunsThroughScaleUpMigrationToAnotherHostAndScaleDown) {
         auto logs = (*pg)->Run("cat /var/log/boot.log; tail -n 20 /var/log/monitor.log");
         return logs.ok() ? *logs : logs.status().ToString();
       }();
+  // The monitor found the VM's agent token (the launcher's, through fw_cfg) and admitted the
+  // agent that presented it: the monitor link is bound to the VM's agent (issue 14).
+  absl::StatusOr<std::string> monitor_log = (*pg)->MonitorLog();
+  ASSERT_TRUE(monitor_log.ok()) << monitor_log.status();
+  EXPECT_TRUE(absl::StrContains(*monitor_log, "admitting only the agent that holds the token"))
+      << *monitor_log;
   const api::v1::VmStatus before = *VmStatus(*ready, kVm);
   EXPECT_EQ(before.current().milli_cpu(), 1000);
   const int64_t quota_before = QuotaMilli(before.host_cgroup());

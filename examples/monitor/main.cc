@@ -28,6 +28,7 @@
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/sd_notify.h"
 #include "autoscale/base/status_macros.h"
+#include "autoscale/rpc/monitor/agent_token.h"
 #include "autoscale/rpc/monitor/grpc_server.h"
 #include "autoscale/rpc/tls_flags.h"
 #include "glog/logging.h"
@@ -87,6 +88,11 @@ ABSL_FLAG(std::string, lfc_windows_function, "",
           "Instead of --lfc_windows_file: the working-set windows from Postgres "
           "(--postgres_conninfo), this function of a duration in seconds called for 60, 120, ..., "
           "3600, as Neon's neon.approximate_working_set_size_seconds. Empty: not asked.");
+ABSL_FLAG(std::string, agent_token_file, autoscale::rpc::monitor::kGuestAgentTokenPath,
+          "The VM's agent token (handed to the guest through QEMU's fw_cfg): only an agent that "
+          "presents it is admitted. The default path is fw_cfg's in sysfs (module qemu_fw_cfg); "
+          "when it is absent, or the flag is empty, the link is not bound to the VM's agent (a "
+          "warning says so). Another file that cannot be read is an error.");
 ABSL_FLAG(std::string, http_host, "127.0.0.1",
           "Address of the HTTP server (/metrics, /healthz, /readyz); in a guest, 0.0.0.0 so a "
           "host forward reaches it.");
@@ -241,10 +247,22 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(std::string trust_domain, rpc::TrustDomainFromFlags(security));
   // With mutual TLS only a node's agent may be the VM's agent (AgentLink): not the guest's own
   // processes, nor another certificate of the CA (a VM's monitor, the admin).
+  // And with the VM's agent token, only the agent that launched the VM (or received it).
+  std::string agent_token;
+  if (const std::string path = absl::GetFlag(FLAGS_agent_token_file); !path.empty()) {
+    absl::StatusOr<std::string> token = rpc::monitor::ReadAgentToken(path);
+    if (token.ok()) {
+      agent_token = *std::move(token);
+      LOG(INFO) << "monitor: admitting only the agent that holds the token in " << path;
+    } else if (!(absl::IsNotFound(token.status()) && path == rpc::monitor::kGuestAgentTokenPath)) {
+      return token.status();
+    }
+  }
   monitor::AgentLink agent_link(cgroup_monitor->monitor(), metrics,
                                 {.metrics_interval = absl::GetFlag(FLAGS_metrics_interval),
                                  .require_agent_identity = security.tls(),
-                                 .trust_domain = trust_domain});
+                                 .trust_domain = trust_domain,
+                                 .agent_token = std::move(agent_token)});
   link = &agent_link;
 
   ASSIGN_OR_RETURN(

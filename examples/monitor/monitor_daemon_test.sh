@@ -25,12 +25,20 @@ grep -q "no-such-group" "$tmp/log" || fail "missing cgroup message does not name
 "$bin" --insecure --lfc_resizer=magic --memory_bytes=1073741824 >"$tmp/log" 2>&1 && fail "bad resizer accepted"
 grep -q "lfc_resizer must be none, postgres or file:PATH" "$tmp/log" || fail "bad resizer message"
 
+# An agent token file named but not there: an error naming it (only the fw_cfg default may be
+# absent, in a VM launched without a token).
+"$bin" --insecure --agent_token_file="$tmp/no-token" --listen="unix:$tmp/t.sock" --http_port=-1 \
+  --memory_bytes=1073741824 >"$tmp/log" 2>&1 && fail "missing agent token file accepted"
+grep -q "agent token $tmp/no-token" "$tmp/log" || fail "missing agent token message does not name it"
+
 # Its own memory cgroup (v1 here), sampling and the v1 watcher, on a unix socket.
 "$bin" --insecure --listen="unix:$tmp/monitor.sock" --http_port=0 --memory_bytes=1073741824 \
   --lfc_resizer="file:$tmp/lfc" >"$tmp/log" 2>&1 &
 pid=$!
 await_listening ""
 grep -q "listening on unix:" "$tmp/log" || fail "no 'listening' line"
+# No fw_cfg token on this host: the link works unbound, and says so.
+grep -q "no agent token: the link is not bound" "$tmp/log" || fail "no warning about the unbound link"
 grep -q "watching cgroup v1 usage threshold" "$tmp/log" || echo "note: not on cgroup v1: $(grep watching "$tmp/log")"
 [ -S "$tmp/monitor.sock" ] || fail "no socket"
 # The LFC is sized for 1 GiB at start: min(0.75 GiB, (1024 - 640) MiB / 1.1) = 349 MiB.

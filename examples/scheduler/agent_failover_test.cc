@@ -307,7 +307,8 @@ TEST_F(AgentFailoverTest, NoGrowthBeyondTheLastPermitAndShrinksReportedToTheNewL
   o.bounds = {1, 4};
   o.monitor_address = "in-test";
   agent::MonitorConnector connect =
-      [this](const std::string&, rpc::monitor::MonitorClient::Callbacks callbacks,
+      [this](const std::string&, const rpc::monitor::AgentBinding&,
+             rpc::monitor::MonitorClient::Callbacks callbacks,
              absl::Duration) -> absl::StatusOr<std::unique_ptr<rpc::monitor::MonitorClient>> {
     absl::MutexLock lock(&mu_);
     callbacks_ = std::move(callbacks);

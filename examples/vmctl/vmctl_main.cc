@@ -36,6 +36,7 @@
 #include "autoscale/base/init.h"
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/status_macros.h"
+#include "autoscale/rpc/monitor/agent_token.h"
 #include "neonvm/launcher/vm.h"
 #include "neonvm/qmp/qmp_client.h"
 #include "rapidjson/document.h"
@@ -85,6 +86,9 @@ absl::Status Start(const std::string& dir) {
   autoscale::neonvm::launcher::StartOptions options;
   options.runtime_dir = dir;
   options.timeout = absl::GetFlag(FLAGS_timeout);
+  // A fresh agent token for every boot: the guest's monitor admits only the agent that presents
+  // it (the agent config's agentTokenFile names the file).
+  spec.agent_token = autoscale::rpc::monitor::NewAgentToken();
   ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm, Vm::Start(spec, options));
   if (absl::GetFlag(FLAGS_resume)) RETURN_IF_ERROR(vm->Resume());
   std::ofstream(PidFile(dir)) << getpid() << "\n";
@@ -92,7 +96,9 @@ absl::Status Start(const std::string& dir) {
   std::cout << "VM " << spec.name << ": QEMU pid " << vm->pid() << ", "
             << (absl::GetFlag(FLAGS_resume) ? "running" : "paused") << "\n"
             << "qmp: " << vm->qmp_path() << "\nagent qmp: " << vm->agent_qmp_path()
-            << "\nserial: " << vm->serial_path() << "\nlog: " << vm->log_path() << "\n";
+            << "\nserial: " << vm->serial_path() << "\nlog: " << vm->log_path() << "\n"
+            << "agent token: " << dir << "/" << autoscale::neonvm::launcher::kAgentTokenFile
+            << "\n";
   for (const auto& f : spec.host_forwards) {
     absl::StatusOr<int> port = vm->HostPort(f.guest_port);
     if (port.ok()) std::cout << "port: 127.0.0.1:" << *port << " -> guest " << f.guest_port << "\n";

@@ -39,6 +39,13 @@ for _ in $(seq 200); do [ -f "$tmp/run/vmctl.pid" ] && break; sleep 0.05; done
 expect "$(cat "$tmp/start.out")" "VM vmctl-test: QEMU pid [0-9]*, running"
 qemu=$(sed -n 's/.*QEMU pid \([0-9]*\),.*/\1/p' "$tmp/start.out")
 kill -0 "$qemu" || fail "QEMU $qemu is not running"
+# The VM's agent token: 32 random bytes in hex, readable by its owner only, handed to the guest
+# through fw_cfg (never on the kernel command line).
+expect "$(cat "$tmp/start.out")" "agent token: $tmp/run/agent-token"
+[ "$(stat -c %a "$tmp/run/agent-token")" = 600 ] || fail "agent token mode $(stat -c %a "$tmp/run/agent-token")"
+grep -qE '^[0-9a-f]{64}$' "$tmp/run/agent-token" || fail "agent token: $(cat "$tmp/run/agent-token")"
+tr '\0' ' ' <"/proc/$qemu/cmdline" | grep -q "name=opt/autoscale/agent-token,file=$tmp/run/agent-token" ||
+  fail "QEMU has no fw_cfg agent token: $(tr '\0' ' ' <"/proc/$qemu/cmdline")"
 
 if [ "$(id -u)" = 0 ] && getent passwd autoscale-qemu >/dev/null; then
   expect "$(ps -o user= -p "$qemu")" "autoscale-qemu"

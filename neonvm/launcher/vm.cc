@@ -446,6 +446,11 @@ std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir
   // A second QMP socket for a controller outside this process (the autoscaling agent): QEMU
   // serves one client per socket.
   a.insert(a.end(), {"-qmp", absl::StrCat("unix:", dir, "/agent.qmp.sock,server=on,wait=off")});
+  if (!s.agent_token.empty()) {
+    a.insert(a.end(),
+             {"-fw_cfg", absl::StrCat("name=", kAgentTokenFwCfgName, ",file=",
+                                      OptionValue(absl::StrCat(dir, "/", kAgentTokenFile)))});
+  }
   if (s.incoming) {
     a.insert(a.end(), {"-incoming", "defer"});
   } else {
@@ -531,6 +536,28 @@ absl::StatusOr<std::unique_ptr<HostCgroup>> Vm::MakeCgroup(const VmSpec& spec) {
   return nullptr;
 }
 
+namespace {
+
+// Writes `secret` to a new file at `path` (one there is replaced) that only its owner may read,
+// from the start.
+absl::Status WriteSecret(const std::string& path, std::string_view secret) {
+  if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return absl::InternalError(absl::StrCat("unlink ", path, ": ", ErrnoText(errno)));
+  }
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return absl::InternalError(absl::StrCat("create ", path, ": ", ErrnoText(errno)));
+  const bool written =
+      write(fd, secret.data(), secret.size()) == static_cast<ssize_t>(secret.size());
+  const int err = errno;
+  if (close(fd) != 0 || !written) {
+    return absl::InternalError(
+        absl::StrCat("write ", path, ": ", ErrnoText(written ? errno : err)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOptions& options) {
   RETURN_IF_ERROR(Validate(spec));
   ASSIGN_OR_RETURN(std::optional<RunAs> run_as, QemuRunAs(spec));
@@ -577,6 +604,13 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
     }
   }
 
+  if (!spec.agent_token.empty()) {
+    if (absl::Status s = WriteSecret(absl::StrCat(dir, "/", kAgentTokenFile), spec.agent_token);
+        !s.ok()) {
+      cleanup_dir();
+      return absl::InternalError(absl::StrCat("VM ", spec.name, ": ", s.message()));
+    }
+  }
   // Opened here, so that QEMU never opens an image by path (see OpenDisk).
   std::vector<std::vector<int>> disk_fds;
   std::vector<int> all_disk_fds;

@@ -57,6 +57,11 @@ inline constexpr char kQemuUser[] = "autoscale-qemu";
 inline constexpr char kVirtioMemId[] = "vm0";
 inline constexpr char kVirtioMemBackendId[] = "vmem0";
 
+// The fw_cfg entry that hands the guest its VM's agent token (VmSpec::agent_token), and the
+// file in the runtime directory QEMU reads it from.
+inline constexpr char kAgentTokenFwCfgName[] = "opt/autoscale/agent-token";
+inline constexpr char kAgentTokenFile[] = "agent-token";
+
 // A TCP port of the guest reachable from the host on 127.0.0.1 (QEMU's user-mode network, which
 // runs with restrict=on: the guest reaches nothing outside).
 struct HostForward {
@@ -171,6 +176,12 @@ struct VmSpec {
 
   // Start as a migration target (-incoming defer) instead of paused.
   bool incoming = false;
+
+  // The VM's agent token (autoscale/rpc/monitor/agent_token.h), a secret; empty: none. Vm::Start
+  // writes it to <runtime_dir>/agent-token (0600) and QEMU hands it to the guest through fw_cfg
+  // (kAgentTokenFwCfgName): only root reads it, on the host and in the guest, unlike the kernel
+  // command line. A migration target gets the same token: the device configs must match.
+  std::string agent_token;
 
   HostCgroupSpec cgroup;
 

@@ -1,15 +1,20 @@
 // The launcher with the booted test guest: a forwarded port reaches a service in the guest from
-// 127.0.0.1, the guest cannot reach the host (restrict=on), and a guest panic ends QEMU.
+// 127.0.0.1, the guest cannot reach the host (restrict=on), the guest reads its agent token
+// through fw_cfg, and a guest panic ends QEMU.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "autoscale/rpc/monitor/agent_token.h"
 #include "autoscale/testing/temp_dir.h"
 #include "autoscale/testing/vm.h"
 #include "gtest/gtest.h"
@@ -37,6 +42,7 @@ std::string ReadFrom(int port) {
   return out;
 }
 
+// One guest for all of this (booting is the slow part): it also gets an agent token.
 TEST(VmGuest, ForwardedPortReachesTheGuestAndTheGuestReachesNothing) {
   AUTOSCALE_REQUIRE_GUEST();
   testing::TempDir dir;
@@ -48,8 +54,28 @@ TEST(VmGuest, ForwardedPortReachesTheGuestAndTheGuestReachesNothing) {
   auto spec = testing::GuestSpec("net");
   ASSERT_TRUE(spec.ok());
   spec->initrd = image->initrd;
+  const std::string token = rpc::monitor::NewAgentToken();
+  spec->agent_token = token;
   auto booted = testing::Boot(*spec);
   ASSERT_TRUE(booted.ok()) << booted.status();
+
+  // The agent token: in the runtime directory, only for its owner; in the guest, where the
+  // monitor reads it (kGuestAgentTokenPath), and not on the guest's kernel command line.
+  const std::string token_file = booted->vm->runtime_dir() + "/" + kAgentTokenFile;
+  struct stat st;
+  ASSERT_EQ(stat(token_file.c_str(), &st), 0) << token_file;
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  absl::StatusOr<std::string> on_host = rpc::monitor::ReadAgentToken(token_file);
+  ASSERT_TRUE(on_host.ok()) << on_host.status();
+  EXPECT_EQ(*on_host, token);
+  auto in_guest = booted->console->Run(
+      absl::StrCat("cat ", rpc::monitor::kGuestAgentTokenPath, "; echo; cat /proc/cmdline"));
+  ASSERT_TRUE(in_guest.ok()) << in_guest.status();
+  const std::vector<std::string> lines = absl::StrSplit(*in_guest, '\n');
+  ASSERT_GE(lines.size(), 2u) << *in_guest;
+  EXPECT_EQ(lines[0], token) << "the guest read: " << *in_guest;
+  EXPECT_FALSE(absl::StrContains(lines[1], token)) << lines[1];
+
   auto port = booted->vm->HostPort(7000);
   ASSERT_TRUE(port.ok()) << port.status();
 

@@ -107,6 +107,17 @@ TEST(QemuCommandLine, DescribesTheSpec) {
   EXPECT_TRUE(Contains(a, {"-incoming", "defer"}));
   EXPECT_FALSE(Contains(a, {"-S"}));
 
+  // The agent token reaches the guest through fw_cfg from the runtime directory: its value is
+  // nowhere on the command line (which every host user can read in /proc), and in particular not
+  // on the guest's kernel command line (which every guest process can).
+  EXPECT_FALSE(absl::StrContains(absl::StrJoin(a, " "), "-fw_cfg"));
+  spec.agent_token = "a-secret-token-of-the-vm";
+  a = QemuCommandLine(spec, "/tmp/neonvm-x");
+  EXPECT_TRUE(
+      Contains(a, {"-fw_cfg", "name=opt/autoscale/agent-token,file=/tmp/neonvm-x/agent-token"}));
+  EXPECT_FALSE(absl::StrContains(absl::StrJoin(a, " "), spec.agent_token));
+  spec.agent_token.clear();
+
   // KVM frees what an unplugged vCPU used: the topology is the spec's.
   spec.accel = "kvm";
   a = QemuCommandLine(spec, "/tmp/neonvm-x");

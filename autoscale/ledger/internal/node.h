@@ -101,6 +101,9 @@ struct Node {
   Resources committed ABSL_GUARDED_BY(mu);
   Resources migrating ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<std::string, Vm> vms ABSL_GUARDED_BY(mu);
+  // Bumped whenever `vms` gains or loses an entry (which may move the others): a VmHandle taken
+  // at another layout is looked up again.
+  uint64_t layout ABSL_GUARDED_BY(mu) = 0;
   absl::flat_hash_map<std::string, Incoming> incoming ABSL_GUARDED_BY(mu);
   // VMs not heard from since a restart, and until when that stops growth on the node.
   int64_t unheard ABSL_GUARDED_BY(mu) = 0;
@@ -144,12 +147,14 @@ struct Node {
   Vm& Add(const std::string& vm_name, Vm vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     Count(vm);
     if (!vm.heard) ++unheard;
+    ++layout;
     return vms.emplace(vm_name, std::move(vm)).first->second;
   }
   Vm Forget(const std::string& vm_name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     auto it = vms.find(vm_name);
     Vm vm = std::move(it->second);
     vms.erase(it);
+    ++layout;
     Uncount(vm);
     if (!vm.heard) --unheard;
     return vm;

@@ -8,6 +8,7 @@
 #include "absl/synchronization/mutex.h"
 #include "autoscale/api/monitor.grpc.pb.h"
 #include "autoscale/rpc/credentials.h"
+#include "autoscale/rpc/identity.h"
 #include "autoscale/rpc/monitor/internal/protocol.h"
 #include "grpcpp/grpcpp.h"
 
@@ -26,7 +27,18 @@ class GrpcClient final : public MonitorClient {
     if (reader_.joinable()) reader_.join();
   }
 
-  absl::Status Start(absl::Duration timeout, const Security& security) {
+  absl::Status Start(const AgentBinding& binding, absl::Duration timeout, const Security& security,
+                     std::string trust_domain) {
+    // Whom the monitor's certificate must name, known before anything is sent.
+    std::string expected;
+    if (security.tls() && !binding.vm.empty()) {
+      if (trust_domain.empty()) {
+        absl::StatusOr<std::string> own = rpc::CertificateIdentity(security.files().cert);
+        if (!own.ok()) return own.status();
+        trust_domain = rpc::ParseIdentity(*own).trust_domain;
+      }
+      expected = rpc::SpiffeUri(trust_domain, "vm/" + binding.vm);
+    }
     auto channel = grpc::CreateChannel(address_, rpc::ChannelCredentials(security));
     if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout))) {
       return absl::UnavailableError(
@@ -35,7 +47,17 @@ class GrpcClient final : public MonitorClient {
     stub_ = api::v1::Monitor::NewStub(channel);
     stream_ = stub_->Connect(&context_);
     reader_ = std::thread([this] { ReadLoop(); });
-    absl::StatusOr<api::v1::MonitorMessage> reply = Call(internal::Hello(), timeout);
+    if (!expected.empty()) {
+      // The stream is up, so the handshake is done: its certificate is known. Checked before the
+      // Hello, which carries the token: another VM's monitor must not learn it.
+      const std::string got = ServerIdentity();
+      if (got != expected) {
+        return absl::PermissionDeniedError(
+            absl::StrCat(who_, ": its certificate names ", rpc::Describe(rpc::ParseIdentity(got)),
+                         ", not ", expected, " (the monitor of VM ", binding.vm, ")"));
+      }
+    }
+    absl::StatusOr<api::v1::MonitorMessage> reply = Call(internal::Hello(binding.token), timeout);
     if (!reply.ok()) return reply.status();
     return internal::HelloAnswer(*reply, who_);
   }
@@ -104,6 +126,16 @@ class GrpcClient final : public MonitorClient {
     return p->reply;
   }
 
+  // The first URI SAN of the monitor's verified certificate ("" for none).
+  std::string ServerIdentity() const {
+    std::shared_ptr<const grpc::AuthContext> auth = context_.auth_context();
+    if (auth == nullptr || !auth->IsPeerAuthenticated()) return "";
+    for (const grpc::string_ref& uri : auth->FindPropertyValues(GRPC_PEER_URI_PROPERTY_NAME)) {
+      return std::string(uri.data(), uri.size());
+    }
+    return "";
+  }
+
   absl::Status Closed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const std::string message =
         absl::StrCat(who_, ": stream closed", close_reason_.empty() ? "" : ": ", close_reason_);
@@ -167,12 +199,11 @@ class GrpcClient final : public MonitorClient {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<MonitorClient>> ConnectGrpc(const std::string& address,
-                                                           MonitorClient::Callbacks callbacks,
-                                                           absl::Duration timeout,
-                                                           const Security& security) {
+absl::StatusOr<std::unique_ptr<MonitorClient>> ConnectGrpc(
+    const std::string& address, const AgentBinding& binding, MonitorClient::Callbacks callbacks,
+    absl::Duration timeout, const Security& security, const std::string& trust_domain) {
   auto client = std::make_unique<GrpcClient>(address, std::move(callbacks));
-  absl::Status s = client->Start(timeout, security);
+  absl::Status s = client->Start(binding, timeout, security, trust_domain);
   if (!s.ok()) return s;
   return client;
 }

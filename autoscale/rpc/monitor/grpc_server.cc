@@ -99,7 +99,7 @@ class Service final : public api::v1::Monitor::Service {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, std::string(s.message()));
     }
     const std::string identity = PeerIdentity(*context);
-    if (absl::Status s = monitor_.Admit(identity); !s.ok()) {
+    if (absl::Status s = monitor_.Admit(identity, hello.hello().agent_token()); !s.ok()) {
       LOG(WARNING) << "monitor: refused the agent at " << context->peer() << ": " << s;
       agent->Write(internal::ErrorReply(hello.id(), api::v1::Error::PERMISSION_DENIED,
                                         std::string(s.message())));

@@ -75,14 +75,15 @@ class InProcessClient final : public MonitorClient {
     if (deliverer_.joinable()) deliverer_.join();
   }
 
-  absl::Status Start(MonitorService& monitor) {
+  absl::Status Start(MonitorService& monitor, const std::string& token) {
     // The handshake as the gRPC server makes it (a client of this build always passes).
-    const api::v1::AgentMessage hello = internal::Hello();
+    const api::v1::AgentMessage hello = internal::Hello(token);
     api::v1::MonitorMessage reply = internal::HelloReply(hello.id());
     if (absl::Status s = internal::CheckHello(hello); !s.ok()) {
       reply = internal::ErrorReply(hello.id(), api::v1::Error::INVALID_MESSAGE,
                                    std::string(s.message()));
-    } else if (absl::Status s = monitor.Admit(""); !s.ok()) {  // in process: no certificate
+    } else if (absl::Status s = monitor.Admit("", hello.hello().agent_token());
+               !s.ok()) {  // in process: no certificate
       reply = internal::ErrorReply(hello.id(), api::v1::Error::PERMISSION_DENIED,
                                    std::string(s.message()));
     }
@@ -156,9 +157,10 @@ class InProcessClient final : public MonitorClient {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MonitorClient>> InProcessConnector::Connect(
-    const std::string& address, MonitorClient::Callbacks callbacks, absl::Duration) {
+    const std::string& address, const AgentBinding& binding, MonitorClient::Callbacks callbacks,
+    absl::Duration) {
   auto client = std::make_unique<InProcessClient>(address, std::move(callbacks));
-  if (absl::Status s = client->Start(monitor_); !s.ok()) return s;
+  if (absl::Status s = client->Start(monitor_, binding.token); !s.ok()) return s;
   return client;
 }
 

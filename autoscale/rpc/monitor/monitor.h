@@ -11,7 +11,8 @@
 //       .on_upscale_request = [&](const api::v1::UpscaleRequest& r) { ... },
 //       .on_closed = [&](const absl::Status& why) { ... },
 //   };
-//   ASSIGN_OR_RETURN(auto client, ConnectGrpc("127.0.0.1:10301", callbacks, absl::Seconds(4)));
+//   ASSIGN_OR_RETURN(auto client, ConnectGrpc("127.0.0.1:10301", {.vm = "vm1", .token = token},
+//                                             callbacks, absl::Seconds(4), security));
 //   ASSIGN_OR_RETURN(api::v1::DownscaleResult r, client->RequestDownscale(target,
 //   absl::Seconds(5)));
 //
@@ -33,6 +34,17 @@
 #include "autoscale/api/monitor.pb.h"
 
 namespace autoscale::rpc::monitor {
+
+// How an agent and the monitor it reached know each other (issue 14): the agent checks the
+// monitor's identity, and proves its own with the VM's agent token (agent_token.h).
+struct AgentBinding {
+  // The VM the monitor runs in: over TLS, the monitor's certificate must name
+  // spiffe://<trust-domain>/vm/<vm>, in the trust domain of the agent's own certificate, or the
+  // connection fails (PERMISSION_DENIED) before the token is sent. Empty: not checked.
+  std::string vm{};
+  // The VM's agent token, sent in the Hello. Empty: none (a monitor that has one refuses it).
+  std::string token{};
+};
 
 class MonitorClient {
  public:
@@ -86,10 +98,12 @@ class MonitorService {
  public:
   virtual ~MonitorService() = default;
   // Whether the agent that just said hello may have a session: `identity` is the first URI SAN
-  // of its certificate ("" on a plaintext link). An error (PERMISSION_DENIED naming it) refuses
-  // it before Connect: the agent gets the error, and a live session is not disturbed.
-  virtual absl::Status Admit(const std::string& identity) {
+  // of its certificate ("" on a plaintext link), `token` the agent token of its Hello ("" for
+  // none). An error (PERMISSION_DENIED naming it) refuses it before Connect: the agent gets the
+  // error, and a live session is not disturbed.
+  virtual absl::Status Admit(const std::string& identity, const std::string& token) {
     (void)identity;
+    (void)token;
     return absl::OkStatus();
   }
   // An agent connected (`peer` names it in logs); `agent` reaches it while the session lasts.

@@ -15,6 +15,7 @@
 #include "autoscale/core/goal.h"
 #include "autoscale/core/resources.h"
 #include "autoscale/core/state.h"
+#include "autoscale/ledger/ledger.h"
 #include "autoscale/sim/internal/monitor_model.h"
 #include "autoscale/sim/internal/random.h"
 #include "autoscale/sim/internal/working_set_model.h"
@@ -157,6 +158,8 @@ struct Simulation::Vm {
   bool monitor_ok = true;
   std::unique_ptr<LfcState> lfc;
   core::State state;
+  // Where the ledger keeps the VM: its requests skip the lookups by name.
+  ledger::VmHandle ledger_handle;
 
   // Cold.
   const std::string name;

@@ -30,10 +30,11 @@ absl::Status Unexpected(std::string_view who, const char* request) {
 
 }  // namespace
 
-api::v1::AgentMessage Hello() {
+api::v1::AgentMessage Hello(const std::string& token) {
   api::v1::AgentMessage m;
   m.mutable_hello()->set_min_version(kVersion);
   m.mutable_hello()->set_max_version(kVersion);
+  m.mutable_hello()->set_agent_token(token);
   return m;
 }
 

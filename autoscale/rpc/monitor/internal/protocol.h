@@ -14,8 +14,8 @@
 
 namespace autoscale::rpc::monitor::internal {
 
-// The agent's first message: a Hello whose version range includes ours.
-api::v1::AgentMessage Hello();
+// The agent's first message: a Hello whose version range includes ours, with the agent token.
+api::v1::AgentMessage Hello(const std::string& token);
 // Why `first` does not open a session (the message goes back in an Error): not a Hello, or no
 // common version.
 absl::Status CheckHello(const api::v1::AgentMessage& first);
