@@ -6,7 +6,9 @@
 #     backports line does not count), and writes no host of its own;
 #   - refuses, explaining, when apt has no source to take a mirror from;
 #   - works for a non-root user without sudo when nothing is missing;
-#   - stops and disables the etcd service Debian's etcd-server installs (tests start their own).
+#   - stops and disables the etcd service Debian's etcd-server installs (tests start their own);
+#   - creates QEMU's user and group once, gives the group rw on /dev/userfaultfd and writes the
+#     udev rule that keeps it across reboots, and touches none of it on a second run.
 set -u
 setup=$(realpath "$1")
 failures=0
@@ -22,9 +24,12 @@ make_machine() {
   mkdir -p "$dir/repo/scripts" "$dir/bin" "$dir/apt/sources.list.d"
   cp "$setup" "$dir/repo/scripts/setup"
   : >"$dir/calls"
-  for tool in apt-get dpkg-query sudo pg_ctlcluster systemctl service update-rc.d; do
+  for tool in apt-get dpkg-query sudo pg_ctlcluster systemctl service update-rc.d getent groupadd \
+    useradd chgrp chmod; do
     printf '#!/bin/sh\necho "%s $*" >>%s/calls\n' "$tool" "$dir" >"$dir/bin/$tool"
   done
+  # getent: no such user or group.
+  printf 'exit 2\n' >>"$dir/bin/getent"
   # dpkg-query: every package installed.
   printf 'echo "install ok installed"\n' >>"$dir/bin/dpkg-query"
   # sudo runs its command.
@@ -36,13 +41,15 @@ make_machine() {
   fi
   chmod +x "$dir/bin/"*
   printf 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n' >"$dir/os-release"
+  : >"$dir/userfaultfd"
   echo "$dir"
 }
 
 run_setup() {  # dir -> output in $dir/out, status in $dir/rc
   local dir=$1
   env -i PATH="$dir/bin:/usr/bin:/bin" HOME="$dir" AUTOSCALE_OS_RELEASE="$dir/os-release" \
-    AUTOSCALE_APT_DIR="$dir/apt" bash "$dir/repo/scripts/setup" >"$dir/out" 2>&1
+    AUTOSCALE_APT_DIR="$dir/apt" AUTOSCALE_USERFAULTFD="$dir/userfaultfd" \
+    AUTOSCALE_UDEV_RULES="$dir/rules.d" bash "$dir/repo/scripts/setup" >"$dir/out" 2>&1
   echo $? >"$dir/rc"
 }
 
@@ -108,7 +115,33 @@ grep -q "apt-get install .* etcd-server" "$m/calls" || fail "etcd: not installed
 grep -qE "systemctl disable --now etcd|update-rc.d etcd disable" "$m/calls" ||
   fail "etcd: the service was not disabled: $(cat "$m/calls")"
 
-# 7. No package-mirror host in the script itself: no scheme and host at all.
+# 7. QEMU's user: made once, with its group's rw on userfaultfd and the udev rule; a second run
+# on a machine where it exists (getent finds it, the device and rule are right) changes nothing.
+m=$(make_machine 10 0 nosudo qemu-user)
+mkdir "$m/rules.d"
+run_setup "$m"
+[ "$(cat "$m/rc")" = 0 ] || fail "qemu user: rc $(cat "$m/rc"): $(cat "$m/out")"
+grep -q "groupadd --system autoscale-qemu" "$m/calls" &&
+  grep -q "useradd --system --gid autoscale-qemu .*--shell /usr/sbin/nologin autoscale-qemu" "$m/calls" ||
+  fail "qemu user: not created: $(cat "$m/calls")"
+grep -q "chgrp autoscale-qemu $m/userfaultfd" "$m/calls" && grep -q "chmod 0660 $m/userfaultfd" "$m/calls" ||
+  fail "qemu user: userfaultfd not given to the group: $(cat "$m/calls")"
+grep -qx 'KERNEL=="userfaultfd", GROUP="autoscale-qemu", MODE="0660"' "$m/rules.d/60-autoscale-userfaultfd.rules" ||
+  fail "qemu user: no udev rule"
+printf '#!/bin/sh\necho "getent $*" >>%s/calls\n' "$m" >"$m/bin/getent"
+printf '#!/bin/sh\necho "stat $*" >>%s/calls\necho "autoscale-qemu 660"\n' "$m" >"$m/bin/stat"
+chmod +x "$m/bin/getent" "$m/bin/stat"
+: >"$m/calls"
+run_setup "$m"
+[ "$(cat "$m/rc")" = 0 ] || fail "qemu user, second run: rc $(cat "$m/rc"): $(cat "$m/out")"
+! grep -qE "groupadd|useradd|chgrp|chmod|tee" "$m/calls" || fail "qemu user, second run: $(cat "$m/calls")"
+# Not root and no sudo: nothing to do, and said so.
+m=$(make_machine 10 1000 nosudo qemu-user-nonroot)
+run_setup "$m"
+! grep -qE "groupadd|useradd|chgrp" "$m/calls" && grep -q "user autoscale-qemu not checked" "$m/out" ||
+  fail "qemu user, non-root: $(cat "$m/out") $(cat "$m/calls")"
+
+# 8. No package-mirror host in the script itself: no scheme and host at all.
 if grep -nE '[a-z]+:/{2}[a-z]' "$setup"; then
   fail "scripts/setup names a host"
 fi

@@ -167,10 +167,11 @@ class QemuIncomingVm final : public IncomingVm {
 class QemuVmDriverFactory final : public VmDriverFactory {
  public:
   QemuVmDriverFactory(neonvm::launcher::HostCgroupSpec incoming_cgroup, std::string tls_dir,
-                      std::string migration_address)
+                      std::string migration_address, std::string qemu_user)
       : incoming_cgroup_(std::move(incoming_cgroup)),
         tls_dir_(std::move(tls_dir)),
-        migration_address_(std::move(migration_address)) {}
+        migration_address_(std::move(migration_address)),
+        qemu_user_(std::move(qemu_user)) {}
 
   absl::StatusOr<OpenedVm> Open(const api::v1::VmConfig& vm, const core::Resources& compute_unit,
                                 int64_t granted_milli_cpu,
@@ -202,8 +203,9 @@ class QemuVmDriverFactory final : public VmDriverFactory {
   absl::StatusOr<std::unique_ptr<IncomingVm>> StartIncoming(
       const api::v1::PrepareIncomingRequest& request, const std::string& source_node) override {
     const api::v1::VmConfig& config = request.vm();
-    RETURN_IF_ERROR(Annotate(neonvm::launcher::Validate(IncomingSpec(request, incoming_cgroup_)),
-                             "incoming VM " + config.name()));
+    RETURN_IF_ERROR(
+        Annotate(neonvm::launcher::Validate(IncomingSpec(request, incoming_cgroup_, qemu_user_)),
+                 "incoming VM " + config.name()));
     neonvm::migration::Devices devices;
     for (const std::string& args : request.cpu_device_add_args()) {
       devices.cpu_device_add_args.push_back(args);
@@ -211,9 +213,9 @@ class QemuVmDriverFactory final : public VmDriverFactory {
     if (request.has_virtio_mem()) {
       devices.virtio_mem_requested_bytes = request.virtio_mem_requested_bytes();
     }
-    ASSIGN_OR_RETURN(
-        std::unique_ptr<neonvm::launcher::Vm> vm,
-        neonvm::migration::StartIncoming(IncomingSpec(request, incoming_cgroup_), devices));
+    ASSIGN_OR_RETURN(std::unique_ptr<neonvm::launcher::Vm> vm,
+                     neonvm::migration::StartIncoming(
+                         IncomingSpec(request, incoming_cgroup_, qemu_user_), devices));
     neonvm::migration::IncomingTls tls;
     if (!tls_dir_.empty()) {
       tls.dir = tls_dir_;
@@ -228,6 +230,7 @@ class QemuVmDriverFactory final : public VmDriverFactory {
   const neonvm::launcher::HostCgroupSpec incoming_cgroup_;
   const std::string tls_dir_;
   const std::string migration_address_;
+  const std::string qemu_user_;
 };
 
 }  // namespace
@@ -236,15 +239,18 @@ int CpusFor(int64_t milli_cpu) { return static_cast<int>((milli_cpu + 999) / 100
 
 std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory(
     neonvm::launcher::HostCgroupSpec incoming_cgroup, std::string migration_tls_dir,
-    std::string migration_address) {
-  return std::make_unique<QemuVmDriverFactory>(
-      std::move(incoming_cgroup), std::move(migration_tls_dir), std::move(migration_address));
+    std::string migration_address, std::string qemu_user) {
+  return std::make_unique<QemuVmDriverFactory>(std::move(incoming_cgroup),
+                                               std::move(migration_tls_dir),
+                                               std::move(migration_address), std::move(qemu_user));
 }
 
 neonvm::launcher::VmSpec IncomingSpec(const api::v1::PrepareIncomingRequest& request,
-                                      const neonvm::launcher::HostCgroupSpec& cgroup) {
+                                      const neonvm::launcher::HostCgroupSpec& cgroup,
+                                      const std::string& qemu_user) {
   neonvm::launcher::VmSpec spec = SpecFromProto(request.vm().spec());
   spec.cgroup = cgroup;
+  spec.user = qemu_user;
   // The source's QEMU handed the guest this token through fw_cfg: the same device here.
   spec.agent_token = request.agent_token();
   // The source's milli-CPU now: the target's quota from its first instruction. Validate refuses

@@ -108,15 +108,17 @@ class VmDriverFactory {
 // Where: an incoming VM listens on `migration_address` (a host or an IP address of this node,
 // "[...]" around IPv6), on a port its QEMU picks ("tcp:10.0.0.7:41234"), so that the stream from
 // another host reaches it; empty: on a unix socket in its runtime directory (source and target
-// on one machine).
+// on one machine). Incoming VMs' QEMUs run as `qemu_user` (neonvm::launcher::VmSpec::user: "" is
+// the dedicated user when this process is root), never as a peer says.
 std::unique_ptr<VmDriverFactory> NewQemuVmDriverFactory(
     neonvm::launcher::HostCgroupSpec incoming_cgroup = {}, std::string migration_tls_dir = "",
-    std::string migration_address = "");
+    std::string migration_address = "", std::string qemu_user = "");
 
 // The launch spec of the migration target for `request`: the VM's spec, in a host cgroup of
-// `cgroup`, with the quota the source has now (request.current).
+// `cgroup`, with the quota the source has now (request.current), its QEMU run as `qemu_user`.
 neonvm::launcher::VmSpec IncomingSpec(const api::v1::PrepareIncomingRequest& request,
-                                      const neonvm::launcher::HostCgroupSpec& cgroup);
+                                      const neonvm::launcher::HostCgroupSpec& cgroup,
+                                      const std::string& qemu_user = "");
 
 neonvm::launcher::VmSpec SpecFromProto(const api::v1::VmLaunchSpec& spec);
 api::v1::VmLaunchSpec SpecToProto(const neonvm::launcher::VmSpec& spec);

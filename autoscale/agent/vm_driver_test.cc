@@ -137,15 +137,16 @@ TEST(QemuVmDriver, KeepsTheHostCgroupQuotaAtTheMilliCpu) {
   EXPECT_TRUE(absl::StrContains(gone.message(), "-gone")) << gone;
 }
 
-TEST(IncomingSpec, RunsInTheAgentsGroupWithTheSourcesQuota) {
+TEST(IncomingSpec, RunsInTheAgentsGroupAsItsUserWithTheSourcesQuota) {
   api::v1::PrepareIncomingRequest request;
   *request.mutable_vm()->mutable_spec() = SpecToProto(testing::NoGuestSpec("in"));
   request.mutable_current()->set_milli_cpu(2500);
   neonvm::launcher::HostCgroupSpec cgroup;
   cgroup.parent = "/node-vms";
   cgroup.memory_overhead_bytes = 64 * kMiB;
-  neonvm::launcher::VmSpec spec = IncomingSpec(request, cgroup);
+  neonvm::launcher::VmSpec spec = IncomingSpec(request, cgroup, "qemu-of-b");
   EXPECT_EQ(spec.cpu_milli, 2500);
+  EXPECT_EQ(spec.user, "qemu-of-b");  // the agent's --qemu_user, nothing of the peer's
   EXPECT_EQ(spec.cgroup.parent, "/node-vms");
   EXPECT_EQ(spec.cgroup.memory_overhead_bytes, 64 * kMiB);
   EXPECT_TRUE(neonvm::launcher::Validate(spec).ok());

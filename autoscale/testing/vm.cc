@@ -1,6 +1,11 @@
 #include "autoscale/testing/vm.h"
 
+#include <fstream>
+#include <optional>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "autoscale/base/status_macros.h"
 #include "autoscale/base/subprocess.h"
 #include "autoscale/testing/runfiles.h"
@@ -17,6 +22,29 @@ std::string PostgresGuestMissing() {
   if (std::string why = QemuMissing(); !why.empty()) return why;
   absl::StatusOr<neonvm::guest::PostgresGuestImage> image = neonvm::guest::FindPostgresGuestImage();
   return image.ok() ? "" : std::string(image.status().message());
+}
+
+std::string QemuUserMissing() {
+  if (std::string why = RootMissing(); !why.empty()) return "QEMU drops root only when " + why;
+  neonvm::launcher::VmSpec spec;
+  absl::StatusOr<std::optional<neonvm::launcher::RunAs>> run_as = neonvm::launcher::QemuRunAs(spec);
+  if (!run_as.ok()) return std::string(run_as.status().message());
+  return run_as->has_value() ? ""
+                             : absl::StrCat("user ", neonvm::launcher::kQemuUser,
+                                            " is not mapped in this user namespace (Bazel's "
+                                            "sandbox: the test needs tags = [\"no-sandbox\"])");
+}
+
+std::string ProcStatus(pid_t pid, const std::string& name) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  const std::string prefix = name + ":\t";
+  std::string line;
+  while (std::getline(status, line)) {
+    if (absl::StartsWith(line, prefix)) {
+      return std::string(absl::StripAsciiWhitespace(line.substr(prefix.size())));
+    }
+  }
+  return "";
 }
 
 neonvm::launcher::VmSpec NoGuestSpec(std::string name) {

@@ -32,6 +32,16 @@ std::string PostgresGuestMissing();
 #define AUTOSCALE_REQUIRE_POSTGRES_GUEST() \
   AUTOSCALE_REQUIRE(::autoscale::testing::PostgresGuestMissing())
 
+// Empty when a QEMU started here drops root to launcher::kQemuUser (this process is root and
+// scripts/setup made the user); otherwise what is missing.
+std::string QemuUserMissing();
+
+#define AUTOSCALE_REQUIRE_QEMU_USER() AUTOSCALE_REQUIRE(::autoscale::testing::QemuUserMissing())
+
+// Field `name` of /proc/`pid`/status ("Uid" gives "999\t999\t999\t999": real, effective, saved
+// and filesystem uid); empty when the process or the field is not there.
+std::string ProcStatus(pid_t pid, const std::string& name);
+
 // A VM without a guest OS: 1 of up to 4 CPUs, 1 of up to 4 slots of 256 MiB.
 neonvm::launcher::VmSpec NoGuestSpec(std::string name);
 

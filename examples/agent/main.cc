@@ -63,6 +63,10 @@ ABSL_FLAG(std::string, vm_cgroup_parent, "/neonvm",
 ABSL_FLAG(int64_t, vm_memory_overhead_mib, 512,
           "A migrated-in VM's host cgroup memory cap is its largest memory plus this, for QEMU "
           "itself.");
+ABSL_FLAG(std::string, qemu_user, "",
+          "The user the QEMUs of migrated-in VMs drop root to (\"\": autoscale-qemu, made by "
+          "scripts/setup, when the agent runs as root; none otherwise). \"root\" keeps QEMU "
+          "root (a warning: a guest that escapes QEMU owns the host).");
 ABSL_FLAG(std::string, ready_file, "",
           "Once serving, write {\"listen\": ADDRESS, \"httpPort\": PORT} here (for scripts).");
 
@@ -172,6 +176,17 @@ int Run() {
                   "be negative";
     return 2;
   }
+  // A missing user is reported now rather than at the first migration in.
+  {
+    neonvm::launcher::VmSpec probe;
+    probe.user = absl::GetFlag(FLAGS_qemu_user);
+    absl::Status s = neonvm::launcher::Validate(probe);
+    if (s.ok()) s = neonvm::launcher::QemuRunAs(probe).status();
+    if (!s.ok()) {
+      LOG(ERROR) << "--qemu_user: " << s;
+      return 2;
+    }
+  }
   // With TLS, the migration streams too: QEMU reads this node's certificate from a directory of
   // its own (links to the files, so rotations reach the next migration), removed at exit.
   std::string migration_tls_dir;
@@ -198,8 +213,8 @@ int Run() {
       if (!dir.empty()) std::filesystem::remove_all(dir, ec);
     }
   } remove_tls_dir{migration_tls_dir};
-  std::unique_ptr<agent::VmDriverFactory> vms =
-      agent::NewQemuVmDriverFactory(incoming_cgroup, migration_tls_dir, *migration_address);
+  std::unique_ptr<agent::VmDriverFactory> vms = agent::NewQemuVmDriverFactory(
+      incoming_cgroup, migration_tls_dir, *migration_address, absl::GetFlag(FLAGS_qemu_user));
   agent::AgentOptions options;
   options.address = *advertise;
   options.migration_tls_dir = migration_tls_dir;

@@ -6,10 +6,13 @@
 //   vmctl --runtime_dir=/run/neonvm/pg inspect                  # state, vCPUs, memory, disks
 //   vmctl --runtime_dir=/run/neonvm/pg stop                     # quit QEMU, wait for the exit
 //
-// `start` stays in the foreground and owns QEMU (QEMU dies with it): SIGINT or SIGTERM stop the
-// VM through QMP quit. `inspect` talks to the VM's second QMP socket, the one an agent would use;
-// it fails while an agent holds it. Exit codes: 0 done, 1 an error, 2 a usage error.
+// `start` stays in the foreground and owns QEMU: SIGINT or SIGTERM stop the VM through QMP quit
+// (and QEMU dies with it, unless QEMU dropped root: --qemu_user, neonvm/launcher/vm.h). Run as
+// root, QEMU drops to --qemu_user and the runtime directory becomes that user's. `inspect` talks to
+// the VM's second QMP socket, the one an agent would use; it fails while an agent holds it. Exit
+// codes: 0 done, 1 an error, 2 a usage error.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,6 +46,9 @@ ABSL_FLAG(std::string, runtime_dir, "",
           "The VM's directory: QMP and serial sockets, QEMU's log, vmctl.pid (under 90 bytes: "
           "unix socket paths)");
 ABSL_FLAG(bool, resume, true, "start: run the guest at once (false: stay paused, QMP cont)");
+ABSL_FLAG(std::string, qemu_user, "",
+          "start: the user QEMU drops root to (\"\": autoscale-qemu, made by scripts/setup, "
+          "when vmctl runs as root; none otherwise); \"root\" keeps QEMU root (a warning)");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(20), "start: QEMU up; stop: QEMU gone");
 
 namespace {
@@ -62,6 +69,7 @@ absl::StatusOr<VmSpec> LoadSpec() {
   autoscale::api::v1::VmLaunchSpec proto;
   RETURN_IF_ERROR(autoscale::ReadProtoFile(path, proto));
   VmSpec spec = autoscale::agent::SpecFromProto(proto);
+  spec.user = absl::GetFlag(FLAGS_qemu_user);
   RETURN_IF_ERROR(autoscale::Annotate(autoscale::neonvm::launcher::Validate(spec), path));
   return spec;
 }
@@ -153,6 +161,23 @@ absl::Status Inspect(const std::string& dir) {
     std::cout << "memory: " << (mem["base-memory"].GetUint64() >> 20) << " MiB base, "
               << (plugged >> 20) << " MiB plugged\n";
   }
+  // QEMU holds the images as descriptors (/dev/fdset/N) whose opaque string is the path.
+  std::map<std::string, std::string> images;
+  ASSIGN_OR_RETURN(rapidjson::Document fdsets, Query(*qmp, "query-fdsets"));
+  if (fdsets.IsArray()) {
+    for (const auto& set : fdsets.GetArray()) {
+      if (!set.IsObject() || !set.HasMember("fdset-id") || !set["fdset-id"].IsInt64() ||
+          !set.HasMember("fds") || !set["fds"].IsArray()) {
+        continue;
+      }
+      for (const auto& fd : set["fds"].GetArray()) {
+        if (fd.IsObject() && fd.HasMember("opaque") && fd["opaque"].IsString()) {
+          images[absl::StrCat("/dev/fdset/", set["fdset-id"].GetInt64())] =
+              fd["opaque"].GetString();
+        }
+      }
+    }
+  }
   ASSIGN_OR_RETURN(rapidjson::Document block, Query(*qmp, "query-block"));
   if (block.IsArray()) {
     for (const auto& d : block.GetArray()) {
@@ -160,14 +185,25 @@ absl::Status Inspect(const std::string& dir) {
       const auto& in = d["inserted"];
       if (!in.IsObject() || !in.HasMember("file") || !in["file"].IsString()) continue;
       bool ro = in.HasMember("ro") && in["ro"].IsBool() && in["ro"].GetBool();
-      std::cout << "disk: " << d["device"].GetString() << " " << in["file"].GetString()
-                << (ro ? " read-only" : " read-write") << "\n";
+      const std::string file = in["file"].GetString();
+      std::cout << "disk: " << d["device"].GetString() << " "
+                << (images.count(file) ? images[file] : file) << (ro ? " read-only" : " read-write")
+                << "\n";
     }
   }
   return absl::OkStatus();
 }
 
 absl::Status Stop(const std::string& dir) {
+  // The directory is QEMU's user's (a QEMU that dropped root): only a pid file of our own user
+  // is start's, or this would signal whatever process a guest that escaped QEMU names.
+  struct stat pid_file;
+  if (stat(PidFile(dir).c_str(), &pid_file) == 0 && pid_file.st_uid != geteuid()) {
+    return absl::PermissionDeniedError(absl::StrCat(PidFile(dir), " belongs to uid ",
+                                                    pid_file.st_uid,
+                                                    ", not to this user: not "
+                                                    "written by vmctl start; not stopping"));
+  }
   std::ifstream in(PidFile(dir));
   std::string text;
   int pid = 0;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # vmctl with real QEMU (no guest OS): check accepts a spec and names the bad field of a broken
 # one; start runs the VM with its data disk; inspect reads its state, vCPUs, memory and disk
-# through QMP; stop quits it, start exits 0, and QEMU is gone.
+# through QMP; stop quits it, start exits 0, and QEMU is gone. As root, QEMU runs as its own user
+# in a directory of that user's, a missing --qemu_user is named, and stop refuses a pid file that
+# QEMU's user could have written.
 set -euo pipefail
 vmctl=$(realpath "$1")
 if ! command -v qemu-system-x86_64 >/dev/null; then
@@ -45,6 +47,13 @@ grep -qE '^[0-9a-f]{64}$' "$tmp/run/agent-token" || fail "agent token: $(cat "$t
 tr '\0' ' ' <"/proc/$qemu/cmdline" | grep -q "name=opt/autoscale/agent-token,file=$tmp/run/agent-token" ||
   fail "QEMU has no fw_cfg agent token: $(tr '\0' ' ' <"/proc/$qemu/cmdline")"
 
+if [ "$(id -u)" = 0 ] && getent passwd autoscale-qemu >/dev/null; then
+  expect "$(ps -o user= -p "$qemu")" "autoscale-qemu"
+  expect "$(stat -c '%U %a' "$tmp/run")" "autoscale-qemu 700"
+else
+  echo "not checking QEMU's user: needs root and the user autoscale-qemu (scripts/setup)"
+fi
+
 out=$("$vmctl" --runtime_dir="$tmp/run" inspect)
 expect "$out" "status: running"
 expect "$out" "vcpus: 1"
@@ -64,4 +73,24 @@ rc=0
 out=$("$vmctl" --runtime_dir="$tmp/run" stop 2>&1) || rc=$?
 [ "$rc" = 1 ] || fail "a second stop exited $rc"
 expect "$out" "no vmctl start runs this directory"
+
+if [ "$(id -u)" = 0 ]; then
+  rc=0
+  out=$("$vmctl" --spec="$tmp/vm.json" --runtime_dir="$tmp/nouser" --qemu_user=autoscale-no-such-user \
+    start 2>&1) || rc=$?
+  [ "$rc" = 1 ] || fail "start with a missing user exited $rc: $out"
+  expect "$out" 'user "autoscale-no-such-user"'
+  expect "$out" "scripts/setup"
+  sleep 30 &
+  victim=$!
+  mkdir -p "$tmp/forged"
+  echo "$victim" >"$tmp/forged/vmctl.pid"
+  chown nobody "$tmp/forged/vmctl.pid"
+  rc=0
+  out=$("$vmctl" --runtime_dir="$tmp/forged" stop 2>&1) || rc=$?
+  [ "$rc" = 1 ] || fail "stop with another user's pid file exited $rc: $out"
+  expect "$out" "not written by vmctl start"
+  kill -0 "$victim" || fail "stop signalled the process a forged pid file named"
+  kill "$victim"
+fi
 echo PASS

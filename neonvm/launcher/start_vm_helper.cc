@@ -1,7 +1,7 @@
-// For vm_test: starts a VM without a guest (its sockets in the directory given as the argument,
-// which the test removes) from a thread that then ends, prints "<own pid> <QEMU pid>", and waits
-// to be killed. The test checks that QEMU dies with this process, not with the thread that
-// started it.
+// For vm_test: starts a VM without a guest (its sockets in the directory given as the first
+// argument, which the test removes; QEMU running as the user given as the second, VmSpec::user)
+// from a thread that then ends, prints "<own pid> <QEMU pid>", and waits to be killed. The test
+// checks that QEMU dies with this process, not with the thread that started it.
 #include <unistd.h>
 
 #include <cstdio>
@@ -11,13 +11,14 @@
 #include "neonvm/launcher/vm.h"
 
 int main(int argc, char** argv) {
-  if (argc != 2) return 2;
+  if (argc != 3) return 2;
   using autoscale::neonvm::launcher::Vm;
   using autoscale::neonvm::launcher::VmSpec;
   std::unique_ptr<Vm> vm;
   std::thread([&vm, argv] {
     VmSpec spec;
     spec.name = "orphan-check";
+    spec.user = argv[2];
     autoscale::neonvm::launcher::StartOptions options;
     options.runtime_dir = argv[1];
     auto started = Vm::Start(spec, options);

@@ -4,10 +4,12 @@
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
 #include <net/if.h>
+#include <pwd.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -90,7 +92,86 @@ int StartMilli(const VmSpec& spec) {
   return spec.cpu_milli != 0 ? spec.cpu_milli : spec.cpus_use * 1000;
 }
 
+// A user name: what QEMU's -run-with takes, without ',' or a leading '-'.
+bool IsUserName(const std::string& name) {
+  return !name.empty() && name.size() <= 32 && name[0] != '-' && IsPlainName(name);
+}
+
+// The entry of `user` in the user database.
+absl::StatusOr<RunAs> LookUpUser(const std::string& user) {
+  struct passwd pw;
+  struct passwd* found = nullptr;
+  std::vector<char> buffer(16384);
+  int err = getpwnam_r(user.c_str(), &pw, buffer.data(), buffer.size(), &found);
+  if (err != 0) {
+    return absl::ErrnoToStatus(err, absl::StrCat("looking up user \"", user, "\""));
+  }
+  if (found == nullptr) return absl::NotFoundError(absl::StrCat("no user \"", user, "\""));
+  return RunAs{user, pw.pw_uid, pw.pw_gid};
+}
+
+// Whether `id` has a mapping in this process's user namespace (`map`: /proc/self/uid_map or
+// gid_map, lines "inside outside count"). A process can switch only to mapped ids; the initial
+// namespace maps them all.
+bool IdMapped(const char* map, unsigned id) {
+  std::ifstream in(map);
+  if (!in) return true;  // no user namespaces
+  unsigned inside = 0, outside = 0, count = 0;
+  while (in >> inside >> outside >> count) {
+    if (id >= inside && id - inside < count) return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+absl::StatusOr<std::optional<RunAs>> QemuRunAs(const VmSpec& spec, uid_t euid) {
+  if (euid != 0) {
+    // Nothing to drop; a user other than this process's own cannot be had.
+    if (spec.user.empty() || spec.user == "root") return std::nullopt;
+    absl::StatusOr<RunAs> user = LookUpUser(spec.user);
+    if (user.ok() && user->uid == euid) return std::nullopt;
+    return absl::FailedPreconditionError(absl::StrCat(
+        "VM ", spec.name, ": QEMU is to run as user \"", spec.user,
+        "\", and only root can start it as another user (this process runs as uid ", euid, ")"));
+  }
+  if (spec.user == "root") {
+    static std::atomic<bool> logged{false};
+    if (!logged.exchange(true)) {
+      LOG(WARNING) << "VM " << spec.name
+                   << ": QEMU runs as root, as asked (user root): a guest that escapes the "
+                      "emulator gets root on this host";
+    }
+    return std::nullopt;
+  }
+  const std::string name = spec.user.empty() ? kQemuUser : spec.user;
+  absl::StatusOr<RunAs> user = LookUpUser(name);
+  if (!user.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "VM ", spec.name, ": QEMU is to drop root to user \"", name,
+        "\": ", user.status().message(),
+        ". Run scripts/setup (as root) to create it, name an existing user (VmSpec::user, "
+        "--qemu_user), or run QEMU as root on purpose with --qemu_user=root"));
+  }
+  if (user->uid == 0) return std::nullopt;  // another name for root: nothing to drop
+  if (!IdMapped("/proc/self/uid_map", user->uid) || !IdMapped("/proc/self/gid_map", user->gid)) {
+    // Root of a user namespace that does not map the user (Bazel's test sandbox, a container):
+    // no one to switch to. An explicit user is an error; the default is skipped, loudly.
+    if (!spec.user.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("VM ", spec.name, ": QEMU is to drop root to user \"", name, "\" (uid ",
+                       user->uid, "), which this process's user namespace does not map"));
+    }
+    static std::atomic<bool> logged{false};
+    if (!logged.exchange(true)) {
+      LOG(WARNING) << "user " << name << " (uid " << user->uid
+                   << ") is not mapped in this process's user namespace (a sandbox or a "
+                      "container): QEMU runs as this process's user";
+    }
+    return std::nullopt;
+  }
+  return *user;
+}
 
 bool KvmUsable() { return access("/dev/kvm", R_OK | W_OK) == 0; }
 
@@ -126,6 +207,10 @@ absl::Status Validate(const VmSpec& s) {
     return bad("name must be letters, digits, '-', '_' or '.'");
   }
   if (s.qemu.empty()) return bad("qemu is empty");
+  if (!s.user.empty() && !IsUserName(s.user)) {
+    return bad("user \"", s.user,
+               "\" must be 1 to 32 letters, digits, '-', '_' or '.', not starting with '-'");
+  }
   if (!s.accel.empty() && s.accel != "kvm" && s.accel != "tcg") {
     return bad("accel must be kvm, tcg or empty, not ", s.accel);
   }
@@ -226,9 +311,31 @@ absl::Status Validate(const VmSpec& s) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<int>> OpenDisk(const Disk& d) {
+  // QEMU's BDRV_O_NOCACHE; its fdsets hand out only a descriptor whose O_DIRECT matches.
+  const int direct = d.cache == "none" || d.cache == "directsync" ? O_DIRECT : 0;
+  std::vector<int> fds;
+  for (int mode : {O_RDWR, O_RDONLY}) {
+    if (mode == O_RDWR && d.read_only) continue;
+    int fd = open(d.path.c_str(), mode | direct | O_CLOEXEC);
+    if (fd < 0) {
+      const int err = errno;
+      for (int f : fds) close(f);
+      return absl::ErrnoToStatus(
+          err, absl::StrCat("opening ", d.path, mode == O_RDWR ? " read-write" : " read-only",
+                            direct ? " with O_DIRECT (cache " + d.cache + ")" : ""));
+    }
+    fds.push_back(fd);
+  }
+  return fds;
+}
+
 std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir,
-                                         const std::vector<int>& tap_fds) {
+                                         const std::vector<int>& tap_fds,
+                                         const std::vector<std::vector<int>>& disk_fds,
+                                         const std::string& run_as) {
   CHECK_EQ(tap_fds.size(), s.taps.size()) << "one open tap per TapInterface";
+  CHECK_EQ(disk_fds.size(), s.disks.size()) << "one opened image per Disk";
   std::string accel = ResolvedAccel(s);
   std::string cpu_model = ResolvedCpuModel(s);
   // Under TCG, QEMU 10 never frees the translation context of an unplugged vCPU and aborts once
@@ -258,9 +365,14 @@ std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir
                    ",threads=1"),
   };
   if (s.sandbox) {
-    a.insert(a.end(), {"-sandbox",
-                       "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"});
+    // The filter is installed before the drop, and QEMU's own setgid/setuid would meet it:
+    // elevateprivileges=deny kills a dropping QEMU (SIGSYS). After the drop it has no privilege
+    // left to raise.
+    a.insert(a.end(), {"-sandbox", absl::StrCat("on,obsolete=deny,elevateprivileges=",
+                                                run_as.empty() ? "deny" : "allow",
+                                                ",spawn=deny,resourcecontrol=deny")});
   }
+  if (!run_as.empty()) a.insert(a.end(), {"-run-with", absl::StrCat("user=", run_as)});
   // CPUs above the minimum are devices with an id, so they can be unplugged later. Their type is
   // the model's, as query-hotpluggable-cpus reports it to the resizer.
   for (int core = s.cpus_min; core < s.cpus_use; ++core) {
@@ -301,9 +413,18 @@ std::vector<std::string> QemuCommandLine(const VmSpec& s, const std::string& dir
   }
   for (size_t i = 0; i < s.disks.size(); ++i) {
     const Disk& d = s.disks[i];
+    // The set's id is the disk's index + 1; its opaque string names the image (query-fdsets).
+    // No image locks (file.locking=off): QEMU takes them on a descriptor of the set and drops
+    // them by closing it, which frees nothing while the set holds the same open file, so a
+    // migration target could never lock an image its source had used. A migration's handover
+    // (the source inactivates its images before the target activates them) remains.
+    for (int fd : disk_fds[i]) {
+      a.insert(a.end(), {"-add-fd",
+                         absl::StrCat("fd=", fd, ",set=", i + 1, ",opaque=", OptionValue(d.path))});
+    }
     a.insert(a.end(), {"-drive",
-                       absl::StrCat("file=", OptionValue(d.path), ",if=none,id=disk", i,
-                                    ",format=", d.format, ",cache=", d.cache,
+                       absl::StrCat("file=/dev/fdset/", i + 1, ",file.locking=off,if=none,id=disk",
+                                    i, ",format=", d.format, ",cache=", d.cache,
                                     d.read_only ? ",readonly=on" : ""),
                        "-device", absl::StrCat("virtio-blk-pci,drive=disk", i, ",id=vd", i)});
   }
@@ -439,6 +560,7 @@ absl::Status WriteSecret(const std::string& path, std::string_view secret) {
 
 absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOptions& options) {
   RETURN_IF_ERROR(Validate(spec));
+  ASSIGN_OR_RETURN(std::optional<RunAs> run_as, QemuRunAs(spec));
   absl::Time deadline = absl::Now() + options.timeout;
 
   std::string dir = options.runtime_dir;
@@ -457,6 +579,15 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
     cleanup_dir();
     return absl::InvalidArgumentError(absl::StrCat("VM ", spec.name, ": runtime directory ", dir,
                                                    " is too long for unix socket paths"));
+  }
+  // QEMU's, and no one else's: after the drop it makes its migration socket there.
+  if ((run_as.has_value() && chown(dir.c_str(), run_as->uid, run_as->gid) != 0) ||
+      chmod(dir.c_str(), 0700) != 0) {
+    int err = errno;
+    cleanup_dir();
+    return absl::ErrnoToStatus(
+        err, absl::StrCat("VM ", spec.name, ": making runtime directory ", dir, " mode 0700",
+                          run_as.has_value() ? absl::StrCat(" of user ", run_as->user) : ""));
   }
 
   // QEMU would say the same, less clearly, after the cgroup and the taps exist.
@@ -480,10 +611,28 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
       return absl::InternalError(absl::StrCat("VM ", spec.name, ": ", s.message()));
     }
   }
+  // Opened here, so that QEMU never opens an image by path (see OpenDisk).
+  std::vector<std::vector<int>> disk_fds;
+  std::vector<int> all_disk_fds;
+  auto close_disks = [&] {
+    for (int fd : all_disk_fds) close(fd);
+    all_disk_fds.clear();
+  };
+  for (size_t i = 0; i < spec.disks.size(); ++i) {
+    absl::StatusOr<std::vector<int>> fds = OpenDisk(spec.disks[i]);
+    if (!fds.ok()) {
+      close_disks();
+      cleanup_dir();
+      return Annotate(fds.status(), absl::StrCat("VM ", spec.name, ": disks[", i, "]"));
+    }
+    disk_fds.push_back(*fds);
+    all_disk_fds.insert(all_disk_fds.end(), fds->begin(), fds->end());
+  }
 
   std::string log = dir + "/qemu.log";
   int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (log_fd < 0) {
+    close_disks();
     cleanup_dir();
     return absl::InternalError(
         absl::StrCat("VM ", spec.name, ": open ", log, ": ", ErrnoText(errno)));
@@ -491,6 +640,7 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
   absl::StatusOr<std::unique_ptr<HostCgroup>> cgroup = MakeCgroup(spec);
   if (!cgroup.ok()) {
     close(log_fd);
+    close_disks();
     cleanup_dir();
     return cgroup.status();
   }
@@ -508,6 +658,7 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
     if (netns_fd < 0) {
       int err = errno;
       close(log_fd);
+      close_disks();
       cleanup_dir();
       return absl::ErrnoToStatus(err, absl::StrCat("VM ", spec.name, ": open ", options.netns));
     }
@@ -529,21 +680,25 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
       close_taps();
       if (netns_fd >= 0) close(netns_fd);
       close(log_fd);
+      close_disks();
       cleanup_dir();
       return Annotate(tap.status(), absl::StrCat("VM ", spec.name, ": taps[", i, "]"));
     }
     tap_fds.push_back(tap->fd);
     tap_names.push_back(tap->name);
   }
-  std::vector<std::string> argv = QemuCommandLine(spec, dir, tap_fds);
+  std::vector<std::string> argv =
+      QemuCommandLine(spec, dir, tap_fds, disk_fds, run_as.has_value() ? run_as->user : "");
   SpawnOptions spawn;
   spawn.output_fd = log_fd;
   spawn.inherit_fds = tap_fds;
+  spawn.inherit_fds.insert(spawn.inherit_fds.end(), all_disk_fds.begin(), all_disk_fds.end());
   spawn.netns_fd = netns_fd;
   absl::StatusOr<std::unique_ptr<Subprocess>> qemu = Subprocess::Start(argv, spawn);
   close(log_fd);
   if (netns_fd >= 0) close(netns_fd);
   close_taps();
+  close_disks();
   if (!qemu.ok()) {
     cleanup_dir();
     return Annotate(qemu.status(), absl::StrCat("starting VM ", spec.name));

@@ -2,7 +2,9 @@
 // forwarded ports, incoming migration) becomes a QEMU command line; Vm::Start runs it, waits for
 // QMP, and Vm stops it through `quit`, reaps it, and kills it as a last resort. A Vm never leaves
 // an orphaned or zombie QEMU: its destructor kills and reaps, and QEMU is killed by the kernel if
-// this process dies first.
+// this process dies first, unless QEMU dropped root (VmSpec::user): the kernel clears a process's
+// death signal when its uid changes, and QEMU 10.0 cannot set it again, so a QEMU that dropped
+// root outlives a launcher killed by SIGKILL (a crash; its process group still gets signals).
 //
 //   VmSpec spec;
 //   spec.cpus_max = 4;
@@ -24,6 +26,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
@@ -45,6 +48,10 @@ namespace autoscale::neonvm::launcher {
 // The most vCPUs a VM can have (x86 without x2apic); under TCG also the number of vCPUs one QEMU
 // process can create in its life (see QemuCommandLine).
 inline constexpr int kMaxCpus = 255;
+
+// The user QEMU drops root to unless VmSpec::user names another: a system user of its own
+// (scripts/setup creates it), so a guest that escapes the emulator gets no one else's files.
+inline constexpr char kQemuUser[] = "autoscale-qemu";
 
 // The id of the virtio-mem device and its memory backend.
 inline constexpr char kVirtioMemId[] = "vm0";
@@ -119,6 +126,14 @@ struct VmSpec {
   // and scheduler/affinity changes denied): a guest that breaks out of the emulator gets a
   // process that cannot exec, spawn or raise its privileges. Hotplug and migration work under it.
   bool sandbox = true;
+  // The user QEMU drops to (-run-with user=) when this process is root, once it has opened what
+  // it opens at startup (kernel, disks, sockets, taps, log) as root; its runtime directory is
+  // that user's, mode 0700. Empty: kQemuUser. "root": no drop, which an operator must ask for
+  // (logged as a warning). A process that is not root has nothing to drop: QEMU runs as it, and
+  // any other user than "", "root" or its own is an error. Neither has root of a user namespace
+  // that does not map the user (Bazel's test sandbox): empty then runs QEMU as this process's
+  // user, with a warning, and a named user is an error.
+  std::string user;
 
   // QEMU's -cpu model, which hot-plugged CPUs use too; empty: "host" under KVM, "qemu64" under
   // TCG ("host" needs KVM). Source and target of a migration must use the same model.
@@ -185,14 +200,35 @@ bool KvmUsable();
 std::string ResolvedAccel(const VmSpec& spec);
 std::string ResolvedCpuModel(const VmSpec& spec);
 
+// The user QEMU drops root to (see VmSpec::user).
+struct RunAs {
+  std::string user;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// Whom QEMU for `spec` runs as when started by a process of effective uid `euid`: nullopt when
+// it does not drop (`euid` is not 0, or spec.user is "root"). FailedPrecondition naming the user
+// when it does not exist (root) or cannot be switched to (not root).
+absl::StatusOr<std::optional<RunAs>> QemuRunAs(const VmSpec& spec, uid_t euid = geteuid());
+
 // The MAC address of `spec.taps[index]` (its own, or the derived one).
 std::string TapMac(const VmSpec& spec, size_t index);
 
 // The QEMU command line for `spec` (argv, program first), with its sockets and log in
-// `runtime_dir`; `tap_fds[i]` is the open tap of `spec.taps[i]` (Vm::Start makes them). `spec`
-// must be valid.
+// `runtime_dir`; `tap_fds[i]` is the open tap of `spec.taps[i]` (Vm::Start makes them);
+// `disk_fds[i]` are the open image of `spec.disks[i]` (OpenDisk); QEMU drops root to `run_as`
+// (QemuRunAs) when it is not empty. `spec` must be valid.
 std::vector<std::string> QemuCommandLine(const VmSpec& spec, const std::string& runtime_dir,
-                                         const std::vector<int>& tap_fds = {});
+                                         const std::vector<int>& tap_fds = {},
+                                         const std::vector<std::vector<int>>& disk_fds = {},
+                                         const std::string& run_as = "");
+
+// Opens the image of `disk` for QEMU (fdset `-add-fd`s, /dev/fdset/N): read-write (unless
+// read-only) and read-only, with O_DIRECT for the cache modes that use it. A QEMU that dropped
+// root opens an image again, by path, whenever its access changes (a migration's switchover makes
+// it read-only), which its user may not; from an fdset it takes these descriptors instead.
+absl::StatusOr<std::vector<int>> OpenDisk(const Disk& disk);
 
 // A tap device attached to a bridge and up, open for QEMU (OpenTap).
 struct OpenedTap {
@@ -207,8 +243,9 @@ absl::StatusOr<OpenedTap> OpenTap(const std::string& bridge, const std::string& 
 struct StartOptions {
   // Bounds starting QEMU and connecting to QMP.
   absl::Duration timeout = absl::Seconds(20);
-  // Where the QMP and serial sockets and QEMU's log go. Empty: a new directory under /tmp (unix
-  // socket paths must stay under 108 bytes), removed when the Vm is destroyed.
+  // Where the QMP and serial sockets and QEMU's log go; made the user's of VmSpec::user, mode
+  // 0700. Empty: a new directory under /tmp (unix socket paths must stay under 108 bytes),
+  // removed when the Vm is destroyed.
   std::string runtime_dir;
   qmp::QmpClientOptions qmp;
   // A network namespace (/run/netns/NAME) for QEMU and the VM's taps: a "host" of

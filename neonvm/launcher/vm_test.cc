@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -94,6 +95,13 @@ TEST(QemuCommandLine, DescribesTheSpec) {
       absl::StrContains(absl::StrJoin(QemuCommandLine(spec, "/tmp/neonvm-x"), " "), "-sandbox"));
   spec.sandbox = true;
 
+  // Dropping root: QEMU's own setgid/setuid must pass its filter.
+  EXPECT_FALSE(absl::StrContains(absl::StrJoin(a, " "), "-run-with"));
+  a = QemuCommandLine(spec, "/tmp/neonvm-x", {}, {}, "autoscale-qemu");
+  EXPECT_TRUE(Contains(a, {"-run-with", "user=autoscale-qemu"}));
+  EXPECT_TRUE(Contains(
+      a, {"-sandbox", "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"}));
+
   spec.incoming = true;
   a = QemuCommandLine(spec, "/tmp/neonvm-x");
   EXPECT_TRUE(Contains(a, {"-incoming", "defer"}));
@@ -131,7 +139,7 @@ TEST(QemuCommandLine, DisksTapsCpuModelAndKernelArgs) {
       {.path = "/img/pg,1.img"},
       {.path = "/img/base.qcow2", .format = "qcow2", .read_only = true, .cache = "writeback"}};
   spec.taps = {{.bridge = "br0", .tap = "tapvm", .mac = "52:54:00:77:00:50"}, {.bridge = "br1"}};
-  std::vector<std::string> a = QemuCommandLine(spec, "/tmp/d", {7, 9});
+  std::vector<std::string> a = QemuCommandLine(spec, "/tmp/d", {7, 9}, {{11, 12}, {13}});
 
   EXPECT_TRUE(Contains(a, {"-cpu", "Skylake-Client"}));
   // The cold-plugged CPU has the model's type, as hot-plugged ones do.
@@ -139,13 +147,18 @@ TEST(QemuCommandLine, DisksTapsCpuModelAndKernelArgs) {
       a, {"-device", "Skylake-Client-x86_64-cpu,id=cpu1,socket-id=0,core-id=1,thread-id=0"}));
   EXPECT_TRUE(
       Contains(a, {"-append", "console=ttyS0 autoscale.ip=10.77.0.50/24 quiet possible_cpus=2"}));
-  // A comma in a path is doubled, so QEMU does not read it as the next option.
-  EXPECT_TRUE(Contains(a, {"-drive", "file=/img/pg,,1.img,if=none,id=disk0,format=raw,cache=none",
-                           "-device", "virtio-blk-pci,drive=disk0,id=vd0"}));
-  EXPECT_TRUE(Contains(
-      a,
-      {"-drive", "file=/img/base.qcow2,if=none,id=disk1,format=qcow2,cache=writeback,readonly=on",
-       "-device", "virtio-blk-pci,drive=disk1,id=vd1"}));
+  // Images as descriptors in fdsets, named by their paths; a comma in a path is doubled, so QEMU
+  // does not read it as the next option.
+  EXPECT_TRUE(
+      Contains(a, {"-add-fd", "fd=11,set=1,opaque=/img/pg,,1.img", "-add-fd",
+                   "fd=12,set=1,opaque=/img/pg,,1.img", "-drive",
+                   "file=/dev/fdset/1,file.locking=off,if=none,id=disk0,format=raw,cache=none",
+                   "-device", "virtio-blk-pci,drive=disk0,id=vd0"}));
+  EXPECT_TRUE(Contains(a, {"-add-fd", "fd=13,set=2,opaque=/img/base.qcow2", "-drive",
+                           "file=/dev/fdset/2,file.locking=off,if=none,id=disk1,format=qcow2,"
+                           "cache=writeback,readonly=on",
+                           "-device", "virtio-blk-pci,drive=disk1,id=vd1"}));
+  EXPECT_FALSE(absl::StrContains(absl::StrJoin(a, " "), "file=/img"));
   EXPECT_TRUE(Contains(a, {"-netdev", "tap,id=tap0,fd=7,vhost=off", "-device",
                            "virtio-net-pci,netdev=tap0,mac=52:54:00:77:00:50,romfile="}));
   EXPECT_TRUE(Contains(a, {"-netdev", "tap,id=tap1,fd=9,vhost=off"}));
@@ -166,7 +179,7 @@ TEST(QemuCommandLine, DisksTapsCpuModelAndKernelArgs) {
   // Kernel args alone make the whole command line.
   spec.kernel_cmdline.clear();
   spec.cpus_max = 255;
-  a = QemuCommandLine(spec, "/tmp/d", {7, 9});
+  a = QemuCommandLine(spec, "/tmp/d", {7, 9}, {{11, 12}, {13}});
   EXPECT_TRUE(Contains(a, {"-append", "autoscale.ip=10.77.0.50/24 quiet"}));
 }
 
@@ -238,6 +251,8 @@ TEST(Validate, AcceptsTheDefaultsAndRefusesBadSpecs) {
        }},
       {"taps[0].mac", [](VmSpec& s) { s.taps = {{.bridge = "br0", .mac = "52:54:00:00:00"}}; }},
       {"taps[0].mac", [](VmSpec& s) { s.taps = {{.bridge = "br0", .mac = "01:00:5e:00:00:01"}}; }},
+      {"user", [](VmSpec& s) { s.user = "qemu,user=root"; }},
+      {"user", [](VmSpec& s) { s.user = "-root"; }},
       {"forwarded twice",
        [](VmSpec& s) {
          s.host_forwards = {{.guest_port = 22}, {.guest_port = 22}};
@@ -250,6 +265,88 @@ TEST(Validate, AcceptsTheDefaultsAndRefusesBadSpecs) {
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.field;
     EXPECT_TRUE(absl::StrContains(s.message(), c.field)) << s;
   }
+}
+
+TEST(QemuRunAs, RootDropsToTheDedicatedUserUnlessToldAndOthersHaveNothingToDrop) {
+  VmSpec spec;
+  spec.name = "ra";
+  // Root: the named user, or root on request; a missing user is an error that says what to do.
+  spec.user = "nobody";  // in every Debian base system
+  absl::StatusOr<std::optional<RunAs>> r = QemuRunAs(spec, 0);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->has_value());
+  EXPECT_EQ((*r)->user, "nobody");
+  EXPECT_NE((*r)->uid, 0u);
+  spec.user = "root";
+  r = QemuRunAs(spec, 0);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->has_value());
+  spec.user = "autoscale-no-such-user";
+  r = QemuRunAs(spec, 0);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  for (const char* part :
+       {"VM ra", "\"autoscale-no-such-user\"", "scripts/setup", "--qemu_user=root"}) {
+    EXPECT_TRUE(absl::StrContains(r.status().message(), part)) << part << ": " << r.status();
+  }
+
+  // Not root: QEMU runs as this process; another user cannot be had.
+  spec.user = "";
+  r = QemuRunAs(spec, 12345);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->has_value());
+  spec.user = "root";
+  EXPECT_TRUE(QemuRunAs(spec, 12345).ok());
+  spec.user = "nobody";
+  r = QemuRunAs(spec, 12345);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "only root")) << r.status();
+}
+
+TEST(Vm, AMissingUserIsNamedBeforeQemuStarts) {
+  AUTOSCALE_REQUIRE_ROOT();
+  VmSpec spec = NoGuestSpec("no-user");
+  spec.user = "autoscale-no-such-user";
+  testing::TempDir tmp;
+  StartOptions options;
+  options.runtime_dir = tmp.path() + "/run";
+  std::filesystem::create_directories(options.runtime_dir);
+  auto vm = Vm::Start(spec, options);
+  EXPECT_EQ(vm.status().code(), absl::StatusCode::kFailedPrecondition) << vm.status();
+  EXPECT_TRUE(absl::StrContains(vm.status().message(), "autoscale-no-such-user")) << vm.status();
+  EXPECT_FALSE(std::filesystem::exists(options.runtime_dir + "/qemu.log"));  // QEMU never ran
+}
+
+// The QEMU of a root process runs as the dedicated user, in a runtime directory of that user's
+// that no one else may enter; the controller (root) still drives it over QMP.
+TEST(Vm, DropsRootToItsUserInADirectoryOfItsOwn) {
+  AUTOSCALE_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_QEMU_USER();
+  absl::StatusOr<std::optional<RunAs>> user = QemuRunAs(VmSpec{});
+  ASSERT_TRUE(user.ok() && user->has_value()) << user.status();
+  const VmSpec spec = NoGuestSpec("drop");
+  auto vm = Vm::Start(spec);
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  const std::string uid = absl::StrCat((*user)->uid), gid = absl::StrCat((*user)->gid);
+  EXPECT_EQ(testing::ProcStatus((*vm)->pid(), "Uid"), absl::StrJoin({uid, uid, uid, uid}, "\t"));
+  EXPECT_EQ(testing::ProcStatus((*vm)->pid(), "Gid"), absl::StrJoin({gid, gid, gid, gid}, "\t"));
+  EXPECT_EQ(testing::ProcStatus((*vm)->pid(), "Groups"), gid);
+  EXPECT_EQ(testing::ProcStatus((*vm)->pid(), "Seccomp"), "2");
+  struct stat dir;
+  ASSERT_EQ(stat((*vm)->runtime_dir().c_str(), &dir), 0);
+  EXPECT_EQ(dir.st_uid, (*user)->uid);
+  EXPECT_EQ(dir.st_gid, (*user)->gid);
+  EXPECT_EQ(dir.st_mode & 07777, 0700u);
+  // Hotplug after the drop: a vCPU and virtio-mem memory.
+  auto added = (*vm)->qmp().Execute(
+      "device_add",
+      absl::StrCat(R"({"driver":")", ResolvedCpuModel(spec),
+                   R"(-x86_64-cpu","id":"cpu1","socket-id":0,"core-id":1,"thread-id":0})"));
+  EXPECT_TRUE(added.ok()) << added.status();
+  auto grown = (*vm)->qmp().Execute(
+      "qom-set",
+      R"({"path":"/machine/peripheral/vm0","property":"requested-size","value":268435456})");
+  EXPECT_TRUE(grown.ok()) << grown.status();
+  EXPECT_TRUE((*vm)->Stop().ok());
 }
 
 TEST(Vm, StartsPausedWithTheSpecsCpusAndMemoryAndStopsThroughQuit) {
@@ -307,8 +404,14 @@ TEST(Vm, AttachesDisksAndUsesTheCpuModelForHotpluggableCpus) {
   auto block = (*vm)->qmp().Execute("query-block");
   ASSERT_TRUE(block.ok()) << block.status();
   EXPECT_TRUE(absl::StrContains(*block, R"("device":"disk0")")) << *block;
-  EXPECT_TRUE(absl::StrContains(*block, absl::StrCat(R"("file":")", data, "\""))) << *block;
-  EXPECT_TRUE(absl::StrContains(*block, absl::StrCat(R"("file":")", base, "\""))) << *block;
+  EXPECT_TRUE(absl::StrContains(*block, R"("file":"/dev/fdset/1")")) << *block;
+  EXPECT_TRUE(absl::StrContains(*block, R"("file":"/dev/fdset/2")")) << *block;
+  // The images QEMU holds, which it never opened itself: read-write and read-only for the data
+  // disk, read-only for the other.
+  auto fdsets = (*vm)->qmp().Execute("query-fdsets");
+  ASSERT_TRUE(fdsets.ok()) << fdsets.status();
+  EXPECT_TRUE(absl::StrContains(*fdsets, absl::StrCat(R"("opaque":")", data, "\""))) << *fdsets;
+  EXPECT_TRUE(absl::StrContains(*fdsets, absl::StrCat(R"("opaque":")", base, "\""))) << *fdsets;
   size_t disk1 = block->find(R"("device":"disk1")");
   ASSERT_NE(disk1, std::string::npos) << *block;
   EXPECT_NE(block->find(R"("ro":true)"), std::string::npos) << *block;
@@ -410,7 +513,9 @@ TEST(Vm, RefusesARuntimeDirectoryTooLongForSockets) {
 TEST(Vm, QemuDiesWithTheProcessThatStartedIt) {
   AUTOSCALE_REQUIRE_QEMU();
   testing::TempDir dir;  // the helper's runtime directory: it cannot clean up after a SIGKILL
-  std::string helper = testing::Runfile("neonvm/launcher/start_vm_helper") + " " + dir.path();
+  // QEMU as root: one that drops root outlives a killed launcher (see vm.h).
+  std::string helper =
+      testing::Runfile("neonvm/launcher/start_vm_helper") + " " + dir.path() + " root";
   FILE* p = popen(helper.c_str(), "r");
   ASSERT_NE(p, nullptr);
   char line[64] = {0};

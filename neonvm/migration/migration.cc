@@ -1,7 +1,14 @@
 #include "neonvm/migration/migration.h"
 
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <string>
@@ -193,19 +200,86 @@ absl::StatusOr<bool> HasObject(qmp::QmpClient& qmp, const std::string& id, absl:
   return false;
 }
 
-// A tls-creds-x509 object `id` for `endpoint` from the files in `dir`, unless QEMU has it already
-// (a source migrated before; the files are read when it is made).
+// The directory of QEMU's unix QMP socket `qmp_address` ("unix:/path" or "/path"): its runtime
+// directory, which the launcher makes the user's QEMU runs as (VmSpec::user). Empty for another
+// kind of address.
+std::string RuntimeDirOf(const std::string& qmp_address) {
+  absl::string_view path = qmp_address;
+  absl::ConsumePrefix(&path, "unix:");
+  if (!absl::StartsWith(path, "/")) return "";
+  return std::filesystem::path(std::string(path)).parent_path().string();
+}
+
+// Copies `from` to the new file `to`, mode 0400, owned by `uid`:`gid`.
+absl::Status CopyForQemu(const std::string& from, const std::string& to, uid_t uid, gid_t gid) {
+  std::ifstream in(from, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("migration TLS: cannot read ", from));
+  const std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const int fd = open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0400);
+  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("migration TLS: creating ", to));
+  const bool ok =
+      write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
+      fchown(fd, uid, gid) == 0;
+  const int err = errno;
+  close(fd);
+  if (!ok) return absl::ErrnoToStatus(err, absl::StrCat("migration TLS: writing ", to));
+  return absl::OkStatus();
+}
+
+// Makes QEMU's tls-creds-x509 object `id` for `endpoint` from the files in `dir` (MakeTlsDir) as
+// they are now, replacing the one an earlier migration made: QEMU reads the files when the object
+// is made, so a certificate rotated since is used from the next migration on. QEMU reads them as
+// the user it runs as, who may not read the node's key (it dropped root): the files it needs are
+// copied into a new directory of that user's (0700, the files 0400; the user is the owner of
+// QEMU's runtime directory), and removed once the object holds them.
 absl::Status AddTlsCreds(qmp::QmpClient& qmp, const char* id, const std::string& dir,
-                         const char* endpoint, absl::Duration timeout) {
+                         const std::string& endpoint, absl::Duration timeout) {
+  const std::string what = absl::StrCat("QEMU's migration TLS credentials from ", dir);
   ASSIGN_OR_RETURN(bool has, HasObject(qmp, id, timeout));
-  if (has) return absl::OkStatus();
-  return Annotate(qmp.Execute("object-add",
-                              absl::StrCat(R"({"qom-type":"tls-creds-x509","id":")", id,
-                                           R"(","dir":)", qmp::JsonQuote(dir), R"(,"endpoint":")",
-                                           endpoint, R"(","verify-peer":true})"),
-                              timeout)
-                      .status(),
-                  absl::StrCat("QEMU's migration TLS credentials from ", dir));
+  if (has) {
+    RETURN_IF_ERROR(Annotate(
+        qmp.Execute("object-del", absl::StrCat(R"({"id":")", id, R"("})"), timeout).status(),
+        absl::StrCat(what, ": removing the earlier ones")));
+  }
+  std::string load_dir = dir;
+  std::string staged;
+  const std::string runtime = RuntimeDirOf(qmp.address());
+  struct stat owner;
+  if (!runtime.empty() && stat(runtime.c_str(), &owner) == 0) {
+    // Under /tmp, which QEMU's user can always reach (the runtime directory's parents may be
+    // root's alone, as a test cluster's are).
+    std::string tmpl = "/tmp/neonvm-tls.XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      return absl::ErrnoToStatus(errno, absl::StrCat(what, ": mkdtemp ", tmpl));
+    }
+    staged = load_dir = tmpl;
+  }
+  absl::Status s;
+  if (!staged.empty()) {
+    if (chown(staged.c_str(), owner.st_uid, owner.st_gid) != 0) {
+      s = absl::ErrnoToStatus(errno, absl::StrCat(what, ": chown ", staged));
+    }
+    for (const std::string& name :
+         {std::string("ca-cert.pem"), endpoint + "-cert.pem", endpoint + "-key.pem"}) {
+      if (!s.ok()) break;
+      s = CopyForQemu(absl::StrCat(dir, "/", name), absl::StrCat(staged, "/", name), owner.st_uid,
+                      owner.st_gid);
+    }
+  }
+  if (s.ok()) {
+    s = Annotate(qmp.Execute("object-add",
+                             absl::StrCat(R"({"qom-type":"tls-creds-x509","id":")", id,
+                                          R"(","dir":)", qmp::JsonQuote(load_dir),
+                                          R"(,"endpoint":")", endpoint, R"(","verify-peer":true})"),
+                             timeout)
+                     .status(),
+                 what);
+  }
+  if (!staged.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(staged, ignored);
+  }
+  return s;
 }
 
 class QmpSource final : public Source {

@@ -72,7 +72,9 @@ absl::Status CheckTargetUri(std::string_view uri);
 // Makes `dir` (mode 0700) a directory of QEMU tls-creds-x509 files for a node whose certificate,
 // key and CA are `cert`, `key` and `ca` (PEM): links to them under QEMU's names, so that one
 // certificate serves both ends (it must allow serverAuth and clientAuth, or name no purpose) and
-// a rotated file is read by the next migration.
+// a rotated file is read by the next migration. Each migration (Listen, and a source's Configure)
+// makes QEMU's credentials afresh from copies of these files that QEMU's user may read (under
+// /tmp, removed once loaded): the files themselves may stay root's.
 absl::Status MakeTlsDir(const std::string& dir, const std::string& cert, const std::string& key,
                         const std::string& ca);
 

@@ -2,8 +2,10 @@
 // state) and certificates of a CA made here with openssl: a stream to the target holding the
 // ordered node's certificate goes through; a target with a certificate of another CA, one whose
 // name is not the ordered node's, and a source that is not the order's source are refused, and
-// the source runs on each time.
+// the source runs on each time. A rotated certificate reaches a source QEMU's next migration.
+#include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -118,6 +120,77 @@ TEST_F(MigrationTlsTest, OnlyTheOrderedTargetGetsTheStream) {
   ASSERT_TRUE(params.ok()) << params.status();
   EXPECT_TRUE(absl::StrContains(*params, R"("tls-creds":"autoscale-migration-tls-server")"))
       << *params;
+}
+
+// A source QEMU holds no credentials from one migration to the next: it presents the node's
+// files as they are when a migration starts, so a rotated certificate reaches running VMs. The
+// first attempt, with the old certificate, is refused by a target that trusts only the new CA;
+// the same source QEMU, after the files are replaced in place, gets through. Both QEMUs run as
+// the dedicated user (root dropped), which cannot read the node's root-only key itself.
+TEST_F(MigrationTlsTest, ARotatedCertificateReachesTheNextMigration) {
+  AUTOSCALE_REQUIRE_QEMU();
+  AUTOSCALE_REQUIRE_OPENSSL();
+  absl::StatusOr<testing::TestCa> old_ca = testing::TestCa::Create(tmp_.path() + "/old");
+  ASSERT_TRUE(old_ca.ok()) << old_ca.status();
+  absl::StatusOr<testing::TestCa> new_ca = testing::TestCa::Create(tmp_.path() + "/new");
+  ASSERT_TRUE(new_ca.ok()) << new_ca.status();
+  // Node a's files, where an agent's --tls_* flags point: replaced in place on rotation, 0600.
+  const std::string files = tmp_.path() + "/node-a-files";
+  std::filesystem::create_directories(files);
+  auto place = [&](const testing::TestCa& ca) {
+    absl::StatusOr<rpc::TlsFiles> f = ca.Issue("node-a", "spiffe://t/node/a");
+    ASSERT_TRUE(f.ok()) << f.status();
+    for (const auto& [from, to] :
+         {std::pair{f->cert, "cert.pem"}, {f->key, "key.pem"}, {f->ca, "ca.pem"}}) {
+      const std::string path = files + "/" + to;
+      std::filesystem::copy_file(from, path + ".new");
+      std::filesystem::permissions(
+          path + ".new", std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+      std::filesystem::rename(path + ".new", path);
+    }
+  };
+  place(*old_ca);
+  const std::string a = tmp_.path() + "/node-a-qemu";
+  ASSERT_TRUE(MakeTlsDir(a, files + "/cert.pem", files + "/key.pem", files + "/ca.pem").ok());
+  const std::string b = Dir(*new_ca, "node-b", "spiffe://t/node/b");
+
+  auto started = Vm::Start(testing::NoGuestSpec("mig-rotate"));
+  ASSERT_TRUE(started.ok()) << started.status();
+  Vm& source = **started;
+  ASSERT_TRUE(source.Resume().ok());
+  MigrationOptions to_b;
+  to_b.tls_dir = a;
+  to_b.tls_hostname = "node-b";
+  to_b.timeout = absl::Seconds(20);
+  const IncomingTls from_a{.dir = b, .source_dn = "CN=node-a"};
+
+  MigrationResult r = Migrate(source, from_a, to_b);
+  EXPECT_EQ(r.outcome, Outcome::kStayed) << "the old CA's certificate: " << r.error;
+  EXPECT_TRUE(absl::StrContains(QueryStatus(source), R"("status":"running")"))
+      << QueryStatus(source);
+
+  place(*new_ca);
+  std::unique_ptr<Vm> target;
+  r = Migrate(source, from_a, to_b, &target);
+  ASSERT_EQ(r.outcome, Outcome::kMigrated) << r.error;
+  ASSERT_NE(target, nullptr);
+  EXPECT_TRUE(absl::StrContains(QueryStatus(*target), R"("status":"running")"))
+      << QueryStatus(*target);
+  // Nothing of the key is left where QEMU's user could read it.
+  for (const auto& entry : std::filesystem::directory_iterator("/tmp")) {
+    EXPECT_FALSE(absl::StartsWith(entry.path().filename().string(), "neonvm-tls."))
+        << entry.path() << " is left behind";
+  }
+
+  if (std::string why = testing::QemuUserMissing(); !why.empty()) {
+    LOG(WARNING) << "not checking that the QEMUs dropped root: " << why;
+    return;
+  }
+  absl::StatusOr<std::optional<launcher::RunAs>> user = launcher::QemuRunAs(source.spec());
+  ASSERT_TRUE(user.ok() && user->has_value()) << user.status();
+  EXPECT_TRUE(
+      absl::StartsWith(testing::ProcStatus(target->pid(), "Uid"), absl::StrCat((*user)->uid, "\t")))
+      << testing::ProcStatus(target->pid(), "Uid");
 }
 
 }  // namespace

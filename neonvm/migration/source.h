@@ -48,7 +48,8 @@ struct MigrationOptions {
   std::string listen_address;
   // QEMU's TLS on the stream (the source's side): a directory of its tls-creds-x509 files
   // (MakeTlsDir, migration.h), and the name the target's certificate must carry (its CN or a DNS
-  // SAN). Empty `tls_dir`: plaintext (and TLS left on from an earlier migration is turned off).
+  // SAN). Read afresh by each migration, so a rotated certificate is used by the next one. Empty
+  // `tls_dir`: plaintext (and TLS left on from an earlier migration is turned off).
   std::string tls_dir;
   std::string tls_hostname;
 };
