@@ -66,6 +66,24 @@ class MigrationTlsTest : public ::testing::Test {
     return r;
   }
 
+  // A running QEMU without a guest (null if it cannot start).
+  static std::unique_ptr<Vm> RunningSource(const std::string& name) {
+    absl::StatusOr<std::unique_ptr<Vm>> started = Vm::Start(testing::NoGuestSpec(name));
+    EXPECT_TRUE(started.ok()) << started.status();
+    if (!started.ok()) return nullptr;
+    absl::Status resumed = (*started)->Resume();
+    EXPECT_TRUE(resumed.ok()) << resumed;
+    return *std::move(started);
+  }
+  // Sends to node b's QEMU, as node a with the credentials in `dir`.
+  static MigrationOptions ToB(const std::string& dir) {
+    MigrationOptions to_b;
+    to_b.tls_dir = dir;
+    to_b.tls_hostname = "node-b";
+    to_b.timeout = absl::Seconds(20);
+    return to_b;
+  }
+
   testing::TempDir tmp_{"migration-tls"};
 };
 
@@ -81,14 +99,10 @@ TEST_F(MigrationTlsTest, OnlyTheOrderedTargetGetsTheStream) {
   const std::string c = Dir(*ca, "node-c", "spiffe://t/node/c");
   const std::string forged_b = Dir(*other, "node-b", "spiffe://t/node/b");
 
-  auto started = Vm::Start(testing::NoGuestSpec("mig-tls"));
-  ASSERT_TRUE(started.ok()) << started.status();
-  Vm& source = **started;
-  ASSERT_TRUE(source.Resume().ok());
-  MigrationOptions to_b;
-  to_b.tls_dir = a;
-  to_b.tls_hostname = "node-b";
-  to_b.timeout = absl::Seconds(20);
+  std::unique_ptr<Vm> started = RunningSource("mig-tls");
+  ASSERT_NE(started, nullptr);
+  Vm& source = *started;
+  const MigrationOptions to_b = ToB(a);
   const IncomingTls from_a{.dir = b, .source_dn = "CN=node-a"};
 
   // A target with node b's name from another CA; node c's genuine certificate where node b was
@@ -154,14 +168,10 @@ TEST_F(MigrationTlsTest, ARotatedCertificateReachesTheNextMigration) {
   ASSERT_TRUE(MakeTlsDir(a, files + "/cert.pem", files + "/key.pem", files + "/ca.pem").ok());
   const std::string b = Dir(*new_ca, "node-b", "spiffe://t/node/b");
 
-  auto started = Vm::Start(testing::NoGuestSpec("mig-rotate"));
-  ASSERT_TRUE(started.ok()) << started.status();
-  Vm& source = **started;
-  ASSERT_TRUE(source.Resume().ok());
-  MigrationOptions to_b;
-  to_b.tls_dir = a;
-  to_b.tls_hostname = "node-b";
-  to_b.timeout = absl::Seconds(20);
+  std::unique_ptr<Vm> started = RunningSource("mig-rotate");
+  ASSERT_NE(started, nullptr);
+  Vm& source = *started;
+  const MigrationOptions to_b = ToB(a);
   const IncomingTls from_a{.dir = b, .source_dn = "CN=node-a"};
 
   MigrationResult r = Migrate(source, from_a, to_b);
