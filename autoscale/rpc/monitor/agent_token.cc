@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,6 +10,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "glog/logging.h"
 #include "openssl/crypto.h"
 
@@ -43,8 +45,23 @@ std::string NewAgentToken() {
 
 absl::StatusOr<std::string> ReadAgentToken(const std::string& path) {
   const std::string what = absl::StrCat("agent token ", path);
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // The file may sit in a directory another user (QEMU's) controls: a link there must not make
+  // this process read another file, nor a FIFO block it. A regular file of this user's or
+  // root's only.
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) return Errno(errno, what);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    const int error = errno;
+    close(fd);
+    return Errno(error, what);
+  }
+  if (!S_ISREG(st.st_mode) || (st.st_uid != geteuid() && st.st_uid != 0)) {
+    close(fd);
+    return absl::PermissionDeniedError(
+        absl::StrCat(what, ": not a regular file of user ", geteuid(), " or root (uid ", st.st_uid,
+                     ", mode ", absl::StrFormat("%o", st.st_mode), ")"));
+  }
   std::string token;
   char buffer[512];
   while (token.size() <= kMaxFileBytes) {

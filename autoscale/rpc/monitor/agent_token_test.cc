@@ -1,5 +1,10 @@
 #include "autoscale/rpc/monitor/agent_token.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <string>
 
@@ -47,6 +52,34 @@ TEST(AgentToken, BadFilesAreErrorsNamingThem) {
   std::ofstream(huge) << std::string(5000, 'x');
   r = ReadAgentToken(huge);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+}
+
+// The token file sits in a VM's runtime directory, which QEMU's user owns once QEMU drops root:
+// that user may replace the file. A link to another secret is not read (and so not sent to the
+// VM's monitor), a FIFO does not block the reader, and a file of another user is refused.
+TEST(AgentToken, ALinkAFifoOrAnotherUsersFileIsRefused) {
+  testing::TempDir dir("token");
+  const std::string secret = dir.path() + "/secret";
+  std::ofstream(secret) << NewAgentToken();
+  const std::string link = dir.path() + "/link";
+  ASSERT_EQ(symlink(secret.c_str(), link.c_str()), 0);
+  absl::StatusOr<std::string> r = ReadAgentToken(link);
+  EXPECT_FALSE(r.ok()) << "read through a link";
+  EXPECT_NE(r.status().message().find(link), std::string::npos) << r.status();
+
+  const std::string fifo = dir.path() + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  r = ReadAgentToken(fifo);  // returns: a blocking open would hang here
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << r.status();
+
+  if (geteuid() != 0) {
+    GTEST_LOG_(INFO) << "not root: a file of another user is not tried";
+  } else {
+    ASSERT_EQ(chown(secret.c_str(), 65534, 65534), 0) << strerror(errno);  // nobody's
+    r = ReadAgentToken(secret);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << r.status();
+    EXPECT_NE(r.status().message().find("uid 65534"), std::string::npos) << r.status();
+  }
 }
 
 TEST(AgentToken, Equality) {
