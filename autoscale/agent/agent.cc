@@ -236,6 +236,7 @@ absl::Status Agent::ApplyConfig(const api::v1::AgentConfig& config) {
       next.set_qmp(m.config.qmp());
       next.set_monitor_address(m.config.monitor_address());
       next.set_host_cgroup(m.config.host_cgroup());
+      next.set_agent_token_file(m.config.agent_token_file());
     }
     const bool same_place = m.config.qmp() == next.qmp() &&
                             m.config.monitor_address() == next.monitor_address() &&

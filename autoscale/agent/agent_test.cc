@@ -1089,6 +1089,26 @@ TEST_F(MigrationTest, TheAgentTokenMovesWithTheVm) {
   })) << Log(*b_);
   EXPECT_EQ(monitor.connections(), 2);
   for (const std::string& t : monitor.tokens()) EXPECT_EQ(t, token);
+
+  // A config reload that lists vm1 (with the source's token path, or none) keeps the token of
+  // the QEMU b started: its runner, restarted after that, still holds it.
+  api::v1::AgentConfig reload = ConfigB();
+  api::v1::VmConfig listed = reload.incoming_vms(0);
+  listed.set_qmp("fake:elsewhere");  // as the orchestrator wrote it; b keeps its own
+  listed.set_agent_token_file("/elsewhere/vm1-token");
+  *reload.add_vms() = listed;
+  ASSERT_TRUE(b_->UpdateConfig(reload).ok()) << Log(*b_);
+  FakeVm* moved = hv_.Running("vm1");
+  ASSERT_NE(moved, nullptr);
+  moved->SetReachable(false);
+  ASSERT_TRUE(Eventually([&] { return Has(*b_, "vm1", api::v1::EVENT_KIND_RUNNER_RESTARTING); }))
+      << Log(*b_);
+  moved->SetReachable(true);
+  ASSERT_TRUE(Eventually([&] {
+    clock_.Advance(absl::Seconds(1));
+    return monitor.connections() == 3;
+  })) << Log(*b_);
+  for (const std::string& t : monitor.tokens()) EXPECT_EQ(t, token);
 }
 
 // Each migration's thread is joined when it ends, not when the agent stops.
