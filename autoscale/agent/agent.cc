@@ -195,6 +195,14 @@ void Agent::Stop() {
   std::map<uint64_t, Incoming> incoming;
   {
     absl::MutexLock lock(&mu_);
+    // An incoming VM another thread is finishing (a FinishIncoming call) is ended by it.
+    auto none_finishing = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      for (const auto& [id, in] : incoming_) {
+        if (in.finishing) return false;
+      }
+      return true;
+    };
+    mu_.Await(absl::Condition(&none_finishing));
     vms = std::move(vms_);
     incoming = std::move(incoming_);
   }
@@ -1006,7 +1014,9 @@ void Agent::DropIncoming(uint64_t id, const std::string& why) {
   std::string source;
   {
     absl::MutexLock lock(&mu_);
-    const Incoming& in = incoming_.at(id);
+    auto it = incoming_.find(id);
+    if (it == incoming_.end()) return;  // not claimed after all
+    const Incoming& in = it->second;
     vm = in.vm.get();
     name = in.config.name();
     source = in.source_node;

@@ -282,8 +282,10 @@ int Run() {
   sigwait(&signals, &sig);
   LOG(INFO) << "agent: signal " << sig << ", shutting down";
   (void)NotifyStopping();
-  node_agent.Stop();
+  // The peer server first: a FinishIncoming still being answered (waiting for its VM to arrive,
+  // up to incoming_timeout) uses the agent's incoming VMs, which Stop ends.
   (*server)->Shutdown(absl::Seconds(2));
+  node_agent.Stop();
   http.reset();
   return 0;
 }
