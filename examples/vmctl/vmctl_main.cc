@@ -11,6 +11,7 @@
 // root, QEMU drops to --qemu_user and the runtime directory becomes that user's. `inspect` talks to
 // the VM's second QMP socket, the one an agent would use; it fails while an agent holds it. Exit
 // codes: 0 done, 1 an error, 2 a usage error.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -29,6 +30,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "autoscale/agent/vm_driver.h"
@@ -91,7 +93,19 @@ absl::Status Start(const std::string& dir) {
   spec.agent_token = autoscale::rpc::monitor::NewAgentToken();
   ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm, Vm::Start(spec, options));
   if (absl::GetFlag(FLAGS_resume)) RETURN_IF_ERROR(vm->Resume());
-  std::ofstream(PidFile(dir)) << getpid() << "\n";
+  {
+    // QEMU's user owns the directory now: a new file, through no link it could have planted.
+    const std::string pid = absl::StrCat(getpid(), "\n");
+    const int fd =
+        open(PidFile(dir).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0 || write(fd, pid.data(), pid.size()) != static_cast<ssize_t>(pid.size())) {
+      const absl::Status s =
+          absl::InternalError(absl::StrCat("write ", PidFile(dir), ": ", std::strerror(errno)));
+      if (fd >= 0) close(fd);
+      return s;
+    }
+    close(fd);
+  }
 
   std::cout << "VM " << spec.name << ": QEMU pid " << vm->pid() << ", "
             << (absl::GetFlag(FLAGS_resume) ? "running" : "paused") << "\n"
@@ -197,17 +211,30 @@ absl::Status Inspect(const std::string& dir) {
 absl::Status Stop(const std::string& dir) {
   // The directory is QEMU's user's (a QEMU that dropped root): only a pid file of our own user
   // is start's, or this would signal whatever process a guest that escaped QEMU names.
+  // Checked and read through one descriptor, opened without following a link.
+  const int fd = open(PidFile(dir).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) {
+    return absl::NotFoundError(absl::StrCat(PidFile(dir), ": no vmctl start runs this directory"));
+  }
+  if (fd < 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(PidFile(dir), ": ", std::strerror(errno), "; not stopping"));
+  }
   struct stat pid_file;
-  if (stat(PidFile(dir).c_str(), &pid_file) == 0 && pid_file.st_uid != geteuid()) {
+  char buffer[32] = {};
+  const bool ours =
+      fstat(fd, &pid_file) == 0 && S_ISREG(pid_file.st_mode) && pid_file.st_uid == geteuid();
+  const ssize_t n = ours ? read(fd, buffer, sizeof(buffer) - 1) : 0;
+  close(fd);
+  if (!ours) {
     return absl::PermissionDeniedError(absl::StrCat(PidFile(dir), " belongs to uid ",
                                                     pid_file.st_uid,
-                                                    ", not to this user: not "
+                                                    " or is no regular file, not to this user: not "
                                                     "written by vmctl start; not stopping"));
   }
-  std::ifstream in(PidFile(dir));
-  std::string text;
   int pid = 0;
-  if (!in || !std::getline(in, text) || !absl::SimpleAtoi(text, &pid) || pid <= 0) {
+  if (n <= 0 || !absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::string_view(buffer, n)), &pid) ||
+      pid <= 0) {
     return absl::NotFoundError(absl::StrCat(PidFile(dir), ": no vmctl start runs this directory"));
   }
   if (kill(pid, SIGTERM) != 0) {

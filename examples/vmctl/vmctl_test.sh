@@ -91,6 +91,14 @@ if [ "$(id -u)" = 0 ]; then
   [ "$rc" = 1 ] || fail "stop with another user's pid file exited $rc: $out"
   expect "$out" "not written by vmctl start"
   kill -0 "$victim" || fail "stop signalled the process a forged pid file named"
+  # ... nor a link to a pid file of this user's (root's) that names another process.
+  echo "$victim" >"$tmp/root.pid"
+  rm "$tmp/forged/vmctl.pid"
+  ln -s "$tmp/root.pid" "$tmp/forged/vmctl.pid"
+  rc=0
+  out=$("$vmctl" --runtime_dir="$tmp/forged" stop 2>&1) || rc=$?
+  [ "$rc" = 1 ] || fail "stop through a linked pid file exited $rc: $out"
+  kill -0 "$victim" || fail "stop signalled the process a linked pid file named"
   kill "$victim"
 fi
 echo PASS

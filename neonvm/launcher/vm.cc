@@ -630,7 +630,8 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
   }
 
   std::string log = dir + "/qemu.log";
-  int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // The directory may be QEMU's user's by now: a link planted there is not followed.
+  int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (log_fd < 0) {
     close_disks();
     cleanup_dir();
