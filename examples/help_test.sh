@@ -11,7 +11,7 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 # The flags each binary's --help must list (its main ones, as the README documents them).
 want_flags() {
   case $1 in
-    agent) echo "config check_config listen advertise_address migration_address http_host http_port scheduler_timeout vm_cgroup_parent vm_memory_overhead_mib qemu_user ready_file v log_format tls_cert tls_key tls_ca insecure" ;;
+    agent) echo "config check_config listen advertise_address migration_address http_host http_port scheduler_timeout vm_cgroup_parent vm_memory_overhead_mib qemu_user migration_tls_cert migration_tls_key ready_file v log_format tls_cert tls_key tls_ca insecure" ;;
     scheduler) echo "store data_dir etcd_prefix etcd_ca etcd_cert etcd_key etcd_timeout lease_ttl \
 advertise etcd_refuse_after etcd_compact listen metrics_port watermark compute_unit migration_policy \
 balance_interval recovery_grace ready_file migration_timeout disk_reserve tls_cert tls_key tls_ca \

@@ -368,6 +368,16 @@ absl::Status Cluster::StartAgent(const std::string& node) {
   ASSIGN_OR_RETURN(std::vector<std::string> security,
                    SecurityFlags("node-" + node, absl::StrCat(kTrustDomain, "/node/", node)));
   argv.insert(argv.end(), security.begin(), security.end());
+  if (ca_ != nullptr) {
+    // QEMU's certificate for the migration streams: the node's name for QEMU's checks, and no
+    // identity the other daemons would accept.
+    const std::string file = absl::StrCat("node-", node, "-migration");
+    if (!std::filesystem::exists(absl::StrCat(ca_->dir(), "/", file, ".pem"))) {
+      RETURN_IF_ERROR(ca_->Issue(file, "", {.common_name = "node-" + node}).status());
+    }
+    argv.push_back(absl::StrCat("--migration_tls_cert=", ca_->dir(), "/", file, ".pem"));
+    argv.push_back(absl::StrCat("--migration_tls_key=", ca_->dir(), "/", file, ".key"));
+  }
   ASSIGN_OR_RETURN(agents_[node],
                    Daemon::Start({.argv = argv,
                                   .log = absl::StrCat(dir_, "/agent-", node, ".log"),

@@ -96,7 +96,8 @@ absl::StatusOr<rpc::TlsFiles> TestCa::Issue(const std::string& file, const std::
   if (!uri.empty()) {
     extensions.insert(extensions.end(), {"-addext", absl::StrCat("subjectAltName=URI:", uri)});
   }
-  const std::string subject = absl::StrCat("/CN=", file);
+  const std::string subject =
+      absl::StrCat("/CN=", options.common_name.empty() ? file : options.common_name);
   if (!options.expired) {
     std::vector<std::string> args = {
         "req",     "-x509", "-newkey", "ec",     "-pkeyopt",      kCurve,  "-nodes",

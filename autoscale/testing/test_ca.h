@@ -23,6 +23,8 @@ std::string OpensslMissing();
 struct IssueOptions {
   // Valid only in 2020: refused by any verifier.
   bool expired = false;
+  // The subject's CN; empty: the file name.
+  std::string common_name{};
 };
 
 class TestCa {

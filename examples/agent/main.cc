@@ -33,6 +33,7 @@
 #include "autoscale/base/units.h"
 #include "autoscale/rpc/agent_peer/grpc_client.h"
 #include "autoscale/rpc/agent_peer/grpc_server.h"
+#include "autoscale/rpc/identity.h"
 #include "autoscale/rpc/monitor/grpc_client.h"
 #include "autoscale/rpc/scheduler/grpc_client.h"
 #include "autoscale/rpc/tls_flags.h"
@@ -67,6 +68,12 @@ ABSL_FLAG(std::string, qemu_user, "",
           "The user the QEMUs of migrated-in VMs drop root to (\"\": autoscale-qemu, made by "
           "scripts/setup, when the agent runs as root; none otherwise). \"root\" keeps QEMU "
           "root (a warning: a guest that escapes QEMU owns the host).");
+ABSL_FLAG(std::string, migration_tls_cert, "",
+          "With TLS: the certificate QEMU presents on migration streams (CN or DNS SAN "
+          "node-<this node>, no URI SAN), signed by --tls_ca; empty: --tls_cert, with a warning "
+          "(QEMU, which may run as an unprivileged user and holds the file's key in memory, then "
+          "holds this node's identity)");
+ABSL_FLAG(std::string, migration_tls_key, "", "The private key of --migration_tls_cert");
 ABSL_FLAG(std::string, ready_file, "",
           "Once serving, write {\"listen\": ADDRESS, \"httpPort\": PORT} here (for scripts).");
 
@@ -187,18 +194,41 @@ int Run() {
       return 2;
     }
   }
-  // With TLS, the migration streams too: QEMU reads this node's certificate from a directory of
-  // its own (links to the files, so rotations reach the next migration), removed at exit.
+  // With TLS, the migration streams too: QEMU reads its certificate from a directory of its own
+  // (links to the files, so rotations reach the next migration), removed at exit. QEMU's own
+  // certificate names no identity: a guest that escapes QEMU (its user can read the copies QEMU
+  // loads, and QEMU holds the key) cannot act as this node's agent with it.
   std::string migration_tls_dir;
   if (security->tls()) {
+    const rpc::TlsFiles& f = security->files();
+    std::string cert = absl::GetFlag(FLAGS_migration_tls_cert);
+    std::string key = absl::GetFlag(FLAGS_migration_tls_key);
+    if (cert.empty() != key.empty()) {
+      LOG(ERROR) << "--migration_tls_cert and --migration_tls_key go together";
+      return 2;
+    }
+    if (cert.empty()) {
+      LOG(WARNING) << "no --migration_tls_cert: QEMU gets " << f.cert
+                   << ", this node's identity; give it a certificate of its own";
+      cert = f.cert;
+      key = f.key;
+    } else {
+      absl::StatusOr<std::string> identity = rpc::CertificateIdentity(cert);
+      if (!identity.ok() || !identity->empty()) {
+        LOG(ERROR) << "--migration_tls_cert: "
+                   << (identity.ok() ? absl::StrCat(cert, " names the identity ", *identity,
+                                                    ": QEMU's certificate must name none")
+                                     : identity.status().ToString());
+        return 2;
+      }
+    }
     char tmpl[] = "/tmp/autoscale-migration-tls.XXXXXX";
     if (mkdtemp(tmpl) == nullptr) {
       LOG(ERROR) << "mkdtemp " << tmpl << ": " << std::strerror(errno);
       return 1;
     }
     migration_tls_dir = tmpl;
-    const rpc::TlsFiles& f = security->files();
-    if (absl::Status s = neonvm::migration::MakeTlsDir(migration_tls_dir, f.cert, f.key, f.ca);
+    if (absl::Status s = neonvm::migration::MakeTlsDir(migration_tls_dir, cert, key, f.ca);
         !s.ok()) {
       LOG(ERROR) << s;
       return 1;

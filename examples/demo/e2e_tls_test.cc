@@ -146,6 +146,28 @@ TEST(EndToEndTls, DaemonsTalkMutualTlsAndRefuseStrangers) {
   EXPECT_TRUE(testing::HasEvent(*a, "evil", api::v1::EVENT_KIND_INCOMING_REFUSED))
       << a->DebugString();
   EXPECT_FALSE(testing::HasEvent(*a, "evil", api::v1::EVENT_KIND_INCOMING_PREPARED));
+
+  // QEMU's certificate for node b's migration streams (what a guest that escapes QEMU could take)
+  // is not node b's identity: the scheduler and node a's agent grant it nothing.
+  absl::StatusOr<rpc::Security> qemu_b =
+      rpc::Security::MutualTls({.cert = c.dir() + "/pki/node-b-migration.pem",
+                                .key = c.dir() + "/pki/node-b-migration.key",
+                                .ca = c.dir() + "/pki/ca.pem"});
+  ASSERT_TRUE(qemu_b.ok()) << qemu_b.status();
+  api::v1::MigrationOrdersRequest orders =
+      rpc::scheduler::WithVersion(api::v1::MigrationOrdersRequest());
+  orders.set_node("b");
+  EXPECT_EQ((*rpc::scheduler::NewGrpcClient(c.scheduler_address(), absl::Seconds(5), *qemu_b))
+                ->GetMigrationOrders(orders)
+                .status()
+                .code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ((*rpc::agent_peer::NewGrpcClient(absl::StrCat("unix:", c.dir(), "/agent-a.sock"),
+                                             absl::Seconds(5), *qemu_b))
+                ->PrepareIncoming(incoming)
+                .status()
+                .code(),
+            absl::StatusCode::kPermissionDenied);
 }
 
 }  // namespace
