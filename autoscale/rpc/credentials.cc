@@ -77,14 +77,25 @@ std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const Security& sec
   return grpc::experimental::TlsCredentials(options);
 }
 
-std::string PeerIdentity(const grpc::ServerContextBase& context) {
-  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+namespace {
+
+std::string FirstUri(const std::shared_ptr<const grpc::AuthContext>& auth) {
   if (auth == nullptr || !auth->IsPeerAuthenticated()) return "";
   // gRPC lists the certificate's URI SANs under "peer_uri", in certificate order.
   for (const grpc::string_ref& uri : auth->FindPropertyValues(GRPC_PEER_URI_PROPERTY_NAME)) {
     return std::string(uri.data(), uri.size());
   }
   return "";
+}
+
+}  // namespace
+
+std::string PeerIdentity(const grpc::ServerContextBase& context) {
+  return FirstUri(context.auth_context());
+}
+
+std::string PeerIdentity(const grpc::ClientContext& context) {
+  return FirstUri(context.auth_context());
 }
 
 }  // namespace autoscale::rpc

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "autoscale/rpc/tls.h"
+#include "grpcpp/client_context.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_context.h"
@@ -25,5 +26,7 @@ std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const Security& sec
 // The first URI SAN of the peer's verified certificate ("spiffe://td/node/a"), or "" (plaintext,
 // or a certificate without one).
 std::string PeerIdentity(const grpc::ServerContextBase& context);
+// The same of the server, on a client call whose handshake is done.
+std::string PeerIdentity(const grpc::ClientContext& context);
 
 }  // namespace autoscale::rpc

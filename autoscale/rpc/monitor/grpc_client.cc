@@ -50,7 +50,7 @@ class GrpcClient final : public MonitorClient {
     if (!expected.empty()) {
       // The stream is up, so the handshake is done: its certificate is known. Checked before the
       // Hello, which carries the token: another VM's monitor must not learn it.
-      const std::string got = ServerIdentity();
+      const std::string got = rpc::PeerIdentity(context_);
       if (got != expected) {
         return absl::PermissionDeniedError(
             absl::StrCat(who_, ": its certificate names ", rpc::Describe(rpc::ParseIdentity(got)),
@@ -124,16 +124,6 @@ class GrpcClient final : public MonitorClient {
     }
     pending_.erase(id);
     return p->reply;
-  }
-
-  // The first URI SAN of the monitor's verified certificate ("" for none).
-  std::string ServerIdentity() const {
-    std::shared_ptr<const grpc::AuthContext> auth = context_.auth_context();
-    if (auth == nullptr || !auth->IsPeerAuthenticated()) return "";
-    for (const grpc::string_ref& uri : auth->FindPropertyValues(GRPC_PEER_URI_PROPERTY_NAME)) {
-      return std::string(uri.data(), uri.size());
-    }
-    return "";
   }
 
   absl::Status Closed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
