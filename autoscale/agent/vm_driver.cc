@@ -203,9 +203,8 @@ class QemuVmDriverFactory final : public VmDriverFactory {
   absl::StatusOr<std::unique_ptr<IncomingVm>> StartIncoming(
       const api::v1::PrepareIncomingRequest& request, const std::string& source_node) override {
     const api::v1::VmConfig& config = request.vm();
-    RETURN_IF_ERROR(
-        Annotate(neonvm::launcher::Validate(IncomingSpec(request, incoming_cgroup_, qemu_user_)),
-                 "incoming VM " + config.name()));
+    const neonvm::launcher::VmSpec spec = IncomingSpec(request, incoming_cgroup_, qemu_user_);
+    RETURN_IF_ERROR(Annotate(neonvm::launcher::Validate(spec), "incoming VM " + config.name()));
     neonvm::migration::Devices devices;
     for (const std::string& args : request.cpu_device_add_args()) {
       devices.cpu_device_add_args.push_back(args);
@@ -214,8 +213,7 @@ class QemuVmDriverFactory final : public VmDriverFactory {
       devices.virtio_mem_requested_bytes = request.virtio_mem_requested_bytes();
     }
     ASSIGN_OR_RETURN(std::unique_ptr<neonvm::launcher::Vm> vm,
-                     neonvm::migration::StartIncoming(
-                         IncomingSpec(request, incoming_cgroup_, qemu_user_), devices));
+                     neonvm::migration::StartIncoming(spec, devices));
     neonvm::migration::IncomingTls tls;
     if (!tls_dir_.empty()) {
       tls.dir = tls_dir_;
