@@ -37,10 +37,13 @@ TEST(EndToEnd, MemoryPressureGrowsTheVmAndAnIdleVmShrinksLfcFirst) {
   Cluster& c = **cluster;
   Guest& g = **guest;
 
-  // The agent took the VM over and its monitor streams metrics.
+  // The agent took the VM over and its monitor streams metrics, and the VM is at 1 CU (512 MiB):
+  // the boot's load under TCG can grow it for a while, and a shrink after the reading below
+  // would hide the growth this test is about.
   auto ready = AwaitStatus(c, "a", absl::Seconds(60), [](const AgentStatus& s) {
     const api::v1::VmStatus* vm = VmStatus(s, "vm1");
-    return vm != nullptr && vm->monitor_connected() && vm->has_load_avg_1m();
+    return vm != nullptr && vm->monitor_connected() && vm->has_load_avg_1m() &&
+           testing::CurrentMemory(s, "vm1") == 512 * kMiB;
   });
   if (!ready.ok()) {
     auto diag = g.Run("cat /var/log/boot.log /var/log/monitor.log; ps");
