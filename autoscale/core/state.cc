@@ -1,6 +1,8 @@
 #include "autoscale/core/state.h"
 
 #include <algorithm>
+#include <memory>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -40,18 +42,21 @@ uint32_t CuAbove(int64_t amount, int64_t per_cu) {
 }  // namespace
 
 State::State(const StateConfig& config, Resources current, Bounds bounds)
-    : config_(config), current_(current), bounds_(bounds) {
-  goal_ = ComputeGoal(config_.scaling, config_.compute_unit, nullptr, nullptr);
+    : State(std::make_shared<const StateConfig>(config), current, bounds) {}
+
+State::State(std::shared_ptr<const StateConfig> config, Resources current, Bounds bounds)
+    : config_(std::move(config)), current_(current), bounds_(bounds) {
+  goal_ = ComputeGoal(config_->scaling, config_->compute_unit, nullptr, nullptr);
 }
 
 State::Adjusted State::ComputeDesired(absl::Time now, std::optional<absl::Time>* expires) const {
-  const Resources& cu = config_.compute_unit;
+  const Resources& cu = config_->compute_unit;
   uint32_t goal_cu = goal_.goal_cu;
   Signal signal = goal_.decided_by;
 
   // Beyond the reference: hold the highest goal seen within the stabilization window. The history
   // is a decreasing sequence, so its first unexpired sample is the window's maximum.
-  const absl::Duration window = config_.scaling.downscale_stabilization_window;
+  const absl::Duration window = config_->scaling.downscale_stabilization_window;
   if (window > absl::ZeroDuration()) {
     for (const GoalSample& s : goal_history_) {
       if (s.at + window <= now) continue;
@@ -68,7 +73,7 @@ State::Adjusted State::ComputeDesired(absl::Time now, std::optional<absl::Time>*
   // The monitor asked for more memory: at least one CU above what it had then, for a while.
   if (monitor_.requested_upscale) {
     const absl::Time end =
-        monitor_.requested_upscale->at + config_.timings.monitor_requested_upscale_valid;
+        monitor_.requested_upscale->at + config_->timings.monitor_requested_upscale_valid;
     if (end > now) {
       uint32_t required =
           CuAbove(monitor_.requested_upscale->resources.memory_bytes, cu.memory_bytes);
@@ -84,7 +89,7 @@ State::Adjusted State::ComputeDesired(absl::Time now, std::optional<absl::Time>*
   const MonitorSide::Denied* denied = nullptr;
   absl::Time denied_end;
   if (monitor_.denied_downscale) {
-    denied_end = monitor_.denied_downscale->at + config_.timings.monitor_retry_denied_downscale;
+    denied_end = monitor_.denied_downscale->at + config_->timings.monitor_retry_denied_downscale;
     if (denied_end > now) denied = &*monitor_.denied_downscale;
   }
   if (denied != nullptr) {
@@ -127,9 +132,9 @@ State::Adjusted State::ComputeDesired(absl::Time now, std::optional<absl::Time>*
   }
 
   // Beyond the reference: shrink by at most max_downscale_step_cu per step.
-  if (config_.scaling.max_downscale_step_cu > 0) {
+  if (config_->scaling.max_downscale_step_cu > 0) {
     Resources lowest = Resources::SaturatingSub(
-        current_, cu * static_cast<int64_t>(config_.scaling.max_downscale_step_cu));
+        current_, cu * static_cast<int64_t>(config_->scaling.max_downscale_step_cu));
     Resources limited = Clamp(current_, result, lowest, result);
     if (limited != result) {
       result = limited;
@@ -160,7 +165,7 @@ Desired State::DesiredResources(absl::Time now) const {
 std::optional<PermitRequest> State::SchedulerAction(absl::Time now, const Resources& desired,
                                                     std::optional<absl::Time>* until) const {
   if (scheduler_.ongoing) return std::nullopt;  // one at a time
-  const Timings& t = config_.timings;
+  const Timings& t = config_->timings;
   // What the VM uses, counting a resize in flight as done (it may be growing).
   Resources in_use = current_;
   if (vm_.ongoing) in_use = Resources::Max(in_use, *vm_.ongoing);
@@ -224,7 +229,7 @@ std::optional<VmResize> State::VmAction(absl::Time now, const Resources& desired
   if (scheduler_requested && scheduler_requested->AnyLessThan(target)) return std::nullopt;
   if (vm_.ongoing) return std::nullopt;
   if (vm_.last_failure) {
-    const absl::Time end = *vm_.last_failure + config_.timings.vm_retry_failed_request;
+    const absl::Time end = *vm_.last_failure + config_->timings.vm_retry_failed_request;
     if (end > now) {
       MinUntil(until, end);
       return std::nullopt;
@@ -242,12 +247,13 @@ std::optional<MonitorUpscale> State::MonitorUpscaleAction(absl::Time now, const 
   // size of a VM that is shrinking).
   const Resources settled = vm_.ongoing ? Resources::Min(current_, *vm_.ongoing) : current_;
   Resources target = Clamp(approved, settled, approved, Resources::Max(desired, approved));
-  target = Resources::Min(target, approved + config_.compute_unit);
+  target = Resources::Min(target, approved + config_->compute_unit);
   target = Resources::Max(target, approved);
   if (target == approved) return std::nullopt;
   if (monitor_.ongoing) return std::nullopt;
   if (monitor_.upscale_failure) {
-    const absl::Time end = *monitor_.upscale_failure + config_.timings.monitor_retry_failed_request;
+    const absl::Time end =
+        *monitor_.upscale_failure + config_->timings.monitor_retry_failed_request;
     if (end > now) {
       MinUntil(until, end);
       return std::nullopt;
@@ -263,13 +269,13 @@ std::optional<MonitorDownscale> State::MonitorDownscaleAction(
   const Resources approved = *monitor_.approved;
   // Ask for the desired size, but never more than one CU below what the monitor approved.
   Resources target = Resources::Min(desired, approved);
-  target = Resources::Max(target, Resources::SaturatingSub(approved, config_.compute_unit));
+  target = Resources::Max(target, Resources::SaturatingSub(approved, config_->compute_unit));
   if (target == approved) return std::nullopt;
   // Upscale notifications take priority; one monitor request at a time.
   if (upscale_planned || monitor_.ongoing) return std::nullopt;
   if (monitor_.downscale_failure) {
     const absl::Time end =
-        *monitor_.downscale_failure + config_.timings.monitor_retry_failed_request;
+        *monitor_.downscale_failure + config_->timings.monitor_retry_failed_request;
     if (end > now) {
       MinUntil(until, end);
       return std::nullopt;
@@ -301,7 +307,7 @@ ActionSet State::NextActions(absl::Time now) const {
 // --- inputs ---
 
 void State::RecomputeGoal() {
-  goal_ = ComputeGoal(config_.scaling, config_.compute_unit,
+  goal_ = ComputeGoal(config_->scaling, config_->compute_unit,
                       system_metrics_ ? &*system_metrics_ : nullptr,
                       lfc_metrics_ ? &*lfc_metrics_ : nullptr);
   // Stale metrics count as missing for shrinking (and for the stabilization history).
@@ -316,7 +322,7 @@ bool State::RefreshGoal(absl::Time now) {
   // goal changes.
   const bool changed = goal_.goal_cu != before.goal_cu || goal_.decided_by != before.decided_by ||
                        goal_.has_all_metrics != before.has_all_metrics;
-  const absl::Duration window = config_.scaling.downscale_stabilization_window;
+  const absl::Duration window = config_->scaling.downscale_stabilization_window;
   if (window <= absl::ZeroDuration() || !goal_.has_all_metrics) return changed;
   while (!goal_history_.empty() && goal_history_.front().at + window <= now) {
     goal_history_.pop_front();
@@ -334,16 +340,23 @@ void State::UpdateBounds(Bounds bounds) {
 }
 
 void State::UpdateScalingConfig(const ScalingConfig& scaling) {
-  config_.scaling = scaling;
+  // A copy of its own (the old one may be shared; `scaling` may be part of it).
+  auto config = std::make_shared<StateConfig>(*config_);
+  config->scaling = scaling;
+  config_ = std::move(config);
   // Do not act on LFC data collected before the LFC signal was switched off and on again.
-  if (!scaling.enable_lfc_metrics) lfc_metrics_.reset();
-  if (scaling.downscale_stabilization_window <= absl::ZeroDuration()) goal_history_.clear();
+  if (!config_->scaling.enable_lfc_metrics) lfc_metrics_.reset();
+  if (config_->scaling.downscale_stabilization_window <= absl::ZeroDuration()) {
+    goal_history_.clear();
+  }
   RecomputeGoal();
   DesiredChanged();
 }
 
 void State::UpdateTimings(const Timings& timings) {
-  config_.timings = timings;
+  auto config = std::make_shared<StateConfig>(*config_);
+  config->timings = timings;
+  config_ = std::move(config);
   Changed();  // the waits the next advice names change; the desired size does not
 }
 

@@ -30,6 +30,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 
 #include "absl/time/time.h"
@@ -100,6 +101,9 @@ class State {
  public:
   // `current` is what the VM has now; `bounds` its range in compute units.
   State(const StateConfig& config, Resources current, Bounds bounds);
+  // The same, with a config that many states share (a simulated fleet: the states stay smaller
+  // and read one copy). UpdateScalingConfig and UpdateTimings give this state its own copy.
+  State(std::shared_ptr<const StateConfig> config, Resources current, Bounds bounds);
 
   // The actions to start now, and how long to wait before asking again.
   ActionSet NextActions(absl::Time now) const;
@@ -114,7 +118,7 @@ class State {
   uint64_t desired_generation() const { return desired_generation_; }
   // The goal of the last metrics (ComputeGoal), before the adjustments of DesiredResources.
   const Goal& goal() const { return goal_; }
-  const StateConfig& config() const { return config_; }
+  const StateConfig& config() const { return *config_; }
   Resources current() const { return current_; }
   Bounds bounds() const { return bounds_; }
   bool migrating() const { return migrating_; }
@@ -241,7 +245,7 @@ class State {
     Changed();
   }
 
-  StateConfig config_;
+  std::shared_ptr<const StateConfig> config_;  // never null
   Resources current_;
   Bounds bounds_;
   bool migrating_ = false;

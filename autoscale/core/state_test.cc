@@ -1,5 +1,8 @@
 #include "autoscale/core/state.h"
 
+#include <memory>
+#include <vector>
+
 #include "autoscale/base/units.h"
 #include "gtest/gtest.h"
 
@@ -300,6 +303,34 @@ TEST_F(StateTest, NoDownscaleOnMissingMetrics) {
   EXPECT_EQ(t.DesiredResources(now_).resources, Cu(1));
   t.ClearMetrics();
   EXPECT_EQ(t.DesiredResources(now_).resources, Cu(4));
+}
+
+TEST_F(StateTest, StatesShareAConfigUntilOneChangesIts) {
+  ScalingConfig scaling;
+  scaling.enable_lfc_metrics = true;
+  auto shared = std::make_shared<const StateConfig>(Config(scaling));
+  State a(shared, Cu(2), {1, 8});
+  State b(shared, Cu(2), {1, 8});
+  EXPECT_EQ(&a.config(), &b.config()) << "one copy for both";
+
+  ScalingConfig off = scaling;
+  off.enable_lfc_metrics = false;
+  a.UpdateScalingConfig(off);
+  EXPECT_FALSE(a.config().scaling.enable_lfc_metrics);
+  EXPECT_TRUE(b.config().scaling.enable_lfc_metrics) << "the other state keeps the shared one";
+  EXPECT_TRUE(shared->scaling.enable_lfc_metrics);
+
+  // A state given its own config back (the argument is part of what it replaces): the last
+  // owner of the old copy lets it go while the new one is made. ASan reads freed memory here if
+  // the update used its argument after replacing the config.
+  shared.reset();
+  b.UpdateScalingConfig(b.config().scaling);
+  EXPECT_TRUE(b.config().scaling.enable_lfc_metrics);
+  b.UpdateLfcMetrics(now_, LfcMetrics{std::vector<double>(60, 1.0)});
+  b.UpdateScalingConfig(b.config().scaling);
+  b.UpdateTimings(b.config().timings);
+  b.UpdateSystemMetrics(now_, Metrics(1));
+  EXPECT_TRUE(b.goal().lfc_cu.has_value()) << "the LFC metrics were kept";
 }
 
 TEST_F(StateTest, StaleMetricsAllowGrowthButNoShrink) {

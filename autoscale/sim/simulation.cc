@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <string>
 #include <thread>
 #include <utility>
@@ -135,9 +136,13 @@ absl::Status Simulation::Place(std::vector<SimVm> vms) {
                    [&](uint32_t a, uint32_t b) { return placed[a].shard < placed[b].shard; });
   storage_.reserve(vms.size());
   vms_.resize(vms.size());
+  // One copy of the agents' config for the whole fleet: each state would otherwise carry its own.
+  const auto state_config = std::make_shared<const core::StateConfig>(
+      core::StateConfig{config_.compute_unit, config_.scaling, config_.timings});
   for (uint32_t i : order) {
     const Placed& pl = placed[i];
-    Vm& vm = storage_.emplace_back(i, vms[i].name, std::move(vms[i].workload), config_, pl.initial);
+    Vm& vm = storage_.emplace_back(i, vms[i].name, std::move(vms[i].workload), config_,
+                                   state_config, pl.initial);
     vm.shard = pl.shard;
     vm.monitor.Start(pl.initial.memory_bytes);
     vm.state.MonitorConnected(start_);

@@ -81,13 +81,12 @@ struct LfcState {
 // only in the steps and events that need it.
 struct Simulation::Vm {
   Vm(uint32_t i, std::string n, std::unique_ptr<Workload> w, const SimConfig& config,
-     core::Resources initial)
+     std::shared_ptr<const core::StateConfig> state_config, core::Resources initial)
       : index(i),
         workload(std::move(w)),
         monitor(config.monitor),
         rng(StreamSeed(config.seed, i, kAgentStream)),
-        state(core::StateConfig{config.compute_unit, config.scaling, config.timings}, initial,
-              config.bounds),
+        state(std::move(state_config), initial, config.bounds),
         name(std::move(n)) {}
 
   // Whether the VM has less than its demand now; counts the memory shortfalls that begin.
