@@ -97,6 +97,10 @@ struct Simulation::Vm {
     short_memory = memory;
   }
 
+  // Whether the agent is asked at step time `t` whatever its metrics give: a timer of its state
+  // is due, or its state changed since it was last asked.
+  bool AgentDue(int64_t t) const { return undriven || (wake_at >= 0 && wake_at <= t); }
+
   // Bytes from the start of the object that every step reads.
   size_t StepPrefix() const {
     return static_cast<size_t>(reinterpret_cast<const char*>(&monitor) + sizeof(monitor) -
