@@ -299,11 +299,22 @@ absl::Status Simulation::Serial(int64_t step) {
   // ledger orders migrations off a node when asked for that node's orders); the others' are
   // known already.
   if (step >= next_migration_check_) {
-    for (const auto& shard : shards_) {
-      ASSIGN_OR_RETURN(const ledger::NodeInfo node, ledger_->GetNode(shard->node));
-      if (!(node.reserved - node.migrating).AnyGreaterThan(node.watermark)) continue;
-      ASSIGN_OR_RETURN(std::vector<ledger::MigrationOrder> orders,
-                       ledger_->MigrationOrders(node.name));
+    // Which nodes are above their watermark: read-only, so the pool reads them all at once.
+    std::vector<absl::StatusOr<bool>> above(shards_.size(), false);
+    pool_->For(shards_.size(), [&](size_t i) {
+      absl::StatusOr<ledger::NodeInfo> node = ledger_->GetNode(shards_[i]->node);
+      if (!node.ok()) {
+        above[i] = node.status();
+      } else {
+        above[i] = (node->reserved - node->migrating).AnyGreaterThan(node->watermark);
+      }
+    });
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      ASSIGN_OR_RETURN(const bool is_above, above[i]);
+      if (!is_above) continue;
+      const Shard* shard = shards_[i].get();
+      const std::string& node = shard->node;
+      ASSIGN_OR_RETURN(std::vector<ledger::MigrationOrder> orders, ledger_->MigrationOrders(node));
       const uint32_t source = shard->index;
       for (const ledger::MigrationOrder& o : orders) {
         auto vm_it = vm_by_name_.find(o.vm);
@@ -311,7 +322,7 @@ absl::Status Simulation::Serial(int64_t step) {
         if (vm_it == vm_by_name_.end() || vms_[vm_it->second]->shard != source ||
             target_it == shard_by_node_.end()) {
           return absl::InternalError(absl::StrCat("simulation: migration order ", o.id, " of VM ",
-                                                  o.vm, " from node ", node.name, " to node ",
+                                                  o.vm, " from node ", node, " to node ",
                                                   o.target_node, " does not match the fleet"));
         }
         Vm& vm = *vms_[vm_it->second];
