@@ -88,6 +88,8 @@ std::optional<absl::Duration> StartAll(State& state, absl::Time now,
       a.scheduler_request.reset();
       a.id = state.generation();
     }
+    // Most advice starts nothing (the simulator asks about twice per VM-step).
+    if (!a.vm_resize && !a.monitor_upscale && !a.monitor_downscale) return a.wait;
     const Advice next = First(state, a);
     if (!next.operation) return next.wait;
     Start(state, now, *next.operation);
