@@ -245,7 +245,7 @@ class State {
     Changed();
   }
 
-  std::shared_ptr<const StateConfig> config_;  // never null
+  std::shared_ptr<const StateConfig> config_;  // null only in a moved-from state
   Resources current_;
   Bounds bounds_;
   bool migrating_ = false;

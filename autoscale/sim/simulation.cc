@@ -299,7 +299,9 @@ absl::Status Simulation::Serial(int64_t step) {
   // ledger orders migrations off a node when asked for that node's orders); the others' are
   // known already.
   if (step >= next_migration_check_) {
-    // Which nodes are above their watermark: read-only, so the pool reads them all at once.
+    // Which nodes are above their watermark: read-only, so the pool reads them all at once. The
+    // orders below cannot put another node above its watermark (a migration goes only to a node
+    // that stays under it; the simulator drains no node), so reading them first changes nothing.
     std::vector<absl::StatusOr<bool>> above(shards_.size(), false);
     pool_->For(shards_.size(), [&](size_t i) {
       absl::StatusOr<ledger::NodeInfo> node = ledger_->GetNode(shards_[i]->node);
