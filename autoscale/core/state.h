@@ -102,7 +102,8 @@ class State {
   // `current` is what the VM has now; `bounds` its range in compute units.
   State(const StateConfig& config, Resources current, Bounds bounds);
   // The same, with a config that many states share (a simulated fleet: the states stay smaller
-  // and read one copy). UpdateScalingConfig and UpdateTimings give this state its own copy.
+  // and read one copy; `config` must not be null). UpdateScalingConfig and UpdateTimings give
+  // this state its own copy.
   State(std::shared_ptr<const StateConfig> config, Resources current, Bounds bounds);
 
   // The actions to start now, and how long to wait before asking again.
