@@ -11,9 +11,7 @@
 // root, QEMU drops to --qemu_user and the runtime directory becomes that user's. `inspect` talks to
 // the VM's second QMP socket, the one an agent would use; it fails while an agent holds it. Exit
 // codes: 0 done, 1 an error, 2 a usage error.
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -36,6 +34,7 @@
 #include "autoscale/agent/vm_driver.h"
 #include "autoscale/api/config.pb.h"
 #include "autoscale/base/init.h"
+#include "autoscale/base/owned_file.h"
 #include "autoscale/base/proto_file.h"
 #include "autoscale/base/status_macros.h"
 #include "autoscale/rpc/monitor/agent_token.h"
@@ -93,19 +92,8 @@ absl::Status Start(const std::string& dir) {
   spec.agent_token = autoscale::rpc::monitor::NewAgentToken();
   ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm, Vm::Start(spec, options));
   if (absl::GetFlag(FLAGS_resume)) RETURN_IF_ERROR(vm->Resume());
-  {
-    // QEMU's user owns the directory now: a new file, through no link it could have planted.
-    const std::string pid = absl::StrCat(getpid(), "\n");
-    const int fd =
-        open(PidFile(dir).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0 || write(fd, pid.data(), pid.size()) != static_cast<ssize_t>(pid.size())) {
-      const absl::Status s =
-          absl::InternalError(absl::StrCat("write ", PidFile(dir), ": ", std::strerror(errno)));
-      if (fd >= 0) close(fd);
-      return s;
-    }
-    close(fd);
-  }
+  // QEMU's user owns the directory now: a new file, through no link it could have planted.
+  RETURN_IF_ERROR(autoscale::WriteNewFile(PidFile(dir), absl::StrCat(getpid(), "\n"), 0644));
 
   std::cout << "VM " << spec.name << ": QEMU pid " << vm->pid() << ", "
             << (absl::GetFlag(FLAGS_resume) ? "running" : "paused") << "\n"
@@ -211,30 +199,18 @@ absl::Status Inspect(const std::string& dir) {
 absl::Status Stop(const std::string& dir) {
   // The directory is QEMU's user's (a QEMU that dropped root): only a pid file of our own user
   // is start's, or this would signal whatever process a guest that escaped QEMU names.
-  // Checked and read through one descriptor, opened without following a link.
-  const int fd = open(PidFile(dir).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0 && errno == ENOENT) {
+  // Read without following a link, from a regular file of our own user only.
+  absl::StatusOr<std::string> text =
+      autoscale::ReadOwnedFile(PidFile(dir), 32, /*root_may_own=*/false);
+  if (absl::IsNotFound(text.status())) {
     return absl::NotFoundError(absl::StrCat(PidFile(dir), ": no vmctl start runs this directory"));
   }
-  if (fd < 0) {
+  if (!text.ok()) {
     return absl::PermissionDeniedError(
-        absl::StrCat(PidFile(dir), ": ", std::strerror(errno), "; not stopping"));
-  }
-  struct stat pid_file;
-  char buffer[32] = {};
-  const bool ours =
-      fstat(fd, &pid_file) == 0 && S_ISREG(pid_file.st_mode) && pid_file.st_uid == geteuid();
-  const ssize_t n = ours ? read(fd, buffer, sizeof(buffer) - 1) : 0;
-  close(fd);
-  if (!ours) {
-    return absl::PermissionDeniedError(absl::StrCat(PidFile(dir), " belongs to uid ",
-                                                    pid_file.st_uid,
-                                                    " or is no regular file, not to this user: not "
-                                                    "written by vmctl start; not stopping"));
+        absl::StrCat(text.status().message(), ": not written by vmctl start; not stopping"));
   }
   int pid = 0;
-  if (n <= 0 || !absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::string_view(buffer, n)), &pid) ||
-      pid <= 0) {
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &pid) || pid <= 0) {
     return absl::NotFoundError(absl::StrCat(PidFile(dir), ": no vmctl start runs this directory"));
   }
   if (kill(pid, SIGTERM) != 0) {

@@ -31,6 +31,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "autoscale/base/owned_file.h"
 #include "autoscale/base/status_macros.h"
 #include "autoscale/base/units.h"
 #include "glog/logging.h"
@@ -536,28 +537,6 @@ absl::StatusOr<std::unique_ptr<HostCgroup>> Vm::MakeCgroup(const VmSpec& spec) {
   return nullptr;
 }
 
-namespace {
-
-// Writes `secret` to a new file at `path` (one there is replaced) that only its owner may read,
-// from the start.
-absl::Status WriteSecret(const std::string& path, std::string_view secret) {
-  if (unlink(path.c_str()) != 0 && errno != ENOENT) {
-    return absl::InternalError(absl::StrCat("unlink ", path, ": ", ErrnoText(errno)));
-  }
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return absl::InternalError(absl::StrCat("create ", path, ": ", ErrnoText(errno)));
-  const bool written =
-      write(fd, secret.data(), secret.size()) == static_cast<ssize_t>(secret.size());
-  const int err = errno;
-  if (close(fd) != 0 || !written) {
-    return absl::InternalError(
-        absl::StrCat("write ", path, ": ", ErrnoText(written ? errno : err)));
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOptions& options) {
   RETURN_IF_ERROR(Validate(spec));
   ASSIGN_OR_RETURN(std::optional<RunAs> run_as, QemuRunAs(spec));
@@ -605,8 +584,14 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Start(const VmSpec& spec, const StartOpt
   }
 
   if (!spec.agent_token.empty()) {
-    if (absl::Status s = WriteSecret(absl::StrCat(dir, "/", kAgentTokenFile), spec.agent_token);
-        !s.ok()) {
+    // Only its owner may read it, from the start; a file left there is replaced.
+    const std::string path = absl::StrCat(dir, "/", kAgentTokenFile);
+    absl::Status s = absl::OkStatus();
+    if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+      s = absl::InternalError(absl::StrCat("unlink ", path, ": ", ErrnoText(errno)));
+    }
+    if (s.ok()) s = WriteNewFile(path, spec.agent_token, 0600);
+    if (!s.ok()) {
       cleanup_dir();
       return absl::InternalError(absl::StrCat("VM ", spec.name, ": ", s.message()));
     }
