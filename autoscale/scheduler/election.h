@@ -42,7 +42,7 @@ struct ElectionOptions {
   // etcd raises a shorter TTL to its minimum (1.5 election timeouts), in whole seconds.
   absl::Duration lease_ttl = absl::Seconds(2);
   // Called once when the lease is lost (from the election's thread, or from Resign's caller), so
-  // that what depends on it stops at once.
+  // that what depends on it stops at once. lost() is already true when it is called.
   std::function<void()> on_lost{};
 };
 
