@@ -284,6 +284,13 @@ absl::StatusOr<Permit> Ledger::Request(const PermitRequest& request) {
   return permit;
 }
 
+void VmHandle::Prefetch() const {
+  // A prefetch never faults, so a stale pointer (its table since rehashed) does no harm.
+  const char* p = reinterpret_cast<const char*>(entry_);
+  if (p == nullptr) return;
+  for (size_t off = 0; off < sizeof(*entry_); off += 64) __builtin_prefetch(p + off);
+}
+
 absl::StatusOr<Permit> Ledger::Request(const PermitRequest& request, VmHandle& handle) {
   uint64_t seq = 0;
   ASSIGN_OR_RETURN(Permit permit, AnswerRequest(request, &seq, &handle));

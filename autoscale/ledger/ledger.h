@@ -238,6 +238,11 @@ class VmHandle {
  public:
   VmHandle() = default;
 
+  // Starts loading the entry the handle points to into the CPU's cache, without reading or
+  // checking it: a hint for a caller that will make a request with the handle soon (a
+  // simulation, a few VMs before it reaches this one). Harmless on any handle.
+  void Prefetch() const;
+
  private:
   friend class Ledger;
   // The ledger (Ledger::id_) and registry version (a node added or removed) it was taken at.

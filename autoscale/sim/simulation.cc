@@ -369,11 +369,13 @@ void Simulation::RunShard(Shard& shard, int64_t first, int64_t end) {
       // Load the next VMs while this one runs: the VM three ahead, and the workload of the next.
       if (i + 3 < n) Prefetch(vms[i + 3], vms[i + 3]->StepPrefix());
       if (i + 1 < n) Prefetch(vms[i + 1]->workload.get(), 128);
-      // And the agent's state and ledger handle of the VM two ahead if its agent will be asked.
+      // And the agent's state and ledger handle of the VM two ahead if its agent will be asked,
+      // and then its ledger entry (the handle is loaded by now).
       if (i + 2 < n && vms[i + 2]->AgentDue(t)) {
         Prefetch(&vms[i + 2]->state, sizeof(core::State));
         Prefetch(&vms[i + 2]->ledger_handle, sizeof(ledger::VmHandle));
       }
+      if (i + 1 < n && vms[i + 1]->AgentDue(t)) vms[i + 1]->ledger_handle.Prefetch();
       StepVm(shard, *vms[i], k, t, now);
     }
     shard.vm_steps += static_cast<int64_t>(shard.vms.size());
