@@ -370,8 +370,9 @@ void Simulation::RunShard(Shard& shard, int64_t first, int64_t end) {
       if (i + 3 < n) Prefetch(vms[i + 3], vms[i + 3]->StepPrefix());
       if (i + 1 < n) Prefetch(vms[i + 1]->workload.get(), 128);
       // And the agent's state and ledger handle of the VM two ahead if its agent will be asked,
-      // and then its ledger entry (the handle is loaded by now).
-      if (i + 2 < n && vms[i + 2]->AgentDue(t)) {
+      // and then its ledger entry (the handle is loaded by now). In a run's first step every
+      // state: the metrics reach it, and the node's VMs left the cache while the other nodes ran.
+      if (i + 2 < n && (k == first || vms[i + 2]->AgentDue(t))) {
         Prefetch(&vms[i + 2]->state, sizeof(core::State));
         Prefetch(&vms[i + 2]->ledger_handle, sizeof(ledger::VmHandle));
       }
