@@ -106,6 +106,21 @@ double ProjectNextHighest(std::span<const double> series, double project_len) {
 Goal ComputeGoal(const ScalingConfig& c, const Resources& cu, const SystemMetrics* system,
                  const LfcMetrics* lfc) {
   Goal g;
+  ComputeGoal(c, cu, system, lfc, g);
+  return g;
+}
+
+void ComputeGoal(const ScalingConfig& c, const Resources& cu, const SystemMetrics* system,
+                 const LfcMetrics* lfc, Goal& g) {
+  // Field by field: assigning Goal{} would clear all 128 bytes with a block store first.
+  g.cpu_cu.reset();
+  g.memory_cu.reset();
+  g.memory_total_cu.reset();
+  g.lfc_cu.reset();
+  g.load_average.reset();
+  g.lfc_estimate_pages.reset();
+  g.lfc_projected_pages.reset();
+  g.decided_by = Signal::kNone;
   if (!c.enable_lfc_metrics) lfc = nullptr;
   g.has_all_metrics = system != nullptr && (!c.enable_lfc_metrics || lfc != nullptr);
   const double cu_mem = static_cast<double>(cu.memory_bytes);
@@ -162,7 +177,6 @@ Goal ComputeGoal(const ScalingConfig& c, const Resources& cu, const SystemMetric
   part(g.memory_total_cu, Signal::kMemoryTotal);
   part(g.lfc_cu, Signal::kLfc);
   g.goal_cu = best < 0 ? 0 : static_cast<uint32_t>(Ceil(best));
-  return g;
 }
 
 }  // namespace autoscale::core

@@ -81,6 +81,10 @@ struct Goal {
 // config.enable_lfc_metrics; with too few windows there is no LFC goal.
 Goal ComputeGoal(const ScalingConfig& config, const Resources& compute_unit,
                  const SystemMetrics* system, const LfcMetrics* lfc);
+// The same goal, written over every field of `out`: for a caller that keeps a Goal and
+// recomputes it at every metrics update (a new Goal is cleared as a whole first).
+void ComputeGoal(const ScalingConfig& config, const Resources& compute_unit,
+                 const SystemMetrics* system, const LfcMetrics* lfc, Goal& out);
 
 // The knee estimator: the first window t >= initial_offset whose following slope (over
 // window_size - 1 minutes) is more than max_increase_factor times the preceding one; the value

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #include "autoscale/base/units.h"
@@ -227,6 +228,38 @@ TEST(ComputeGoal, BadNumbersNeverPoisonTheGoal) {
   SystemMetrics huge{.load_avg_1m = 1e300};
   Goal h = ComputeGoal(ScalingConfig{}, kCu, &huge, nullptr);
   EXPECT_EQ(h.goal_cu, 1u << 30) << "capped, not overflowed";
+}
+
+// The overload that writes into a Goal leaves nothing of what the Goal held before: each case
+// written over a Goal with every field set gives what a new Goal gets.
+TEST(ComputeGoal, WritingIntoAGoalLeavesNothingOfItsOldValue) {
+  ScalingConfig lfc_on;
+  lfc_on.enable_lfc_metrics = true;
+  const LfcMetrics lfc{Windows(10000, 20, 0)};
+  const SystemMetrics m{.load_avg_1m = 1.5,
+                        .load_avg_5m = 0.5,
+                        .memory_usage_bytes = 0.5 * kGiB,
+                        .memory_cached_bytes = 4.0 * kGiB};
+  auto fields = [](const Goal& g) {
+    return std::make_tuple(g.cpu_cu, g.memory_cu, g.memory_total_cu, g.lfc_cu, g.load_average,
+                           g.lfc_estimate_pages, g.lfc_projected_pages, g.goal_cu, g.decided_by,
+                           g.has_all_metrics);
+  };
+  const Goal full = ComputeGoal(lfc_on, kCu, &m, &lfc);
+  ASSERT_TRUE(full.lfc_cu && full.memory_total_cu && full.cpu_cu && full.has_all_metrics);
+  struct Case {
+    const ScalingConfig* config;
+    const SystemMetrics* system;
+    const LfcMetrics* lfc;
+  };
+  const ScalingConfig lfc_off;
+  for (const Case& c :
+       {Case{&lfc_on, &m, &lfc}, Case{&lfc_on, nullptr, nullptr}, Case{&lfc_on, &m, nullptr},
+        Case{&lfc_off, &m, &lfc}, Case{&lfc_off, nullptr, nullptr}}) {
+    Goal g = full;
+    ComputeGoal(*c.config, kCu, c.system, c.lfc, g);
+    EXPECT_EQ(fields(g), fields(ComputeGoal(*c.config, kCu, c.system, c.lfc)));
+  }
 }
 
 }  // namespace

@@ -312,9 +312,9 @@ ActionSet State::NextActions(absl::Time now) const {
 // --- inputs ---
 
 void State::RecomputeGoal() {
-  goal_ = ComputeGoal(config_->scaling, config_->compute_unit,
-                      system_metrics_ ? &*system_metrics_ : nullptr,
-                      lfc_metrics_ ? &*lfc_metrics_ : nullptr);
+  ComputeGoal(config_->scaling, config_->compute_unit,
+              system_metrics_ ? &*system_metrics_ : nullptr,
+              lfc_metrics_ ? &*lfc_metrics_ : nullptr, goal_);
   // Stale metrics count as missing for shrinking (and for the stabilization history).
   if (metrics_stale_) goal_.has_all_metrics = false;
 }
