@@ -240,7 +240,8 @@ class VmHandle {
 
   // Starts loading the entry the handle points to into the CPU's cache, without reading or
   // checking it: a hint for a caller that will make a request with the handle soon (a
-  // simulation, a few VMs before it reaches this one). Harmless on any handle.
+  // simulation, a few VMs before it reaches this one). Harmless on any handle, from the thread
+  // that uses it.
   void Prefetch() const;
 
  private:
