@@ -240,7 +240,7 @@ TEST(LedgerPropertyTest, HandlesGiveTheAnswersOfNames) {
       VmHandle& handle =
           handles[Pick(rng, 0, 19) == 0 ? names[Pick(rng, 0, names.size() - 1)] : name];
       absl::StatusOr<Permit> a = by_name.Request(request);
-      // The hint on handles empty, stale or another VM's (ASan finds no access).
+      // The hint, on handles empty, stale or another VM's, changes no answer.
       handle.Prefetch();
       absl::StatusOr<Permit> b = by_handle.Request(request, handle);
       ASSERT_EQ(a.status(), b.status()) << name << " step " << step;
