@@ -139,9 +139,8 @@ void Simulation::Receive(Shard& shard, Vm& vm, bool metrics, bool lfc, int64_t t
   // since it was last asked and its reaction check holds, metrics that give the goal the state
   // has change no decision: they wait for the state. Metrics and LFC metrics that come at one
   // step are taken one after the other, as the state would take them.
-  const bool may_wait = !config_.step_every_vm && !vm.undriven &&
-                        (vm.wake_at < 0 || vm.wake_at > t) && vm.reaction_fresh &&
-                        t < vm.reaction_until;
+  const bool may_wait =
+      !config_.step_every_vm && !vm.AgentDue(t) && vm.reaction_fresh && t < vm.reaction_until;
   bool asked = false;
   core::Signal decided_by = core::Signal::kNone;
   if (metrics) {
