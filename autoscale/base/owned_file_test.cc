@@ -78,5 +78,22 @@ TEST(OwnedFile, ReadsOnlyRegularFilesOfItsOwner) {
   }
 }
 
+TEST(OwnedFile, RootsFileIsReadByAnotherUserOnlyIfRootMayOwnIt) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root: a root-owned file read as another user";
+  testing::TempDir dir("owned");
+  ASSERT_EQ(chmod(dir.path().c_str(), 0755), 0) << std::strerror(errno);
+  const std::string file = dir.path() + "/roots";
+  ASSERT_TRUE(WriteNewFile(file, "token", 0644).ok());
+  // As nobody (the effective user only, so that root comes back).
+  ASSERT_EQ(seteuid(65534), 0) << std::strerror(errno);
+  absl::StatusOr<std::string> allowed = ReadOwnedFile(file, 32, /*root_may_own=*/true);
+  absl::StatusOr<std::string> refused = ReadOwnedFile(file, 32, /*root_may_own=*/false);
+  ASSERT_EQ(seteuid(0), 0) << std::strerror(errno);
+  ASSERT_TRUE(allowed.ok()) << allowed.status();
+  EXPECT_EQ(*allowed, "token");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied) << refused.status();
+  EXPECT_NE(refused.status().message().find("uid 0"), std::string::npos) << refused.status();
+}
+
 }  // namespace
 }  // namespace autoscale
